@@ -1,0 +1,27 @@
+#pragma once
+// The few places where LibTorch 1.13 (Debian, CPU) and 2.x (the GPU machine)
+// differ, kept in one header so that the rest of the code is version-free.
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <cmath>
+
+namespace kinora::compat {
+
+inline constexpr bool kHasSdpa = TORCH_VERSION_MAJOR >= 2;
+
+// softmax(q·kᵀ/√d)·v over the last two dims; q [..., Lq, d], k/v [..., Lk, d].
+// LibTorch 2.x has a fused kernel (flash / memory-efficient on CUDA); 1.13 gets
+// the same result through the explicit product.
+inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                                  const torch::Tensor& v) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v);
+#else
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);  // [..., Lq, Lk]
+  return torch::matmul(scores.softmax(-1), v);                     // [..., Lq, d]
+#endif
+}
+
+}  // namespace kinora::compat

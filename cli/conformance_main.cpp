@@ -1,0 +1,32 @@
+// kinora-conformance: runs the reference cases (*.case.safetensors) against
+// Kinora's components and prints PASS / FAIL / SKIP per case and weights file.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "base/runtime.h"
+#include "conformance/runner.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Run Kinora against reference cases (*.case.safetensors)", "kinora-conformance"};
+  app.set_version_flag("--version", kinora::version_string());
+  std::vector<std::string> paths;
+  std::string weights_dir, precision = "fp32";
+  bool allow_skip = false;
+  app.add_option("paths", paths, "case files and folders holding them")->required();
+  app.add_option("--weights-dir", weights_dir, "folder of the weights files (default: each case's folder)")
+      ->check(CLI::ExistingDirectory);
+  app.add_flag("--allow-skip", allow_skip, "do not count cases of unimplemented components as failures");
+  app.add_option("--precision", precision, "compute precision of the models: fp32 or bf16 (bf16 is held to 2e-2)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  CLI11_PARSE(app, argc, argv);
+  kinora::configure_threads();
+
+  kinora::conformance::RunnerOptions options;
+  if (!weights_dir.empty()) options.weights_dir = weights_dir;
+  options.allow_skip = allow_skip;
+  options.run.precision =
+      precision == "bf16" ? kinora::conformance::Precision::BF16 : kinora::conformance::Precision::F32;
+  std::vector<std::filesystem::path> ps(paths.begin(), paths.end());
+  return kinora::conformance::run_all(ps, options, std::cout);
+}

@@ -1,0 +1,58 @@
+#include "cli/info.h"
+
+#include <cstdio>
+#include <map>
+#include <ostream>
+
+#include "io/checkpoint.h"
+#include "io/layout.h"
+
+namespace kinora::cli {
+
+namespace {
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+}  // namespace
+
+void print_info(const std::filesystem::path& path, std::ostream& out) {
+  const auto ck = io::Checkpoint::open(path);
+  std::map<std::string, std::size_t> dtypes;
+  for (const auto& name : ck.names()) ++dtypes[io::dtype_name(ck.info(name).dtype)];
+  const auto det = io::detect_layout(ck.shapes());
+
+  out << path.string() << "\n";
+  out << "  files:    " << ck.shards().size() << (ck.sharded() ? " (sharded)" : "") << "\n";
+  out << "  tensors:  " << ck.size() << "\n";
+  out << "  dtypes:  ";
+  for (const auto& [d, n] : dtypes) out << " " << d << " ×" << n;
+  out << "\n";
+  out << "  size:     " << human_bytes(ck.total_bytes()) << " (" << ck.total_bytes() << " bytes)\n";
+  if (det.family == io::Family::Unknown) {
+    out << "  family:   not recognised (no known model's tensor names)\n";
+  } else {
+    out << "  family:   " << io::family_name(det.family) << "\n";
+    out << "  layout:   " << io::layout_name(det.layout);
+    if (!det.prefix.empty()) out << " (keys under '" << det.prefix << "')";
+    out << "\n";
+    out << "  shapes:   " << det.summary << "\n";
+  }
+  if (!ck.metadata().empty()) {
+    out << "  metadata:\n";
+    for (const auto& [k, v] : ck.metadata()) {
+      std::string shown = v.size() > 400 ? v.substr(0, 400) + "… (" + std::to_string(v.size()) + " chars)" : v;
+      out << "    " << k << " = " << shown << "\n";
+    }
+  }
+}
+
+}  // namespace kinora::cli

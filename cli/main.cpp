@@ -1,0 +1,52 @@
+// kinora: the command line.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "base/error.h"
+#include "base/runtime.h"
+#include "cli/info.h"
+#include "schedulers/registry.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX)", "kinora"};
+  app.set_version_flag("--version", kinora::version_string());
+  app.require_subcommand(1);
+
+  std::vector<std::string> info_files;
+  auto* info = app.add_subcommand("info", "Show what a checkpoint holds: tensors, dtypes, size, metadata, "
+                                          "and the model family and key layout it is recognised as");
+  info->add_option("files", info_files, "safetensors files or *.safetensors.index.json")
+      ->required()
+      ->check(CLI::ExistingFile);
+
+  auto* samplers = app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
+
+  CLI11_PARSE(app, argc, argv);
+  kinora::configure_threads();
+
+  int status = 0;
+  try {
+    if (*info) {
+      for (const auto& f : info_files) {
+        try {
+          kinora::cli::print_info(f, std::cout);
+        } catch (const std::exception& e) {
+          std::cerr << "kinora: " << e.what() << "\n";
+          status = 1;
+        }
+      }
+    } else if (*samplers) {
+      for (const auto& e : kinora::schedulers::available_schedulers()) {
+        std::cout << e.name;
+        for (const auto& a : e.aliases) std::cout << (&a == &e.aliases.front() ? " (also " : ", ") << a;
+        if (!e.aliases.empty()) std::cout << ")";
+        std::cout << "\n    " << e.description << "\n";
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "kinora: " << e.what() << "\n";
+    return 1;
+  }
+  return status;
+}

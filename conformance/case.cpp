@@ -1,0 +1,52 @@
+#include "conformance/case.h"
+
+#include "base/error.h"
+#include "io/safetensors.h"
+
+namespace kinora::conformance {
+
+const torch::Tensor& Case::input(const std::string& name) const {
+  const auto it = inputs.find(name);
+  if (it == inputs.end()) fail_file(path, "case has no input '" + name + "'");
+  return it->second;
+}
+
+Case load_case(const std::filesystem::path& path) {
+  const auto file = io::SafetensorsFile::open(path);
+  Case c;
+  c.path = path;
+  const auto& md = file->metadata();
+  auto get = [&](const char* key, bool required) -> std::string {
+    const auto it = md.find(key);
+    if (it == md.end()) {
+      if (required) fail_file(path, std::string("case metadata has no '") + key + "'");
+      return {};
+    }
+    return it->second;
+  };
+  c.component = get("component", true);
+  c.weights = get("weights", false);
+  c.note = get("note", false);
+  const std::string config = get("config", false);
+  try {
+    c.config = config.empty() ? nlohmann::json::object() : nlohmann::json::parse(config);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail_file(path, std::string("case config is not valid JSON: ") + e.what());
+  }
+  if (const std::string rtol = get("rtol", false); !rtol.empty()) {
+    try {
+      c.rtol = std::stod(rtol);
+    } catch (const std::exception&) {
+      fail_file(path, "case rtol '" + rtol + "' is not a number");
+    }
+  }
+  for (const auto& t : file->tensors()) {
+    // Copy out of the mapping: cases are small and outlive nothing here.
+    if (t.name.rfind("input.", 0) == 0) c.inputs[t.name.substr(6)] = file->get(t.name).clone();
+    else if (t.name.rfind("output.", 0) == 0) c.outputs[t.name.substr(7)] = file->get(t.name).clone();
+  }
+  if (c.outputs.empty()) fail_file(path, "case has no output.* tensors");
+  return c;
+}
+
+}  // namespace kinora::conformance

@@ -1,0 +1,36 @@
+#pragma once
+// The components the conformance runner can exercise, by the case's `component`.
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "conformance/case.h"
+
+namespace kinora::conformance {
+
+enum class Precision { F32, BF16 };
+
+struct RunOptions {
+  Precision precision = Precision::F32;
+};
+
+using Outputs = std::map<std::string, torch::Tensor>;
+
+struct Component {
+  std::string name;
+  bool needs_weights = false;
+  // Runs the case's inputs through the component (with the given weights file
+  // when needs_weights) and returns outputs named like the case's outputs.
+  std::function<Outputs(const Case&, const std::filesystem::path& weights, const RunOptions&)> run;
+};
+
+// The component for a case's `component` string, or nullopt when Kinora does not
+// implement it yet (the runner reports SKIP).
+std::optional<Component> find_component(const std::string& name);
+
+// Registration lists, one per module family (sched_components.cpp, …).
+void add_scheduler_components(std::map<std::string, Component>& out);
+
+}  // namespace kinora::conformance

@@ -1,0 +1,106 @@
+#include "io/checkpoint.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "base/error.h"
+
+namespace kinora::io {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// An index is small; refuse anything that is clearly not one before reading it.
+constexpr std::uintmax_t kMaxIndexBytes = 64ull << 20;
+
+json read_index(const fs::path& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) fail_file(path, "cannot read: " + ec.message());
+  if (size > kMaxIndexBytes) fail_file(path, "index of " + std::to_string(size) + " bytes is too large");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_file(path, "cannot open");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  try {
+    return json::parse(buf.str());
+  } catch (const json::parse_error& e) {
+    fail_file(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::open(const fs::path& path) {
+  Checkpoint ck;
+  ck.path_ = path;
+  if (!ends_with(path.filename().string(), ".index.json")) {
+    ck.shards_.push_back(SafetensorsFile::open(path));
+    for (const auto& t : ck.shards_[0]->tensors()) ck.where_[t.name] = 0;
+    ck.metadata_ = ck.shards_[0]->metadata();
+    return ck;
+  }
+
+  ck.is_index_ = true;
+  const json index = read_index(path);
+  if (!index.is_object()) fail_file(path, "index is not a JSON object");
+  const auto wm = index.find("weight_map");
+  if (wm == index.end() || !wm->is_object() || wm->empty())
+    fail_file(path, "index has no \"weight_map\" object");
+
+  std::map<std::string, std::size_t> shard_of_file;
+  for (const auto& [name, file] : wm->items()) {
+    if (!file.is_string()) fail_file(path, "weight_map entry for '" + name + "' is not a string");
+    const fs::path rel = file.get<std::string>();
+    if (rel.empty() || rel.is_absolute() || rel.filename() != rel)
+      fail_file(path, "weight_map names '" + rel.string() + "', which is not a file beside the index");
+    auto [it, inserted] = shard_of_file.try_emplace(rel.string(), ck.shards_.size());
+    if (inserted) ck.shards_.push_back(SafetensorsFile::open(path.parent_path() / rel));
+    const auto& shard = *ck.shards_[it->second];
+    if (!shard.contains(name))
+      fail_file(path, "weight_map puts '" + name + "' in " + rel.string() + ", which has no such tensor");
+    ck.where_[name] = it->second;
+  }
+  ck.metadata_ = ck.shards_[0]->metadata();
+  if (const auto md = index.find("metadata"); md != index.end() && md->is_object()) {
+    for (const auto& [k, v] : md->items()) ck.metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return ck;
+}
+
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> out;
+  out.reserve(where_.size());
+  for (const auto& kv : where_) out.push_back(kv.first);
+  return out;
+}
+
+const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
+  const auto it = where_.find(name);
+  if (it == where_.end()) fail_file(path_, "no tensor named '" + name + "'");
+  return *shards_[it->second];
+}
+
+const TensorInfo& Checkpoint::info(const std::string& name) const { return file_of(name).info(name); }
+torch::Tensor Checkpoint::get(const std::string& name) const { return file_of(name).get(name); }
+
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [name, shard] : where_) total += shards_[shard]->info(name).nbytes();
+  return total;
+}
+
+std::map<std::string, std::vector<int64_t>> Checkpoint::shapes() const {
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& [name, shard] : where_) out[name] = shards_[shard]->info(name).shape;
+  return out;
+}
+
+}  // namespace kinora::io

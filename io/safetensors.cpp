@@ -1,0 +1,420 @@
+#include "io/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+#include "base/error.h"
+
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; a big-endian port needs byte swapping");
+
+namespace kinora::io {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------- dtypes
+
+namespace {
+struct DTypeRow {
+  DType dtype;
+  const char* name;
+  std::size_t size;
+  torch::ScalarType torch_type;
+};
+constexpr std::array<DTypeRow, 12> kDTypes{{
+    {DType::F64, "F64", 8, torch::kFloat64},
+    {DType::F32, "F32", 4, torch::kFloat32},
+    {DType::F16, "F16", 2, torch::kFloat16},
+    {DType::BF16, "BF16", 2, torch::kBFloat16},
+    {DType::F8_E4M3, "F8_E4M3", 1, torch::kBFloat16},
+    {DType::F8_E5M2, "F8_E5M2", 1, torch::kBFloat16},
+    {DType::I64, "I64", 8, torch::kInt64},
+    {DType::I32, "I32", 4, torch::kInt32},
+    {DType::I16, "I16", 2, torch::kInt16},
+    {DType::I8, "I8", 1, torch::kInt8},
+    {DType::U8, "U8", 1, torch::kUInt8},
+    {DType::BOOL, "BOOL", 1, torch::kBool},
+}};
+
+const DTypeRow& row(DType d) {
+  for (const auto& r : kDTypes)
+    if (r.dtype == d) return r;
+  throw Error("internal: unknown dtype");
+}
+
+const DTypeRow* find_dtype(const std::string& name) {
+  for (const auto& r : kDTypes)
+    if (name == r.name) return &r;
+  return nullptr;
+}
+}  // namespace
+
+const char* dtype_name(DType d) { return row(d).name; }
+std::size_t dtype_size(DType d) { return row(d).size; }
+bool is_fp8(DType d) { return d == DType::F8_E4M3 || d == DType::F8_E5M2; }
+torch::ScalarType torch_dtype(DType d) { return row(d).torch_type; }
+
+DType from_torch(torch::ScalarType t) {
+  for (const auto& r : kDTypes)
+    if (r.torch_type == t && !is_fp8(r.dtype)) return r.dtype;
+  throw Error(std::string("safetensors has no dtype for torch type ") + c10::toString(t));
+}
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+// ---------------------------------------------------------------- mapping
+
+class MappedFile {
+ public:
+  explicit MappedFile(const fs::path& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail_file(path, std::string("cannot open: ") + std::strerror(errno));
+    struct stat st{};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      fail_file(path, std::string("cannot stat: ") + std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      fail_file(path, "not a regular file");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+    if (size_ > 0) {
+      // Private and writable: a caller that writes into a view gets its own copy of
+      // the page instead of a crash, and the file is never modified. NORESERVE:
+      // a checkpoint larger than RAM must still map.
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        fail_file(path, std::string("cannot map into memory: ") + std::strerror(err));
+      }
+      data_ = static_cast<uint8_t*>(p);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_) ::munmap(data_, size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// ---------------------------------------------------------------- header validation
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << '[';
+  for (std::size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << ']';
+  return s.str();
+}
+
+// Largest dimension accepted: far beyond any real tensor, small enough that a
+// product of a few of them cannot wrap a 64-bit size silently.
+constexpr int64_t kMaxDim = int64_t{1} << 40;
+constexpr std::size_t kMaxRank = 16;
+
+TensorInfo parse_entry(const fs::path& path, const std::string& name, const json& entry) {
+  auto bad = [&](const std::string& what) { fail_file(path, "tensor '" + name + "': " + what); };
+  if (!entry.is_object()) bad("entry is not a JSON object");
+  TensorInfo info;
+  info.name = name;
+
+  const auto dt = entry.find("dtype");
+  if (dt == entry.end() || !dt->is_string()) bad("missing or non-string \"dtype\"");
+  const DTypeRow* r = find_dtype(dt->get<std::string>());
+  if (!r) bad("unknown dtype '" + dt->get<std::string>() + "'");
+  info.dtype = r->dtype;
+
+  const auto sh = entry.find("shape");
+  if (sh == entry.end() || !sh->is_array()) bad("missing or non-array \"shape\"");
+  if (sh->size() > kMaxRank) bad("absurd rank " + std::to_string(sh->size()));
+  for (const auto& d : *sh) {
+    if (d.is_number_unsigned()) {
+      const auto v = d.get<uint64_t>();
+      if (v > static_cast<uint64_t>(kMaxDim)) bad("absurd dimension " + std::to_string(v));
+      info.shape.push_back(static_cast<int64_t>(v));
+    } else if (d.is_number_integer()) {
+      bad("negative dimension " + std::to_string(d.get<int64_t>()));
+    } else {
+      bad("shape holds a non-integer: " + d.dump());
+    }
+  }
+
+  const auto off = entry.find("data_offsets");
+  if (off == entry.end() || !off->is_array() || off->size() != 2 ||
+      !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
+    bad("\"data_offsets\" must be two non-negative integers");
+  info.begin = (*off)[0].get<uint64_t>();
+  info.end = (*off)[1].get<uint64_t>();
+  if (info.end < info.begin)
+    bad("data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
+        "] are out of order");
+
+  // Byte size from shape × dtype, with overflow checks.
+  uint64_t bytes = r->size;
+  for (auto d : info.shape) {
+    if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes))
+      bad("shape " + shape_string(info.shape) + " overflows a 64-bit byte count");
+  }
+  if (bytes != info.end - info.begin)
+    bad("shape " + shape_string(info.shape) + " × " + r->name + " is " + std::to_string(bytes) +
+        " bytes, but data_offsets span " + std::to_string(info.end - info.begin));
+  for (auto extra : entry.items()) {
+    const auto& k = extra.key();
+    if (k != "dtype" && k != "shape" && k != "data_offsets") bad("unexpected field '" + k + "'");
+  }
+  return info;
+}
+
+}  // namespace
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
+  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  file->map_ = std::make_shared<MappedFile>(path);
+  const uint64_t size = file->map_->size();
+  const uint8_t* base = file->map_->data();
+
+  if (size < 8)
+    fail_file(path, "truncated: " + std::to_string(size) +
+                        " bytes, too short for the 8-byte header length of a safetensors file");
+  uint64_t n = 0;
+  std::memcpy(&n, base, 8);
+  if (n > kMaxHeaderBytes)
+    fail_file(path, "header length " + std::to_string(n) + " bytes exceeds the " +
+                        std::to_string(kMaxHeaderBytes >> 20) +
+                        " MiB limit (not a safetensors file, or corrupt)");
+  if (n > size - 8)
+    fail_file(path, "header length " + std::to_string(n) + " runs past the end of the file (" +
+                        std::to_string(size) + " bytes): truncated or not a safetensors file");
+
+  json header;
+  try {
+    header = json::parse(base + 8, base + 8 + n);
+  } catch (const json::parse_error& e) {
+    fail_file(path, std::string("invalid JSON header: ") + e.what());
+  }
+  if (!header.is_object()) fail_file(path, "header is not a JSON object");
+
+  file->data_start_ = 8 + n;
+  const uint64_t data_size = size - file->data_start_;
+
+  for (auto& item : header.items()) {
+    if (item.key() == "__metadata__") {
+      if (!item.value().is_object()) fail_file(path, "__metadata__ is not a JSON object");
+      for (auto& kv : item.value().items()) {
+        if (!kv.value().is_string())
+          fail_file(path, "__metadata__ value for '" + kv.key() + "' is not a string");
+        file->metadata_[kv.key()] = kv.value().get<std::string>();
+      }
+      continue;
+    }
+    TensorInfo info = parse_entry(path, item.key(), item.value());
+    if (info.end > data_size)
+      fail_file(path, "tensor '" + info.name + "': data_offsets [" + std::to_string(info.begin) +
+                          ", " + std::to_string(info.end) + "] lie outside the data section of " +
+                          std::to_string(data_size) + " bytes (file truncated?)");
+    file->tensors_.push_back(std::move(info));
+  }
+
+  // The data section must be covered exactly once: no overlaps, no holes.
+  auto& ts = file->tensors_;
+  std::sort(ts.begin(), ts.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t covered = 0;
+  const TensorInfo* prev = nullptr;
+  for (const auto& t : ts) {
+    if (t.begin < covered)
+      fail_file(path, "tensors '" + prev->name + "' and '" + t.name + "' overlap in the data section");
+    if (t.begin > covered)
+      fail_file(path, "bytes " + std::to_string(covered) + ".." + std::to_string(t.begin) +
+                          " of the data section belong to no tensor (bad data_offsets)");
+    covered = t.end;
+    prev = &t;
+  }
+  if (covered != data_size)
+    fail_file(path, std::to_string(data_size - covered) +
+                        " bytes after the last tensor belong to no tensor (bad data_offsets)");
+  for (std::size_t i = 0; i < ts.size(); ++i) file->index_[ts[i].name] = i;
+  return file;
+}
+
+const TensorInfo& SafetensorsFile::info(const std::string& name) const {
+  const auto it = index_.find(name);
+  if (it == index_.end()) fail_file(path_, "no tensor named '" + name + "'");
+  return tensors_[it->second];
+}
+
+uint64_t SafetensorsFile::file_size() const { return map_->size(); }
+
+bool SafetensorsFile::is_zero_copy(const std::string& name) const {
+  const auto& t = info(name);
+  if (is_fp8(t.dtype)) return false;
+  const auto addr = reinterpret_cast<std::uintptr_t>(map_->data() + data_start_ + t.begin);
+  return addr % dtype_size(t.dtype) == 0;
+}
+
+torch::Tensor SafetensorsFile::raw(const std::string& name) const {
+  const auto& t = info(name);
+  auto keep = map_;
+  return torch::from_blob(
+      map_->data() + data_start_ + t.begin, {static_cast<int64_t>(t.nbytes())},
+      [keep](void*) mutable { keep.reset(); }, torch::TensorOptions().dtype(torch::kUInt8));
+}
+
+torch::Tensor SafetensorsFile::get(const std::string& name) const {
+  const auto& t = info(name);
+  if (is_fp8(t.dtype)) return widen_fp8(raw(name), t.dtype).view(t.shape);
+  const auto options = torch::TensorOptions().dtype(torch_dtype(t.dtype));
+  uint8_t* ptr = map_->data() + data_start_ + t.begin;
+  if (is_zero_copy(name)) {
+    auto keep = map_;
+    return torch::from_blob(ptr, t.shape, [keep](void*) mutable { keep.reset(); }, options);
+  }
+  // Unaligned data: copy it out so that element access is well-defined.
+  auto out = torch::empty(t.shape, options);
+  std::memcpy(out.data_ptr(), ptr, t.nbytes());
+  return out;
+}
+
+// ---------------------------------------------------------------- FP8
+
+namespace {
+float decode_e4m3(uint8_t b) {  // "fn" variant: no infinities, NaN at S.1111.111
+  const int sign = b >> 7, exp = (b >> 3) & 0xF, man = b & 0x7;
+  float v;
+  if (exp == 0xF && man == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exp == 0)
+    v = std::ldexp(static_cast<float>(man) / 8.0f, -6);
+  else
+    v = std::ldexp(1.0f + static_cast<float>(man) / 8.0f, exp - 7);
+  return sign ? -v : v;
+}
+float decode_e5m2(uint8_t b) {  // IEEE-like: infinities and NaNs at exponent 31
+  const int sign = b >> 7, exp = (b >> 2) & 0x1F, man = b & 0x3;
+  float v;
+  if (exp == 0x1F)
+    v = man == 0 ? std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN();
+  else if (exp == 0)
+    v = std::ldexp(static_cast<float>(man) / 4.0f, -14);
+  else
+    v = std::ldexp(1.0f + static_cast<float>(man) / 4.0f, exp - 15);
+  return sign ? -v : v;
+}
+}  // namespace
+
+torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType to) {
+  TORCH_CHECK(bytes.scalar_type() == torch::kUInt8, "widen_fp8 expects uint8 bytes");
+  TORCH_CHECK(is_fp8(fp8), "widen_fp8 expects an FP8 dtype");
+  static const torch::Tensor tables[2] = {
+      [] {
+        auto t = torch::empty({256}, torch::kFloat32);
+        for (int i = 0; i < 256; ++i) t[i] = decode_e4m3(static_cast<uint8_t>(i));
+        return t;
+      }(),
+      [] {
+        auto t = torch::empty({256}, torch::kFloat32);
+        for (int i = 0; i < 256; ++i) t[i] = decode_e5m2(static_cast<uint8_t>(i));
+        return t;
+      }()};
+  const auto& table = tables[fp8 == DType::F8_E4M3 ? 0 : 1];
+  auto idx = bytes.reshape({-1}).to(torch::kInt32);
+  return table.to(bytes.device()).to(to).index_select(0, idx).view(bytes.sizes());
+}
+
+// ---------------------------------------------------------------- writer
+
+namespace {
+struct FileCloser {
+  void operator()(std::FILE* f) const {
+    if (f) std::fclose(f);
+  }
+};
+}  // namespace
+
+void save_safetensors(const fs::path& path,
+                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<torch::Tensor> data;
+  data.reserve(tensors.size());
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") fail_file(path, "'__metadata__' cannot name a tensor");
+    if (header.contains(name)) fail_file(path, "tensor name '" + name + "' given twice");
+    auto t = tensor.detach().to(torch::kCPU).contiguous();
+    const DType d = from_torch(t.scalar_type());
+    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dtype_size(d);
+    header[name] = {{"dtype", dtype_name(d)},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+    data.push_back(std::move(t));
+  }
+  std::string text = header.dump();
+  // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+
+  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp-" +
+                                             std::to_string(::getpid()));
+  auto failed = [&](const std::string& what) {
+    const int err = errno;
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fail_file(path, what + (err ? std::string(": ") + std::strerror(err) : std::string()));
+  };
+  {
+    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(tmp.c_str(), "wb"));
+    if (!f) failed("cannot create " + tmp.filename().string());
+    const uint64_t n = text.size();
+    bool ok = std::fwrite(&n, 8, 1, f.get()) == 1 &&
+              std::fwrite(text.data(), 1, text.size(), f.get()) == text.size();
+    for (std::size_t i = 0; ok && i < data.size(); ++i) {
+      const auto bytes = static_cast<std::size_t>(data[i].numel()) * data[i].element_size();
+      ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f.get()) == bytes;
+    }
+    ok = ok && std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
+    if (!ok) failed("write failed (disk full?)");
+    if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    fail_file(path, "cannot move the finished file into place: " + ec.message());
+  }
+}
+
+}  // namespace kinora::io

@@ -1,0 +1,126 @@
+// The command-line programs, run as a user runs them.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+
+#include "io/safetensors.h"
+#include "test_util.h"
+
+using kinora::test::fixture;
+using kinora::test::TempDir;
+using kinora::test::write_raw;
+using ::testing::HasSubstr;
+
+namespace {
+struct Run {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+Run run(const std::string& args) {
+  const std::string cmd = std::string(KINORA_BIN_DIR) + "/" + args + " 2>&1";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+}  // namespace
+
+TEST(KinoraCli, HelpAndVersion) {
+  auto r = run("kinora --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("info"));
+  r = run("kinora --version");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("Kinora "));
+  EXPECT_THAT(r.out, HasSubstr("LibTorch"));
+  r = run("kinora frobnicate");
+  EXPECT_NE(r.code, 0);
+}
+
+TEST(KinoraCli, SamplersAreListed) {
+  const auto r = run("kinora samplers");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("flow_unipc"));
+  EXPECT_THAT(r.out, HasSubstr("flow_dpmpp_2m"));
+  EXPECT_THAT(r.out, HasSubstr("flow_euler"));
+}
+
+TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
+  const std::pair<const char*, const char*> expected[] = {
+      {"wan21_dit_tiny.comfy.safetensors", "Wan DiT"}, {"wan21_vae_tiny.diffusers.safetensors", "Wan VAE"},
+      {"umt5_enc_tiny.hf.safetensors", "umT5"},        {"t5_enc_tiny.safetensors", "T5 encoder"},
+      {"clip_l_tiny.safetensors", "CLIP"},             {"flux1_dev_tiny.safetensors", "FLUX DiT"},
+      {"flux1_ae_tiny.safetensors", "FLUX autoencoder"}};
+  for (const auto& [file, family] : expected) {
+    const auto r = run("kinora info " + fixture(file));
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_THAT(r.out, HasSubstr(std::string("family:   ") + family)) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("layout:   ")) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("tensors:  ")) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("dtypes:   F32")) << r.out;
+  }
+  const auto r = run("kinora info " + fixture("wan21_dit_tiny.comfy.safetensors"));
+  EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')"));
+  EXPECT_THAT(r.out, HasSubstr("layout = wan-comfyui"));  // metadata shown
+}
+
+TEST(KinoraCli, InfoRefusesMalformedFilesWithNameAndReason) {
+  TempDir dir;
+  const std::string one = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  write_raw(dir / "truncated.safetensors", one, std::string(3, '\0'));
+  write_raw(dir / "badjson.safetensors", "{\"a\":", "");
+  write_raw(dir / "huge.safetensors", one, std::string(8, '\0'), int64_t{5} << 30);
+  write_raw(dir / "dtype.safetensors", R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})",
+            std::string(8, '\0'));
+  const std::pair<const char*, const char*> cases[] = {{"truncated.safetensors", "outside the data section"},
+                                                       {"badjson.safetensors", "invalid JSON"},
+                                                       {"huge.safetensors", "limit"},
+                                                       {"dtype.safetensors", "unknown dtype 'Q4'"}};
+  for (const auto& [file, reason] : cases) {
+    const auto r = run("kinora info " + (dir / file).string());
+    EXPECT_NE(r.code, 0) << file;
+    EXPECT_THAT(r.out, HasSubstr((dir / file).string()));
+    EXPECT_THAT(r.out, HasSubstr(reason));
+  }
+}
+
+TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
+  auto r = run("kinora-conformance " + fixture("sched_wan_unipc_20.case.safetensors"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("PASS  sched_wan_unipc_20.case.safetensors  -  "));
+  EXPECT_THAT(r.out, HasSubstr("1 passed, 0 failed"));
+
+  // A component not implemented is SKIP, and a failure unless --allow-skip.
+  const std::string dit = fixture("wan21_dit_video.case.safetensors");
+  r = run("kinora-conformance " + dit);
+  if (r.out.find("SKIP") != std::string::npos) {
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("0 passed, 1 failed"));
+    r = run("kinora-conformance --allow-skip " + dit);
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("0 passed, 0 failed, 1 skipped"));
+  }
+
+  r = run("kinora-conformance /nonexistent/folder");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("/nonexistent/folder"));
+}
+
+TEST(ConformanceCli, AFailingCaseFailsTheRun) {
+  // The same sampler case with its expected trajectory altered by 1% must FAIL.
+  TempDir dir;
+  const auto f = kinora::io::SafetensorsFile::open(fixture("sched_wan_dpmpp_25.case.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& t : f->tensors())
+    tensors.emplace_back(t.name, t.name == "output.trajectory" ? f->get(t.name) * 1.01 : f->get(t.name));
+  kinora::io::save_safetensors(dir / "altered.case.safetensors", tensors, f->metadata());
+  const auto r = run("kinora-conformance " + (dir / "altered.case.safetensors").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("FAIL  altered.case.safetensors  -  0.01"));
+  EXPECT_THAT(r.out, HasSubstr("trajectory: relative error"));
+}
