@@ -121,6 +121,6 @@ TEST(ConformanceCli, AFailingCaseFailsTheRun) {
   kinora::io::save_safetensors(dir / "altered.case.safetensors", tensors, f->metadata());
   const auto r = run("kinora-conformance " + (dir / "altered.case.safetensors").string());
   EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("FAIL  altered.case.safetensors  -  0.01"));
+  EXPECT_THAT(r.out, HasSubstr("FAIL  altered.case.safetensors  -  0.0099"));
   EXPECT_THAT(r.out, HasSubstr("trajectory: relative error"));
 }
