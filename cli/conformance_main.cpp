@@ -25,8 +25,7 @@ int main(int argc, char** argv) {
   kinora::conformance::RunnerOptions options;
   if (!weights_dir.empty()) options.weights_dir = weights_dir;
   options.allow_skip = allow_skip;
-  options.run.precision =
-      precision == "bf16" ? kinora::conformance::Precision::BF16 : kinora::conformance::Precision::F32;
+  options.run.precision = kinora::layers::parse_precision(precision);
   std::vector<std::filesystem::path> ps(paths.begin(), paths.end());
   return kinora::conformance::run_all(ps, options, std::cout);
 }

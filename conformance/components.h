@@ -7,10 +7,11 @@
 #include <string>
 
 #include "conformance/case.h"
+#include "layers/precision.h"
 
 namespace kinora::conformance {
 
-enum class Precision { F32, BF16 };
+using Precision = layers::Precision;
 
 struct RunOptions {
   Precision precision = Precision::F32;
@@ -32,5 +33,7 @@ std::optional<Component> find_component(const std::string& name);
 
 // Registration lists, one per module family (sched_components.cpp, …).
 void add_scheduler_components(std::map<std::string, Component>& out);
+void add_text_components(std::map<std::string, Component>& out);
+void add_wan_components(std::map<std::string, Component>& out);
 
 }  // namespace kinora::conformance

@@ -1,0 +1,33 @@
+// Wan 2.1 cases: the DiT forward and the VAE's encode and decode.
+#include "conformance/components.h"
+#include "diffusion/wan_dit.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::conformance {
+namespace {
+
+Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto model = diffusion::WanModel::load(weights, o.precision);
+  const auto out = model.forward(k.input("x").unsqueeze(0), k.input("t").reshape({1}), k.input("context").unsqueeze(0));
+  return {{"x", out[0]}};
+}
+
+Outputs run_vae_encode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto vae = vae::WanVAE::load(weights, o.precision);
+  return {{"latent", vae.encode(k.input("video"))}};
+}
+
+Outputs run_vae_decode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto vae = vae::WanVAE::load(weights, o.precision);
+  return {{"video", vae.decode(k.input("latent"))}};
+}
+
+}  // namespace
+
+void add_wan_components(std::map<std::string, Component>& out) {
+  out["wan21.dit"] = {"wan21.dit", true, run_dit};
+  out["wan21.vae.encode"] = {"wan21.vae.encode", true, run_vae_encode};
+  out["wan21.vae.decode"] = {"wan21.vae.decode", true, run_vae_decode};
+}
+
+}  // namespace kinora::conformance

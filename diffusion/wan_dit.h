@@ -1,0 +1,76 @@
+#pragma once
+// The Wan 2.1 / 2.2 video DiT (WanModel), with its modules registered under
+// the original checkpoint's names. Reference: Wan2.1 wan/modules/model.py;
+// spec/wan.md §1.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "io/checkpoint.h"
+#include "layers/precision.h"
+
+namespace kinora::diffusion {
+
+struct WanConfig {
+  std::string model_type = "t2v";  // "t2v" or "i2v" (the 2.1 image branch: img_emb, k_img, v_img)
+  int64_t patch_t = 1, patch_h = 2, patch_w = 2;
+  int64_t text_len = 512;
+  int64_t in_dim = 16;
+  int64_t dim = 1536;
+  int64_t ffn_dim = 8960;
+  int64_t freq_dim = 256;
+  int64_t text_dim = 4096;
+  int64_t out_dim = 16;
+  int64_t num_heads = 12;
+  int64_t num_layers = 30;
+  double eps = 1e-6;
+
+  int64_t head_dim() const { return dim / num_heads; }
+  // "Wan 2.1 T2V 1.3B", … from the shapes, or "custom size".
+  std::string variant() const;
+
+  // From the file's metadata "config" when it has one, else from tensor names and
+  // shapes of any layout (heads = width / 128, as in every released model).
+  // Throws kinora::Error naming the file.
+  static WanConfig from_checkpoint(const io::Checkpoint& ck);
+};
+
+class WanModelImpl;
+
+class WanModel {
+ public:
+  explicit WanModel(const WanConfig& config);
+  ~WanModel();
+  WanModel(WanModel&&) noexcept;
+  WanModel& operator=(WanModel&&) noexcept;
+
+  // Loads any layout (original, ComfyUI, diffusers), weights in their stored dtype.
+  static WanModel load(const std::filesystem::path& path, layers::Precision precision = layers::Precision::F32);
+
+  const WanConfig& config() const;
+  void set_precision(layers::Precision p);
+  layers::Precision precision() const;
+  void to(torch::Device device);
+  torch::nn::Module& module();
+
+  // The flow prediction.
+  //   x       [B, in_dim, F, H, W] latent (with the i2v condition already concatenated)
+  //   t       [B] timesteps in 0..1000
+  //   context [B, L ≤ text_len, text_dim] text encoder output (zero-padded to
+  //           text_len here and attended unmasked, as the reference does)
+  //   clip    [B, 257, 1280] CLIP image features (i2v only), or undefined
+  // → [B, out_dim, F, H, W] float32
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
+                        const torch::Tensor& clip = {});
+
+ private:
+  std::shared_ptr<WanModelImpl> impl_;
+  std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
+};
+
+// Checkpoint key (any layout, prefix already stripped) → original name; "" to ignore.
+std::string wan_diffusers_to_original(const std::string& key);
+
+}  // namespace kinora::diffusion

@@ -1,0 +1,50 @@
+#pragma once
+// A linear layer whose weight stays in the dtype the checkpoint stores it in.
+//
+// The weight is widened (or narrowed) per call to the compute dtype, so a bf16
+// or FP8 checkpoint is never copied whole to float32. FP8 weights are held as
+// their raw bytes and widened exactly on use; ComfyUI's "scaled fp8" files add a
+// per-tensor `scale_weight` that multiplies the widened weight.
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "io/safetensors.h"
+#include "layers/precision.h"
+
+namespace kinora::layers {
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias);
+
+  // x [..., in] → [..., out] in matmul_dtype(precision).
+  torch::Tensor forward(const torch::Tensor& x);
+  // The weight as `dtype` [out, in] (widened from FP8 when stored so).
+  torch::Tensor weight_as(torch::ScalarType dtype) const;
+
+  int64_t in_features, out_features;
+  torch::Tensor weight, bias;
+  std::optional<io::DType> fp8;  // set when `weight` holds FP8 bytes (uint8, [out, in])
+  std::optional<float> scale;    // ComfyUI scaled-fp8 weight scale
+  Precision precision = Precision::F32;
+};
+TORCH_MODULE(Linear);
+
+// Sets the compute precision of every Linear under `root`.
+void set_precision(torch::nn::Module& root, Precision p);
+
+}  // namespace kinora::layers
+
+namespace kinora::layers {
+// The parameters of a norm layer (`weight`, optional `bias`), registered under the
+// checkpoint's names; the computation is rms_norm()/layer_norm() in ops.h.
+struct NormParamsImpl : torch::nn::Module {
+  NormParamsImpl(int64_t dim, bool with_bias) {
+    weight = register_parameter("weight", torch::ones({dim}), false);
+    if (with_bias) bias = register_parameter("bias", torch::zeros({dim}), false);
+  }
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(NormParams);
+}  // namespace kinora::layers

@@ -1,0 +1,28 @@
+#pragma once
+// Loading a module's parameters from a checkpoint by name.
+//
+// Every module registers its parameters under the original checkpoint's dotted
+// names; other layouts are a renaming of the file's keys, applied here once.
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+#include "io/checkpoint.h"
+
+namespace kinora::layers {
+
+// Maps a checkpoint key to the module's name for it; "" ignores the key.
+using Rename = std::function<std::string(const std::string& key)>;
+
+// Points every parameter and buffer of `root` at the checkpoint tensor of the
+// same (renamed) name: zero-copy views of the mapping, in the stored dtype (FP8
+// kept as bytes for Linear layers). Throws kinora::Error naming the file for a
+// missing tensor or a wrong shape. `what` names the model in messages.
+void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Rename& rename,
+                     const std::string& what);
+
+// Strips `prefix` when the key starts with it.
+std::string strip(const std::string& key, const std::string& prefix);
+
+}  // namespace kinora::layers

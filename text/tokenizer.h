@@ -1,0 +1,46 @@
+#pragma once
+// The T5 / umT5 tokenizer: a SentencePiece model (the user's spiece.model),
+// Wan's prompt cleaning, </s> appended, padded to a fixed length with a mask.
+// Reference: Wan2.1 wan/modules/tokenizers.py (HF AutoTokenizer); spec/wan.md §3.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace kinora::text {
+
+struct Tokens {
+  torch::Tensor ids;   // [1, max_len] int64, pad 0
+  torch::Tensor mask;  // [1, max_len] int64, 1 for real tokens (</s> included)
+  int64_t length = 0;  // real tokens
+  bool truncated = false;
+};
+
+class Tokenizer {
+ public:
+  // Throws kinora::Error naming the file when it is not a SentencePiece model.
+  static Tokenizer load(const std::filesystem::path& spiece_model);
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  Tokens encode(const std::string& text, int64_t max_len = 512) const;
+  int64_t vocab_size() const;
+
+  // Wan's "whitespace" cleaning: HTML entities unescaped twice, whitespace runs
+  // collapsed to one space, ends stripped. (ftfy's mojibake repair is not done.)
+  static std::string clean(const std::string& text);
+
+  static constexpr int64_t kPad = 0, kEos = 1;
+
+ private:
+  Tokenizer() = default;
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+};
+
+}  // namespace kinora::text

@@ -1,0 +1,477 @@
+#include "vae/wan_vae.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <regex>
+
+#include "base/error.h"
+#include "io/layout.h"
+#include "layers/load.h"
+
+namespace kinora::vae {
+namespace F = torch::nn::functional;
+using torch::Tensor;
+
+namespace {
+constexpr int64_t kCacheT = 2;  // frames each causal conv keeps from its last input
+
+// Parameter-free placeholder so that children keep the reference's indices.
+std::shared_ptr<torch::nn::Module> gap() { return std::make_shared<torch::nn::IdentityImpl>(); }
+}  // namespace
+
+// ---------------------------------------------------------------- layers
+
+// A 3D convolution, causal in time: 2·p_t frames of front padding, which a
+// cache of the previous chunk's frames replaces.
+struct CausalConv3dImpl : torch::nn::Module {
+  // Kernel (k_t, k_s, k_s), padding (p_t, p_s, p_s), stride (s_t, 1, 1).
+  CausalConv3dImpl(int64_t in, int64_t out, int64_t k_t, int64_t k_s, int64_t p_t = 0, int64_t p_s = 0,
+                   int64_t s_t = 1)
+      : pad{p_t, p_s, p_s}, stride{s_t, 1, 1} {
+    weight = register_parameter("weight", torch::empty({out, in, k_t, k_s, k_s}), false);
+    bias = register_parameter("bias", torch::zeros({out}), false);
+  }
+  // x [B, C, T, H, W]; `cache` (frames of the previous input) replaces front padding.
+  Tensor forward(const Tensor& x, const Tensor& cache = {}) {
+    Tensor in = x;
+    int64_t front = 2 * pad[0];
+    if (cache.defined() && front > 0) {
+      in = torch::cat({cache.to(x.scalar_type()), x}, 2);
+      front -= cache.size(2);
+    }
+    in = F::pad(in, F::PadFuncOptions({pad[2], pad[2], pad[1], pad[1], front, 0}));
+    const auto dt = x.scalar_type();
+    return torch::conv3d(in, weight.to(dt), bias.to(dt), {stride[0], stride[1], stride[2]});
+  }
+  // The chunked form: conv with this conv's cache, then remember the last frames.
+  Tensor forward_cached(const Tensor& x) {
+    auto next = x.slice(2, std::max<int64_t>(0, x.size(2) - kCacheT));
+    if (next.size(2) < kCacheT && cache_.defined())
+      next = torch::cat({cache_.slice(2, cache_.size(2) - 1), next}, 2);  // last frame of the chunk before
+    auto out = forward(x, cache_);
+    cache_ = next.clone();
+    return out;
+  }
+  std::array<int64_t, 3> pad, stride;
+  Tensor weight, bias, cache_;
+};
+TORCH_MODULE(CausalConv3d);
+
+// L2-normalise over channels, times √C and gamma.
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, bool images) : scale(std::sqrt(static_cast<double>(dim))) {
+    gamma = register_parameter("gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
+  }
+  Tensor forward(const Tensor& x) {
+    return F::normalize(x, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(x.scalar_type());
+  }
+  double scale;
+  Tensor gamma;
+};
+TORCH_MODULE(RMSNorm);
+
+struct Conv2dParamsImpl : torch::nn::Module {
+  Conv2dParamsImpl(int64_t in, int64_t out, int64_t k) {
+    weight = register_parameter("weight", torch::empty({out, in, k, k}), false);
+    bias = register_parameter("bias", torch::zeros({out}), false);
+  }
+  Tensor forward(const Tensor& x, int64_t stride = 1, int64_t padding = 0) {
+    const auto dt = x.scalar_type();
+    return torch::conv2d(x, weight.to(dt), bias.to(dt), {stride, stride}, {padding, padding});
+  }
+  Tensor weight, bias;
+};
+TORCH_MODULE(Conv2dParams);
+
+// [B, C, T, H, W] ↔ [B·T, C, H, W]
+Tensor frames_of(const Tensor& x) { return x.transpose(1, 2).flatten(0, 1); }
+Tensor video_of(const Tensor& x, int64_t b) { return x.unflatten(0, {b, -1}).transpose(1, 2); }
+
+struct ResidualBlockImpl : torch::nn::Module {
+  ResidualBlockImpl(int64_t in, int64_t out) {
+    residual = register_module("residual", torch::nn::ModuleList());
+    residual->push_back(RMSNorm(in, false));
+    residual->push_back(gap());  // SiLU
+    residual->push_back(CausalConv3d(in, out, 3, 3, 1, 1));
+    residual->push_back(RMSNorm(out, false));
+    residual->push_back(gap());  // SiLU
+    residual->push_back(gap());  // Dropout
+    residual->push_back(CausalConv3d(out, out, 3, 3, 1, 1));
+    if (in != out) shortcut = register_module("shortcut", CausalConv3d(in, out, 1, 1));
+  }
+  Tensor forward(const Tensor& x) {
+    const auto h = shortcut ? shortcut->forward(x) : x;
+    auto y = torch::silu(residual->ptr<RMSNormImpl>(0)->forward(x));
+    y = residual->ptr<CausalConv3dImpl>(2)->forward_cached(y);
+    y = torch::silu(residual->ptr<RMSNormImpl>(3)->forward(y));
+    y = residual->ptr<CausalConv3dImpl>(6)->forward_cached(y);
+    return y + h;
+  }
+  void clear() {
+    residual->ptr<CausalConv3dImpl>(2)->cache_ = Tensor();
+    residual->ptr<CausalConv3dImpl>(6)->cache_ = Tensor();
+  }
+  torch::nn::ModuleList residual{nullptr};
+  CausalConv3d shortcut{nullptr};
+};
+TORCH_MODULE(ResidualBlock);
+
+// Single-head self-attention within each frame.
+struct AttentionBlockImpl : torch::nn::Module {
+  explicit AttentionBlockImpl(int64_t dim) {
+    norm = register_module("norm", RMSNorm(dim, true));
+    to_qkv = register_module("to_qkv", Conv2dParams(dim, 3 * dim, 1));
+    proj = register_module("proj", Conv2dParams(dim, dim, 1));
+  }
+  Tensor forward(const Tensor& x) {
+    const int64_t b = x.size(0), c = x.size(1), h = x.size(3), w = x.size(4);
+    auto f = norm->forward(frames_of(x));                                  // [BT, C, H, W]
+    const auto qkv = to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c));
+    const auto att = (torch::matmul(qkv[0], qkv[1].transpose(-2, -1)) * scale).softmax(-1);  // [BT, 1, HW, HW]
+    f = torch::matmul(att, qkv[2]).squeeze(1).permute({0, 2, 1}).reshape({-1, c, h, w});
+    return video_of(proj->forward(f), b) + x;
+  }
+  RMSNorm norm{nullptr};
+  Conv2dParams to_qkv{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(AttentionBlock);
+
+enum class Mode { Up2d, Up3d, Down2d, Down3d };
+
+struct ResampleImpl : torch::nn::Module {
+  ResampleImpl(int64_t dim, Mode mode) : mode(mode) {
+    resample = register_module("resample", torch::nn::ModuleList());
+    resample->push_back(gap());  // Upsample or ZeroPad2d
+    const bool up = mode == Mode::Up2d || mode == Mode::Up3d;
+    resample->push_back(Conv2dParams(dim, up ? dim / 2 : dim, 3));
+    if (mode == Mode::Up3d) time_conv = register_module("time_conv", CausalConv3d(dim, 2 * dim, 3, 1, 1, 0));
+    if (mode == Mode::Down3d)
+      time_conv = register_module("time_conv", CausalConv3d(dim, dim, 3, 1, 0, 0, 2));
+  }
+
+  Tensor forward(Tensor x) {
+    const int64_t b = x.size(0), c = x.size(1), t = x.size(2), h = x.size(3), w = x.size(4);
+    if (mode == Mode::Up3d) {
+      // First chunk: no time upsampling (1 latent frame → 1 frame), only a marker.
+      if (!seen_first_) {
+        seen_first_ = true;
+      } else {
+        auto next = x.slice(2, std::max<int64_t>(0, t - kCacheT));
+        if (next.size(2) < kCacheT) {
+          // After the first chunk the frame before is zeros; later, the cached one.
+          next = torch::cat({cache_.defined() ? cache_.slice(2, cache_.size(2) - 1) : torch::zeros_like(next), next}, 2);
+        }
+        x = cache_.defined() ? time_conv->forward(x, cache_) : time_conv->forward(x);  // [B, 2C, T, H, W]
+        cache_ = next.clone();
+        // Interleave the two halves in time: [B, 2, C, T, H, W] → [B, C, 2T, H, W].
+        x = x.reshape({b, 2, c, t, h, w});
+        x = torch::stack({x.select(1, 0), x.select(1, 1)}, 3).reshape({b, c, 2 * t, h, w});
+      }
+    }
+    const int64_t tt = x.size(2);
+    auto f = frames_of(x);
+    auto& conv = *resample->ptr<Conv2dParamsImpl>(1);
+    if (mode == Mode::Up2d || mode == Mode::Up3d) {
+      const auto dt = f.scalar_type();
+      f = f.to(torch::kFloat32).repeat_interleave(2, 2).repeat_interleave(2, 3).to(dt);  // nearest ×2
+      f = conv.forward(f, 1, 1);
+    } else {
+      f = conv.forward(F::pad(f, F::PadFuncOptions({0, 1, 0, 1})), 2, 0);
+    }
+    x = video_of(f, b);
+    (void)tt;
+    if (mode == Mode::Down3d) {
+      if (!cache_.defined()) {
+        cache_ = x.clone();  // first chunk: kept, not downsampled in time
+      } else {
+        const auto next = x.slice(2, x.size(2) - 1).clone();
+        x = time_conv->forward(torch::cat({cache_.slice(2, cache_.size(2) - 1), x}, 2));
+        cache_ = next;
+      }
+    }
+    return x;
+  }
+  void clear() {
+    cache_ = Tensor();
+    seen_first_ = false;
+  }
+  Mode mode;
+  torch::nn::ModuleList resample{nullptr};
+  CausalConv3d time_conv{nullptr};
+  Tensor cache_;
+  bool seen_first_ = false;
+};
+TORCH_MODULE(Resample);
+
+// Runs a list of ResidualBlock / AttentionBlock / Resample children in order.
+Tensor run_list(const torch::nn::ModuleList& list, Tensor x) {
+  for (const auto& m : *list) {
+    if (auto* r = m->as<ResidualBlockImpl>()) x = r->forward(x);
+    else if (auto* a = m->as<AttentionBlockImpl>()) x = a->forward(x);
+    else if (auto* s = m->as<ResampleImpl>()) x = s->forward(x);
+  }
+  return x;
+}
+void clear_list(const torch::nn::ModuleList& list) {
+  for (const auto& m : *list) {
+    if (auto* r = m->as<ResidualBlockImpl>()) r->clear();
+    else if (auto* s = m->as<ResampleImpl>()) s->clear();
+  }
+}
+
+struct CoderImpl : torch::nn::Module {
+  // Encoder3d (encoder = true) or Decoder3d.
+  CoderImpl(const WanVAEConfig& c, bool encoder) {
+    const auto& mult = c.dim_mult;
+    const int64_t n = static_cast<int64_t>(mult.size());
+    std::vector<int64_t> dims;
+    if (encoder) {
+      dims.push_back(c.dim);
+      for (auto m : mult) dims.push_back(c.dim * m);
+      conv1 = register_module("conv1", CausalConv3d(3, dims[0], 3, 3, 1, 1));
+      stages = register_module("downsamples", torch::nn::ModuleList());
+      int64_t out = dims[0];
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t in = dims[i];
+        out = dims[i + 1];
+        for (int64_t r = 0; r < c.num_res_blocks; ++r) {
+          stages->push_back(ResidualBlock(in, out));
+          in = out;
+        }
+        if (i != n - 1) stages->push_back(Resample(out, c.temporal_downsample[i] ? Mode::Down3d : Mode::Down2d));
+      }
+      out_dim = 2 * c.z_dim;
+      mid = out;
+    } else {
+      dims.push_back(c.dim * mult.back());
+      for (auto it = mult.rbegin(); it != mult.rend(); ++it) dims.push_back(c.dim * *it);
+      conv1 = register_module("conv1", CausalConv3d(c.z_dim, dims[0], 3, 3, 1, 1));
+      mid = dims[0];
+      out_dim = 3;
+    }
+    middle = register_module("middle", torch::nn::ModuleList());
+    middle->push_back(ResidualBlock(mid, mid));
+    middle->push_back(AttentionBlock(mid));
+    middle->push_back(ResidualBlock(mid, mid));
+    int64_t last = mid;
+    if (!encoder) {
+      stages = register_module("upsamples", torch::nn::ModuleList());
+      std::vector<bool> temporal_up(c.temporal_downsample.rbegin(), c.temporal_downsample.rend());
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t in = (i >= 1) ? dims[i] / 2 : dims[i];
+        const int64_t out = dims[i + 1];
+        for (int64_t r = 0; r < c.num_res_blocks + 1; ++r) {
+          stages->push_back(ResidualBlock(in, out));
+          in = out;
+        }
+        if (i != n - 1) stages->push_back(Resample(out, temporal_up[i] ? Mode::Up3d : Mode::Up2d));
+        last = out;
+      }
+    }
+    head = register_module("head", torch::nn::ModuleList());
+    head->push_back(RMSNorm(last, false));
+    head->push_back(gap());  // SiLU
+    head->push_back(CausalConv3d(last, out_dim, 3, 3, 1, 1));
+    encoder_ = encoder;
+  }
+
+  Tensor forward(Tensor x) {
+    x = conv1->forward_cached(x);
+    if (encoder_) {
+      x = run_list(stages, x);
+      x = run_list(middle, x);
+    } else {
+      x = run_list(middle, x);
+      x = run_list(stages, x);
+    }
+    x = torch::silu(head->ptr<RMSNormImpl>(0)->forward(x));
+    return head->ptr<CausalConv3dImpl>(2)->forward_cached(x);
+  }
+  void clear() {
+    conv1->cache_ = Tensor();
+    clear_list(stages);
+    clear_list(middle);
+    head->ptr<CausalConv3dImpl>(2)->cache_ = Tensor();
+  }
+  bool encoder_ = true;
+  int64_t mid = 0, out_dim = 0;
+  CausalConv3d conv1{nullptr};
+  torch::nn::ModuleList stages{nullptr}, middle{nullptr}, head{nullptr};
+};
+TORCH_MODULE(Coder);
+
+class WanVAEImpl : public torch::nn::Module {
+ public:
+  explicit WanVAEImpl(const WanVAEConfig& c) : config(c) {
+    encoder = register_module("encoder", Coder(c, true));
+    conv1 = register_module("conv1", CausalConv3d(2 * c.z_dim, 2 * c.z_dim, 1, 1));
+    conv2 = register_module("conv2", CausalConv3d(c.z_dim, c.z_dim, 1, 1));
+    decoder = register_module("decoder", Coder(c, false));
+  }
+  Tensor stats(const std::vector<double>& v, const Tensor& like) const {
+    return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat32)).to(like.device()).view({1, -1, 1, 1, 1});
+  }
+
+  Tensor encode(const Tensor& video) {
+    TORCH_CHECK(video.dim() == 5 && video.size(1) == 3 && (video.size(2) - 1) % 4 == 0,
+                "WanVAE.encode: video must be [B, 3, 4k+1, H, W], got ", video.sizes());
+    encoder->clear();
+    const auto x = video.to(dtype);
+    std::vector<Tensor> outs;
+    const int64_t chunks = 1 + (x.size(2) - 1) / 4;
+    for (int64_t i = 0; i < chunks; ++i) {
+      const auto chunk = i == 0 ? x.slice(2, 0, 1) : x.slice(2, 1 + 4 * (i - 1), 1 + 4 * i);
+      outs.push_back(encoder->forward(chunk));
+    }
+    encoder->clear();
+    const auto mu = conv1->forward(torch::cat(outs, 2)).chunk(2, 1)[0].to(torch::kFloat32);
+    const auto inv_std = 1.0 / stats(config.latents_std, mu);
+    return (mu - stats(config.latents_mean, mu)) * inv_std;
+  }
+
+  Tensor decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
+    TORCH_CHECK(latent.dim() == 5 && latent.size(1) == config.z_dim,
+                "WanVAE.decode: latent must be [B, ", config.z_dim, ", T, h, w], got ", latent.sizes());
+    decoder->clear();
+    const auto inv_std = 1.0 / stats(config.latents_std, latent);
+    const auto z = latent.to(torch::kFloat32) / inv_std + stats(config.latents_mean, latent);
+    const auto x = conv2->forward(z.to(dtype));
+    std::vector<Tensor> outs;
+    for (int64_t i = 0; i < x.size(2); ++i) {
+      auto frames = decoder->forward(x.slice(2, i, i + 1)).to(torch::kFloat32);
+      if (on_frames) on_frames(frames);
+      outs.push_back(std::move(frames));
+    }
+    decoder->clear();
+    return torch::cat(outs, 2);
+  }
+
+  WanVAEConfig config;
+  torch::ScalarType dtype = torch::kFloat32;
+  Coder encoder{nullptr}, decoder{nullptr};
+  CausalConv3d conv1{nullptr}, conv2{nullptr};
+};
+
+// ---------------------------------------------------------------- configuration and layouts
+
+std::string wan_vae_diffusers_to_original(const std::string& key, int64_t num_res_blocks) {
+  static const std::regex up_res(R"(^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)$)");
+  static const std::regex up_sample(R"(^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)$)");
+  static const std::regex down(R"(^encoder\.down_blocks\.(\d+)\.(.*)$)");
+  static const std::regex mid(R"(^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.*)$)");
+  auto resnet = [](const std::string& rest) -> std::string {
+    if (rest == "norm1.gamma") return "residual.0.gamma";
+    if (rest.rfind("conv1.", 0) == 0) return "residual.2." + rest.substr(6);
+    if (rest == "norm2.gamma") return "residual.3.gamma";
+    if (rest.rfind("conv2.", 0) == 0) return "residual.6." + rest.substr(6);
+    if (rest.rfind("conv_shortcut.", 0) == 0) return "shortcut." + rest.substr(14);
+    return rest;  // resample.1.*, time_conv.*
+  };
+  std::smatch m;
+  if (key.rfind("quant_conv.", 0) == 0) return "conv1." + key.substr(11);
+  if (key.rfind("post_quant_conv.", 0) == 0) return "conv2." + key.substr(16);
+  for (const char* side : {"encoder", "decoder"}) {
+    const std::string s = side;
+    if (key.rfind(s + ".conv_in.", 0) == 0) return s + ".conv1." + key.substr(s.size() + 9);
+    if (key == s + ".norm_out.gamma") return s + ".head.0.gamma";
+    if (key.rfind(s + ".conv_out.", 0) == 0) return s + ".head.2." + key.substr(s.size() + 10);
+  }
+  if (std::regex_match(key, m, mid)) {
+    const int i = std::stoi(m[3]);
+    if (m[2] == "attentions") return m[1].str() + ".middle.1." + m[4].str();
+    return m[1].str() + ".middle." + std::to_string(i == 0 ? 0 : 2) + "." + resnet(m[4]);
+  }
+  const int64_t stride = num_res_blocks + 2;  // res blocks + 1, then the upsampler
+  if (std::regex_match(key, m, up_res))
+    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + std::stoll(m[2])) + "." + resnet(m[3]);
+  if (std::regex_match(key, m, up_sample))
+    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + stride - 1) + "." + m[2].str();
+  if (std::regex_match(key, m, down)) return "encoder.downsamples." + m[1].str() + "." + resnet(m[2]);
+  return key;
+}
+
+WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
+  WanVAEConfig c;
+  const auto md = ck.metadata().find("config");
+  if (md != ck.metadata().end()) {
+    try {
+      const auto j = nlohmann::json::parse(md->second);
+      c.dim = j.value("dim", c.dim);
+      c.z_dim = j.value("z_dim", c.z_dim);
+      c.dim_mult = j.value("dim_mult", c.dim_mult);
+      c.num_res_blocks = j.value("num_res_blocks", c.num_res_blocks);
+      c.temporal_downsample = j.value("temperal_downsample", c.temporal_downsample);
+      c.latents_mean = j.value("latents_mean", c.latents_mean);
+      c.latents_std = j.value("latents_std", c.latents_std);
+      if (!j.value("attn_scales", std::vector<double>{}).empty())
+        fail_file(ck.path(), "Wan VAE with attention in its stages is not supported");
+      return c;
+    } catch (const nlohmann::json::exception& e) {
+      fail_file(ck.path(), std::string("metadata 'config' is not a valid Wan VAE configuration: ") + e.what());
+    }
+  }
+  const auto det = io::detect_layout(ck.shapes());
+  if (det.family != io::Family::WanVAE) fail_file(ck.path(), "not a Wan 2.1 VAE checkpoint");
+  const auto shapes = io::strip_prefix(ck.shapes(), det.prefix);
+  const bool diff = det.layout == io::Layout::Diffusers;
+  auto need = [&](const std::string& k) -> const std::vector<int64_t>& {
+    const auto it = shapes.find(k);
+    if (it == shapes.end()) fail_file(ck.path(), "not a Wan 2.1 VAE checkpoint: no tensor '" + k + "'");
+    return it->second;
+  };
+  c.dim = need(diff ? "encoder.conv_in.weight" : "encoder.conv1.weight")[0];
+  c.z_dim = need(diff ? "post_quant_conv.weight" : "conv2.weight")[0];
+  if (c.z_dim != 16) fail_file(ck.path(), "a VAE with " + std::to_string(c.z_dim) + " latent channels is not the Wan 2.1 VAE (the Wan 2.2 VAE has 48 and is not supported yet)");
+  const int64_t top = need(diff ? "decoder.conv_in.weight" : "decoder.conv1.weight")[0];
+  c.dim_mult = {1, 2, top / c.dim, top / c.dim};
+  c.num_res_blocks = diff ? io::count_indexed(shapes, "decoder.up_blocks.0.resnets.") - 1
+                          : 2;  // the released Wan 2.1 VAE
+  return c;
+}
+
+// ---------------------------------------------------------------- public
+
+WanVAE::WanVAE(const WanVAEConfig& config) : impl_(std::make_shared<WanVAEImpl>(config)) {}
+WanVAE::~WanVAE() = default;
+WanVAE::WanVAE(WanVAE&&) noexcept = default;
+WanVAE& WanVAE::operator=(WanVAE&&) noexcept = default;
+
+WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precision) {
+  auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
+  const auto det = io::detect_layout(ck->shapes());
+  if (det.family != io::Family::WanVAE)
+    fail_file(path, std::string("not a Wan VAE checkpoint (recognised as ") + io::family_name(det.family) + ")");
+  WanVAE vae(WanVAEConfig::from_checkpoint(*ck));
+  const bool diffusers = det.layout == io::Layout::Diffusers;
+  const auto res = vae.impl_->config.num_res_blocks;
+  const std::string prefix = det.prefix;
+  layers::load_parameters(
+      *vae.impl_, *ck,
+      [&](const std::string& key) {
+        if (!prefix.empty() && key.rfind(prefix, 0) != 0) return std::string();
+        const auto k = layers::strip(key, prefix);
+        return diffusers ? wan_vae_diffusers_to_original(k, res) : k;
+      },
+      "Wan 2.1 VAE");
+  vae.weights_ = std::move(ck);
+  vae.set_precision(precision);
+  return vae;
+}
+
+const WanVAEConfig& WanVAE::config() const { return impl_->config; }
+void WanVAE::set_precision(layers::Precision p) { impl_->dtype = layers::matmul_dtype(p); }
+void WanVAE::to(torch::Device device) { impl_->to(device); }
+torch::nn::Module& WanVAE::module() { return *impl_; }
+
+Tensor WanVAE::encode(const Tensor& video) {
+  torch::NoGradGuard no_grad;
+  return impl_->encode(video);
+}
+Tensor WanVAE::decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
+  torch::NoGradGuard no_grad;
+  return impl_->decode(latent, on_frames);
+}
+
+}  // namespace kinora::vae

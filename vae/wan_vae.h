@@ -1,0 +1,65 @@
+#pragma once
+// The Wan 2.1 causal 3D VAE: 4× in time, 8×8 in space, 16 latent channels.
+// Encodes in chunks of 1, 4, 4, … frames and decodes one latent frame at a time,
+// each causal convolution carrying the last two frames it saw (its cache), so
+// memory holds a few frames of activations whatever the video's length.
+// Reference: Wan2.1 wan/modules/vae.py; spec/wan.md §2.1.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "layers/precision.h"
+
+namespace kinora::vae {
+
+struct WanVAEConfig {
+  int64_t dim = 96;
+  int64_t z_dim = 16;
+  std::vector<int64_t> dim_mult = {1, 2, 4, 4};
+  int64_t num_res_blocks = 2;
+  std::vector<bool> temporal_downsample = {false, true, true};
+  std::vector<double> latents_mean = {-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                                      0.4134,  -0.0715, 0.5517,  -0.3632, -0.1922, -0.9497, 0.2503,  -0.2921};
+  std::vector<double> latents_std = {2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160};
+
+  // Metadata "config" when present, else names and shapes (original or diffusers).
+  static WanVAEConfig from_checkpoint(const io::Checkpoint& ck);
+};
+
+class WanVAEImpl;
+
+class WanVAE {
+ public:
+  explicit WanVAE(const WanVAEConfig& config);
+  ~WanVAE();
+  WanVAE(WanVAE&&) noexcept;
+  WanVAE& operator=(WanVAE&&) noexcept;
+
+  static WanVAE load(const std::filesystem::path& path, layers::Precision precision = layers::Precision::F32);
+
+  const WanVAEConfig& config() const;
+  void set_precision(layers::Precision p);
+  void to(torch::Device device);
+  torch::nn::Module& module();
+
+  // video [B, 3, 4k+1, H, W] in [−1, 1] → normalised latent (μ − mean)/std
+  // [B, z, k+1, H/8, W/8], float32.
+  torch::Tensor encode(const torch::Tensor& video);
+  // normalised latent [B, z, T, h, w] → video [B, 3, 4T−3, 8h, 8w], float32, not
+  // clamped. `on_frames` (optional) receives each decoded chunk as it is made.
+  torch::Tensor decode(const torch::Tensor& latent,
+                       const std::function<void(const torch::Tensor& frames)>& on_frames = {});
+
+ private:
+  std::shared_ptr<WanVAEImpl> impl_;
+  std::shared_ptr<io::Checkpoint> weights_;
+};
+
+// diffusers AutoencoderKLWan key → original key ("" to ignore).
+std::string wan_vae_diffusers_to_original(const std::string& key, int64_t num_res_blocks);
+
+}  // namespace kinora::vae
