@@ -1,27 +1,81 @@
 #include "text/tokenizer.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdint>
+#include <mutex>
 
 #include "base/error.h"
 
 namespace kinora::text {
+
+namespace {
+
+// The C shim over libsentencepiece (text/spm_shim.cpp), loaded once.
+struct Shim {
+  void* (*load)(const char*, char*, std::size_t) = nullptr;
+  void (*free)(void*) = nullptr;
+  int (*piece_size)(void*) = nullptr;
+  int (*encode)(void*, const char*, std::size_t, int*, int, char*, std::size_t) = nullptr;
+};
+
+std::filesystem::path exe_dir() {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+}
+
+const Shim& shim() {
+  static Shim s;
+  static std::string error;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::vector<std::filesystem::path> candidates;
+    if (const char* env = std::getenv("KINORA_SPM_SHIM")) candidates.emplace_back(env);
+    candidates.push_back(exe_dir() / "libkinora_spm.so");
+    candidates.push_back(exe_dir() / "../lib/kinora/libkinora_spm.so");
+    void* h = nullptr;
+    for (const auto& c : candidates) {
+      h = ::dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (h) break;
+      error += std::string(error.empty() ? "" : "; ") + ::dlerror();
+    }
+    if (!h) return;
+    s.load = reinterpret_cast<decltype(s.load)>(::dlsym(h, "kinora_spm_load"));
+    s.free = reinterpret_cast<decltype(s.free)>(::dlsym(h, "kinora_spm_free"));
+    s.piece_size = reinterpret_cast<decltype(s.piece_size)>(::dlsym(h, "kinora_spm_piece_size"));
+    s.encode = reinterpret_cast<decltype(s.encode)>(::dlsym(h, "kinora_spm_encode"));
+  });
+  if (!s.load || !s.free || !s.piece_size || !s.encode)
+    throw Error("the SentencePiece library shim (libkinora_spm.so) could not be loaded: " + error);
+  return s;
+}
+
+}  // namespace
+
+struct Tokenizer::Model {
+  void* handle = nullptr;
+  ~Model() {
+    if (handle) shim().free(handle);
+  }
+};
 
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::load(const std::filesystem::path& path) {
+  const auto& s = shim();
   Tokenizer t;
-  t.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = t.sp_->Load(path.string());
-  if (!status.ok()) fail_file(path, "not a SentencePiece tokenizer model: " + status.ToString());
+  t.sp_ = std::make_unique<Model>();
+  char err[512] = {0};
+  t.sp_->handle = s.load(path.c_str(), err, sizeof err);
+  if (!t.sp_->handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
   return t;
 }
 
-int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+int64_t Tokenizer::vocab_size() const { return shim().piece_size(sp_->handle); }
 
 namespace {
 
@@ -107,9 +161,17 @@ std::string Tokenizer::clean(const std::string& text) {
 
 Tokens Tokenizer::encode(const std::string& text, int64_t max_len) const {
   if (max_len < 1) throw Error("tokenizer: max_len must be at least 1");
-  std::vector<int> pieces;
-  const auto status = sp_->Encode(clean(text), &pieces);
-  if (!status.ok()) throw Error("tokenizer: cannot encode the prompt: " + status.ToString());
+  const std::string cleaned = clean(text);
+  std::vector<int> pieces(cleaned.size() + 16);
+  char err[512] = {0};
+  int n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), static_cast<int>(pieces.size()),
+                        err, sizeof err);
+  if (n > static_cast<int>(pieces.size())) {
+    pieces.resize(static_cast<std::size_t>(n));
+    n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), n, err, sizeof err);
+  }
+  if (n < 0) throw Error(std::string("tokenizer: cannot encode the prompt: ") + err);
+  pieces.resize(static_cast<std::size_t>(n));
   Tokens t;
   t.truncated = static_cast<int64_t>(pieces.size()) + 1 > max_len;
   if (t.truncated) pieces.resize(static_cast<std::size_t>(max_len - 1));

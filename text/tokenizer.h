@@ -8,10 +8,6 @@
 #include <memory>
 #include <string>
 
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
-
 namespace kinora::text {
 
 struct Tokens {
@@ -40,7 +36,8 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  struct Model;  // the loaded SentencePiece model, behind the C shim
+  std::unique_ptr<Model> sp_;
 };
 
 }  // namespace kinora::text

@@ -63,8 +63,10 @@ struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t dim, bool images) : scale(std::sqrt(static_cast<double>(dim))) {
     gamma = register_parameter("gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
   }
+  // In float32 whatever the compute dtype: a bf16 norm alone costs ~1% of accuracy.
   Tensor forward(const Tensor& x) {
-    return F::normalize(x, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(x.scalar_type());
+    const auto xf = x.to(torch::kFloat32);
+    return (F::normalize(xf, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(torch::kFloat32)).to(x.scalar_type());
   }
   double scale;
   Tensor gamma;
