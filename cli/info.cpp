@@ -4,6 +4,7 @@
 #include <map>
 #include <ostream>
 
+#include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "io/layout.h"
 
@@ -45,6 +46,16 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
     if (!det.prefix.empty()) out << " (keys under '" << det.prefix << "')";
     out << "\n";
     out << "  shapes:   " << det.summary << "\n";
+    if (det.family == io::Family::WanDiT) {
+      const auto c = diffusion::WanConfig::from_checkpoint(ck);
+      out << "  model:    " << c.variant() << ", " << c.num_heads << " heads × " << c.head_dim() << ", "
+          << c.model_type << "\n";
+      const auto role = diffusion::wan22_expert_role(path);
+      if (!role.empty())
+        out << "  expert:   Wan 2.2 A14B " << role << " (by its path): the high-noise expert runs while t ≥ "
+            << diffusion::wan22_expert_boundary(false) << " for text-to-video, "
+            << diffusion::wan22_expert_boundary(true) << " for image-to-video\n";
+    }
   }
   if (!ck.metadata().empty()) {
     out << "  metadata:\n";

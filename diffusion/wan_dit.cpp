@@ -363,6 +363,15 @@ WanConfig WanConfig::from_checkpoint(const io::Checkpoint& ck) {
   return c;
 }
 
+std::string wan22_expert_role(const std::filesystem::path& path) {
+  for (const auto& part : path) {
+    const auto p = part.string();
+    if (p.find("high_noise") != std::string::npos) return "high-noise expert";
+    if (p.find("low_noise") != std::string::npos) return "low-noise expert";
+  }
+  return "";
+}
+
 // ---------------------------------------------------------------- public
 
 WanModel::WanModel(const WanConfig& config) : impl_(std::make_shared<WanModelImpl>(config)) {}

@@ -70,6 +70,16 @@ class WanModel {
   std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
 };
 
+// Wan 2.2 A14B ships two experts with identical shapes; the file's place tells
+// them apart (the official `high_noise_model/` and `low_noise_model/` folders,
+// ComfyUI's `*high_noise*` / `*low_noise*` file names). Returns
+// "high-noise expert", "low-noise expert", or "".
+std::string wan22_expert_role(const std::filesystem::path& path);
+
+// The timestep at which a Wan 2.2 A14B pair switches from the high-noise to the
+// low-noise expert: 875 for text-to-video, 900 for image-to-video (spec §4.6).
+inline int64_t wan22_expert_boundary(bool image_to_video) { return image_to_video ? 900 : 875; }
+
 // Checkpoint key (any layout, prefix already stripped) → original name; "" to ignore.
 std::string wan_diffusers_to_original(const std::string& key);
 

@@ -72,15 +72,8 @@ std::string wan_dit_summary(const ShapeMap& m, bool diffusers) {
   const int64_t out4 = dim(m, diffusers ? "proj_out.weight" : "head.head.weight", 0);
   const bool image_branch = diffusers ? has(m, "blocks.0.attn2.add_k_proj.weight")
                                       : has(m, "blocks.0.cross_attn.k_img.weight");
-  std::string variant;
-  if (width == 1536 && in_dim == 16) variant = "Wan 2.1 T2V 1.3B";
-  else if (width == 5120 && in_dim == 16) variant = "Wan 2.1 T2V 14B or a Wan 2.2 T2V-A14B expert";
-  else if (width == 5120 && in_dim == 36 && image_branch) variant = "Wan 2.1 I2V 14B";
-  else if (width == 5120 && in_dim == 36) variant = "Wan 2.2 I2V-A14B expert";
-  else if (width == 3072 && in_dim == 48) variant = "Wan 2.2 TI2V 5B";
-  else variant = "custom size";
   std::ostringstream s;
-  s << variant << ": width " << width << ", " << layers << " layers, ffn " << ffn << ", channels "
+  s << "width " << width << ", " << layers << " layers, ffn " << ffn << ", channels "
     << in_dim << "→" << (out4 > 0 ? out4 / 4 : -1) << ", text width " << text
     << (image_branch ? ", image cross-attention" : "");
   return s.str();

@@ -8,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "wan_shapes.h"
 
 using kinora::test::fixture;
 using kinora::test::TempDir;
@@ -123,4 +124,31 @@ TEST(ConformanceCli, AFailingCaseFailsTheRun) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("FAIL  altered.case.safetensors  -  0.0099"));
   EXPECT_THAT(r.out, HasSubstr("trajectory: relative error"));
+}
+
+// Real checkpoints, recognised from files with their real names and shapes.
+TEST(KinoraCli, InfoRecognisesEveryWanVariantFromRealShapes) {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "Wan2.2-T2V-A14B" / "high_noise_model");
+  std::filesystem::create_directories(dir / "Wan2.2-T2V-A14B" / "low_noise_model");
+  const std::tuple<std::string, kinora::test::KeyShapes, std::string> cases[] = {
+      {"wan2.1_t2v_1.3B_bf16.safetensors", kinora::test::wan_original_keys(1536, 8960, 16, 16, 30, false),
+       "Wan 2.1 T2V 1.3B, 12 heads × 128, t2v"},
+      {"wan2.1_t2v_14B_bf16.safetensors",
+       kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false, "model.diffusion_model."),
+       "Wan 2.1 T2V 14B / Wan 2.2 T2V-A14B expert, 40 heads × 128"},
+      {"wan2.2_ti2v_5B_fp16.safetensors", kinora::test::wan_original_keys(3072, 14336, 48, 48, 30, false),
+       "Wan 2.2 TI2V 5B, 24 heads × 128"},
+      {"Wan2.2-T2V-A14B/high_noise_model/diffusion_pytorch_model.safetensors",
+       kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false), "A14B high-noise expert"},
+      {"Wan2.2-T2V-A14B/low_noise_model/diffusion_pytorch_model.safetensors",
+       kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false), "A14B low-noise expert"},
+  };
+  for (const auto& [file, keys, expected] : cases) {
+    kinora::test::write_sparse(dir / file, keys);
+    const auto r = run("kinora info " + (dir / file).string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("family:   Wan DiT")) << file;
+    EXPECT_THAT(r.out, HasSubstr(expected)) << r.out;
+  }
 }
