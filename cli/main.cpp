@@ -6,6 +6,9 @@
 #include "base/error.h"
 #include "base/runtime.h"
 #include "cli/info.h"
+#ifdef KINORA_HAVE_PIPELINE
+#include "cli/render_commands.h"
+#endif
 #include "schedulers/registry.h"
 
 int main(int argc, char** argv) {
@@ -22,8 +25,14 @@ int main(int argc, char** argv) {
 
   auto* samplers = app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
 
+#ifdef KINORA_HAVE_PIPELINE
+  const auto run_render = kinora::cli::add_render_commands(app);
+#endif
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
+#ifdef KINORA_HAVE_PIPELINE
+  if (const int rc = run_render(); rc >= 0) return rc;
+#endif
 
   int status = 0;
   try {

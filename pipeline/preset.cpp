@@ -1,0 +1,172 @@
+#include "pipeline/preset.h"
+
+#include <fstream>
+#include <set>
+
+#include "base/error.h"
+#include "media/output.h"
+#include "schedulers/registry.h"
+
+namespace kinora::pipeline {
+using nlohmann::json;
+
+const char* const kWanDefaultNegativePrompt =
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
+
+json Preset::to_json() const {
+  json loras_json = json::array();
+  for (const auto& l : loras) loras_json.push_back({{"path", l.path}, {"strength", l.strength}});
+  return {{"schema_version", kPresetSchema},
+          {"prompt", prompt},
+          {"negative_prompt", negative_prompt},
+          {"seed", seed},
+          {"width", width},
+          {"height", height},
+          {"frames", frames},
+          {"fps", fps},
+          {"steps", steps},
+          {"sampler", sampler},
+          {"shift", shift},
+          {"guidance", guidance},
+          {"precision", precision},
+          {"models_dir", models_dir},
+          {"model", model},
+          {"model2", model2},
+          {"vae", vae},
+          {"text_encoder", text_encoder},
+          {"tokenizer", tokenizer},
+          {"loras", loras_json},
+          {"output", output},
+          {"format", format},
+          {"crf", crf}};
+}
+
+namespace {
+
+[[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& what) {
+  throw Error(source + ": key '" + key + "' " + what);
+}
+
+template <typename T>
+void read_int(const json& j, const std::string& key, T& out, int64_t lo, int64_t hi, const std::string& src) {
+  const auto it = j.find(key);
+  if (it == j.end()) return;
+  if (!it->is_number_integer()) bad(src, key, "must be an integer, got " + it->dump());
+  const auto v = it->get<int64_t>();
+  if (v < lo || v > hi)
+    bad(src, key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + std::to_string(v));
+  out = static_cast<T>(v);
+}
+
+void read_number(const json& j, const std::string& key, double& out, double lo, double hi, const std::string& src) {
+  const auto it = j.find(key);
+  if (it == j.end()) return;
+  if (!it->is_number()) bad(src, key, "must be a number, got " + it->dump());
+  const double v = it->get<double>();
+  if (!(v >= lo && v <= hi)) bad(src, key, "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + it->dump());
+  out = v;
+}
+
+void read_string(const json& j, const std::string& key, std::string& out, const std::string& src) {
+  const auto it = j.find(key);
+  if (it == j.end()) return;
+  if (!it->is_string()) bad(src, key, "must be a string, got " + it->dump());
+  out = it->get<std::string>();
+}
+
+}  // namespace
+
+Preset Preset::from_json(const json& j, const std::string& src) {
+  if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
+  static const std::set<std::string> known = {
+      "schema_version", "prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "steps",
+      "sampler", "shift", "guidance", "precision", "models_dir", "model", "model2", "vae", "text_encoder",
+      "tokenizer", "loras", "output", "format", "crf"};
+  for (const auto& item : j.items())
+    if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
+  Preset p;
+  int schema = kPresetSchema;
+  read_int(j, "schema_version", schema, 1, kPresetSchema, src);
+  read_string(j, "prompt", p.prompt, src);
+  read_string(j, "negative_prompt", p.negative_prompt, src);
+  read_int(j, "seed", p.seed, 0, (int64_t{1} << 53), src);
+  read_int(j, "width", p.width, 16, 4096, src);
+  read_int(j, "height", p.height, 16, 4096, src);
+  read_int(j, "frames", p.frames, 1, 1025, src);
+  read_int(j, "fps", p.fps, 1, 240, src);
+  read_int(j, "steps", p.steps, 1, 1000, src);
+  read_string(j, "sampler", p.sampler, src);
+  read_number(j, "shift", p.shift, 0.01, 100.0, src);
+  read_number(j, "guidance", p.guidance, 0.0, 30.0, src);
+  read_string(j, "precision", p.precision, src);
+  read_string(j, "models_dir", p.models_dir, src);
+  read_string(j, "model", p.model, src);
+  read_string(j, "model2", p.model2, src);
+  read_string(j, "vae", p.vae, src);
+  read_string(j, "text_encoder", p.text_encoder, src);
+  read_string(j, "tokenizer", p.tokenizer, src);
+  read_string(j, "output", p.output, src);
+  read_string(j, "format", p.format, src);
+  read_int(j, "crf", p.crf, 0, 63, src);
+  try {
+    p.sampler = schedulers::canonical_scheduler_name(p.sampler);
+  } catch (const Error& e) {
+    bad(src, "sampler", std::string("names ") + e.what());
+  }
+  if (p.precision != "fp32" && p.precision != "bf16") bad(src, "precision", "must be \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
+  if (!p.format.empty()) {
+    try {
+      media::parse_format(p.format);
+    } catch (const Error& e) {
+      bad(src, "format", std::string("names ") + e.what());
+    }
+  }
+  if (const auto it = j.find("loras"); it != j.end()) {
+    if (!it->is_array()) bad(src, "loras", "must be a list of {\"path\", \"strength\"}");
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const auto& l = (*it)[i];
+      const std::string key = "loras[" + std::to_string(i) + "]";
+      if (!l.is_object() || !l.contains("path") || !l["path"].is_string()) bad(src, key, "must have a \"path\" string");
+      LoraRef r{l["path"].get<std::string>(), 1.0};
+      if (l.contains("strength")) {
+        if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
+        r.strength = l["strength"].get<double>();
+      }
+      p.loras.push_back(r);
+    }
+  }
+  return p;
+}
+
+Preset Preset::load(const std::filesystem::path& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path.string() + ": cannot open the preset");
+  json j;
+  try {
+    j = json::parse(f);
+  } catch (const json::parse_error& e) {
+    throw Error(path.string() + ": not valid JSON: " + e.what());
+  }
+  return from_json(j, path.string());
+}
+
+void Preset::set(const std::string& assignment, const std::string& source) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) throw Error(source + ": '" + assignment + "' is not key=value");
+  const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  json v;
+  try {
+    v = json::parse(value);
+  } catch (const json::parse_error&) {
+    v = value;  // a bare word is a string
+  }
+  // Strings for string keys even when they look like numbers ("model=1").
+  json j = to_json();
+  if (j.contains(key) && j[key].is_string() && !v.is_string()) v = value;
+  j[key] = v;
+  *this = from_json(j, source + " " + key);
+}
+
+}  // namespace kinora::pipeline

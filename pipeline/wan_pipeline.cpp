@@ -1,0 +1,273 @@
+#include "pipeline/wan_pipeline.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "base/runtime.h"
+#include "base/sha256.h"
+#include "diffusion/wan_dit.h"
+#include "media/output.h"
+#include "pipeline/preview.h"
+#include "schedulers/registry.h"
+#include "text/t5.h"
+#include "text/tokenizer.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+fs::path resolve(const std::string& entry, const std::string& key, const std::string& models_dir,
+                 const char* subfolder, bool required) {
+  if (entry.empty()) {
+    if (required) throw Error("preset: key '" + key + "' is empty: a model file or a name under models_dir is needed");
+    return {};
+  }
+  std::error_code ec;
+  if (fs::exists(entry, ec)) return entry;
+  if (!models_dir.empty()) {
+    for (const fs::path candidate : {fs::path(models_dir) / subfolder / entry,
+                                     fs::path(models_dir) / subfolder / (entry + ".safetensors")})
+      if (fs::exists(candidate, ec)) return candidate;
+    throw Error("preset: key '" + key + "': '" + entry + "' is neither a file nor in " +
+                (fs::path(models_dir) / subfolder).string());
+  }
+  throw Error("preset: key '" + key + "': no such file '" + entry + "'");
+}
+}  // namespace
+
+ModelPaths resolve_models(const Preset& p) {
+  ModelPaths m;
+  m.model = resolve(p.model, "model", p.models_dir, "diffusion_models", true);
+  m.model2 = resolve(p.model2, "model2", p.models_dir, "diffusion_models", false);
+  m.vae = resolve(p.vae, "vae", p.models_dir, "vae", true);
+  m.text_encoder = resolve(p.text_encoder, "text_encoder", p.models_dir, "text_encoders", true);
+  m.tokenizer = resolve(p.tokenizer, "tokenizer", p.models_dir, "text_encoders", true);
+  return m;
+}
+
+std::vector<std::string> snap_sizes(Preset& p) {
+  std::vector<std::string> msgs;
+  const int frames = 4 * static_cast<int>(std::lround((p.frames - 1) / 4.0)) + 1;
+  if (frames != p.frames) {
+    msgs.push_back("frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
+                   " (Wan makes 4k+1 frames: 4 per latent frame after the first)");
+    p.frames = frames;
+  }
+  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
+    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
+    if (snapped != *v) {
+      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " + std::to_string(snapped) +
+                     " (a multiple of 16: 8× VAE and 2× patch)");
+      *v = snapped;
+    }
+  }
+  return msgs;
+}
+
+torch::Tensor initial_noise(int64_t seed, const std::vector<int64_t>& shape) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  return torch::randn(shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
+// ---------------------------------------------------------------- loaded models
+
+struct WanPipeline::Models {
+  template <typename T>
+  struct Slot {
+    std::string key;  // path + precision
+    std::unique_ptr<T> value;
+  };
+  Slot<diffusion::WanModel> dit, dit2;
+  Slot<vae::WanVAE> vae;
+  Slot<text::T5Encoder> te;
+  Slot<text::Tokenizer> tok;
+};
+
+namespace {
+template <typename T, typename Load>
+T& cached(WanPipeline*, std::string key, std::unique_ptr<T>& value, std::string& slot_key, Load&& load) {
+  if (!value || slot_key != key) {
+    value.reset();  // free the old one first
+    value = std::make_unique<T>(load());
+    slot_key = std::move(key);
+  }
+  return *value;
+}
+}  // namespace
+
+WanPipeline::WanPipeline(torch::Device device) : device_(device), models_(std::make_unique<Models>()) {}
+WanPipeline::~WanPipeline() = default;
+
+std::string WanPipeline::metadata_for(const Preset& p, const ModelPaths& paths) const {
+  nlohmann::json j = p.to_json();
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& [role, path] : {std::pair<const char*, const fs::path*>{"model", &paths.model},
+                                   {"model2", &paths.model2}, {"vae", &paths.vae},
+                                   {"text_encoder", &paths.text_encoder}, {"tokenizer", &paths.tokenizer}}) {
+    if (path->empty()) continue;
+    files[role] = {{"file", path->filename().string()}, {"sha256_first_last_mib", file_fingerprint(*path)}};
+  }
+  nlohmann::json loras = nlohmann::json::array();
+  for (const auto& l : p.loras) loras.push_back({{"file", fs::path(l.path).filename().string()}, {"strength", l.strength}});
+  return nlohmann::json{{"kinora", {{"version", version_string()}, {"libtorch", torch_version()},
+                                    {"ffmpeg", media::ffmpeg_version()}}},
+                        {"preset", j},
+                        {"model_files", files},
+                        {"loras", loras}}
+      .dump();
+}
+
+Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
+  auto say = [&](const std::string& m) {
+    if (cb.on_message) cb.on_message(m);
+  };
+  auto check_cancel = [&] {
+    if (cb.cancel && cb.cancel->load()) throw Cancelled();
+  };
+  Result r;
+  r.preset = preset;
+  Preset& p = r.preset;
+  for (const auto& m : snap_sizes(p)) say(m);
+  if (!p.loras.empty()) throw Error("preset: key 'loras': LoRA is not supported yet");
+  const auto paths = resolve_models(p);
+  const auto precision = layers::parse_precision(p.precision);
+  const std::string pk = "|" + p.precision;
+
+  // Models (kept loaded between jobs while the files and precision stay the same).
+  auto& tok = cached(this, paths.tokenizer.string(), models_->tok.value, models_->tok.key,
+                     [&] { return text::Tokenizer::load(paths.tokenizer); });
+  auto& te = cached(this, paths.text_encoder.string(), models_->te.value, models_->te.key,
+                    [&] { return text::T5Encoder::load(paths.text_encoder); });
+  auto& dit = cached(this, paths.model.string() + pk, models_->dit.value, models_->dit.key, [&] {
+    auto m = diffusion::WanModel::load(paths.model, precision);
+    m.to(device_);
+    return m;
+  });
+  diffusion::WanModel* dit2 = nullptr;
+  if (!paths.model2.empty())
+    dit2 = &cached(this, paths.model2.string() + pk, models_->dit2.value, models_->dit2.key, [&] {
+      auto m = diffusion::WanModel::load(paths.model2, precision);
+      m.to(device_);
+      return m;
+    });
+  auto& vae = cached(this, paths.vae.string() + pk, models_->vae.value, models_->vae.key, [&] {
+    auto v = vae::WanVAE::load(paths.vae, precision);
+    v.to(device_);
+    return v;
+  });
+  const auto& cfg = dit.config();
+  if (cfg.text_dim != te.config().dim)
+    throw Error(paths.model.filename().string() + " expects text of width " + std::to_string(cfg.text_dim) + ", but " +
+                paths.text_encoder.filename().string() + " gives " + std::to_string(te.config().dim));
+  if (cfg.in_dim != vae.config().z_dim)
+    throw Error(paths.model.filename().string() + " works on " + std::to_string(cfg.in_dim) + " latent channels, but " +
+                paths.vae.filename().string() + " has " + std::to_string(vae.config().z_dim));
+  check_cancel();
+
+  // Text: prompt and negative prompt, trimmed to their real tokens.
+  auto t0 = Clock::now();
+  auto encode = [&](const std::string& text) {
+    const auto tokens = tok.encode(text, cfg.text_len);
+    if (tokens.truncated) say("prompt truncated to " + std::to_string(cfg.text_len) + " tokens");
+    return te.forward(tokens.ids, tokens.mask)[0].slice(0, 0, tokens.length);  // [L, dim]
+  };
+  const auto cond = encode(p.prompt);
+  const bool guided = p.guidance != 1.0;
+  const auto uncond = guided ? encode(p.negative_prompt.empty() ? kWanDefaultNegativePrompt : p.negative_prompt)
+                             : torch::Tensor();
+  torch::Tensor context;  // [B, L, dim], zero-padded to a common length (the model pads to 512 with zeros anyway)
+  if (guided) {
+    const int64_t len = std::max(cond.size(0), uncond.size(0));
+    namespace F = torch::nn::functional;
+    context = torch::stack({F::pad(cond, F::PadFuncOptions({0, 0, 0, len - cond.size(0)})),
+                            F::pad(uncond, F::PadFuncOptions({0, 0, 0, len - uncond.size(0)}))});
+  } else {
+    context = cond.unsqueeze(0);
+  }
+  context = context.to(device_);
+  r.timings.text_s = since(t0);
+  check_cancel();
+
+  // Sampling.
+  const int64_t lf = (p.frames - 1) / 4 + 1, lh = p.height / 8, lw = p.width / 8;
+  auto x = initial_noise(p.seed, {1, cfg.out_dim, lf, lh, lw}).to(device_);
+  auto sched = schedulers::make_scheduler(p.sampler);
+  sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});
+  const auto timesteps = sched->timesteps().to(torch::kFloat32);
+  const auto boundary = diffusion::wan22_expert_boundary(false);
+  t0 = Clock::now();
+  for (int i = 0; i < p.steps; ++i) {
+    const auto ts = Clock::now();
+    const float t = timesteps[i].item<float>();
+    auto& model = (dit2 && t < boundary) ? *dit2 : dit;
+    torch::Tensor v;
+    if (guided) {
+      const auto out = model.forward(torch::cat({x, x}), torch::full({2}, t, device_), context);  // [2, C, F, h, w]
+      const auto c = out[0], u = out[1];
+      v = (u + p.guidance * (c - u)).unsqueeze(0);
+    } else {
+      v = model.forward(x, torch::full({1}, t, device_), context);
+    }
+    x = sched->step(v, i, x);
+    const double dt = since(ts);
+    r.timings.step_s.push_back(dt);
+    if (cb.on_step) {
+      StepEvent e;
+      e.step = i + 1;
+      e.total = p.steps;
+      e.seconds_per_step = since(t0) / (i + 1);
+      e.eta_seconds = e.seconds_per_step * (p.steps - i - 1);
+      if (cb.want_preview)
+        e.preview = latent_preview(x[0], wan21_preview_factors(), wan21_preview_bias(), vae.config().latents_mean,
+                                   vae.config().latents_std);
+      cb.on_step(e);
+    }
+    check_cancel();
+  }
+  r.timings.sampling_s = since(t0);
+
+  // Decode, clamp, to 8-bit RGB frames.
+  t0 = Clock::now();
+  const auto video = vae.decode(x).clamp(-1, 1);  // [1, 3, F, H, W]
+  r.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5).round().clamp(0, 255).to(torch::kCPU, torch::kUInt8);
+  r.timings.decode_s = since(t0);
+  r.metadata_json = metadata_for(p, paths);
+  return r;
+}
+
+Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
+  if (preset.output.empty()) throw Error("preset: key 'output' is empty: where should the video go?");
+  const fs::path out = preset.output;
+  const auto format = preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
+  Result r = generate(preset, cb);
+  media::WriteOptions o;
+  o.format = format == media::Format::Png || r.preset.frames > 1 ? format : media::Format::Png;
+  o.fps = r.preset.fps;
+  o.crf = r.preset.crf;
+  o.metadata_json = r.metadata_json;
+  // A1111-style text for PNG readers that know only that.
+  o.parameters_text = r.preset.prompt + "\nNegative prompt: " + r.preset.negative_prompt + "\nSteps: " +
+                      std::to_string(r.preset.steps) + ", Sampler: " + r.preset.sampler + ", CFG scale: " +
+                      nlohmann::json(r.preset.guidance).dump() + ", Seed: " + std::to_string(r.preset.seed) +
+                      ", Size: " + std::to_string(r.preset.width) + "x" + std::to_string(r.preset.height) +
+                      ", Shift: " + nlohmann::json(r.preset.shift).dump() + ", Model: " +
+                      fs::path(r.preset.model).filename().string() + ", Version: Kinora";
+  const auto t0 = Clock::now();
+  try {
+    media::write_output(out, r.frames, o, cb.cancel);
+  } catch (const Error&) {
+    if (cb.cancel && cb.cancel->load()) throw Cancelled();
+    throw;
+  }
+  r.timings.encode_s = since(t0);
+  r.output = out;
+  return r;
+}
+
+}  // namespace kinora::pipeline
