@@ -1,0 +1,161 @@
+// The CLI's rendering commands end to end on the fixture chain, checked by
+// decoding the outputs with FFmpeg's own tools (ffprobe / ffmpeg).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "test_util.h"
+
+using kinora::test::fixture;
+using kinora::test::TempDir;
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+namespace {
+struct Run {
+  int code;
+  std::string out;
+};
+Run sh(const std::string& cmd) {
+  std::FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+std::string kinora_bin() { return std::string(KINORA_BIN_DIR) + "/kinora"; }
+std::string chain() {
+  return " --model " + fixture("wan21_dit_tiny.safetensors") + " --vae " + fixture("wan21_vae_tiny.safetensors") +
+         " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
+         " --width 64 --height 48 --frames 9 --steps 2";
+}
+json probe(const std::string& path) {
+  const auto r = sh("ffprobe -v error -count_frames -show_entries "
+                    "stream=codec_name,width,height,nb_read_frames,r_frame_rate -of json '" + path + "'");
+  return json::parse(r.out)["streams"][0];
+}
+}  // namespace
+
+struct FormatCase {
+  const char* out;
+  const char* format;
+  const char* codec;
+};
+
+class OutputFormats : public ::testing::TestWithParam<FormatCase> {};
+
+TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
+  TempDir dir;
+  const auto& c = GetParam();
+  const std::string out = (dir / c.out).string();
+  const auto r = sh(kinora_bin() + " generate -p 'a green square moving up' --seed 5 --fps 12" + chain() + " --out '" +
+                    out + "'" + (*c.format ? std::string(" --format ") + c.format : ""));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const bool sequence = std::string(c.format) == "png-seq";
+  const auto s = probe(sequence ? out + "/frame_%05d.png" : out);
+  EXPECT_EQ(s["codec_name"], c.codec);
+  EXPECT_EQ(s["width"], 64);
+  EXPECT_EQ(s["height"], 48);
+  const bool still = std::string(c.codec) == "png" && !sequence;
+  EXPECT_EQ(s["nb_read_frames"], still ? "1" : "9");
+  if (!sequence && !still) EXPECT_EQ(s["r_frame_rate"], "12/1");
+  // The parameters come back from the file, and from the sidecar.
+  const auto restored = sh(kinora_bin() + " restore '" + out + "'");
+  ASSERT_EQ(restored.code, 0) << restored.out;
+  const auto preset = json::parse(restored.out);
+  EXPECT_EQ(preset["prompt"], "a green square moving up");
+  EXPECT_EQ(preset["seed"], 5);
+  EXPECT_EQ(preset["steps"], 2);
+  EXPECT_EQ(preset["fps"], 12);
+  std::ifstream sidecar(std::filesystem::path(out).replace_extension(".json"));
+  const auto meta = json::parse(sidecar);
+  EXPECT_EQ(meta["preset"]["seed"], 5);
+  EXPECT_EQ(meta["model_files"]["model"]["file"], "wan21_dit_tiny.safetensors");
+  EXPECT_EQ(meta["model_files"]["model"]["sha256_first_last_mib"].get<std::string>().size(), 64u);
+  EXPECT_THAT(meta["kinora"]["ffmpeg"].get<std::string>(), HasSubstr("libavcodec"));
+}
+
+INSTANTIATE_TEST_SUITE_P(E2E, OutputFormats,
+                         ::testing::Values(FormatCase{"h264.mp4", "", "h264"}, FormatCase{"h265.mp4", "mp4-h265", "hevc"},
+                                           FormatCase{"vp9.webm", "", "vp9"}, FormatCase{"prores.mov", "", "prores"},
+                                           FormatCase{"frames", "png-seq", "png"}, FormatCase{"still.png", "", "png"}),
+                         [](const auto& info) {
+                           std::string n = info.param.out;
+                           for (auto& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
+  TempDir dir;
+  ASSERT_EQ(sh(kinora_bin() + " generate -p 'a white triangle' --seed 9" + chain() + " --out " + (dir / "a").string() +
+               " --format png-seq").code, 0);
+  const auto restored = sh(kinora_bin() + " restore " + (dir / "a").string());
+  std::ofstream(dir / "preset.json") << restored.out;
+  const auto r = sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --set output=" + (dir / "b").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (int i = 1; i <= 9; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "frame_%05d.png", i);
+    const auto a = sh("ffmpeg -v error -i " + (dir / "a" / name).string() + " -f md5 -");
+    const auto b = sh("ffmpeg -v error -i " + (dir / "b" / name).string() + " -f md5 -");
+    EXPECT_EQ(a.out, b.out) << name;
+  }
+  // Another seed, other frames.
+  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --set seed=10 --set output=" +
+               (dir / "c.png").string()).code, 0);
+  EXPECT_NE(sh("ffmpeg -v error -i " + (dir / "a/frame_00001.png").string() + " -f md5 -").out,
+            sh("ffmpeg -v error -i " + (dir / "c.png").string() + " -f md5 -").out);
+}
+
+TEST(E2E, BatchShardsPartitionExactlyAndResume) {
+  TempDir dir;
+  json list = json::array();
+  for (int i = 0; i < 7; ++i) {
+    list.push_back({{"prompt", "item " + std::to_string(i)}, {"seed", i}, {"model", fixture("wan21_dit_tiny.safetensors")},
+                    {"vae", fixture("wan21_vae_tiny.safetensors")}, {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
+                    {"tokenizer", fixture("spm_tiny.model")}, {"width", 32}, {"height", 32}, {"frames", 5},
+                    {"steps", 1}, {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
+  }
+  std::ofstream(dir / "list.json") << list.dump();
+  std::multiset<std::string> planned;
+  for (int i = 0; i < 3; ++i) {
+    const auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --dry-run --shard " + std::to_string(i) + "/3");
+    ASSERT_EQ(r.code, 0) << r.out;
+    std::istringstream lines(r.out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("plan  ", 0) == 0) planned.insert(line.substr(line.rfind(' ') + 1));
+  }
+  EXPECT_EQ(planned.size(), 7u);                                  // every entry once…
+  EXPECT_EQ(std::set<std::string>(planned.begin(), planned.end()).size(), 7u);  // …and no entry twice
+  // Render shard 0, then run it again: finished outputs are skipped.
+  auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "out0.png"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out3.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "out1.png"));
+  r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
+  EXPECT_THAT(r.out, HasSubstr("0 rendered, 3 skipped"));
+  EXPECT_NE(sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 3/3").code, 0);
+}
+
+TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
+  TempDir dir;
+  std::ofstream(dir / "bad.json") << R"({"prompt": "x", "stepz": 3})";
+  auto r = sh(kinora_bin() + " batch --dry-run " + (dir / "bad.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("bad.json"));
+  EXPECT_THAT(r.out, HasSubstr("key 'stepz'"));
+  std::ofstream(dir / "range.json") << R"({"prompt": "x", "fps": 0, "output": "o.mp4"})";
+  r = sh(kinora_bin() + " render " + (dir / "range.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("key 'fps' must be between 1 and 240, got 0"));
+  r = sh(kinora_bin() + " restore " + fixture("wan21_dit_tiny.safetensors"));
+  EXPECT_NE(r.code, 0);
+}

@@ -1,0 +1,150 @@
+// The text-to-video pipeline on the fixture chain (random weights: the video is
+// noise, everything else is real), in process.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "media/output.h"
+#include "pipeline/wan_pipeline.h"
+#include "test_util.h"
+
+using namespace kinora;
+using kinora::test::error_of;
+using kinora::test::fixture;
+using kinora::test::TempDir;
+using pipeline::Preset;
+using ::testing::HasSubstr;
+
+namespace {
+Preset tiny(const std::string& out = "") {
+  Preset p;
+  p.prompt = "a red circle moving left on a blue background";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 64, p.height = 48, p.frames = 9, p.steps = 3, p.seed = 11;
+  p.output = out;
+  return p;
+}
+}  // namespace
+
+TEST(Pipeline, SameSeedSameFramesOtherSeedOtherFrames) {
+  pipeline::WanPipeline pipe;
+  const auto a = pipe.generate(tiny()), b = pipe.generate(tiny());
+  EXPECT_EQ(a.frames.sizes(), (std::vector<int64_t>{9, 48, 64, 3}));
+  EXPECT_EQ(a.frames.scalar_type(), torch::kUInt8);
+  EXPECT_TRUE(torch::equal(a.frames, b.frames));
+  auto p = tiny();
+  p.seed = 12;
+  EXPECT_FALSE(torch::equal(pipe.generate(p).frames, a.frames));
+  // Every sampler runs the loop; unguided (guidance 1) too.
+  for (const char* s : {"flow_euler", "flow_dpmpp_2m"}) {
+    p.sampler = s;
+    p.guidance = 1.0;
+    EXPECT_EQ(pipe.generate(p).frames.size(0), 9) << s;
+  }
+}
+
+TEST(Pipeline, NoiseIsDrawnOnTheCpuFromTheSeed) {
+  const auto a = pipeline::initial_noise(5, {1, 16, 2, 3, 4}), b = pipeline::initial_noise(5, {1, 16, 2, 3, 4});
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_FALSE(torch::equal(a, pipeline::initial_noise(6, {1, 16, 2, 3, 4})));
+  EXPECT_NEAR(pipeline::initial_noise(1, {100000}).std().item<double>(), 1.0, 0.02);
+}
+
+TEST(Pipeline, SizesAreSnappedWithAMessage) {
+  auto p = tiny();
+  p.frames = 10, p.width = 70, p.height = 40;
+  std::vector<std::string> msgs;
+  pipeline::RunCallbacks cb;
+  cb.on_message = [&](const std::string& m) { msgs.push_back(m); };
+  pipeline::WanPipeline pipe;
+  const auto r = pipe.generate(p, cb);
+  EXPECT_EQ(r.preset.frames, 9);
+  EXPECT_EQ(r.preset.width, 64);
+  EXPECT_EQ(r.preset.height, 48);
+  EXPECT_EQ(r.frames.sizes(), (std::vector<int64_t>{9, 48, 64, 3}));
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_THAT(msgs[0], HasSubstr("frames 10 → 9"));
+}
+
+TEST(Pipeline, StepCallbackAndPreview) {
+  pipeline::RunCallbacks cb;
+  cb.want_preview = true;
+  std::vector<int> steps;
+  cb.on_step = [&](const pipeline::StepEvent& e) {
+    steps.push_back(e.step);
+    EXPECT_EQ(e.total, 3);
+    EXPECT_GE(e.seconds_per_step, 0.0);
+    EXPECT_EQ(e.preview.sizes(), (std::vector<int64_t>{3, 6, 8, 3}));  // latent frames × h × w × RGB
+    EXPECT_EQ(e.preview.scalar_type(), torch::kUInt8);
+  };
+  pipeline::WanPipeline pipe;
+  pipe.generate(tiny(), cb);
+  EXPECT_EQ(steps, (std::vector<int>{1, 2, 3}));
+}
+
+TEST(Pipeline, CancelStopsWithinAStepAndLeavesNoFile) {
+  TempDir dir;
+  std::atomic<bool> cancel{false};
+  pipeline::RunCallbacks cb;
+  cb.cancel = &cancel;
+  int seen = 0;
+  cb.on_step = [&](const pipeline::StepEvent&) {
+    ++seen;
+    cancel = true;
+  };
+  pipeline::WanPipeline pipe;
+  EXPECT_THROW(pipe.render(tiny((dir / "out.mp4").string()), cb), pipeline::Cancelled);
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
+}
+
+TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
+  pipeline::WanPipeline pipe;
+  auto p = tiny();
+  p.model = "/no/such/model.safetensors";
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("key 'model'"));
+  p = tiny();
+  p.models_dir = "/tmp";
+  p.vae = "not_there";
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("/tmp/vae"));
+  p = tiny();
+  p.text_encoder = fixture("t5_enc_tiny.safetensors");  // width 64 as well, fine; a VAE is not an encoder:
+  p.vae = fixture("wan21_dit_tiny.safetensors");
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("not a Wan VAE checkpoint"));
+  p = tiny();
+  p.loras.push_back({"x.safetensors", 1.0});
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("loras"));
+}
+
+TEST(Presets, RoundTripAndValidation) {
+  auto p = tiny("x.mp4");
+  const auto back = Preset::from_json(p.to_json());
+  EXPECT_EQ(back.to_json(), p.to_json());
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"promt": "typo"})", "key 'promt' is not a preset key"},
+      {R"({"steps": "20"})", "key 'steps' must be an integer"},
+      {R"({"steps": 0})", "key 'steps' must be between 1 and 1000, got 0"},
+      {R"({"guidance": -1})", "key 'guidance' must be between"},
+      {R"({"sampler": "ddim"})", "key 'sampler' names unknown sampler 'ddim'"},
+      {R"({"precision": "fp8"})", "key 'precision'"},
+      {R"({"format": "avi"})", "key 'format'"},
+      {R"({"schema_version": 9})", "key 'schema_version'"},
+      {R"({"loras": [{"strength": 1}]})", "key 'loras[0]'"},
+      {R"([1, 2])", "must be a JSON object"}};
+  for (const auto& [text, expected] : bad) {
+    const auto msg = error_of([&] { Preset::from_json(nlohmann::json::parse(text), "my.json"); });
+    EXPECT_THAT(msg, HasSubstr("my.json")) << text;
+    EXPECT_THAT(msg, HasSubstr(expected)) << text;
+  }
+  // --set: typed values, strings kept as strings.
+  p.set("steps=20");
+  p.set("prompt=a cat");
+  p.set("model=123");
+  EXPECT_EQ(p.steps, 20);
+  EXPECT_EQ(p.prompt, "a cat");
+  EXPECT_EQ(p.model, "123");
+  EXPECT_THAT(error_of([&] { p.set("steps=-3"); }), HasSubstr("key 'steps'"));
+  EXPECT_THAT(error_of([&] { p.set("nokey"); }), HasSubstr("not key=value"));
+}
