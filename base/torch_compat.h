@@ -20,7 +20,7 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
 #else
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);  // [..., Lq, Lk]
-  return torch::matmul(scores.softmax(-1), v);                     // [..., Lq, d]
+  return torch::matmul(scores.softmax(-1), v);                      // [..., Lq, d]
 #endif
 }
 

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "base/runtime.h"
+#include "bench/bench_util.h"
 #include "diffusion/wan_dit.h"
 #include "layers/linear.h"
 #include "vae/wan_vae.h"
@@ -25,32 +26,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double peak_rss_mib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return -1;
-}
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
 void sync(torch::Device d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
 
-// Random weights in `dtype`, scaled like a trained model's (1/√fan-in); norm
-// weights 1. The parameters never exist in float32.
+// Random weights in `dtype`; the parameters never exist in float32.
 void randomise(torch::nn::Module& m, torch::ScalarType dtype, torch::Device device) {
   torch::NoGradGuard g;
-  for (auto& p : m.named_parameters()) {
-    const auto& name = p.key();
-    auto& t = p.value();
-    torch::Tensor v;
-    if (name.find("norm") != std::string::npos && t.dim() == 1) v = torch::ones(t.sizes());
-    else if (t.dim() >= 2) v = torch::randn(t.sizes()) / std::sqrt(static_cast<double>(t.numel() / t.size(0)));
-    else v = torch::randn(t.sizes()) * 0.02;
-    t.set_data(v.to(device, dtype));
-  }
+  for (auto& p : m.named_parameters())
+    p.value().set_data(bench::random_like(p.key(), p.value()).to(device, dtype));
 }
 
 struct Row {
@@ -83,7 +67,7 @@ int main(int argc, char** argv) {
   auto time_it = [&](const std::function<void()>& fn, bool warm_up) {
     if (warm_up) fn();
     sync(device);
-    reset_peak_rss();
+    bench::reset_peak_rss();
     const auto t0 = Clock::now();
     for (int i = 0; i < repeat; ++i) fn();
     sync(device);
@@ -100,8 +84,8 @@ int main(int argc, char** argv) {
     for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
       m.set_precision(p);
       const double s = time_it([&] { m.forward(x, t, ctx); }, true);
-      rows.push_back({"DiT forward, tiny fixture (16×3×8×12 latent)", layers::precision_name(p), device_name, s,
-                      peak_rss_mib()});
+      rows.push_back({"DiT forward, tiny fixture (16×3×8×12 latent)", layers::precision_name(p),
+                      device_name, s, bench::peak_rss_mib()});
     }
   }
 
@@ -121,7 +105,7 @@ int main(int argc, char** argv) {
       if (p == layers::Precision::F32 && skip_fp32) continue;
       m.set_precision(p);
       const double s = time_it([&] { m.forward(x, t, ctx); }, device.is_cuda());
-      rows.push_back({what, layers::precision_name(p), device_name, s, peak_rss_mib()});
+      rows.push_back({what, layers::precision_name(p), device_name, s, bench::peak_rss_mib()});
       std::cerr << what << " " << layers::precision_name(p) << ": " << s << " s\n";
     }
   }
@@ -135,7 +119,7 @@ int main(int argc, char** argv) {
       const double s = time_it([&] { v.decode(z); }, device.is_cuda());
       rows.push_back({"VAE decode, Wan 2.1 real shape (base 96), " + std::to_string(width) + "×" +
                           std::to_string(height) + "×" + std::to_string(frames),
-                      layers::precision_name(p), device_name, s, peak_rss_mib()});
+                      layers::precision_name(p), device_name, s, bench::peak_rss_mib()});
       std::cerr << "VAE " << layers::precision_name(p) << ": " << s << " s\n";
     }
   }
@@ -145,7 +129,8 @@ int main(int argc, char** argv) {
   for (const auto& r : rows) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.3f | %.0f", r.seconds, r.peak_mib);
-    std::cout << "| " << r.what << " | " << r.precision << " | " << r.device << " | " << buf << " |\n";
+    std::cout << "| " << r.what << " | " << r.precision << " | " << r.device << " | " << buf
+              << " |\n";
   }
   return 0;
 }

@@ -14,10 +14,13 @@ int main(int argc, char** argv) {
   std::string weights_dir, precision = "fp32";
   bool allow_skip = false;
   app.add_option("paths", paths, "case files and folders holding them")->required();
-  app.add_option("--weights-dir", weights_dir, "folder of the weights files (default: each case's folder)")
+  app.add_option("--weights-dir", weights_dir,
+                 "folder of the weights files (default: each case's folder)")
       ->check(CLI::ExistingDirectory);
-  app.add_flag("--allow-skip", allow_skip, "do not count cases of unimplemented components as failures");
-  app.add_option("--precision", precision, "compute precision of the models: fp32 or bf16 (bf16 is held to 2e-2)")
+  app.add_flag("--allow-skip", allow_skip,
+               "do not count cases of unimplemented components as failures");
+  app.add_option("--precision", precision,
+                 "compute precision of the models: fp32 or bf16 (bf16 is held to 2e-2)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();

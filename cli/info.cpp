@@ -48,11 +48,12 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
     out << "  shapes:   " << det.summary << "\n";
     if (det.family == io::Family::WanDiT) {
       const auto c = diffusion::WanConfig::from_checkpoint(ck);
-      out << "  model:    " << c.variant() << ", " << c.num_heads << " heads × " << c.head_dim() << ", "
-          << c.model_type << "\n";
+      out << "  model:    " << c.variant() << ", " << c.num_heads << " heads × " << c.head_dim()
+          << ", " << c.model_type << "\n";
       const auto role = diffusion::wan22_expert_role(path);
       if (!role.empty())
-        out << "  expert:   Wan 2.2 A14B " << role << " (by its path): the high-noise expert runs while t ≥ "
+        out << "  expert:   Wan 2.2 A14B " << role
+            << " (by its path): the high-noise expert runs while t ≥ "
             << diffusion::wan22_expert_boundary(false) << " for text-to-video, "
             << diffusion::wan22_expert_boundary(true) << " for image-to-video\n";
     }
@@ -60,7 +61,8 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
   if (!ck.metadata().empty()) {
     out << "  metadata:\n";
     for (const auto& [k, v] : ck.metadata()) {
-      std::string shown = v.size() > 400 ? v.substr(0, 400) + "… (" + std::to_string(v.size()) + " chars)" : v;
+      std::string shown =
+          v.size() > 400 ? v.substr(0, 400) + "… (" + std::to_string(v.size()) + " chars)" : v;
       out << "    " << k << " = " << shown << "\n";
     }
   }

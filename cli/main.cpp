@@ -12,18 +12,21 @@
 #include "schedulers/registry.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX)", "kinora"};
+  CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX)",
+               "kinora"};
   app.set_version_flag("--version", kinora::version_string());
   app.require_subcommand(1);
 
   std::vector<std::string> info_files;
-  auto* info = app.add_subcommand("info", "Show what a checkpoint holds: tensors, dtypes, size, metadata, "
-                                          "and the model family and key layout it is recognised as");
+  auto* info = app.add_subcommand("info",
+                                  "Show what a checkpoint holds: tensors, dtypes, size, metadata, "
+                                  "and the model family and key layout it is recognised as");
   info->add_option("files", info_files, "safetensors files or *.safetensors.index.json")
       ->required()
       ->check(CLI::ExistingFile);
 
-  auto* samplers = app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
+  auto* samplers =
+      app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
 
 #ifdef KINORA_HAVE_PIPELINE
   const auto run_render = kinora::cli::add_render_commands(app);
@@ -48,7 +51,8 @@ int main(int argc, char** argv) {
     } else if (*samplers) {
       for (const auto& e : kinora::schedulers::available_schedulers()) {
         std::cout << e.name;
-        for (const auto& a : e.aliases) std::cout << (&a == &e.aliases.front() ? " (also " : ", ") << a;
+        for (const auto& a : e.aliases)
+          std::cout << (&a == &e.aliases.front() ? " (also " : ", ") << a;
         if (!e.aliases.empty()) std::cout << ")";
         std::cout << "\n    " << e.description << "\n";
       }

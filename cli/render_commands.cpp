@@ -43,12 +43,12 @@ pipeline::RunCallbacks terminal_callbacks() {
       const int width = 30, done = e.total ? width * e.step / e.total : width;
       std::string bar(static_cast<std::size_t>(done), '#');
       bar.resize(width, '-');
-      std::snprintf(line, sizeof line, "\r[%s] step %d/%d  %.2f s/step  ETA %s ", bar.c_str(), e.step, e.total,
-                    e.seconds_per_step, clock_string(e.eta_seconds).c_str());
+      std::snprintf(line, sizeof line, "\r[%s] step %d/%d  %.2f s/step  ETA %s ", bar.c_str(),
+                    e.step, e.total, e.seconds_per_step, clock_string(e.eta_seconds).c_str());
       std::cerr << line << (e.step == e.total ? "\n" : "") << std::flush;
     } else {
-      std::snprintf(line, sizeof line, "step %d/%d %.2f s/step ETA %.0f s\n", e.step, e.total, e.seconds_per_step,
-                    e.eta_seconds);
+      std::snprintf(line, sizeof line, "step %d/%d %.2f s/step ETA %.0f s\n", e.step, e.total,
+                    e.seconds_per_step, e.eta_seconds);
       std::cerr << line << std::flush;
     }
   };
@@ -57,9 +57,10 @@ pipeline::RunCallbacks terminal_callbacks() {
 
 int render_one(pipeline::WanPipeline& pipe, const Preset& p) {
   const auto r = pipe.render(p, terminal_callbacks());
-  std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x" << r.preset.height << ", "
-            << r.preset.frames << " frames, seed " << r.preset.seed << "; text " << clock_string(r.timings.text_s)
-            << ", sampling " << clock_string(r.timings.sampling_s) << ", decode " << clock_string(r.timings.decode_s)
+  std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
+            << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
+            << "; text " << clock_string(r.timings.text_s) << ", sampling "
+            << clock_string(r.timings.sampling_s) << ", decode " << clock_string(r.timings.decode_s)
             << ", encode " << clock_string(r.timings.encode_s) << ")\n";
   std::cout << r.output.string() << "\n";
   return 0;
@@ -108,7 +109,8 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths) {
       throw Error(f.string() + ": not valid JSON: " + e.what());
     }
     if (j.is_array()) {
-      for (std::size_t i = 0; i < j.size(); ++i) out.push_back({f.string() + "[" + std::to_string(i) + "]", j[i]});
+      for (std::size_t i = 0; i < j.size(); ++i)
+        out.push_back({f.string() + "[" + std::to_string(i) + "]", j[i]});
     } else {
       out.push_back({f.string(), j});
     }
@@ -123,14 +125,18 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto seed = std::make_shared<int64_t>(-1);
   auto gen = app.add_subcommand("generate", "Make a video from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
-  gen->add_option("--negative", opts->negative_prompt, "what to avoid (default: Wan's negative prompt)");
-  gen->add_option("--model", opts->model, "the Wan DiT (a file, or a name under --models-dir)")->required();
+  gen->add_option("--negative", opts->negative_prompt,
+                  "what to avoid (default: Wan's negative prompt)");
+  gen->add_option("--model", opts->model, "the Wan DiT (a file, or a name under --models-dir)")
+      ->required();
   gen->add_option("--model2", opts->model2, "the low-noise expert of a Wan 2.2 A14B pair");
   gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE")->required();
   gen->add_option("--text-encoder", opts->text_encoder, "the umT5 encoder")->required();
-  gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)")->required();
-  gen->add_option("--models-dir", opts->models_dir,
-                  "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name");
+  gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)")
+      ->required();
+  gen->add_option(
+      "--models-dir", opts->models_dir,
+      "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name");
   gen->add_option("--width", opts->width, "multiple of 16")->capture_default_str();
   gen->add_option("--height", opts->height, "multiple of 16")->capture_default_str();
   gen->add_option("--frames", opts->frames, "4k+1")->capture_default_str();
@@ -138,12 +144,16 @@ std::function<int()> add_render_commands(CLI::App& app) {
   gen->add_option("--steps", opts->steps)->capture_default_str();
   gen->add_option("--sampler", opts->sampler, "see `kinora samplers`")->capture_default_str();
   gen->add_option("--shift", opts->shift)->capture_default_str();
-  gen->add_option("--guidance", opts->guidance, "classifier-free guidance scale")->capture_default_str();
+  gen->add_option("--guidance", opts->guidance, "classifier-free guidance scale")
+      ->capture_default_str();
   gen->add_option("--seed", *seed, "default: a random seed (printed and embedded)");
   gen->add_option("--precision", opts->precision, "fp32 or bf16")->capture_default_str();
-  gen->add_option("--out,-o", opts->output, "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");
-  gen->add_option("--format", opts->format, "mp4, mp4-h265, webm, mov, png-seq, png (default: from --out)");
-  gen->add_option("--crf", opts->crf, "quality for mp4/webm, lower is better")->capture_default_str();
+  gen->add_option("--out,-o", opts->output,
+                  "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");
+  gen->add_option("--format", opts->format,
+                  "mp4, mp4-h265, webm, mov, png-seq, png (default: from --out)");
+  gen->add_option("--crf", opts->crf, "quality for mp4/webm, lower is better")
+      ->capture_default_str();
 
   auto render_path = std::make_shared<std::string>();
   auto sets = std::make_shared<std::vector<std::string>>();
@@ -152,15 +162,20 @@ std::function<int()> add_render_commands(CLI::App& app) {
   ren->add_option("--set", *sets, "override a key: --set steps=20 --set prompt=\"a cat\"");
 
   auto restore_path = std::make_shared<std::string>();
-  auto res = app.add_subcommand("restore", "Print the preset embedded in a Kinora output (PNG, MP4, WebM, MOV)");
+  auto res = app.add_subcommand(
+      "restore", "Print the preset embedded in a Kinora output (PNG, MP4, WebM, MOV)");
   res->add_option("output", *restore_path)->required();
 
   auto batch_paths = std::make_shared<std::vector<std::string>>();
   auto shard = std::make_shared<std::string>();
   auto dry = std::make_shared<bool>(false);
-  auto bat = app.add_subcommand("batch", "Render many presets (files, folders, JSON lists); skips finished outputs");
-  bat->add_option("paths", *batch_paths, "preset files, folders of them, or JSON lists")->required();
-  bat->add_option("--shard", *shard, "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
+  auto bat = app.add_subcommand(
+      "batch", "Render many presets (files, folders, JSON lists); skips finished outputs");
+  bat->add_option("paths", *batch_paths, "preset files, folders of them, or JSON lists")
+      ->required();
+  bat->add_option(
+      "--shard", *shard,
+      "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
 
   return [=]() -> int {
@@ -186,7 +201,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
     if (*res) {
       return guarded([&] {
         const auto j = json::parse(media::read_embedded_json(*restore_path));
-        if (!j.contains("preset")) throw Error(*restore_path + ": the embedded parameters hold no preset");
+        if (!j.contains("preset"))
+          throw Error(*restore_path + ": the embedded parameters hold no preset");
         std::cout << j["preset"].dump(2) << "\n";
         return 0;
       });
@@ -195,18 +211,22 @@ std::function<int()> add_render_commands(CLI::App& app) {
       return guarded([&] {
         int index = 0, count = 1;
         if (!shard->empty()) {
-          if (std::sscanf(shard->c_str(), "%d/%d", &index, &count) != 2 || count < 1 || index < 0 || index >= count)
+          if (std::sscanf(shard->c_str(), "%d/%d", &index, &count) != 2 || count < 1 || index < 0 ||
+              index >= count)
             throw Error("--shard '" + *shard + "': expected i/N with 0 ≤ i < N");
         }
         const auto entries = collect_presets(*batch_paths);
         std::vector<std::pair<std::string, Preset>> mine;
         for (std::size_t k = 0; k < entries.size(); ++k) {
-          Preset p = Preset::from_json(entries[k].preset, entries[k].source);  // validate all, render ours
-          if (p.output.empty()) throw Error(entries[k].source + ": key 'output' is missing (a batch needs it)");
-          if (static_cast<int>(k % static_cast<std::size_t>(count)) == index) mine.emplace_back(entries[k].source, p);
+          Preset p =
+              Preset::from_json(entries[k].preset, entries[k].source);  // validate all, render ours
+          if (p.output.empty())
+            throw Error(entries[k].source + ": key 'output' is missing (a batch needs it)");
+          if (static_cast<int>(k % static_cast<std::size_t>(count)) == index)
+            mine.emplace_back(entries[k].source, p);
         }
-        std::cerr << "kinora: " << entries.size() << " presets, " << mine.size() << " in shard " << index << "/" << count
-                  << "\n";
+        std::cerr << "kinora: " << entries.size() << " presets, " << mine.size() << " in shard "
+                  << index << "/" << count << "\n";
         int failed = 0, skipped = 0, done = 0;
         pipeline::WanPipeline pipe;  // models stay loaded across the batch
         for (const auto& [source, p] : mine) {
@@ -222,10 +242,13 @@ std::function<int()> add_render_commands(CLI::App& app) {
           }
           const int rc = guarded([&] { return render_one(pipe, p); });
           if (rc == 130) return rc;
-          if (rc) ++failed, std::cout << "FAIL  " << source << "\n";
-          else ++done;
+          if (rc)
+            ++failed, std::cout << "FAIL  " << source << "\n";
+          else
+            ++done;
         }
-        std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed << " failed\n";
+        std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed
+                  << " failed\n";
         return failed ? 1 : 0;
       });
     }

@@ -42,8 +42,10 @@ Case load_case(const std::filesystem::path& path) {
   }
   for (const auto& t : file->tensors()) {
     // Copy out of the mapping: cases are small and outlive nothing here.
-    if (t.name.rfind("input.", 0) == 0) c.inputs[t.name.substr(6)] = file->get(t.name).clone();
-    else if (t.name.rfind("output.", 0) == 0) c.outputs[t.name.substr(7)] = file->get(t.name).clone();
+    if (t.name.rfind("input.", 0) == 0)
+      c.inputs[t.name.substr(6)] = file->get(t.name).clone();
+    else if (t.name.rfind("output.", 0) == 0)
+      c.outputs[t.name.substr(7)] = file->get(t.name).clone();
   }
   if (c.outputs.empty()) fail_file(path, "case has no output.* tensors");
   return c;

@@ -13,13 +13,17 @@ namespace {
 bool is_case_file(const fs::path& p) {
   const auto name = p.filename().string();
   const std::string suffix = ".case.safetensors";
-  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 const char* status_word(Status s) {
   switch (s) {
-    case Status::Pass: return "PASS";
-    case Status::Skip: return "SKIP";
-    case Status::Fail: break;
+    case Status::Pass:
+      return "PASS";
+    case Status::Skip:
+      return "SKIP";
+    case Status::Fail:
+      break;
   }
   return "FAIL";
 }
@@ -54,7 +58,8 @@ std::vector<fs::path> collect_cases(const std::vector<fs::path>& paths) {
 std::vector<fs::path> weights_variants(const fs::path& dir, const std::string& weights) {
   std::vector<fs::path> out;
   const std::string ext = ".safetensors";
-  if (weights.size() <= ext.size() || weights.compare(weights.size() - ext.size(), ext.size(), ext) != 0)
+  if (weights.size() <= ext.size() ||
+      weights.compare(weights.size() - ext.size(), ext.size(), ext) != 0)
     return {dir / weights};
   const std::string stem = weights.substr(0, weights.size() - ext.size());
   out.push_back(dir / weights);
@@ -65,7 +70,8 @@ std::vector<fs::path> weights_variants(const fs::path& dir, const std::string& w
     // stem + "." + suffix + ".safetensors", where the suffix is one word (a layout).
     if (name.size() <= stem.size() + 1 + ext.size() || name.rfind(stem + ".", 0) != 0) continue;
     if (name.compare(name.size() - ext.size(), ext.size(), ext) != 0) continue;
-    const std::string suffix = name.substr(stem.size() + 1, name.size() - stem.size() - 1 - ext.size());
+    const std::string suffix =
+        name.substr(stem.size() + 1, name.size() - stem.size() - 1 - ext.size());
     if (suffix.empty() || suffix.find('.') != std::string::npos || suffix == "case") continue;
     siblings.push_back(e.path());
   }
@@ -98,7 +104,8 @@ void compare(const Case& k, const Outputs& got, double bound, Result& r) {
     }
     if (!torch::isFloatingType(ref.scalar_type())) {
       if (!torch::equal(out.to(torch::kCPU, ref.scalar_type()), ref)) {
-        const auto mismatches = (out.to(torch::kCPU, ref.scalar_type()) != ref).sum().item<int64_t>();
+        const auto mismatches =
+            (out.to(torch::kCPU, ref.scalar_type()) != ref).sum().item<int64_t>();
         fail(std::to_string(mismatches) + " integer values differ (must match exactly)");
       }
       continue;
@@ -169,8 +176,8 @@ std::vector<Result> run_case(const fs::path& case_path, const RunnerOptions& opt
 std::string format_result(const Result& r) {
   char err[32];
   std::snprintf(err, sizeof err, "%.3g", r.worst_rel_err);
-  std::string line = std::string(status_word(r.status)) + "  " + r.case_name + "  " + r.weights + "  " +
-                     (r.status == Status::Skip ? std::string("-") : std::string(err));
+  std::string line = std::string(status_word(r.status)) + "  " + r.case_name + "  " + r.weights +
+                     "  " + (r.status == Status::Skip ? std::string("-") : std::string(err));
   if (!r.detail.empty()) line += "  (" + r.detail + ")";
   return line;
 }
@@ -191,9 +198,12 @@ int run_all(const std::vector<fs::path>& paths, const RunnerOptions& options, st
   for (const auto& c : cases) {
     for (const auto& r : run_case(c, options)) {
       out << format_result(r) << "\n" << std::flush;
-      if (r.status == Status::Pass) ++passed;
-      else if (r.status == Status::Skip && options.allow_skip) ++skipped;
-      else ++failed;
+      if (r.status == Status::Pass)
+        ++passed;
+      else if (r.status == Status::Skip && options.allow_skip)
+        ++skipped;
+      else
+        ++failed;
     }
   }
   out << passed << " passed, " << failed << " failed";

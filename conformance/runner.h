@@ -16,9 +16,9 @@ struct Result {
   Status status = Status::Fail;
   std::string case_name;  // file name of the case
   std::string component;
-  std::string weights;    // file name, or "-" for cases without weights
+  std::string weights;  // file name, or "-" for cases without weights
   double worst_rel_err = 0.0;
-  std::string detail;     // why it failed or was skipped
+  std::string detail;  // why it failed or was skipped
 };
 
 struct RunnerOptions {

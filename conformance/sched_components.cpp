@@ -33,7 +33,8 @@ Outputs run_trajectory(const Case& k, schedulers::Scheduler& s) {
 
 Outputs run_wan(const Case& k, const char* sampler) {
   auto s = schedulers::make_scheduler(sampler);
-  s->set_timesteps(config_value<int>(k, "steps"), {.shift = config_value<double>(k, "shift"), .mu = std::nullopt});
+  s->set_timesteps(config_value<int>(k, "steps"),
+                   {.shift = config_value<double>(k, "shift"), .mu = std::nullopt});
   auto out = run_trajectory(k, *s);
   out["timesteps"] = s->timesteps();
   out["sigmas"] = s->sigmas();
@@ -45,7 +46,8 @@ Outputs run_flux(const Case& k) {
   schedulers::ScheduleOptions o;
   if (config_value<bool>(k, "shift"))
     o.mu = schedulers::flux_mu(config_value<int64_t>(k, "image_seq_len"),
-                               config_value<double>(k, "base_shift"), config_value<double>(k, "max_shift"));
+                               config_value<double>(k, "base_shift"),
+                               config_value<double>(k, "max_shift"));
   s->set_timesteps(config_value<int>(k, "steps"), o);
   auto out = run_trajectory(k, *s);
   out["timesteps"] = s->sigmas();  // FLUX's "timesteps" are its t ∈ [0, 1], i.e. the sigmas
@@ -55,10 +57,12 @@ Outputs run_flux(const Case& k) {
 }  // namespace
 
 void add_scheduler_components(std::map<std::string, Component>& out) {
-  out["sched.wan_unipc"] = {"sched.wan_unipc", false,
-                            [](const Case& k, const auto&, const auto&) { return run_wan(k, "flow_unipc"); }};
-  out["sched.wan_dpmpp"] = {"sched.wan_dpmpp", false,
-                            [](const Case& k, const auto&, const auto&) { return run_wan(k, "flow_dpmpp_2m"); }};
+  out["sched.wan_unipc"] = {"sched.wan_unipc", false, [](const Case& k, const auto&, const auto&) {
+                              return run_wan(k, "flow_unipc");
+                            }};
+  out["sched.wan_dpmpp"] = {"sched.wan_dpmpp", false, [](const Case& k, const auto&, const auto&) {
+                              return run_wan(k, "flow_dpmpp_2m");
+                            }};
   out["sched.flux_euler"] = {"sched.flux_euler", false,
                              [](const Case& k, const auto&, const auto&) { return run_flux(k); }};
 }

@@ -8,7 +8,8 @@ namespace {
 
 Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto model = diffusion::WanModel::load(weights, o.precision);
-  const auto out = model.forward(k.input("x").unsqueeze(0), k.input("t").reshape({1}), k.input("context").unsqueeze(0));
+  const auto out = model.forward(k.input("x").unsqueeze(0), k.input("t").reshape({1}),
+                                 k.input("context").unsqueeze(0));
   return {{"x", out[0]}};
 }
 

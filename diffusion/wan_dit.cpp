@@ -26,22 +26,25 @@ torch::nn::ModuleList sequential(std::vector<std::shared_ptr<torch::nn::Module>>
   for (auto& m : items) list->push_back(m ? m : std::make_shared<torch::nn::IdentityImpl>());
   return list;
 }
-LinearImpl& lin(const torch::nn::ModuleList& l, std::size_t i) { return *l->ptr<LinearImpl>(i); }
+LinearImpl& lin(const torch::nn::ModuleList& l, std::size_t i) {
+  return *l->ptr<LinearImpl>(i);
+}
 layers::NormParamsImpl& norm_at(const torch::nn::ModuleList& l, std::size_t i) {
   return *l->ptr<layers::NormParamsImpl>(i);
 }
 
 // cos/sin of the 3D RoPE angles for a (F, H, W) token grid, [L, head_dim/2] float64.
 // Channels split t : h : w = d − 4⌊d/6⌋ : 2⌊d/6⌋ : 2⌊d/6⌋, theta 10000 each.
-std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t head_dim, int64_t f, int64_t h, int64_t w,
-                                                    torch::Device device) {
+std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t head_dim, int64_t f, int64_t h,
+                                                    int64_t w, torch::Device device) {
   const int64_t d6 = head_dim / 6;
   const int64_t dims[3] = {head_dim - 4 * d6, 2 * d6, 2 * d6};
   const int64_t sizes[3] = {f, h, w};
   const auto opts = torch::TensorOptions().dtype(torch::kFloat64).device(device);
   std::vector<torch::Tensor> angles;
   for (int a = 0; a < 3; ++a) {
-    const auto inv = 1.0 / torch::pow(10000.0, torch::arange(0, dims[a], 2, opts) / static_cast<double>(dims[a]));
+    const auto inv = 1.0 / torch::pow(10000.0, torch::arange(0, dims[a], 2, opts) /
+                                                   static_cast<double>(dims[a]));
     angles.push_back(torch::outer(torch::arange(sizes[a], opts), inv));  // [size, dims/2]
   }
   const auto ft = angles[0].view({f, 1, 1, -1}).expand({f, h, w, -1});
@@ -52,11 +55,12 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t head_dim, int64_t f,
 }
 
 // Rotates interleaved pairs (x[2j], x[2j+1]) of x [B, L, H, D] by the angles.
-torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos,
+                         const torch::Tensor& sin) {
   const auto dt = cos.scalar_type();
-  const auto xs = x.to(dt).unflatten(-1, {-1, 2});           // [B, L, H, D/2, 2]
-  const auto a = xs.select(-1, 0), b = xs.select(-1, 1);      // [B, L, H, D/2]
-  const auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);       // [L, 1, D/2]
+  const auto xs = x.to(dt).unflatten(-1, {-1, 2});        // [B, L, H, D/2, 2]
+  const auto a = xs.select(-1, 0), b = xs.select(-1, 1);  // [B, L, H, D/2]
+  const auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [L, 1, D/2]
   return torch::stack({a * c - b * s, a * s + b * c}, -1).flatten(-2).to(torch::kFloat32);
 }
 
@@ -65,7 +69,8 @@ torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos, const
 // ---------------------------------------------------------------- modules
 
 struct WanAttentionImpl : torch::nn::Module {
-  WanAttentionImpl(int64_t dim, int64_t heads, double eps, bool image_branch) : heads(heads), eps(eps) {
+  WanAttentionImpl(int64_t dim, int64_t heads, double eps, bool image_branch)
+      : heads(heads), eps(eps) {
     q = register_module("q", Linear(dim, dim, true));
     k = register_module("k", Linear(dim, dim, true));
     v = register_module("v", Linear(dim, dim, true));
@@ -82,11 +87,15 @@ struct WanAttentionImpl : torch::nn::Module {
   // the result goes back to the projection's dtype as in the reference.
   torch::Tensor qk(LinearImpl& proj, layers::NormParamsImpl& norm, const torch::Tensor& x) {
     auto y = proj.forward(x);
-    return layers::rms_norm(y, torch::Tensor(), eps).to(y.scalar_type()) * norm.weight.to(y.scalar_type());
+    return layers::rms_norm(y, torch::Tensor(), eps).to(y.scalar_type()) *
+           norm.weight.to(y.scalar_type());
   }
-  torch::Tensor heads_of(const torch::Tensor& t) const { return t.unflatten(-1, {heads, -1}); }  // [B, L, H, d]
+  torch::Tensor heads_of(const torch::Tensor& t) const {
+    return t.unflatten(-1, {heads, -1});
+  }  // [B, L, H, d]
 
-  torch::Tensor self_attention(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  torch::Tensor self_attention(const torch::Tensor& x, const torch::Tensor& cos,
+                               const torch::Tensor& sin) {
     const auto qh = rope_apply(heads_of(qk(*q, *norm_q, x)), cos, sin);
     const auto kh = rope_apply(heads_of(qk(*k, *norm_k, x)), cos, sin);
     const auto vh = heads_of(v->forward(x));
@@ -104,7 +113,8 @@ struct WanAttentionImpl : torch::nn::Module {
     if (k_img && context_img.defined()) {
       const auto ki = heads_of(qk(*k_img, *norm_k_img, context_img));
       const auto vi = heads_of(v_img->forward(context_img));
-      out = out + layers::attention(qh, ki.to(qh.scalar_type()), vi.to(qh.scalar_type())).flatten(2);
+      out =
+          out + layers::attention(qh, ki.to(qh.scalar_type()), vi.to(qh.scalar_type())).flatten(2);
     }
     return o->forward(out);
   }
@@ -122,24 +132,30 @@ struct WanBlockImpl : torch::nn::Module {
     self_attn = register_module("self_attn", WanAttention(c.dim, c.num_heads, c.eps, false));
     norm3 = register_module("norm3", NormParams(c.dim, true));
     cross_attn = register_module("cross_attn", WanAttention(c.dim, c.num_heads, c.eps, i2v));
-    ffn = register_module("ffn", sequential({std::make_shared<LinearImpl>(c.dim, c.ffn_dim, true), nullptr,
-                                             std::make_shared<LinearImpl>(c.ffn_dim, c.dim, true)}));
+    ffn = register_module("ffn",
+                          sequential({std::make_shared<LinearImpl>(c.dim, c.ffn_dim, true), nullptr,
+                                      std::make_shared<LinearImpl>(c.ffn_dim, c.dim, true)}));
     modulation = register_parameter("modulation", torch::zeros({1, 6, c.dim}), false);
   }
 
   // x [B, L, dim] float32; e0 [B, 6, dim] float32
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& e0, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& context, const torch::Tensor& context_img) {
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& e0, const torch::Tensor& cos,
+                        const torch::Tensor& sin, const torch::Tensor& context,
+                        const torch::Tensor& context_img) {
     const auto e = (modulation.to(torch::kFloat32) + e0).chunk(6, 1);  // 6 × [B, 1, dim]
     const torch::Tensor none;
     // Self-attention on the modulated, non-affine LayerNorm (float32), gated.
-    auto y = self_attn->self_attention(layers::layer_norm(x, none, none, eps) * (1 + e[1]) + e[0], cos, sin);
+    auto y = self_attn->self_attention(layers::layer_norm(x, none, none, eps) * (1 + e[1]) + e[0],
+                                       cos, sin);
     x = x + y.to(torch::kFloat32) * e[2];
     // Cross-attention: affine LayerNorm, no modulation and no gate.
-    x = x + cross_attn->cross_attention(layers::layer_norm(x, norm3->weight, norm3->bias, eps), context, context_img)
+    x = x + cross_attn
+                ->cross_attention(layers::layer_norm(x, norm3->weight, norm3->bias, eps), context,
+                                  context_img)
                 .to(torch::kFloat32);
     // FFN on the modulated LayerNorm, gated.
-    y = lin(ffn, 2).forward(layers::gelu_tanh(lin(ffn, 0).forward(layers::layer_norm(x, none, none, eps) * (1 + e[4]) + e[3])));
+    y = lin(ffn, 2).forward(layers::gelu_tanh(
+        lin(ffn, 0).forward(layers::layer_norm(x, none, none, eps) * (1 + e[4]) + e[3])));
     return x + y.to(torch::kFloat32) * e[5];
   }
 
@@ -153,7 +169,8 @@ TORCH_MODULE(WanBlock);
 
 struct WanHeadImpl : torch::nn::Module {
   WanHeadImpl(const WanConfig& c) : eps(c.eps) {
-    head = register_module("head", Linear(c.dim, c.patch_t * c.patch_h * c.patch_w * c.out_dim, true));
+    head =
+        register_module("head", Linear(c.dim, c.patch_t * c.patch_h * c.patch_w * c.out_dim, true));
     modulation = register_parameter("modulation", torch::zeros({1, 2, c.dim}), false);
   }
   // x [B, L, dim]; e [B, dim] (the time embedding, not e0) → [B, L, p·out_dim] float32
@@ -162,7 +179,8 @@ struct WanHeadImpl : torch::nn::Module {
     const torch::Tensor none;
     // The head runs in float32 in the reference (autocast disabled).
     return torch::nn::functional::linear(layers::layer_norm(x, none, none, eps) * (1 + m[1]) + m[0],
-                                         head->weight_as(torch::kFloat32), head->bias.to(torch::kFloat32));
+                                         head->weight_as(torch::kFloat32),
+                                         head->bias.to(torch::kFloat32));
   }
   double eps;
   Linear head{nullptr};
@@ -174,17 +192,18 @@ class WanModelImpl : public torch::nn::Module {
  public:
   explicit WanModelImpl(const WanConfig& c) : config(c) {
     patch_embedding = register_module(
-        "patch_embedding",
-        torch::nn::Conv3d(torch::nn::Conv3dOptions(c.in_dim, c.dim, {c.patch_t, c.patch_h, c.patch_w})
-                              .stride({c.patch_t, c.patch_h, c.patch_w})));
+        "patch_embedding", torch::nn::Conv3d(torch::nn::Conv3dOptions(
+                                                 c.in_dim, c.dim, {c.patch_t, c.patch_h, c.patch_w})
+                                                 .stride({c.patch_t, c.patch_h, c.patch_w})));
     text_embedding = register_module(
-        "text_embedding", sequential({std::make_shared<LinearImpl>(c.text_dim, c.dim, true), nullptr,
-                                      std::make_shared<LinearImpl>(c.dim, c.dim, true)}));
+        "text_embedding", sequential({std::make_shared<LinearImpl>(c.text_dim, c.dim, true),
+                                      nullptr, std::make_shared<LinearImpl>(c.dim, c.dim, true)}));
     time_embedding = register_module(
-        "time_embedding", sequential({std::make_shared<LinearImpl>(c.freq_dim, c.dim, true), nullptr,
-                                      std::make_shared<LinearImpl>(c.dim, c.dim, true)}));
-    time_projection = register_module("time_projection",
-                                      sequential({nullptr, std::make_shared<LinearImpl>(c.dim, 6 * c.dim, true)}));
+        "time_embedding", sequential({std::make_shared<LinearImpl>(c.freq_dim, c.dim, true),
+                                      nullptr, std::make_shared<LinearImpl>(c.dim, c.dim, true)}));
+    time_projection = register_module(
+        "time_projection",
+        sequential({nullptr, std::make_shared<LinearImpl>(c.dim, 6 * c.dim, true)}));
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_layers; ++i) blocks->push_back(WanBlock(c));
     head = register_module("head", WanHead(c));
@@ -198,44 +217,53 @@ class WanModelImpl : public torch::nn::Module {
     }
   }
 
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                        const torch::Tensor& clip) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t,
+                        const torch::Tensor& context, const torch::Tensor& clip) {
     const auto& c = config;
-    TORCH_CHECK(x.dim() == 5 && x.size(1) == c.in_dim, "WanModel: x must be [B, ", c.in_dim, ", F, H, W], got ",
-                x.sizes());
+    TORCH_CHECK(x.dim() == 5 && x.size(1) == c.in_dim, "WanModel: x must be [B, ", c.in_dim,
+                ", F, H, W], got ", x.sizes());
     const int64_t B = x.size(0);
     const auto mm = lin(text_embedding, 0).weight.device();
     const auto mdt = layers::matmul_dtype(lin(text_embedding, 0).precision);
 
     // Patchify: [B, C, F, H, W] → [B, dim, F', H', W'] → tokens [B, L, dim], f-major.
-    auto h = torch::conv3d(x.to(mm, mdt), patch_embedding->weight.to(mdt), patch_embedding->bias.to(mdt),
-                           {c.patch_t, c.patch_h, c.patch_w});
+    auto h = torch::conv3d(x.to(mm, mdt), patch_embedding->weight.to(mdt),
+                           patch_embedding->bias.to(mdt), {c.patch_t, c.patch_h, c.patch_w});
     const int64_t gf = h.size(2), gh = h.size(3), gw = h.size(4);
     h = h.flatten(2).transpose(1, 2).to(torch::kFloat32);  // [B, L, dim]
 
     // Time: sinusoid [cos, sin] in float64, then the MLP in float32.
     const int64_t half = c.freq_dim / 2;
     const auto pos = t.to(mm, torch::kFloat64).reshape({-1});
-    const auto freqs = torch::pow(10000.0, -torch::arange(half, pos.options()) / static_cast<double>(half));
+    const auto freqs =
+        torch::pow(10000.0, -torch::arange(half, pos.options()) / static_cast<double>(half));
     const auto sinusoid = torch::outer(pos, freqs);
-    const auto temb = torch::cat({sinusoid.cos(), sinusoid.sin()}, 1).to(torch::kFloat32);  // [B, freq_dim]
+    const auto temb =
+        torch::cat({sinusoid.cos(), sinusoid.sin()}, 1).to(torch::kFloat32);  // [B, freq_dim]
     auto f32_linear = [](LinearImpl& l, const torch::Tensor& v) {
       return F::linear(v, l.weight_as(torch::kFloat32), l.bias.to(torch::kFloat32));
     };
-    const auto e = f32_linear(lin(time_embedding, 2), torch::silu(f32_linear(lin(time_embedding, 0), temb)));
-    const auto e0 = f32_linear(lin(time_projection, 1), torch::silu(e)).unflatten(1, {6, c.dim});  // [B, 6, dim]
+    const auto e =
+        f32_linear(lin(time_embedding, 2), torch::silu(f32_linear(lin(time_embedding, 0), temb)));
+    const auto e0 = f32_linear(lin(time_projection, 1), torch::silu(e))
+                        .unflatten(1, {6, c.dim});  // [B, 6, dim]
 
     // Text: zero-pad to text_len rows, embed all of them (padding included).
     TORCH_CHECK(context.dim() == 3 && context.size(0) == B && context.size(2) == c.text_dim,
                 "WanModel: context must be [B, L, ", c.text_dim, "], got ", context.sizes());
-    TORCH_CHECK(context.size(1) <= c.text_len, "WanModel: context longer than ", c.text_len, " tokens");
-    const auto padded = F::pad(context.to(mm, torch::kFloat32), F::PadFuncOptions({0, 0, 0, c.text_len - context.size(1)}));
-    auto ctx = lin(text_embedding, 2).forward(layers::gelu_tanh(lin(text_embedding, 0).forward(padded)));
+    TORCH_CHECK(context.size(1) <= c.text_len, "WanModel: context longer than ", c.text_len,
+                " tokens");
+    const auto padded = F::pad(context.to(mm, torch::kFloat32),
+                               F::PadFuncOptions({0, 0, 0, c.text_len - context.size(1)}));
+    auto ctx =
+        lin(text_embedding, 2).forward(layers::gelu_tanh(lin(text_embedding, 0).forward(padded)));
     torch::Tensor ctx_img;
     if (img_proj && clip.defined()) {
-      auto ci = layers::layer_norm(clip.to(mm), norm_at(img_proj, 0).weight, norm_at(img_proj, 0).bias, 1e-5);
+      auto ci = layers::layer_norm(clip.to(mm), norm_at(img_proj, 0).weight,
+                                   norm_at(img_proj, 0).bias, 1e-5);
       ci = lin(img_proj, 3).forward(torch::gelu(lin(img_proj, 1).forward(ci)));
-      ctx_img = layers::layer_norm(ci, norm_at(img_proj, 4).weight, norm_at(img_proj, 4).bias, 1e-5).to(ctx.scalar_type());
+      ctx_img = layers::layer_norm(ci, norm_at(img_proj, 4).weight, norm_at(img_proj, 4).bias, 1e-5)
+                    .to(ctx.scalar_type());
     }
 
     const auto [cos, sin] = rope_tables(c.head_dim(), gf, gh, gw, mm);
@@ -247,12 +275,14 @@ class WanModelImpl : public torch::nn::Module {
     // Unpatchify: token (f, h, w) holds (pt, ph, pw, C) with C fastest.
     out = out.view({B, gf, gh, gw, c.patch_t, c.patch_h, c.patch_w, c.out_dim});
     out = out.permute({0, 7, 1, 4, 2, 5, 3, 6});  // [B, C, F', pt, H', ph, W', pw]
-    return out.reshape({B, c.out_dim, gf * c.patch_t, gh * c.patch_h, gw * c.patch_w}).to(torch::kFloat32);
+    return out.reshape({B, c.out_dim, gf * c.patch_t, gh * c.patch_h, gw * c.patch_w})
+        .to(torch::kFloat32);
   }
 
   WanConfig config;
   torch::nn::Conv3d patch_embedding{nullptr};
-  torch::nn::ModuleList text_embedding{nullptr}, time_embedding{nullptr}, time_projection{nullptr}, blocks{nullptr};
+  torch::nn::ModuleList text_embedding{nullptr}, time_embedding{nullptr}, time_projection{nullptr},
+      blocks{nullptr};
   WanHead head{nullptr};
   std::shared_ptr<torch::nn::Module> img_emb;
   torch::nn::ModuleList img_proj{nullptr};
@@ -296,17 +326,20 @@ std::string wan_diffusers_to_original(const std::string& key) {
     add(R"(^blocks\.(\d+)\.attn2\.norm_added_k\.)", "blocks.$1.cross_attn.norm_k_img.");
     add(R"(^blocks\.(\d+)\.ffn\.net\.0\.proj\.)", "blocks.$1.ffn.0.");
     add(R"(^blocks\.(\d+)\.ffn\.net\.2\.)", "blocks.$1.ffn.2.");
-    add(R"(^blocks\.(\d+)\.norm2\.)", "blocks.$1.norm3.");  // diffusers' affine cross-attention norm
+    add(R"(^blocks\.(\d+)\.norm2\.)",
+        "blocks.$1.norm3.");  // diffusers' affine cross-attention norm
     return r;
   }();
   for (const auto& [re, to] : rules) {
-    if (std::regex_search(key, re)) return std::regex_replace(key, re, to, std::regex_constants::format_first_only);
+    if (std::regex_search(key, re))
+      return std::regex_replace(key, re, to, std::regex_constants::format_first_only);
   }
   return key;
 }
 
 namespace {
-const std::vector<int64_t>& need(const io::ShapeMap& m, const std::string& key, const io::Checkpoint& ck) {
+const std::vector<int64_t>& need(const io::ShapeMap& m, const std::string& key,
+                                 const io::Checkpoint& ck) {
   const auto it = m.find(key);
   if (it == m.end()) fail_file(ck.path(), "not a Wan DiT checkpoint: no tensor '" + key + "'");
   return it->second;
@@ -337,7 +370,8 @@ WanConfig WanConfig::from_checkpoint(const io::Checkpoint& ck) {
       c.eps = j.value("eps", c.eps);
       return c;
     } catch (const nlohmann::json::exception& e) {
-      fail_file(ck.path(), std::string("metadata 'config' is not a valid Wan configuration: ") + e.what());
+      fail_file(ck.path(),
+                std::string("metadata 'config' is not a valid Wan configuration: ") + e.what());
     }
   }
   // From names and shapes, in the original naming.
@@ -358,7 +392,8 @@ WanConfig WanConfig::from_checkpoint(const io::Checkpoint& ck) {
   c.out_dim = need(m, "head.head.weight", ck)[0] / (c.patch_t * c.patch_h * c.patch_w);
   c.num_layers = io::count_indexed(m, "blocks.");
   c.model_type = m.count("img_emb.proj.1.weight") ? "i2v" : "t2v";
-  if (c.dim % 128 != 0) fail_file(ck.path(), "Wan DiT width " + std::to_string(c.dim) + " is not a multiple of 128");
+  if (c.dim % 128 != 0)
+    fail_file(ck.path(), "Wan DiT width " + std::to_string(c.dim) + " is not a multiple of 128");
   c.num_heads = c.dim / 128;  // every released Wan model has 128-wide heads
   return c;
 }
@@ -383,14 +418,16 @@ WanModel WanModel::load(const std::filesystem::path& path, layers::Precision pre
   auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
   const auto det = io::detect_layout(ck->shapes());
   if (det.family != io::Family::WanDiT)
-    fail_file(path, std::string("not a Wan DiT checkpoint (recognised as ") + io::family_name(det.family) + ")");
+    fail_file(path, std::string("not a Wan DiT checkpoint (recognised as ") +
+                        io::family_name(det.family) + ")");
   WanModel model(WanConfig::from_checkpoint(*ck));
   const bool diffusers = det.layout == io::Layout::Diffusers;
   const std::string prefix = det.prefix;
   layers::load_parameters(
       *model.impl_, *ck,
       [&](const std::string& key) {
-        if (!prefix.empty() && key.rfind(prefix, 0) != 0) return std::string();  // other models in the file
+        if (!prefix.empty() && key.rfind(prefix, 0) != 0)
+          return std::string();  // other models in the file
         const auto k = layers::strip(key, prefix);
         return diffusers ? wan_diffusers_to_original(k) : k;
       },
@@ -400,14 +437,24 @@ WanModel WanModel::load(const std::filesystem::path& path, layers::Precision pre
   return model;
 }
 
-const WanConfig& WanModel::config() const { return impl_->config; }
-void WanModel::set_precision(layers::Precision p) { layers::set_precision(*impl_, p); }
-layers::Precision WanModel::precision() const { return lin(impl_->text_embedding, 0).precision; }
-void WanModel::to(torch::Device device) { impl_->to(device); }
-torch::nn::Module& WanModel::module() { return *impl_; }
+const WanConfig& WanModel::config() const {
+  return impl_->config;
+}
+void WanModel::set_precision(layers::Precision p) {
+  layers::set_precision(*impl_, p);
+}
+layers::Precision WanModel::precision() const {
+  return lin(impl_->text_embedding, 0).precision;
+}
+void WanModel::to(torch::Device device) {
+  impl_->to(device);
+}
+torch::nn::Module& WanModel::module() {
+  return *impl_;
+}
 
-torch::Tensor WanModel::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                                const torch::Tensor& clip) {
+torch::Tensor WanModel::forward(const torch::Tensor& x, const torch::Tensor& t,
+                                const torch::Tensor& context, const torch::Tensor& clip) {
   torch::NoGradGuard no_grad;
   return impl_->forward(x, t, context, clip);
 }

@@ -47,7 +47,8 @@ class WanModel {
   WanModel& operator=(WanModel&&) noexcept;
 
   // Loads any layout (original, ComfyUI, diffusers), weights in their stored dtype.
-  static WanModel load(const std::filesystem::path& path, layers::Precision precision = layers::Precision::F32);
+  static WanModel load(const std::filesystem::path& path,
+                       layers::Precision precision = layers::Precision::F32);
 
   const WanConfig& config() const;
   void set_precision(layers::Precision p);
@@ -62,8 +63,8 @@ class WanModel {
   //           text_len here and attended unmasked, as the reference does)
   //   clip    [B, 257, 1280] CLIP image features (i2v only), or undefined
   // → [B, out_dim, F, H, W] float32
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& context,
-                        const torch::Tensor& clip = {});
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t,
+                        const torch::Tensor& context, const torch::Tensor& clip = {});
 
  private:
   std::shared_ptr<WanModelImpl> impl_;
@@ -78,7 +79,9 @@ std::string wan22_expert_role(const std::filesystem::path& path);
 
 // The timestep at which a Wan 2.2 A14B pair switches from the high-noise to the
 // low-noise expert: 875 for text-to-video, 900 for image-to-video (spec §4.6).
-inline int64_t wan22_expert_boundary(bool image_to_video) { return image_to_video ? 900 : 875; }
+inline int64_t wan22_expert_boundary(bool image_to_video) {
+  return image_to_video ? 900 : 875;
+}
 
 // Checkpoint key (any layout, prefix already stripped) → original name; "" to ignore.
 std::string wan_diffusers_to_original(const std::string& key);

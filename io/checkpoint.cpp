@@ -14,7 +14,8 @@ using nlohmann::json;
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // An index is small; refuse anything that is clearly not one before reading it.
@@ -24,7 +25,8 @@ json read_index(const fs::path& path) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec) fail_file(path, "cannot read: " + ec.message());
-  if (size > kMaxIndexBytes) fail_file(path, "index of " + std::to_string(size) + " bytes is too large");
+  if (size > kMaxIndexBytes)
+    fail_file(path, "index of " + std::to_string(size) + " bytes is too large");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_file(path, "cannot open");
   std::stringstream buf;
@@ -60,17 +62,20 @@ Checkpoint Checkpoint::open(const fs::path& path) {
     if (!file.is_string()) fail_file(path, "weight_map entry for '" + name + "' is not a string");
     const fs::path rel = file.get<std::string>();
     if (rel.empty() || rel.is_absolute() || rel.filename() != rel)
-      fail_file(path, "weight_map names '" + rel.string() + "', which is not a file beside the index");
+      fail_file(path,
+                "weight_map names '" + rel.string() + "', which is not a file beside the index");
     auto [it, inserted] = shard_of_file.try_emplace(rel.string(), ck.shards_.size());
     if (inserted) ck.shards_.push_back(SafetensorsFile::open(path.parent_path() / rel));
     const auto& shard = *ck.shards_[it->second];
     if (!shard.contains(name))
-      fail_file(path, "weight_map puts '" + name + "' in " + rel.string() + ", which has no such tensor");
+      fail_file(path,
+                "weight_map puts '" + name + "' in " + rel.string() + ", which has no such tensor");
     ck.where_[name] = it->second;
   }
   ck.metadata_ = ck.shards_[0]->metadata();
   if (const auto md = index.find("metadata"); md != index.end() && md->is_object()) {
-    for (const auto& [k, v] : md->items()) ck.metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
+    for (const auto& [k, v] : md->items())
+      ck.metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
   }
   return ck;
 }
@@ -88,8 +93,12 @@ const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
   return *shards_[it->second];
 }
 
-const TensorInfo& Checkpoint::info(const std::string& name) const { return file_of(name).info(name); }
-torch::Tensor Checkpoint::get(const std::string& name) const { return file_of(name).get(name); }
+const TensorInfo& Checkpoint::info(const std::string& name) const {
+  return file_of(name).info(name);
+}
+torch::Tensor Checkpoint::get(const std::string& name) const {
+  return file_of(name).get(name);
+}
 
 uint64_t Checkpoint::total_bytes() const {
   uint64_t total = 0;

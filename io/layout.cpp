@@ -8,25 +8,38 @@ namespace kinora::io {
 
 const char* family_name(Family f) {
   switch (f) {
-    case Family::WanDiT: return "Wan DiT";
-    case Family::WanVAE: return "Wan VAE";
-    case Family::UMT5: return "umT5 encoder";
-    case Family::T5: return "T5 encoder";
-    case Family::CLIP: return "CLIP text encoder";
-    case Family::FluxDiT: return "FLUX DiT";
-    case Family::FluxAE: return "FLUX autoencoder";
-    case Family::Unknown: break;
+    case Family::WanDiT:
+      return "Wan DiT";
+    case Family::WanVAE:
+      return "Wan VAE";
+    case Family::UMT5:
+      return "umT5 encoder";
+    case Family::T5:
+      return "T5 encoder";
+    case Family::CLIP:
+      return "CLIP text encoder";
+    case Family::FluxDiT:
+      return "FLUX DiT";
+    case Family::FluxAE:
+      return "FLUX autoencoder";
+    case Family::Unknown:
+      break;
   }
   return "unknown";
 }
 
 const char* layout_name(Layout l) {
   switch (l) {
-    case Layout::Original: return "original";
-    case Layout::ComfyUI: return "ComfyUI";
-    case Layout::Diffusers: return "diffusers";
-    case Layout::HF: return "HF";
-    case Layout::Unknown: break;
+    case Layout::Original:
+      return "original";
+    case Layout::ComfyUI:
+      return "ComfyUI";
+    case Layout::Diffusers:
+      return "diffusers";
+    case Layout::HF:
+      return "HF";
+    case Layout::Unknown:
+      break;
   }
   return "unknown";
 }
@@ -56,7 +69,9 @@ const std::vector<int64_t>* find(const ShapeMap& m, const std::string& k) {
   const auto it = m.find(k);
   return it == m.end() ? nullptr : &it->second;
 }
-bool has(const ShapeMap& m, const std::string& k) { return m.count(k) != 0; }
+bool has(const ShapeMap& m, const std::string& k) {
+  return m.count(k) != 0;
+}
 int64_t dim(const ShapeMap& m, const std::string& k, std::size_t i) {
   const auto* s = find(m, k);
   return s && s->size() > i ? (*s)[i] : -1;
@@ -66,25 +81,29 @@ std::string wan_dit_summary(const ShapeMap& m, bool diffusers) {
   const int64_t width = dim(m, "patch_embedding.weight", 0);
   const int64_t in_dim = dim(m, "patch_embedding.weight", 1);
   const int layers = count_indexed(m, "blocks.");
-  const int64_t ffn = dim(m, diffusers ? "blocks.0.ffn.net.0.proj.weight" : "blocks.0.ffn.0.weight", 0);
-  const int64_t text =
-      dim(m, diffusers ? "condition_embedder.text_embedder.linear_1.weight" : "text_embedding.0.weight", 1);
+  const int64_t ffn =
+      dim(m, diffusers ? "blocks.0.ffn.net.0.proj.weight" : "blocks.0.ffn.0.weight", 0);
+  const int64_t text = dim(
+      m, diffusers ? "condition_embedder.text_embedder.linear_1.weight" : "text_embedding.0.weight",
+      1);
   const int64_t out4 = dim(m, diffusers ? "proj_out.weight" : "head.head.weight", 0);
   const bool image_branch = diffusers ? has(m, "blocks.0.attn2.add_k_proj.weight")
                                       : has(m, "blocks.0.cross_attn.k_img.weight");
   std::ostringstream s;
-  s << "width " << width << ", " << layers << " layers, ffn " << ffn << ", channels "
-    << in_dim << "→" << (out4 > 0 ? out4 / 4 : -1) << ", text width " << text
+  s << "width " << width << ", " << layers << " layers, ffn " << ffn << ", channels " << in_dim
+    << "→" << (out4 > 0 ? out4 / 4 : -1) << ", text width " << text
     << (image_branch ? ", image cross-attention" : "");
   return s.str();
 }
 
 std::string t5_summary(const ShapeMap& m, bool hf) {
   const int layers = count_indexed(m, hf ? "encoder.block." : "blocks.");
-  const auto* emb = find(m, hf ? (has(m, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight")
-                               : "token_embedding.weight");
+  const auto* emb =
+      find(m, hf ? (has(m, "shared.weight") ? "shared.weight" : "encoder.embed_tokens.weight")
+                 : "token_embedding.weight");
   std::ostringstream s;
-  s << "vocab " << (emb ? (*emb)[0] : -1) << ", width " << (emb ? (*emb)[1] : -1) << ", " << layers << " layers";
+  s << "vocab " << (emb ? (*emb)[0] : -1) << ", width " << (emb ? (*emb)[1] : -1) << ", " << layers
+    << " layers";
   return s.str();
 }
 
@@ -93,7 +112,8 @@ std::string t5_summary(const ShapeMap& m, bool hf) {
 Detection detect_layout(const ShapeMap& all) {
   // ComfyUI nests diffusion models under these; text models often sit under text_model.
   static const std::array<const char*, 6> prefixes = {
-      "", "model.diffusion_model.", "diffusion_model.", "text_model.", "model.", "first_stage_model."};
+      "",       "model.diffusion_model.", "diffusion_model.", "text_model.",
+      "model.", "first_stage_model."};
   for (const char* p : prefixes) {
     const std::string prefix = p;
     const ShapeMap m = strip_prefix(all, prefix);
@@ -113,7 +133,8 @@ Detection detect_layout(const ShapeMap& all) {
     } else if (has(m, "double_blocks.0.img_attn.qkv.weight")) {
       d.family = Family::FluxDiT;
       d.layout = comfy_prefix ? Layout::ComfyUI : Layout::Original;
-      d.summary = std::string(has(m, "guidance_in.in_layer.weight") ? "dev (guidance-distilled)" : "schnell") +
+      d.summary = std::string(has(m, "guidance_in.in_layer.weight") ? "dev (guidance-distilled)"
+                                                                    : "schnell") +
                   ": width " + std::to_string(dim(m, "img_in.weight", 0)) + ", " +
                   std::to_string(count_indexed(m, "double_blocks.")) + " double + " +
                   std::to_string(count_indexed(m, "single_blocks.")) + " single blocks";
@@ -127,17 +148,20 @@ Detection detect_layout(const ShapeMap& all) {
                   ": width " + std::to_string(dim(m, "x_embedder.weight", 0)) + ", " +
                   std::to_string(count_indexed(m, "transformer_blocks.")) + " double + " +
                   std::to_string(count_indexed(m, "single_transformer_blocks.")) + " single blocks";
-    } else if (dim(m, "decoder.conv1.weight", 4) > 0 && has(m, "decoder.upsamples.0.residual.0.gamma")) {
+    } else if (dim(m, "decoder.conv1.weight", 4) > 0 &&
+               has(m, "decoder.upsamples.0.residual.0.gamma")) {
       d.family = Family::WanVAE;
       d.layout = Layout::Original;
-      d.summary = "base width " + std::to_string(dim(m, "encoder.conv1.weight", 0)) + ", latent channels " +
-                  std::to_string(dim(m, "conv2.weight", 0));
-    } else if (dim(m, "decoder.conv_in.weight", 4) > 0 && has(m, "decoder.up_blocks.0.resnets.0.conv1.weight")) {
+      d.summary = "base width " + std::to_string(dim(m, "encoder.conv1.weight", 0)) +
+                  ", latent channels " + std::to_string(dim(m, "conv2.weight", 0));
+    } else if (dim(m, "decoder.conv_in.weight", 4) > 0 &&
+               has(m, "decoder.up_blocks.0.resnets.0.conv1.weight")) {
       d.family = Family::WanVAE;
       d.layout = Layout::Diffusers;
-      d.summary = "base width " + std::to_string(dim(m, "encoder.conv_in.weight", 0)) + ", latent channels " +
-                  std::to_string(dim(m, "post_quant_conv.weight", 0));
-    } else if (find(m, "decoder.conv_in.weight") && find(m, "decoder.conv_in.weight")->size() == 4 &&
+      d.summary = "base width " + std::to_string(dim(m, "encoder.conv_in.weight", 0)) +
+                  ", latent channels " + std::to_string(dim(m, "post_quant_conv.weight", 0));
+    } else if (find(m, "decoder.conv_in.weight") &&
+               find(m, "decoder.conv_in.weight")->size() == 4 &&
                (has(m, "decoder.up.0.block.0.conv1.weight") ||
                 has(m, "decoder.up_blocks.0.resnets.0.conv1.weight"))) {
       d.family = Family::FluxAE;
@@ -147,15 +171,15 @@ Detection detect_layout(const ShapeMap& all) {
     } else if (has(m, "blocks.0.attn.q.weight") && has(m, "token_embedding.weight")) {
       d.family = has(m, "blocks.0.pos_embedding.embedding.weight") ? Family::UMT5 : Family::T5;
       d.layout = Layout::Original;
-      d.summary = t5_summary(m, false) +
-                  (d.family == Family::UMT5 ? ", relative bias per layer" : ", shared relative bias");
+      d.summary = t5_summary(m, false) + (d.family == Family::UMT5 ? ", relative bias per layer"
+                                                                   : ", shared relative bias");
     } else if (has(m, "encoder.block.0.layer.0.SelfAttention.q.weight")) {
       d.family = has(m, "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight")
                      ? Family::UMT5
                      : Family::T5;
       d.layout = Layout::HF;
-      d.summary = t5_summary(m, true) +
-                  (d.family == Family::UMT5 ? ", relative bias per layer" : ", shared relative bias");
+      d.summary = t5_summary(m, true) + (d.family == Family::UMT5 ? ", relative bias per layer"
+                                                                  : ", shared relative bias");
     } else if (has(m, "encoder.layers.0.self_attn.q_proj.weight") &&
                has(m, "embeddings.token_embedding.weight")) {
       d.family = Family::CLIP;

@@ -63,10 +63,18 @@ const DTypeRow* find_dtype(const std::string& name) {
 }
 }  // namespace
 
-const char* dtype_name(DType d) { return row(d).name; }
-std::size_t dtype_size(DType d) { return row(d).size; }
-bool is_fp8(DType d) { return d == DType::F8_E4M3 || d == DType::F8_E5M2; }
-torch::ScalarType torch_dtype(DType d) { return row(d).torch_type; }
+const char* dtype_name(DType d) {
+  return row(d).name;
+}
+std::size_t dtype_size(DType d) {
+  return row(d).size;
+}
+bool is_fp8(DType d) {
+  return d == DType::F8_E4M3 || d == DType::F8_E5M2;
+}
+torch::ScalarType torch_dtype(DType d) {
+  return row(d).torch_type;
+}
 
 DType from_torch(torch::ScalarType t) {
   for (const auto& r : kDTypes)
@@ -87,7 +95,7 @@ class MappedFile {
   explicit MappedFile(const fs::path& path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail_file(path, std::string("cannot open: ") + std::strerror(errno));
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd, &st) != 0) {
       const int err = errno;
       ::close(fd);
@@ -256,7 +264,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   const TensorInfo* prev = nullptr;
   for (const auto& t : ts) {
     if (t.begin < covered)
-      fail_file(path, "tensors '" + prev->name + "' and '" + t.name + "' overlap in the data section");
+      fail_file(path,
+                "tensors '" + prev->name + "' and '" + t.name + "' overlap in the data section");
     if (t.begin > covered)
       fail_file(path, "bytes " + std::to_string(covered) + ".." + std::to_string(t.begin) +
                           " of the data section belong to no tensor (bad data_offsets)");
@@ -276,7 +285,9 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   return tensors_[it->second];
 }
 
-uint64_t SafetensorsFile::file_size() const { return map_->size(); }
+uint64_t SafetensorsFile::file_size() const {
+  return map_->size();
+}
 
 bool SafetensorsFile::is_zero_copy(const std::string& name) const {
   const auto& t = info(name);
@@ -300,7 +311,8 @@ torch::Tensor SafetensorsFile::get(const std::string& name) const {
   uint8_t* ptr = map_->data() + data_start_ + t.begin;
   if (is_zero_copy(name)) {
     auto keep = map_;
-    return torch::from_blob(ptr, t.shape, [keep](void*) mutable { keep.reset(); }, options);
+    return torch::from_blob(
+        ptr, t.shape, [keep](void*) mutable { keep.reset(); }, options);
   }
   // Unaligned data: copy it out so that element access is well-defined.
   auto out = torch::empty(t.shape, options);
@@ -337,17 +349,18 @@ float decode_e5m2(uint8_t b) {  // IEEE-like: infinities and NaNs at exponent 31
 torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType to) {
   TORCH_CHECK(bytes.scalar_type() == torch::kUInt8, "widen_fp8 expects uint8 bytes");
   TORCH_CHECK(is_fp8(fp8), "widen_fp8 expects an FP8 dtype");
-  static const torch::Tensor tables[2] = {
-      [] {
-        auto t = torch::empty({256}, torch::kFloat32);
-        for (int i = 0; i < 256; ++i) t[i] = decode_e4m3(static_cast<uint8_t>(i));
-        return t;
-      }(),
-      [] {
-        auto t = torch::empty({256}, torch::kFloat32);
-        for (int i = 0; i < 256; ++i) t[i] = decode_e5m2(static_cast<uint8_t>(i));
-        return t;
-      }()};
+  static const torch::Tensor tables[2] = {[] {
+                                            auto t = torch::empty({256}, torch::kFloat32);
+                                            for (int i = 0; i < 256; ++i)
+                                              t[i] = decode_e4m3(static_cast<uint8_t>(i));
+                                            return t;
+                                          }(),
+                                          [] {
+                                            auto t = torch::empty({256}, torch::kFloat32);
+                                            for (int i = 0; i < 256; ++i)
+                                              t[i] = decode_e5m2(static_cast<uint8_t>(i));
+                                            return t;
+                                          }()};
   const auto& table = tables[fp8 == DType::F8_E4M3 ? 0 : 1];
   auto idx = bytes.reshape({-1}).to(torch::kInt32);
   return table.to(bytes.device()).to(to).index_select(0, idx).view(bytes.sizes());
@@ -387,8 +400,8 @@ void save_safetensors(const fs::path& path,
   // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
 
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp-" +
-                                             std::to_string(::getpid()));
+  const fs::path tmp =
+      path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
   auto failed = [&](const std::string& what) {
     const int err = errno;
     std::error_code ec;

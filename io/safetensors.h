@@ -79,7 +79,8 @@ class SafetensorsFile {
 };
 
 // FP8 bytes (uint8 tensor) widened to `to` (bf16 by default), exactly.
-torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType to = torch::kBFloat16);
+torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8,
+                        torch::ScalarType to = torch::kBFloat16);
 
 // Writes tensors (any device, contiguous or not) and string metadata. The file is
 // written under a temporary name in the same folder and renamed when complete, so

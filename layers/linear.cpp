@@ -10,9 +10,12 @@ Precision parse_precision(const std::string& s) {
   throw Error("unknown precision '" + s + "' (expected fp32 or bf16)");
 }
 
-const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
+const char* precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : "fp32";
+}
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) : in_features(in), out_features(out) {
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
+    : in_features(in), out_features(out) {
   weight = register_parameter("weight", torch::empty({out, in}), /*requires_grad=*/false);
   if (with_bias) bias = register_parameter("bias", torch::zeros({out}), false);
 }

@@ -12,7 +12,9 @@ std::string strip(const std::string& key, const std::string& prefix) {
 }
 
 namespace {
-std::string shape_str(at::IntArrayRef s) { return c10::str(s); }
+std::string shape_str(at::IntArrayRef s) {
+  return c10::str(s);
+}
 }  // namespace
 
 void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Rename& rename,
@@ -23,7 +25,8 @@ void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Re
     if (name.empty()) continue;
     const auto [it, inserted] = source.emplace(name, key);
     if (!inserted)
-      fail_file(ck.path(), "tensors '" + it->second + "' and '" + key + "' both map to '" + name + "'");
+      fail_file(ck.path(),
+                "tensors '" + it->second + "' and '" + key + "' both map to '" + name + "'");
   }
 
   // FP8-aware Linear layers first: their weight may stay as bytes.
@@ -35,14 +38,17 @@ void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Re
   auto find = [&](const std::string& name) -> const std::string& {
     const auto it = source.find(name);
     if (it == source.end())
-      fail_file(ck.path(), "missing tensor for '" + name + "': not a complete " + what + " checkpoint");
+      fail_file(ck.path(),
+                "missing tensor for '" + name + "': not a complete " + what + " checkpoint");
     return it->second;
   };
-  auto check_shape = [&](const std::string& key, const std::string& name, at::IntArrayRef expected) {
+  auto check_shape = [&](const std::string& key, const std::string& name,
+                         at::IntArrayRef expected) {
     const auto& info = ck.info(key);
     if (at::IntArrayRef(info.shape) != expected)
-      fail_file(ck.path(), "tensor '" + key + "' has shape " + shape_str(info.shape) + ", but this " + what +
-                               " needs " + shape_str(expected) + " for '" + name + "'");
+      fail_file(ck.path(), "tensor '" + key + "' has shape " + shape_str(info.shape) +
+                               ", but this " + what + " needs " + shape_str(expected) + " for '" +
+                               name + "'");
   };
 
   for (auto& item : root.named_parameters(/*recurse=*/true)) {
@@ -57,8 +63,10 @@ void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Re
       lin->second->fp8 = info.dtype;
       lin->second->weight.set_data(ck.file_of(key).raw(key).view(info.shape));
       // ComfyUI's scaled-fp8 files carry the weight's scale beside it.
-      const std::string scale_key = key.substr(0, key.size() - std::string("weight").size()) + "scale_weight";
-      if (ck.contains(scale_key)) lin->second->scale = ck.get(scale_key).to(torch::kFloat32).item<float>();
+      const std::string scale_key =
+          key.substr(0, key.size() - std::string("weight").size()) + "scale_weight";
+      if (ck.contains(scale_key))
+        lin->second->scale = ck.get(scale_key).to(torch::kFloat32).item<float>();
       continue;
     }
     item.value().set_data(ck.get(key));

@@ -6,7 +6,8 @@ namespace kinora::layers {
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
   // [B, L, H, D] → [B, H, L, D] for the kernel, and back.
-  const auto out = compat::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+  const auto out =
+      compat::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
   return out.transpose(1, 2);
 }
 

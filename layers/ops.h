@@ -12,10 +12,11 @@ inline torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weigh
 }
 
 // LayerNorm over the last dim in float32 (weight/bias optional).
-inline torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                                double eps) {
+inline torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& weight,
+                                const torch::Tensor& bias, double eps) {
   const auto xf = x.to(torch::kFloat32);
-  return torch::layer_norm(xf, {xf.size(-1)}, weight.defined() ? weight.to(torch::kFloat32) : weight,
+  return torch::layer_norm(xf, {xf.size(-1)},
+                           weight.defined() ? weight.to(torch::kFloat32) : weight,
                            bias.defined() ? bias.to(torch::kFloat32) : bias, eps);
 }
 

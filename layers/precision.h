@@ -10,7 +10,9 @@ namespace kinora::layers {
 // norms, modulation and the time path stay float32.
 enum class Precision { F32, BF16 };
 
-inline torch::ScalarType matmul_dtype(Precision p) { return p == Precision::BF16 ? torch::kBFloat16 : torch::kFloat32; }
+inline torch::ScalarType matmul_dtype(Precision p) {
+  return p == Precision::BF16 ? torch::kBFloat16 : torch::kFloat32;
+}
 Precision parse_precision(const std::string& s);  // "fp32" | "bf16"; throws kinora::Error
 const char* precision_name(Precision p);
 

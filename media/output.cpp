@@ -35,12 +35,18 @@ Format parse_format(const std::string& n) {
 
 const char* format_name(Format f) {
   switch (f) {
-    case Format::Mp4H264: return "mp4";
-    case Format::Mp4H265: return "mp4-h265";
-    case Format::WebmVp9: return "webm";
-    case Format::MovProres: return "mov";
-    case Format::PngSequence: return "png-seq";
-    case Format::Png: return "png";
+    case Format::Mp4H264:
+      return "mp4";
+    case Format::Mp4H265:
+      return "mp4-h265";
+    case Format::WebmVp9:
+      return "webm";
+    case Format::MovProres:
+      return "mov";
+    case Format::PngSequence:
+      return "png-seq";
+    case Format::Png:
+      return "png";
   }
   return "?";
 }
@@ -48,11 +54,16 @@ const char* format_name(Format f) {
 const char* format_extension(Format f) {
   switch (f) {
     case Format::Mp4H264:
-    case Format::Mp4H265: return ".mp4";
-    case Format::WebmVp9: return ".webm";
-    case Format::MovProres: return ".mov";
-    case Format::PngSequence: return "";
-    case Format::Png: return ".png";
+    case Format::Mp4H265:
+      return ".mp4";
+    case Format::WebmVp9:
+      return ".webm";
+    case Format::MovProres:
+      return ".mov";
+    case Format::PngSequence:
+      return "";
+    case Format::Png:
+      return ".png";
   }
   return "";
 }
@@ -64,7 +75,8 @@ Format format_for_path(const fs::path& p) {
   if (ext == ".mov") return Format::MovProres;
   if (ext == ".png") return Format::Png;
   if (ext.empty()) return Format::PngSequence;
-  throw Error(p.string() + ": unknown output extension '" + ext + "' (.mp4, .webm, .mov, .png, or a folder)");
+  throw Error(p.string() + ": unknown output extension '" + ext +
+              "' (.mp4, .webm, .mov, .png, or a folder)");
 }
 
 std::string sidecar_path(const fs::path& output) {
@@ -89,8 +101,8 @@ std::string av_error(int code) {
 struct Cancelled {};
 
 fs::path temp_beside(const fs::path& path) {
-  return path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()) +
-                               path.extension().string());
+  return path.parent_path() / ("." + path.filename().string() + ".tmp-" +
+                               std::to_string(::getpid()) + path.extension().string());
 }
 
 void check_frames(const fs::path& path, const torch::Tensor& frames) {
@@ -99,8 +111,8 @@ void check_frames(const fs::path& path, const torch::Tensor& frames) {
                         c10::toString(frames.scalar_type()));
   if (frames.size(0) < 1) fail_file(path, "no frames to write");
   if (frames.size(1) % 2 || frames.size(2) % 2)
-    fail_file(path, "frame size " + std::to_string(frames.size(2)) + "x" + std::to_string(frames.size(1)) +
-                        " must be even for video");
+    fail_file(path, "frame size " + std::to_string(frames.size(2)) + "x" +
+                        std::to_string(frames.size(1)) + " must be even for video");
 }
 
 void write_text_file(const fs::path& path, const std::string& text) {
@@ -145,22 +157,26 @@ struct DictDeleter {
   void operator()(AVDictionary* d) const { av_dict_free(&d); }
 };
 
-void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor& frames, const WriteOptions& o,
-                 const std::atomic<bool>* cancel) {
+void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor& frames,
+                 const WriteOptions& o, const std::atomic<bool>* cancel) {
   av_log_set_level(AV_LOG_ERROR);  // the encoders' statistics are not for users
   auto check = [&](int ret, const char* what) {
     if (ret < 0) fail_file(path, std::string("FFmpeg: ") + what + ": " + av_error(ret));
   };
-  const char* muxer = o.format == Format::WebmVp9 ? "webm" : o.format == Format::MovProres ? "mov" : "mp4";
+  const char* muxer = o.format == Format::WebmVp9     ? "webm"
+                      : o.format == Format::MovProres ? "mov"
+                                                      : "mp4";
   const char* encoder = o.format == Format::Mp4H264   ? "libx264"
                         : o.format == Format::Mp4H265 ? "libx265"
                         : o.format == Format::WebmVp9 ? "libvpx-vp9"
                                                       : "prores_ks";
-  const AVPixelFormat pix = o.format == Format::MovProres ? AV_PIX_FMT_YUV422P10LE : AV_PIX_FMT_YUV420P;
+  const AVPixelFormat pix =
+      o.format == Format::MovProres ? AV_PIX_FMT_YUV422P10LE : AV_PIX_FMT_YUV420P;
   const int w = static_cast<int>(frames.size(2)), h = static_cast<int>(frames.size(1));
 
   AVFormatContext* raw_oc = nullptr;
-  check(avformat_alloc_output_context2(&raw_oc, nullptr, muxer, tmp.c_str()), "cannot set up the container");
+  check(avformat_alloc_output_context2(&raw_oc, nullptr, muxer, tmp.c_str()),
+        "cannot set up the container");
   std::unique_ptr<AVFormatContext, FormatContextDeleter> oc(raw_oc);
   const AVCodec* codec = avcodec_find_encoder_by_name(encoder);
   if (!codec) fail_file(path, std::string("this FFmpeg has no ") + encoder + " encoder");
@@ -204,12 +220,14 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
     case Format::MovProres:
       av_dict_set(&raw_opts, "profile", "3", 0);  // 422 HQ
       break;
-    default: break;
+    default:
+      break;
   }
   std::unique_ptr<AVDictionary, DictDeleter> opts_guard(nullptr);
   check(avcodec_open2(cc.get(), codec, &raw_opts), "cannot open the encoder");
   opts_guard.reset(raw_opts);
-  check(avcodec_parameters_from_context(st->codecpar, cc.get()), "cannot copy the encoder parameters");
+  check(avcodec_parameters_from_context(st->codecpar, cc.get()),
+        "cannot copy the encoder parameters");
   if (o.format == Format::Mp4H265) st->codecpar->codec_tag = MKTAG('h', 'v', 'c', '1');
 
   // The parameters: the standard comment tag, and a keyed "kinora" tag.
@@ -224,8 +242,8 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
   check(header, "cannot write the header");
 
   std::unique_ptr<SwsContext, SwsDeleter> sws(sws_getContext(w, h, AV_PIX_FMT_RGB24, w, h, pix,
-                                                             SWS_BICUBIC | SWS_ACCURATE_RND, nullptr, nullptr,
-                                                             nullptr));
+                                                             SWS_BICUBIC | SWS_ACCURATE_RND,
+                                                             nullptr, nullptr, nullptr));
   if (!sws) fail_file(path, "FFmpeg: cannot set up the colour conversion");
   {
     // RGB full range → BT.709 limited range.
@@ -269,8 +287,8 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
 
 // Plain C-style function: libpng reports errors by longjmp, so nothing with a
 // destructor may live across setjmp here. Returns "" or the error.
-std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h, const std::string& parameters,
-                           const std::string& json) {
+std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h,
+                           const std::string& parameters, const std::string& json) {
   std::FILE* f = std::fopen(file, "wb");
   if (!f) return "cannot create the file";
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
@@ -281,8 +299,9 @@ std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h, c
     return "write failed (disk full?)";
   }
   png_init_io(png, f);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8, PNG_COLOR_TYPE_RGB,
-               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
   png_text text[2] = {};
   int n = 0;
   char key_params[] = "parameters", key_kinora[] = "kinora", empty[] = "";
@@ -304,17 +323,20 @@ std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h, c
   }
   if (n) png_set_text(png, info, text, n);
   png_write_info(png, info);
-  for (int y = 0; y < h; ++y) png_write_row(png, const_cast<png_bytep>(rgb + static_cast<std::size_t>(y) * 3 * w));
+  for (int y = 0; y < h; ++y)
+    png_write_row(png, const_cast<png_bytep>(rgb + static_cast<std::size_t>(y) * 3 * w));
   png_write_end(png, info);
   png_destroy_write_struct(&png, &info);
   const bool ok = std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
   return std::fclose(f) == 0 && ok ? "" : "write failed (disk full?)";
 }
 
-void write_png(const fs::path& path, const fs::path& tmp, const torch::Tensor& frame, const WriteOptions& o) {
+void write_png(const fs::path& path, const fs::path& tmp, const torch::Tensor& frame,
+               const WriteOptions& o) {
   const auto rgb = frame.contiguous();
-  const auto err = write_png_file(tmp.c_str(), rgb.data_ptr<uint8_t>(), static_cast<int>(rgb.size(1)),
-                                  static_cast<int>(rgb.size(0)), o.parameters_text, o.metadata_json);
+  const auto err =
+      write_png_file(tmp.c_str(), rgb.data_ptr<uint8_t>(), static_cast<int>(rgb.size(1)),
+                     static_cast<int>(rgb.size(0)), o.parameters_text, o.metadata_json);
   if (!err.empty()) fail_file(path, err);
 }
 
@@ -322,22 +344,26 @@ void write_png(const fs::path& path, const fs::path& tmp, const torch::Tensor& f
 std::map<std::string, std::string> png_text_chunks(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);
   std::string data((std::istreambuf_iterator<char>(f)), {});
-  if (data.size() < 8 || data.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0) fail_file(path, "not a PNG file");
+  if (data.size() < 8 || data.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0)
+    fail_file(path, "not a PNG file");
   std::map<std::string, std::string> out;
   std::size_t pos = 8;
   while (pos + 12 <= data.size()) {
     const auto* b = reinterpret_cast<const unsigned char*>(data.data() + pos);
-    const std::size_t len = (std::size_t{b[0]} << 24) | (std::size_t{b[1]} << 16) | (std::size_t{b[2]} << 8) | b[3];
+    const std::size_t len =
+        (std::size_t{b[0]} << 24) | (std::size_t{b[1]} << 16) | (std::size_t{b[2]} << 8) | b[3];
     const std::string type = data.substr(pos + 4, 4);
     if (pos + 12 + len > data.size()) break;
     const std::string body = data.substr(pos + 8, len);
     const auto nul = body.find('\0');
     if (nul != std::string::npos && type == "tEXt") {
       out[body.substr(0, nul)] = body.substr(nul + 1);
-    } else if (nul != std::string::npos && type == "iTXt" && nul + 2 < body.size() && body[nul + 1] == 0) {
+    } else if (nul != std::string::npos && type == "iTXt" && nul + 2 < body.size() &&
+               body[nul + 1] == 0) {
       // keyword \0 compression-flag method language \0 translated \0 text
       const auto lang_end = body.find('\0', nul + 3);
-      const auto trans_end = lang_end == std::string::npos ? lang_end : body.find('\0', lang_end + 1);
+      const auto trans_end =
+          lang_end == std::string::npos ? lang_end : body.find('\0', lang_end + 1);
       if (trans_end != std::string::npos) out[body.substr(0, nul)] = body.substr(trans_end + 1);
     }
     if (type == "IEND") break;
@@ -353,7 +379,8 @@ std::map<std::string, std::string> png_text_chunks(const fs::path& path) {
 void write_output(const fs::path& path, const torch::Tensor& frames, const WriteOptions& o,
                   const std::atomic<bool>* cancel) {
   check_frames(path, frames);
-  if (o.fps < 1 || o.fps > 240) fail_file(path, "fps must be between 1 and 240, got " + std::to_string(o.fps));
+  if (o.fps < 1 || o.fps > 240)
+    fail_file(path, "fps must be between 1 and 240, got " + std::to_string(o.fps));
   const fs::path tmp = temp_beside(path);
   auto cleanup = [&] {
     std::error_code ec;
@@ -371,7 +398,8 @@ void write_output(const fs::path& path, const torch::Tensor& frames, const Write
           char name[32];
           std::snprintf(name, sizeof name, "frame_%05lld.png", static_cast<long long>(i + 1));
           WriteOptions frame_opts = o;
-          if (i) frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
+          if (i)
+            frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
           write_png(path, tmp / name, frames[i], frame_opts);
         }
         write_text_file(tmp / "kinora.json", o.metadata_json);
@@ -416,7 +444,8 @@ std::string read_embedded_json(const fs::path& path) {
   if (ret < 0) fail_file(path, "not a video FFmpeg can read: " + av_error(ret));
   std::string json;
   for (const char* key : {"kinora", "comment"}) {
-    if (const AVDictionaryEntry* e = av_dict_get(ic->metadata, key, nullptr, 0); e && json.empty()) json = e->value;
+    if (const AVDictionaryEntry* e = av_dict_get(ic->metadata, key, nullptr, 0); e && json.empty())
+      json = e->value;
   }
   avformat_close_input(&ic);
   if (json.empty()) fail_file(path, "this video holds no Kinora parameters");

@@ -39,8 +39,8 @@ struct WriteOptions {
 // frames [F, H, W, 3] uint8 RGB (H and W even). Also writes the sidecar
 // `<path without extension>.json`. Throws kinora::Error naming the file.
 // `cancel` is polled between frames; a cancelled write throws and leaves nothing.
-void write_output(const std::filesystem::path& path, const torch::Tensor& frames, const WriteOptions& options,
-                  const std::atomic<bool>* cancel = nullptr);
+void write_output(const std::filesystem::path& path, const torch::Tensor& frames,
+                  const WriteOptions& options, const std::atomic<bool>* cancel = nullptr);
 
 // The Kinora JSON embedded in an output: the MP4/WebM/MOV "comment" tag, the PNG
 // "kinora" text chunk, or a PNG sequence folder's metadata file. Throws

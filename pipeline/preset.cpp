@@ -11,8 +11,10 @@ namespace kinora::pipeline {
 using nlohmann::json;
 
 const char* const kWanDefaultNegativePrompt =
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
-    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低"
+    "质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态"
+    "畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走";
 
 json Preset::to_json() const {
@@ -50,22 +52,28 @@ namespace {
 }
 
 template <typename T>
-void read_int(const json& j, const std::string& key, T& out, int64_t lo, int64_t hi, const std::string& src) {
+void read_int(const json& j, const std::string& key, T& out, int64_t lo, int64_t hi,
+              const std::string& src) {
   const auto it = j.find(key);
   if (it == j.end()) return;
   if (!it->is_number_integer()) bad(src, key, "must be an integer, got " + it->dump());
   const auto v = it->get<int64_t>();
   if (v < lo || v > hi)
-    bad(src, key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " + std::to_string(v));
+    bad(src, key,
+        "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+            std::to_string(v));
   out = static_cast<T>(v);
 }
 
-void read_number(const json& j, const std::string& key, double& out, double lo, double hi, const std::string& src) {
+void read_number(const json& j, const std::string& key, double& out, double lo, double hi,
+                 const std::string& src) {
   const auto it = j.find(key);
   if (it == j.end()) return;
   if (!it->is_number()) bad(src, key, "must be a number, got " + it->dump());
   const double v = it->get<double>();
-  if (!(v >= lo && v <= hi)) bad(src, key, "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + it->dump());
+  if (!(v >= lo && v <= hi))
+    bad(src, key,
+        "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + it->dump());
   out = v;
 }
 
@@ -81,9 +89,10 @@ void read_string(const json& j, const std::string& key, std::string& out, const 
 Preset Preset::from_json(const json& j, const std::string& src) {
   if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
   static const std::set<std::string> known = {
-      "schema_version", "prompt", "negative_prompt", "seed", "width", "height", "frames", "fps", "steps",
-      "sampler", "shift", "guidance", "precision", "models_dir", "model", "model2", "vae", "text_encoder",
-      "tokenizer", "loras", "output", "format", "crf"};
+      "schema_version", "prompt",     "negative_prompt", "seed",    "width", "height",
+      "frames",         "fps",        "steps",           "sampler", "shift", "guidance",
+      "precision",      "models_dir", "model",           "model2",  "vae",   "text_encoder",
+      "tokenizer",      "loras",      "output",          "format",  "crf"};
   for (const auto& item : j.items())
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
   Preset p;
@@ -115,7 +124,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   } catch (const Error& e) {
     bad(src, "sampler", std::string("names ") + e.what());
   }
-  if (p.precision != "fp32" && p.precision != "bf16") bad(src, "precision", "must be \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
+  if (p.precision != "fp32" && p.precision != "bf16")
+    bad(src, "precision", "must be \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
   if (!p.format.empty()) {
     try {
       media::parse_format(p.format);
@@ -128,7 +138,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
     for (std::size_t i = 0; i < it->size(); ++i) {
       const auto& l = (*it)[i];
       const std::string key = "loras[" + std::to_string(i) + "]";
-      if (!l.is_object() || !l.contains("path") || !l["path"].is_string()) bad(src, key, "must have a \"path\" string");
+      if (!l.is_object() || !l.contains("path") || !l["path"].is_string())
+        bad(src, key, "must have a \"path\" string");
       LoraRef r{l["path"].get<std::string>(), 1.0};
       if (l.contains("strength")) {
         if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
@@ -154,7 +165,8 @@ Preset Preset::load(const std::filesystem::path& path) {
 
 void Preset::set(const std::string& assignment, const std::string& source) {
   const auto eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0) throw Error(source + ": '" + assignment + "' is not key=value");
+  if (eq == std::string::npos || eq == 0)
+    throw Error(source + ": '" + assignment + "' is not key=value");
   const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   json v;
   try {

@@ -13,7 +13,8 @@ torch::Tensor wan21_preview_factors();
 torch::Tensor wan21_preview_bias();
 
 // latent [16, T, h, w] (normalised, as sampled) → [T, h, w, 3] uint8.
-torch::Tensor latent_preview(const torch::Tensor& latent, const torch::Tensor& factors, const torch::Tensor& bias,
-                             const std::vector<double>& mean, const std::vector<double>& std);
+torch::Tensor latent_preview(const torch::Tensor& latent, const torch::Tensor& factors,
+                             const torch::Tensor& bias, const std::vector<double>& mean,
+                             const std::vector<double>& std);
 
 }  // namespace kinora::pipeline

@@ -20,12 +20,16 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 fs::path resolve(const std::string& entry, const std::string& key, const std::string& models_dir,
                  const char* subfolder, bool required) {
   if (entry.empty()) {
-    if (required) throw Error("preset: key '" + key + "' is empty: a model file or a name under models_dir is needed");
+    if (required)
+      throw Error("preset: key '" + key +
+                  "' is empty: a model file or a name under models_dir is needed");
     return {};
   }
   std::error_code ec;
@@ -62,8 +66,8 @@ std::vector<std::string> snap_sizes(Preset& p) {
   for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
     const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
     if (snapped != *v) {
-      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " + std::to_string(snapped) +
-                     " (a multiple of 16: 8× VAE and 2× patch)");
+      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
+                     std::to_string(snapped) + " (a multiple of 16: 8× VAE and 2× patch)");
       *v = snapped;
     }
   }
@@ -91,7 +95,8 @@ struct WanPipeline::Models {
 
 namespace {
 template <typename T, typename Load>
-T& cached(WanPipeline*, std::string key, std::unique_ptr<T>& value, std::string& slot_key, Load&& load) {
+T& cached(WanPipeline*, std::string key, std::unique_ptr<T>& value, std::string& slot_key,
+          Load&& load) {
   if (!value || slot_key != key) {
     value.reset();  // free the old one first
     value = std::make_unique<T>(load());
@@ -101,22 +106,29 @@ T& cached(WanPipeline*, std::string key, std::unique_ptr<T>& value, std::string&
 }
 }  // namespace
 
-WanPipeline::WanPipeline(torch::Device device) : device_(device), models_(std::make_unique<Models>()) {}
+WanPipeline::WanPipeline(torch::Device device)
+    : device_(device), models_(std::make_unique<Models>()) {}
 WanPipeline::~WanPipeline() = default;
 
 std::string WanPipeline::metadata_for(const Preset& p, const ModelPaths& paths) const {
   nlohmann::json j = p.to_json();
   nlohmann::json files = nlohmann::json::object();
   for (const auto& [role, path] : {std::pair<const char*, const fs::path*>{"model", &paths.model},
-                                   {"model2", &paths.model2}, {"vae", &paths.vae},
-                                   {"text_encoder", &paths.text_encoder}, {"tokenizer", &paths.tokenizer}}) {
+                                   {"model2", &paths.model2},
+                                   {"vae", &paths.vae},
+                                   {"text_encoder", &paths.text_encoder},
+                                   {"tokenizer", &paths.tokenizer}}) {
     if (path->empty()) continue;
-    files[role] = {{"file", path->filename().string()}, {"sha256_first_last_mib", file_fingerprint(*path)}};
+    files[role] = {{"file", path->filename().string()},
+                   {"sha256_first_last_mib", file_fingerprint(*path)}};
   }
   nlohmann::json loras = nlohmann::json::array();
-  for (const auto& l : p.loras) loras.push_back({{"file", fs::path(l.path).filename().string()}, {"strength", l.strength}});
-  return nlohmann::json{{"kinora", {{"version", version_string()}, {"libtorch", torch_version()},
-                                    {"ffmpeg", media::ffmpeg_version()}}},
+  for (const auto& l : p.loras)
+    loras.push_back({{"file", fs::path(l.path).filename().string()}, {"strength", l.strength}});
+  return nlohmann::json{{"kinora",
+                         {{"version", version_string()},
+                          {"libtorch", torch_version()},
+                          {"ffmpeg", media::ffmpeg_version()}}},
                         {"preset", j},
                         {"model_files", files},
                         {"loras", loras}}
@@ -163,11 +175,13 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   });
   const auto& cfg = dit.config();
   if (cfg.text_dim != te.config().dim)
-    throw Error(paths.model.filename().string() + " expects text of width " + std::to_string(cfg.text_dim) + ", but " +
-                paths.text_encoder.filename().string() + " gives " + std::to_string(te.config().dim));
+    throw Error(paths.model.filename().string() + " expects text of width " +
+                std::to_string(cfg.text_dim) + ", but " + paths.text_encoder.filename().string() +
+                " gives " + std::to_string(te.config().dim));
   if (cfg.in_dim != vae.config().z_dim)
-    throw Error(paths.model.filename().string() + " works on " + std::to_string(cfg.in_dim) + " latent channels, but " +
-                paths.vae.filename().string() + " has " + std::to_string(vae.config().z_dim));
+    throw Error(paths.model.filename().string() + " works on " + std::to_string(cfg.in_dim) +
+                " latent channels, but " + paths.vae.filename().string() + " has " +
+                std::to_string(vae.config().z_dim));
   check_cancel();
 
   // Text: prompt and negative prompt, trimmed to their real tokens.
@@ -179,9 +193,11 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   };
   const auto cond = encode(p.prompt);
   const bool guided = p.guidance != 1.0;
-  const auto uncond = guided ? encode(p.negative_prompt.empty() ? kWanDefaultNegativePrompt : p.negative_prompt)
-                             : torch::Tensor();
-  torch::Tensor context;  // [B, L, dim], zero-padded to a common length (the model pads to 512 with zeros anyway)
+  const auto uncond =
+      guided ? encode(p.negative_prompt.empty() ? kWanDefaultNegativePrompt : p.negative_prompt)
+             : torch::Tensor();
+  torch::Tensor context;  // [B, L, dim], zero-padded to a common length (the model pads to 512 with
+                          // zeros anyway)
   if (guided) {
     const int64_t len = std::max(cond.size(0), uncond.size(0));
     namespace F = torch::nn::functional;
@@ -208,7 +224,8 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
     auto& model = (dit2 && t < boundary) ? *dit2 : dit;
     torch::Tensor v;
     if (guided) {
-      const auto out = model.forward(torch::cat({x, x}), torch::full({2}, t, device_), context);  // [2, C, F, h, w]
+      const auto out = model.forward(torch::cat({x, x}), torch::full({2}, t, device_),
+                                     context);  // [2, C, F, h, w]
       const auto c = out[0], u = out[1];
       v = (u + p.guidance * (c - u)).unsqueeze(0);
     } else {
@@ -224,8 +241,8 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
       e.seconds_per_step = since(t0) / (i + 1);
       e.eta_seconds = e.seconds_per_step * (p.steps - i - 1);
       if (cb.want_preview)
-        e.preview = latent_preview(x[0], wan21_preview_factors(), wan21_preview_bias(), vae.config().latents_mean,
-                                   vae.config().latents_std);
+        e.preview = latent_preview(x[0], wan21_preview_factors(), wan21_preview_bias(),
+                                   vae.config().latents_mean, vae.config().latents_std);
       cb.on_step(e);
     }
     check_cancel();
@@ -235,16 +252,21 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   // Decode, clamp, to 8-bit RGB frames.
   t0 = Clock::now();
   const auto video = vae.decode(x).clamp(-1, 1);  // [1, 3, F, H, W]
-  r.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5).round().clamp(0, 255).to(torch::kCPU, torch::kUInt8);
+  r.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5)
+                 .round()
+                 .clamp(0, 255)
+                 .to(torch::kCPU, torch::kUInt8);
   r.timings.decode_s = since(t0);
   r.metadata_json = metadata_for(p, paths);
   return r;
 }
 
 Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
-  if (preset.output.empty()) throw Error("preset: key 'output' is empty: where should the video go?");
+  if (preset.output.empty())
+    throw Error("preset: key 'output' is empty: where should the video go?");
   const fs::path out = preset.output;
-  const auto format = preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
+  const auto format =
+      preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
   Result r = generate(preset, cb);
   media::WriteOptions o;
   o.format = format == media::Format::Png || r.preset.frames > 1 ? format : media::Format::Png;
@@ -252,12 +274,13 @@ Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
   o.crf = r.preset.crf;
   o.metadata_json = r.metadata_json;
   // A1111-style text for PNG readers that know only that.
-  o.parameters_text = r.preset.prompt + "\nNegative prompt: " + r.preset.negative_prompt + "\nSteps: " +
-                      std::to_string(r.preset.steps) + ", Sampler: " + r.preset.sampler + ", CFG scale: " +
-                      nlohmann::json(r.preset.guidance).dump() + ", Seed: " + std::to_string(r.preset.seed) +
-                      ", Size: " + std::to_string(r.preset.width) + "x" + std::to_string(r.preset.height) +
-                      ", Shift: " + nlohmann::json(r.preset.shift).dump() + ", Model: " +
-                      fs::path(r.preset.model).filename().string() + ", Version: Kinora";
+  o.parameters_text =
+      r.preset.prompt + "\nNegative prompt: " + r.preset.negative_prompt +
+      "\nSteps: " + std::to_string(r.preset.steps) + ", Sampler: " + r.preset.sampler +
+      ", CFG scale: " + nlohmann::json(r.preset.guidance).dump() +
+      ", Seed: " + std::to_string(r.preset.seed) + ", Size: " + std::to_string(r.preset.width) +
+      "x" + std::to_string(r.preset.height) + ", Shift: " + nlohmann::json(r.preset.shift).dump() +
+      ", Model: " + fs::path(r.preset.model).filename().string() + ", Version: Kinora";
   const auto t0 = Clock::now();
   try {
     media::write_output(out, r.frames, o, cb.cancel);

@@ -29,7 +29,8 @@ struct RunCallbacks {
   std::function<void(const std::string&)> on_message;  // adjustments, stages
   std::function<void(const StepEvent&)> on_step;
   bool want_preview = false;
-  const std::atomic<bool>* cancel = nullptr;  // polled every step (and between frames while writing)
+  const std::atomic<bool>* cancel =
+      nullptr;  // polled every step (and between frames while writing)
 };
 
 // Thrown when the cancel token is set; nothing is left under the output name.

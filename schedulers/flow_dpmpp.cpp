@@ -55,6 +55,8 @@ class FlowDpmpp2M final : public Scheduler {
 };
 }  // namespace
 
-std::unique_ptr<Scheduler> make_flow_dpmpp_2m() { return std::make_unique<FlowDpmpp2M>(); }
+std::unique_ptr<Scheduler> make_flow_dpmpp_2m() {
+  return std::make_unique<FlowDpmpp2M>();
+}
 
 }  // namespace kinora::schedulers

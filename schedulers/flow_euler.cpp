@@ -39,6 +39,8 @@ class FlowEuler final : public Scheduler {
 };
 }  // namespace
 
-std::unique_ptr<Scheduler> make_flow_euler() { return std::make_unique<FlowEuler>(); }
+std::unique_ptr<Scheduler> make_flow_euler() {
+  return std::make_unique<FlowEuler>();
+}
 
 }  // namespace kinora::schedulers

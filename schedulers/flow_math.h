@@ -10,10 +10,14 @@
 
 namespace kinora::schedulers::detail {
 
-inline torch::Tensor f32(double v) { return torch::scalar_tensor(v, torch::kFloat32); }
+inline torch::Tensor f32(double v) {
+  return torch::scalar_tensor(v, torch::kFloat32);
+}
 
 // α = 1 − σ, λ = ln α − ln σ (log-SNR of the flow path), as 0-dim float32.
-inline torch::Tensor alpha_of(const torch::Tensor& sigma) { return 1 - sigma; }
+inline torch::Tensor alpha_of(const torch::Tensor& sigma) {
+  return 1 - sigma;
+}
 inline torch::Tensor lambda_of(const torch::Tensor& sigma) {
   return torch::log(alpha_of(sigma)) - torch::log(sigma);
 }

@@ -106,6 +106,8 @@ class FlowUniPC final : public Scheduler {
 };
 }  // namespace
 
-std::unique_ptr<Scheduler> make_flow_unipc() { return std::make_unique<FlowUniPC>(); }
+std::unique_ptr<Scheduler> make_flow_unipc() {
+  return std::make_unique<FlowUniPC>();
+}
 
 }  // namespace kinora::schedulers

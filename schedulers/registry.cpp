@@ -9,10 +9,15 @@ const std::vector<SchedulerEntry>& available_schedulers() {
   // Listed explicitly rather than self-registered from static initialisers, which
   // a static library silently drops when nothing references their object file.
   static const std::vector<SchedulerEntry> entries = {
-      {"flow_unipc", {"unipc", "uni_pc_bh2"}, "Wan's flow UniPC, order 2 (bh2), the Wan default",
+      {"flow_unipc",
+       {"unipc", "uni_pc_bh2"},
+       "Wan's flow UniPC, order 2 (bh2), the Wan default",
        make_flow_unipc},
       {"flow_dpmpp_2m", {"dpm++", "dpmpp_2m"}, "Wan's flow DPM-Solver++ 2M", make_flow_dpmpp_2m},
-      {"flow_euler", {"euler"}, "flow-matching Euler (FLUX's sampler; Wan with shift)", make_flow_euler},
+      {"flow_euler",
+       {"euler"},
+       "flow-matching Euler (FLUX's sampler; Wan with shift)",
+       make_flow_euler},
   };
   return entries;
 }
@@ -30,7 +35,11 @@ const SchedulerEntry& find_entry(std::string_view name) {
 }
 }  // namespace
 
-std::unique_ptr<Scheduler> make_scheduler(std::string_view name) { return find_entry(name).create(); }
-std::string canonical_scheduler_name(std::string_view name) { return find_entry(name).name; }
+std::unique_ptr<Scheduler> make_scheduler(std::string_view name) {
+  return find_entry(name).create();
+}
+std::string canonical_scheduler_name(std::string_view name) {
+  return find_entry(name).name;
+}
 
 }  // namespace kinora::schedulers

@@ -16,11 +16,13 @@ void Scheduler::set_timesteps(int steps, const ScheduleOptions& options) {
 }
 
 double Scheduler::sigma(int i) const {
-  if (i < 0 || i > steps_) throw Error(name() + ": sigma index " + std::to_string(i) + " out of range");
+  if (i < 0 || i > steps_)
+    throw Error(name() + ": sigma index " + std::to_string(i) + " out of range");
   return sigmas_[i].item<double>();
 }
 
-torch::Tensor Scheduler::step(const torch::Tensor& model_output, int i, const torch::Tensor& sample) {
+torch::Tensor Scheduler::step(const torch::Tensor& model_output, int i,
+                              const torch::Tensor& sample) {
   if (steps_ == 0) throw Error(name() + ": set_timesteps() must be called before step()");
   if (i != next_step_)
     throw Error(name() + ": step " + std::to_string(i) + " taken out of order (expected step " +

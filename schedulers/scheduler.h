@@ -50,7 +50,8 @@ class Scheduler {
   virtual void build_schedule(int steps, const ScheduleOptions& options) = 0;
   virtual void reset_history() = 0;
   // model_output and sample are float32 here.
-  virtual torch::Tensor solve(const torch::Tensor& model_output, int i, const torch::Tensor& sample) = 0;
+  virtual torch::Tensor solve(const torch::Tensor& model_output, int i,
+                              const torch::Tensor& sample) = 0;
 
   int steps_ = 0;
   torch::Tensor timesteps_;

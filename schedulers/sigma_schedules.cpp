@@ -9,12 +9,15 @@ std::vector<double> np_linspace(double start, double stop, int num) {
     return y;
   }
   const double step = (stop - start) / static_cast<double>(num - 1);
-  for (int i = 0; i < num; ++i) y[static_cast<std::size_t>(i)] = static_cast<double>(i) * step + start;
+  for (int i = 0; i < num; ++i)
+    y[static_cast<std::size_t>(i)] = static_cast<double>(i) * step + start;
   y.back() = stop;
   return y;
 }
 
-double static_shift(double sigma, double shift) { return shift * sigma / (1.0 + (shift - 1.0) * sigma); }
+double static_shift(double sigma, double shift) {
+  return shift * sigma / (1.0 + (shift - 1.0) * sigma);
+}
 
 double flux_mu(int64_t image_seq_len, double base_shift, double max_shift) {
   // Same operation order as the reference's get_lin_function.

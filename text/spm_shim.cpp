@@ -22,7 +22,8 @@ void set_error(char* err, std::size_t len, const std::string& what) {
 
 extern "C" {
 
-__attribute__((visibility("default"))) void* kinora_spm_load(const char* path, char* err, std::size_t errlen) {
+__attribute__((visibility("default"))) void* kinora_spm_load(const char* path, char* err,
+                                                             std::size_t errlen) {
   auto* sp = new sentencepiece::SentencePieceProcessor();
   const auto status = sp->Load(path);
   if (!status.ok()) {
@@ -43,16 +44,18 @@ __attribute__((visibility("default"))) int kinora_spm_piece_size(void* handle) {
 
 // Writes up to `cap` ids; returns the full count (call again with a larger buffer
 // when it exceeds cap), or −1 with `err` filled.
-__attribute__((visibility("default"))) int kinora_spm_encode(void* handle, const char* text, std::size_t len, int* ids,
-                                                             int cap, char* err, std::size_t errlen) {
+__attribute__((visibility("default"))) int kinora_spm_encode(void* handle, const char* text,
+                                                             std::size_t len, int* ids, int cap,
+                                                             char* err, std::size_t errlen) {
   std::vector<int> out;
-  const auto status =
-      static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, len), &out);
+  const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(
+      std::string(text, len), &out);
   if (!status.ok()) {
     set_error(err, errlen, status.ToString());
     return -1;
   }
-  for (int i = 0; i < cap && i < static_cast<int>(out.size()); ++i) ids[i] = out[static_cast<std::size_t>(i)];
+  for (int i = 0; i < cap && i < static_cast<int>(out.size()); ++i)
+    ids[i] = out[static_cast<std::size_t>(i)];
   return static_cast<int>(out.size());
 }
 

@@ -30,9 +30,10 @@ struct RelativeBiasImpl : torch::nn::Module {
     auto buckets = (rel > 0).to(torch::kInt64) * half;
     rel = rel.abs();
     const int64_t max_exact = half / 2;
-    auto large = max_exact + (torch::log(rel.to(torch::kFloat32) / max_exact) /
-                              std::log(static_cast<double>(max_distance) / max_exact) * (half - max_exact))
-                                 .to(torch::kInt64);
+    auto large =
+        max_exact + (torch::log(rel.to(torch::kFloat32) / max_exact) /
+                     std::log(static_cast<double>(max_distance) / max_exact) * (half - max_exact))
+                        .to(torch::kInt64);
     large = torch::clamp_max(large, half - 1);
     buckets = buckets + torch::where(rel < max_exact, rel, large);
     return embedding->forward(buckets).to(torch::kFloat32).permute({2, 0, 1}).unsqueeze(0);
@@ -58,7 +59,8 @@ struct T5AttentionImpl : torch::nn::Module {
     // No 1/√d scaling in T5, so the logits are large: they are formed in float32
     // even in bf16 mode (a bf16 product alone is off by ~8% on the cases), and
     // the softmax runs in float32 as in the reference.
-    auto scores = torch::matmul(qh.to(torch::kFloat32), kh.to(torch::kFloat32).transpose(-2, -1)) + bias;  // [B, H, L, L]
+    auto scores = torch::matmul(qh.to(torch::kFloat32), kh.to(torch::kFloat32).transpose(-2, -1)) +
+                  bias;  // [B, H, L, L]
     const auto attn = scores.softmax(-1).to(vh.scalar_type());
     const auto out = torch::matmul(attn, vh).transpose(1, 2).reshape({b, l, -1});  // [B, L, H·d]
     return o->forward(out);
@@ -90,10 +92,13 @@ struct T5BlockImpl : torch::nn::Module {
     attn = register_module("attn", T5Attention(c.dim, c.dim_attn, c.num_heads));
     norm2 = register_module("norm2", layers::NormParams(c.dim, false));
     ffn = register_module("ffn", T5FeedForward(c.dim, c.dim_ffn));
-    if (!c.shared_pos) pos_embedding = register_module("pos_embedding", RelativeBias(c.num_buckets, c.num_heads, c.max_distance));
+    if (!c.shared_pos)
+      pos_embedding = register_module("pos_embedding",
+                                      RelativeBias(c.num_buckets, c.num_heads, c.max_distance));
   }
   // x [B, L, dim] float32 residual stream
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask_bias, const torch::Tensor& shared_bias) {
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask_bias,
+                        const torch::Tensor& shared_bias) {
     const auto bias = (pos_embedding ? pos_embedding->forward(x.size(1)) : shared_bias) + mask_bias;
     x = x + attn->forward(layers::rms_norm(x, norm1->weight, eps), bias).to(torch::kFloat32);
     x = x + ffn->forward(layers::rms_norm(x, norm2->weight, eps)).to(torch::kFloat32);
@@ -111,7 +116,9 @@ class T5EncoderImpl : public torch::nn::Module {
  public:
   explicit T5EncoderImpl(const T5Config& c) : config(c) {
     token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab, c.dim));
-    if (c.shared_pos) pos_embedding = register_module("pos_embedding", RelativeBias(c.num_buckets, c.num_heads, c.max_distance));
+    if (c.shared_pos)
+      pos_embedding = register_module("pos_embedding",
+                                      RelativeBias(c.num_buckets, c.num_heads, c.max_distance));
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_layers; ++i) blocks->push_back(T5Block(c));
     norm = register_module("norm", layers::NormParams(c.dim, false));
@@ -120,9 +127,10 @@ class T5EncoderImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask) {
     auto x = token_embedding->forward(ids).to(torch::kFloat32);  // [B, L, dim]
     // Padded keys get the lowest float: they receive no attention.
-    const auto mask_bias = torch::zeros(mask.sizes(), x.options())
-                               .masked_fill(mask.to(x.device()) == 0, std::numeric_limits<float>::lowest())
-                               .view({mask.size(0), 1, 1, mask.size(1)});
+    const auto mask_bias =
+        torch::zeros(mask.sizes(), x.options())
+            .masked_fill(mask.to(x.device()) == 0, std::numeric_limits<float>::lowest())
+            .view({mask.size(0), 1, 1, mask.size(1)});
     const auto shared = pos_embedding ? pos_embedding->forward(x.size(1)) : torch::Tensor();
     for (const auto& b : *blocks) x = b->as<T5BlockImpl>()->forward(x, mask_bias, shared);
     return layers::rms_norm(x, norm->weight, config.eps);
@@ -148,14 +156,16 @@ bool is_hf(const io::Checkpoint& ck) {
 // HF T5/UMT5 names → Wan's names.
 std::string hf_to_wan(const std::string& key) {
   static const std::regex block(R"(^encoder\.block\.(\d+)\.layer\.([01])\.(.+)$)");
-  if (key == "shared.weight" || key == "encoder.embed_tokens.weight") return "token_embedding.weight";
+  if (key == "shared.weight" || key == "encoder.embed_tokens.weight")
+    return "token_embedding.weight";
   if (key == "encoder.final_layer_norm.weight") return "norm.weight";
   std::smatch m;
   if (!std::regex_match(key, m, block)) return "";  // decoder, lm_head, … are not used
   const std::string b = "blocks." + m[1].str() + ".", rest = m[3].str();
   if (m[2] == "0") {
     if (rest == "layer_norm.weight") return b + "norm1.weight";
-    if (rest == "SelfAttention.relative_attention_bias.weight") return b + "pos_embedding.embedding.weight";
+    if (rest == "SelfAttention.relative_attention_bias.weight")
+      return b + "pos_embedding.embedding.weight";
     static const std::regex proj(R"(^SelfAttention\.([qkvo])\.weight$)");
     if (std::regex_match(rest, m, proj)) return b + "attn." + m[1].str() + ".weight";
   } else {
@@ -191,24 +201,33 @@ T5Config T5Config::from_checkpoint(const io::Checkpoint& ck) {
       c.shared_pos = j.value("shared_pos", c.shared_pos);
       return c;
     } catch (const nlohmann::json::exception& e) {
-      fail_file(ck.path(), std::string("metadata 'config' is not a valid T5 configuration: ") + e.what());
+      fail_file(ck.path(),
+                std::string("metadata 'config' is not a valid T5 configuration: ") + e.what());
     }
   }
   const bool hf = is_hf(ck);
-  const auto emb = shape_of(ck, hf ? std::vector<std::string>{"shared.weight", "encoder.embed_tokens.weight"}
-                                   : std::vector<std::string>{"token_embedding.weight"});
+  const auto emb =
+      shape_of(ck, hf ? std::vector<std::string>{"shared.weight", "encoder.embed_tokens.weight"}
+                      : std::vector<std::string>{"token_embedding.weight"});
   c.vocab = emb[0];
   c.dim = emb[1];
-  c.dim_attn = shape_of(ck, {hf ? "encoder.block.0.layer.0.SelfAttention.q.weight" : "blocks.0.attn.q.weight"})[0];
-  c.dim_ffn = shape_of(ck, {hf ? "encoder.block.0.layer.1.DenseReluDense.wi_1.weight" : "blocks.0.ffn.fc1.weight"})[0];
+  c.dim_attn = shape_of(
+      ck, {hf ? "encoder.block.0.layer.0.SelfAttention.q.weight" : "blocks.0.attn.q.weight"})[0];
+  c.dim_ffn = shape_of(ck, {hf ? "encoder.block.0.layer.1.DenseReluDense.wi_1.weight"
+                               : "blocks.0.ffn.fc1.weight"})[0];
   const auto shapes = ck.shapes();
   c.num_layers = io::count_indexed(shapes, hf ? "encoder.block." : "blocks.");
-  const auto bias = shape_of(ck, hf ? std::vector<std::string>{"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"}
-                                    : std::vector<std::string>{"blocks.0.pos_embedding.embedding.weight", "pos_embedding.embedding.weight"});
+  const auto bias = shape_of(
+      ck,
+      hf ? std::vector<
+               std::string>{"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"}
+         : std::vector<std::string>{"blocks.0.pos_embedding.embedding.weight",
+                                    "pos_embedding.embedding.weight"});
   c.num_buckets = bias[0];
   c.num_heads = bias[1];
-  c.shared_pos = hf ? !ck.contains("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight")
-                    : !ck.contains("blocks.0.pos_embedding.embedding.weight");
+  c.shared_pos =
+      hf ? !ck.contains("encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight")
+         : !ck.contains("blocks.0.pos_embedding.embedding.weight");
   return c;
 }
 
@@ -223,27 +242,31 @@ T5Encoder T5Encoder::load(const std::filesystem::path& path, layers::Precision p
   auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
   const auto det = io::detect_layout(ck->shapes());
   if (det.family != io::Family::T5 && det.family != io::Family::UMT5)
-    fail_file(path, std::string("not a T5/umT5 text encoder (recognised as ") + io::family_name(det.family) + ")");
+    fail_file(path, std::string("not a T5/umT5 text encoder (recognised as ") +
+                        io::family_name(det.family) + ")");
   T5Encoder enc(T5Config::from_checkpoint(*ck));
   const bool hf = det.layout == io::Layout::HF;
   const std::string prefix = det.prefix;
-  layers::load_parameters(*enc.impl_, *ck,
-                          [&](const std::string& key) {
-                            const std::string k = layers::strip(key, prefix);
-                            if (!hf) return k;
-                            // T5 v1.1's one table sits in block 0 in HF files.
-                            std::string name = hf_to_wan(k);
-                            if (enc.impl_->config.shared_pos && name == "blocks.0.pos_embedding.embedding.weight")
-                              name = "pos_embedding.embedding.weight";
-                            return name;
-                          },
-                          det.family == io::Family::UMT5 ? "umT5 encoder" : "T5 encoder");
+  layers::load_parameters(
+      *enc.impl_, *ck,
+      [&](const std::string& key) {
+        const std::string k = layers::strip(key, prefix);
+        if (!hf) return k;
+        // T5 v1.1's one table sits in block 0 in HF files.
+        std::string name = hf_to_wan(k);
+        if (enc.impl_->config.shared_pos && name == "blocks.0.pos_embedding.embedding.weight")
+          name = "pos_embedding.embedding.weight";
+        return name;
+      },
+      det.family == io::Family::UMT5 ? "umT5 encoder" : "T5 encoder");
   enc.weights_ = std::move(ck);
   enc.set_precision(precision);
   return enc;
 }
 
-const T5Config& T5Encoder::config() const { return impl_->config; }
+const T5Config& T5Encoder::config() const {
+  return impl_->config;
+}
 void T5Encoder::set_precision(layers::Precision p) {
   // The encoder computes in float32 in every mode (weights stay in their stored
   // dtype and are widened per layer). T5's attention is unscaled, so its logits
@@ -253,7 +276,9 @@ void T5Encoder::set_precision(layers::Precision p) {
   (void)p;
   layers::set_precision(*impl_, layers::Precision::F32);
 }
-torch::nn::Module& T5Encoder::module() { return *impl_; }
+torch::nn::Module& T5Encoder::module() {
+  return *impl_;
+}
 
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids, const torch::Tensor& mask) {
   torch::NoGradGuard no_grad;

@@ -39,7 +39,8 @@ class T5Encoder {
   T5Encoder& operator=(T5Encoder&&) noexcept;
 
   // Loads any layout (Wan `blocks.N.attn.q`, HF `encoder.block.N.layer.0…`).
-  static T5Encoder load(const std::filesystem::path& path, layers::Precision precision = layers::Precision::F32);
+  static T5Encoder load(const std::filesystem::path& path,
+                        layers::Precision precision = layers::Precision::F32);
 
   const T5Config& config() const;
   void set_precision(layers::Precision p);

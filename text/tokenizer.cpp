@@ -75,7 +75,9 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   return t;
 }
 
-int64_t Tokenizer::vocab_size() const { return shim().piece_size(sp_->handle); }
+int64_t Tokenizer::vocab_size() const {
+  return shim().piece_size(sp_->handle);
+}
 
 namespace {
 
@@ -164,11 +166,12 @@ Tokens Tokenizer::encode(const std::string& text, int64_t max_len) const {
   const std::string cleaned = clean(text);
   std::vector<int> pieces(cleaned.size() + 16);
   char err[512] = {0};
-  int n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), static_cast<int>(pieces.size()),
-                        err, sizeof err);
+  int n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(),
+                        static_cast<int>(pieces.size()), err, sizeof err);
   if (n > static_cast<int>(pieces.size())) {
     pieces.resize(static_cast<std::size_t>(n));
-    n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), n, err, sizeof err);
+    n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), n, err,
+                      sizeof err);
   }
   if (n < 0) throw Error(std::string("tokenizer: cannot encode the prompt: ") + err);
   pieces.resize(static_cast<std::size_t>(n));

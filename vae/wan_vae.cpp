@@ -17,7 +17,9 @@ namespace {
 constexpr int64_t kCacheT = 2;  // frames each causal conv keeps from its last input
 
 // Parameter-free placeholder so that children keep the reference's indices.
-std::shared_ptr<torch::nn::Module> gap() { return std::make_shared<torch::nn::IdentityImpl>(); }
+std::shared_ptr<torch::nn::Module> gap() {
+  return std::make_shared<torch::nn::IdentityImpl>();
+}
 }  // namespace
 
 // ---------------------------------------------------------------- layers
@@ -26,8 +28,8 @@ std::shared_ptr<torch::nn::Module> gap() { return std::make_shared<torch::nn::Id
 // cache of the previous chunk's frames replaces.
 struct CausalConv3dImpl : torch::nn::Module {
   // Kernel (k_t, k_s, k_s), padding (p_t, p_s, p_s), stride (s_t, 1, 1).
-  CausalConv3dImpl(int64_t in, int64_t out, int64_t k_t, int64_t k_s, int64_t p_t = 0, int64_t p_s = 0,
-                   int64_t s_t = 1)
+  CausalConv3dImpl(int64_t in, int64_t out, int64_t k_t, int64_t k_s, int64_t p_t = 0,
+                   int64_t p_s = 0, int64_t s_t = 1)
       : pad{p_t, p_s, p_s}, stride{s_t, 1, 1} {
     weight = register_parameter("weight", torch::empty({out, in, k_t, k_s, k_s}), false);
     bias = register_parameter("bias", torch::zeros({out}), false);
@@ -48,7 +50,8 @@ struct CausalConv3dImpl : torch::nn::Module {
   Tensor forward_cached(const Tensor& x) {
     auto next = x.slice(2, std::max<int64_t>(0, x.size(2) - kCacheT));
     if (next.size(2) < kCacheT && cache_.defined())
-      next = torch::cat({cache_.slice(2, cache_.size(2) - 1), next}, 2);  // last frame of the chunk before
+      next = torch::cat({cache_.slice(2, cache_.size(2) - 1), next},
+                        2);  // last frame of the chunk before
     auto out = forward(x, cache_);
     cache_ = next.clone();
     return out;
@@ -61,12 +64,14 @@ TORCH_MODULE(CausalConv3d);
 // L2-normalise over channels, times √C and gamma.
 struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t dim, bool images) : scale(std::sqrt(static_cast<double>(dim))) {
-    gamma = register_parameter("gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
+    gamma = register_parameter(
+        "gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
   }
   // In float32 whatever the compute dtype: a bf16 norm alone costs ~1% of accuracy.
   Tensor forward(const Tensor& x) {
     const auto xf = x.to(torch::kFloat32);
-    return (F::normalize(xf, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(torch::kFloat32)).to(x.scalar_type());
+    return (F::normalize(xf, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(torch::kFloat32))
+        .to(x.scalar_type());
   }
   double scale;
   Tensor gamma;
@@ -87,8 +92,12 @@ struct Conv2dParamsImpl : torch::nn::Module {
 TORCH_MODULE(Conv2dParams);
 
 // [B, C, T, H, W] ↔ [B·T, C, H, W]
-Tensor frames_of(const Tensor& x) { return x.transpose(1, 2).flatten(0, 1); }
-Tensor video_of(const Tensor& x, int64_t b) { return x.unflatten(0, {b, -1}).transpose(1, 2); }
+Tensor frames_of(const Tensor& x) {
+  return x.transpose(1, 2).flatten(0, 1);
+}
+Tensor video_of(const Tensor& x, int64_t b) {
+  return x.unflatten(0, {b, -1}).transpose(1, 2);
+}
 
 struct ResidualBlockImpl : torch::nn::Module {
   ResidualBlockImpl(int64_t in, int64_t out) {
@@ -128,10 +137,12 @@ struct AttentionBlockImpl : torch::nn::Module {
   }
   Tensor forward(const Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(3), w = x.size(4);
-    auto f = norm->forward(frames_of(x));                                  // [BT, C, H, W]
-    const auto qkv = to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
+    auto f = norm->forward(frames_of(x));  // [BT, C, H, W]
+    const auto qkv =
+        to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c));
-    const auto att = (torch::matmul(qkv[0], qkv[1].transpose(-2, -1)) * scale).softmax(-1);  // [BT, 1, HW, HW]
+    const auto att =
+        (torch::matmul(qkv[0], qkv[1].transpose(-2, -1)) * scale).softmax(-1);  // [BT, 1, HW, HW]
     f = torch::matmul(att, qkv[2]).squeeze(1).permute({0, 2, 1}).reshape({-1, c, h, w});
     return video_of(proj->forward(f), b) + x;
   }
@@ -148,7 +159,8 @@ struct ResampleImpl : torch::nn::Module {
     resample->push_back(gap());  // Upsample or ZeroPad2d
     const bool up = mode == Mode::Up2d || mode == Mode::Up3d;
     resample->push_back(Conv2dParams(dim, up ? dim / 2 : dim, 3));
-    if (mode == Mode::Up3d) time_conv = register_module("time_conv", CausalConv3d(dim, 2 * dim, 3, 1, 1, 0));
+    if (mode == Mode::Up3d)
+      time_conv = register_module("time_conv", CausalConv3d(dim, 2 * dim, 3, 1, 1, 0));
     if (mode == Mode::Down3d)
       time_conv = register_module("time_conv", CausalConv3d(dim, dim, 3, 1, 0, 0, 2));
   }
@@ -163,9 +175,13 @@ struct ResampleImpl : torch::nn::Module {
         auto next = x.slice(2, std::max<int64_t>(0, t - kCacheT));
         if (next.size(2) < kCacheT) {
           // After the first chunk the frame before is zeros; later, the cached one.
-          next = torch::cat({cache_.defined() ? cache_.slice(2, cache_.size(2) - 1) : torch::zeros_like(next), next}, 2);
+          next = torch::cat(
+              {cache_.defined() ? cache_.slice(2, cache_.size(2) - 1) : torch::zeros_like(next),
+               next},
+              2);
         }
-        x = cache_.defined() ? time_conv->forward(x, cache_) : time_conv->forward(x);  // [B, 2C, T, H, W]
+        x = cache_.defined() ? time_conv->forward(x, cache_)
+                             : time_conv->forward(x);  // [B, 2C, T, H, W]
         cache_ = next.clone();
         // Interleave the two halves in time: [B, 2, C, T, H, W] → [B, C, 2T, H, W].
         x = x.reshape({b, 2, c, t, h, w});
@@ -177,7 +193,10 @@ struct ResampleImpl : torch::nn::Module {
     auto& conv = *resample->ptr<Conv2dParamsImpl>(1);
     if (mode == Mode::Up2d || mode == Mode::Up3d) {
       const auto dt = f.scalar_type();
-      f = f.to(torch::kFloat32).repeat_interleave(2, 2).repeat_interleave(2, 3).to(dt);  // nearest ×2
+      f = f.to(torch::kFloat32)
+              .repeat_interleave(2, 2)
+              .repeat_interleave(2, 3)
+              .to(dt);  // nearest ×2
       f = conv.forward(f, 1, 1);
     } else {
       f = conv.forward(F::pad(f, F::PadFuncOptions({0, 1, 0, 1})), 2, 0);
@@ -210,16 +229,21 @@ TORCH_MODULE(Resample);
 // Runs a list of ResidualBlock / AttentionBlock / Resample children in order.
 Tensor run_list(const torch::nn::ModuleList& list, Tensor x) {
   for (const auto& m : *list) {
-    if (auto* r = m->as<ResidualBlockImpl>()) x = r->forward(x);
-    else if (auto* a = m->as<AttentionBlockImpl>()) x = a->forward(x);
-    else if (auto* s = m->as<ResampleImpl>()) x = s->forward(x);
+    if (auto* r = m->as<ResidualBlockImpl>())
+      x = r->forward(x);
+    else if (auto* a = m->as<AttentionBlockImpl>())
+      x = a->forward(x);
+    else if (auto* s = m->as<ResampleImpl>())
+      x = s->forward(x);
   }
   return x;
 }
 void clear_list(const torch::nn::ModuleList& list) {
   for (const auto& m : *list) {
-    if (auto* r = m->as<ResidualBlockImpl>()) r->clear();
-    else if (auto* s = m->as<ResampleImpl>()) s->clear();
+    if (auto* r = m->as<ResidualBlockImpl>())
+      r->clear();
+    else if (auto* s = m->as<ResampleImpl>())
+      s->clear();
   }
 }
 
@@ -242,7 +266,8 @@ struct CoderImpl : torch::nn::Module {
           stages->push_back(ResidualBlock(in, out));
           in = out;
         }
-        if (i != n - 1) stages->push_back(Resample(out, c.temporal_downsample[i] ? Mode::Down3d : Mode::Down2d));
+        if (i != n - 1)
+          stages->push_back(Resample(out, c.temporal_downsample[i] ? Mode::Down3d : Mode::Down2d));
       }
       out_dim = 2 * c.z_dim;
       mid = out;
@@ -313,7 +338,9 @@ class WanVAEImpl : public torch::nn::Module {
     decoder = register_module("decoder", Coder(c, false));
   }
   Tensor stats(const std::vector<double>& v, const Tensor& like) const {
-    return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat32)).to(like.device()).view({1, -1, 1, 1, 1});
+    return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat32))
+        .to(like.device())
+        .view({1, -1, 1, 1, 1});
   }
 
   Tensor encode(const Tensor& video) {
@@ -335,7 +362,8 @@ class WanVAEImpl : public torch::nn::Module {
 
   Tensor decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
     TORCH_CHECK(latent.dim() == 5 && latent.size(1) == config.z_dim,
-                "WanVAE.decode: latent must be [B, ", config.z_dim, ", T, h, w], got ", latent.sizes());
+                "WanVAE.decode: latent must be [B, ", config.z_dim, ", T, h, w], got ",
+                latent.sizes());
     decoder->clear();
     const auto inv_std = 1.0 / stats(config.latents_std, latent);
     const auto z = latent.to(torch::kFloat32) / inv_std + stats(config.latents_mean, latent);
@@ -362,7 +390,8 @@ std::string wan_vae_diffusers_to_original(const std::string& key, int64_t num_re
   static const std::regex up_res(R"(^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)$)");
   static const std::regex up_sample(R"(^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)$)");
   static const std::regex down(R"(^encoder\.down_blocks\.(\d+)\.(.*)$)");
-  static const std::regex mid(R"(^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.*)$)");
+  static const std::regex mid(
+      R"(^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.*)$)");
   auto resnet = [](const std::string& rest) -> std::string {
     if (rest == "norm1.gamma") return "residual.0.gamma";
     if (rest.rfind("conv1.", 0) == 0) return "residual.2." + rest.substr(6);
@@ -387,10 +416,13 @@ std::string wan_vae_diffusers_to_original(const std::string& key, int64_t num_re
   }
   const int64_t stride = num_res_blocks + 2;  // res blocks + 1, then the upsampler
   if (std::regex_match(key, m, up_res))
-    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + std::stoll(m[2])) + "." + resnet(m[3]);
+    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + std::stoll(m[2])) +
+           "." + resnet(m[3]);
   if (std::regex_match(key, m, up_sample))
-    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + stride - 1) + "." + m[2].str();
-  if (std::regex_match(key, m, down)) return "encoder.downsamples." + m[1].str() + "." + resnet(m[2]);
+    return "decoder.upsamples." + std::to_string(std::stoll(m[1]) * stride + stride - 1) + "." +
+           m[2].str();
+  if (std::regex_match(key, m, down))
+    return "encoder.downsamples." + m[1].str() + "." + resnet(m[2]);
   return key;
 }
 
@@ -411,7 +443,8 @@ WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
         fail_file(ck.path(), "Wan VAE with attention in its stages is not supported");
       return c;
     } catch (const nlohmann::json::exception& e) {
-      fail_file(ck.path(), std::string("metadata 'config' is not a valid Wan VAE configuration: ") + e.what());
+      fail_file(ck.path(),
+                std::string("metadata 'config' is not a valid Wan VAE configuration: ") + e.what());
     }
   }
   const auto det = io::detect_layout(ck.shapes());
@@ -420,12 +453,16 @@ WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
   const bool diff = det.layout == io::Layout::Diffusers;
   auto need = [&](const std::string& k) -> const std::vector<int64_t>& {
     const auto it = shapes.find(k);
-    if (it == shapes.end()) fail_file(ck.path(), "not a Wan 2.1 VAE checkpoint: no tensor '" + k + "'");
+    if (it == shapes.end())
+      fail_file(ck.path(), "not a Wan 2.1 VAE checkpoint: no tensor '" + k + "'");
     return it->second;
   };
   c.dim = need(diff ? "encoder.conv_in.weight" : "encoder.conv1.weight")[0];
   c.z_dim = need(diff ? "post_quant_conv.weight" : "conv2.weight")[0];
-  if (c.z_dim != 16) fail_file(ck.path(), "a VAE with " + std::to_string(c.z_dim) + " latent channels is not the Wan 2.1 VAE (the Wan 2.2 VAE has 48 and is not supported yet)");
+  if (c.z_dim != 16)
+    fail_file(ck.path(), "a VAE with " + std::to_string(c.z_dim) +
+                             " latent channels is not the Wan 2.1 VAE (the Wan 2.2 VAE has 48 and "
+                             "is not supported yet)");
   const int64_t top = need(diff ? "decoder.conv_in.weight" : "decoder.conv1.weight")[0];
   c.dim_mult = {1, 2, top / c.dim, top / c.dim};
   c.num_res_blocks = diff ? io::count_indexed(shapes, "decoder.up_blocks.0.resnets.") - 1
@@ -444,7 +481,8 @@ WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precisi
   auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
   const auto det = io::detect_layout(ck->shapes());
   if (det.family != io::Family::WanVAE)
-    fail_file(path, std::string("not a Wan VAE checkpoint (recognised as ") + io::family_name(det.family) + ")");
+    fail_file(path, std::string("not a Wan VAE checkpoint (recognised as ") +
+                        io::family_name(det.family) + ")");
   WanVAE vae(WanVAEConfig::from_checkpoint(*ck));
   const bool diffusers = det.layout == io::Layout::Diffusers;
   const auto res = vae.impl_->config.num_res_blocks;
@@ -462,10 +500,18 @@ WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precisi
   return vae;
 }
 
-const WanVAEConfig& WanVAE::config() const { return impl_->config; }
-void WanVAE::set_precision(layers::Precision p) { impl_->dtype = layers::matmul_dtype(p); }
-void WanVAE::to(torch::Device device) { impl_->to(device); }
-torch::nn::Module& WanVAE::module() { return *impl_; }
+const WanVAEConfig& WanVAE::config() const {
+  return impl_->config;
+}
+void WanVAE::set_precision(layers::Precision p) {
+  impl_->dtype = layers::matmul_dtype(p);
+}
+void WanVAE::to(torch::Device device) {
+  impl_->to(device);
+}
+torch::nn::Module& WanVAE::module() {
+  return *impl_;
+}
 
 Tensor WanVAE::encode(const Tensor& video) {
   torch::NoGradGuard no_grad;

@@ -21,10 +21,12 @@ struct WanVAEConfig {
   std::vector<int64_t> dim_mult = {1, 2, 4, 4};
   int64_t num_res_blocks = 2;
   std::vector<bool> temporal_downsample = {false, true, true};
-  std::vector<double> latents_mean = {-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                                      0.4134,  -0.0715, 0.5517,  -0.3632, -0.1922, -0.9497, 0.2503,  -0.2921};
-  std::vector<double> latents_std = {2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-                                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160};
+  std::vector<double> latents_mean = {-0.7571, -0.7089, -0.9113, 0.1075,  -0.1745, 0.9653,
+                                      -0.1517, 1.5508,  0.4134,  -0.0715, 0.5517,  -0.3632,
+                                      -0.1922, -0.9497, 0.2503,  -0.2921};
+  std::vector<double> latents_std = {2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708,
+                                     2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
+                                     1.6382, 1.1253, 2.8251, 1.9160};
 
   // Metadata "config" when present, else names and shapes (original or diffusers).
   static WanVAEConfig from_checkpoint(const io::Checkpoint& ck);
@@ -39,7 +41,8 @@ class WanVAE {
   WanVAE(WanVAE&&) noexcept;
   WanVAE& operator=(WanVAE&&) noexcept;
 
-  static WanVAE load(const std::filesystem::path& path, layers::Precision precision = layers::Precision::F32);
+  static WanVAE load(const std::filesystem::path& path,
+                     layers::Precision precision = layers::Precision::F32);
 
   const WanVAEConfig& config() const;
   void set_precision(layers::Precision p);

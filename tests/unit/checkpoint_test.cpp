@@ -11,11 +11,14 @@ using kinora::test::TempDir;
 using ::testing::HasSubstr;
 
 namespace {
-void write_text(const std::filesystem::path& p, const std::string& s) { std::ofstream(p) << s; }
+void write_text(const std::filesystem::path& p, const std::string& s) {
+  std::ofstream(p) << s;
+}
 
 void write_two_shards(const TempDir& dir) {
   save_safetensors(dir / "model-00001-of-00002.safetensors",
-                   {{"a.weight", torch::ones({2, 2})}, {"b.weight", torch::full({3}, 2.0)}}, {{"format", "pt"}});
+                   {{"a.weight", torch::ones({2, 2})}, {"b.weight", torch::full({3}, 2.0)}},
+                   {{"format", "pt"}});
   save_safetensors(dir / "model-00002-of-00002.safetensors", {{"c.weight", torch::arange(4)}});
 }
 }  // namespace

@@ -53,9 +53,12 @@ TEST(KinoraCli, SamplersAreListed) {
 
 TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
   const std::pair<const char*, const char*> expected[] = {
-      {"wan21_dit_tiny.comfy.safetensors", "Wan DiT"}, {"wan21_vae_tiny.diffusers.safetensors", "Wan VAE"},
-      {"umt5_enc_tiny.hf.safetensors", "umT5"},        {"t5_enc_tiny.safetensors", "T5 encoder"},
-      {"clip_l_tiny.safetensors", "CLIP"},             {"flux1_dev_tiny.safetensors", "FLUX DiT"},
+      {"wan21_dit_tiny.comfy.safetensors", "Wan DiT"},
+      {"wan21_vae_tiny.diffusers.safetensors", "Wan VAE"},
+      {"umt5_enc_tiny.hf.safetensors", "umT5"},
+      {"t5_enc_tiny.safetensors", "T5 encoder"},
+      {"clip_l_tiny.safetensors", "CLIP"},
+      {"flux1_dev_tiny.safetensors", "FLUX DiT"},
       {"flux1_ae_tiny.safetensors", "FLUX autoencoder"}};
   for (const auto& [file, family] : expected) {
     const auto r = run("kinora info " + fixture(file));
@@ -78,10 +81,11 @@ TEST(KinoraCli, InfoRefusesMalformedFilesWithNameAndReason) {
   write_raw(dir / "huge.safetensors", one, std::string(8, '\0'), int64_t{5} << 30);
   write_raw(dir / "dtype.safetensors", R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})",
             std::string(8, '\0'));
-  const std::pair<const char*, const char*> cases[] = {{"truncated.safetensors", "outside the data section"},
-                                                       {"badjson.safetensors", "invalid JSON"},
-                                                       {"huge.safetensors", "limit"},
-                                                       {"dtype.safetensors", "unknown dtype 'Q4'"}};
+  const std::pair<const char*, const char*> cases[] = {
+      {"truncated.safetensors", "outside the data section"},
+      {"badjson.safetensors", "invalid JSON"},
+      {"huge.safetensors", "limit"},
+      {"dtype.safetensors", "unknown dtype 'Q4'"}};
   for (const auto& [file, reason] : cases) {
     const auto r = run("kinora info " + (dir / file).string());
     EXPECT_NE(r.code, 0) << file;
@@ -118,7 +122,8 @@ TEST(ConformanceCli, AFailingCaseFailsTheRun) {
   const auto f = kinora::io::SafetensorsFile::open(fixture("sched_wan_dpmpp_25.case.safetensors"));
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& t : f->tensors())
-    tensors.emplace_back(t.name, t.name == "output.trajectory" ? f->get(t.name) * 1.01 : f->get(t.name));
+    tensors.emplace_back(t.name,
+                         t.name == "output.trajectory" ? f->get(t.name) * 1.01 : f->get(t.name));
   kinora::io::save_safetensors(dir / "altered.case.safetensors", tensors, f->metadata());
   const auto r = run("kinora-conformance " + (dir / "altered.case.safetensors").string());
   EXPECT_EQ(r.code, 1) << r.out;
@@ -132,12 +137,14 @@ TEST(KinoraCli, InfoRecognisesEveryWanVariantFromRealShapes) {
   std::filesystem::create_directories(dir / "Wan2.2-T2V-A14B" / "high_noise_model");
   std::filesystem::create_directories(dir / "Wan2.2-T2V-A14B" / "low_noise_model");
   const std::tuple<std::string, kinora::test::KeyShapes, std::string> cases[] = {
-      {"wan2.1_t2v_1.3B_bf16.safetensors", kinora::test::wan_original_keys(1536, 8960, 16, 16, 30, false),
+      {"wan2.1_t2v_1.3B_bf16.safetensors",
+       kinora::test::wan_original_keys(1536, 8960, 16, 16, 30, false),
        "Wan 2.1 T2V 1.3B, 12 heads × 128, t2v"},
       {"wan2.1_t2v_14B_bf16.safetensors",
        kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false, "model.diffusion_model."),
        "Wan 2.1 T2V 14B / Wan 2.2 T2V-A14B expert, 40 heads × 128"},
-      {"wan2.2_ti2v_5B_fp16.safetensors", kinora::test::wan_original_keys(3072, 14336, 48, 48, 30, false),
+      {"wan2.2_ti2v_5B_fp16.safetensors",
+       kinora::test::wan_original_keys(3072, 14336, 48, 48, 30, false),
        "Wan 2.2 TI2V 5B, 24 heads × 128"},
       {"Wan2.2-T2V-A14B/high_noise_model/diffusion_pytorch_model.safetensors",
        kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false), "A14B high-noise expert"},

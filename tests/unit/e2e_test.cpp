@@ -29,15 +29,20 @@ Run sh(const std::string& cmd) {
   const int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
-std::string kinora_bin() { return std::string(KINORA_BIN_DIR) + "/kinora"; }
-std::string chain() {
-  return " --model " + fixture("wan21_dit_tiny.safetensors") + " --vae " + fixture("wan21_vae_tiny.safetensors") +
-         " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
-         " --width 64 --height 48 --frames 9 --steps 2";
+std::string kinora_bin() {
+  return std::string(KINORA_BIN_DIR) + "/kinora";
+}
+std::string chain(int steps = 2) {
+  return " --model " + fixture("wan21_dit_tiny.safetensors") + " --vae " +
+         fixture("wan21_vae_tiny.safetensors") + " --text-encoder " +
+         fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
+         " --width 64 --height 48 --frames 9 --steps " + std::to_string(steps);
 }
 json probe(const std::string& path) {
-  const auto r = sh("ffprobe -v error -count_frames -show_entries "
-                    "stream=codec_name,width,height,nb_read_frames,r_frame_rate -of json '" + path + "'");
+  const auto r =
+      sh("ffprobe -v error -count_frames -show_entries "
+         "stream=codec_name,width,height,nb_read_frames,r_frame_rate -of json '" +
+         path + "'");
   return json::parse(r.out)["streams"][0];
 }
 }  // namespace
@@ -54,8 +59,9 @@ TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
   TempDir dir;
   const auto& c = GetParam();
   const std::string out = (dir / c.out).string();
-  const auto r = sh(kinora_bin() + " generate -p 'a green square moving up' --seed 5 --fps 12" + chain() + " --out '" +
-                    out + "'" + (*c.format ? std::string(" --format ") + c.format : ""));
+  const auto r =
+      sh(kinora_bin() + " generate -p 'a green square moving up' --seed 5 --fps 12" + chain() +
+         " --out '" + out + "'" + (*c.format ? std::string(" --format ") + c.format : ""));
   ASSERT_EQ(r.code, 0) << r.out;
   const bool sequence = std::string(c.format) == "png-seq";
   const auto s = probe(sequence ? out + "/frame_%05d.png" : out);
@@ -82,9 +88,12 @@ TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
 }
 
 INSTANTIATE_TEST_SUITE_P(E2E, OutputFormats,
-                         ::testing::Values(FormatCase{"h264.mp4", "", "h264"}, FormatCase{"h265.mp4", "mp4-h265", "hevc"},
-                                           FormatCase{"vp9.webm", "", "vp9"}, FormatCase{"prores.mov", "", "prores"},
-                                           FormatCase{"frames", "png-seq", "png"}, FormatCase{"still.png", "", "png"}),
+                         ::testing::Values(FormatCase{"h264.mp4", "", "h264"},
+                                           FormatCase{"h265.mp4", "mp4-h265", "hevc"},
+                                           FormatCase{"vp9.webm", "", "vp9"},
+                                           FormatCase{"prores.mov", "", "prores"},
+                                           FormatCase{"frames", "png-seq", "png"},
+                                           FormatCase{"still.png", "", "png"}),
                          [](const auto& info) {
                            std::string n = info.param.out;
                            for (auto& ch : n)
@@ -94,11 +103,14 @@ INSTANTIATE_TEST_SUITE_P(E2E, OutputFormats,
 
 TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
   TempDir dir;
-  ASSERT_EQ(sh(kinora_bin() + " generate -p 'a white triangle' --seed 9" + chain() + " --out " + (dir / "a").string() +
-               " --format png-seq").code, 0);
+  ASSERT_EQ(sh(kinora_bin() + " generate -p 'a white triangle' --seed 9" + chain() + " --out " +
+               (dir / "a").string() + " --format png-seq")
+                .code,
+            0);
   const auto restored = sh(kinora_bin() + " restore " + (dir / "a").string());
   std::ofstream(dir / "preset.json") << restored.out;
-  const auto r = sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --set output=" + (dir / "b").string());
+  const auto r = sh(kinora_bin() + " render " + (dir / "preset.json").string() +
+                    " --set output=" + (dir / "b").string());
   ASSERT_EQ(r.code, 0) << r.out;
   for (int i = 1; i <= 9; ++i) {
     char name[32];
@@ -108,8 +120,10 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
     EXPECT_EQ(a.out, b.out) << name;
   }
   // Another seed, other frames.
-  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --set seed=10 --set output=" +
-               (dir / "c.png").string()).code, 0);
+  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "preset.json").string() +
+               " --set seed=10 --set output=" + (dir / "c.png").string())
+                .code,
+            0);
   EXPECT_NE(sh("ffmpeg -v error -i " + (dir / "a/frame_00001.png").string() + " -f md5 -").out,
             sh("ffmpeg -v error -i " + (dir / "c.png").string() + " -f md5 -").out);
 }
@@ -118,22 +132,31 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   TempDir dir;
   json list = json::array();
   for (int i = 0; i < 7; ++i) {
-    list.push_back({{"prompt", "item " + std::to_string(i)}, {"seed", i}, {"model", fixture("wan21_dit_tiny.safetensors")},
-                    {"vae", fixture("wan21_vae_tiny.safetensors")}, {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
-                    {"tokenizer", fixture("spm_tiny.model")}, {"width", 32}, {"height", 32}, {"frames", 5},
-                    {"steps", 1}, {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
+    list.push_back({{"prompt", "item " + std::to_string(i)},
+                    {"seed", i},
+                    {"model", fixture("wan21_dit_tiny.safetensors")},
+                    {"vae", fixture("wan21_vae_tiny.safetensors")},
+                    {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
+                    {"tokenizer", fixture("spm_tiny.model")},
+                    {"width", 32},
+                    {"height", 32},
+                    {"frames", 5},
+                    {"steps", 1},
+                    {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
   }
   std::ofstream(dir / "list.json") << list.dump();
   std::multiset<std::string> planned;
   for (int i = 0; i < 3; ++i) {
-    const auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --dry-run --shard " + std::to_string(i) + "/3");
+    const auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() +
+                      " --dry-run --shard " + std::to_string(i) + "/3");
     ASSERT_EQ(r.code, 0) << r.out;
     std::istringstream lines(r.out);
     for (std::string line; std::getline(lines, line);)
       if (line.rfind("plan  ", 0) == 0) planned.insert(line.substr(line.rfind(' ') + 1));
   }
-  EXPECT_EQ(planned.size(), 7u);                                  // every entry once…
-  EXPECT_EQ(std::set<std::string>(planned.begin(), planned.end()).size(), 7u);  // …and no entry twice
+  EXPECT_EQ(planned.size(), 7u);  // every entry once…
+  EXPECT_EQ(std::set<std::string>(planned.begin(), planned.end()).size(),
+            7u);  // …and no entry twice
   // Render shard 0, then run it again: finished outputs are skipped.
   auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
   ASSERT_EQ(r.code, 0) << r.out;
@@ -158,4 +181,15 @@ TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
   EXPECT_THAT(r.out, HasSubstr("key 'fps' must be between 1 and 240, got 0"));
   r = sh(kinora_bin() + " restore " + fixture("wan21_dit_tiny.safetensors"));
   EXPECT_NE(r.code, 0);
+}
+
+// Ctrl-C stops a render within a step and leaves no file under the output name.
+TEST(E2E, CtrlCCancelsCleanly) {
+  TempDir dir;
+  const std::string out = (dir / "long.mp4").string();
+  const auto r = sh("timeout --preserve-status -s INT 3 " + kinora_bin() +
+                    " generate -p 'x' --seed 1" + chain(1000) + " --out " + out);
+  EXPECT_EQ(r.code, 130) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("cancelled; no output was written"));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
 }

@@ -25,21 +25,23 @@ TEST_P(FixtureWeights, FamilyAndLayoutAreReadFromNamesAndShapes) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layout, FixtureWeights,
-    ::testing::Values(FixtureLayout{"wan21_dit_tiny.safetensors", Family::WanDiT, Layout::Original},
-                      FixtureLayout{"wan21_dit_tiny.comfy.safetensors", Family::WanDiT, Layout::ComfyUI},
-                      FixtureLayout{"wan21_dit_tiny.diffusers.safetensors", Family::WanDiT, Layout::Diffusers},
-                      FixtureLayout{"wan21_vae_tiny.safetensors", Family::WanVAE, Layout::Original},
-                      FixtureLayout{"wan21_vae_tiny.diffusers.safetensors", Family::WanVAE, Layout::Diffusers},
-                      FixtureLayout{"umt5_enc_tiny.safetensors", Family::UMT5, Layout::Original},
-                      FixtureLayout{"umt5_enc_tiny.hf.safetensors", Family::UMT5, Layout::HF},
-                      FixtureLayout{"t5_enc_tiny.safetensors", Family::T5, Layout::Original},
-                      FixtureLayout{"t5_enc_tiny.hf.safetensors", Family::T5, Layout::HF},
-                      FixtureLayout{"clip_l_tiny.safetensors", Family::CLIP, Layout::HF},
-                      FixtureLayout{"flux1_dev_tiny.safetensors", Family::FluxDiT, Layout::Original},
-                      FixtureLayout{"flux1_dev_tiny.diffusers.safetensors", Family::FluxDiT, Layout::Diffusers},
-                      FixtureLayout{"flux1_schnell_tiny.safetensors", Family::FluxDiT, Layout::Original},
-                      FixtureLayout{"flux1_schnell_tiny.diffusers.safetensors", Family::FluxDiT, Layout::Diffusers},
-                      FixtureLayout{"flux1_ae_tiny.safetensors", Family::FluxAE, Layout::Original}),
+    ::testing::Values(
+        FixtureLayout{"wan21_dit_tiny.safetensors", Family::WanDiT, Layout::Original},
+        FixtureLayout{"wan21_dit_tiny.comfy.safetensors", Family::WanDiT, Layout::ComfyUI},
+        FixtureLayout{"wan21_dit_tiny.diffusers.safetensors", Family::WanDiT, Layout::Diffusers},
+        FixtureLayout{"wan21_vae_tiny.safetensors", Family::WanVAE, Layout::Original},
+        FixtureLayout{"wan21_vae_tiny.diffusers.safetensors", Family::WanVAE, Layout::Diffusers},
+        FixtureLayout{"umt5_enc_tiny.safetensors", Family::UMT5, Layout::Original},
+        FixtureLayout{"umt5_enc_tiny.hf.safetensors", Family::UMT5, Layout::HF},
+        FixtureLayout{"t5_enc_tiny.safetensors", Family::T5, Layout::Original},
+        FixtureLayout{"t5_enc_tiny.hf.safetensors", Family::T5, Layout::HF},
+        FixtureLayout{"clip_l_tiny.safetensors", Family::CLIP, Layout::HF},
+        FixtureLayout{"flux1_dev_tiny.safetensors", Family::FluxDiT, Layout::Original},
+        FixtureLayout{"flux1_dev_tiny.diffusers.safetensors", Family::FluxDiT, Layout::Diffusers},
+        FixtureLayout{"flux1_schnell_tiny.safetensors", Family::FluxDiT, Layout::Original},
+        FixtureLayout{"flux1_schnell_tiny.diffusers.safetensors", Family::FluxDiT,
+                      Layout::Diffusers},
+        FixtureLayout{"flux1_ae_tiny.safetensors", Family::FluxAE, Layout::Original}),
     [](const auto& info) {
       std::string n = info.param.file;
       for (auto& c : n)
@@ -49,7 +51,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Real checkpoints are recognised from their shapes alone: a shape map with the
 // names and shapes of Wan 2.1 1.3B (spec/wan.md §1.1, §1.5).
-ShapeMap wan_shapes(int64_t dim, int64_t ffn, int64_t in_dim, int layers, const std::string& prefix = "") {
+ShapeMap wan_shapes(int64_t dim, int64_t ffn, int64_t in_dim, int layers,
+                    const std::string& prefix = "") {
   ShapeMap m;
   m[prefix + "patch_embedding.weight"] = {dim, in_dim, 1, 2, 2};
   m[prefix + "patch_embedding.bias"] = {dim};
@@ -84,6 +87,10 @@ TEST(Layout, UnknownTensorsAreNotGuessed) {
 }
 
 TEST(Layout, CountIndexed) {
-  ShapeMap m{{"blocks.0.a", {}}, {"blocks.1.a", {}}, {"blocks.1.b", {}}, {"blocks.10.a", {}}, {"blocksx.3.a", {}}};
+  ShapeMap m{{"blocks.0.a", {}},
+             {"blocks.1.a", {}},
+             {"blocks.1.b", {}},
+             {"blocks.10.a", {}},
+             {"blocksx.3.a", {}}};
   EXPECT_EQ(count_indexed(m, "blocks."), 3);
 }

@@ -46,7 +46,8 @@ TEST(Pipeline, SameSeedSameFramesOtherSeedOtherFrames) {
 }
 
 TEST(Pipeline, NoiseIsDrawnOnTheCpuFromTheSeed) {
-  const auto a = pipeline::initial_noise(5, {1, 16, 2, 3, 4}), b = pipeline::initial_noise(5, {1, 16, 2, 3, 4});
+  const auto a = pipeline::initial_noise(5, {1, 16, 2, 3, 4}),
+             b = pipeline::initial_noise(5, {1, 16, 2, 3, 4});
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, pipeline::initial_noise(6, {1, 16, 2, 3, 4})));
   EXPECT_NEAR(pipeline::initial_noise(1, {100000}).std().item<double>(), 1.0, 0.02);
@@ -76,7 +77,8 @@ TEST(Pipeline, StepCallbackAndPreview) {
     steps.push_back(e.step);
     EXPECT_EQ(e.total, 3);
     EXPECT_GE(e.seconds_per_step, 0.0);
-    EXPECT_EQ(e.preview.sizes(), (std::vector<int64_t>{3, 6, 8, 3}));  // latent frames × h × w × RGB
+    EXPECT_EQ(e.preview.sizes(),
+              (std::vector<int64_t>{3, 6, 8, 3}));  // latent frames × h × w × RGB
     EXPECT_EQ(e.preview.scalar_type(), torch::kUInt8);
   };
   pipeline::WanPipeline pipe;
@@ -110,7 +112,8 @@ TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
   p.vae = "not_there";
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("/tmp/vae"));
   p = tiny();
-  p.text_encoder = fixture("t5_enc_tiny.safetensors");  // width 64 as well, fine; a VAE is not an encoder:
+  p.text_encoder =
+      fixture("t5_enc_tiny.safetensors");  // width 64 as well, fine; a VAE is not an encoder:
   p.vae = fixture("wan21_dit_tiny.safetensors");
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("not a Wan VAE checkpoint"));
   p = tiny();
@@ -147,4 +150,28 @@ TEST(Presets, RoundTripAndValidation) {
   EXPECT_EQ(p.model, "123");
   EXPECT_THAT(error_of([&] { p.set("steps=-3"); }), HasSubstr("key 'steps'"));
   EXPECT_THAT(error_of([&] { p.set("nokey"); }), HasSubstr("not key=value"));
+}
+
+// Pointing Kinora at a ComfyUI models folder: models by name, not path.
+TEST(Pipeline, FindsModelsByNameInAComfyUIFolder) {
+  TempDir dir;
+  for (const char* sub : {"diffusion_models", "vae", "text_encoders"})
+    std::filesystem::create_directories(dir / sub);
+  std::filesystem::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                                  dir / "diffusion_models/wan_tiny.safetensors");
+  std::filesystem::create_symlink(fixture("wan21_vae_tiny.safetensors"),
+                                  dir / "vae/wan_vae.safetensors");
+  std::filesystem::create_symlink(fixture("umt5_enc_tiny.safetensors"),
+                                  dir / "text_encoders/umt5.safetensors");
+  std::filesystem::create_symlink(fixture("spm_tiny.model"), dir / "text_encoders/spiece.model");
+  auto p = tiny();
+  p.models_dir = dir.path().string();
+  p.model = "wan_tiny";  // the extension may be left out
+  p.vae = "wan_vae.safetensors";
+  p.text_encoder = "umt5";
+  p.tokenizer = "spiece.model";
+  const auto paths = pipeline::resolve_models(p);
+  EXPECT_EQ(paths.model, dir / "diffusion_models/wan_tiny.safetensors");
+  pipeline::WanPipeline pipe;
+  EXPECT_TRUE(torch::equal(pipe.generate(p).frames, pipe.generate(tiny()).frames));
 }

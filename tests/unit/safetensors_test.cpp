@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <random>
 
 #include "io/safetensors.h"
@@ -141,33 +141,37 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"invalid_json", R"({"a":{"dtype":"F32",)", "", -1, "invalid JSON header"},
         Malformed{"non_object_json", "[1, 2, 3]", "", -1, "header is not a JSON object"},
         Malformed{"entry_not_object", R"({"a": 5})", "", -1, "entry is not a JSON object"},
-        Malformed{"outside_data", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", kF32x2, -1,
-                  "lie outside the data section"},
-        Malformed{"truncated_data", kOne, std::string(5, '\0'), -1, "lie outside the data section of 5 bytes"},
-        Malformed{"overlapping",
-                  R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                  kF32x2, -1, "overlap"},
-        Malformed{"out_of_order", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", kF32x2, -1,
-                  "out of order"},
-        Malformed{"size_mismatch", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", kF32x2, -1,
-                  "is 12 bytes, but data_offsets span 8"},
-        Malformed{"unknown_dtype", R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", kF32x2, -1,
-                  "unknown dtype 'F12'"},
-        Malformed{"negative_dim", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", kF32x2, -1,
-                  "negative dimension -2"},
-        Malformed{"absurd_dim", R"({"a":{"dtype":"F32","shape":[99999999999999],"data_offsets":[0,8]}})",
-                  kF32x2, -1, "absurd dimension"},
-        Malformed{"overflowing_shape",
-                  R"({"a":{"dtype":"F64","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}})", kF32x2,
-                  -1, "overflows"},
-        Malformed{"float_dim", R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", kF32x2, -1,
-                  "non-integer"},
+        Malformed{"outside_data", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+                  kF32x2, -1, "lie outside the data section"},
+        Malformed{"truncated_data", kOne, std::string(5, '\0'), -1,
+                  "lie outside the data section of 5 bytes"},
+        Malformed{
+            "overlapping",
+            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+            kF32x2, -1, "overlap"},
+        Malformed{"out_of_order", R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})",
+                  kF32x2, -1, "out of order"},
+        Malformed{"size_mismatch", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                  kF32x2, -1, "is 12 bytes, but data_offsets span 8"},
+        Malformed{"unknown_dtype", R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})",
+                  kF32x2, -1, "unknown dtype 'F12'"},
+        Malformed{"negative_dim", R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",
+                  kF32x2, -1, "negative dimension -2"},
+        Malformed{"absurd_dim",
+                  R"({"a":{"dtype":"F32","shape":[99999999999999],"data_offsets":[0,8]}})", kF32x2,
+                  -1, "absurd dimension"},
+        Malformed{
+            "overflowing_shape",
+            R"({"a":{"dtype":"F64","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}})",
+            kF32x2, -1, "overflows"},
+        Malformed{"float_dim", R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})",
+                  kF32x2, -1, "non-integer"},
         Malformed{"hole", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", kF32x2, -1,
                   "belong to no tensor"},
-        Malformed{"trailing_bytes", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", kF32x2, -1,
-                  "after the last tensor"},
-        Malformed{"bad_offsets", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", kF32x2, -1,
-                  "data_offsets"},
+        Malformed{"trailing_bytes", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                  kF32x2, -1, "after the last tensor"},
+        Malformed{"bad_offsets", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", kF32x2,
+                  -1, "data_offsets"},
         Malformed{"bad_metadata", R"({"__metadata__":{"k":3}})", "", -1, "is not a string"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -177,16 +181,19 @@ TEST(Safetensors, TooShortAndMissingFilesAreRefused) {
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "short.safetensors"); }),
               HasSubstr("truncated: 3 bytes"));
   std::ofstream(dir / "empty.safetensors");
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "empty.safetensors"); }), HasSubstr("truncated: 0 bytes"));
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "none.safetensors"); }), HasSubstr("cannot open"));
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir.path()); }), HasSubstr("not a regular file"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "empty.safetensors"); }),
+              HasSubstr("truncated: 0 bytes"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "none.safetensors"); }),
+              HasSubstr("cannot open"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir.path()); }),
+              HasSubstr("not a regular file"));
 }
 
 TEST(Safetensors, ForeignFilesAreRefused) {
   TempDir dir;
   // A PyTorch .pth is a zip: "PK\3\4…" read as a header length is absurd.
-  std::ofstream(dir / "model.pth", std::ios::binary) << std::string("PK\x03\x04\x14\x00\x00\x00\x08\x00", 10)
-                                                     << std::string(200, 'x');
+  std::ofstream(dir / "model.pth", std::ios::binary)
+      << std::string("PK\x03\x04\x14\x00\x00\x00\x08\x00", 10) << std::string(200, 'x');
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "model.pth"); }), HasSubstr("limit"));
 }
 
@@ -224,22 +231,28 @@ TEST(Safetensors, CorruptedCopiesOfARealFileNeverCrash) {
 TEST(SafetensorsWriter, FailedWritesLeaveNothingBehind) {
   TempDir dir;
   // A missing folder.
-  EXPECT_THAT(error_of([&] { save_safetensors(dir / "no" / "x.safetensors", {{"a", torch::ones({2})}}); }),
+  EXPECT_THAT(error_of([&] {
+                save_safetensors(dir / "no" / "x.safetensors", {{"a", torch::ones({2})}});
+              }),
               HasSubstr("x.safetensors"));
   // A full disk, simulated by a file-size limit: the write fails part-way.
-  struct rlimit old{};
+  struct rlimit old {};
   ::getrlimit(RLIMIT_FSIZE, &old);
   auto* previous = std::signal(SIGXFSZ, SIG_IGN);
   struct rlimit small = old;
   small.rlim_cur = 64 * 1024;
   ::setrlimit(RLIMIT_FSIZE, &small);
-  const auto msg = error_of([&] { save_safetensors(dir / "big.safetensors", {{"a", torch::ones({1 << 20})}}); });
+  const auto msg = error_of([&] {
+    save_safetensors(dir / "big.safetensors", {{"a", torch::ones({1 << 20})}});
+  });
   ::setrlimit(RLIMIT_FSIZE, &old);
   std::signal(SIGXFSZ, previous);
   EXPECT_THAT(msg, HasSubstr("big.safetensors"));
   EXPECT_THAT(msg, HasSubstr("write failed"));
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
   // Names that cannot be stored.
-  EXPECT_THAT(error_of([&] { save_safetensors(dir / "m.safetensors", {{"__metadata__", torch::ones({1})}}); }),
+  EXPECT_THAT(error_of([&] {
+                save_safetensors(dir / "m.safetensors", {{"__metadata__", torch::ones({1})}});
+              }),
               HasSubstr("__metadata__"));
 }

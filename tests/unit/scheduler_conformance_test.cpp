@@ -21,7 +21,9 @@ class EverySampler : public ::testing::TestWithParam<std::string> {
     return s;
   }
   // A smooth stand-in model, as in the fixtures.
-  static torch::Tensor model(const torch::Tensor& x, double sigma) { return torch::tanh(x) * (1 + sigma) - 0.3; }
+  static torch::Tensor model(const torch::Tensor& x, double sigma) {
+    return torch::tanh(x) * (1 + sigma) - 0.3;
+  }
 
   static std::vector<torch::Tensor> run(Scheduler& s, torch::Tensor x) {
     std::vector<torch::Tensor> out;
@@ -104,8 +106,10 @@ TEST_P(EverySampler, RefusesZeroOrNegativeStepsClearly) {
     EXPECT_THAT(msg, HasSubstr("steps must be at least 1"));
     EXPECT_THAT(msg, HasSubstr(GetParam()));
   }
-  EXPECT_THAT(error_of([&] { s->set_timesteps(4, {.shift = 0.0, .mu = std::nullopt}); }), HasSubstr("shift"));
-  EXPECT_THAT(error_of([&] { s->step(torch::zeros({2}), 0, torch::zeros({2})); }), HasSubstr("set_timesteps"));
+  EXPECT_THAT(error_of([&] { s->set_timesteps(4, {.shift = 0.0, .mu = std::nullopt}); }),
+              HasSubstr("shift"));
+  EXPECT_THAT(error_of([&] { s->step(torch::zeros({2}), 0, torch::zeros({2})); }),
+              HasSubstr("set_timesteps"));
 }
 
 TEST_P(EverySampler, RefusesStepsOutOfOrder) {
@@ -122,7 +126,8 @@ TEST_P(EverySampler, OneStepIsAllowed) {
   EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
 }
 
-INSTANTIATE_TEST_SUITE_P(Schedulers, EverySampler, ::testing::Values("flow_euler", "flow_unipc", "flow_dpmpp_2m"));
+INSTANTIATE_TEST_SUITE_P(Schedulers, EverySampler,
+                         ::testing::Values("flow_euler", "flow_unipc", "flow_dpmpp_2m"));
 
 TEST(SchedulerRegistry, ListsAndResolvesNames) {
   std::vector<std::string> names;
@@ -174,7 +179,8 @@ TEST(SchedulerFixtures, EverySamplerCasePasses) {
   for (const auto& path : kinora::conformance::collect_cases({KINORA_FIXTURES})) {
     if (path.filename().string().rfind("sched_", 0) != 0) continue;
     for (const auto& r : kinora::conformance::run_case(path, {})) {
-      EXPECT_EQ(r.status, kinora::conformance::Status::Pass) << kinora::conformance::format_result(r);
+      EXPECT_EQ(r.status, kinora::conformance::Status::Pass)
+          << kinora::conformance::format_result(r);
       EXPECT_LE(r.worst_rel_err, 1e-5) << r.case_name;
       ++cases;
     }

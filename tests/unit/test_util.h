@@ -2,11 +2,11 @@
 // Helpers shared by the unit tests.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "base/error.h"
 
@@ -17,8 +17,9 @@ class TempDir {
  public:
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::temp_directory_path() /
-            ("kinora-" + std::string(info ? info->name() : "test") + "-" + std::to_string(::getpid()));
+    path_ =
+        std::filesystem::temp_directory_path() /
+        ("kinora-" + std::string(info ? info->name() : "test") + "-" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -35,15 +36,17 @@ class TempDir {
 
 // Writes a safetensors file by hand: the header length (default: the JSON's
 // size), the JSON text, then `data` — for building malformed files.
-inline void write_raw(const std::filesystem::path& p, const std::string& json, const std::string& data,
-                      int64_t header_len = -1) {
+inline void write_raw(const std::filesystem::path& p, const std::string& json,
+                      const std::string& data, int64_t header_len = -1) {
   std::ofstream f(p, std::ios::binary);
   const uint64_t n = header_len < 0 ? json.size() : static_cast<uint64_t>(header_len);
   f.write(reinterpret_cast<const char*>(&n), 8);
   f << json << data;
 }
 
-inline std::string fixture(const std::string& name) { return std::string(KINORA_FIXTURES) + "/" + name; }
+inline std::string fixture(const std::string& name) {
+  return std::string(KINORA_FIXTURES) + "/" + name;
+}
 
 // Runs `fn` and returns the kinora::Error message it throws ("" if none).
 template <typename F>

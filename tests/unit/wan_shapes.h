@@ -18,10 +18,12 @@ namespace kinora::test {
 
 using KeyShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 
-inline KeyShapes wan_original_keys(int64_t dim, int64_t ffn, int64_t in_dim, int64_t out_dim, int layers,
-                                   bool i2v, const std::string& prefix = "") {
+inline KeyShapes wan_original_keys(int64_t dim, int64_t ffn, int64_t in_dim, int64_t out_dim,
+                                   int layers, bool i2v, const std::string& prefix = "") {
   KeyShapes k;
-  auto add = [&](const std::string& n, std::vector<int64_t> s) { k.emplace_back(prefix + n, std::move(s)); };
+  auto add = [&](const std::string& n, std::vector<int64_t> s) {
+    k.emplace_back(prefix + n, std::move(s));
+  };
   add("patch_embedding.weight", {dim, in_dim, 1, 2, 2});
   add("patch_embedding.bias", {dim});
   add("text_embedding.0.weight", {dim, 4096});
@@ -76,8 +78,8 @@ inline KeyShapes wan_original_keys(int64_t dim, int64_t ffn, int64_t in_dim, int
 }
 
 // A safetensors file whose data section is a sparse hole of the right size.
-inline void write_sparse(const std::filesystem::path& path, const KeyShapes& keys, const std::string& dtype = "BF16",
-                         std::size_t elem = 2) {
+inline void write_sparse(const std::filesystem::path& path, const KeyShapes& keys,
+                         const std::string& dtype = "BF16", std::size_t elem = 2) {
   nlohmann::json h = nlohmann::json::object();
   uint64_t off = 0;
   for (const auto& [name, shape] : keys) {

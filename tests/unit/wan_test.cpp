@@ -34,7 +34,8 @@ TEST_P(RealShapes, ConfigurationIsReadOffNamesAndShapes) {
   const auto& w = GetParam();
   for (const std::string prefix : {"", "model.diffusion_model."}) {
     const auto path = dir / (std::string(w.name) + ".safetensors");
-    test::write_sparse(path, test::wan_original_keys(w.dim, w.ffn, w.in_dim, w.out_dim, w.layers, w.i2v, prefix));
+    test::write_sparse(
+        path, test::wan_original_keys(w.dim, w.ffn, w.in_dim, w.out_dim, w.layers, w.i2v, prefix));
     const auto ck = io::Checkpoint::open(path);
     const auto c = diffusion::WanConfig::from_checkpoint(ck);
     EXPECT_EQ(c.dim, w.dim);
@@ -53,9 +54,11 @@ TEST_P(RealShapes, ConfigurationIsReadOffNamesAndShapes) {
 INSTANTIATE_TEST_SUITE_P(
     Wan, RealShapes,
     ::testing::Values(RealWan{"t2v_1_3B", 1536, 8960, 16, 16, 30, false, "Wan 2.1 T2V 1.3B"},
-                      RealWan{"t2v_14B", 5120, 13824, 16, 16, 40, false, "Wan 2.1 T2V 14B / Wan 2.2 T2V-A14B expert"},
+                      RealWan{"t2v_14B", 5120, 13824, 16, 16, 40, false,
+                              "Wan 2.1 T2V 14B / Wan 2.2 T2V-A14B expert"},
                       RealWan{"i2v_14B", 5120, 13824, 36, 16, 40, true, "Wan 2.1 I2V 14B"},
-                      RealWan{"i2v_A14B", 5120, 13824, 36, 16, 40, false, "Wan 2.2 I2V-A14B expert"},
+                      RealWan{"i2v_A14B", 5120, 13824, 36, 16, 40, false,
+                              "Wan 2.2 I2V-A14B expert"},
                       RealWan{"ti2v_5B", 3072, 14336, 48, 48, 30, false, "Wan 2.2 TI2V 5B"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -99,7 +102,8 @@ TEST(WanModel, BadCheckpointsAreRefusedWithTheReason) {
 
 namespace {
 // Fills a model's parameters with seeded random values and saves them with the config.
-void save_random(diffusion::WanModel& m, const std::filesystem::path& path, const std::string& config,
+void save_random(diffusion::WanModel& m, const std::filesystem::path& path,
+                 const std::string& config,
                  const std::function<bool(const std::string&)>& keep = {}) {
   torch::manual_seed(7);
   std::vector<std::pair<std::string, torch::Tensor>> ts;
@@ -117,7 +121,8 @@ void save_random(diffusion::WanModel& m, const std::filesystem::path& path, cons
 // nothing, so the output equals the t2v model's with the same other weights.
 TEST(WanModel, ImageCrossAttentionAddsToTheTextBranch) {
   TempDir dir;
-  const std::string t2v = R"({"model_type":"t2v","in_dim":16,"dim":64,"ffn_dim":128,"text_dim":32,"out_dim":16,"num_heads":2,"num_layers":2})";
+  const std::string t2v =
+      R"({"model_type":"t2v","in_dim":16,"dim":64,"ffn_dim":128,"text_dim":32,"out_dim":16,"num_heads":2,"num_layers":2})";
   std::string i2v = t2v;
   i2v.replace(i2v.find("t2v"), 3, "i2v");
   diffusion::WanConfig ci;
@@ -200,8 +205,8 @@ TEST(Tokenizer, EncodesCleansPadsAndTruncates) {
 TEST(WanModel, Fp8WeightsAreWidenedPerLayer) {
   TempDir dir;
   const auto ck = io::Checkpoint::open(fixture("wan21_dit_tiny.safetensors"));
-  const auto table = io::widen_fp8(torch::arange(256, torch::kInt32).to(torch::kUInt8), io::DType::F8_E4M3,
-                                   torch::kFloat32);
+  const auto table = io::widen_fp8(torch::arange(256, torch::kInt32).to(torch::kUInt8),
+                                   io::DType::F8_E4M3, torch::kFloat32);
   const auto finite = torch::isfinite(table);
   nlohmann::json header;
   header["__metadata__"] = ck.metadata();
@@ -210,22 +215,29 @@ TEST(WanModel, Fp8WeightsAreWidenedPerLayer) {
   int fp8_tensors = 0;
   for (const auto& name : ck.names()) {
     const auto w = ck.get(name).contiguous();
-    const bool linear = w.dim() == 2 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+    const bool linear =
+        w.dim() == 2 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
     std::string bytes;
     std::string dtype = "F32";
     if (linear) {
       // Nearest E4M3 code for every value (NaN codes excluded).
-      auto dist = (w.reshape({-1, 1}) - table.view({1, -1})).abs().masked_fill(~finite.view({1, -1}), 1e30);
+      auto dist =
+          (w.reshape({-1, 1}) - table.view({1, -1})).abs().masked_fill(~finite.view({1, -1}), 1e30);
       const auto codes = dist.argmin(1).to(torch::kUInt8).contiguous();
-      bytes.assign(reinterpret_cast<const char*>(codes.data_ptr()), static_cast<std::size_t>(codes.numel()));
-      dequantised.emplace_back(name, table.index_select(0, codes.to(torch::kInt64)).view(w.sizes()));
+      bytes.assign(reinterpret_cast<const char*>(codes.data_ptr()),
+                   static_cast<std::size_t>(codes.numel()));
+      dequantised.emplace_back(name,
+                               table.index_select(0, codes.to(torch::kInt64)).view(w.sizes()));
       dtype = "F8_E4M3";
       ++fp8_tensors;
     } else {
-      bytes.assign(reinterpret_cast<const char*>(w.data_ptr()), static_cast<std::size_t>(w.numel()) * 4);
+      bytes.assign(reinterpret_cast<const char*>(w.data_ptr()),
+                   static_cast<std::size_t>(w.numel()) * 4);
       dequantised.emplace_back(name, w);
     }
-    header[name] = {{"dtype", dtype}, {"shape", w.sizes().vec()}, {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+    header[name] = {{"dtype", dtype},
+                    {"shape", w.sizes().vec()},
+                    {"data_offsets", {data.size(), data.size() + bytes.size()}}};
     data += bytes;
   }
   ASSERT_GT(fp8_tensors, 20);
@@ -235,7 +247,8 @@ TEST(WanModel, Fp8WeightsAreWidenedPerLayer) {
   auto a = diffusion::WanModel::load(dir / "fp8.safetensors");
   auto b = diffusion::WanModel::load(dir / "f32.safetensors");
   for (const auto& p : a.module().named_parameters())
-    if (p.key() == "blocks.0.self_attn.q.weight") EXPECT_EQ(p.value().scalar_type(), torch::kUInt8);  // bytes kept
+    if (p.key() == "blocks.0.self_attn.q.weight")
+      EXPECT_EQ(p.value().scalar_type(), torch::kUInt8);  // bytes kept
   const auto x = torch::randn({1, 16, 2, 4, 6});
   const auto t = torch::tensor({700.0});
   const auto ctx = torch::randn({1, 5, 64});

@@ -1,0 +1,108 @@
+// Reports (does not assert) the time of each stage of a whole text-to-video
+// render — text encoding, every sampling step, VAE decode, video encode — and
+// the peak RSS, on the fixture chain and on real-shape random-weight Wan 1.3B +
+// Wan 2.1 VAE (written to a scratch folder by this program).
+//
+//   pipeline_bench [--fixtures DIR] [--scratch DIR] [--steps 4] [--skip-real]
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "base/runtime.h"
+#include "bench/bench_util.h"
+#include "diffusion/wan_dit.h"
+#include "io/safetensors.h"
+#include "pipeline/wan_pipeline.h"
+#include "text/t5.h"
+#include "vae/wan_vae.h"
+
+using namespace kinora;
+namespace fs = std::filesystem;
+
+namespace {
+// Random weights (1/√fan-in, norms 1) in `dtype`, saved with the config as metadata.
+void save_random(torch::nn::Module& m, const fs::path& path, torch::ScalarType dtype,
+                 const std::map<std::string, std::string>& md) {
+  std::vector<std::pair<std::string, torch::Tensor>> ts;
+  for (const auto& p : m.named_parameters()) ts.emplace_back(p.key(), bench::random_like(p.key(), p.value()).to(dtype));
+  io::save_safetensors(path, ts, md);
+}
+
+void report(const std::string& what, const pipeline::Result& r, double peak) {
+  double steps = 0;
+  for (double s : r.timings.step_s) steps += s;
+  std::cout << "| " << what << " | " << r.preset.precision << " | " << r.timings.text_s << " | ";
+  for (std::size_t i = 0; i < r.timings.step_s.size(); ++i) std::cout << (i ? " / " : "") << r.timings.step_s[i];
+  std::cout << " | " << r.timings.decode_s << " | " << r.timings.encode_s << " | " << peak << " |\n" << std::flush;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Whole-pipeline stage timings", "pipeline_bench"};
+  std::string fixtures = KINORA_FIXTURES, scratch = "/tmp/kinora-bench";
+  int steps = 4;
+  bool skip_real = false;
+  app.add_option("--fixtures", fixtures);
+  app.add_option("--scratch", scratch, "where the real-shape random weights are written (about 3.5 GB)");
+  app.add_option("--steps", steps);
+  app.add_flag("--skip-real", skip_real);
+  CLI11_PARSE(app, argc, argv);
+  const int threads = configure_threads();
+  std::cout << "# " << version_string() << ", " << threads << " threads; seconds per stage\n\n"
+            << "| run | compute | text | each step (guided: cond+uncond in one batch) | VAE decode | encode (MP4) | peak RSS MiB |\n"
+            << "|---|---|---|---|---|---|---|\n";
+  fs::create_directories(scratch);
+  pipeline::Preset p;
+  p.prompt = "a red circle moving left on a blue background";
+  p.steps = steps;
+  p.seed = 1;
+  p.output = (fs::path(scratch) / "out.mp4").string();
+
+  // Fixture chain at 256×256×17.
+  p.model = fixtures + "/wan21_dit_tiny.safetensors";
+  p.vae = fixtures + "/wan21_vae_tiny.safetensors";
+  p.text_encoder = fixtures + "/umt5_enc_tiny.safetensors";
+  p.tokenizer = fixtures + "/spm_tiny.model";
+  p.width = 256, p.height = 256, p.frames = 17;
+  for (const char* prec : {"fp32", "bf16"}) {
+    p.precision = prec;
+    pipeline::WanPipeline pipe;
+    pipe.render(p);  // warm
+    fs::remove(p.output);
+    bench::reset_peak_rss();
+    const auto r = pipe.render(p);
+    report("fixture chain, 256×256×17", r, bench::peak_rss_mib());
+    fs::remove(p.output);
+  }
+  if (skip_real) return 0;
+
+  // Real-shape Wan 1.3B (bf16) + Wan 2.1 VAE (f32); a 2-layer umT5 of the real
+  // width 4096 stands in for umT5-XXL (24 layers, 11 GB), named in the table.
+  const fs::path dit = fs::path(scratch) / "wan1.3B_random_bf16.safetensors";
+  const fs::path vae = fs::path(scratch) / "wan21_vae_random.safetensors";
+  const fs::path te = fs::path(scratch) / "umt5_4096x2_random.safetensors";
+  {
+    diffusion::WanModel m{diffusion::WanConfig{}};
+    if (!fs::exists(dit)) save_random(m.module(), dit, torch::kBFloat16, {});
+  }
+  {
+    vae::WanVAE v{vae::WanVAEConfig{}};
+    if (!fs::exists(vae)) save_random(v.module(), vae, torch::kFloat32, {});
+  }
+  {
+    text::T5Config c;
+    c.vocab = 384, c.num_layers = 2;
+    text::T5Encoder e(c);
+    if (!fs::exists(te))
+      save_random(e.module(), te, torch::kBFloat16,
+                  {{"config", R"({"vocab": 384, "dim": 4096, "dim_attn": 4096, "dim_ffn": 10240, "num_heads": 64, "num_layers": 2, "num_buckets": 32, "shared_pos": false})"}});
+  }
+  p.model = dit.string(), p.vae = vae.string(), p.text_encoder = te.string();
+  p.precision = "bf16";
+  pipeline::WanPipeline pipe;
+  bench::reset_peak_rss();
+  const auto r = pipe.render(p);
+  report("Wan 1.3B + Wan 2.1 VAE real shapes (random weights), umT5 4096×2 layers, 256×256×17", r, bench::peak_rss_mib());
+  return 0;
+}
