@@ -20,7 +20,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 if [[ -z "${KINORA_NO_APP:-}" ]]; then
-  packages+=(qt6-base-dev qt6-multimedia-dev libqt6svg6-dev libsqlite3-dev
+  packages+=(qt6-base-dev qt6-multimedia-dev qt6-svg-dev libsqlite3-dev
              xvfb xauth libgl-dev)
 fi
 

@@ -1,6 +1,7 @@
 #include "pipeline/wan_pipeline.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -267,6 +268,13 @@ Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
   const fs::path out = preset.output;
   const auto format =
       preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
+  // Fail before sampling, not after, when the output cannot be written.
+  const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec))
+    throw Error(out.string() + ": the folder " + folder.string() + " does not exist");
+  if (::access(folder.c_str(), W_OK) != 0)
+    throw Error(out.string() + ": the folder " + folder.string() + " is not writable");
   Result r = generate(preset, cb);
   media::WriteOptions o;
   o.format = format == media::Format::Png || r.preset.frames > 1 ? format : media::Format::Png;

@@ -179,6 +179,11 @@ TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
   r = sh(kinora_bin() + " render " + (dir / "range.json").string());
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("key 'fps' must be between 1 and 240, got 0"));
+  // A folder that does not exist is refused before any sampling.
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --out /nonexistent/folder/x.mp4");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("the folder /nonexistent/folder does not exist"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("step 1/")));
   r = sh(kinora_bin() + " restore " + fixture("wan21_dit_tiny.safetensors"));
   EXPECT_NE(r.code, 0);
 }
