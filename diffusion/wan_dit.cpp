@@ -415,22 +415,13 @@ WanModel::WanModel(WanModel&&) noexcept = default;
 WanModel& WanModel::operator=(WanModel&&) noexcept = default;
 
 WanModel WanModel::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
-  const auto det = io::detect_layout(ck->shapes());
-  if (det.family != io::Family::WanDiT)
-    fail_file(path, std::string("not a Wan DiT checkpoint (recognised as ") +
-                        io::family_name(det.family) + ")");
+  auto [ck, det] = layers::open_checkpoint(path, {io::Family::WanDiT}, "Wan DiT");
   WanModel model(WanConfig::from_checkpoint(*ck));
-  const bool diffusers = det.layout == io::Layout::Diffusers;
-  const std::string prefix = det.prefix;
   layers::load_parameters(
       *model.impl_, *ck,
-      [&](const std::string& key) {
-        if (!prefix.empty() && key.rfind(prefix, 0) != 0)
-          return std::string();  // other models in the file
-        const auto k = layers::strip(key, prefix);
-        return diffusers ? wan_diffusers_to_original(k) : k;
-      },
+      layers::prefixed(det.prefix, det.layout == io::Layout::Diffusers
+                                       ? wan_diffusers_to_original
+                                       : std::function<std::string(const std::string&)>()),
       "Wan DiT");
   model.weights_ = std::move(ck);
   model.set_precision(precision);

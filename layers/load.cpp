@@ -11,6 +11,26 @@ std::string strip(const std::string& key, const std::string& prefix) {
   return key.rfind(prefix, 0) == 0 ? key.substr(prefix.size()) : key;
 }
 
+OpenedCheckpoint open_checkpoint(const std::filesystem::path& path,
+                                 std::initializer_list<io::Family> families,
+                                 const std::string& what) {
+  OpenedCheckpoint o;
+  o.checkpoint = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
+  o.detection = io::detect_layout(o.checkpoint->shapes());
+  for (auto f : families)
+    if (o.detection.family == f) return o;
+  fail_file(path, "not a " + what + " checkpoint (recognised as " +
+                      io::family_name(o.detection.family) + ")");
+}
+
+Rename prefixed(const std::string& prefix, std::function<std::string(const std::string&)> layout) {
+  return [prefix, layout = std::move(layout)](const std::string& key) {
+    if (!prefix.empty() && key.rfind(prefix, 0) != 0) return std::string();
+    const auto k = key.substr(prefix.size());
+    return layout ? layout(k) : k;
+  };
+}
+
 namespace {
 std::string shape_str(at::IntArrayRef s) {
   return c10::str(s);

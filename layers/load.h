@@ -9,6 +9,7 @@
 #include <string>
 
 #include "io/checkpoint.h"
+#include "io/layout.h"
 
 namespace kinora::layers {
 
@@ -24,5 +25,20 @@ void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Re
 
 // Strips `prefix` when the key starts with it.
 std::string strip(const std::string& key, const std::string& prefix);
+
+// A checkpoint opened for one model, with what its names and shapes say it is.
+struct OpenedCheckpoint {
+  std::shared_ptr<io::Checkpoint> checkpoint;
+  io::Detection detection;
+};
+// Opens `path` and checks that it holds one of `families`; otherwise a
+// kinora::Error: "PATH: not a WHAT checkpoint (recognised as …)".
+OpenedCheckpoint open_checkpoint(const std::filesystem::path& path,
+                                 std::initializer_list<io::Family> families,
+                                 const std::string& what);
+// Keys under `prefix` (others belong to other models in the file and are
+// ignored), prefix stripped, then renamed by `layout` when given.
+Rename prefixed(const std::string& prefix,
+                std::function<std::string(const std::string&)> layout = {});
 
 }  // namespace kinora::layers

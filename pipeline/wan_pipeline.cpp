@@ -96,8 +96,7 @@ struct WanPipeline::Models {
 
 namespace {
 template <typename T, typename Load>
-T& cached(WanPipeline*, std::string key, std::unique_ptr<T>& value, std::string& slot_key,
-          Load&& load) {
+T& cached(std::string key, std::unique_ptr<T>& value, std::string& slot_key, Load&& load) {
   if (!value || slot_key != key) {
     value.reset();  // free the old one first
     value = std::make_unique<T>(load());
@@ -153,23 +152,23 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   const std::string pk = "|" + p.precision;
 
   // Models (kept loaded between jobs while the files and precision stay the same).
-  auto& tok = cached(this, paths.tokenizer.string(), models_->tok.value, models_->tok.key,
+  auto& tok = cached(paths.tokenizer.string(), models_->tok.value, models_->tok.key,
                      [&] { return text::Tokenizer::load(paths.tokenizer); });
-  auto& te = cached(this, paths.text_encoder.string(), models_->te.value, models_->te.key,
+  auto& te = cached(paths.text_encoder.string(), models_->te.value, models_->te.key,
                     [&] { return text::T5Encoder::load(paths.text_encoder); });
-  auto& dit = cached(this, paths.model.string() + pk, models_->dit.value, models_->dit.key, [&] {
+  auto& dit = cached(paths.model.string() + pk, models_->dit.value, models_->dit.key, [&] {
     auto m = diffusion::WanModel::load(paths.model, precision);
     m.to(device_);
     return m;
   });
   diffusion::WanModel* dit2 = nullptr;
   if (!paths.model2.empty())
-    dit2 = &cached(this, paths.model2.string() + pk, models_->dit2.value, models_->dit2.key, [&] {
+    dit2 = &cached(paths.model2.string() + pk, models_->dit2.value, models_->dit2.key, [&] {
       auto m = diffusion::WanModel::load(paths.model2, precision);
       m.to(device_);
       return m;
     });
-  auto& vae = cached(this, paths.vae.string() + pk, models_->vae.value, models_->vae.key, [&] {
+  auto& vae = cached(paths.vae.string() + pk, models_->vae.value, models_->vae.key, [&] {
     auto v = vae::WanVAE::load(paths.vae, precision);
     v.to(device_);
     return v;

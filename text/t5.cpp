@@ -239,26 +239,20 @@ T5Encoder::T5Encoder(T5Encoder&&) noexcept = default;
 T5Encoder& T5Encoder::operator=(T5Encoder&&) noexcept = default;
 
 T5Encoder T5Encoder::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
-  const auto det = io::detect_layout(ck->shapes());
-  if (det.family != io::Family::T5 && det.family != io::Family::UMT5)
-    fail_file(path, std::string("not a T5/umT5 text encoder (recognised as ") +
-                        io::family_name(det.family) + ")");
+  auto [ck, det] =
+      layers::open_checkpoint(path, {io::Family::T5, io::Family::UMT5}, "T5/umT5 text encoder");
   T5Encoder enc(T5Config::from_checkpoint(*ck));
-  const bool hf = det.layout == io::Layout::HF;
-  const std::string prefix = det.prefix;
-  layers::load_parameters(
-      *enc.impl_, *ck,
-      [&](const std::string& key) {
-        const std::string k = layers::strip(key, prefix);
-        if (!hf) return k;
-        // T5 v1.1's one table sits in block 0 in HF files.
-        std::string name = hf_to_wan(k);
-        if (enc.impl_->config.shared_pos && name == "blocks.0.pos_embedding.embedding.weight")
-          name = "pos_embedding.embedding.weight";
-        return name;
-      },
-      det.family == io::Family::UMT5 ? "umT5 encoder" : "T5 encoder");
+  std::function<std::string(const std::string&)> hf;
+  if (det.layout == io::Layout::HF)
+    hf = [shared = enc.impl_->config.shared_pos](const std::string& k) {
+      // T5 v1.1's one table sits in block 0 in HF files.
+      const std::string name = hf_to_wan(k);
+      return shared && name == "blocks.0.pos_embedding.embedding.weight"
+                 ? "pos_embedding.embedding.weight"
+                 : name;
+    };
+  layers::load_parameters(*enc.impl_, *ck, layers::prefixed(det.prefix, hf),
+                          det.family == io::Family::UMT5 ? "umT5 encoder" : "T5 encoder");
   enc.weights_ = std::move(ck);
   enc.set_precision(precision);
   return enc;

@@ -188,7 +188,6 @@ struct ResampleImpl : torch::nn::Module {
         x = torch::stack({x.select(1, 0), x.select(1, 1)}, 3).reshape({b, c, 2 * t, h, w});
       }
     }
-    const int64_t tt = x.size(2);
     auto f = frames_of(x);
     auto& conv = *resample->ptr<Conv2dParamsImpl>(1);
     if (mode == Mode::Up2d || mode == Mode::Up3d) {
@@ -202,7 +201,6 @@ struct ResampleImpl : torch::nn::Module {
       f = conv.forward(F::pad(f, F::PadFuncOptions({0, 1, 0, 1})), 2, 0);
     }
     x = video_of(f, b);
-    (void)tt;
     if (mode == Mode::Down3d) {
       if (!cache_.defined()) {
         cache_ = x.clone();  // first chunk: kept, not downsampled in time
@@ -478,23 +476,14 @@ WanVAE::WanVAE(WanVAE&&) noexcept = default;
 WanVAE& WanVAE::operator=(WanVAE&&) noexcept = default;
 
 WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto ck = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
-  const auto det = io::detect_layout(ck->shapes());
-  if (det.family != io::Family::WanVAE)
-    fail_file(path, std::string("not a Wan VAE checkpoint (recognised as ") +
-                        io::family_name(det.family) + ")");
+  auto [ck, det] = layers::open_checkpoint(path, {io::Family::WanVAE}, "Wan VAE");
   WanVAE vae(WanVAEConfig::from_checkpoint(*ck));
-  const bool diffusers = det.layout == io::Layout::Diffusers;
-  const auto res = vae.impl_->config.num_res_blocks;
-  const std::string prefix = det.prefix;
-  layers::load_parameters(
-      *vae.impl_, *ck,
-      [&](const std::string& key) {
-        if (!prefix.empty() && key.rfind(prefix, 0) != 0) return std::string();
-        const auto k = layers::strip(key, prefix);
-        return diffusers ? wan_vae_diffusers_to_original(k, res) : k;
-      },
-      "Wan 2.1 VAE");
+  std::function<std::string(const std::string&)> diffusers;
+  if (det.layout == io::Layout::Diffusers)
+    diffusers = [res = vae.impl_->config.num_res_blocks](const std::string& k) {
+      return wan_vae_diffusers_to_original(k, res);
+    };
+  layers::load_parameters(*vae.impl_, *ck, layers::prefixed(det.prefix, diffusers), "Wan 2.1 VAE");
   vae.weights_ = std::move(ck);
   vae.set_precision(precision);
   return vae;
