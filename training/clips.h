@@ -1,0 +1,71 @@
+#pragma once
+// Procedural training clips for the embedded default model: a coloured shape
+// moving across a plain background, with a caption from a small grammar,
+//   "a COLOUR SHAPE moving DIRECTION on a COLOUR background".
+// Deterministic from a seed on every platform (own integer-based sampling, no
+// std:: distributions, whose results differ between standard libraries).
+//
+// The same module measures clips from their pixels (background, object colour,
+// shape, direction), which the semantic test of generated videos uses.
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kinora::training {
+
+enum class Colour { Red, Green, Blue, Yellow, White, Black };
+enum class Shape { Circle, Square, Triangle };
+enum class Direction { Left, Right, Up, Down };
+
+inline constexpr std::array<Colour, 6> kColours = {Colour::Red,    Colour::Green, Colour::Blue,
+                                                   Colour::Yellow, Colour::White, Colour::Black};
+inline constexpr std::array<Shape, 3> kShapes = {Shape::Circle, Shape::Square, Shape::Triangle};
+inline constexpr std::array<Direction, 4> kDirections = {Direction::Left, Direction::Right,
+                                                         Direction::Up, Direction::Down};
+
+const char* name(Colour c);
+const char* name(Shape s);
+const char* name(Direction d);
+std::array<uint8_t, 3> rgb(Colour c);
+
+struct Scene {
+  Colour object = Colour::Red;
+  Colour background = Colour::Blue;  // never the object's colour
+  Shape shape = Shape::Circle;
+  Direction direction = Direction::Left;
+  float size = 11;         // half-width of the shape, pixels
+  float speed = 2;         // pixels per frame
+  float x0 = 32, y0 = 32;  // centre in the first frame
+  std::string caption() const;
+};
+
+struct ClipSpec {
+  int width = 64, height = 64, frames = 17;
+};
+
+// A random scene (any colours, shape, direction; positions chosen so that the
+// shape stays in view).
+Scene random_scene(uint64_t seed, const ClipSpec& spec = {});
+// [F, H, W, 3] uint8, anti-aliased (4×4 supersampling).
+torch::Tensor render(const Scene& scene, const ClipSpec& spec = {});
+
+// Combinations kept out of training, to see whether the model composes.
+bool held_out(const Scene& s);
+
+// What the pixels of a clip show.
+struct Measured {
+  Colour background = Colour::Black;
+  Colour object = Colour::Black;
+  Shape shape = Shape::Circle;
+  Direction direction = Direction::Left;
+  bool object_found = false;
+  double fill_ratio = 0;  // object pixels / bounding box, averaged over frames
+  double dx = 0, dy = 0;  // centroid motion, first → last frame, pixels
+};
+// frames [F, H, W, 3] uint8.
+Measured measure(const torch::Tensor& frames);
+
+}  // namespace kinora::training
