@@ -264,9 +264,17 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
 Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
   if (preset.output.empty())
     throw Error("preset: key 'output' is empty: where should the video go?");
-  const fs::path out = preset.output;
-  const auto format =
+  fs::path out = preset.output;
+  auto format =
       preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
+  // A single frame is an image: written as PNG (with a .png name) whatever was asked.
+  Preset snapped = preset;
+  snap_sizes(snapped);
+  if (snapped.frames == 1 && format != media::Format::Png) {
+    format = media::Format::Png;
+    out.replace_extension(".png");
+    if (cb.on_message) cb.on_message("one frame: writing the image " + out.string());
+  }
   // Fail before sampling, not after, when the output cannot be written.
   const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
   std::error_code ec;
@@ -276,7 +284,7 @@ Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
     throw Error(out.string() + ": the folder " + folder.string() + " is not writable");
   Result r = generate(preset, cb);
   media::WriteOptions o;
-  o.format = format == media::Format::Png || r.preset.frames > 1 ? format : media::Format::Png;
+  o.format = format;
   o.fps = r.preset.fps;
   o.crf = r.preset.crf;
   o.metadata_json = r.metadata_json;
@@ -297,6 +305,7 @@ Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
   }
   r.timings.encode_s = since(t0);
   r.output = out;
+  r.preset.output = out.string();
   return r;
 }
 

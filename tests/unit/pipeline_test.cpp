@@ -175,3 +175,15 @@ TEST(Pipeline, FindsModelsByNameInAComfyUIFolder) {
   pipeline::WanPipeline pipe;
   EXPECT_TRUE(torch::equal(pipe.generate(p).frames, pipe.generate(tiny()).frames));
 }
+
+TEST(Pipeline, ASingleFrameIsWrittenAsPng) {
+  TempDir dir;
+  auto p = tiny((dir / "still.mp4").string());
+  p.frames = 1;
+  pipeline::WanPipeline pipe;
+  const auto r = pipe.render(p);
+  EXPECT_EQ(r.output, dir / "still.png");
+  EXPECT_TRUE(std::filesystem::exists(dir / "still.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "still.mp4"));
+  EXPECT_THAT(media::read_embedded_json(dir / "still.png"), HasSubstr("\"frames\":1"));
+}
