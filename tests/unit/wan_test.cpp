@@ -147,7 +147,8 @@ TEST(WanModel, ImageCrossAttentionAddsToTheTextBranch) {
   const auto ya = a.forward(x, t, ctx, clip), yb = b.forward(x, t, ctx);
   EXPECT_LT((ya - yb).abs().max().item<double>(), 1e-5);
   // And with v_img ≠ 0 it does change the result.
-  auto& v_img = *a.module().named_parameters().find("blocks.0.cross_attn.v_img.weight");
+  auto params = a.module().named_parameters();  // the dict owns the entries: keep it alive
+  auto& v_img = *params.find("blocks.0.cross_attn.v_img.weight");
   v_img.set_data(torch::randn(v_img.sizes()));
   EXPECT_GT((a.forward(x, t, ctx, clip) - yb).abs().max().item<double>(), 1e-3);
 }
