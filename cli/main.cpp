@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/runtime.h"
 #include "cli/info.h"
+#include "cli/train_command.h"
 #ifdef KINORA_HAVE_PIPELINE
 #include "cli/render_commands.h"
 #endif
@@ -31,8 +32,10 @@ int main(int argc, char** argv) {
 #ifdef KINORA_HAVE_PIPELINE
   const auto run_render = kinora::cli::add_render_commands(app);
 #endif
+  const auto run_train = kinora::cli::add_train_command(app);
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
+  if (const int rc = run_train(); rc >= 0) return rc;
 #ifdef KINORA_HAVE_PIPELINE
   if (const int rc = run_render(); rc >= 0) return rc;
 #endif

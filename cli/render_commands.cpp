@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 
 #include "media/output.h"
 #include "pipeline/wan_pipeline.h"
@@ -127,27 +128,39 @@ std::function<int()> add_render_commands(CLI::App& app) {
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
                   "what to avoid (default: Wan's negative prompt)");
-  gen->add_option("--model", opts->model, "the Wan DiT (a file, or a name under --models-dir)")
-      ->required();
+  gen->add_option("--model", opts->model,
+                  "the Wan DiT (a file, or a name under --models-dir); with no model options, "
+                  "the embedded default model");
   gen->add_option("--model2", opts->model2, "the low-noise expert of a Wan 2.2 A14B pair");
-  gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE")->required();
-  gen->add_option("--text-encoder", opts->text_encoder, "the umT5 encoder")->required();
-  gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)")
-      ->required();
+  gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE");
+  gen->add_option("--text-encoder", opts->text_encoder, "the umT5 encoder");
+  gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)");
   gen->add_option(
       "--models-dir", opts->models_dir,
       "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name");
-  gen->add_option("--width", opts->width, "multiple of 16")->capture_default_str();
-  gen->add_option("--height", opts->height, "multiple of 16")->capture_default_str();
-  gen->add_option("--frames", opts->frames, "4k+1")->capture_default_str();
-  gen->add_option("--fps", opts->fps)->capture_default_str();
-  gen->add_option("--steps", opts->steps)->capture_default_str();
-  gen->add_option("--sampler", opts->sampler, "see `kinora samplers`")->capture_default_str();
-  gen->add_option("--shift", opts->shift)->capture_default_str();
-  gen->add_option("--guidance", opts->guidance, "classifier-free guidance scale")
-      ->capture_default_str();
+  // Defaults: Wan 2.1's, or the embedded model's when no model is given.
+  const Preset tiny = Preset::embedded_defaults();
+  auto dflt = [](auto wan, auto embedded) {
+    std::ostringstream s;
+    s << wan << "; embedded model: " << embedded;
+    return s.str();
+  };
+  // Each option, and how to give its field (in *opts) the embedded model's value.
+  std::vector<std::pair<CLI::Option*, std::function<void()>>> sampling;
+  auto add = [&](const char* flag, auto& field, const std::string& help, auto embedded_value) {
+    auto* o = gen->add_option(flag, field, help)->default_str(dflt(field, embedded_value));
+    sampling.emplace_back(o, [&field, embedded_value] { field = embedded_value; });
+  };
+  add("--width", opts->width, "multiple of 16", tiny.width);
+  add("--height", opts->height, "multiple of 16", tiny.height);
+  add("--frames", opts->frames, "4k+1", tiny.frames);
+  add("--fps", opts->fps, "", tiny.fps);
+  add("--steps", opts->steps, "", tiny.steps);
+  add("--sampler", opts->sampler, "see `kinora samplers`", tiny.sampler);
+  add("--shift", opts->shift, "", tiny.shift);
+  add("--guidance", opts->guidance, "classifier-free guidance scale", tiny.guidance);
   gen->add_option("--seed", *seed, "default: a random seed (printed and embedded)");
-  gen->add_option("--precision", opts->precision, "fp32 or bf16")->capture_default_str();
+  add("--precision", opts->precision, "fp32 or bf16", tiny.precision);
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");
   gen->add_option("--format", opts->format,
@@ -182,6 +195,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
     std::signal(SIGINT, on_sigint);
     if (*gen) {
       return guarded([&] {
+        // The embedded model: its own defaults for what the command line did not set.
+        if (opts->uses_embedded_model())
+          for (const auto& [option, use_embedded] : sampling)
+            if (option->count() == 0) use_embedded();
         Preset p = *opts;
         p.seed = *seed >= 0 ? *seed : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
         if (p.output.empty()) p.output = "kinora-" + std::to_string(p.seed) + ".mp4";

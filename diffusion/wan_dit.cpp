@@ -346,6 +346,22 @@ const std::vector<int64_t>& need(const io::ShapeMap& m, const std::string& key,
 }
 }  // namespace
 
+std::string WanConfig::to_json() const {
+  return nlohmann::json{{"model_type", model_type},
+                        {"patch_size", {patch_t, patch_h, patch_w}},
+                        {"text_len", text_len},
+                        {"in_dim", in_dim},
+                        {"dim", dim},
+                        {"ffn_dim", ffn_dim},
+                        {"freq_dim", freq_dim},
+                        {"text_dim", text_dim},
+                        {"out_dim", out_dim},
+                        {"num_heads", num_heads},
+                        {"num_layers", num_layers},
+                        {"eps", eps}}
+      .dump();
+}
+
 WanConfig WanConfig::from_checkpoint(const io::Checkpoint& ck) {
   WanConfig c;
   const auto md = ck.metadata().find("config");
@@ -443,10 +459,14 @@ void WanModel::to(torch::Device device) {
 torch::nn::Module& WanModel::module() {
   return *impl_;
 }
+void WanModel::set_trainable(bool trainable) {
+  trainable_ = trainable;
+  layers::set_trainable(*impl_, trainable);
+}
 
 torch::Tensor WanModel::forward(const torch::Tensor& x, const torch::Tensor& t,
                                 const torch::Tensor& context, const torch::Tensor& clip) {
-  torch::NoGradGuard no_grad;
+  torch::AutoGradMode grad(trainable_);
   return impl_->forward(x, t, context, clip);
 }
 

@@ -35,6 +35,9 @@ struct WanConfig {
   // shapes of any layout (heads = width / 128, as in every released model).
   // Throws kinora::Error naming the file.
   static WanConfig from_checkpoint(const io::Checkpoint& ck);
+  // The metadata "config" that from_checkpoint() reads back (the original
+  // WanModel's constructor arguments).
+  std::string to_json() const;
 };
 
 class WanModelImpl;
@@ -55,6 +58,9 @@ class WanModel {
   layers::Precision precision() const;
   void to(torch::Device device);
   torch::nn::Module& module();
+  // Training: parameters record gradients and forward() builds a graph
+  // (inference runs without one, the default).
+  void set_trainable(bool trainable);
 
   // The flow prediction.
   //   x       [B, in_dim, F, H, W] latent (with the i2v condition already concatenated)
@@ -69,6 +75,7 @@ class WanModel {
  private:
   std::shared_ptr<WanModelImpl> impl_;
   std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
+  bool trainable_ = false;
 };
 
 // Wan 2.2 A14B ships two experts with identical shapes; the file's place tells

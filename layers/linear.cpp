@@ -32,6 +32,10 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   return torch::nn::functional::linear(x.to(dt), w, bias.defined() ? bias.to(dt) : torch::Tensor());
 }
 
+void set_trainable(torch::nn::Module& root, bool trainable) {
+  for (auto& p : root.parameters(/*recurse=*/true)) p.set_requires_grad(trainable);
+}
+
 void set_precision(torch::nn::Module& root, Precision p) {
   if (auto* l = dynamic_cast<LinearImpl*>(&root)) l->precision = p;
   for (const auto& m : root.modules(/*include_self=*/false))

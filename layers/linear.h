@@ -31,6 +31,9 @@ class LinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
+// Marks every parameter under `root` as trained (gradients recorded) or not.
+void set_trainable(torch::nn::Module& root, bool trainable);
+
 // Sets the compute precision of every Linear under `root`.
 void set_precision(torch::nn::Module& root, Precision p);
 

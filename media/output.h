@@ -47,6 +47,10 @@ void write_output(const std::filesystem::path& path, const torch::Tensor& frames
 // kinora::Error when the file has none.
 std::string read_embedded_json(const std::filesystem::path& path);
 
+// Decodes a video or image file (any format FFmpeg reads) to RGB frames
+// [F, H, W, 3] uint8, the first `max_frames` (0: all). Throws kinora::Error.
+torch::Tensor read_frames(const std::filesystem::path& path, int64_t max_frames = 0);
+
 std::string sidecar_path(const std::filesystem::path& output);
 std::string ffmpeg_version();
 

@@ -86,6 +86,19 @@ void read_string(const json& j, const std::string& key, std::string& out, const 
 
 }  // namespace
 
+bool Preset::uses_embedded_model() const {
+  return model.empty() && model2.empty() && vae.empty() && text_encoder.empty() &&
+         tokenizer.empty() && models_dir.empty();
+}
+
+Preset Preset::embedded_defaults() {
+  Preset p;
+  p.width = 64, p.height = 64, p.frames = 17, p.fps = 16;
+  p.steps = 20, p.sampler = "flow_unipc", p.shift = 3.0, p.guidance = 4.0;
+  p.precision = "fp32";
+  return p;
+}
+
 Preset Preset::from_json(const json& j, const std::string& src) {
   if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
   static const std::set<std::string> known = {
@@ -95,7 +108,10 @@ Preset Preset::from_json(const json& j, const std::string& src) {
       "tokenizer",      "loras",      "output",          "format",  "crf"};
   for (const auto& item : j.items())
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
-  Preset p;
+  bool embedded = true;
+  for (const char* k : {"model", "model2", "vae", "text_encoder", "tokenizer", "models_dir"})
+    if (j.contains(k) && !(j[k].is_string() && j[k].get<std::string>().empty())) embedded = false;
+  Preset p = embedded ? embedded_defaults() : Preset();
   int schema = kPresetSchema;
   read_int(j, "schema_version", schema, 1, kPresetSchema, src);
   read_string(j, "prompt", p.prompt, src);

@@ -42,6 +42,13 @@ struct Preset {
   std::string format;  // "" | mp4 | mp4-h265 | webm | mov | png-seq | png
   int crf = 18;
 
+  // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir):
+  // the embedded default model (assets/), which needs no download.
+  bool uses_embedded_model() const;
+  // The embedded model's own defaults (the size and sampling it was trained
+  // and tuned for, docs/training.md), which a preset without model keys starts from.
+  static Preset embedded_defaults();
+
   nlohmann::json to_json() const;
   // Validates every key: an unknown key, a wrong type or a value out of range is
   // a kinora::Error naming the key and `source` (a file name, or "preset").

@@ -9,11 +9,14 @@
 #include "base/runtime.h"
 #include "base/sha256.h"
 #include "diffusion/wan_dit.h"
+#include "io/checkpoint.h"
 #include "media/output.h"
+#include "pipeline/embedded.h"
 #include "pipeline/preview.h"
 #include "schedulers/registry.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
+#include "training/train.h"
 #include "vae/wan_vae.h"
 
 namespace kinora::pipeline {
@@ -46,8 +49,36 @@ fs::path resolve(const std::string& entry, const std::string& key, const std::st
 }
 }  // namespace
 
+// The negative prompt used when a preset gives none: the model's own (the
+// embedded model was trained with the empty caption as its unconditional input,
+// and says so in its metadata), else Wan's.
+static std::string default_negative_prompt(const fs::path& model) {
+  const auto ck = io::Checkpoint::open(model);
+  const auto it = ck.metadata().find("kinora");
+  if (it != ck.metadata().end()) {
+    const auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("negative_prompt") && j["negative_prompt"].is_string())
+      return j["negative_prompt"].get<std::string>();
+  }
+  return kWanDefaultNegativePrompt;
+}
+
 ModelPaths resolve_models(const Preset& p) {
   ModelPaths m;
+  if (p.uses_embedded_model()) {
+    const auto dir = embedded_model_dir();
+    if (!dir) {
+      std::string where;
+      for (const auto& d : embedded_model_search_path()) where += " " + d.string();
+      throw Error("no model given, and the embedded default model was not found (looked in" +
+                  where + "); give --model, --vae, --text-encoder and --tokenizer");
+    }
+    m.model = *dir / training::kDitFile;
+    m.vae = *dir / training::kVaeFile;
+    m.text_encoder = *dir / training::kTextEncoderFile;
+    m.tokenizer = *dir / training::kTokenizerFile;
+    return m;
+  }
   m.model = resolve(p.model, "model", p.models_dir, "diffusion_models", true);
   m.model2 = resolve(p.model2, "model2", p.models_dir, "diffusion_models", false);
   m.vae = resolve(p.vae, "vae", p.models_dir, "vae", true);
@@ -193,9 +224,10 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   };
   const auto cond = encode(p.prompt);
   const bool guided = p.guidance != 1.0;
-  const auto uncond =
-      guided ? encode(p.negative_prompt.empty() ? kWanDefaultNegativePrompt : p.negative_prompt)
-             : torch::Tensor();
+  const auto uncond = guided
+                          ? encode(p.negative_prompt.empty() ? default_negative_prompt(paths.model)
+                                                             : p.negative_prompt)
+                          : torch::Tensor();
   torch::Tensor context;  // [B, L, dim], zero-padded to a common length (the model pads to 512 with
                           // zeros anyway)
   if (guided) {

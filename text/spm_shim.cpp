@@ -7,10 +7,16 @@
 // start-up (or aborts on protobuf's version check). Loaded locally with deep
 // binding, sentencepiece resolves to its own copy and LibTorch to the system one.
 #include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
 
 #include <cstring>
 #include <string>
 #include <vector>
+
+// Not in the public headers, exported by libsentencepiece (util.cc).
+namespace sentencepiece::logging {
+void SetMinLogLevel(int v);
+}
 
 namespace {
 void set_error(char* err, std::size_t len, const std::string& what) {
@@ -57,6 +63,22 @@ __attribute__((visibility("default"))) int kinora_spm_encode(void* handle, const
   for (int i = 0; i < cap && i < static_cast<int>(out.size()); ++i)
     ids[i] = out[static_cast<std::size_t>(i)];
   return static_cast<int>(out.size());
+}
+
+// Trains a model with SentencePieceTrainer's flag string ("--input=… --model_prefix=…");
+// returns 0, or −1 with `err` filled.
+__attribute__((visibility("default"))) int kinora_spm_train(const char* args, char* err,
+                                                            std::size_t errlen) {
+  // The trainer logs to std::cerr. Under RTLD_DEEPBIND that is libstdc++'s own
+  // std::cerr object, which is never constructed when the program carries a copy
+  // of it (a copy relocation): writing to it crashes. So it logs errors only.
+  sentencepiece::logging::SetMinLogLevel(2);
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  if (!status.ok()) {
+    set_error(err, errlen, status.ToString());
+    return -1;
+  }
+  return 0;
 }
 
 }  // extern "C"

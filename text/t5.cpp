@@ -185,6 +185,19 @@ std::vector<int64_t> shape_of(const io::Checkpoint& ck, const std::vector<std::s
 
 }  // namespace
 
+std::string T5Config::to_json() const {
+  return nlohmann::json{{"vocab", vocab},
+                        {"dim", dim},
+                        {"dim_attn", dim_attn},
+                        {"dim_ffn", dim_ffn},
+                        {"num_heads", num_heads},
+                        {"num_layers", num_layers},
+                        {"num_buckets", num_buckets},
+                        {"max_distance", max_distance},
+                        {"shared_pos", shared_pos}}
+      .dump();
+}
+
 T5Config T5Config::from_checkpoint(const io::Checkpoint& ck) {
   T5Config c;
   const auto md = ck.metadata().find("config");
@@ -199,6 +212,7 @@ T5Config T5Config::from_checkpoint(const io::Checkpoint& ck) {
       c.num_layers = j.value("num_layers", c.num_layers);
       c.num_buckets = j.value("num_buckets", c.num_buckets);
       c.shared_pos = j.value("shared_pos", c.shared_pos);
+      c.max_distance = j.value("max_distance", c.max_distance);
       return c;
     } catch (const nlohmann::json::exception& e) {
       fail_file(ck.path(),
@@ -273,9 +287,13 @@ void T5Encoder::set_precision(layers::Precision p) {
 torch::nn::Module& T5Encoder::module() {
   return *impl_;
 }
+void T5Encoder::set_trainable(bool trainable) {
+  trainable_ = trainable;
+  layers::set_trainable(*impl_, trainable);
+}
 
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids, const torch::Tensor& mask) {
-  torch::NoGradGuard no_grad;
+  torch::AutoGradMode grad(trainable_);
   return impl_->forward(ids, mask);
 }
 

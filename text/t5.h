@@ -27,6 +27,8 @@ struct T5Config {
   // From the file's metadata "config" when present, else from names and shapes
   // (Wan or HF layout). Throws kinora::Error naming the file.
   static T5Config from_checkpoint(const io::Checkpoint& ck);
+  // The metadata "config" that from_checkpoint() reads back.
+  std::string to_json() const;
 };
 
 class T5EncoderImpl;
@@ -47,10 +49,13 @@ class T5Encoder {
   // ids [B, L] int64, mask [B, L] (1 = real token) → hidden [B, L, dim] float32.
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
   torch::nn::Module& module();
+  // Training: parameters record gradients and forward() builds a graph.
+  void set_trainable(bool trainable);
 
  private:
   std::shared_ptr<T5EncoderImpl> impl_;
   std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
+  bool trainable_ = false;
 };
 
 }  // namespace kinora::text

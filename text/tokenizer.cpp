@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cstdint>
+#include <fstream>
 #include <mutex>
 
 #include "base/error.h"
@@ -19,6 +20,7 @@ struct Shim {
   void (*free)(void*) = nullptr;
   int (*piece_size)(void*) = nullptr;
   int (*encode)(void*, const char*, std::size_t, int*, int, char*, std::size_t) = nullptr;
+  int (*train)(const char*, char*, std::size_t) = nullptr;
 };
 
 std::filesystem::path exe_dir() {
@@ -46,8 +48,9 @@ const Shim& shim() {
     s.free = reinterpret_cast<decltype(s.free)>(::dlsym(h, "kinora_spm_free"));
     s.piece_size = reinterpret_cast<decltype(s.piece_size)>(::dlsym(h, "kinora_spm_piece_size"));
     s.encode = reinterpret_cast<decltype(s.encode)>(::dlsym(h, "kinora_spm_encode"));
+    s.train = reinterpret_cast<decltype(s.train)>(::dlsym(h, "kinora_spm_train"));
   });
-  if (!s.load || !s.free || !s.piece_size || !s.encode)
+  if (!s.load || !s.free || !s.piece_size || !s.encode || !s.train)
     throw Error("the SentencePiece library shim (libkinora_spm.so) could not be loaded: " + error);
   return s;
 }
@@ -73,6 +76,38 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
   t.sp_->handle = s.load(path.c_str(), err, sizeof err);
   if (!t.sp_->handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
   return t;
+}
+
+void Tokenizer::train(const std::vector<std::string>& sentences,
+                      const std::filesystem::path& model_path, int64_t vocab_size) {
+  if (sentences.empty()) throw Error("tokenizer training needs at least one sentence");
+  const auto& s = shim();
+  namespace fs = std::filesystem;
+  const fs::path dir = model_path.parent_path().empty() ? fs::path(".") : model_path.parent_path();
+  const auto stem = dir / (".spm-train-" + std::to_string(::getpid()));
+  const auto input = fs::path(stem.string() + ".txt");
+  {
+    std::ofstream f(input);
+    for (const auto& line : sentences) f << clean(line) << "\n";
+    if (!f) fail_file(input, "could not write the tokenizer's training text");
+  }
+  // T5's special ids: <pad> 0, </s> 1, <unk> 2, no <s>.
+  const std::string args = "--input=" + input.string() + " --model_prefix=" + stem.string() +
+                           " --vocab_size=" + std::to_string(vocab_size) +
+                           " --model_type=unigram --character_coverage=1.0"
+                           " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1"
+                           " --hard_vocab_limit=false --num_threads=1 --minloglevel=2";
+  char err[512] = {0};
+  const int rc = s.train(args.c_str(), err, sizeof err);
+  std::error_code ec;
+  fs::remove(input, ec);
+  fs::remove(stem.string() + ".vocab", ec);
+  if (rc != 0) {
+    fs::remove(stem.string() + ".model", ec);
+    fail_file(model_path, std::string("SentencePiece training failed: ") + err);
+  }
+  fs::rename(stem.string() + ".model", model_path, ec);
+  if (ec) fail_file(model_path, "could not write the tokenizer model: " + ec.message());
 }
 
 int64_t Tokenizer::vocab_size() const {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace kinora::text {
 
@@ -24,6 +25,11 @@ class Tokenizer {
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  // Trains a SentencePiece (unigram) model on `sentences` with T5's special ids
+  // (<pad> 0, </s> 1, <unk> 2) and writes it to `model_path` (atomically).
+  static void train(const std::vector<std::string>& sentences,
+                    const std::filesystem::path& model_path, int64_t vocab_size);
 
   Tokens encode(const std::string& text, int64_t max_len = 512) const;
   int64_t vocab_size() const;

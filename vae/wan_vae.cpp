@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "io/layout.h"
+#include "layers/linear.h"
 #include "layers/load.h"
 
 namespace kinora::vae {
@@ -341,7 +342,7 @@ class WanVAEImpl : public torch::nn::Module {
         .view({1, -1, 1, 1, 1});
   }
 
-  Tensor encode(const Tensor& video) {
+  std::pair<Tensor, Tensor> posterior(const Tensor& video) {
     TORCH_CHECK(video.dim() == 5 && video.size(1) == 3 && (video.size(2) - 1) % 4 == 0,
                 "WanVAE.encode: video must be [B, 3, 4k+1, H, W], got ", video.sizes());
     encoder->clear();
@@ -353,7 +354,12 @@ class WanVAEImpl : public torch::nn::Module {
       outs.push_back(encoder->forward(chunk));
     }
     encoder->clear();
-    const auto mu = conv1->forward(torch::cat(outs, 2)).chunk(2, 1)[0].to(torch::kFloat32);
+    const auto moments = conv1->forward(torch::cat(outs, 2)).to(torch::kFloat32).chunk(2, 1);
+    return {moments[0], moments[1]};
+  }
+
+  Tensor encode(const Tensor& video) {
+    const auto mu = posterior(video).first;
     const auto inv_std = 1.0 / stats(config.latents_std, mu);
     return (mu - stats(config.latents_mean, mu)) * inv_std;
   }
@@ -364,7 +370,13 @@ class WanVAEImpl : public torch::nn::Module {
                 latent.sizes());
     decoder->clear();
     const auto inv_std = 1.0 / stats(config.latents_std, latent);
-    const auto z = latent.to(torch::kFloat32) / inv_std + stats(config.latents_mean, latent);
+    return decode_unnormalised(
+        latent.to(torch::kFloat32) / inv_std + stats(config.latents_mean, latent), on_frames);
+  }
+
+  Tensor decode_unnormalised(const Tensor& z,
+                             const std::function<void(const Tensor&)>& on_frames = {}) {
+    decoder->clear();
     const auto x = conv2->forward(z.to(dtype));
     std::vector<Tensor> outs;
     for (int64_t i = 0; i < x.size(2); ++i) {
@@ -422,6 +434,17 @@ std::string wan_vae_diffusers_to_original(const std::string& key, int64_t num_re
   if (std::regex_match(key, m, down))
     return "encoder.downsamples." + m[1].str() + "." + resnet(m[2]);
   return key;
+}
+
+std::string WanVAEConfig::to_json() const {
+  return nlohmann::json{{"dim", dim},
+                        {"z_dim", z_dim},
+                        {"dim_mult", dim_mult},
+                        {"num_res_blocks", num_res_blocks},
+                        {"temperal_downsample", temporal_downsample},
+                        {"latents_mean", latents_mean},
+                        {"latents_std", latents_std}}
+      .dump();
 }
 
 WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
@@ -503,12 +526,31 @@ torch::nn::Module& WanVAE::module() {
 }
 
 Tensor WanVAE::encode(const Tensor& video) {
-  torch::NoGradGuard no_grad;
+  torch::AutoGradMode grad(trainable_);
   return impl_->encode(video);
 }
 Tensor WanVAE::decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
-  torch::NoGradGuard no_grad;
+  torch::AutoGradMode grad(trainable_);
   return impl_->decode(latent, on_frames);
+}
+std::pair<Tensor, Tensor> WanVAE::posterior(const Tensor& video) {
+  torch::AutoGradMode grad(trainable_);
+  return impl_->posterior(video);
+}
+Tensor WanVAE::decode_unnormalised(const Tensor& z) {
+  torch::AutoGradMode grad(trainable_);
+  return impl_->decode_unnormalised(z);
+}
+void WanVAE::set_trainable(bool trainable) {
+  trainable_ = trainable;
+  layers::set_trainable(*impl_, trainable);
+}
+void WanVAE::set_latent_statistics(std::vector<double> mean, std::vector<double> std) {
+  if (static_cast<int64_t>(mean.size()) != impl_->config.z_dim ||
+      static_cast<int64_t>(std.size()) != impl_->config.z_dim)
+    throw Error("latent statistics need one value per latent channel");
+  impl_->config.latents_mean = std::move(mean);
+  impl_->config.latents_std = std::move(std);
 }
 
 }  // namespace kinora::vae

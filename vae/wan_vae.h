@@ -30,6 +30,9 @@ struct WanVAEConfig {
 
   // Metadata "config" when present, else names and shapes (original or diffusers).
   static WanVAEConfig from_checkpoint(const io::Checkpoint& ck);
+  // The metadata "config" that from_checkpoint() reads back (the reference's
+  // spelling "temperal_downsample" kept).
+  std::string to_json() const;
 };
 
 class WanVAEImpl;
@@ -48,6 +51,15 @@ class WanVAE {
   void set_precision(layers::Precision p);
   void to(torch::Device device);
   torch::nn::Module& module();
+  // Training: parameters record gradients and the calls below build a graph.
+  void set_trainable(bool trainable);
+  // The per-channel statistics encode() normalises with (from the training set).
+  void set_latent_statistics(std::vector<double> mean, std::vector<double> std);
+
+  // Training: video → the posterior's (μ, log σ²) [B, z, k+1, h, w], not
+  // normalised; and an un-normalised latent → video.
+  std::pair<torch::Tensor, torch::Tensor> posterior(const torch::Tensor& video);
+  torch::Tensor decode_unnormalised(const torch::Tensor& z);
 
   // video [B, 3, 4k+1, H, W] in [−1, 1] → normalised latent (μ − mean)/std
   // [B, z, k+1, H/8, W/8], float32.
@@ -60,6 +72,7 @@ class WanVAE {
  private:
   std::shared_ptr<WanVAEImpl> impl_;
   std::shared_ptr<io::Checkpoint> weights_;
+  bool trainable_ = false;
 };
 
 // diffusers AutoencoderKLWan key → original key ("" to ignore).

@@ -1,0 +1,133 @@
+#include "app/gallery.h"
+
+#include <QDir>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QLineEdit>
+#include <QMenu>
+#include <QPushButton>
+#include <QVBoxLayout>
+
+#include <nlohmann/json.hpp>
+
+#include "media/output.h"
+
+namespace kinora::app {
+
+QString embedded_preset_json(const QString& path, QString* error) {
+  try {
+    const auto j = nlohmann::json::parse(media::read_embedded_json(path.toStdString()));
+    if (!j.contains("preset")) throw std::runtime_error(path.toStdString() + ": no preset inside");
+    return QString::fromStdString(j["preset"].dump());
+  } catch (const std::exception& e) {
+    if (error) *error = QString::fromStdString(e.what());
+    return {};
+  }
+}
+
+namespace {
+QImage thumbnail(const QString& path) {
+  try {
+    const auto f = media::read_frames(path.toStdString(), 1)[0].contiguous();
+    const int h = static_cast<int>(f.size(0)), w = static_cast<int>(f.size(1));
+    return QImage(f.data_ptr<uint8_t>(), w, h, 3 * w, QImage::Format_RGB888)
+        .scaled(128, 128, Qt::KeepAspectRatio, Qt::FastTransformation);
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+}  // namespace
+
+Gallery::Gallery(QWidget* parent) : QWidget(parent) {
+  list_ = new QListWidget(this);
+  list_->setViewMode(QListView::IconMode);
+  list_->setIconSize({128, 128});
+  list_->setResizeMode(QListView::Adjust);
+  list_->setMovement(QListView::Static);
+  list_->setContextMenuPolicy(Qt::CustomContextMenu);
+  filter_ = new QLineEdit(this);
+  filter_->setPlaceholderText("Filter by prompt…");
+  filter_->setClearButtonEnabled(true);
+  auto* use = new QPushButton("Use these settings", this);
+  auto* top = new QHBoxLayout;
+  top->addWidget(filter_, 1);
+  top->addWidget(use);
+  auto* l = new QVBoxLayout(this);
+  l->addLayout(top);
+  l->addWidget(list_, 1);
+  connect(filter_, &QLineEdit::textChanged, this, &Gallery::apply_filter);
+  connect(list_, &QListWidget::itemActivated, this,
+          [this](QListWidgetItem* i) { Q_EMIT open(i->data(Qt::UserRole).toString()); });
+  connect(list_, &QListWidget::itemClicked, this,
+          [this](QListWidgetItem* i) { Q_EMIT open(i->data(Qt::UserRole).toString()); });
+  connect(use, &QPushButton::clicked, this, [this] {
+    if (!selected().isEmpty()) Q_EMIT use_settings(selected());
+  });
+  connect(list_, &QListWidget::customContextMenuRequested, this, [this](const QPoint& pos) {
+    auto* item = list_->itemAt(pos);
+    if (!item) return;
+    QMenu menu;
+    const auto path = item->data(Qt::UserRole).toString();
+    menu.addAction("Open", this, [this, path] { Q_EMIT open(path); });
+    menu.addAction("Use these settings", this, [this, path] { Q_EMIT use_settings(path); });
+    menu.exec(list_->viewport()->mapToGlobal(pos));
+  });
+}
+
+void Gallery::set_folder(const QString& folder) {
+  folder_ = folder;
+  refresh();
+}
+
+QListWidgetItem* Gallery::make_item(const QString& path) {
+  auto* item =
+      new QListWidgetItem(QIcon(QPixmap::fromImage(thumbnail(path))), QFileInfo(path).fileName());
+  item->setData(Qt::UserRole, path);
+  QString prompt;
+  const auto preset = embedded_preset_json(path);
+  if (!preset.isEmpty())
+    prompt = QString::fromStdString(
+        nlohmann::json::parse(preset.toStdString()).value("prompt", std::string()));
+  item->setData(Qt::UserRole + 1, prompt);
+  item->setToolTip(prompt.isEmpty() ? path : prompt);
+  return item;
+}
+
+void Gallery::refresh() {
+  list_->clear();
+  if (folder_.isEmpty()) return;
+  const auto files =
+      QDir(folder_).entryInfoList({"*.mp4", "*.webm", "*.mov", "*.png"}, QDir::Files, QDir::Time);
+  for (const auto& f : files) list_->addItem(make_item(f.absoluteFilePath()));
+  apply_filter();
+}
+
+void Gallery::add(const QString& path) {
+  for (int i = 0; i < list_->count(); ++i)
+    if (list_->item(i)->data(Qt::UserRole).toString() == path) delete list_->takeItem(i--);
+  list_->insertItem(0, make_item(path));
+  list_->setCurrentRow(0);
+  apply_filter();
+}
+
+QString Gallery::selected() const {
+  auto* i = list_->currentItem();
+  return i ? i->data(Qt::UserRole).toString() : QString();
+}
+
+int Gallery::visible_count() const {
+  int n = 0;
+  for (int i = 0; i < list_->count(); ++i) n += !list_->item(i)->isHidden();
+  return n;
+}
+
+void Gallery::apply_filter() {
+  const auto text = filter_->text().trimmed();
+  for (int i = 0; i < list_->count(); ++i) {
+    auto* item = list_->item(i);
+    item->setHidden(!text.isEmpty() &&
+                    !item->data(Qt::UserRole + 1).toString().contains(text, Qt::CaseInsensitive));
+  }
+}
+
+}  // namespace kinora::app

@@ -1,0 +1,312 @@
+#include "app/generate_panel.h"
+
+#include <QComboBox>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QRandomGenerator>
+#include <QSlider>
+#include <QSpinBox>
+#include <QTableWidget>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+#include "schedulers/registry.h"
+
+namespace kinora::app {
+using pipeline::Preset;
+
+namespace {
+const char* kEmbedded = "Kinora tiny (embedded, 64×64)";
+
+void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool none_item) {
+  const QString keep = box->currentData().toString();
+  box->clear();
+  if (none_item) box->addItem("—", QString());
+  if (!dir.isEmpty())
+    for (const auto& f : QDir(dir).entryInfoList(patterns, QDir::Files, QDir::Name))
+      box->addItem(f.fileName(), f.absoluteFilePath());
+  const int i = box->findData(keep);
+  if (i >= 0) box->setCurrentIndex(i);
+}
+
+// Selects `value` in `box`, adding it when absent.
+void select(QComboBox* box, const QString& value) {
+  int i = box->findData(value);
+  if (i < 0 && !value.isEmpty()) {
+    box->addItem(QFileInfo(value).fileName(), value);
+    i = box->count() - 1;
+  }
+  box->setCurrentIndex(std::max(0, i));
+}
+}  // namespace
+
+GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
+  prompt_ = new QPlainTextEdit(this);
+  prompt_->setPlaceholderText("a red circle moving right on a blue background");
+  prompt_->setObjectName("prompt");
+  negative_ = new QPlainTextEdit(this);
+  negative_->setPlaceholderText("negative prompt (empty: the model's default)");
+  negative_->setMaximumHeight(60);
+  model_ = new QComboBox(this);
+  vae_ = new QComboBox(this);
+  text_encoder_ = new QComboBox(this);
+  tokenizer_ = new QComboBox(this);
+  sampler_ = new QComboBox(this);
+  for (const auto& e : schedulers::available_schedulers())
+    sampler_->addItem(QString::fromStdString(e.name));
+  precision_ = new QComboBox(this);
+  precision_->addItems({"bf16", "fp32"});
+  format_ = new QComboBox(this);
+  format_->addItem("MP4 (H.264)", "mp4");
+  format_->addItem("MP4 (H.265)", "mp4-h265");
+  format_->addItem("WebM (VP9)", "webm");
+  format_->addItem("MOV (ProRes)", "mov");
+  format_->addItem("PNG sequence", "png-seq");
+  steps_ = new QSpinBox(this);
+  steps_->setRange(1, 1000);
+  shift_ = new QDoubleSpinBox(this);
+  shift_->setRange(0.01, 100);
+  shift_->setSingleStep(0.5);
+  guidance_ = new QDoubleSpinBox(this);
+  guidance_->setRange(0, 30);
+  guidance_->setSingleStep(0.5);
+  seed_ = new QSpinBox(this);
+  seed_->setRange(-1, std::numeric_limits<int>::max());
+  seed_->setSpecialValueText("random");
+  width_ = new QSpinBox(this);
+  width_->setRange(16, 4096);
+  width_->setSingleStep(16);
+  height_ = new QSpinBox(this);
+  height_->setRange(16, 4096);
+  height_->setSingleStep(16);
+  frames_ = new QSpinBox(this);
+  frames_->setRange(1, 1025);
+  frames_->setSingleStep(4);
+  fps_ = new QSpinBox(this);
+  fps_->setRange(1, 240);
+  hint_ = new QLabel(this);
+  hint_->setWordWrap(true);
+  hint_->setStyleSheet("color: gray");
+
+  loras_ = new QTableWidget(0, 3, this);
+  loras_->setHorizontalHeaderLabels({"LoRA", "Strength", ""});
+  loras_->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+  loras_->setMaximumHeight(110);
+  auto* add_lora_btn = new QPushButton("Add LoRA…", this);
+  connect(add_lora_btn, &QPushButton::clicked, this, [this] { add_lora(); });
+
+  auto* dice = new QToolButton(this);
+  dice->setText("Random");
+  dice->setToolTip("Random seed");
+  connect(dice, &QToolButton::clicked, this, &GeneratePanel::randomise_seed);
+  auto* recycle = new QToolButton(this);
+  recycle->setText("Last");
+  recycle->setToolTip("Reuse the last seed");
+  connect(recycle, &QToolButton::clicked, this, &GeneratePanel::reuse_last_seed);
+  auto* seed_row = new QHBoxLayout;
+  seed_row->addWidget(seed_, 1);
+  seed_row->addWidget(dice);
+  seed_row->addWidget(recycle);
+  auto* size_row = new QHBoxLayout;
+  size_row->addWidget(width_);
+  size_row->addWidget(new QLabel("×"));
+  size_row->addWidget(height_);
+
+  auto* form = new QFormLayout;
+  form->addRow("Model", model_);
+  form->addRow("VAE", vae_);
+  form->addRow("Text encoder", text_encoder_);
+  form->addRow("Tokenizer", tokenizer_);
+  form->addRow("Sampler", sampler_);
+  form->addRow("Steps", steps_);
+  form->addRow("Shift", shift_);
+  form->addRow("Guidance", guidance_);
+  form->addRow("Seed", seed_row);
+  form->addRow("Size", size_row);
+  form->addRow("Frames", frames_);
+  form->addRow("FPS", fps_);
+  form->addRow("Precision", precision_);
+  form->addRow("Format", format_);
+  auto* layout = new QVBoxLayout(this);
+  layout->addWidget(new QLabel("Prompt"));
+  layout->addWidget(prompt_, 2);
+  layout->addWidget(new QLabel("Negative prompt"));
+  layout->addWidget(negative_);
+  layout->addLayout(form);
+  layout->addWidget(hint_);
+  layout->addWidget(new QLabel("LoRAs"));
+  layout->addWidget(loras_);
+  layout->addWidget(add_lora_btn);
+
+  for (auto* s : {width_, height_, frames_})
+    connect(s, &QSpinBox::editingFinished, this, &GeneratePanel::snap);
+  connect(model_, &QComboBox::currentIndexChanged, this, &GeneratePanel::model_changed);
+  set_models_dir({});
+  set_preset(Preset::embedded_defaults());
+}
+
+void GeneratePanel::set_models_dir(const QString& dir) {
+  models_dir_ = dir;
+  restoring_ = true;
+  const QString keep = model_->currentData().toString();
+  model_->clear();
+  model_->addItem(kEmbedded, QString());
+  if (!dir.isEmpty())
+    for (const auto& f :
+         QDir(dir + "/diffusion_models")
+             .entryInfoList({"*.safetensors", "*.safetensors.index.json"}, QDir::Files, QDir::Name))
+      model_->addItem(f.fileName(), f.absoluteFilePath());
+  select(model_, keep);
+  fill(vae_, dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"}, true);
+  fill(text_encoder_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
+  fill(tokenizer_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.model"}, true);
+  restoring_ = false;
+  model_changed();
+}
+
+void GeneratePanel::model_changed() {
+  const bool embedded = model_->currentData().toString().isEmpty();
+  for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!embedded);
+  if (!restoring_) {
+    // The model's own defaults: the embedded model was trained at 64×64×17.
+    const Preset d = embedded ? Preset::embedded_defaults() : Preset();
+    width_->setValue(d.width), height_->setValue(d.height), frames_->setValue(d.frames);
+    fps_->setValue(d.fps), steps_->setValue(d.steps), shift_->setValue(d.shift);
+    guidance_->setValue(d.guidance);
+    precision_->setCurrentText(QString::fromStdString(d.precision));
+  }
+  snap();
+}
+
+void GeneratePanel::snap() {
+  QStringList notes;
+  const int f = frames_->value(), fs = 4 * ((f - 1 + 2) / 4) + 1;
+  if (fs != f) {
+    frames_->setValue(fs);
+    notes << QString("frames %1 → %2").arg(f).arg(fs);
+  }
+  for (auto* s : {width_, height_}) {
+    const int v = s->value(), vs = std::max(16, 16 * ((v + 8) / 16));
+    if (vs != v) {
+      s->setValue(vs);
+      notes << QString("%1 → %2").arg(v).arg(vs);
+    }
+  }
+  QString hint =
+      "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are multiples "
+      "of 16.";
+  if (model_->currentData().toString().isEmpty())
+    hint +=
+        " The embedded model draws \"a COLOUR SHAPE moving DIRECTION on a COLOUR background\" "
+        "at 64×64, 17 frames.";
+  if (!notes.isEmpty()) hint += " Snapped: " + notes.join(", ") + ".";
+  hint_->setText(hint);
+}
+
+void GeneratePanel::randomise_seed() {
+  seed_->setValue(static_cast<int>(QRandomGenerator::global()->bounded(1 << 30)));
+}
+
+void GeneratePanel::reuse_last_seed() {
+  if (last_seed_ >= 0) seed_->setValue(static_cast<int>(last_seed_));
+}
+
+void GeneratePanel::add_lora(const QString& given) {
+  QString path = given;
+  if (path.isEmpty())
+    path = QFileDialog::getOpenFileName(this, "Add a LoRA",
+                                        models_dir_.isEmpty() ? QString() : models_dir_ + "/loras",
+                                        "LoRA (*.safetensors)");
+  if (path.isEmpty()) return;
+  const int row = loras_->rowCount();
+  loras_->insertRow(row);
+  auto* item = new QTableWidgetItem(QFileInfo(path).fileName());
+  item->setData(Qt::UserRole, path);
+  item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
+  item->setCheckState(Qt::Checked);
+  loras_->setItem(row, 0, item);
+  auto* strength = new QWidget(loras_);
+  auto* slider = new QSlider(Qt::Horizontal, strength);
+  slider->setRange(-200, 200);
+  slider->setValue(100);
+  auto* spin = new QDoubleSpinBox(strength);
+  spin->setRange(-2, 2);
+  spin->setSingleStep(0.05);
+  spin->setValue(1.0);
+  connect(slider, &QSlider::valueChanged, spin, [spin](int v) { spin->setValue(v / 100.0); });
+  connect(spin, &QDoubleSpinBox::valueChanged, slider,
+          [slider](double v) { slider->setValue(static_cast<int>(std::lround(v * 100))); });
+  auto* l = new QHBoxLayout(strength);
+  l->setContentsMargins(0, 0, 0, 0);
+  l->addWidget(slider, 1);
+  l->addWidget(spin);
+  loras_->setCellWidget(row, 1, strength);
+  auto* remove = new QToolButton(loras_);
+  remove->setText("✕");
+  connect(remove, &QToolButton::clicked, this, [this, item] { loras_->removeRow(item->row()); });
+  loras_->setCellWidget(row, 2, remove);
+}
+
+Preset GeneratePanel::preset() const {
+  Preset p = model_->currentData().toString().isEmpty() ? Preset::embedded_defaults() : Preset();
+  p.prompt = prompt_->toPlainText().toStdString();
+  p.negative_prompt = negative_->toPlainText().toStdString();
+  p.seed = seed_->value();
+  p.width = width_->value(), p.height = height_->value(), p.frames = frames_->value();
+  p.fps = fps_->value(), p.steps = steps_->value();
+  p.sampler = sampler_->currentText().toStdString();
+  p.shift = shift_->value(), p.guidance = guidance_->value();
+  p.precision = precision_->currentText().toStdString();
+  p.model = model_->currentData().toString().toStdString();
+  if (!p.model.empty()) {
+    p.vae = vae_->currentData().toString().toStdString();
+    p.text_encoder = text_encoder_->currentData().toString().toStdString();
+    p.tokenizer = tokenizer_->currentData().toString().toStdString();
+  }
+  p.format = format_->currentData().toString().toStdString();
+  for (int r = 0; r < loras_->rowCount(); ++r) {
+    const auto* item = loras_->item(r, 0);
+    if (item->checkState() != Qt::Checked) continue;
+    const auto* spin = loras_->cellWidget(r, 1)->findChild<QDoubleSpinBox*>();
+    p.loras.push_back({item->data(Qt::UserRole).toString().toStdString(), spin->value()});
+  }
+  return p;
+}
+
+void GeneratePanel::set_preset(const Preset& p) {
+  restoring_ = true;
+  prompt_->setPlainText(QString::fromStdString(p.prompt));
+  negative_->setPlainText(QString::fromStdString(p.negative_prompt));
+  select(model_, QString::fromStdString(p.model));
+  select(vae_, QString::fromStdString(p.vae));
+  select(text_encoder_, QString::fromStdString(p.text_encoder));
+  select(tokenizer_, QString::fromStdString(p.tokenizer));
+  for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!p.model.empty());
+  seed_->setValue(static_cast<int>(std::min<int64_t>(p.seed, std::numeric_limits<int>::max())));
+  width_->setValue(p.width), height_->setValue(p.height), frames_->setValue(p.frames);
+  fps_->setValue(p.fps), steps_->setValue(p.steps);
+  sampler_->setCurrentText(QString::fromStdString(p.sampler));
+  shift_->setValue(p.shift), guidance_->setValue(p.guidance);
+  precision_->setCurrentText(QString::fromStdString(p.precision));
+  const int f = format_->findData(QString::fromStdString(p.format.empty() ? "mp4" : p.format));
+  format_->setCurrentIndex(std::max(0, f));
+  loras_->setRowCount(0);
+  for (const auto& l : p.loras) {
+    add_lora(QString::fromStdString(l.path));
+    loras_->cellWidget(loras_->rowCount() - 1, 1)
+        ->findChild<QDoubleSpinBox*>()
+        ->setValue(l.strength);
+  }
+  restoring_ = false;
+  snap();
+}
+
+}  // namespace kinora::app

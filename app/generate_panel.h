@@ -1,0 +1,55 @@
+#pragma once
+// The parameters dock: prompt, models, LoRAs, sampler settings, seed, size,
+// output format. It reads and writes pipeline::Preset, the same object the CLI
+// renders, so "use these settings" and preset files restore every parameter.
+#include <QWidget>
+
+#include "pipeline/preset.h"
+
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QPlainTextEdit;
+class QSpinBox;
+class QTableWidget;
+
+namespace kinora::app {
+
+class GeneratePanel : public QWidget {
+  Q_OBJECT
+ public:
+  explicit GeneratePanel(QWidget* parent = nullptr);
+
+  // Lists the models under `dir` (ComfyUI's diffusion_models/, vae/,
+  // text_encoders/, loras/), the embedded model first.
+  void set_models_dir(const QString& dir);
+  const QString& models_dir() const { return models_dir_; }
+
+  // The form as a preset (seed −1 when "random"; output left empty).
+  pipeline::Preset preset() const;
+  // Fills every field from `p` (models not in the lists are added to them).
+  void set_preset(const pipeline::Preset& p);
+
+  void set_last_seed(int64_t seed) { last_seed_ = seed; }
+  int64_t last_seed() const { return last_seed_; }
+
+ public Q_SLOTS:
+  void randomise_seed();
+  void reuse_last_seed();
+  void add_lora(const QString& path = {});
+
+ private:
+  void model_changed();
+  void snap();
+  QPlainTextEdit *prompt_, *negative_;
+  QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *sampler_, *format_, *precision_;
+  QTableWidget* loras_;
+  QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_;
+  QDoubleSpinBox *shift_, *guidance_;
+  QLabel* hint_;
+  QString models_dir_;
+  int64_t last_seed_ = -1;
+  bool restoring_ = false;
+};
+
+}  // namespace kinora::app

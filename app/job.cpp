@@ -1,0 +1,70 @@
+#include "app/job.h"
+
+#include <QJsonDocument>
+#include <QUuid>
+
+#include "base/error.h"
+
+namespace kinora::app {
+
+QString status_name(JobStatus s) {
+  switch (s) {
+    case JobStatus::Pending:
+      return "pending";
+    case JobStatus::Running:
+      return "running";
+    case JobStatus::Done:
+      return "done";
+    case JobStatus::Failed:
+      return "failed";
+    case JobStatus::Cancelled:
+      return "cancelled";
+    case JobStatus::Interrupted:
+      return "interrupted";
+  }
+  return "pending";
+}
+
+JobStatus status_from_name(const QString& s) {
+  for (auto st : {JobStatus::Pending, JobStatus::Running, JobStatus::Done, JobStatus::Failed,
+                  JobStatus::Cancelled, JobStatus::Interrupted})
+    if (status_name(st) == s) return st;
+  return JobStatus::Pending;
+}
+
+QJsonObject Job::to_json() const {
+  QJsonObject o;
+  o["id"] = id;
+  o["status"] = status_name(status);
+  o["message"] = message;
+  o["output"] = output;
+  o["created"] = created.toString(Qt::ISODate);
+  o["preset"] =
+      QJsonDocument::fromJson(QByteArray::fromStdString(preset.to_json().dump())).object();
+  return o;
+}
+
+Job Job::from_json(const QJsonObject& o, const QString& source) {
+  Job j;
+  j.id = o.value("id").toString();
+  if (j.id.isEmpty()) throw Error(source.toStdString() + ": a job without an id");
+  j.status = status_from_name(o.value("status").toString());
+  j.message = o.value("message").toString();
+  j.output = o.value("output").toString();
+  j.created = QDateTime::fromString(o.value("created").toString(), Qt::ISODate);
+  const auto preset = QJsonDocument(o.value("preset").toObject()).toJson(QJsonDocument::Compact);
+  j.preset =
+      pipeline::Preset::from_json(nlohmann::json::parse(preset.toStdString()),
+                                  source.toStdString() + " (job " + j.id.toStdString() + ")");
+  return j;
+}
+
+Job Job::make(const pipeline::Preset& preset) {
+  Job j;
+  j.id = QUuid::createUuid().toString(QUuid::WithoutBraces);
+  j.preset = preset;
+  j.created = QDateTime::currentDateTime();
+  return j;
+}
+
+}  // namespace kinora::app

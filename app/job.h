@@ -1,0 +1,34 @@
+#pragma once
+// One queued render: its preset, its state, and what came of it.
+#include <QDateTime>
+#include <QJsonObject>
+#include <QString>
+
+#include "pipeline/preset.h"
+
+namespace kinora::app {
+
+enum class JobStatus { Pending, Running, Done, Failed, Cancelled, Interrupted };
+
+QString status_name(JobStatus s);
+JobStatus status_from_name(const QString& s);  // unknown → Pending
+
+struct Job {
+  QString id;  // stable across restarts
+  pipeline::Preset preset;
+  JobStatus status = JobStatus::Pending;
+  QString message;  // the error of a failed job, or the last stage
+  QString output;   // the written file, when done
+  QDateTime created;
+  // Live progress (not persisted).
+  int step = 0, total = 0;
+  double seconds_per_step = 0, eta_seconds = 0;
+
+  QJsonObject to_json() const;
+  // Throws kinora::Error naming `source` when the entry is malformed.
+  static Job from_json(const QJsonObject& o, const QString& source);
+  // A new pending job (fresh id) for `preset`.
+  static Job make(const pipeline::Preset& preset);
+};
+
+}  // namespace kinora::app

@@ -1,0 +1,53 @@
+// kinora-studio: the desktop app.
+#include <QApplication>
+#include <QCommandLineParser>
+
+#include "app/main_window.h"
+#include "base/runtime.h"
+
+int main(int argc, char** argv) {
+  // Qt Multimedia's FFmpeg backend plays what Kinora writes without extra
+  // GStreamer plugins.
+  if (qEnvironmentVariableIsEmpty("QT_MEDIA_BACKEND")) qputenv("QT_MEDIA_BACKEND", "ffmpeg");
+  QApplication app(argc, argv);
+  QApplication::setOrganizationName("Kinora");
+  QApplication::setApplicationName("Kinora Studio");
+  QApplication::setApplicationVersion(QString::fromStdString(kinora::version_string()));
+  QApplication::setDesktopFileName("kinora-studio");
+  kinora::configure_threads();
+
+  QCommandLineParser cli;
+  cli.setApplicationDescription("Kinora Studio: video generation with open diffusion models");
+  cli.addHelpOption();
+  cli.addVersionOption();
+  QCommandLineOption data(QString("data-dir"), "Keep the queue and settings in DIR.", "DIR");
+  QCommandLineOption models(QString("models-dir"), "A ComfyUI models folder.", "DIR");
+  QCommandLineOption output(QString("output-dir"), "Where renders are written.", "DIR");
+  QCommandLineOption preset(QString("queue-preset"), "Queue a preset file at start (repeatable).",
+                            "FILE");
+  QCommandLineOption prompt(QString("prompt"), "Queue this prompt at start.", "TEXT");
+  QCommandLineOption seed(QString("seed"), "Seed of the --prompt job.", "N");
+  QCommandLineOption shots(QString("screenshots"),
+                           "Save window screenshots while sampling and while playing.", "DIR");
+  QCommandLineOption quit(QString("quit-when-idle"),
+                          "Quit when the queue is done (exit 1 on a failure).");
+  QCommandLineOption exit_after(QString("exit-after-ms"), "Close the window after N ms.", "N");
+  for (const auto* o :
+       {&data, &models, &output, &preset, &prompt, &seed, &shots, &quit, &exit_after})
+    cli.addOption(*o);
+  cli.process(app);
+
+  kinora::app::StudioOptions o;
+  o.data_dir = cli.value(data);
+  o.models_dir = cli.value(models);
+  o.output_dir = cli.value(output);
+  o.presets = cli.values(preset);
+  o.prompt = cli.value(prompt);
+  o.seed = cli.isSet(seed) ? cli.value(seed).toLongLong() : -1;
+  o.screenshots = cli.value(shots);
+  o.quit_when_idle = cli.isSet(quit);
+  o.exit_after_ms = cli.value(exit_after).toInt();
+  kinora::app::MainWindow w(o);
+  w.show();
+  return app.exec();
+}

@@ -1,0 +1,442 @@
+#include "app/main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDateTime>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDockWidget>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHBoxLayout>
+#include <QLineEdit>
+#include <QListView>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QPushButton>
+#include <QRandomGenerator>
+#include <QSaveFile>
+#include <QStandardPaths>
+#include <QStatusBar>
+#include <QTimer>
+#include <QVBoxLayout>
+
+#include <fstream>
+
+#include "app/gallery.h"
+#include "app/generate_panel.h"
+#include "app/queue_model.h"
+#include "app/viewer.h"
+#include "app/worker.h"
+
+namespace kinora::app {
+using pipeline::Preset;
+
+namespace {
+QString extension_for(const std::string& format) {
+  if (format == "webm") return ".webm";
+  if (format == "mov") return ".mov";
+  if (format == "png-seq") return "";
+  if (format == "png") return ".png";
+  return ".mp4";
+}
+}  // namespace
+
+MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
+  setWindowTitle("Kinora Studio");
+  setAcceptDrops(true);
+  const QString data = options_.data_dir.isEmpty()
+                           ? QStandardPaths::writableLocation(QStandardPaths::AppDataLocation)
+                           : options_.data_dir;
+  QDir().mkpath(data);
+  settings_ = options_.data_dir.isEmpty()
+                  ? std::make_unique<QSettings>()
+                  : std::make_unique<QSettings>(data + "/settings.ini", QSettings::IniFormat);
+
+  panel_ = new GeneratePanel(this);
+  viewer_ = new Viewer(this);
+  gallery_ = new Gallery(this);
+  queue_ = new QueueModel(data + "/queue.json", this);
+  queue_view_ = new QListView(this);
+  queue_view_->setModel(queue_);
+  queue_view_->setDragDropMode(QAbstractItemView::InternalMove);
+  queue_view_->setDefaultDropAction(Qt::MoveAction);
+  queue_view_->setSelectionMode(QAbstractItemView::SingleSelection);
+  queue_view_->setObjectName("queue");
+
+  setCentralWidget(viewer_);
+  auto* left = new QDockWidget("Generate", this);
+  left->setObjectName("generate-dock");
+  left->setWidget(panel_);
+  addDockWidget(Qt::LeftDockWidgetArea, left);
+  auto* queue_box = new QWidget(this);
+  auto* ql = new QVBoxLayout(queue_box);
+  ql->addWidget(queue_view_, 1);
+  auto* qb = new QHBoxLayout;
+  auto* remove = new QPushButton("Remove", queue_box);
+  auto* dup = new QPushButton("Duplicate", queue_box);
+  auto* requeue = new QPushButton("Re-queue", queue_box);
+  for (auto* b : {remove, dup, requeue}) qb->addWidget(b);
+  ql->addLayout(qb);
+  auto* right = new QDockWidget("Queue", this);
+  right->setObjectName("queue-dock");
+  right->setWidget(queue_box);
+  addDockWidget(Qt::RightDockWidgetArea, right);
+  auto* bottom = new QDockWidget("Gallery", this);
+  bottom->setObjectName("gallery-dock");
+  bottom->setWidget(gallery_);
+  addDockWidget(Qt::BottomDockWidgetArea, bottom);
+  auto row = [this] { return queue_view_->currentIndex().row(); };
+  connect(remove, &QPushButton::clicked, this, [this, row] { queue_->remove(row()); });
+  connect(dup, &QPushButton::clicked, this, [this, row] {
+    queue_->duplicate(row());
+    start_next();
+  });
+  connect(requeue, &QPushButton::clicked, this, [this, row] {
+    queue_->requeue(row());
+    start_next();
+  });
+  connect(queue_view_, &QListView::activated, this, [this](const QModelIndex& i) {
+    const auto out = i.data(QueueModel::OutputRole).toString();
+    if (!out.isEmpty()) viewer_->open(out);
+  });
+  connect(queue_, &QueueModel::saveFailed, this,
+          [this](const QString& m) { statusBar()->showMessage(m); });
+
+  // Settings.
+  panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_->value("models_dir").toString()
+                                                       : options_.models_dir);
+  output_dir_ = options_.output_dir.isEmpty()
+                    ? settings_
+                          ->value("output_dir",
+                                  QStandardPaths::writableLocation(QStandardPaths::MoviesLocation) +
+                                      "/Kinora")
+                          .toString()
+                    : options_.output_dir;
+  QDir().mkpath(output_dir_);
+  gallery_->set_folder(output_dir_);
+  const auto last = settings_->value("last_preset").toString();
+  if (!last.isEmpty()) {
+    try {
+      panel_->set_preset(Preset::from_json(nlohmann::json::parse(last.toStdString()), "settings"));
+    } catch (const std::exception&) {
+      // Settings from another version: the defaults stay.
+    }
+  }
+  panel_->set_last_seed(settings_->value("last_seed", -1).toLongLong());
+  restoreGeometry(settings_->value("geometry").toByteArray());
+  restoreState(settings_->value("window_state").toByteArray());
+  if (!settings_->contains("geometry")) resize(1280, 820);
+
+  connect(gallery_, &Gallery::open, this, [this](const QString& p) {
+    QString err;
+    const auto preset = embedded_preset_json(p, &err);
+    int fps = 16;
+    if (!preset.isEmpty()) fps = nlohmann::json::parse(preset.toStdString()).value("fps", 16);
+    viewer_->open(p, fps);
+  });
+  connect(gallery_, &Gallery::use_settings, this, &MainWindow::restore_from);
+
+  // The worker on its own thread.
+  worker_ = new GenerationWorker;
+  worker_->moveToThread(&thread_);
+  connect(&thread_, &QThread::finished, worker_, &QObject::deleteLater);
+  connect(worker_, &GenerationWorker::progress, this,
+          [this](const QString& id, int step, int total, double sps, double eta,
+                 const QList<QImage>& preview) {
+            queue_->set_progress(id, step, total, sps, eta);
+            viewer_->show_preview(preview, QString("Sampling: step %1/%2, %3 s/step, ETA %4 s")
+                                               .arg(step)
+                                               .arg(total)
+                                               .arg(sps, 0, 'f', 2)
+                                               .arg(eta, 0, 'f', 0));
+            statusBar()->showMessage(QString("step %1/%2").arg(step).arg(total));
+            if (!options_.screenshots.isEmpty() && !shot_sampling_ && step >= (total + 1) / 2) {
+              shot_sampling_ = true;
+              shot("studio-sampling.png");
+            }
+          });
+  connect(worker_, &GenerationWorker::message, this,
+          [this](const QString&, const QString& m) { statusBar()->showMessage(m, 5000); });
+  connect(worker_, &GenerationWorker::finished, this,
+          [this](const QString& id, const QString& out) {
+            queue_->set_output(id, out);
+            queue_->set_status(id, JobStatus::Done);
+            const auto* j = queue_->job(id);
+            viewer_->open(out, j ? j->preset.fps : 16);
+            gallery_->add(out);
+            statusBar()->showMessage("wrote " + out);
+            job_done(id);
+          });
+  connect(worker_, &GenerationWorker::failed, this, [this](const QString& id, const QString& e) {
+    queue_->set_status(id, JobStatus::Failed, e);
+    viewer_->clear("Failed: " + e);
+    statusBar()->showMessage("failed: " + e);
+    exit_code_ = 1;
+    job_done(id);
+  });
+  connect(worker_, &GenerationWorker::cancelled, this, [this](const QString& id) {
+    queue_->set_status(id, JobStatus::Cancelled, "cancelled; no file was written");
+    viewer_->clear("Cancelled");
+    job_done(id);
+  });
+  thread_.start();
+
+  build_menus();
+  QString err;
+  if (!queue_->load(&err)) QMessageBox::warning(this, "Queue", err);
+
+  for (const auto& f : options_.presets) {
+    try {
+      queue_preset(Preset::load(f.toStdString()));
+    } catch (const std::exception& e) {
+      statusBar()->showMessage(e.what());
+      exit_code_ = 1;
+    }
+  }
+  if (!options_.prompt.isEmpty()) {
+    auto p = panel_->preset();
+    p.prompt = options_.prompt.toStdString();
+    if (options_.seed >= 0) p.seed = options_.seed;
+    queue_preset(p);
+  }
+  if (options_.exit_after_ms > 0)
+    QTimer::singleShot(options_.exit_after_ms, this, [this] { close(); });
+  QTimer::singleShot(0, this, [this] {
+    start_next();
+    maybe_quit();
+  });
+}
+
+MainWindow::~MainWindow() {
+  worker_->cancel();
+  thread_.quit();
+  thread_.wait();
+}
+
+void MainWindow::build_menus() {
+  auto* file = menuBar()->addMenu("&File");
+  file->addAction("&Open preset…", QKeySequence::Open, this, &MainWindow::open_preset_file);
+  file->addAction("&Save preset…", QKeySequence::Save, this, &MainWindow::save_preset_file);
+  file->addAction("Queue a folder of presets…", this, &MainWindow::queue_folder);
+  file->addAction("Use settings from a file…", this, [this] {
+    const auto f = QFileDialog::getOpenFileName(this, "Use settings from", output_dir_,
+                                                "Kinora outputs (*.mp4 *.webm *.mov *.png *.json)");
+    if (!f.isEmpty()) restore_from(f);
+  });
+  file->addSeparator();
+  file->addAction("Se&ttings…", QKeySequence("Ctrl+,"), this, &MainWindow::settings_dialog);
+  file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
+
+  auto* gen = menuBar()->addMenu("&Generate");
+  gen->addAction("&Queue", QKeySequence("Ctrl+Return"), this, [this] { queue_current(false); });
+  gen->addAction("Queue at the &front", QKeySequence("Ctrl+Shift+Return"), this,
+                 [this] { queue_current(true); });
+  auto* cancel = gen->addAction("&Cancel the running job", this, &MainWindow::cancel_current);
+  cancel->setShortcuts({QKeySequence(Qt::Key_Escape), QKeySequence("Ctrl+Alt+Return")});
+  auto* pause = gen->addAction("&Pause after the current job");
+  pause->setCheckable(true);
+  connect(pause, &QAction::toggled, this, [this](bool on) {
+    pause_after_current_ = on;
+    if (!on) start_next();
+  });
+  gen->addSeparator();
+  gen->addAction("Random seed", QKeySequence("Ctrl+R"), panel_, &GeneratePanel::randomise_seed);
+  gen->addAction("Reuse the last seed", QKeySequence("Ctrl+Shift+R"), panel_,
+                 &GeneratePanel::reuse_last_seed);
+
+  auto* q = menuBar()->addMenu("&Queue");
+  q->addAction("&Remove", QKeySequence::Delete, this,
+               [this] { queue_->remove(queue_view_->currentIndex().row()); });
+  q->addAction("&Duplicate", QKeySequence("Ctrl+D"), this, [this] {
+    queue_->duplicate(queue_view_->currentIndex().row());
+    start_next();
+  });
+  q->addAction("Re-&queue", QKeySequence("Ctrl+Shift+Q"), this, [this] {
+    queue_->requeue(queue_view_->currentIndex().row());
+    start_next();
+  });
+
+  auto* view = menuBar()->addMenu("&View");
+  for (auto* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
+  view->addSeparator();
+  view->addAction("Play / pause", QKeySequence(Qt::Key_Space), viewer_, &Viewer::play_pause);
+  view->addAction("Previous frame", QKeySequence(Qt::Key_Comma), viewer_,
+                  [this] { viewer_->step_frame(-1); });
+  view->addAction("Next frame", QKeySequence(Qt::Key_Period), viewer_,
+                  [this] { viewer_->step_frame(1); });
+}
+
+QString MainWindow::queue_current(bool front) {
+  return queue_preset(panel_->preset(), front);
+}
+
+QString MainWindow::queue_preset(Preset p, bool front) {
+  if (p.seed < 0) p.seed = QRandomGenerator::global()->bounded(1 << 30);
+  panel_->set_last_seed(p.seed);
+  settings_->setValue("last_seed", static_cast<qlonglong>(p.seed));
+  if (p.output.empty()) {
+    const auto stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
+    QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
+    QString path = base + extension_for(p.format);
+    for (int k = 2; QFileInfo::exists(path); ++k)
+      path = base + "-" + QString::number(k) + extension_for(p.format);
+    p.output = path.toStdString();
+  }
+  const auto id = queue_->add(p, front);
+  start_next();
+  return id;
+}
+
+void MainWindow::start_next() {
+  if (busy() || pause_after_current_) return;
+  const int row = queue_->next_pending();
+  if (row < 0) return;
+  const auto& job = queue_->at(row);
+  running_ = job.id;
+  queue_->set_status(job.id, JobStatus::Running);
+  viewer_->clear("Loading models…");
+  const auto json = QString::fromStdString(job.preset.to_json().dump());
+  QMetaObject::invokeMethod(worker_, "render", Qt::QueuedConnection, Q_ARG(QString, job.id),
+                            Q_ARG(QString, json));
+}
+
+void MainWindow::job_done(const QString& id) {
+  if (running_ == id) running_.clear();
+  start_next();
+  maybe_quit();
+}
+
+void MainWindow::cancel_current() {
+  if (busy()) {
+    worker_->cancel();
+    statusBar()->showMessage("cancelling…");
+  }
+}
+
+bool MainWindow::restore_from(const QString& path) {
+  try {
+    Preset p;
+    if (path.endsWith(".json", Qt::CaseInsensitive)) {
+      p = Preset::load(path.toStdString());
+    } else {
+      QString err;
+      const auto json = embedded_preset_json(path, &err);
+      if (json.isEmpty()) throw std::runtime_error(err.toStdString());
+      p = Preset::from_json(nlohmann::json::parse(json.toStdString()), path.toStdString());
+    }
+    p.output.clear();  // a new render gets a new name
+    panel_->set_preset(p);
+    statusBar()->showMessage("settings restored from " + path);
+    return true;
+  } catch (const std::exception& e) {
+    statusBar()->showMessage(QString("cannot use the settings: ") + e.what());
+    return false;
+  }
+}
+
+void MainWindow::save_preset_file() {
+  const auto f = QFileDialog::getSaveFileName(this, "Save preset", QString(), "Presets (*.json)");
+  if (f.isEmpty()) return;
+  QSaveFile out(f);
+  out.open(QIODevice::WriteOnly);
+  out.write(QByteArray::fromStdString(panel_->preset().to_json().dump(2) + "\n"));
+  if (!out.commit()) statusBar()->showMessage(f + ": could not be written: " + out.errorString());
+}
+
+void MainWindow::open_preset_file() {
+  const auto f = QFileDialog::getOpenFileName(this, "Open preset", QString(), "Presets (*.json)");
+  if (!f.isEmpty()) restore_from(f);
+}
+
+void MainWindow::queue_folder() {
+  const auto dir = QFileDialog::getExistingDirectory(this, "Queue the presets of a folder");
+  if (dir.isEmpty()) return;
+  int n = 0;
+  for (const auto& f : QDir(dir).entryInfoList({"*.json"}, QDir::Files, QDir::Name)) {
+    try {
+      queue_preset(Preset::load(f.absoluteFilePath().toStdString()));
+      ++n;
+    } catch (const std::exception& e) {
+      QMessageBox::warning(this, "Preset", e.what());
+    }
+  }
+  statusBar()->showMessage(QString("queued %1 presets").arg(n));
+}
+
+void MainWindow::settings_dialog() {
+  QDialog d(this);
+  d.setWindowTitle("Settings");
+  auto* models = new QLineEdit(panel_->models_dir(), &d);
+  auto* outputs = new QLineEdit(output_dir_, &d);
+  auto* form = new QFormLayout(&d);
+  form->addRow("Models folder (ComfyUI layout)", models);
+  form->addRow("Output folder", outputs);
+  auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &d);
+  form->addRow(buttons);
+  connect(buttons, &QDialogButtonBox::accepted, &d, &QDialog::accept);
+  connect(buttons, &QDialogButtonBox::rejected, &d, &QDialog::reject);
+  if (d.exec() != QDialog::Accepted) return;
+  panel_->set_models_dir(models->text());
+  settings_->setValue("models_dir", models->text());
+  output_dir_ = outputs->text();
+  QDir().mkpath(output_dir_);
+  settings_->setValue("output_dir", output_dir_);
+  gallery_->set_folder(output_dir_);
+}
+
+void MainWindow::closeEvent(QCloseEvent* e) {
+  settings_->setValue("geometry", saveGeometry());
+  settings_->setValue("window_state", saveState());
+  settings_->setValue("last_preset", QString::fromStdString(panel_->preset().to_json().dump()));
+  if (busy()) worker_->cancel();
+  e->accept();
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* e) {
+  if (e->mimeData()->hasUrls()) e->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* e) {
+  for (const auto& url : e->mimeData()->urls())
+    if (url.isLocalFile() && restore_from(url.toLocalFile())) {
+      e->acceptProposedAction();
+      return;
+    }
+}
+
+void MainWindow::shot(const QString& name) {
+  QDir().mkpath(options_.screenshots);
+  const auto path = options_.screenshots + "/" + name;
+  if (!grab().save(path)) statusBar()->showMessage("could not save " + path);
+}
+
+void MainWindow::maybe_quit() {
+  if (!options_.quit_when_idle || busy() || queue_->next_pending() >= 0) return;
+  if (options_.screenshots.isEmpty() || exit_code_ != 0) {
+    QApplication::exit(exit_code_);
+    return;
+  }
+  // Wait for the player to show frames of the finished video, then the last shot.
+  auto* timer = new QTimer(this);
+  auto waited = std::make_shared<int>(0);
+  connect(timer, &QTimer::timeout, this, [this, timer, waited] {
+    *waited += 100;
+    if ((viewer_->video_frames_shown() >= 8 || *waited > 15000) && !shot_player_) {
+      shot_player_ = true;
+      shot("studio-player.png");
+      timer->stop();
+      QApplication::exit(viewer_->video_frames_shown() > 0 ? exit_code_ : 2);
+    }
+  });
+  timer->start(100);
+}
+
+}  // namespace kinora::app

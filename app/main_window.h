@@ -1,0 +1,86 @@
+#pragma once
+// Kinora Studio's window: the generate panel (left dock), the viewer (centre),
+// the queue (right dock) and the gallery (bottom dock), over one render worker
+// on its own thread.
+#include <QMainWindow>
+#include <QSettings>
+#include <QStringList>
+#include <QThread>
+
+#include <memory>
+
+#include "pipeline/preset.h"
+
+namespace kinora::app {
+
+class Gallery;
+class GeneratePanel;
+class GenerationWorker;
+class QueueModel;
+class Viewer;
+
+struct StudioOptions {
+  QString data_dir;     // queue, settings (default: the platform's app data folder)
+  QString models_dir;   // overrides the setting
+  QString output_dir;   // overrides the setting
+  QStringList presets;  // preset files queued at start
+  QString prompt;       // queued at start with the form's other settings
+  qint64 seed = -1;
+  QString screenshots;  // folder: save window shots while sampling and when playing
+  bool quit_when_idle = false;
+  int exit_after_ms = 0;
+};
+
+class MainWindow : public QMainWindow {
+  Q_OBJECT
+ public:
+  explicit MainWindow(const StudioOptions& options);
+  ~MainWindow() override;
+
+  QueueModel* queue() const { return queue_; }
+  GeneratePanel* panel() const { return panel_; }
+  Viewer* viewer() const { return viewer_; }
+  Gallery* gallery() const { return gallery_; }
+  bool busy() const { return !running_.isEmpty(); }
+
+  // The form's settings as a job (output named in the output folder).
+  QString queue_current(bool front = false);
+  QString queue_preset(pipeline::Preset p, bool front = false);
+  // "Use these settings": every parameter from an output's embedded preset or a
+  // preset file. Returns false (and says why in the status bar) otherwise.
+  bool restore_from(const QString& path);
+  void cancel_current();
+
+ protected:
+  void closeEvent(QCloseEvent* e) override;
+  void dragEnterEvent(QDragEnterEvent* e) override;
+  void dropEvent(QDropEvent* e) override;
+
+ private:
+  void build_menus();
+  void start_next();
+  void job_done(const QString& id);
+  void save_preset_file();
+  void open_preset_file();
+  void queue_folder();
+  void settings_dialog();
+  void shot(const QString& name);
+  void maybe_quit();
+
+  StudioOptions options_;
+  std::unique_ptr<QSettings> settings_;
+  GeneratePanel* panel_;
+  Viewer* viewer_;
+  Gallery* gallery_;
+  QueueModel* queue_;
+  class QListView* queue_view_;
+  QThread thread_;
+  GenerationWorker* worker_;
+  QString running_;
+  bool pause_after_current_ = false;
+  QString output_dir_;
+  bool shot_sampling_ = false, shot_player_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace kinora::app

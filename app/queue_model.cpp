@@ -1,0 +1,250 @@
+#include "app/queue_model.h"
+
+#include <QDataStream>
+#include <QDir>
+#include <QFile>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QMimeData>
+#include <QSaveFile>
+
+#include "base/error.h"
+
+namespace kinora::app {
+namespace {
+constexpr const char* kMime = "application/x-kinora-queue-rows";
+}
+
+QueueModel::QueueModel(QString file, QObject* parent)
+    : QAbstractListModel(parent), file_(std::move(file)) {}
+
+bool QueueModel::load(QString* error) {
+  if (file_.isEmpty() || !QFile::exists(file_)) return true;
+  QFile f(file_);
+  QList<Job> jobs;
+  try {
+    if (!f.open(QIODevice::ReadOnly)) throw Error(file_.toStdString() + ": cannot read");
+    QJsonParseError pe;
+    const auto doc = QJsonDocument::fromJson(f.readAll(), &pe);
+    f.close();
+    if (pe.error != QJsonParseError::NoError)
+      throw Error(file_.toStdString() + ": not valid JSON: " + pe.errorString().toStdString());
+    const auto arr = doc.object().value("jobs").toArray();
+    for (const auto& v : arr) {
+      auto j = Job::from_json(v.toObject(), file_);
+      if (j.status == JobStatus::Running) {
+        j.status = JobStatus::Interrupted;
+        j.message = "interrupted: the studio stopped while this job was running";
+      }
+      jobs.push_back(j);
+    }
+  } catch (const std::exception& e) {
+    if (error) *error = QString::fromStdString(e.what()) + " (moved aside to " + file_ + ".bad)";
+    QFile::remove(file_ + ".bad");
+    QFile::rename(file_, file_ + ".bad");
+    return false;
+  }
+  beginResetModel();
+  jobs_ = jobs;
+  endResetModel();
+  save();
+  return true;
+}
+
+void QueueModel::save() {
+  if (file_.isEmpty()) return;
+  QDir().mkpath(QFileInfo(file_).absolutePath());
+  QJsonArray arr;
+  for (const auto& j : jobs_) arr.push_back(j.to_json());
+  QJsonObject root;
+  root["schema_version"] = 1;
+  root["jobs"] = arr;
+  QSaveFile f(file_);
+  if (!f.open(QIODevice::WriteOnly) || f.write(QJsonDocument(root).toJson()) < 0 || !f.commit())
+    Q_EMIT saveFailed(file_ + ": the queue could not be saved: " + f.errorString());
+}
+
+int QueueModel::rowCount(const QModelIndex& parent) const {
+  return parent.isValid() ? 0 : static_cast<int>(jobs_.size());
+}
+
+QVariant QueueModel::data(const QModelIndex& index, int role) const {
+  if (!index.isValid() || index.row() >= jobs_.size()) return {};
+  const Job& j = jobs_[index.row()];
+  switch (role) {
+    case Qt::DisplayRole: {
+      QString s = QString::fromStdString(j.preset.prompt).left(60);
+      QString state = status_name(j.status);
+      if (j.status == JobStatus::Running && j.total > 0)
+        state = QString("step %1/%2, %3 s/step, ETA %4 s")
+                    .arg(j.step)
+                    .arg(j.total)
+                    .arg(j.seconds_per_step, 0, 'f', 2)
+                    .arg(j.eta_seconds, 0, 'f', 0);
+      return QString("%1\n[%2]").arg(s, state);
+    }
+    case Qt::ToolTipRole:
+      return j.message.isEmpty() ? QString::fromStdString(j.preset.prompt) : j.message;
+    case IdRole:
+      return j.id;
+    case StatusRole:
+      return status_name(j.status);
+    case PromptRole:
+      return QString::fromStdString(j.preset.prompt);
+    case ProgressRole:
+      return j.total > 0 ? 100 * j.step / j.total : (j.status == JobStatus::Done ? 100 : 0);
+    case OutputRole:
+      return j.output;
+    case MessageRole:
+      return j.message;
+    default:
+      return {};
+  }
+}
+
+QHash<int, QByteArray> QueueModel::roleNames() const {
+  auto r = QAbstractListModel::roleNames();
+  r[IdRole] = "id", r[StatusRole] = "status", r[PromptRole] = "prompt";
+  r[ProgressRole] = "progress", r[OutputRole] = "output", r[MessageRole] = "message";
+  return r;
+}
+
+Qt::ItemFlags QueueModel::flags(const QModelIndex& index) const {
+  const auto f = QAbstractListModel::flags(index);
+  return index.isValid() ? f | Qt::ItemIsDragEnabled : f | Qt::ItemIsDropEnabled;
+}
+
+Qt::DropActions QueueModel::supportedDropActions() const {
+  return Qt::MoveAction;
+}
+
+QStringList QueueModel::mimeTypes() const {
+  return {kMime};
+}
+
+QMimeData* QueueModel::mimeData(const QModelIndexList& indexes) const {
+  auto* m = new QMimeData;
+  QByteArray bytes;
+  QDataStream s(&bytes, QIODevice::WriteOnly);
+  for (const auto& i : indexes) s << i.row();
+  m->setData(kMime, bytes);
+  return m;
+}
+
+bool QueueModel::dropMimeData(const QMimeData* data, Qt::DropAction action, int row, int,
+                              const QModelIndex& parent) {
+  if (action != Qt::MoveAction || !data->hasFormat(kMime)) return false;
+  QDataStream s(data->data(kMime));
+  int src = -1;
+  s >> src;
+  if (src < 0 || src >= jobs_.size()) return false;
+  int dst = row >= 0 ? row : (parent.isValid() ? parent.row() : static_cast<int>(jobs_.size()));
+  moveRows({}, src, 1, {}, dst);
+  return false;  // the move is done here; the view must not remove the source row
+}
+
+bool QueueModel::moveRows(const QModelIndex& sp, int row, int count, const QModelIndex& dp,
+                          int dst) {
+  if (count != 1 || row < 0 || row >= jobs_.size() || dst < 0 || dst > jobs_.size()) return false;
+  if (dst == row || dst == row + 1) return false;
+  if (!beginMoveRows(sp, row, row, dp, dst)) return false;
+  jobs_.move(row, dst > row ? dst - 1 : dst);
+  endMoveRows();
+  save();
+  return true;
+}
+
+QString QueueModel::add(const pipeline::Preset& preset, bool front) {
+  auto j = Job::make(preset);
+  int at = static_cast<int>(jobs_.size());
+  if (front) {
+    at = 0;
+    while (at < jobs_.size() && jobs_[at].status != JobStatus::Pending) ++at;
+  }
+  beginInsertRows({}, at, at);
+  jobs_.insert(at, j);
+  endInsertRows();
+  save();
+  return j.id;
+}
+
+void QueueModel::remove(int row) {
+  if (row < 0 || row >= jobs_.size() || jobs_[row].status == JobStatus::Running) return;
+  beginRemoveRows({}, row, row);
+  jobs_.removeAt(row);
+  endRemoveRows();
+  save();
+}
+
+QString QueueModel::duplicate(int row) {
+  if (row < 0 || row >= jobs_.size()) return {};
+  auto j = Job::make(jobs_[row].preset);
+  beginInsertRows({}, row + 1, row + 1);
+  jobs_.insert(row + 1, j);
+  endInsertRows();
+  save();
+  return j.id;
+}
+
+bool QueueModel::requeue(int row) {
+  if (row < 0 || row >= jobs_.size()) return false;
+  auto& j = jobs_[row];
+  if (j.status == JobStatus::Pending || j.status == JobStatus::Running) return false;
+  j.status = JobStatus::Pending;
+  j.message.clear();
+  j.output.clear();
+  j.step = j.total = 0;
+  changed(row);
+  save();
+  return true;
+}
+
+int QueueModel::row_of(const QString& id) const {
+  for (int i = 0; i < jobs_.size(); ++i)
+    if (jobs_[i].id == id) return i;
+  return -1;
+}
+
+const Job* QueueModel::job(const QString& id) const {
+  const int r = row_of(id);
+  return r < 0 ? nullptr : &jobs_[r];
+}
+
+int QueueModel::next_pending() const {
+  for (int i = 0; i < jobs_.size(); ++i)
+    if (jobs_[i].status == JobStatus::Pending) return i;
+  return -1;
+}
+
+void QueueModel::set_status(const QString& id, JobStatus s, const QString& message) {
+  const int r = row_of(id);
+  if (r < 0) return;
+  jobs_[r].status = s;
+  jobs_[r].message = message;
+  changed(r);
+  save();
+}
+
+void QueueModel::set_output(const QString& id, const QString& output) {
+  const int r = row_of(id);
+  if (r < 0) return;
+  jobs_[r].output = output;
+  changed(r);
+  save();
+}
+
+void QueueModel::set_progress(const QString& id, int step, int total, double sps, double eta) {
+  const int r = row_of(id);
+  if (r < 0) return;
+  auto& j = jobs_[r];
+  j.step = step, j.total = total, j.seconds_per_step = sps, j.eta_seconds = eta;
+  changed(r);  // progress is not written to disk
+}
+
+void QueueModel::changed(int row) {
+  const auto i = index(row);
+  Q_EMIT dataChanged(i, i);
+}
+
+}  // namespace kinora::app

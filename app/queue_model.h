@@ -1,0 +1,73 @@
+#pragma once
+// The render queue as a Qt list model: pending, running, done, failed jobs in
+// order; reorder by drag and drop, remove, duplicate, re-queue. Every change of
+// content is written to a JSON file at once (QSaveFile: a temporary file renamed
+// into place), so the queue survives a restart or a crash; a job that was
+// running when the process died comes back as "interrupted" and can be re-queued.
+#include <QAbstractListModel>
+#include <QList>
+#include <QString>
+
+#include "app/job.h"
+
+namespace kinora::app {
+
+class QueueModel : public QAbstractListModel {
+  Q_OBJECT
+ public:
+  enum Roles {
+    IdRole = Qt::UserRole + 1,
+    StatusRole,  // QString status_name()
+    PromptRole,
+    ProgressRole,  // 0..100
+    OutputRole,
+    MessageRole,
+  };
+
+  // `file`: where the queue is kept ("" keeps it in memory only).
+  explicit QueueModel(QString file = {}, QObject* parent = nullptr);
+
+  // Reads the file: running jobs become interrupted (and the file is rewritten).
+  // A malformed file is moved aside to <file>.bad and reported in `error`.
+  bool load(QString* error = nullptr);
+
+  int rowCount(const QModelIndex& parent = {}) const override;
+  QVariant data(const QModelIndex& index, int role) const override;
+  QHash<int, QByteArray> roleNames() const override;
+  Qt::ItemFlags flags(const QModelIndex& index) const override;
+  Qt::DropActions supportedDropActions() const override;
+  QStringList mimeTypes() const override;
+  QMimeData* mimeData(const QModelIndexList& indexes) const override;
+  bool dropMimeData(const QMimeData* data, Qt::DropAction action, int row, int column,
+                    const QModelIndex& parent) override;
+  bool moveRows(const QModelIndex& src, int row, int count, const QModelIndex& dst,
+                int dst_row) override;
+
+  // Queues a render (at the end, or at the front of the pending ones); returns its id.
+  QString add(const pipeline::Preset& preset, bool front = false);
+  void remove(int row);        // not the running job
+  QString duplicate(int row);  // a pending copy right after it
+  bool requeue(int row);       // done/failed/cancelled/interrupted → pending
+  int row_of(const QString& id) const;
+  const Job* job(const QString& id) const;
+  const Job& at(int row) const { return jobs_[row]; }
+  // The first pending job, or −1.
+  int next_pending() const;
+
+  void set_status(const QString& id, JobStatus s, const QString& message = {});
+  void set_output(const QString& id, const QString& output);
+  void set_progress(const QString& id, int step, int total, double sps, double eta);
+
+  const QString& file() const { return file_; }
+
+ Q_SIGNALS:
+  void saveFailed(const QString& message);
+
+ private:
+  void save();
+  void changed(int row);
+  QString file_;
+  QList<Job> jobs_;
+};
+
+}  // namespace kinora::app

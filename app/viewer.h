@@ -1,0 +1,75 @@
+#pragma once
+// The centre of the window: plays the live latent preview while a job samples,
+// then the finished video (Qt Multimedia: QMediaPlayer into a QVideoSink) with
+// play/pause, loop, frame step and scrubbing; images at 1:1 or fitted.
+#include <QImage>
+#include <QList>
+#include <QWidget>
+
+class QCheckBox;
+class QLabel;
+class QMediaPlayer;
+class QSlider;
+class QTimer;
+class QToolButton;
+class QVideoSink;
+
+namespace kinora::app {
+
+// Paints one image, fitted to the widget (smooth) or at 1:1 (centred).
+class FrameView : public QWidget {
+  Q_OBJECT
+ public:
+  explicit FrameView(QWidget* parent = nullptr);
+  void set_image(const QImage& image);
+  void set_fit(bool fit);
+  bool fit() const { return fit_; }
+  const QImage& image() const { return image_; }
+  QSize sizeHint() const override { return {512, 384}; }
+
+ protected:
+  void paintEvent(QPaintEvent*) override;
+
+ private:
+  QImage image_;
+  bool fit_ = true;
+};
+
+class Viewer : public QWidget {
+  Q_OBJECT
+ public:
+  explicit Viewer(QWidget* parent = nullptr);
+
+  // Live preview frames of the job sampling now (animated in a loop).
+  void show_preview(const QList<QImage>& frames, const QString& caption);
+  // A finished output: a video plays, an image shows.
+  void open(const QString& path, int fps = 16);
+  void clear(const QString& caption = {});
+
+  int video_frames_shown() const { return video_frames_; }
+  bool playing() const;
+  const QString& current() const { return path_; }
+
+ public Q_SLOTS:
+  void play_pause();
+  void step_frame(int delta);
+
+ private:
+  void set_video_controls(bool enabled);
+  FrameView* view_;
+  QLabel* caption_;
+  QToolButton *play_, *prev_, *next_, *fit_;
+  QCheckBox* loop_;
+  QSlider* slider_;
+  QLabel* time_;
+  QMediaPlayer* player_;
+  QVideoSink* sink_;
+  QTimer* preview_timer_;
+  QList<QImage> preview_;
+  int preview_index_ = 0;
+  int fps_ = 16;
+  int video_frames_ = 0;
+  QString path_;
+};
+
+}  // namespace kinora::app

@@ -1,0 +1,49 @@
+#include "app/worker.h"
+
+#include "pipeline/wan_pipeline.h"
+
+namespace kinora::app {
+
+namespace {
+QList<QImage> to_images(const torch::Tensor& frames) {
+  QList<QImage> out;
+  if (!frames.defined()) return out;
+  const auto f = frames.to(torch::kUInt8).contiguous();
+  for (int64_t i = 0; i < f.size(0); ++i) {
+    const auto& fr = f[i];
+    const int h = static_cast<int>(fr.size(0)), w = static_cast<int>(fr.size(1));
+    out.push_back(QImage(fr.data_ptr<uint8_t>(), w, h, 3 * w, QImage::Format_RGB888).copy());
+  }
+  return out;
+}
+}  // namespace
+
+GenerationWorker::GenerationWorker() = default;
+GenerationWorker::~GenerationWorker() = default;
+
+void GenerationWorker::render(const QString& id, const QString& preset_json) {
+  cancel_ = false;
+  Q_EMIT started(id);
+  try {
+    if (!pipe_) pipe_ = std::make_unique<pipeline::WanPipeline>();
+    const auto preset = pipeline::Preset::from_json(
+        nlohmann::json::parse(preset_json.toStdString()), "job " + id.toStdString());
+    pipeline::RunCallbacks cb;
+    cb.cancel = &cancel_;
+    cb.want_preview = true;
+    cb.on_message = [&](const std::string& m) { Q_EMIT message(id, QString::fromStdString(m)); };
+    cb.on_step = [&](const pipeline::StepEvent& e) {
+      Q_EMIT progress(id, e.step, e.total, e.seconds_per_step, e.eta_seconds, to_images(e.preview));
+    };
+    const auto r = pipe_->render(preset, cb);
+    Q_EMIT finished(id, QString::fromStdString(r.output.string()));
+  } catch (const pipeline::Cancelled&) {
+    Q_EMIT cancelled(id);
+  } catch (const std::exception& e) {
+    Q_EMIT failed(id, QString::fromStdString(e.what()));
+  } catch (...) {
+    Q_EMIT failed(id, "unknown error");
+  }
+}
+
+}  // namespace kinora::app

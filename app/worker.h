@@ -1,0 +1,45 @@
+#pragma once
+// The render worker: a QObject moved to its own QThread that runs the core
+// pipeline. Signals carry progress, the live latent preview and the outcome;
+// cancel() (any thread) stops the render within one step, leaving no file.
+// Models stay loaded between jobs. Errors never escape: they become failed().
+#include <QImage>
+#include <QList>
+#include <QObject>
+#include <QString>
+
+#include <atomic>
+#include <memory>
+
+namespace kinora::pipeline {
+class WanPipeline;
+}
+
+namespace kinora::app {
+
+class GenerationWorker : public QObject {
+  Q_OBJECT
+ public:
+  GenerationWorker();
+  ~GenerationWorker() override;
+  void cancel() { cancel_ = true; }
+
+ public Q_SLOTS:
+  // `preset_json`: a preset as the CLI reads it; `output` set.
+  void render(const QString& id, const QString& preset_json);
+
+ Q_SIGNALS:
+  void started(const QString& id);
+  void progress(const QString& id, int step, int total, double seconds_per_step, double eta,
+                const QList<QImage>& preview);
+  void message(const QString& id, const QString& text);
+  void finished(const QString& id, const QString& output);
+  void failed(const QString& id, const QString& error);
+  void cancelled(const QString& id);
+
+ private:
+  std::unique_ptr<pipeline::WanPipeline> pipe_;
+  std::atomic<bool> cancel_{false};
+};
+
+}  // namespace kinora::app

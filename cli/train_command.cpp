@@ -1,0 +1,106 @@
+#include "cli/train_command.h"
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+#include <memory>
+
+#include "layers/precision.h"
+#include "training/train.h"
+
+namespace kinora::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_train_sigint(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // a second Ctrl-C: at once
+}
+
+struct TrainArgs {
+  std::string run_dir = "runs/tiny";
+  int64_t vocab = 64;
+  training::VaeOptions vae;
+  training::DitOptions dit;
+  std::string precision = "bf16";
+};
+
+void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
+  c->add_option("--run", a.run_dir, "Run folder (checkpoints, loss log, models)")
+      ->capture_default_str();
+  c->add_option("--steps", o.steps, "Optimizer steps in total (a resumed run goes on to this)")
+      ->capture_default_str();
+  c->add_option("--batch", o.batch, "Clips per step")->capture_default_str();
+  c->add_option("--lr", o.lr, "Peak learning rate (AdamW; warm-up, then cosine)")
+      ->capture_default_str();
+  c->add_option("--warmup", o.warmup, "Warm-up steps")->capture_default_str();
+  c->add_option("--seed", o.seed, "Seed of the data, noise and initialisation")
+      ->capture_default_str();
+  c->add_option("--precision", a.precision, "Compute precision: bf16 or fp32")
+      ->capture_default_str();
+  c->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
+  c->add_option("--log-every", o.log_every, "Loss log line every N steps")->capture_default_str();
+}
+
+}  // namespace
+
+std::function<int()> add_train_command(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  auto* train = app.add_subcommand(
+      "train",
+      "Train the embedded default model (docs/training.md): tokenizer, then vae, then dit; "
+      "each stage resumes from its last checkpoint, and Ctrl-C saves before stopping");
+  train->require_subcommand(1);
+  auto* tok = train->add_subcommand("tokenizer", "SentencePiece vocabulary of the caption grammar");
+  tok->add_option("--run", a->run_dir, "Run folder")->capture_default_str();
+  tok->add_option("--vocab", a->vocab, "Vocabulary size (a soft limit)")->capture_default_str();
+  auto* vae = train->add_subcommand("vae", "The Wan 2.1 VAE (small base width) on clips");
+  add_common(vae, *a, a->vae);
+  vae->add_option("--dim", a->vae.dim, "Base width (the released VAE: 96)")->capture_default_str();
+  vae->add_option("--crop", a->vae.crop, "Train on square crops of this size (0: whole frames)")
+      ->capture_default_str();
+  vae->add_option("--frames", a->vae.train_frames, "Frames per training clip (4k+1)")
+      ->capture_default_str();
+  vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
+  auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
+  add_common(dit, *a, a->dit);
+  dit->add_option("--dataset", a->dit.dataset, "Clips encoded once into latents")
+      ->capture_default_str();
+  dit->add_option("--dim", a->dit.dim, "DiT width")->capture_default_str();
+  dit->add_option("--ffn", a->dit.ffn_dim, "DiT feed-forward width")->capture_default_str();
+  dit->add_option("--heads", a->dit.num_heads, "DiT heads")->capture_default_str();
+  dit->add_option("--layers", a->dit.num_layers, "DiT blocks")->capture_default_str();
+  dit->add_option("--text-dim", a->dit.text_dim, "umT5 width")->capture_default_str();
+  dit->add_option("--text-layers", a->dit.text_layers, "umT5 blocks")->capture_default_str();
+  dit->add_option("--caption-dropout", a->dit.caption_dropout,
+                  "Share of steps trained on the empty caption")
+      ->capture_default_str();
+
+  return [=]() -> int {
+    if (!*train) return -1;
+    try {
+      auto print = [](const std::string& s) { std::cout << s << std::endl; };
+      if (*tok) {
+        training::train_tokenizer(a->run_dir, a->vocab);
+        std::cout << "wrote " << a->run_dir << "/" << training::kTokenizerFile << "\n";
+        return 0;
+      }
+      std::signal(SIGINT, on_train_sigint);
+      training::StageOptions& o = *vae ? static_cast<training::StageOptions&>(a->vae)
+                                       : static_cast<training::StageOptions&>(a->dit);
+      o.run_dir = a->run_dir;
+      o.precision = layers::parse_precision(a->precision);
+      o.on_message = print;
+      o.cancel = &g_stop;
+      if (*vae)
+        training::train_vae(a->vae);
+      else
+        training::train_dit(a->dit);
+      return g_stop ? 130 : 0;
+    } catch (const std::exception& e) {
+      std::cerr << "kinora: " << e.what() << "\n";
+      return 1;
+    }
+  };
+}
+
+}  // namespace kinora::cli

@@ -1,0 +1,34 @@
+#include "pipeline/embedded.h"
+
+#include <cstdlib>
+
+#include "training/train.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+
+std::vector<fs::path> embedded_model_search_path() {
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("KINORA_ASSETS"); env && *env) dirs.emplace_back(env);
+  std::error_code ec;
+  const auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) dirs.push_back(exe.parent_path().parent_path() / "share" / "kinora" / "assets");
+#ifdef KINORA_SOURCE_ASSETS
+  dirs.emplace_back(KINORA_SOURCE_ASSETS);
+#endif
+  return dirs;
+}
+
+std::optional<fs::path> embedded_model_dir() {
+  for (const auto& d : embedded_model_search_path()) {
+    std::error_code ec;
+    bool all = true;
+    for (const char* f : {training::kDitFile, training::kVaeFile, training::kTextEncoderFile,
+                          training::kTokenizerFile})
+      all = all && fs::is_regular_file(d / f, ec);
+    if (all) return d;
+  }
+  return std::nullopt;
+}
+
+}  // namespace kinora::pipeline

@@ -1,0 +1,548 @@
+#include "training/train.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <set>
+
+#include "base/error.h"
+#include "diffusion/wan_dit.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "layers/linear.h"
+#include "text/t5.h"
+#include "text/tokenizer.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::training {
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+namespace {
+
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void say(const StageOptions& o, const std::string& msg) {
+  if (o.on_message) o.on_message(msg);
+}
+
+bool cancelled(const StageOptions& o) {
+  return o.cancel && o.cancel->load();
+}
+
+double lr_at(const StageOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  const double p = static_cast<double>(step - o.warmup) /
+                   static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup));
+  return o.lr * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * std::min(1.0, p))));
+}
+
+void set_lr(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+// ---------------------------------------------------------------- initialisation
+
+void uniform_(Tensor& t, double bound) {
+  t.uniform_(-bound, bound);
+}
+
+// PyTorch's default for convolutions: U(±1/√fan_in); norms 1, biases 0.
+void init_vae(torch::nn::Module& m, uint64_t seed) {
+  torch::NoGradGuard g;
+  torch::manual_seed(seed);
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (name.ends_with("gamma"))
+      p.fill_(1);
+    else if (name.ends_with("bias"))
+      p.zero_();
+    else
+      uniform_(p, 1.0 / std::sqrt(static_cast<double>(p[0].numel())));
+  }
+  // The posterior's log-variance starts at −6 (σ ≈ 0.05), so that early training
+  // is not swamped by sampling noise while the means are still small.
+  auto b = m.named_parameters()["conv1.bias"];
+  b.slice(0, b.size(0) / 2).fill_(-6);
+}
+
+// T5's: embeddings N(0, 1), projections N(0, 1/fan_in), relative biases small, norms 1.
+void init_t5(torch::nn::Module& m, uint64_t seed) {
+  torch::NoGradGuard g;
+  torch::manual_seed(seed);
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (name == "token_embedding.weight")
+      p.normal_(0, 1);
+    else if (name.find("pos_embedding") != std::string::npos)
+      p.normal_(0, 0.02);
+    else if (p.dim() == 1)
+      p.fill_(1);  // RMS norm weights
+    else
+      p.normal_(0, 1.0 / std::sqrt(static_cast<double>(p.size(1))));
+  }
+}
+
+// Wan's init_weights: Xavier-uniform linears (and patch embedding), N(0, 0.02) for
+// the text and time embeddings, a zero output head, modulation N(0, 1/dim).
+void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
+  torch::NoGradGuard g;
+  torch::manual_seed(seed);
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    const bool embed = name.starts_with("text_embedding.") || name.starts_with("time_embedding.");
+    if (name.ends_with("modulation"))
+      p.normal_(0, 1.0 / std::sqrt(static_cast<double>(dim)));
+    else if (name == "head.head.weight" || name == "head.head.bias" || name.ends_with(".bias"))
+      p.zero_();
+    else if (p.dim() == 1)
+      p.fill_(1);  // norm weights
+    else if (embed)
+      p.normal_(0, 0.02);
+    else {
+      const double fan_out = static_cast<double>(p.size(0));
+      const double fan_in = static_cast<double>(p[0].numel());
+      uniform_(p, std::sqrt(6.0 / (fan_in + fan_out)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- persistence
+
+std::vector<std::pair<std::string, Tensor>> params_of(torch::nn::Module& m) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& item : m.named_parameters())
+    out.emplace_back(item.key(),
+                     item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous());
+  return out;
+}
+
+void save_module(torch::nn::Module& m, const fs::path& path,
+                 const std::map<std::string, std::string>& metadata) {
+  io::save_safetensors(path, params_of(m), metadata);
+}
+
+void load_into(torch::nn::Module& m, const fs::path& path) {
+  const auto ck = io::Checkpoint::open(path);
+  torch::NoGradGuard g;
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (!ck.contains(name)) fail_file(path, "training checkpoint has no tensor '" + name + "'");
+    const auto t = ck.get(name);
+    if (t.sizes() != p.sizes()) fail_file(path, "tensor '" + name + "' has the wrong shape");
+    p.copy_(t);
+  }
+}
+
+void write_json(const fs::path& path, const nlohmann::json& j) {
+  const auto tmp = fs::path(path.string() + ".tmp");
+  {
+    std::ofstream f(tmp);
+    f << j.dump(2) << "\n";
+    if (!f) fail_file(tmp, "could not write");
+  }
+  fs::rename(tmp, path);
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream f(path);
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    fail_file(path, std::string("not valid JSON: ") + e.what());
+  }
+}
+
+// The optimizer through a temporary name, like every other file written here.
+void save_optimizer(torch::optim::Optimizer& opt, const fs::path& path) {
+  const auto tmp = fs::path(path.string() + ".tmp");
+  torch::save(opt, tmp.string());
+  fs::rename(tmp, path);
+}
+
+// One line per logged step: step, the stage's losses, lr, seconds so far.
+class LossLog {
+ public:
+  LossLog(const fs::path& path, const std::string& header) : path_(path) {
+    if (!fs::exists(path_)) std::ofstream(path_) << header << "\n";
+  }
+  void add(int64_t step, const std::vector<double>& values, double lr, double seconds) {
+    std::ofstream f(path_, std::ios::app);
+    f << step;
+    for (double v : values) f << "," << v;
+    f << "," << lr << "," << seconds << "\n";
+  }
+
+ private:
+  fs::path path_;
+};
+
+// Drops log lines past `step` (a resumed stage repeats them).
+void truncate_log(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (!header && std::stoll(line.substr(0, line.find(','))) > step) break;
+    kept += line + "\n";
+    header = false;
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
+}
+
+Tensor frames_to_video(const Tensor& frames) {  // [F, H, W, 3] uint8 → [3, F, H, W] in [−1, 1]
+  return frames.permute({3, 0, 1, 2}).to(torch::kFloat32).div(127.5).sub(1);
+}
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::vector<std::string> grammar_captions() {
+  std::vector<std::string> out;
+  for (auto c : kColours)
+    for (auto b : kColours)
+      for (auto s : kShapes)
+        for (auto d : kDirections) {
+          if (b == c) continue;
+          Scene sc;
+          sc.object = c, sc.background = b, sc.shape = s, sc.direction = d;
+          if (!held_out(sc)) out.push_back(sc.caption());
+        }
+  return out;
+}
+
+std::pair<Tensor, std::vector<std::string>> clip_batch(uint64_t first_seed, int64_t count,
+                                                       const ClipSpec& spec) {
+  std::vector<Tensor> clips;
+  std::vector<std::string> captions;
+  for (uint64_t s = first_seed; static_cast<int64_t>(clips.size()) < count; ++s) {
+    const auto scene = random_scene(s, spec);
+    if (held_out(scene)) continue;
+    clips.push_back(frames_to_video(render(scene, spec)));
+    captions.push_back(scene.caption());
+  }
+  return {torch::stack(clips), captions};
+}
+
+// ---------------------------------------------------------------- stage 1
+
+void train_tokenizer(const fs::path& run_dir, int64_t vocab_size) {
+  fs::create_directories(run_dir);
+  auto sentences = grammar_captions();
+  sentences.emplace_back("");  // the empty caption (classifier-free guidance)
+  text::Tokenizer::train(sentences, run_dir / kTokenizerFile, vocab_size);
+}
+
+// ---------------------------------------------------------------- stage 2
+
+void train_vae(const VaeOptions& o) {
+  const auto state = o.run_dir / "vae-state";
+  fs::create_directories(state);
+  vae::WanVAEConfig cfg;
+  cfg.dim = o.dim;
+  vae::WanVAE model(cfg);
+  init_vae(model.module(), o.seed);
+  model.set_precision(o.precision);
+  model.set_trainable(true);
+  torch::optim::AdamW opt(model.module().parameters(),
+                          torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.0));
+  int64_t step = 0;
+  double seconds = 0;
+  if (fs::exists(state / "state.json")) {
+    const auto j = read_json(state / "state.json");
+    step = j.at("step"), seconds = j.at("seconds");
+    load_into(model.module(), state / "vae.safetensors");
+    torch::load(opt, (state / "optimizer.pt").string());
+    say(o, "vae: resuming at step " + std::to_string(step));
+  }
+  const auto log_path = state / "loss.csv";
+  truncate_log(log_path, step);
+  LossLog log(log_path, "step,loss,l1,mse,kl,lr,seconds");
+  auto save = [&] {
+    save_module(model.module(), state / "vae.safetensors", {});
+    save_optimizer(opt, state / "optimizer.pt");
+    write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
+  };
+  ClipSpec spec = o.clip;
+  spec.frames = o.train_frames;
+  double sum[4] = {0, 0, 0, 0};
+  int64_t n = 0;
+  while (step < o.steps && !cancelled(o)) {
+    const auto t0 = Clock::now();
+    const double lr = lr_at(o, step);
+    set_lr(opt, lr);
+    torch::manual_seed(mix(o.seed, 1000000 + step));
+    auto x = clip_batch(mix(o.seed, step), o.batch, spec).first;
+    if (o.crop > 0 && o.crop < spec.width && o.crop < spec.height) {
+      std::vector<Tensor> crops;
+      for (int64_t b = 0; b < o.batch; ++b) {
+        const uint64_t r = mix(o.seed ^ 0xC209, step * 131 + b);
+        const auto y0 = static_cast<int64_t>(r % static_cast<uint64_t>(spec.height - o.crop + 1));
+        const auto x0 =
+            static_cast<int64_t>((r >> 32) % static_cast<uint64_t>(spec.width - o.crop + 1));
+        crops.push_back(x[b].slice(2, y0, y0 + o.crop).slice(3, x0, x0 + o.crop));
+      }
+      x = torch::stack(crops);
+    }
+    auto [mu, logvar] = model.posterior(x);
+    logvar = logvar.clamp(-30, 20);
+    const auto z = mu + torch::exp(0.5 * logvar) * torch::randn_like(mu);
+    const auto rec = model.decode_unnormalised(z);
+    const auto l1 = (rec - x).abs().mean();
+    const auto mse = (rec - x).pow(2).mean();
+    const auto kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean();
+    const auto loss = l1 + mse + o.kl_weight * kl;
+    opt.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(model.module().parameters(), 1.0);
+    opt.step();
+    ++step;
+    seconds += seconds_since(t0);
+    sum[0] += loss.item<double>(), sum[1] += l1.item<double>(), sum[2] += mse.item<double>(),
+        sum[3] += kl.item<double>(), ++n;
+    if (step % o.log_every == 0 || step == o.steps) {
+      log.add(step, {sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n}, lr, seconds);
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "vae step %lld/%lld  loss %.4f  l1 %.4f  kl %.2f  %.2f s/step",
+                    static_cast<long long>(step), static_cast<long long>(o.steps), sum[0] / n,
+                    sum[1] / n, sum[3] / n, seconds / static_cast<double>(step));
+      say(o, line);
+      sum[0] = sum[1] = sum[2] = sum[3] = 0, n = 0;
+    }
+    if (step % o.save_every == 0) save();
+  }
+  save();
+  if (step < o.steps) {
+    say(o, "vae: stopped at step " + std::to_string(step) + "; run again to resume");
+    return;
+  }
+
+  // The latent statistics that normalise the DiT's inputs, over full-length clips.
+  model.set_trainable(false);
+  std::vector<Tensor> mus;
+  for (int64_t i = 0; i < o.stats_clips; i += 16) {
+    const auto x =
+        clip_batch(mix(o.seed, 0x57A7 + i), std::min<int64_t>(16, o.stats_clips - i), o.clip).first;
+    torch::NoGradGuard g;
+    mus.push_back(model.posterior(x).first);
+  }
+  const auto all = torch::cat(mus).transpose(0, 1).flatten(1).to(torch::kFloat64);  // [z, N]
+  const auto mean = all.mean(1), std = all.std(1);
+  std::vector<double> m(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  std::vector<double> s(std.data_ptr<double>(), std.data_ptr<double>() + std.numel());
+  model.set_latent_statistics(m, s);
+  save_module(
+      model.module(), o.run_dir / kVaeFile,
+      {{"config", model.config().to_json()},
+       {"kinora",
+        nlohmann::json{{"model", "Kinora tiny Wan 2.1 VAE"}, {"trained_steps", step}}.dump()}});
+  say(o, "vae: wrote " + (o.run_dir / kVaeFile).string());
+}
+
+// ---------------------------------------------------------------- stage 3
+
+namespace {
+
+// The VAE's latents of `n` clips, encoded once and cached in the run folder.
+std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, vae::WanVAE& vae) {
+  const auto path = o.run_dir / "dit-state" / "latents.safetensors";
+  if (fs::exists(path)) {
+    const auto ck = io::Checkpoint::open(path);
+    const auto lat = ck.get("latents").clone();
+    const auto caps = nlohmann::json::parse(ck.metadata().at("captions"));
+    if (lat.size(0) == o.dataset) return {lat, caps.template get<std::vector<std::string>>()};
+  }
+  std::vector<Tensor> lats;
+  std::vector<std::string> caps;
+  const auto t0 = Clock::now();
+  for (int64_t i = 0; i < o.dataset; i += 16) {
+    auto [x, c] =
+        clip_batch(mix(o.seed, 0xDA7A000 + i), std::min<int64_t>(16, o.dataset - i), o.clip);
+    lats.push_back(vae.encode(x));
+    caps.insert(caps.end(), c.begin(), c.end());
+    if ((i / 16) % 32 == 0)
+      say(o, "dit: encoding clips " + std::to_string(i) + "/" + std::to_string(o.dataset) + " (" +
+                 std::to_string(static_cast<int>(seconds_since(t0))) + " s)");
+  }
+  auto lat = torch::cat(lats);
+  io::save_safetensors(path, {{"latents", lat}}, {{"captions", nlohmann::json(caps).dump()}});
+  return {lat, caps};
+}
+
+void ema_update(std::vector<Tensor>& ema, const std::vector<Tensor>& params, double decay) {
+  torch::NoGradGuard g;
+  for (std::size_t i = 0; i < ema.size(); ++i) ema[i].mul_(decay).add_(params[i], 1 - decay);
+}
+
+// Copies `values` into the module's parameters (same order as parameters()).
+void assign(torch::nn::Module& m, const std::vector<Tensor>& values) {
+  torch::NoGradGuard g;
+  auto ps = m.parameters();
+  for (std::size_t i = 0; i < ps.size(); ++i) ps[i].copy_(values[i]);
+}
+std::vector<Tensor> clones(torch::nn::Module& m) {
+  std::vector<Tensor> out;
+  for (auto& p : m.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+}  // namespace
+
+void train_dit(const DitOptions& o) {
+  const auto state = o.run_dir / "dit-state";
+  fs::create_directories(state);
+  const auto tok = text::Tokenizer::load(o.run_dir / kTokenizerFile);
+  auto vae = vae::WanVAE::load(o.run_dir / kVaeFile, o.precision);
+  const auto [latents, captions] = latent_dataset(o, vae);
+  say(o,
+      "dit: " + std::to_string(latents.size(0)) + " latents " + c10::str(latents.sizes().slice(1)));
+
+  // Tokens of every caption (and of the empty one), short: the encoder's output
+  // past a caption's end is dropped in inference, so padding never reaches the DiT.
+  constexpr int64_t kMaxTokens = 32;
+  const auto empty = tok.encode("", kMaxTokens);
+  std::vector<Tensor> ids, masks;
+  for (const auto& c : captions) {
+    const auto t = tok.encode(c, kMaxTokens);
+    ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
+  }
+  const auto all_ids = torch::stack(ids), all_masks = torch::stack(masks);
+
+  text::T5Config tc;
+  tc.vocab = tok.vocab_size(), tc.dim = o.text_dim, tc.dim_attn = o.text_dim;
+  tc.dim_ffn = o.text_ffn, tc.num_heads = o.text_heads, tc.num_layers = o.text_layers;
+  tc.num_buckets = 32, tc.max_distance = 128, tc.shared_pos = false;
+  diffusion::WanConfig wc;
+  wc.dim = o.dim, wc.ffn_dim = o.ffn_dim, wc.num_heads = o.num_heads, wc.num_layers = o.num_layers;
+  wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
+  text::T5Encoder te(tc);
+  diffusion::WanModel dit(wc);
+  init_t5(te.module(), mix(o.seed, 1));
+  init_dit(dit.module(), mix(o.seed, 2), wc.dim);
+  dit.set_precision(o.precision);
+  te.set_trainable(true), dit.set_trainable(true);
+
+  auto params = dit.module().parameters();
+  const auto te_params = te.module().parameters();
+  params.insert(params.end(), te_params.begin(), te_params.end());
+  torch::optim::AdamW opt(params,
+                          torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.01));
+  auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
+  int64_t step = 0;
+  double seconds = 0;
+  if (fs::exists(state / "state.json")) {
+    const auto j = read_json(state / "state.json");
+    step = j.at("step"), seconds = j.at("seconds");
+    load_into(dit.module(), state / "dit.safetensors");
+    load_into(te.module(), state / "umt5.safetensors");
+    torch::load(opt, (state / "optimizer.pt").string());
+    // EMA copies: load into the modules, copy out, then restore the live weights.
+    const auto live_dit = clones(dit.module()), live_te = clones(te.module());
+    load_into(dit.module(), state / "ema-dit.safetensors");
+    load_into(te.module(), state / "ema-umt5.safetensors");
+    ema_dit = clones(dit.module()), ema_te = clones(te.module());
+    assign(dit.module(), live_dit), assign(te.module(), live_te);
+    say(o, "dit: resuming at step " + std::to_string(step));
+  }
+  const auto log_path = state / "loss.csv";
+  truncate_log(log_path, step);
+  LossLog log(log_path, "step,loss,lr,seconds");
+
+  const std::string dit_meta = nlohmann::json{
+      {"model", "Kinora tiny Wan DiT"},
+      {"width", o.clip.width},
+      {"height", o.clip.height},
+      {"frames", o.clip.frames},
+      {"negative_prompt", ""}}.dump();
+  auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
+    const auto live_dit = clones(dit.module()), live_te = clones(te.module());
+    assign(dit.module(), ema_dit), assign(te.module(), ema_te);
+    save_module(
+        dit.module(), dit_path,
+        {{"config", wc.to_json()}, {"kinora", dit_meta}, {"trained_steps", std::to_string(step)}});
+    save_module(te.module(), te_path, {{"config", tc.to_json()}});
+    assign(dit.module(), live_dit), assign(te.module(), live_te);
+  };
+  auto save = [&] {
+    save_module(dit.module(), state / "dit.safetensors", {});
+    save_module(te.module(), state / "umt5.safetensors", {});
+    export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
+    save_optimizer(opt, state / "optimizer.pt");
+    write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
+  };
+
+  const auto dit_params = dit.module().parameters();
+  double sum = 0;
+  int64_t n = 0;
+  const int64_t N = latents.size(0);
+  while (step < o.steps && !cancelled(o)) {
+    const auto t0 = Clock::now();
+    const double lr = lr_at(o, step);
+    set_lr(opt, lr);
+    torch::manual_seed(mix(o.seed, 2000000 + step));
+    const auto idx = torch::randint(N, {o.batch}, torch::kLong);
+    const auto x0 = latents.index_select(0, idx);
+    auto tid = all_ids.index_select(0, idx), tmask = all_masks.index_select(0, idx);
+    // Caption dropout: the empty caption, as the unconditional branch sees it.
+    const auto drop = torch::rand({o.batch}) < o.caption_dropout;
+    tid = torch::where(drop.unsqueeze(1), empty.ids, tid);
+    tmask = torch::where(drop.unsqueeze(1), empty.mask, tmask);
+    const auto ctx = te.forward(tid, tmask) * tmask.unsqueeze(-1).to(torch::kFloat32);
+    // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ;
+    // σ logit-normal.
+    const auto sigma = torch::sigmoid(torch::randn({o.batch}));
+    const auto noise = torch::randn_like(x0);
+    const auto s = sigma.view({-1, 1, 1, 1, 1});
+    const auto xt = (1 - s) * x0 + s * noise;
+    const auto pred = dit.forward(xt, sigma * 1000, ctx);
+    const auto loss = (pred - (noise - x0)).pow(2).mean();
+    opt.zero_grad();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(params, 1.0);
+    opt.step();
+    ++step;
+    const double decay = std::min(o.ema, (1.0 + step) / (10.0 + step));
+    ema_update(ema_dit, dit_params, decay);
+    ema_update(ema_te, te_params, decay);
+    seconds += seconds_since(t0);
+    sum += loss.item<double>(), ++n;
+    if (step % o.log_every == 0 || step == o.steps) {
+      log.add(step, {sum / n}, lr, seconds);
+      char line[128];
+      std::snprintf(line, sizeof line, "dit step %lld/%lld  loss %.4f  %.2f s/step",
+                    static_cast<long long>(step), static_cast<long long>(o.steps), sum / n,
+                    seconds / static_cast<double>(step));
+      say(o, line);
+      sum = 0, n = 0;
+    }
+    if (step % o.save_every == 0) save();
+  }
+  save();
+  if (step < o.steps) {
+    say(o, "dit: stopped at step " + std::to_string(step) + "; run again to resume");
+    return;
+  }
+  export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile);
+  say(o, "dit: wrote " + (o.run_dir / kDitFile).string() + " and " +
+             (o.run_dir / kTextEncoderFile).string());
+}
+
+}  // namespace kinora::training

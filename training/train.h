@@ -1,0 +1,84 @@
+#pragma once
+// Training of the embedded default model, in three stages that run the same
+// modules as inference (the Wan VAE, umT5 and Wan DiT classes, made trainable):
+//
+//   1. tokenizer  a SentencePiece vocabulary of the caption grammar
+//   2. vae        the Wan 2.1 VAE, small base width, as an autoencoder of clips
+//   3. dit        umT5 and the Wan DiT together, flow matching on the VAE's
+//                 latents, with caption dropout for classifier-free guidance
+//
+// Each stage writes into one run folder: its model as safetensors in the real
+// layout with the config in the metadata, its optimizer state and step (so a
+// stopped stage resumes where it was), and a loss log (CSV). The recipe that
+// made the shipped weights is docs/training.md.
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "layers/precision.h"
+#include "training/clips.h"
+
+namespace kinora::training {
+
+// The file names inside a run folder (and in assets/, where the shipped copies live).
+inline constexpr const char* kTokenizerFile = "kinora-tiny-spm.model";
+inline constexpr const char* kVaeFile = "kinora-tiny-wan-vae.safetensors";
+inline constexpr const char* kTextEncoderFile = "kinora-tiny-umt5.safetensors";
+inline constexpr const char* kDitFile = "kinora-tiny-wan-dit.safetensors";
+
+struct StageOptions {
+  std::filesystem::path run_dir;
+  int64_t steps = 1000;  // total optimizer steps (a resumed stage continues to this)
+  int64_t batch = 8;
+  double lr = 2e-4;
+  int64_t warmup = 100;  // linear warm-up, then cosine decay to lr/10
+  uint64_t seed = 1;
+  layers::Precision precision = layers::Precision::BF16;  // compute dtype (weights stay fp32)
+  int64_t save_every = 200;
+  int64_t log_every = 20;
+  ClipSpec clip;  // 64×64×17 by default
+  std::function<void(const std::string&)> on_message;
+  const std::atomic<bool>* cancel = nullptr;  // stops after the current step, saving first
+};
+
+// Every caption of the grammar except held-out combinations.
+std::vector<std::string> grammar_captions();
+
+// Stage 1: <run>/kinora-tiny-spm.model.
+void train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 64);
+
+struct VaeOptions : StageOptions {
+  int64_t dim = 16;           // base width (the released VAE: 96)
+  int64_t train_frames = 5;   // frames per training clip (1 + 4k, the causal chunks)
+  int64_t crop = 32;          // square crops of this size (0: whole frames); the VAE is
+                              // convolutional, so it then runs on whole frames
+  double kl_weight = 1e-5;    // KL term of the posterior, per element
+  int64_t stats_clips = 256;  // clips whose latents give the normalisation statistics
+};
+// Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
+void train_vae(const VaeOptions& o);
+
+struct DitOptions : StageOptions {
+  int64_t dataset = 4096;  // clips encoded once by the VAE (latents cached in the run)
+  // DiT
+  int64_t dim = 192, ffn_dim = 768, num_heads = 3, num_layers = 4;
+  // umT5
+  int64_t text_dim = 128, text_ffn = 256, text_heads = 4, text_layers = 2;
+  double caption_dropout = 0.1;
+  double ema = 0.999;
+};
+// Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
+// (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
+void train_dit(const DitOptions& o);
+
+// Clips for training: `count` scenes from `first_seed` on, held-out combinations
+// skipped. [B, 3, F, H, W] float32 in [−1, 1], and their captions.
+std::pair<torch::Tensor, std::vector<std::string>> clip_batch(uint64_t first_seed, int64_t count,
+                                                              const ClipSpec& spec);
+
+}  // namespace kinora::training
