@@ -65,6 +65,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   precision_ = new QComboBox(this);
   precision_->addItems({"bf16", "fp32"});
   format_ = new QComboBox(this);
+  format_->addItem("Default (from the name: MP4)", "");
   format_->addItem("MP4 (H.264)", "mp4");
   format_->addItem("MP4 (H.265)", "mp4-h265");
   format_->addItem("WebM (VP9)", "webm");
@@ -296,7 +297,7 @@ void GeneratePanel::set_preset(const Preset& p) {
   sampler_->setCurrentText(QString::fromStdString(p.sampler));
   shift_->setValue(p.shift), guidance_->setValue(p.guidance);
   precision_->setCurrentText(QString::fromStdString(p.precision));
-  const int f = format_->findData(QString::fromStdString(p.format.empty() ? "mp4" : p.format));
+  const int f = format_->findData(QString::fromStdString(p.format));
   format_->setCurrentIndex(std::max(0, f));
   loras_->setRowCount(0);
   for (const auto& l : p.loras) {

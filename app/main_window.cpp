@@ -396,7 +396,12 @@ void MainWindow::closeEvent(QCloseEvent* e) {
   settings_->setValue("geometry", saveGeometry());
   settings_->setValue("window_state", saveState());
   settings_->setValue("last_preset", QString::fromStdString(panel_->preset().to_json().dump()));
-  if (busy()) worker_->cancel();
+  if (busy()) {
+    // Closed mid-render: the job comes back re-queueable next time.
+    worker_->cancel();
+    queue_->set_status(running_, JobStatus::Interrupted, "the studio was closed during this job");
+    running_.clear();
+  }
   e->accept();
 }
 

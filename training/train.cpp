@@ -203,6 +203,27 @@ void truncate_log(const fs::path& path, int64_t step) {
   std::ofstream(path, std::ios::trunc) << kept;
 }
 
+// A binary PPM: a dependency-free image of training samples.
+void write_ppm(const fs::path& path, const Tensor& rgb) {  // [H, W, 3] uint8
+  const auto t = rgb.contiguous();
+  std::ofstream f(path, std::ios::binary);
+  f << "P6\n" << t.size(1) << " " << t.size(0) << "\n255\n";
+  f.write(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()), t.numel());
+}
+
+// Frames 0, F/2 and F−1 of each video [B, 3, F, H, W] in [−1, 1] side by side,
+// one row per video.
+Tensor strip(const Tensor& v) {
+  const int64_t F = v.size(2);
+  std::vector<Tensor> rows;
+  for (int64_t b = 0; b < v.size(0); ++b) {
+    std::vector<Tensor> cols;
+    for (int64_t f : {int64_t{0}, F / 2, F - 1}) cols.push_back(v[b].select(1, f));
+    rows.push_back(torch::cat(cols, 2));
+  }
+  return torch::cat(rows, 1).permute({1, 2, 0}).add(1).mul(127.5).clamp(0, 255).to(torch::kUInt8);
+}
+
 Tensor frames_to_video(const Tensor& frames) {  // [F, H, W, 3] uint8 → [3, F, H, W] in [−1, 1]
   return frames.permute({3, 0, 1, 2}).to(torch::kFloat32).div(127.5).sub(1);
 }
@@ -275,7 +296,16 @@ void train_vae(const VaeOptions& o) {
   const auto log_path = state / "loss.csv";
   truncate_log(log_path, step);
   LossLog log(log_path, "step,loss,l1,mse,kl,lr,seconds");
+  // Reconstructions of the same four clips at every checkpoint: originals on the
+  // left, the decoded posterior means on the right.
+  const auto samples = clip_batch(mix(o.seed, 0x5A11), 4, o.clip).first;
   auto save = [&] {
+    {
+      torch::NoGradGuard g;
+      const auto rec = model.decode_unnormalised(model.posterior(samples).first).clamp(-1, 1);
+      write_ppm(state / ("samples-" + std::to_string(step) + ".ppm"),
+                torch::cat({strip(samples), strip(rec)}, 1));
+    }
     save_module(model.module(), state / "vae.safetensors", {});
     save_optimizer(opt, state / "optimizer.pt");
     write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
@@ -290,23 +320,46 @@ void train_vae(const VaeOptions& o) {
     set_lr(opt, lr);
     torch::manual_seed(mix(o.seed, 1000000 + step));
     auto x = clip_batch(mix(o.seed, step), o.batch, spec).first;
+    // The object's pixels (far from the clip's background, the median of its
+    // border) weigh 10× in the loss: they are a small share of each frame, and an
+    // autoencoder first learns to draw backgrounds alone.
+    const auto border = torch::cat({x.select(3, 0), x.select(3, -1)}, 3).flatten(2);  // [B,3,N]
+    const auto bg = std::get<0>(border.median(2)).view({-1, 3, 1, 1, 1});
+    auto fg = ((x - bg).abs().sum(1, true) > 0.1).to(torch::kFloat32);  // [B, 1, F, H, W]
     if (o.crop > 0 && o.crop < spec.width && o.crop < spec.height) {
-      std::vector<Tensor> crops;
+      // Crops around the object three times in four (its centre in the middle
+      // frame, jittered), anywhere otherwise.
+      std::vector<Tensor> xs, fs;
       for (int64_t b = 0; b < o.batch; ++b) {
         const uint64_t r = mix(o.seed ^ 0xC209, step * 131 + b);
-        const auto y0 = static_cast<int64_t>(r % static_cast<uint64_t>(spec.height - o.crop + 1));
-        const auto x0 =
-            static_cast<int64_t>((r >> 32) % static_cast<uint64_t>(spec.width - o.crop + 1));
-        crops.push_back(x[b].slice(2, y0, y0 + o.crop).slice(3, x0, x0 + o.crop));
+        int64_t y0 = static_cast<int64_t>(r % static_cast<uint64_t>(spec.height - o.crop + 1));
+        int64_t x0 =
+            static_cast<int64_t>((r >> 20) % static_cast<uint64_t>(spec.width - o.crop + 1));
+        const auto mid = fg[b][0][spec.frames / 2];
+        if ((r >> 40) % 4 != 0 && mid.sum().item<double>() > 0) {
+          const auto nz = mid.nonzero().to(torch::kFloat32).mean(0);
+          const auto jitter = [&](int shift) {
+            return static_cast<int64_t>((r >> shift) % 17) - 8;
+          };
+          y0 = std::clamp<int64_t>(std::lround(nz[0].item<double>()) - o.crop / 2 + jitter(44), 0,
+                                   spec.height - o.crop);
+          x0 = std::clamp<int64_t>(std::lround(nz[1].item<double>()) - o.crop / 2 + jitter(52), 0,
+                                   spec.width - o.crop);
+        }
+        xs.push_back(x[b].slice(2, y0, y0 + o.crop).slice(3, x0, x0 + o.crop));
+        fs.push_back(fg[b].slice(2, y0, y0 + o.crop).slice(3, x0, x0 + o.crop));
       }
-      x = torch::stack(crops);
+      x = torch::stack(xs);
+      fg = torch::stack(fs);
     }
+    const auto weight = (1 + 9 * fg).expand_as(x);
+    const auto wsum = weight.sum();
     auto [mu, logvar] = model.posterior(x);
     logvar = logvar.clamp(-30, 20);
     const auto z = mu + torch::exp(0.5 * logvar) * torch::randn_like(mu);
     const auto rec = model.decode_unnormalised(z);
-    const auto l1 = (rec - x).abs().mean();
-    const auto mse = (rec - x).pow(2).mean();
+    const auto l1 = ((rec - x).abs() * weight).sum() / wsum;
+    const auto mse = ((rec - x).pow(2) * weight).sum() / wsum;
     const auto kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean();
     const auto loss = l1 + mse + o.kl_weight * kl;
     opt.zero_grad();

@@ -1,0 +1,246 @@
+// The studio's parts without a window manager (QT_QPA_PLATFORM=offscreen): the
+// queue model and its persistence, the worker's cancel, presets through the
+// form, and "use these settings" / drag and drop from a rendered output.
+#include <gtest/gtest.h>
+
+#include <QApplication>
+#include <QFile>
+#include <QMimeData>
+#include <QSignalSpy>
+#include <QUrl>
+
+#include <filesystem>
+
+#include "app/generate_panel.h"
+#include "app/main_window.h"
+#include "app/queue_model.h"
+#include "app/worker.h"
+#include "pipeline/wan_pipeline.h"
+
+namespace kinora::app {
+namespace {
+namespace fs = std::filesystem;
+using pipeline::Preset;
+
+QApplication& qapp() {
+  static int argc = 1;
+  static char name[] = "app_test";
+  static char* argv[] = {name, nullptr};
+  qputenv("QT_QPA_PLATFORM", "offscreen");
+  qputenv("QT_MEDIA_BACKEND", "ffmpeg");  // as kinora-studio does
+  static QApplication app(argc, argv);
+  return app;
+}
+
+fs::path temp_dir() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto p = fs::temp_directory_path() /
+           ("kinora-app-" + std::string(info->name()) + "-" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::string fixture(const std::string& name) {
+  return std::string(KINORA_FIXTURES) + "/" + name;
+}
+
+// A render with the tiny fixture models (random weights): fast, any size.
+Preset fixture_preset(const fs::path& out, int steps = 4) {
+  Preset p;
+  p.prompt = "a red circle moving right on a blue background";
+  p.negative_prompt = "blurry";
+  p.seed = 1234;
+  p.width = 64, p.height = 48, p.frames = 9, p.fps = 12, p.steps = steps;
+  p.sampler = "flow_dpmpp_2m", p.shift = 2.5, p.guidance = 3.5, p.precision = "fp32";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.output = out.string();
+  return p;
+}
+
+TEST(QueueModel, AddFrontDuplicateRemoveRequeueMove) {
+  qapp();
+  QueueModel q;
+  Preset a, b, c;
+  a.prompt = "a", b.prompt = "b", c.prompt = "c";
+  const auto ida = q.add(a);
+  q.add(b);
+  q.set_status(ida, JobStatus::Running);
+  q.add(c, /*front=*/true);  // before the pending ones, after the running one
+  auto prompts = [&] {
+    QStringList s;
+    for (int i = 0; i < q.rowCount(); ++i)
+      s << q.data(q.index(i), QueueModel::PromptRole).toString();
+    return s.join(",");
+  };
+  EXPECT_EQ(prompts(), "a,c,b");
+  q.duplicate(1);
+  EXPECT_EQ(prompts(), "a,c,c,b");
+  q.remove(0);  // the running job stays
+  EXPECT_EQ(q.rowCount(), 4);
+  q.remove(2);
+  EXPECT_EQ(prompts(), "a,c,b");
+  EXPECT_TRUE(q.moveRows({}, 2, 1, {}, 1));
+  EXPECT_EQ(prompts(), "a,b,c");
+  EXPECT_FALSE(q.requeue(1));  // pending already
+  q.set_status(ida, JobStatus::Failed, "boom");
+  EXPECT_TRUE(q.requeue(0));
+  EXPECT_EQ(q.data(q.index(0), QueueModel::StatusRole).toString(), "pending");
+  EXPECT_EQ(q.next_pending(), 0);
+}
+
+TEST(QueueModel, DragAndDropReorders) {
+  qapp();
+  QueueModel q;
+  for (const char* s : {"a", "b", "c"}) {
+    Preset p;
+    p.prompt = s;
+    q.add(p);
+  }
+  std::unique_ptr<QMimeData> m(q.mimeData({q.index(0)}));
+  q.dropMimeData(m.get(), Qt::MoveAction, 3, 0, {});
+  EXPECT_EQ(q.at(0).preset.prompt, "b");
+  EXPECT_EQ(q.at(2).preset.prompt, "a");
+}
+
+TEST(QueueModel, PersistsAndMarksTheRunningJobInterrupted) {
+  qapp();
+  const auto dir = temp_dir();
+  const auto file = QString::fromStdString((dir / "queue.json").string());
+  QString running, done;
+  {
+    QueueModel q(file);
+    Preset p;
+    p.prompt = "first";
+    p.seed = 7;
+    running = q.add(p);
+    p.prompt = "second";
+    done = q.add(p);
+    q.add(p);
+    q.set_status(running, JobStatus::Running);
+    q.set_status(done, JobStatus::Done);
+    q.set_output(done, "/x/y.mp4");
+  }  // as if the process died here
+  QueueModel q(file);
+  QString err;
+  ASSERT_TRUE(q.load(&err)) << err.toStdString();
+  ASSERT_EQ(q.rowCount(), 3);
+  EXPECT_EQ(q.job(running)->status, JobStatus::Interrupted);
+  EXPECT_EQ(q.job(running)->preset.seed, 7);
+  EXPECT_EQ(q.job(done)->status, JobStatus::Done);
+  EXPECT_EQ(q.job(done)->output, "/x/y.mp4");
+  EXPECT_EQ(q.at(2).status, JobStatus::Pending);
+  EXPECT_TRUE(q.requeue(q.row_of(running)));
+  fs::remove_all(dir);
+}
+
+TEST(QueueModel, AMalformedFileIsMovedAsideWithAMessage) {
+  qapp();
+  const auto dir = temp_dir();
+  const auto file = QString::fromStdString((dir / "queue.json").string());
+  {
+    QFile f(file);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+    f.write("{\"jobs\": [ {\"id\": \"x\", \"preset\": {\"steps\": \"many\"}} ]}");
+  }
+  QueueModel q(file);
+  QString err;
+  EXPECT_FALSE(q.load(&err));
+  EXPECT_TRUE(err.contains("steps")) << err.toStdString();
+  EXPECT_TRUE(QFile::exists(file + ".bad"));
+  EXPECT_EQ(q.rowCount(), 0);
+  fs::remove_all(dir);
+}
+
+TEST(Worker, CancelStopsWithinAStepAndLeavesNoFile) {
+  qapp();
+  const auto dir = temp_dir();
+  const auto out = dir / "cancelled.mp4";
+  GenerationWorker w;
+  int last_step = 0;
+  QObject::connect(&w, &GenerationWorker::progress, &w,
+                   [&](const QString&, int step, int, double, double, const QList<QImage>& prev) {
+                     last_step = step;
+                     EXPECT_FALSE(prev.isEmpty());  // the live preview comes with each step
+                     if (step == 2) w.cancel();
+                   });
+  QSignalSpy cancelled(&w, &GenerationWorker::cancelled);
+  QSignalSpy finished(&w, &GenerationWorker::finished);
+  w.render("job", QString::fromStdString(fixture_preset(out, 20).to_json().dump()));
+  EXPECT_EQ(cancelled.count(), 1);
+  EXPECT_EQ(finished.count(), 0);
+  EXPECT_EQ(last_step, 2);
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
+  fs::remove_all(dir);
+}
+
+TEST(Worker, ErrorsBecomeAMessageNotACrash) {
+  qapp();
+  GenerationWorker w;
+  QSignalSpy failed(&w, &GenerationWorker::failed);
+  auto p = fixture_preset("/tmp/never.mp4");
+  p.model = "/no/such/model.safetensors";
+  w.render("job", QString::fromStdString(p.to_json().dump()));
+  ASSERT_EQ(failed.count(), 1);
+  EXPECT_TRUE(failed[0][1].toString().contains("/no/such/model.safetensors"));
+}
+
+TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
+  qapp();
+  GeneratePanel panel;
+  auto p = fixture_preset("");
+  p.output.clear();
+  p.format = "webm";
+  p.loras = {{"/loras/style.safetensors", 0.65}, {"/loras/motion.safetensors", -0.3}};
+  panel.set_preset(p);
+  EXPECT_EQ(panel.preset().to_json(), p.to_json());
+  // The embedded model: no model keys.
+  auto e = Preset::embedded_defaults();
+  e.prompt = "a white square moving up on a black background";
+  e.seed = 99;
+  e.format = "mp4";
+  panel.set_preset(e);
+  EXPECT_EQ(panel.preset().to_json(), e.to_json());
+  EXPECT_TRUE(panel.preset().uses_embedded_model());
+}
+
+TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
+  qapp();
+  const auto dir = temp_dir();
+  // An output made by the core, as the CLI or the worker would write it.
+  auto made = fixture_preset(dir / "made.mp4");
+  pipeline::WanPipeline pipe;
+  pipe.render(made);
+  made.output.clear();
+
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  MainWindow w(o);
+  ASSERT_TRUE(w.restore_from(QString::fromStdString((dir / "made.mp4").string())));
+  EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
+
+  // Drag and drop of the same file onto a window showing other settings.
+  w.panel()->set_preset(Preset::embedded_defaults());
+  QMimeData mime;
+  mime.setUrls({QUrl::fromLocalFile(QString::fromStdString((dir / "made.mp4").string()))});
+  w.show();
+  QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+  QApplication::sendEvent(&w, &enter);
+  EXPECT_TRUE(enter.isAccepted());
+  QDropEvent drop(QPointF(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, Qt::NoModifier);
+  QApplication::sendEvent(&w, &drop);
+  EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
+
+  // A file without Kinora parameters: refused, form unchanged.
+  EXPECT_FALSE(w.restore_from(QString::fromStdString(fixture("wan21_dit_tiny.safetensors"))));
+  EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kinora::app
