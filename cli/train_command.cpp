@@ -18,7 +18,7 @@ extern "C" void on_train_sigint(int) {
 
 struct TrainArgs {
   std::string run_dir = "runs/tiny";
-  int64_t vocab = 64;
+  int64_t vocab = 96;
   training::VaeOptions vae;
   training::DitOptions dit;
   std::string precision = "bf16";
@@ -60,6 +60,10 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->capture_default_str();
   vae->add_option("--frames", a->vae.train_frames, "Frames per training clip (4k+1)")
       ->capture_default_str();
+  vae->add_option("--time-compression", a->vae.time_compression,
+                  "Frames per latent frame: 4 (the released VAE), 2, or 1")
+      ->check(CLI::IsMember({1, 2, 4}))
+      ->capture_default_str();
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
@@ -69,6 +73,8 @@ std::function<int()> add_train_command(CLI::App& app) {
   dit->add_option("--ffn", a->dit.ffn_dim, "DiT feed-forward width")->capture_default_str();
   dit->add_option("--heads", a->dit.num_heads, "DiT heads")->capture_default_str();
   dit->add_option("--layers", a->dit.num_layers, "DiT blocks")->capture_default_str();
+  dit->add_option("--text-len", a->dit.text_len, "Text rows the DiT attends to")
+      ->capture_default_str();
   dit->add_option("--text-dim", a->dit.text_dim, "umT5 width")->capture_default_str();
   dit->add_option("--text-layers", a->dit.text_layers, "umT5 blocks")->capture_default_str();
   dit->add_option("--caption-dropout", a->dit.caption_dropout,

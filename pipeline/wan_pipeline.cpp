@@ -243,7 +243,8 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   check_cancel();
 
   // Sampling.
-  const int64_t lf = (p.frames - 1) / 4 + 1, lh = p.height / 8, lw = p.width / 8;
+  const int64_t lf = (p.frames - 1) / vae.config().time_compression() + 1, lh = p.height / 8,
+                lw = p.width / 8;
   auto x = initial_noise(p.seed, {1, cfg.out_dim, lf, lh, lw}).to(device_);
   auto sched = schedulers::make_scheduler(p.sampler);
   sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});

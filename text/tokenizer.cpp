@@ -94,7 +94,7 @@ void Tokenizer::train(const std::vector<std::string>& sentences,
   // T5's special ids: <pad> 0, </s> 1, <unk> 2, no <s>.
   const std::string args = "--input=" + input.string() + " --model_prefix=" + stem.string() +
                            " --vocab_size=" + std::to_string(vocab_size) +
-                           " --model_type=unigram --character_coverage=1.0"
+                           " --model_type=bpe --character_coverage=1.0"
                            " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1"
                            " --hard_vocab_limit=false --num_threads=1 --minloglevel=2";
   char err[512] = {0};

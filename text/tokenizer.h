@@ -26,7 +26,7 @@ class Tokenizer {
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
 
-  // Trains a SentencePiece (unigram) model on `sentences` with T5's special ids
+  // Trains a SentencePiece (BPE) model on `sentences` with T5's special ids
   // (<pad> 0, </s> 1, <unk> 2) and writes it to `model_path` (atomically).
   static void train(const std::vector<std::string>& sentences,
                     const std::filesystem::path& model_path, int64_t vocab_size);

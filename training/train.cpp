@@ -278,6 +278,10 @@ void train_vae(const VaeOptions& o) {
   fs::create_directories(state);
   vae::WanVAEConfig cfg;
   cfg.dim = o.dim;
+  if (o.time_compression == 1)
+    cfg.temporal_downsample = {false, false, false};
+  else if (o.time_compression == 2)
+    cfg.temporal_downsample = {false, true, false};
   vae::WanVAE model(cfg);
   init_vae(model.module(), o.seed);
   model.set_precision(o.precision);
@@ -470,7 +474,7 @@ void train_dit(const DitOptions& o) {
 
   // Tokens of every caption (and of the empty one), short: the encoder's output
   // past a caption's end is dropped in inference, so padding never reaches the DiT.
-  constexpr int64_t kMaxTokens = 32;
+  const int64_t kMaxTokens = o.text_len;
   const auto empty = tok.encode("", kMaxTokens);
   std::vector<Tensor> ids, masks;
   for (const auto& c : captions) {
@@ -486,6 +490,7 @@ void train_dit(const DitOptions& o) {
   diffusion::WanConfig wc;
   wc.dim = o.dim, wc.ffn_dim = o.ffn_dim, wc.num_heads = o.num_heads, wc.num_layers = o.num_layers;
   wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
+  wc.text_len = o.text_len;
   text::T5Encoder te(tc);
   diffusion::WanModel dit(wc);
   init_t5(te.module(), mix(o.seed, 1));

@@ -50,15 +50,17 @@ struct StageOptions {
 std::vector<std::string> grammar_captions();
 
 // Stage 1: <run>/kinora-tiny-spm.model.
-void train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 64);
+// BPE with 96 pieces: each word of the grammar becomes one piece.
+void train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 96);
 
 struct VaeOptions : StageOptions {
-  int64_t dim = 16;           // base width (the released VAE: 96)
-  int64_t train_frames = 5;   // frames per training clip (1 + 4k, the causal chunks)
-  int64_t crop = 32;          // square crops of this size (0: whole frames); the VAE is
-                              // convolutional, so it then runs on whole frames
-  double kl_weight = 1e-5;    // KL term of the posterior, per element
-  int64_t stats_clips = 256;  // clips whose latents give the normalisation statistics
+  int64_t dim = 16;              // base width (the released VAE: 96)
+  int64_t train_frames = 5;      // frames per training clip (1 + 4k, the causal chunks)
+  int64_t time_compression = 4;  // 4: the released VAE's; 1: no temporal downsampling
+  int64_t crop = 32;             // square crops of this size (0: whole frames); the VAE is
+                                 // convolutional, so it then runs on whole frames
+  double kl_weight = 1e-5;       // KL term of the posterior, per element
+  int64_t stats_clips = 256;     // clips whose latents give the normalisation statistics
 };
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
 void train_vae(const VaeOptions& o);
@@ -66,7 +68,10 @@ void train_vae(const VaeOptions& o);
 struct DitOptions : StageOptions {
   int64_t dataset = 4096;  // clips encoded once by the VAE (latents cached in the run)
   // DiT
-  int64_t dim = 192, ffn_dim = 768, num_heads = 3, num_layers = 4;
+  int64_t dim = 128, ffn_dim = 512, num_heads = 2, num_layers = 4;
+  // Text rows the DiT attends to (the released models: 512). The captions are
+  // short, and cross-attention over 512 rows would cost more than the rest.
+  int64_t text_len = 32;
   // umT5
   int64_t text_dim = 128, text_ffn = 256, text_heads = 4, text_layers = 2;
   double caption_dropout = 0.1;

@@ -348,7 +348,10 @@ class WanVAEImpl : public torch::nn::Module {
     encoder->clear();
     const auto x = video.to(dtype);
     std::vector<Tensor> outs;
-    const int64_t chunks = 1 + (x.size(2) - 1) / 4;
+    // Without temporal downsampling, chunks with caches compute exactly what one
+    // causal pass over all frames does: one call, larger tensors.
+    const int64_t chunks = config.time_compression() == 1 ? 0 : 1 + (x.size(2) - 1) / 4;
+    if (chunks == 0) outs.push_back(encoder->forward(x));
     for (int64_t i = 0; i < chunks; ++i) {
       const auto chunk = i == 0 ? x.slice(2, 0, 1) : x.slice(2, 1 + 4 * (i - 1), 1 + 4 * i);
       outs.push_back(encoder->forward(chunk));
@@ -379,6 +382,11 @@ class WanVAEImpl : public torch::nn::Module {
     decoder->clear();
     const auto x = conv2->forward(z.to(dtype));
     std::vector<Tensor> outs;
+    if (config.time_compression() == 1 && !on_frames) {  // exact, as in posterior()
+      outs.push_back(decoder->forward(x).to(torch::kFloat32));
+      decoder->clear();
+      return outs[0];
+    }
     for (int64_t i = 0; i < x.size(2); ++i) {
       auto frames = decoder->forward(x.slice(2, i, i + 1)).to(torch::kFloat32);
       if (on_frames) on_frames(frames);

@@ -28,6 +28,14 @@ struct WanVAEConfig {
                                      2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579,
                                      1.6382, 1.1253, 2.8251, 1.9160};
 
+  // Frames per latent frame after the first: 4 for the released VAE (2 stages
+  // that halve time), 1 for a VAE configured without temporal downsampling.
+  int64_t time_compression() const {
+    int64_t t = 1;
+    for (bool b : temporal_downsample) t *= b ? 2 : 1;
+    return t;
+  }
+
   // Metadata "config" when present, else names and shapes (original or diffusers).
   static WanVAEConfig from_checkpoint(const io::Checkpoint& ck);
   // The metadata "config" that from_checkpoint() reads back (the reference's
