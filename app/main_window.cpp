@@ -225,7 +225,7 @@ void MainWindow::build_menus() {
   auto* file = menuBar()->addMenu("&File");
   file->addAction("&Open preset…", QKeySequence::Open, this, &MainWindow::open_preset_file);
   file->addAction("&Save preset…", QKeySequence::Save, this, &MainWindow::save_preset_file);
-  file->addAction("Queue a folder of presets…", this, &MainWindow::queue_folder);
+  file->addAction("Queue a folder of presets…", this, &MainWindow::choose_folder_to_queue);
   file->addAction("Use settings from a file…", this, [this] {
     const auto f = QFileDialog::getOpenFileName(this, "Use settings from", output_dir_,
                                                 "Kinora outputs (*.mp4 *.webm *.mov *.png *.json)");
@@ -356,19 +356,23 @@ void MainWindow::open_preset_file() {
   if (!f.isEmpty()) restore_from(f);
 }
 
-void MainWindow::queue_folder() {
+void MainWindow::choose_folder_to_queue() {
   const auto dir = QFileDialog::getExistingDirectory(this, "Queue the presets of a folder");
-  if (dir.isEmpty()) return;
+  if (!dir.isEmpty()) queue_folder(dir);
+}
+
+int MainWindow::queue_folder(const QString& dir) {
   int n = 0;
   for (const auto& f : QDir(dir).entryInfoList({"*.json"}, QDir::Files, QDir::Name)) {
     try {
       queue_preset(Preset::load(f.absoluteFilePath().toStdString()));
       ++n;
     } catch (const std::exception& e) {
-      QMessageBox::warning(this, "Preset", e.what());
+      statusBar()->showMessage(e.what());  // the others are still queued
     }
   }
   statusBar()->showMessage(QString("queued %1 presets").arg(n));
+  return n;
 }
 
 void MainWindow::settings_dialog() {

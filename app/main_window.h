@@ -50,6 +50,8 @@ class MainWindow : public QMainWindow {
   // preset file. Returns false (and says why in the status bar) otherwise.
   bool restore_from(const QString& path);
   void cancel_current();
+  // Queues every preset file of `dir` (sorted by name); returns how many.
+  int queue_folder(const QString& dir);
 
  protected:
   void closeEvent(QCloseEvent* e) override;
@@ -62,7 +64,7 @@ class MainWindow : public QMainWindow {
   void job_done(const QString& id);
   void save_preset_file();
   void open_preset_file();
-  void queue_folder();
+  void choose_folder_to_queue();
   void settings_dialog();
   void shot(const QString& name);
   void maybe_quit();

@@ -10,6 +10,7 @@
 #include <QUrl>
 
 #include <filesystem>
+#include <fstream>
 
 #include "app/generate_panel.h"
 #include "app/main_window.h"
@@ -239,6 +240,42 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   // A file without Kinora parameters: refused, form unchanged.
   EXPECT_FALSE(w.restore_from(QString::fromStdString(fixture("wan21_dit_tiny.safetensors"))));
   EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kinora::app
+
+namespace kinora::app {
+namespace {
+
+TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
+  qapp();
+  const auto dir = temp_dir();
+  fs::create_directories(dir / "presets");
+  for (int i = 0; i < 3; ++i) {
+    auto p = fixture_preset(dir / ("out" + std::to_string(i) + ".mp4"));
+    p.seed = 10 + i;
+    std::ofstream(dir / "presets" / ("p" + std::to_string(i) + ".json")) << p.to_json().dump(2);
+  }
+  std::ofstream(dir / "presets" / "broken.json") << "{\"steps\": -3}";
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  auto edited = fixture_preset("");
+  edited.output.clear();
+  edited.prompt = "remember me";
+  {
+    MainWindow w(o);
+    EXPECT_EQ(w.queue_folder(QString::fromStdString((dir / "presets").string())), 3);
+    EXPECT_GE(w.queue()->rowCount(), 3);
+    EXPECT_EQ(w.queue()->at(0).preset.seed, 10);
+    w.panel()->set_preset(edited);
+    w.close();  // settings are written on close
+  }
+  MainWindow again(o);
+  EXPECT_EQ(again.panel()->preset().to_json(), edited.to_json());
+  EXPECT_EQ(again.queue()->rowCount(), 3);  // the queue came back too
   fs::remove_all(dir);
 }
 
