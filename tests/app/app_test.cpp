@@ -3,6 +3,8 @@
 // form, and "use these settings" / drag and drop from a rendered output.
 #include <gtest/gtest.h>
 
+#include "../unit/test_util.h"
+
 #include <QApplication>
 #include <QFile>
 #include <QMimeData>
@@ -22,6 +24,7 @@ namespace kinora::app {
 namespace {
 namespace fs = std::filesystem;
 using pipeline::Preset;
+using test::fixture;
 
 QApplication& qapp() {
   static int argc = 1;
@@ -31,19 +34,6 @@ QApplication& qapp() {
   qputenv("QT_MEDIA_BACKEND", "ffmpeg");  // as kinora-studio does
   static QApplication app(argc, argv);
   return app;
-}
-
-fs::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto p = fs::temp_directory_path() /
-           ("kinora-app-" + std::string(info->name()) + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-std::string fixture(const std::string& name) {
-  return std::string(KINORA_FIXTURES) + "/" + name;
 }
 
 // A render with the tiny fixture models (random weights): fast, any size.
@@ -109,7 +99,8 @@ TEST(QueueModel, DragAndDropReorders) {
 
 TEST(QueueModel, PersistsAndMarksTheRunningJobInterrupted) {
   qapp();
-  const auto dir = temp_dir();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
   const auto file = QString::fromStdString((dir / "queue.json").string());
   QString running, done;
   {
@@ -135,12 +126,12 @@ TEST(QueueModel, PersistsAndMarksTheRunningJobInterrupted) {
   EXPECT_EQ(q.job(done)->output, "/x/y.mp4");
   EXPECT_EQ(q.at(2).status, JobStatus::Pending);
   EXPECT_TRUE(q.requeue(q.row_of(running)));
-  fs::remove_all(dir);
 }
 
 TEST(QueueModel, AMalformedFileIsMovedAsideWithAMessage) {
   qapp();
-  const auto dir = temp_dir();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
   const auto file = QString::fromStdString((dir / "queue.json").string());
   {
     QFile f(file);
@@ -153,12 +144,12 @@ TEST(QueueModel, AMalformedFileIsMovedAsideWithAMessage) {
   EXPECT_TRUE(err.contains("steps")) << err.toStdString();
   EXPECT_TRUE(QFile::exists(file + ".bad"));
   EXPECT_EQ(q.rowCount(), 0);
-  fs::remove_all(dir);
 }
 
 TEST(Worker, CancelStopsWithinAStepAndLeavesNoFile) {
   qapp();
-  const auto dir = temp_dir();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
   const auto out = dir / "cancelled.mp4";
   GenerationWorker w;
   int last_step = 0;
@@ -176,7 +167,6 @@ TEST(Worker, CancelStopsWithinAStepAndLeavesNoFile) {
   EXPECT_EQ(last_step, 2);
   EXPECT_FALSE(fs::exists(out));
   for (const auto& e : fs::directory_iterator(dir)) ADD_FAILURE() << "left behind: " << e.path();
-  fs::remove_all(dir);
 }
 
 TEST(Worker, ErrorsBecomeAMessageNotACrash) {
@@ -211,7 +201,8 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
 
 TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   qapp();
-  const auto dir = temp_dir();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
   // An output made by the core, as the CLI or the worker would write it.
   auto made = fixture_preset(dir / "made.mp4");
   pipeline::WanPipeline pipe;
@@ -240,7 +231,6 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   // A file without Kinora parameters: refused, form unchanged.
   EXPECT_FALSE(w.restore_from(QString::fromStdString(fixture("wan21_dit_tiny.safetensors"))));
   EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
-  fs::remove_all(dir);
 }
 
 }  // namespace
@@ -251,7 +241,8 @@ namespace {
 
 TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
   qapp();
-  const auto dir = temp_dir();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
   fs::create_directories(dir / "presets");
   for (int i = 0; i < 3; ++i) {
     auto p = fixture_preset(dir / ("out" + std::to_string(i) + ".mp4"));
@@ -276,7 +267,6 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
   MainWindow again(o);
   EXPECT_EQ(again.panel()->preset().to_json(), edited.to_json());
   EXPECT_EQ(again.queue()->rowCount(), 3);  // the queue came back too
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // result (screenshots saved for the docs).
 #include <gtest/gtest.h>
 
+#include "../unit/test_util.h"
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,20 +17,10 @@
 
 namespace {
 namespace fs = std::filesystem;
+using kinora::test::fixture;
 
 std::string studio() {
   return std::string(KINORA_BIN_DIR) + "/kinora-studio";
-}
-std::string fixture(const std::string& n) {
-  return std::string(KINORA_FIXTURES) + "/" + n;
-}
-fs::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto p = fs::temp_directory_path() /
-           ("kinora-studio-" + std::string(info->name()) + "-" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
 }
 std::string slurp(const fs::path& p) {
   std::ifstream f(p);
@@ -61,7 +53,8 @@ int wait_exit(pid_t pid) {
 }
 
 TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
-  const auto dir = temp_dir();
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
   // A slow job: the fixture models (random weights) at 256×256, 200 steps.
   {
     std::ofstream p(dir / "slow.json");
@@ -106,13 +99,13 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
   EXPECT_EQ(text.find("\"running\""), std::string::npos) << text;
   EXPECT_NE(text.find("a slow one"), std::string::npos);
   EXPECT_NE(text.find("waits its turn"), std::string::npos);
-  fs::remove_all(dir);
 }
 
 // The real window on an X server (xvfb-run), the embedded model, screenshots.
 TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
-  const auto dir = temp_dir();
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
   const auto shots = dir / "shots";
   // The embedded model when the checkout has it, else the fixture chain.
   std::string job = " --prompt 'a yellow triangle moving down on a blue background' --seed 11";
@@ -142,7 +135,6 @@ TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (const char* keep = std::getenv("KINORA_SCREENSHOTS"))
     for (const char* n : {"studio-sampling.png", "studio-player.png"})
       fs::copy_file(shots / n, fs::path(keep) / n, fs::copy_options::overwrite_existing);
-  fs::remove_all(dir);
 }
 
 }  // namespace
