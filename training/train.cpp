@@ -474,11 +474,11 @@ void train_dit(const DitOptions& o) {
 
   // Tokens of every caption (and of the empty one), short: the encoder's output
   // past a caption's end is dropped in inference, so padding never reaches the DiT.
-  const int64_t kMaxTokens = o.text_len;
-  const auto empty = tok.encode("", kMaxTokens);
+  const int64_t max_tokens = o.text_len;
+  const auto empty = tok.encode("", max_tokens);
   std::vector<Tensor> ids, masks;
   for (const auto& c : captions) {
-    const auto t = tok.encode(c, kMaxTokens);
+    const auto t = tok.encode(c, max_tokens);
     ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
   }
   const auto all_ids = torch::stack(ids), all_masks = torch::stack(masks);
