@@ -466,6 +466,11 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
 void train_dit(const DitOptions& o) {
   const auto state = o.run_dir / "dit-state";
   fs::create_directories(state);
+  for (const auto& [file, stage] : {std::pair{kTokenizerFile, "tokenizer"}, {kVaeFile, "vae"}})
+    if (!fs::exists(o.run_dir / file))
+      fail_file(o.run_dir / file, std::string("missing: the DiT stage needs the run's ") + stage +
+                                      " (kinora train " + stage + " --run " + o.run_dir.string() +
+                                      ")");
   const auto tok = text::Tokenizer::load(o.run_dir / kTokenizerFile);
   auto vae = vae::WanVAE::load(o.run_dir / kVaeFile, o.precision);
   const auto [latents, captions] = latent_dataset(o, vae);
