@@ -33,4 +33,10 @@ std::string version_string() {
          (cuda ? " (CUDA)" : " (CPU)");
 }
 
+std::filesystem::path executable_dir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : exe.parent_path();
+}
+
 }  // namespace kinora

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "base/runtime.h"
 #include "training/train.h"
 
 namespace kinora::pipeline {
@@ -10,9 +11,8 @@ namespace fs = std::filesystem;
 std::vector<fs::path> embedded_model_search_path() {
   std::vector<fs::path> dirs;
   if (const char* env = std::getenv("KINORA_ASSETS"); env && *env) dirs.emplace_back(env);
-  std::error_code ec;
-  const auto exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) dirs.push_back(exe.parent_path().parent_path() / "share" / "kinora" / "assets");
+  if (const auto bin = executable_dir(); !bin.empty())
+    dirs.push_back(bin.parent_path() / "share" / "kinora" / "assets");
 #ifdef KINORA_SOURCE_ASSETS
   dirs.emplace_back(KINORA_SOURCE_ASSETS);
 #endif

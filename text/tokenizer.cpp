@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "base/error.h"
+#include "base/runtime.h"
 
 namespace kinora::text {
 
@@ -23,11 +24,6 @@ struct Shim {
   int (*train)(const char*, char*, std::size_t) = nullptr;
 };
 
-std::filesystem::path exe_dir() {
-  std::error_code ec;
-  return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
-}
-
 const Shim& shim() {
   static Shim s;
   static std::string error;
@@ -35,8 +31,8 @@ const Shim& shim() {
   std::call_once(once, [] {
     std::vector<std::filesystem::path> candidates;
     if (const char* env = std::getenv("KINORA_SPM_SHIM")) candidates.emplace_back(env);
-    candidates.push_back(exe_dir() / "libkinora_spm.so");
-    candidates.push_back(exe_dir() / "../lib/kinora/libkinora_spm.so");
+    candidates.push_back(executable_dir() / "libkinora_spm.so");
+    candidates.push_back(executable_dir() / "../lib/kinora/libkinora_spm.so");
     void* h = nullptr;
     for (const auto& c : candidates) {
       h = ::dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
