@@ -99,7 +99,8 @@ std::vector<std::string> snap_sizes(Preset& p) {
     const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
     if (snapped != *v) {
       msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
-                     std::to_string(snapped) + " (a multiple of 16: 8× VAE and 2× patch)");
+                     std::to_string(snapped) +
+                     " (a multiple of 16: 8× VAE and 2× patch, or 4× and 4×)");
       *v = snapped;
     }
   }
@@ -243,8 +244,14 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   check_cancel();
 
   // Sampling.
-  const int64_t lf = (p.frames - 1) / vae.config().time_compression() + 1, lh = p.height / 8,
-                lw = p.width / 8;
+  const int64_t sc = vae.config().spatial_compression();
+  const int64_t lf = (p.frames - 1) / vae.config().time_compression() + 1, lh = p.height / sc,
+                lw = p.width / sc;
+  if (p.width % (sc * cfg.patch_w) || p.height % (sc * cfg.patch_h))
+    throw Error("size " + std::to_string(p.width) + "×" + std::to_string(p.height) +
+                ": this VAE and DiT need multiples of " + std::to_string(sc * cfg.patch_w) + "×" +
+                std::to_string(sc * cfg.patch_h) + " (" + std::to_string(sc) +
+                "× VAE, patches of " + std::to_string(cfg.patch_w) + ")");
   auto x = initial_noise(p.seed, {1, cfg.out_dim, lf, lh, lw}).to(device_);
   auto sched = schedulers::make_scheduler(p.sampler);
   sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});

@@ -36,6 +36,10 @@ struct WanVAEConfig {
     return t;
   }
 
+  // Pixels per latent cell along each side: 8 for the released VAE (three
+  // stages that halve height and width), 4 for a VAE configured with two.
+  int64_t spatial_compression() const { return int64_t{1} << (dim_mult.size() - 1); }
+
   // Metadata "config" when present, else names and shapes (original or diffusers).
   static WanVAEConfig from_checkpoint(const io::Checkpoint& ck);
   // The metadata "config" that from_checkpoint() reads back (the reference's
