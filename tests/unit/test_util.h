@@ -17,9 +17,11 @@ class TempDir {
  public:
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        std::filesystem::temp_directory_path() /
-        ("kinora-" + std::string(info ? info->name() : "test") + "-" + std::to_string(::getpid()));
+    // A counter too: two TempDirs in one test are two folders.
+    static int count = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("kinora-" + std::string(info ? info->name() : "test") + "-" +
+             std::to_string(::getpid()) + "-" + std::to_string(count++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
