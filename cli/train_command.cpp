@@ -60,10 +60,19 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->capture_default_str();
   vae->add_option("--frames", a->vae.train_frames, "Frames per training clip (4k+1)")
       ->capture_default_str();
+  vae->add_option("--spatial-compression", a->vae.spatial_compression,
+                  "Pixels per latent cell: 8 (the released VAE) or 4 (one stage fewer)")
+      ->check(CLI::IsMember({4, 8}))
+      ->capture_default_str();
   vae->add_option("--time-compression", a->vae.time_compression,
                   "Frames per latent frame: 4 (the released VAE), 2, or 1")
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
+  vae->add_option("--inflate-from", a->vae.inflate_from,
+                  "Start from a VAE trained on single frames, past-frame taps zeroed")
+      ->check(CLI::ExistingFile);
+  vae->add_flag("--decoder-only", a->vae.decoder_only,
+                "Train the decoder alone (the encoder and its latents stay as they are)");
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
@@ -71,6 +80,9 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->capture_default_str();
   dit->add_option("--dim", a->dit.dim, "DiT width")->capture_default_str();
   dit->add_option("--ffn", a->dit.ffn_dim, "DiT feed-forward width")->capture_default_str();
+  dit->add_option("--patch", a->dit.patch, "Latent cells per token along height and width")
+      ->check(CLI::IsMember({1, 2, 4}))
+      ->capture_default_str();
   dit->add_option("--heads", a->dit.num_heads, "DiT heads")->capture_default_str();
   dit->add_option("--layers", a->dit.num_layers, "DiT blocks")->capture_default_str();
   dit->add_option("--text-len", a->dit.text_len, "Text rows the DiT attends to")

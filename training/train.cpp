@@ -273,19 +273,97 @@ void train_tokenizer(const fs::path& run_dir, int64_t vocab_size) {
 
 // ---------------------------------------------------------------- stage 2
 
+namespace {
+// See VaeOptions::inflate_from.
+void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
+  const auto ck = io::Checkpoint::open(path);
+  torch::NoGradGuard g;
+  int copied = 0;
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    auto& p = item.value();
+    if (!ck.contains(name)) continue;
+    const auto t = ck.get(name);
+    if (t.sizes() != p.sizes())
+      fail_file(path, "tensor '" + name + "' has shape " + c10::str(t.sizes()) + ", this VAE " +
+                          c10::str(p.sizes()) + " (another --dim?)");
+    p.copy_(t);
+    ++copied;
+    // Causal 3D kernels [out, in, t, h, w]: the taps on past frames (all but the last).
+    if (p.dim() == 5 && p.size(2) > 1) p.slice(2, 0, p.size(2) - 1).zero_();
+  }
+  if (copied == 0) fail_file(path, "no tensor of this VAE in it: not a Wan VAE checkpoint");
+}
+
+// The best the DiT can do: the scene measures (what the semantic test checks)
+// on the VAE's reconstructions of full-length clips from seeds no stage trains
+// on. Written to <run>/vae-report.json and said.
+void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
+  constexpr int kClips = 48;
+  int background = 0, object = 0, shape = 0, direction = 0, truth = 0;
+  for (uint64_t seed = 0x7E57'0000; seed < 0x7E57'0000 + kClips; ++seed) {
+    const auto scene = random_scene(seed, o.clip);
+    const auto frames = render(scene, o.clip);
+    torch::Tensor rec;
+    {
+      torch::NoGradGuard g;
+      rec = model.decode_unnormalised(model.posterior(frames_to_video(frames).unsqueeze(0)).first);
+    }
+    const auto pixels =
+        rec[0].permute({1, 2, 3, 0}).add(1).mul(127.5).round().clamp(0, 255).to(torch::kUInt8);
+    const auto m = measure(pixels), t = measure(frames);
+    background += m.background == scene.background;
+    object += m.object_found && m.object == scene.object;
+    shape += m.object_found && m.shape == scene.shape;
+    direction += m.object_found && m.direction == scene.direction;
+    truth += t.object_found && t.shape == scene.shape && t.object == scene.object &&
+             t.background == scene.background && t.direction == scene.direction;
+  }
+  const auto pct = [&](int k) { return std::round(1000.0 * k / kClips) / 10; };
+  const nlohmann::json j{{"clips", kClips},
+                         {"background_pct", pct(background)},
+                         {"object_pct", pct(object)},
+                         {"shape_pct", pct(shape)},
+                         {"direction_pct", pct(direction)},
+                         {"originals_all_pct", pct(truth)}};
+  write_json(o.run_dir / "vae-report.json", j);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "vae: measures on reconstructions of %d unseen clips: background %.1f%%, "
+                "object %.1f%%, shape %.1f%%, direction %.1f%% (the originals: %.1f%% on all four)",
+                kClips, pct(background), pct(object), pct(shape), pct(direction), pct(truth));
+  say(o, line);
+}
+}  // namespace
+
 void train_vae(const VaeOptions& o) {
   const auto state = o.run_dir / "vae-state";
   fs::create_directories(state);
   vae::WanVAEConfig cfg;
   cfg.dim = o.dim;
-  if (o.time_compression == 1)
-    cfg.temporal_downsample = {false, false, false};
-  else if (o.time_compression == 2)
-    cfg.temporal_downsample = {false, true, false};
+  if (o.spatial_compression != 8 && o.spatial_compression != 4)
+    throw Error("kinora train vae: --spatial-compression must be 8 or 4, got " +
+                std::to_string(o.spatial_compression));
+  if (o.time_compression != 4 && o.time_compression != 2 && o.time_compression != 1)
+    throw Error("kinora train vae: --time-compression must be 4, 2 or 1, got " +
+                std::to_string(o.time_compression));
+  // One stage fewer at 4× (the released VAE's last, 4×-wide stage dropped);
+  // time is halved by the last stages, as in the released VAE.
+  if (o.spatial_compression == 4) cfg.dim_mult = {1, 2, 4};
+  const std::size_t stages = cfg.dim_mult.size() - 1;
+  cfg.temporal_downsample.assign(stages, false);
+  for (int64_t t = o.time_compression, i = static_cast<int64_t>(stages) - 1; t > 1; t /= 2, --i)
+    cfg.temporal_downsample[static_cast<std::size_t>(i)] = true;
   vae::WanVAE model(cfg);
   init_vae(model.module(), o.seed);
+  if (!o.inflate_from.empty() && !fs::exists(state / "state.json"))
+    inflate_from_images(model.module(), o.inflate_from);
   model.set_precision(o.precision);
   model.set_trainable(true);
+  if (o.decoder_only)
+    for (auto& item : model.module().named_parameters())
+      if (item.key().starts_with("encoder.") || item.key().starts_with("conv1."))
+        item.value().requires_grad_(false);  // no gradient: AdamW leaves them alone
   torch::optim::AdamW opt(model.module().parameters(),
                           torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.0));
   int64_t step = 0;
@@ -412,6 +490,7 @@ void train_vae(const VaeOptions& o) {
        {"kinora",
         nlohmann::json{{"model", "Kinora tiny Wan 2.1 VAE"}, {"trained_steps", step}}.dump()}});
   say(o, "vae: wrote " + (o.run_dir / kVaeFile).string());
+  report_reconstructions(o, model);
 }
 
 // ---------------------------------------------------------------- stage 3
@@ -496,6 +575,7 @@ void train_dit(const DitOptions& o) {
   wc.dim = o.dim, wc.ffn_dim = o.ffn_dim, wc.num_heads = o.num_heads, wc.num_layers = o.num_layers;
   wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
   wc.text_len = o.text_len;
+  wc.patch_h = wc.patch_w = o.patch;
   text::T5Encoder te(tc);
   diffusion::WanModel dit(wc);
   init_t5(te.module(), mix(o.seed, 1));

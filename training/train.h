@@ -54,13 +54,22 @@ std::vector<std::string> grammar_captions();
 void train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 96);
 
 struct VaeOptions : StageOptions {
-  int64_t dim = 16;              // base width (the released VAE: 96)
-  int64_t train_frames = 5;      // frames per training clip (1 + 4k, the causal chunks)
-  int64_t time_compression = 4;  // 4: the released VAE's; 1: no temporal downsampling
-  int64_t crop = 32;             // square crops of this size (0: whole frames); the VAE is
-                                 // convolutional, so it then runs on whole frames
-  double kl_weight = 1e-5;       // KL term of the posterior, per element
-  int64_t stats_clips = 256;     // clips whose latents give the normalisation statistics
+  int64_t dim = 16;                 // base width (the released VAE: 96)
+  int64_t train_frames = 5;         // frames per training clip (1 + 4k, the causal chunks)
+  int64_t time_compression = 4;     // 4: the released VAE's; 1: no temporal downsampling
+  int64_t spatial_compression = 8;  // 8: the released VAE's (3 halving stages); 4: two
+  int64_t crop = 32;                // square crops of this size (0: whole frames); the VAE is
+                                    // convolutional, so it then runs on whole frames
+  double kl_weight = 1e-5;          // KL term of the posterior, per element
+  // A VAE trained on single frames (--frames 1) to start from: its weights, with
+  // the past-frame taps of every causal convolution set to zero, so that each
+  // frame starts out encoded and decoded as that image model does it. Names and
+  // shapes must match; layers it lacks (temporal resampling) keep their init.
+  std::filesystem::path inflate_from;
+  // Train the decoder alone: the encoder, and so the latents a DiT learns from
+  // (and their statistics), stay exactly as they are.
+  bool decoder_only = false;
+  int64_t stats_clips = 64;  // clips whose latents give the normalisation statistics
 };
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
 void train_vae(const VaeOptions& o);
@@ -69,6 +78,7 @@ struct DitOptions : StageOptions {
   int64_t dataset = 4096;  // clips encoded once by the VAE (latents cached in the run)
   // DiT
   int64_t dim = 128, ffn_dim = 512, num_heads = 2, num_layers = 4;
+  int64_t patch = 2;  // latent cells per token along height and width (the released: 2)
   // Text rows the DiT attends to (the released models: 512). The captions are
   // short, and cross-attention over 512 rows would cost more than the rest.
   int64_t text_len = 32;

@@ -4,7 +4,9 @@
 
 #include <fstream>
 
+#include "base/error.h"
 #include "diffusion/wan_dit.h"
+#include "io/checkpoint.h"
 #include "test_util.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
@@ -74,6 +76,72 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
       dit.forward(torch::randn({1, 16, 3, 4, 4}), torch::tensor({500.0}), torch::randn({1, 5, 32}));
   EXPECT_EQ(out.sizes(), (std::vector<int64_t>{1, 16, 3, 4, 4}));
   EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 3);
+}
+
+TEST(Training, VaeWithFourfoldSpatialCompression) {
+  test::TempDir dir;
+  VaeOptions v;
+  v.run_dir = dir.path();
+  v.dim = 4, v.batch = 1, v.crop = 0, v.train_frames = 5, v.spatial_compression = 4;
+  v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2, v.warmup = 1;
+  v.clip = {32, 32, 9};
+  train_vae(v);
+  auto vae = vae::WanVAE::load(dir / kVaeFile);
+  EXPECT_EQ(vae.config().spatial_compression(), 4);
+  EXPECT_EQ(vae.config().time_compression(), 4);
+  const auto z = vae.encode(torch::rand({1, 3, 9, 32, 32}) * 2 - 1);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{1, 16, 3, 8, 8}));
+  EXPECT_EQ(vae.decode(z).sizes(), (std::vector<int64_t>{1, 3, 9, 32, 32}));
+  // The stage ends by measuring its reconstructions the way the semantic test does.
+  std::ifstream report(dir / "vae-report.json");
+  ASSERT_TRUE(report.good());
+  const std::string text((std::istreambuf_iterator<char>(report)), {});
+  EXPECT_NE(text.find("\"shape_pct\""), std::string::npos);
+  EXPECT_NE(text.find("\"originals_all_pct\""), std::string::npos) << text;
+
+  v.spatial_compression = 2;
+  EXPECT_THROW(train_vae(v), Error);
+}
+
+// An image VAE inflated into a video VAE encodes each frame of a clip as the
+// image model encodes it alone; training the decoder alone keeps the encoder.
+TEST(Training, InflatedImageVaeAndDecoderOnly) {
+  test::TempDir images, video;
+  VaeOptions v;
+  v.run_dir = images.path();
+  v.dim = 4, v.batch = 2, v.crop = 0, v.train_frames = 1, v.spatial_compression = 4;
+  v.time_compression = 1, v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2;
+  v.warmup = 1, v.clip = {32, 32, 5};
+  train_vae(v);
+  v.run_dir = video.path(), v.steps = 0, v.inflate_from = images / kVaeFile;
+  train_vae(v);
+
+  const auto src = io::Checkpoint::open(images / kVaeFile);
+  const auto dst = io::Checkpoint::open(video / kVaeFile);
+  const auto k_src = src.get("encoder.conv1.weight"), k_dst = dst.get("encoder.conv1.weight");
+  ASSERT_EQ(k_dst.size(2), 3);  // causal 3×3×3
+  EXPECT_EQ(k_dst.slice(2, 0, 2).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(k_dst.select(2, 2), k_src.select(2, 2)));
+
+  auto vae = vae::WanVAE::load(video / kVaeFile);
+  torch::manual_seed(3);
+  const auto clip = torch::rand({1, 3, 5, 32, 32}) * 2 - 1;
+  const auto z = vae.encode(clip);
+  for (int64_t f : {0, 2, 4}) {
+    const auto alone = vae.encode(clip.slice(2, f, f + 1));
+    EXPECT_LT((z.slice(2, f, f + 1) - alone).abs().max().item<double>(), 1e-4) << "frame " << f;
+  }
+
+  v.steps = 1, v.decoder_only = true;
+  train_vae(v);
+  const auto after = io::Checkpoint::open(video / "vae-state" / "vae.safetensors");
+  for (const auto& name : after.names()) {
+    const bool encoder = name.starts_with("encoder.") || name.starts_with("conv1.");
+    if (encoder) {
+      EXPECT_TRUE(torch::equal(after.get(name), dst.get(name))) << name;
+    }
+  }
+  EXPECT_FALSE(torch::equal(after.get("decoder.head.2.weight"), dst.get("decoder.head.2.weight")));
 }
 
 }  // namespace
