@@ -24,6 +24,17 @@ int lines(const std::filesystem::path& p) {
   return n;
 }
 
+// A VAE stage at toy size: width 4, 32×32×9 clips, one step, a checkpoint and a
+// log line at every step.
+VaeOptions toy_vae(const std::filesystem::path& run_dir) {
+  VaeOptions v;
+  v.run_dir = run_dir;
+  v.dim = 4, v.batch = 1, v.crop = 0, v.train_frames = 5;
+  v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2, v.warmup = 1;
+  v.clip = {32, 32, 9};
+  return v;
+}
+
 TEST(Training, TokenizerKnowsTheGrammar) {
   test::TempDir dir;
   train_tokenizer(dir.path());
@@ -38,11 +49,8 @@ TEST(Training, TokenizerKnowsTheGrammar) {
 TEST(Training, StagesWriteLoadableModelsAndResume) {
   test::TempDir dir;
   train_tokenizer(dir.path());
-  VaeOptions v;
-  v.run_dir = dir.path();
-  v.dim = 4, v.batch = 1, v.crop = 16, v.train_frames = 5, v.time_compression = 1;
-  v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2, v.warmup = 1;
-  v.clip = {32, 32, 9};
+  auto v = toy_vae(dir.path());
+  v.crop = 16, v.time_compression = 1;
   train_vae(v);
   ASSERT_TRUE(std::filesystem::exists(dir / kVaeFile));
   v.steps = 2;  // resume: one more step from the checkpoint
@@ -80,11 +88,8 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
 
 TEST(Training, VaeWithFourfoldSpatialCompression) {
   test::TempDir dir;
-  VaeOptions v;
-  v.run_dir = dir.path();
-  v.dim = 4, v.batch = 1, v.crop = 0, v.train_frames = 5, v.spatial_compression = 4;
-  v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2, v.warmup = 1;
-  v.clip = {32, 32, 9};
+  auto v = toy_vae(dir.path());
+  v.spatial_compression = 4;
   train_vae(v);
   auto vae = vae::WanVAE::load(dir / kVaeFile);
   EXPECT_EQ(vae.config().spatial_compression(), 4);
@@ -107,11 +112,9 @@ TEST(Training, VaeWithFourfoldSpatialCompression) {
 // image model encodes it alone; training the decoder alone keeps the encoder.
 TEST(Training, InflatedImageVaeAndDecoderOnly) {
   test::TempDir images, video;
-  VaeOptions v;
-  v.run_dir = images.path();
-  v.dim = 4, v.batch = 2, v.crop = 0, v.train_frames = 1, v.spatial_compression = 4;
-  v.time_compression = 1, v.steps = 1, v.save_every = 1, v.log_every = 1, v.stats_clips = 2;
-  v.warmup = 1, v.clip = {32, 32, 5};
+  auto v = toy_vae(images.path());
+  v.batch = 2, v.train_frames = 1, v.spatial_compression = 4, v.time_compression = 1;
+  v.clip = {32, 32, 5};
   train_vae(v);
   v.run_dir = video.path(), v.steps = 0, v.inflate_from = images / kVaeFile;
   train_vae(v);
