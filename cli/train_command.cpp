@@ -3,6 +3,7 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "layers/precision.h"
@@ -92,6 +93,17 @@ std::function<int()> add_train_command(CLI::App& app) {
   dit->add_option("--caption-dropout", a->dit.caption_dropout,
                   "Share of steps trained on the empty caption")
       ->capture_default_str();
+  dit->add_option("--shift", a->dit.shift,
+                  "Noise levels drawn are shifted as the sampler's schedule is (its --shift)")
+      ->check(CLI::Range(1.0, 20.0))
+      ->capture_default_str();
+  dit->add_option("--sigma", a->dit.sigma, "How noise levels are drawn before the shift")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, training::SigmaDraw>{
+              {"uniform", training::SigmaDraw::Uniform},
+              {"logit-normal", training::SigmaDraw::LogitNormal}},
+          CLI::ignore_case))
+      ->default_str("uniform");
 
   return [=]() -> int {
     if (!*train) return -1;

@@ -338,7 +338,6 @@ void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
 
 void train_vae(const VaeOptions& o) {
   const auto state = o.run_dir / "vae-state";
-  fs::create_directories(state);
   vae::WanVAEConfig cfg;
   cfg.dim = o.dim;
   if (o.spatial_compression != 8 && o.spatial_compression != 4)
@@ -358,6 +357,7 @@ void train_vae(const VaeOptions& o) {
   init_vae(model.module(), o.seed);
   if (!o.inflate_from.empty() && !fs::exists(state / "state.json"))
     inflate_from_images(model.module(), o.inflate_from);
+  fs::create_directories(state);  // after the options and the file to inflate from are checked
   model.set_precision(o.precision);
   model.set_trainable(true);
   if (o.decoder_only)
@@ -542,6 +542,12 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
 
 }  // namespace
 
+Tensor draw_sigmas(const DitOptions& o, int64_t n) {
+  const auto u =
+      o.sigma == SigmaDraw::Uniform ? torch::rand({n}) : torch::sigmoid(torch::randn({n}));
+  return o.shift * u / (1 + (o.shift - 1) * u);
+}
+
 void train_dit(const DitOptions& o) {
   const auto state = o.run_dir / "dit-state";
   fs::create_directories(state);
@@ -609,12 +615,11 @@ void train_dit(const DitOptions& o) {
   truncate_log(log_path, step);
   LossLog log(log_path, "step,loss,lr,seconds");
 
-  const std::string dit_meta = nlohmann::json{
-      {"model", "Kinora tiny Wan DiT"},
-      {"width", o.clip.width},
-      {"height", o.clip.height},
-      {"frames", o.clip.frames},
-      {"negative_prompt", ""}}.dump();
+  const std::string dit_meta =
+      nlohmann::json{{"model", "Kinora tiny Wan DiT"}, {"width", o.clip.width},
+                     {"height", o.clip.height},        {"frames", o.clip.frames},
+                     {"negative_prompt", ""},          {"training_shift", o.shift}}
+          .dump();
   auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     assign(dit.module(), ema_dit), assign(te.module(), ema_te);
@@ -649,9 +654,8 @@ void train_dit(const DitOptions& o) {
     tid = torch::where(drop.unsqueeze(1), empty.ids, tid);
     tmask = torch::where(drop.unsqueeze(1), empty.mask, tmask);
     const auto ctx = te.forward(tid, tmask) * tmask.unsqueeze(-1).to(torch::kFloat32);
-    // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ;
-    // σ logit-normal.
-    const auto sigma = torch::sigmoid(torch::randn({o.batch}));
+    // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ.
+    const auto sigma = draw_sigmas(o, o.batch);
     const auto noise = torch::randn_like(x0);
     const auto s = sigma.view({-1, 1, 1, 1, 1});
     const auto xt = (1 - s) * x0 + s * noise;

@@ -74,6 +74,8 @@ struct VaeOptions : StageOptions {
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
 void train_vae(const VaeOptions& o);
 
+enum class SigmaDraw { Uniform, LogitNormal };
+
 struct DitOptions : StageOptions {
   int64_t dataset = 4096;  // clips encoded once by the VAE (latents cached in the run)
   // DiT
@@ -85,8 +87,17 @@ struct DitOptions : StageOptions {
   // umT5
   int64_t text_dim = 128, text_ffn = 256, text_heads = 4, text_layers = 2;
   double caption_dropout = 0.1;
+  // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
+  // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
+  // visits the levels sampling does, σ near 1 included, where the caption alone
+  // says what to draw. The embedded model samples with shift 3.
+  SigmaDraw sigma = SigmaDraw::Uniform;
+  double shift = 3.0;
   double ema = 0.999;
 };
+// The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
+torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);
+
 // Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
 void train_dit(const DitOptions& o);

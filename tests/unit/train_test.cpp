@@ -46,6 +46,32 @@ TEST(Training, TokenizerKnowsTheGrammar) {
   EXPECT_EQ(grammar_captions().size(), 6u * 5 * 3 * 4 - 14);  // 14 held-out combinations
 }
 
+// The DiT's noise levels follow the sampler's shifted schedule: with shift s a
+// uniform draw u becomes su / (1 + (s − 1)u), so the median moves from 1/2 to
+// s/(s + 1) and a quarter of the draws lie above 0.9 for s = 3 (u > 3/4).
+TEST(Training, NoiseLevelsFollowTheShiftedSchedule) {
+  DitOptions o;
+  auto share_above = [](const torch::Tensor& s, double x) {
+    return (s > x).to(torch::kDouble).mean().item<double>();
+  };
+  torch::manual_seed(3);
+  o.sigma = SigmaDraw::Uniform, o.shift = 1;
+  auto s = draw_sigmas(o, 40000);
+  EXPECT_NEAR(s.median().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(share_above(s, 0.9), 0.1, 0.01);
+  o.shift = 3;
+  s = draw_sigmas(o, 40000);
+  EXPECT_GE(s.min().item<double>(), 0.0);
+  EXPECT_LE(s.max().item<double>(), 1.0);
+  EXPECT_NEAR(s.median().item<double>(), 0.75, 0.01);
+  EXPECT_NEAR(share_above(s, 0.9), 0.25, 0.01);
+  // Logit-normal (SD3): few draws near 1 unless shifted; P(N(0,1) > logit 0.9) ≈ 1.4%.
+  o.sigma = SigmaDraw::LogitNormal, o.shift = 1;
+  s = draw_sigmas(o, 40000);
+  EXPECT_NEAR(s.median().item<double>(), 0.5, 0.01);
+  EXPECT_NEAR(share_above(s, 0.9), 0.014, 0.004);
+}
+
 TEST(Training, StagesWriteLoadableModelsAndResume) {
   test::TempDir dir;
   train_tokenizer(dir.path());
@@ -106,6 +132,14 @@ TEST(Training, VaeWithFourfoldSpatialCompression) {
 
   v.spatial_compression = 2;
   EXPECT_THROW(train_vae(v), Error);
+  // A refused run leaves nothing behind in a new run folder.
+  test::TempDir refused;
+  auto r = toy_vae(refused.path() / "run");
+  r.inflate_from = dir.path() / "not-there.safetensors";
+  EXPECT_THROW(train_vae(r), Error);
+  r.inflate_from.clear(), r.time_compression = 3;
+  EXPECT_THROW(train_vae(r), Error);
+  EXPECT_FALSE(std::filesystem::exists(refused.path() / "run"));
 }
 
 // An image VAE inflated into a video VAE encodes each frame of a clip as the
