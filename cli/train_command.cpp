@@ -79,6 +79,11 @@ std::function<int()> add_train_command(CLI::App& app) {
   add_common(dit, *a, a->dit);
   dit->add_option("--dataset", a->dit.dataset, "Clips encoded once into latents")
       ->capture_default_str();
+  dit->add_option("--window", a->dit.window,
+                  "Latent frames per sample, random windows of the clips (0: whole clips; "
+                  "a VAE without temporal compression only)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   dit->add_option("--dim", a->dit.dim, "DiT width")->capture_default_str();
   dit->add_option("--ffn", a->dit.ffn_dim, "DiT feed-forward width")->capture_default_str();
   dit->add_option("--patch", a->dit.patch, "Latent cells per token along height and width")

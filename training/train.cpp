@@ -558,6 +558,12 @@ void train_dit(const DitOptions& o) {
                                       ")");
   const auto tok = text::Tokenizer::load(o.run_dir / kTokenizerFile);
   auto vae = vae::WanVAE::load(o.run_dir / kVaeFile, o.precision);
+  const int64_t frames = 1 + (o.clip.frames - 1) / vae.config().time_compression();
+  if (o.window > 0 && (vae.config().time_compression() != 1 || o.window > frames))
+    throw Error("kinora train dit: --window " + std::to_string(o.window) +
+                " needs a VAE without temporal compression and at most " + std::to_string(frames) +
+                " latent frames (this VAE compresses time " +
+                std::to_string(vae.config().time_compression()) + "×)");
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
       "dit: " + std::to_string(latents.size(0)) + " latents " + c10::str(latents.sizes().slice(1)));
@@ -647,7 +653,14 @@ void train_dit(const DitOptions& o) {
     set_lr(opt, lr);
     torch::manual_seed(mix(o.seed, 2000000 + step));
     const auto idx = torch::randint(N, {o.batch}, torch::kLong);
-    const auto x0 = latents.index_select(0, idx);
+    auto x0 = latents.index_select(0, idx);
+    if (o.window > 0 && o.window < x0.size(2)) {
+      const auto start = torch::randint(x0.size(2) - o.window + 1, {o.batch}, torch::kLong);
+      std::vector<Tensor> w;
+      for (int64_t b = 0; b < o.batch; ++b)
+        w.push_back(x0[b].narrow(1, start[b].item<int64_t>(), o.window));
+      x0 = torch::stack(w);
+    }
     auto tid = all_ids.index_select(0, idx), tmask = all_masks.index_select(0, idx);
     // Caption dropout: the empty caption, as the unconditional branch sees it.
     const auto drop = torch::rand({o.batch}) < o.caption_dropout;

@@ -110,6 +110,17 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
       dit.forward(torch::randn({1, 16, 3, 4, 4}), torch::tensor({500.0}), torch::randn({1, 5, 32}));
   EXPECT_EQ(out.sizes(), (std::vector<int64_t>{1, 16, 3, 4, 4}));
   EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 3);
+  // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
+  d.steps = 3, d.window = 2;
+  train_dit(d);
+  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 4);
+  d.steps = 4, d.window = 10;  // longer than the clips' 9 latent frames
+  try {
+    train_dit(d);
+    ADD_FAILURE() << "a window longer than the clips was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--window 10"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Training, VaeWithFourfoldSpatialCompression) {
