@@ -95,6 +95,10 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->capture_default_str();
   dit->add_option("--text-dim", a->dit.text_dim, "umT5 width")->capture_default_str();
   dit->add_option("--text-layers", a->dit.text_layers, "umT5 blocks")->capture_default_str();
+  dit->add_option("--text-position-lr", a->dit.text_position_lr,
+                  "Learning-rate factor of umT5's relative-position tables (word order)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   dit->add_option("--caption-dropout", a->dit.caption_dropout,
                   "Share of steps trained on the empty caption")
       ->capture_default_str();

@@ -84,7 +84,12 @@ void init_t5(torch::nn::Module& m, uint64_t seed) {
     if (name == "token_embedding.weight")
       p.normal_(0, 1);
     else if (name.find("pos_embedding") != std::string::npos)
-      p.normal_(0, 0.02);
+      // Relative-position biases that differ by O(1) between distances, so each
+      // head weighs neighbours by where they stand from the first step: started
+      // near zero (and moved at AdamW's step size) the encoder stays a bag of
+      // words for thousands of steps, and "a red circle on a blue background"
+      // reads as "a blue circle on a red background".
+      p.normal_(0, 1);
     else if (p.dim() == 1)
       p.fill_(1);  // RMS norm weights
     else
@@ -595,11 +600,28 @@ void train_dit(const DitOptions& o) {
   dit.set_precision(o.precision);
   te.set_trainable(true), dit.set_trainable(true);
 
+  // Two groups: everything, and umT5's relative-position tables at a higher
+  // rate (what tells the encoder word order; T5 itself was trained with
+  // Adafactor, whose steps scale with the weights').
   auto params = dit.module().parameters();
+  std::vector<Tensor> position_tables;
+  for (const auto& item : te.module().named_parameters())
+    (item.key().find("pos_embedding") != std::string::npos ? position_tables : params)
+        .push_back(item.value());
   const auto te_params = te.module().parameters();
-  params.insert(params.end(), te_params.begin(), te_params.end());
-  torch::optim::AdamW opt(params,
-                          torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.01));
+  auto all_params = params;
+  all_params.insert(all_params.end(), position_tables.begin(), position_tables.end());
+  const auto adamw = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.01);
+  auto faster = std::make_unique<torch::optim::AdamWOptions>(adamw);
+  faster->lr(o.lr * o.text_position_lr);
+  torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(params),
+                           torch::optim::OptimizerParamGroup(position_tables, std::move(faster))},
+                          adamw);
+  const auto set_rates = [&](double lr) {
+    auto& groups = opt.param_groups();
+    static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr);
+    static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr * o.text_position_lr);
+  };
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
   int64_t step = 0;
   double seconds = 0;
@@ -608,7 +630,14 @@ void train_dit(const DitOptions& o) {
     step = j.at("step"), seconds = j.at("seconds");
     load_into(dit.module(), state / "dit.safetensors");
     load_into(te.module(), state / "umt5.safetensors");
-    torch::load(opt, (state / "optimizer.pt").string());
+    try {
+      torch::load(opt, (state / "optimizer.pt").string());
+    } catch (const c10::Error& e) {
+      fail_file(state / "optimizer.pt",
+                std::string("cannot resume from this optimizer state (") +
+                    e.what_without_backtrace() +
+                    "); a run begun before the position tables had their own rate cannot go on");
+    }
     // EMA copies: load into the modules, copy out, then restore the live weights.
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     load_into(dit.module(), state / "ema-dit.safetensors");
@@ -650,7 +679,7 @@ void train_dit(const DitOptions& o) {
   while (step < o.steps && !cancelled(o)) {
     const auto t0 = Clock::now();
     const double lr = lr_at(o, step);
-    set_lr(opt, lr);
+    set_rates(lr);
     torch::manual_seed(mix(o.seed, 2000000 + step));
     const auto idx = torch::randint(N, {o.batch}, torch::kLong);
     auto x0 = latents.index_select(0, idx);
@@ -676,7 +705,7 @@ void train_dit(const DitOptions& o) {
     const auto loss = (pred - (noise - x0)).pow(2).mean();
     opt.zero_grad();
     loss.backward();
-    torch::nn::utils::clip_grad_norm_(params, 1.0);
+    torch::nn::utils::clip_grad_norm_(all_params, 1.0);
     opt.step();
     ++step;
     const double decay = std::min(o.ema, (1.0 + step) / (10.0 + step));

@@ -92,6 +92,7 @@ struct DitOptions : StageOptions {
   int64_t text_len = 32;
   // umT5
   int64_t text_dim = 128, text_ffn = 256, text_heads = 4, text_layers = 2;
+  double text_position_lr = 20;  // learning-rate factor of umT5's relative-position tables
   double caption_dropout = 0.1;
   // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
   // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
