@@ -44,8 +44,12 @@ double lr_at(const StageOptions& o, int64_t step) {
   return o.lr * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * std::min(1.0, p))));
 }
 
-void set_lr(torch::optim::AdamW& opt, double lr) {
-  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+// Group i gets lr × factors[i] (1 where no factor is given).
+void set_lr(torch::optim::AdamW& opt, double lr, const std::vector<double>& factors = {}) {
+  auto& groups = opt.param_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    static_cast<torch::optim::AdamWOptions&>(groups[i].options())
+        .lr(lr * (i < factors.size() ? factors[i] : 1.0));
 }
 
 // ---------------------------------------------------------------- initialisation
@@ -617,11 +621,6 @@ void train_dit(const DitOptions& o) {
   torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(params),
                            torch::optim::OptimizerParamGroup(position_tables, std::move(faster))},
                           adamw);
-  const auto set_rates = [&](double lr) {
-    auto& groups = opt.param_groups();
-    static_cast<torch::optim::AdamWOptions&>(groups[0].options()).lr(lr);
-    static_cast<torch::optim::AdamWOptions&>(groups[1].options()).lr(lr * o.text_position_lr);
-  };
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
   int64_t step = 0;
   double seconds = 0;
@@ -679,7 +678,7 @@ void train_dit(const DitOptions& o) {
   while (step < o.steps && !cancelled(o)) {
     const auto t0 = Clock::now();
     const double lr = lr_at(o, step);
-    set_rates(lr);
+    set_lr(opt, lr, {1.0, o.text_position_lr});
     torch::manual_seed(mix(o.seed, 2000000 + step));
     const auto idx = torch::randint(N, {o.batch}, torch::kLong);
     auto x0 = latents.index_select(0, idx);
