@@ -3,7 +3,6 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
-#include <map>
 #include <memory>
 
 #include "layers/precision.h"
@@ -23,6 +22,7 @@ struct TrainArgs {
   training::VaeOptions vae;
   training::DitOptions dit;
   std::string precision = "bf16";
+  std::string sigma = "uniform";
 };
 
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
@@ -106,13 +106,9 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "Noise levels drawn are shifted as the sampler's schedule is (its --shift)")
       ->check(CLI::Range(1.0, 20.0))
       ->capture_default_str();
-  dit->add_option("--sigma", a->dit.sigma, "How noise levels are drawn before the shift")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, training::SigmaDraw>{
-              {"uniform", training::SigmaDraw::Uniform},
-              {"logit-normal", training::SigmaDraw::LogitNormal}},
-          CLI::ignore_case))
-      ->default_str("uniform");
+  dit->add_option("--sigma", a->sigma, "How noise levels are drawn before the shift")
+      ->check(CLI::IsMember({"uniform", "logit-normal"}))
+      ->capture_default_str();
 
   return [=]() -> int {
     if (!*train) return -1;
@@ -130,6 +126,8 @@ std::function<int()> add_train_command(CLI::App& app) {
       o.precision = layers::parse_precision(a->precision);
       o.on_message = print;
       o.cancel = &g_stop;
+      a->dit.sigma =
+          a->sigma == "uniform" ? training::SigmaDraw::Uniform : training::SigmaDraw::LogitNormal;
       if (*vae)
         training::train_vae(a->vae);
       else
