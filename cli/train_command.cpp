@@ -23,6 +23,7 @@ struct TrainArgs {
   training::DitOptions dit;
   std::string precision = "bf16";
   std::string sigma = "uniform";
+  std::string placement = "anywhere";
 };
 
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
@@ -109,6 +110,11 @@ std::function<int()> add_train_command(CLI::App& app) {
   dit->add_option("--sigma", a->sigma, "How noise levels are drawn before the shift")
       ->check(CLI::IsMember({"uniform", "logit-normal"}))
       ->capture_default_str();
+  dit->add_option("--placement", a->placement,
+                  "Where the clips' paths lie: anywhere in view, or centred (±3 px), so the "
+                  "layout follows from the caption")
+      ->check(CLI::IsMember({"anywhere", "centred"}))
+      ->capture_default_str();
 
   return [=]() -> int {
     if (!*train) return -1;
@@ -128,6 +134,8 @@ std::function<int()> add_train_command(CLI::App& app) {
       o.cancel = &g_stop;
       a->dit.sigma =
           a->sigma == "uniform" ? training::SigmaDraw::Uniform : training::SigmaDraw::LogitNormal;
+      a->dit.clip.placement =
+          a->placement == "centred" ? training::Placement::Centred : training::Placement::Anywhere;
       if (*vae)
         training::train_vae(a->vae);
       else

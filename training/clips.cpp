@@ -47,6 +47,9 @@ const char* name(Direction d) {
   }
   return "?";
 }
+const char* name(Placement p) {
+  return p == Placement::Centred ? "centred" : "anywhere";
+}
 
 std::array<uint8_t, 3> rgb(Colour c) {
   switch (c) {
@@ -121,12 +124,20 @@ Scene random_scene(uint64_t seed, const ClipSpec& spec) {
   const float margin = s.size + 1;
   const float w = static_cast<float>(spec.width), h = static_cast<float>(spec.height);
   // Along the motion: start so that the whole path stays inside; across it: anywhere inside.
+  // Centred: the path's midpoint at the frame's centre, within ±3 px (at 64×64).
+  const bool centred = spec.placement == Placement::Centred;
+  const float jitter = 3 * scale;
   auto along = [&](float extent, bool forward) {
     const float lo = margin, hi = std::max(margin, extent - margin - travel);
-    const float start = rng.uniform(lo, hi);
+    const float start =
+        centred ? std::clamp((extent - travel) / 2 + rng.uniform(-jitter, jitter), lo, hi)
+                : rng.uniform(lo, hi);
     return forward ? start : extent - start;
   };
-  auto across = [&](float extent) { return rng.uniform(margin, extent - margin); };
+  auto across = [&](float extent) {
+    return centred ? extent / 2 + rng.uniform(-jitter, jitter)
+                   : rng.uniform(margin, extent - margin);
+  };
   switch (s.direction) {
     case Direction::Right:
       s.x0 = along(w, true), s.y0 = across(h);

@@ -42,12 +42,21 @@ struct Scene {
   std::string caption() const;
 };
 
+// Where a scene's path lies. Anywhere: any path that stays in view. Centred:
+// the path centred on the frame (the object crosses the middle), a few pixels of
+// jitter on each axis, so the layout follows from the caption's direction: what
+// the embedded DiT trains on, since a model this small averages an object over
+// every place it could be and then draws none (docs/training.md).
+enum class Placement { Anywhere, Centred };
+const char* name(Placement p);
+
 struct ClipSpec {
   int width = 64, height = 64, frames = 17;
+  Placement placement = Placement::Anywhere;
 };
 
-// A random scene (any colours, shape, direction; positions chosen so that the
-// shape stays in view).
+// A random scene (any colours, shape, direction; positions as spec.placement
+// says, always in view).
 Scene random_scene(uint64_t seed, const ClipSpec& spec = {});
 // [F, H, W, 3] uint8, anti-aliased (4×4 supersampling).
 torch::Tensor render(const Scene& scene, const ClipSpec& spec = {});

@@ -509,11 +509,19 @@ namespace {
 // The VAE's latents of `n` clips, encoded once and cached in the run folder.
 std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, vae::WanVAE& vae) {
   const auto path = o.run_dir / "dit-state" / "latents.safetensors";
+  // A cache made before placements were recorded holds clips placed anywhere.
+  const std::string placement = name(o.clip.placement);
   if (fs::exists(path)) {
     const auto ck = io::Checkpoint::open(path);
-    const auto lat = ck.get("latents").clone();
-    const auto caps = nlohmann::json::parse(ck.metadata().at("captions"));
-    if (lat.size(0) == o.dataset) return {lat, caps.template get<std::vector<std::string>>()};
+    const auto& meta = ck.metadata();
+    const auto it = meta.find("placement");
+    const bool same = (it == meta.end() ? std::string("anywhere") : it->second) == placement;
+    const auto lat = ck.get("latents");
+    if (same && lat.size(0) == o.dataset) {
+      const auto caps = nlohmann::json::parse(meta.at("captions"));
+      return {lat.clone(), caps.template get<std::vector<std::string>>()};
+    }
+    say(o, "dit: the cached latents (" + path.string() + ") are of other clips; encoding anew");
   }
   std::vector<Tensor> lats;
   std::vector<std::string> caps;
@@ -528,7 +536,8 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
                  std::to_string(static_cast<int>(seconds_since(t0))) + " s)");
   }
   auto lat = torch::cat(lats);
-  io::save_safetensors(path, {{"latents", lat}}, {{"captions", nlohmann::json(caps).dump()}});
+  io::save_safetensors(path, {{"latents", lat}},
+                       {{"captions", nlohmann::json(caps).dump()}, {"placement", placement}});
   return {lat, caps};
 }
 
@@ -649,11 +658,15 @@ void train_dit(const DitOptions& o) {
   truncate_log(log_path, step);
   LossLog log(log_path, "step,loss,lr,seconds");
 
-  const std::string dit_meta =
-      nlohmann::json{{"model", "Kinora tiny Wan DiT"}, {"width", o.clip.width},
-                     {"height", o.clip.height},        {"frames", o.clip.frames},
-                     {"negative_prompt", ""},          {"training_shift", o.shift}}
-          .dump();
+  const std::string dit_meta = nlohmann::json{
+      {"model", "Kinora tiny Wan DiT"},
+      {"width", o.clip.width},
+      {"height", o.clip.height},
+      {"frames", o.clip.frames},
+      {"negative_prompt", ""},
+      {"training_shift", o.shift},
+      {"placement",
+       name(o.clip.placement)}}.dump();
   auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     assign(dit.module(), ema_dit), assign(te.module(), ema_te);

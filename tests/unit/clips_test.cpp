@@ -61,3 +61,43 @@ TEST(Clips, HeldOutCombinations) {
   EXPECT_GT(held, 0);
   EXPECT_LT(held, 100);  // a few percent of the space
 }
+
+// Centred: the path's midpoint within ±3 px of the frame's centre on both axes,
+// the whole path in view, and still read back right by the measure.
+TEST(Clips, CentredPathsCrossTheMiddle) {
+  ClipSpec spec;
+  spec.placement = Placement::Centred;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const auto s = random_scene(seed, spec);
+    const float travel = s.speed * static_cast<float>(spec.frames - 1);
+    const float dx = s.direction == Direction::Right  ? 1.0f
+                     : s.direction == Direction::Left ? -1.0f
+                                                      : 0.0f;
+    const float dy = s.direction == Direction::Down ? 1.0f
+                     : s.direction == Direction::Up ? -1.0f
+                                                    : 0.0f;
+    const float mx = s.x0 + dx * travel / 2, my = s.y0 + dy * travel / 2;
+    EXPECT_NEAR(mx, 32.0f, 3.01f) << s.caption() << " seed " << seed;
+    EXPECT_NEAR(my, 32.0f, 3.01f) << s.caption() << " seed " << seed;
+    for (const float end : {0.0f, 1.0f}) {
+      const float x = s.x0 + dx * travel * end, y = s.y0 + dy * travel * end;
+      EXPECT_GE(std::min(x, y) - s.size, 0.0f) << s.caption() << " seed " << seed;
+      EXPECT_LE(std::max(x, y) + s.size, 64.0f) << s.caption() << " seed " << seed;
+    }
+    if (seed < 40) {
+      const auto m = measure(render(s, spec));
+      EXPECT_TRUE(m.object_found && m.background == s.background && m.object == s.object &&
+                  m.shape == s.shape && m.direction == s.direction)
+          << s.caption() << " seed " << seed;
+    }
+  }
+  // Anywhere (the default) spreads them over the frame.
+  float lo = 64, hi = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const auto s = random_scene(seed);
+    const float across =
+        s.direction == Direction::Left || s.direction == Direction::Right ? s.y0 : s.x0;
+    lo = std::min(lo, across), hi = std::max(hi, across);
+  }
+  EXPECT_GT(hi - lo, 30.0f);
+}

@@ -148,6 +148,20 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--window 10"), std::string::npos) << e.what();
   }
+  // Resumed on centred clips: the cached latents are of clips placed anywhere,
+  // so they are encoded anew, and the cache and the DiT say which they hold.
+  d.window = 0, d.clip.placement = Placement::Centred;
+  std::vector<std::string> said;
+  d.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_dit(d);
+  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 5);
+  bool anew = false;
+  for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
+  EXPECT_TRUE(anew);
+  const auto cache = io::Checkpoint::open(dir / "dit-state" / "latents.safetensors");
+  EXPECT_EQ(cache.metadata().at("placement"), "centred");
+  const auto meta = io::Checkpoint::open(dir / kDitFile).metadata().at("kinora");
+  EXPECT_NE(meta.find("\"placement\":\"centred\""), std::string::npos) << meta;
 }
 
 TEST(Training, VaeWithFourfoldSpatialCompression) {
