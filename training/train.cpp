@@ -582,6 +582,19 @@ void train_dit(const DitOptions& o) {
                 " needs a VAE without temporal compression and at most " + std::to_string(frames) +
                 " latent frames (this VAE compresses time " +
                 std::to_string(vae.config().time_compression()) + "×)");
+  // The DiT predicts ε − x₀: at high σ nearly the noise itself, every one of a
+  // token's latent values. Through a narrower width a token's noise cannot pass
+  // (the first embedded DiTs, width 128 for 256 values, carried 45% of it and
+  // drew no objects; docs/training.md).
+  const int64_t token_values = o.patch * o.patch * vae.config().z_dim;
+  if (o.dim < token_values)
+    throw Error("kinora train dit: --dim " + std::to_string(o.dim) +
+                " is narrower than a token's " + std::to_string(token_values) +
+                " latent values (--patch " + std::to_string(o.patch) + ": " +
+                std::to_string(o.patch) + "×" + std::to_string(o.patch) + " cells × " +
+                std::to_string(vae.config().z_dim) +
+                " channels); the model could not carry the noise it predicts. Use --dim " +
+                std::to_string(token_values) + " or more, or a smaller --patch");
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
       "dit: " + std::to_string(latents.size(0)) + " latents " + c10::str(latents.sizes().slice(1)));

@@ -86,7 +86,9 @@ struct DitOptions : StageOptions {
   int64_t window = 0;
   // DiT
   int64_t dim = 128, ffn_dim = 512, num_heads = 2, num_layers = 4;
-  int64_t patch = 2;  // latent cells per token along height and width (the released: 2)
+  // Latent cells per token along height and width (the released: 2). `dim` must
+  // be at least patch² × the VAE's channels: the values of one token.
+  int64_t patch = 2;
   // Text rows the DiT attends to (the released models: 512). The captions are
   // short, and cross-attention over 512 rows would cost more than the rest.
   int64_t text_len = 32;

@@ -148,6 +148,17 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--window 10"), std::string::npos) << e.what();
   }
+  // A width that cannot carry a token's latent values is refused, naming both.
+  d.window = 0, d.patch = 4;
+  try {
+    train_dit(d);
+    ADD_FAILURE() << "a DiT narrower than its tokens was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--dim 64 is narrower than a token's 256"),
+              std::string::npos)
+        << e.what();
+  }
+  d.patch = 2;
   // Resumed on centred clips: the cached latents are of clips placed anywhere,
   // so they are encoded anew, and the cache and the DiT say which they hold.
   d.window = 0, d.clip.placement = Placement::Centred;
