@@ -568,7 +568,6 @@ Tensor draw_sigmas(const DitOptions& o, int64_t n) {
 
 void train_dit(const DitOptions& o) {
   const auto state = o.run_dir / "dit-state";
-  fs::create_directories(state);
   for (const auto& [file, stage] : {std::pair{kTokenizerFile, "tokenizer"}, {kVaeFile, "vae"}})
     if (!fs::exists(o.run_dir / file))
       fail_file(o.run_dir / file, std::string("missing: the DiT stage needs the run's ") + stage +
@@ -595,6 +594,7 @@ void train_dit(const DitOptions& o) {
                 std::to_string(vae.config().z_dim) +
                 " channels); the model could not carry the noise it predicts. Use --dim " +
                 std::to_string(token_values) + " or more, or a smaller --patch");
+  fs::create_directories(state);  // after every check: a refused run leaves nothing
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
       "dit: " + std::to_string(latents.size(0)) + " latents " + c10::str(latents.sizes().slice(1)));
@@ -671,15 +671,14 @@ void train_dit(const DitOptions& o) {
   truncate_log(log_path, step);
   LossLog log(log_path, "step,loss,lr,seconds");
 
-  const std::string dit_meta = nlohmann::json{
-      {"model", "Kinora tiny Wan DiT"},
-      {"width", o.clip.width},
-      {"height", o.clip.height},
-      {"frames", o.clip.frames},
-      {"negative_prompt", ""},
-      {"training_shift", o.shift},
-      {"placement",
-       name(o.clip.placement)}}.dump();
+  const nlohmann::json about = {{"model", "Kinora tiny Wan DiT"},
+                                {"width", o.clip.width},
+                                {"height", o.clip.height},
+                                {"frames", o.clip.frames},
+                                {"negative_prompt", ""},
+                                {"training_shift", o.shift},
+                                {"placement", name(o.clip.placement)}};
+  const std::string dit_meta = about.dump();
   auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     assign(dit.module(), ema_dit), assign(te.module(), ema_te);

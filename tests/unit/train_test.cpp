@@ -158,10 +158,20 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
               std::string::npos)
         << e.what();
   }
+  // ... and leaves nothing behind in a new run.
+  {
+    const auto fresh = dir / "fresh";
+    std::filesystem::create_directories(fresh);
+    for (const char* f : {kTokenizerFile, kVaeFile}) std::filesystem::copy_file(dir / f, fresh / f);
+    auto n = d;
+    n.run_dir = fresh;
+    EXPECT_THROW(train_dit(n), Error);
+    EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
+  }
   d.patch = 2;
   // Resumed on centred clips: the cached latents are of clips placed anywhere,
   // so they are encoded anew, and the cache and the DiT say which they hold.
-  d.window = 0, d.clip.placement = Placement::Centred;
+  d.clip.placement = Placement::Centred;
   std::vector<std::string> said;
   d.on_message = [&](const std::string& m) { said.push_back(m); };
   train_dit(d);
