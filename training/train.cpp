@@ -515,11 +515,11 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
     const auto ck = io::Checkpoint::open(path);
     const auto& meta = ck.metadata();
     const auto it = meta.find("placement");
-    const bool same = (it == meta.end() ? std::string("anywhere") : it->second) == placement;
-    const auto lat = ck.get("latents");
-    if (same && lat.size(0) == o.dataset) {
+    const std::string cached = it == meta.end() ? name(Placement::Anywhere) : it->second;
+    // From the header: a cache of other clips is not read.
+    if (cached == placement && ck.shapes().at("latents").at(0) == o.dataset) {
       const auto caps = nlohmann::json::parse(meta.at("captions"));
-      return {lat.clone(), caps.template get<std::vector<std::string>>()};
+      return {ck.get("latents").clone(), caps.template get<std::vector<std::string>>()};
     }
     say(o, "dit: the cached latents (" + path.string() + ") are of other clips; encoding anew");
   }
