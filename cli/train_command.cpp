@@ -78,6 +78,10 @@ std::function<int()> add_train_command(CLI::App& app) {
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
+  dit->add_option("--sample-every", a->dit.sample_every,
+                  "Every N steps, clips sampled with the EMA weights: dit-state/samples-N.ppm "
+                  "(0: never)")
+      ->capture_default_str();
   dit->add_option("--dataset", a->dit.dataset, "Clips encoded once into latents")
       ->capture_default_str();
   dit->add_option("--window", a->dit.window,

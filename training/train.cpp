@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "layers/linear.h"
+#include "schedulers/registry.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
 #include "vae/wan_vae.h"
@@ -222,12 +223,15 @@ void write_ppm(const fs::path& path, const Tensor& rgb) {  // [H, W, 3] uint8
 
 // Frames 0, F/2 and F−1 of each video [B, 3, F, H, W] in [−1, 1] side by side,
 // one row per video.
-Tensor strip(const Tensor& v) {
+// Clips [B, 3, F, H, W] in [−1, 1] → one image [B·H, n·W, 3] uint8: a row per
+// clip, `n` frames spread evenly from the first to the last.
+Tensor strip(const Tensor& v, int64_t n = 3) {
   const int64_t F = v.size(2);
   std::vector<Tensor> rows;
   for (int64_t b = 0; b < v.size(0); ++b) {
     std::vector<Tensor> cols;
-    for (int64_t f : {int64_t{0}, F / 2, F - 1}) cols.push_back(v[b].select(1, f));
+    for (int64_t k = 0; k < n; ++k)
+      cols.push_back(v[b].select(1, k * (F - 1) / std::max<int64_t>(1, n - 1)));
     rows.push_back(torch::cat(cols, 2));
   }
   return torch::cat(rows, 1).permute({1, 2, 0}).add(1).mul(127.5).clamp(0, 255).to(torch::kUInt8);
@@ -560,6 +564,46 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
 
 }  // namespace
 
+namespace {
+// What a DiT checkpoint draws: four fixed captions sampled from noise as the
+// pipeline samples the embedded model (UniPC, 20 steps, guidance 4, the
+// training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
+// Called with the EMA weights in the modules.
+void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5Encoder& te,
+                       const text::Tokenizer& tok, vae::WanVAE& vae, const DitOptions& o,
+                       torch::IntArrayRef latent_shape) {  // [C, F, H, W]
+  static const std::vector<std::string> captions = {
+      "a red circle moving left on a blue background",
+      "a yellow square moving down on a black background",
+      "a white triangle moving right on a green background",
+      "a blue circle moving up on a yellow background", ""};
+  torch::NoGradGuard no_grad;
+  std::vector<Tensor> ids, masks;
+  for (const auto& c : captions) {
+    const auto t = tok.encode(c, o.text_len);
+    ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
+  }
+  const auto mask = torch::stack(masks);
+  const auto ctx = te.forward(torch::stack(ids), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+  const int64_t n = static_cast<int64_t>(captions.size()) - 1;
+  const auto cond = ctx.slice(0, 0, n), uncond = ctx.slice(0, n).expand({n, -1, -1});
+  const auto both = torch::cat({cond, uncond});
+  std::vector<int64_t> shape = {n};
+  shape.insert(shape.end(), latent_shape.begin(), latent_shape.end());
+  torch::manual_seed(0);  // each training step seeds its own draws
+  auto x = torch::randn(shape);
+  auto sampler = schedulers::make_scheduler("flow_unipc");
+  sampler->set_timesteps(20, {.shift = o.shift, .mu = std::nullopt});
+  constexpr double guidance = 4.0;
+  for (int i = 0; i < sampler->num_steps(); ++i) {
+    const auto t = sampler->timesteps()[i].to(torch::kFloat32).expand({2 * n});
+    const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
+    x = sampler->step(v[1] + guidance * (v[0] - v[1]), i, x);
+  }
+  write_ppm(path, strip(vae.decode(x).to(torch::kFloat32).clamp(-1, 1), 5));
+}
+}  // namespace
+
 Tensor draw_sigmas(const DitOptions& o, int64_t n) {
   const auto u =
       o.sigma == SigmaDraw::Uniform ? torch::rand({n}) : torch::sigmoid(torch::randn({n}));
@@ -694,6 +738,13 @@ void train_dit(const DitOptions& o) {
     export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
     save_optimizer(opt, state / "optimizer.pt");
     write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
+    if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) {
+      const auto live_dit = clones(dit.module()), live_te = clones(te.module());
+      assign(dit.module(), ema_dit), assign(te.module(), ema_te);
+      write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae, o,
+                        latents.sizes().slice(1));
+      assign(dit.module(), live_dit), assign(te.module(), live_te);
+    }
   };
 
   const auto dit_params = dit.module().parameters();

@@ -103,6 +103,9 @@ struct DitOptions : StageOptions {
   SigmaDraw sigma = SigmaDraw::Uniform;
   double shift = 3.0;
   double ema = 0.999;
+  // Every this many steps (and when the stage completes), clips sampled from
+  // noise with the EMA weights: dit-state/samples-STEP.ppm. 0: never.
+  int64_t sample_every = 1000;
 };
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);

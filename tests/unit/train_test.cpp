@@ -137,6 +137,17 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
       dit.forward(torch::randn({1, 16, 3, 4, 4}), torch::tensor({500.0}), torch::randn({1, 5, 32}));
   EXPECT_EQ(out.sizes(), (std::vector<int64_t>{1, 16, 3, 4, 4}));
   EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 3);
+  // What the EMA weights draw when the stage completes: four clips, five frames each.
+  EXPECT_FALSE(std::filesystem::exists(dir / "dit-state" / "samples-1.ppm"));
+  {
+    std::ifstream ppm(dir / "dit-state" / "samples-2.ppm", std::ios::binary);
+    std::string magic;
+    int w = 0, h = 0;
+    ppm >> magic >> w >> h;
+    EXPECT_EQ(magic, "P6");
+    EXPECT_EQ(w, 5 * 32);
+    EXPECT_EQ(h, 4 * 32);
+  }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
   d.steps = 3, d.window = 2;
   train_dit(d);
