@@ -92,7 +92,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   const auto whole = vae.decode(z);
   const auto chunked = vae.decode(z, [&](const torch::Tensor& f) { chunks.push_back(f); });
   EXPECT_EQ(chunks.size(), 9u);
-  EXPECT_LT((whole - chunked).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((whole - chunked).abs().max().item<double>(), 1e-4);
 
   DitOptions d;
   d.run_dir = dir.path();
