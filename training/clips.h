@@ -44,9 +44,10 @@ struct Scene {
 
 // Where a scene's path lies. Anywhere: any path that stays in view. Centred:
 // the path centred on the frame (the object crosses the middle), a few pixels of
-// jitter on each axis, so the layout follows from the caption's direction: what
-// the embedded DiT trains on, since a model this small averages an object over
-// every place it could be and then draws none (docs/training.md).
+// jitter on each axis, so the layout follows from the caption's direction. (The
+// embedded DiT's fourth run trained on these; the Wan DiT's only sense of place
+// is RoPE's relative one, so from pure noise it cannot draw an absolute layout,
+// and later runs use Anywhere: docs/training.md, "The fifth session".)
 enum class Placement { Anywhere, Centred };
 const char* name(Placement p);
 
