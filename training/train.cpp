@@ -221,8 +221,6 @@ void write_ppm(const fs::path& path, const Tensor& rgb) {  // [H, W, 3] uint8
   f.write(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()), t.numel());
 }
 
-// Frames 0, F/2 and F−1 of each video [B, 3, F, H, W] in [−1, 1] side by side,
-// one row per video.
 // Clips [B, 3, F, H, W] in [−1, 1] → one image [B·H, n·W, 3] uint8: a row per
 // clip, `n` frames spread evenly from the first to the last.
 Tensor strip(const Tensor& v, int64_t n = 3) {
@@ -562,9 +560,6 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
   return out;
 }
 
-}  // namespace
-
-namespace {
 // What a DiT checkpoint draws: four fixed captions sampled from noise as the
 // pipeline samples the embedded model (UniPC, 20 steps, guidance 4, the
 // training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
@@ -723,28 +718,30 @@ void train_dit(const DitOptions& o) {
                                 {"training_shift", o.shift},
                                 {"placement", name(o.clip.placement)}};
   const std::string dit_meta = about.dump();
-  auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
+  // Runs `fn` with the EMA weights in the modules, then puts the live ones back.
+  auto with_ema = [&](const std::function<void()>& fn) {
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     assign(dit.module(), ema_dit), assign(te.module(), ema_te);
+    fn();
+    assign(dit.module(), live_dit), assign(te.module(), live_te);
+  };
+  auto export_ema = [&](const fs::path& dit_path, const fs::path& te_path) {
     save_module(
         dit.module(), dit_path,
         {{"config", wc.to_json()}, {"kinora", dit_meta}, {"trained_steps", std::to_string(step)}});
     save_module(te.module(), te_path, {{"config", tc.to_json()}});
-    assign(dit.module(), live_dit), assign(te.module(), live_te);
   };
   auto save = [&] {
     save_module(dit.module(), state / "dit.safetensors", {});
     save_module(te.module(), state / "umt5.safetensors", {});
-    export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
     save_optimizer(opt, state / "optimizer.pt");
+    with_ema([&] {
+      export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
+      if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps))
+        write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae,
+                          o, latents.sizes().slice(1));
+    });
     write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
-    if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) {
-      const auto live_dit = clones(dit.module()), live_te = clones(te.module());
-      assign(dit.module(), ema_dit), assign(te.module(), ema_te);
-      write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae, o,
-                        latents.sizes().slice(1));
-      assign(dit.module(), live_dit), assign(te.module(), live_te);
-    }
   };
 
   const auto dit_params = dit.module().parameters();
@@ -804,7 +801,7 @@ void train_dit(const DitOptions& o) {
     say(o, "dit: stopped at step " + std::to_string(step) + "; run again to resume");
     return;
   }
-  export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile);
+  with_ema([&] { export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile); });
   say(o, "dit: wrote " + (o.run_dir / kDitFile).string() + " and " +
              (o.run_dir / kTextEncoderFile).string());
 }
