@@ -731,15 +731,18 @@ void train_dit(const DitOptions& o) {
         {{"config", wc.to_json()}, {"kinora", dit_meta}, {"trained_steps", std::to_string(step)}});
     save_module(te.module(), te_path, {{"config", tc.to_json()}});
   };
+  // Call with the EMA weights in the modules.
+  auto sample = [&] {
+    write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae, o,
+                      latents.sizes().slice(1));
+  };
   auto save = [&] {
     save_module(dit.module(), state / "dit.safetensors", {});
     save_module(te.module(), state / "umt5.safetensors", {});
     save_optimizer(opt, state / "optimizer.pt");
     with_ema([&] {
       export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
-      if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps))
-        write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae,
-                          o, latents.sizes().slice(1));
+      if (o.sample_every > 0 && step == o.steps) sample();
     });
     write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
   };
@@ -795,6 +798,9 @@ void train_dit(const DitOptions& o) {
       sum = 0, n = 0;
     }
     if (step % o.save_every == 0) save();
+    // Sheets on their own schedule, not only at checkpoints; the last step's
+    // comes with the final save.
+    if (o.sample_every > 0 && step % o.sample_every == 0 && step < o.steps) with_ema(sample);
   }
   save();
   if (step < o.steps) {
