@@ -127,6 +127,40 @@ void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
   }
 }
 
+}  // namespace
+
+void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth) {
+  if (heads <= 0) return;
+  if (heads > num_heads)
+    throw Error("--locality-heads " + std::to_string(heads) + ": the DiT has only " +
+                std::to_string(num_heads) + " heads");
+  torch::NoGradGuard g;
+  auto named = dit.named_parameters();
+  for (int64_t block = 0;; ++block) {
+    const std::string at = "blocks." + std::to_string(block) + ".self_attn.";
+    if (!named.contains(at + "q.weight")) break;
+    for (const char* which : {"q", "k"}) {
+      auto w = named[at + which + ".weight"];
+      auto b = named[at + which + ".bias"];
+      auto gain = named[at + "norm_" + which + ".weight"];
+      const int64_t d = w.size(0) / num_heads, d6 = d / 6;
+      // The typical size of a row's output for inputs of unit size: the constant
+      // part is as large as the content it replaces, so the norm's scale stays.
+      const double typical = std::sqrt(w.pow(2).sum(1).mean().item<double>());
+      const int64_t h0 = (d - 4 * d6) / 2, w0 = h0 + d6;  // first height / width pair
+      for (int64_t head = 0; head < heads; ++head)
+        for (const int64_t pair : {h0, h0 + 1, w0, w0 + 1}) {
+          const int64_t ch = head * d + 2 * pair;
+          w.narrow(0, ch, 2).zero_();
+          b[ch].fill_(typical), b[ch + 1].fill_(0.0);
+          gain.narrow(0, ch, 2).fill_(depth);
+        }
+    }
+  }
+}
+
+namespace {
+
 // ---------------------------------------------------------------- persistence
 
 std::vector<std::pair<std::string, Tensor>> params_of(torch::nn::Module& m) {
@@ -682,12 +716,15 @@ void train_dit(const DitOptions& o) {
   torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(params),
                            torch::optim::OptimizerParamGroup(position_tables, std::move(faster))},
                           adamw);
+  if (!fs::exists(state / "state.json"))
+    init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
-  int64_t step = 0;
+  int64_t step = 0, locality_heads = o.locality_heads;
   double seconds = 0;
   if (fs::exists(state / "state.json")) {
     const auto j = read_json(state / "state.json");
     step = j.at("step"), seconds = j.at("seconds");
+    locality_heads = j.value("locality_heads", int64_t{0});
     load_into(dit.module(), state / "dit.safetensors");
     load_into(te.module(), state / "umt5.safetensors");
     try {
@@ -705,6 +742,22 @@ void train_dit(const DitOptions& o) {
     ema_dit = clones(dit.module()), ema_te = clones(te.module());
     assign(dit.module(), live_dit), assign(te.module(), live_te);
     say(o, "dit: resuming at step " + std::to_string(step));
+    if (o.locality_heads > 0 && locality_heads == 0) {
+      // Started on a run that trained without them: live and EMA weights alike.
+      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
+      const auto live = clones(dit.module());
+      assign(dit.module(), ema_dit);
+      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
+      ema_dit = clones(dit.module());
+      assign(dit.module(), live);
+      locality_heads = o.locality_heads;
+      say(o, "dit: started " + std::to_string(locality_heads) +
+                 " head(s) per block as the same place in every frame");
+    } else if (o.locality_heads > 0 && o.locality_heads != locality_heads) {
+      fail_file(state / "state.json", "this run's locality heads were started as " +
+                                          std::to_string(locality_heads) + ", not " +
+                                          std::to_string(o.locality_heads));
+    }
   }
   const auto log_path = state / "loss.csv";
   truncate_log(log_path, step);
@@ -744,7 +797,8 @@ void train_dit(const DitOptions& o) {
       export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
       if (o.sample_every > 0 && step == o.steps) sample();
     });
-    write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
+    write_json(state / "state.json",
+               {{"step", step}, {"seconds", seconds}, {"locality_heads", locality_heads}});
   };
 
   const auto dit_params = dit.module().parameters();

@@ -149,10 +149,14 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_EQ(h, 4 * 32);
   }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
-  d.steps = 3, d.window = 2;
+  // Its sheets come on their own schedule: step 3 is no checkpoint (every 10).
+  d.steps = 4, d.window = 2, d.save_every = 10, d.sample_every = 3;
   train_dit(d);
-  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 4);
-  d.steps = 4, d.window = 10;  // longer than the clips' 9 latent frames
+  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 5);
+  EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-3.ppm"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-4.ppm"));
+  d.save_every = 1, d.sample_every = 1000;
+  d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
   try {
     train_dit(d);
     ADD_FAILURE() << "a window longer than the clips was accepted";
@@ -185,15 +189,112 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   d.clip.placement = Placement::Centred;
   std::vector<std::string> said;
   d.on_message = [&](const std::string& m) { said.push_back(m); };
+  d.locality_heads = 1;  // started once on a run that had none, and recorded
   train_dit(d);
-  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 5);
-  bool anew = false;
+  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 6);
+  bool anew = false, started = false;
+  for (const auto& m : said) started |= m.find("same place in every frame") != std::string::npos;
+  EXPECT_TRUE(started);
+  {
+    std::ifstream f(dir / "dit-state" / "state.json");
+    const std::string js((std::istreambuf_iterator<char>(f)), {});
+    EXPECT_NE(js.find("\"locality_heads\": 1"), std::string::npos) << js;
+  }
+  d.locality_heads = 2;
+  try {
+    train_dit(d);
+    ADD_FAILURE() << "locality heads started twice";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("started as 1, not 2"), std::string::npos) << e.what();
+  }
+  d.locality_heads = 0;
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);
   const auto cache = io::Checkpoint::open(dir / "dit-state" / "latents.safetensors");
   EXPECT_EQ(cache.metadata().at("placement"), "centred");
   const auto meta = io::Checkpoint::open(dir / kDitFile).metadata().at("kinora");
   EXPECT_NE(meta.find("\"placement\":\"centred\""), std::string::npos) << meta;
+}
+
+// Head 0's attention weights in block 0 of a fresh DiT over a 5×4×4 token grid
+// of random content, averaged by offset: [Δt, |Δh| + |Δw|] for Δt 0..4 and
+// spatial distance 0..2. Computed from the parameters the way the Wan DiT
+// computes them (q/k RMSNorm over the whole width, interleaved 3D RoPE with
+// t : h : w = d − 4⌊d/6⌋ : 2⌊d/6⌋ : 2⌊d/6⌋, scores / √d).
+torch::Tensor head0_weights_by_offset(torch::nn::Module& m, int64_t heads) {
+  torch::NoGradGuard g;
+  auto p = m.named_parameters();
+  const int64_t F = 5, H = 4, W = 4, L = F * H * W;
+  torch::manual_seed(7);
+  const auto x = torch::randn({L, p["blocks.0.self_attn.q.weight"].size(1)});
+  auto qk = [&](const std::string& which) {
+    const std::string at = "blocks.0.self_attn.";
+    auto y = torch::nn::functional::linear(x, p[at + which + ".weight"], p[at + which + ".bias"]);
+    y = y * torch::rsqrt(y.pow(2).mean(-1, true) + 1e-6) * p[at + "norm_" + which + ".weight"];
+    return y.view({L, heads, -1}).select(1, 0);  // [L, d]
+  };
+  const auto q = qk("q"), k = qk("k");
+  const int64_t d = q.size(1), d6 = d / 6;
+  const auto grid =
+      torch::stack(torch::meshgrid({torch::arange(F), torch::arange(H), torch::arange(W)}, "ij"))
+          .view({3, L})
+          .to(torch::kDouble);  // [3, L]: t, h, w of each token
+  std::vector<torch::Tensor> angles;
+  const int64_t dims[3] = {d - 4 * d6, 2 * d6, 2 * d6};
+  for (int a = 0; a < 3; ++a) {
+    const auto inv = torch::pow(
+        10000.0, -torch::arange(0, dims[a], 2).to(torch::kDouble) / static_cast<double>(dims[a]));
+    angles.push_back(torch::outer(grid[a], inv));
+  }
+  const auto ang = torch::cat(angles, 1);  // [L, d/2]
+  auto rope = [&](const torch::Tensor& t) {
+    const auto v = t.to(torch::kDouble).view({L, -1, 2});
+    const auto a = v.select(-1, 0), b = v.select(-1, 1);
+    return torch::stack({a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()}, -1)
+        .view({L, d});
+  };
+  const auto w = torch::softmax(torch::mm(rope(q), rope(k).t()) / std::sqrt(double(d)), 1);
+  const auto dt = (grid[0].unsqueeze(1) - grid[0].unsqueeze(0)).abs();
+  const auto ds = (grid[1].unsqueeze(1) - grid[1].unsqueeze(0)).abs() +
+                  (grid[2].unsqueeze(1) - grid[2].unsqueeze(0)).abs();
+  auto out = torch::zeros({F, 3}, torch::kDouble);
+  for (int64_t t = 0; t < F; ++t)
+    for (int64_t s = 0; s < 3; ++s) {
+      const auto sel = (dt == t) & (ds == s);
+      out[t][s] = w.masked_select(sel).mean();
+    }
+  return out;
+}
+
+TEST(Training, LocalityHeadsAttendToTheSamePlaceInEveryFrame) {
+  const int64_t heads = 4;
+  diffusion::WanConfig c;
+  c.dim = 256, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 2, c.text_dim = 32;
+  c.text_len = 8, c.patch_h = c.patch_w = 4;
+  diffusion::WanModel plain(c), local(c);
+  for (auto* m : {&plain, &local}) {
+    torch::manual_seed(3);
+    for (auto& p : m->module().parameters()) {
+      torch::NoGradGuard g;
+      p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
+    }
+  }
+  init_locality_heads(local.module(), heads, 1, 6.0);
+  const auto before = head0_weights_by_offset(plain.module(), heads);
+  const auto after = head0_weights_by_offset(local.module(), heads);
+  // Started: most weight at the same place, whatever the frame.
+  for (int64_t t = 0; t < 5; ++t) {
+    EXPECT_GT(after[t][0].item<double>(), 10 * after[t][1].item<double>()) << "Δt " << t;
+    EXPECT_NEAR(after[t][0].item<double>() / after[0][0].item<double>(), 1.0, 0.35) << "Δt " << t;
+  }
+  // Without it, the weights hardly depend on the offset.
+  EXPECT_LT(before[0][0].item<double>(), 2 * before[0][1].item<double>());
+  // The other heads and blocks past the last one are untouched; a second block is started too.
+  auto pp = plain.module().named_parameters(), lp = local.module().named_parameters();
+  EXPECT_TRUE(torch::equal(pp["blocks.0.self_attn.q.weight"].narrow(0, 64, 192),
+                           lp["blocks.0.self_attn.q.weight"].narrow(0, 64, 192)));
+  EXPECT_FALSE(torch::equal(pp["blocks.1.self_attn.k.bias"], lp["blocks.1.self_attn.k.bias"]));
+  EXPECT_THROW(init_locality_heads(local.module(), heads, 5, 6.0), Error);
 }
 
 TEST(Training, VaeWithFourfoldSpatialCompression) {
