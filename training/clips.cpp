@@ -218,6 +218,46 @@ Colour nearest(const float c[3]) {
   }
   return best;
 }
+// The largest 8-connected region of each frame's mask: the object without
+// specks (a decoder's brighter corners, a stray dot), which would otherwise
+// make every frame look cut by the border or pull the centroid.
+torch::Tensor largest_regions(const torch::Tensor& mask) {  // [F, H, W] bool
+  const auto in = mask.to(torch::kUInt8).contiguous();
+  auto out = torch::zeros_like(in);
+  const int64_t F = in.size(0), H = in.size(1), W = in.size(2);
+  const auto a = in.accessor<uint8_t, 3>();
+  auto o = out.accessor<uint8_t, 3>();
+  std::vector<int64_t> label(static_cast<std::size_t>(H * W)), todo;
+  for (int64_t f = 0; f < F; ++f) {
+    std::fill(label.begin(), label.end(), -1);
+    int64_t best = -1, best_size = 0;
+    for (int64_t start = 0; start < H * W; ++start) {
+      if (!a[f][start / W][start % W] || label[static_cast<std::size_t>(start)] >= 0) continue;
+      int64_t size = 0;
+      todo.assign(1, start);
+      label[static_cast<std::size_t>(start)] = start;
+      while (!todo.empty()) {
+        const int64_t at = todo.back();
+        todo.pop_back();
+        ++size;
+        const int64_t y = at / W, x = at % W;
+        for (int64_t dy = -1; dy <= 1; ++dy)
+          for (int64_t dx = -1; dx <= 1; ++dx) {
+            const int64_t ny = y + dy, nx = x + dx, n = ny * W + nx;
+            if (ny < 0 || ny >= H || nx < 0 || nx >= W || !a[f][ny][nx] ||
+                label[static_cast<std::size_t>(n)] >= 0)
+              continue;
+            label[static_cast<std::size_t>(n)] = start;
+            todo.push_back(n);
+          }
+      }
+      if (size > best_size) best_size = size, best = start;
+    }
+    for (int64_t i = 0; i < H * W; ++i)
+      o[f][i / W][i % W] = best >= 0 && label[static_cast<std::size_t>(i)] == best;
+  }
+  return out.to(torch::kBool);
+}
 }  // namespace
 
 Measured measure(const torch::Tensor& frames) {
@@ -233,9 +273,8 @@ Measured measure(const torch::Tensor& frames) {
   m.background = nearest(bgc);
   // Object: pixels far from the background colour.
   const auto dist = (f - bg.view({1, 1, 1, 3})).pow(2).sum(-1).sqrt();  // [F, H, W]
-  const auto mask = dist > 80;
-  const auto count = mask.sum().item<int64_t>();
-  if (count < F * 4) return m;  // nothing stands out
+  if ((dist > 80).sum().item<int64_t>() < F * 4) return m;              // nothing stands out
+  const auto mask = largest_regions(dist > 80);
   m.object_found = true;
   const auto obj = f.index({mask});  // [N, 3]
   const auto oc = std::get<0>(obj.median(0));
