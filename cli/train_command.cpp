@@ -82,9 +82,10 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "Every N steps, clips sampled with the EMA weights: dit-state/samples-N.ppm "
                   "(0: never)")
       ->capture_default_str();
-  dit->add_option("--locality-heads", a->dit.locality_heads,
-                  "Heads per block started as \"the same place in every frame\" (at a fresh "
-                  "start, or once on a run that has none)")
+  dit->add_option(
+         "--locality-heads", a->dit.locality_heads,
+         "Heads per block started as the same place in every frame / in the frame before / "
+         "after (0-3; at a fresh start, or added to a run that has fewer)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   dit->add_option("--dataset", a->dit.dataset, "Clips encoded once into latents")

@@ -129,32 +129,45 @@ void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
 
 }  // namespace
 
-void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth) {
-  if (heads <= 0) return;
-  if (heads > num_heads)
-    throw Error("--locality-heads " + std::to_string(heads) + ": the DiT has only " +
+void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth,
+                         int64_t first) {
+  if (heads <= first) return;
+  if (heads > std::min<int64_t>(num_heads, 3))
+    throw Error("--locality-heads " + std::to_string(heads) + ": at most 3, and the DiT has " +
                 std::to_string(num_heads) + " heads");
   torch::NoGradGuard g;
   auto named = dit.named_parameters();
   for (int64_t block = 0;; ++block) {
     const std::string at = "blocks." + std::to_string(block) + ".self_attn.";
     if (!named.contains(at + "q.weight")) break;
-    for (const char* which : {"q", "k"}) {
+    for (const std::string which : {"q", "k"}) {
       auto w = named[at + which + ".weight"];
       auto b = named[at + which + ".bias"];
       auto gain = named[at + "norm_" + which + ".weight"];
-      const int64_t d = w.size(0) / num_heads, d6 = d / 6;
+      const int64_t d = w.size(0) / num_heads, d6 = d / 6, dt = d - 4 * d6;
       // The typical size of a row's output for inputs of unit size: the constant
       // part is as large as the content it replaces, so the norm's scale stays.
       const double typical = std::sqrt(w.pow(2).sum(1).mean().item<double>());
-      const int64_t h0 = (d - 4 * d6) / 2, w0 = h0 + d6;  // first height / width pair
-      for (int64_t head = 0; head < heads; ++head)
-        for (const int64_t pair : {h0, h0 + 1, w0, w0 + 1}) {
-          const int64_t ch = head * d + 2 * pair;
-          w.narrow(0, ch, 2).zero_();
-          b[ch].fill_(typical), b[ch + 1].fill_(0.0);
-          gain.narrow(0, ch, 2).fill_(depth);
+      // A pair with constant parts q = c·(1, 0) and k = c·(cos ψ, sin ψ) scores
+      // c²·cos((m − n)θ − ψ) between query position m and key position n: it
+      // peaks where m − n = ψ/θ.
+      auto constant = [&](int64_t ch, double psi) {
+        const bool is_k = which == "k";
+        w.narrow(0, ch, 2).zero_();
+        b[ch].fill_(typical * (is_k ? std::cos(psi) : 1.0));
+        b[ch + 1].fill_(is_k ? typical * std::sin(psi) : 0.0);
+        gain.narrow(0, ch, 2).fill_(depth);
+      };
+      const int64_t h0 = dt / 2, w0 = h0 + d6;  // first height / width pair
+      for (int64_t head = first; head < heads; ++head) {
+        for (const int64_t pair : {h0, h0 + 1, w0, w0 + 1}) constant(head * d + 2 * pair, 0.0);
+        if (head == 0) continue;                       // every frame alike
+        const double offset = head == 1 ? 1.0 : -1.0;  // the frame before / after
+        for (const int64_t pair : {0, 1}) {
+          const double theta = std::pow(10000.0, -2.0 * pair / static_cast<double>(dt));
+          constant(head * d + 2 * pair, offset * theta);
         }
+      }
     }
   }
 }
@@ -742,21 +755,25 @@ void train_dit(const DitOptions& o) {
     ema_dit = clones(dit.module()), ema_te = clones(te.module());
     assign(dit.module(), live_dit), assign(te.module(), live_te);
     say(o, "dit: resuming at step " + std::to_string(step));
-    if (o.locality_heads > 0 && locality_heads == 0) {
-      // Started on a run that trained without them: live and EMA weights alike.
-      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
+    if (o.locality_heads > locality_heads) {
+      // Heads added to a run that trained without them: live and EMA weights alike.
+      const int64_t had = locality_heads;
+      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth, had);
       const auto live = clones(dit.module());
       assign(dit.module(), ema_dit);
-      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
+      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth, had);
       ema_dit = clones(dit.module());
       assign(dit.module(), live);
       locality_heads = o.locality_heads;
-      say(o, "dit: started " + std::to_string(locality_heads) +
-                 " head(s) per block as the same place in every frame");
-    } else if (o.locality_heads > 0 && o.locality_heads != locality_heads) {
-      fail_file(state / "state.json", "this run's locality heads were started as " +
-                                          std::to_string(locality_heads) + ", not " +
-                                          std::to_string(o.locality_heads));
+      const char* kinds[] = {"in every frame", "in the frame before", "in the frame after"};
+      for (int64_t h = had; h < locality_heads; ++h)
+        say(o, "dit: started head " + std::to_string(h) + " of every block as the same place " +
+                   kinds[h]);
+    } else if (o.locality_heads > 0 && o.locality_heads < locality_heads) {
+      fail_file(state / "state.json", "this run has " + std::to_string(locality_heads) +
+                                          " locality heads; they cannot be taken back "
+                                          "(--locality-heads " +
+                                          std::to_string(o.locality_heads) + ")");
     }
   }
   const auto log_path = state / "loss.csv";

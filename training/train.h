@@ -106,23 +106,29 @@ struct DitOptions : StageOptions {
   // Every this many steps (and when the stage completes), clips sampled from
   // noise with the EMA weights: dit-state/samples-STEP.ppm. 0: never.
   int64_t sample_every = 1000;
-  // Heads per self-attention block started as "the same place in every frame"
-  // (init_locality_heads). Applied once: at a fresh start, or to a resumed run
-  // that has not had them (its state.json records it).
+  // Heads per self-attention block started as position kernels (at most 3:
+  // the same place in every frame, in the frame before, in the frame after;
+  // init_locality_heads). At a fresh start, or added to a resumed run that has
+  // fewer (its state.json records how many).
   int64_t locality_heads = 0;
   double locality_depth = 6.0;  // their q and k on the chosen RoPE pairs after the norm
 };
-// Starts the first `heads` heads of every DiT block's self-attention as a
-// position kernel: "the same place in every frame". On the two
-// highest-frequency height and width RoPE pairs of each such head, q and k
-// get a constant part only (their weight rows zeroed, bias = the typical size
-// of the rest, norm gain = `depth`), so the head's score peaks at zero spatial
-// offset, falls off with distance (≈ depth²/√d · 0.54 logits a token away) and
-// does not depend on time; its other channels keep their content. Wan
-// normalises q and k over the whole width, so a constant part only on these
-// few channels leaves the other heads as they were. An initialisation, not a
-// change of architecture: the model stays a Wan DiT and trains on.
-void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth);
+// Starts heads `first`..`heads` − 1 of every DiT block's self-attention as
+// position kernels: head 0 "the same place in every frame", head 1 "the same
+// place in the frame before", head 2 "… in the frame after" (at most 3). On the
+// two highest-frequency height and width RoPE pairs of such a head (and for
+// heads 1 and 2 the two highest time pairs), q and k get a constant part only:
+// their weight rows zeroed, the bias at the typical size of the rest, the norm
+// gain = `depth`, with k's time pairs turned so the score peaks one frame off.
+// The score falls off with spatial distance (≈ depth²/√d · 0.54 logits a token
+// away); the head's other channels keep their content. Wan normalises q and k
+// over the whole width, so constant parts on these few channels leave the
+// other heads as they were. An initialisation, not a change of architecture:
+// the model stays a Wan DiT and trains on. Motion here is a fraction of a
+// token per frame, so a token's content carries it; heads 1 and 2 hand each
+// frame its neighbours' content at the same place to shift.
+void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth,
+                         int64_t first = 0);
 
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);
