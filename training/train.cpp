@@ -680,6 +680,9 @@ void train_dit(const DitOptions& o) {
                 std::to_string(vae.config().z_dim) +
                 " channels); the model could not carry the noise it predicts. Use --dim " +
                 std::to_string(token_values) + " or more, or a smaller --patch");
+  if (o.locality_heads < 0 || o.locality_heads > std::min<int64_t>(o.num_heads, 3))
+    throw Error("kinora train dit: --locality-heads " + std::to_string(o.locality_heads) +
+                ": from 0 to 3, and at most the DiT's " + std::to_string(o.num_heads) + " heads");
   fs::create_directories(state);  // after every check: a refused run leaves nothing
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
