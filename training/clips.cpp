@@ -273,8 +273,9 @@ Measured measure(const torch::Tensor& frames) {
   m.background = nearest(bgc);
   // Object: pixels far from the background colour.
   const auto dist = (f - bg.view({1, 1, 1, 3})).pow(2).sum(-1).sqrt();  // [F, H, W]
-  if ((dist > 80).sum().item<int64_t>() < F * 4) return m;              // nothing stands out
-  const auto mask = largest_regions(dist > 80);
+  const auto far = dist > 80;
+  if (far.sum().item<int64_t>() < F * 4) return m;  // nothing stands out
+  const auto mask = largest_regions(far);
   m.object_found = true;
   const auto obj = f.index({mask});  // [N, 3]
   const auto oc = std::get<0>(obj.median(0));

@@ -740,8 +740,19 @@ void train_dit(const DitOptions& o) {
   if (fs::exists(state / "state.json")) {
     const auto j = read_json(state / "state.json");
     step = j.at("step"), seconds = j.at("seconds");
-    locality_heads = j.value("locality_heads", int64_t{0});
+    // Locality heads added to a run that has fewer: to the live and EMA weights alike.
+    const int64_t had = j.value("locality_heads", int64_t{0});
+    if (o.locality_heads > 0 && o.locality_heads < had)
+      fail_file(state / "state.json", "this run has " + std::to_string(had) +
+                                          " locality heads; they cannot be taken back "
+                                          "(--locality-heads " +
+                                          std::to_string(o.locality_heads) + ")");
+    locality_heads = std::max(had, o.locality_heads);
+    auto add_heads = [&] {
+      init_locality_heads(dit.module(), wc.num_heads, locality_heads, o.locality_depth, had);
+    };
     load_into(dit.module(), state / "dit.safetensors");
+    add_heads();
     load_into(te.module(), state / "umt5.safetensors");
     try {
       torch::load(opt, (state / "optimizer.pt").string());
@@ -754,30 +765,15 @@ void train_dit(const DitOptions& o) {
     // EMA copies: load into the modules, copy out, then restore the live weights.
     const auto live_dit = clones(dit.module()), live_te = clones(te.module());
     load_into(dit.module(), state / "ema-dit.safetensors");
+    add_heads();
     load_into(te.module(), state / "ema-umt5.safetensors");
     ema_dit = clones(dit.module()), ema_te = clones(te.module());
     assign(dit.module(), live_dit), assign(te.module(), live_te);
     say(o, "dit: resuming at step " + std::to_string(step));
-    if (o.locality_heads > locality_heads) {
-      // Heads added to a run that trained without them: live and EMA weights alike.
-      const int64_t had = locality_heads;
-      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth, had);
-      const auto live = clones(dit.module());
-      assign(dit.module(), ema_dit);
-      init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth, had);
-      ema_dit = clones(dit.module());
-      assign(dit.module(), live);
-      locality_heads = o.locality_heads;
-      const char* kinds[] = {"in every frame", "in the frame before", "in the frame after"};
-      for (int64_t h = had; h < locality_heads; ++h)
-        say(o, "dit: started head " + std::to_string(h) + " of every block as the same place " +
-                   kinds[h]);
-    } else if (o.locality_heads > 0 && o.locality_heads < locality_heads) {
-      fail_file(state / "state.json", "this run has " + std::to_string(locality_heads) +
-                                          " locality heads; they cannot be taken back "
-                                          "(--locality-heads " +
-                                          std::to_string(o.locality_heads) + ")");
-    }
+    const char* kinds[] = {"in every frame", "in the frame before", "in the frame after"};
+    for (int64_t h = had; h < locality_heads; ++h)
+      say(o, "dit: started head " + std::to_string(h) + " of every block as the same place " +
+                 kinds[h]);
   }
   const auto log_path = state / "loss.csv";
   truncate_log(log_path, step);
