@@ -24,6 +24,7 @@ struct TrainArgs {
   std::string precision = "bf16";
   std::string sigma = "uniform";
   std::string placement = "anywhere";
+  std::string device = "cpu";
 };
 
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
@@ -88,6 +89,10 @@ std::function<int()> add_train_command(CLI::App& app) {
          "after (0-3; at a fresh start, or added to a run that has fewer)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  dit->add_option("--device", a->device,
+                  "Where to train: cpu, or cuda (a CUDA build of LibTorch; docs/training.md)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   dit->add_option("--dataset", a->dit.dataset, "Clips encoded once into latents")
       ->capture_default_str();
   dit->add_option("--window", a->dit.window,
@@ -144,6 +149,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       o.cancel = &g_stop;
       a->dit.sigma =
           a->sigma == "uniform" ? training::SigmaDraw::Uniform : training::SigmaDraw::LogitNormal;
+      a->dit.device = torch::Device(a->device);
       a->dit.clip.placement =
           a->placement == "centred" ? training::Placement::Centred : training::Placement::Anywhere;
       if (*vae)

@@ -1,5 +1,6 @@
 #include "training/train.h"
 
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -309,14 +310,24 @@ std::vector<std::string> grammar_captions() {
 
 std::pair<Tensor, std::vector<std::string>> clip_batch(uint64_t first_seed, int64_t count,
                                                        const ClipSpec& spec) {
-  std::vector<Tensor> clips;
+  std::vector<Scene> scenes;
   std::vector<std::string> captions;
-  for (uint64_t s = first_seed; static_cast<int64_t>(clips.size()) < count; ++s) {
+  for (uint64_t s = first_seed; static_cast<int64_t>(scenes.size()) < count; ++s) {
     const auto scene = random_scene(s, spec);
     if (held_out(scene)) continue;
-    clips.push_back(frames_to_video(render(scene, spec)));
+    scenes.push_back(scene);
     captions.push_back(scene.caption());
   }
+  // Rendering is pure per scene, and on a GPU machine the device would
+  // otherwise wait for one CPU core to draw the dataset.
+  std::vector<Tensor> clips(scenes.size());
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      clips[k] = render(scenes[k], spec);
+    }
+  });
+  for (auto& c : clips) c = frames_to_video(c);
   return {torch::stack(clips), captions};
 }
 
@@ -568,7 +579,9 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
     // From the header: a cache of other clips is not read.
     if (cached == placement && ck.shapes().at("latents").at(0) == o.dataset) {
       const auto caps = nlohmann::json::parse(meta.at("captions"));
-      return {ck.get("latents").clone(), caps.template get<std::vector<std::string>>()};
+      // A copy (the file is mapped), on the stage's device.
+      return {ck.get("latents").to(o.device, torch::kFloat32, false, /*copy=*/true),
+              caps.template get<std::vector<std::string>>()};
     }
     say(o, "dit: the cached latents (" + path.string() + ") are of other clips; encoding anew");
   }
@@ -578,21 +591,39 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
   for (int64_t i = 0; i < o.dataset; i += 16) {
     auto [x, c] =
         clip_batch(mix(o.seed, 0xDA7A000 + i), std::min<int64_t>(16, o.dataset - i), o.clip);
-    lats.push_back(vae.encode(x));
+    lats.push_back(vae.encode(x.to(o.device)));
     caps.insert(caps.end(), c.begin(), c.end());
     if ((i / 16) % 32 == 0)
       say(o, "dit: encoding clips " + std::to_string(i) + "/" + std::to_string(o.dataset) + " (" +
                  std::to_string(static_cast<int>(seconds_since(t0))) + " s)");
   }
   auto lat = torch::cat(lats);
-  io::save_safetensors(path, {{"latents", lat}},
+  io::save_safetensors(path, {{"latents", lat.to(torch::kCPU)}},
                        {{"captions", nlohmann::json(caps).dump()}, {"placement", placement}});
   return {lat, caps};
 }
 
+// One kernel per operation for the whole list, not per tensor: on a GPU a
+// small model's step is otherwise bound by kernel launches.
 void ema_update(std::vector<Tensor>& ema, const std::vector<Tensor>& params, double decay) {
   torch::NoGradGuard g;
-  for (std::size_t i = 0; i < ema.size(); ++i) ema[i].mul_(decay).add_(params[i], 1 - decay);
+  at::_foreach_mul_(ema, decay);
+  at::_foreach_add_(ema, params, 1 - decay);
+}
+
+// Gradients scaled so that their joint L2 norm is at most `max_norm`, as
+// torch::nn::utils::clip_grad_norm_ does, but without reading the norm back
+// to the host: that would wait for the device at every step.
+void clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  torch::NoGradGuard g;
+  std::vector<Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  const auto norms = at::_foreach_norm(grads);
+  const auto total = torch::stack(norms).to(torch::kFloat32).norm();
+  const auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (auto& grad : grads) grad.mul_(coef);
 }
 
 // Copies `values` into the module's parameters (same order as parameters()).
@@ -625,24 +656,25 @@ void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5E
     const auto t = tok.encode(c, o.text_len);
     ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
   }
-  const auto mask = torch::stack(masks);
-  const auto ctx = te.forward(torch::stack(ids), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+  const auto mask = torch::stack(masks).to(o.device);
+  const auto ctx =
+      te.forward(torch::stack(ids).to(o.device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
   const int64_t n = static_cast<int64_t>(captions.size()) - 1;
   const auto cond = ctx.slice(0, 0, n), uncond = ctx.slice(0, n).expand({n, -1, -1});
   const auto both = torch::cat({cond, uncond});
   std::vector<int64_t> shape = {n};
   shape.insert(shape.end(), latent_shape.begin(), latent_shape.end());
-  torch::manual_seed(0);  // each training step seeds its own draws
-  auto x = torch::randn(shape);
+  torch::manual_seed(0);                      // each training step seeds its own draws
+  auto x = torch::randn(shape).to(o.device);  // the same noise on every device
   auto sampler = schedulers::make_scheduler("flow_unipc");
   sampler->set_timesteps(20, {.shift = o.shift, .mu = std::nullopt});
   constexpr double guidance = 4.0;
   for (int i = 0; i < sampler->num_steps(); ++i) {
-    const auto t = sampler->timesteps()[i].to(torch::kFloat32).expand({2 * n});
+    const auto t = sampler->timesteps()[i].to(o.device, torch::kFloat32).expand({2 * n});
     const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
     x = sampler->step(v[1] + guidance * (v[0] - v[1]), i, x);
   }
-  write_ppm(path, strip(vae.decode(x).to(torch::kFloat32).clamp(-1, 1), 5));
+  write_ppm(path, strip(vae.decode(x).to(torch::kCPU, torch::kFloat32).clamp(-1, 1), 5));
 }
 }  // namespace
 
@@ -660,7 +692,10 @@ void train_dit(const DitOptions& o) {
                                       " (kinora train " + stage + " --run " + o.run_dir.string() +
                                       ")");
   const auto tok = text::Tokenizer::load(o.run_dir / kTokenizerFile);
+  if (o.device.is_cuda() && !torch::cuda::is_available())
+    throw Error("kinora train dit: --device cuda, but this LibTorch sees no CUDA device");
   auto vae = vae::WanVAE::load(o.run_dir / kVaeFile, o.precision);
+  vae.to(o.device);
   const int64_t frames = 1 + (o.clip.frames - 1) / vae.config().time_compression();
   if (o.window > 0 && (vae.config().time_compression() != 1 || o.window > frames))
     throw Error("kinora train dit: --window " + std::to_string(o.window) +
@@ -697,7 +732,8 @@ void train_dit(const DitOptions& o) {
     const auto t = tok.encode(c, max_tokens);
     ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
   }
-  const auto all_ids = torch::stack(ids), all_masks = torch::stack(masks);
+  const auto all_ids = torch::stack(ids).to(o.device), all_masks = torch::stack(masks).to(o.device);
+  const auto empty_ids = empty.ids.to(o.device), empty_mask = empty.mask.to(o.device);
 
   text::T5Config tc;
   tc.vocab = tok.vocab_size(), tc.dim = o.text_dim, tc.dim_attn = o.text_dim;
@@ -711,7 +747,8 @@ void train_dit(const DitOptions& o) {
   text::T5Encoder te(tc);
   diffusion::WanModel dit(wc);
   init_t5(te.module(), mix(o.seed, 1));
-  init_dit(dit.module(), mix(o.seed, 2), wc.dim);
+  init_dit(dit.module(), mix(o.seed, 2), wc.dim);  // on the CPU: the same start everywhere
+  te.module().to(o.device), dit.to(o.device);
   dit.set_precision(o.precision);
   te.set_trainable(true), dit.set_trainable(true);
 
@@ -755,7 +792,7 @@ void train_dit(const DitOptions& o) {
     add_heads();
     load_into(te.module(), state / "umt5.safetensors");
     try {
-      torch::load(opt, (state / "optimizer.pt").string());
+      torch::load(opt, (state / "optimizer.pt").string(), o.device);
     } catch (const c10::Error& e) {
       fail_file(state / "optimizer.pt",
                 std::string("cannot resume from this optimizer state (") +
@@ -818,7 +855,8 @@ void train_dit(const DitOptions& o) {
   };
 
   const auto dit_params = dit.module().parameters();
-  double sum = 0;
+  // The loss is summed where it is computed and read back only when logged.
+  auto sum = torch::zeros({}, torch::TensorOptions().device(o.device));
   int64_t n = 0;
   const int64_t N = latents.size(0);
   while (step < o.steps && !cancelled(o)) {
@@ -826,46 +864,49 @@ void train_dit(const DitOptions& o) {
     const double lr = lr_at(o, step);
     set_lr(opt, lr, {1.0, o.text_position_lr});
     torch::manual_seed(mix(o.seed, 2000000 + step));
-    const auto idx = torch::randint(N, {o.batch}, torch::kLong);
+    // Draws on the CPU (the same batches on every device), then moved.
+    const auto idx = torch::randint(N, {o.batch}, torch::kLong).to(o.device);
     auto x0 = latents.index_select(0, idx);
     if (o.window > 0 && o.window < x0.size(2)) {
+      // Frames start[b] … start[b] + window − 1 of each clip, in one gather.
       const auto start = torch::randint(x0.size(2) - o.window + 1, {o.batch}, torch::kLong);
-      std::vector<Tensor> w;
-      for (int64_t b = 0; b < o.batch; ++b)
-        w.push_back(x0[b].narrow(1, start[b].item<int64_t>(), o.window));
-      x0 = torch::stack(w);
+      const auto frame = (start.view({-1, 1, 1, 1, 1}) +
+                          torch::arange(o.window, torch::kLong).view({1, 1, -1, 1, 1}))
+                             .to(o.device);
+      x0 = x0.gather(2, frame.expand({o.batch, x0.size(1), o.window, x0.size(3), x0.size(4)}));
     }
     auto tid = all_ids.index_select(0, idx), tmask = all_masks.index_select(0, idx);
     // Caption dropout: the empty caption, as the unconditional branch sees it.
-    const auto drop = torch::rand({o.batch}) < o.caption_dropout;
-    tid = torch::where(drop.unsqueeze(1), empty.ids, tid);
-    tmask = torch::where(drop.unsqueeze(1), empty.mask, tmask);
+    const auto drop = (torch::rand({o.batch}) < o.caption_dropout).to(o.device);
+    tid = torch::where(drop.unsqueeze(1), empty_ids, tid);
+    tmask = torch::where(drop.unsqueeze(1), empty_mask, tmask);
     const auto ctx = te.forward(tid, tmask) * tmask.unsqueeze(-1).to(torch::kFloat32);
     // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ.
-    const auto sigma = draw_sigmas(o, o.batch);
-    const auto noise = torch::randn_like(x0);
+    const auto sigma = draw_sigmas(o, o.batch).to(o.device);
+    const auto noise = torch::randn_like(x0);  // the device's own generator
     const auto s = sigma.view({-1, 1, 1, 1, 1});
     const auto xt = (1 - s) * x0 + s * noise;
     const auto pred = dit.forward(xt, sigma * 1000, ctx);
     const auto loss = (pred - (noise - x0)).pow(2).mean();
     opt.zero_grad();
     loss.backward();
-    torch::nn::utils::clip_grad_norm_(all_params, 1.0);
+    clip_grad_norm(all_params, 1.0);
     opt.step();
     ++step;
     const double decay = std::min(o.ema, (1.0 + step) / (10.0 + step));
     ema_update(ema_dit, dit_params, decay);
     ema_update(ema_te, te_params, decay);
     seconds += seconds_since(t0);
-    sum += loss.item<double>(), ++n;
+    sum += loss.detach(), ++n;
     if (step % o.log_every == 0 || step == o.steps) {
-      log.add(step, {sum / n}, lr, seconds);
+      const double mean = sum.item<double>() / static_cast<double>(n);
+      log.add(step, {mean}, lr, seconds);
       char line[128];
       std::snprintf(line, sizeof line, "dit step %lld/%lld  loss %.4f  %.2f s/step",
-                    static_cast<long long>(step), static_cast<long long>(o.steps), sum / n,
+                    static_cast<long long>(step), static_cast<long long>(o.steps), mean,
                     seconds / static_cast<double>(step));
       say(o, line);
-      sum = 0, n = 0;
+      sum.zero_(), n = 0;
     }
     if (step % o.save_every == 0) save();
     // Sheets on their own schedule, not only at checkpoints; the last step's

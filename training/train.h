@@ -112,6 +112,10 @@ struct DitOptions : StageOptions {
   // fewer (its state.json records how many).
   int64_t locality_heads = 0;
   double locality_depth = 6.0;  // their q and k on the chosen RoPE pairs after the norm
+  // Where the stage computes: the models, the latents and every step's tensors
+  // live there (CPU or CUDA; the same code). Checkpoints are written on the CPU
+  // in float32, so a run moves between machines.
+  torch::Device device = torch::kCPU;
 };
 // Starts heads `first`..`heads` − 1 of every DiT block's self-attention as
 // position kernels: head 0 "the same place in every frame", head 1 "the same

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Trains the embedded DiT on a CUDA machine within a fixed wall-clock budget
+# (docs/training.md, "On a GPU"). Builds the core (no Qt, no FFmpeg) against
+# that machine's LibTorch, trains `kinora train dit --device cuda` in a run
+# folder that already holds the tokenizer and the VAE, and leaves the trained
+# files in $OUT: the run's EMA exports, state and loss log (as a tar in
+# 15 MiB parts) and the last sample sheets.
+#
+#   RUN       run folder with kinora-tiny-spm.model and kinora-tiny-wan-vae.safetensors
+#   BUDGET    seconds from this script's start to the end of training (default 500)
+#   DEVICE    cuda, or cpu for a dry run of the script itself
+#   DATASET, BATCH, LAYERS   the training's size (defaults below)
+#   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
+#
+# The step count is set from the measured speed: 200 steps first (inside the
+# warm-up, so the learning-rate schedule does not depend on them), then as
+# many as fit in the budget, so the cosine schedule ends when the time does.
+set -uo pipefail
+start=$(date +%s)
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+run=${RUN:-runs/gpu}
+budget=${BUDGET:-500}
+device=${DEVICE:-cuda}
+dataset=${DATASET:-16384}
+batch=${BATCH:-256}
+layers=${LAYERS:-6}
+deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
+elapsed() { echo $(($(date +%s) - start)); }
+
+# ---------------------------------------------------------------- build
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+[ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+export LD_LIBRARY_PATH=$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+echo "$(nproc) cores; $(cmake --version | head -1); $(g++ --version | head -1); torch at ${torch_prefix:-none}"
+configure() {
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    "-DCMAKE_PREFIX_PATH=${torch_prefix:+$torch_prefix;}$deps" \
+    -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF -DKINORA_BUILD_MEDIA=OFF \
+    -DKINORA_BUILD_APP=OFF ${EXTRA_CMAKE_ARGS:-} "$@" >"$OUT/configure.txt" 2>&1
+}
+if [ "$device" = cuda ]; then
+  # The project's CUDA mode; without the CUDA language if that fails
+  # (LibTorch's own config still links its CUDA libraries).
+  configure -DKINORA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 ||
+    { echo "configure with KINORA_CUDA=ON failed; again without"; tail -30 "$OUT/configure.txt";
+      rm -rf build-gpu; configure; }
+else
+  configure
+fi || { tail -60 "$OUT/configure.txt"; exit 1; }
+grep -E "Kinora: LibTorch" "$OUT/configure.txt"
+cmake --build build-gpu --target kinora -j"$(nproc)" >"$OUT/build.txt" 2>&1 ||
+  { grep -E -A5 "error" "$OUT/build.txt" | head -80; exit 1; }
+echo "built in $(elapsed) s"
+
+# ---------------------------------------------------------------- train
+K=build-gpu/bin/kinora
+args=(train dit --device "$device" --run "$run" --placement anywhere --patch 4 --dim 256
+      --heads 4 --layers "$layers" --ffn 1024 --dataset "$dataset" --window 0 --batch "$batch"
+      --lr 3e-4 --warmup 300 --locality-heads 3 --log-every "${LOG_EVERY:-50}" --save-every 1000
+      --sample-every 1000)
+first=${FIRST:-200}
+"$K" "${args[@]}" --steps "$first" || exit 1
+# Seconds per step from the loss log's last two lines (step, loss, lr, seconds):
+# past the first steps, which pay for the device's warm-up.
+per_step=$(tail -2 "$run/dit-state/loss.csv" |
+  awk -F, 'NR == 1 { s = $1; t = $NF } NR == 2 { print ($NF - t) / ($1 - s) }')
+left=$((budget - $(elapsed) - 15))
+steps=$(awk -v f=$first -v l=$left -v p="$per_step" 'BEGIN { n = int(l / p * 0.92); print f + (n > 0 ? n : 0) }')
+echo "$per_step s/step after $first steps; $left s left: training to step $steps"
+# Stopped with Ctrl-C's signal if it overruns: the stage saves before it stops.
+timeout -s INT $((left + 20)) "$K" "${args[@]}" --steps "$steps"
+echo "trained in $(elapsed) s"
+
+# ---------------------------------------------------------------- results
+files=(dit-state/state.json dit-state/loss.csv)
+if [ -f "$run/kinora-tiny-wan-dit.safetensors" ] &&
+   [ "$(python3 -c "import json;print(json.load(open('$run/dit-state/state.json'))['step'])" 2>/dev/null)" = "$steps" ]; then
+  files+=(kinora-tiny-wan-dit.safetensors kinora-tiny-umt5.safetensors)
+else  # stopped early: the EMA weights of the last checkpoint
+  files+=(dit-state/ema-dit.safetensors dit-state/ema-umt5.safetensors)
+fi
+tar -C "$run" -cf - "${files[@]}" | split -b 15m - "$OUT/run.tar.part-"
+cp "$(ls -v "$run"/dit-state/samples-*.ppm | tail -1)" "$OUT/"
+rm -f "$OUT/configure.txt" "$OUT/build.txt"  # at most 8 files come back
+ls -la "$OUT"
+echo "done in $(elapsed) s"
