@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/runtime.h"
+#include "text/spm_bpe.h"
 
 namespace kinora::text {
 
@@ -60,7 +61,19 @@ const Shim& shim() {
 }  // namespace
 
 struct Tokenizer::Model {
-  void* handle = nullptr;
+  std::filesystem::path path;
+  std::optional<SpmBpe> native;
+  mutable std::once_flag loaded;
+  mutable void* handle = nullptr;  // the library's, loaded when first needed
+  void* library() const {
+    std::call_once(loaded, [&] {
+      char err[512] = {0};
+      handle = shim().load(path.c_str(), err, sizeof err);
+      if (!handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
+    });
+    if (!handle) fail_file(path, "not a SentencePiece tokenizer model");
+    return handle;
+  }
   ~Model() {
     if (handle) shim().free(handle);
   }
@@ -70,13 +83,13 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-Tokenizer Tokenizer::load(const std::filesystem::path& path) {
-  const auto& s = shim();
+Tokenizer Tokenizer::load(const std::filesystem::path& path, Backend backend) {
   Tokenizer t;
   t.sp_ = std::make_unique<Model>();
-  char err[512] = {0};
-  t.sp_->handle = s.load(path.c_str(), err, sizeof err);
-  if (!t.sp_->handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
+  t.sp_->path = path;
+  if (backend == Backend::Auto) t.sp_->native = SpmBpe::from_file(path);
+  // A model SpmBpe does not read is checked now, by the library.
+  if (!t.sp_->native) t.sp_->library();
   return t;
 }
 
@@ -113,7 +126,7 @@ void Tokenizer::train(const std::vector<std::string>& sentences,
 }
 
 int64_t Tokenizer::vocab_size() const {
-  return shim().piece_size(sp_->handle);
+  return sp_->native ? sp_->native->size() : shim().piece_size(sp_->library());
 }
 
 namespace {
@@ -201,17 +214,22 @@ std::string Tokenizer::clean(const std::string& text) {
 Tokens Tokenizer::encode(const std::string& text, int64_t max_len) const {
   if (max_len < 1) throw Error("tokenizer: max_len must be at least 1");
   const std::string cleaned = clean(text);
-  std::vector<int> pieces(cleaned.size() + 16);
-  char err[512] = {0};
-  int n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(),
-                        static_cast<int>(pieces.size()), err, sizeof err);
-  if (n > static_cast<int>(pieces.size())) {
+  std::vector<int> pieces;
+  if (auto native = sp_->native ? sp_->native->encode(cleaned) : std::nullopt) {
+    pieces = std::move(*native);
+  } else {
+    void* handle = sp_->library();
+    pieces.resize(cleaned.size() + 16);
+    char err[512] = {0};
+    int n = shim().encode(handle, cleaned.data(), cleaned.size(), pieces.data(),
+                          static_cast<int>(pieces.size()), err, sizeof err);
+    if (n > static_cast<int>(pieces.size())) {
+      pieces.resize(static_cast<std::size_t>(n));
+      n = shim().encode(handle, cleaned.data(), cleaned.size(), pieces.data(), n, err, sizeof err);
+    }
+    if (n < 0) throw Error(std::string("tokenizer: cannot encode the prompt: ") + err);
     pieces.resize(static_cast<std::size_t>(n));
-    n = shim().encode(sp_->handle, cleaned.data(), cleaned.size(), pieces.data(), n, err,
-                      sizeof err);
   }
-  if (n < 0) throw Error(std::string("tokenizer: cannot encode the prompt: ") + err);
-  pieces.resize(static_cast<std::size_t>(n));
   Tokens t;
   t.truncated = static_cast<int64_t>(pieces.size()) + 1 > max_len;
   if (t.truncated) pieces.resize(static_cast<std::size_t>(max_len - 1));

@@ -20,8 +20,11 @@ struct Tokens {
 
 class Tokenizer {
  public:
+  // Auto: a BPE model is applied by SpmBpe (text/spm_bpe.h) where it covers
+  // the text, libsentencepiece otherwise. Library: always libsentencepiece.
+  enum class Backend { Auto, Library };
   // Throws kinora::Error naming the file when it is not a SentencePiece model.
-  static Tokenizer load(const std::filesystem::path& spiece_model);
+  static Tokenizer load(const std::filesystem::path& spiece_model, Backend backend = Backend::Auto);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -42,7 +45,7 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
-  struct Model;  // the loaded SentencePiece model, behind the C shim
+  struct Model;  // the SentencePiece model: SpmBpe, and/or the library's behind the C shim
   std::unique_ptr<Model> sp_;
 };
 

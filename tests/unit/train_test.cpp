@@ -2,12 +2,14 @@
 // the inference loaders read back, resumes from its checkpoint, logs its loss.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "base/error.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "test_util.h"
+#include "text/spm_bpe.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
 #include "training/train.h"
@@ -44,6 +46,45 @@ TEST(Training, TokenizerKnowsTheGrammar) {
   // Every word of the grammar is known: no <unk> (id 2).
   for (int64_t i = 0; i < t.length; ++i) EXPECT_NE(t.ids[0][i].item<int64_t>(), 2);
   EXPECT_EQ(grammar_captions().size(), 6u * 5 * 3 * 4 - 14);  // 14 held-out combinations
+}
+
+// The embedded tokenizer is BPE, applied without libsentencepiece where the
+// text is printable ASCII (text/spm_bpe.h): the same ids as the library's for
+// every caption, and for text the grammar never saw. A second model with a
+// small vocabulary splits words into several pieces and meets characters it
+// has no piece for (one <unk> for a run of them, as the library gives), and
+// merges of equal score ("aa" in "aaa": the leftmost first).
+TEST(Tokenizer, BpeWithoutTheLibraryMatchesIt) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  std::vector<std::string> texts = grammar_captions();
+  for (const char* extra :
+       {"", " ", "a", "a  red   circle ", "redcircle moving", "a red circle moving diagonally",
+        "Zebra 42!", "~~~ ???", "a purple hexagon on a grey background", "background background",
+        "xyzzy qqq a red", "e", "ee ee eee", "aaa aaaaa baaa aaab"})
+    texts.emplace_back(extra);
+  const auto small = dir / "small.model";
+  text::Tokenizer::train(
+      {"the cat sat on the mat", "a red circle moving left", "the red cat moving on a blue mat",
+       "circles and squares", "aa baa aab aa"},
+      small, 40);
+  for (const auto& path : {dir / kTokenizerFile, small}) {
+    SCOPED_TRACE(path.string());
+    ASSERT_TRUE(text::SpmBpe::from_file(path).has_value()) << "not read as a BPE model";
+    const auto native = text::Tokenizer::load(path);
+    const auto library = text::Tokenizer::load(path, text::Tokenizer::Backend::Library);
+    EXPECT_EQ(native.vocab_size(), library.vocab_size());
+    int64_t multi_piece_words = 0;
+    for (const auto& t : texts) {
+      const auto a = native.encode(t, 64), b = library.encode(t, 64);
+      EXPECT_TRUE(torch::equal(a.ids, b.ids)) << "\"" << t << "\": " << a.ids.slice(1, 0, a.length)
+                                              << " vs " << b.ids.slice(1, 0, b.length);
+      multi_piece_words += a.length > static_cast<int64_t>(std::count(t.begin(), t.end(), ' ')) + 2;
+    }
+    if (path == small) EXPECT_GT(multi_piece_words, 10);  // the merges were exercised
+  }
+  // Text beyond printable ASCII is left to the library.
+  EXPECT_FALSE(text::SpmBpe::from_file(dir / kTokenizerFile)->encode("caf\xC3\xA9").has_value());
 }
 
 // The DiT's noise levels follow the sampler's shifted schedule: with shift s a
