@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Trains the embedded DiT on a CUDA machine within a fixed wall-clock budget
-# (docs/training.md, "On a GPU"). Builds the core (no Qt, no FFmpeg) against
-# that machine's LibTorch, trains `kinora train dit --device cuda` in a run
-# folder that already holds the tokenizer and the VAE, and leaves the trained
-# files in $OUT: the run's EMA exports, state and loss log (as a tar in
-# 15 MiB parts) and the last sample sheets.
+# (docs/training.md, recipe step 10 and "The seventh session"). Builds the
+# core (no Qt, no FFmpeg) against that machine's LibTorch, trains
+# `kinora train dit --device cuda` in a run folder that already holds the
+# tokenizer and the VAE, and leaves the trained files in $OUT: the run's EMA
+# weights, state and loss log (as a tar in 15 MiB parts), the last sample
+# sheet and the log. The live weights and the optimizer stay behind: what
+# comes back from the device machine is limited to 64 MiB.
 #
 #   RUN       run folder with kinora-tiny-spm.model and kinora-tiny-wan-vae.safetensors
 #   BUDGET    seconds from this script's start to the end of training (default 500)
