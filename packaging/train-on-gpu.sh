@@ -61,16 +61,14 @@ echo "built in $(elapsed) s"
 # ---------------------------------------------------------------- train
 K=build-gpu/bin/kinora
 # A few steps of a tiny DiT first (tokenizer, a step on the device, a sample
-# sheet, a checkpoint), so that a fault shows in seconds. If the tokenizer's
-# library fails under deep binding, once more with it loaded plainly.
+# sheet, a checkpoint), so that a fault shows in seconds.
 preflight() {
   rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
     "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch 4 --dim 256 --heads 4 \
       --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 --locality-heads 3 --log-every 1
 }
-preflight || { export KINORA_SPM_DEEPBIND=0; echo "again with KINORA_SPM_DEEPBIND=0"; preflight; } ||
-  exit 1
+preflight || exit 1
 echo "preflight passed at $(elapsed) s"
 args=(train dit --device "$device" --run "$run" --placement anywhere --patch 4 --dim 256
       --heads 4 --layers "$layers" --ffn 1024 --dataset "$dataset" --window 0 --batch "$batch"

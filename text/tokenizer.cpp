@@ -34,15 +34,9 @@ const Shim& shim() {
     if (const char* env = std::getenv("KINORA_SPM_SHIM")) candidates.emplace_back(env);
     candidates.push_back(executable_dir() / "libkinora_spm.so");
     candidates.push_back(executable_dir() / "../lib/kinora/libkinora_spm.so");
-    // Deep binding keeps libsentencepiece on its own protobuf where LibTorch
-    // exports another (Debian's); KINORA_SPM_DEEPBIND=0 loads it plainly, for a
-    // LibTorch that keeps its protobuf to itself (spm_shim.cpp says why).
-    const char* deep = std::getenv("KINORA_SPM_DEEPBIND");
-    const int flags =
-        RTLD_NOW | RTLD_LOCAL | (deep && std::string(deep) == "0" ? 0 : RTLD_DEEPBIND);
     void* h = nullptr;
     for (const auto& c : candidates) {
-      h = ::dlopen(c.c_str(), flags);
+      h = ::dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
       if (h) break;
       error += std::string(error.empty() ? "" : "; ") + ::dlerror();
     }
@@ -70,8 +64,7 @@ struct Tokenizer::Model {
       char err[512] = {0};
       handle = shim().load(path.c_str(), err, sizeof err);
       if (!handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
-    });
-    if (!handle) fail_file(path, "not a SentencePiece tokenizer model");
+    });  // a throw leaves the flag unset, so handle is set past this point
     return handle;
   }
   ~Model() {
