@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <sstream>
 
 namespace kinora::training {
 
@@ -72,6 +73,29 @@ std::array<uint8_t, 3> rgb(Colour c) {
 std::string Scene::caption() const {
   return std::string("a ") + name(object) + " " + name(shape) + " moving " + name(direction) +
          " on a " + name(background) + " background";
+}
+
+std::optional<Scene> parse_caption(const std::string& caption) {
+  std::istringstream in(caption);
+  std::vector<std::string> w;
+  for (std::string word; in >> word;) w.push_back(word);
+  // a COLOUR SHAPE moving DIRECTION on a COLOUR background
+  if (w.size() != 9 || w[0] != "a" || w[3] != "moving" || w[5] != "on" || w[6] != "a" ||
+      w[8] != "background")
+    return std::nullopt;
+  auto find = [](const auto& values, const std::string& word) {
+    std::optional<std::decay_t<decltype(values[0])>> out;
+    for (auto v : values)
+      if (word == name(v)) out = v;
+    return out;
+  };
+  const auto object = find(kColours, w[1]), background = find(kColours, w[7]);
+  const auto shape = find(kShapes, w[2]);
+  const auto direction = find(kDirections, w[4]);
+  if (!object || !background || !shape || !direction || *object == *background) return std::nullopt;
+  Scene s;
+  s.object = *object, s.background = *background, s.shape = *shape, s.direction = *direction;
+  return s;
 }
 
 namespace {

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,11 @@ struct Scene {
   float x0 = 32, y0 = 32;  // centre in the first frame
   std::string caption() const;
 };
+
+// The scene a caption of the grammar's form names (colours, shape and
+// direction; size, speed and place at their defaults); nullopt for any other
+// text, or one whose object and background are the same colour.
+std::optional<Scene> parse_caption(const std::string& caption);
 
 // Where a scene's path lies. Anywhere: any path that stays in view. Centred:
 // the path centred on the frame (the object crosses the middle), a few pixels of

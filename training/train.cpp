@@ -684,6 +684,69 @@ Tensor draw_sigmas(const DitOptions& o, int64_t n) {
   return o.shift * u / (1 + (o.shift - 1) * u);
 }
 
+WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::Tokenizer& tok,
+                   const Tensor& latents, const std::vector<std::string>& captions,
+                   const DitOptions& o) {
+  const int64_t n = latents.size(0);
+  if (n == 0 || static_cast<int64_t>(captions.size()) != n)
+    throw Error("word_gaps: " + std::to_string(n) + " clips and " +
+                std::to_string(captions.size()) + " captions");
+  std::vector<Scene> scenes;
+  for (const auto& c : captions) {
+    const auto s = parse_caption(c);
+    if (!s) throw Error("word_gaps: not a caption of the grammar: \"" + c + "\"");
+    scenes.push_back(*s);
+  }
+  // Variant 0: the true captions; 1–4: object colour, background, shape, direction wrong.
+  auto caption_of = [](Scene s, int variant) {
+    auto other_colour = [&](Colour c) {
+      for (std::size_t i = 1; i < kColours.size(); ++i) {
+        const auto k = kColours[(static_cast<std::size_t>(c) + i) % kColours.size()];
+        if (k != s.object && k != s.background) return k;
+      }
+      return c;
+    };
+    if (variant == 1) s.object = other_colour(s.object);
+    if (variant == 2) s.background = other_colour(s.background);
+    if (variant == 3) s.shape = kShapes[(static_cast<std::size_t>(s.shape) + 1) % kShapes.size()];
+    if (variant == 4) {
+      constexpr Direction opposite[] = {Direction::Right, Direction::Left, Direction::Down,
+                                        Direction::Up};
+      s.direction = opposite[static_cast<int>(s.direction)];
+    }
+    return s.caption();
+  };
+  torch::NoGradGuard no_grad;
+  const auto device = latents.device();
+  torch::manual_seed(mix(o.seed, 3000000));  // training steps seed their own draws
+  const auto sigma = draw_sigmas(o, n);
+  const auto noise = torch::randn(latents.sizes());  // the same draws on every device
+  double sum[5] = {};
+  const int64_t chunk = std::max<int64_t>(1, o.batch);
+  for (int64_t b = 0; b < n; b += chunk) {
+    const int64_t e = std::min(n, b + chunk);
+    const auto x0 = latents.slice(0, b, e);
+    const auto eps = noise.slice(0, b, e).to(device);
+    const auto sg = sigma.slice(0, b, e).to(device);
+    const auto sv = sg.view({-1, 1, 1, 1, 1});
+    const auto xt = (1 - sv) * x0 + sv * eps;
+    const auto target = eps - x0;
+    for (int v = 0; v < 5; ++v) {
+      std::vector<Tensor> ids, masks;
+      for (int64_t i = b; i < e; ++i) {
+        const auto t = tok.encode(caption_of(scenes[static_cast<std::size_t>(i)], v), o.text_len);
+        ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
+      }
+      const auto mask = torch::stack(masks).to(device);
+      const auto ctx =
+          te.forward(torch::stack(ids).to(device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+      sum[v] += (dit.forward(xt, sg * 1000, ctx) - target).pow(2).sum().item<double>();
+    }
+  }
+  auto gap = [&](int v) { return 100.0 * (sum[v] / sum[0] - 1.0); };
+  return {gap(1), gap(2), gap(3), gap(4)};
+}
+
 void train_dit(const DitOptions& o) {
   const auto state = o.run_dir / "dit-state";
   for (const auto& [file, stage] : {std::pair{kTokenizerFile, "tokenizer"}, {kVaeFile, "vae"}})
@@ -837,12 +900,29 @@ void train_dit(const DitOptions& o) {
         {{"config", wc.to_json()}, {"kinora", dit_meta}, {"trained_steps", std::to_string(step)}});
     save_module(te.module(), te_path, {{"config", tc.to_json()}});
   };
+  const auto gaps_path = state / "word-gaps.csv";
+  truncate_log(gaps_path, step);
+  LossLog gaps_log(gaps_path, "step,object,background,shape,direction,lr,seconds");
+  const int64_t gap_clips = std::min<int64_t>(64, latents.size(0));
+  const std::vector<std::string> gap_captions(captions.begin(), captions.begin() + gap_clips);
   // Call with the EMA weights in the modules.
   auto sample = [&] {
     write_dit_samples(state / ("samples-" + std::to_string(step) + ".ppm"), dit, te, tok, vae, o,
                       latents.sizes().slice(1));
+    const auto g = word_gaps(dit, te, tok, latents.slice(0, 0, gap_clips), gap_captions, o);
+    gaps_log.add(step, {g.object, g.background, g.shape, g.direction}, lr_at(o, step), seconds);
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "dit step %lld: the loss with one word wrong: object colour %+.1f%%, background "
+                  "%+.1f%%, shape %+.1f%%, direction %+.1f%% (EMA weights, %lld clips)",
+                  static_cast<long long>(step), g.object, g.background, g.shape, g.direction,
+                  static_cast<long long>(gap_clips));
+    say(o, line);
   };
+  int64_t saved_at = -1;
   auto save = [&] {
+    if (saved_at == step) return;  // the loop's last checkpoint may be the final one
+    saved_at = step;
     save_module(dit.module(), state / "dit.safetensors", {});
     save_module(te.module(), state / "umt5.safetensors", {});
     save_optimizer(opt, state / "optimizer.pt");

@@ -23,6 +23,14 @@
 #include "layers/precision.h"
 #include "training/clips.h"
 
+namespace kinora::diffusion {
+class WanModel;
+}
+namespace kinora::text {
+class T5Encoder;
+class Tokenizer;
+}  // namespace kinora::text
+
 namespace kinora::training {
 
 // The file names inside a run folder (and in assets/, where the shipped copies live).
@@ -136,6 +144,22 @@ void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t head
 
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);
+
+// How much the DiT listens to each word of the caption: the flow-matching loss
+// on clips (latents [N, C, F, H, W], their captions of the grammar's form) with
+// one word of every caption made wrong, relative to the loss with the true
+// captions, in percent. The wrong word: the opposite direction, the next shape,
+// the next colour that is neither the object's nor the background's. The same
+// noise and noise levels (o.sigma, o.shift; a fixed seed) for every variant.
+// A model that ignores a word scores 0 for it, whatever its loss; one that has
+// learned it, clearly more. The loss does not show this: the direction word of
+// the first embedded DiTs moved it by 0.1% (docs/training.md, eighth session).
+struct WordGaps {
+  double object = 0, background = 0, shape = 0, direction = 0;
+};
+WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::Tokenizer& tok,
+                   const torch::Tensor& latents, const std::vector<std::string>& captions,
+                   const DitOptions& o);
 
 // Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.

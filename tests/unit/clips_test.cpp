@@ -33,6 +33,22 @@ TEST(Clips, CaptionsFollowTheGrammarAndCoverEveryWord) {
   EXPECT_EQ(directions.size(), 4u);
 }
 
+TEST(Clips, CaptionsParseBackToTheirScenes) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const auto s = random_scene(seed);
+    const auto p = parse_caption(s.caption());
+    ASSERT_TRUE(p) << s.caption();
+    EXPECT_EQ(p->caption(), s.caption());
+  }
+  for (const char* foreign :
+       {"", "a red circle moving left", "a purple circle moving left on a blue background",
+        "a red circle moving left on a red background",
+        "a red circle moving sideways on a blue background",
+        "the red circle moving left on a blue background",
+        "a red circle moving left on a blue background now"})
+    EXPECT_FALSE(parse_caption(foreign)) << foreign;
+}
+
 // The measurement reads back every attribute of the rendered clips.
 TEST(Clips, MeasuringTheirPixelsRecoversTheCaption) {
   int right = 0, total = 0;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include "base/error.h"
@@ -189,6 +190,45 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_EQ(w, 5 * 32);
     EXPECT_EQ(h, 4 * 32);
   }
+  // With the sheet, how much each word moves the loss: one line per sheet.
+  EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 2);
+  {
+    // Those numbers come from word_gaps(). This toy DiT has had two steps and
+    // barely reads its caption, so its cross-attention is made louder first:
+    // then swapping a word moves the loss; with that output at zero, a DiT
+    // that cannot hear its caption, every gap is exactly 0.
+    const auto tok = text::Tokenizer::load(dir / kTokenizerFile);
+    const std::vector<std::string> caps = {"a red circle moving left on a blue background",
+                                           "a white square moving up on a black background",
+                                           "a green triangle moving down on a yellow background"};
+    torch::manual_seed(3);
+    const auto z = torch::randn({3, 16, 3, 4, 4});
+    auto scale_cross_attention_output = [&](double f) {
+      torch::NoGradGuard ng;
+      for (auto& p : dit.module().named_parameters())
+        if (p.key().find("cross_attn.o.") != std::string::npos) p.value().set_data(p.value() * f);
+    };
+    scale_cross_attention_output(1000);
+    const auto g = word_gaps(dit, te, tok, z, caps, d);
+    double largest = 0;
+    for (double v : {g.object, g.background, g.shape, g.direction}) {
+      EXPECT_TRUE(std::isfinite(v));
+      largest = std::max(largest, std::abs(v));
+    }
+    EXPECT_GT(largest, 1e-4);  // 0.0026% here: identical contexts would give exactly 0
+    scale_cross_attention_output(0);
+    const auto deaf = word_gaps(dit, te, tok, z, caps, d);
+    EXPECT_EQ(deaf.object, 0.0);
+    EXPECT_EQ(deaf.background, 0.0);
+    EXPECT_EQ(deaf.shape, 0.0);
+    EXPECT_EQ(deaf.direction, 0.0);
+    try {
+      word_gaps(dit, te, tok, z, {caps[0], caps[1], "a red circle"}, d);
+      ADD_FAILURE() << "a caption outside the grammar was measured";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("\"a red circle\""), std::string::npos) << e.what();
+    }
+  }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
   // Its sheets come on their own schedule: step 3 is no checkpoint (every 10).
   d.steps = 4, d.window = 2, d.save_every = 10, d.sample_every = 3;
@@ -196,6 +236,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 5);
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-3.ppm"));
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-4.ppm"));
+  EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
   try {
