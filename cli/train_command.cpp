@@ -80,8 +80,8 @@ std::function<int()> add_train_command(CLI::App& app) {
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
   dit->add_option("--sample-every", a->dit.sample_every,
-                  "Every N steps, clips sampled with the EMA weights: dit-state/samples-N.ppm "
-                  "(0: never)")
+                  "Every N steps, clips sampled with the EMA weights: dit-state/samples-N.ppm, "
+                  "and the loss with one caption word wrong: dit-state/word-gaps.csv (0: never)")
       ->capture_default_str();
   dit->add_option(
          "--locality-heads", a->dit.locality_heads,
