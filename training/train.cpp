@@ -638,6 +638,20 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
   return out;
 }
 
+// umT5's output for `captions`, padding rows zeroed as the training step has it:
+// [N, text_len, dim] on `device`.
+Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
+                       const std::vector<std::string>& captions, int64_t text_len,
+                       torch::Device device) {
+  std::vector<Tensor> ids, masks;
+  for (const auto& c : captions) {
+    const auto t = tok.encode(c, text_len);
+    ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
+  }
+  const auto mask = torch::stack(masks).to(device);
+  return te.forward(torch::stack(ids).to(device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+}
+
 // What a DiT checkpoint draws: four fixed captions sampled from noise as the
 // pipeline samples the embedded model (UniPC, 20 steps, guidance 4, the
 // training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
@@ -651,14 +665,7 @@ void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5E
       "a white triangle moving right on a green background",
       "a blue circle moving up on a yellow background", ""};
   torch::NoGradGuard no_grad;
-  std::vector<Tensor> ids, masks;
-  for (const auto& c : captions) {
-    const auto t = tok.encode(c, o.text_len);
-    ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
-  }
-  const auto mask = torch::stack(masks).to(o.device);
-  const auto ctx =
-      te.forward(torch::stack(ids).to(o.device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+  const auto ctx = encode_captions(te, tok, captions, o.text_len, o.device);
   const int64_t n = static_cast<int64_t>(captions.size()) - 1;
   const auto cond = ctx.slice(0, 0, n), uncond = ctx.slice(0, n).expand({n, -1, -1});
   const auto both = torch::cat({cond, uncond});
@@ -732,14 +739,10 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
     const auto xt = (1 - sv) * x0 + sv * eps;
     const auto target = eps - x0;
     for (int v = 0; v < 5; ++v) {
-      std::vector<Tensor> ids, masks;
-      for (int64_t i = b; i < e; ++i) {
-        const auto t = tok.encode(caption_of(scenes[static_cast<std::size_t>(i)], v), o.text_len);
-        ids.push_back(t.ids[0]), masks.push_back(t.mask[0]);
-      }
-      const auto mask = torch::stack(masks).to(device);
-      const auto ctx =
-          te.forward(torch::stack(ids).to(device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
+      std::vector<std::string> variant;
+      for (int64_t i = b; i < e; ++i)
+        variant.push_back(caption_of(scenes[static_cast<std::size_t>(i)], v));
+      const auto ctx = encode_captions(te, tok, variant, o.text_len, device);
       sum[v] += (dit.forward(xt, sg * 1000, ctx) - target).pow(2).sum().item<double>();
     }
   }
