@@ -362,6 +362,21 @@ void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
     if (p.dim() == 5 && p.size(2) > 1) p.slice(2, 0, p.size(2) - 1).zero_();
   }
   if (copied == 0) fail_file(path, "no tensor of this VAE in it: not a Wan VAE checkpoint");
+  // The temporal resampling an image model lacks starts as the identity on the
+  // newest frame: the encoder keeps the last frame of each chunk of four, the
+  // decoder repeats each latent frame, so the video VAE begins as the image
+  // model on every fourth frame and only has to learn the frames between.
+  for (auto& item : m.named_parameters()) {
+    const auto& name = item.key();
+    if (ck.contains(name) || name.find("time_conv.") == std::string::npos) continue;
+    auto& p = item.value();
+    p.zero_();
+    if (p.dim() != 5) continue;  // the bias stays zero
+    const int64_t in = p.size(1), t = p.size(2);
+    const auto eye = torch::eye(in, p.options()).view({in, in, 1, 1});
+    for (int64_t o = 0; o + in <= p.size(0); o += in)
+      p.slice(0, o, o + in).select(2, t - 1).copy_(eye);
+  }
 }
 
 // The best the DiT can do: the scene measures (what the semantic test checks)

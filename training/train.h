@@ -72,7 +72,8 @@ struct VaeOptions : StageOptions {
   // A VAE trained on single frames (--frames 1) to start from: its weights, with
   // the past-frame taps of every causal convolution set to zero, so that each
   // frame starts out encoded and decoded as that image model does it. Names and
-  // shapes must match; layers it lacks (temporal resampling) keep their init.
+  // shapes must match. The temporal resampling it lacks starts as "keep each
+  // chunk's last frame" (encoder) and "repeat each latent frame" (decoder).
   std::filesystem::path inflate_from;
   // Train the decoder alone: the encoder, and so the latents a DiT learns from
   // (and their statistics), stay exactly as they are.

@@ -450,6 +450,28 @@ TEST(Training, InflatedImageVaeAndDecoderOnly) {
     EXPECT_LT((z.slice(2, f, f + 1) - alone).abs().max().item<double>(), 1e-4) << "frame " << f;
   }
 
+  // Inflated into a VAE that compresses time 4×: latent frame k starts as the
+  // image model's latent of frame 4k, and each decodes to four equal frames.
+  test::TempDir video4;
+  auto v4 = v;
+  v4.run_dir = video4.path(), v4.time_compression = 4;
+  train_vae(v4);
+  auto vae4 = vae::WanVAE::load(video4 / kVaeFile);
+  const auto clip9 = torch::rand({1, 3, 9, 32, 32}) * 2 - 1;
+  const auto z4 = vae4.encode(clip9);
+  ASSERT_EQ(z4.size(2), 3);
+  for (int64_t k : {0, 1, 2}) {
+    const auto alone = vae4.encode(clip9.slice(2, 4 * k, 4 * k + 1));
+    EXPECT_LT((z4.slice(2, k, k + 1) - alone).abs().max().item<double>(), 1e-4) << "latent " << k;
+  }
+  const auto rec = vae4.decode(z4);
+  ASSERT_EQ(rec.size(2), 9);
+  for (int64_t f = 1; f < 9; ++f) {
+    const int64_t k = (f + 3) / 4;
+    const auto alone = vae4.decode(z4.slice(2, k, k + 1));
+    EXPECT_LT((rec.slice(2, f, f + 1) - alone).abs().max().item<double>(), 1e-4) << "frame " << f;
+  }
+
   v.steps = 1, v.decoder_only = true;
   train_vae(v);
   const auto after = io::Checkpoint::open(video / "vae-state" / "vae.safetensors");
