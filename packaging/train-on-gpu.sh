@@ -11,7 +11,8 @@
 #   RUN       run folder with kinora-tiny-spm.model and kinora-tiny-wan-vae.safetensors
 #   BUDGET    seconds from this script's start to the end of training (default 500)
 #   DEVICE    cuda, or cpu for a dry run of the script itself
-#   DATASET, BATCH, LAYERS   the training's size (defaults below)
+#   DATASET, BATCH, LAYERS, DIM, FFN, PATCH   the training's size (defaults below;
+#             PATCH 2 for the VAE that compresses time 4×, 4 for the older 1× one)
 #   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
 #
 # The step count is set from the measured speed: 200 steps first (inside the
@@ -29,6 +30,9 @@ device=${DEVICE:-cuda}
 dataset=${DATASET:-16384}
 batch=${BATCH:-256}
 layers=${LAYERS:-6}
+dim=${DIM:-256}
+ffn=${FFN:-1024}
+patch=${PATCH:-2}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -65,13 +69,13 @@ K=build-gpu/bin/kinora
 preflight() {
   rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
-    "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch 4 --dim 256 --heads 4 \
+    "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" --heads 4 \
       --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 --locality-heads 3 --log-every 1
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
-args=(train dit --device "$device" --run "$run" --placement anywhere --patch 4 --dim 256
-      --heads 4 --layers "$layers" --ffn 1024 --dataset "$dataset" --window 0 --batch "$batch"
+args=(train dit --device "$device" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
+      --heads 4 --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
       --lr 3e-4 --warmup 300 --locality-heads 3 --log-every "${LOG_EVERY:-50}" --save-every 1000
       --sample-every 1000)
 first=${FIRST:-200}
