@@ -363,9 +363,10 @@ void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
   }
   if (copied == 0) fail_file(path, "no tensor of this VAE in it: not a Wan VAE checkpoint");
   // The temporal resampling an image model lacks starts as the identity on the
-  // newest frame: the encoder keeps the last frame of each chunk of four, the
-  // decoder repeats each latent frame, so the video VAE begins as the image
-  // model on every fourth frame and only has to learn the frames between.
+  // newest frame: each stride-2 time convolution of the encoder keeps the later
+  // frame of each pair, each one of the decoder repeats its frame. At 4× the
+  // video VAE so begins as the image model on every fourth frame and only has
+  // to learn the frames between.
   for (auto& item : m.named_parameters()) {
     const auto& name = item.key();
     if (ck.contains(name) || name.find("time_conv.") == std::string::npos) continue;
