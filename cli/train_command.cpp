@@ -89,6 +89,12 @@ std::function<int()> add_train_command(CLI::App& app) {
          "after (0-3; at a fresh start, or added to a run that has fewer)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  dit->add_option("--motion-heads", a->dit.motion_heads,
+                  "Heads per block, after the locality heads, started as where an object "
+                  "moving left / right / up / down was a latent frame before (4), and will "
+                  "be a latent frame on (8); at a fresh start, or added to a run that has none")
+      ->check(CLI::IsMember({0, 4, 8}))
+      ->capture_default_str();
   dit->add_option("--device", a->device,
                   "Where to train: cpu, or cuda (a CUDA build of LibTorch; docs/training.md)")
       ->check(CLI::IsMember({"cpu", "cuda"}))

@@ -2,10 +2,12 @@
 
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "base/error.h"
@@ -130,12 +132,30 @@ void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
 
 }  // namespace
 
-void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth,
-                         int64_t first) {
-  if (heads <= first) return;
-  if (heads > std::min<int64_t>(num_heads, 3))
-    throw Error("--locality-heads " + std::to_string(heads) + ": at most 3, and the DiT has " +
-                std::to_string(num_heads) + " heads");
+namespace {
+
+// A head started as a position kernel: its attention peaks at the key that is
+// (dt, dy, dx) latent frames / tokens from the query (key − query); without
+// dt, at that place in every frame alike.
+struct HeadKernel {
+  int64_t head;
+  std::optional<int64_t> dt;
+  int64_t dy = 0, dx = 0;
+};
+
+// On the two highest-frequency RoPE pairs of each axis the kernel sets, q and
+// k get a constant part only (weight rows zeroed, the bias set), k's turned by
+// the offset. With `outweigh` 1 the bias is the typical size of a row's output
+// and the norm gain is `depth`. Wan normalises q and k over the whole width,
+// so each token's constant part is divided by that token's scale, which its
+// content sets; with many such channels in a narrow head (8 heads of 24) that
+// scale's spread from key to key outweighs a token's step in the kernel (on
+// random content half the queries' strongest key was the wrong one). So with
+// `outweigh` K > 1 the bias is K times the typical size, the scale is then
+// mostly the constant parts', and the gain is set so that the constant parts
+// come out of the norm at `depth` all the same.
+void init_head_kernels(torch::nn::Module& dit, int64_t num_heads,
+                       const std::vector<HeadKernel>& kernels, double depth, double outweigh) {
   torch::NoGradGuard g;
   auto named = dit.named_parameters();
   for (int64_t block = 0;; ++block) {
@@ -146,31 +166,80 @@ void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t head
       auto b = named[at + which + ".bias"];
       auto gain = named[at + "norm_" + which + ".weight"];
       const int64_t d = w.size(0) / num_heads, d6 = d / 6, dt = d - 4 * d6;
-      // The typical size of a row's output for inputs of unit size: the constant
-      // part is as large as the content it replaces, so the norm's scale stays.
+      // The typical size of a row's output for inputs of unit size.
       const double typical = std::sqrt(w.pow(2).sum(1).mean().item<double>());
+      std::vector<int64_t> channels;
       // A pair with constant parts q = c·(1, 0) and k = c·(cos ψ, sin ψ) scores
       // c²·cos((m − n)θ − ψ) between query position m and key position n: it
-      // peaks where m − n = ψ/θ.
+      // peaks where m − n = ψ/θ, so a key `offset` from the query takes
+      // ψ = −offset·θ.
       auto constant = [&](int64_t ch, double psi) {
         const bool is_k = which == "k";
+        const double c = outweigh * typical;
         w.narrow(0, ch, 2).zero_();
-        b[ch].fill_(typical * (is_k ? std::cos(psi) : 1.0));
-        b[ch + 1].fill_(is_k ? typical * std::sin(psi) : 0.0);
-        gain.narrow(0, ch, 2).fill_(depth);
+        b[ch].fill_(is_k ? c * std::cos(psi) : c);
+        b[ch + 1].fill_(is_k ? c * std::sin(psi) : 0.0);
+        channels.push_back(ch);
+      };
+      // The two highest-frequency pairs of one axis: `first` in the head, `dims`
+      // channels (RoPE's frequencies θ_j = 10000^(−2j/dims)).
+      auto axis = [&](int64_t head, int64_t first, int64_t dims, int64_t offset) {
+        for (const int64_t j : {0, 1}) {
+          const double theta = std::pow(10000.0, -2.0 * j / static_cast<double>(dims));
+          constant(head * d + 2 * (first + j), -static_cast<double>(offset) * theta);
+        }
       };
       const int64_t h0 = dt / 2, w0 = h0 + d6;  // first height / width pair
-      for (int64_t head = first; head < heads; ++head) {
-        for (const int64_t pair : {h0, h0 + 1, w0, w0 + 1}) constant(head * d + 2 * pair, 0.0);
-        if (head == 0) continue;                       // every frame alike
-        const double offset = head == 1 ? 1.0 : -1.0;  // the frame before / after
-        for (const int64_t pair : {0, 1}) {
-          const double theta = std::pow(10000.0, -2.0 * pair / static_cast<double>(dt));
-          constant(head * d + 2 * pair, offset * theta);
-        }
+      for (const auto& k : kernels) {
+        axis(k.head, h0, 2 * d6, k.dy);
+        axis(k.head, w0, 2 * d6, k.dx);
+        if (k.dt) axis(k.head, 0, dt, *k.dt);
       }
+      // The norm's scale for inputs of unit size: the root mean square of every
+      // row's output, constant parts included.
+      const double scale =
+          outweigh == 1.0 ? typical : std::sqrt((w.pow(2).sum(1) + b.pow(2)).mean().item<double>());
+      for (const int64_t ch : channels)
+        gain.narrow(0, ch, 2).fill_(depth * scale / (outweigh * typical));
     }
   }
+}
+
+}  // namespace
+
+void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth,
+                         int64_t first) {
+  if (heads <= first) return;
+  if (heads > std::min<int64_t>(num_heads, 3))
+    throw Error("--locality-heads " + std::to_string(heads) + ": at most 3, and the DiT has " +
+                std::to_string(num_heads) + " heads");
+  std::vector<HeadKernel> kernels;
+  for (int64_t head = first; head < heads; ++head) {
+    if (head == 0)
+      kernels.push_back({0, std::nullopt});  // every frame alike
+    else
+      kernels.push_back({head, head == 1 ? -1 : 1});  // the frame before / after
+  }
+  init_head_kernels(dit, num_heads, kernels, depth, 1.0);
+}
+
+void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
+                       double depth) {
+  if (count == 0) return;
+  if ((count != 4 && count != 8) || first < 0 || first + count > num_heads)
+    throw Error("--motion-heads " + std::to_string(count) + ": 4 or 8, after the " +
+                std::to_string(first) + " locality heads, within the DiT's " +
+                std::to_string(num_heads) + " heads");
+  // Where an object moving left / right / up / down was one latent frame
+  // before (key − query: the rows and columns grow downwards and rightwards).
+  const int64_t came_from[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};
+  std::vector<HeadKernel> kernels;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t s = i < 4 ? 1 : -1;  // the frame before, then the frame after
+    const auto& c = came_from[i % 4];
+    kernels.push_back({first + i, -s, s * c[0], s * c[1]});
+  }
+  init_head_kernels(dit, num_heads, kernels, depth, 4.0);
 }
 
 namespace {
@@ -800,6 +869,11 @@ void train_dit(const DitOptions& o) {
   if (o.locality_heads < 0 || o.locality_heads > std::min<int64_t>(o.num_heads, 3))
     throw Error("kinora train dit: --locality-heads " + std::to_string(o.locality_heads) +
                 ": from 0 to 3, and at most the DiT's " + std::to_string(o.num_heads) + " heads");
+  if (o.motion_heads != 0 && ((o.motion_heads != 4 && o.motion_heads != 8) ||
+                              o.locality_heads + o.motion_heads > o.num_heads))
+    throw Error("kinora train dit: --motion-heads " + std::to_string(o.motion_heads) +
+                ": 0, 4 or 8, and with the " + std::to_string(o.locality_heads) +
+                " locality heads at most the DiT's " + std::to_string(o.num_heads) + " heads");
   fs::create_directories(state);  // after every check: a refused run leaves nothing
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
@@ -851,24 +925,44 @@ void train_dit(const DitOptions& o) {
   torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(params),
                            torch::optim::OptimizerParamGroup(position_tables, std::move(faster))},
                           adamw);
-  if (!fs::exists(state / "state.json"))
+  if (!fs::exists(state / "state.json")) {
     init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
+    init_motion_heads(dit.module(), wc.num_heads, o.locality_heads, o.motion_heads,
+                      o.locality_depth);
+  }
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
-  int64_t step = 0, locality_heads = o.locality_heads;
+  int64_t step = 0, locality_heads = o.locality_heads, motion_heads = o.motion_heads;
   double seconds = 0;
   if (fs::exists(state / "state.json")) {
     const auto j = read_json(state / "state.json");
     step = j.at("step"), seconds = j.at("seconds");
-    // Locality heads added to a run that has fewer: to the live and EMA weights alike.
+    // Position heads added to a run that has fewer: to the live and EMA weights alike.
     const int64_t had = j.value("locality_heads", int64_t{0});
+    const int64_t had_motion = j.value("motion_heads", int64_t{0});
     if (o.locality_heads > 0 && o.locality_heads < had)
       fail_file(state / "state.json", "this run has " + std::to_string(had) +
                                           " locality heads; they cannot be taken back "
                                           "(--locality-heads " +
                                           std::to_string(o.locality_heads) + ")");
     locality_heads = std::max(had, o.locality_heads);
+    if (had_motion > 0 &&
+        (locality_heads != had || (o.motion_heads != 0 && o.motion_heads != had_motion)))
+      fail_file(state / "state.json",
+                "this run has " + std::to_string(had_motion) + " motion heads after " +
+                    std::to_string(had) +
+                    " locality heads; neither can change now (--locality-heads " +
+                    std::to_string(o.locality_heads) + " --motion-heads " +
+                    std::to_string(o.motion_heads) + ")");
+    if (had_motion == 0 && locality_heads + o.motion_heads > wc.num_heads)
+      fail_file(state / "state.json", "this run's " + std::to_string(locality_heads) +
+                                          " locality heads leave no room for " +
+                                          std::to_string(o.motion_heads) + " motion heads");
+    motion_heads = had_motion > 0 ? had_motion : o.motion_heads;
     auto add_heads = [&] {
       init_locality_heads(dit.module(), wc.num_heads, locality_heads, o.locality_depth, had);
+      if (had_motion == 0)
+        init_motion_heads(dit.module(), wc.num_heads, locality_heads, motion_heads,
+                          o.locality_depth);
     };
     load_into(dit.module(), state / "dit.safetensors");
     add_heads();
@@ -893,6 +987,10 @@ void train_dit(const DitOptions& o) {
     for (int64_t h = had; h < locality_heads; ++h)
       say(o, "dit: started head " + std::to_string(h) + " of every block as the same place " +
                  kinds[h]);
+    if (had_motion == 0 && motion_heads > 0)
+      say(o, "dit: started heads " + std::to_string(locality_heads) + "-" +
+                 std::to_string(locality_heads + motion_heads - 1) +
+                 " of every block as motion kernels");
   }
   const auto log_path = state / "loss.csv";
   truncate_log(log_path, step);
@@ -949,8 +1047,10 @@ void train_dit(const DitOptions& o) {
       export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
       if (o.sample_every > 0 && step == o.steps) sample();
     });
-    write_json(state / "state.json",
-               {{"step", step}, {"seconds", seconds}, {"locality_heads", locality_heads}});
+    write_json(state / "state.json", {{"step", step},
+                                      {"seconds", seconds},
+                                      {"locality_heads", locality_heads},
+                                      {"motion_heads", motion_heads}});
   };
 
   const auto dit_params = dit.module().parameters();

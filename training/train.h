@@ -120,6 +120,11 @@ struct DitOptions : StageOptions {
   // init_locality_heads). At a fresh start, or added to a resumed run that has
   // fewer (its state.json records how many).
   int64_t locality_heads = 0;
+  // Heads per block, after the locality heads, started as "where an object
+  // moving left / right / up / down was one latent frame before" (4), and
+  // also "… will be one latent frame on" (8); init_motion_heads. At a fresh
+  // start, or added to a resumed run that has none.
+  int64_t motion_heads = 0;
   double locality_depth = 6.0;  // their q and k on the chosen RoPE pairs after the norm
   // Where the stage computes: the models, the latents and every step's tensors
   // live there (CPU or CUDA; the same code). Checkpoints are written on the CPU
@@ -142,6 +147,20 @@ struct DitOptions : StageOptions {
 // frame its neighbours' content at the same place to shift.
 void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t heads, double depth,
                          int64_t first = 0);
+
+// Starts heads `first`..`first` + `count` − 1 (count 4 or 8) of every block as
+// the same kind of kernel, peaked one latent frame back and one token against
+// the motion for an object moving left, right, up, down (heads first + 0..3),
+// then one latent frame on and one token with it (first + 4..7). With the
+// ninth session's layout (2×2 patches of a 4×-in-time VAE) the objects move
+// 0.7–1 token per latent frame, so such a head hands a token what the object
+// held one frame earlier (or later) along one of the four paths, and the
+// caption's direction word could choose between them (the tenth session's run
+// did not learn to: docs/training.md). RoPE scores a sum of a time and a
+// space term, so one head peaks at one (Δt, Δy, Δx) and not along a whole
+// path; stacked blocks reach further.
+void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
+                       double depth);
 
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);

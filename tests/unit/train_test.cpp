@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
+#include <map>
 
 #include "base/error.h"
 #include "diffusion/wan_dit.h"
@@ -290,7 +292,14 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_NE(std::string(e.what()).find("at most the DiT's 1 heads"), std::string::npos)
         << e.what();
   }
-  d.locality_heads = 0;
+  d.locality_heads = 0, d.motion_heads = 4;  // four kernels need four heads
+  try {
+    train_dit(d);
+    ADD_FAILURE() << "motion heads in a one-head DiT were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--motion-heads 4"), std::string::npos) << e.what();
+  }
+  d.motion_heads = 0;
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);
   const auto cache = io::Checkpoint::open(dir / "dit-state" / "latents.safetensors");
@@ -304,10 +313,12 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
 // query frame in −4..4 and spatial distance 0..2. Computed from the parameters
 // the way the Wan DiT computes them (q/k RMSNorm over the whole width,
 // interleaved 3D RoPE with t : h : w = d − 4⌊d/6⌋ : 2⌊d/6⌋ : 2⌊d/6⌋, scores / √d).
-torch::Tensor weights_by_offset(torch::nn::Module& m, int64_t heads, int64_t head) {
+// One head's attention weights [query, key] and the token grid [3, L] (t, h, w).
+std::pair<torch::Tensor, torch::Tensor> head_weights(torch::nn::Module& m, int64_t heads,
+                                                     int64_t head, int64_t H = 4, int64_t W = 4) {
   torch::NoGradGuard g;
   auto p = m.named_parameters();
-  const int64_t F = 5, H = 4, W = 4, L = F * H * W;
+  const int64_t F = 5, L = F * H * W;
   torch::manual_seed(7);
   const auto x = torch::randn({L, p["blocks.0.self_attn.q.weight"].size(1)});
   auto qk = [&](const std::string& which) {
@@ -336,7 +347,12 @@ torch::Tensor weights_by_offset(torch::nn::Module& m, int64_t heads, int64_t hea
     return torch::stack({a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()}, -1)
         .view({L, d});
   };
-  const auto w = torch::softmax(torch::mm(rope(q), rope(k).t()) / std::sqrt(double(d)), 1);
+  return {torch::softmax(torch::mm(rope(q), rope(k).t()) / std::sqrt(double(d)), 1), grid};
+}
+
+torch::Tensor weights_by_offset(torch::nn::Module& m, int64_t heads, int64_t head) {
+  const auto [w, grid] = head_weights(m, heads, head);
+  const int64_t F = 5;
   const auto dt = grid[0].unsqueeze(0) - grid[0].unsqueeze(1);  // [query, key]: key − query
   const auto ds = (grid[1].unsqueeze(1) - grid[1].unsqueeze(0)).abs() +
                   (grid[2].unsqueeze(1) - grid[2].unsqueeze(0)).abs();
@@ -391,6 +407,57 @@ TEST(Training, LocalityHeadsAttendToTheSamePlace) {
     EXPECT_GT(at(w, peak, 0), 4 * at(w, peak, 1)) << "head " << head;
   }
   EXPECT_THROW(init_locality_heads(local.module(), heads, 4, 6.0, 3), Error);
+}
+
+TEST(Training, MotionHeadsAttendAlongThePaths) {
+  // The embedded DiT's layout: width 192, 8 heads of 24, a clip of 5 × 8 × 8 tokens.
+  const int64_t heads = 8;
+  diffusion::WanConfig c;
+  c.dim = 192, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 2, c.text_dim = 32;
+  c.text_len = 8;
+  diffusion::WanModel plain(c), four(c), eight(c);
+  for (auto* m : {&plain, &four, &eight}) {
+    torch::manual_seed(3);
+    for (auto& p : m->module().parameters()) {
+      torch::NoGradGuard g;
+      p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
+    }
+  }
+  const double depth = 6.0;
+  init_motion_heads(eight.module(), heads, 0, 8, depth);
+  init_locality_heads(four.module(), heads, 1, 6.0);
+  init_motion_heads(four.module(), heads, 1, 4, depth);
+  EXPECT_THROW(init_motion_heads(four.module(), heads, 1, 2, depth), Error);  // 4 or 8
+  EXPECT_THROW(init_motion_heads(four.module(), heads, 1, 8, depth), Error);  // 9 heads
+  // Where an object moving left / right / up / down was a latent frame before
+  // (key − query: Δt, Δh, Δw), then where it will be a latent frame on.
+  const std::array<int64_t, 3> came_from[4] = {{-1, 0, 1}, {-1, 0, -1}, {-1, 1, 0}, {-1, -1, 0}};
+  for (int64_t head = 0; head < 8; ++head) {
+    auto want = came_from[head % 4];
+    if (head >= 4)
+      for (auto& v : want) v = -v;
+    const auto [w, grid] = head_weights(eight.module(), heads, head, 8, 8);
+    const auto diff = grid.unsqueeze(1) - grid.unsqueeze(2);  // [3, query, key]: key − query
+    const auto at = (diff[0] == want[0]) & (diff[1] == want[1]) & (diff[2] == want[2]);
+    // Queries that have that key: nearly all of them put most weight on it.
+    const auto has = at.any(1);
+    const auto on = (w * at).sum(1).masked_select(has);
+    const auto strongest = at.gather(1, w.argmax(1, true)).squeeze(1).masked_select(has);
+    const double share = on.mean().item<double>(),
+                 right = strongest.to(torch::kDouble).mean().item<double>();
+    EXPECT_GT(right, 0.95) << "motion head " << head;
+    EXPECT_GT(share, 0.4) << "motion head " << head;
+    EXPECT_LT(share, 0.9) << "motion head " << head << ": too sharp to learn from";
+  }
+  // Untouched heads weigh the keys about alike; heads 5-7 of the model with
+  // one locality and four motion heads are as they were.
+  const auto [flat, fgrid] = head_weights(plain.module(), heads, 0, 8, 8);
+  EXPECT_LT(flat.max().item<double>(), 0.1);
+  auto pp = plain.module().named_parameters(), fp = four.module().named_parameters();
+  EXPECT_TRUE(torch::equal(pp["blocks.1.self_attn.k.weight"].narrow(0, 5 * 24, 72),
+                           fp["blocks.1.self_attn.k.weight"].narrow(0, 5 * 24, 72)));
+  EXPECT_FALSE(torch::equal(pp["blocks.1.self_attn.k.bias"].narrow(0, 24, 96),
+                            fp["blocks.1.self_attn.k.bias"].narrow(0, 24, 96)));
 }
 
 TEST(Training, VaeWithFourfoldSpatialCompression) {
