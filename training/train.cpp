@@ -835,6 +835,44 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
   return {gap(1), gap(2), gap(3), gap(4)};
 }
 
+const std::vector<double> kDenoiseSigmas = {0.5, 0.8, 0.9, 0.93, 0.95, 0.97, 0.99};
+
+std::vector<double> denoise_errors(diffusion::WanModel& dit, text::T5Encoder& te,
+                                   const text::Tokenizer& tok, const Tensor& latents,
+                                   const std::vector<std::string>& captions, const DitOptions& o,
+                                   const std::vector<double>& sigmas) {
+  const int64_t n = latents.size(0);
+  if (n == 0 || static_cast<int64_t>(captions.size()) != n)
+    throw Error("denoise_errors: " + std::to_string(n) + " clips and " +
+                std::to_string(captions.size()) + " captions");
+  torch::NoGradGuard no_grad;
+  const auto device = latents.device();
+  torch::manual_seed(mix(o.seed, 4000000));
+  const auto noise = torch::randn(latents.sizes());  // the same draws on every device
+  const int64_t chunk = std::max<int64_t>(1, o.batch);
+  std::vector<Tensor> contexts;
+  for (int64_t b = 0; b < n; b += chunk) {
+    const auto e = std::min(n, b + chunk);
+    contexts.push_back(encode_captions(
+        te, tok, std::vector<std::string>(captions.begin() + b, captions.begin() + e), o.text_len,
+        device));
+  }
+  std::vector<double> out;
+  for (const double s : sigmas) {
+    double sum = 0;
+    for (int64_t b = 0, i = 0; b < n; b += chunk, ++i) {
+      const int64_t e = std::min(n, b + chunk);
+      const auto x0 = latents.slice(0, b, e);
+      const auto xt = (1 - s) * x0 + s * noise.slice(0, b, e).to(device);
+      const auto t = torch::full({e - b}, s * 1000, xt.options());
+      const auto x0_hat = xt - s * dit.forward(xt, t, contexts[static_cast<std::size_t>(i)]);
+      sum += (x0_hat - x0).pow(2).sum().item<double>();
+    }
+    out.push_back(sum / static_cast<double>(latents.numel()));
+  }
+  return out;
+}
+
 void train_dit(const DitOptions& o) {
   const auto state = o.run_dir / "dit-state";
   for (const auto& [file, stage] : {std::pair{kTokenizerFile, "tokenizer"}, {kVaeFile, "vae"}})
@@ -1020,6 +1058,11 @@ void train_dit(const DitOptions& o) {
   const auto gaps_path = state / "word-gaps.csv";
   truncate_log(gaps_path, step);
   LossLog gaps_log(gaps_path, "step,object,background,shape,direction,lr,seconds");
+  const auto denoise_path = state / "denoise.csv";
+  truncate_log(denoise_path, step);
+  std::string denoise_header = "step";
+  for (const double s : kDenoiseSigmas) denoise_header += ",sigma" + std::to_string(s).substr(0, 4);
+  LossLog denoise_log(denoise_path, denoise_header + ",lr,seconds");
   const int64_t gap_clips = std::min<int64_t>(64, latents.size(0));
   const std::vector<std::string> gap_captions(captions.begin(), captions.begin() + gap_clips);
   // Call with the EMA weights in the modules.
@@ -1028,6 +1071,9 @@ void train_dit(const DitOptions& o) {
                       latents.sizes().slice(1));
     const auto g = word_gaps(dit, te, tok, latents.slice(0, 0, gap_clips), gap_captions, o);
     gaps_log.add(step, {g.object, g.background, g.shape, g.direction}, lr_at(o, step), seconds);
+    const auto errors = denoise_errors(dit, te, tok, latents.slice(0, 0, gap_clips), gap_captions,
+                                       o, kDenoiseSigmas);
+    denoise_log.add(step, errors, lr_at(o, step), seconds);
     char line[200];
     std::snprintf(line, sizeof line,
                   "dit step %lld: the loss with one word wrong: object colour %+.1f%%, background "

@@ -181,6 +181,22 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
                    const torch::Tensor& latents, const std::vector<std::string>& captions,
                    const DitOptions& o);
 
+// How well the DiT finds what the clip holds at each noise level: the mean
+// squared error of its x₀ estimate (x_σ − σ·v̂) on clips (latents [N, C, F, H,
+// W], their captions) noised to each σ in `sigmas` (the same noise for every
+// σ; a fixed seed). At σ near 1 nothing in x_σ says where the object is, so
+// the error there is what a model that does not find it gets; how far below
+// that it falls at σ 0.8–0.97 is how much of the object it finds in the
+// noise. An ideal model of the embedded layout finds nearly all of it by σ
+// 0.93 (docs/direction-gap-toy.py), and only a model that finds the object
+// along its path can gain anything from the direction word.
+std::vector<double> denoise_errors(diffusion::WanModel& dit, text::T5Encoder& te,
+                                   const text::Tokenizer& tok, const torch::Tensor& latents,
+                                   const std::vector<std::string>& captions, const DitOptions& o,
+                                   const std::vector<double>& sigmas);
+// The noise levels the DiT stage logs in dit-state/denoise.csv with every sheet.
+extern const std::vector<double> kDenoiseSigmas;
+
 // Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
 void train_dit(const DitOptions& o);

@@ -192,8 +192,10 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_EQ(w, 5 * 32);
     EXPECT_EQ(h, 4 * 32);
   }
-  // With the sheet, how much each word moves the loss: one line per sheet.
+  // With the sheet, how much each word moves the loss, and the x₀ error at
+  // each noise level: one line per sheet.
   EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 2);
+  EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 2);
   {
     // Those numbers come from word_gaps(). This toy DiT has had two steps and
     // barely reads its caption, so its cross-attention is made louder first:
@@ -224,6 +226,23 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_EQ(deaf.background, 0.0);
     EXPECT_EQ(deaf.shape, 0.0);
     EXPECT_EQ(deaf.direction, 0.0);
+    // The x₀ error at each noise level, from denoise_errors(): with the output
+    // head at zero the DiT predicts v = 0, so its x₀ estimate is x_σ and the
+    // error is σ²·|ε − x₀|², the same noise at every σ.
+    const auto trained = denoise_errors(dit, te, tok, z, caps, d, {0.5, 0.9});
+    EXPECT_GT(trained[0], 0.0);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : dit.module().named_parameters())
+        if (p.key().starts_with("head.head.")) p.value().zero_();
+    }
+    const std::vector<double> sigmas = {0.3, 0.6, 0.9};
+    const auto blind = denoise_errors(dit, te, tok, z, caps, d, sigmas);
+    ASSERT_EQ(blind.size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(blind[i] / (sigmas[i] * sigmas[i]), blind[0] / 0.09, 1e-4 * blind[0] / 0.09);
+    EXPECT_NEAR(blind[0] / 0.09, 2.0, 0.3);  // |ε − x₀|² per element, both N(0, 1) here
+    EXPECT_THROW(denoise_errors(dit, te, tok, z, {caps[0]}, d, sigmas), Error);
     try {
       word_gaps(dit, te, tok, z, {caps[0], caps[1], "a red circle"}, d);
       ADD_FAILURE() << "a caption outside the grammar was measured";
@@ -239,6 +258,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-3.ppm"));
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-4.ppm"));
   EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 4);
+  EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
   try {
