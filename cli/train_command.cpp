@@ -95,6 +95,12 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "be a latent frame on (8); at a fresh start, or added to a run that has none")
       ->check(CLI::IsMember({0, 4, 8}))
       ->capture_default_str();
+  dit->add_option("--pool-heads", a->dit.pool_heads,
+                  "Heads per block, after the locality and motion heads, started as broad "
+                  "averages around the token's place, in its frame (2) and also in every "
+                  "frame (4); at a fresh start only")
+      ->check(CLI::IsMember({0, 2, 4}))
+      ->capture_default_str();
   dit->add_option("--device", a->device,
                   "Where to train: cpu, or cuda (a CUDA build of LibTorch; docs/training.md)")
       ->check(CLI::IsMember({"cpu", "cuda"}))

@@ -141,6 +141,10 @@ struct HeadKernel {
   int64_t head;
   std::optional<int64_t> dt;
   int64_t dy = 0, dx = 0;
+  // 0: sharp in space (the two highest-frequency pairs of height and width).
+  // Otherwise broad: only the second pair of each, its score ≈ a Gaussian of
+  // this many tokens' width around (dy, dx).
+  double spread = 0;
 };
 
 // On the two highest-frequency RoPE pairs of each axis the kernel sets, q and
@@ -168,39 +172,44 @@ void init_head_kernels(torch::nn::Module& dit, int64_t num_heads,
       const int64_t d = w.size(0) / num_heads, d6 = d / 6, dt = d - 4 * d6;
       // The typical size of a row's output for inputs of unit size.
       const double typical = std::sqrt(w.pow(2).sum(1).mean().item<double>());
-      std::vector<int64_t> channels;
+      std::vector<std::pair<int64_t, double>> channels;  // and their depth
       // A pair with constant parts q = c·(1, 0) and k = c·(cos ψ, sin ψ) scores
       // c²·cos((m − n)θ − ψ) between query position m and key position n: it
       // peaks where m − n = ψ/θ, so a key `offset` from the query takes
       // ψ = −offset·θ.
-      auto constant = [&](int64_t ch, double psi) {
+      auto constant = [&](int64_t ch, double psi, double at_depth) {
         const bool is_k = which == "k";
         const double c = outweigh * typical;
         w.narrow(0, ch, 2).zero_();
         b[ch].fill_(is_k ? c * std::cos(psi) : c);
         b[ch + 1].fill_(is_k ? c * std::sin(psi) : 0.0);
-        channels.push_back(ch);
+        channels.emplace_back(ch, at_depth);
       };
       // The two highest-frequency pairs of one axis: `first` in the head, `dims`
       // channels (RoPE's frequencies θ_j = 10000^(−2j/dims)).
-      auto axis = [&](int64_t head, int64_t first, int64_t dims, int64_t offset) {
+      // A broad kernel uses the second pair alone: c²/√d·cos(θΔ) ≈ a Gaussian in
+      // Δ of variance √d/(c²θ²), so c = d^¼/(θ·spread).
+      auto axis = [&](int64_t head, int64_t first, int64_t dims, int64_t offset, double spread) {
         for (const int64_t j : {0, 1}) {
           const double theta = std::pow(10000.0, -2.0 * j / static_cast<double>(dims));
-          constant(head * d + 2 * (first + j), -static_cast<double>(offset) * theta);
+          if (spread > 0 && j == 0) continue;
+          const double at_depth =
+              spread > 0 ? std::pow(static_cast<double>(d), 0.25) / (theta * spread) : depth;
+          constant(head * d + 2 * (first + j), -static_cast<double>(offset) * theta, at_depth);
         }
       };
       const int64_t h0 = dt / 2, w0 = h0 + d6;  // first height / width pair
       for (const auto& k : kernels) {
-        axis(k.head, h0, 2 * d6, k.dy);
-        axis(k.head, w0, 2 * d6, k.dx);
-        if (k.dt) axis(k.head, 0, dt, *k.dt);
+        axis(k.head, h0, 2 * d6, k.dy, k.spread);
+        axis(k.head, w0, 2 * d6, k.dx, k.spread);
+        if (k.dt) axis(k.head, 0, dt, *k.dt, 0);
       }
       // The norm's scale for inputs of unit size: the root mean square of every
       // row's output, constant parts included.
       const double scale =
           outweigh == 1.0 ? typical : std::sqrt((w.pow(2).sum(1) + b.pow(2)).mean().item<double>());
-      for (const int64_t ch : channels)
-        gain.narrow(0, ch, 2).fill_(depth * scale / (outweigh * typical));
+      for (const auto& [ch, at_depth] : channels)
+        gain.narrow(0, ch, 2).fill_(at_depth * scale / (outweigh * typical));
     }
   }
 }
@@ -238,6 +247,24 @@ void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first,
     const int64_t s = i < 4 ? 1 : -1;  // the frame before, then the frame after
     const auto& c = came_from[i % 4];
     kernels.push_back({first + i, -s, s * c[0], s * c[1]});
+  }
+  init_head_kernels(dit, num_heads, kernels, depth, 4.0);
+}
+
+void init_pool_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
+                     double depth) {
+  if (count == 0) return;
+  if ((count != 2 && count != 4) || first < 0 || first + count > num_heads)
+    throw Error("--pool-heads " + std::to_string(count) + ": 2 or 4, after the " +
+                std::to_string(first) + " locality and motion heads, within the DiT's " +
+                std::to_string(num_heads) + " heads");
+  std::vector<HeadKernel> kernels;
+  for (int64_t i = 0; i < count; ++i) {
+    const double spread = i % 2 == 0 ? 1.0 : 2.0;
+    if (i < 2)
+      kernels.push_back({first + i, 0, 0, 0, spread});  // the same frame
+    else
+      kernels.push_back({first + i, std::nullopt, 0, 0, spread});  // every frame
   }
   init_head_kernels(dit, num_heads, kernels, depth, 4.0);
 }
@@ -912,6 +939,11 @@ void train_dit(const DitOptions& o) {
     throw Error("kinora train dit: --motion-heads " + std::to_string(o.motion_heads) +
                 ": 0, 4 or 8, and with the " + std::to_string(o.locality_heads) +
                 " locality heads at most the DiT's " + std::to_string(o.num_heads) + " heads");
+  if (o.pool_heads != 0 && ((o.pool_heads != 2 && o.pool_heads != 4) ||
+                            o.locality_heads + o.motion_heads + o.pool_heads > o.num_heads))
+    throw Error("kinora train dit: --pool-heads " + std::to_string(o.pool_heads) +
+                ": 0, 2 or 4, and with the locality and motion heads at most the DiT's " +
+                std::to_string(o.num_heads) + " heads");
   fs::create_directories(state);  // after every check: a refused run leaves nothing
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
@@ -967,9 +999,12 @@ void train_dit(const DitOptions& o) {
     init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
     init_motion_heads(dit.module(), wc.num_heads, o.locality_heads, o.motion_heads,
                       o.locality_depth);
+    init_pool_heads(dit.module(), wc.num_heads, o.locality_heads + o.motion_heads, o.pool_heads,
+                    o.locality_depth);
   }
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
-  int64_t step = 0, locality_heads = o.locality_heads, motion_heads = o.motion_heads;
+  int64_t step = 0, locality_heads = o.locality_heads, motion_heads = o.motion_heads,
+          pool_heads = o.pool_heads;
   double seconds = 0;
   if (fs::exists(state / "state.json")) {
     const auto j = read_json(state / "state.json");
@@ -996,6 +1031,12 @@ void train_dit(const DitOptions& o) {
                                           " locality heads leave no room for " +
                                           std::to_string(o.motion_heads) + " motion heads");
     motion_heads = had_motion > 0 ? had_motion : o.motion_heads;
+    pool_heads = j.value("pool_heads", int64_t{0});
+    if (o.pool_heads != 0 && o.pool_heads != pool_heads)
+      fail_file(state / "state.json", "this run has " + std::to_string(pool_heads) +
+                                          " pool heads; they are started with a fresh run only "
+                                          "(--pool-heads " +
+                                          std::to_string(o.pool_heads) + ")");
     auto add_heads = [&] {
       init_locality_heads(dit.module(), wc.num_heads, locality_heads, o.locality_depth, had);
       if (had_motion == 0)
@@ -1096,7 +1137,8 @@ void train_dit(const DitOptions& o) {
     write_json(state / "state.json", {{"step", step},
                                       {"seconds", seconds},
                                       {"locality_heads", locality_heads},
-                                      {"motion_heads", motion_heads}});
+                                      {"motion_heads", motion_heads},
+                                      {"pool_heads", pool_heads}});
   };
 
   const auto dit_params = dit.module().parameters();

@@ -125,6 +125,9 @@ struct DitOptions : StageOptions {
   // also "… will be one latent frame on" (8); init_motion_heads. At a fresh
   // start, or added to a resumed run that has none.
   int64_t motion_heads = 0;
+  // Heads per block after those, started as broad averages (init_pool_heads;
+  // 2 or 4). At a fresh start only.
+  int64_t pool_heads = 0;
   double locality_depth = 6.0;  // their q and k on the chosen RoPE pairs after the norm
   // Where the stage computes: the models, the latents and every step's tensors
   // live there (CPU or CUDA; the same code). Checkpoints are written on the CPU
@@ -161,6 +164,16 @@ void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t head
 // path; stacked blocks reach further.
 void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
                        double depth);
+
+// Starts heads `first`..`first` + `count` − 1 (count 2 or 4) of every block as
+// broad averages around the token's own place: a Gaussian of 1 and of 2 tokens'
+// width in the same frame (heads first + 0, 1), and the same in every frame
+// (first + 2, 3). At high noise one token shows little of the object and the
+// tokens around it, in its frame and the others, show more: an ideal model
+// finds nearly all of the object by σ 0.93, the first DiTs barely half of it
+// at 0.9 (docs/training.md, tenth session).
+void init_pool_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
+                     double depth);
 
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);

@@ -480,6 +480,47 @@ TEST(Training, MotionHeadsAttendAlongThePaths) {
                             fp["blocks.1.self_attn.k.bias"].narrow(0, 24, 96)));
 }
 
+TEST(Training, PoolHeadsAverageAroundTheirPlace) {
+  const int64_t heads = 8;
+  diffusion::WanConfig c;
+  c.dim = 192, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 1, c.text_dim = 32;
+  c.text_len = 8;
+  diffusion::WanModel m(c);
+  torch::manual_seed(3);
+  for (auto& p : m.module().parameters()) {
+    torch::NoGradGuard g;
+    p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
+  }
+  init_motion_heads(m.module(), heads, 0, 4, 6.0);
+  init_pool_heads(m.module(), heads, 4, 4, 6.0);
+  EXPECT_THROW(init_pool_heads(m.module(), heads, 5, 4, 6.0), Error);  // 9 heads
+  EXPECT_THROW(init_pool_heads(m.module(), heads, 4, 3, 6.0), Error);
+  for (int64_t i = 0; i < 4; ++i) {
+    const auto [w, grid] = head_weights(m.module(), heads, 4 + i, 8, 8);
+    const auto diff = grid.unsqueeze(1) - grid.unsqueeze(2);  // [3, query, key]
+    const auto dist = diff[1].abs().maximum(diff[2].abs());   // tokens apart in the frame
+    auto mean_at = [&](const torch::Tensor& where) {
+      return w.masked_select(where).mean().item<double>();
+    };
+    const bool same_frame = i < 2;
+    const double spread = i % 2 == 0 ? 1.0 : 2.0;
+    // Broad: the tokens a spread away keep a good share of the own place's
+    // weight, and weight falls with distance.
+    const auto here = mean_at((diff[0] == 0) & (dist == 0));
+    const auto one = mean_at((diff[0] == 0) & (dist == 1));
+    const auto three = mean_at((diff[0] == 0) & (dist == 3));
+    EXPECT_GT(one, (spread == 1.0 ? 0.3 : 0.6) * here) << "pool head " << i;
+    EXPECT_LT(one, here) << "pool head " << i;
+    EXPECT_LT(three, one) << "pool head " << i;
+    // In time: the own frame only, or every frame alike.
+    const auto next_frame = mean_at((diff[0] == 1) & (dist == 0));
+    if (same_frame)
+      EXPECT_LT(next_frame, 0.1 * here) << "pool head " << i;
+    else
+      EXPECT_NEAR(next_frame / here, 1.0, 0.25) << "pool head " << i;
+  }
+}
+
 TEST(Training, VaeWithFourfoldSpatialCompression) {
   test::TempDir dir;
   auto v = toy_vae(dir.path());
