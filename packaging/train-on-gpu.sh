@@ -101,6 +101,7 @@ echo "trained in $(elapsed) s"
 # ---------------------------------------------------------------- results
 files=(dit-state/state.json dit-state/loss.csv)
 [ -f "$run/dit-state/word-gaps.csv" ] && files+=(dit-state/word-gaps.csv)  # what each word does
+[ -f "$run/dit-state/denoise.csv" ] && files+=(dit-state/denoise.csv)  # how much of the object it finds
 if [ -f "$run/kinora-tiny-wan-dit.safetensors" ] &&
    [ "$(python3 -c "import json;print(json.load(open('$run/dit-state/state.json'))['step'])" 2>/dev/null)" = "$steps" ]; then
   files+=(kinora-tiny-wan-dit.safetensors kinora-tiny-umt5.safetensors)

@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
-#include <optional>
 
 #include <chrono>
 #include <cmath>
