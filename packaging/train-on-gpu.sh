@@ -13,8 +13,9 @@
 #   DEVICE    cuda, or cpu for a dry run of the script itself
 #   DATASET, BATCH, LAYERS, DIM, FFN, PATCH   the training's size (defaults below;
 #             PATCH 2 for the VAE that compresses time 4×, 4 for the older 1× one)
-#   HEADS, LOCALITY, MOTION   attention heads, and how many of them start as
-#             position kernels (--locality-heads, --motion-heads; defaults below)
+#   HEADS, LOCALITY, MOTION, POOL   attention heads, and how many of them start
+#             as position kernels (--locality-heads, --motion-heads, --pool-heads;
+#             defaults below)
 #   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
 #
 # The step count is set from the measured speed: 200 steps first (inside the
@@ -38,6 +39,7 @@ patch=${PATCH:-2}
 heads=${HEADS:-4}
 locality=${LOCALITY:-3}
 motion=${MOTION:-0}
+pool=${POOL:-0}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -76,13 +78,13 @@ preflight() {
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
     "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
       --heads "$heads" --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 \
-      --locality-heads "$locality" --motion-heads "$motion" --log-every 1
+      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
 args=(train dit --device "$device" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
-      --lr 3e-4 --warmup 300 --locality-heads "$locality" --motion-heads "$motion"
+      --lr 3e-4 --warmup 300 --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
       --log-every "${LOG_EVERY:-50}" --save-every 1000
       --sample-every 1000)
 first=${FIRST:-200}
