@@ -328,12 +328,20 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_NE(meta.find("\"placement\":\"centred\""), std::string::npos) << meta;
 }
 
-// One head's attention weights in block 0 of a DiT over a 5×4×4 token grid of
-// random content, averaged by offset: [Δt + 4, |Δh| + |Δw|] for Δt = key frame −
-// query frame in −4..4 and spatial distance 0..2. Computed from the parameters
-// the way the Wan DiT computes them (q/k RMSNorm over the whole width,
-// interleaved 3D RoPE with t : h : w = d − 4⌊d/6⌋ : 2⌊d/6⌋ : 2⌊d/6⌋, scores / √d).
-// One head's attention weights [query, key] and the token grid [3, L] (t, h, w).
+// Random weights of unit-size rows, the same for every model of one config
+// (seed 3): 1-D parameters (norm gains, biases) small, matrices N(0, 1/fan_in).
+void random_weights(diffusion::WanModel& m) {
+  torch::NoGradGuard g;
+  torch::manual_seed(3);
+  for (auto& p : m.module().parameters())
+    p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
+}
+
+// One head's attention weights [query, key] in block 0 of a DiT over a 5×H×W
+// token grid of random content, and the grid [3, L] (t, h, w). Computed from the
+// parameters the way the Wan DiT computes them (q/k RMSNorm over the whole
+// width, interleaved 3D RoPE with t : h : w = d − 4⌊d/6⌋ : 2⌊d/6⌋ : 2⌊d/6⌋,
+// scores / √d).
 std::pair<torch::Tensor, torch::Tensor> head_weights(torch::nn::Module& m, int64_t heads,
                                                      int64_t head, int64_t H = 4, int64_t W = 4) {
   torch::NoGradGuard g;
@@ -370,6 +378,9 @@ std::pair<torch::Tensor, torch::Tensor> head_weights(torch::nn::Module& m, int64
   return {torch::softmax(torch::mm(rope(q), rope(k).t()) / std::sqrt(double(d)), 1), grid};
 }
 
+// The weights of head_weights() on a 5×4×4 grid, averaged by offset:
+// [Δt + 4, |Δh| + |Δw|] for Δt = key frame − query frame in −4..4 and spatial
+// distance 0..2.
 torch::Tensor weights_by_offset(torch::nn::Module& m, int64_t heads, int64_t head) {
   const auto [w, grid] = head_weights(m, heads, head);
   const int64_t F = 5;
@@ -389,13 +400,7 @@ TEST(Training, LocalityHeadsAttendToTheSamePlace) {
   c.dim = 256, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 2, c.text_dim = 32;
   c.text_len = 8, c.patch_h = c.patch_w = 4;
   diffusion::WanModel plain(c), local(c);
-  for (auto* m : {&plain, &local}) {
-    torch::manual_seed(3);
-    for (auto& p : m->module().parameters()) {
-      torch::NoGradGuard g;
-      p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
-    }
-  }
+  for (auto* m : {&plain, &local}) random_weights(*m);
   init_locality_heads(local.module(), heads, 1, 6.0);
   auto at = [](const torch::Tensor& w, int64_t dt, int64_t s) {
     return w[dt + 4][s].item<double>();
@@ -436,13 +441,7 @@ TEST(Training, MotionHeadsAttendAlongThePaths) {
   c.dim = 192, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 2, c.text_dim = 32;
   c.text_len = 8;
   diffusion::WanModel plain(c), four(c), eight(c);
-  for (auto* m : {&plain, &four, &eight}) {
-    torch::manual_seed(3);
-    for (auto& p : m->module().parameters()) {
-      torch::NoGradGuard g;
-      p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
-    }
-  }
+  for (auto* m : {&plain, &four, &eight}) random_weights(*m);
   const double depth = 6.0;
   init_motion_heads(eight.module(), heads, 0, 8, depth);
   init_locality_heads(four.module(), heads, 1, 6.0);
@@ -486,11 +485,7 @@ TEST(Training, PoolHeadsAverageAroundTheirPlace) {
   c.dim = 192, c.ffn_dim = 64, c.num_heads = heads, c.num_layers = 1, c.text_dim = 32;
   c.text_len = 8;
   diffusion::WanModel m(c);
-  torch::manual_seed(3);
-  for (auto& p : m.module().parameters()) {
-    torch::NoGradGuard g;
-    p.dim() == 1 ? p.normal_(0, 0.05) : p.normal_(0, 1 / std::sqrt(double(p.size(-1))));
-  }
+  random_weights(m);
   init_motion_heads(m.module(), heads, 0, 4, 6.0);
   init_pool_heads(m.module(), heads, 4, 4, 6.0);
   EXPECT_THROW(init_pool_heads(m.module(), heads, 5, 4, 6.0), Error);  // 9 heads
