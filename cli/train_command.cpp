@@ -130,6 +130,11 @@ std::function<int()> add_train_command(CLI::App& app) {
   dit->add_option("--caption-dropout", a->dit.caption_dropout,
                   "Share of steps trained on the empty caption")
       ->capture_default_str();
+  dit->add_option("--given-frame", a->dit.given_frame,
+                  "Share of clips with one latent frame noised less and left out of the loss, "
+                  "so that the rest follows it (the direction word pays at every noise level)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   dit->add_option("--shift", a->dit.shift,
                   "Noise levels drawn are shifted as the sampler's schedule is (its --shift)")
       ->check(CLI::Range(1.0, 20.0))

@@ -802,6 +802,28 @@ Tensor draw_sigmas(const DitOptions& o, int64_t n) {
   return o.shift * u / (1 + (o.shift - 1) * u);
 }
 
+NoisedBatch noise_batch(const Tensor& x0, const Tensor& sigma, const Tensor& noise,
+                        double given_frame) {
+  if (x0.dim() != 5 || sigma.dim() != 1 || sigma.size(0) != x0.size(0) ||
+      noise.sizes() != x0.sizes())
+    throw Error("noise_batch: clips [B, C, F, H, W], σ [B] and noise like the clips");
+  const int64_t b = x0.size(0), f = x0.size(2);
+  auto frame_sigma = sigma.view({-1, 1, 1, 1, 1}).expand({b, 1, f, 1, 1});
+  auto weight = torch::ones({b, 1, f, 1, 1}, x0.options());
+  if (given_frame > 0) {
+    const auto chosen = torch::rand({b}) < given_frame;
+    const auto frame = torch::randint(f, {b}, torch::kLong);
+    const auto u = torch::rand({b});
+    const auto given = (torch::arange(f, torch::kLong).view({1, -1}) == frame.view({-1, 1})) &
+                       chosen.view({-1, 1});
+    const auto g = given.view({b, 1, f, 1, 1}).to(x0.device());
+    frame_sigma =
+        torch::where(g, (sigma * u.to(sigma.device())).view({-1, 1, 1, 1, 1}), frame_sigma);
+    weight = weight.masked_fill(g, 0);
+  }
+  return {(1 - frame_sigma) * x0 + frame_sigma * noise, weight};
+}
+
 WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::Tokenizer& tok,
                    const Tensor& latents, const std::vector<std::string>& captions,
                    const DitOptions& o) {
@@ -839,8 +861,9 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
   torch::manual_seed(mix(o.seed, 3000000));  // training steps seed their own draws
   const auto sigma = draw_sigmas(o, n);
   const auto noise = torch::randn(latents.sizes());  // the same draws on every device
-  double sum[5] = {};
+  double sum[5] = {}, given_sum[2] = {};
   const int64_t chunk = std::max<int64_t>(1, o.batch);
+  const int64_t frames = latents.size(2);
   for (int64_t b = 0; b < n; b += chunk) {
     const int64_t e = std::min(n, b + chunk);
     const auto x0 = latents.slice(0, b, e);
@@ -855,10 +878,21 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
         variant.push_back(caption_of(scenes[static_cast<std::size_t>(i)], v));
       const auto ctx = encode_captions(te, tok, variant, o.text_len, device);
       sum[v] += (dit.forward(xt, sg * 1000, ctx) - target).pow(2).sum().item<double>();
+      if (v != 0 && v != 4) continue;
+      // Frame i mod F of clip i given clean, the loss over the others.
+      auto xg = xt.clone();
+      auto weight = torch::ones({e - b, 1, frames, 1, 1}, xt.options());
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t k = i % frames;
+        xg[i - b].select(1, k).copy_(x0[i - b].select(1, k));
+        weight[i - b].select(1, k).zero_();
+      }
+      given_sum[v == 0 ? 0 : 1] +=
+          ((dit.forward(xg, sg * 1000, ctx) - target).pow(2) * weight).sum().item<double>();
     }
   }
   auto gap = [&](int v) { return 100.0 * (sum[v] / sum[0] - 1.0); };
-  return {gap(1), gap(2), gap(3), gap(4)};
+  return {gap(1), gap(2), gap(3), gap(4), 100.0 * (given_sum[1] / given_sum[0] - 1.0)};
 }
 
 const std::vector<double> kDenoiseSigmas = {0.5, 0.8, 0.9, 0.93, 0.95, 0.97, 0.99};
@@ -1098,6 +1132,9 @@ void train_dit(const DitOptions& o) {
   const auto gaps_path = state / "word-gaps.csv";
   truncate_log(gaps_path, step);
   LossLog gaps_log(gaps_path, "step,object,background,shape,direction,lr,seconds");
+  const auto given_path = state / "direction-given-frame.csv";
+  truncate_log(given_path, step);
+  LossLog given_log(given_path, "step,direction_given_frame,lr,seconds");
   const auto denoise_path = state / "denoise.csv";
   truncate_log(denoise_path, step);
   std::string denoise_header = "step";
@@ -1111,15 +1148,17 @@ void train_dit(const DitOptions& o) {
                       latents.sizes().slice(1));
     const auto g = word_gaps(dit, te, tok, latents.slice(0, 0, gap_clips), gap_captions, o);
     gaps_log.add(step, {g.object, g.background, g.shape, g.direction}, lr_at(o, step), seconds);
+    given_log.add(step, {g.direction_given_frame}, lr_at(o, step), seconds);
     const auto errors = denoise_errors(dit, te, tok, latents.slice(0, 0, gap_clips), gap_captions,
                                        o, kDenoiseSigmas);
     denoise_log.add(step, errors, lr_at(o, step), seconds);
-    char line[200];
+    char line[256];
     std::snprintf(line, sizeof line,
                   "dit step %lld: the loss with one word wrong: object colour %+.1f%%, background "
-                  "%+.1f%%, shape %+.1f%%, direction %+.1f%% (EMA weights, %lld clips)",
+                  "%+.1f%%, shape %+.1f%%, direction %+.2f%% (%+.2f%% with a frame given; EMA "
+                  "weights, %lld clips)",
                   static_cast<long long>(step), g.object, g.background, g.shape, g.direction,
-                  static_cast<long long>(gap_clips));
+                  g.direction_given_frame, static_cast<long long>(gap_clips));
     say(o, line);
   };
   int64_t saved_at = -1;
@@ -1170,10 +1209,11 @@ void train_dit(const DitOptions& o) {
     // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ.
     const auto sigma = draw_sigmas(o, o.batch).to(o.device);
     const auto noise = torch::randn_like(x0);  // the device's own generator
-    const auto s = sigma.view({-1, 1, 1, 1, 1});
-    const auto xt = (1 - s) * x0 + s * noise;
+    const auto [xt, weight] = noise_batch(x0, sigma, noise, o.given_frame);
     const auto pred = dit.forward(xt, sigma * 1000, ctx);
-    const auto loss = (pred - (noise - x0)).pow(2).mean();
+    // The mean over the frames that count (all of them unless one is given).
+    const auto loss = ((pred - (noise - x0)).pow(2) * weight).sum() /
+                      (weight.sum() * (x0.numel() / weight.numel()));
     opt.zero_grad();
     loss.backward();
     clip_grad_norm(all_params, 1.0);

@@ -105,6 +105,12 @@ struct DitOptions : StageOptions {
   int64_t text_dim = 128, text_ffn = 256, text_heads = 4, text_layers = 2;
   double text_position_lr = 20;  // learning-rate factor of umT5's relative-position tables
   double caption_dropout = 0.1;
+  // Share of training clips in which one latent frame, chosen at random, is
+  // noised less than the rest (σ·u, u uniform) and left out of the loss
+  // (noise_batch). The DiT is told the clip's σ; the frame shows it where the
+  // object is, and the direction word where it goes next, so the word pays at
+  // every σ and not only where an ideal model would need it (0.93 and above).
+  double given_frame = 0;
   // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
   // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
   // visits the levels sampling does, σ near 1 included, where the caption alone
@@ -178,6 +184,19 @@ void init_pool_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, i
 // The noise levels of one training batch: `n` draws of o.sigma, shifted by o.shift.
 torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);
 
+// The flow-matching input of one batch: x_σ = (1 − σ)·x0 + σ·ε for clips x0
+// [B, C, F, H, W] at noise levels σ [B], except that with probability
+// `given_frame` one latent frame of a clip, chosen at random, is noised to σ·u
+// (u uniform in [0, 1)) and weighs 0 in the loss; every other frame weighs 1.
+// Draws on the CPU generator (the same on every device); nothing is drawn when
+// `given_frame` is 0, so such runs draw what they drew before the option.
+struct NoisedBatch {
+  torch::Tensor xt;      // [B, C, F, H, W]
+  torch::Tensor weight;  // [B, 1, F, 1, 1]: 0 for a given frame, else 1
+};
+NoisedBatch noise_batch(const torch::Tensor& x0, const torch::Tensor& sigma,
+                        const torch::Tensor& noise, double given_frame);
+
 // How much the DiT listens to each word of the caption: the flow-matching loss
 // on clips (latents [N, C, F, H, W], their captions of the grammar's form) with
 // one word of every caption made wrong, relative to the loss with the true
@@ -189,6 +208,10 @@ torch::Tensor draw_sigmas(const DitOptions& o, int64_t n);
 // the first embedded DiTs moved it by 0.1% (docs/training.md, eighth session).
 struct WordGaps {
   double object = 0, background = 0, shape = 0, direction = 0;
+  // The direction word again, with one latent frame of each clip given clean
+  // (frame i mod F of clip i), over the other frames: how much the DiT uses
+  // the word to follow an object it has been shown.
+  double direction_given_frame = 0;
 };
 WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::Tokenizer& tok,
                    const torch::Tensor& latents, const std::vector<std::string>& captions,

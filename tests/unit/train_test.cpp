@@ -116,6 +116,43 @@ TEST(Training, NoiseLevelsFollowTheShiftedSchedule) {
   EXPECT_NEAR(share_above(s, 0.9), 0.014, 0.004);
 }
 
+TEST(Training, GivenFrameIsNoisedLessAndLeftOutOfTheLoss) {
+  torch::manual_seed(5);
+  const int64_t b = 4000, f = 5;
+  const auto x0 = torch::randn({b, 2, f, 1, 1});
+  const auto noise = torch::randn({b, 2, f, 1, 1});
+  const auto sigma = torch::rand({b}) * 0.5 + 0.5;
+  const auto s = sigma.view({-1, 1, 1, 1, 1});
+  const auto plain = (1 - s) * x0 + s * noise;
+  // None given: the plain flow-matching input, every frame weighing 1.
+  const auto none = noise_batch(x0, sigma, noise, 0);
+  EXPECT_TRUE(torch::equal(none.xt, plain));
+  EXPECT_EQ(none.weight.sizes(), (std::vector<int64_t>{b, 1, f, 1, 1}));
+  EXPECT_EQ(none.weight.sum().item<double>(), static_cast<double>(b * f));
+  // Half given: in those clips exactly one frame weighs 0, and only that frame
+  // differs from the plain input, noised at σ·u, u uniform (mean σ/2).
+  const auto half = noise_batch(x0, sigma, noise, 0.5);
+  const auto given = half.weight.view({b, f}) == 0;
+  const auto per_clip = given.sum(1);
+  EXPECT_EQ(per_clip.max().item<int64_t>(), 1);
+  EXPECT_NEAR(per_clip.to(torch::kDouble).mean().item<double>(), 0.5, 0.03);
+  const auto changed = (half.xt - plain).abs().amax({1, 3, 4}) > 1e-6;  // [B, F]
+  EXPECT_TRUE(torch::equal(changed, given & changed));  // nothing outside the given frames
+  // The given frame's level, recovered from x_σ = x0 + σ'·(ε − x0), against σ.
+  const auto gx = half.xt.permute({0, 2, 1, 3, 4}).reshape({b, f, 2});
+  const auto d = (noise - x0).permute({0, 2, 1, 3, 4}).reshape({b, f, 2});
+  const auto x = x0.permute({0, 2, 1, 3, 4}).reshape({b, f, 2});
+  const auto level = ((gx - x) * d).sum(2) / d.pow(2).sum(2);  // [B, F]
+  const auto ratio =
+      level.masked_select(given) / sigma.view({-1, 1}).expand({b, f}).masked_select(given);
+  EXPECT_GE(ratio.min().item<double>(), -1e-4);
+  EXPECT_LE(ratio.max().item<double>(), 1 + 1e-4);
+  EXPECT_NEAR(ratio.mean().item<double>(), 0.5, 0.03);
+  // Every frame can be the given one.
+  EXPECT_EQ((given.sum(0) > 0).sum().item<int64_t>(), f);
+  EXPECT_THROW(noise_batch(x0, sigma.slice(0, 0, 3), noise, 0.5), Error);
+}
+
 TEST(Training, StagesWriteLoadableModelsAndResume) {
   test::TempDir dir;
   train_tokenizer(dir.path());
@@ -195,6 +232,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   // With the sheet, how much each word moves the loss, and the x₀ error at
   // each noise level: one line per sheet.
   EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 2);
+  EXPECT_EQ(lines(dir / "dit-state" / "direction-given-frame.csv"), 2);
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 2);
   {
     // Those numbers come from word_gaps(). This toy DiT has had two steps and
@@ -215,7 +253,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     scale_cross_attention_output(1000);
     const auto g = word_gaps(dit, te, tok, z, caps, d);
     double largest = 0;
-    for (double v : {g.object, g.background, g.shape, g.direction}) {
+    for (double v : {g.object, g.background, g.shape, g.direction, g.direction_given_frame}) {
       EXPECT_TRUE(std::isfinite(v));
       largest = std::max(largest, std::abs(v));
     }
@@ -226,6 +264,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_EQ(deaf.background, 0.0);
     EXPECT_EQ(deaf.shape, 0.0);
     EXPECT_EQ(deaf.direction, 0.0);
+    EXPECT_EQ(deaf.direction_given_frame, 0.0);
     // The x₀ error at each noise level, from denoise_errors(): with the output
     // head at zero the DiT predicts v = 0, so its x₀ estimate is x_σ and the
     // error is σ²·|ε − x₀|², the same noise at every σ.
@@ -252,12 +291,15 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
   // Its sheets come on their own schedule: step 3 is no checkpoint (every 10).
-  d.steps = 4, d.window = 2, d.save_every = 10, d.sample_every = 3;
+  // Half its clips with a frame given, which the loss leaves out.
+  d.steps = 4, d.window = 2, d.save_every = 10, d.sample_every = 3, d.given_frame = 0.5;
   train_dit(d);
+  d.given_frame = 0;
   EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 5);
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-3.ppm"));
   EXPECT_TRUE(std::filesystem::exists(dir / "dit-state" / "samples-4.ppm"));
   EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 4);
+  EXPECT_EQ(lines(dir / "dit-state" / "direction-given-frame.csv"), 4);
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
