@@ -117,6 +117,11 @@ std::function<int()> add_train_command(CLI::App& app) {
   dit->add_option("--patch", a->dit.patch, "Latent cells per token along height and width")
       ->check(CLI::IsMember({1, 2, 4}))
       ->capture_default_str();
+  dit->add_option("--time-patch", a->dit.time_patch,
+                  "Latent frames per token (1 as released; all of a clip's frames: each token "
+                  "draws its place's whole course at once)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   dit->add_option("--heads", a->dit.num_heads, "DiT heads")->capture_default_str();
   dit->add_option("--layers", a->dit.num_layers, "DiT blocks")->capture_default_str();
   dit->add_option("--text-len", a->dit.text_len, "Text rows the DiT attends to")

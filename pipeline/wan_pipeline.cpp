@@ -252,6 +252,14 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
                 ": this VAE and DiT need multiples of " + std::to_string(sc * cfg.patch_w) + "×" +
                 std::to_string(sc * cfg.patch_h) + " (" + std::to_string(sc) +
                 "× VAE, patches of " + std::to_string(cfg.patch_w) + ")");
+  if (lf % cfg.patch_t != 0) {
+    // Frame counts whose latent frames fill whole tokens: tc·(k·pt − 1) + 1.
+    const int64_t tc = vae.config().time_compression(), pt = cfg.patch_t;
+    throw Error(std::to_string(p.frames) + " frames: this DiT takes " + std::to_string(pt) +
+                " latent frames per token, so " + std::to_string(tc * (pt - 1) + 1) + ", " +
+                std::to_string(tc * (2 * pt - 1) + 1) + ", " +
+                std::to_string(tc * (3 * pt - 1) + 1) + " … frames");
+  }
   auto x = initial_noise(p.seed, {1, cfg.out_dim, lf, lh, lw}).to(device_);
   auto sched = schedulers::make_scheduler(p.sampler);
   sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});

@@ -955,11 +955,23 @@ void train_dit(const DitOptions& o) {
   // token's latent values. Through a narrower width a token's noise cannot pass
   // (the first embedded DiTs, width 128 for 256 values, carried 45% of it and
   // drew no objects; docs/training.md).
-  const int64_t token_values = o.patch * o.patch * vae.config().z_dim;
+  if (o.time_patch < 1 || frames % o.time_patch != 0 ||
+      (o.window > 0 && o.window % o.time_patch != 0))
+    throw Error("kinora train dit: --time-patch " + std::to_string(o.time_patch) +
+                " must divide the clips' " + std::to_string(frames) + " latent frames" +
+                (o.window > 0 ? " and the --window" : ""));
+  if (o.time_patch > 1 && (o.locality_heads > 0 || o.motion_heads > 0))
+    throw Error(
+        "kinora train dit: --locality-heads and --motion-heads look a latent frame "
+        "back or on, and with --time-patch " +
+        std::to_string(o.time_patch) + " a token holds " + std::to_string(o.time_patch) +
+        " latent frames; use them with 1");
+  const int64_t token_values = o.time_patch * o.patch * o.patch * vae.config().z_dim;
   if (o.dim < token_values)
     throw Error("kinora train dit: --dim " + std::to_string(o.dim) +
                 " is narrower than a token's " + std::to_string(token_values) +
-                " latent values (--patch " + std::to_string(o.patch) + ": " +
+                " latent values (--patch " + std::to_string(o.patch) + ", --time-patch " +
+                std::to_string(o.time_patch) + ": " + std::to_string(o.time_patch) + "×" +
                 std::to_string(o.patch) + "×" + std::to_string(o.patch) + " cells × " +
                 std::to_string(vae.config().z_dim) +
                 " channels); the model could not carry the noise it predicts. Use --dim " +
@@ -1003,6 +1015,7 @@ void train_dit(const DitOptions& o) {
   wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
   wc.text_len = o.text_len;
   wc.patch_h = wc.patch_w = o.patch;
+  wc.patch_t = o.time_patch;
   text::T5Encoder te(tc);
   diffusion::WanModel dit(wc);
   init_t5(te.module(), mix(o.seed, 1));

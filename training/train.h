@@ -98,6 +98,12 @@ struct DitOptions : StageOptions {
   // Latent cells per token along height and width (the released: 2). `dim` must
   // be at least patch² × the VAE's channels: the values of one token.
   int64_t patch = 2;
+  // Latent frames per token (the released: 1). With all of a clip's latent
+  // frames in one token, each token draws its place's whole course through
+  // the clip at once, so what is there in one frame cannot come apart from
+  // what is there in the next; the clips' latent frame count must be a
+  // multiple, and `dim` at least time_patch × patch² × channels.
+  int64_t time_patch = 1;
   // Text rows the DiT attends to (the released models: 512). The captions are
   // short, and cross-attention over 512 rows would cost more than the rest.
   int64_t text_len = 32;

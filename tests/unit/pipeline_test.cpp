@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "diffusion/wan_dit.h"
+#include "io/safetensors.h"
 #include "media/output.h"
 #include "pipeline/wan_pipeline.h"
 #include "test_util.h"
@@ -67,6 +69,24 @@ TEST(Pipeline, SizesAreSnappedWithAMessage) {
   EXPECT_EQ(r.frames.sizes(), (std::vector<int64_t>{9, 48, 64, 3}));
   ASSERT_EQ(msgs.size(), 3u);
   EXPECT_THAT(msgs[0], HasSubstr("frames 10 → 9"));
+}
+
+TEST(Pipeline, FrameCountsMustFillTheDitsTimePatches) {
+  // The fixture DiT made to take 3 latent frames per token (random weights).
+  TempDir dir;
+  auto c = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors")).config();
+  c.patch_t = 3;
+  diffusion::WanModel m(c);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& p : m.module().named_parameters()) tensors.emplace_back(p.key(), p.value());
+  io::save_safetensors(dir / "dit.safetensors", tensors, {{"config", c.to_json()}});
+  pipeline::WanPipeline pipe;
+  auto p = tiny();
+  p.model = dir / "dit.safetensors";
+  EXPECT_EQ(pipe.generate(p).frames.size(0), 9);  // 3 latent frames: one token deep
+  p.frames = 13;                                  // 4 latent frames
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }),
+              HasSubstr("13 frames: this DiT takes 3 latent frames per token, so 9, 21, 33"));
 }
 
 TEST(Pipeline, StepCallbackAndPreview) {

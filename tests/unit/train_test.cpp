@@ -320,8 +320,8 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
         << e.what();
   }
   // ... and leaves nothing behind in a new run.
+  const auto fresh = dir / "fresh";
   {
-    const auto fresh = dir / "fresh";
     std::filesystem::create_directories(fresh);
     for (const char* f : {kTokenizerFile, kVaeFile}) std::filesystem::copy_file(dir / f, fresh / f);
     auto n = d;
@@ -330,6 +330,34 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
   }
   d.patch = 2;
+  {
+    // Tokens of several latent frames: refused where they do not divide the
+    // clips' 9 latent frames, or with heads that look a frame back; with 3 a
+    // token holds 3 frames and the exported DiT says so.
+    auto n = d;
+    n.run_dir = fresh, n.steps = 1, n.dim = 192, n.num_heads = 2;
+    auto refused = [&](const DitOptions& bad, const std::string& why) {
+      try {
+        train_dit(bad);
+        ADD_FAILURE() << "accepted: " << why;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+      }
+      EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
+    };
+    n.time_patch = 2;
+    refused(n, "--time-patch 2 must divide the clips' 9 latent frames");
+    n.time_patch = 3, n.motion_heads = 4;
+    refused(n, "with --time-patch 3 a token holds 3 latent frames");
+    n.motion_heads = 0, n.dim = 128;
+    refused(n, "--dim 128 is narrower than a token's 192");
+    n.dim = 192;
+    train_dit(n);
+    const auto dit = diffusion::WanModel::load(fresh / kDitFile);
+    EXPECT_EQ(dit.config().patch_t, 3);
+    EXPECT_EQ(dit.config().patch_h, 2);
+    std::filesystem::remove_all(fresh);
+  }
   // Resumed on centred clips: the cached latents are of clips placed anywhere,
   // so they are encoded anew, and the cache and the DiT say which they hold.
   d.clip.placement = Placement::Centred;
