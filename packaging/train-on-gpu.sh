@@ -16,6 +16,11 @@
 #   HEADS, LOCALITY, MOTION, POOL   attention heads, and how many of them start
 #             as position kernels (--locality-heads, --motion-heads, --pool-heads;
 #             defaults below)
+#   TIME_PATCH  latent frames per token (--time-patch; default 1; 5 holds a
+#             17-frame clip's 5 latent frames, with LOCALITY=0 and MOTION=0). Mind
+#             the 64 MiB that come back: the float32 DiT of width 512, 4 blocks,
+#             is 78 MB, so keep DIM at 384 or below for its files to return
+#   GIVEN     share of clips with one latent frame given (--given-frame; default 0)
 #   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
 #
 # The step count is set from the measured speed: 200 steps first (inside the
@@ -40,6 +45,8 @@ heads=${HEADS:-4}
 locality=${LOCALITY:-3}
 motion=${MOTION:-0}
 pool=${POOL:-0}
+time_patch=${TIME_PATCH:-1}
+given=${GIVEN:-0}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -77,12 +84,13 @@ preflight() {
   rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
     "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
-      --heads "$heads" --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 \
+      --time-patch "$time_patch" --given-frame "$given" --heads "$heads" --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 \
       --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
 args=(train dit --device "$device" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
+      --time-patch "$time_patch" --given-frame "$given"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
       --lr 3e-4 --warmup 300 --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
       --log-every "${LOG_EVERY:-50}" --save-every 1000
@@ -104,6 +112,7 @@ echo "trained in $(elapsed) s"
 files=(dit-state/state.json dit-state/loss.csv)
 [ -f "$run/dit-state/word-gaps.csv" ] && files+=(dit-state/word-gaps.csv)  # what each word does
 [ -f "$run/dit-state/denoise.csv" ] && files+=(dit-state/denoise.csv)  # how much of the object it finds
+[ -f "$run/dit-state/direction-given-frame.csv" ] && files+=(dit-state/direction-given-frame.csv)
 if [ -f "$run/kinora-tiny-wan-dit.safetensors" ] &&
    [ "$(python3 -c "import json;print(json.load(open('$run/dit-state/state.json'))['step'])" 2>/dev/null)" = "$steps" ]; then
   files+=(kinora-tiny-wan-dit.safetensors kinora-tiny-umt5.safetensors)
