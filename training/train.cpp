@@ -872,6 +872,14 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
     const auto sv = sg.view({-1, 1, 1, 1, 1});
     const auto xt = (1 - sv) * x0 + sv * eps;
     const auto target = eps - x0;
+    // Frame i mod F of clip i given clean, the loss over the others.
+    auto xg = xt.clone();
+    auto weight = torch::ones({e - b, 1, frames, 1, 1}, xt.options());
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t k = i % frames;
+      xg[i - b].select(1, k).copy_(x0[i - b].select(1, k));
+      weight[i - b].select(1, k).zero_();
+    }
     for (int v = 0; v < 5; ++v) {
       std::vector<std::string> variant;
       for (int64_t i = b; i < e; ++i)
@@ -879,14 +887,6 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
       const auto ctx = encode_captions(te, tok, variant, o.text_len, device);
       sum[v] += (dit.forward(xt, sg * 1000, ctx) - target).pow(2).sum().item<double>();
       if (v != 0 && v != 4) continue;
-      // Frame i mod F of clip i given clean, the loss over the others.
-      auto xg = xt.clone();
-      auto weight = torch::ones({e - b, 1, frames, 1, 1}, xt.options());
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t k = i % frames;
-        xg[i - b].select(1, k).copy_(x0[i - b].select(1, k));
-        weight[i - b].select(1, k).zero_();
-      }
       given_sum[v == 0 ? 0 : 1] +=
           ((dit.forward(xg, sg * 1000, ctx) - target).pow(2) * weight).sum().item<double>();
     }
