@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/runtime.h"
+#include "cli/convert.h"
 #include "cli/info.h"
 #include "cli/train_command.h"
 #ifdef KINORA_HAVE_PIPELINE
@@ -25,6 +26,20 @@ int main(int argc, char** argv) {
   info->add_option("files", info_files, "safetensors files or *.safetensors.index.json")
       ->required()
       ->check(CLI::ExistingFile);
+
+  std::string convert_in, convert_out, convert_dtype = "bf16";
+  auto* convert = app.add_subcommand(
+      "convert",
+      "Store a checkpoint's floating-point tensors in another precision (names, shapes and "
+      "metadata kept): float32 to bf16 halves the file");
+  convert->add_option("input", convert_in, "safetensors file or *.safetensors.index.json")
+      ->required()
+      ->check(CLI::ExistingFile);
+  convert->add_option("output", convert_out, "the .safetensors file to write (must not exist)")
+      ->required();
+  convert->add_option("--dtype", convert_dtype, "bf16, fp16 or fp32")
+      ->check(CLI::IsMember({"bf16", "fp16", "fp32"}))
+      ->capture_default_str();
 
   auto* samplers =
       app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
@@ -51,6 +66,11 @@ int main(int argc, char** argv) {
           status = 1;
         }
       }
+    } else if (*convert) {
+      const auto r = kinora::cli::convert_checkpoint(convert_in, convert_out, convert_dtype);
+      std::cout << "wrote " << convert_out << ": " << r.tensors << " tensors, " << r.converted
+                << " stored as " << convert_dtype << "; " << r.bytes_in << " → " << r.bytes_out
+                << " bytes of tensor data\n";
     } else if (*samplers) {
       for (const auto& e : kinora::schedulers::available_schedulers()) {
         std::cout << e.name;

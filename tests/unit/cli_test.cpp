@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "wan_shapes.h"
@@ -92,6 +93,52 @@ TEST(KinoraCli, InfoRefusesMalformedFilesWithNameAndReason) {
     EXPECT_THAT(r.out, HasSubstr((dir / file).string()));
     EXPECT_THAT(r.out, HasSubstr(reason));
   }
+}
+
+// A float32 checkpoint stored as bf16: every float tensor rounded, integer
+// tensors and metadata untouched, and the result still recognised; an output
+// that exists, or FP8 input, is refused with the file named.
+TEST(KinoraCli, ConvertStoresFloatTensorsInBf16AndKeepsEverythingElse) {
+  TempDir dir;
+  const auto src = dir / "model.safetensors";
+  const auto w = torch::randn({8, 4});
+  const auto steps = torch::arange(5, torch::kLong);
+  kinora::io::save_safetensors(src, {{"blocks.0.weight", w}, {"steps", steps}},
+                               {{"config", "{\"dim\": 4}"}});
+  const auto out = dir / "model.bf16.safetensors";
+  auto r = run("kinora convert " + src.string() + " " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("2 tensors, 1 stored as bf16"));
+  const auto ck = kinora::io::Checkpoint::open(out);
+  EXPECT_EQ(ck.info("blocks.0.weight").dtype, kinora::io::DType::BF16);
+  EXPECT_TRUE(torch::equal(ck.get("blocks.0.weight"), w.to(torch::kBFloat16)));
+  EXPECT_EQ(ck.info("steps").dtype, kinora::io::DType::I64);
+  EXPECT_TRUE(torch::equal(ck.get("steps"), steps));
+  EXPECT_EQ(ck.metadata().at("config"), "{\"dim\": 4}");
+
+  const auto dit = dir / "dit.bf16.safetensors";
+  ASSERT_EQ(
+      run("kinora convert " + fixture("wan21_dit_tiny.comfy.safetensors") + " " + dit.string())
+          .code,
+      0);
+  r = run("kinora info " + dit.string());
+  EXPECT_THAT(r.out, HasSubstr("dtypes:   BF16")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')")) << r.out;
+
+  r = run("kinora convert " + src.string() + " " + out.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(out.string() + ": exists"));
+  r = run("kinora convert " + src.string() + " " + src.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("is the input"));
+
+  const auto fp8 = dir / "fp8.safetensors";
+  write_raw(fp8, R"({"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})",
+            std::string(2, '\0'));
+  r = run("kinora convert " + fp8.string() + " " + (dir / "x.safetensors").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(fp8.string() + ": tensor 'a' is F8_E4M3"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.safetensors"));
 }
 
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {

@@ -1,0 +1,22 @@
+#pragma once
+// `kinora convert`: a checkpoint's floating-point tensors stored in another
+// precision (float32 → bf16 halves a file), names, shapes and metadata kept,
+// so the result loads wherever the original did.
+#include <filesystem>
+#include <string>
+
+namespace kinora::cli {
+
+struct ConvertReport {
+  std::size_t tensors = 0, converted = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;
+};
+
+// `dtype` is "bf16", "fp16" or "fp32". A sharded checkpoint (its index.json)
+// becomes one file. FP8 checkpoints are refused (their scales are per-format);
+// so are an output that exists and an output that is the input. The output is
+// written under a temporary name and renamed when complete. Throws kinora::Error.
+ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
+                                 const std::string& dtype);
+
+}  // namespace kinora::cli
