@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "media/output.h"
+#include "pipeline/embedded.h"
 #include "pipeline/wan_pipeline.h"
 
 namespace kinora::cli {
@@ -57,6 +58,9 @@ pipeline::RunCallbacks terminal_callbacks() {
 }
 
 int render_one(pipeline::WanPipeline& pipe, const Preset& p) {
+  if (p.uses_embedded_model())
+    if (const auto note = pipeline::embedded_prompt_note(p.prompt))
+      std::cerr << "kinora: note: " << *note << "\n";
   const auto r = pipe.render(p, terminal_callbacks());
   std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
             << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "base/runtime.h"
+#include "training/clips.h"
 #include "training/train.h"
 
 namespace kinora::pipeline {
@@ -29,6 +30,15 @@ std::optional<fs::path> embedded_model_dir() {
     if (all) return d;
   }
   return std::nullopt;
+}
+
+std::optional<std::string> embedded_prompt_note(const std::string& prompt) {
+  if (training::parse_caption(prompt)) return std::nullopt;
+  return "the embedded model knows only prompts of the form \"a COLOUR SHAPE moving DIRECTION "
+         "on a COLOUR background\" (colours red, green, blue, yellow, white, black, object and "
+         "background different; shapes circle, square, triangle; directions left, right, up, "
+         "down), in lower case; \"" +
+         prompt + "\" is not one, so expect an arbitrary scene";
 }
 
 }  // namespace kinora::pipeline

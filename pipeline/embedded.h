@@ -4,6 +4,7 @@
 // machine makes a real video with no download.
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace kinora::pipeline {
@@ -13,5 +14,9 @@ namespace kinora::pipeline {
 std::vector<std::filesystem::path> embedded_model_search_path();
 // The first of them that holds all four files, if any.
 std::optional<std::filesystem::path> embedded_model_dir();
+
+// The embedded model knows one sentence form; for a prompt outside it, a note
+// for the user saying so and what the form is (the render still goes ahead).
+std::optional<std::string> embedded_prompt_note(const std::string& prompt);
 
 }  // namespace kinora::pipeline

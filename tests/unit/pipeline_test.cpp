@@ -6,6 +6,7 @@
 #include "diffusion/wan_dit.h"
 #include "io/safetensors.h"
 #include "media/output.h"
+#include "pipeline/embedded.h"
 #include "pipeline/wan_pipeline.h"
 #include "test_util.h"
 
@@ -139,6 +140,20 @@ TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
   p = tiny();
   p.loras.push_back({"x.safetensors", 1.0});
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("loras"));
+}
+
+// A prompt outside the embedded model's grammar gets a note naming the form.
+TEST(Pipeline, PromptsOutsideTheEmbeddedGrammarGetANote) {
+  EXPECT_FALSE(pipeline::embedded_prompt_note("a red circle moving left on a blue background"));
+  EXPECT_FALSE(pipeline::embedded_prompt_note("a  white triangle moving up on a black background"));
+  for (const char* p :
+       {"a fox running through snow", "A red circle moving left on a blue background",
+        "a red circle moving left on a red background", ""}) {
+    const auto note = pipeline::embedded_prompt_note(p);
+    ASSERT_TRUE(note) << p;
+    EXPECT_THAT(*note, HasSubstr("a COLOUR SHAPE moving DIRECTION on a COLOUR background"));
+    EXPECT_THAT(*note, HasSubstr(std::string("\"") + p + "\" is not one"));
+  }
 }
 
 TEST(Presets, RoundTripAndValidation) {
