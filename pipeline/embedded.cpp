@@ -34,11 +34,16 @@ std::optional<fs::path> embedded_model_dir() {
 
 std::optional<std::string> embedded_prompt_note(const std::string& prompt) {
   if (training::parse_caption(prompt)) return std::nullopt;
+  auto list = [](const auto& values) {
+    std::string out;
+    for (const auto& v : values) out += (out.empty() ? "" : ", ") + std::string(training::name(v));
+    return out;
+  };
   return "the embedded model knows only prompts of the form \"a COLOUR SHAPE moving DIRECTION "
-         "on a COLOUR background\" (colours red, green, blue, yellow, white, black, object and "
-         "background different; shapes circle, square, triangle; directions left, right, up, "
-         "down), in lower case; \"" +
-         prompt + "\" is not one, so expect an arbitrary scene";
+         "on a COLOUR background\" (colours " +
+         list(training::kColours) + ", object and background different; shapes " +
+         list(training::kShapes) + "; directions " + list(training::kDirections) +
+         "), in lower case; \"" + prompt + "\" is not one, so expect an arbitrary scene";
 }
 
 }  // namespace kinora::pipeline
