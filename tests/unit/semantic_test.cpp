@@ -126,7 +126,7 @@ class Semantic : public ::testing::Test {
     dir_ = nullptr;
   }
   void SetUp() override {
-    if (!pipeline::embedded_model_dir())
+    if (!dir_)  // SetUpTestSuite found no embedded model
       GTEST_SKIP() << "the embedded model is not in assets/ (train it: docs/training.md)";
     RecordProperty("held_out_all_four_pct", static_cast<int>(Score::pct(held_.all, held_.n)));
   }
