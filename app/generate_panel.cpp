@@ -18,6 +18,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include "pipeline/embedded.h"
 #include "schedulers/registry.h"
 
 namespace kinora::app {
@@ -94,6 +95,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   fps_ = new QSpinBox(this);
   fps_->setRange(1, 240);
   hint_ = new QLabel(this);
+  hint_->setObjectName("hint");
   hint_->setWordWrap(true);
   hint_->setStyleSheet("color: gray");
 
@@ -150,6 +152,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   for (auto* s : {width_, height_, frames_})
     connect(s, &QSpinBox::editingFinished, this, &GeneratePanel::snap);
   connect(model_, &QComboBox::currentIndexChanged, this, &GeneratePanel::model_changed);
+  connect(prompt_, &QPlainTextEdit::textChanged, this, &GeneratePanel::snap);
   set_models_dir({});
   set_preset(Preset::embedded_defaults());
 }
@@ -204,11 +207,19 @@ void GeneratePanel::snap() {
   QString hint =
       "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are multiples "
       "of 16.";
-  if (model_->currentData().toString().isEmpty())
-    hint +=
-        " The embedded model draws \"a COLOUR SHAPE moving DIRECTION on a COLOUR background\" "
-        "at 64×64, 17 frames.";
   if (!notes.isEmpty()) hint += " Snapped: " + notes.join(", ") + ".";
+  // The embedded model: its sentence form, and the same note the command line
+  // prints when the prompt is outside it (the render still goes ahead).
+  if (model_->currentData().toString().isEmpty()) {
+    const QString prompt = prompt_->toPlainText();  // as preset() passes it on
+    const auto note = prompt.trimmed().isEmpty()
+                          ? std::nullopt
+                          : pipeline::embedded_prompt_note(prompt.toStdString());
+    hint += note ? " Note: " + QString::fromStdString(*note) + "."
+                 : QString(
+                       " The embedded model draws \"a COLOUR SHAPE moving DIRECTION on a "
+                       "COLOUR background\" at 64×64, 17 frames.");
+  }
   hint_->setText(hint);
 }
 

@@ -7,7 +7,9 @@
 
 #include <QApplication>
 #include <QFile>
+#include <QLabel>
 #include <QMimeData>
+#include <QPlainTextEdit>
 #include <QSignalSpy>
 #include <QUrl>
 
@@ -197,6 +199,27 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   panel.set_preset(e);
   EXPECT_EQ(panel.preset().to_json(), e.to_json());
   EXPECT_TRUE(panel.preset().uses_embedded_model());
+}
+
+TEST(GeneratePanel, TheHintSaysWhenAPromptIsOutsideTheEmbeddedGrammar) {
+  qapp();
+  GeneratePanel panel;
+  auto* hint = panel.findChild<QLabel*>("hint");
+  ASSERT_NE(hint, nullptr);
+  auto e = Preset::embedded_defaults();
+  e.prompt = "a white square moving up on a black background";
+  panel.set_preset(e);
+  EXPECT_TRUE(hint->text().contains("The embedded model draws")) << hint->text().toStdString();
+  EXPECT_FALSE(hint->text().contains("arbitrary scene")) << hint->text().toStdString();
+  // Typing a prompt outside the grammar brings the command line's note at once.
+  panel.findChild<QPlainTextEdit*>("prompt")->setPlainText("a fox running through snow");
+  EXPECT_TRUE(hint->text().contains("\"a fox running through snow\" is not one"))
+      << hint->text().toStdString();
+  // A model of the user's own knows any prompt: no note.
+  auto p = fixture_preset("");
+  p.prompt = "a fox running through snow";
+  panel.set_preset(p);
+  EXPECT_FALSE(hint->text().contains("not one")) << hint->text().toStdString();
 }
 
 TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
