@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/files.h"
 
 static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; a big-endian port needs byte swapping");
@@ -400,8 +401,7 @@ void save_safetensors(const fs::path& path,
   // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
 
-  const fs::path tmp =
-      path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  const fs::path tmp = temp_beside(path);
   auto failed = [&](const std::string& what) {
     const int err = errno;
     std::error_code ec;
@@ -422,12 +422,7 @@ void save_safetensors(const fs::path& path,
     if (!ok) failed("write failed (disk full?)");
     if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    fail_file(path, "cannot move the finished file into place: " + ec.message());
-  }
+  commit_temp(tmp, path);
 }
 
 }  // namespace kinora::io

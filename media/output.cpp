@@ -17,6 +17,7 @@ extern "C" {
 #include <sstream>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace kinora::media {
 namespace fs = std::filesystem;
@@ -100,11 +101,6 @@ std::string av_error(int code) {
 
 struct Cancelled {};
 
-fs::path temp_beside(const fs::path& path) {
-  return path.parent_path() / ("." + path.filename().string() + ".tmp-" +
-                               std::to_string(::getpid()) + path.extension().string());
-}
-
 void check_frames(const fs::path& path, const torch::Tensor& frames) {
   if (frames.dim() != 4 || frames.size(3) != 3 || frames.scalar_type() != torch::kUInt8)
     fail_file(path, "frames must be [F, H, W, 3] uint8, got " + c10::str(frames.sizes()) + " " +
@@ -113,23 +109,6 @@ void check_frames(const fs::path& path, const torch::Tensor& frames) {
   if (frames.size(1) % 2 || frames.size(2) % 2)
     fail_file(path, "frame size " + std::to_string(frames.size(2)) + "x" +
                         std::to_string(frames.size(1)) + " must be even for video");
-}
-
-void write_text_file(const fs::path& path, const std::string& text) {
-  const fs::path tmp = temp_beside(path);
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      fail_file(path, "write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fail_file(path, "cannot move the finished file into place: " + ec.message());
 }
 
 // ---------------------------------------------------------------- video (FFmpeg)
@@ -402,7 +381,7 @@ void write_output(const fs::path& path, const torch::Tensor& frames, const Write
             frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
           write_png(path, tmp / name, frames[i], frame_opts);
         }
-        write_text_file(tmp / "kinora.json", o.metadata_json);
+        write_file_atomically(tmp / "kinora.json", o.metadata_json);
         break;
       }
       default:
@@ -422,7 +401,7 @@ void write_output(const fs::path& path, const torch::Tensor& frames, const Write
     cleanup();
     fail_file(path, "cannot move the finished output into place: " + ec.message());
   }
-  if (!o.metadata_json.empty()) write_text_file(sidecar_path(path), o.metadata_json + "\n");
+  if (!o.metadata_json.empty()) write_file_atomically(sidecar_path(path), o.metadata_json + "\n");
 }
 
 std::string read_embedded_json(const fs::path& path) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -299,13 +300,7 @@ void load_into(torch::nn::Module& m, const fs::path& path) {
 }
 
 void write_json(const fs::path& path, const nlohmann::json& j) {
-  const auto tmp = fs::path(path.string() + ".tmp");
-  {
-    std::ofstream f(tmp);
-    f << j.dump(2) << "\n";
-    if (!f) fail_file(tmp, "could not write");
-  }
-  fs::rename(tmp, path);
+  write_file_atomically(path, j.dump(2) + "\n");
 }
 
 nlohmann::json read_json(const fs::path& path) {
@@ -319,9 +314,16 @@ nlohmann::json read_json(const fs::path& path) {
 
 // The optimizer through a temporary name, like every other file written here.
 void save_optimizer(torch::optim::Optimizer& opt, const fs::path& path) {
-  const auto tmp = fs::path(path.string() + ".tmp");
-  torch::save(opt, tmp.string());
-  fs::rename(tmp, path);
+  const auto tmp = temp_beside(path);
+  try {
+    torch::save(opt, tmp.string());
+  } catch (const c10::Error& e) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fail_file(path,
+              std::string("could not write the optimizer state: ") + e.what_without_backtrace());
+  }
+  commit_temp(tmp, path);
 }
 
 // One line per logged step: step, the stage's losses, lr, seconds so far.
@@ -359,9 +361,11 @@ void truncate_log(const fs::path& path, int64_t step) {
 // A binary PPM: a dependency-free image of training samples.
 void write_ppm(const fs::path& path, const Tensor& rgb) {  // [H, W, 3] uint8
   const auto t = rgb.contiguous();
-  std::ofstream f(path, std::ios::binary);
-  f << "P6\n" << t.size(1) << " " << t.size(0) << "\n255\n";
-  f.write(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()), t.numel());
+  std::string bytes =
+      "P6\n" + std::to_string(t.size(1)) + " " + std::to_string(t.size(0)) + "\n255\n";
+  bytes.append(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()),
+               static_cast<std::size_t>(t.numel()));
+  write_file_atomically(path, bytes);
 }
 
 // Clips [B, 3, F, H, W] in [−1, 1] → one image [B·H, n·W, 3] uint8: a row per
