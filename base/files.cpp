@@ -32,7 +32,7 @@ void commit_temp(const fs::path& tmp, const fs::path& path) {
   fail_file(path, "cannot move the finished file into place: " + ec.message());
 }
 
-void write_file_atomically(const fs::path& path, std::string_view bytes) {
+void write_file_atomically(const fs::path& path, const std::function<bool(std::FILE*)>& write) {
   const fs::path tmp = temp_beside(path);
   auto failed = [&](const std::string& what) {
     const int err = errno;
@@ -46,12 +46,16 @@ void write_file_atomically(const fs::path& path, std::string_view bytes) {
   errno = 0;
   std::unique_ptr<std::FILE, Closer> f(std::fopen(tmp.c_str(), "wb"));
   if (!f) failed("cannot create " + tmp.filename().string());
-  const bool ok =
-      (bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f.get()) == bytes.size()) &&
-      std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
+  const bool ok = write(f.get()) && std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
   if (!ok) failed("write failed (disk full?)");
   if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
   commit_temp(tmp, path);
+}
+
+void write_file_atomically(const fs::path& path, std::string_view bytes) {
+  write_file_atomically(path, [&](std::FILE* f) {
+    return bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  });
 }
 
 }  // namespace kinora

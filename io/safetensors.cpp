@@ -369,14 +369,6 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType
 
 // ---------------------------------------------------------------- writer
 
-namespace {
-struct FileCloser {
-  void operator()(std::FILE* f) const {
-    if (f) std::fclose(f);
-  }
-};
-}  // namespace
-
 void save_safetensors(const fs::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
@@ -401,28 +393,16 @@ void save_safetensors(const fs::path& path,
   // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
 
-  const fs::path tmp = temp_beside(path);
-  auto failed = [&](const std::string& what) {
-    const int err = errno;
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail_file(path, what + (err ? std::string(": ") + std::strerror(err) : std::string()));
-  };
-  {
-    std::unique_ptr<std::FILE, FileCloser> f(std::fopen(tmp.c_str(), "wb"));
-    if (!f) failed("cannot create " + tmp.filename().string());
+  write_file_atomically(path, [&](std::FILE* f) {
     const uint64_t n = text.size();
-    bool ok = std::fwrite(&n, 8, 1, f.get()) == 1 &&
-              std::fwrite(text.data(), 1, text.size(), f.get()) == text.size();
+    bool ok =
+        std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
     for (std::size_t i = 0; ok && i < data.size(); ++i) {
       const auto bytes = static_cast<std::size_t>(data[i].numel()) * data[i].element_size();
-      ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f.get()) == bytes;
+      ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f) == bytes;
     }
-    ok = ok && std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
-    if (!ok) failed("write failed (disk full?)");
-    if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
-  }
-  commit_temp(tmp, path);
+    return ok;
+  });
 }
 
 }  // namespace kinora::io

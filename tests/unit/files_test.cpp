@@ -62,6 +62,18 @@ TEST(Files, AFailedWriteNamesTheFileAndLeavesTheOldOneAndNoTemporary) {
   }
   EXPECT_TRUE(fs::is_directory(taken / "inside"));
   EXPECT_EQ(entries(tmp.path()), 1u);
+  // A write that fails half-way (as a full disk does): the old file stays.
+  const auto kept = tmp.path() / "kept.bin";
+  write_file_atomically(kept, "old");
+  try {
+    write_file_atomically(kept,
+                          [](std::FILE* f) { return std::fputs("new, cut sh", f) >= 0 && false; });
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("write failed"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read(kept), "old");
+  EXPECT_EQ(entries(tmp.path()), 2u);
 }
 
 TEST(Files, TheTemporaryLiesBesideTheFileAndKeepsItsExtension) {
