@@ -355,7 +355,7 @@ void truncate_log(const fs::path& path, int64_t step) {
     header = false;
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  write_file_atomically(path, kept);
 }
 
 // A binary PPM: a dependency-free image of training samples.
