@@ -140,6 +140,11 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "so that the rest follows it (the direction word pays at every noise level)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
+  dit->add_option("--object-weight", a->dit.object_weight,
+                  "Extra loss weight of the latent cells where the object is (0: none), so "
+                  "its edge, where the shape is, is not outweighed by the background")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
   dit->add_option("--shift", a->dit.shift,
                   "Noise levels drawn are shifted as the sampler's schedule is (its --shift)")
       ->check(CLI::Range(1.0, 20.0))

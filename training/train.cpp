@@ -806,6 +806,15 @@ Tensor draw_sigmas(const DitOptions& o, int64_t n) {
   return o.shift * u / (1 + (o.shift - 1) * u);
 }
 
+Tensor object_weights(const Tensor& x0, double k, double threshold) {
+  if (x0.dim() != 5) throw Error("object_weights: latents must be [B, C, F, H, W]");
+  const auto background = std::get<0>(x0.flatten(3).median(3)).unsqueeze(-1).unsqueeze(-1);
+  const auto distance = (x0 - background).pow(2).mean(1, true).sqrt();  // [B, 1, F, H, W]
+  const auto object = torch::max_pool3d((distance > threshold).to(x0.scalar_type()), {1, 3, 3},
+                                        {1, 1, 1}, {0, 1, 1});
+  return 1 + k * object;
+}
+
 NoisedBatch noise_batch(const Tensor& x0, const Tensor& sigma, const Tensor& noise,
                         double given_frame) {
   if (x0.dim() != 5 || sigma.dim() != 1 || sigma.size(0) != x0.size(0) ||
@@ -1226,7 +1235,8 @@ void train_dit(const DitOptions& o) {
     // Flow matching: x_σ = (1 − σ)·x0 + σ·ε, the model predicts ε − x0 at t = 1000σ.
     const auto sigma = draw_sigmas(o, o.batch).to(o.device);
     const auto noise = torch::randn_like(x0);  // the device's own generator
-    const auto [xt, weight] = noise_batch(x0, sigma, noise, o.given_frame);
+    auto [xt, weight] = noise_batch(x0, sigma, noise, o.given_frame);
+    if (o.object_weight > 0) weight = weight * object_weights(x0, o.object_weight);
     const auto pred = dit.forward(xt, sigma * 1000, ctx);
     // The mean over the frames that count (all of them unless one is given).
     const auto loss = ((pred - (noise - x0)).pow(2) * weight).sum() /

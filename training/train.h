@@ -117,6 +117,10 @@ struct DitOptions : StageOptions {
   // object is, and the direction word where it goes next, so the word pays at
   // every σ and not only where an ideal model would need it (0.93 and above).
   double given_frame = 0;
+  // Extra loss weight of the latent cells where the object is (object_weights):
+  // 0 weighs every cell alike. The object is a tenth of a frame, and its shape
+  // a few cells at its edge; the background outweighs them in the mean.
+  double object_weight = 0;
   // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
   // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
   // visits the levels sampling does, σ near 1 included, where the caption alone
@@ -202,6 +206,13 @@ struct NoisedBatch {
 };
 NoisedBatch noise_batch(const torch::Tensor& x0, const torch::Tensor& sigma,
                         const torch::Tensor& noise, double given_frame);
+
+// Per-cell loss weights [B, 1, F, H, W] of latents x0 [B, C, F, H, W]: 1 + k
+// where the object is, 1 elsewhere. The object's cells are those whose RMS
+// distance (over channels) from their frame's background, the per-channel
+// median of the frame, exceeds `threshold`, grown by one cell every way so that
+// its edge, where the shape is, counts whole.
+torch::Tensor object_weights(const torch::Tensor& x0, double k, double threshold = 0.8);
 
 // How much the DiT listens to each word of the caption: the flow-matching loss
 // on clips (latents [N, C, F, H, W], their captions of the grammar's form) with

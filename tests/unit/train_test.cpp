@@ -153,6 +153,28 @@ TEST(Training, GivenFrameIsNoisedLessAndLeftOutOfTheLoss) {
   EXPECT_THROW(noise_batch(x0, sigma.slice(0, 0, 3), noise, 0.5), Error);
 }
 
+TEST(Training, ObjectWeightsCoverTheObjectAndItsEdge) {
+  // Two clips, 16 channels, 2 frames of 8×8: a background of its own per
+  // channel, plus small noise, and in clip 0's frame 0 an object at rows 3–4,
+  // columns 5–6; clip 1 is background alone.
+  torch::manual_seed(2);
+  auto x0 = torch::randn({2, 16, 1, 1, 1}).expand({2, 16, 2, 8, 8}).clone() +
+            0.05 * torch::randn({2, 16, 2, 8, 8});
+  x0.index_put_(
+      {0, torch::indexing::Slice(), 0, torch::indexing::Slice(3, 5), torch::indexing::Slice(5, 7)},
+      x0.index({0, torch::indexing::Slice(), 0, torch::indexing::Slice(3, 5),
+                torch::indexing::Slice(5, 7)}) +
+          1.5);
+  const auto w = object_weights(x0, 4);
+  ASSERT_EQ(w.sizes(), (std::vector<int64_t>{2, 1, 2, 8, 8}));
+  auto expected = torch::ones({2, 1, 2, 8, 8});
+  expected.index_put_({0, 0, 0, torch::indexing::Slice(2, 6), torch::indexing::Slice(4, 8)}, 5);
+  EXPECT_TRUE(torch::equal(w, expected)) << w[0][0][0];
+  // No weight: every cell 1.
+  EXPECT_TRUE(torch::equal(object_weights(x0, 0), torch::ones({2, 1, 2, 8, 8})));
+  EXPECT_THROW(object_weights(x0[0], 4), Error);
+}
+
 TEST(Training, StagesWriteLoadableModelsAndResume) {
   test::TempDir dir;
   train_tokenizer(dir.path());
