@@ -5,8 +5,10 @@
 #include <QHBoxLayout>
 #include <QLineEdit>
 #include <QMenu>
+#include <QPainter>
 #include <QPushButton>
 #include <QVBoxLayout>
+#include <QtConcurrent/QtConcurrentMap>
 
 #include <nlohmann/json.hpp>
 
@@ -26,15 +28,34 @@ QString embedded_preset_json(const QString& path, QString* error) {
 }
 
 namespace {
-QImage thumbnail(const QString& path) {
+constexpr int kThumb = 128;
+
+// Runs on the worker thread: touches no widget.
+Gallery::Entry read_entry(const QString& path) {
+  Gallery::Entry e{path, {}, {}};
   try {
     const auto f = media::read_frames(path.toStdString(), 1)[0].contiguous();
     const int h = static_cast<int>(f.size(0)), w = static_cast<int>(f.size(1));
-    return QImage(f.data_ptr<uint8_t>(), w, h, 3 * w, QImage::Format_RGB888)
-        .scaled(128, 128, Qt::KeepAspectRatio, Qt::FastTransformation);
+    // scaled() copies out of the tensor's memory before it is freed.
+    e.thumbnail = QImage(f.data_ptr<uint8_t>(), w, h, 3 * w, QImage::Format_RGB888)
+                      .scaled(kThumb, kThumb, Qt::KeepAspectRatio, Qt::FastTransformation);
   } catch (const std::exception&) {
-    return {};
   }
+  const auto preset = embedded_preset_json(path);
+  if (!preset.isEmpty())
+    e.prompt = QString::fromStdString(
+        nlohmann::json::parse(preset.toStdString()).value("prompt", std::string()));
+  return e;
+}
+
+// Shown until a file's thumbnail is read.
+const QIcon& placeholder() {
+  static const QIcon icon = [] {
+    QPixmap p(kThumb, kThumb * 9 / 16);
+    p.fill(QColor(60, 60, 60));
+    return QIcon(p);
+  }();
+  return icon;
 }
 }  // namespace
 
@@ -56,6 +77,12 @@ Gallery::Gallery(QWidget* parent) : QWidget(parent) {
   l->addLayout(top);
   l->addWidget(list_, 1);
   connect(filter_, &QLineEdit::textChanged, this, &Gallery::apply_filter);
+  connect(&watcher_, &QFutureWatcherBase::resultReadyAt, this,
+          [this](int i) { fill(watcher_.resultAt(i)); });
+  connect(&watcher_, &QFutureWatcherBase::finished, this, [this] {
+    running_.clear();
+    start_next();
+  });
   connect(list_, &QListWidget::itemActivated, this,
           [this](QListWidgetItem* i) { Q_EMIT open(i->data(Qt::UserRole).toString()); });
   connect(list_, &QListWidget::itemClicked, this,
@@ -74,32 +101,69 @@ Gallery::Gallery(QWidget* parent) : QWidget(parent) {
   });
 }
 
+Gallery::~Gallery() {
+  stop();
+}
+
+void Gallery::stop() {
+  waiting_.clear();
+  watcher_.cancel();
+  watcher_.waitForFinished();
+  running_.clear();
+}
+
+void Gallery::load(const QStringList& paths) {
+  waiting_ += paths;
+  if (running_.isEmpty()) start_next();
+}
+
+void Gallery::start_next() {
+  if (waiting_.isEmpty()) {
+    Q_EMIT loaded();
+    return;
+  }
+  running_.swap(waiting_);
+  waiting_.clear();
+  watcher_.setFuture(QtConcurrent::mapped(running_, read_entry));
+}
+
+void Gallery::fill(const Entry& e) {
+  for (int i = 0; i < list_->count(); ++i) {
+    auto* item = list_->item(i);
+    if (item->data(Qt::UserRole).toString() != e.path) continue;
+    if (!e.thumbnail.isNull()) item->setIcon(QIcon(QPixmap::fromImage(e.thumbnail)));
+    item->setData(Qt::UserRole + 1, e.prompt);
+    item->setToolTip(e.prompt.isEmpty() ? e.path : e.prompt);
+  }
+  apply_filter();
+}
+
 void Gallery::set_folder(const QString& folder) {
   folder_ = folder;
   refresh();
 }
 
 QListWidgetItem* Gallery::make_item(const QString& path) {
-  auto* item =
-      new QListWidgetItem(QIcon(QPixmap::fromImage(thumbnail(path))), QFileInfo(path).fileName());
+  auto* item = new QListWidgetItem(placeholder(), QFileInfo(path).fileName());
   item->setData(Qt::UserRole, path);
-  QString prompt;
-  const auto preset = embedded_preset_json(path);
-  if (!preset.isEmpty())
-    prompt = QString::fromStdString(
-        nlohmann::json::parse(preset.toStdString()).value("prompt", std::string()));
-  item->setData(Qt::UserRole + 1, prompt);
-  item->setToolTip(prompt.isEmpty() ? path : prompt);
+  item->setData(Qt::UserRole + 1, QString());
+  item->setToolTip(path);
   return item;
 }
 
 void Gallery::refresh() {
+  stop();
   list_->clear();
   if (folder_.isEmpty()) return;
   const auto files =
       QDir(folder_).entryInfoList({"*.mp4", "*.webm", "*.mov", "*.png"}, QDir::Files, QDir::Time);
-  for (const auto& f : files) list_->addItem(make_item(f.absoluteFilePath()));
+  QStringList paths;
+  for (const auto& f : files) {
+    paths << f.absoluteFilePath();
+    list_->addItem(make_item(paths.back()));
+  }
   apply_filter();
+  load(paths);
 }
 
 void Gallery::add(const QString& path) {
@@ -108,6 +172,7 @@ void Gallery::add(const QString& path) {
   list_->insertItem(0, make_item(path));
   list_->setCurrentRow(0);
   apply_filter();
+  load({path});
 }
 
 QString Gallery::selected() const {

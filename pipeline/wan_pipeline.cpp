@@ -39,8 +39,8 @@ fs::path resolve(const std::string& entry, const std::string& key, const std::st
   std::error_code ec;
   if (fs::exists(entry, ec)) return entry;
   if (!models_dir.empty()) {
-    for (const fs::path candidate : {fs::path(models_dir) / subfolder / entry,
-                                     fs::path(models_dir) / subfolder / (entry + ".safetensors")})
+    for (const fs::path& candidate : {fs::path(models_dir) / subfolder / entry,
+                                      fs::path(models_dir) / subfolder / (entry + ".safetensors")})
       if (fs::exists(candidate, ec)) return candidate;
     throw Error("preset: key '" + key + "': '" + entry + "' is neither a file nor in " +
                 (fs::path(models_dir) / subfolder).string());

@@ -8,6 +8,7 @@
 #include <QApplication>
 #include <QFile>
 #include <QLabel>
+#include <QLineEdit>
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSignalSpy>
@@ -16,10 +17,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
+#include "app/gallery.h"
 #include "app/generate_panel.h"
 #include "app/main_window.h"
 #include "app/queue_model.h"
 #include "app/worker.h"
+#include "media/output.h"
 #include "pipeline/wan_pipeline.h"
 
 namespace kinora::app {
@@ -199,6 +204,70 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   panel.set_preset(e);
   EXPECT_EQ(panel.preset().to_json(), e.to_json());
   EXPECT_TRUE(panel.preset().uses_embedded_model());
+}
+
+TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
+  qapp();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  // Two outputs with Kinora parameters (a red clip, a green one) and a file
+  // that only looks like a video.
+  auto clip = [&](const char* name, int r, int g, const char* prompt) {
+    auto frames = torch::zeros({3, 32, 48, 3}, torch::kUInt8);
+    frames.select(3, 0).fill_(r), frames.select(3, 1).fill_(g);
+    media::WriteOptions o;
+    o.metadata_json = nlohmann::json{{"preset", {{"prompt", prompt}}}}.dump();
+    media::write_output(dir / name, frames, o);
+  };
+  clip("red.mp4", 220, 0, "a red square moving up on a black background");
+  clip("green.mp4", 0, 220, "a green circle moving left on a white background");
+  std::ofstream(dir / "broken.mp4") << "not a video";
+
+  Gallery g;
+  QSignalSpy loaded(&g, &Gallery::loaded);
+  g.set_folder(QString::fromStdString(dir.string()));
+  // Listed at once, nothing read yet: the reading is the worker's, and its
+  // results reach the window through the event loop.
+  ASSERT_EQ(g.list()->count(), 3);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(g.list()->item(i)->data(Qt::UserRole + 1).toString().isEmpty());
+  ASSERT_TRUE(loaded.count() > 0 || loaded.wait(20000));
+  EXPECT_EQ(g.pending(), 0);
+
+  auto item = [&](const char* name) -> QListWidgetItem* {
+    for (int i = 0; i < g.list()->count(); ++i)
+      if (g.list()->item(i)->data(Qt::UserRole).toString().endsWith(name)) return g.list()->item(i);
+    return nullptr;
+  };
+  auto centre = [&](const char* name) {
+    const auto img = item(name)->icon().pixmap(128, 128).toImage();
+    return img.pixelColor(img.width() / 2, img.height() / 2);
+  };
+  ASSERT_TRUE(item("red.mp4") && item("green.mp4") && item("broken.mp4"));
+  EXPECT_GT(centre("red.mp4").red(), 180);
+  EXPECT_LT(centre("red.mp4").green(), 60);
+  EXPECT_GT(centre("green.mp4").green(), 180);
+  EXPECT_EQ(centre("broken.mp4"), QColor(60, 60, 60));  // the placeholder stays
+  EXPECT_EQ(item("red.mp4")->toolTip(), "a red square moving up on a black background");
+  EXPECT_TRUE(item("broken.mp4")->toolTip().endsWith("broken.mp4"));
+
+  // The prompts filter.
+  g.findChild<QLineEdit*>()->setText("green circle");
+  EXPECT_EQ(g.visible_count(), 1);
+  EXPECT_FALSE(item("green.mp4")->isHidden());
+  g.findChild<QLineEdit*>()->setText("");
+  EXPECT_EQ(g.visible_count(), 3);
+
+  // A new output goes first and is read the same way; a refresh while files
+  // are being read starts over without losing any.
+  clip("blue.mp4", 0, 0, "a blue triangle moving down on a red background");
+  g.add(QString::fromStdString((dir / "blue.mp4").string()));
+  g.refresh();
+  ASSERT_EQ(g.list()->count(), 4);
+  ASSERT_TRUE(g.pending() == 0 || loaded.wait(20000));
+  while (g.pending() > 0) ASSERT_TRUE(loaded.wait(20000));
+  EXPECT_EQ(item("blue.mp4")->toolTip(), "a blue triangle moving down on a red background");
+  EXPECT_EQ(item("red.mp4")->toolTip(), "a red square moving up on a black background");
 }
 
 TEST(GeneratePanel, TheHintSaysWhenAPromptIsOutsideTheEmbeddedGrammar) {
