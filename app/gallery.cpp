@@ -5,10 +5,11 @@
 #include <QHBoxLayout>
 #include <QLineEdit>
 #include <QMenu>
-#include <QPainter>
 #include <QPushButton>
 #include <QVBoxLayout>
 #include <QtConcurrent/QtConcurrentMap>
+
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -122,8 +123,7 @@ void Gallery::start_next() {
     Q_EMIT loaded();
     return;
   }
-  running_.swap(waiting_);
-  waiting_.clear();
+  running_ = std::exchange(waiting_, {});
   watcher_.setFuture(QtConcurrent::mapped(running_, read_entry));
 }
 
