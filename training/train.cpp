@@ -1196,7 +1196,10 @@ void train_dit(const DitOptions& o) {
     save_optimizer(opt, state / "optimizer.pt");
     with_ema([&] {
       export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
-      if (o.sample_every > 0 && step == o.steps) sample();
+      if (step >= o.steps) {  // complete: the sheet and the run's files, in the same swap
+        if (o.sample_every > 0 && step == o.steps) sample();
+        export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile);
+      }
     });
     write_json(state / "state.json", {{"step", step},
                                       {"seconds", seconds},
@@ -1271,7 +1274,6 @@ void train_dit(const DitOptions& o) {
     say(o, "dit: stopped at step " + std::to_string(step) + "; run again to resume");
     return;
   }
-  with_ema([&] { export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile); });
   say(o, "dit: wrote " + (o.run_dir / kDitFile).string() + " and " +
              (o.run_dir / kTextEncoderFile).string());
 }
