@@ -145,6 +145,10 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "its edge, where the shape is, is not outweighed by the background")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
+  dit->add_option("--init-from", a->dit.init_from,
+                  "A trained model's folder (its kinora-tiny-wan-dit and kinora-tiny-umt5 "
+                  "files, e.g. assets/) to start a fresh run from; same configs")
+      ->check(CLI::ExistingDirectory);
   dit->add_option("--shift", a->dit.shift,
                   "Noise levels drawn are shifted as the sampler's schedule is (its --shift)")
       ->check(CLI::Range(1.0, 20.0))

@@ -21,6 +21,12 @@
 #             the 64 MiB that come back: the float32 DiT of width 512, 4 blocks,
 #             is 78 MB, so keep DIM at 384 or below for its files to return
 #   GIVEN     share of clips with one latent frame given (--given-frame; default 0)
+#   INIT      a trained model's folder to start from (--init-from; e.g. assets,
+#             whose bf16 files travel with the working tree; its configs must
+#             match DIM, HEADS, LAYERS, FFN, PATCH and TIME_PATCH)
+#   OBJECT_WEIGHT, LR   --object-weight (default 0) and the peak --lr (3e-4)
+#   BUILT     a kinora binary already built for this machine: no build (for a
+#             dry run of the script here with DEVICE=cpu)
 #   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
 #
 # The step count is set from the measured speed: 200 steps first (inside the
@@ -47,37 +53,44 @@ motion=${MOTION:-0}
 pool=${POOL:-0}
 time_patch=${TIME_PATCH:-1}
 given=${GIVEN:-0}
+init=${INIT:-}
+object_weight=${OBJECT_WEIGHT:-0}
+lr=${LR:-3e-4}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
 # ---------------------------------------------------------------- build
-torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
-[ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
-export LD_LIBRARY_PATH=$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-echo "$(nproc) cores; $(cmake --version | head -1); $(g++ --version | head -1); torch at ${torch_prefix:-none}"
-configure() {
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    "-DCMAKE_PREFIX_PATH=${torch_prefix:+$torch_prefix;}$deps" \
-    -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF -DKINORA_BUILD_MEDIA=OFF \
-    -DKINORA_BUILD_APP=OFF ${EXTRA_CMAKE_ARGS:-} "$@" >"$OUT/configure.txt" 2>&1
-}
-if [ "$device" = cuda ]; then
-  # The project's CUDA mode; without the CUDA language if that fails
-  # (LibTorch's own config still links its CUDA libraries).
-  configure -DKINORA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 ||
-    { echo "configure with KINORA_CUDA=ON failed; again without"; tail -30 "$OUT/configure.txt";
-      rm -rf build-gpu; configure; }
+if [ -n "${BUILT:-}" ]; then
+  K=$BUILT
 else
-  configure
-fi || { tail -60 "$OUT/configure.txt"; exit 1; }
-grep -E "Kinora: LibTorch" "$OUT/configure.txt"
-cmake --build build-gpu --target kinora -j"$(nproc)" >"$OUT/build.txt" 2>&1 ||
-  { grep -E -A5 "error" "$OUT/build.txt" | head -80; exit 1; }
-echo "built in $(elapsed) s"
+  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+  [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+  export LD_LIBRARY_PATH=$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  echo "$(nproc) cores; $(cmake --version | head -1); $(g++ --version | head -1); torch at ${torch_prefix:-none}"
+  configure() {
+    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      "-DCMAKE_PREFIX_PATH=${torch_prefix:+$torch_prefix;}$deps" \
+      -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF -DKINORA_BUILD_MEDIA=OFF \
+      -DKINORA_BUILD_APP=OFF ${EXTRA_CMAKE_ARGS:-} "$@" >"$OUT/configure.txt" 2>&1
+  }
+  if [ "$device" = cuda ]; then
+    # The project's CUDA mode; without the CUDA language if that fails
+    # (LibTorch's own config still links its CUDA libraries).
+    configure -DKINORA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 ||
+      { echo "configure with KINORA_CUDA=ON failed; again without"; tail -30 "$OUT/configure.txt";
+        rm -rf build-gpu; configure; }
+  else
+    configure
+  fi || { tail -60 "$OUT/configure.txt"; exit 1; }
+  grep -E "Kinora: LibTorch" "$OUT/configure.txt"
+  cmake --build build-gpu --target kinora -j"$(nproc)" >"$OUT/build.txt" 2>&1 ||
+    { grep -E -A5 "error" "$OUT/build.txt" | head -80; exit 1; }
+  echo "built in $(elapsed) s"
+  K=build-gpu/bin/kinora
+fi
 
 # ---------------------------------------------------------------- train
-K=build-gpu/bin/kinora
 # A few steps of a tiny DiT first (tokenizer, a step on the device, a sample
 # sheet, a checkpoint), so that a fault shows in seconds.
 preflight() {
@@ -92,9 +105,10 @@ echo "preflight passed at $(elapsed) s"
 args=(train dit --device "$device" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --time-patch "$time_patch" --given-frame "$given"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
-      --lr 3e-4 --warmup 300 --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
+      --lr "$lr" --warmup 300 --object-weight "$object_weight" --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
       --log-every "${LOG_EVERY:-50}" --save-every 1000
       --sample-every 1000)
+[ -n "$init" ] && args+=(--init-from "$init")
 first=${FIRST:-200}
 "$K" "${args[@]}" --steps "$first" || exit 1
 # Seconds per step from the loss log's last two lines (step, loss, lr, seconds):
@@ -115,9 +129,19 @@ files=(dit-state/state.json dit-state/loss.csv)
 [ -f "$run/dit-state/direction-given-frame.csv" ] && files+=(dit-state/direction-given-frame.csv)
 if [ -f "$run/kinora-tiny-wan-dit.safetensors" ] &&
    [ "$(python3 -c "import json;print(json.load(open('$run/dit-state/state.json'))['step'])" 2>/dev/null)" = "$steps" ]; then
-  files+=(kinora-tiny-wan-dit.safetensors kinora-tiny-umt5.safetensors)
+  dit=kinora-tiny-wan-dit.safetensors te=kinora-tiny-umt5.safetensors
 else  # stopped early: the EMA weights of the last checkpoint
-  files+=(dit-state/ema-dit.safetensors dit-state/ema-umt5.safetensors)
+  dit=dit-state/ema-dit.safetensors te=dit-state/ema-umt5.safetensors
+fi
+# Over 48 MB in float32 (width 512: 78 MB) they come back in bf16, as shipped.
+if [ "$(stat -c %s "$run/$dit")" -gt 48000000 ]; then
+  for f in "$dit" "$te"; do
+    rm -f "$run/bf16-$(basename "$f")"
+    "$K" convert "$run/$f" "$run/bf16-$(basename "$f")" --dtype bf16 || exit 1
+    files+=("bf16-$(basename "$f")")
+  done
+else
+  files+=("$dit" "$te")
 fi
 tar -C "$run" -cf - "${files[@]}" | split -b 15m - "$OUT/run.tar.part-"
 cp "$(ls -v "$run"/dit-state/samples-*.ppm | tail -1)" "$OUT/"

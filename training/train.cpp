@@ -299,6 +299,30 @@ void load_into(torch::nn::Module& m, const fs::path& path) {
   }
 }
 
+// A trained model's file into a fresh run's module: its config (metadata) must
+// be the run's, key for key, so that a model of other heads or patches (the same
+// shapes, another meaning) is refused by name rather than trained on.
+void load_trained(torch::nn::Module& m, const fs::path& path, const std::string& config) {
+  if (!fs::exists(path)) fail_file(path, "no such file (--init-from wants a trained run's folder)");
+  {
+    const auto ck = io::Checkpoint::open(path);
+    const auto it = ck.metadata().find("config");
+    if (it == ck.metadata().end()) fail_file(path, "has no config in its metadata");
+    nlohmann::json had, want = nlohmann::json::parse(config);
+    try {
+      had = nlohmann::json::parse(it->second);
+    } catch (const nlohmann::json::exception&) {
+      fail_file(path, "its config metadata is not JSON");
+    }
+    for (const auto& [key, value] : want.items())
+      if (!had.contains(key) || had[key] != value)
+        fail_file(path, "its config has " + key + " = " +
+                            (had.contains(key) ? had[key].dump() : std::string("nothing")) +
+                            "; this run's is " + value.dump());
+  }
+  load_into(m, path);
+}
+
 void write_json(const fs::path& path, const nlohmann::json& j) {
   write_file_atomically(path, j.dump(2) + "\n");
 }
@@ -1060,6 +1084,11 @@ void train_dit(const DitOptions& o) {
                       o.locality_depth);
     init_pool_heads(dit.module(), wc.num_heads, o.locality_heads + o.motion_heads, o.pool_heads,
                     o.locality_depth);
+    if (!o.init_from.empty()) {
+      load_trained(dit.module(), o.init_from / kDitFile, wc.to_json());
+      load_trained(te.module(), o.init_from / kTextEncoderFile, tc.to_json());
+      say(o, "dit: starting from the model in " + o.init_from.string());
+    }
   }
   auto ema_dit = clones(dit.module()), ema_te = clones(te.module());
   int64_t step = 0, locality_heads = o.locality_heads, motion_heads = o.motion_heads,

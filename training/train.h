@@ -128,6 +128,12 @@ struct DitOptions : StageOptions {
   SigmaDraw sigma = SigmaDraw::Uniform;
   double shift = 3.0;
   double ema = 0.999;
+  // A trained model to start a fresh run from: a folder holding its
+  // kinora-tiny-wan-dit and kinora-tiny-umt5 files (any float dtype, the
+  // shipped bf16 ones too), whose configs must be this run's. Live and EMA
+  // weights start as that model; the optimizer and the schedule start afresh.
+  // Ignored when the run resumes from its own state.
+  std::filesystem::path init_from;
   // Every this many steps (and when the stage completes), clips sampled from
   // noise with the EMA weights: dit-state/samples-STEP.ppm. 0: never.
   int64_t sample_every = 1000;

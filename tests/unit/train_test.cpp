@@ -311,6 +311,51 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
       EXPECT_NE(std::string(e.what()).find("\"a red circle\""), std::string::npos) << e.what();
     }
   }
+  {
+    // A fresh run started from a trained model's files, in bf16 as shipped:
+    // with the learning rate at 0 its first step changes nothing, so the
+    // model it exports is those weights exactly (bf16 widens to float32
+    // without loss). A model of another config is refused by name.
+    const auto from = dir / "from", run = dir / "init";
+    std::filesystem::create_directories(from);
+    std::filesystem::create_directories(run);
+    for (const char* f : {kTokenizerFile, kVaeFile}) std::filesystem::copy_file(dir / f, run / f);
+    for (const char* f : {kDitFile, kTextEncoderFile}) {
+      const auto ck = io::Checkpoint::open(dir / f);
+      std::vector<std::pair<std::string, torch::Tensor>> half;
+      for (const auto& name : ck.names())
+        half.emplace_back(name, ck.get(name).to(torch::kBFloat16));
+      io::save_safetensors(from / f, half, ck.metadata());
+    }
+    auto n = d;
+    n.run_dir = run, n.init_from = from, n.steps = 1, n.lr = 0, n.sample_every = 0;
+    train_dit(n);
+    for (const char* f : {kDitFile, kTextEncoderFile}) {
+      const auto want = io::Checkpoint::open(from / f), got = io::Checkpoint::open(run / f);
+      ASSERT_EQ(got.names(), want.names()) << f;
+      for (const auto& name : want.names())
+        EXPECT_TRUE(torch::equal(got.get(name), want.get(name).to(torch::kFloat32)))
+            << f << " " << name;
+    }
+    // Without it, the same run starts elsewhere.
+    std::filesystem::remove_all(run / "dit-state");
+    n.init_from.clear();
+    train_dit(n);
+    EXPECT_FALSE(torch::equal(
+        io::Checkpoint::open(run / kDitFile).get("head.head.weight"),
+        io::Checkpoint::open(from / kDitFile).get("head.head.weight").to(torch::kFloat32)));
+    std::filesystem::remove_all(run / "dit-state");
+    n.init_from = from, n.ffn_dim = 96;
+    try {
+      train_dit(n);
+      ADD_FAILURE() << "a model of another feed-forward width was started from";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("its config has ffn_dim = 128; this run's is 96"),
+                std::string::npos)
+          << e.what();
+    }
+    std::filesystem::remove_all(run);
+  }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
   // Its sheets come on their own schedule: step 3 is no checkpoint (every 10).
   // Half its clips with a frame given, which the loss leaves out.
