@@ -244,16 +244,20 @@ Colour nearest(const float c[3]) {
 }
 // The largest 8-connected region of each frame's mask: the object without
 // specks (a decoder's brighter corners, a stray dot), which would otherwise
-// make every frame look cut by the border or pull the centroid.
-torch::Tensor largest_regions(const torch::Tensor& mask) {  // [F, H, W] bool
+// make every frame look cut by the border or pull the centroid. `counts` gets
+// each frame's number of regions of at least max(8, largest / 4) pixels.
+torch::Tensor largest_regions(const torch::Tensor& mask,
+                              std::vector<int>& counts) {  // [F, H, W] bool
   const auto in = mask.to(torch::kUInt8).contiguous();
   auto out = torch::zeros_like(in);
   const int64_t F = in.size(0), H = in.size(1), W = in.size(2);
   const auto a = in.accessor<uint8_t, 3>();
   auto o = out.accessor<uint8_t, 3>();
-  std::vector<int64_t> label(static_cast<std::size_t>(H * W)), todo;
+  std::vector<int64_t> label(static_cast<std::size_t>(H * W)), todo, sizes;
+  counts.assign(static_cast<std::size_t>(F), 0);
   for (int64_t f = 0; f < F; ++f) {
     std::fill(label.begin(), label.end(), -1);
+    sizes.clear();
     int64_t best = -1, best_size = 0;
     for (int64_t start = 0; start < H * W; ++start) {
       if (!a[f][start / W][start % W] || label[static_cast<std::size_t>(start)] >= 0) continue;
@@ -275,8 +279,12 @@ torch::Tensor largest_regions(const torch::Tensor& mask) {  // [F, H, W] bool
             todo.push_back(n);
           }
       }
+      sizes.push_back(size);
       if (size > best_size) best_size = size, best = start;
     }
+    const int64_t big = std::max<int64_t>(8, best_size / 4);
+    counts[static_cast<std::size_t>(f)] = static_cast<int>(
+        std::count_if(sizes.begin(), sizes.end(), [&](int64_t n) { return n >= big; }));
     for (int64_t i = 0; i < H * W; ++i)
       o[f][i / W][i % W] = best >= 0 && label[static_cast<std::size_t>(i)] == best;
   }
@@ -299,7 +307,8 @@ Measured measure(const torch::Tensor& frames) {
   const auto dist = (f - bg.view({1, 1, 1, 3})).pow(2).sum(-1).sqrt();  // [F, H, W]
   const auto far = dist > 80;
   if (far.sum().item<int64_t>() < F * 4) return m;  // nothing stands out
-  const auto mask = largest_regions(far);
+  std::vector<int> counts;
+  const auto mask = largest_regions(far, counts);
   m.object_found = true;
   const auto obj = f.index({mask});  // [N, 3]
   const auto oc = std::get<0>(obj.median(0));
@@ -311,10 +320,12 @@ Measured measure(const torch::Tensor& frames) {
   double fill = 0;
   int fill_n = 0;
   std::vector<std::pair<double, double>> centroids;
+  std::vector<int> seen;  // region counts of the frames where the object is
   for (int64_t i = 0; i < F; ++i) {
     const auto mk = mask[i];
     const auto n = mk.sum().item<double>();
     if (n < 4) continue;
+    seen.push_back(counts[static_cast<std::size_t>(i)]);
     const auto mx = xs.index({mk}), my = ys.index({mk});
     centroids.emplace_back(mx.mean().item<double>(), my.mean().item<double>());
     const double bw = mx.max().item<double>() - mx.min().item<double>() + 1;
@@ -330,6 +341,8 @@ Measured measure(const torch::Tensor& frames) {
     m.object_found = false;
     return m;
   }
+  std::nth_element(seen.begin(), seen.begin() + seen.size() / 2, seen.end());
+  m.objects = seen[seen.size() / 2];
   m.fill_ratio = fill_n ? fill / fill_n : 0;
   // Circle ≈ π/4 = 0.785, square ≈ 1, triangle ≈ 0.5.
   m.shape = m.fill_ratio > 0.9    ? Shape::Square

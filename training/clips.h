@@ -80,6 +80,10 @@ struct Measured {
   bool object_found = false;
   double fill_ratio = 0;  // object pixels / bounding box, averaged over frames
   double dx = 0, dy = 0;  // centroid motion, first → last frame, pixels
+  // Objects drawn: regions at least a quarter the size of the largest (and 8
+  // pixels), the median over the frames. A clip's object drawn twice reads 2;
+  // the other measures are of the largest region.
+  int objects = 0;
 };
 // frames [F, H, W, 3] uint8.
 Measured measure(const torch::Tensor& frames);

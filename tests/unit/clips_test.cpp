@@ -57,13 +57,36 @@ TEST(Clips, MeasuringTheirPixelsRecoversTheCaption) {
     const auto m = measure(render(s));
     ++total;
     const bool ok = m.object_found && m.background == s.background && m.object == s.object &&
-                    m.shape == s.shape && m.direction == s.direction;
+                    m.shape == s.shape && m.direction == s.direction && m.objects == 1;
     right += ok;
     EXPECT_TRUE(ok) << s.caption() << " measured: " << name(m.object) << " " << name(m.shape)
-                    << " (fill " << m.fill_ratio << ") " << name(m.direction) << " on "
-                    << name(m.background);
+                    << " (fill " << m.fill_ratio << ", " << m.objects << " objects) "
+                    << name(m.direction) << " on " << name(m.background);
   }
   EXPECT_EQ(right, total);
+}
+
+// An object drawn twice is counted (the other measures read the larger copy);
+// a copy much smaller than the object, or a speck, is not.
+TEST(Clips, MeasureCountsAnObjectDrawnTwice) {
+  int twice = 0, once = 0;
+  for (uint64_t seed = 0; seed < 24; ++seed) {
+    const auto s = random_scene(seed);
+    const auto v = render(s);
+    const int64_t W = v.size(2);
+    // The clip beside itself, squeezed into one frame: two objects of one size.
+    const auto pair = torch::cat({v.slice(2, 0, W, 2), v.slice(2, 0, W, 2)}, 2);
+    const auto m = measure(pair);
+    twice += m.object_found && m.objects == 2;
+    // A copy a tenth the area (a third the width) in the corner is a speck.
+    auto small = v.clone();
+    const auto third = v.slice(1, 0, v.size(1), 3).slice(2, 0, W, 3);
+    small.slice(1, 0, third.size(1)).slice(2, 0, third.size(2)).copy_(third);
+    once += measure(small).objects == 1;
+  }
+  // A copy can reach the border or touch the other now and then.
+  EXPECT_GE(twice, 20);
+  EXPECT_GE(once, 20);
 }
 
 // Specks apart from the object (a decoder's brighter corners, a stray dot)

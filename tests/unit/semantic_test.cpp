@@ -70,22 +70,24 @@ std::vector<Scene> held_out_set() {
 }
 
 struct Score {
-  int n = 0, background = 0, object = 0, shape = 0, direction = 0, all = 0;
+  int n = 0, background = 0, object = 0, shape = 0, direction = 0, all = 0, one = 0;
+  // The shape counts only where the object is drawn once.
   void add(const Scene& s, const training::Measured& m) {
     ++n;
     const bool b = m.background == s.background, o = m.object_found && m.object == s.object,
-               sh = m.object_found && m.shape == s.shape,
+               sh = m.object_found && m.shape == s.shape && m.objects == 1,
                d = m.object_found && m.direction == s.direction;
     background += b, object += o, shape += sh, direction += d, all += b && o && sh && d;
+    one += m.object_found && m.objects == 1;
   }
   static double pct(int k, int n) { return n ? 100.0 * k / n : 0; }
   std::string line(const std::string& name) const {
-    char buf[200];
+    char buf[240];
     std::snprintf(buf, sizeof buf,
                   "%-9s %2d prompts: background %5.1f%%  object %5.1f%%  shape %5.1f%%  "
-                  "direction %5.1f%%  all four %5.1f%%",
+                  "direction %5.1f%%  all four %5.1f%%  (one object drawn: %5.1f%%)",
                   name.c_str(), n, pct(background, n), pct(object, n), pct(shape, n),
-                  pct(direction, n), pct(all, n));
+                  pct(direction, n), pct(all, n), pct(one, n));
     return buf;
   }
 };
@@ -104,7 +106,8 @@ Score run(pipeline::WanPipeline& pipe, const std::vector<Scene>& scenes, const t
     std::cout << tag << " " << i << "  \"" << p.prompt << "\"  seed " << p.seed << "  →  "
               << training::name(m.object) << " " << training::name(m.shape) << " moving "
               << training::name(m.direction) << " on " << training::name(m.background) << " (fill "
-              << m.fill_ratio << ")\n";
+              << m.fill_ratio << ", " << m.objects << (m.objects == 1 ? " object" : " objects")
+              << ")\n";
   }
   return score;
 }
@@ -142,9 +145,9 @@ TEST_F(Semantic, EmbeddedModelDrawsTheBackgroundObjectColourAndDirection) {
   EXPECT_GE(main_.direction, need()) << main_.line("trained");
 }
 
-// Not yet: the shipped model draws every object as a rounded blob (shape 36.1%,
-// chance is 33%; issue 5 stays open until this passes). Run it with
-// --gtest_also_run_disabled_tests.
+// Not yet: the shipped model draws triangles and circles, but most squares
+// with rounded corners (shape 75%, chance is 33%; issue 5 stays open until
+// this passes). Run it with --gtest_also_run_disabled_tests.
 TEST_F(Semantic, DISABLED_EmbeddedModelDrawsTheShape) {
   ASSERT_GE(main_.n, 24);
   EXPECT_GE(main_.shape, need()) << main_.line("trained");
