@@ -17,9 +17,9 @@
 #             as position kernels (--locality-heads, --motion-heads, --pool-heads;
 #             defaults below)
 #   TIME_PATCH  latent frames per token (--time-patch; default 1; 5 holds a
-#             17-frame clip's 5 latent frames, with LOCALITY=0 and MOTION=0). Mind
-#             the 64 MiB that come back: the float32 DiT of width 512, 4 blocks,
-#             is 78 MB, so keep DIM at 384 or below for its files to return
+#             17-frame clip's 5 latent frames, with LOCALITY=0 and MOTION=0). At
+#             most 64 MiB come back: a DiT file over 48 MB (width 512, 4 blocks:
+#             78 MB in float32) returns in bf16, as shipped
 #   GIVEN     share of clips with one latent frame given (--given-frame; default 0)
 #   INIT      a trained model's folder to start from (--init-from; e.g. assets,
 #             whose bf16 files travel with the working tree; its configs must
