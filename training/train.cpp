@@ -286,8 +286,7 @@ void save_module(torch::nn::Module& m, const fs::path& path,
   io::save_safetensors(path, params_of(m), metadata);
 }
 
-void load_into(torch::nn::Module& m, const fs::path& path) {
-  const auto ck = io::Checkpoint::open(path);
+void load_into(torch::nn::Module& m, const io::Checkpoint& ck, const fs::path& path) {
   torch::NoGradGuard g;
   for (auto& item : m.named_parameters()) {
     const auto& name = item.key();
@@ -299,28 +298,30 @@ void load_into(torch::nn::Module& m, const fs::path& path) {
   }
 }
 
+void load_into(torch::nn::Module& m, const fs::path& path) {
+  load_into(m, io::Checkpoint::open(path), path);
+}
+
 // A trained model's file into a fresh run's module: its config (metadata) must
 // be the run's, key for key, so that a model of other heads or patches (the same
 // shapes, another meaning) is refused by name rather than trained on.
 void load_trained(torch::nn::Module& m, const fs::path& path, const std::string& config) {
   if (!fs::exists(path)) fail_file(path, "no such file (--init-from wants a trained run's folder)");
-  {
-    const auto ck = io::Checkpoint::open(path);
-    const auto it = ck.metadata().find("config");
-    if (it == ck.metadata().end()) fail_file(path, "has no config in its metadata");
-    nlohmann::json had, want = nlohmann::json::parse(config);
-    try {
-      had = nlohmann::json::parse(it->second);
-    } catch (const nlohmann::json::exception&) {
-      fail_file(path, "its config metadata is not JSON");
-    }
-    for (const auto& [key, value] : want.items())
-      if (!had.contains(key) || had[key] != value)
-        fail_file(path, "its config has " + key + " = " +
-                            (had.contains(key) ? had[key].dump() : std::string("nothing")) +
-                            "; this run's is " + value.dump());
+  const auto ck = io::Checkpoint::open(path);
+  const auto it = ck.metadata().find("config");
+  if (it == ck.metadata().end()) fail_file(path, "has no config in its metadata");
+  nlohmann::json had, want = nlohmann::json::parse(config);
+  try {
+    had = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception&) {
+    fail_file(path, "its config metadata is not JSON");
   }
-  load_into(m, path);
+  for (const auto& [key, value] : want.items())
+    if (!had.contains(key) || had[key] != value)
+      fail_file(path, "its config has " + key + " = " +
+                          (had.contains(key) ? had[key].dump() : std::string("nothing")) +
+                          "; this run's is " + value.dump());
+  load_into(m, ck, path);
 }
 
 void write_json(const fs::path& path, const nlohmann::json& j) {
