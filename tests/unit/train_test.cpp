@@ -29,6 +29,16 @@ int lines(const std::filesystem::path& p) {
   return n;
 }
 
+// train_dit(o) must refuse: throw an Error whose message holds `why`.
+void expect_refused(const DitOptions& o, const std::string& why) {
+  try {
+    train_dit(o);
+    ADD_FAILURE() << "accepted, though it should be refused with: " << why;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+}
+
 // A VAE stage at toy size: width 4, 32×32×9 clips, one step, a checkpoint and a
 // log line at every step.
 VaeOptions toy_vae(const std::filesystem::path& run_dir) {
@@ -345,15 +355,8 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
         io::Checkpoint::open(run / kDitFile).get("head.head.weight"),
         io::Checkpoint::open(from / kDitFile).get("head.head.weight").to(torch::kFloat32)));
     std::filesystem::remove_all(run / "dit-state");
-    n.init_from = from, n.ffn_dim = 96;
-    try {
-      train_dit(n);
-      ADD_FAILURE() << "a model of another feed-forward width was started from";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("its config has ffn_dim = 128; this run's is 96"),
-                std::string::npos)
-          << e.what();
-    }
+    n.init_from = from, n.ffn_dim = 96;  // a model of another feed-forward width
+    expect_refused(n, "its config has ffn_dim = 128; this run's is 96");
     std::filesystem::remove_all(run);
   }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
@@ -370,22 +373,10 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
-  try {
-    train_dit(d);
-    ADD_FAILURE() << "a window longer than the clips was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--window 10"), std::string::npos) << e.what();
-  }
+  expect_refused(d, "--window 10");
   // A width that cannot carry a token's latent values is refused, naming both.
   d.window = 0, d.patch = 4;
-  try {
-    train_dit(d);
-    ADD_FAILURE() << "a DiT narrower than its tokens was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--dim 64 is narrower than a token's 256"),
-              std::string::npos)
-        << e.what();
-  }
+  expect_refused(d, "--dim 64 is narrower than a token's 256");
   // ... and leaves nothing behind in a new run.
   const auto fresh = dir / "fresh";
   {
@@ -404,12 +395,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     auto n = d;
     n.run_dir = fresh, n.steps = 1, n.dim = 192, n.num_heads = 2;
     auto refused = [&](const DitOptions& bad, const std::string& why) {
-      try {
-        train_dit(bad);
-        ADD_FAILURE() << "accepted: " << why;
-      } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
-      }
+      expect_refused(bad, why);
       EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
     };
     n.time_patch = 2;
@@ -442,20 +428,9 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     EXPECT_NE(js.find("\"locality_heads\": 1"), std::string::npos) << js;
   }
   d.locality_heads = 2;  // this DiT has one head
-  try {
-    train_dit(d);
-    ADD_FAILURE() << "a second locality head in a one-head DiT was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("at most the DiT's 1 heads"), std::string::npos)
-        << e.what();
-  }
+  expect_refused(d, "at most the DiT's 1 heads");
   d.locality_heads = 0, d.motion_heads = 4;  // four kernels need four heads
-  try {
-    train_dit(d);
-    ADD_FAILURE() << "motion heads in a one-head DiT were accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--motion-heads 4"), std::string::npos) << e.what();
-  }
+  expect_refused(d, "--motion-heads 4");
   d.motion_heads = 0;
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);
