@@ -68,10 +68,12 @@ ModelPaths resolve_models(const Preset& p) {
   if (p.uses_embedded_model()) {
     const auto dir = embedded_model_dir();
     if (!dir) {
-      std::string where;
-      for (const auto& d : embedded_model_search_path()) where += " " + d.string();
-      throw Error("no model given, and the embedded default model was not found (looked in" +
-                  where + "); give --model, --vae, --text-encoder and --tokenizer");
+      // Appended, not `"…" + std::string&&`: GCC 12 warns falsely on that
+      // (-Wstringop-overflow, its bug 105651).
+      std::string msg = "no model given, and the embedded default model was not found (looked in";
+      for (const auto& d : embedded_model_search_path()) msg.append(" ").append(d.string());
+      msg += "); give --model, --vae, --text-encoder and --tokenizer";
+      throw Error(msg);
     }
     m.model = *dir / training::kDitFile;
     m.vae = *dir / training::kVaeFile;

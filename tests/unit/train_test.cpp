@@ -94,7 +94,9 @@ TEST(Tokenizer, BpeWithoutTheLibraryMatchesIt) {
                                               << " vs " << b.ids.slice(1, 0, b.length);
       multi_piece_words += a.length > static_cast<int64_t>(std::count(t.begin(), t.end(), ' ')) + 2;
     }
-    if (path == small) EXPECT_GT(multi_piece_words, 10);  // the merges were exercised
+    if (path == small) {
+      EXPECT_GT(multi_piece_words, 10);  // the merges were exercised
+    }
   }
   // Text beyond printable ASCII is left to the library.
   EXPECT_FALSE(text::SpmBpe::from_file(dir / kTokenizerFile)->encode("caf\xC3\xA9").has_value());
@@ -540,7 +542,9 @@ TEST(Training, LocalityHeadsAttendToTheSamePlace) {
   for (const auto& [head, peak] : {std::pair{1, -1}, {2, 1}}) {
     const auto w = weights_by_offset(local.module(), heads, head);
     for (int64_t t = -4; t <= 4; ++t)
-      if (t != peak) EXPECT_GT(at(w, peak, 0), 2 * at(w, t, 0)) << "head " << head << " Δt " << t;
+      if (t != peak) {
+        EXPECT_GT(at(w, peak, 0), 2 * at(w, t, 0)) << "head " << head << " Δt " << t;
+      }
     EXPECT_GT(at(w, peak, 0), 4 * at(w, peak, 1)) << "head " << head;
   }
   EXPECT_THROW(init_locality_heads(local.module(), heads, 4, 6.0, 3), Error);
