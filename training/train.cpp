@@ -1185,6 +1185,9 @@ void train_dit(const DitOptions& o) {
         {{"config", wc.to_json()}, {"kinora", dit_meta}, {"trained_steps", std::to_string(step)}});
     save_module(te.module(), te_path, {{"config", tc.to_json()}});
   };
+  // A stage run again when complete trains nothing and logs nothing new: its
+  // sheet and their lines are already there.
+  const int64_t started_at = step;
   const auto gaps_path = state / "word-gaps.csv";
   truncate_log(gaps_path, step);
   LossLog gaps_log(gaps_path, "step,object,background,shape,direction,lr,seconds");
@@ -1227,7 +1230,7 @@ void train_dit(const DitOptions& o) {
     with_ema([&] {
       export_ema(state / "ema-dit.safetensors", state / "ema-umt5.safetensors");
       if (step >= o.steps) {  // complete: the sheet and the run's files, in the same swap
-        if (o.sample_every > 0 && step == o.steps) sample();
+        if (o.sample_every > 0 && step == o.steps && step > started_at) sample();
         export_ema(o.run_dir / kDitFile, o.run_dir / kTextEncoderFile);
       }
     });

@@ -268,6 +268,11 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 2);
   EXPECT_EQ(lines(dir / "dit-state" / "direction-given-frame.csv"), 2);
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 2);
+  train_dit(d);  // run again when complete: nothing trained, nothing logged twice
+  EXPECT_EQ(lines(dir / "dit-state" / "loss.csv"), 3);
+  EXPECT_EQ(lines(dir / "dit-state" / "word-gaps.csv"), 2);
+  EXPECT_EQ(lines(dir / "dit-state" / "direction-given-frame.csv"), 2);
+  EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 2);
   {
     // Those numbers come from word_gaps(). This toy DiT has had two steps and
     // barely reads its caption, so its cross-attention is made louder first:
