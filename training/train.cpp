@@ -302,12 +302,13 @@ void load_into(torch::nn::Module& m, const fs::path& path) {
   load_into(m, io::Checkpoint::open(path), path);
 }
 
-// A trained model's file into a fresh run's module: its config (metadata) must
-// be the run's, key for key, so that a model of other heads or patches (the same
-// shapes, another meaning) is refused by name rather than trained on.
-void load_trained(torch::nn::Module& m, const fs::path& path, const std::string& config) {
+// A trained model's file for a fresh run to start from (load_into): its config
+// (metadata) must be the run's, key for key, so that a model of other heads or
+// patches (the same shapes, another meaning) is refused by name rather than
+// trained on. Reads the header only.
+io::Checkpoint open_trained(const fs::path& path, const std::string& config) {
   if (!fs::exists(path)) fail_file(path, "no such file (--init-from wants a trained run's folder)");
-  const auto ck = io::Checkpoint::open(path);
+  auto ck = io::Checkpoint::open(path);
   const auto it = ck.metadata().find("config");
   if (it == ck.metadata().end()) fail_file(path, "has no config in its metadata");
   nlohmann::json had, want = nlohmann::json::parse(config);
@@ -321,7 +322,7 @@ void load_trained(torch::nn::Module& m, const fs::path& path, const std::string&
       fail_file(path, "its config has " + key + " = " +
                           (had.contains(key) ? had[key].dump() : std::string("nothing")) +
                           "; this run's is " + value.dump());
-  load_into(m, ck, path);
+  return ck;
 }
 
 void write_json(const fs::path& path, const nlohmann::json& j) {
@@ -1027,6 +1028,22 @@ void train_dit(const DitOptions& o) {
     throw Error("kinora train dit: --pool-heads " + std::to_string(o.pool_heads) +
                 ": 0, 2 or 4, and with the locality and motion heads at most the DiT's " +
                 std::to_string(o.num_heads) + " heads");
+  text::T5Config tc;
+  tc.vocab = tok.vocab_size(), tc.dim = o.text_dim, tc.dim_attn = o.text_dim;
+  tc.dim_ffn = o.text_ffn, tc.num_heads = o.text_heads, tc.num_layers = o.text_layers;
+  tc.num_buckets = 32, tc.max_distance = 128, tc.shared_pos = false;
+  diffusion::WanConfig wc;
+  wc.dim = o.dim, wc.ffn_dim = o.ffn_dim, wc.num_heads = o.num_heads, wc.num_layers = o.num_layers;
+  wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
+  wc.text_len = o.text_len;
+  wc.patch_h = wc.patch_w = o.patch;
+  wc.patch_t = o.time_patch;
+  // A model to start from is checked before anything is written or encoded.
+  std::optional<io::Checkpoint> from_dit, from_te;
+  if (!o.init_from.empty() && !fs::exists(state / "state.json")) {
+    from_dit = open_trained(o.init_from / kDitFile, wc.to_json());
+    from_te = open_trained(o.init_from / kTextEncoderFile, tc.to_json());
+  }
   fs::create_directories(state);  // after every check: a refused run leaves nothing
   const auto [latents, captions] = latent_dataset(o, vae);
   say(o,
@@ -1044,16 +1061,6 @@ void train_dit(const DitOptions& o) {
   const auto all_ids = torch::stack(ids).to(o.device), all_masks = torch::stack(masks).to(o.device);
   const auto empty_ids = empty.ids.to(o.device), empty_mask = empty.mask.to(o.device);
 
-  text::T5Config tc;
-  tc.vocab = tok.vocab_size(), tc.dim = o.text_dim, tc.dim_attn = o.text_dim;
-  tc.dim_ffn = o.text_ffn, tc.num_heads = o.text_heads, tc.num_layers = o.text_layers;
-  tc.num_buckets = 32, tc.max_distance = 128, tc.shared_pos = false;
-  diffusion::WanConfig wc;
-  wc.dim = o.dim, wc.ffn_dim = o.ffn_dim, wc.num_heads = o.num_heads, wc.num_layers = o.num_layers;
-  wc.text_dim = o.text_dim, wc.freq_dim = 256, wc.in_dim = wc.out_dim = vae.config().z_dim;
-  wc.text_len = o.text_len;
-  wc.patch_h = wc.patch_w = o.patch;
-  wc.patch_t = o.time_patch;
   text::T5Encoder te(tc);
   diffusion::WanModel dit(wc);
   init_t5(te.module(), mix(o.seed, 1));
@@ -1085,9 +1092,9 @@ void train_dit(const DitOptions& o) {
                       o.locality_depth);
     init_pool_heads(dit.module(), wc.num_heads, o.locality_heads + o.motion_heads, o.pool_heads,
                     o.locality_depth);
-    if (!o.init_from.empty()) {
-      load_trained(dit.module(), o.init_from / kDitFile, wc.to_json());
-      load_trained(te.module(), o.init_from / kTextEncoderFile, tc.to_json());
+    if (from_dit) {
+      load_into(dit.module(), *from_dit, o.init_from / kDitFile);
+      load_into(te.module(), *from_te, o.init_from / kTextEncoderFile);
       say(o, "dit: starting from the model in " + o.init_from.string());
     }
   }

@@ -364,6 +364,8 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     std::filesystem::remove_all(run / "dit-state");
     n.init_from = from, n.ffn_dim = 96;  // a model of another feed-forward width
     expect_refused(n, "its config has ffn_dim = 128; this run's is 96");
+    // Refused before the clips were encoded: nothing written.
+    EXPECT_FALSE(std::filesystem::exists(run / "dit-state"));
     std::filesystem::remove_all(run);
   }
   // Resumed on windows of 2 latent frames (this VAE's latent frames are frames).
