@@ -1038,9 +1038,11 @@ void train_dit(const DitOptions& o) {
   wc.text_len = o.text_len;
   wc.patch_h = wc.patch_w = o.patch;
   wc.patch_t = o.time_patch;
+  // The run's own state, when there is one, is resumed (read further below).
+  const bool resuming = fs::exists(state / "state.json");
   // A model to start from is checked before anything is written or encoded.
   std::optional<io::Checkpoint> from_dit, from_te;
-  if (!o.init_from.empty() && !fs::exists(state / "state.json")) {
+  if (!o.init_from.empty() && !resuming) {
     from_dit = open_trained(o.init_from / kDitFile, wc.to_json());
     from_te = open_trained(o.init_from / kTextEncoderFile, tc.to_json());
   }
@@ -1086,7 +1088,7 @@ void train_dit(const DitOptions& o) {
   torch::optim::AdamW opt({torch::optim::OptimizerParamGroup(params),
                            torch::optim::OptimizerParamGroup(position_tables, std::move(faster))},
                           adamw);
-  if (!fs::exists(state / "state.json")) {
+  if (!resuming) {
     init_locality_heads(dit.module(), wc.num_heads, o.locality_heads, o.locality_depth);
     init_motion_heads(dit.module(), wc.num_heads, o.locality_heads, o.motion_heads,
                       o.locality_depth);
@@ -1102,7 +1104,7 @@ void train_dit(const DitOptions& o) {
   int64_t step = 0, locality_heads = o.locality_heads, motion_heads = o.motion_heads,
           pool_heads = o.pool_heads;
   double seconds = 0;
-  if (fs::exists(state / "state.json")) {
+  if (resuming) {
     const auto j = read_json(state / "state.json");
     step = j.at("step"), seconds = j.at("seconds");
     // Position heads added to a run that has fewer: to the live and EMA weights alike.
