@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "layers/precision.h"
+#include "training/probe.h"
 #include "training/train.h"
 
 namespace kinora::cli {
@@ -25,6 +26,8 @@ struct TrainArgs {
   std::string sigma = "uniform";
   std::string placement = "anywhere";
   std::string device = "cpu";
+  training::ProbeOptions probe;
+  std::string probe_precision = "fp32";
 };
 
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
@@ -162,6 +165,39 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->check(CLI::IsMember({"anywhere", "centred"}))
       ->capture_default_str();
 
+  auto* probe = train->add_subcommand(
+      "probe",
+      "Where a trained model loses an object's shape: real clips' latents with noise added, "
+      "and redrawn from noise levels with their own caption and with the shape word swapped, "
+      "measured as the semantic test measures (a Markdown table on standard output)");
+  a->probe.model_dir = "assets";
+  probe->add_option("--model", a->probe.model_dir, "Folder with the four kinora-tiny-* files")
+      ->check(CLI::ExistingDirectory)
+      ->capture_default_str();
+  probe->add_option("--clips", a->probe.clips_per_shape, "Clips of each shape")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  probe
+      ->add_option("--noise", a->probe.noise_levels,
+                   "RMS of the Gaussian noise added to the latents (normalised units)")
+      ->capture_default_str();
+  probe
+      ->add_option("--sigmas", a->probe.redraw_sigmas,
+                   "Noise levels the latents are redrawn from (in (0, 1]; 1: from pure noise)")
+      ->capture_default_str();
+  probe->add_option("--guidance", a->probe.guidance, "Classifier-free guidance of the redraws")
+      ->capture_default_str();
+  probe->add_option("--shift", a->probe.shift, "Shift of the redraws' time grid")
+      ->check(CLI::Range(1.0, 20.0))
+      ->capture_default_str();
+  probe->add_option("--steps", a->probe.steps, "Euler steps of a redraw from σ 1 (fewer below)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  probe->add_option("--seed", a->probe.seed, "Seed of the scenes and the noise")
+      ->capture_default_str();
+  probe->add_option("--precision", a->probe_precision, "Compute precision: fp32 or bf16")
+      ->capture_default_str();
+
   return [=]() -> int {
     if (!*train) return -1;
     try {
@@ -169,6 +205,13 @@ std::function<int()> add_train_command(CLI::App& app) {
       if (*tok) {
         training::train_tokenizer(a->run_dir, a->vocab);
         std::cout << "wrote " << a->run_dir << "/" << training::kTokenizerFile << "\n";
+        return 0;
+      }
+      if (*probe) {
+        a->probe.precision = layers::parse_precision(a->probe_precision);
+        a->probe.on_message = [](const std::string& s) { std::cerr << s << std::endl; };
+        const auto rows = training::probe_shapes(a->probe);
+        std::cout << training::probe_table(rows, a->probe.clips_per_shape);
         return 0;
       }
       std::signal(SIGINT, on_train_sigint);

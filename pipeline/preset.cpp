@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "media/output.h"
 #include "schedulers/registry.h"
+#include "training/train.h"
 
 namespace kinora::pipeline {
 using nlohmann::json;
@@ -94,7 +95,8 @@ bool Preset::uses_embedded_model() const {
 Preset Preset::embedded_defaults() {
   Preset p;
   p.width = 64, p.height = 64, p.frames = 17, p.fps = 16;
-  p.steps = 20, p.sampler = "flow_unipc", p.shift = 3.0, p.guidance = 4.0;
+  p.steps = training::kEmbeddedSteps, p.sampler = "flow_unipc", p.shift = 3.0;
+  p.guidance = training::kEmbeddedGuidance;
   p.precision = "fp32";
   return p;
 }

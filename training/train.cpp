@@ -408,16 +408,16 @@ Tensor strip(const Tensor& v, int64_t n = 3) {
   return torch::cat(rows, 1).permute({1, 2, 0}).add(1).mul(127.5).clamp(0, 255).to(torch::kUInt8);
 }
 
-Tensor frames_to_video(const Tensor& frames) {  // [F, H, W, 3] uint8 → [3, F, H, W] in [−1, 1]
-  return frames.permute({3, 0, 1, 2}).to(torch::kFloat32).div(127.5).sub(1);
-}
-
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 }  // namespace
+
+Tensor frames_to_video(const Tensor& frames) {
+  return frames.permute({3, 0, 1, 2}).to(torch::kFloat32).div(127.5).sub(1);
+}
 
 std::vector<std::string> grammar_captions() {
   std::vector<std::string> out;
@@ -779,8 +779,8 @@ std::vector<Tensor> clones(torch::nn::Module& m) {
   return out;
 }
 
-// umT5's output for `captions`, padding rows zeroed as the training step has it:
-// [N, text_len, dim] on `device`.
+}  // namespace
+
 Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
                        const std::vector<std::string>& captions, int64_t text_len,
                        torch::Device device) {
@@ -792,6 +792,8 @@ Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
   const auto mask = torch::stack(masks).to(device);
   return te.forward(torch::stack(ids).to(device), mask) * mask.unsqueeze(-1).to(torch::kFloat32);
 }
+
+namespace {
 
 // What a DiT checkpoint draws: four fixed captions sampled from noise as the
 // pipeline samples the embedded model (UniPC, 20 steps, guidance 4, the
@@ -815,8 +817,8 @@ void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5E
   torch::manual_seed(0);                      // each training step seeds its own draws
   auto x = torch::randn(shape).to(o.device);  // the same noise on every device
   auto sampler = schedulers::make_scheduler("flow_unipc");
-  sampler->set_timesteps(20, {.shift = o.shift, .mu = std::nullopt});
-  constexpr double guidance = 4.0;
+  sampler->set_timesteps(kEmbeddedSteps, {.shift = o.shift, .mu = std::nullopt});
+  constexpr double guidance = kEmbeddedGuidance;
   for (int i = 0; i < sampler->num_steps(); ++i) {
     const auto t = sampler->timesteps()[i].to(o.device, torch::kFloat32).expand({2 * n});
     const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);

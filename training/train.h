@@ -39,6 +39,12 @@ inline constexpr const char* kVaeFile = "kinora-tiny-wan-vae.safetensors";
 inline constexpr const char* kTextEncoderFile = "kinora-tiny-umt5.safetensors";
 inline constexpr const char* kDitFile = "kinora-tiny-wan-dit.safetensors";
 
+// How the pipeline samples the embedded model by default
+// (pipeline::Preset::embedded_defaults), and the DiT stage its sample sheets:
+// flow UniPC, 20 steps, guidance 4.
+inline constexpr int kEmbeddedSteps = 20;
+inline constexpr double kEmbeddedGuidance = 4.0;
+
 struct StageOptions {
   std::filesystem::path run_dir;
   int64_t steps = 1000;  // total optimizer steps (a resumed stage continues to this)
@@ -259,6 +265,15 @@ extern const std::vector<double> kDenoiseSigmas;
 // Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
 void train_dit(const DitOptions& o);
+
+// [F, H, W, 3] uint8 (a render) → [3, F, H, W] float32 in [−1, 1] (a model's input).
+torch::Tensor frames_to_video(const torch::Tensor& frames);
+
+// umT5's output for `captions`, padding rows zeroed as the training step has it:
+// [N, text_len, dim] on `device`.
+torch::Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
+                              const std::vector<std::string>& captions, int64_t text_len,
+                              torch::Device device);
 
 // Clips for training: `count` scenes from `first_seed` on, held-out combinations
 // skipped. [B, 3, F, H, W] float32 in [−1, 1], and their captions.

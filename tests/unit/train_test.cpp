@@ -15,6 +15,7 @@
 #include "text/spm_bpe.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
+#include "training/probe.h"
 #include "training/train.h"
 #include "vae/wan_vae.h"
 
@@ -671,6 +672,66 @@ TEST(Training, VaeWithFourfoldSpatialCompression) {
 
 // An image VAE inflated into a video VAE encodes each frame of a clip as the
 // image model encodes it alone; training the decoder alone keeps the encoder.
+// The shape probe on a toy model: its rows in order, counts and fills in range,
+// the same numbers twice, a redraw from a σ₀ too small to change anything equal
+// to the plain reconstruction, and a folder without the model refused by name.
+TEST(Training, ShapeProbeOfAToyModel) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  auto v = toy_vae(dir.path());
+  v.time_compression = 1;
+  train_vae(v);
+  DitOptions d;
+  d.run_dir = dir.path();
+  d.dataset = 2, d.batch = 2, d.steps = 1, d.warmup = 1, d.sample_every = 0;
+  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
+  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
+  d.clip = {32, 32, 9};
+  train_dit(d);
+
+  ProbeOptions o;
+  o.model_dir = dir.path();
+  o.clips_per_shape = 2, o.steps = 4, o.clip = {32, 32, 9};
+  o.noise_levels = {0, 0.5};
+  o.redraw_sigmas = {1e-6, 1.0};
+  const auto rows = probe_shapes(o);
+  ASSERT_EQ(rows.size(), 6u);
+  const char* kinds[] = {"noise", "noise", "redraw", "redraw", "swapped", "swapped"};
+  const double levels[] = {0, 0.5, 1e-6, 1.0, 1e-6, 1.0};
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].kind, kinds[i]);
+    EXPECT_EQ(rows[i].level, levels[i]);
+    for (int s = 0; s < 3; ++s) {
+      EXPECT_GE(rows[i].right[s], 0);
+      EXPECT_LE(rows[i].right[s], 2);
+      EXPECT_GE(rows[i].fill[s], 0);
+      EXPECT_LE(rows[i].fill[s], 1);
+    }
+  }
+  // σ₀ 1e-6: one Euler step of 1e-6 from (nearly) the clean latent, whatever the caption.
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_NEAR(rows[2].fill[s], rows[0].fill[s], 1e-3) << "shape " << s;
+    EXPECT_NEAR(rows[4].fill[s], rows[0].fill[s], 1e-3) << "shape " << s;
+  }
+  const auto again = probe_shapes(o);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(again[i].right, rows[i].right) << i;
+    EXPECT_EQ(again[i].fill, rows[i].fill) << i;
+  }
+  const auto table = probe_table(rows, 2);
+  EXPECT_NE(table.find("| swapped | 1.00 |"), std::string::npos) << table;
+
+  std::filesystem::remove(dir / kDitFile);
+  try {
+    probe_shapes(o);
+    ADD_FAILURE() << "a folder without its DiT was probed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find((dir / kDitFile).string() + ": no such file"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Training, InflatedImageVaeAndDecoderOnly) {
   test::TempDir images, video;
   auto v = toy_vae(images.path());

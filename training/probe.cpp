@@ -1,0 +1,135 @@
+#include "training/probe.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "base/error.h"
+#include "diffusion/wan_dit.h"
+#include "text/t5.h"
+#include "text/tokenizer.h"
+#include "training/train.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::training {
+namespace fs = std::filesystem;
+using torch::Tensor;
+
+namespace {
+
+std::size_t shape_index(Shape s) {
+  return static_cast<std::size_t>(s);
+}
+
+// σ on the sampler's shifted grid, and back.
+double shifted(double u, double shift) {
+  return shift * u / (1 + (shift - 1) * u);
+}
+double unshifted(double s, double shift) {
+  return s / (shift - (shift - 1) * s);
+}
+
+}  // namespace
+
+std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
+  if (o.clips_per_shape < 1) throw Error("probe: clips per shape must be at least 1");
+  for (const char* f : {kDitFile, kTextEncoderFile, kVaeFile, kTokenizerFile})
+    if (!fs::is_regular_file(o.model_dir / f))
+      throw Error((o.model_dir / f).string() + ": no such file (a model folder holds " + kDitFile +
+                  ", " + kTextEncoderFile + ", " + kVaeFile + " and " + kTokenizerFile + ")");
+  for (double s : o.redraw_sigmas)
+    if (!(s > 0 && s <= 1)) throw Error("probe: a redraw's σ₀ must lie in (0, 1]");
+  torch::NoGradGuard no_grad;
+  auto dit = diffusion::WanModel::load(o.model_dir / kDitFile, o.precision);
+  auto te = text::T5Encoder::load(o.model_dir / kTextEncoderFile, o.precision);
+  auto vae = vae::WanVAE::load(o.model_dir / kVaeFile, o.precision);
+  const auto tok = text::Tokenizer::load(o.model_dir / kTokenizerFile);
+  const auto say = [&](const std::string& s) {
+    if (o.on_message) o.on_message(s);
+  };
+
+  // Scenes of each shape in turn, from seeds no stage trains on.
+  std::vector<Scene> scenes;
+  std::array<int64_t, 3> have{};
+  for (uint64_t k = 0; static_cast<int64_t>(scenes.size()) < 3 * o.clips_per_shape; ++k) {
+    const auto s = random_scene(o.seed * 0x9E3779B97F4A7C15ULL + 0x9B0BE000 + k, o.clip);
+    if (have[shape_index(s.shape)] >= o.clips_per_shape) continue;
+    ++have[shape_index(s.shape)];
+    scenes.push_back(s);
+  }
+  const auto n = static_cast<int64_t>(scenes.size());
+  std::vector<Tensor> videos;
+  std::vector<std::string> own, swapped;
+  for (const auto& s : scenes) {
+    videos.push_back(frames_to_video(render(s, o.clip)));
+    own.push_back(s.caption());
+    Scene w = s;
+    w.shape = kShapes[(shape_index(s.shape) + 1) % kShapes.size()];
+    swapped.push_back(w.caption());
+  }
+  const auto x0 = vae.encode(torch::stack(videos));
+  const int64_t text_len = dit.config().text_len;
+  const auto uncond = encode_captions(te, tok, {""}, text_len, torch::kCPU).expand({n, -1, -1});
+
+  std::vector<ProbeRow> rows;
+  auto measure_row = [&](const std::string& kind, double level, const Tensor& z, bool to_caption) {
+    const auto video = vae.decode(z).clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8);
+    ProbeRow row{kind, level, {}, {}};
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& s = scenes[static_cast<std::size_t>(i)];
+      const auto m = measure(video[i].permute({1, 2, 3, 0}).contiguous());
+      const auto aim = to_caption ? kShapes[(shape_index(s.shape) + 1) % kShapes.size()] : s.shape;
+      // As the semantic test counts a shape: one object drawn, of that shape.
+      row.right[shape_index(s.shape)] += m.object_found && m.objects == 1 && m.shape == aim;
+      row.fill[shape_index(s.shape)] += m.fill_ratio / static_cast<double>(o.clips_per_shape);
+    }
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "probe: %-7s %.2f  circles %d (fill %.3f)  squares %d (%.3f)  triangles %d "
+                  "(%.3f) of %lld each",
+                  kind.c_str(), level, row.right[0], row.fill[0], row.right[1], row.fill[1],
+                  row.right[2], row.fill[2], static_cast<long long>(o.clips_per_shape));
+    say(line);
+    rows.push_back(row);
+  };
+
+  for (double a : o.noise_levels) {
+    torch::manual_seed(static_cast<int64_t>(o.seed) + 1);
+    measure_row("noise", a, x0 + a * torch::randn(x0.sizes()), false);
+  }
+  for (bool swap : {false, true}) {
+    const auto cond = encode_captions(te, tok, swap ? swapped : own, text_len, torch::kCPU);
+    const auto both = torch::cat({cond, uncond});
+    for (double s0 : o.redraw_sigmas) {
+      torch::manual_seed(static_cast<int64_t>(o.seed) + 2);  // the same noise for every σ₀
+      auto x = (1 - s0) * x0 + s0 * torch::randn(x0.sizes());
+      const double u0 = unshifted(s0, o.shift);
+      const auto steps = std::max<int64_t>(1, std::llround(static_cast<double>(o.steps) * s0));
+      for (int64_t k = 0; k < steps; ++k) {
+        const double a = shifted(u0 * (1 - static_cast<double>(k) / steps), o.shift);
+        const double b = shifted(u0 * (1 - static_cast<double>(k + 1) / steps), o.shift);
+        const auto t = torch::full({2 * n}, a * 1000, torch::kFloat32);
+        const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
+        x = x + (b - a) * (v[1] + o.guidance * (v[0] - v[1]));  // Euler on the flow
+      }
+      measure_row(swap ? "swapped" : "redraw", s0, x, swap);
+    }
+  }
+  return rows;
+}
+
+std::string probe_table(const std::vector<ProbeRow>& rows, int64_t clips_per_shape) {
+  std::string out =
+      "| probe | level | circles | squares | triangles |\n| --- | --- | --- | --- | --- |\n";
+  for (const auto& r : rows) {
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "| %s | %.2f | %d/%lld (%.3f) | %d/%lld (%.3f) | %d/%lld (%.3f) |\n",
+                  r.kind.c_str(), r.level, r.right[0], static_cast<long long>(clips_per_shape),
+                  r.fill[0], r.right[1], static_cast<long long>(clips_per_shape), r.fill[1],
+                  r.right[2], static_cast<long long>(clips_per_shape), r.fill[2]);
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace kinora::training
