@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "diffusion/wan_dit.h"
+#include "schedulers/sigma_schedules.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
 #include "training/train.h"
@@ -20,12 +21,9 @@ std::size_t shape_index(Shape s) {
   return static_cast<std::size_t>(s);
 }
 
-// σ on the sampler's shifted grid, and back.
-double shifted(double u, double shift) {
-  return shift * u / (1 + (shift - 1) * u);
-}
-double unshifted(double s, double shift) {
-  return s / (shift - (shift - 1) * s);
+// The shape a swapped caption names: circle → square → triangle → circle.
+Shape next_shape(Shape s) {
+  return kShapes[(shape_index(s) + 1) % kShapes.size()];
 }
 
 }  // namespace
@@ -63,7 +61,7 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
     videos.push_back(frames_to_video(render(s, o.clip)));
     own.push_back(s.caption());
     Scene w = s;
-    w.shape = kShapes[(shape_index(s.shape) + 1) % kShapes.size()];
+    w.shape = next_shape(s.shape);
     swapped.push_back(w.caption());
   }
   const auto x0 = vae.encode(torch::stack(videos));
@@ -71,13 +69,13 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
   const auto uncond = encode_captions(te, tok, {""}, text_len, torch::kCPU).expand({n, -1, -1});
 
   std::vector<ProbeRow> rows;
-  auto measure_row = [&](const std::string& kind, double level, const Tensor& z, bool to_caption) {
+  auto measure_row = [&](const std::string& kind, double level, const Tensor& z) {
     const auto video = vae.decode(z).clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8);
     ProbeRow row{kind, level, {}, {}};
     for (int64_t i = 0; i < n; ++i) {
       const auto& s = scenes[static_cast<std::size_t>(i)];
       const auto m = measure(video[i].permute({1, 2, 3, 0}).contiguous());
-      const auto aim = to_caption ? kShapes[(shape_index(s.shape) + 1) % kShapes.size()] : s.shape;
+      const auto aim = kind == "swapped" ? next_shape(s.shape) : s.shape;
       // As the semantic test counts a shape: one object drawn, of that shape.
       row.right[shape_index(s.shape)] += m.object_found && m.objects == 1 && m.shape == aim;
       row.fill[shape_index(s.shape)] += m.fill_ratio / static_cast<double>(o.clips_per_shape);
@@ -94,7 +92,7 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
 
   for (double a : o.noise_levels) {
     torch::manual_seed(static_cast<int64_t>(o.seed) + 1);
-    measure_row("noise", a, x0 + a * torch::randn(x0.sizes()), false);
+    measure_row("noise", a, x0 + a * torch::randn(x0.sizes()));
   }
   for (bool swap : {false, true}) {
     const auto cond = encode_captions(te, tok, swap ? swapped : own, text_len, torch::kCPU);
@@ -102,16 +100,20 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
     for (double s0 : o.redraw_sigmas) {
       torch::manual_seed(static_cast<int64_t>(o.seed) + 2);  // the same noise for every σ₀
       auto x = (1 - s0) * x0 + s0 * torch::randn(x0.sizes());
-      const double u0 = unshifted(s0, o.shift);
+      // The shift-1 grid from σ₀ down, shifted as the sampler shifts its own
+      // (the inverse of a shift k is the shift 1/k).
+      const double u0 = schedulers::static_shift(s0, 1 / o.shift);
       const auto steps = std::max<int64_t>(1, std::llround(static_cast<double>(o.steps) * s0));
       for (int64_t k = 0; k < steps; ++k) {
-        const double a = shifted(u0 * (1 - static_cast<double>(k) / steps), o.shift);
-        const double b = shifted(u0 * (1 - static_cast<double>(k + 1) / steps), o.shift);
+        const double a =
+            schedulers::static_shift(u0 * (1 - static_cast<double>(k) / steps), o.shift);
+        const double b =
+            schedulers::static_shift(u0 * (1 - static_cast<double>(k + 1) / steps), o.shift);
         const auto t = torch::full({2 * n}, a * 1000, torch::kFloat32);
         const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
         x = x + (b - a) * (v[1] + o.guidance * (v[0] - v[1]));  // Euler on the flow
       }
-      measure_row(swap ? "swapped" : "redraw", s0, x, swap);
+      measure_row(swap ? "swapped" : "redraw", s0, x);
     }
   }
   return rows;

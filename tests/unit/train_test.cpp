@@ -670,8 +670,6 @@ TEST(Training, VaeWithFourfoldSpatialCompression) {
   EXPECT_FALSE(std::filesystem::exists(refused.path() / "run"));
 }
 
-// An image VAE inflated into a video VAE encodes each frame of a clip as the
-// image model encodes it alone; training the decoder alone keeps the encoder.
 // The shape probe on a toy model: its rows in order, counts and fills in range,
 // the same numbers twice, a redraw from a σ₀ too small to change anything equal
 // to the plain reconstruction, and a folder without the model refused by name.
@@ -732,6 +730,8 @@ TEST(Training, ShapeProbeOfAToyModel) {
   }
 }
 
+// An image VAE inflated into a video VAE encodes each frame of a clip as the
+// image model encodes it alone; training the decoder alone keeps the encoder.
 TEST(Training, InflatedImageVaeAndDecoderOnly) {
   test::TempDir images, video;
   auto v = toy_vae(images.path());
