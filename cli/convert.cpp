@@ -8,22 +8,20 @@
 
 namespace kinora::cli {
 
-namespace {
-torch::ScalarType parse_dtype(const std::string& d) {
+torch::ScalarType parse_float_dtype(const std::string& d, const std::string& command) {
   if (d == "bf16") return torch::kBFloat16;
   if (d == "fp16") return torch::kFloat16;
   if (d == "fp32") return torch::kFloat32;
-  throw Error("convert: --dtype must be bf16, fp16 or fp32, got \"" + d + "\"");
+  throw Error(command + ": --dtype must be bf16, fp16 or fp32, got \"" + d + "\"");
 }
 
-bool is_float(io::DType d) {
+bool is_float_dtype(io::DType d) {
   return d == io::DType::F64 || d == io::DType::F32 || d == io::DType::F16 || d == io::DType::BF16;
 }
-}  // namespace
 
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                  const std::string& dtype) {
-  const auto to = parse_dtype(dtype);
+  const auto to = parse_float_dtype(dtype, "convert");
   std::error_code ec;
   if (std::filesystem::exists(out, ec)) {
     if (std::filesystem::equivalent(in, out, ec))
@@ -39,7 +37,7 @@ ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::fil
       throw Error(in.string() + ": tensor '" + name + "' is " + io::dtype_name(info.dtype) +
                   "; FP8 checkpoints are not converted (their scales differ by format)");
     auto t = ck.get(name);
-    if (is_float(info.dtype) && t.scalar_type() != to) {
+    if (is_float_dtype(info.dtype) && t.scalar_type() != to) {
       t = t.to(to);
       ++r.converted;
     }

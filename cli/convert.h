@@ -2,10 +2,20 @@
 // `kinora convert`: a checkpoint's floating-point tensors stored in another
 // precision (float32 → bf16 halves a file), names, shapes and metadata kept,
 // so the result loads wherever the original did.
+#include <torch/torch.h>
+
 #include <filesystem>
 #include <string>
 
+#include "io/safetensors.h"
+
 namespace kinora::cli {
+
+// "bf16", "fp16" or "fp32" as a torch dtype; anything else is an Error that
+// names `command`'s --dtype option.
+torch::ScalarType parse_float_dtype(const std::string& d, const std::string& command);
+// F64, F32, F16 or BF16 (FP8 and integer tensors are not).
+bool is_float_dtype(io::DType d);
 
 struct ConvertReport {
   std::size_t tensors = 0, converted = 0;

@@ -7,6 +7,7 @@
 #include "base/runtime.h"
 #include "cli/convert.h"
 #include "cli/info.h"
+#include "cli/merge.h"
 #include "cli/train_command.h"
 #ifdef KINORA_HAVE_PIPELINE
 #include "cli/render_commands.h"
@@ -41,6 +42,25 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"bf16", "fp16", "fp32"}))
       ->capture_default_str();
 
+  kinora::cli::MergeSpec merge;
+  std::string merge_out, merge_subtract;
+  auto* merger = app.add_subcommand(
+      "merge",
+      "Combine two checkpoints of the same model tensor by tensor: A + r·(B − A) (weighted sum; "
+      "r above 1 goes on past B), or with --subtract C, A + r·(B − C) (add difference)");
+  merger->add_option("a", merge.a, "checkpoint A (its layout, metadata and dtypes are kept)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  merger->add_option("b", merge.b, "checkpoint B")->required()->check(CLI::ExistingFile);
+  merger->add_option("-o,--output", merge_out, "the .safetensors file to write (must not exist)")
+      ->required();
+  merger->add_option("-r,--ratio", merge.ratio, "r in the formula")->capture_default_str();
+  merger->add_option("--subtract", merge_subtract, "checkpoint C: add difference A + r·(B − C)")
+      ->check(CLI::ExistingFile);
+  merger->add_option("--dtype", merge.dtype, "keep (A's), bf16, fp16 or fp32")
+      ->check(CLI::IsMember({"keep", "bf16", "fp16", "fp32"}))
+      ->capture_default_str();
+
   auto* samplers =
       app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
 
@@ -71,6 +91,13 @@ int main(int argc, char** argv) {
       std::cout << "wrote " << convert_out << ": " << r.tensors << " tensors, " << r.converted
                 << " stored as " << convert_dtype << "; " << r.bytes_in << " → " << r.bytes_out
                 << " bytes of tensor data\n";
+    } else if (*merger) {
+      if (!merge_subtract.empty()) merge.subtract = merge_subtract;
+      const auto r = kinora::cli::merge_checkpoints(merge, merge_out);
+      std::cout << "wrote " << merge_out << ": " << r.tensors << " tensors, " << r.merged
+                << " merged as " << (merge.subtract ? "A + r·(B − C)" : "A + r·(B − A)")
+                << " with r " << merge.ratio << " (change from A: " << r.relative_change * 100
+                << "% RMS, relative); " << r.bytes_out << " bytes of tensor data\n";
     } else if (*samplers) {
       for (const auto& e : kinora::schedulers::available_schedulers()) {
         std::cout << e.name;

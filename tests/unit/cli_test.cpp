@@ -141,6 +141,80 @@ TEST(KinoraCli, ConvertStoresFloatTensorsInBf16AndKeepsEverythingElse) {
   EXPECT_FALSE(std::filesystem::exists(dir / "x.safetensors"));
 }
 
+// Weighted sum (and past B), add difference and a dtype change, checked value
+// by value; integer tensors and A's metadata kept, the recipe recorded; a
+// checkpoint of another model, an output that exists or is an input, refused
+// with the files named and nothing written.
+TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
+  TempDir dir;
+  const auto w1 = torch::randn({6, 4}), w2 = torch::randn({6, 4}), w3 = torch::randn({6, 4});
+  const auto steps = torch::arange(3, torch::kLong);
+  const auto a = dir / "a" / "m.safetensors", b = dir / "b" / "m.safetensors",
+             c = dir / "c.safetensors";
+  std::filesystem::create_directories(a.parent_path());
+  std::filesystem::create_directories(b.parent_path());
+  kinora::io::save_safetensors(a, {{"w", w1}, {"steps", steps}}, {{"config", "{\"dim\": 4}"}});
+  kinora::io::save_safetensors(b, {{"w", w2}, {"steps", steps}}, {{"config", "other"}});
+  kinora::io::save_safetensors(c, {{"w", w3}, {"steps", steps}});
+
+  const auto ws = dir / "ws.safetensors";
+  auto r = run("kinora merge " + a.string() + " " + b.string() + " -r 0.25 -o " + ws.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("2 tensors, 1 merged as A + r·(B − A) with r 0.25")) << r.out;
+  auto ck = kinora::io::Checkpoint::open(ws);
+  EXPECT_TRUE(torch::allclose(ck.get("w"), 0.75 * w1 + 0.25 * w2, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(ck.get("steps"), steps));
+  EXPECT_EQ(ck.metadata().at("config"), "{\"dim\": 4}");
+  EXPECT_THAT(ck.metadata().at("kinora.merge"), HasSubstr("\"b\":\"b/m.safetensors\""));
+
+  const auto past = dir / "past.safetensors";
+  r = run("kinora merge " + a.string() + " " + b.string() + " --ratio 2 --dtype bf16 -o " +
+          past.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ck = kinora::io::Checkpoint::open(past);
+  EXPECT_EQ(ck.info("w").dtype, kinora::io::DType::BF16);
+  EXPECT_TRUE(torch::equal(ck.get("w"), (2 * w2 - w1).to(torch::kBFloat16)));
+  EXPECT_EQ(ck.info("steps").dtype, kinora::io::DType::I64);
+
+  const auto diff = dir / "diff.safetensors";
+  r = run("kinora merge " + a.string() + " " + b.string() + " --subtract " + c.string() +
+          " -r 0.5 -o " + diff.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("A + r·(B − C)"));
+  ck = kinora::io::Checkpoint::open(diff);
+  EXPECT_TRUE(torch::allclose(ck.get("w"), w1 + 0.5 * (w2 - w3), 1e-6, 1e-6));
+  EXPECT_THAT(ck.metadata().at("kinora.merge"), HasSubstr("a + ratio * (b - c)"));
+
+  // A real layout merges into a checkpoint that still loads as that model.
+  const auto dit = dir / "dit.safetensors";
+  const auto fx = fixture("wan21_dit_tiny.comfy.safetensors");
+  ASSERT_EQ(run("kinora merge " + fx + " " + fx + " -o " + dit.string()).code, 0);
+  r = run("kinora info " + dit.string());
+  EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')")) << r.out;
+
+  const auto x = dir / "x.safetensors";
+  r = run("kinora merge " + a.string() + " " + fx + " -o " + x.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(fx + ": has no tensor 'steps', which " + a.string() + " holds"));
+  kinora::io::save_safetensors(c, {{"w", torch::randn({4, 6})}, {"steps", steps}});
+  r = run("kinora merge " + a.string() + " " + b.string() + " --subtract " + c.string() + " -o " +
+          x.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("tensor 'w' is [4, 6] in the first and [6, 4] in the second"));
+  kinora::io::save_safetensors(c, {{"w", w3}, {"steps", steps + 1}});
+  r = run("kinora merge " + a.string() + " " + c.string() + " -o " + x.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(c.string() + ": integer tensor 'steps' differs"));
+  EXPECT_FALSE(std::filesystem::exists(x));
+
+  r = run("kinora merge " + a.string() + " " + b.string() + " -o " + ws.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(ws.string() + ": exists"));
+  r = run("kinora merge " + a.string() + " " + b.string() + " -o " + b.string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(b.string() + ": is an input"));
+}
+
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
   auto r = run("kinora-conformance " + fixture("sched_wan_unipc_20.case.safetensors"));
   EXPECT_EQ(r.code, 0) << r.out;

@@ -1,0 +1,118 @@
+#include "cli/merge.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "base/error.h"
+#include "cli/convert.h"
+#include "io/checkpoint.h"
+
+namespace kinora::cli {
+
+namespace {
+// The folder and the file, e.g. "run-2/model.safetensors": enough to tell the
+// inputs apart in the metadata without recording the user's whole path.
+std::string short_name(const std::filesystem::path& p) {
+  const auto parent = p.parent_path().filename();
+  return parent.empty() ? p.filename().string() : (parent / p.filename()).string();
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// `other` must hold exactly `a`'s tensor names, with the same shapes.
+void check_same_model(const io::Checkpoint& a, const io::Checkpoint& other) {
+  const auto who = other.path().string() + " and " + a.path().string();
+  for (const auto& name : a.names()) {
+    if (!other.contains(name))
+      throw Error(other.path().string() + ": has no tensor '" + name + "', which " +
+                  a.path().string() +
+                  " holds; merging needs two checkpoints of the same model in the same layout "
+                  "(`kinora info` shows each one's)");
+    const auto& sa = a.info(name).shape;
+    const auto& so = other.info(name).shape;
+    if (sa != so)
+      throw Error(who + ": tensor '" + name + "' is " + shape_text(so) + " in the first and " +
+                  shape_text(sa) + " in the second; not the same model");
+  }
+  for (const auto& name : other.names())
+    if (!a.contains(name))
+      throw Error(other.path().string() + ": holds a tensor '" + name + "' that " +
+                  a.path().string() + " has not; not the same model in the same layout");
+}
+}  // namespace
+
+MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path& out) {
+  if (!std::isfinite(spec.ratio)) throw Error("merge: --ratio must be a finite number");
+  const bool keep = spec.dtype == "keep";
+  const auto to = keep ? torch::kFloat : parse_float_dtype(spec.dtype, "merge");
+  std::vector<std::filesystem::path> inputs{spec.a, spec.b};
+  if (spec.subtract) inputs.push_back(*spec.subtract);
+  std::error_code ec;
+  if (std::filesystem::exists(out, ec)) {
+    for (const auto& in : inputs)
+      if (std::filesystem::equivalent(in, out, ec))
+        throw Error(out.string() + ": is an input; write the merged checkpoint elsewhere");
+    throw Error(out.string() + ": exists; remove it or name another output");
+  }
+  const auto a = io::Checkpoint::open(spec.a);
+  const auto b = io::Checkpoint::open(spec.b);
+  const auto c = spec.subtract ? std::optional<io::Checkpoint>(io::Checkpoint::open(*spec.subtract))
+                               : std::nullopt;
+  check_same_model(a, b);
+  if (c) check_same_model(a, *c);
+  const io::Checkpoint& base = c ? *c : a;  // out = A + r·(B − base)
+
+  MergeReport r;
+  double change2 = 0, norm2 = 0;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& name : a.names()) {
+    for (const auto* ck : {&a, &b, &base})
+      if (io::is_fp8(ck->info(name).dtype))
+        throw Error(ck->path().string() + ": tensor '" + name + "' is " +
+                    io::dtype_name(ck->info(name).dtype) +
+                    "; FP8 checkpoints are not merged (their scales differ by format)");
+    auto ta = a.get(name);
+    torch::Tensor t;
+    if (is_float_dtype(a.info(name).dtype)) {
+      const auto wide = ta.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+      const auto fa = ta.to(wide);
+      const auto delta = spec.ratio * (b.get(name).to(wide) - base.get(name).to(wide));
+      change2 += delta.square().sum().item<double>();
+      norm2 += fa.square().sum().item<double>();
+      t = (fa + delta).to(keep ? ta.scalar_type() : to);
+      ++r.merged;
+    } else {
+      for (const auto* ck : {&b, &base})
+        if (!torch::equal(ck->get(name), ta))
+          throw Error(ck->path().string() + ": integer tensor '" + name + "' differs from " +
+                      a.path().string() + "'s; such tensors are copied, not merged");
+      t = ta;
+    }
+    r.bytes_out += static_cast<uint64_t>(t.numel()) * t.element_size();
+    tensors.emplace_back(name, std::move(t));
+  }
+  r.tensors = tensors.size();
+  r.relative_change = norm2 > 0 ? std::sqrt(change2 / norm2) : 0;
+
+  auto meta = a.metadata();
+  nlohmann::json recipe = {
+      {"a", short_name(spec.a)}, {"b", short_name(spec.b)}, {"ratio", spec.ratio}};
+  if (spec.subtract) {
+    recipe["c"] = short_name(*spec.subtract);
+    recipe["formula"] = "a + ratio * (b - c)";
+  } else {
+    recipe["formula"] = "a + ratio * (b - a)";
+  }
+  meta["kinora.merge"] = recipe.dump();
+  io::save_safetensors(out, tensors, meta);
+  return r;
+}
+
+}  // namespace kinora::cli
