@@ -146,7 +146,7 @@ TEST_F(Semantic, EmbeddedModelDrawsTheBackgroundObjectColourAndDirection) {
 }
 
 // Not yet: the shipped model draws triangles and circles, but most squares
-// with rounded corners (shape 75%, chance is 33%; issue 5 stays open until
+// with rounded corners (shape 75.0%, chance is 33%; issue 5 stays open until
 // this passes). Run it with --gtest_also_run_disabled_tests.
 TEST_F(Semantic, DISABLED_EmbeddedModelDrawsTheShape) {
   ASSERT_GE(main_.n, 24);
