@@ -20,12 +20,6 @@ std::string short_name(const std::filesystem::path& p) {
   return parent.empty() ? p.filename().string() : (parent / p.filename()).string();
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // `other` must hold exactly `a`'s tensor names, with the same shapes.
 void check_same_model(const io::Checkpoint& a, const io::Checkpoint& other) {
   const auto who = other.path().string() + " and " + a.path().string();
@@ -38,8 +32,9 @@ void check_same_model(const io::Checkpoint& a, const io::Checkpoint& other) {
     const auto& sa = a.info(name).shape;
     const auto& so = other.info(name).shape;
     if (sa != so)
-      throw Error(who + ": tensor '" + name + "' is " + shape_text(so) + " in the first and " +
-                  shape_text(sa) + " in the second; not the same model");
+      throw Error(who + ": tensor '" + name + "' is " + c10::str(c10::IntArrayRef(so)) +
+                  " in the first and " + c10::str(c10::IntArrayRef(sa)) +
+                  " in the second; not the same model");
   }
   for (const auto& name : other.names())
     if (!a.contains(name))
