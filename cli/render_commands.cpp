@@ -11,7 +11,9 @@
 
 #include "media/output.h"
 #include "pipeline/embedded.h"
+#include "pipeline/semantic.h"
 #include "pipeline/wan_pipeline.h"
+#include "training/train.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -195,8 +197,67 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
 
+  auto judge = std::make_shared<pipeline::SemanticRun>();
+  auto judge_dir = std::make_shared<std::string>();
+  auto judge_keep = std::make_shared<std::string>();
+  auto sc = app.add_subcommand(
+      "score",
+      "Judge the embedded model (or a model folder) as its semantic test does: render the "
+      "test's prompts and the held-out combinations, measure background, object colour, shape "
+      "and direction from the decoded pixels");
+  sc->add_option("--model-dir", *judge_dir,
+                 "a folder with the four kinora-tiny-* files (a training run, assets/); default: "
+                 "the embedded model")
+      ->check(CLI::ExistingDirectory);
+  sc->add_option("--prompts", judge->prompts, "at least this many trained combinations")
+      ->capture_default_str();
+  sc->add_option("--prompt-seed", judge->prompt_seed, "first seed of the prompt set (the test's)")
+      ->capture_default_str();
+  sc->add_option("--noise-seed", judge->noise_seed,
+                 "prompt i of each set renders with seed noise-seed + i (the test's)")
+      ->capture_default_str();
+  sc->add_option("--steps", judge->preset.steps, "sampling steps")->capture_default_str();
+  sc->add_option("--sampler", judge->preset.sampler, "see `kinora samplers`")
+      ->capture_default_str();
+  sc->add_option("--shift", judge->preset.shift, "the sampler's shift")->capture_default_str();
+  sc->add_option("--guidance", judge->preset.guidance, "classifier-free guidance scale")
+      ->capture_default_str();
+  sc->add_option("--precision", judge->preset.precision, "fp32 or bf16")->capture_default_str();
+  sc->add_option("--keep", *judge_keep, "keep the MP4s in this folder (default: none kept)");
+
   return [=]() -> int {
     std::signal(SIGINT, on_sigint);
+    if (*sc) {
+      return guarded([&] {
+        auto run = *judge;
+        if (!judge_dir->empty()) {
+          const fs::path d = *judge_dir;
+          run.preset.model = (d / training::kDitFile).string();
+          run.preset.vae = (d / training::kVaeFile).string();
+          run.preset.text_encoder = (d / training::kTextEncoderFile).string();
+          run.preset.tokenizer = (d / training::kTokenizerFile).string();
+        }
+        run.preset = Preset::from_json(run.preset.to_json(), "command line");
+        const bool keep = !judge_keep->empty();
+        run.folder =
+            keep ? fs::path(*judge_keep)
+                 : fs::temp_directory_path() / ("kinora-score-" + std::to_string(::getpid()));
+        fs::create_directories(run.folder);
+        struct RemoveUnlessKept {  // the MP4s go, however the run ends
+          fs::path folder;
+          ~RemoveUnlessKept() {
+            std::error_code ec;
+            if (!folder.empty()) fs::remove_all(folder, ec);
+          }
+        } cleanup{keep ? fs::path() : run.folder};
+        run.cancel = &g_cancel;
+        run.on_line = [](const std::string& line) { std::cout << line << std::endl; };
+        pipeline::WanPipeline pipe;
+        const auto r = pipeline::score_semantics(pipe, run);
+        std::cout << r.trained.line("trained") << "\n" << r.held_out.line("held-out") << "\n";
+        return 0;
+      });
+    }
     if (*gen) {
       return guarded([&] {
         // The embedded model: its own defaults for what the command line did not set.

@@ -215,6 +215,22 @@ TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
   EXPECT_THAT(r.out, HasSubstr(b.string() + ": is an input"));
 }
 
+// `kinora score` runs the semantic test's judgement (the test itself runs the
+// same code, pipeline::score_semantics, on the embedded model); here, that a
+// folder without the model files and bad settings are refused by name.
+TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
+  TempDir dir;
+  auto r = run("kinora score --model-dir " + dir.path().string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr((dir / "kinora-tiny-wan-dit.safetensors").string()));
+  r = run("kinora score --model-dir " + (dir / "none").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("Directory does not exist"));
+  r = run("kinora score --guidance 2 --steps 0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("key 'steps' must be between 1 and 1000, got 0"));
+}
+
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
   auto r = run("kinora-conformance " + fixture("sched_wan_unipc_20.case.safetensors"));
   EXPECT_EQ(r.code, 0) << r.out;
