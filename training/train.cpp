@@ -796,7 +796,7 @@ Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
 namespace {
 
 // What a DiT checkpoint draws: four fixed captions sampled from noise as the
-// pipeline samples the embedded model (UniPC, 20 steps, guidance 2, the
+// pipeline samples the embedded model (UniPC, 20 steps, kEmbeddedGuidance, the
 // training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
 // Called with the EMA weights in the modules.
 void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5Encoder& te,
