@@ -14,7 +14,7 @@ namespace kinora::training {
 // Scenes from seeds first_seed, first_seed + 1, …, never held out, until there
 // are `at_least` and every colour has been object and background, and every
 // shape and direction seen. The test's set: (36, 7000).
-std::vector<Scene> semantic_prompts(std::size_t at_least, uint64_t first_seed = 7000);
+std::vector<Scene> semantic_prompts(std::size_t at_least, uint64_t first_seed);
 // Two scenes of each held-out combination (held_out()).
 std::vector<Scene> held_out_prompts();
 
