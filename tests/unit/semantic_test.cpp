@@ -53,7 +53,7 @@ TEST_F(Semantic, EmbeddedModelDrawsTheBackgroundObjectColourAndDirection) {
   EXPECT_GE(main_.direction, need()) << main_.line("trained");
 }
 
-// Not yet, by one prompt: the shipped model draws most squares, circles and
+// Not yet, by one to three prompts: the shipped model draws most squares, circles and
 // triangles (shape 83.3–88.9% from run to run, chance is 33%), but now and then an object twice or
 // a triangle too full; issue 5 stays open until this passes. Run it with
 // --gtest_also_run_disabled_tests.
