@@ -2,6 +2,8 @@
 // noise, everything else is real), in process.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "diffusion/wan_dit.h"
 #include "io/safetensors.h"
@@ -221,4 +223,28 @@ TEST(Pipeline, ASingleFrameIsWrittenAsPng) {
   EXPECT_TRUE(std::filesystem::exists(dir / "still.png"));
   EXPECT_FALSE(std::filesystem::exists(dir / "still.mp4"));
   EXPECT_THAT(media::read_embedded_json(dir / "still.png"), HasSubstr("\"frames\":1"));
+}
+
+TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
+  // The frames end exactly where a page the process may not read begins: the
+  // colour conversion's SIMD used to read a few bytes past the last pixel
+  // (valgrind: "Invalid read of size 16"), which here is a crash.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const int64_t F = 17, H = 64, W = 64, bytes = F * H * W * 3;
+  ASSERT_EQ(bytes % page, 0);
+  void* mem = ::mmap(nullptr, static_cast<std::size_t>(bytes + page), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* base = static_cast<uint8_t*>(mem);
+  ASSERT_EQ(::mprotect(base + bytes, static_cast<std::size_t>(page), PROT_NONE), 0);
+  auto frames = torch::from_blob(base, {F, H, W, 3}, torch::kUInt8);
+  frames.copy_(torch::randint(0, 256, {F, H, W, 3}, torch::kUInt8));
+  TempDir dir;
+  for (const char* name : {"a.mp4", "a.webm", "a.mov"}) {
+    media::WriteOptions o;
+    o.format = media::format_for_path(dir / name);
+    media::write_output(dir / name, frames, o);
+    EXPECT_EQ(media::read_frames(dir / name).size(0), F) << name;
+  }
+  ::munmap(mem, static_cast<std::size_t>(bytes + page));
 }
