@@ -247,17 +247,17 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
       check(av_interleaved_write_frame(oc.get(), pkt.get()), "write failed (disk full?)");
     }
   };
-  // swscale's SIMD reads a few bytes past the last pixel it converts, so the
-  // frames sit in a buffer with FFmpeg's input padding after them (valgrind
-  // saw the read run past the end of the frames tensor).
+  // swscale's SIMD reads a few bytes past the last pixel it converts, so each
+  // frame is copied into a buffer with FFmpeg's input padding after it
+  // (valgrind saw the read run past the end of the frames tensor).
   const int64_t frame_bytes = int64_t{3} * w * h;
-  auto padded = torch::zeros({frames.numel() + AV_INPUT_BUFFER_PADDING_SIZE}, torch::kUInt8);
-  padded.narrow(0, 0, frames.numel()).copy_(frames.reshape({-1}));
-  const uint8_t* pixels = padded.data_ptr<uint8_t>();
+  auto padded = torch::zeros({frame_bytes + AV_INPUT_BUFFER_PADDING_SIZE}, torch::kUInt8);
+  auto padded_frame = padded.narrow(0, 0, frame_bytes).view({h, w, 3});
   for (int64_t i = 0; i < frames.size(0); ++i) {
     if (cancel && cancel->load()) throw Cancelled{};
     check(av_frame_make_writable(frame.get()), "cannot write a frame");
-    const uint8_t* src[1] = {pixels + i * frame_bytes};
+    padded_frame.copy_(frames[i]);
+    const uint8_t* src[1] = {padded.data_ptr<uint8_t>()};
     const int stride[1] = {3 * w};
     sws_scale(sws.get(), src, stride, 0, h, frame->data, frame->linesize);
     frame->pts = i;
