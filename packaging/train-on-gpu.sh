@@ -119,7 +119,9 @@ left=$((budget - $(elapsed) - 15))
 steps=$(awk -v f=$first -v l=$left -v p="$per_step" 'BEGIN { n = int(l / p * 0.92); print f + (n > 0 ? n : 0) }')
 echo "$per_step s/step after $first steps; $left s left: training to step $steps"
 # Stopped with Ctrl-C's signal if it overruns: the stage saves before it stops.
-timeout -s INT $((left + 20)) "$K" "${args[@]}" --steps "$steps"
+# --foreground: otherwise timeout signals the command and then its whole process
+# group, and a second SIGINT ends the process at once, before the save.
+timeout --foreground -s INT $((left + 20)) "$K" "${args[@]}" --steps "$steps"
 echo "trained in $(elapsed) s"
 
 # ---------------------------------------------------------------- results

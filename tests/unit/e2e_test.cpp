@@ -192,7 +192,9 @@ TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
 TEST(E2E, CtrlCCancelsCleanly) {
   TempDir dir;
   const std::string out = (dir / "long.mp4").string();
-  const auto r = sh("timeout --preserve-status -s INT 3 " + kinora_bin() +
+  // One Ctrl-C: without --foreground, timeout signals the command and then its own
+  // process group, and the second SIGINT ends the process at once (exit 130, no message).
+  const auto r = sh("timeout --foreground --preserve-status -s INT 3 " + kinora_bin() +
                     " generate -p 'x' --seed 1" + chain(1000) + " --out " + out);
   EXPECT_EQ(r.code, 130) << r.out;
   EXPECT_THAT(r.out, HasSubstr("cancelled; no output was written"));
