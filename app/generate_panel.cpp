@@ -64,7 +64,10 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   for (const auto& e : schedulers::available_schedulers())
     sampler_->addItem(QString::fromStdString(e.name));
   precision_ = new QComboBox(this);
-  precision_->addItems({"bf16", "fp32"});
+  precision_->addItems({"auto", "bf16", "fp32"});
+  precision_->setToolTip(
+      "auto: bf16 on a GPU and on CPUs with bf16 arithmetic (AVX512-BF16, AMX), fp32 on other "
+      "CPUs, where bf16 is emulated and many times slower");
   format_ = new QComboBox(this);
   format_->addItem("Default (from the name: MP4)", "");
   format_->addItem("MP4 (H.264)", "mp4");

@@ -166,7 +166,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
   add("--shift", opts->shift, "", tiny.shift);
   add("--guidance", opts->guidance, "classifier-free guidance scale", tiny.guidance);
   gen->add_option("--seed", *seed, "default: a random seed (printed and embedded)");
-  add("--precision", opts->precision, "fp32 or bf16", tiny.precision);
+  add("--precision", opts->precision,
+      "auto (bf16 on CUDA and on CPUs with bf16 arithmetic, else fp32), fp32 or bf16",
+      tiny.precision);
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");
   gen->add_option("--format", opts->format,
@@ -222,7 +224,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
   sc->add_option("--shift", judge->preset.shift, "the sampler's shift")->capture_default_str();
   sc->add_option("--guidance", judge->preset.guidance, "classifier-free guidance scale")
       ->capture_default_str();
-  sc->add_option("--precision", judge->preset.precision, "fp32 or bf16")->capture_default_str();
+  sc->add_option("--precision", judge->preset.precision, "auto, fp32 or bf16")
+      ->capture_default_str();
   sc->add_option("--keep", *judge_keep, "keep the MP4s in this folder (default: none kept)");
 
   return [=]() -> int {

@@ -22,7 +22,7 @@ struct TrainArgs {
   int64_t vocab = 96;
   training::VaeOptions vae;
   training::DitOptions dit;
-  std::string precision = "bf16";
+  std::string precision = "auto";
   std::string sigma = "uniform";
   std::string placement = "anywhere";
   std::string device = "cpu";
@@ -41,7 +41,10 @@ void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
   c->add_option("--warmup", o.warmup, "Warm-up steps")->capture_default_str();
   c->add_option("--seed", o.seed, "Seed of the data, noise and initialisation")
       ->capture_default_str();
-  c->add_option("--precision", a.precision, "Compute precision: bf16 or fp32")
+  c->add_option("--precision", a.precision,
+                "Compute precision: auto (bf16 on CUDA and on CPUs with bf16 arithmetic, else "
+                "fp32), bf16 or fp32")
+      ->check(CLI::IsMember({"auto", "bf16", "fp32"}))
       ->capture_default_str();
   c->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();
   c->add_option("--log-every", o.log_every, "Loss log line every N steps")->capture_default_str();
@@ -218,12 +221,14 @@ std::function<int()> add_train_command(CLI::App& app) {
       training::StageOptions& o = *vae ? static_cast<training::StageOptions&>(a->vae)
                                        : static_cast<training::StageOptions&>(a->dit);
       o.run_dir = a->run_dir;
-      o.precision = layers::parse_precision(a->precision);
+      a->dit.device = torch::Device(a->device);
+      const auto device = *vae ? torch::Device(torch::kCPU) : a->dit.device;
+      o.precision = layers::resolve_precision(a->precision, device);
       o.on_message = print;
+      if (const auto w = layers::precision_warning(o.precision, device); !w.empty()) print(w);
       o.cancel = &g_stop;
       a->dit.sigma =
           a->sigma == "uniform" ? training::SigmaDraw::Uniform : training::SigmaDraw::LogitNormal;
-      a->dit.device = torch::Device(a->device);
       a->dit.clip.placement =
           a->placement == "centred" ? training::Placement::Centred : training::Placement::Anywhere;
       if (*vae)

@@ -1,5 +1,8 @@
 #include "layers/linear.h"
 
+#include <fstream>
+#include <sstream>
+
 #include "base/error.h"
 
 namespace kinora::layers {
@@ -12,6 +15,35 @@ Precision parse_precision(const std::string& s) {
 
 const char* precision_name(Precision p) {
   return p == Precision::BF16 ? "bf16" : "fp32";
+}
+
+bool cpu_flags_have_native_bf16(const std::string& flags_line) {
+  std::istringstream words(flags_line);
+  for (std::string w; words >> w;)
+    if (w == "avx512_bf16" || w == "amx_bf16") return true;
+  return false;
+}
+
+bool cpu_has_native_bf16() {
+  static const bool has = [] {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("flags", 0) == 0) return cpu_flags_have_native_bf16(line);  // as every core
+    return false;
+  }();
+  return has;
+}
+
+Precision resolve_precision(const std::string& s, const torch::Device& device) {
+  if (s == "auto")
+    return device.is_cuda() || cpu_has_native_bf16() ? Precision::BF16 : Precision::F32;
+  return parse_precision(s);
+}
+
+std::string precision_warning(Precision p, const torch::Device& device) {
+  if (p != Precision::BF16 || device.is_cuda() || cpu_has_native_bf16()) return "";
+  return "bf16 on a CPU without bf16 arithmetic (AVX512-BF16 or AMX) runs many times slower than "
+         "fp32; precision \"auto\" or \"fp32\" picks fp32 here";
 }
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)

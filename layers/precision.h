@@ -16,4 +16,17 @@ inline torch::ScalarType matmul_dtype(Precision p) {
 Precision parse_precision(const std::string& s);  // "fp32" | "bf16"; throws kinora::Error
 const char* precision_name(Precision p);
 
+// Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX-BF16 in
+// /proc/cpuinfo; false where that cannot be read). Without it LibTorch
+// emulates bf16, tens of times slower than float32 (bench/RESULTS.md: 21-33×
+// for the embedded model's default clip on an AVX2-only EPYC).
+bool cpu_has_native_bf16();
+// The same from one "flags : fpu vme …" line of /proc/cpuinfo.
+bool cpu_flags_have_native_bf16(const std::string& flags_line);
+// A preset's precision ("auto" | "fp32" | "bf16") for a model on `device`:
+// "auto" is bf16 on CUDA and on a CPU with bf16 arithmetic, fp32 elsewhere.
+Precision resolve_precision(const std::string& s, const torch::Device& device);
+// For bf16 on a CPU without bf16 arithmetic: a warning to show the user; else "".
+std::string precision_warning(Precision p, const torch::Device& device);
+
 }  // namespace kinora::layers

@@ -142,8 +142,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   } catch (const Error& e) {
     bad(src, "sampler", std::string("names ") + e.what());
   }
-  if (p.precision != "fp32" && p.precision != "bf16")
-    bad(src, "precision", "must be \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
+  if (p.precision != "auto" && p.precision != "fp32" && p.precision != "bf16")
+    bad(src, "precision", "must be \"auto\", \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
   if (!p.format.empty()) {
     try {
       media::parse_format(p.format);

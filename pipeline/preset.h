@@ -30,7 +30,7 @@ struct Preset {
   std::string sampler = "flow_unipc";
   double shift = 5.0;
   double guidance = 5.0;
-  std::string precision = "bf16";  // "fp32" | "bf16"
+  std::string precision = "auto";  // "auto" (bf16 where the device computes it) | "fp32" | "bf16"
   // Models: file paths, or names under models_dir (ComfyUI's folder layout).
   std::string models_dir;
   std::string model;   // the DiT (the high-noise expert of a Wan 2.2 A14B pair)

@@ -182,7 +182,9 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   for (const auto& m : snap_sizes(p)) say(m);
   if (!p.loras.empty()) throw Error("preset: key 'loras': LoRA is not supported yet");
   const auto paths = resolve_models(p);
-  const auto precision = layers::parse_precision(p.precision);
+  const auto precision = layers::resolve_precision(p.precision, device_);
+  if (const auto w = layers::precision_warning(precision, device_); !w.empty()) say(w);
+  p.precision = layers::precision_name(precision);  // what ran, in the output's parameters
   const std::string pk = "|" + p.precision;
 
   // Models (kept loaded between jobs while the files and precision stay the same).

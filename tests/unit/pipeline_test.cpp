@@ -7,6 +7,7 @@
 
 #include "diffusion/wan_dit.h"
 #include "io/safetensors.h"
+#include "layers/precision.h"
 #include "media/output.h"
 #include "pipeline/embedded.h"
 #include "pipeline/wan_pipeline.h"
@@ -56,6 +57,44 @@ TEST(Pipeline, NoiseIsDrawnOnTheCpuFromTheSeed) {
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, pipeline::initial_noise(6, {1, 16, 2, 3, 4})));
   EXPECT_NEAR(pipeline::initial_noise(1, {100000}).std().item<double>(), 1.0, 0.02);
+}
+
+TEST(Pipeline, AutoPrecisionIsWhatTheDeviceComputesAndIsRecorded) {
+  // /proc/cpuinfo flags of an AVX2-only EPYC, a Zen 4 and a Sapphire Rapids (abridged).
+  EXPECT_FALSE(layers::cpu_flags_have_native_bf16("flags\t: fpu sse2 avx2 fma bmi2 sha_ni"));
+  EXPECT_TRUE(layers::cpu_flags_have_native_bf16("flags\t: avx2 avx512f avx512_bf16 avx512_vnni"));
+  EXPECT_TRUE(layers::cpu_flags_have_native_bf16("flags\t: avx512f amx_bf16 amx_tile amx_int8"));
+  EXPECT_FALSE(layers::cpu_flags_have_native_bf16("flags\t: avx512f avx512_vnni avx512_fp16"));
+  const bool native = layers::cpu_has_native_bf16();
+  const auto on_cpu = native ? layers::Precision::BF16 : layers::Precision::F32;
+  EXPECT_EQ(layers::resolve_precision("auto", torch::kCPU), on_cpu);
+  EXPECT_EQ(layers::resolve_precision("auto", torch::Device(torch::kCUDA)),
+            layers::Precision::BF16);
+  EXPECT_EQ(layers::resolve_precision("fp32", torch::Device(torch::kCUDA)), layers::Precision::F32);
+  EXPECT_EQ(layers::resolve_precision("bf16", torch::kCPU), layers::Precision::BF16);
+
+  // A preset says "auto" unless told; the result (and so the output's parameters) says what ran.
+  EXPECT_EQ(Preset().precision, "auto");
+  pipeline::WanPipeline pipe;
+  std::vector<std::string> msgs;
+  pipeline::RunCallbacks cb;
+  cb.on_message = [&](const std::string& m) { msgs.push_back(m); };
+  const auto a = pipe.generate(tiny(), cb);
+  EXPECT_EQ(a.preset.precision, native ? "bf16" : "fp32");
+  EXPECT_TRUE(msgs.empty());
+  auto p = tiny();
+  p.precision = layers::precision_name(on_cpu);
+  EXPECT_TRUE(torch::equal(pipe.generate(p).frames, a.frames));
+  // bf16 asked for on a CPU that emulates it: rendered, with a warning.
+  p.precision = "bf16";
+  const auto b = pipe.generate(p, cb);
+  EXPECT_EQ(b.preset.precision, "bf16");
+  if (native) {
+    EXPECT_TRUE(msgs.empty());
+  } else {
+    ASSERT_EQ(msgs.size(), 1u);
+    EXPECT_THAT(msgs[0], HasSubstr("bf16 on a CPU without bf16 arithmetic"));
+  }
 }
 
 TEST(Pipeline, SizesAreSnappedWithAMessage) {
