@@ -34,14 +34,19 @@ bool cpu_has_native_bf16() {
   return has;
 }
 
+namespace {
+bool computes_bf16(const torch::Device& device) {
+  return device.is_cuda() || cpu_has_native_bf16();
+}
+}  // namespace
+
 Precision resolve_precision(const std::string& s, const torch::Device& device) {
-  if (s == "auto")
-    return device.is_cuda() || cpu_has_native_bf16() ? Precision::BF16 : Precision::F32;
+  if (s == "auto") return computes_bf16(device) ? Precision::BF16 : Precision::F32;
   return parse_precision(s);
 }
 
 std::string precision_warning(Precision p, const torch::Device& device) {
-  if (p != Precision::BF16 || device.is_cuda() || cpu_has_native_bf16()) return "";
+  if (p != Precision::BF16 || computes_bf16(device)) return "";
   return "bf16 on a CPU without bf16 arithmetic (AVX512-BF16 or AMX) runs many times slower than "
          "fp32; precision \"auto\" or \"fp32\" picks fp32 here";
 }
