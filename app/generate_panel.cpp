@@ -66,8 +66,9 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   precision_ = new QComboBox(this);
   precision_->addItems({"auto", "bf16", "fp32"});
   precision_->setToolTip(
-      "auto: bf16 on a GPU and on CPUs with bf16 arithmetic (AVX512-BF16, AMX), fp32 on other "
-      "CPUs, where bf16 is emulated and many times slower");
+      "auto: bf16 on GPUs from Ampere on and on CPUs with bf16 arithmetic (AVX512-BF16, AMX); "
+      "fp32 on older GPUs and other CPUs, where bf16 is slower (emulated on such CPUs, many "
+      "times slower)");
   format_ = new QComboBox(this);
   format_->addItem("Default (from the name: MP4)", "");
   format_->addItem("MP4 (H.264)", "mp4");

@@ -167,7 +167,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
   add("--guidance", opts->guidance, "classifier-free guidance scale", tiny.guidance);
   gen->add_option("--seed", *seed, "default: a random seed (printed and embedded)");
   add("--precision", opts->precision,
-      "auto (bf16 on CUDA and on CPUs with bf16 arithmetic, else fp32), fp32 or bf16",
+      "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
+      "or bf16",
       tiny.precision);
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");

@@ -42,8 +42,8 @@ void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
   c->add_option("--seed", o.seed, "Seed of the data, noise and initialisation")
       ->capture_default_str();
   c->add_option("--precision", a.precision,
-                "Compute precision: auto (bf16 on CUDA and on CPUs with bf16 arithmetic, else "
-                "fp32), bf16 or fp32")
+                "Compute precision: auto (bf16 on Ampere or later GPUs and on CPUs with bf16 "
+                "arithmetic, else fp32), bf16 or fp32")
       ->check(CLI::IsMember({"auto", "bf16", "fp32"}))
       ->capture_default_str();
   c->add_option("--save-every", o.save_every, "Checkpoint every N steps")->capture_default_str();

@@ -1,5 +1,9 @@
 #include "layers/linear.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/cuda.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -34,9 +38,18 @@ bool cpu_has_native_bf16() {
   return has;
 }
 
+bool cuda_has_native_bf16(const torch::Device& device) {
+  if (!device.is_cuda() || !torch::cuda::is_available()) return false;
+  // ATen's CUDA hooks exist in every build (a CPU-only one answers false); this
+  // one reads the device's compute capability: 8.0 (Ampere) or later.
+  c10::OptionalDeviceGuard guard;
+  if (device.has_index()) guard.reset_device(device);
+  return at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8();
+}
+
 namespace {
 bool computes_bf16(const torch::Device& device) {
-  return device.is_cuda() || cpu_has_native_bf16();
+  return device.is_cuda() ? cuda_has_native_bf16(device) : cpu_has_native_bf16();
 }
 }  // namespace
 
@@ -47,6 +60,9 @@ Precision resolve_precision(const std::string& s, const torch::Device& device) {
 
 std::string precision_warning(Precision p, const torch::Device& device) {
   if (p != Precision::BF16 || computes_bf16(device)) return "";
+  if (device.is_cuda())
+    return "bf16 on a GPU before Ampere (compute capability under 8.0) has no bf16 units and runs "
+           "slower than fp32; precision \"auto\" or \"fp32\" picks fp32 here";
   return "bf16 on a CPU without bf16 arithmetic (AVX512-BF16 or AMX) runs many times slower than "
          "fp32; precision \"auto\" or \"fp32\" picks fp32 here";
 }

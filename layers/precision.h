@@ -23,10 +23,14 @@ const char* precision_name(Precision p);
 bool cpu_has_native_bf16();
 // The same from one "flags : fpu vme …" line of /proc/cpuinfo.
 bool cpu_flags_have_native_bf16(const std::string& flags_line);
+// Whether a CUDA device has bf16 units (compute capability 8.0, Ampere, or
+// later); false where there is no CUDA. Older GPUs run bf16 slower than fp32.
+bool cuda_has_native_bf16(const torch::Device& device);
 // A preset's precision ("auto" | "fp32" | "bf16") for a model on `device`:
-// "auto" is bf16 on CUDA and on a CPU with bf16 arithmetic, fp32 elsewhere.
+// "auto" is bf16 where the device has bf16 arithmetic (a CUDA GPU from Ampere
+// on, a CPU with AVX512-BF16 or AMX), fp32 elsewhere.
 Precision resolve_precision(const std::string& s, const torch::Device& device);
-// For bf16 on a CPU without bf16 arithmetic: a warning to show the user; else "".
+// For bf16 on a device without bf16 arithmetic: a warning to show the user; else "".
 std::string precision_warning(Precision p, const torch::Device& device);
 
 }  // namespace kinora::layers

@@ -25,6 +25,8 @@
 #             whose bf16 files travel with the working tree; its configs must
 #             match DIM, HEADS, LAYERS, FFN, PATCH and TIME_PATCH)
 #   OBJECT_WEIGHT, LR   --object-weight (default 0) and the peak --lr (3e-4)
+#   PRECISION --precision (default bf16 on cuda, so that a GPU without bf16 units
+#             warns instead of training in float32 unasked; auto on cpu)
 #   BUILT     a kinora binary already built for this machine: no build (for a
 #             dry run of the script here with DEVICE=cpu)
 #   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
@@ -41,6 +43,7 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 run=${RUN:-runs/gpu}
 budget=${BUDGET:-500}
 device=${DEVICE:-cuda}
+if [ "$device" = cuda ]; then precision=${PRECISION:-bf16}; else precision=${PRECISION:-auto}; fi
 dataset=${DATASET:-16384}
 batch=${BATCH:-256}
 layers=${LAYERS:-6}
@@ -96,13 +99,13 @@ fi
 preflight() {
   rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
-    "$K" train dit --device "$device" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
+    "$K" train dit --device "$device" --precision "$precision" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
       --time-patch "$time_patch" --given-frame "$given" --heads "$heads" --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 \
       --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
-args=(train dit --device "$device" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
+args=(train dit --device "$device" --precision "$precision" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --time-patch "$time_patch" --given-frame "$given"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
       --lr "$lr" --warmup 300 --object-weight "$object_weight" --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"

@@ -68,8 +68,17 @@ TEST(Pipeline, AutoPrecisionIsWhatTheDeviceComputesAndIsRecorded) {
   const bool native = layers::cpu_has_native_bf16();
   const auto on_cpu = native ? layers::Precision::BF16 : layers::Precision::F32;
   EXPECT_EQ(layers::resolve_precision("auto", torch::kCPU), on_cpu);
-  EXPECT_EQ(layers::resolve_precision("auto", torch::Device(torch::kCUDA)),
-            layers::Precision::BF16);
+  // CUDA: bf16 from Ampere on. Without CUDA there is nothing to compute it.
+  const torch::Device cuda(torch::kCUDA);
+  if (torch::cuda::is_available()) {
+    const bool ampere = layers::cuda_has_native_bf16(cuda);
+    EXPECT_EQ(layers::resolve_precision("auto", cuda),
+              ampere ? layers::Precision::BF16 : layers::Precision::F32);
+    EXPECT_EQ(layers::precision_warning(layers::Precision::BF16, cuda).empty(), ampere);
+  } else {
+    EXPECT_FALSE(layers::cuda_has_native_bf16(cuda));
+    EXPECT_EQ(layers::resolve_precision("auto", cuda), layers::Precision::F32);
+  }
   EXPECT_EQ(layers::resolve_precision("fp32", torch::Device(torch::kCUDA)), layers::Precision::F32);
   EXPECT_EQ(layers::resolve_precision("bf16", torch::kCPU), layers::Precision::BF16);
 
@@ -274,6 +283,8 @@ TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
   void* mem = ::mmap(nullptr, static_cast<std::size_t>(bytes + page), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(mem, MAP_FAILED);
+  const std::unique_ptr<void, std::function<void(void*)>> unmap(
+      mem, [&](void* m) { ::munmap(m, static_cast<std::size_t>(bytes + page)); });
   auto* base = static_cast<uint8_t*>(mem);
   ASSERT_EQ(::mprotect(base + bytes, static_cast<std::size_t>(page), PROT_NONE), 0);
   auto frames = torch::from_blob(base, {F, H, W, 3}, torch::kUInt8);
@@ -285,5 +296,4 @@ TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
     media::write_output(dir / name, frames, o);
     EXPECT_EQ(media::read_frames(dir / name).size(0), F) << name;
   }
-  ::munmap(mem, static_cast<std::size_t>(bytes + page));
 }
