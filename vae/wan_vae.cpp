@@ -69,10 +69,13 @@ struct RMSNormImpl : torch::nn::Module {
         "gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
   }
   // In float32 whatever the compute dtype: a bf16 norm alone costs ~1% of accuracy.
+  // F.normalize's formula, x / max(‖x‖, 1e-12), written out: LibTorch 1.13's
+  // vector norm over a strided channel dimension takes a slow path on the CPU
+  // (6-10× a plain sum of squares there; bench/RESULTS.md).
   Tensor forward(const Tensor& x) {
     const auto xf = x.to(torch::kFloat32);
-    return (F::normalize(xf, F::NormalizeFuncOptions().dim(1)) * scale * gamma.to(torch::kFloat32))
-        .to(x.scalar_type());
+    const auto norm = xf.square().sum(1, /*keepdim=*/true).sqrt().clamp_min(1e-12);
+    return (xf / norm * scale * gamma.to(torch::kFloat32)).to(x.scalar_type());
   }
   double scale;
   Tensor gamma;
