@@ -69,8 +69,8 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
   const auto uncond = encode_captions(te, tok, {""}, text_len, torch::kCPU).expand({n, -1, -1});
 
   std::vector<ProbeRow> rows;
-  auto measure_row = [&](const std::string& kind, double level, const Tensor& z) {
-    const auto video = vae.decode(z).clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8);
+  // `video` as [N, 3, F, H, W] uint8; `z` latents are decoded first.
+  auto measure_video = [&](const std::string& kind, double level, const Tensor& video) {
     ProbeRow row{kind, level, {}, {}};
     for (int64_t i = 0; i < n; ++i) {
       const auto& s = scenes[static_cast<std::size_t>(i)];
@@ -89,6 +89,14 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
     say(line);
     rows.push_back(row);
   };
+  auto measure_row = [&](const std::string& kind, double level, const Tensor& z) {
+    measure_video(kind, level,
+                  vae.decode(z).clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8));
+  };
+
+  // The clips themselves, with no VAE: the ceiling of every other row.
+  measure_video("clip", 0,
+                torch::stack(videos).clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8));
 
   for (double a : o.noise_levels) {
     torch::manual_seed(static_cast<int64_t>(o.seed) + 1);

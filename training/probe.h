@@ -2,6 +2,7 @@
 // Where a trained model loses an object's shape, measured with the semantic
 // test's measure (training::measure) on real clips of each shape:
 //
+//   clip     the clips themselves, with no VAE: the ceiling of the rows below;
 //   noise    the clips' latents plus Gaussian noise of a given RMS, decoded:
 //            how much error in a latent the VAE's decoder forgives;
 //   redraw   the latents noised to σ₀ and sampled back to 0 by the DiT with
@@ -39,7 +40,7 @@ struct ProbeOptions {
 };
 
 struct ProbeRow {
-  std::string kind;  // "noise", "redraw" or "swapped"
+  std::string kind;  // "clip", "noise", "redraw" or "swapped"
   double level = 0;  // the noise's RMS, or σ₀
   // By the clip's shape (Circle, Square, Triangle): clips read as the shape
   // aimed at (the clip's own; the caption's for "swapped"), and their mean

@@ -670,7 +670,8 @@ TEST(Training, VaeWithFourfoldSpatialCompression) {
   EXPECT_FALSE(std::filesystem::exists(refused.path() / "run"));
 }
 
-// The shape probe on a toy model: its rows in order, counts and fills in range,
+// The shape probe on a toy model: its rows in order (the clips themselves
+// first, read right), counts and fills in range,
 // the same numbers twice, a redraw from a σ₀ too small to change anything equal
 // to the plain reconstruction, and a folder without the model refused by name.
 TEST(Training, ShapeProbeOfAToyModel) {
@@ -693,9 +694,9 @@ TEST(Training, ShapeProbeOfAToyModel) {
   o.noise_levels = {0, 0.5};
   o.redraw_sigmas = {1e-6, 1.0};
   const auto rows = probe_shapes(o);
-  ASSERT_EQ(rows.size(), 6u);
-  const char* kinds[] = {"noise", "noise", "redraw", "redraw", "swapped", "swapped"};
-  const double levels[] = {0, 0.5, 1e-6, 1.0, 1e-6, 1.0};
+  ASSERT_EQ(rows.size(), 7u);
+  const char* kinds[] = {"clip", "noise", "noise", "redraw", "redraw", "swapped", "swapped"};
+  const double levels[] = {0, 0, 0.5, 1e-6, 1.0, 1e-6, 1.0};
   for (std::size_t i = 0; i < rows.size(); ++i) {
     EXPECT_EQ(rows[i].kind, kinds[i]);
     EXPECT_EQ(rows[i].level, levels[i]);
@@ -706,10 +707,14 @@ TEST(Training, ShapeProbeOfAToyModel) {
       EXPECT_LE(rows[i].fill[s], 1);
     }
   }
+  // The clips themselves, with no VAE, read as their own shapes: the ceiling.
+  EXPECT_EQ(rows[0].right, (std::array<int, 3>{2, 2, 2}));
+  EXPECT_GT(rows[0].fill[1], 0.9);   // squares
+  EXPECT_LT(rows[0].fill[2], 0.65);  // triangles
   // σ₀ 1e-6: one Euler step of 1e-6 from (nearly) the clean latent, whatever the caption.
   for (int s = 0; s < 3; ++s) {
-    EXPECT_NEAR(rows[2].fill[s], rows[0].fill[s], 1e-3) << "shape " << s;
-    EXPECT_NEAR(rows[4].fill[s], rows[0].fill[s], 1e-3) << "shape " << s;
+    EXPECT_NEAR(rows[3].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
+    EXPECT_NEAR(rows[5].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
   }
   const auto again = probe_shapes(o);
   for (std::size_t i = 0; i < rows.size(); ++i) {
