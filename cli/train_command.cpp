@@ -80,6 +80,11 @@ std::function<int()> add_train_command(CLI::App& app) {
   vae->add_option("--inflate-from", a->vae.inflate_from,
                   "Start from a VAE trained on single frames, past-frame taps zeroed")
       ->check(CLI::ExistingFile);
+  vae->add_option("--init-from", a->vae.init_from,
+                  "A trained VAE of the same architecture (e.g. "
+                  "assets/kinora-tiny-wan-vae.safetensors) to start a fresh run from; with "
+                  "--decoder-only its latent statistics are kept")
+      ->check(CLI::ExistingFile);
   vae->add_flag("--decoder-only", a->vae.decoder_only,
                 "Train the decoder alone (the encoder and its latents stay as they are)");
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();

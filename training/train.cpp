@@ -468,6 +468,23 @@ void train_tokenizer(const fs::path& run_dir, int64_t vocab_size) {
 // ---------------------------------------------------------------- stage 2
 
 namespace {
+// Per-channel mean and standard deviation of the posterior means of
+// `o.stats_clips` full-length clips.
+std::pair<std::vector<double>, std::vector<double>> latent_statistics(vae::WanVAE& model,
+                                                                      const VaeOptions& o) {
+  torch::NoGradGuard g;
+  std::vector<Tensor> mus;
+  for (int64_t i = 0; i < o.stats_clips; i += 16) {
+    const auto x =
+        clip_batch(mix(o.seed, 0x57A7 + i), std::min<int64_t>(16, o.stats_clips - i), o.clip).first;
+    mus.push_back(model.posterior(x).first);
+  }
+  const auto all = torch::cat(mus).transpose(0, 1).flatten(1).to(torch::kFloat64);  // [z, N]
+  const auto mean = all.mean(1).contiguous(), std = all.std(1).contiguous();
+  return {{mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel()},
+          {std.data_ptr<double>(), std.data_ptr<double>() + std.numel()}};
+}
+
 // See VaeOptions::inflate_from.
 void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
   const auto ck = io::Checkpoint::open(path);
@@ -565,9 +582,25 @@ void train_vae(const VaeOptions& o) {
     cfg.temporal_downsample[static_cast<std::size_t>(i)] = true;
   vae::WanVAE model(cfg);
   init_vae(model.module(), o.seed);
-  if (!o.inflate_from.empty() && !fs::exists(state / "state.json"))
-    inflate_from_images(model.module(), o.inflate_from);
-  fs::create_directories(state);  // after the options and the file to inflate from are checked
+  const bool resuming = fs::exists(state / "state.json");
+  if (!o.inflate_from.empty() && !o.init_from.empty())
+    throw Error("kinora train vae: --inflate-from and --init-from are two starts; give one");
+  if (!o.inflate_from.empty() && !resuming) inflate_from_images(model.module(), o.inflate_from);
+  // Statistics kept from the file a decoder-only run starts from (and recorded
+  // in its state, so that a resumed run keeps them too).
+  std::optional<std::pair<std::vector<double>, std::vector<double>>> kept_statistics;
+  if (!o.init_from.empty() && !resuming) {
+    auto arch = nlohmann::json::parse(cfg.to_json());
+    arch.erase("latents_mean"), arch.erase("latents_std");
+    const auto ck = open_trained(o.init_from, arch.dump());
+    load_into(model.module(), ck, o.init_from);
+    if (o.decoder_only) {
+      const auto had = vae::WanVAEConfig::from_checkpoint(ck);
+      kept_statistics.emplace(had.latents_mean, had.latents_std);
+    }
+    say(o, "vae: starting from " + o.init_from.string());
+  }
+  fs::create_directories(state);  // after the options and the file to start from are checked
   model.set_precision(o.precision);
   model.set_trainable(true);
   if (o.decoder_only)
@@ -578,9 +611,12 @@ void train_vae(const VaeOptions& o) {
                           torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.0));
   int64_t step = 0;
   double seconds = 0;
-  if (fs::exists(state / "state.json")) {
+  if (resuming) {
     const auto j = read_json(state / "state.json");
     step = j.at("step"), seconds = j.at("seconds");
+    if (j.contains("latents_mean"))
+      kept_statistics.emplace(j.at("latents_mean").get<std::vector<double>>(),
+                              j.at("latents_std").get<std::vector<double>>());
     load_into(model.module(), state / "vae.safetensors");
     torch::load(opt, (state / "optimizer.pt").string());
     say(o, "vae: resuming at step " + std::to_string(step));
@@ -600,7 +636,10 @@ void train_vae(const VaeOptions& o) {
     }
     save_module(model.module(), state / "vae.safetensors", {});
     save_optimizer(opt, state / "optimizer.pt");
-    write_json(state / "state.json", {{"step", step}, {"seconds", seconds}});
+    nlohmann::json j = {{"step", step}, {"seconds", seconds}};
+    if (kept_statistics)
+      j["latents_mean"] = kept_statistics->first, j["latents_std"] = kept_statistics->second;
+    write_json(state / "state.json", j);
   };
   ClipSpec spec = o.clip;
   spec.frames = o.train_frames;
@@ -680,20 +719,11 @@ void train_vae(const VaeOptions& o) {
     return;
   }
 
-  // The latent statistics that normalise the DiT's inputs, over full-length clips.
+  // The latent statistics that normalise the DiT's inputs; a decoder-only run
+  // from a trained file keeps that file's.
   model.set_trainable(false);
-  std::vector<Tensor> mus;
-  for (int64_t i = 0; i < o.stats_clips; i += 16) {
-    const auto x =
-        clip_batch(mix(o.seed, 0x57A7 + i), std::min<int64_t>(16, o.stats_clips - i), o.clip).first;
-    torch::NoGradGuard g;
-    mus.push_back(model.posterior(x).first);
-  }
-  const auto all = torch::cat(mus).transpose(0, 1).flatten(1).to(torch::kFloat64);  // [z, N]
-  const auto mean = all.mean(1), std = all.std(1);
-  std::vector<double> m(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
-  std::vector<double> s(std.data_ptr<double>(), std.data_ptr<double>() + std.numel());
-  model.set_latent_statistics(m, s);
+  const auto [mean, std] = kept_statistics ? *kept_statistics : latent_statistics(model, o);
+  model.set_latent_statistics(mean, std);
   save_module(
       model.module(), o.run_dir / kVaeFile,
       {{"config", model.config().to_json()},

@@ -84,6 +84,11 @@ struct VaeOptions : StageOptions {
   // shapes must match. The temporal resampling it lacks starts as "keep each
   // chunk's last frame" (encoder) and "repeat each latent frame" (decoder).
   std::filesystem::path inflate_from;
+  // A trained VAE file of the same architecture (e.g. assets/'s) to start a
+  // fresh run from, weights as they are. With decoder_only its latent
+  // statistics are kept as well: a DiT trained on its latents was normalised
+  // with them, and the encoder does not change.
+  std::filesystem::path init_from;
   // Train the decoder alone: the encoder, and so the latents a DiT learns from
   // (and their statistics), stay exactly as they are.
   bool decoder_only = false;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -11,6 +12,7 @@
 #include "base/error.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "test_util.h"
 #include "text/spm_bpe.h"
 #include "text/t5.h"
@@ -794,6 +796,71 @@ TEST(Training, InflatedImageVaeAndDecoderOnly) {
     }
   }
   EXPECT_FALSE(torch::equal(after.get("decoder.head.2.weight"), dst.get("decoder.head.2.weight")));
+}
+
+// A fresh decoder-only run started from a trained VAE file (as from assets/):
+// the file's weights to begin with, its encoder and its latent statistics kept
+// to the end (also across a resume), the decoder trained; a file of another
+// architecture, or two starts at once, refused before anything is written.
+TEST(Training, DecoderOnlyRunFromATrainedVae) {
+  test::TempDir base, fine;
+  auto v = toy_vae(base.path());
+  train_vae(v);
+  // Statistics that the run's own clips would not give: kept means kept.
+  auto trained = vae::WanVAE::load(base / kVaeFile);
+  const std::vector<double> mean(16, 0.25), std(16, 2.0);
+  trained.set_latent_statistics(mean, std);
+  const auto src_path = base.path() / "stats.safetensors";
+  {
+    const auto ck = io::Checkpoint::open(base / kVaeFile);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& n : ck.names()) tensors.emplace_back(n, ck.get(n));
+    io::save_safetensors(src_path, tensors, {{"config", trained.config().to_json()}});
+  }
+  const auto src = io::Checkpoint::open(src_path);
+
+  auto f = toy_vae(fine.path());
+  f.init_from = src_path, f.decoder_only = true, f.steps = 2, f.save_every = 1;
+  // Stopped after one step and resumed: the statistics survive the state.
+  std::atomic<bool> stop{false};
+  f.cancel = &stop;
+  f.on_message = [&](const std::string& m) {
+    if (m.find("vae step 1/") != std::string::npos) stop = true;
+  };
+  train_vae(f);
+  ASSERT_FALSE(std::filesystem::exists(fine / kVaeFile));
+  f.cancel = nullptr, f.on_message = nullptr;
+  train_vae(f);
+
+  const auto out = io::Checkpoint::open(fine / kVaeFile);
+  const auto cfg = vae::WanVAEConfig::from_checkpoint(out);
+  EXPECT_EQ(cfg.latents_mean, mean);
+  EXPECT_EQ(cfg.latents_std, std);
+  for (const auto& name : out.names()) {
+    const bool encoder = name.starts_with("encoder.") || name.starts_with("conv1.");
+    if (encoder) EXPECT_TRUE(torch::equal(out.get(name), src.get(name))) << name;
+  }
+  EXPECT_FALSE(torch::equal(out.get("decoder.head.2.weight"), src.get("decoder.head.2.weight")));
+  // The same latents from the source file and the fine-tuned one.
+  auto a = vae::WanVAE::load(src_path), b = vae::WanVAE::load(fine / kVaeFile);
+  torch::manual_seed(5);
+  const auto clip = torch::rand({1, 3, 9, 32, 32}) * 2 - 1;
+  EXPECT_TRUE(torch::equal(a.encode(clip), b.encode(clip)));
+
+  // Another base width: refused by name, nothing written.
+  test::TempDir refused;
+  auto r = toy_vae(refused.path() / "run");
+  r.init_from = src_path, r.dim = 8;
+  try {
+    train_vae(r);
+    ADD_FAILURE() << "a VAE of another width was started from";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(src_path.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dim"), std::string::npos) << e.what();
+  }
+  r.dim = 4, r.inflate_from = src_path;
+  EXPECT_THROW(train_vae(r), Error);
+  EXPECT_FALSE(std::filesystem::exists(refused.path() / "run"));
 }
 
 }  // namespace
