@@ -69,7 +69,7 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
   const auto uncond = encode_captions(te, tok, {""}, text_len, torch::kCPU).expand({n, -1, -1});
 
   std::vector<ProbeRow> rows;
-  // `video` as [N, 3, F, H, W] uint8; `z` latents are decoded first.
+  // A row from videos [N, 3, F, H, W] uint8 (measure_row: from latents, decoded).
   auto measure_video = [&](const std::string& kind, double level, const Tensor& video) {
     ProbeRow row{kind, level, {}, {}};
     for (int64_t i = 0; i < n; ++i) {
