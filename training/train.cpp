@@ -480,9 +480,9 @@ std::pair<std::vector<double>, std::vector<double>> latent_statistics(vae::WanVA
     mus.push_back(model.posterior(x).first);
   }
   const auto all = torch::cat(mus).transpose(0, 1).flatten(1).to(torch::kFloat64);  // [z, N]
-  const auto mean = all.mean(1).contiguous(), std = all.std(1).contiguous();
+  const auto mean = all.mean(1).contiguous(), spread = all.std(1).contiguous();
   return {{mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel()},
-          {std.data_ptr<double>(), std.data_ptr<double>() + std.numel()}};
+          {spread.data_ptr<double>(), spread.data_ptr<double>() + spread.numel()}};
 }
 
 // See VaeOptions::inflate_from.
@@ -722,8 +722,8 @@ void train_vae(const VaeOptions& o) {
   // The latent statistics that normalise the DiT's inputs; a decoder-only run
   // from a trained file keeps that file's.
   model.set_trainable(false);
-  const auto [mean, std] = kept_statistics ? *kept_statistics : latent_statistics(model, o);
-  model.set_latent_statistics(mean, std);
+  const auto [mean, spread] = kept_statistics ? *kept_statistics : latent_statistics(model, o);
+  model.set_latent_statistics(mean, spread);
   save_module(
       model.module(), o.run_dir / kVaeFile,
       {{"config", model.config().to_json()},

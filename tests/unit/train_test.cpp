@@ -808,8 +808,8 @@ TEST(Training, DecoderOnlyRunFromATrainedVae) {
   train_vae(v);
   // Statistics that the run's own clips would not give: kept means kept.
   auto trained = vae::WanVAE::load(base / kVaeFile);
-  const std::vector<double> mean(16, 0.25), std(16, 2.0);
-  trained.set_latent_statistics(mean, std);
+  const std::vector<double> mean(16, 0.25), spread(16, 2.0);
+  trained.set_latent_statistics(mean, spread);
   const auto src_path = base.path() / "stats.safetensors";
   {
     const auto ck = io::Checkpoint::open(base / kVaeFile);
@@ -835,7 +835,7 @@ TEST(Training, DecoderOnlyRunFromATrainedVae) {
   const auto out = io::Checkpoint::open(fine / kVaeFile);
   const auto cfg = vae::WanVAEConfig::from_checkpoint(out);
   EXPECT_EQ(cfg.latents_mean, mean);
-  EXPECT_EQ(cfg.latents_std, std);
+  EXPECT_EQ(cfg.latents_std, spread);
   for (const auto& name : out.names()) {
     const bool encoder = name.starts_with("encoder.") || name.starts_with("conv1.");
     if (encoder) EXPECT_TRUE(torch::equal(out.get(name), src.get(name))) << name;
