@@ -70,8 +70,9 @@ struct RMSNormImpl : torch::nn::Module {
   }
   // In float32 whatever the compute dtype: a bf16 norm alone costs ~1% of accuracy.
   // F.normalize's formula, x / max(‖x‖, 1e-12), written out: LibTorch 1.13's
-  // vector norm over a strided channel dimension takes a slow path on the CPU
-  // (6-10× a plain sum of squares there; bench/RESULTS.md).
+  // vector norm over a strided channel dimension takes a slow path on the CPU,
+  // and the embedded model's decode takes a third less without it
+  // (bench/RESULTS.md).
   Tensor forward(const Tensor& x) {
     const auto xf = x.to(torch::kFloat32);
     const auto norm = xf.square().sum(1, /*keepdim=*/true).sqrt().clamp_min(1e-12);
