@@ -156,6 +156,15 @@ std::function<int()> add_train_command(CLI::App& app) {
                   "its edge, where the shape is, is not outweighed by the background")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
+  dit->add_option("--refine-steps", a->dit.refine_steps,
+                  "Adam steps moving each cached clip's latents through the frozen decoder "
+                  "towards the clip before training (0: the encoder's own), so that the DiT "
+                  "learns latents the decoder draws sharper")
+      ->check(CLI::Range(0, 10000))
+      ->capture_default_str();
+  dit->add_option("--refine-lr", a->dit.refine_lr, "Learning rate of that refinement")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   dit->add_option("--init-from", a->dit.init_from,
                   "A trained model's folder (its kinora-tiny-wan-dit and kinora-tiny-umt5 "
                   "files, e.g. assets/) to start a fresh run from; same configs")
@@ -202,6 +211,19 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   probe->add_option("--seed", a->probe.seed, "Seed of the scenes and the noise")
+      ->capture_default_str();
+  probe
+      ->add_option("--fit-steps", a->probe.fit_steps,
+                   "Adam steps of latents fitted to the clips' first frames through the decoder "
+                   "(rows first and fit; 0: none)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
+  probe->add_option("--fit-lr", a->probe.fit_lr, "Learning rate of the fitted latents")
+      ->capture_default_str();
+  probe
+      ->add_option("--fit-frames", a->probe.fit_frames,
+                   "Frames of each clip fitted (1 + 4k; the clip's 17: as the DiT stage's "
+                   "--refine-steps fits them)")
       ->capture_default_str();
   probe->add_option("--precision", a->probe_precision, "Compute precision: fp32 or bf16")
       ->capture_default_str();

@@ -25,6 +25,10 @@
 #             whose bf16 files travel with the working tree; its configs must
 #             match DIM, HEADS, LAYERS, FFN, PATCH and TIME_PATCH)
 #   OBJECT_WEIGHT, LR   --object-weight (default 0) and the peak --lr (3e-4)
+#   REFINE, REFINE_LR   --refine-steps (default 0) and --refine-lr (0.04): the
+#             cached clips' latents fitted through the frozen decoder before
+#             training (paid once, in the first call, inside the budget; the
+#             step count is set after it, from the speed of training alone)
 #   PRECISION --precision (default bf16 on cuda, so that a GPU without bf16 units
 #             warns instead of training in float32 unasked; auto on cpu)
 #   BUILT     a kinora binary already built for this machine: no build (for a
@@ -59,6 +63,8 @@ given=${GIVEN:-0}
 init=${INIT:-}
 object_weight=${OBJECT_WEIGHT:-0}
 lr=${LR:-3e-4}
+refine=${REFINE:-0}
+refine_lr=${REFINE_LR:-0.04}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -108,7 +114,8 @@ echo "preflight passed at $(elapsed) s"
 args=(train dit --device "$device" --precision "$precision" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --time-patch "$time_patch" --given-frame "$given"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
-      --lr "$lr" --warmup 300 --object-weight "$object_weight" --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
+      --lr "$lr" --warmup 300 --object-weight "$object_weight" --refine-steps "$refine" --refine-lr "$refine_lr"
+      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
       --log-every "${LOG_EVERY:-50}" --save-every 1000
       --sample-every 1000)
 [ -n "$init" ] && args+=(--init-from "$init")

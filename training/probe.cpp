@@ -36,6 +36,10 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
                   ", " + kTextEncoderFile + ", " + kVaeFile + " and " + kTokenizerFile + ")");
   for (double s : o.redraw_sigmas)
     if (!(s > 0 && s <= 1)) throw Error("probe: a redraw's σ₀ must lie in (0, 1]");
+  if (o.fit_steps < 0 || !(o.fit_lr > 0)) throw Error("probe: fit steps must be ≥ 0, its rate > 0");
+  if (o.fit_frames < 1 || (o.fit_frames - 1) % 4 != 0 || o.fit_frames > o.clip.frames)
+    throw Error("probe: fit frames must be 1 + 4k and at most the clip's " +
+                std::to_string(o.clip.frames));
   torch::NoGradGuard no_grad;
   auto dit = diffusion::WanModel::load(o.model_dir / kDitFile, o.precision);
   auto te = text::T5Encoder::load(o.model_dir / kTextEncoderFile, o.precision);
@@ -101,6 +105,62 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
   for (double a : o.noise_levels) {
     torch::manual_seed(static_cast<int64_t>(o.seed) + 1);
     measure_row("noise", a, x0 + a * torch::randn(x0.sizes()));
+  }
+  if (o.fit_steps > 0) {
+    // One frame by default: the gradient through the decoder then costs a
+    // seventeenth of a clip's.
+    const auto first = torch::stack(videos).slice(2, 0, o.fit_frames);  // [N, 3, F, H, W]
+    // measure() reads motion, so wants two frames: one frame twice.
+    const auto to_pixels = [&](const Tensor& v) {
+      const auto p = v.clamp(-1, 1).add(1).mul(127.5).round().to(torch::kUInt8);
+      return o.fit_frames == 1 ? p.repeat({1, 1, 2, 1, 1}) : p;
+    };
+    const auto [mu, logvar] = vae.posterior(first);
+    {
+      char line[160];
+      std::snprintf(line, sizeof line,
+                    "probe: the encoder's posterior σ, RMS %.4f; its means' spread, RMS %.4f "
+                    "(un-normalised)",
+                    logvar.clamp(-30, 20).exp().mean().sqrt().item<double>(),
+                    (mu - mu.mean({0, 2, 3, 4}, true)).pow(2).mean().sqrt().item<double>());
+      say(line);
+    }
+    const auto fit = fit_latents(vae, first, o.fit_steps, o.fit_lr, [&](int64_t k, double l1) {
+      if (k % 25 != 0 && k != o.fit_steps) return;
+      char line[120];
+      std::snprintf(line, sizeof line, "probe: fit step %lld/%lld  weighted L1 %.4f",
+                    static_cast<long long>(k), static_cast<long long>(o.fit_steps), l1);
+      say(line);
+    });
+    measure_video("first", 0, to_pixels(vae.decode_unnormalised(mu)));
+    rows.back().l1 = fit.l1_encoded;
+    measure_video("fit", static_cast<double>(o.fit_steps),
+                  to_pixels(vae.decode_unnormalised(fit.z)));
+    rows.back().l1 = fit.l1_fitted;
+    // The fitted latents with the noise rows' noise (normalised units): whether
+    // what the fit gained survives a DiT's error, or is a pattern no model
+    // would draw. The encoder's latents with the same noise beside them.
+    const auto normalised = [&](const Tensor& z) {
+      const auto stat = [&](const std::vector<double>& v) {
+        return torch::tensor(v).to(torch::kFloat32).view({1, -1, 1, 1, 1});
+      };
+      return (z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std);
+    };
+    for (double a : o.noise_levels) {
+      if (a <= 0) continue;
+      torch::manual_seed(static_cast<int64_t>(o.seed) + 3);
+      const auto noise = a * torch::randn(mu.sizes());
+      measure_video("first+noise", a, to_pixels(vae.decode(normalised(mu) + noise)));
+      measure_video("fit+noise", a, to_pixels(vae.decode(normalised(fit.z) + noise)));
+    }
+    char line[160];
+    std::snprintf(line, sizeof line, "probe: the fitted latents moved by RMS %.4f (un-normalised)",
+                  (fit.z - mu).pow(2).mean().sqrt().item<double>());
+    say(line);
+    std::snprintf(line, sizeof line,
+                  "probe: weighted L1 of the first frames: %.4f encoded, %.4f fitted",
+                  fit.l1_encoded, fit.l1_fitted);
+    say(line);
   }
   for (bool swap : {false, true}) {
     const auto cond = encode_captions(te, tok, swap ? swapped : own, text_len, torch::kCPU);

@@ -563,6 +563,49 @@ void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
 }
 }  // namespace
 
+Tensor object_mask(const Tensor& video) {
+  const auto border = torch::cat({video.select(3, 0), video.select(3, -1)}, 3).flatten(2);
+  const auto bg = std::get<0>(border.median(2)).view({-1, 3, 1, 1, 1});  // [B, 3, 1, 1, 1]
+  return ((video - bg).abs().sum(1, true) > 0.1).to(torch::kFloat32);
+}
+
+FittedLatents fit_latents(vae::WanVAE& vae, const Tensor& video, int64_t steps, double lr,
+                          const std::function<void(int64_t, double)>& on_step) {
+  if (steps < 0 || !(lr > 0)) throw Error("fit_latents: steps must be ≥ 0 and the rate > 0");
+  const auto weight = (1 + 9 * object_mask(video)).expand_as(video);
+  const auto weighted_l1 = [&](const Tensor& rec) {
+    return ((rec - video).abs() * weight).sum() / weight.sum();
+  };
+  FittedLatents out;
+  Tensor z;
+  {
+    torch::NoGradGuard g;
+    z = vae.posterior(video).first;
+    out.l1_encoded = weighted_l1(vae.decode_unnormalised(z)).item<double>();
+  }
+  if (steps > 0) {
+    // The VAE's calls build graphs; its weights take no gradient and stay put.
+    vae.set_trainable(true);
+    for (auto& p : vae.module().parameters()) p.set_requires_grad(false);
+    z = z.clone().set_requires_grad(true);
+    torch::AutoGradMode grad(true);
+    torch::optim::Adam opt({z}, torch::optim::AdamOptions(lr));
+    for (int64_t k = 0; k < steps; ++k) {
+      const auto loss = weighted_l1(vae.decode_unnormalised(z));
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      if (on_step) on_step(k + 1, loss.item<double>());
+    }
+    vae.set_trainable(false);
+    z = z.detach();
+  }
+  torch::NoGradGuard g;
+  out.l1_fitted = weighted_l1(vae.decode_unnormalised(z)).item<double>();
+  out.z = z;
+  return out;
+}
+
 void train_vae(const VaeOptions& o) {
   const auto state = o.run_dir / "vae-state";
   vae::WanVAEConfig cfg;
@@ -654,9 +697,7 @@ void train_vae(const VaeOptions& o) {
     // The object's pixels (far from the clip's background, the median of its
     // border) weigh 10× in the loss: they are a small share of each frame, and an
     // autoencoder first learns to draw backgrounds alone.
-    const auto border = torch::cat({x.select(3, 0), x.select(3, -1)}, 3).flatten(2);  // [B,3,N]
-    const auto bg = std::get<0>(border.median(2)).view({-1, 3, 1, 1, 1});
-    auto fg = ((x - bg).abs().sum(1, true) > 0.1).to(torch::kFloat32);  // [B, 1, F, H, W]
+    auto fg = object_mask(x);  // [B, 1, F, H, W]
     if (o.crop > 0 && o.crop < spec.width && o.crop < spec.height) {
       // Crops around the object three times in four (its centre in the middle
       // frame, jittered), anywhere otherwise.
@@ -740,15 +781,21 @@ namespace {
 // The VAE's latents of `n` clips, encoded once and cached in the run folder.
 std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, vae::WanVAE& vae) {
   const auto path = o.run_dir / "dit-state" / "latents.safetensors";
-  // A cache made before placements were recorded holds clips placed anywhere.
+  // A cache made before placements were recorded holds clips placed anywhere,
+  // and one made before refinement was recorded the encoder's own latents.
   const std::string placement = name(o.clip.placement);
+  const std::string refine =
+      o.refine_steps == 0 ? "0"
+                          : std::to_string(o.refine_steps) + " steps at " + c10::str(o.refine_lr);
   if (fs::exists(path)) {
     const auto ck = io::Checkpoint::open(path);
     const auto& meta = ck.metadata();
     const auto it = meta.find("placement");
     const std::string cached = it == meta.end() ? name(Placement::Anywhere) : it->second;
     // From the header: a cache of other clips is not read.
-    if (cached == placement && ck.shapes().at("latents").at(0) == o.dataset) {
+    const auto rf = meta.find("refine");
+    if (cached == placement && ck.shapes().at("latents").at(0) == o.dataset &&
+        (rf == meta.end() ? std::string("0") : rf->second) == refine) {
       const auto caps = nlohmann::json::parse(meta.at("captions"));
       // A copy (the file is mapped), on the stage's device.
       return {ck.get("latents").to(o.device, torch::kFloat32, false, /*copy=*/true),
@@ -758,19 +805,40 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
   }
   std::vector<Tensor> lats;
   std::vector<std::string> caps;
+  double refined_before = 0, refined_after = 0;
+  int64_t refined = 0;
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < o.dataset; i += 16) {
     auto [x, c] =
         clip_batch(mix(o.seed, 0xDA7A000 + i), std::min<int64_t>(16, o.dataset - i), o.clip);
-    lats.push_back(vae.encode(x.to(o.device)));
+    if (o.refine_steps == 0) {
+      lats.push_back(vae.encode(x.to(o.device)));
+    } else {
+      const auto fit = fit_latents(vae, x.to(o.device), o.refine_steps, o.refine_lr);
+      const auto stat = [&](const std::vector<double>& v) {
+        return torch::tensor(v).to(fit.z.device(), torch::kFloat32).view({1, -1, 1, 1, 1});
+      };
+      // Normalised as encode() normalises, with the VAE file's statistics.
+      lats.push_back((fit.z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std));
+      refined_before += fit.l1_encoded, refined_after += fit.l1_fitted, ++refined;
+    }
     caps.insert(caps.end(), c.begin(), c.end());
     if ((i / 16) % 32 == 0)
       say(o, "dit: encoding clips " + std::to_string(i) + "/" + std::to_string(o.dataset) + " (" +
                  std::to_string(static_cast<int>(seconds_since(t0))) + " s)");
   }
+  if (refined > 0) {
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "dit: latents refined (%s): weighted L1 of their decoding %.4f -> %.4f",
+                  refine.c_str(), refined_before / static_cast<double>(refined),
+                  refined_after / static_cast<double>(refined));
+    say(o, line);
+  }
   auto lat = torch::cat(lats);
-  io::save_safetensors(path, {{"latents", lat.to(torch::kCPU)}},
-                       {{"captions", nlohmann::json(caps).dump()}, {"placement", placement}});
+  io::save_safetensors(
+      path, {{"latents", lat.to(torch::kCPU)}},
+      {{"captions", nlohmann::json(caps).dump()}, {"placement", placement}, {"refine", refine}});
   return {lat, caps};
 }
 

@@ -26,6 +26,9 @@
 namespace kinora::diffusion {
 class WanModel;
 }
+namespace kinora::vae {
+class WanVAE;
+}
 namespace kinora::text {
 class T5Encoder;
 class Tokenizer;
@@ -97,6 +100,25 @@ struct VaeOptions : StageOptions {
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
 void train_vae(const VaeOptions& o);
 
+// The object's pixels of clips [B, 3, F, H, W] in [−1, 1]: those far from the
+// clip's background (the median of its top and bottom rows). [B, 1, F, H, W]
+// float32, 1 on the object. The VAE's loss weighs them 10×.
+torch::Tensor object_mask(const torch::Tensor& video);
+
+// Latents fitted to clips through the VAE's frozen decoder: the encoder's
+// posterior means moved by `steps` Adam steps (rate `lr`, in the VAE's
+// un-normalised units) down the object-weighted L1 of their decoding, the
+// VAE's own reconstruction loss. An encoder amortises this fit and falls
+// short of it: the decoder draws sharper corners from fitted latents than
+// from the encoder's (`kinora train probe --fit-steps`).
+struct FittedLatents {
+  torch::Tensor z;        // [B, z, T, h, w] float32, un-normalised, no gradient
+  double l1_encoded = 0;  // the weighted L1 of the encoder's latents, decoded
+  double l1_fitted = 0;   // … and of the fitted ones
+};
+FittedLatents fit_latents(vae::WanVAE& vae, const torch::Tensor& video, int64_t steps, double lr,
+                          const std::function<void(int64_t step, double l1)>& on_step = {});
+
 enum class SigmaDraw { Uniform, LogitNormal };
 
 struct DitOptions : StageOptions {
@@ -135,6 +157,12 @@ struct DitOptions : StageOptions {
   // 0 weighs every cell alike. The object is a tenth of a frame, and its shape
   // a few cells at its edge; the background outweighs them in the mean.
   double object_weight = 0;
+  // Adam steps of fit_latents on every cached clip's latents before training
+  // (0: the encoder's own), at rate refine_lr: the DiT then learns latents
+  // that the decoder draws with sharper outlines than the encoder's. The
+  // cache records the two numbers; a cache made otherwise is encoded anew.
+  int64_t refine_steps = 0;
+  double refine_lr = 0.04;
   // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
   // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
   // visits the levels sampling does, σ near 1 included, where the caption alone

@@ -695,10 +695,12 @@ TEST(Training, ShapeProbeOfAToyModel) {
   o.clips_per_shape = 2, o.steps = 4, o.clip = {32, 32, 9};
   o.noise_levels = {0, 0.5};
   o.redraw_sigmas = {1e-6, 1.0};
+  o.fit_steps = 6, o.fit_lr = 0.05;
   const auto rows = probe_shapes(o);
-  ASSERT_EQ(rows.size(), 7u);
-  const char* kinds[] = {"clip", "noise", "noise", "redraw", "redraw", "swapped", "swapped"};
-  const double levels[] = {0, 0, 0.5, 1e-6, 1.0, 1e-6, 1.0};
+  ASSERT_EQ(rows.size(), 11u);
+  const char* kinds[] = {"clip",      "noise",  "noise",  "first",   "fit",    "first+noise",
+                         "fit+noise", "redraw", "redraw", "swapped", "swapped"};
+  const double levels[] = {0, 0, 0.5, 0, 6, 0.5, 0.5, 1e-6, 1.0, 1e-6, 1.0};
   for (std::size_t i = 0; i < rows.size(); ++i) {
     EXPECT_EQ(rows[i].kind, kinds[i]);
     EXPECT_EQ(rows[i].level, levels[i]);
@@ -713,10 +715,15 @@ TEST(Training, ShapeProbeOfAToyModel) {
   EXPECT_EQ(rows[0].right, (std::array<int, 3>{2, 2, 2}));
   EXPECT_GT(rows[0].fill[1], 0.9);   // squares
   EXPECT_LT(rows[0].fill[2], 0.65);  // triangles
+  // The first frames' latents moved through the frozen decoder reconstruct them
+  // better than the encoder's own; only those two rows carry an L1.
+  EXPECT_GT(rows[3].l1, 0);
+  EXPECT_LT(rows[4].l1, rows[3].l1 - 1e-3);
+  for (std::size_t i : {0, 1, 2, 5, 6, 7, 8, 9, 10}) EXPECT_EQ(rows[i].l1, -1) << i;
   // σ₀ 1e-6: one Euler step of 1e-6 from (nearly) the clean latent, whatever the caption.
   for (int s = 0; s < 3; ++s) {
-    EXPECT_NEAR(rows[3].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
-    EXPECT_NEAR(rows[5].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
+    EXPECT_NEAR(rows[7].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
+    EXPECT_NEAR(rows[9].fill[s], rows[1].fill[s], 1e-3) << "shape " << s;
   }
   const auto again = probe_shapes(o);
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -725,6 +732,12 @@ TEST(Training, ShapeProbeOfAToyModel) {
   }
   const auto table = probe_table(rows, 2);
   EXPECT_NE(table.find("| swapped | 1.00 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| fit | 6.00 |"), std::string::npos) << table;
+  auto bad = o;
+  bad.fit_steps = -1;
+  EXPECT_THROW(probe_shapes(bad), Error);
+  bad.fit_steps = 1, bad.fit_frames = 4;  // not 1 + 4k
+  EXPECT_THROW(probe_shapes(bad), Error);
 
   std::filesystem::remove(dir / kDitFile);
   try {
@@ -838,7 +851,9 @@ TEST(Training, DecoderOnlyRunFromATrainedVae) {
   EXPECT_EQ(cfg.latents_std, spread);
   for (const auto& name : out.names()) {
     const bool encoder = name.starts_with("encoder.") || name.starts_with("conv1.");
-    if (encoder) EXPECT_TRUE(torch::equal(out.get(name), src.get(name))) << name;
+    if (encoder) {
+      EXPECT_TRUE(torch::equal(out.get(name), src.get(name))) << name;
+    }
   }
   EXPECT_FALSE(torch::equal(out.get("decoder.head.2.weight"), src.get("decoder.head.2.weight")));
   // The same latents from the source file and the fine-tuned one.
@@ -864,4 +879,71 @@ TEST(Training, DecoderOnlyRunFromATrainedVae) {
 }
 
 }  // namespace
+
+// Latents fitted through the frozen decoder decode closer to their clips than
+// the encoder's, leave the VAE's weights alone, and refine the DiT stage's
+// cache, which records it: a cache made otherwise is encoded anew.
+TEST(Training, FittedLatentsAndARefinedDitCache) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  auto v = toy_vae(dir.path());
+  train_vae(v);
+  auto vae = vae::WanVAE::load(dir / kVaeFile);
+  const auto clips = clip_batch(11, 2, {32, 32, 9}).first;
+  const auto before = vae.module().named_parameters()["decoder.head.2.weight"].clone();
+
+  const auto none = fit_latents(vae, clips, 0, 0.05);
+  EXPECT_TRUE(torch::allclose(none.z, vae.posterior(clips).first));
+  EXPECT_DOUBLE_EQ(none.l1_fitted, none.l1_encoded);
+  std::vector<double> seen;
+  const auto fit =
+      fit_latents(vae, clips, 8, 0.05, [&](int64_t, double l1) { seen.push_back(l1); });
+  ASSERT_EQ(seen.size(), 8u);
+  EXPECT_GT(fit.l1_encoded, 0);
+  EXPECT_LT(fit.l1_fitted, fit.l1_encoded - 1e-3);
+  EXPECT_LT(seen.back(), seen.front());
+  EXPECT_FALSE(fit.z.requires_grad());
+  EXPECT_EQ(fit.z.sizes(), none.z.sizes());
+  EXPECT_TRUE(torch::equal(vae.module().named_parameters()["decoder.head.2.weight"], before));
+  for (const auto& p : vae.module().parameters()) EXPECT_FALSE(p.requires_grad());
+  EXPECT_THROW(fit_latents(vae, clips, -1, 0.05), Error);
+  EXPECT_THROW(fit_latents(vae, clips, 1, 0), Error);
+
+  DitOptions d;
+  d.run_dir = dir.path();
+  d.dataset = 2, d.batch = 2, d.steps = 1, d.warmup = 1, d.sample_every = 0;
+  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
+  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
+  d.clip = {32, 32, 9};
+  train_dit(d);
+  const auto cache = dir / "dit-state" / "latents.safetensors";
+  const auto plain = io::Checkpoint::open(cache).get("latents").clone();
+  EXPECT_EQ(io::Checkpoint::open(cache).metadata().at("refine"), "0");
+
+  std::filesystem::remove_all(dir / "dit-state");
+  d.refine_steps = 3, d.refine_lr = 0.05;
+  std::vector<std::string> said;
+  d.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_dit(d);
+  {
+    const auto ck = io::Checkpoint::open(cache);
+    EXPECT_EQ(ck.metadata().at("refine"), "3 steps at 0.05");
+    const auto refined = ck.get("latents");
+    ASSERT_EQ(refined.sizes(), plain.sizes());
+    EXPECT_FALSE(torch::allclose(refined, plain, 1e-4, 1e-4));
+  }
+  bool reported = false;
+  for (const auto& m : said)
+    reported |= m.find("latents refined (3 steps at 0.05)") != std::string::npos;
+  EXPECT_TRUE(reported);
+  // The same run resumed without refinement: its cache is of other latents.
+  said.clear();
+  d.refine_steps = 0, d.steps = 2;
+  train_dit(d);
+  bool anew = false;
+  for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
+  EXPECT_TRUE(anew);
+  EXPECT_TRUE(torch::allclose(io::Checkpoint::open(cache).get("latents"), plain, 1e-5, 1e-5));
+}
+
 }  // namespace kinora::training
