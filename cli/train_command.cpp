@@ -87,6 +87,10 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   vae->add_flag("--decoder-only", a->vae.decoder_only,
                 "Train the decoder alone (the encoder and its latents stay as they are)");
+  vae->add_option("--decoder-from", a->vae.decoder_from,
+                  "With --init-from and --decoder-only: a VAE file whose decoder replaces "
+                  "the --init-from file's before training (its encoder and statistics are kept)")
+      ->check(CLI::ExistingFile);
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
@@ -164,6 +168,11 @@ std::function<int()> add_train_command(CLI::App& app) {
       ->capture_default_str();
   dit->add_option("--refine-lr", a->dit.refine_lr, "Learning rate of that refinement")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  dit->add_option("--refine-batch", a->dit.refine_batch,
+                  "Clips refined together (a GPU wants hundreds; each clip is fitted as if alone, "
+                  "up to float rounding)")
+      ->check(CLI::Range(1, 65536))
       ->capture_default_str();
   dit->add_option("--init-from", a->dit.init_from,
                   "A trained model's folder (its kinora-tiny-wan-dit and kinora-tiny-umt5 "

@@ -25,10 +25,13 @@
 #             whose bf16 files travel with the working tree; its configs must
 #             match DIM, HEADS, LAYERS, FFN, PATCH and TIME_PATCH)
 #   OBJECT_WEIGHT, LR   --object-weight (default 0) and the peak --lr (3e-4)
-#   REFINE, REFINE_LR   --refine-steps (default 0) and --refine-lr (0.04): the
-#             cached clips' latents fitted through the frozen decoder before
-#             training (paid once, in the first call, inside the budget; the
-#             step count is set after it, from the speed of training alone)
+#   REFINE, REFINE_LR, REFINE_BATCH   --refine-steps (default 0), --refine-lr
+#             (0.04) and --refine-batch (256): the cached clips' latents fitted
+#             through the frozen decoder before training (paid once, in the
+#             first call, inside the budget; the step count is set after it,
+#             from the speed of training alone). The preflight refines one
+#             batch and stops the script when DATASET clips would take over
+#             half the budget
 #   PRECISION --precision (default bf16 on cuda, so that a GPU without bf16 units
 #             warns instead of training in float32 unasked; auto on cpu)
 #   BUILT     a kinora binary already built for this machine: no build (for a
@@ -65,6 +68,7 @@ object_weight=${OBJECT_WEIGHT:-0}
 lr=${LR:-3e-4}
 refine=${REFINE:-0}
 refine_lr=${REFINE_LR:-0.04}
+refine_batch=${REFINE_BATCH:-256}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -102,20 +106,39 @@ fi
 # ---------------------------------------------------------------- train
 # A few steps of a tiny DiT first (tokenizer, a step on the device, a sample
 # sheet, a checkpoint), so that a fault shows in seconds.
+# With REFINE, the preflight refines one batch of clips as the run will, and
+# times it.
 preflight() {
+  local clips=16
+  [ "$refine" -gt 0 ] && clips=$refine_batch
   rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
     cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
     "$K" train dit --device "$device" --precision "$precision" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
-      --time-patch "$time_patch" --given-frame "$given" --heads "$heads" --layers 1 --dataset 16 --batch 2 --steps 2 --sample-every 1 \
-      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1
+      --time-patch "$time_patch" --given-frame "$given" --heads "$heads" --layers 1 --dataset "$clips" --batch 2 --steps 2 --sample-every 1 \
+      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1 \
+      --refine-steps "$refine" --refine-lr "$refine_lr" --refine-batch "$refine_batch" |
+    tee /tmp/kinora-preflight.log
+  [ "${PIPESTATUS[0]}" = 0 ]
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
+if [ "$refine" -gt 0 ]; then
+  # "dit: latents refined (N steps at LR) in S s: ..." for one batch; the first
+  # batch pays the device's warm-up, so this overestimates.
+  per_batch=$(sed -n 's/.*latents refined (.*) in \([0-9.]*\) s:.*/\1/p' /tmp/kinora-preflight.log | tail -1)
+  [ -n "$per_batch" ] || { echo "the preflight printed no refinement time"; exit 1; }
+  estimate=$(awk -v s="$per_batch" -v n="$dataset" -v b="$refine_batch" 'BEGIN { printf "%d", s * n / b + 1 }')
+  echo "refinement: $per_batch s for $refine_batch clips; about $estimate s for $dataset"
+  if [ "$estimate" -gt $((budget / 2)) ]; then
+    echo "refining $dataset clips would take over half of the ${budget} s budget: lower DATASET or REFINE"
+    exit 1
+  fi
+fi
 args=(train dit --device "$device" --precision "$precision" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --time-patch "$time_patch" --given-frame "$given"
       --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
       --lr "$lr" --warmup 300 --object-weight "$object_weight" --refine-steps "$refine" --refine-lr "$refine_lr"
-      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
+      --refine-batch "$refine_batch" --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
       --log-every "${LOG_EVERY:-50}" --save-every 1000
       --sample-every 1000)
 [ -n "$init" ] && args+=(--init-from "$init")

@@ -576,6 +576,14 @@ FittedLatents fit_latents(vae::WanVAE& vae, const Tensor& video, int64_t steps, 
   const auto weighted_l1 = [&](const Tensor& rec) {
     return ((rec - video).abs() * weight).sum() / weight.sum();
   };
+  // What the steps descend: each clip's own weighted L1, summed, so that a
+  // clip's gradient (and with Adam its path) does not depend on the others
+  // fitted beside it.
+  const std::vector<int64_t> per_clip = {1, 2, 3, 4};
+  const auto clip_weight = weight.sum(per_clip);
+  const auto fit_loss = [&](const Tensor& rec) {
+    return (((rec - video).abs() * weight).sum(per_clip) / clip_weight).sum();
+  };
   FittedLatents out;
   Tensor z;
   {
@@ -591,11 +599,11 @@ FittedLatents fit_latents(vae::WanVAE& vae, const Tensor& video, int64_t steps, 
     torch::AutoGradMode grad(true);
     torch::optim::Adam opt({z}, torch::optim::AdamOptions(lr));
     for (int64_t k = 0; k < steps; ++k) {
-      const auto loss = weighted_l1(vae.decode_unnormalised(z));
+      const auto rec = vae.decode_unnormalised(z);
       opt.zero_grad();
-      loss.backward();
+      fit_loss(rec).backward();
       opt.step();
-      if (on_step) on_step(k + 1, loss.item<double>());
+      if (on_step) on_step(k + 1, weighted_l1(rec.detach()).item<double>());
     }
     vae.set_trainable(false);
     z = z.detach();
@@ -629,6 +637,10 @@ void train_vae(const VaeOptions& o) {
   if (!o.inflate_from.empty() && !o.init_from.empty())
     throw Error("kinora train vae: --inflate-from and --init-from are two starts; give one");
   if (!o.inflate_from.empty() && !resuming) inflate_from_images(model.module(), o.inflate_from);
+  if (!o.decoder_from.empty() && (o.init_from.empty() || !o.decoder_only))
+    throw Error(
+        "kinora train vae: --decoder-from replaces the decoder of --init-from's file "
+        "in a --decoder-only run; give both");
   // Statistics kept from the file a decoder-only run starts from (and recorded
   // in its state, so that a resumed run keeps them too).
   std::optional<std::pair<std::vector<double>, std::vector<double>>> kept_statistics;
@@ -637,6 +649,20 @@ void train_vae(const VaeOptions& o) {
     arch.erase("latents_mean"), arch.erase("latents_std");
     const auto ck = open_trained(o.init_from, arch.dump());
     load_into(model.module(), ck, o.init_from);
+    if (!o.decoder_from.empty()) {
+      const auto dk = open_trained(o.decoder_from, arch.dump());
+      torch::NoGradGuard g;
+      for (auto& item : model.module().named_parameters()) {
+        const auto& key = item.key();
+        if (!key.starts_with("decoder.") && !key.starts_with("conv2.")) continue;
+        if (!dk.contains(key)) fail_file(o.decoder_from, "has no tensor '" + key + "'");
+        const auto t = dk.get(key);
+        if (t.sizes() != item.value().sizes())
+          fail_file(o.decoder_from, "tensor '" + key + "' has the wrong shape");
+        item.value().copy_(t);
+      }
+      say(o, "vae: the decoder from " + o.decoder_from.string());
+    }
     if (o.decoder_only) {
       const auto had = vae::WanVAEConfig::from_checkpoint(ck);
       kept_statistics.emplace(had.latents_mean, had.latents_std);
@@ -807,6 +833,23 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
   std::vector<std::string> caps;
   double refined_before = 0, refined_after = 0;
   int64_t refined = 0;
+  // Clips wait here to be refined together, refine_batch at a time: the fit's
+  // steps are sequential, so a GPU wants many clips in each.
+  std::vector<Tensor> pending;
+  int64_t pending_clips = 0;
+  const auto refine_pending = [&] {
+    if (pending.empty()) return;
+    const auto fit = fit_latents(vae, torch::cat(pending), o.refine_steps, o.refine_lr);
+    const auto stat = [&](const std::vector<double>& v) {
+      return torch::tensor(v).to(fit.z.device(), torch::kFloat32).view({1, -1, 1, 1, 1});
+    };
+    // Normalised as encode() normalises, with the VAE file's statistics.
+    lats.push_back((fit.z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std));
+    const auto n = static_cast<double>(pending_clips);
+    refined_before += n * fit.l1_encoded, refined_after += n * fit.l1_fitted;
+    refined += pending_clips;
+    pending.clear(), pending_clips = 0;
+  };
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < o.dataset; i += 16) {
     auto [x, c] =
@@ -814,24 +857,23 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
     if (o.refine_steps == 0) {
       lats.push_back(vae.encode(x.to(o.device)));
     } else {
-      const auto fit = fit_latents(vae, x.to(o.device), o.refine_steps, o.refine_lr);
-      const auto stat = [&](const std::vector<double>& v) {
-        return torch::tensor(v).to(fit.z.device(), torch::kFloat32).view({1, -1, 1, 1, 1});
-      };
-      // Normalised as encode() normalises, with the VAE file's statistics.
-      lats.push_back((fit.z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std));
-      refined_before += fit.l1_encoded, refined_after += fit.l1_fitted, ++refined;
+      pending_clips += x.size(0);
+      pending.push_back(x.to(o.device));
+      if (pending_clips >= o.refine_batch) refine_pending();
     }
     caps.insert(caps.end(), c.begin(), c.end());
     if ((i / 16) % 32 == 0)
       say(o, "dit: encoding clips " + std::to_string(i) + "/" + std::to_string(o.dataset) + " (" +
                  std::to_string(static_cast<int>(seconds_since(t0))) + " s)");
   }
+  refine_pending();
   if (refined > 0) {
-    char line[160];
+    // The script that trains on a GPU reads the seconds from this line.
+    char line[200];
     std::snprintf(line, sizeof line,
-                  "dit: latents refined (%s): weighted L1 of their decoding %.4f -> %.4f",
-                  refine.c_str(), refined_before / static_cast<double>(refined),
+                  "dit: latents refined (%s) in %.1f s: weighted L1 of their decoding %.4f -> "
+                  "%.4f",
+                  refine.c_str(), seconds_since(t0), refined_before / static_cast<double>(refined),
                   refined_after / static_cast<double>(refined));
     say(o, line);
   }

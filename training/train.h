@@ -95,6 +95,11 @@ struct VaeOptions : StageOptions {
   // Train the decoder alone: the encoder, and so the latents a DiT learns from
   // (and their statistics), stay exactly as they are.
   bool decoder_only = false;
+  // With init_from and decoder_only: another VAE file of the same
+  // architecture whose decoder (conv2, decoder) replaces init_from's before
+  // training, e.g. a decoder trained jointly with a drifted encoder, to be
+  // taught init_from's latents again.
+  std::filesystem::path decoder_from;
   int64_t stats_clips = 64;  // clips whose latents give the normalisation statistics
 };
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
@@ -163,6 +168,7 @@ struct DitOptions : StageOptions {
   // cache records the two numbers; a cache made otherwise is encoded anew.
   int64_t refine_steps = 0;
   double refine_lr = 0.04;
+  int64_t refine_batch = 16;  // clips fitted together (each fitted as if alone, up to rounding)
   // Noise levels σ are drawn (uniform, or logit-normal as in SD3) and shifted as
   // the sampler shifts its schedule (σ' = sσ / (1 + (s − 1)σ)), so training
   // visits the levels sampling does, σ near 1 included, where the caption alone
