@@ -30,8 +30,9 @@
 #             through the frozen decoder before training (paid once, in the
 #             first call, inside the budget; the step count is set after it,
 #             from the speed of training alone). The preflight refines one
-#             batch and stops the script when DATASET clips would take over
-#             half the budget
+#             batch and, when DATASET clips would take over half the budget,
+#             trains on as many as fit in that half (at least MIN_DATASET,
+#             2048)
 #   PRECISION --precision (default bf16 on cuda, so that a GPU without bf16 units
 #             warns instead of training in float32 unasked; auto on cpu)
 #   BUILT     a kinora binary already built for this machine: no build (for a
@@ -69,6 +70,7 @@ lr=${LR:-3e-4}
 refine=${REFINE:-0}
 refine_lr=${REFINE_LR:-0.04}
 refine_batch=${REFINE_BATCH:-256}
+min_dataset=${MIN_DATASET:-2048}
 deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
 elapsed() { echo $(($(date +%s) - start)); }
 
@@ -122,7 +124,12 @@ preflight() {
 }
 preflight || exit 1
 echo "preflight passed at $(elapsed) s"
-if [ "$refine" -gt 0 ]; then
+if [ "$refine" -gt 0 ] && [ -f "$run/refined-dataset-$refine-$refine_lr" ] && [ -f "$run/dit-state/latents.safetensors" ]; then
+  # A call before this one (on the same warm machine) refined the cache: the
+  # same clips again, so that the run reads it instead of refining anew.
+  dataset=$(cat "$run/refined-dataset-$refine-$refine_lr")
+  echo "refinement: the cache of an earlier call, $dataset clips"
+elif [ "$refine" -gt 0 ]; then
   # "dit: latents refined (N steps at LR) in S s: ..." for one batch; the first
   # batch pays the device's warm-up, so this overestimates.
   per_batch=$(sed -n 's/.*latents refined (.*) in \([0-9.]*\) s:.*/\1/p' /tmp/kinora-preflight.log | tail -1)
@@ -130,9 +137,17 @@ if [ "$refine" -gt 0 ]; then
   estimate=$(awk -v s="$per_batch" -v n="$dataset" -v b="$refine_batch" 'BEGIN { printf "%d", s * n / b + 1 }')
   echo "refinement: $per_batch s for $refine_batch clips; about $estimate s for $dataset"
   if [ "$estimate" -gt $((budget / 2)) ]; then
-    echo "refining $dataset clips would take over half of the ${budget} s budget: lower DATASET or REFINE"
-    exit 1
+    # Fewer clips (the first ones of the same sequence), in whole batches,
+    # down to MIN_DATASET (2048); below that the run would mostly revisit them.
+    fits=$(awk -v s="$per_batch" -v h=$((budget / 2)) -v b="$refine_batch" 'BEGIN { printf "%d", int(h / s) * b }')
+    if [ "$fits" -lt "$min_dataset" ]; then
+      echo "refining even $min_dataset clips would take over half of the ${budget} s budget: lower REFINE"
+      exit 1
+    fi
+    echo "refining $dataset clips would take over half of the ${budget} s budget: $fits clips instead"
+    dataset=$fits
   fi
+  echo "$dataset" >"$run/refined-dataset-$refine-$refine_lr"
 fi
 args=(train dit --device "$device" --precision "$precision" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
       --time-patch "$time_patch" --given-frame "$given"
