@@ -140,18 +140,12 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
     // The fitted latents with the noise rows' noise (normalised units): whether
     // what the fit gained survives a DiT's error, or is a pattern no model
     // would draw. The encoder's latents with the same noise beside them.
-    const auto normalised = [&](const Tensor& z) {
-      const auto stat = [&](const std::vector<double>& v) {
-        return torch::tensor(v).to(torch::kFloat32).view({1, -1, 1, 1, 1});
-      };
-      return (z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std);
-    };
     for (double a : o.noise_levels) {
       if (a <= 0) continue;
       torch::manual_seed(static_cast<int64_t>(o.seed) + 3);
       const auto noise = a * torch::randn(mu.sizes());
-      measure_video("first+noise", a, to_pixels(vae.decode(normalised(mu) + noise)));
-      measure_video("fit+noise", a, to_pixels(vae.decode(normalised(fit.z) + noise)));
+      measure_video("first+noise", a, to_pixels(vae.decode(vae.normalise(mu) + noise)));
+      measure_video("fit+noise", a, to_pixels(vae.decode(vae.normalise(fit.z) + noise)));
     }
     char line[160];
     std::snprintf(line, sizeof line, "probe: the fitted latents moved by RMS %.4f (un-normalised)",

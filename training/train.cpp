@@ -840,11 +840,7 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
   const auto refine_pending = [&] {
     if (pending.empty()) return;
     const auto fit = fit_latents(vae, torch::cat(pending), o.refine_steps, o.refine_lr);
-    const auto stat = [&](const std::vector<double>& v) {
-      return torch::tensor(v).to(fit.z.device(), torch::kFloat32).view({1, -1, 1, 1, 1});
-    };
-    // Normalised as encode() normalises, with the VAE file's statistics.
-    lats.push_back((fit.z - stat(vae.config().latents_mean)) / stat(vae.config().latents_std));
+    lats.push_back(vae.normalise(fit.z));  // as encode() returns latents
     const auto n = static_cast<double>(pending_clips);
     refined_before += n * fit.l1_encoded, refined_after += n * fit.l1_fitted;
     refined += pending_clips;

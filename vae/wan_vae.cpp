@@ -365,11 +365,12 @@ class WanVAEImpl : public torch::nn::Module {
     return {moments[0], moments[1]};
   }
 
-  Tensor encode(const Tensor& video) {
-    const auto mu = posterior(video).first;
-    const auto inv_std = 1.0 / stats(config.latents_std, mu);
-    return (mu - stats(config.latents_mean, mu)) * inv_std;
+  Tensor normalise(const Tensor& z) const {
+    const auto inv_std = 1.0 / stats(config.latents_std, z);
+    return (z.to(torch::kFloat32) - stats(config.latents_mean, z)) * inv_std;
   }
+
+  Tensor encode(const Tensor& video) { return normalise(posterior(video).first); }
 
   Tensor decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
     TORCH_CHECK(latent.dim() == 5 && latent.size(1) == config.z_dim,
@@ -549,6 +550,10 @@ std::pair<Tensor, Tensor> WanVAE::posterior(const Tensor& video) {
   torch::AutoGradMode grad(trainable_);
   return impl_->posterior(video);
 }
+Tensor WanVAE::normalise(const Tensor& z) const {
+  return impl_->normalise(z);
+}
+
 Tensor WanVAE::decode_unnormalised(const Tensor& z) {
   torch::AutoGradMode grad(trainable_);
   return impl_->decode_unnormalised(z);

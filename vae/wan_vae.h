@@ -72,6 +72,9 @@ class WanVAE {
   // normalised; and an un-normalised latent → video.
   std::pair<torch::Tensor, torch::Tensor> posterior(const torch::Tensor& video);
   torch::Tensor decode_unnormalised(const torch::Tensor& z);
+  // An un-normalised latent (a posterior's μ) → normalised, (z − mean)/std, as
+  // encode() returns it: float32.
+  torch::Tensor normalise(const torch::Tensor& z) const;
 
   // video [B, 3, 4k+1, H, W] in [−1, 1] → normalised latent (μ − mean)/std
   // [B, z, k+1, H/8, W/8], float32.
