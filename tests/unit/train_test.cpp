@@ -53,6 +53,17 @@ VaeOptions toy_vae(const std::filesystem::path& run_dir) {
   return v;
 }
 
+// A DiT and umT5 small enough to train for a step or two in a test.
+DitOptions toy_dit(const std::filesystem::path& run_dir) {
+  DitOptions d;
+  d.run_dir = run_dir;
+  d.dataset = 2, d.batch = 2, d.steps = 1, d.warmup = 1, d.sample_every = 0;
+  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
+  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
+  d.clip = {32, 32, 9};
+  return d;
+}
+
 TEST(Training, TokenizerKnowsTheGrammar) {
   test::TempDir dir;
   train_tokenizer(dir.path());
@@ -212,12 +223,9 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(chunks.size(), 9u);
   EXPECT_LT((whole - chunked).abs().max().item<double>(), 1e-4);
 
-  DitOptions d;
-  d.run_dir = dir.path();
-  d.dataset = 4, d.batch = 2, d.steps = 2, d.save_every = 1, d.log_every = 1, d.warmup = 1;
-  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
-  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
-  d.clip = {32, 32, 9};
+  auto d = toy_dit(dir.path());
+  d.dataset = 4, d.steps = 2, d.save_every = 1, d.log_every = 1;
+  d.sample_every = DitOptions{}.sample_every;
   train_dit(d);
   auto dit = diffusion::WanModel::load(dir / kDitFile);
   EXPECT_EQ(dit.config().dim, 64);
@@ -682,12 +690,7 @@ TEST(Training, ShapeProbeOfAToyModel) {
   auto v = toy_vae(dir.path());
   v.time_compression = 1;
   train_vae(v);
-  DitOptions d;
-  d.run_dir = dir.path();
-  d.dataset = 2, d.batch = 2, d.steps = 1, d.warmup = 1, d.sample_every = 0;
-  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
-  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
-  d.clip = {32, 32, 9};
+  auto d = toy_dit(dir.path());
   train_dit(d);
 
   ProbeOptions o;
@@ -961,12 +964,7 @@ TEST(Training, FittedLatentsAndARefinedDitCache) {
     EXPECT_LT(apart, 0.05 * moved) << "clip " << i << ": " << apart << " of " << moved;
   }
 
-  DitOptions d;
-  d.run_dir = dir.path();
-  d.dataset = 2, d.batch = 2, d.steps = 1, d.warmup = 1, d.sample_every = 0;
-  d.dim = 64, d.ffn_dim = 128, d.num_heads = 1, d.num_layers = 1, d.text_dim = 32;
-  d.text_ffn = 64, d.text_heads = 2, d.text_layers = 1, d.text_len = 16;
-  d.clip = {32, 32, 9};
+  auto d = toy_dit(dir.path());
   train_dit(d);
   const auto cache = dir / "dit-state" / "latents.safetensors";
   const auto plain = io::Checkpoint::open(cache).get("latents").clone();
