@@ -286,10 +286,14 @@ void save_module(torch::nn::Module& m, const fs::path& path,
   io::save_safetensors(path, params_of(m), metadata);
 }
 
-void load_into(torch::nn::Module& m, const io::Checkpoint& ck, const fs::path& path) {
+// The module's parameters from the file, each by name and shape; with `only`,
+// those it accepts alone (the others keep their values).
+void load_into(torch::nn::Module& m, const io::Checkpoint& ck, const fs::path& path,
+               const std::function<bool(const std::string&)>& only = {}) {
   torch::NoGradGuard g;
   for (auto& item : m.named_parameters()) {
     const auto& name = item.key();
+    if (only && !only(name)) continue;
     auto& p = item.value();
     if (!ck.contains(name)) fail_file(path, "training checkpoint has no tensor '" + name + "'");
     const auto t = ck.get(name);
@@ -563,6 +567,10 @@ void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
 }
 }  // namespace
 
+// How much more the object's pixels weigh in the VAE's loss than the
+// background's (train_vae, and fit_latents, which descends that loss).
+constexpr double kObjectLossWeight = 10;
+
 Tensor object_mask(const Tensor& video) {
   const auto border = torch::cat({video.select(3, 0), video.select(3, -1)}, 3).flatten(2);
   const auto bg = std::get<0>(border.median(2)).view({-1, 3, 1, 1, 1});  // [B, 3, 1, 1, 1]
@@ -572,7 +580,7 @@ Tensor object_mask(const Tensor& video) {
 FittedLatents fit_latents(vae::WanVAE& vae, const Tensor& video, int64_t steps, double lr,
                           const std::function<void(int64_t, double)>& on_step) {
   if (steps < 0 || !(lr > 0)) throw Error("fit_latents: steps must be ≥ 0 and the rate > 0");
-  const auto weight = (1 + 9 * object_mask(video)).expand_as(video);
+  const auto weight = (1 + (kObjectLossWeight - 1) * object_mask(video)).expand_as(video);
   const auto weighted_l1 = [&](const Tensor& rec) {
     return ((rec - video).abs() * weight).sum() / weight.sum();
   };
@@ -650,17 +658,10 @@ void train_vae(const VaeOptions& o) {
     const auto ck = open_trained(o.init_from, arch.dump());
     load_into(model.module(), ck, o.init_from);
     if (!o.decoder_from.empty()) {
-      const auto dk = open_trained(o.decoder_from, arch.dump());
-      torch::NoGradGuard g;
-      for (auto& item : model.module().named_parameters()) {
-        const auto& key = item.key();
-        if (!key.starts_with("decoder.") && !key.starts_with("conv2.")) continue;
-        if (!dk.contains(key)) fail_file(o.decoder_from, "has no tensor '" + key + "'");
-        const auto t = dk.get(key);
-        if (t.sizes() != item.value().sizes())
-          fail_file(o.decoder_from, "tensor '" + key + "' has the wrong shape");
-        item.value().copy_(t);
-      }
+      load_into(model.module(), open_trained(o.decoder_from, arch.dump()), o.decoder_from,
+                [](const std::string& key) {
+                  return key.starts_with("decoder.") || key.starts_with("conv2.");
+                });
       say(o, "vae: the decoder from " + o.decoder_from.string());
     }
     if (o.decoder_only) {
@@ -750,7 +751,7 @@ void train_vae(const VaeOptions& o) {
       x = torch::stack(xs);
       fg = torch::stack(fs);
     }
-    const auto weight = (1 + 9 * fg).expand_as(x);
+    const auto weight = (1 + (kObjectLossWeight - 1) * fg).expand_as(x);
     const auto wsum = weight.sum();
     auto [mu, logvar] = model.posterior(x);
     logvar = logvar.clamp(-30, 20);
