@@ -53,11 +53,9 @@ TEST_F(Semantic, EmbeddedModelDrawsTheBackgroundObjectColourAndDirection) {
   EXPECT_GE(main_.direction, need()) << main_.line("trained");
 }
 
-// Not yet, by two prompts: the shipped model draws most squares, circles and triangles
-// (shape 31 of 36, 86.1%; chance is 33%), but now and then an object twice, a triangle
-// too full or a square just under the measure's 0.9; issue 5 stays open until this
-// passes. Run it with --gtest_also_run_disabled_tests.
-TEST_F(Semantic, DISABLED_EmbeddedModelDrawsTheShape) {
+// The shape class: the same ≥ 90%. The held-out combinations' shape is reported
+// (held_out_all_four_pct), not required.
+TEST_F(Semantic, EmbeddedModelDrawsTheShape) {
   ASSERT_GE(main_.n, 24);
   EXPECT_GE(main_.shape, need()) << main_.line("trained");
 }
