@@ -5,9 +5,22 @@
 
 namespace kinora {
 
-// LibTorch starts with one intra-op thread on some machines (Debian's build
-// does here). Use every core unless KINORA_THREADS says otherwise.
-// Returns the thread count in force.
+// The CPUs this process may use: its affinity mask, capped by a cgroup CPU
+// quota (a container's or a Slurm job's limit).
+int usable_cpus();
+// How many of them other work is not using now: usable_cpus() less the other
+// runnable tasks on the machine (sampled from /proc/stat), at least 1.
+int idle_cpus();
+
+// The intra-op thread count: KINORA_THREADS when set, else idle_cpus(). On a
+// machine shared with busy processes, more threads than idle CPUs do not add
+// speed, they take it: each parallel region waits at its barrier for a thread
+// another process has preempted, and OpenMP's waiting workers spin (the
+// README's main command beside two busy processes on two cores: 45 s with two
+// threads, 3.1 s with the one this picks; 1.5 s alone; bench/contention.sh).
+// Called by each program's main() and again before each render (the load
+// changes between the jobs of a batch or the studio's queue). Returns the
+// thread count in force.
 int configure_threads();
 
 // "Kinora 0.1.0, LibTorch 1.13.0 (CPU)" — for --version and embedded metadata.
