@@ -14,14 +14,15 @@
 #include <nlohmann/json.hpp>
 
 #include "media/output.h"
+#include "pipeline/preset.h"
 
 namespace kinora::app {
 
 QString embedded_preset_json(const QString& path, QString* error) {
   try {
-    const auto j = nlohmann::json::parse(media::read_embedded_json(path.toStdString()));
-    if (!j.contains("preset")) throw std::runtime_error(path.toStdString() + ": no preset inside");
-    return QString::fromStdString(j["preset"].dump());
+    const auto p = path.toStdString();
+    return QString::fromStdString(
+        pipeline::Preset::restored(media::read_embedded_parameters(p), p).to_json().dump());
   } catch (const std::exception& e) {
     if (error) *error = QString::fromStdString(e.what());
     return {};
@@ -33,7 +34,7 @@ constexpr int kThumb = 128;
 
 // Runs on the worker thread: touches no widget.
 Gallery::Entry read_entry(const QString& path) {
-  Gallery::Entry e{path, {}, {}};
+  Gallery::Entry e{path, {}, {}, {}};
   try {
     const auto f = media::read_frames(path.toStdString(), 1)[0].contiguous();
     const int h = static_cast<int>(f.size(0)), w = static_cast<int>(f.size(1));
@@ -42,10 +43,13 @@ Gallery::Entry read_entry(const QString& path) {
                       .scaled(kThumb, kThumb, Qt::KeepAspectRatio, Qt::FastTransformation);
   } catch (const std::exception&) {
   }
-  const auto preset = embedded_preset_json(path);
+  QString error;
+  const auto preset = embedded_preset_json(path, &error);
   if (!preset.isEmpty())
     e.prompt = QString::fromStdString(
         nlohmann::json::parse(preset.toStdString()).value("prompt", std::string()));
+  else
+    e.error = error;  // shown on the file instead of a prompt
   return e;
 }
 
@@ -133,7 +137,7 @@ void Gallery::fill(const Entry& e) {
     if (item->data(Qt::UserRole).toString() != e.path) continue;
     if (!e.thumbnail.isNull()) item->setIcon(QIcon(QPixmap::fromImage(e.thumbnail)));
     item->setData(Qt::UserRole + 1, e.prompt);
-    item->setToolTip(e.prompt.isEmpty() ? e.path : e.prompt);
+    item->setToolTip(!e.prompt.isEmpty() ? e.prompt : e.error.isEmpty() ? e.path : e.error);
   }
   apply_filter();
 }

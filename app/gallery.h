@@ -34,6 +34,7 @@ class Gallery : public QWidget {
     QString path;
     QImage thumbnail;  // null when the file cannot be decoded
     QString prompt;    // "" when it has no Kinora parameters
+    QString error;     // why there are none (no tag, malformed, too deep), for the tooltip
   };
 
  Q_SIGNALS:
@@ -57,7 +58,8 @@ class Gallery : public QWidget {
   QLineEdit* filter_;
 };
 
-// The preset JSON embedded in a Kinora output ("" when there is none).
+// The preset JSON embedded in a Kinora output ("" when there is none), as
+// pipeline::Preset::restored gives it: model file names, no output path.
 QString embedded_preset_json(const QString& path, QString* error = nullptr);
 
 }  // namespace kinora::app

@@ -41,6 +41,12 @@ void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool 
 // Selects `value` in `box`, adding it when absent.
 void select(QComboBox* box, const QString& value) {
   int i = box->findData(value);
+  // A restored preset names its models by file name: the entry of that name.
+  if (i < 0 && !value.isEmpty() && !value.contains('/'))
+    for (int k = 0; k < box->count() && i < 0; ++k)
+      if (!box->itemData(k).toString().isEmpty() &&
+          QFileInfo(box->itemData(k).toString()).fileName() == value)
+        i = k;
   if (i < 0 && !value.isEmpty()) {
     box->addItem(QFileInfo(value).fileName(), value);
     i = box->count() - 1;

@@ -1,5 +1,7 @@
 #include "app/job.h"
 
+#include "base/json.h"
+
 #include <QJsonDocument>
 #include <QUuid>
 
@@ -54,7 +56,7 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   j.created = QDateTime::fromString(o.value("created").toString(), Qt::ISODate);
   const auto preset = QJsonDocument(o.value("preset").toObject()).toJson(QJsonDocument::Compact);
   j.preset =
-      pipeline::Preset::from_json(nlohmann::json::parse(preset.toStdString()),
+      pipeline::Preset::from_json(parse_json(preset.toStdString(), source.toStdString()),
                                   source.toStdString() + " (job " + j.id.toStdString() + ")");
   return j;
 }

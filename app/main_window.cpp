@@ -35,6 +35,8 @@
 #include "app/queue_model.h"
 #include "app/viewer.h"
 #include "app/worker.h"
+#include "base/json.h"
+#include "media/output.h"
 
 namespace kinora::app {
 using pipeline::Preset;
@@ -125,7 +127,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   const auto last = settings_->value("last_preset").toString();
   if (!last.isEmpty()) {
     try {
-      panel_->set_preset(Preset::from_json(nlohmann::json::parse(last.toStdString()), "settings"));
+      panel_->set_preset(Preset::from_json(parse_json(last.toStdString(), "settings"), "settings"));
     } catch (const std::exception&) {
       // Settings from another version: the defaults stay.
     }
@@ -139,7 +141,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     QString err;
     const auto preset = embedded_preset_json(p, &err);
     int fps = 16;
-    if (!preset.isEmpty()) fps = nlohmann::json::parse(preset.toStdString()).value("fps", 16);
+    if (!preset.isEmpty()) fps = parse_json(preset.toStdString(), "").value("fps", 16);
     viewer_->open(p, fps);
   });
   connect(gallery_, &Gallery::use_settings, this, &MainWindow::restore_from);
@@ -323,16 +325,17 @@ void MainWindow::cancel_current() {
 
 bool MainWindow::restore_from(const QString& path) {
   try {
+    // A preset file, or the parameters of a render (a sidecar, or embedded):
+    // either may come from elsewhere, so its output name is never reused (a
+    // new render gets a new name in the output folder).
+    const std::string file = path.toStdString();
     Preset p;
-    if (path.endsWith(".json", Qt::CaseInsensitive)) {
-      p = Preset::load(path.toStdString());
+    if (path.endsWith(".json", Qt::CaseInsensitive) && !media::is_kinora_sidecar(file)) {
+      p = Preset::load(file).absolutized();
     } else {
-      QString err;
-      const auto json = embedded_preset_json(path, &err);
-      if (json.isEmpty()) throw std::runtime_error(err.toStdString());
-      p = Preset::from_json(nlohmann::json::parse(json.toStdString()), path.toStdString());
+      p = Preset::restored(media::read_embedded_parameters(file), file);
     }
-    p.output.clear();  // a new render gets a new name
+    p.output.clear();
     panel_->set_preset(p);
     statusBar()->showMessage("settings restored from " + path);
     return true;
@@ -365,7 +368,12 @@ int MainWindow::queue_folder(const QString& dir) {
   int n = 0;
   for (const auto& f : QDir(dir).entryInfoList({"*.json"}, QDir::Files, QDir::Name)) {
     try {
-      queue_preset(Preset::load(f.absoluteFilePath().toStdString()));
+      const auto file = f.absoluteFilePath().toStdString();
+      if (media::is_kinora_sidecar(file)) continue;  // the parameters of a render
+      // Named outputs land inside the output folder, never elsewhere.
+      Preset p = Preset::load(file);
+      if (!p.output.empty()) p.place_output_in(output_dir_.toStdString(), file);
+      queue_preset(p.absolutized());
       ++n;
     } catch (const std::exception& e) {
       statusBar()->showMessage(e.what());  // the others are still queued

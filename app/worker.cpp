@@ -1,5 +1,6 @@
 #include "app/worker.h"
 
+#include "base/json.h"
 #include "pipeline/wan_pipeline.h"
 
 namespace kinora::app {
@@ -26,8 +27,9 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
   Q_EMIT started(id);
   try {
     if (!pipe_) pipe_ = std::make_unique<pipeline::WanPipeline>();
-    const auto preset = pipeline::Preset::from_json(
-        nlohmann::json::parse(preset_json.toStdString()), "job " + id.toStdString());
+    const std::string source = "job " + id.toStdString();
+    const auto preset =
+        pipeline::Preset::from_json(parse_json(preset_json.toStdString(), source), source);
     pipeline::RunCallbacks cb;
     cb.cancel = &cancel_;
     cb.want_preview = true;
@@ -37,7 +39,7 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
     };
     const auto r = pipe_->render(preset, cb);
     Q_EMIT finished(id, QString::fromStdString(r.output.string()));
-  } catch (const pipeline::Cancelled&) {
+  } catch (const Cancelled&) {
     Q_EMIT cancelled(id);
   } catch (const std::exception& e) {
     Q_EMIT failed(id, QString::fromStdString(e.what()));

@@ -1,7 +1,15 @@
 #include "base/files.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,48 +22,233 @@ namespace fs = std::filesystem;
 
 namespace kinora {
 
+namespace {
+
+// This host's name as it appears in temporary names: letters and digits, the
+// rest as '_' (so that the '-' before the PID stays the last one).
+const std::string& host_tag() {
+  static const std::string tag = [] {
+    char buf[256] = {0};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return std::string("host");
+    std::string s(buf);
+    for (auto& c : s)
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    return s;
+  }();
+  return tag;
+}
+
+// ---------------------------------------------------------------- the registry
+// Fixed slots of plain char arrays, so that a signal handler can read them
+// without allocating or locking. A slot is "busy" while its path is valid.
+constexpr int kSlots = 16;
+constexpr std::size_t kPathMax = 4096;
+struct Slot {
+  std::atomic<bool> busy{false};
+  char path[kPathMax] = {0};
+};
+std::array<Slot, kSlots> g_slots;
+
+int register_temp(const fs::path& p) {
+  const std::string s = p.string();
+  if (s.size() >= kPathMax) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    bool expected = false;
+    if (g_slots[i].busy.load() || !g_slots[i].busy.compare_exchange_strong(expected, true))
+      continue;
+    std::memcpy(g_slots[i].path, s.c_str(), s.size() + 1);
+    return i;
+  }
+  return -1;  // more temporaries at once than slots: still removed on errors, not on signals
+}
+
+void unregister_temp(int slot) {
+  if (slot >= 0) g_slots[slot].busy.store(false);
+}
+
+// unlink, or for a folder its files and then the folder; async-signal-safe
+// (open, getdents64, unlinkat, rmdir, close).
+void remove_path_signal_safe(const char* path) noexcept {
+  if (::unlink(path) == 0 || errno != EISDIR) return;
+  const int fd = ::open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (fd < 0) return;
+  alignas(8) char buf[8192];
+  while (true) {
+    const long n = ::syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n;) {
+      struct Entry {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[1];
+      };
+      const auto* e = reinterpret_cast<const Entry*>(buf + off);
+      const char* name = e->name;
+      if (!(name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0))))
+        ::unlinkat(fd, name, 0);
+      off += e->reclen;
+    }
+  }
+  ::close(fd);
+  ::rmdir(path);
+}
+
+bool is_our_temp_folder(const fs::path& dir) {
+  // A PNG sequence in the making: frame_NNNNN.png, kinora.json and their temporaries.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    const bool frame = name.rfind("frame_", 0) == 0 && e.path().extension() == ".png";
+    const bool ours = name == "kinora.json" || name.find(".tmp-") != std::string::npos;
+    if (!e.is_regular_file(ec) || !(frame || ours)) return false;
+  }
+  return !ec;
+}
+
+}  // namespace
+
 fs::path temp_beside(const fs::path& path) {
   std::string name(1, '.');
   name += path.filename().string();
   name += ".tmp-";
+  name += host_tag();
+  name += '-';
   name += std::to_string(::getpid());
   name += path.extension().string();
   return path.parent_path() / name;
 }
 
-void commit_temp(const fs::path& tmp, const fs::path& path) {
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (!ec) return;
-  std::error_code ignored;
-  fs::remove(tmp, ignored);
-  fail_file(path, "cannot move the finished file into place: " + ec.message());
+ScopedTemp::ScopedTemp(const fs::path& destination)
+    : tmp_(temp_beside(destination)), destination_(destination), slot_(register_temp(tmp_)) {}
+
+ScopedTemp::~ScopedTemp() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+  unregister_temp(slot_);
 }
 
-void write_file_atomically(const fs::path& path, const std::function<bool(std::FILE*)>& write) {
-  const fs::path tmp = temp_beside(path);
+void ScopedTemp::commit(bool replace) {
+  commit_temp(tmp_, destination_, replace);
+  committed_ = true;
+}
+
+void commit_temp(const fs::path& tmp, const fs::path& path, bool replace) {
+  auto give_up = [&](const std::string& why) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    fail_file(path, why);
+  };
+  if (replace) {
+    std::error_code ec;
+    fs::rename(tmp, path, ec);
+    if (ec) give_up("cannot move the finished file into place: " + ec.message());
+    return;
+  }
+  // No replacing: the kernel decides atomically (two processes writing the same
+  // output: one wins, the other is told). File systems without RENAME_NOREPLACE
+  // (some network ones) get link + unlink for files, which is atomic too.
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
+  int err = errno;
+  if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+    std::error_code ec;
+    if (fs::is_directory(tmp, ec)) {
+      if (fs::exists(path, ec))
+        err = EEXIST;
+      else if (::rename(tmp.c_str(), path.c_str()) == 0)
+        return;
+      else
+        err = errno;
+    } else if (::link(tmp.c_str(), path.c_str()) == 0) {
+      ::unlink(tmp.c_str());
+      return;
+    } else {
+      err = errno;
+    }
+  }
+  if (err == EEXIST || err == ENOTEMPTY)
+    give_up("exists (written by another process while this one rendered); left as it is");
+  give_up(std::string("cannot move the finished file into place: ") + std::strerror(err));
+}
+
+void write_file_atomically(const fs::path& path, const std::function<bool(std::FILE*)>& write,
+                           bool replace) {
+  ScopedTemp tmp(path);
   auto failed = [&](const std::string& what) {
     const int err = errno;
-    std::error_code ec;
-    fs::remove(tmp, ec);
     fail_file(path, what + (err ? std::string(": ") + std::strerror(err) : std::string()));
   };
   struct Closer {
     void operator()(std::FILE* f) const { std::fclose(f); }
   };
   errno = 0;
-  std::unique_ptr<std::FILE, Closer> f(std::fopen(tmp.c_str(), "wb"));
-  if (!f) failed("cannot create " + tmp.filename().string());
+  std::unique_ptr<std::FILE, Closer> f(std::fopen(tmp.path().c_str(), "wb"));
+  if (!f) failed("cannot create " + tmp.path().filename().string());
   const bool ok = write(f.get()) && std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
   if (!ok) failed("write failed (disk full?)");
   if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
-  commit_temp(tmp, path);
+  tmp.commit(replace);
 }
 
-void write_file_atomically(const fs::path& path, std::string_view bytes) {
-  write_file_atomically(path, [&](std::FILE* f) {
-    return bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  });
+void write_file_atomically(const fs::path& path, std::string_view bytes, bool replace) {
+  write_file_atomically(
+      path,
+      [&](std::FILE* f) {
+        return bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+      },
+      replace);
+}
+
+void check_can_write_file(const fs::path& path, bool overwrite, const std::string& what) {
+  std::error_code ec;
+  const auto st = fs::symlink_status(path, ec);
+  if (ec || !fs::exists(st)) return;
+  if (fs::is_directory(st))
+    fail_file(path, "is a folder; the " + what + " must be a file name (nothing was changed)");
+  if (!overwrite)
+    fail_file(path, "exists; give --overwrite to replace it, or name another " + what);
+  // Read-only by its mode (which root's access() ignores) or to this user.
+  const auto write_bits = fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write;
+  if (fs::is_regular_file(st) &&
+      ((st.permissions() & write_bits) == fs::perms::none || ::access(path.c_str(), W_OK) != 0))
+    fail_file(path, "exists and is read-only; it is not replaced, even with --overwrite");
+}
+
+int remove_stale_temporaries(const fs::path& folder) {
+  const std::string mark = ".tmp-" + host_tag() + "-";
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(folder.empty() ? fs::path(".") : folder, ec)) {
+    const auto name = e.path().filename().string();
+    if (name.empty() || name[0] != '.') continue;
+    const auto at = name.rfind(mark);
+    if (at == std::string::npos) continue;
+    // The PID: the digits after the mark, up to the end or the extension.
+    std::size_t end = at + mark.size();
+    long long pid = 0;
+    while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end])) && pid < 1e9)
+      pid = pid * 10 + (name[end++] - '0');
+    if (pid <= 0 || end == at + mark.size() || (end < name.size() && name[end] != '.')) continue;
+    if (pid == ::getpid()) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
+    std::error_code rec;
+    if (e.is_directory(rec)) {
+      if (!is_our_temp_folder(e.path())) continue;
+      fs::remove_all(e.path(), rec);
+    } else {
+      fs::remove(e.path(), rec);
+    }
+    if (!rec) ++removed;
+  }
+  return removed;
+}
+
+void remove_registered_temporaries_from_signal_handler() noexcept {
+  for (auto& s : g_slots)
+    if (s.busy.load()) remove_path_signal_safe(s.path);
 }
 
 }  // namespace kinora

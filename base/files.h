@@ -1,22 +1,54 @@
 #pragma once
-// Files written whole or not at all. The bytes go to a temporary name beside the
-// destination (the same folder, so the same file system and an atomic rename),
-// which is renamed over it only when complete: a full disk, a cancelled render or a
+// Files written whole or not at all, and never over something the program did
+// not mean to replace. The bytes go to a temporary name beside the destination
+// (the same folder, so the same file system and an atomic rename), which is
+// renamed into place only when complete: a full disk, a cancelled render or a
 // crash never leaves a half-written file under the real name.
+//
+// Temporaries are named ".NAME.tmp-HOST-PID.EXT". While one exists it is
+// registered, so that a second Ctrl-C (or SIGTERM) removes it before the
+// process ends (base/signals.h); one left by a process that died anyway (a
+// SIGKILL, a power cut) is removed the next time that folder is written
+// (remove_stale_temporaries). The host in the name keeps a process from
+// touching the temporaries of another machine's process on a shared file system.
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace kinora {
 
-// ".NAME.tmp-PID.EXT" beside `path`; the extension kept for tools that pick a
-// format by it (FFmpeg does).
+// ".NAME.tmp-HOST-PID.EXT" beside `path`; the extension kept for tools that pick
+// a format by it (FFmpeg does).
 std::filesystem::path temp_beside(const std::filesystem::path& path);
 
-// Moves the finished temporary `tmp` into place as `path`; on failure removes
-// `tmp` and throws an Error naming `path`.
-void commit_temp(const std::filesystem::path& tmp, const std::filesystem::path& path);
+// A temporary file or folder beside its destination, registered for removal on a
+// fatal signal while it lives and removed by the destructor unless committed.
+class ScopedTemp {
+ public:
+  explicit ScopedTemp(const std::filesystem::path& destination);
+  ~ScopedTemp();
+  ScopedTemp(const ScopedTemp&) = delete;
+  ScopedTemp& operator=(const ScopedTemp&) = delete;
+
+  const std::filesystem::path& path() const { return tmp_; }
+  // Moves the temporary into place (commit_temp); afterwards the destructor
+  // leaves it alone.
+  void commit(bool replace);
+
+ private:
+  std::filesystem::path tmp_, destination_;
+  int slot_ = -1;
+  bool committed_ = false;
+};
+
+// Moves the finished temporary `tmp` into place as `path`. With `replace`
+// false, a `path` that exists (or appeared while the temporary was written, as
+// when two processes render the same output) is left as it is and the call
+// fails. On failure removes `tmp` and throws an Error naming `path`.
+void commit_temp(const std::filesystem::path& tmp, const std::filesystem::path& path,
+                 bool replace = true);
 
 // `path` written that way: `write` streams the contents into the open
 // temporary and returns false if a write failed; the file is flushed to the disk
@@ -24,8 +56,24 @@ void commit_temp(const std::filesystem::path& tmp, const std::filesystem::path& 
 // cannot be written), leaving whatever was at `path` before untouched and no
 // temporary behind.
 void write_file_atomically(const std::filesystem::path& path,
-                           const std::function<bool(std::FILE*)>& write);
+                           const std::function<bool(std::FILE*)>& write, bool replace = true);
 // The same with the whole contents at hand.
-void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes,
+                           bool replace = true);
+
+// Refuses, with an Error naming `path`, to put a new file where one of these
+// is: a folder; a read-only file; any file unless `overwrite`. `what` names
+// the file for the message ("output", "checkpoint").
+void check_can_write_file(const std::filesystem::path& path, bool overwrite,
+                          const std::string& what = "output");
+
+// Removes the temporaries in `folder` that processes of this host left behind
+// when they died (their PID no longer runs). Returns how many it removed.
+// Never throws: a folder that cannot be read is left alone.
+int remove_stale_temporaries(const std::filesystem::path& folder);
+
+// Removes every registered temporary with async-signal-safe calls only; for
+// the fatal-signal path of base/signals.cpp.
+void remove_registered_temporaries_from_signal_handler() noexcept;
 
 }  // namespace kinora

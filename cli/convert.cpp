@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "io/checkpoint.h"
 
 namespace kinora::cli {
@@ -20,14 +21,12 @@ bool is_float_dtype(io::DType d) {
 }
 
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
-                                 const std::string& dtype) {
+                                 const std::string& dtype, bool overwrite) {
   const auto to = parse_float_dtype(dtype, "convert");
   std::error_code ec;
-  if (std::filesystem::exists(out, ec)) {
-    if (std::filesystem::equivalent(in, out, ec))
-      throw Error(out.string() + ": is the input; write the converted checkpoint elsewhere");
-    throw Error(out.string() + ": exists; remove it or name another output");
-  }
+  if (std::filesystem::exists(out, ec) && std::filesystem::equivalent(in, out, ec))
+    throw Error(out.string() + ": is the input; write the converted checkpoint elsewhere");
+  check_can_write_file(out, overwrite, "checkpoint");
   const auto ck = io::Checkpoint::open(in);
   ConvertReport r;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
@@ -46,7 +45,7 @@ ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::fil
     tensors.emplace_back(name, std::move(t));
   }
   r.tensors = tensors.size();
-  io::save_safetensors(out, tensors, ck.metadata());
+  io::save_safetensors(out, tensors, ck.metadata(), overwrite);
   return r;
 }
 

@@ -27,6 +27,6 @@ struct ConvertReport {
 // so are an output that exists and an output that is the input. The output is
 // written under a temporary name and renamed when complete. Throws kinora::Error.
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
-                                 const std::string& dtype);
+                                 const std::string& dtype, bool overwrite = false);
 
 }  // namespace kinora::cli

@@ -1,6 +1,7 @@
 // kinora: the command line.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 #include "base/error.h"
@@ -13,6 +14,45 @@
 #include "cli/render_commands.h"
 #endif
 #include "schedulers/registry.h"
+
+namespace {
+
+// Levenshtein distance, for "did you mean".
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The first word that is not an option must name a subcommand; otherwise say
+// which word, and the closest subcommand.
+bool check_subcommand(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2 || argv[1][0] == '-') return true;
+  const std::string word = argv[1];
+  std::string best;
+  std::size_t best_d = std::string::npos;
+  for (const auto* sub : app.get_subcommands({})) {
+    if (sub->get_name() == word) return true;
+    const auto d = edit_distance(word, sub->get_name());
+    if (d < best_d) best_d = d, best = sub->get_name();
+  }
+  std::cerr << "kinora: unknown command '" << word << "'";
+  if (best_d <= std::max<std::size_t>(2, word.size() / 3))
+    std::cerr << "; did you mean '" << best << "'?";
+  std::cerr << " (kinora --help lists the commands)\n";
+  return false;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX)",
@@ -36,8 +76,9 @@ int main(int argc, char** argv) {
   convert->add_option("input", convert_in, "safetensors file or *.safetensors.index.json")
       ->required()
       ->check(CLI::ExistingFile);
-  convert->add_option("output", convert_out, "the .safetensors file to write (must not exist)")
-      ->required();
+  bool convert_overwrite = false;
+  convert->add_option("output", convert_out, "the .safetensors file to write")->required();
+  convert->add_flag("--overwrite", convert_overwrite, "replace an existing output file");
   convert->add_option("--dtype", convert_dtype, "bf16, fp16 or fp32")
       ->check(CLI::IsMember({"bf16", "fp16", "fp32"}))
       ->capture_default_str();
@@ -52,8 +93,8 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingFile);
   merger->add_option("b", merge.b, "checkpoint B")->required()->check(CLI::ExistingFile);
-  merger->add_option("-o,--output", merge_out, "the .safetensors file to write (must not exist)")
-      ->required();
+  merger->add_option("-o,--output", merge_out, "the .safetensors file to write")->required();
+  merger->add_flag("--overwrite", merge.overwrite, "replace an existing output file");
   merger->add_option("-r,--ratio", merge.ratio, "r in the formula")->capture_default_str();
   merger->add_option("--subtract", merge_subtract, "checkpoint C: add difference A + r·(B − C)")
       ->check(CLI::ExistingFile);
@@ -68,6 +109,7 @@ int main(int argc, char** argv) {
   const auto run_render = kinora::cli::add_render_commands(app);
 #endif
   const auto run_train = kinora::cli::add_train_command(app);
+  if (!check_subcommand(app, argc, argv)) return 2;
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
   if (const int rc = run_train(); rc >= 0) return rc;
@@ -87,7 +129,8 @@ int main(int argc, char** argv) {
         }
       }
     } else if (*convert) {
-      const auto r = kinora::cli::convert_checkpoint(convert_in, convert_out, convert_dtype);
+      const auto r = kinora::cli::convert_checkpoint(convert_in, convert_out, convert_dtype,
+                                                     convert_overwrite);
       std::cout << "wrote " << convert_out << ": " << r.tensors << " tensors, " << r.converted
                 << " stored as " << convert_dtype << "; " << r.bytes_in << " → " << r.bytes_out
                 << " bytes of tensor data\n";

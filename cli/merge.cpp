@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "cli/convert.h"
 #include "io/checkpoint.h"
 
@@ -50,12 +51,11 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
   std::vector<std::filesystem::path> inputs{spec.a, spec.b};
   if (spec.subtract) inputs.push_back(*spec.subtract);
   std::error_code ec;
-  if (std::filesystem::exists(out, ec)) {
+  if (std::filesystem::exists(out, ec))
     for (const auto& in : inputs)
       if (std::filesystem::equivalent(in, out, ec))
         throw Error(out.string() + ": is an input; write the merged checkpoint elsewhere");
-    throw Error(out.string() + ": exists; remove it or name another output");
-  }
+  check_can_write_file(out, spec.overwrite, "checkpoint");
   const auto a = io::Checkpoint::open(spec.a);
   const auto b = io::Checkpoint::open(spec.b);
   const auto c = spec.subtract ? std::optional<io::Checkpoint>(io::Checkpoint::open(*spec.subtract))
@@ -82,6 +82,15 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
       change2 += delta.square().sum().item<double>();
       norm2 += fa.square().sum().item<double>();
       t = (fa + delta).to(keep ? ta.scalar_type() : to);
+      // A ratio so large that the sum leaves the stored type's range (or
+      // inputs that hold NaN) would make a checkpoint that renders nothing.
+      if (!torch::isfinite(t).all().item<bool>())
+        throw Error(
+            out.string() + ": tensor '" + name + "' would hold infinite or NaN values (" +
+            (torch::isfinite(fa).all().item<bool>()
+                 ? "ratio " + nlohmann::json(spec.ratio).dump() + " is too large for its values"
+                 : "A's values are not finite") +
+            "); nothing was written");
       ++r.merged;
     } else {
       for (const auto* ck : {&b, &base})
@@ -106,7 +115,7 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
     recipe["formula"] = "a + ratio * (b - a)";
   }
   meta["kinora.merge"] = recipe.dump();
-  io::save_safetensors(out, tensors, meta);
+  io::save_safetensors(out, tensors, meta, spec.overwrite);
   return r;
 }
 

@@ -17,6 +17,7 @@ struct MergeSpec {
   std::optional<std::filesystem::path> subtract;  // C: add difference instead of weighted sum
   double ratio = 0.5;
   std::string dtype = "keep";  // "keep" (A's dtypes), "bf16", "fp16" or "fp32"
+  bool overwrite = false;      // replace an existing output file
 };
 
 struct MergeReport {

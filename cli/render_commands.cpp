@@ -2,13 +2,13 @@
 
 #include <unistd.h>
 
-#include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <random>
+#include <map>
 #include <sstream>
 
+#include "base/json.h"
+#include "base/signals.h"
 #include "media/output.h"
 #include "pipeline/embedded.h"
 #include "pipeline/semantic.h"
@@ -22,13 +22,6 @@ using pipeline::Preset;
 
 namespace {
 
-// Ctrl-C: the first asks the render to stop (within a step, leaving no file);
-// the second ends the process.
-std::atomic<bool> g_cancel{false};
-void on_sigint(int) {
-  if (g_cancel.exchange(true)) std::_Exit(130);
-}
-
 std::string clock_string(double seconds) {
   const int s = static_cast<int>(seconds + 0.5);
   char buf[32];
@@ -39,7 +32,7 @@ std::string clock_string(double seconds) {
 pipeline::RunCallbacks terminal_callbacks() {
   pipeline::RunCallbacks cb;
   const bool tty = ::isatty(STDERR_FILENO);
-  cb.cancel = &g_cancel;
+  cb.cancel = &cancel_requested();
   cb.on_message = [](const std::string& m) { std::cerr << "kinora: " << m << "\n"; };
   cb.on_step = [tty](const pipeline::StepEvent& e) {
     char line[160];
@@ -59,11 +52,11 @@ pipeline::RunCallbacks terminal_callbacks() {
   return cb;
 }
 
-int render_one(pipeline::WanPipeline& pipe, const Preset& p) {
+int render_one(pipeline::WanPipeline& pipe, const Preset& p, bool overwrite) {
   if (p.uses_embedded_model())
     if (const auto note = pipeline::embedded_prompt_note(p.prompt))
       std::cerr << "kinora: note: " << *note << "\n";
-  const auto r = pipe.render(p, terminal_callbacks());
+  const auto r = pipe.render(p, terminal_callbacks(), overwrite);
   std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
             << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
             << "; text " << clock_string(r.timings.text_s) << ", sampling "
@@ -77,28 +70,65 @@ int render_one(pipeline::WanPipeline& pipe, const Preset& p) {
 int guarded(const std::function<int()>& fn) {
   try {
     return fn();
-  } catch (const pipeline::Cancelled&) {
+  } catch (const Cancelled&) {
     std::cerr << "\nkinora: cancelled; no output was written\n";
-    return 130;
+    return cancel_exit_status();
   } catch (const std::exception& e) {
     std::cerr << "\nkinora: " << e.what() << "\n";
     return 1;
   }
 }
 
-// A batch entry: a preset and where it came from.
-struct Entry {
-  std::string source;  // "file.json" or "list.json[3]"
-  json preset;
+bool is_cancel_status(int rc) {
+  return rc > 128 && cancel_signal() != 0;
+}
+
+// A name no file has yet: kinora-SEED.EXT in `folder`, then kinora-SEED-2.EXT …;
+// EXT from the format, else .png for one frame and .mp4 for more.
+std::string fresh_output(const fs::path& folder, const Preset& preset) {
+  const int64_t seed = preset.seed;
+  const std::string ext = !preset.format.empty()
+                              ? media::format_extension(media::parse_format(preset.format))
+                          : preset.frames == 1 ? ".png"
+                                               : ".mp4";
+  const std::string stem = "kinora-" + std::to_string(seed);
+  fs::path p = folder / (stem + ext);
+  std::error_code ec;
+  for (int k = 2; fs::exists(fs::symlink_status(p, ec)); ++k)
+    p = folder / (stem + "-" + std::to_string(k) + ext);
+  return p.string();
+}
+
+// What render and batch share: where outputs go and where models are found.
+struct Placement {
+  std::string output_dir, models_dir;
+  bool overwrite = false;
+
+  void apply(Preset& p, const std::string& source) const {
+    if (p.models_dir.empty() && !models_dir.empty())
+      p.models_dir = fs::absolute(models_dir).string();
+    if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
+  }
 };
 
-std::vector<Entry> collect_presets(const std::vector<std::string>& paths) {
+// A batch entry: a preset, where it came from, or why it is not one.
+struct Entry {
+  std::string source;  // "file.json" or "list.json[3]"
+  std::optional<Preset> preset;
+  std::string error;
+};
+
+std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes) {
   std::vector<fs::path> files;
   for (const auto& p : paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
-      for (const auto& e : fs::recursive_directory_iterator(p))
-        if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
+      for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
+        if (!e.is_regular_file() || e.path().extension() != ".json") continue;
+        const auto name = e.path().filename().string();
+        if (name[0] == '.') continue;  // temporaries and hidden files
+        files.push_back(e.path());
+      }
     } else if (fs::is_regular_file(p, ec)) {
       files.push_back(p);
     } else {
@@ -108,28 +138,70 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths) {
   std::sort(files.begin(), files.end());
   std::vector<Entry> out;
   for (const auto& f : files) {
-    std::ifstream in(f);
     json j;
     try {
-      j = json::parse(in);
-    } catch (const json::parse_error& e) {
-      throw Error(f.string() + ": not valid JSON: " + e.what());
+      j = read_json_file(f);
+    } catch (const Error& e) {
+      out.push_back({f.string(), std::nullopt, e.what()});
+      continue;
     }
+    // The parameters Kinora writes beside its outputs (and into a PNG
+    // sequence's folder) describe renders; they are not presets.
+    if (media::is_kinora_parameters(j)) {
+      notes << "kinora: " << f.string() << ": the parameters of a render, not a preset; skipped\n";
+      continue;
+    }
+    auto add = [&](const std::string& source, const json& item) {
+      try {
+        Preset p = Preset::from_json(item, source);
+        p.base_dir = f.parent_path();
+        out.push_back({source, std::move(p), {}});
+      } catch (const Error& e) {
+        out.push_back({source, std::nullopt, e.what()});
+      }
+    };
     if (j.is_array()) {
       for (std::size_t i = 0; i < j.size(); ++i)
-        out.push_back({f.string() + "[" + std::to_string(i) + "]", j[i]});
+        add(f.string() + "[" + std::to_string(i) + "]", j[i]);
     } else {
-      out.push_back({f.string(), j});
+      add(f.string(), j);
     }
   }
   return out;
+}
+
+// Each valid entry's output checked: present, inside --output-dir, a name that
+// fits its format, and not the output of an earlier entry.
+void validate_outputs(std::vector<Entry>& entries, const Placement& placement) {
+  std::map<fs::path, std::string> first_of;
+  for (auto& e : entries) {
+    if (!e.preset) continue;
+    try {
+      Preset& p = *e.preset;
+      if (p.output.empty()) throw Error(e.source + ": key 'output' is missing (a batch needs it)");
+      placement.apply(p, e.source);
+      Preset snapped = p;
+      pipeline::snap_sizes(snapped);
+      media::output_format(p.output_path(), p.format, snapped.frames);
+      std::error_code ec;
+      const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
+      const auto [it, inserted] = first_of.try_emplace(key, e.source);
+      if (!inserted)
+        throw Error(e.source + ": key 'output' " + p.output_path().string() +
+                    " is also the output of " + it->second + "; not rendered twice");
+    } catch (const Error& err) {
+      e.error = err.what();
+      e.preset.reset();
+    }
+  }
 }
 
 }  // namespace
 
 std::function<int()> add_render_commands(CLI::App& app) {
   auto opts = std::make_shared<Preset>();
-  auto seed = std::make_shared<int64_t>(-1);
+  auto seed = std::make_shared<std::string>();
+  auto gen_overwrite = std::make_shared<bool>(false);
   auto gen = app.add_subcommand("generate", "Make a video from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
@@ -165,40 +237,65 @@ std::function<int()> add_render_commands(CLI::App& app) {
   add("--sampler", opts->sampler, "see `kinora samplers`", tiny.sampler);
   add("--shift", opts->shift, "", tiny.shift);
   add("--guidance", opts->guidance, "classifier-free guidance scale", tiny.guidance);
-  gen->add_option("--seed", *seed, "default: a random seed (printed and embedded)");
+  gen->add_option("--seed", *seed,
+                  "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
   add("--precision", opts->precision,
       "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
       "or bf16",
       tiny.precision);
   gen->add_option("--out,-o", opts->output,
-                  "output file (.mp4 .webm .mov .png) or folder (PNG sequence)");
+                  "output file (.mp4 .webm .mov .png), or a new or empty folder with --format "
+                  "png-seq (default: kinora-SEED.mp4)");
   gen->add_option("--format", opts->format,
                   "mp4, mp4-h265, webm, mov, png-seq, png (default: from --out)");
   gen->add_option("--crf", opts->crf, "quality for mp4/webm, lower is better")
       ->capture_default_str();
+  gen->add_flag("--overwrite", *gen_overwrite, "replace an existing output file");
+
+  auto placement = std::make_shared<Placement>();
+  auto add_placement = [&](CLI::App* cmd, bool overwrite) {
+    cmd->add_option("--output-dir", placement->output_dir,
+                    "write outputs inside this folder: relative outputs resolve in it, and an "
+                    "output that would land outside it is refused")
+        ->check(CLI::ExistingDirectory);
+    cmd->add_option("--models-dir", placement->models_dir,
+                    "find models named by presets without models_dir in this ComfyUI models "
+                    "folder");
+    if (overwrite)
+      cmd->add_flag("--overwrite", placement->overwrite, "replace an existing output file");
+  };
 
   auto render_path = std::make_shared<std::string>();
   auto sets = std::make_shared<std::vector<std::string>>();
-  auto ren = app.add_subcommand("render", "Render a preset file");
+  auto ren = app.add_subcommand(
+      "render",
+      "Render a preset file (relative paths in it resolve against its folder; no output: "
+      "kinora-SEED.mp4 here)");
   ren->add_option("preset", *render_path, "preset JSON")->required();
   ren->add_option("--set", *sets, "override a key: --set steps=20 --set prompt=\"a cat\"");
+  add_placement(ren, true);
 
   auto restore_path = std::make_shared<std::string>();
   auto res = app.add_subcommand(
-      "restore", "Print the preset embedded in a Kinora output (PNG, MP4, WebM, MOV)");
+      "restore",
+      "Print the preset embedded in a Kinora output (PNG, MP4, WebM, MOV, a PNG sequence or a "
+      "sidecar .json), with model file names and no output name");
   res->add_option("output", *restore_path)->required();
 
   auto batch_paths = std::make_shared<std::vector<std::string>>();
   auto shard = std::make_shared<std::string>();
   auto dry = std::make_shared<bool>(false);
   auto bat = app.add_subcommand(
-      "batch", "Render many presets (files, folders, JSON lists); skips finished outputs");
+      "batch",
+      "Render many presets (files, folders, JSON lists): checks them all first, renders the "
+      "valid ones, skips finished outputs");
   bat->add_option("paths", *batch_paths, "preset files, folders of them, or JSON lists")
       ->required();
   bat->add_option(
       "--shard", *shard,
       "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
+  add_placement(bat, false);
 
   auto judge = std::make_shared<pipeline::SemanticRun>();
   auto judge_dir = std::make_shared<std::string>();
@@ -230,7 +327,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   sc->add_option("--keep", *judge_keep, "keep the MP4s in this folder (default: none kept)");
 
   return [=]() -> int {
-    std::signal(SIGINT, on_sigint);
+    install_cancel_signals();
     if (*sc) {
       return guarded([&] {
         auto run = *judge;
@@ -254,7 +351,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
             if (!folder.empty()) fs::remove_all(folder, ec);
           }
         } cleanup{keep ? fs::path() : run.folder};
-        run.cancel = &g_cancel;
+        run.cancel = &cancel_requested();
         run.on_line = [](const std::string& line) { std::cout << line << std::endl; };
         pipeline::WanPipeline pipe;
         const auto r = pipeline::score_semantics(pipe, run);
@@ -269,27 +366,34 @@ std::function<int()> add_render_commands(CLI::App& app) {
           for (const auto& [option, use_embedded] : sampling)
             if (option->count() == 0) use_embedded();
         Preset p = *opts;
-        p.seed = *seed >= 0 ? *seed : static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-        if (p.output.empty()) p.output = "kinora-" + std::to_string(p.seed) + ".mp4";
+        p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
+                                                      : pipeline::parse_seed(*seed, "--seed"));
+        if (p.output.empty()) p.output = fresh_output(".", p);
         p = Preset::from_json(p.to_json(), "command line");  // one validation for every entry point
         pipeline::WanPipeline pipe;
-        return render_one(pipe, p);
+        return render_one(pipe, p, *gen_overwrite);
       });
     }
     if (*ren) {
       return guarded([&] {
         Preset p = Preset::load(*render_path);
         for (const auto& s : *sets) p.set(s);
+        placement->apply(p, *render_path);
+        if (p.output.empty()) {
+          p.seed = pipeline::resolve_seed(p.seed);
+          p.output = fresh_output(
+              placement->output_dir.empty() ? fs::current_path() : fs::path(placement->output_dir),
+              p);
+        }
         pipeline::WanPipeline pipe;
-        return render_one(pipe, p);
+        return render_one(pipe, p, placement->overwrite);
       });
     }
     if (*res) {
       return guarded([&] {
-        const auto j = json::parse(media::read_embedded_json(*restore_path));
-        if (!j.contains("preset"))
-          throw Error(*restore_path + ": the embedded parameters hold no preset");
-        std::cout << j["preset"].dump(2) << "\n";
+        const auto p =
+            Preset::restored(media::read_embedded_parameters(*restore_path), *restore_path);
+        std::cout << p.to_json().dump(2) << "\n";
         return 0;
       });
     }
@@ -301,41 +405,46 @@ std::function<int()> add_render_commands(CLI::App& app) {
               index >= count)
             throw Error("--shard '" + *shard + "': expected i/N with 0 ≤ i < N");
         }
-        const auto entries = collect_presets(*batch_paths);
-        std::vector<std::pair<std::string, Preset>> mine;
+        auto entries = collect_presets(*batch_paths, std::cerr);
+        if (entries.empty()) throw Error("no presets found in the paths given");
+        validate_outputs(entries, *placement);
+        int invalid = 0, mine = 0;
         for (std::size_t k = 0; k < entries.size(); ++k) {
-          Preset p =
-              Preset::from_json(entries[k].preset, entries[k].source);  // validate all, render ours
-          if (p.output.empty())
-            throw Error(entries[k].source + ": key 'output' is missing (a batch needs it)");
-          if (static_cast<int>(k % static_cast<std::size_t>(count)) == index)
-            mine.emplace_back(entries[k].source, p);
+          if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
+          ++mine;
+          if (!entries[k].preset) ++invalid, std::cout << "INVALID  " << entries[k].error << "\n";
         }
-        std::cerr << "kinora: " << entries.size() << " presets, " << mine.size() << " in shard "
-                  << index << "/" << count << "\n";
+        std::cerr << "kinora: " << entries.size() << " presets, " << mine << " in shard " << index
+                  << "/" << count << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
+                  << "\n";
         int failed = 0, skipped = 0, done = 0;
         pipeline::WanPipeline pipe;  // models stay loaded across the batch
-        for (const auto& [source, p] : mine) {
+        for (std::size_t k = 0; k < entries.size(); ++k) {
+          if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
+          const auto& [source, preset, error] = entries[k];
+          if (!preset) continue;
+          const auto out = preset->output_path();
           std::error_code ec;
-          if (fs::exists(p.output, ec)) {  // outputs appear only when complete (renamed into place)
-            std::cout << "skip  " << source << "  " << p.output << " (exists)\n";
+          if (fs::exists(fs::symlink_status(out, ec))) {  // outputs appear only when complete
+            std::cout << "skip  " << source << "  " << out.string() << " (exists)\n";
             ++skipped;
             continue;
           }
           if (*dry) {
-            std::cout << "plan  " << source << "  " << p.output << "\n";
+            std::cout << "plan  " << source << "  " << out.string() << "\n";
             continue;
           }
-          const int rc = guarded([&] { return render_one(pipe, p); });
-          if (rc == 130) return rc;
+          const int rc = guarded([&] { return render_one(pipe, *preset, false); });
+          if (is_cancel_status(rc)) return rc;
           if (rc)
             ++failed, std::cout << "FAIL  " << source << "\n";
           else
             ++done;
         }
         std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed
-                  << " failed\n";
-        return failed ? 1 : 0;
+                  << " failed" << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
+                  << "\n";
+        return failed || invalid ? 1 : 0;
       });
     }
     return -1;

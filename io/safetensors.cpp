@@ -371,7 +371,7 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType
 
 void save_safetensors(const fs::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, bool replace) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<torch::Tensor> data;
@@ -393,16 +393,19 @@ void save_safetensors(const fs::path& path,
   // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
 
-  write_file_atomically(path, [&](std::FILE* f) {
-    const uint64_t n = text.size();
-    bool ok =
-        std::fwrite(&n, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    for (std::size_t i = 0; ok && i < data.size(); ++i) {
-      const auto bytes = static_cast<std::size_t>(data[i].numel()) * data[i].element_size();
-      ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f) == bytes;
-    }
-    return ok;
-  });
+  write_file_atomically(
+      path,
+      [&](std::FILE* f) {
+        const uint64_t n = text.size();
+        bool ok = std::fwrite(&n, 8, 1, f) == 1 &&
+                  std::fwrite(text.data(), 1, text.size(), f) == text.size();
+        for (std::size_t i = 0; ok && i < data.size(); ++i) {
+          const auto bytes = static_cast<std::size_t>(data[i].numel()) * data[i].element_size();
+          ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f) == bytes;
+        }
+        return ok;
+      },
+      replace);
 }
 
 }  // namespace kinora::io

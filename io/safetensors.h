@@ -87,6 +87,6 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8,
 // a failure (a full disk) leaves nothing under `path`. Throws kinora::Error.
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {}, bool replace = true);
 
 }  // namespace kinora::io

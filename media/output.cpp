@@ -10,14 +10,18 @@ extern "C" {
 #include <png.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <csetjmp>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/json.h"
 
 namespace kinora::media {
 namespace fs = std::filesystem;
@@ -69,21 +73,72 @@ const char* format_extension(Format f) {
   return "";
 }
 
-Format format_for_path(const fs::path& p) {
-  const auto ext = p.extension().string();
-  if (ext == ".mp4") return Format::Mp4H264;
-  if (ext == ".webm") return Format::WebmVp9;
-  if (ext == ".mov") return Format::MovProres;
-  if (ext == ".png") return Format::Png;
-  if (ext.empty()) return Format::PngSequence;
-  throw Error(p.string() + ": unknown output extension '" + ext +
-              "' (.mp4, .webm, .mov, .png, or a folder)");
+std::string format_list() {
+  return "mp4 (.mp4, H.264), mp4-h265 (.mp4), webm (.webm, VP9), mov (.mov, ProRes), png (.png, "
+         "one frame), png-seq (a folder of PNG frames)";
 }
 
-std::string sidecar_path(const fs::path& output) {
-  fs::path p = output;
-  if (p.filename().empty()) p = p.parent_path();  // "out/" → "out"
-  return p.replace_extension(".json").string();
+namespace {
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+// The file formats an extension can hold.
+bool extension_fits(const std::string& ext, Format f) {
+  return ext == format_extension(f);
+}
+bool is_media_extension(const std::string& ext) {
+  return ext == ".mp4" || ext == ".webm" || ext == ".mov" || ext == ".png";
+}
+}  // namespace
+
+Format output_format(const fs::path& path, const std::string& format, int64_t frames) {
+  const std::string s = path.string();
+  if (s.empty()) fail_file(path, "no output name given");
+  if (s.back() == '/' || path.filename() == "." || path.filename() == "..")
+    fail_file(path,
+              "names a folder; name the output file (clip.mp4), or for a folder of PNG frames "
+              "give a new folder's name with --format png-seq");
+  const std::string ext = lower(path.extension().string());
+  Format f;
+  if (!format.empty()) {
+    f = parse_format(format);
+    if (f == Format::PngSequence) {
+      if (is_media_extension(ext))
+        fail_file(path, "a PNG sequence is a folder, but the name ends in " + ext +
+                            "; give the folder a name without it");
+    } else if (!extension_fits(ext, f)) {
+      fail_file(path, std::string("format ") + format_name(f) + " is written to " +
+                          format_extension(f) + " files, but the name ends in " +
+                          (ext.empty() ? std::string("no extension") : "'" + ext + "'") +
+                          "; change one of them");
+    }
+  } else if (ext == ".mp4") {
+    f = Format::Mp4H264;
+  } else if (ext == ".webm") {
+    f = Format::WebmVp9;
+  } else if (ext == ".mov") {
+    f = Format::MovProres;
+  } else if (ext == ".png") {
+    f = Format::Png;
+  } else {
+    fail_file(path, (ext.empty() ? std::string("the name has no extension")
+                                 : "unknown output extension '" + ext + "'") +
+                        "; the formats are " + format_list() +
+                        " (a PNG sequence needs --format png-seq)");
+  }
+  if (f == Format::Png && frames > 1)
+    fail_file(path, "a .png holds one image, but this render makes " + std::to_string(frames) +
+                        " frames; ask for 1 frame, a video (.mp4, .webm, .mov) or --format "
+                        "png-seq");
+  return f;
+}
+
+fs::path OutputTarget::sidecar() const {
+  if (format == Format::PngSequence) return {};
+  fs::path p = path;
+  p += ".json";
+  return p;
 }
 
 std::string ffmpeg_version() {
@@ -99,14 +154,13 @@ std::string av_error(int code) {
   return buf;
 }
 
-struct Cancelled {};
-
-void check_frames(const fs::path& path, const torch::Tensor& frames) {
+void check_frames(const fs::path& path, const torch::Tensor& frames, Format format) {
   if (frames.dim() != 4 || frames.size(3) != 3 || frames.scalar_type() != torch::kUInt8)
     fail_file(path, "frames must be [F, H, W, 3] uint8, got " + c10::str(frames.sizes()) + " " +
                         c10::toString(frames.scalar_type()));
   if (frames.size(0) < 1) fail_file(path, "no frames to write");
-  if (frames.size(1) % 2 || frames.size(2) % 2)
+  if (format != Format::Png && format != Format::PngSequence &&
+      (frames.size(1) % 2 || frames.size(2) % 2))
     fail_file(path, "frame size " + std::to_string(frames.size(2)) + "x" +
                         std::to_string(frames.size(1)) + " must be even for video");
 }
@@ -137,20 +191,20 @@ struct DictDeleter {
 };
 
 void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor& frames,
-                 const WriteOptions& o, const std::atomic<bool>* cancel) {
+                 Format format, const WriteOptions& o, const std::atomic<bool>* cancel) {
   av_log_set_level(AV_LOG_ERROR);  // the encoders' statistics are not for users
   auto check = [&](int ret, const char* what) {
     if (ret < 0) fail_file(path, std::string("FFmpeg: ") + what + ": " + av_error(ret));
   };
-  const char* muxer = o.format == Format::WebmVp9     ? "webm"
-                      : o.format == Format::MovProres ? "mov"
-                                                      : "mp4";
-  const char* encoder = o.format == Format::Mp4H264   ? "libx264"
-                        : o.format == Format::Mp4H265 ? "libx265"
-                        : o.format == Format::WebmVp9 ? "libvpx-vp9"
-                                                      : "prores_ks";
+  const char* muxer = format == Format::WebmVp9     ? "webm"
+                      : format == Format::MovProres ? "mov"
+                                                    : "mp4";
+  const char* encoder = format == Format::Mp4H264   ? "libx264"
+                        : format == Format::Mp4H265 ? "libx265"
+                        : format == Format::WebmVp9 ? "libvpx-vp9"
+                                                    : "prores_ks";
   const AVPixelFormat pix =
-      o.format == Format::MovProres ? AV_PIX_FMT_YUV422P10LE : AV_PIX_FMT_YUV420P;
+      format == Format::MovProres ? AV_PIX_FMT_YUV422P10LE : AV_PIX_FMT_YUV420P;
   const int w = static_cast<int>(frames.size(2)), h = static_cast<int>(frames.size(1));
 
   AVFormatContext* raw_oc = nullptr;
@@ -179,7 +233,7 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
 
   AVDictionary* raw_opts = nullptr;
   const std::string crf = std::to_string(o.crf);
-  switch (o.format) {
+  switch (format) {
     case Format::Mp4H264:
       av_dict_set(&raw_opts, "crf", crf.c_str(), 0);
       av_dict_set(&raw_opts, "preset", "medium", 0);
@@ -207,7 +261,7 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
   opts_guard.reset(raw_opts);
   check(avcodec_parameters_from_context(st->codecpar, cc.get()),
         "cannot copy the encoder parameters");
-  if (o.format == Format::Mp4H265) st->codecpar->codec_tag = MKTAG('h', 'v', 'c', '1');
+  if (format == Format::Mp4H265) st->codecpar->codec_tag = MKTAG('h', 'v', 'c', '1');
 
   // The parameters: the standard comment tag, and a keyed "kinora" tag.
   av_dict_set(&oc->metadata, "comment", o.metadata_json.c_str(), 0);
@@ -215,7 +269,7 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
 
   check(avio_open(&oc->pb, tmp.c_str(), AVIO_FLAG_WRITE), "cannot create the file");
   AVDictionary* mux_opts = nullptr;
-  if (o.format != Format::WebmVp9) av_dict_set(&mux_opts, "movflags", "use_metadata_tags", 0);
+  if (format != Format::WebmVp9) av_dict_set(&mux_opts, "movflags", "use_metadata_tags", 0);
   const int header = avformat_write_header(oc.get(), &mux_opts);
   av_dict_free(&mux_opts);
   check(header, "cannot write the header");
@@ -254,7 +308,7 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
   auto padded = torch::zeros({frame_bytes + AV_INPUT_BUFFER_PADDING_SIZE}, torch::kUInt8);
   auto padded_frame = padded.narrow(0, 0, frame_bytes).view({h, w, 3});
   for (int64_t i = 0; i < frames.size(0); ++i) {
-    if (cancel && cancel->load()) throw Cancelled{};
+    throw_if_cancelled(cancel);
     check(av_frame_make_writable(frame.get()), "cannot write a frame");
     padded_frame.copy_(frames[i]);
     const uint8_t* src[1] = {padded.data_ptr<uint8_t>()};
@@ -361,80 +415,197 @@ std::map<std::string, std::string> png_text_chunks(const fs::path& path) {
 
 // ---------------------------------------------------------------- public
 
-void write_output(const fs::path& path, const torch::Tensor& frames, const WriteOptions& o,
-                  const std::atomic<bool>* cancel) {
-  check_frames(path, frames);
-  if (o.fps < 1 || o.fps > 240)
-    fail_file(path, "fps must be between 1 and 240, got " + std::to_string(o.fps));
-  const fs::path tmp = temp_beside(path);
-  auto cleanup = [&] {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-  };
-  try {
-    switch (o.format) {
-      case Format::Png:
-        write_png(path, tmp, frames[0], o);
-        break;
-      case Format::PngSequence: {
-        fs::create_directories(tmp);
-        for (int64_t i = 0; i < frames.size(0); ++i) {
-          if (cancel && cancel->load()) throw Cancelled{};
-          char name[32];
-          std::snprintf(name, sizeof name, "frame_%05lld.png", static_cast<long long>(i + 1));
-          WriteOptions frame_opts = o;
-          if (i)
-            frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
-          write_png(path, tmp / name, frames[i], frame_opts);
-        }
-        write_file_atomically(tmp / "kinora.json", o.metadata_json);
-        break;
-      }
-      default:
-        write_video(path, tmp, frames, o, cancel);
-    }
-  } catch (const Cancelled&) {
-    cleanup();
-    throw Error(path.string() + ": cancelled; nothing was written");
-  } catch (...) {
-    cleanup();
-    throw;
-  }
+namespace {
+
+// Only frame_NNNNN.png and kinora.json: a PNG sequence Kinora wrote.
+bool is_kinora_png_sequence(const fs::path& dir) {
   std::error_code ec;
-  if (o.format == Format::PngSequence && fs::exists(path)) fs::remove_all(path, ec);
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    cleanup();
-    fail_file(path, "cannot move the finished output into place: " + ec.message());
+  bool any = false;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    const bool frame = name.size() == 15 && name.rfind("frame_", 0) == 0 &&
+                       name.compare(11, 4, ".png") == 0 &&
+                       std::all_of(name.begin() + 6, name.begin() + 11, ::isdigit);
+    if (!e.is_regular_file(ec) || !(frame || name == "kinora.json")) return false;
+    any = true;
   }
-  if (!o.metadata_json.empty()) write_file_atomically(sidecar_path(path), o.metadata_json + "\n");
+  return !ec && any;
 }
 
-std::string read_embedded_json(const fs::path& path) {
+bool is_empty_folder(const fs::path& dir) {
   std::error_code ec;
+  return fs::is_directory(dir, ec) && fs::is_empty(dir, ec) && !ec;
+}
+
+}  // namespace
+
+OutputTarget prepare_output(const fs::path& path, const std::string& format, int64_t frames,
+                            bool overwrite) {
+  OutputTarget t;
+  t.path = path;
+  t.overwrite = overwrite;
+  t.format = output_format(path, format, frames);
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec))
+    fail_file(path, "the folder " + folder.string() + " does not exist");
+  if (::access(folder.c_str(), W_OK) != 0)
+    fail_file(path, "the folder " + folder.string() + " is not writable");
+  if (t.format == Format::PngSequence) {
+    const auto st = fs::symlink_status(path, ec);
+    if (fs::exists(st)) {
+      if (!fs::is_directory(st))
+        fail_file(path, "exists and is not a folder; a PNG sequence needs a new or empty folder");
+      if (!is_empty_folder(path)) {
+        if (!overwrite)
+          fail_file(path,
+                    "is a folder that is not empty; a PNG sequence goes into a new or empty "
+                    "folder (nothing was changed)");
+        if (!is_kinora_png_sequence(path))
+          fail_file(path,
+                    "holds files other than a Kinora PNG sequence; not replaced, even with "
+                    "--overwrite");
+      }
+    }
+  } else {
+    check_can_write_file(path, overwrite);
+    const auto side = t.sidecar();
+    if (fs::exists(fs::symlink_status(side, ec)) && !is_kinora_sidecar(side))
+      fail_file(path, "its parameters would go to " + side.string() +
+                          ", which exists and is not a Kinora parameters file; move it or name "
+                          "another output");
+  }
+  remove_stale_temporaries(folder);
+  return t;
+}
+
+void write_output(const OutputTarget& t, const torch::Tensor& frames, const WriteOptions& o,
+                  const std::atomic<bool>* cancel) {
+  const fs::path& path = t.path;
+  check_frames(path, frames, t.format);
+  if (o.fps < 1 || o.fps > 240)
+    fail_file(path, "fps must be between 1 and 240, got " + std::to_string(o.fps));
+  ScopedTemp tmp(path);
+  switch (t.format) {
+    case Format::Png:
+      write_png(path, tmp.path(), frames[0], o);
+      break;
+    case Format::PngSequence: {
+      fs::create_directories(tmp.path());
+      for (int64_t i = 0; i < frames.size(0); ++i) {
+        throw_if_cancelled(cancel);
+        char name[32];
+        std::snprintf(name, sizeof name, "frame_%05lld.png", static_cast<long long>(i + 1));
+        WriteOptions frame_opts = o;
+        if (i)
+          frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
+        write_png(path, tmp.path() / name, frames[i], frame_opts);
+      }
+      write_file_atomically(tmp.path() / "kinora.json", o.metadata_json + "\n");
+      break;
+    }
+    default:
+      write_video(path, tmp.path(), frames, t.format, o, cancel);
+  }
+  throw_if_cancelled(cancel);
+  // The sidecar's temporary is complete too before either moves into place.
+  const auto side = t.sidecar();
+  std::optional<ScopedTemp> side_tmp;
+  if (!side.empty() && !o.metadata_json.empty()) {
+    side_tmp.emplace(side);
+    write_file_atomically(side_tmp->path(), o.metadata_json + "\n");
+  }
+  if (t.format == Format::PngSequence) {
+    // An empty folder is replaced by rename itself (it fails if the folder
+    // filled meanwhile); a Kinora PNG sequence, with overwrite, is moved aside
+    // first and removed once the new one is in place.
+    std::error_code ec;
+    std::optional<ScopedTemp> aside;
+    if (t.overwrite && fs::is_directory(path, ec) && !is_empty_folder(path) &&
+        is_kinora_png_sequence(path)) {
+      aside.emplace(path.parent_path() / (path.filename().string() + ".old"));
+      fs::rename(path, aside->path(), ec);
+      if (ec) fail_file(path, "cannot move the old PNG sequence aside: " + ec.message());
+    }
+    try {
+      tmp.commit(/*replace=*/is_empty_folder(path));
+    } catch (...) {
+      if (aside) fs::rename(aside->path(), path, ec);  // the old one back
+      throw;
+    }
+  } else {
+    tmp.commit(t.overwrite);
+    if (side_tmp) {
+      try {
+        side_tmp->commit(/*replace=*/true);  // prepare_output: at most an earlier sidecar
+      } catch (...) {
+        std::error_code ec;
+        fs::remove(path, ec);  // together or not at all
+        throw;
+      }
+    }
+  }
+}
+
+bool is_kinora_parameters(const nlohmann::json& j) {
+  return j.is_object() && j.contains("kinora") && j["kinora"].is_object() && j.contains("preset") &&
+         j["preset"].is_object();
+}
+
+bool is_kinora_sidecar(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec) || fs::file_size(path, ec) > (1u << 20)) return false;
+  try {
+    return is_kinora_parameters(read_json_file(path));
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+nlohmann::json read_embedded_parameters(const fs::path& path) {
+  std::error_code ec;
+  auto parsed = [&](const std::string& text, const std::string& where) {
+    const auto j = parse_json(text, path.string() + " (" + where + ")");
+    if (!is_kinora_parameters(j))
+      fail_file(path, "holds no Kinora parameters (its " + where + " is other JSON)");
+    return j;
+  };
   if (fs::is_directory(path, ec)) {
-    std::ifstream f(path / "kinora.json");
-    if (!f) fail_file(path, "not a Kinora PNG sequence (no kinora.json)");
-    return std::string((std::istreambuf_iterator<char>(f)), {});
+    if (!fs::exists(path / "kinora.json", ec))
+      fail_file(path, "holds no Kinora parameters (a folder without kinora.json)");
+    auto j = read_json_file(path / "kinora.json");
+    if (!is_kinora_parameters(j)) fail_file(path, "holds no Kinora parameters (its kinora.json)");
+    return j;
   }
   if (!fs::exists(path, ec)) fail_file(path, "no such file");
-  if (path.extension() == ".png") {
+  const auto ext = lower(path.extension().string());
+  if (ext == ".json") {
+    auto j = read_json_file(path);
+    if (!is_kinora_parameters(j))
+      fail_file(path, "holds no Kinora parameters (a preset is rendered, not restored)");
+    return j;
+  }
+  if (ext == ".png") {
     const auto chunks = png_text_chunks(path);
     const auto it = chunks.find("kinora");
-    if (it == chunks.end()) fail_file(path, "this PNG holds no Kinora parameters");
-    return it->second;
+    if (it == chunks.end()) fail_file(path, "holds no Kinora parameters (no \"kinora\" text)");
+    return parsed(it->second, "\"kinora\" text");
   }
   AVFormatContext* ic = nullptr;
   const int ret = avformat_open_input(&ic, path.c_str(), nullptr, nullptr);
   if (ret < 0) fail_file(path, "not a video FFmpeg can read: " + av_error(ret));
-  std::string json;
-  for (const char* key : {"kinora", "comment"}) {
-    if (const AVDictionaryEntry* e = av_dict_get(ic->metadata, key, nullptr, 0); e && json.empty())
-      json = e->value;
-  }
+  std::string kinora, comment;
+  if (const AVDictionaryEntry* e = av_dict_get(ic->metadata, "kinora", nullptr, 0))
+    kinora = e->value;
+  if (const AVDictionaryEntry* e = av_dict_get(ic->metadata, "comment", nullptr, 0))
+    comment = e->value;
   avformat_close_input(&ic);
-  if (json.empty()) fail_file(path, "this video holds no Kinora parameters");
-  return json;
+  if (!kinora.empty()) return parsed(kinora, "\"kinora\" tag");
+  if (comment.empty()) fail_file(path, "holds no Kinora parameters (no \"kinora\" or comment tag)");
+  const bool looks_like_json = comment.find_first_not_of(" \t\r\n") != std::string::npos &&
+                               comment[comment.find_first_not_of(" \t\r\n")] == '{';
+  if (!looks_like_json) fail_file(path, "holds no Kinora parameters (its comment is other text)");
+  return parsed(comment, "comment");
 }
 
 }  // namespace kinora::media

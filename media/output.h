@@ -3,8 +3,10 @@
 // in them. Video through FFmpeg (libavformat / libavcodec / libswscale), images
 // through libpng. Every output is written under a temporary name beside the
 // final one and renamed when complete: a failed or cancelled write leaves
-// nothing under the output name.
+// nothing under the output name, and a render never deletes or replaces a
+// file it was not asked to (base/files.h).
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <filesystem>
@@ -25,33 +27,70 @@ enum class Format {
 Format parse_format(const std::string& name);
 const char* format_name(Format f);
 const char* format_extension(Format f);  // ".mp4", ".webm", ".mov", "" (folder), ".png"
-// The format an output path asks for by its extension (".mp4" → H.264 …).
-Format format_for_path(const std::filesystem::path& path);
+// The formats and extensions, for messages: "mp4 (.mp4), mp4-h265 (.mp4), …".
+std::string format_list();
+
+// The format an output asks for: `format` when given ("" for none), which must
+// agree with the name's extension, else the one the extension names. Refused,
+// with a message naming `path`: a name without an extension (unless png-seq),
+// a name that ends in '/', a format that contradicts the extension
+// (webm into "x.mp4"), and more than one frame into a single image. Touches no
+// file.
+Format output_format(const std::filesystem::path& path, const std::string& format, int64_t frames);
+
+// Where a render goes, checked before it starts (prepare_output).
+struct OutputTarget {
+  std::filesystem::path path;
+  Format format = Format::Mp4H264;
+  bool overwrite = false;
+  // The parameters file beside a single-file output, "<path>.json" (fox.mp4 →
+  // fox.mp4.json); none for a PNG sequence, whose folder holds kinora.json.
+  std::filesystem::path sidecar() const;
+};
+
+// Everything about the destination that can fail, checked before anything is
+// rendered: output_format(); the folder exists and is writable; a file output
+// is not a folder, and an existing file is replaced only with `overwrite` (never
+// a read-only one); a PNG sequence goes into a new folder or an empty one (with
+// `overwrite`, also one that holds only a Kinora PNG sequence); the sidecar
+// would replace nothing but an earlier Kinora sidecar. Also removes the
+// temporaries that dead processes of this host left in that folder. Throws
+// kinora::Error naming the path; changes nothing else.
+OutputTarget prepare_output(const std::filesystem::path& path, const std::string& format,
+                            int64_t frames, bool overwrite);
 
 struct WriteOptions {
-  Format format = Format::Mp4H264;
   int fps = 16;
   int crf = 18;                 // H.264/H.265/VP9 quality (lower is better)
   std::string metadata_json;    // the generation parameters, embedded and in the sidecar
   std::string parameters_text;  // A1111-style "parameters" text for PNG
 };
 
-// frames [F, H, W, 3] uint8 RGB (H and W even). Also writes the sidecar
-// `<path without extension>.json`. Throws kinora::Error naming the file.
-// `cancel` is polled between frames; a cancelled write throws and leaves nothing.
-void write_output(const std::filesystem::path& path, const torch::Tensor& frames,
+// frames [F, H, W, 3] uint8 RGB (H and W even for video). Writes the output and
+// its sidecar under temporary names and moves both into place only when both
+// are complete: they appear together or not at all. Throws kinora::Error naming
+// the file (a full disk, the file-size limit, an output that another process
+// wrote meanwhile); `cancel` is polled between frames, and a cancelled write
+// throws kinora::Cancelled. Either way nothing is left behind.
+void write_output(const OutputTarget& target, const torch::Tensor& frames,
                   const WriteOptions& options, const std::atomic<bool>* cancel = nullptr);
 
-// The Kinora JSON embedded in an output: the MP4/WebM/MOV "comment" tag, the PNG
-// "kinora" text chunk, or a PNG sequence folder's metadata file. Throws
-// kinora::Error when the file has none.
-std::string read_embedded_json(const std::filesystem::path& path);
+// The Kinora parameters embedded in an output (the MP4/WebM/MOV "kinora" or
+// "comment" tag, the PNG "kinora" text chunk, a PNG sequence folder's
+// kinora.json, or a sidecar .json): a JSON object with "preset". Throws
+// kinora::Error naming the file when there are none ("holds no Kinora
+// parameters"), or when they are malformed.
+nlohmann::json read_embedded_parameters(const std::filesystem::path& path);
+
+// Whether `path` is a parameters file Kinora wrote beside an output (a JSON
+// object with "kinora" and "preset"), as opposed to a preset or anything else.
+bool is_kinora_sidecar(const std::filesystem::path& path);
+bool is_kinora_parameters(const nlohmann::json& j);
 
 // Decodes a video or image file (any format FFmpeg reads) to RGB frames
 // [F, H, W, 3] uint8, the first `max_frames` (0: all). Throws kinora::Error.
 torch::Tensor read_frames(const std::filesystem::path& path, int64_t max_frames = 0);
 
-std::string sidecar_path(const std::filesystem::path& output);
 std::string ffmpeg_version();
 
 }  // namespace kinora::media

@@ -1,9 +1,12 @@
 #include "pipeline/preset.h"
 
+#include <algorithm>
 #include <fstream>
+#include <random>
 #include <set>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "media/output.h"
 #include "schedulers/registry.h"
 #include "training/train.h"
@@ -83,7 +86,14 @@ void read_string(const json& j, const std::string& key, std::string& out, const 
   if (it == j.end()) return;
   if (!it->is_string()) bad(src, key, "must be a string, got " + it->dump());
   out = it->get<std::string>();
+  if (const auto at = invalid_utf8_offset(out); at != std::string::npos)
+    bad(src, key,
+        "is not valid UTF-8 (byte " + std::to_string(at) + " of " + std::to_string(out.size()) +
+            ")");
 }
+
+const std::string kSeedRule =
+    "must be an integer from 0 to " + std::to_string(kMaxSeed) + ", or -1 for a random seed";
 
 }  // namespace
 
@@ -118,7 +128,10 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   read_int(j, "schema_version", schema, 1, kPresetSchema, src);
   read_string(j, "prompt", p.prompt, src);
   read_string(j, "negative_prompt", p.negative_prompt, src);
-  read_int(j, "seed", p.seed, 0, (int64_t{1} << 53), src);
+  if (const auto it = j.find("seed"); it != j.end()) {
+    if (!it->is_number_integer()) bad(src, "seed", kSeedRule + ", got " + it->dump());
+    p.seed = parse_seed(it->dump(), src + ": key 'seed'");
+  }
   read_int(j, "width", p.width, 16, 4096, src);
   read_int(j, "height", p.height, 16, 4096, src);
   read_int(j, "frames", p.frames, 1, 1025, src);
@@ -170,15 +183,93 @@ Preset Preset::from_json(const json& j, const std::string& src) {
 }
 
 Preset Preset::load(const std::filesystem::path& path) {
-  std::ifstream f(path);
-  if (!f) throw Error(path.string() + ": cannot open the preset");
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::parse_error& e) {
-    throw Error(path.string() + ": not valid JSON: " + e.what());
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error(path.string() + ": " +
+                (std::filesystem::exists(path, ec) ? "not a file" : "no such preset file"));
+  Preset p = from_json(read_json_file(path), path.string());
+  p.base_dir = path.parent_path();
+  return p;
+}
+
+std::filesystem::path Preset::output_path() const {
+  const std::filesystem::path o = output;
+  return o.empty() || o.is_absolute() ? o : base_dir / o;
+}
+
+Preset Preset::absolutized() const {
+  namespace fs = std::filesystem;
+  Preset p = *this;
+  if (base_dir.empty()) return p;
+  std::error_code ec;
+  auto anchor = [&](std::string& s, bool only_if_exists) {
+    if (s.empty() || fs::path(s).is_absolute()) return;
+    const auto full = fs::absolute(base_dir / s, ec);
+    if (!only_if_exists || fs::exists(full, ec)) s = full.string();
+  };
+  for (auto* s : {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer}) anchor(*s, true);
+  for (auto& l : p.loras) anchor(l.path, true);
+  anchor(p.models_dir, false);
+  anchor(p.output, false);
+  p.base_dir.clear();
+  return p;
+}
+
+void Preset::place_output_in(const std::filesystem::path& dir, const std::string& source) {
+  namespace fs = std::filesystem;
+  const fs::path out = output;
+  const fs::path norm = out.lexically_normal();
+  if (out.is_absolute() || norm.empty() || *norm.begin() == "..")
+    throw Error(source + ": key 'output' '" + output + "' is outside the output folder " +
+                dir.string() + "; only names inside it are rendered");
+  std::error_code ec;
+  const fs::path root = fs::weakly_canonical(dir, ec);
+  const fs::path full = fs::weakly_canonical(dir / norm, ec);
+  const auto rel = full.lexically_relative(root);
+  if (ec || rel.empty() || *rel.begin() == "..")
+    throw Error(source + ": key 'output' '" + output + "' leads outside the output folder " +
+                dir.string() + " (through a link); not rendered");
+  output = (dir / norm).string();
+}
+
+Preset Preset::restored(const json& parameters, const std::string& source) {
+  namespace fs = std::filesystem;
+  if (!parameters.is_object() || !parameters.contains("preset"))
+    throw Error(source + ": holds no Kinora parameters");
+  Preset p = from_json(parameters["preset"], source);
+  for (auto* s : {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer})
+    *s = fs::path(*s).filename().string();
+  for (auto& l : p.loras) l.path = fs::path(l.path).filename().string();
+  p.models_dir.clear();
+  p.output.clear();
+  return p;
+}
+
+int64_t parse_seed(const std::string& text, const std::string& source) {
+  // Digits compared as text, so that a number past 64 bits is quoted as typed.
+  std::size_t i = 0;
+  const bool negative = !text.empty() && text[0] == '-';
+  if (negative) ++i;
+  const bool digits =
+      i < text.size() && text.find_first_not_of("0123456789", i) == std::string::npos;
+  auto refuse = [&] { throw Error(source + " " + kSeedRule + ", got " + text); };
+  if (!digits) refuse();
+  const auto first = text.find_first_not_of('0', i);
+  const std::string n = first == std::string::npos ? "0" : text.substr(first);
+  const std::string max = std::to_string(kMaxSeed);
+  if (negative) {
+    if (n == "1") return kRandomSeed;
+    if (n == "0") return 0;
+    refuse();
   }
-  return from_json(j, path.string());
+  if (n.size() > max.size() || (n.size() == max.size() && n > max)) refuse();
+  return std::stoll(n);
+}
+
+int64_t resolve_seed(int64_t seed) {
+  if (seed != kRandomSeed) return seed;
+  std::random_device rd;
+  return static_cast<int64_t>(((uint64_t{rd()} << 32) | rd()) % static_cast<uint64_t>(kMaxSeed));
 }
 
 void Preset::set(const std::string& assignment, const std::string& source) {
@@ -186,17 +277,23 @@ void Preset::set(const std::string& assignment, const std::string& source) {
   if (eq == std::string::npos || eq == 0)
     throw Error(source + ": '" + assignment + "' is not key=value");
   const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  if (key == "seed") {  // quoted as typed, however large
+    seed = parse_seed(value, source + " seed");
+    return;
+  }
   json v;
   try {
-    v = json::parse(value);
-  } catch (const json::parse_error&) {
+    v = parse_json(value, source + " " + key);
+  } catch (const Error&) {
     v = value;  // a bare word is a string
   }
   // Strings for string keys even when they look like numbers ("model=1").
   json j = to_json();
   if (j.contains(key) && j[key].is_string() && !v.is_string()) v = value;
   j[key] = v;
+  const auto base = base_dir;
   *this = from_json(j, source + " " + key);
+  base_dir = base;
 }
 
 }  // namespace kinora::pipeline

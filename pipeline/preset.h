@@ -13,6 +13,16 @@
 namespace kinora::pipeline {
 
 inline constexpr int kPresetSchema = 1;
+inline constexpr int64_t kRandomSeed = -1;
+inline constexpr int64_t kMaxSeed = int64_t{1} << 53;  // exact in every JSON reader
+
+// The one seed rule, for presets, --seed and the studio: an integer from 0 to
+// kMaxSeed, or -1 for a random one. `text` as typed (a JSON number or the
+// command line's word); throws kinora::Error "WHAT must be …" otherwise, WHAT
+// naming where the seed came from ("--seed", "fox.json: key 'seed'").
+int64_t parse_seed(const std::string& text, const std::string& source);
+// A seed for a render: `seed` itself, or a random one for kRandomSeed.
+int64_t resolve_seed(int64_t seed);
 
 struct LoraRef {
   std::string path;
@@ -23,7 +33,9 @@ struct Preset {
   // What to make.
   std::string prompt;
   std::string negative_prompt;  // empty: Wan's default negative prompt
-  int64_t seed = 0;
+  // 0 … kMaxSeed; kRandomSeed (-1, or the key left out) picks a random seed at
+  // render time, which the output records.
+  int64_t seed = kRandomSeed;
   int width = 832, height = 480, frames = 81, fps = 16;
   // How to sample (Wan 2.1 defaults).
   int steps = 50;
@@ -42,6 +54,11 @@ struct Preset {
   std::string format;  // "" | mp4 | mp4-h265 | webm | mov | png-seq | png
   int crf = 18;
 
+  // Not a key: the folder relative paths (models, models_dir, loras, output)
+  // resolve against; the preset file's own folder for a loaded preset, empty
+  // (the current folder) for one from the command line.
+  std::filesystem::path base_dir;
+
   // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir):
   // the embedded default model (assets/), which needs no download.
   bool uses_embedded_model() const;
@@ -53,6 +70,23 @@ struct Preset {
   // Validates every key: an unknown key, a wrong type or a value out of range is
   // a kinora::Error naming the key and `source` (a file name, or "preset").
   static Preset from_json(const nlohmann::json& j, const std::string& source = "preset");
+  // `output` resolved: as it is when absolute, else inside base_dir.
+  std::filesystem::path output_path() const;
+  // The preset with base_dir applied: relative paths that name files in
+  // base_dir, a relative models_dir and a relative output made absolute, and
+  // base_dir cleared (for a preset that travels as JSON, as the studio's
+  // queue does). Names of models under models_dir stay names.
+  Preset absolutized() const;
+  // Puts the output inside `dir`: a relative output resolves in it, and one
+  // that would land outside it (an absolute path, "..", a link out of it) is
+  // refused with an Error naming `source`.
+  void place_output_in(const std::filesystem::path& dir, const std::string& source);
+  // The preset embedded in a render made anywhere (media's parameters JSON),
+  // validated, with nothing that points into that machine: model and LoRA
+  // paths become file names, models_dir and output are cleared (a new render
+  // gets a new name).
+  static Preset restored(const nlohmann::json& parameters, const std::string& source);
+  // Reads a preset file (bounded: base/json.h); base_dir is its folder.
   static Preset load(const std::filesystem::path& path);
   // `key=value` as from --set; the value is parsed as JSON when it is JSON
   // (numbers, true/false, quoted strings), else taken as a string.

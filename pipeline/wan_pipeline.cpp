@@ -28,7 +28,9 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-fs::path resolve(const std::string& entry, const std::string& key, const std::string& models_dir,
+// A preset's model entry: a path (relative ones against the preset's folder),
+// or a name under models_dir, in its ComfyUI subfolder or at its top.
+fs::path resolve(const std::string& entry, const std::string& key, const Preset& p,
                  const char* subfolder, bool required) {
   if (entry.empty()) {
     if (required)
@@ -37,15 +39,26 @@ fs::path resolve(const std::string& entry, const std::string& key, const std::st
     return {};
   }
   std::error_code ec;
-  if (fs::exists(entry, ec)) return entry;
-  if (!models_dir.empty()) {
-    for (const fs::path& candidate : {fs::path(models_dir) / subfolder / entry,
-                                      fs::path(models_dir) / subfolder / (entry + ".safetensors")})
-      if (fs::exists(candidate, ec)) return candidate;
-    throw Error("preset: key '" + key + "': '" + entry + "' is neither a file nor in " +
-                (fs::path(models_dir) / subfolder).string());
+  std::vector<fs::path> tried;
+  auto found = [&](const fs::path& candidate) {
+    tried.push_back(candidate);
+    return fs::is_regular_file(candidate, ec);
+  };
+  const fs::path e = entry;
+  if (found(e.is_absolute() ? e : p.base_dir / e)) return tried.back();
+  if (!p.models_dir.empty() && !e.is_absolute()) {
+    const fs::path md =
+        fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
+    for (const fs::path& folder : {md / subfolder, md})
+      for (const fs::path& candidate : {folder / e, folder / (entry + ".safetensors")})
+        if (found(candidate)) return candidate;
   }
-  throw Error("preset: key '" + key + "': no such file '" + entry + "'");
+  std::string msg = "preset: key '" + key + "': '" + entry + "' not found (looked for";
+  for (const auto& t : tried) msg.append(" ").append(t.string());
+  msg += ")";
+  if (p.models_dir.empty() && e.filename() == e)
+    msg += "; give models_dir (--models-dir) to find models by name";
+  throw Error(msg);
 }
 }  // namespace
 
@@ -81,11 +94,11 @@ ModelPaths resolve_models(const Preset& p) {
     m.tokenizer = *dir / training::kTokenizerFile;
     return m;
   }
-  m.model = resolve(p.model, "model", p.models_dir, "diffusion_models", true);
-  m.model2 = resolve(p.model2, "model2", p.models_dir, "diffusion_models", false);
-  m.vae = resolve(p.vae, "vae", p.models_dir, "vae", true);
-  m.text_encoder = resolve(p.text_encoder, "text_encoder", p.models_dir, "text_encoders", true);
-  m.tokenizer = resolve(p.tokenizer, "tokenizer", p.models_dir, "text_encoders", true);
+  m.model = resolve(p.model, "model", p, "diffusion_models", true);
+  m.model2 = resolve(p.model2, "model2", p, "diffusion_models", false);
+  m.vae = resolve(p.vae, "vae", p, "vae", true);
+  m.text_encoder = resolve(p.text_encoder, "text_encoder", p, "text_encoders", true);
+  m.tokenizer = resolve(p.tokenizer, "tokenizer", p, "text_encoders", true);
   return m;
 }
 
@@ -145,7 +158,13 @@ WanPipeline::WanPipeline(torch::Device device)
 WanPipeline::~WanPipeline() = default;
 
 std::string WanPipeline::metadata_for(const Preset& p, const ModelPaths& paths) const {
+  // File names and fingerprints, never the paths of this machine (a home
+  // folder): the preset as another machine would render it, given the files.
   nlohmann::json j = p.to_json();
+  for (const char* key : {"model", "model2", "vae", "text_encoder", "tokenizer", "output"})
+    j[key] = fs::path(j[key].get<std::string>()).filename().string();
+  j["models_dir"] = "";
+  for (auto& l : j["loras"]) l["path"] = fs::path(l["path"].get<std::string>()).filename().string();
   nlohmann::json files = nlohmann::json::object();
   for (const auto& [role, path] : {std::pair<const char*, const fs::path*>{"model", &paths.model},
                                    {"model2", &paths.model2},
@@ -173,12 +192,12 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   auto say = [&](const std::string& m) {
     if (cb.on_message) cb.on_message(m);
   };
-  auto check_cancel = [&] {
-    if (cb.cancel && cb.cancel->load()) throw Cancelled();
-  };
+  auto check_cancel = [&] { throw_if_cancelled(cb.cancel); };
   Result r;
   r.preset = preset;
   Preset& p = r.preset;
+  configure_threads();            // the machine's load now, not at start-up
+  p.seed = resolve_seed(p.seed);  // the output records the seed that ran
   for (const auto& m : snap_sizes(p)) say(m);
   if (!p.loras.empty()) throw Error("preset: key 'loras': LoRA is not supported yet");
   const auto paths = resolve_models(p);
@@ -284,6 +303,13 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
       v = model.forward(x, torch::full({1}, t, device_), context);
     }
     x = sched->step(v, i, x);
+    // A diverged model or sampler: stop here, not after decoding a black video.
+    if (!torch::isfinite(x).all().item<bool>())
+      throw Error("step " + std::to_string(i + 1) + " of " + std::to_string(p.steps) +
+                  ": the latents hold NaN or infinite values (the model diverged with sampler " +
+                  p.sampler + " at shift " + nlohmann::json(p.shift).dump() + ", guidance " +
+                  nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
+                  "); nothing was written");
     const double dt = since(ts);
     r.timings.step_s.push_back(dt);
     if (cb.on_step) {
@@ -313,30 +339,16 @@ Result WanPipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   return r;
 }
 
-Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
+Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb, bool overwrite) {
   if (preset.output.empty())
     throw Error("preset: key 'output' is empty: where should the video go?");
-  fs::path out = preset.output;
-  auto format =
-      preset.format.empty() ? media::format_for_path(out) : media::parse_format(preset.format);
-  // A single frame is an image: written as PNG (with a .png name) whatever was asked.
+  // Everything about the destination is checked before sampling, not after.
   Preset snapped = preset;
   snap_sizes(snapped);
-  if (snapped.frames == 1 && format != media::Format::Png) {
-    format = media::Format::Png;
-    out.replace_extension(".png");
-    if (cb.on_message) cb.on_message("one frame: writing the image " + out.string());
-  }
-  // Fail before sampling, not after, when the output cannot be written.
-  const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
-  std::error_code ec;
-  if (!fs::is_directory(folder, ec))
-    throw Error(out.string() + ": the folder " + folder.string() + " does not exist");
-  if (::access(folder.c_str(), W_OK) != 0)
-    throw Error(out.string() + ": the folder " + folder.string() + " is not writable");
+  const auto target =
+      media::prepare_output(preset.output_path(), preset.format, snapped.frames, overwrite);
   Result r = generate(preset, cb);
   media::WriteOptions o;
-  o.format = format;
   o.fps = r.preset.fps;
   o.crf = r.preset.crf;
   o.metadata_json = r.metadata_json;
@@ -349,15 +361,10 @@ Result WanPipeline::render(const Preset& preset, const RunCallbacks& cb) {
       "x" + std::to_string(r.preset.height) + ", Shift: " + nlohmann::json(r.preset.shift).dump() +
       ", Model: " + fs::path(r.preset.model).filename().string() + ", Version: Kinora";
   const auto t0 = Clock::now();
-  try {
-    media::write_output(out, r.frames, o, cb.cancel);
-  } catch (const Error&) {
-    if (cb.cancel && cb.cancel->load()) throw Cancelled();
-    throw;
-  }
+  media::write_output(target, r.frames, o, cb.cancel);
   r.timings.encode_s = since(t0);
-  r.output = out;
-  r.preset.output = out.string();
+  r.output = target.path;
+  r.preset.output = target.path.string();
   return r;
 }
 

@@ -33,12 +33,6 @@ struct RunCallbacks {
       nullptr;  // polled every step (and between frames while writing)
 };
 
-// Thrown when the cancel token is set; nothing is left under the output name.
-class Cancelled : public Error {
- public:
-  Cancelled() : Error("cancelled") {}
-};
-
 struct Timings {
   double text_s = 0, sampling_s = 0, decode_s = 0, encode_s = 0;
   std::vector<double> step_s;
@@ -70,8 +64,11 @@ class WanPipeline {
 
   // Samples and decodes; models stay loaded for the next call.
   Result generate(const Preset& preset, const RunCallbacks& callbacks = {});
-  // generate(), then writes preset.output with the parameters embedded.
-  Result render(const Preset& preset, const RunCallbacks& callbacks = {});
+  // generate(), then writes preset.output_path() with the parameters embedded
+  // (media::write_output). The destination is checked first
+  // (media::prepare_output): an existing output is replaced only with
+  // `overwrite`. A cancelled render throws kinora::Cancelled.
+  Result render(const Preset& preset, const RunCallbacks& callbacks = {}, bool overwrite = false);
 
   // The JSON an output embeds: the preset, model fingerprints and versions.
   std::string metadata_for(const Preset& p, const ModelPaths& paths) const;

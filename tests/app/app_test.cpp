@@ -216,8 +216,9 @@ TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
     auto frames = torch::zeros({3, 32, 48, 3}, torch::kUInt8);
     frames.select(3, 0).fill_(r), frames.select(3, 1).fill_(g);
     media::WriteOptions o;
-    o.metadata_json = nlohmann::json{{"preset", {{"prompt", prompt}}}}.dump();
-    media::write_output(dir / name, frames, o);
+    o.metadata_json =
+        nlohmann::json{{"kinora", {{"version", "test"}}}, {"preset", {{"prompt", prompt}}}}.dump();
+    media::write_output(media::prepare_output(dir / name, "", 3, false), frames, o);
   };
   clip("red.mp4", 220, 0, "a red square moving up on a black background");
   clip("green.mp4", 0, 220, "a green circle moving left on a white background");
@@ -249,7 +250,9 @@ TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
   EXPECT_GT(centre("green.mp4").green(), 180);
   EXPECT_EQ(centre("broken.mp4"), QColor(60, 60, 60));  // the placeholder stays
   EXPECT_EQ(item("red.mp4")->toolTip(), "a red square moving up on a black background");
-  EXPECT_TRUE(item("broken.mp4")->toolTip().endsWith("broken.mp4"));
+  // A file without parameters says why on its tooltip.
+  EXPECT_TRUE(item("broken.mp4")->toolTip().contains("broken.mp4: not a video FFmpeg can read"))
+      << item("broken.mp4")->toolTip().toStdString();
 
   // The prompts filter.
   g.findChild<QLineEdit*>()->setText("green circle");
@@ -268,6 +271,34 @@ TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
   while (g.pending() > 0) ASSERT_TRUE(loaded.wait(20000));
   EXPECT_EQ(item("blue.mp4")->toolTip(), "a blue triangle moving down on a red background");
   EXPECT_EQ(item("red.mp4")->toolTip(), "a red square moving up on a black background");
+}
+
+// Files made elsewhere are data: one whose comment is nested 30,000 deep (it
+// used to crash the studio at every start, the gallery reading it) is listed
+// with the reason on its tooltip, and refused as settings with a message.
+TEST(Gallery, AHostileFileIsListedWithTheReasonAndRefusedAsSettings) {
+  qapp();
+  test::TempDir tmp;
+  std::string deep;
+  for (int i = 0; i < 30000; ++i) deep += "{\"a\":";
+  std::ofstream(tmp / "meta.txt") << ";FFMETADATA1\ncomment=" << deep << "\n";
+  ASSERT_EQ(
+      test::sh("ffmpeg -v error -f lavfi -i color=c=red:s=32x32:d=0.1 -i " +
+               (tmp / "meta.txt").string() + " -map_metadata 1 -y " + (tmp / "deep.mp4").string())
+          .code,
+      0);
+  Gallery g;
+  QSignalSpy loaded(&g, &Gallery::loaded);
+  g.set_folder(QString::fromStdString(tmp.path().string()));
+  ASSERT_TRUE(loaded.count() > 0 || loaded.wait(20000));
+  ASSERT_EQ(g.list()->count(), 1);
+  EXPECT_TRUE(g.list()->item(0)->toolTip().contains("nested deeper than 32 levels"))
+      << g.list()->item(0)->toolTip().toStdString();
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp / "data").string());
+  o.output_dir = QString::fromStdString((tmp / "out").string());
+  MainWindow w(o);
+  EXPECT_FALSE(w.restore_from(QString::fromStdString((tmp / "deep.mp4").string())));
 }
 
 TEST(GeneratePanel, TheHintSaysWhenAPromptIsOutsideTheEmbeddedGrammar) {
@@ -295,8 +326,21 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   qapp();
   test::TempDir tmp;
   const auto& dir = tmp.path();
-  // An output made by the core, as the CLI or the worker would write it.
+  // The models in a ComfyUI folder; an output made from them by the core, as
+  // the CLI or the worker would write it. Its parameters name the files, and
+  // the studio finds them in its models folder again.
+  for (const char* sub : {"diffusion_models", "vae", "text_encoders"})
+    fs::create_directories(dir / "models" / sub);
   auto made = fixture_preset(dir / "made.mp4");
+  auto link = [&](std::string& path, const char* sub) {
+    const auto to = dir / "models" / sub / fs::path(path).filename();
+    fs::create_symlink(path, to);
+    path = to.string();
+  };
+  link(made.model, "diffusion_models");
+  link(made.vae, "vae");
+  link(made.text_encoder, "text_encoders");
+  link(made.tokenizer, "text_encoders");
   pipeline::WanPipeline pipe;
   pipe.render(made);
   made.output.clear();
@@ -304,6 +348,7 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
+  o.models_dir = QString::fromStdString((dir / "models").string());
   MainWindow w(o);
   ASSERT_TRUE(w.restore_from(QString::fromStdString((dir / "made.mp4").string())));
   EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
@@ -337,11 +382,18 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
   const auto& dir = tmp.path();
   fs::create_directories(dir / "presets");
   for (int i = 0; i < 3; ++i) {
-    auto p = fixture_preset(dir / ("out" + std::to_string(i) + ".mp4"));
+    auto p = fixture_preset("out" + std::to_string(i) + ".mp4");
     p.seed = 10 + i;
     std::ofstream(dir / "presets" / ("p" + std::to_string(i) + ".json")) << p.to_json().dump(2);
   }
   std::ofstream(dir / "presets" / "broken.json") << "{\"steps\": -3}";
+  // Outputs outside the output folder are not queued; a sidecar is no preset.
+  for (const char* out : {"../escape.mp4", "/tmp/absolute.mp4"})
+    std::ofstream(dir / "presets" / (std::string(out[0] == '.' ? "q" : "r") + ".json"))
+        << fixture_preset(out).to_json().dump(2);
+  std::ofstream(dir / "presets" / "x.mp4.json") << nlohmann::json{
+      {"kinora", {{"version", "x"}}},
+      {"preset", fixture_preset("").to_json()}}.dump();
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
@@ -353,6 +405,7 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
     EXPECT_EQ(w.queue_folder(QString::fromStdString((dir / "presets").string())), 3);
     EXPECT_GE(w.queue()->rowCount(), 3);
     EXPECT_EQ(w.queue()->at(0).preset.seed, 10);
+    EXPECT_EQ(w.queue()->at(0).preset.output, (dir / "out" / "out0.mp4").string());
     w.panel()->set_preset(edited);
     w.close();  // settings are written on close
   }

@@ -66,7 +66,9 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
       << " \"text_encoder\": \"" << fixture("umt5_enc_tiny.safetensors") << "\","
       << " \"tokenizer\": \"" << fixture("spm_tiny.model") << "\"}";
     std::ofstream q(dir / "second.json");
-    q << "{\"prompt\": \"waits its turn\", \"seed\": 6, \"model\": \""
+    // Small: after the restart it may start, and closing waits for its step.
+    q << "{\"prompt\": \"waits its turn\", \"seed\": 6, \"width\": 64, \"height\": 48, "
+         "\"frames\": 9, \"steps\": 2, \"model\": \""
       << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
       << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
       << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""

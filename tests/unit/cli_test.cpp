@@ -17,18 +17,9 @@ using kinora::test::write_raw;
 using ::testing::HasSubstr;
 
 namespace {
-struct Run {
-  int code;
-  std::string out;  // stdout and stderr together
-};
+using kinora::test::Run;
 Run run(const std::string& args) {
-  const std::string cmd = std::string(KINORA_BIN_DIR) + "/" + args + " 2>&1";
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return kinora::test::sh(std::string(KINORA_BIN_DIR) + "/" + args);
 }
 }  // namespace
 

@@ -17,26 +17,16 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 
 namespace {
-struct Run {
-  int code;
-  std::string out;
-};
-Run sh(const std::string& cmd) {
-  std::FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using kinora::test::sh;
 std::string kinora_bin() {
   return std::string(KINORA_BIN_DIR) + "/kinora";
 }
-std::string chain(int steps = 2) {
+std::string chain(int steps = 2, int frames = 9) {
   return " --model " + fixture("wan21_dit_tiny.safetensors") + " --vae " +
          fixture("wan21_vae_tiny.safetensors") + " --text-encoder " +
          fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
-         " --width 64 --height 48 --frames 9 --steps " + std::to_string(steps);
+         " --width 64 --height 48 --frames " + std::to_string(frames) + " --steps " +
+         std::to_string(steps);
 }
 json probe(const std::string& path) {
   const auto r =
@@ -59,16 +49,16 @@ TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
   TempDir dir;
   const auto& c = GetParam();
   const std::string out = (dir / c.out).string();
-  const auto r =
-      sh(kinora_bin() + " generate -p 'a green square moving up' --seed 5 --fps 12" + chain() +
-         " --out '" + out + "'" + (*c.format ? std::string(" --format ") + c.format : ""));
+  const bool still = std::string(c.codec) == "png" && std::string(c.format) != "png-seq";
+  const auto r = sh(kinora_bin() + " generate -p 'a green square moving up' --seed 5 --fps 12" +
+                    chain(2, still ? 1 : 9) + " --out '" + out + "'" +
+                    (*c.format ? std::string(" --format ") + c.format : ""));
   ASSERT_EQ(r.code, 0) << r.out;
   const bool sequence = std::string(c.format) == "png-seq";
   const auto s = probe(sequence ? out + "/frame_%05d.png" : out);
   EXPECT_EQ(s["codec_name"], c.codec);
   EXPECT_EQ(s["width"], 64);
   EXPECT_EQ(s["height"], 48);
-  const bool still = std::string(c.codec) == "png" && !sequence;
   EXPECT_EQ(s["nb_read_frames"], still ? "1" : "9");
   if (!sequence && !still) EXPECT_EQ(s["r_frame_rate"], "12/1");
   // The parameters come back from the file, and from the sidecar.
@@ -79,11 +69,17 @@ TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
   EXPECT_EQ(preset["seed"], 5);
   EXPECT_EQ(preset["steps"], 2);
   EXPECT_EQ(preset["fps"], 12);
-  std::ifstream sidecar(std::filesystem::path(out).replace_extension(".json"));
+  // Beside a file its sidecar "NAME.EXT.json"; inside a PNG sequence, kinora.json.
+  std::ifstream sidecar(sequence ? out + "/kinora.json" : out + ".json");
   const auto meta = json::parse(sidecar);
   EXPECT_EQ(meta["preset"]["seed"], 5);
   EXPECT_EQ(meta["model_files"]["model"]["file"], "wan21_dit_tiny.safetensors");
   EXPECT_EQ(meta["model_files"]["model"]["sha256_first_last_mib"].get<std::string>().size(), 64u);
+  // File names, never this machine's paths.
+  EXPECT_EQ(meta["preset"]["model"], "wan21_dit_tiny.safetensors");
+  EXPECT_EQ(meta["preset"]["output"], std::filesystem::path(out).filename().string());
+  EXPECT_EQ(meta["preset"]["models_dir"], "");
+  EXPECT_THAT(meta.dump(), ::testing::Not(HasSubstr(dir.path().string())));
   EXPECT_THAT(meta["kinora"]["ffmpeg"].get<std::string>(), HasSubstr("libavcodec"));
 }
 
@@ -109,8 +105,9 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
             0);
   const auto restored = sh(kinora_bin() + " restore " + (dir / "a").string());
   std::ofstream(dir / "preset.json") << restored.out;
-  const auto r = sh(kinora_bin() + " render " + (dir / "preset.json").string() +
-                    " --set output=" + (dir / "b").string());
+  // The restored preset names its models by file name; --models-dir finds them.
+  const auto r = sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --models-dir " +
+                    KINORA_FIXTURES + " --set output=" + (dir / "b").string());
   ASSERT_EQ(r.code, 0) << r.out;
   for (int i = 1; i <= 9; ++i) {
     char name[32];
@@ -120,12 +117,12 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
     EXPECT_EQ(a.out, b.out) << name;
   }
   // Another seed, other frames.
-  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "preset.json").string() +
-               " --set seed=10 --set output=" + (dir / "c.png").string())
+  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "preset.json").string() + " --models-dir " +
+               KINORA_FIXTURES + " --set seed=10 --set output=" + (dir / "c").string())
                 .code,
             0);
   EXPECT_NE(sh("ffmpeg -v error -i " + (dir / "a/frame_00001.png").string() + " -f md5 -").out,
-            sh("ffmpeg -v error -i " + (dir / "c.png").string() + " -f md5 -").out);
+            sh("ffmpeg -v error -i " + (dir / "c/frame_00001.png").string() + " -f md5 -").out);
 }
 
 TEST(E2E, BatchShardsPartitionExactlyAndResume) {
@@ -140,7 +137,7 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
                     {"tokenizer", fixture("spm_tiny.model")},
                     {"width", 32},
                     {"height", 32},
-                    {"frames", 5},
+                    {"frames", 1},
                     {"steps", 1},
                     {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
   }

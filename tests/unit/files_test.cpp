@@ -6,8 +6,13 @@
 #include <fstream>
 #include <sstream>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include "../unit/test_util.h"
 #include "base/error.h"
+#include "base/json.h"
+#include "base/signals.h"
 
 namespace fs = std::filesystem;
 
@@ -81,6 +86,99 @@ TEST(Files, TheTemporaryLiesBesideTheFileAndKeepsItsExtension) {
   EXPECT_EQ(t.parent_path(), fs::path("/videos"));
   EXPECT_EQ(t.extension(), ".mp4");
   EXPECT_EQ(t.filename().string().rfind(".clip.mp4.tmp-", 0), 0u) << t;
+  // …with this host and process in its name.
+  EXPECT_NE(t.filename().string().find("-" + std::to_string(::getpid()) + ".mp4"),
+            std::string::npos)
+      << t;
+}
+
+TEST(Files, NoReplaceCommitLeavesAnExistingFileAndRemovesTheTemporary) {
+  test::TempDir tmp;
+  const auto path = tmp.path() / "out.bin";
+  write_file_atomically(path, "first");
+  try {
+    write_file_atomically(path, "second", /*replace=*/false);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("exists"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read(path), "first");
+  EXPECT_EQ(entries(tmp.path()), 1u);
+  // A ScopedTemp not committed is gone with its scope, folder and all.
+  {
+    ScopedTemp t(tmp.path() / "seq");
+    fs::create_directories(t.path());
+    std::ofstream(t.path() / "frame_00001.png") << "x";
+  }
+  EXPECT_EQ(entries(tmp.path()), 1u);
+}
+
+TEST(Files, CheckCanWriteFileRefusesFoldersExistingAndReadOnlyFiles) {
+  test::TempDir tmp;
+  const auto file = tmp.path() / "a.mp4";
+  EXPECT_NO_THROW(check_can_write_file(file, false));
+  std::ofstream(file) << "x";
+  EXPECT_NE(
+      test::error_of([&] { check_can_write_file(file, false); }).find("exists; give --overwrite"),
+      std::string::npos);
+  EXPECT_NO_THROW(check_can_write_file(file, true));
+  fs::permissions(file, fs::perms::owner_read);
+  EXPECT_NE(test::error_of([&] { check_can_write_file(file, true); }).find("read-only"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { check_can_write_file(tmp.path(), true); }).find("is a folder"),
+            std::string::npos);
+}
+
+// The second SIGTERM ends the process at once, but not before its registered
+// temporaries (a file, and a folder with files in it) are removed.
+TEST(Files, ASecondSignalRemovesTheRegisteredTemporariesBeforeExiting) {
+  test::TempDir tmp;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    install_cancel_signals();
+    ScopedTemp file(tmp.path() / "clip.mp4");
+    std::ofstream(file.path()) << "partial";
+    ScopedTemp folder(tmp.path() / "frames");
+    fs::create_directories(folder.path());
+    for (int i = 0; i < 3; ++i) std::ofstream(folder.path() / ("frame_" + std::to_string(i))) << i;
+    ::raise(SIGTERM);  // the first: the token
+    if (!cancel_requested().load()) ::_exit(3);
+    ::raise(SIGTERM);  // the second: clean up and go
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  EXPECT_EQ(entries(tmp.path()), 0u);
+}
+
+TEST(Json, DepthSizeAndSyntaxAreErrorsNamingTheSource) {
+  EXPECT_EQ(parse_json(R"({"a": [1, {"b": "[[[{{{"}]})", "x")["a"][1]["b"], "[[[{{{");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_NE(test::error_of([&] {
+              parse_json(deep, "deep.json");
+            }).find("deep.json: JSON nested deeper than 32 levels"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] {
+              parse_json("{\"a\": 1", "cut.json");
+            }).find("cut.json: not valid JSON: parse error"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] {
+              parse_json(std::string(100, ' '), "big", {50, 32});
+            }).find("big: 100 bytes of JSON"),
+            std::string::npos);
+}
+
+TEST(Json, InvalidUtf8IsFoundByOffset) {
+  EXPECT_EQ(invalid_utf8_offset("plain ascii"), std::string_view::npos);
+  EXPECT_EQ(invalid_utf8_offset("色调 ünïcode ✓"), std::string_view::npos);
+  EXPECT_EQ(invalid_utf8_offset("ab\xff"), 2u);
+  EXPECT_EQ(invalid_utf8_offset("\xc3"), 0u);              // cut short
+  EXPECT_EQ(invalid_utf8_offset("a\xc0\xaf"), 1u);         // overlong '/'
+  EXPECT_EQ(invalid_utf8_offset("\xed\xa0\x80"), 0u);      // a surrogate
+  EXPECT_EQ(invalid_utf8_offset("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
 }
 
 }  // namespace

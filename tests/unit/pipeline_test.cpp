@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "diffusion/wan_dit.h"
 #include "io/safetensors.h"
 #include "layers/precision.h"
@@ -129,7 +131,9 @@ TEST(Pipeline, FrameCountsMustFillTheDitsTimePatches) {
   c.patch_t = 3;
   diffusion::WanModel m(c);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& p : m.module().named_parameters()) tensors.emplace_back(p.key(), p.value());
+  torch::manual_seed(0);  // small random weights (a new module's memory is not initialised)
+  for (const auto& p : m.module().named_parameters())
+    tensors.emplace_back(p.key(), torch::randn_like(p.value()) * 0.02);
   io::save_safetensors(dir / "dit.safetensors", tensors, {{"config", c.to_json()}});
   pipeline::WanPipeline pipe;
   auto p = tiny();
@@ -168,7 +172,7 @@ TEST(Pipeline, CancelStopsWithinAStepAndLeavesNoFile) {
     cancel = true;
   };
   pipeline::WanPipeline pipe;
-  EXPECT_THROW(pipe.render(tiny((dir / "out.mp4").string()), cb), pipeline::Cancelled);
+  EXPECT_THROW(pipe.render(tiny((dir / "out.mp4").string()), cb), Cancelled);
   EXPECT_EQ(seen, 1);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
 }
@@ -261,16 +265,89 @@ TEST(Pipeline, FindsModelsByNameInAComfyUIFolder) {
   EXPECT_TRUE(torch::equal(pipe.generate(p).frames, pipe.generate(tiny()).frames));
 }
 
-TEST(Pipeline, ASingleFrameIsWrittenAsPng) {
+// The output is what its name says: one frame into an .mp4 is a one-frame
+// video (not a .png beside it), and nine frames are not squeezed into a .png.
+TEST(Pipeline, TheOutputIsWhatItsNameSays) {
   TempDir dir;
   auto p = tiny((dir / "still.mp4").string());
   p.frames = 1;
   pipeline::WanPipeline pipe;
   const auto r = pipe.render(p);
-  EXPECT_EQ(r.output, dir / "still.png");
-  EXPECT_TRUE(std::filesystem::exists(dir / "still.png"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "still.mp4"));
-  EXPECT_THAT(media::read_embedded_json(dir / "still.png"), HasSubstr("\"frames\":1"));
+  EXPECT_EQ(r.output, dir / "still.mp4");
+  EXPECT_EQ(media::read_frames(dir / "still.mp4").size(0), 1);
+  EXPECT_EQ(media::read_embedded_parameters(dir / "still.mp4")["preset"]["frames"], 1);
+  p.output = (dir / "nine.png").string();
+  p.frames = 9;
+  EXPECT_THAT(error_of([&] { pipe.render(p); }), HasSubstr("a .png holds one image"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "nine.png"));
+}
+
+// A model that diverges stops the render at that step with a message, instead
+// of decoding NaN latents into a black video.
+TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
+  TempDir dir;
+  const auto ck = io::SafetensorsFile::open(fixture("wan21_dit_tiny.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& t : ck->tensors()) {
+    auto v = ck->get(t.name).clone();
+    if (t.name == "head.head.bias") v.fill_(std::numeric_limits<float>::quiet_NaN());
+    tensors.emplace_back(t.name, v);
+  }
+  io::save_safetensors(dir / "nan.safetensors", tensors, ck->metadata());
+  auto p = tiny((dir / "nan.mp4").string());
+  p.model = (dir / "nan.safetensors").string();
+  pipeline::WanPipeline pipe;
+  const auto msg = error_of([&] { pipe.render(p); });
+  EXPECT_THAT(msg, HasSubstr("step 1 of 3: the latents hold NaN or infinite values"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
+}
+
+TEST(Presets, PathsSeedsAndTextFromElsewhere) {
+  // Relative paths resolve against the preset's folder.
+  auto p = tiny("clip.mp4");
+  p.base_dir = "/presets";
+  EXPECT_EQ(p.output_path(), std::filesystem::path("/presets/clip.mp4"));
+  p.output = "/abs/clip.mp4";
+  EXPECT_EQ(p.output_path(), std::filesystem::path("/abs/clip.mp4"));
+  // An output folder keeps outputs inside it.
+  TempDir dir;
+  p.output = "sub/../clip.mp4";
+  p.place_output_in(dir.path(), "x.json");
+  EXPECT_EQ(p.output, (dir / "clip.mp4").string());
+  for (const char* out : {"../clip.mp4", "/etc/clip.mp4", "a/../../clip.mp4"}) {
+    p.output = out;
+    EXPECT_THAT(error_of([&] { p.place_output_in(dir.path(), "x.json"); }),
+                HasSubstr("x.json: key 'output'"))
+        << out;
+  }
+  std::filesystem::create_directory_symlink("/tmp", dir / "link");
+  p.output = "link/clip.mp4";
+  EXPECT_THAT(error_of([&] { p.place_output_in(dir.path(), "x.json"); }),
+              HasSubstr("through a link"));
+  // Seeds: one rule.
+  EXPECT_EQ(pipeline::parse_seed("0", "s"), 0);
+  EXPECT_EQ(pipeline::parse_seed("-1", "s"), pipeline::kRandomSeed);
+  EXPECT_EQ(pipeline::parse_seed("9007199254740992", "s"), pipeline::kMaxSeed);
+  for (const char* bad : {"9007199254740993", "-2", "", "1e3", "18446744073709551616"})
+    EXPECT_THAT(error_of([&] { pipeline::parse_seed(bad, "s"); }),
+                HasSubstr(std::string("s must be an integer from 0 to 9007199254740992")))
+        << bad;
+  EXPECT_EQ(Preset::from_json(nlohmann::json::object()).seed, pipeline::kRandomSeed);
+  EXPECT_NE(pipeline::resolve_seed(pipeline::kRandomSeed), pipeline::kRandomSeed);
+  EXPECT_EQ(pipeline::resolve_seed(7), 7);
+  // Text must be UTF-8, named by key and byte.
+  nlohmann::json j = {{"prompt", std::string("ok \xc3\x28")}};
+  EXPECT_THAT(error_of([&] { Preset::from_json(j, "p.json"); }),
+              HasSubstr("p.json: key 'prompt' is not valid UTF-8 (byte 3 of 5)"));
+  // A render's parameters restored: names, not paths; no output.
+  auto made = tiny("/home/someone/videos/clip.mp4");
+  made.models_dir = "/home/someone/models";
+  const auto r =
+      Preset::restored({{"kinora", {{"version", "x"}}}, {"preset", made.to_json()}}, "c");
+  EXPECT_EQ(r.model, "wan21_dit_tiny.safetensors");
+  EXPECT_EQ(r.models_dir, "");
+  EXPECT_EQ(r.output, "");
+  EXPECT_EQ(r.prompt, made.prompt);
 }
 
 TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
@@ -291,9 +368,34 @@ TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
   frames.copy_(torch::randint(0, 256, {F, H, W, 3}, torch::kUInt8));
   TempDir dir;
   for (const char* name : {"a.mp4", "a.webm", "a.mov"}) {
-    media::WriteOptions o;
-    o.format = media::format_for_path(dir / name);
-    media::write_output(dir / name, frames, o);
+    media::write_output(media::prepare_output(dir / name, "", F, false), frames, {});
     EXPECT_EQ(media::read_frames(dir / name).size(0), F) << name;
   }
+}
+
+// A long session (the studio's worker, one batch): 200 renders in one process,
+// each written to a file, with memory flat: the resident size after the last
+// is within 5% of what it was after the tenth.
+TEST(LongRun, TwoHundredRendersKeepMemoryFlat) {
+  auto rss_mib = [] {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return -1.0;
+  };
+  TempDir dir;
+  pipeline::WanPipeline pipe;
+  double after_tenth = 0;
+  for (int i = 1; i <= 200; ++i) {
+    auto p = tiny((dir / ("clip" + std::to_string(i % 3) + ".mp4")).string());
+    p.width = 32, p.height = 32, p.frames = 5, p.steps = 2, p.seed = i;
+    pipe.render(p, {}, /*overwrite=*/true);
+    if (i == 10) after_tenth = rss_mib();
+  }
+  const double after_last = rss_mib();
+  EXPECT_LT(after_last, after_tenth * 1.05)
+      << after_tenth << " MiB after the 10th render, " << after_last << " MiB after the 200th";
+  RecordProperty("rss_after_10th_mib", std::to_string(after_tenth));
+  RecordProperty("rss_after_200th_mib", std::to_string(after_last));
 }

@@ -2,8 +2,12 @@
 // Helpers shared by the unit tests.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <array>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -48,6 +52,21 @@ inline void write_raw(const std::filesystem::path& p, const std::string& json,
 
 inline std::string fixture(const std::string& name) {
   return std::string(KINORA_FIXTURES) + "/" + name;
+}
+
+// A shell command's exit status (-1 when a signal ended it) and its stdout and
+// stderr together.
+struct Run {
+  int code;
+  std::string out;
+};
+inline Run sh(const std::string& cmd) {
+  std::FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (std::size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 // Runs `fn` and returns the kinora::Error message it throws ("" if none).

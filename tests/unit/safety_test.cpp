@@ -1,0 +1,425 @@
+// Never lose a user's file: the CLI tried as a new user tries it, with the
+// folders, names, presets, signals and limits that used to cost files. Every
+// test checks that what was there before is there after, byte for byte.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "test_util.h"
+
+using kinora::test::fixture;
+using kinora::test::sh;
+using kinora::test::TempDir;
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+namespace fs = std::filesystem;
+
+namespace {
+std::string kinora_bin() {
+  return std::string(KINORA_BIN_DIR) + "/kinora";
+}
+// The fixture chain: random weights, a video in a fraction of a second.
+std::string chain(int steps = 1) {
+  return " --model " + fixture("wan21_dit_tiny.safetensors") + " --vae " +
+         fixture("wan21_vae_tiny.safetensors") + " --text-encoder " +
+         fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
+         " --width 64 --height 48 --frames 5 --seed 1 --steps " + std::to_string(steps);
+}
+json chain_preset() {
+  return {{"prompt", "x"},
+          {"seed", 1},
+          {"model", fixture("wan21_dit_tiny.safetensors")},
+          {"vae", fixture("wan21_vae_tiny.safetensors")},
+          {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
+          {"tokenizer", fixture("spm_tiny.model")},
+          {"width", 32},
+          {"height", 32},
+          {"frames", 1},
+          {"steps", 1}};
+}
+std::string read(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+// Every file under `dir` with its contents (links and folders by name).
+std::map<std::string, std::string> snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const auto rel = fs::relative(e.path(), dir).string();
+    out[rel] = e.is_regular_file() ? read(e.path()) : std::string("<dir>");
+  }
+  return out;
+}
+void write(const fs::path& p, const std::string& text) {
+  std::ofstream(p, std::ios::binary) << text;
+}
+std::string in(const fs::path& dir, const std::string& cmd) {
+  return "cd '" + dir.string() + "' && " + cmd;
+}
+}  // namespace
+
+// An output that names a folder never touches it: not "d", not "renders/",
+// not "." — and a name without an extension is an error listing the formats.
+TEST(Safety, AnOutputNamingAFolderLeavesItAsItWas) {
+  TempDir dir;
+  fs::create_directories(dir / "d/sub");
+  fs::create_directories(dir / "d/.git");
+  write(dir / "d/sub/f", "x");
+  write(dir / "d/.git/HEAD", "ref: refs/heads/main\n");
+  fs::create_directories(dir / "renders");
+  write(dir / "mine.txt", "my notes");
+  const auto before = snapshot(dir.path());
+  for (const char* out : {"d", "renders/", ".", "d/"}) {
+    const auto r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out " + out));
+    EXPECT_EQ(r.code, 1) << out << ": " << r.out;
+    EXPECT_THAT(r.out, Not(HasSubstr("step 1/"))) << out;  // refused before sampling
+    EXPECT_EQ(snapshot(dir.path()), before) << out;
+  }
+  auto r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out d"));
+  EXPECT_THAT(r.out, HasSubstr("d: the name has no extension; the formats are mp4"));
+  EXPECT_THAT(r.out, HasSubstr("png-seq"));
+  r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out renders/"));
+  EXPECT_THAT(r.out, HasSubstr("names a folder"));
+  // A PNG sequence goes into a new folder or an empty one, never a full one.
+  r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out d --format png-seq"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("d: is a folder that is not empty"));
+  r = sh(in(dir.path(),
+            kinora_bin() + " generate -p x" + chain() + " --out d --format png-seq --overwrite"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora PNG sequence"));
+  EXPECT_EQ(snapshot(dir.path()), before);
+  r = sh(in(dir.path(),
+            kinora_bin() + " generate -p x" + chain() + " --out renders --format png-seq"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "renders/frame_00005.png"));
+  EXPECT_TRUE(fs::exists(dir / "renders/kinora.json"));
+  // A second render into it only with --overwrite, which replaces the sequence.
+  r = sh(in(dir.path(),
+            kinora_bin() + " generate -p y" + chain() + " --out renders --format png-seq"));
+  EXPECT_EQ(r.code, 1);
+  r = sh(in(dir.path(), kinora_bin() + " generate -p y" + chain() +
+                            " --out renders --format png-seq --overwrite"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(read(dir / "renders/kinora.json"), HasSubstr("\"prompt\":\"y\""));
+  EXPECT_EQ(read(dir / "mine.txt"), "my notes");
+}
+
+// One rule for every command that writes: refuse an existing output, replace
+// it only with --overwrite, and a read-only one not even then.
+TEST(Safety, AnExistingOutputIsReplacedOnlyWithOverwrite) {
+  TempDir dir;
+  const auto out = (dir / "a.mp4").string();
+  ASSERT_EQ(sh(kinora_bin() + " generate -p x" + chain() + " --out " + out).code, 0);
+  const auto first = read(out), first_side = read(out + ".json");
+  auto r = sh(kinora_bin() + " generate -p other" + chain() + " --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr(out + ": exists; give --overwrite to replace it"));
+  EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+  EXPECT_EQ(read(out), first);
+  EXPECT_EQ(read(out + ".json"), first_side);
+  write(dir / "p.json", json{{"prompt", "other"}, {"output", "a.mp4"}}.dump());
+  r = sh(kinora_bin() + " render " + (dir / "p.json").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr(": exists; give --overwrite"));
+  EXPECT_EQ(read(out), first);
+  // --overwrite replaces it, and its sidecar with it.
+  r = sh(kinora_bin() + " generate -p other" + chain() + " --out " + out + " --overwrite");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(read(out), first);
+  EXPECT_THAT(read(out + ".json"), HasSubstr("\"prompt\":\"other\""));
+  // Read-only stays, even with --overwrite.
+  fs::permissions(out, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  const auto kept = read(out);
+  r = sh(kinora_bin() + " generate -p third" + chain() + " --out " + out + " --overwrite");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("is read-only"));
+  EXPECT_EQ(read(out), kept);
+  // convert and merge: the same rule.
+  const auto ck = (dir / "c.safetensors").string();
+  ASSERT_EQ(sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " + ck).code,
+            0);
+  r = sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " + ck);
+  EXPECT_THAT(r.out, HasSubstr(ck + ": exists; give --overwrite"));
+  EXPECT_EQ(sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " + ck +
+               " --overwrite")
+                .code,
+            0);
+  r = sh(kinora_bin() + " merge " + fixture("wan21_vae_tiny.safetensors") + " " + ck + " -o " + ck);
+  EXPECT_THAT(r.out, HasSubstr("is an input"));
+}
+
+// The parameters go to "NAME.EXT.json" and replace nothing but an earlier
+// Kinora sidecar: not the preset being rendered, not a user's file.
+TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
+  TempDir dir;
+  auto preset = chain_preset();
+  preset["output"] = "fox.png";
+  const std::string text = preset.dump(2);
+  write(dir / "fox.json", text);
+  auto r = sh(kinora_bin() + " render " + (dir / "fox.json").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read(dir / "fox.json"), text);  // the preset as it was
+  EXPECT_TRUE(fs::exists(dir / "fox.png"));
+  EXPECT_THAT(read(dir / "fox.png.json"), HasSubstr("\"kinora\""));
+  // A batch over the folder again: the preset is still a preset, the sidecar is
+  // recognised as the parameters of a render, the output is skipped.
+  r = sh(kinora_bin() + " batch " + dir.path().string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("fox.png.json: the parameters of a render, not a preset"));
+  EXPECT_THAT(r.out, HasSubstr("0 rendered, 1 skipped"));
+  // A file of the sidecar's name that Kinora did not write stops the render
+  // before it starts.
+  write(dir / "v.mp4.json", "my own notes");
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "v.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("v.mp4.json, which exists and is not a Kinora parameters file"));
+  EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+  EXPECT_EQ(read(dir / "v.mp4.json"), "my own notes");
+  EXPECT_FALSE(fs::exists(dir / "v.mp4"));
+  // Two outputs of one stem keep their own parameters.
+  ASSERT_EQ(
+      sh(kinora_bin() + " generate -p mp4" + chain() + " --out " + (dir / "w.mp4").string()).code,
+      0);
+  ASSERT_EQ(
+      sh(kinora_bin() + " generate -p webm" + chain() + " --out " + (dir / "w.webm").string()).code,
+      0);
+  EXPECT_THAT(read(dir / "w.mp4.json"), HasSubstr("\"prompt\":\"mp4\""));
+  EXPECT_THAT(read(dir / "w.webm.json"), HasSubstr("\"prompt\":\"webm\""));
+}
+
+// SIGTERM and SIGHUP (Slurm, `timeout`, a closed terminal) stop a render like
+// Ctrl-C: nothing left behind, the exit status 128 + the signal.
+TEST(Safety, TermAndHupCancelCleanly) {
+  for (const auto& [sig, status] : {std::pair{"TERM", 143}, std::pair{"HUP", 129}}) {
+    TempDir dir;
+    // --foreground: the signal once, to kinora only (a second would end it at once).
+    const auto r =
+        sh("timeout --foreground --preserve-status -s " + std::string(sig) + " 3 " + kinora_bin() +
+           " generate -p x" + chain(1000) + " --out " + (dir / "long.mp4").string());
+    EXPECT_EQ(r.code, status) << sig << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr("cancelled; no output was written")) << sig;
+    EXPECT_TRUE(fs::is_empty(dir.path())) << sig;
+  }
+}
+
+// The file-size limit of `ulimit -f` is a full disk, not a crash (SIGXFSZ
+// used to end the process with a partial temporary).
+TEST(Safety, AFileSizeLimitIsAFullDisk) {
+  TempDir dir;
+  const auto r = sh("ulimit -f 8 && " + kinora_bin() + " generate -p x" + chain() + " --out " +
+                    (dir / "big.mov").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("big.mov"));
+  EXPECT_THAT(r.out, HasSubstr("File too large"));
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+// A temporary a dead process of this machine left behind (a SIGKILL) goes the
+// next time that folder is written; a running process's, another machine's and
+// anything else stay.
+TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
+  TempDir dir;
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  std::string tag = host;
+  for (auto& c : tag)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  // A PID that is not running: the largest possible, far past any live one.
+  const std::string dead = ".old.mp4.tmp-" + tag + "-4194303.mp4";
+  const std::string alive = ".run.mp4.tmp-" + tag + "-" + std::to_string(::getppid()) + ".mp4";
+  const std::string other_host = ".x.mp4.tmp-otherhost-4194303.mp4";
+  write(dir / dead, "partial");
+  write(dir / alive, "in progress");
+  write(dir / other_host, "another node's");
+  write(dir / "notes.tmp-4194303.txt", "mine");
+  fs::create_directories(dir / (".seq.tmp-" + tag + "-4194303"));
+  write(dir / (".seq.tmp-" + tag + "-4194303") / "frame_00001.png", "png");
+  ASSERT_EQ(
+      sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "new.mp4").string()).code,
+      0);
+  EXPECT_FALSE(fs::exists(dir / dead));
+  EXPECT_FALSE(fs::exists(dir / (".seq.tmp-" + tag + "-4194303")));
+  EXPECT_TRUE(fs::exists(dir / alive));
+  EXPECT_TRUE(fs::exists(dir / other_host));
+  EXPECT_TRUE(fs::exists(dir / "notes.tmp-4194303.txt"));
+}
+
+// A format that contradicts the name is refused, and so is a video squeezed
+// into one image; one frame into a video is a one-frame video.
+TEST(Safety, TheFormatMustAgreeWithTheName) {
+  TempDir dir;
+  auto r = sh(kinora_bin() + " generate -p x" + chain() + " --format webm --out " +
+              (dir / "x.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("format webm is written to .webm files, but the name ends in"));
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "x.png").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("a .png holds one image, but this render makes 5 frames"));
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --format png-seq --out " +
+         (dir / "x.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("a PNG sequence is a folder"));
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+// Shared presets are data: bounded, kept inside --output-dir, resolved against
+// their own folder, every problem of a batch reported and the rest rendered.
+TEST(Safety, HostilePresetsAreRefusedAndTheRestRender) {
+  TempDir dir;
+  fs::create_directories(dir / "presets");
+  fs::create_directories(dir / "out");
+  write(dir / "presets/deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  auto p = chain_preset();
+  p["output"] = "../../escaped.png";
+  write(dir / "presets/escape.json", p.dump());
+  const std::string absolute = "/tmp/kinora-absolute-" + std::to_string(::getpid()) + ".png";
+  p["output"] = absolute;
+  write(dir / "presets/absolute.json", p.dump());
+  p["output"] = "good.png";
+  write(dir / "presets/good.json", p.dump());
+  p["seed"] = 2;
+  write(dir / "presets/same-output.json", p.dump());
+  write(dir / "presets/typo.json", R"({"prompt": "x", "stepz": 3})");
+  const auto r = sh(kinora_bin() + " batch " + (dir / "presets").string() + " --output-dir " +
+                    (dir / "out").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("deep.json: JSON nested deeper than 32 levels"));
+  EXPECT_THAT(r.out, HasSubstr("escape.json: key 'output' '../../escaped.png' is outside"));
+  EXPECT_THAT(r.out, HasSubstr("absolute.json: key 'output'"));
+  EXPECT_THAT(r.out, HasSubstr("key 'output' " + (dir / "out/good.png").string() +
+                               " is also the output of " + (dir / "presets/good.json").string()));
+  EXPECT_THAT(r.out, HasSubstr("typo.json: key 'stepz' is not a preset key"));
+  EXPECT_THAT(r.out, HasSubstr("1 rendered, 0 skipped, 0 failed, 5 invalid"));
+  EXPECT_TRUE(fs::exists(dir / "out/good.png"));
+  EXPECT_FALSE(fs::exists(dir.path().parent_path() / "escaped.png"));
+  EXPECT_FALSE(fs::exists(absolute));
+  // --dry-run shows every problem, not the first.
+  const auto dry = sh(kinora_bin() + " batch --dry-run " + (dir / "presets").string());
+  EXPECT_EQ(dry.code, 1);
+  EXPECT_THAT(dry.out, HasSubstr("deep.json"));
+  EXPECT_THAT(dry.out, HasSubstr("typo.json"));
+  // render and restore refuse a deeply nested file with its name, no crash.
+  auto one = sh(kinora_bin() + " render " + (dir / "presets/deep.json").string());
+  EXPECT_EQ(one.code, 1);
+  EXPECT_THAT(one.out, HasSubstr("deep.json: JSON nested deeper than 32 levels"));
+  std::string deep;
+  for (int i = 0; i < 30000; ++i) deep += "{\"a\":";
+  write(dir / "meta.txt", ";FFMETADATA1\ncomment=" + deep + "\n");
+  ASSERT_EQ(sh("ffmpeg -v error -f lavfi -i color=c=red:s=32x32:d=0.1 -i " +
+               (dir / "meta.txt").string() + " -map_metadata 1 -y " + (dir / "deep.mp4").string())
+                .code,
+            0);
+  one = sh(kinora_bin() + " restore " + (dir / "deep.mp4").string());
+  EXPECT_EQ(one.code, 1);
+  EXPECT_THAT(one.out, HasSubstr("deep.mp4 (comment): JSON nested deeper than 32 levels"));
+}
+
+// Relative paths in a preset resolve against the preset's own folder, and an
+// output path found in a file made elsewhere is never reused.
+TEST(Safety, PresetPathsResolveAgainstThePresetAndRestoreForgetsOutputs) {
+  TempDir dir;
+  fs::create_directories(dir / "p/models");
+  fs::copy(fixture("wan21_dit_tiny.safetensors"), dir / "p/models/dit.safetensors");
+  auto p = chain_preset();
+  p["model"] = "models/dit.safetensors";
+  p["output"] = "out.png";
+  write(dir / "p/x.json", p.dump());
+  fs::create_directories(dir / "elsewhere");
+  auto r = sh(in(dir / "elsewhere", kinora_bin() + " render ../p/x.json"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "p/out.png"));
+  EXPECT_TRUE(fs::is_empty(dir / "elsewhere"));
+  // A missing model says where it looked.
+  p["model"] = "models/none.safetensors";
+  p["output"] = "y.png";
+  write(dir / "p/y.json", p.dump());
+  r = sh(kinora_bin() + " render " + (dir / "p/y.json").string());
+  EXPECT_THAT(r.out, HasSubstr("'models/none.safetensors' not found (looked for " +
+                               (dir / "p/models/none.safetensors").string()));
+  // restore: file names only, no output name; render then writes a new name.
+  r = sh(kinora_bin() + " restore " + (dir / "p/out.png").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto restored = json::parse(r.out);
+  EXPECT_EQ(restored["output"], "");
+  EXPECT_EQ(restored["model"], "dit.safetensors");
+  EXPECT_EQ(restored["models_dir"], "");
+  write(dir / "elsewhere/r.json", r.out);
+  fs::copy(fixture("wan21_vae_tiny.safetensors"), dir / "p/models/wan21_vae_tiny.safetensors");
+  fs::copy(fixture("umt5_enc_tiny.safetensors"), dir / "p/models/umt5_enc_tiny.safetensors");
+  fs::copy(fixture("spm_tiny.model"), dir / "p/models/spm_tiny.model");
+  r = sh(in(dir / "elsewhere", kinora_bin() + " render r.json --models-dir ../p/models"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "elsewhere/kinora-1.png"));
+}
+
+// Text and numbers that used to slip through: refused before anything loads,
+// with one rule for seeds everywhere.
+TEST(Safety, BadTextAndNumbersAreRefusedUpFront) {
+  TempDir dir;
+  auto r = sh(kinora_bin() + " generate -p \"$(printf 'a red \\377 circle')\"" + chain() +
+              " --out " + (dir / "u.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("key 'prompt' is not valid UTF-8 (byte 6 of 14)"));
+  EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+  const std::string rule = "must be an integer from 0 to 9007199254740992, or -1 for a random seed";
+  for (const char* seed : {"-5", "18446744073709551616", "abc", "1.5"}) {
+    r = sh(kinora_bin() + " generate -p x --seed " + seed + " --out " + (dir / "s.mp4").string());
+    EXPECT_EQ(r.code, 1) << seed;
+    EXPECT_THAT(r.out, HasSubstr("--seed " + rule + ", got " + seed)) << seed;
+  }
+  write(dir / "neg.json", R"({"prompt": "x", "seed": -5})");
+  r = sh(kinora_bin() + " render " + (dir / "neg.json").string());
+  EXPECT_THAT(r.out, HasSubstr("neg.json: key 'seed' " + rule + ", got -5"));
+  // -1 and no seed at all: a random seed, recorded in the output.
+  auto p = chain_preset();
+  p.erase("seed");
+  p["output"] = "r.png";
+  write(dir / "random.json", p.dump());
+  r = sh(kinora_bin() + " render " + (dir / "random.json").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto seed = json::parse(read(dir / "r.png.json"))["preset"]["seed"];
+  EXPECT_TRUE(seed.is_number_integer() && seed.get<int64_t>() >= 0) << seed;
+  // A merge that overflows writes nothing.
+  const auto b = (dir / "b.safetensors").string();
+  ASSERT_EQ(sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " + b).code,
+            0);
+  r = sh(kinora_bin() + " merge " + fixture("wan21_vae_tiny.safetensors") + " " + b + " -o " +
+         (dir / "m.safetensors").string() + " --dtype fp32 --ratio 1e39");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("would hold infinite or NaN values (ratio 1e+39 is too large"));
+  EXPECT_FALSE(fs::exists(dir / "m.safetensors"));
+}
+
+TEST(Safety, RestoreSaysWhenAFileHoldsNoParameters) {
+  TempDir dir;
+  ASSERT_EQ(sh("ffmpeg -v error -f lavfi -i color=c=red:s=32x32:d=0.1 -metadata "
+               "comment='my holiday' -y " +
+               (dir / "holiday.mp4").string())
+                .code,
+            0);
+  auto r = sh(kinora_bin() + " restore " + (dir / "holiday.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out,
+              HasSubstr("holiday.mp4: holds no Kinora parameters (its comment is other text)"));
+  write(dir / "preset.json", R"({"prompt": "x"})");
+  r = sh(kinora_bin() + " restore " + (dir / "preset.json").string());
+  EXPECT_THAT(r.out, HasSubstr("preset.json: holds no Kinora parameters"));
+}
+
+TEST(Safety, AnUnknownCommandIsNamedWithTheClosest) {
+  auto r = sh(kinora_bin() + " generat -p x");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("unknown command 'generat'; did you mean 'generate'?"));
+  r = sh(kinora_bin() + " frobnicate");
+  EXPECT_THAT(r.out, HasSubstr("unknown command 'frobnicate'"));
+  EXPECT_THAT(r.out, Not(HasSubstr("did you mean")));
+}
