@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/json.h"
 #include "media/output.h"
 #include "pipeline/preset.h"
 
@@ -47,7 +48,7 @@ Gallery::Entry read_entry(const QString& path) {
   const auto preset = embedded_preset_json(path, &error);
   if (!preset.isEmpty())
     e.prompt = QString::fromStdString(
-        nlohmann::json::parse(preset.toStdString()).value("prompt", std::string()));
+        parse_json(preset.toStdString(), path.toStdString()).value("prompt", std::string()));
   else
     e.error = error;  // shown on the file instead of a prompt
   return e;

@@ -1,6 +1,7 @@
 #include "conformance/case.h"
 
 #include "base/error.h"
+#include "base/json.h"
 #include "io/safetensors.h"
 
 namespace kinora::conformance {
@@ -28,11 +29,8 @@ Case load_case(const std::filesystem::path& path) {
   c.weights = get("weights", false);
   c.note = get("note", false);
   const std::string config = get("config", false);
-  try {
-    c.config = config.empty() ? nlohmann::json::object() : nlohmann::json::parse(config);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail_file(path, std::string("case config is not valid JSON: ") + e.what());
-  }
+  c.config = config.empty() ? nlohmann::json::object()
+                            : parse_json(config, path.string() + " (case config)");
   if (const std::string rtol = get("rtol", false); !rtol.empty()) {
     try {
       c.rtol = std::stod(rtol);

@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "io/layout.h"
 #include "layers/linear.h"
 #include "layers/load.h"
@@ -367,7 +368,7 @@ WanConfig WanConfig::from_checkpoint(const io::Checkpoint& ck) {
   const auto md = ck.metadata().find("config");
   if (md != ck.metadata().end()) {
     try {
-      const auto j = nlohmann::json::parse(md->second);
+      const auto j = parse_json(md->second, ck.path().string() + " (metadata 'config')");
       c.model_type = j.value("model_type", c.model_type);
       if (j.contains("patch_size")) {
         c.patch_t = j["patch_size"][0];

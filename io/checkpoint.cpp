@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/json.h"
+#include "base/strings.h"
 
 namespace kinora::io {
 namespace fs = std::filesystem;
@@ -13,29 +15,11 @@ using nlohmann::json;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // An index is small; refuse anything that is clearly not one before reading it.
 constexpr std::uintmax_t kMaxIndexBytes = 64ull << 20;
 
 json read_index(const fs::path& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) fail_file(path, "cannot read: " + ec.message());
-  if (size > kMaxIndexBytes)
-    fail_file(path, "index of " + std::to_string(size) + " bytes is too large");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  try {
-    return json::parse(buf.str());
-  } catch (const json::parse_error& e) {
-    fail_file(path, std::string("invalid JSON: ") + e.what());
-  }
+  return read_json_file(path, {kMaxIndexBytes, JsonLimits{}.max_depth});
 }
 
 }  // namespace

@@ -19,8 +19,9 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/json.h"
 
-static_assert(std::endian::native == std::endian::little,
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; a big-endian port needs byte swapping");
 
 namespace kinora::io {
@@ -227,12 +228,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
     fail_file(path, "header length " + std::to_string(n) + " runs past the end of the file (" +
                         std::to_string(size) + " bytes): truncated or not a safetensors file");
 
-  json header;
-  try {
-    header = json::parse(base + 8, base + 8 + n);
-  } catch (const json::parse_error& e) {
-    fail_file(path, std::string("invalid JSON header: ") + e.what());
-  }
+  const json header =
+      parse_json(std::string_view(reinterpret_cast<const char*>(base + 8), n),
+                 path.string() + " (header)", {kMaxHeaderBytes, JsonLimits{}.max_depth});
   if (!header.is_object()) fail_file(path, "header is not a JSON object");
 
   file->data_start_ = 8 + n;

@@ -51,6 +51,12 @@ json Preset::to_json() const {
 
 namespace {
 
+// A value as it appears in a message: its JSON, bytes that are not UTF-8
+// shown as U+FFFD (dump() would throw on them).
+std::string quote(const json& v) {
+  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 [[noreturn]] void bad(const std::string& source, const std::string& key, const std::string& what) {
   throw Error(source + ": key '" + key + "' " + what);
 }
@@ -60,7 +66,7 @@ void read_int(const json& j, const std::string& key, T& out, int64_t lo, int64_t
               const std::string& src) {
   const auto it = j.find(key);
   if (it == j.end()) return;
-  if (!it->is_number_integer()) bad(src, key, "must be an integer, got " + it->dump());
+  if (!it->is_number_integer()) bad(src, key, "must be an integer, got " + quote(*it));
   const auto v = it->get<int64_t>();
   if (v < lo || v > hi)
     bad(src, key,
@@ -73,18 +79,18 @@ void read_number(const json& j, const std::string& key, double& out, double lo, 
                  const std::string& src) {
   const auto it = j.find(key);
   if (it == j.end()) return;
-  if (!it->is_number()) bad(src, key, "must be a number, got " + it->dump());
+  if (!it->is_number()) bad(src, key, "must be a number, got " + quote(*it));
   const double v = it->get<double>();
   if (!(v >= lo && v <= hi))
     bad(src, key,
-        "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + it->dump());
+        "must be between " + json(lo).dump() + " and " + json(hi).dump() + ", got " + quote(*it));
   out = v;
 }
 
 void read_string(const json& j, const std::string& key, std::string& out, const std::string& src) {
   const auto it = j.find(key);
   if (it == j.end()) return;
-  if (!it->is_string()) bad(src, key, "must be a string, got " + it->dump());
+  if (!it->is_string()) bad(src, key, "must be a string, got " + quote(*it));
   out = it->get<std::string>();
   if (const auto at = invalid_utf8_offset(out); at != std::string::npos)
     bad(src, key,
@@ -129,8 +135,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   read_string(j, "prompt", p.prompt, src);
   read_string(j, "negative_prompt", p.negative_prompt, src);
   if (const auto it = j.find("seed"); it != j.end()) {
-    if (!it->is_number_integer()) bad(src, "seed", kSeedRule + ", got " + it->dump());
-    p.seed = parse_seed(it->dump(), src + ": key 'seed'");
+    if (!it->is_number_integer()) bad(src, "seed", kSeedRule + ", got " + quote(*it));
+    p.seed = parse_seed(quote(*it), src + ": key 'seed'");
   }
   read_int(j, "width", p.width, 16, 4096, src);
   read_int(j, "height", p.height, 16, 4096, src);
@@ -172,6 +178,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
       if (!l.is_object() || !l.contains("path") || !l["path"].is_string())
         bad(src, key, "must have a \"path\" string");
       LoraRef r{l["path"].get<std::string>(), 1.0};
+      if (const auto at = invalid_utf8_offset(r.path); at != std::string::npos)
+        bad(src, key + ".path", "is not valid UTF-8 (byte " + std::to_string(at) + ")");
       if (l.contains("strength")) {
         if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
         r.strength = l["strength"].get<double>();

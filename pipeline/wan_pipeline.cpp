@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "base/json.h"
 #include "base/runtime.h"
 #include "base/sha256.h"
 #include "diffusion/wan_dit.h"
@@ -69,9 +70,13 @@ static std::string default_negative_prompt(const fs::path& model) {
   const auto ck = io::Checkpoint::open(model);
   const auto it = ck.metadata().find("kinora");
   if (it != ck.metadata().end()) {
-    const auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("negative_prompt") && j["negative_prompt"].is_string())
-      return j["negative_prompt"].get<std::string>();
+    try {
+      const auto j = parse_json(it->second, model.string() + " (metadata 'kinora')");
+      if (j.is_object() && j.contains("negative_prompt") && j["negative_prompt"].is_string())
+        return j["negative_prompt"].get<std::string>();
+    } catch (const Error&) {
+      // Not the embedded model's metadata: Wan's default below.
+    }
   }
   return kWanDefaultNegativePrompt;
 }

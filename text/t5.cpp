@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "io/layout.h"
 #include "layers/load.h"
 #include "layers/ops.h"
@@ -203,7 +204,7 @@ T5Config T5Config::from_checkpoint(const io::Checkpoint& ck) {
   const auto md = ck.metadata().find("config");
   if (md != ck.metadata().end()) {
     try {
-      const auto j = nlohmann::json::parse(md->second);
+      const auto j = parse_json(md->second, ck.path().string() + " (metadata 'config')");
       c.vocab = j.value("vocab", c.vocab);
       c.dim = j.value("dim", c.dim);
       c.dim_attn = j.value("dim_attn", c.dim_attn);

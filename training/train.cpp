@@ -11,6 +11,8 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/json.h"
+#include "base/strings.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -69,9 +71,9 @@ void init_vae(torch::nn::Module& m, uint64_t seed) {
   for (auto& item : m.named_parameters()) {
     const auto& name = item.key();
     auto& p = item.value();
-    if (name.ends_with("gamma"))
+    if (ends_with(name, "gamma"))
       p.fill_(1);
-    else if (name.ends_with("bias"))
+    else if (ends_with(name, "bias"))
       p.zero_();
     else
       uniform_(p, 1.0 / std::sqrt(static_cast<double>(p[0].numel())));
@@ -113,10 +115,10 @@ void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
   for (auto& item : m.named_parameters()) {
     const auto& name = item.key();
     auto& p = item.value();
-    const bool embed = name.starts_with("text_embedding.") || name.starts_with("time_embedding.");
-    if (name.ends_with("modulation"))
+    const bool embed = starts_with(name, "text_embedding.") || starts_with(name, "time_embedding.");
+    if (ends_with(name, "modulation"))
       p.normal_(0, 1.0 / std::sqrt(static_cast<double>(dim)));
-    else if (name == "head.head.weight" || name == "head.head.bias" || name.ends_with(".bias"))
+    else if (name == "head.head.weight" || name == "head.head.bias" || ends_with(name, ".bias"))
       p.zero_();
     else if (p.dim() == 1)
       p.fill_(1);  // norm weights
@@ -315,12 +317,8 @@ io::Checkpoint open_trained(const fs::path& path, const std::string& config) {
   auto ck = io::Checkpoint::open(path);
   const auto it = ck.metadata().find("config");
   if (it == ck.metadata().end()) fail_file(path, "has no config in its metadata");
-  nlohmann::json had, want = nlohmann::json::parse(config);
-  try {
-    had = nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception&) {
-    fail_file(path, "its config metadata is not JSON");
-  }
+  const auto want = parse_json(config, "the run's config");
+  const auto had = parse_json(it->second, path.string() + " (metadata 'config')");
   for (const auto& [key, value] : want.items())
     if (!had.contains(key) || had[key] != value)
       fail_file(path, "its config has " + key + " = " +
@@ -334,12 +332,7 @@ void write_json(const fs::path& path, const nlohmann::json& j) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream f(path);
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    fail_file(path, std::string("not valid JSON: ") + e.what());
-  }
+  return read_json_file(path);
 }
 
 // The optimizer through a temporary name, like every other file written here.
@@ -660,7 +653,7 @@ void train_vae(const VaeOptions& o) {
     if (!o.decoder_from.empty()) {
       load_into(model.module(), open_trained(o.decoder_from, arch.dump()), o.decoder_from,
                 [](const std::string& key) {
-                  return key.starts_with("decoder.") || key.starts_with("conv2.");
+                  return starts_with(key, "decoder.") || starts_with(key, "conv2.");
                 });
       say(o, "vae: the decoder from " + o.decoder_from.string());
     }
@@ -675,7 +668,7 @@ void train_vae(const VaeOptions& o) {
   model.set_trainable(true);
   if (o.decoder_only)
     for (auto& item : model.module().named_parameters())
-      if (item.key().starts_with("encoder.") || item.key().starts_with("conv1."))
+      if (starts_with(item.key(), "encoder.") || starts_with(item.key(), "conv1."))
         item.value().requires_grad_(false);  // no gradient: AdamW leaves them alone
   torch::optim::AdamW opt(model.module().parameters(),
                           torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.0));
@@ -823,7 +816,8 @@ std::pair<Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o, 
     const auto rf = meta.find("refine");
     if (cached == placement && ck.shapes().at("latents").at(0) == o.dataset &&
         (rf == meta.end() ? std::string("0") : rf->second) == refine) {
-      const auto caps = nlohmann::json::parse(meta.at("captions"));
+      const auto caps = parse_json(meta.at("captions"), path.string() + " (metadata 'captions')",
+                                   {std::size_t{256} << 20, JsonLimits{}.max_depth});
       // A copy (the file is mapped), on the stage's device.
       return {ck.get("latents").to(o.device, torch::kFloat32, false, /*copy=*/true),
               caps.template get<std::vector<std::string>>()};
@@ -1186,7 +1180,10 @@ void train_dit(const DitOptions& o) {
     from_te = open_trained(o.init_from / kTextEncoderFile, tc.to_json());
   }
   fs::create_directories(state);  // after every check: a refused run leaves nothing
-  const auto [latents, captions] = latent_dataset(o, vae);
+  // Not a structured binding: the sampling lambda below captures both.
+  const auto dataset = latent_dataset(o, vae);
+  const auto& latents = dataset.first;
+  const auto& captions = dataset.second;
   say(o,
       "dit: " + std::to_string(latents.size(0)) + " latents " + c10::str(latents.sizes().slice(1)));
 

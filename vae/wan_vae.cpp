@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "io/layout.h"
 #include "layers/linear.h"
 #include "layers/load.h"
@@ -465,7 +466,7 @@ WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
   const auto md = ck.metadata().find("config");
   if (md != ck.metadata().end()) {
     try {
-      const auto j = nlohmann::json::parse(md->second);
+      const auto j = parse_json(md->second, ck.path().string() + " (metadata 'config')");
       c.dim = j.value("dim", c.dim);
       c.z_dim = j.value("z_dim", c.z_dim);
       c.dim_mult = j.value("dim_mult", c.dim_mult);

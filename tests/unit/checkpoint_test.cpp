@@ -57,7 +57,7 @@ TEST(Checkpoint, BadIndexesAreRefusedWithTheReason) {
   write_two_shards(dir);
   const auto index = dir / "bad.safetensors.index.json";
   const std::pair<const char*, const char*> cases[] = {
-      {"{not json", "invalid JSON"},
+      {"{not json", "not valid JSON"},
       {"[]", "not a JSON object"},
       {R"({"metadata": {}})", "no \"weight_map\""},
       {R"({"weight_map": {"a.weight": 3}})", "is not a string"},

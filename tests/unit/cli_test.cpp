@@ -75,7 +75,7 @@ TEST(KinoraCli, InfoRefusesMalformedFilesWithNameAndReason) {
             std::string(8, '\0'));
   const std::pair<const char*, const char*> cases[] = {
       {"truncated.safetensors", "outside the data section"},
-      {"badjson.safetensors", "invalid JSON"},
+      {"badjson.safetensors", "not valid JSON"},
       {"huge.safetensors", "limit"},
       {"dtype.safetensors", "unknown dtype 'Q4'"}};
   for (const auto& [file, reason] : cases) {

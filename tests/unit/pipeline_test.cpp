@@ -226,7 +226,8 @@ TEST(Presets, RoundTripAndValidation) {
       {R"({"loras": [{"strength": 1}]})", "key 'loras[0]'"},
       {R"([1, 2])", "must be a JSON object"}};
   for (const auto& [text, expected] : bad) {
-    const auto msg = error_of([&] { Preset::from_json(nlohmann::json::parse(text), "my.json"); });
+    const auto msg =
+        error_of([&, t = text] { Preset::from_json(nlohmann::json::parse(t), "my.json"); });
     EXPECT_THAT(msg, HasSubstr("my.json")) << text;
     EXPECT_THAT(msg, HasSubstr(expected)) << text;
   }

@@ -138,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         Malformed{"header_past_end", kOne, kF32x2, 4096, "runs past the end of the file"},
         Malformed{"gigabyte_header", kOne, kF32x2, int64_t{3} << 30, "exceeds the 100 MiB limit"},
-        Malformed{"invalid_json", R"({"a":{"dtype":"F32",)", "", -1, "invalid JSON header"},
+        Malformed{"invalid_json", R"({"a":{"dtype":"F32",)", "", -1, "(header): not valid JSON"},
         Malformed{"non_object_json", "[1, 2, 3]", "", -1, "header is not a JSON object"},
         Malformed{"entry_not_object", R"({"a": 5})", "", -1, "entry is not a JSON object"},
         Malformed{"outside_data", R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
