@@ -16,8 +16,8 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsentencepiece-dev
   # media output (FFmpeg 5.1) and the tools the tests decode with
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libpng-dev ffmpeg
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks; clang with its runtime for the sanitizers and libFuzzer
+  libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
 )
 if [[ -z "${KINORA_NO_APP:-}" ]]; then
   packages+=(qt6-base-dev qt6-multimedia-dev qt6-svg-dev libsqlite3-dev
