@@ -1,200 +1,240 @@
 #!/usr/bin/env bash
-# Trains the embedded DiT on a CUDA machine within a fixed wall-clock budget
-# (docs/training.md, recipe step 10 and "The seventh session"). Builds the
-# core (no Qt, no FFmpeg) against that machine's LibTorch, trains
-# `kinora train dit --device cuda` in a run folder that already holds the
-# tokenizer and the VAE, and leaves the trained files in $OUT: the run's EMA
-# weights, state and loss log (as a tar in 15 MiB parts), the last sample
-# sheet and the log. The live weights and the optimizer stay behind: what
-# comes back from the device machine is limited to 64 MiB.
+# Trains the embedded default model on a machine with an NVIDIA GPU, following
+# the recipe in docs/training.md: builds Kinora against the machine's CUDA
+# LibTorch (PyTorch's), then runs the stages, the DiT stages with
+# `kinora train dit --device cuda` and the VAE stages on the CPU (`kinora train
+# vae` has no --device; it uses every core). The finished model lands in
+# OUT/model/.
 #
-#   RUN       run folder with kinora-tiny-spm.model and kinora-tiny-wan-vae.safetensors
-#   BUDGET    seconds from this script's start to the end of training (default 500)
-#   DEVICE    cuda, or cpu for a dry run of the script itself
-#   DATASET, BATCH, LAYERS, DIM, FFN, PATCH   the training's size (defaults below;
-#             PATCH 2 for the VAE that compresses time 4×, 4 for the older 1× one)
-#   HEADS, LOCALITY, MOTION, POOL   attention heads, and how many of them start
-#             as position kernels (--locality-heads, --motion-heads, --pool-heads;
-#             defaults below)
-#   TIME_PATCH  latent frames per token (--time-patch; default 1; 5 holds a
-#             17-frame clip's 5 latent frames, with LOCALITY=0 and MOTION=0). At
-#             most 64 MiB come back: a DiT file over 48 MB (width 512, 4 blocks:
-#             78 MB in float32) returns in bf16, as shipped
-#   GIVEN     share of clips with one latent frame given (--given-frame; default 0)
-#   INIT      a trained model's folder to start from (--init-from; e.g. assets,
-#             whose bf16 files travel with the working tree; its configs must
-#             match DIM, HEADS, LAYERS, FFN, PATCH and TIME_PATCH)
-#   OBJECT_WEIGHT, LR   --object-weight (default 0) and the peak --lr (3e-4)
-#   REFINE, REFINE_LR, REFINE_BATCH   --refine-steps (default 0), --refine-lr
-#             (0.04) and --refine-batch (256): the cached clips' latents fitted
-#             through the frozen decoder before training (paid once, in the
-#             first call, inside the budget; the step count is set after it,
-#             from the speed of training alone). The preflight refines one
-#             batch and, when DATASET clips would take over half the budget,
-#             trains on as many as fit in that half (at least MIN_DATASET,
-#             2048)
-#   PRECISION --precision (default bf16 on cuda, so that a GPU without bf16 units
-#             warns instead of training in float32 unasked; auto on cpu)
-#   BUILT     a kinora binary already built for this machine: no build (for a
-#             dry run of the script here with DEVICE=cpu)
-#   KINORA_GPU_DEPS          prefix from packaging/gpu-deps.sh (default .gpu)
+# Each step is skipped when its result is there, and a stage stopped half-way
+# (Ctrl-C saves first) resumes from its last checkpoint, so running the script
+# again goes on where it stopped.
 #
-# The step count is set from the measured speed: 200 steps first (inside the
-# warm-up, so the learning-rate schedule does not depend on them), then as
-# many as fit in the budget, so the cosine schedule ends when the time does.
-set -uo pipefail
-start=$(date +%s)
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
+# Needs: CMake 3.25+, Ninja, a C++17 compiler, python3 with a CUDA build of
+# PyTorch (its LibTorch is what Kinora links), and nlohmann-json, CLI11 and
+# libsentencepiece (with its trainer) where CMake finds them. An image without
+# those three: run packaging/gpu-deps.sh on a Debian machine that has them
+# (packaging/install-deps.sh) and bring its .gpu/ folder along.
+set -euo pipefail
 
-run=${RUN:-runs/gpu}
-budget=${BUDGET:-500}
-device=${DEVICE:-cuda}
-if [ "$device" = cuda ]; then precision=${PRECISION:-bf16}; else precision=${PRECISION:-auto}; fi
-dataset=${DATASET:-16384}
-batch=${BATCH:-256}
-layers=${LAYERS:-6}
-dim=${DIM:-256}
-ffn=${FFN:-1024}
-patch=${PATCH:-2}
-heads=${HEADS:-4}
-locality=${LOCALITY:-3}
-motion=${MOTION:-0}
-pool=${POOL:-0}
-time_patch=${TIME_PATCH:-1}
-given=${GIVEN:-0}
-init=${INIT:-}
-object_weight=${OBJECT_WEIGHT:-0}
-lr=${LR:-3e-4}
-refine=${REFINE:-0}
-refine_lr=${REFINE_LR:-0.04}
-refine_batch=${REFINE_BATCH:-256}
-min_dataset=${MIN_DATASET:-2048}
-deps=$(realpath "${KINORA_GPU_DEPS:-.gpu}")
-elapsed() { echo $(($(date +%s) - start)); }
+usage() {
+  cat <<'EOF'
+usage: packaging/train-on-gpu.sh [OUT]
 
-# ---------------------------------------------------------------- build
-if [ -n "${BUILT:-}" ]; then
-  K=$BUILT
-else
-  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
-  [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
-  export LD_LIBRARY_PATH=$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-  echo "$(nproc) cores; $(cmake --version | head -1); $(g++ --version | head -1); torch at ${torch_prefix:-none}"
-  configure() {
-    cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      "-DCMAKE_PREFIX_PATH=${torch_prefix:+$torch_prefix;}$deps" \
-      -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF -DKINORA_BUILD_MEDIA=OFF \
-      -DKINORA_BUILD_APP=OFF ${EXTRA_CMAKE_ARGS:-} "$@" >"$OUT/configure.txt" 2>&1
-  }
-  if [ "$device" = cuda ]; then
-    # The project's CUDA mode; without the CUDA language if that fails
-    # (LibTorch's own config still links its CUDA libraries).
-    configure -DKINORA_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 ||
-      { echo "configure with KINORA_CUDA=ON failed; again without"; tail -30 "$OUT/configure.txt";
-        rm -rf build-gpu; configure; }
-  else
-    configure
-  fi || { tail -60 "$OUT/configure.txt"; exit 1; }
-  grep -E "Kinora: LibTorch" "$OUT/configure.txt"
-  cmake --build build-gpu --target kinora -j"$(nproc)" >"$OUT/build.txt" 2>&1 ||
-    { grep -E -A5 "error" "$OUT/build.txt" | head -80; exit 1; }
-  echo "built in $(elapsed) s"
-  K=build-gpu/bin/kinora
-fi
+Trains the embedded default model (docs/training.md) into OUT (default
+runs/gpu; runs/ is ignored by git). The four model files land in OUT/model/.
 
-# ---------------------------------------------------------------- train
-# A few steps of a tiny DiT first (tokenizer, a step on the device, a sample
-# sheet, a checkpoint), so that a fault shows in seconds.
-# With REFINE, the preflight refines one batch of clips as the run will, and
-# times it.
-preflight() {
-  local clips=16
-  [ "$refine" -gt 0 ] && clips=$refine_batch
-  rm -rf /tmp/kinora-preflight && mkdir -p /tmp/kinora-preflight &&
-    cp "$run"/kinora-tiny-spm.model "$run"/kinora-tiny-wan-vae.safetensors /tmp/kinora-preflight/ &&
-    "$K" train dit --device "$device" --precision "$precision" --run /tmp/kinora-preflight --patch "$patch" --dim "$dim" \
-      --time-patch "$time_patch" --given-frame "$given" --heads "$heads" --layers 1 --dataset "$clips" --batch 2 --steps 2 --sample-every 1 \
-      --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool" --log-every 1 \
-      --refine-steps "$refine" --refine-lr "$refine_lr" --refine-batch "$refine_batch" |
-    tee /tmp/kinora-preflight.log
-  [ "${PIPESTATUS[0]}" = 0 ]
+environment:
+  STAGES           what to run, in this order (default "vae dit decoder model"):
+                     vae      the tokenizer and the VAE the DiT learns from (T, V1-V3)
+                     dit      the DiT and umT5, on the GPU (D1-D8; needs vae)
+                     decoder  the VAE's decoder retrained for those latents (V4-V7; needs vae)
+                     model    OUT/model/ from the three, and its semantic scores
+  KINORA           a kinora binary built for this machine: no build
+  BUILD_DIR        where to build (default build-cuda, the cuda preset's folder)
+  KINORA_GPU_DEPS  prefix with nlohmann-json, CLI11 and sentencepiece
+                   (packaging/gpu-deps.sh; default .gpu when it exists)
+  DIT_PRECISION    compute precision of the DiT stages (default bf16, as the
+                   recipe ran; an Ampere or later GPU computes it)
+  VAE_PRECISION    of the first VAE stages on the CPU (default auto: bf16 on a CPU
+                   with bf16 arithmetic, as the recipe ran, else fp32); the
+                   decoder stages run in fp32, as the recipe did
+  PREFLIGHT        0 skips the few-second check of every stage on tiny settings
+
+Then:
+  KINORA_ASSETS=OUT/model kinora generate --prompt "a red circle moving left on a blue background"
+  kinora score --model-dir OUT/model
+or copy the four files of OUT/model/ into assets/ to make them the embedded default.
+EOF
 }
-preflight || exit 1
-echo "preflight passed at $(elapsed) s"
-if [ "$refine" -gt 0 ] && [ -f "$run/refined-dataset-$refine-$refine_lr" ] && [ -f "$run/dit-state/latents.safetensors" ]; then
-  # A call before this one (on the same warm machine) refined the cache: the
-  # same clips again, so that the run reads it instead of refining anew.
-  dataset=$(cat "$run/refined-dataset-$refine-$refine_lr")
-  echo "refinement: the cache of an earlier call, $dataset clips"
-elif [ "$refine" -gt 0 ]; then
-  # "dit: latents refined (N steps at LR) in S s: ..." for one batch; the first
-  # batch pays the device's warm-up, so this overestimates.
-  per_batch=$(sed -n 's/.*latents refined (.*) in \([0-9.]*\) s:.*/\1/p' /tmp/kinora-preflight.log | tail -1)
-  [ -n "$per_batch" ] || { echo "the preflight printed no refinement time"; exit 1; }
-  estimate=$(awk -v s="$per_batch" -v n="$dataset" -v b="$refine_batch" 'BEGIN { printf "%d", s * n / b + 1 }')
-  echo "refinement: $per_batch s for $refine_batch clips; about $estimate s for $dataset"
-  if [ "$estimate" -gt $((budget / 2)) ]; then
-    # Fewer clips (the first ones of the same sequence), in whole batches,
-    # down to MIN_DATASET (2048); below that the run would mostly revisit them.
-    fits=$(awk -v s="$per_batch" -v h=$((budget / 2)) -v b="$refine_batch" 'BEGIN { printf "%d", int(h / s) * b }')
-    if [ "$fits" -lt "$min_dataset" ]; then
-      echo "refining even $min_dataset clips would take over half of the ${budget} s budget: lower REFINE"
-      exit 1
-    fi
-    echo "refining $dataset clips would take over half of the ${budget} s budget: $fits clips instead"
-    dataset=$fits
-  fi
-  echo "$dataset" >"$run/refined-dataset-$refine-$refine_lr"
-fi
-args=(train dit --device "$device" --precision "$precision" --run "$run" --placement anywhere --patch "$patch" --dim "$dim"
-      --time-patch "$time_patch" --given-frame "$given"
-      --heads "$heads" --layers "$layers" --ffn "$ffn" --dataset "$dataset" --window 0 --batch "$batch"
-      --lr "$lr" --warmup 300 --object-weight "$object_weight" --refine-steps "$refine" --refine-lr "$refine_lr"
-      --refine-batch "$refine_batch" --locality-heads "$locality" --motion-heads "$motion" --pool-heads "$pool"
-      --log-every "${LOG_EVERY:-50}" --save-every 1000
-      --sample-every 1000)
-[ -n "$init" ] && args+=(--init-from "$init")
-first=${FIRST:-200}
-"$K" "${args[@]}" --steps "$first" || exit 1
-# Seconds per step from the loss log's last two lines (step, loss, lr, seconds):
-# past the first steps, which pay for the device's warm-up.
-per_step=$(tail -2 "$run/dit-state/loss.csv" |
-  awk -F, 'NR == 1 { s = $1; t = $NF } NR == 2 { print ($NF - t) / ($1 - s) }')
-left=$((budget - $(elapsed) - 15))
-steps=$(awk -v f=$first -v l=$left -v p="$per_step" 'BEGIN { n = int(l / p * 0.92); print f + (n > 0 ? n : 0) }')
-echo "$per_step s/step after $first steps; $left s left: training to step $steps"
-# Stopped with Ctrl-C's signal if it overruns: the stage saves before it stops.
-# --foreground: otherwise timeout signals the command and then its whole process
-# group, and a second SIGINT ends the process at once, before the save.
-timeout --foreground -s INT $((left + 20)) "$K" "${args[@]}" --steps "$steps"
-echo "trained in $(elapsed) s"
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+[ $# -le 1 ] || { usage >&2; exit 2; }
 
-# ---------------------------------------------------------------- results
-files=(dit-state/state.json dit-state/loss.csv)
-[ -f "$run/dit-state/word-gaps.csv" ] && files+=(dit-state/word-gaps.csv)  # what each word does
-[ -f "$run/dit-state/denoise.csv" ] && files+=(dit-state/denoise.csv)  # how much of the object it finds
-[ -f "$run/dit-state/direction-given-frame.csv" ] && files+=(dit-state/direction-given-frame.csv)
-if [ -f "$run/kinora-tiny-wan-dit.safetensors" ] &&
-   [ "$(python3 -c "import json;print(json.load(open('$run/dit-state/state.json'))['step'])" 2>/dev/null)" = "$steps" ]; then
-  dit=kinora-tiny-wan-dit.safetensors te=kinora-tiny-umt5.safetensors
-else  # stopped early: the EMA weights of the last checkpoint
-  dit=dit-state/ema-dit.safetensors te=dit-state/ema-umt5.safetensors
-fi
-# Over 48 MB in float32 (width 512: 78 MB) they come back in bf16, as shipped.
-if [ "$(stat -c %s "$run/$dit")" -gt 48000000 ]; then
-  for f in "$dit" "$te"; do
-    rm -f "$run/bf16-$(basename "$f")"
-    "$K" convert "$run/$f" "$run/bf16-$(basename "$f")" --dtype bf16 || exit 1
-    files+=("bf16-$(basename "$f")")
-  done
+cd "$(dirname "$0")/.."
+R=${1:-runs/gpu}
+mkdir -p "$R"
+R=$(realpath "$R")
+exec > >(tee -a "$R/log.txt") 2>&1
+stages=" ${STAGES:-vae dit decoder model} "
+dit_precision=${DIT_PRECISION:-bf16}
+vae_precision=${VAE_PRECISION:-auto}
+start=$(date +%s)
+say() { echo "== $* ($(($(date +%s) - start)) s)"; }
+wants() { [[ $stages == *" $1 "* ]]; }
+
+# --------------------------------------------------------------------- build
+deps=${KINORA_GPU_DEPS:-.gpu}
+if [ -d "$deps" ]; then
+  deps=$(realpath "$deps")
+  export LD_LIBRARY_PATH=$deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 else
-  files+=("$dit" "$te")
+  deps=
 fi
-tar -C "$run" -cf - "${files[@]}" | split -b 15m - "$OUT/run.tar.part-"
-cp "$(ls -v "$run"/dit-state/samples-*.ppm | tail -1)" "$OUT/"
-rm -f "$OUT/configure.txt" "$OUT/build.txt"  # at most 8 files come back
-ls -la "$OUT"
-echo "done in $(elapsed) s"
+if [ -n "${KINORA:-}" ]; then
+  K=$(realpath "$KINORA")
+else
+  build=${BUILD_DIR:-build-cuda}
+  torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  [ -d /usr/local/cuda/bin ] && export PATH=/usr/local/cuda/bin:$PATH
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  say "building in $build against the LibTorch at $torch_prefix"
+  prefix_path=$torch_prefix${deps:+;$deps}
+  # The cuda preset (KINORA_CUDA=ON) needs nvcc for CMake's CUDA language. A
+  # PyTorch without the CUDA toolkit still trains on the GPU through LibTorch's
+  # own CUDA libraries: then configure with KINORA_CUDA=OFF.
+  if ! cmake --preset cuda -B "$build" "-DCMAKE_PREFIX_PATH=$prefix_path" \
+      -DCMAKE_CUDA_ARCHITECTURES=native -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF; then
+    say "configuring with KINORA_CUDA=ON failed (no nvcc?); again with KINORA_CUDA=OFF"
+    rm -rf "$build/CMakeCache.txt" "$build/CMakeFiles"
+    cmake --preset cuda -B "$build" "-DCMAKE_PREFIX_PATH=$prefix_path" -DKINORA_CUDA=OFF \
+      -DKINORA_BUILD_TESTS=OFF -DKINORA_BUILD_BENCH=OFF
+  fi
+  cmake --build "$build" --target kinora -j "$(nproc)"
+  K=$(realpath "$build/bin/kinora")
+fi
+say "using $K"
+
+# ------------------------------------------------------------------- helpers
+# True when the stage in run folder $1 has reached step $2.
+reached() {
+  local s
+  for s in "$1"/*-state/state.json; do
+    [ -f "$s" ] &&
+      [ "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' "$s")" -ge "$2" ] &&
+      return 0
+  done
+  return 1
+}
+# kinora convert to bf16 and kinora merge, unless the output is there.
+to_bf16() { [ -f "$2" ] || { mkdir -p "$(dirname "$2")" && "$K" convert "$1" "$2" --dtype bf16; }; }
+merge() { # A B C RATIO OUT: A + RATIO·(B − C)
+  [ -f "$5" ] || { mkdir -p "$(dirname "$5")" && "$K" merge "$1" "$2" --subtract "$3" --ratio "$4" -o "$5"; }
+}
+
+# ----------------------------------------------------------------- preflight
+# Every kind of stage for two steps on tiny settings, so that a fault (the GPU,
+# a library) shows in seconds rather than hours in.
+if [ "${PREFLIGHT:-1}" != 0 ]; then
+  p=$(mktemp -d)
+  "$K" train tokenizer --run "$p"
+  "$K" train vae --run "$p" --spatial-compression 4 --time-compression 4 --steps 2 --batch 2 \
+    --frames 5 --crop 32 --warmup 1 --precision "$vae_precision"
+  "$K" train dit --device cuda --precision "$dit_precision" --run "$p" --patch 2 --dim 64 \
+    --ffn 128 --heads 2 --layers 1 --dataset 16 --batch 2 --steps 2 --warmup 1 \
+    --sample-every 1 --log-every 1
+  rm -rf "$p"
+  say "preflight passed"
+fi
+
+# ------------------------------------------------------------ vae: T, V1–V3
+vae_args=(--spatial-compression 4 --time-compression 4 --batch 16 --frames 9 --crop 32 --warmup 20)
+if wants vae; then
+  [ -f "$R/tok/kinora-tiny-spm.model" ] || "$K" train tokenizer --run "$R/tok"
+  reached "$R/vae-image" 800 || "$K" train vae --run "$R/vae-image" --spatial-compression 4 \
+    --time-compression 1 --steps 800 --batch 64 --frames 1 --crop 32 --lr 1e-4 --warmup 50 \
+    --precision "$vae_precision"
+  reached "$R/vae-video" 1500 || "$K" train vae --run "$R/vae-video" "${vae_args[@]}" \
+    --inflate-from "$R/vae-image/kinora-tiny-wan-vae.safetensors" --steps 1500 --lr 1e-4 \
+    --precision "$vae_precision"
+  # V3 goes on from V2's state, the decoder alone.
+  [ -d "$R/vae-dec/vae-state" ] || { mkdir -p "$R/vae-dec" && cp -r "$R/vae-video/vae-state" "$R/vae-dec/"; }
+  reached "$R/vae-dec" 1900 || "$K" train vae --run "$R/vae-dec" "${vae_args[@]}" \
+    --decoder-only --steps 1900 --lr 2e-4 --precision "$vae_precision"
+  to_bf16 "$R/vae-dec/kinora-tiny-wan-vae.safetensors" "$R/vae-bf16.safetensors"
+  say "vae done: $R/vae-dec/kinora-tiny-wan-vae.safetensors (float32), $R/vae-bf16.safetensors"
+fi
+
+# ------------------------------------------------------------ dit: D1–D8
+dit_cpu=(--device cuda --precision "$dit_precision" --placement anywhere --patch 2 --time-patch 5
+  --dim 512 --heads 8 --layers 4 --ffn 2048 --dataset 1536 --window 0 --batch 16 --warmup 200
+  --sample-every 1000 --save-every 1000)
+dit_gpu=(--device cuda --precision "$dit_precision" --placement anywhere --patch 2 --time-patch 5
+  --dim 512 --heads 8 --layers 4 --ffn 2048 --dataset 16384 --window 0 --lr 2e-4 --warmup 300
+  --object-weight 4 --locality-heads 0 --motion-heads 0 --pool-heads 0 --given-frame 0
+  --sample-every 1000 --save-every 1000)
+if wants dit; then
+  # D1–D4: one run folder, four legs (the recipe ran them on a 2-core CPU).
+  d=$R/dit
+  [ -f "$d/kinora-tiny-spm.model" ] || { mkdir -p "$d" && cp "$R/tok/kinora-tiny-spm.model" \
+    "$R/vae-video/kinora-tiny-wan-vae.safetensors" "$d/"; }
+  reached "$d" 10000 || "$K" train dit --run "$d" "${dit_cpu[@]}" --lr 3e-4 --steps 10000
+  reached "$d" 20000 || "$K" train dit --run "$d" "${dit_cpu[@]}" --lr 3e-4 --steps 20000
+  reached "$d" 27000 || "$K" train dit --run "$d" "${dit_cpu[@]}" --lr 2.5e-4 --steps 27000 --shift 8
+  if ! reached "$d" 36000; then
+    cp "$R/vae-dec/kinora-tiny-wan-vae.safetensors" "$d/"  # V3: the same encoder, sharper sheets
+    "$K" train dit --run "$d" "${dit_cpu[@]}" --lr 4e-4 --steps 36000 --shift 3 --object-weight 4
+  fi
+  for f in wan-dit umt5; do to_bf16 "$d/kinora-tiny-$f.safetensors" "$R/dit-bf16/kinora-tiny-$f.safetensors"; done
+
+  # D5: 16384 clips, 256 a step, from D4; keep the files of step 5705 for D6.
+  d=$R/gpu1
+  [ -f "$d/kinora-tiny-spm.model" ] || { mkdir -p "$d" && cp "$R/tok/kinora-tiny-spm.model" \
+    "$R/vae-dec/kinora-tiny-wan-vae.safetensors" "$d/"; }
+  reached "$d" 5705 || "$K" train dit --run "$d" --init-from "$R/dit-bf16" "${dit_gpu[@]}" \
+    --batch 256 --log-every 50 --steps 5705
+  for f in wan-dit umt5; do to_bf16 "$d/kinora-tiny-$f.safetensors" "$R/gpu1-5705/kinora-tiny-$f.safetensors"; done
+  reached "$d" 9000 || "$K" train dit --run "$d" "${dit_gpu[@]}" --batch 256 --log-every 50 --steps 9000
+  for f in wan-dit umt5; do to_bf16 "$d/kinora-tiny-$f.safetensors" "$R/gpu1-9000/kinora-tiny-$f.safetensors"; done
+
+  # D6: step 9000 plus its difference from step 5705.
+  for f in wan-dit umt5; do
+    merge "$R/gpu1-9000/kinora-tiny-$f.safetensors" "$R/gpu1-9000/kinora-tiny-$f.safetensors" \
+      "$R/gpu1-5705/kinora-tiny-$f.safetensors" 1 "$R/extrap/kinora-tiny-$f.safetensors"
+  done
+
+  # D7: 512 clips a step, from D6, with V3's VAE in bf16.
+  d=$R/gpu2
+  [ -f "$d/kinora-tiny-spm.model" ] || { mkdir -p "$d" && cp "$R/tok/kinora-tiny-spm.model" "$d/" &&
+    cp "$R/vae-bf16.safetensors" "$d/kinora-tiny-wan-vae.safetensors"; }
+  reached "$d" 5764 || "$K" train dit --run "$d" --init-from "$R/extrap" "${dit_gpu[@]}" \
+    --batch 512 --log-every 50 --steps 5764
+  reached "$d" 8600 || "$K" train dit --run "$d" "${dit_gpu[@]}" --batch 512 --log-every 500 --steps 8600
+  for f in wan-dit umt5; do to_bf16 "$d/kinora-tiny-$f.safetensors" "$R/gpu2-8600/kinora-tiny-$f.safetensors"; done
+
+  # D8: step 8600 moved on by half its difference from D7's start.
+  for f in wan-dit umt5; do
+    merge "$R/gpu2-8600/kinora-tiny-$f.safetensors" "$R/gpu2-8600/kinora-tiny-$f.safetensors" \
+      "$R/extrap/kinora-tiny-$f.safetensors" 0.5 "$R/dit-final/kinora-tiny-$f.safetensors"
+  done
+  say "dit done: $R/dit-final/ (DiT and umT5, bf16)"
+fi
+
+# -------------------------------------------------------- decoder: V4–V7
+if wants decoder; then
+  v3=$R/vae-bf16.safetensors
+  reached "$R/vae-joint1" 2000 || "$K" train vae --run "$R/vae-joint1" "${vae_args[@]}" \
+    --init-from "$v3" --steps 2000 --lr 1e-4 --save-every 250 --precision fp32
+  reached "$R/vae-splice1" 600 || "$K" train vae --run "$R/vae-splice1" "${vae_args[@]}" \
+    --init-from "$v3" --decoder-from "$R/vae-joint1/kinora-tiny-wan-vae.safetensors" \
+    --decoder-only --steps 600 --lr 1e-4 --save-every 200 --precision fp32
+  reached "$R/vae-joint2" 800 || "$K" train vae --run "$R/vae-joint2" "${vae_args[@]}" \
+    --init-from "$R/vae-splice1/kinora-tiny-wan-vae.safetensors" --steps 800 --lr 1e-4 \
+    --save-every 200 --precision fp32
+  reached "$R/vae-splice2" 600 || "$K" train vae --run "$R/vae-splice2" "${vae_args[@]}" \
+    --init-from "$v3" --decoder-from "$R/vae-joint2/kinora-tiny-wan-vae.safetensors" \
+    --decoder-only --steps 600 --lr 1e-4 --save-every 200 --precision fp32
+  say "decoder done: $R/vae-splice2/kinora-tiny-wan-vae.safetensors (float32)"
+fi
+
+# ---------------------------------------------------------------- model
+if wants model; then
+  m=$R/model
+  mkdir -p "$m"
+  cp "$R/tok/kinora-tiny-spm.model" "$m/"
+  cp "$R/dit-final/kinora-tiny-wan-dit.safetensors" "$R/dit-final/kinora-tiny-umt5.safetensors" "$m/"
+  cp "$R/vae-splice2/kinora-tiny-wan-vae.safetensors" "$m/"
+  ls -l "$m"
+  # `kinora score` needs the pipeline, which a build without FFmpeg lacks.
+  if "$K" score --help >/dev/null 2>&1; then
+    "$K" score --model-dir "$m"
+  else
+    echo "this kinora has no 'score' (built without FFmpeg): score $m on a full build"
+  fi
+  say "model: $m"
+  cat <<EOF
+Use it:
+  KINORA_ASSETS=$m kinora generate --prompt "a red circle moving left on a blue background"
+  kinora score --model-dir $m [--prompt-seed 9000 --noise-seed 500]
+or copy the four files into assets/ to make them the embedded default.
+EOF
+fi
