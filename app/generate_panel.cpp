@@ -18,7 +18,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
-#include "pipeline/embedded.h"
+#include "embedded/model.h"
 #include "schedulers/registry.h"
 
 namespace kinora::app {
@@ -222,9 +222,8 @@ void GeneratePanel::snap() {
   // prints when the prompt is outside it (the render still goes ahead).
   if (model_->currentData().toString().isEmpty()) {
     const QString prompt = prompt_->toPlainText();  // as preset() passes it on
-    const auto note = prompt.trimmed().isEmpty()
-                          ? std::nullopt
-                          : pipeline::embedded_prompt_note(prompt.toStdString());
+    const auto note =
+        prompt.trimmed().isEmpty() ? std::nullopt : embedded::prompt_note(prompt.toStdString());
     hint += note ? " Note: " + QString::fromStdString(*note) + "."
                  : QString(
                        " The embedded model draws \"a COLOUR SHAPE moving DIRECTION on a "

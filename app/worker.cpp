@@ -1,7 +1,8 @@
 #include "app/worker.h"
 
 #include "base/json.h"
-#include "pipeline/wan_pipeline.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
 
 namespace kinora::app {
 
@@ -26,7 +27,7 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
   cancel_ = false;
   Q_EMIT started(id);
   try {
-    if (!pipe_) pipe_ = std::make_unique<pipeline::WanPipeline>();
+    if (!pipe_) pipe_ = std::make_unique<pipeline::Pipeline>();
     const std::string source = "job " + id.toStdString();
     const auto preset =
         pipeline::Preset::from_json(parse_json(preset_json.toStdString(), source), source);
@@ -37,7 +38,7 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
     cb.on_step = [&](const pipeline::StepEvent& e) {
       Q_EMIT progress(id, e.step, e.total, e.seconds_per_step, e.eta_seconds, to_images(e.preview));
     };
-    const auto r = pipe_->render(preset, cb);
+    const auto r = kinora::render::render(*pipe_, preset, cb);
     Q_EMIT finished(id, QString::fromStdString(r.output.string()));
   } catch (const Cancelled&) {
     Q_EMIT cancelled(id);

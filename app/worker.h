@@ -12,7 +12,7 @@
 #include <memory>
 
 namespace kinora::pipeline {
-class WanPipeline;
+class Pipeline;
 }
 
 namespace kinora::app {
@@ -38,7 +38,7 @@ class GenerationWorker : public QObject {
   void cancelled(const QString& id);
 
  private:
-  std::unique_ptr<pipeline::WanPipeline> pipe_;
+  std::unique_ptr<pipeline::Pipeline> pipe_;
   std::atomic<bool> cancel_{false};
 };
 

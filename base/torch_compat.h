@@ -6,9 +6,35 @@
 
 #include <cmath>
 
+#ifdef KINORA_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
+#include <string>
+
 namespace kinora::compat {
 
 inline constexpr bool kHasSdpa = TORCH_VERSION_MAJOR >= 2;
+
+// Built against a CUDA LibTorch (the cuda preset, KINORA_CUDA).
+#ifdef KINORA_CUDA
+inline constexpr bool kCudaBuild = true;
+#else
+inline constexpr bool kCudaBuild = false;
+#endif
+
+// "NVIDIA H100 80GB HBM3, 79.1 GiB" for CUDA device `index`: its name and
+// memory where the CUDA headers are there to ask, else "CUDA device N".
+inline std::string cuda_device_description(int64_t index) {
+#ifdef KINORA_CUDA
+  const auto* p = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(p->totalGlobalMem) / (1 << 30));
+  return std::string(p->name) + ", " + mem;
+#else
+  return "CUDA device " + std::to_string(index);
+#endif
+}
 
 // softmax(q·kᵀ/√d)·v over the last two dims; q [..., Lq, d], k/v [..., Lk, d].
 // LibTorch 2.x has a fused kernel (flash / memory-efficient on CUDA); 1.13 gets

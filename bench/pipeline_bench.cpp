@@ -16,9 +16,10 @@
 #include "base/runtime.h"
 #include "bench/bench_util.h"
 #include "diffusion/wan_dit.h"
+#include "embedded/model.h"
 #include "io/safetensors.h"
-#include "pipeline/embedded.h"
-#include "pipeline/wan_pipeline.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
 #include "text/t5.h"
 #include "vae/wan_vae.h"
 
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
   fs::create_directories(scratch);
   // The embedded default model, as `kinora generate --prompt TEXT` runs it: its
   // own defaults (size, frames, steps, sampler, guidance); cold includes loading.
-  if (const auto dir = pipeline::embedded_model_dir()) {
+  if (const auto dir = embedded::model_dir()) {
     std::cout << "embedded model (" << dir->string() << "), its defaults\n\n"
               << "| run | compute | steps | total (wall) | load + text | sampling | VAE decode | "
                  "encode (MP4) |\n"
@@ -74,10 +75,10 @@ int main(int argc, char** argv) {
       e.seed = 1;
       e.precision = prec;
       e.output = (fs::path(scratch) / "embedded.mp4").string();
-      pipeline::WanPipeline pipe;
+      pipeline::Pipeline pipe;
       for (const char* run : {"cold", "warm"}) {
         const auto t0 = std::chrono::steady_clock::now();
-        const auto r = pipe.render(e);
+        const auto r = render::render(pipe, e);
         const double wall =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double other = wall - r.timings.sampling_s - r.timings.decode_s - r.timings.encode_s;
@@ -110,11 +111,11 @@ int main(int argc, char** argv) {
   p.width = 256, p.height = 256, p.frames = 17;
   for (const char* prec : {"fp32", "bf16"}) {
     p.precision = prec;
-    pipeline::WanPipeline pipe;
-    pipe.render(p);  // warm
+    pipeline::Pipeline pipe;
+    render::render(pipe, p);  // warm
     fs::remove(p.output);
     bench::reset_peak_rss();
-    const auto r = pipe.render(p);
+    const auto r = render::render(pipe, p);
     report("fixture chain, 256×256×17", r, bench::peak_rss_mib());
     fs::remove(p.output);
   }
@@ -145,9 +146,9 @@ int main(int argc, char** argv) {
   }
   p.model = dit.string(), p.vae = vae.string(), p.text_encoder = te.string();
   p.precision = "bf16";
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   bench::reset_peak_rss();
-  const auto r = pipe.render(p);
+  const auto r = render::render(pipe, p);
   report("Wan 1.3B + Wan 2.1 VAE real shapes (random weights), umT5 4096×2 layers, 256×256×17", r,
          bench::peak_rss_mib());
   return 0;

@@ -9,10 +9,8 @@
 #include "cli/convert.h"
 #include "cli/info.h"
 #include "cli/merge.h"
-#include "cli/train_command.h"
-#ifdef KINORA_HAVE_PIPELINE
 #include "cli/render_commands.h"
-#endif
+#include "cli/train_command.h"
 #include "schedulers/registry.h"
 
 namespace {
@@ -105,17 +103,13 @@ int main(int argc, char** argv) {
   auto* samplers =
       app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
 
-#ifdef KINORA_HAVE_PIPELINE
   const auto run_render = kinora::cli::add_render_commands(app);
-#endif
   const auto run_train = kinora::cli::add_train_command(app);
   if (!check_subcommand(app, argc, argv)) return 2;
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
   if (const int rc = run_train(); rc >= 0) return rc;
-#ifdef KINORA_HAVE_PIPELINE
   if (const int rc = run_render(); rc >= 0) return rc;
-#endif
 
   int status = 0;
   try {

@@ -7,13 +7,14 @@
 #include <map>
 #include <sstream>
 
+#include "base/device.h"
 #include "base/json.h"
 #include "base/signals.h"
+#include "embedded/model.h"
 #include "media/output.h"
-#include "pipeline/embedded.h"
-#include "pipeline/semantic.h"
-#include "pipeline/wan_pipeline.h"
-#include "training/train.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
+#include "render/semantic.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -49,19 +50,34 @@ pipeline::RunCallbacks terminal_callbacks() {
       std::cerr << line << std::flush;
     }
   };
+  cb.on_progress = [tty](const pipeline::Progress& p) {
+    if (p.stage == "load") {
+      std::cerr << "kinora: loading " << p.what << "\n";
+      return;
+    }
+    if (p.stage != "decode") return;
+    if (tty) {
+      std::cerr << "\rdecoding: frame " << p.done << "/" << p.total << "   "
+                << (p.done == p.total ? "\n" : "") << std::flush;
+    } else if (p.done == p.total) {
+      std::cerr << "decoded " << p.total << " frames\n" << std::flush;
+    }
+  };
   return cb;
 }
 
-int render_one(pipeline::WanPipeline& pipe, const Preset& p, bool overwrite) {
+int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite) {
   if (p.uses_embedded_model())
-    if (const auto note = pipeline::embedded_prompt_note(p.prompt))
+    if (const auto note = embedded::prompt_note(p.prompt))
       std::cerr << "kinora: note: " << *note << "\n";
-  const auto r = pipe.render(p, terminal_callbacks(), overwrite);
+  const auto r = render::render(pipe, p, terminal_callbacks(), overwrite);
   std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
             << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
-            << "; text " << clock_string(r.timings.text_s) << ", sampling "
-            << clock_string(r.timings.sampling_s) << ", decode " << clock_string(r.timings.decode_s)
-            << ", encode " << clock_string(r.timings.encode_s) << ")\n";
+            << ", " << r.preset.device << ", " << r.preset.precision << "; load "
+            << clock_string(r.timings.load_s) << ", text " << clock_string(r.timings.text_s)
+            << ", sampling " << clock_string(r.timings.sampling_s) << ", decode "
+            << clock_string(r.timings.decode_s) << ", encode " << clock_string(r.timings.encode_s)
+            << ")\n";
   std::cout << r.output.string() << "\n";
   return 0;
 }
@@ -99,12 +115,18 @@ std::string fresh_output(const fs::path& folder, const Preset& preset) {
   return p.string();
 }
 
-// What render and batch share: where outputs go and where models are found.
+const char* const kDeviceHelp =
+    "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "
+    "so a seed gives the same video on every device";
+
+// What render and batch share: where outputs go, where models are found, and
+// where they compute.
 struct Placement {
-  std::string output_dir, models_dir;
+  std::string output_dir, models_dir, device;
   bool overwrite = false;
 
   void apply(Preset& p, const std::string& source) const {
+    if (!device.empty()) p.device = device;
     if (p.models_dir.empty() && !models_dir.empty())
       p.models_dir = fs::absolute(models_dir).string();
     if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
@@ -218,9 +240,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name");
   // Defaults: Wan 2.1's, or the embedded model's when no model is given.
   const Preset tiny = Preset::embedded_defaults();
-  auto dflt = [](auto wan, auto embedded) {
+  auto dflt = [](auto wan, auto embedded_value) {
     std::ostringstream s;
-    s << wan << "; embedded model: " << embedded;
+    s << wan << "; embedded model: " << embedded_value;
     return s.str();
   };
   // Each option, and how to give its field (in *opts) the embedded model's value.
@@ -243,6 +265,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
       "or bf16",
       tiny.precision);
+  gen->add_option("--device", opts->device, kDeviceHelp)->capture_default_str();
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png), or a new or empty folder with --format "
                   "png-seq (default: kinora-SEED.mp4)");
@@ -261,6 +284,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
     cmd->add_option("--models-dir", placement->models_dir,
                     "find models named by presets without models_dir in this ComfyUI models "
                     "folder");
+    cmd->add_option("--device", placement->device,
+                    std::string(kDeviceHelp) + " (default: each preset's device key)");
     if (overwrite)
       cmd->add_flag("--overwrite", placement->overwrite, "replace an existing output file");
   };
@@ -297,7 +322,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
   add_placement(bat, false);
 
-  auto judge = std::make_shared<pipeline::SemanticRun>();
+  auto judge = std::make_shared<render::SemanticRun>();
   auto judge_dir = std::make_shared<std::string>();
   auto judge_keep = std::make_shared<std::string>();
   auto sc = app.add_subcommand(
@@ -333,10 +358,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
         auto run = *judge;
         if (!judge_dir->empty()) {
           const fs::path d = *judge_dir;
-          run.preset.model = (d / training::kDitFile).string();
-          run.preset.vae = (d / training::kVaeFile).string();
-          run.preset.text_encoder = (d / training::kTextEncoderFile).string();
-          run.preset.tokenizer = (d / training::kTokenizerFile).string();
+          run.preset.model = (d / embedded::kDitFile).string();
+          run.preset.vae = (d / embedded::kVaeFile).string();
+          run.preset.text_encoder = (d / embedded::kTextEncoderFile).string();
+          run.preset.tokenizer = (d / embedded::kTokenizerFile).string();
         }
         run.preset = Preset::from_json(run.preset.to_json(), "command line");
         const bool keep = !judge_keep->empty();
@@ -353,8 +378,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
         } cleanup{keep ? fs::path() : run.folder};
         run.cancel = &cancel_requested();
         run.on_line = [](const std::string& line) { std::cout << line << std::endl; };
-        pipeline::WanPipeline pipe;
-        const auto r = pipeline::score_semantics(pipe, run);
+        pipeline::Pipeline pipe;
+        const auto r = render::score_semantics(pipe, run);
         std::cout << r.trained.line("trained") << "\n" << r.held_out.line("held-out") << "\n";
         return 0;
       });
@@ -370,7 +395,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
                                                       : pipeline::parse_seed(*seed, "--seed"));
         if (p.output.empty()) p.output = fresh_output(".", p);
         p = Preset::from_json(p.to_json(), "command line");  // one validation for every entry point
-        pipeline::WanPipeline pipe;
+        pipeline::Pipeline pipe;
         return render_one(pipe, p, *gen_overwrite);
       });
     }
@@ -385,7 +410,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
               placement->output_dir.empty() ? fs::current_path() : fs::path(placement->output_dir),
               p);
         }
-        pipeline::WanPipeline pipe;
+        pipeline::Pipeline pipe;
         return render_one(pipe, p, placement->overwrite);
       });
     }
@@ -418,7 +443,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
                   << "/" << count << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
                   << "\n";
         int failed = 0, skipped = 0, done = 0;
-        pipeline::WanPipeline pipe;  // models stay loaded across the batch
+        pipeline::Pipeline pipe;  // models stay loaded across the batch
         for (std::size_t k = 0; k < entries.size(); ++k) {
           if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
           const auto& [source, preset, error] = entries[k];

@@ -243,7 +243,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       auto print = [](const std::string& s) { std::cout << s << std::endl; };
       if (*tok) {
         training::train_tokenizer(a->run_dir, a->vocab);
-        std::cout << "wrote " << a->run_dir << "/" << training::kTokenizerFile << "\n";
+        std::cout << "wrote " << a->run_dir << "/" << embedded::kTokenizerFile << "\n";
         return 0;
       }
       if (*probe) {

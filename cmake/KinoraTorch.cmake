@@ -2,6 +2,7 @@
 # CMAKE_PREFIX_PATH points to one and KINORA_CUDA is ON.
 if(KINORA_CUDA)
   enable_language(CUDA)
+  add_compile_definitions(KINORA_CUDA=1)
 endif()
 find_package(Torch REQUIRED)
 message(STATUS "Kinora: LibTorch ${Torch_VERSION} (CUDA ${KINORA_CUDA})")

@@ -426,7 +426,9 @@ std::string wan22_expert_role(const std::filesystem::path& path) {
 
 // ---------------------------------------------------------------- public
 
-WanModel::WanModel(const WanConfig& config) : impl_(std::make_shared<WanModelImpl>(config)) {}
+WanModel::WanModel(const WanConfig& config) : impl_(std::make_shared<WanModelImpl>(config)) {
+  adopt(impl_);
+}
 WanModel::~WanModel() = default;
 WanModel::WanModel(WanModel&&) noexcept = default;
 WanModel& WanModel::operator=(WanModel&&) noexcept = default;
@@ -440,7 +442,7 @@ WanModel WanModel::load(const std::filesystem::path& path, layers::Precision pre
                                        ? wan_diffusers_to_original
                                        : std::function<std::string(const std::string&)>()),
       "Wan DiT");
-  model.weights_ = std::move(ck);
+  model.adopt(model.impl_, std::move(ck));
   model.set_precision(precision);
   return model;
 }
@@ -448,27 +450,25 @@ WanModel WanModel::load(const std::filesystem::path& path, layers::Precision pre
 const WanConfig& WanModel::config() const {
   return impl_->config;
 }
-void WanModel::set_precision(layers::Precision p) {
-  layers::set_precision(*impl_, p);
-}
-layers::Precision WanModel::precision() const {
-  return lin(impl_->text_embedding, 0).precision;
-}
-void WanModel::to(torch::Device device) {
-  impl_->to(device);
-}
-torch::nn::Module& WanModel::module() {
-  return *impl_;
-}
-void WanModel::set_trainable(bool trainable) {
-  trainable_ = trainable;
-  layers::set_trainable(*impl_, trainable);
-}
 
 torch::Tensor WanModel::forward(const torch::Tensor& x, const torch::Tensor& t,
                                 const torch::Tensor& context, const torch::Tensor& clip) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->forward(x, t, context, clip);
+}
+
+torch::Tensor WanModel::denoise(const torch::Tensor& x, const torch::Tensor& t,
+                                const layers::Conditioning& c) {
+  return forward(x, t, c.context);
+}
+int64_t WanModel::latent_channels() const {
+  return impl_->config.out_dim;  // what is sampled (in_dim adds the image condition's)
+}
+std::array<int64_t, 3> WanModel::latent_patch() const {
+  return {impl_->config.patch_t, impl_->config.patch_h, impl_->config.patch_w};
+}
+int64_t WanModel::context_dim() const {
+  return impl_->config.text_dim;
 }
 
 }  // namespace kinora::diffusion

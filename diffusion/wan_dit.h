@@ -1,14 +1,15 @@
 #pragma once
 // The Wan 2.1 / 2.2 video DiT (WanModel), with its modules registered under
-// the original checkpoint's names. Reference: Wan2.1 wan/modules/model.py;
-// spec/wan.md §1.
+// the original checkpoint's names. Reference: Wan2.1 wan/modules/model.py.
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <memory>
 #include <string>
 
+#include "diffusion/denoiser.h"
 #include "io/checkpoint.h"
+#include "layers/model.h"
 #include "layers/precision.h"
 
 namespace kinora::diffusion {
@@ -42,10 +43,10 @@ struct WanConfig {
 
 class WanModelImpl;
 
-class WanModel {
+class WanModel : public layers::Model, public Denoiser {
  public:
   explicit WanModel(const WanConfig& config);
-  ~WanModel();
+  ~WanModel() override;
   WanModel(WanModel&&) noexcept;
   WanModel& operator=(WanModel&&) noexcept;
 
@@ -54,13 +55,15 @@ class WanModel {
                        layers::Precision precision = layers::Precision::F32);
 
   const WanConfig& config() const;
-  void set_precision(layers::Precision p);
-  layers::Precision precision() const;
-  void to(torch::Device device);
-  torch::nn::Module& module();
-  // Training: parameters record gradients and forward() builds a graph
-  // (inference runs without one, the default).
-  void set_trainable(bool trainable);
+
+  // As a Denoiser: the flow velocity, from the conditioning's context.
+  Prediction prediction() const override { return Prediction::FlowVelocity; }
+  torch::Tensor denoise(const torch::Tensor& x, const torch::Tensor& t,
+                        const layers::Conditioning& c) override;
+  int64_t latent_channels() const override;
+  std::array<int64_t, 3> latent_patch() const override;
+  int64_t context_dim() const override;
+  void to(torch::Device device) override { layers::Model::to(device); }
 
   // The flow prediction.
   //   x       [B, in_dim, F, H, W] latent (with the i2v condition already concatenated)
@@ -74,8 +77,6 @@ class WanModel {
 
  private:
   std::shared_ptr<WanModelImpl> impl_;
-  std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
-  bool trainable_ = false;
 };
 
 // Wan 2.2 A14B ships two experts with identical shapes; the file's place tells

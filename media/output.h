@@ -12,31 +12,9 @@
 #include <filesystem>
 #include <string>
 
+#include "media/format.h"
+
 namespace kinora::media {
-
-enum class Format {
-  Mp4H264,      // H.264 in MP4, yuv420p, CRF
-  Mp4H265,      // H.265 in MP4 (hvc1), yuv420p, CRF
-  WebmVp9,      // VP9 in WebM, yuv420p, CRF
-  MovProres,    // ProRes 422 HQ in MOV, yuv422p10le
-  PngSequence,  // a folder of lossless PNG frames
-  Png,          // a single PNG (the first frame)
-};
-
-// "mp4" | "h264" | "mp4-h265" | "h265" | "webm" | "vp9" | "mov" | "prores" | "png-seq" | "png"
-Format parse_format(const std::string& name);
-const char* format_name(Format f);
-const char* format_extension(Format f);  // ".mp4", ".webm", ".mov", "" (folder), ".png"
-// The formats and extensions, for messages: "mp4 (.mp4), mp4-h265 (.mp4), …".
-std::string format_list();
-
-// The format an output asks for: `format` when given ("" for none), which must
-// agree with the name's extension, else the one the extension names. Refused,
-// with a message naming `path`: a name without an extension (unless png-seq),
-// a name that ends in '/', a format that contradicts the extension
-// (webm into "x.mp4"), and more than one frame into a single image. Touches no
-// file.
-Format output_format(const std::filesystem::path& path, const std::string& format, int64_t frames);
 
 // Where a render goes, checked before it starts (prepare_output).
 struct OutputTarget {
@@ -44,15 +22,15 @@ struct OutputTarget {
   Format format = Format::Mp4H264;
   bool overwrite = false;
   // The parameters file beside a single-file output, "<path>.json" (fox.mp4 →
-  // fox.mp4.json); none for a PNG sequence, whose folder holds kinora.json.
+  // fox.mp4.json); none for a frame sequence, whose folder holds kinora.json.
   std::filesystem::path sidecar() const;
 };
 
 // Everything about the destination that can fail, checked before anything is
 // rendered: output_format(); the folder exists and is writable; a file output
 // is not a folder, and an existing file is replaced only with `overwrite` (never
-// a read-only one); a PNG sequence goes into a new folder or an empty one (with
-// `overwrite`, also one that holds only a Kinora PNG sequence); the sidecar
+// a read-only one); a frame sequence goes into a new folder or an empty one
+// (with `overwrite`, also one that holds only a Kinora sequence); the sidecar
 // would replace nothing but an earlier Kinora sidecar. Also removes the
 // temporaries that dead processes of this host left in that folder. Throws
 // kinora::Error naming the path; changes nothing else.
@@ -76,7 +54,7 @@ void write_output(const OutputTarget& target, const torch::Tensor& frames,
                   const WriteOptions& options, const std::atomic<bool>* cancel = nullptr);
 
 // The Kinora parameters embedded in an output (the MP4/WebM/MOV "kinora" or
-// "comment" tag, the PNG "kinora" text chunk, a PNG sequence folder's
+// "comment" tag, the PNG "kinora" text chunk, a frame sequence folder's
 // kinora.json, or a sidecar .json): a JSON object with "preset". Throws
 // kinora::Error naming the file when there are none ("holds no Kinora
 // parameters"), or when they are malformed.

@@ -5,11 +5,13 @@
 #include <random>
 #include <set>
 
+#include "base/device.h"
 #include "base/error.h"
 #include "base/json.h"
+#include "embedded/model.h"
 #include "media/output.h"
+#include "pipeline/family.h"
 #include "schedulers/registry.h"
-#include "training/train.h"
 
 namespace kinora::pipeline {
 using nlohmann::json;
@@ -37,6 +39,8 @@ json Preset::to_json() const {
           {"shift", shift},
           {"guidance", guidance},
           {"precision", precision},
+          {"device", device},
+          {"family", family},
           {"models_dir", models_dir},
           {"model", model},
           {"model2", model2},
@@ -105,31 +109,64 @@ const std::string kSeedRule =
 
 bool Preset::uses_embedded_model() const {
   return model.empty() && model2.empty() && vae.empty() && text_encoder.empty() &&
-         tokenizer.empty() && models_dir.empty();
+         tokenizer.empty() && models_dir.empty() && (family.empty() || family == "wan");
 }
 
 Preset Preset::embedded_defaults() {
+  const auto& d = embedded::kDefaults;
   Preset p;
-  p.width = 64, p.height = 64, p.frames = 17, p.fps = 16;
-  p.steps = training::kEmbeddedSteps, p.sampler = "flow_unipc", p.shift = 3.0;
-  p.guidance = training::kEmbeddedGuidance;
-  p.precision = "fp32";
+  p.width = d.width, p.height = d.height, p.frames = d.frames, p.fps = d.fps;
+  p.steps = d.steps, p.sampler = d.sampler, p.shift = d.shift, p.guidance = d.guidance;
+  p.precision = d.precision;
   return p;
 }
 
 Preset Preset::from_json(const json& j, const std::string& src) {
   if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
-  static const std::set<std::string> known = {
-      "schema_version", "prompt",     "negative_prompt", "seed",    "width", "height",
-      "frames",         "fps",        "steps",           "sampler", "shift", "guidance",
-      "precision",      "models_dir", "model",           "model2",  "vae",   "text_encoder",
-      "tokenizer",      "loras",      "output",          "format",  "crf"};
+  static const std::set<std::string> known = {"schema_version",
+                                              "prompt",
+                                              "negative_prompt",
+                                              "seed",
+                                              "width",
+                                              "height",
+                                              "frames",
+                                              "fps",
+                                              "steps",
+                                              "sampler",
+                                              "shift",
+                                              "guidance",
+                                              "precision",
+                                              "device",
+                                              "family",
+                                              "models_dir",
+                                              "model",
+                                              "model2",
+                                              "vae",
+                                              "text_encoder",
+                                              "tokenizer",
+                                              "loras",
+                                              "output",
+                                              "format",
+                                              "crf"};
   for (const auto& item : j.items())
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
+  // No model keys (and no other family): the embedded model.
   bool embedded = true;
   for (const char* k : {"model", "model2", "vae", "text_encoder", "tokenizer", "models_dir"})
     if (j.contains(k) && !(j[k].is_string() && j[k].get<std::string>().empty())) embedded = false;
+  if (const auto f = j.find("family");
+      f != j.end() && !(f->is_string() && (f->get<std::string>().empty() || *f == "wan")))
+    embedded = false;
+  // Defaults: the embedded model's, the named family's, or Wan's.
   Preset p = embedded ? embedded_defaults() : Preset();
+  if (const auto f = j.find("family");
+      !embedded && f != j.end() && f->is_string() && !f->get<std::string>().empty()) {
+    try {
+      p = family_named(f->get<std::string>()).defaults();
+    } catch (const Error& e) {
+      bad(src, "family", std::string("names ") + e.what());
+    }
+  }
   int schema = kPresetSchema;
   read_int(j, "schema_version", schema, 1, kPresetSchema, src);
   read_string(j, "prompt", p.prompt, src);
@@ -147,6 +184,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   read_number(j, "shift", p.shift, 0.01, 100.0, src);
   read_number(j, "guidance", p.guidance, 0.0, 30.0, src);
   read_string(j, "precision", p.precision, src);
+  read_string(j, "device", p.device, src);
+  read_string(j, "family", p.family, src);
   read_string(j, "models_dir", p.models_dir, src);
   read_string(j, "model", p.model, src);
   read_string(j, "model2", p.model2, src);
@@ -161,6 +200,9 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   } catch (const Error& e) {
     bad(src, "sampler", std::string("names ") + e.what());
   }
+  if (!is_device_name(p.device))
+    bad(src, "device",
+        "must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got \"" + p.device + "\"");
   if (p.precision != "auto" && p.precision != "fp32" && p.precision != "bf16")
     bad(src, "precision", "must be \"auto\", \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
   if (!p.format.empty()) {

@@ -43,6 +43,10 @@ struct Preset {
   double shift = 5.0;
   double guidance = 5.0;
   std::string precision = "auto";  // "auto" (bf16 where the device computes it) | "fp32" | "bf16"
+  std::string device = "auto";     // "auto" (the first CUDA device, else the CPU) | "cpu" |
+                                   // "cuda" | "cuda:N"
+  // The model family ("wan"); "" when the model file says (pipeline/family.h).
+  std::string family;
   // Models: file paths, or names under models_dir (ComfyUI's folder layout).
   std::string models_dir;
   std::string model;   // the DiT (the high-noise expert of a Wan 2.2 A14B pair)
@@ -59,8 +63,9 @@ struct Preset {
   // (the current folder) for one from the command line.
   std::filesystem::path base_dir;
 
-  // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir):
-  // the embedded default model (assets/), which needs no download.
+  // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir)
+  // and no family but Wan's: the embedded default model (assets/), which needs
+  // no download.
   bool uses_embedded_model() const;
   // The embedded model's own defaults (the size and sampling it was trained
   // and tuned for, docs/training.md), which a preset without model keys starts from.
@@ -93,7 +98,7 @@ struct Preset {
   void set(const std::string& assignment, const std::string& source = "--set");
 };
 
-// Wan's default negative prompt (spec/wan.md §3), used when none is given.
+// Wan's default negative prompt (the reference's shared_config.py), used when none is given.
 extern const char* const kWanDefaultNegativePrompt;
 
 }  // namespace kinora::pipeline

@@ -7,8 +7,9 @@ namespace kinora::pipeline {
 
 // The Wan 2.1 VAE's map, applied to the un-normalised latent (z·std + mean);
 // [16, 3] and [3]. The values are the least-squares fit published with
-// ComfyUI's Wan21 latent format, made against Wan2.1_VAE; fit_latent_preview()
-// refits them for another VAE (the embedded model's).
+// ComfyUI's Wan21 latent format, made against Wan2.1_VAE. For another VAE of
+// the same latent width (the embedded model's) the colours are only roughly
+// right: a preview, not a decode.
 torch::Tensor wan21_preview_factors();
 torch::Tensor wan21_preview_bias();
 

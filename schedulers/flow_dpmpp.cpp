@@ -1,6 +1,6 @@
 // Wan's flow-matching DPM-Solver++ 2M (midpoint), x0-prediction, first and last
 // steps of order 1, final σ = 0. Reference: Wan2.1 wan/utils/fm_solvers.py with
-// the sigmas of get_sampling_sigmas(); spec/wan.md §4.5.
+// the sigmas of get_sampling_sigmas().
 #include "schedulers/flow_math.h"
 #include "schedulers/sigma_schedules.h"
 #include "schedulers/solvers.h"

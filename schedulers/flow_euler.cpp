@@ -2,7 +2,7 @@
 // Schedule: σ_i = 1 − i/N (i < N), then 0, shifted either statically (Wan's
 // shift) or exponentially with μ (FLUX's resolution-dependent shift; no shift
 // for schnell). Reference: BFL flux/sampling.py get_schedule() and denoise(),
-// computed in float32 as there; spec/flux.md §5.
+// computed in float32 as there.
 #include <cmath>
 
 #include "schedulers/sigma_schedules.h"

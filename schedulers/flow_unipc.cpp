@@ -1,7 +1,7 @@
 // Wan's flow-matching UniPC (the Wan 2.1/2.2 default sampler): multistep
 // predictor (UniP) and corrector (UniC), order 2, B(h) = expm1(−h) ("bh2"),
 // x0-prediction, lower order on the first and last steps, final σ = 0.
-// Reference: Wan2.1 wan/utils/fm_solvers_unipc.py; spec/wan.md §4.3–4.4.
+// Reference: Wan2.1 wan/utils/fm_solvers_unipc.py.
 #include "schedulers/flow_math.h"
 #include "schedulers/sigma_schedules.h"
 #include "schedulers/solvers.h"

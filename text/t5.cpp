@@ -248,7 +248,9 @@ T5Config T5Config::from_checkpoint(const io::Checkpoint& ck) {
 
 // ---------------------------------------------------------------- public
 
-T5Encoder::T5Encoder(const T5Config& config) : impl_(std::make_shared<T5EncoderImpl>(config)) {}
+T5Encoder::T5Encoder(const T5Config& config) : impl_(std::make_shared<T5EncoderImpl>(config)) {
+  adopt(impl_);
+}
 T5Encoder::~T5Encoder() = default;
 T5Encoder::T5Encoder(T5Encoder&&) noexcept = default;
 T5Encoder& T5Encoder::operator=(T5Encoder&&) noexcept = default;
@@ -268,7 +270,7 @@ T5Encoder T5Encoder::load(const std::filesystem::path& path, layers::Precision p
     };
   layers::load_parameters(*enc.impl_, *ck, layers::prefixed(det.prefix, hf),
                           det.family == io::Family::UMT5 ? "umT5 encoder" : "T5 encoder");
-  enc.weights_ = std::move(ck);
+  enc.adopt(enc.impl_, std::move(ck));
   enc.set_precision(precision);
   return enc;
 }
@@ -276,25 +278,17 @@ T5Encoder T5Encoder::load(const std::filesystem::path& path, layers::Precision p
 const T5Config& T5Encoder::config() const {
   return impl_->config;
 }
-void T5Encoder::set_precision(layers::Precision p) {
+void T5Encoder::on_precision(layers::Precision) {
   // The encoder computes in float32 in every mode (weights stay in their stored
   // dtype and are widened per layer). T5's attention is unscaled, so its logits
   // are large: bf16 projections move the cases' output by 2–10%, past the bf16
   // bound of 2e-2, while the encoder runs once per prompt and costs little next
-  // to the DiT's steps. `p` is accepted so that callers treat all models alike.
-  (void)p;
+  // to the DiT's steps.
   layers::set_precision(*impl_, layers::Precision::F32);
-}
-torch::nn::Module& T5Encoder::module() {
-  return *impl_;
-}
-void T5Encoder::set_trainable(bool trainable) {
-  trainable_ = trainable;
-  layers::set_trainable(*impl_, trainable);
 }
 
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids, const torch::Tensor& mask) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->forward(ids, mask);
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // T5 v1.1 and umT5 encoders (encoder only): Wan's text encoder (umT5-XXL,
 // a relative-bias table per layer) and FLUX's (T5-XXL v1.1, one shared table).
-// Reference: Wan2.1 wan/modules/t5.py; spec/wan.md §3.
+// Reference: Wan2.1 wan/modules/t5.py.
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -9,6 +9,7 @@
 
 #include "io/checkpoint.h"
 #include "layers/linear.h"
+#include "layers/model.h"
 
 namespace kinora::text {
 
@@ -33,10 +34,10 @@ struct T5Config {
 
 class T5EncoderImpl;
 
-class T5Encoder {
+class T5Encoder : public layers::Model {
  public:
   explicit T5Encoder(const T5Config& config);
-  ~T5Encoder();
+  ~T5Encoder() override;
   T5Encoder(T5Encoder&&) noexcept;
   T5Encoder& operator=(T5Encoder&&) noexcept;
 
@@ -45,17 +46,12 @@ class T5Encoder {
                         layers::Precision precision = layers::Precision::F32);
 
   const T5Config& config() const;
-  void set_precision(layers::Precision p);
   // ids [B, L] int64, mask [B, L] (1 = real token) → hidden [B, L, dim] float32.
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask);
-  torch::nn::Module& module();
-  // Training: parameters record gradients and forward() builds a graph.
-  void set_trainable(bool trainable);
 
  private:
+  void on_precision(layers::Precision p) override;
   std::shared_ptr<T5EncoderImpl> impl_;
-  std::shared_ptr<io::Checkpoint> weights_;  // keeps the mapping alive
-  bool trainable_ = false;
 };
 
 }  // namespace kinora::text

@@ -1,7 +1,7 @@
 #pragma once
 // The T5 / umT5 tokenizer: a SentencePiece model (the user's spiece.model),
 // Wan's prompt cleaning, </s> appended, padded to a fixed length with a mask.
-// Reference: Wan2.1 wan/modules/tokenizers.py (HF AutoTokenizer); spec/wan.md §3.
+// Reference: Wan2.1 wan/modules/tokenizers.py (HF AutoTokenizer).
 #include <torch/torch.h>
 
 #include <filesystem>

@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "diffusion/wan_dit.h"
+#include "pipeline/pipeline.h"
 #include "schedulers/sigma_schedules.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
@@ -157,8 +158,9 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
     say(line);
   }
   for (bool swap : {false, true}) {
-    const auto cond = encode_captions(te, tok, swap ? swapped : own, text_len, torch::kCPU);
-    const auto both = torch::cat({cond, uncond});
+    const layers::Conditioning cond{
+        encode_captions(te, tok, swap ? swapped : own, text_len, torch::kCPU)};
+    const layers::Conditioning unconditional{uncond};
     for (double s0 : o.redraw_sigmas) {
       torch::manual_seed(static_cast<int64_t>(o.seed) + 2);  // the same noise for every σ₀
       auto x = (1 - s0) * x0 + s0 * torch::randn(x0.sizes());
@@ -171,9 +173,9 @@ std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
             schedulers::static_shift(u0 * (1 - static_cast<double>(k) / steps), o.shift);
         const double b =
             schedulers::static_shift(u0 * (1 - static_cast<double>(k + 1) / steps), o.shift);
-        const auto t = torch::full({2 * n}, a * 1000, torch::kFloat32);
-        const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
-        x = x + (b - a) * (v[1] + o.guidance * (v[0] - v[1]));  // Euler on the flow
+        const auto t = torch::full({1}, a * 1000, torch::kFloat32);
+        const auto v = pipeline::guided_prediction(dit, x, t, cond, &unconditional, o.guidance);
+        x = x + (b - a) * v;  // Euler on the flow
       }
       measure_row(swap ? "swapped" : "redraw", s0, x);
     }

@@ -29,8 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "embedded/clips.h"
 #include "layers/precision.h"
-#include "training/clips.h"
 #include "training/train.h"
 
 namespace kinora::training {
@@ -40,7 +40,7 @@ struct ProbeOptions {
   int64_t clips_per_shape = 4;
   std::vector<double> noise_levels = {0, 0.1, 0.2, 0.5};
   std::vector<double> redraw_sigmas = {0.3, 0.5, 0.7, 0.9, 1.0};
-  double guidance = kEmbeddedGuidance;
+  double guidance = kDefaults.guidance;
   double shift = 3.0;      // of the redraw's time grid, as the sampler shifts it
   int64_t steps = 30;      // Euler steps of a redraw from σ₀ 1; from lower, in proportion
   uint64_t seed = 1;       // of the scenes (unseen by training) and the noise

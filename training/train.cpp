@@ -17,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "layers/linear.h"
+#include "pipeline/pipeline.h"
 #include "schedulers/registry.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
@@ -927,7 +928,7 @@ Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
 namespace {
 
 // What a DiT checkpoint draws: four fixed captions sampled from noise as the
-// pipeline samples the embedded model (UniPC, 20 steps, kEmbeddedGuidance, the
+// pipeline samples the embedded model (UniPC, 20 steps, kDefaults.guidance, the
 // training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
 // Called with the EMA weights in the modules.
 void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5Encoder& te,
@@ -941,19 +942,17 @@ void write_dit_samples(const fs::path& path, diffusion::WanModel& dit, text::T5E
   torch::NoGradGuard no_grad;
   const auto ctx = encode_captions(te, tok, captions, o.text_len, o.device);
   const int64_t n = static_cast<int64_t>(captions.size()) - 1;
-  const auto cond = ctx.slice(0, 0, n), uncond = ctx.slice(0, n).expand({n, -1, -1});
-  const auto both = torch::cat({cond, uncond});
+  const layers::Conditioning cond{ctx.slice(0, 0, n)}, uncond{ctx.slice(0, n).expand({n, -1, -1})};
   std::vector<int64_t> shape = {n};
   shape.insert(shape.end(), latent_shape.begin(), latent_shape.end());
   torch::manual_seed(0);                      // each training step seeds its own draws
   auto x = torch::randn(shape).to(o.device);  // the same noise on every device
   auto sampler = schedulers::make_scheduler("flow_unipc");
-  sampler->set_timesteps(kEmbeddedSteps, {.shift = o.shift, .mu = std::nullopt});
-  constexpr double guidance = kEmbeddedGuidance;
+  sampler->set_timesteps(kDefaults.steps, {.shift = o.shift, .mu = std::nullopt});
   for (int i = 0; i < sampler->num_steps(); ++i) {
-    const auto t = sampler->timesteps()[i].to(o.device, torch::kFloat32).expand({2 * n});
-    const auto v = dit.forward(torch::cat({x, x}), t, both).chunk(2);
-    x = sampler->step(v[1] + guidance * (v[0] - v[1]), i, x);
+    const auto t = sampler->timesteps()[i].to(o.device, torch::kFloat32).view({1});
+    x = sampler->step(pipeline::guided_prediction(dit, x, t, cond, &uncond, kDefaults.guidance), i,
+                      x);
   }
   write_ppm(path, strip(vae.decode(x).to(torch::kCPU, torch::kFloat32).clamp(-1, 1), 5));
 }

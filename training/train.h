@@ -20,8 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "embedded/clips.h"
+#include "embedded/model.h"
 #include "layers/precision.h"
-#include "training/clips.h"
 
 namespace kinora::diffusion {
 class WanModel;
@@ -36,20 +37,9 @@ class Tokenizer;
 
 namespace kinora::training {
 
-// The file names inside a run folder (and in assets/, where the shipped copies live).
-inline constexpr const char* kTokenizerFile = "kinora-tiny-spm.model";
-inline constexpr const char* kVaeFile = "kinora-tiny-wan-vae.safetensors";
-inline constexpr const char* kTextEncoderFile = "kinora-tiny-umt5.safetensors";
-inline constexpr const char* kDitFile = "kinora-tiny-wan-dit.safetensors";
-
-// How the pipeline samples the embedded model by default
-// (pipeline::Preset::embedded_defaults), and the DiT stage its sample sheets:
-// flow UniPC, 20 steps, guidance 1.5. At guidance 4 the model caricatures its
-// shapes (sides drawn concave, corners and tips pulled out) and the semantic
-// measure reads fewer of them right (docs/training.md, "The seventeenth
-// session"); the files shipped since the eighteenth read best at 1.5.
-inline constexpr int kEmbeddedSteps = 20;
-inline constexpr double kEmbeddedGuidance = 1.5;
+// The trainer makes the embedded model: its vocabulary (clips, captions,
+// measures, file names, defaults) is embedded/'s.
+using namespace kinora::embedded;
 
 struct StageOptions {
   std::filesystem::path run_dir;
@@ -224,14 +214,14 @@ void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t head
 // Starts heads `first`..`first` + `count` − 1 (count 4 or 8) of every block as
 // the same kind of kernel, peaked one latent frame back and one token against
 // the motion for an object moving left, right, up, down (heads first + 0..3),
-// then one latent frame on and one token with it (first + 4..7). With the
-// ninth session's layout (2×2 patches of a 4×-in-time VAE) the objects move
-// 0.7–1 token per latent frame, so such a head hands a token what the object
-// held one frame earlier (or later) along one of the four paths, and the
-// caption's direction word could choose between them (the tenth session's run
-// did not learn to: docs/training.md). RoPE scores a sum of a time and a
-// space term, so one head peaks at one (Δt, Δy, Δx) and not along a whole
-// path; stacked blocks reach further.
+// then one latent frame on and one token with it (first + 4..7). With 2×2
+// patches of a 4×-in-time VAE the objects move 0.7–1 token per latent frame,
+// so such a head hands a token what the object held one frame earlier (or
+// later) along one of the four paths, and the caption's direction word could
+// choose between them (a run that tried did not learn to: docs/training.md,
+// "What was tried and did not help"). RoPE scores a sum of a time and a space
+// term, so one head peaks at one (Δt, Δy, Δx) and not along a whole path;
+// stacked blocks reach further.
 void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
                        double depth);
 
@@ -241,7 +231,7 @@ void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first,
 // (first + 2, 3). At high noise one token shows little of the object and the
 // tokens around it, in its frame and the others, show more: an ideal model
 // finds nearly all of the object by σ 0.93, the first DiTs barely half of it
-// at 0.9 (docs/training.md, tenth session).
+// at 0.9 (tools/direction-gap-toy.py).
 void init_pool_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
                      double depth);
 
@@ -276,7 +266,7 @@ torch::Tensor object_weights(const torch::Tensor& x0, double k, double threshold
 // noise and noise levels (o.sigma, o.shift; a fixed seed) for every variant.
 // A model that ignores a word scores 0 for it, whatever its loss; one that has
 // learned it, clearly more. The loss does not show this: the direction word of
-// the first embedded DiTs moved it by 0.1% (docs/training.md, eighth session).
+// the first embedded DiTs moved it by 0.1%.
 struct WordGaps {
   double object = 0, background = 0, shape = 0, direction = 0;
   // The direction word again, with one latent frame of each clip given clean
@@ -295,7 +285,7 @@ WordGaps word_gaps(diffusion::WanModel& dit, text::T5Encoder& te, const text::To
 // the error there is what a model that does not find it gets; how far below
 // that it falls at σ 0.8–0.97 is how much of the object it finds in the
 // noise. An ideal model of the embedded layout finds nearly all of it by σ
-// 0.93 (docs/direction-gap-toy.py), and only a model that finds the object
+// 0.93 (tools/direction-gap-toy.py), and only a model that finds the object
 // along its path can gain anything from the direction word.
 std::vector<double> denoise_errors(diffusion::WanModel& dit, text::T5Encoder& te,
                                    const text::Tokenizer& tok, const torch::Tensor& latents,

@@ -507,7 +507,9 @@ WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
 
 // ---------------------------------------------------------------- public
 
-WanVAE::WanVAE(const WanVAEConfig& config) : impl_(std::make_shared<WanVAEImpl>(config)) {}
+WanVAE::WanVAE(const WanVAEConfig& config) : impl_(std::make_shared<WanVAEImpl>(config)) {
+  adopt(impl_);
+}
 WanVAE::~WanVAE() = default;
 WanVAE::WanVAE(WanVAE&&) noexcept = default;
 WanVAE& WanVAE::operator=(WanVAE&&) noexcept = default;
@@ -521,7 +523,7 @@ WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precisi
       return wan_vae_diffusers_to_original(k, res);
     };
   layers::load_parameters(*vae.impl_, *ck, layers::prefixed(det.prefix, diffusers), "Wan 2.1 VAE");
-  vae.weights_ = std::move(ck);
+  vae.adopt(vae.impl_, std::move(ck));
   vae.set_precision(precision);
   return vae;
 }
@@ -529,26 +531,30 @@ WanVAE WanVAE::load(const std::filesystem::path& path, layers::Precision precisi
 const WanVAEConfig& WanVAE::config() const {
   return impl_->config;
 }
-void WanVAE::set_precision(layers::Precision p) {
+// The convolutions compute in `p` (the norms stay float32).
+void WanVAE::on_precision(layers::Precision p) {
   impl_->dtype = layers::matmul_dtype(p);
-}
-void WanVAE::to(torch::Device device) {
-  impl_->to(device);
-}
-torch::nn::Module& WanVAE::module() {
-  return *impl_;
 }
 
 Tensor WanVAE::encode(const Tensor& video) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->encode(video);
 }
 Tensor WanVAE::decode(const Tensor& latent, const std::function<void(const Tensor&)>& on_frames) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->decode(latent, on_frames);
 }
+Tensor WanVAE::decode_video(const Tensor& latent, const FrameProgress& progress) {
+  if (!progress) return decode(latent);
+  const int64_t total = frames(latent.size(2));
+  int64_t done = 0;
+  return decode(latent, [&](const Tensor& chunk) {
+    done += chunk.size(2);
+    progress(done, total);
+  });
+}
 std::pair<Tensor, Tensor> WanVAE::posterior(const Tensor& video) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->posterior(video);
 }
 Tensor WanVAE::normalise(const Tensor& z) const {
@@ -556,12 +562,8 @@ Tensor WanVAE::normalise(const Tensor& z) const {
 }
 
 Tensor WanVAE::decode_unnormalised(const Tensor& z) {
-  torch::AutoGradMode grad(trainable_);
+  torch::AutoGradMode grad(trainable());
   return impl_->decode_unnormalised(z);
-}
-void WanVAE::set_trainable(bool trainable) {
-  trainable_ = trainable;
-  layers::set_trainable(*impl_, trainable);
 }
 void WanVAE::set_latent_statistics(std::vector<double> mean, std::vector<double> std) {
   if (static_cast<int64_t>(mean.size()) != impl_->config.z_dim ||

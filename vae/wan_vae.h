@@ -3,7 +3,7 @@
 // Encodes in chunks of 1, 4, 4, … frames and decodes one latent frame at a time,
 // each causal convolution carrying the last two frames it saw (its cache), so
 // memory holds a few frames of activations whatever the video's length.
-// Reference: Wan2.1 wan/modules/vae.py; spec/wan.md §2.1.
+// Reference: Wan2.1 wan/modules/vae.py.
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "layers/model.h"
 #include "layers/precision.h"
+#include "vae/autoencoder.h"
 
 namespace kinora::vae {
 
@@ -49,10 +51,10 @@ struct WanVAEConfig {
 
 class WanVAEImpl;
 
-class WanVAE {
+class WanVAE : public layers::Model, public Autoencoder {
  public:
   explicit WanVAE(const WanVAEConfig& config);
-  ~WanVAE();
+  ~WanVAE() override;
   WanVAE(WanVAE&&) noexcept;
   WanVAE& operator=(WanVAE&&) noexcept;
 
@@ -60,11 +62,16 @@ class WanVAE {
                      layers::Precision precision = layers::Precision::F32);
 
   const WanVAEConfig& config() const;
-  void set_precision(layers::Precision p);
-  void to(torch::Device device);
-  torch::nn::Module& module();
-  // Training: parameters record gradients and the calls below build a graph.
-  void set_trainable(bool trainable);
+
+  // As an Autoencoder.
+  int64_t latent_channels() const override { return config().z_dim; }
+  int64_t spatial_compression() const override { return config().spatial_compression(); }
+  int64_t temporal_compression() const override { return config().time_compression(); }
+  std::vector<double> latents_mean() const override { return config().latents_mean; }
+  std::vector<double> latents_std() const override { return config().latents_std; }
+  torch::Tensor decode_video(const torch::Tensor& latent,
+                             const FrameProgress& progress = {}) override;
+  void to(torch::Device device) override { layers::Model::to(device); }
   // The per-channel statistics encode() normalises with (from the training set).
   void set_latent_statistics(std::vector<double> mean, std::vector<double> std);
 
@@ -78,16 +85,15 @@ class WanVAE {
 
   // video [B, 3, 4k+1, H, W] in [−1, 1] → normalised latent (μ − mean)/std
   // [B, z, k+1, H/8, W/8], float32.
-  torch::Tensor encode(const torch::Tensor& video);
+  torch::Tensor encode(const torch::Tensor& video) override;
   // normalised latent [B, z, T, h, w] → video [B, 3, 4T−3, 8h, 8w], float32, not
   // clamped. `on_frames` (optional) receives each decoded chunk as it is made.
   torch::Tensor decode(const torch::Tensor& latent,
                        const std::function<void(const torch::Tensor& frames)>& on_frames = {});
 
  private:
+  void on_precision(layers::Precision p) override;
   std::shared_ptr<WanVAEImpl> impl_;
-  std::shared_ptr<io::Checkpoint> weights_;
-  bool trainable_ = false;
 };
 
 // diffusers AutoencoderKLWan key → original key ("" to ignore).

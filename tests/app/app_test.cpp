@@ -25,7 +25,8 @@
 #include "app/queue_model.h"
 #include "app/worker.h"
 #include "media/output.h"
-#include "pipeline/wan_pipeline.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
 
 namespace kinora::app {
 namespace {
@@ -341,8 +342,8 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   link(made.vae, "vae");
   link(made.text_encoder, "text_encoders");
   link(made.tokenizer, "text_encoders");
-  pipeline::WanPipeline pipe;
-  pipe.render(made);
+  pipeline::Pipeline pipe;
+  render::render(pipe, made);
   made.output.clear();
 
   StudioOptions o;

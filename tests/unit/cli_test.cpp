@@ -207,7 +207,7 @@ TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
 }
 
 // `kinora score` runs the semantic test's judgement (the test itself runs the
-// same code, pipeline::score_semantics, on the embedded model); here, that a
+// same code, render::score_semantics, on the embedded model); here, that a
 // folder without the model files and bad settings are refused by name.
 TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   TempDir dir;

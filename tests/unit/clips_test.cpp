@@ -4,9 +4,9 @@
 
 #include <set>
 
-#include "training/clips.h"
+#include "embedded/clips.h"
 
-using namespace kinora::training;
+using namespace kinora::embedded;
 
 TEST(Clips, AreDeterministicFromTheSeed) {
   const auto a = render(random_scene(42)), b = render(random_scene(42));

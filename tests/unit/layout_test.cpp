@@ -50,7 +50,7 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // Real checkpoints are recognised from their shapes alone: a shape map with the
-// names and shapes of Wan 2.1 1.3B (spec/wan.md §1.1, §1.5).
+// names and shapes of Wan 2.1 1.3B.
 ShapeMap wan_shapes(int64_t dim, int64_t ffn, int64_t in_dim, int layers,
                     const std::string& prefix = "") {
   ShapeMap m;

@@ -65,7 +65,7 @@ TEST(Media, PrepareOutputRefusesWhatItWouldDestroy) {
     EXPECT_THAT(error_of([&, p = path] { prepare_output(p, "", 5, false); }), HasSubstr(why))
         << path;
   EXPECT_THAT(error_of([&] { prepare_output(dir / "full", "png-seq", 5, true); }),
-              HasSubstr("holds files other than a Kinora PNG sequence"));
+              HasSubstr("holds files other than a Kinora frame sequence"));
   EXPECT_THAT(error_of([&] { prepare_output(dir / "x.mp4", "webm", 5, false); }),
               HasSubstr("format webm is written to .webm files"));
   EXPECT_THAT(error_of([&] { prepare_output(dir / "x.png", "", 5, false); }),

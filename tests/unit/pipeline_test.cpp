@@ -8,11 +8,12 @@
 #include <fstream>
 
 #include "diffusion/wan_dit.h"
+#include "embedded/model.h"
 #include "io/safetensors.h"
 #include "layers/precision.h"
 #include "media/output.h"
-#include "pipeline/embedded.h"
-#include "pipeline/wan_pipeline.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
 #include "test_util.h"
 
 using namespace kinora;
@@ -37,7 +38,7 @@ Preset tiny(const std::string& out = "") {
 }  // namespace
 
 TEST(Pipeline, SameSeedSameFramesOtherSeedOtherFrames) {
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   const auto a = pipe.generate(tiny()), b = pipe.generate(tiny());
   EXPECT_EQ(a.frames.sizes(), (std::vector<int64_t>{9, 48, 64, 3}));
   EXPECT_EQ(a.frames.scalar_type(), torch::kUInt8);
@@ -86,7 +87,7 @@ TEST(Pipeline, AutoPrecisionIsWhatTheDeviceComputesAndIsRecorded) {
 
   // A preset says "auto" unless told; the result (and so the output's parameters) says what ran.
   EXPECT_EQ(Preset().precision, "auto");
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   std::vector<std::string> msgs;
   pipeline::RunCallbacks cb;
   cb.on_message = [&](const std::string& m) { msgs.push_back(m); };
@@ -114,7 +115,7 @@ TEST(Pipeline, SizesAreSnappedWithAMessage) {
   std::vector<std::string> msgs;
   pipeline::RunCallbacks cb;
   cb.on_message = [&](const std::string& m) { msgs.push_back(m); };
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   const auto r = pipe.generate(p, cb);
   EXPECT_EQ(r.preset.frames, 9);
   EXPECT_EQ(r.preset.width, 64);
@@ -135,7 +136,7 @@ TEST(Pipeline, FrameCountsMustFillTheDitsTimePatches) {
   for (const auto& p : m.module().named_parameters())
     tensors.emplace_back(p.key(), torch::randn_like(p.value()) * 0.02);
   io::save_safetensors(dir / "dit.safetensors", tensors, {{"config", c.to_json()}});
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   auto p = tiny();
   p.model = dir / "dit.safetensors";
   EXPECT_EQ(pipe.generate(p).frames.size(0), 9);  // 3 latent frames: one token deep
@@ -156,7 +157,7 @@ TEST(Pipeline, StepCallbackAndPreview) {
               (std::vector<int64_t>{3, 6, 8, 3}));  // latent frames × h × w × RGB
     EXPECT_EQ(e.preview.scalar_type(), torch::kUInt8);
   };
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   pipe.generate(tiny(), cb);
   EXPECT_EQ(steps, (std::vector<int>{1, 2, 3}));
 }
@@ -171,14 +172,14 @@ TEST(Pipeline, CancelStopsWithinAStepAndLeavesNoFile) {
     ++seen;
     cancel = true;
   };
-  pipeline::WanPipeline pipe;
-  EXPECT_THROW(pipe.render(tiny((dir / "out.mp4").string()), cb), Cancelled);
+  pipeline::Pipeline pipe;
+  EXPECT_THROW(render::render(pipe, tiny((dir / "out.mp4").string()), cb), Cancelled);
   EXPECT_EQ(seen, 1);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
 }
 
 TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   auto p = tiny();
   p.model = "/no/such/model.safetensors";
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("key 'model'"));
@@ -198,12 +199,12 @@ TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
 
 // A prompt outside the embedded model's grammar gets a note naming the form.
 TEST(Pipeline, PromptsOutsideTheEmbeddedGrammarGetANote) {
-  EXPECT_FALSE(pipeline::embedded_prompt_note("a red circle moving left on a blue background"));
-  EXPECT_FALSE(pipeline::embedded_prompt_note("a  white triangle moving up on a black background"));
+  EXPECT_FALSE(embedded::prompt_note("a red circle moving left on a blue background"));
+  EXPECT_FALSE(embedded::prompt_note("a  white triangle moving up on a black background"));
   for (const char* p :
        {"a fox running through snow", "A red circle moving left on a blue background",
         "a red circle moving left on a red background", ""}) {
-    const auto note = pipeline::embedded_prompt_note(p);
+    const auto note = embedded::prompt_note(p);
     ASSERT_TRUE(note) << p;
     EXPECT_THAT(*note, HasSubstr("a COLOUR SHAPE moving DIRECTION on a COLOUR background"));
     EXPECT_THAT(*note, HasSubstr(std::string("\"") + p + "\" is not one"));
@@ -260,9 +261,9 @@ TEST(Pipeline, FindsModelsByNameInAComfyUIFolder) {
   p.vae = "wan_vae.safetensors";
   p.text_encoder = "umt5";
   p.tokenizer = "spiece.model";
-  const auto paths = pipeline::resolve_models(p);
+  const auto paths = pipeline::resolve_models(p, pipeline::family_for(p));
   EXPECT_EQ(paths.model, dir / "diffusion_models/wan_tiny.safetensors");
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   EXPECT_TRUE(torch::equal(pipe.generate(p).frames, pipe.generate(tiny()).frames));
 }
 
@@ -272,14 +273,14 @@ TEST(Pipeline, TheOutputIsWhatItsNameSays) {
   TempDir dir;
   auto p = tiny((dir / "still.mp4").string());
   p.frames = 1;
-  pipeline::WanPipeline pipe;
-  const auto r = pipe.render(p);
+  pipeline::Pipeline pipe;
+  const auto r = render::render(pipe, p);
   EXPECT_EQ(r.output, dir / "still.mp4");
   EXPECT_EQ(media::read_frames(dir / "still.mp4").size(0), 1);
   EXPECT_EQ(media::read_embedded_parameters(dir / "still.mp4")["preset"]["frames"], 1);
   p.output = (dir / "nine.png").string();
   p.frames = 9;
-  EXPECT_THAT(error_of([&] { pipe.render(p); }), HasSubstr("a .png holds one image"));
+  EXPECT_THAT(error_of([&] { render::render(pipe, p); }), HasSubstr("a .png holds one image"));
   EXPECT_FALSE(std::filesystem::exists(dir / "nine.png"));
 }
 
@@ -297,8 +298,8 @@ TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
   io::save_safetensors(dir / "nan.safetensors", tensors, ck->metadata());
   auto p = tiny((dir / "nan.mp4").string());
   p.model = (dir / "nan.safetensors").string();
-  pipeline::WanPipeline pipe;
-  const auto msg = error_of([&] { pipe.render(p); });
+  pipeline::Pipeline pipe;
+  const auto msg = error_of([&] { render::render(pipe, p); });
   EXPECT_THAT(msg, HasSubstr("step 1 of 3: the latents hold NaN or infinite values"));
   EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
 }
@@ -374,7 +375,7 @@ TEST(Media, VideoEncodingReadsNoByteAfterTheFrames) {
   }
 }
 
-// A long session (the studio's worker, one batch): 200 renders in one process,
+// A long run (the studio's worker, one batch): 200 renders in one process,
 // each written to a file, with memory flat: the resident size after the last
 // is within 5% of what it was after the tenth.
 TEST(LongRun, TwoHundredRendersKeepMemoryFlat) {
@@ -386,12 +387,12 @@ TEST(LongRun, TwoHundredRendersKeepMemoryFlat) {
     return -1.0;
   };
   TempDir dir;
-  pipeline::WanPipeline pipe;
+  pipeline::Pipeline pipe;
   double after_tenth = 0;
   for (int i = 1; i <= 200; ++i) {
     auto p = tiny((dir / ("clip" + std::to_string(i % 3) + ".mp4")).string());
     p.width = 32, p.height = 32, p.frames = 5, p.steps = 2, p.seed = i;
-    pipe.render(p, {}, /*overwrite=*/true);
+    render::render(pipe, p, {}, /*overwrite=*/true);
     if (i == 10) after_tenth = rss_mib();
   }
   const double after_last = rss_mib();

@@ -95,7 +95,7 @@ TEST(Safety, AnOutputNamingAFolderLeavesItAsItWas) {
   r = sh(in(dir.path(),
             kinora_bin() + " generate -p x" + chain() + " --out d --format png-seq --overwrite"));
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora PNG sequence"));
+  EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora frame sequence"));
   EXPECT_EQ(snapshot(dir.path()), before);
   r = sh(in(dir.path(),
             kinora_bin() + " generate -p x" + chain() + " --out renders --format png-seq"));
@@ -267,7 +267,7 @@ TEST(Safety, TheFormatMustAgreeWithTheName) {
   r = sh(kinora_bin() + " generate -p x" + chain() + " --format png-seq --out " +
          (dir / "x.mp4").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("a PNG sequence is a folder"));
+  EXPECT_THAT(r.out, HasSubstr("a frame sequence is a folder"));
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 

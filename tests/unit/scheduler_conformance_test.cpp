@@ -141,7 +141,8 @@ TEST(SchedulerRegistry, ListsAndResolvesNames) {
   EXPECT_THAT(msg, HasSubstr("flow_unipc"));
 }
 
-// The figures derived in spec/wan.md §4.3 (50 steps, shift 5).
+// The timesteps of Wan's flow UniPC at 50 steps and shift 5, derived by hand
+// from the reference's schedule (wan/utils/fm_solvers_unipc.py).
 TEST(WanSchedule, MatchesTheDerivedTimesteps) {
   auto s = make_scheduler("flow_unipc");
   s->set_timesteps(50, {.shift = 5.0, .mu = std::nullopt});
@@ -161,7 +162,8 @@ TEST(WanSchedule, MatchesTheDerivedTimesteps) {
   EXPECT_EQ(d->sigma(0), 1.0);
 }
 
-// spec/flux.md §5: at 1024² (4096 tokens) μ = 1.15; t = 0.75 → 0.905, t = 0.5 → 0.760.
+// FLUX's resolution shift (BFL flux/sampling.py): at 1024² (4096 tokens)
+// μ = 1.15; t = 0.75 → 0.905, t = 0.5 → 0.760.
 TEST(FluxSchedule, ResolutionShift) {
   EXPECT_NEAR(flux_mu(4096), 1.15, 1e-12);
   EXPECT_NEAR(flux_mu(256), 0.5, 1e-12);

@@ -1,7 +1,7 @@
 // The embedded default model draws what the prompt says. For a fixed set of
 // prompts covering every colour (as object and as background), shape and
 // direction, it renders MP4s with fixed seeds, decodes them with FFmpeg, and
-// measures the pixels (pipeline::score_semantics, training::measure): background colour,
+// measures the pixels (render::score_semantics, embedded::measure): background colour,
 // object colour, shape class and direction of motion. ≥ 90% right on every
 // measure is required; the held-out combinations (never seen in training) are
 // reported separately.
@@ -9,25 +9,25 @@
 
 #include <iostream>
 
-#include "pipeline/embedded.h"
-#include "pipeline/semantic.h"
+#include "embedded/model.h"
+#include "render/semantic.h"
 #include "test_util.h"
 
 namespace kinora {
 namespace {
-using training::SemanticScore;
+using embedded::SemanticScore;
 
 // The prompts are rendered once for both tests below.
 class Semantic : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!pipeline::embedded_model_dir()) return;
+    if (!embedded::model_dir()) return;
     dir_ = new test::TempDir;
-    pipeline::WanPipeline pipe;
-    pipeline::SemanticRun run;  // the embedded model, 36 prompts from seed 7000, noise seeds 100…
+    pipeline::Pipeline pipe;
+    render::SemanticRun run;  // the embedded model, 36 prompts from seed 7000, noise seeds 100…
     run.folder = dir_->path();
     run.on_line = [](const std::string& line) { std::cout << line << "\n"; };
-    const auto r = pipeline::score_semantics(pipe, run);
+    const auto r = render::score_semantics(pipe, run);
     main_ = r.trained, held_ = r.held_out;
     std::cout << main_.line("trained") << "\n" << held_.line("held-out") << "\n";
   }

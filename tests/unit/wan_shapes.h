@@ -1,8 +1,9 @@
 #pragma once
 // Real-shape Wan checkpoints for tests and benchmarks, written as sparse files:
 // the header is real, the data section is a hole, so a 14B "checkpoint" costs
-// no disk and no memory. The key list follows spec/wan.md §1.5, independently
-// of the module code that must load it.
+// no disk and no memory. The key list follows the released checkpoints' key
+// list (Wan2.1 wan/modules/model.py), independently of the module code that
+// must load it.
 #include <fcntl.h>
 #include <unistd.h>
 

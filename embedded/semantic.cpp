@@ -1,9 +1,9 @@
-#include "training/semantic.h"
+#include "embedded/semantic.h"
 
 #include <cstdio>
 #include <set>
 
-namespace kinora::training {
+namespace kinora::embedded {
 
 std::vector<Scene> semantic_prompts(std::size_t at_least, uint64_t first_seed) {
   std::vector<Scene> out;
@@ -61,4 +61,4 @@ std::string describe(const Measured& m) {
   return buf;
 }
 
-}  // namespace kinora::training
+}  // namespace kinora::embedded

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace kinora::training {
+namespace kinora::embedded {
 
 enum class Colour { Red, Green, Blue, Yellow, White, Black };
 enum class Shape { Circle, Square, Triangle };
@@ -51,9 +51,8 @@ std::optional<Scene> parse_caption(const std::string& caption);
 // Where a scene's path lies. Anywhere: any path that stays in view. Centred:
 // the path centred on the frame (the object crosses the middle), a few pixels of
 // jitter on each axis, so the layout follows from the caption's direction. (The
-// embedded DiT's fourth run trained on these; the Wan DiT's only sense of place
-// is RoPE's relative one, so from pure noise it cannot draw an absolute layout,
-// and later runs use Anywhere: docs/training.md, "The fifth session".)
+// Wan DiT's only sense of place is RoPE's relative one, so from pure noise it
+// cannot draw an absolute layout; the shipped model trained on Anywhere.)
 enum class Placement { Anywhere, Centred };
 const char* name(Placement p);
 
@@ -88,4 +87,4 @@ struct Measured {
 // frames [F, H, W, 3] uint8.
 Measured measure(const torch::Tensor& frames);
 
-}  // namespace kinora::training
+}  // namespace kinora::embedded

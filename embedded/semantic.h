@@ -1,5 +1,5 @@
 #pragma once
-// The semantic test's prompts and its score (issue 5): the prompt sets the
+// The semantic test's prompts and its score: the prompt sets the
 // embedded model is judged on, and how a measured clip counts. Shared by the
 // test (tests/unit/semantic_test.cpp) and `kinora score`, which runs the same
 // judgement on other prompt and noise seeds, guidance or model folders.
@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "training/clips.h"
+#include "embedded/clips.h"
 
-namespace kinora::training {
+namespace kinora::embedded {
 
 // Scenes from seeds first_seed, first_seed + 1, …, never held out, until there
 // are `at_least` and every colour has been object and background, and every
@@ -31,4 +31,4 @@ struct SemanticScore {
 // 0.62, 1 object)".
 std::string describe(const Measured& m);
 
-}  // namespace kinora::training
+}  // namespace kinora::embedded

@@ -1,11 +1,11 @@
-#include "training/clips.h"
+#include "embedded/clips.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <sstream>
 
-namespace kinora::training {
+namespace kinora::embedded {
 
 const char* name(Colour c) {
   switch (c) {
@@ -357,4 +357,4 @@ Measured measure(const torch::Tensor& frames) {
   return m;
 }
 
-}  // namespace kinora::training
+}  // namespace kinora::embedded

@@ -1,0 +1,47 @@
+#include "embedded/model.h"
+
+#include <cstdlib>
+
+#include "base/runtime.h"
+#include "embedded/clips.h"
+
+namespace kinora::embedded {
+namespace fs = std::filesystem;
+
+std::vector<fs::path> model_search_path() {
+  std::vector<fs::path> dirs;
+  if (const char* env = std::getenv("KINORA_ASSETS"); env && *env) dirs.emplace_back(env);
+  if (const auto bin = executable_dir(); !bin.empty())
+    dirs.push_back(bin.parent_path() / "share" / "kinora" / "assets");
+#ifdef KINORA_SOURCE_ASSETS
+  dirs.emplace_back(KINORA_SOURCE_ASSETS);
+#endif
+  return dirs;
+}
+
+std::optional<fs::path> model_dir() {
+  for (const auto& d : model_search_path()) {
+    std::error_code ec;
+    bool all = true;
+    for (const char* f : {kDitFile, kVaeFile, kTextEncoderFile, kTokenizerFile})
+      all = all && fs::is_regular_file(d / f, ec);
+    if (all) return d;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> prompt_note(const std::string& prompt) {
+  if (parse_caption(prompt)) return std::nullopt;
+  auto list = [](const auto& values) {
+    std::string out;
+    for (const auto& v : values) out += (out.empty() ? "" : ", ") + std::string(name(v));
+    return out;
+  };
+  return "the embedded model knows only prompts of the form \"a COLOUR SHAPE moving DIRECTION "
+         "on a COLOUR background\" (colours " +
+         list(kColours) + ", object and background different; shapes " + list(kShapes) +
+         "; directions " + list(kDirections) + "), in lower case; \"" + prompt +
+         "\" is not one, so expect an arbitrary scene";
+}
+
+}  // namespace kinora::embedded

@@ -1,0 +1,54 @@
+#pragma once
+// What every model facade (the Wan DiT, the Wan VAE, the T5 encoders, and the
+// FLUX and SDXL models to come) shares: its torch module, the checkpoint whose
+// mapping its weights view, the precision it computes in, the device it is on,
+// and whether it trains. A facade derives from Model and registers its module
+// with adopt(); its own code is then only its architecture.
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "io/checkpoint.h"
+#include "layers/precision.h"
+
+namespace kinora::layers {
+
+class Model {
+ public:
+  virtual ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  torch::nn::Module& module();
+  const torch::nn::Module& module() const;
+  // Matmuls and attention in this precision (norms and the time path stay
+  // float32); how, each facade says (on_precision).
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
+  // Moves the weights (a mapped checkpoint's are copied to the device).
+  void to(torch::Device device);
+  torch::Device device() const { return device_; }
+  // Training: parameters record gradients and the forward calls build a graph
+  // (inference runs without one, the default).
+  void set_trainable(bool trainable);
+  bool trainable() const { return trainable_; }
+
+ protected:
+  Model();
+  // What set_precision does to the module: by default, every Linear computes
+  // in `p`.
+  virtual void on_precision(Precision p);
+  // The facade's module, and the checkpoint that must outlive its weights
+  // (zero-copy views of the file's mapping), if they were loaded.
+  void adopt(std::shared_ptr<torch::nn::Module> module,
+             std::shared_ptr<io::Checkpoint> weights = nullptr);
+
+ private:
+  std::shared_ptr<torch::nn::Module> module_;
+  std::shared_ptr<io::Checkpoint> weights_;
+  Precision precision_ = Precision::F32;
+  torch::Device device_ = torch::kCPU;
+  bool trainable_ = false;
+};
+
+}  // namespace kinora::layers

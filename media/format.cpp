@@ -1,0 +1,123 @@
+#include "media/format.h"
+
+#include <cctype>
+
+#include "base/error.h"
+
+namespace kinora::media {
+namespace fs = std::filesystem;
+
+Format parse_format(const std::string& n) {
+  if (n == "mp4" || n == "h264" || n == "mp4-h264") return Format::Mp4H264;
+  if (n == "mp4-h265" || n == "h265" || n == "hevc") return Format::Mp4H265;
+  if (n == "webm" || n == "vp9") return Format::WebmVp9;
+  if (n == "mov" || n == "prores") return Format::MovProres;
+  if (n == "png-seq" || n == "png-sequence") return Format::PngSequence;
+  if (n == "png") return Format::Png;
+  if (n == "ppm-seq" || n == "ppm-sequence") return Format::PpmSequence;
+  throw Error("unknown output format '" + n +
+              "' (mp4, mp4-h265, webm, mov, png-seq, png, ppm-seq)");
+}
+
+const char* format_name(Format f) {
+  switch (f) {
+    case Format::Mp4H264:
+      return "mp4";
+    case Format::Mp4H265:
+      return "mp4-h265";
+    case Format::WebmVp9:
+      return "webm";
+    case Format::MovProres:
+      return "mov";
+    case Format::PngSequence:
+      return "png-seq";
+    case Format::Png:
+      return "png";
+    case Format::PpmSequence:
+      return "ppm-seq";
+  }
+  return "?";
+}
+
+const char* format_extension(Format f) {
+  switch (f) {
+    case Format::Mp4H264:
+    case Format::Mp4H265:
+      return ".mp4";
+    case Format::WebmVp9:
+      return ".webm";
+    case Format::MovProres:
+      return ".mov";
+    case Format::PngSequence:
+    case Format::PpmSequence:
+      return "";
+    case Format::Png:
+      return ".png";
+  }
+  return "";
+}
+
+std::string format_list() {
+  return "mp4 (.mp4, H.264), mp4-h265 (.mp4), webm (.webm, VP9), mov (.mov, ProRes), png (.png, "
+         "one frame), png-seq (a folder of PNG frames), ppm-seq (a folder of PPM frames)";
+}
+
+std::string lower_extension(const fs::path& path) {
+  std::string s = path.extension().string();
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+namespace {
+// The file formats an extension can hold.
+bool extension_fits(const std::string& ext, Format f) {
+  return ext == format_extension(f);
+}
+bool is_media_extension(const std::string& ext) {
+  return ext == ".mp4" || ext == ".webm" || ext == ".mov" || ext == ".png";
+}
+}  // namespace
+
+Format output_format(const fs::path& path, const std::string& format, int64_t frames) {
+  const std::string s = path.string();
+  if (s.empty()) fail_file(path, "no output name given");
+  if (s.back() == '/' || path.filename() == "." || path.filename() == "..")
+    fail_file(path,
+              "names a folder; name the output file (clip.mp4), or for a folder of PNG frames "
+              "give a new folder's name with --format png-seq");
+  const std::string ext = lower_extension(path);
+  Format f;
+  if (!format.empty()) {
+    f = parse_format(format);
+    if (is_sequence(f)) {
+      if (is_media_extension(ext))
+        fail_file(path, "a frame sequence is a folder, but the name ends in " + ext +
+                            "; give the folder a name without it");
+    } else if (!extension_fits(ext, f)) {
+      fail_file(path, std::string("format ") + format_name(f) + " is written to " +
+                          format_extension(f) + " files, but the name ends in " +
+                          (ext.empty() ? std::string("no extension") : "'" + ext + "'") +
+                          "; change one of them");
+    }
+  } else if (ext == ".mp4") {
+    f = Format::Mp4H264;
+  } else if (ext == ".webm") {
+    f = Format::WebmVp9;
+  } else if (ext == ".mov") {
+    f = Format::MovProres;
+  } else if (ext == ".png") {
+    f = Format::Png;
+  } else {
+    fail_file(path, (ext.empty() ? std::string("the name has no extension")
+                                 : "unknown output extension '" + ext + "'") +
+                        "; the formats are " + format_list() +
+                        " (a folder of frames needs --format png-seq or ppm-seq)");
+  }
+  if (f == Format::Png && frames > 1)
+    fail_file(path, "a .png holds one image, but this render makes " + std::to_string(frames) +
+                        " frames; ask for 1 frame, a video (.mp4, .webm, .mov) or --format "
+                        "png-seq");
+  return f;
+}
+
+}  // namespace kinora::media

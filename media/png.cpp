@@ -1,0 +1,76 @@
+// PNG through libpng: one frame with its text chunks.
+#include <png.h>
+#include <unistd.h>
+
+#include <csetjmp>
+#include <cstdio>
+
+#include "base/error.h"
+#include "media/codecs.h"
+
+namespace kinora::media {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Plain C-style function: libpng reports errors by longjmp, so nothing with a
+// destructor may live across setjmp here. Returns "" or the error.
+std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h,
+                           const std::string& parameters, const std::string& json) {
+  std::FILE* f = std::fopen(file, "wb");
+  if (!f) return "cannot create the file";
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  if (!png || !info || setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    std::fclose(f);
+    return "write failed (disk full?)";
+  }
+  png_init_io(png, f);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8,
+               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+               PNG_FILTER_TYPE_DEFAULT);
+  png_text text[2] = {};
+  int n = 0;
+  char key_params[] = "parameters", key_kinora[] = "kinora", empty[] = "";
+  if (!parameters.empty()) {
+    text[n].compression = PNG_ITXT_COMPRESSION_NONE;  // UTF-8 text (prompts are not Latin-1)
+    text[n].key = key_params;
+    text[n].text = const_cast<char*>(parameters.c_str());
+    text[n].lang = empty;
+    text[n].lang_key = empty;
+    ++n;
+  }
+  if (!json.empty()) {
+    text[n].compression = PNG_ITXT_COMPRESSION_NONE;
+    text[n].key = key_kinora;
+    text[n].text = const_cast<char*>(json.c_str());
+    text[n].lang = empty;
+    text[n].lang_key = empty;
+    ++n;
+  }
+  if (n) png_set_text(png, info, text, n);
+  png_write_info(png, info);
+  for (int y = 0; y < h; ++y)
+    png_write_row(png, const_cast<png_bytep>(rgb + static_cast<std::size_t>(y) * 3 * w));
+  png_write_end(png, info);
+  png_destroy_write_struct(&png, &info);
+  const bool ok = std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  return std::fclose(f) == 0 && ok ? "" : "write failed (disk full?)";
+}
+
+}  // namespace
+
+namespace codecs {
+
+void write_png(const fs::path& path, const fs::path& tmp, const torch::Tensor& frame,
+               const WriteOptions& o) {
+  const auto rgb = frame.contiguous();
+  const auto err =
+      write_png_file(tmp.c_str(), rgb.data_ptr<uint8_t>(), static_cast<int>(rgb.size(1)),
+                     static_cast<int>(rgb.size(0)), o.parameters_text, o.metadata_json);
+  if (!err.empty()) fail_file(path, err);
+}
+
+}  // namespace codecs
+}  // namespace kinora::media

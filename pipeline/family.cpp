@@ -1,0 +1,68 @@
+#include "pipeline/family.h"
+
+#include <mutex>
+
+#include "base/error.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/wan_family.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+
+namespace {
+struct Registry {
+  std::mutex mutex;
+  std::vector<std::shared_ptr<const Family>> families;
+};
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;
+    reg->families.push_back(std::make_shared<WanFamily>());
+    return reg;
+  }();
+  return *r;
+}
+}  // namespace
+
+void register_family(std::shared_ptr<const Family> family) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto& f : r.families)
+    if (f->name() == family->name()) {
+      f = std::move(family);  // a family registered again replaces the first
+      return;
+    }
+  r.families.push_back(std::move(family));
+}
+
+std::vector<std::shared_ptr<const Family>> families() {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  return r.families;
+}
+
+const Family& family_named(const std::string& name) {
+  std::string known;
+  for (const auto& f : families()) {
+    if (f->name() == name) return *f;
+    known += (known.empty() ? "" : ", ") + f->name();
+  }
+  throw Error("no model family named '" + name + "' (the families: " + known + ")");
+}
+
+const Family& family_for(const Preset& p) {
+  if (!p.family.empty()) return family_named(p.family);
+  if (p.uses_embedded_model()) return family_named("wan");
+  // The model file decides: the first family that recognises it. Resolved as
+  // every family resolves its model (diffusion_models/).
+  const auto model = resolve_model_file(p, "model", "diffusion_models", true);
+  const auto all = families();
+  for (const auto& f : all)
+    if (f->recognises(model)) return *f;
+  std::string known;
+  for (const auto& f : all) known += (known.empty() ? "" : ", ") + f->name();
+  throw Error(model.string() + ": no model family recognises this file (" + known +
+              "; `kinora info` shows what it holds)");
+}
+
+}  // namespace kinora::pipeline

@@ -1,0 +1,100 @@
+#pragma once
+// A model family (Wan, and the FLUX and SDXL families to come) as the pipeline
+// sees it: which files it needs, what its defaults and rules are, how it is
+// guided, and how its files load into the three parts every family has, a
+// denoiser, an autoencoder and a text conditioner. The sampling loop
+// (pipeline/pipeline.h) is written once for all of them; adding a family is
+// one Family and its model classes, registered here.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "diffusion/denoiser.h"
+#include "layers/precision.h"
+#include "pipeline/preset.h"
+#include "text/conditioner.h"
+#include "vae/autoencoder.h"
+
+namespace kinora::pipeline {
+
+// How a family is guided: classifier-free (a second, unconditional row in the
+// same batch, mixed by the guidance scale), a distilled guidance input the
+// denoiser takes (FLUX-dev), or none (a scale of 1, or a distilled model).
+enum class GuidanceStrategy { ClassifierFree, Distilled, None };
+
+// The files of one render, resolved (ModelFiles of a preset: resolve_models).
+struct ModelFiles {
+  std::filesystem::path model, model2, vae, text_encoder, tokenizer;
+};
+
+// A family's parts, loaded: the denoiser (and for a pair of experts, the
+// second and the timestep below which it takes over), the autoencoder and the
+// text conditioner.
+struct LoadedModels {
+  std::shared_ptr<diffusion::Denoiser> denoiser, denoiser2;
+  double switch_timestep = 0;  // denoiser2 serves timesteps below this
+  std::shared_ptr<vae::Autoencoder> autoencoder;
+  std::shared_ptr<text::TextConditioner> conditioner;
+};
+
+// A linear map from latent channels to RGB for the live preview: [C, 3] and [3],
+// applied to the un-normalised latent.
+struct PreviewMap {
+  torch::Tensor factors, bias;
+};
+
+class Family {
+ public:
+  virtual ~Family() = default;
+
+  // The name presets use (key "family") and outputs record.
+  virtual std::string name() const = 0;
+  // Whether the model file of a preset is one of this family's (read from its
+  // names and shapes, io::detect_layout).
+  virtual bool recognises(const std::filesystem::path& model) const = 0;
+  // The preset keys whose files it needs ("model", "vae", "text_encoder",
+  // "tokenizer"; "model2" optional), and the ComfyUI subfolder of each.
+  struct Role {
+    const char* key;
+    const char* subfolder;
+    bool required;
+  };
+  virtual std::vector<Role> roles() const = 0;
+  // The files of a preset that names none: a model the family ships (Wan: the
+  // embedded model), or nullopt.
+  virtual std::optional<ModelFiles> default_files() const { return std::nullopt; }
+  // Its defaults, over which a preset's keys apply (size, frames, steps,
+  // sampler, shift, guidance).
+  virtual Preset defaults() const = 0;
+  // Sizes and frame counts to what the family makes, with a message for each
+  // change ("frames 18 → 17 (…)").
+  virtual std::vector<std::string> snap(Preset& p) const = 0;
+  virtual GuidanceStrategy guidance(const Preset& p) const = 0;
+  // The negative prompt when a preset gives none.
+  virtual std::string default_negative_prompt(const ModelFiles& files) const = 0;
+  // Loads the parts (models computing in `precision`, on `device`); `say`
+  // receives what is being loaded.
+  virtual LoadedModels load(const ModelFiles& files, layers::Precision precision,
+                            torch::Device device,
+                            const std::function<void(const std::string&)>& say) const = 0;
+  // Refuses, naming the files, a combination that cannot render `p` (a DiT and
+  // a VAE of other latent widths, a size the patches do not divide).
+  virtual void check(const LoadedModels& models, const Preset& p,
+                     const ModelFiles& files) const = 0;
+  virtual PreviewMap preview(const LoadedModels& models) const = 0;
+};
+
+// The families, in the order they are asked to recognise a model file.
+void register_family(std::shared_ptr<const Family> family);
+std::vector<std::shared_ptr<const Family>> families();
+const Family& family_named(const std::string& name);  // throws kinora::Error listing the names
+// The family of a preset: its "family" key when set, the embedded model's
+// (Wan) when it names no model, else the first that recognises its model file.
+const Family& family_for(const Preset& p);
+
+}  // namespace kinora::pipeline

@@ -1,0 +1,266 @@
+#include "pipeline/pipeline.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <map>
+
+#include "base/device.h"
+#include "base/runtime.h"
+#include "base/sha256.h"
+#include "diffusion/denoiser.h"
+#include "pipeline/preview.h"
+#include "schedulers/registry.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+const std::string& entry_of(const Preset& p, const std::string& key) {
+  if (key == "model") return p.model;
+  if (key == "model2") return p.model2;
+  if (key == "vae") return p.vae;
+  if (key == "text_encoder") return p.text_encoder;
+  if (key == "tokenizer") return p.tokenizer;
+  throw Error("pipeline: no preset key '" + key + "' for a model file");
+}
+
+fs::path* file_of(ModelFiles& f, const std::string& key) {
+  if (key == "model") return &f.model;
+  if (key == "model2") return &f.model2;
+  if (key == "vae") return &f.vae;
+  if (key == "text_encoder") return &f.text_encoder;
+  if (key == "tokenizer") return &f.tokenizer;
+  throw Error("pipeline: no preset key '" + key + "' for a model file");
+}
+
+// The JSON an output embeds: the preset as another machine would render it
+// given the files (names, never this machine's paths), each file's name and
+// fingerprint, the versions.
+nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
+  nlohmann::json j = p.to_json();
+  for (const char* key : {"model", "model2", "vae", "text_encoder", "tokenizer", "output"})
+    j[key] = fs::path(j[key].get<std::string>()).filename().string();
+  j["models_dir"] = "";
+  for (auto& l : j["loras"]) l["path"] = fs::path(l["path"].get<std::string>()).filename().string();
+  nlohmann::json model_files = nlohmann::json::object();
+  ModelFiles copy = files;
+  for (const char* role : {"model", "model2", "vae", "text_encoder", "tokenizer"}) {
+    const fs::path& path = *file_of(copy, role);
+    if (path.empty()) continue;
+    model_files[role] = {{"file", path.filename().string()},
+                         {"sha256_first_last_mib", file_fingerprint(path)}};
+  }
+  nlohmann::json loras = nlohmann::json::array();
+  for (const auto& l : p.loras)
+    loras.push_back({{"file", fs::path(l.path).filename().string()}, {"strength", l.strength}});
+  return {{"kinora", {{"version", version_string()}, {"libtorch", torch_version()}}},
+          {"preset", j},
+          {"model_files", model_files},
+          {"loras", loras}};
+}
+
+}  // namespace
+
+// A preset's model entry: a path (relative ones against the preset's folder),
+// or a name under models_dir, in its ComfyUI subfolder or at its top.
+fs::path resolve_model_file(const Preset& p, const std::string& key, const char* subfolder,
+                            bool required) {
+  const std::string& entry = entry_of(p, key);
+  if (entry.empty()) {
+    if (required)
+      throw Error("preset: key '" + key +
+                  "' is empty: a model file or a name under models_dir is needed");
+    return {};
+  }
+  std::error_code ec;
+  std::vector<fs::path> tried;
+  auto found = [&](const fs::path& candidate) {
+    tried.push_back(candidate);
+    return fs::is_regular_file(candidate, ec);
+  };
+  const fs::path e = entry;
+  if (found(e.is_absolute() ? e : p.base_dir / e)) return tried.back();
+  if (!p.models_dir.empty() && !e.is_absolute()) {
+    const fs::path md =
+        fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
+    for (const fs::path& folder : {md / subfolder, md})
+      for (const fs::path& candidate : {folder / e, folder / (entry + ".safetensors")})
+        if (found(candidate)) return candidate;
+  }
+  std::string msg = "preset: key '" + key + "': '" + entry + "' not found (looked for";
+  for (const auto& t : tried) msg.append(" ").append(t.string());
+  msg += ")";
+  if (p.models_dir.empty() && e.filename() == e)
+    msg += "; give models_dir (--models-dir) to find models by name";
+  throw Error(msg);
+}
+
+ModelFiles resolve_models(const Preset& p, const Family& family) {
+  if (p.uses_embedded_model())
+    if (auto files = family.default_files()) return *files;
+  ModelFiles files;
+  for (const auto& role : family.roles())
+    *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
+  return files;
+}
+
+std::vector<std::string> snap_sizes(Preset& p) {
+  return family_for(p).snap(p);
+}
+
+torch::Tensor initial_noise(int64_t seed, const std::vector<int64_t>& shape) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  return torch::randn(shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
+torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tensor& x,
+                                const torch::Tensor& t, const layers::Conditioning& cond,
+                                const layers::Conditioning* uncond, double scale) {
+  const int64_t n = x.size(0);
+  if (!uncond || scale == 1.0) return denoiser.denoise(x, t.expand({n}), cond);
+  const auto out = denoiser.denoise(torch::cat({x, x}), t.expand({2 * n}),
+                                    layers::Conditioning::cat(cond, *uncond));
+  const auto c = out.slice(0, 0, n), u = out.slice(0, n);
+  return u + scale * (c - u);
+}
+
+// ---------------------------------------------------------------- loaded models
+
+struct Pipeline::Cache {
+  std::string key;  // family | files | precision | device
+  LoadedModels models;
+};
+
+Pipeline::Pipeline() : cache_(std::make_unique<Cache>()) {}
+Pipeline::~Pipeline() = default;
+
+Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
+  auto say = [&](const std::string& m) {
+    if (cb.on_message) cb.on_message(m);
+  };
+  auto progress = [&](const Progress& p) {
+    if (cb.on_progress) cb.on_progress(p);
+  };
+  auto check_cancel = [&] { throw_if_cancelled(cb.cancel); };
+  Result r;
+  r.preset = preset;
+  Preset& p = r.preset;
+  configure_threads();            // the machine's load now, not at start-up
+  p.seed = resolve_seed(p.seed);  // the output records the seed that ran
+  const Family& family = family_for(p);
+  p.family = family.name();
+  for (const auto& m : family.snap(p)) say(m);
+  if (!p.loras.empty()) throw Error("preset: key 'loras': LoRA is not supported yet");
+  const auto files = resolve_models(p, family);
+  const auto device = resolve_device(p.device);
+  const auto precision = layers::resolve_precision(p.precision, device);
+  if (const auto w = layers::precision_warning(precision, device); !w.empty()) say(w);
+  // What ran, in the output's parameters.
+  p.precision = layers::precision_name(precision);
+  p.device = device_name(device);
+
+  // Models, kept loaded between jobs while the files, precision and device stay.
+  auto t0 = Clock::now();
+  std::string key = family.name() + "|" + p.precision + "|" + p.device;
+  for (const auto* f :
+       {&files.model, &files.model2, &files.vae, &files.text_encoder, &files.tokenizer})
+    key += "|" + f->string();
+  if (cache_->key != key) {
+    cache_->models = {};  // free the old ones first
+    cache_->key.clear();
+    cache_->models = family.load(files, precision, device, [&](const std::string& what) {
+      progress({"load", what, 0, 0});
+    });
+    cache_->key = key;
+  }
+  const LoadedModels& models = cache_->models;
+  family.check(models, p, files);
+  r.timings.load_s = since(t0);
+  check_cancel();
+
+  // Text.
+  t0 = Clock::now();
+  const auto strategy = family.guidance(p);
+  auto cond = models.conditioner->encode(p.prompt, say).to(device);
+  layers::Conditioning uncond;
+  const bool cfg = strategy == GuidanceStrategy::ClassifierFree && p.guidance != 1.0;
+  if (cfg)
+    uncond = models.conditioner
+                 ->encode(p.negative_prompt.empty() ? family.default_negative_prompt(files)
+                                                    : p.negative_prompt,
+                          say)
+                 .to(device);
+  if (strategy == GuidanceStrategy::Distilled)
+    cond.guidance = torch::full({1}, p.guidance, torch::TensorOptions().device(device));
+  r.timings.text_s = since(t0);
+  check_cancel();
+
+  // Sampling.
+  auto& ae = *models.autoencoder;
+  const int64_t sc = ae.spatial_compression();
+  auto x = initial_noise(p.seed, {1, models.denoiser->latent_channels(), ae.latent_frames(p.frames),
+                                  p.height / sc, p.width / sc})
+               .to(device);
+  if (models.denoiser->prediction() != diffusion::Prediction::FlowVelocity)
+    throw Error(
+        "pipeline: this family's denoiser predicts noise; the noise-prediction samplers "
+        "are not in the registry yet");
+  auto sched = schedulers::make_scheduler(p.sampler);
+  sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});
+  const auto timesteps = sched->timesteps().to(torch::kFloat32);
+  const auto preview_map = cb.want_preview ? family.preview(models) : PreviewMap{};
+  t0 = Clock::now();
+  for (int i = 0; i < p.steps; ++i) {
+    const auto ts = Clock::now();
+    const float t = timesteps[i].item<float>();
+    auto& denoiser =
+        (models.denoiser2 && t < models.switch_timestep) ? *models.denoiser2 : *models.denoiser;
+    const auto v = guided_prediction(denoiser, x, torch::full({1}, t, device), cond,
+                                     cfg ? &uncond : nullptr, p.guidance);
+    x = sched->step(v, i, x);
+    // A diverged model or sampler: stop here, not after decoding a black video.
+    if (!torch::isfinite(x).all().item<bool>())
+      throw Error("step " + std::to_string(i + 1) + " of " + std::to_string(p.steps) +
+                  ": the latents hold NaN or infinite values (the model diverged with sampler " +
+                  p.sampler + " at shift " + nlohmann::json(p.shift).dump() + ", guidance " +
+                  nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
+                  "); nothing was written");
+    r.timings.step_s.push_back(since(ts));
+    if (cb.on_step) {
+      StepEvent e;
+      e.step = i + 1;
+      e.total = p.steps;
+      e.seconds_per_step = since(t0) / (i + 1);
+      e.eta_seconds = e.seconds_per_step * (p.steps - i - 1);
+      if (cb.want_preview)
+        e.preview = latent_preview(x[0], preview_map.factors, preview_map.bias, ae.latents_mean(),
+                                   ae.latents_std());
+      cb.on_step(e);
+    }
+    check_cancel();
+  }
+  r.timings.sampling_s = since(t0);
+
+  // Decode, clamp, to 8-bit RGB frames on the CPU.
+  t0 = Clock::now();
+  const auto video = ae.decode_video(x, [&](int64_t done, int64_t total) {
+                         progress({"decode", "", done, total});
+                         check_cancel();
+                       }).clamp(-1, 1);  // [1, 3, F, H, W]
+  r.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5)
+                 .round()
+                 .clamp(0, 255)
+                 .to(torch::kCPU, torch::kUInt8);
+  r.timings.decode_s = since(t0);
+  r.metadata = metadata_for(p, files);
+  return r;
+}
+
+}  // namespace kinora::pipeline

@@ -1,0 +1,113 @@
+#pragma once
+// Text to video (or image), for every model family: the one place where the
+// denoising loop is written out.
+//
+//   prompt → text conditioner → denoiser, step by step under the family's
+//   guidance → sampler → autoencoder decode → frames + the parameters to embed
+//
+// The pipeline returns frames and metadata; writing them to a file is media/'s
+// (render/render.h does both). It runs on any device: noise is drawn on the
+// CPU, so one seed gives the same video everywhere.
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "layers/conditioning.h"
+#include "pipeline/family.h"
+#include "pipeline/preset.h"
+
+namespace kinora::diffusion {
+class Denoiser;
+}
+
+namespace kinora::pipeline {
+
+struct StepEvent {
+  int step = 0;  // 1-based: steps done
+  int total = 0;
+  double seconds_per_step = 0;
+  double eta_seconds = 0;
+  torch::Tensor preview;  // [T, h, w, 3] uint8 latent preview, when asked for
+};
+
+// A stage that is not a sampling step: "load" (`what` names the file being
+// loaded, and what it is), "decode" (frames decoded so far, of `total`).
+struct Progress {
+  std::string stage;
+  std::string what;
+  int64_t done = 0, total = 0;
+};
+
+struct RunCallbacks {
+  std::function<void(const std::string&)> on_message;  // adjustments, notes
+  std::function<void(const StepEvent&)> on_step;
+  std::function<void(const Progress&)> on_progress;
+  bool want_preview = false;
+  // Polled every step, between decoded frames and while writing; a set token
+  // ends the render with kinora::Cancelled.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+struct Timings {
+  double load_s = 0, text_s = 0, sampling_s = 0, decode_s = 0, encode_s = 0;
+  std::vector<double> step_s;
+};
+
+struct Result {
+  torch::Tensor frames;  // [F, H, W, 3] uint8, on the CPU
+  Preset preset;         // as rendered: seed, sizes, precision and device that ran
+  Timings timings;
+  nlohmann::json metadata;       // what the output embeds: the preset (file names only),
+                                 // the models' fingerprints, the versions
+  std::filesystem::path output;  // where render() wrote it
+};
+
+// Resolves the preset's model entries for `family`: a path as it is (relative
+// ones against the preset's folder), or a name in models_dir's ComfyUI
+// subfolders; the embedded model's files when the preset names none. Throws
+// kinora::Error naming the key and every place it looked.
+ModelFiles resolve_models(const Preset& p, const Family& family);
+// One of them: the entry of preset key `key` ("model", "vae" …).
+std::filesystem::path resolve_model_file(const Preset& p, const std::string& key,
+                                         const char* subfolder, bool required);
+
+// Sizes and frame counts snapped to what the preset's family makes, with a
+// message for each change (Family::snap).
+std::vector<std::string> snap_sizes(Preset& p);
+
+// The seeded noise of a render: float32 standard normal drawn on the CPU with
+// LibTorch's CPU generator (mt19937) seeded with `seed`, so that one seed gives
+// the same video on every device.
+torch::Tensor initial_noise(int64_t seed, const std::vector<int64_t>& shape);
+
+// One guided prediction, the step every sampler takes: the denoiser at `x`,
+// timestep `t`, with `cond`; under classifier-free guidance (`uncond` given and
+// scale ≠ 1) cond and uncond rows in one batch, mixed as u + scale·(c − u).
+torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tensor& x,
+                                const torch::Tensor& t, const layers::Conditioning& cond,
+                                const layers::Conditioning* uncond, double scale);
+
+class Pipeline {
+ public:
+  Pipeline();
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Samples and decodes; the models stay loaded for the next call while the
+  // files, precision and device stay the same.
+  Result generate(const Preset& preset, const RunCallbacks& callbacks = {});
+
+ private:
+  struct Cache;
+  std::unique_ptr<Cache> cache_;
+};
+
+}  // namespace kinora::pipeline

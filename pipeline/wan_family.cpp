@@ -1,0 +1,146 @@
+#include "pipeline/wan_family.h"
+
+#include <cmath>
+
+#include "base/error.h"
+#include "base/json.h"
+#include "diffusion/wan_dit.h"
+#include "embedded/model.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
+#include "pipeline/preview.h"
+#include "text/t5_conditioner.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+
+bool WanFamily::recognises(const fs::path& model) const {
+  return io::detect_layout(io::Checkpoint::open(model).shapes()).family == io::Family::WanDiT;
+}
+
+std::vector<Family::Role> WanFamily::roles() const {
+  return {{"model", "diffusion_models", true},
+          {"model2", "diffusion_models", false},
+          {"vae", "vae", true},
+          {"text_encoder", "text_encoders", true},
+          {"tokenizer", "text_encoders", true}};
+}
+
+std::optional<ModelFiles> WanFamily::default_files() const {
+  const auto dir = embedded::model_dir();
+  if (!dir) {
+    // Appended, not `"…" + std::string&&`: GCC 12 warns falsely on that
+    // (-Wstringop-overflow, its bug 105651).
+    std::string msg = "no model given, and the embedded default model was not found (looked in";
+    for (const auto& d : embedded::model_search_path()) msg.append(" ").append(d.string());
+    msg += "); give --model, --vae, --text-encoder and --tokenizer";
+    throw Error(msg);
+  }
+  ModelFiles files;
+  files.model = *dir / embedded::kDitFile;
+  files.vae = *dir / embedded::kVaeFile;
+  files.text_encoder = *dir / embedded::kTextEncoderFile;
+  files.tokenizer = *dir / embedded::kTokenizerFile;
+  return files;
+}
+
+std::vector<std::string> WanFamily::snap(Preset& p) const {
+  std::vector<std::string> msgs;
+  const int frames = 4 * static_cast<int>(std::lround((p.frames - 1) / 4.0)) + 1;
+  if (frames != p.frames) {
+    msgs.push_back("frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
+                   " (Wan makes 4k+1 frames: 4 per latent frame after the first)");
+    p.frames = frames;
+  }
+  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
+    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
+    if (snapped != *v) {
+      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
+                     std::to_string(snapped) +
+                     " (a multiple of 16: 8× VAE and 2× patch, or 4× and 4×)");
+      *v = snapped;
+    }
+  }
+  return msgs;
+}
+
+// The model's own negative prompt when its metadata has one (the embedded
+// model was trained with the empty caption as its unconditional input, and
+// says so), else Wan's.
+std::string WanFamily::default_negative_prompt(const ModelFiles& files) const {
+  const auto ck = io::Checkpoint::open(files.model);
+  const auto it = ck.metadata().find("kinora");
+  if (it != ck.metadata().end()) {
+    try {
+      const auto j = parse_json(it->second, files.model.string() + " (metadata 'kinora')");
+      if (j.is_object() && j.contains("negative_prompt") && j["negative_prompt"].is_string())
+        return j["negative_prompt"].get<std::string>();
+    } catch (const Error&) {
+      // Not the embedded model's metadata: Wan's below.
+    }
+  }
+  return kWanDefaultNegativePrompt;
+}
+
+LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precision,
+                             torch::Device device,
+                             const std::function<void(const std::string&)>& say) const {
+  LoadedModels m;
+  auto dit = [&](const fs::path& path) {
+    say(path.filename().string() + " (Wan DiT)");
+    auto model = std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path, precision));
+    model->to(device);
+    return model;
+  };
+  const auto first = dit(files.model);
+  m.denoiser = first;
+  if (!files.model2.empty()) {
+    m.denoiser2 = dit(files.model2);
+    m.switch_timestep = static_cast<double>(diffusion::wan22_expert_boundary(false));
+  }
+  say(files.vae.filename().string() + " (Wan VAE)");
+  auto vae = std::make_shared<vae::WanVAE>(vae::WanVAE::load(files.vae, precision));
+  vae->to(device);
+  m.autoencoder = vae;
+  say(files.text_encoder.filename().string() + " (umT5)");
+  auto text = std::make_shared<text::T5Conditioner>(
+      text::T5Conditioner::load(files.text_encoder, files.tokenizer, first->config().text_len));
+  text->to(device);
+  m.conditioner = text;
+  return m;
+}
+
+void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& files) const {
+  const auto& dit = static_cast<const diffusion::WanModel&>(*m.denoiser);
+  const auto& cfg = dit.config();
+  const auto& ae = *m.autoencoder;
+  if (cfg.text_dim != m.conditioner->context_dim())
+    throw Error(files.model.filename().string() + " expects text of width " +
+                std::to_string(cfg.text_dim) + ", but " + files.text_encoder.filename().string() +
+                " gives " + std::to_string(m.conditioner->context_dim()));
+  if (cfg.out_dim != ae.latent_channels())
+    throw Error(files.model.filename().string() + " works on " + std::to_string(cfg.out_dim) +
+                " latent channels, but " + files.vae.filename().string() + " has " +
+                std::to_string(ae.latent_channels()));
+  const int64_t sc = ae.spatial_compression();
+  if (p.width % (sc * cfg.patch_w) || p.height % (sc * cfg.patch_h))
+    throw Error("size " + std::to_string(p.width) + "×" + std::to_string(p.height) +
+                ": this VAE and DiT need multiples of " + std::to_string(sc * cfg.patch_w) + "×" +
+                std::to_string(sc * cfg.patch_h) + " (" + std::to_string(sc) +
+                "× VAE, patches of " + std::to_string(cfg.patch_w) + ")");
+  if (ae.latent_frames(p.frames) % cfg.patch_t != 0) {
+    // Frame counts whose latent frames fill whole tokens: tc·(k·pt − 1) + 1.
+    const int64_t tc = ae.temporal_compression(), pt = cfg.patch_t;
+    throw Error(std::to_string(p.frames) + " frames: this DiT takes " + std::to_string(pt) +
+                " latent frames per token, so " + std::to_string(tc * (pt - 1) + 1) + ", " +
+                std::to_string(tc * (2 * pt - 1) + 1) + ", " +
+                std::to_string(tc * (3 * pt - 1) + 1) + " … frames");
+  }
+}
+
+PreviewMap WanFamily::preview(const LoadedModels&) const {
+  return {wan21_preview_factors(), wan21_preview_bias()};
+}
+
+}  // namespace kinora::pipeline

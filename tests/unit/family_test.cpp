@@ -1,0 +1,222 @@
+// The core's seams: a model family defined here, in a few lines, renders
+// through the same Pipeline::generate and render() as Wan, without a line of
+// pipeline/ knowing it; and the device reaches every render.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <torch/cuda.h>
+
+#include "base/device.h"
+#include "media/output.h"
+#include "pipeline/family.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
+#include "test_util.h"
+
+namespace kinora {
+namespace {
+using pipeline::Preset;
+using test::error_of;
+using test::TempDir;
+using ::testing::HasSubstr;
+
+// ---------------------------------------------------------------- a toy family
+
+// Context: one row per word, each the word's length and a constant.
+struct ToyConditioner : text::TextConditioner {
+  layers::Conditioning encode(const std::string& prompt,
+                              const std::function<void(const std::string&)>&) override {
+    std::vector<float> rows;
+    std::size_t start = 0;
+    do {
+      const auto end = std::min(prompt.find(' ', start), prompt.size());
+      rows.push_back(static_cast<float>(end - start));
+      rows.push_back(1.0f);
+      start = end + 1;
+    } while (start < prompt.size());
+    return {torch::tensor(rows).view({1, -1, 2}), {}, {}, {}};
+  }
+  int64_t context_dim() const override { return 2; }
+  void to(torch::Device) override {}
+};
+
+// A velocity that pulls the latent towards the context's mean.
+struct ToyDenoiser : diffusion::Denoiser {
+  diffusion::Prediction prediction() const override { return diffusion::Prediction::FlowVelocity; }
+  torch::Tensor denoise(const torch::Tensor& x, const torch::Tensor& t,
+                        const layers::Conditioning& c) override {
+    EXPECT_EQ(t.size(0), x.size(0));
+    const auto target = c.context.mean({1, 2}).view({-1, 1, 1, 1, 1}) / 4;
+    return x - target;
+  }
+  int64_t latent_channels() const override { return 3; }
+  std::array<int64_t, 3> latent_patch() const override { return {1, 1, 1}; }
+  int64_t context_dim() const override { return 2; }
+  void to(torch::Device) override {}
+};
+
+// Pixels are latent cells, twice as large; frames are latent frames.
+struct ToyAutoencoder : vae::Autoencoder {
+  int64_t latent_channels() const override { return 3; }
+  int64_t spatial_compression() const override { return 2; }
+  int64_t temporal_compression() const override { return 1; }
+  std::vector<double> latents_mean() const override { return {0, 0, 0}; }
+  std::vector<double> latents_std() const override { return {1, 1, 1}; }
+  torch::Tensor encode(const torch::Tensor& video) override {
+    return torch::avg_pool3d(video, {1, 2, 2});
+  }
+  torch::Tensor decode_video(const torch::Tensor& latent, const FrameProgress& progress) override {
+    std::vector<torch::Tensor> frames;
+    for (int64_t f = 0; f < latent.size(2); ++f) {
+      frames.push_back(latent.slice(2, f, f + 1).repeat_interleave(2, 3).repeat_interleave(2, 4));
+      if (progress) progress(f + 1, latent.size(2));
+    }
+    return torch::cat(frames, 2).tanh();
+  }
+  void to(torch::Device) override {}
+};
+
+struct ToyFamily : pipeline::Family {
+  std::string name() const override { return "toy"; }
+  bool recognises(const std::filesystem::path&) const override { return false; }
+  std::vector<Role> roles() const override { return {}; }  // no files
+  Preset defaults() const override {
+    Preset p;
+    p.width = 8, p.height = 6, p.frames = 3, p.steps = 4, p.sampler = "flow_euler";
+    p.shift = 1.0, p.guidance = 2.0, p.precision = "fp32";
+    return p;
+  }
+  std::vector<std::string> snap(Preset& p) const override {
+    if (p.width % 2 == 0) return {};
+    p.width += 1;
+    return {"width → even"};
+  }
+  pipeline::GuidanceStrategy guidance(const Preset&) const override {
+    return pipeline::GuidanceStrategy::ClassifierFree;
+  }
+  std::string default_negative_prompt(const pipeline::ModelFiles&) const override { return "a"; }
+  pipeline::LoadedModels load(const pipeline::ModelFiles&, layers::Precision, torch::Device,
+                              const std::function<void(const std::string&)>& say) const override {
+    say("toy parts");
+    pipeline::LoadedModels m;
+    m.denoiser = std::make_shared<ToyDenoiser>();
+    m.autoencoder = std::make_shared<ToyAutoencoder>();
+    m.conditioner = std::make_shared<ToyConditioner>();
+    return m;
+  }
+  void check(const pipeline::LoadedModels&, const Preset&,
+             const pipeline::ModelFiles&) const override {}
+  pipeline::PreviewMap preview(const pipeline::LoadedModels&) const override {
+    return {torch::eye(3), torch::zeros({3})};
+  }
+};
+
+Preset toy_preset() {
+  pipeline::register_family(std::make_shared<ToyFamily>());
+  Preset p = Preset::from_json({{"family", "toy"}, {"prompt", "a longer prompt"}, {"seed", 3}});
+  EXPECT_EQ(p.width, 8);  // the family's defaults
+  EXPECT_EQ(p.steps, 4);
+  return p;
+}
+
+TEST(Families, AToyFamilyRendersThroughTheSamePipeline) {
+  const Preset p = toy_preset();
+  pipeline::Pipeline pipe;
+  std::vector<int> steps;
+  std::vector<int64_t> decoded;
+  std::vector<std::string> said;
+  pipeline::RunCallbacks cb;
+  cb.want_preview = true;
+  cb.on_message = [&](const std::string& m) { said.push_back(m); };
+  cb.on_step = [&](const pipeline::StepEvent& e) {
+    steps.push_back(e.step);
+    EXPECT_EQ(e.preview.sizes(), (std::vector<int64_t>{3, 3, 4, 3}));
+  };
+  cb.on_progress = [&](const pipeline::Progress& e) {
+    if (e.stage == "decode") decoded.push_back(e.done);
+    if (e.stage == "load") said.push_back("loading " + e.what);
+  };
+  const auto r = pipe.generate(p, cb);
+  EXPECT_EQ(r.frames.sizes(), (std::vector<int64_t>{3, 6, 8, 3}));
+  EXPECT_EQ(steps, (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(decoded, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_THAT(said, ::testing::Contains("loading toy parts"));
+  EXPECT_EQ(r.preset.family, "toy");
+  EXPECT_EQ(r.metadata["preset"]["family"], "toy");
+  EXPECT_EQ(r.metadata["preset"]["device"], "cpu");
+  // Deterministic from the seed; guided (cond and uncond differ in their
+  // context), so the scale matters.
+  EXPECT_TRUE(torch::equal(pipe.generate(p).frames, r.frames));
+  auto unguided = p;
+  unguided.guidance = 1.0;
+  EXPECT_FALSE(torch::equal(pipe.generate(unguided).frames, r.frames));
+  // And to a file, with its parameters, like any other render.
+  TempDir dir;
+  auto file = p;
+  file.output = (dir / "toy.mp4").string();
+  render::render(pipe, file);
+  EXPECT_EQ(media::read_embedded_parameters(dir / "toy.mp4")["preset"]["family"], "toy");
+  EXPECT_EQ(media::read_frames(dir / "toy.mp4").size(0), 3);
+}
+
+TEST(Families, TheFamilyComesFromThePresetOrTheModelFile) {
+  toy_preset();
+  EXPECT_EQ(pipeline::family_for(Preset::embedded_defaults()).name(), "wan");
+  Preset wan;
+  wan.model = test::fixture("wan21_dit_tiny.safetensors");
+  EXPECT_EQ(pipeline::family_for(wan).name(), "wan");
+  Preset vae_as_model;
+  vae_as_model.model = test::fixture("wan21_vae_tiny.safetensors");
+  EXPECT_THAT(error_of([&] { pipeline::family_for(vae_as_model); }),
+              HasSubstr("no model family recognises this file"));
+  EXPECT_THAT(error_of([&] {
+                Preset::from_json({{"family", "sd9"}}, "p.json");
+              }),
+              HasSubstr("p.json: key 'family' names no model family named 'sd9' (the families: "
+                        "wan, toy"));
+}
+
+// ---------------------------------------------------------------- devices
+
+TEST(Devices, NamesResolveOrSayWhatThereIs) {
+  EXPECT_EQ(resolve_device("cpu"), torch::Device(torch::kCPU));
+  EXPECT_EQ(device_name(torch::Device(torch::kCUDA, 1)), "cuda:1");
+  EXPECT_EQ(available_devices().front().name, "cpu");
+  EXPECT_THAT(error_of([] { resolve_device("gpu"); }), HasSubstr("expected auto, cpu, cuda"));
+  if (torch::cuda::is_available()) {
+    EXPECT_TRUE(resolve_device("auto").is_cuda());
+    EXPECT_THAT(error_of([] { resolve_device("cuda:99"); }), HasSubstr("cuda:0 … cuda:"));
+  } else {
+    EXPECT_EQ(resolve_device("auto"), torch::Device(torch::kCPU));
+    EXPECT_THAT(error_of([] { resolve_device("cuda"); }), HasSubstr("sees no CUDA device"));
+    EXPECT_EQ(available_devices().size(), 1u);
+  }
+  EXPECT_THAT(error_of([] {
+                Preset::from_json({{"device", "gpu"}}, "p.json");
+              }),
+              HasSubstr("p.json: key 'device' must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""));
+}
+
+// The device a render ran on is recorded; asking for one that is not there
+// is an error before anything loads. (The CUDA twin of this runs where a GPU
+// is: the same test sees one.)
+TEST(Devices, RenderOnTheDeviceAskedAndRecordIt) {
+  Preset p = toy_preset();
+  pipeline::Pipeline pipe;
+  p.device = "cpu";
+  EXPECT_EQ(pipe.generate(p).preset.device, "cpu");
+  p.device = "auto";
+  const auto r = pipe.generate(p);
+  EXPECT_EQ(r.preset.device, torch::cuda::is_available() ? "cuda:0" : "cpu");
+  if (!torch::cuda::is_available()) {
+    p.device = "cuda:0";
+    std::vector<std::string> said;
+    pipeline::RunCallbacks cb;
+    cb.on_message = [&](const std::string& m) { said.push_back(m); };
+    EXPECT_THAT(error_of([&] { pipe.generate(p, cb); }), HasSubstr("sees no CUDA device"));
+    EXPECT_TRUE(said.empty());  // nothing loaded
+  }
+}
+
+}  // namespace
+}  // namespace kinora

@@ -1,0 +1,25 @@
+#pragma once
+// The text side of a diffusion model, as the pipeline sees it: a prompt to the
+// tensors its denoiser takes (layers/conditioning.h), over one or more encoders
+// and their tokenizers. Wan's (umT5 and its SentencePiece tokenizer) is the
+// first: text/t5_conditioner.h.
+#include <functional>
+#include <string>
+
+#include "layers/conditioning.h"
+
+namespace kinora::text {
+
+class TextConditioner {
+ public:
+  virtual ~TextConditioner() = default;
+  // One prompt → conditioning of one row. `note` receives what the user should
+  // know (a prompt cut to the encoder's length).
+  virtual layers::Conditioning encode(const std::string& prompt,
+                                      const std::function<void(const std::string&)>& note) = 0;
+  // The width of the per-token states it makes.
+  virtual int64_t context_dim() const = 0;
+  virtual void to(torch::Device device) = 0;
+};
+
+}  // namespace kinora::text
