@@ -1,7 +1,8 @@
 #pragma once
-// SHA-256 (FIPS 180-4), for fingerprinting model files in output metadata.
-#include <cstdint>
+// SHA-256 (OpenSSL's libcrypto), for fingerprinting model files in output
+// metadata.
 #include <filesystem>
+#include <memory>
 #include <string>
 
 namespace kinora {
@@ -9,15 +10,15 @@ namespace kinora {
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void update(const void* data, std::size_t len);
   std::string hex_digest();  // finalises
 
  private:
-  void block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buf_[64];
-  std::size_t buf_len_ = 0;
-  uint64_t total_ = 0;
+  struct Context;
+  std::unique_ptr<Context> ctx_;
 };
 
 std::string sha256_hex(const std::string& data);

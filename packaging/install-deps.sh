@@ -13,7 +13,7 @@ packages=(
   # LibTorch does float32 matmuls on the reference BLAS (~5 GFLOP/s vs ~30).
   libtorch-dev libopenblas0-openmp
   # small libraries of the core
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsentencepiece-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsentencepiece-dev libssl-dev
   # media output (FFmpeg 5.1) and the tools the tests decode with
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libpng-dev ffmpeg
   # tests and benchmarks; clang with its runtime for the sanitizers and libFuzzer

@@ -12,6 +12,7 @@
 #include "../unit/test_util.h"
 #include "base/error.h"
 #include "base/json.h"
+#include "base/sha256.h"
 #include "base/signals.h"
 
 namespace fs = std::filesystem;
@@ -181,5 +182,27 @@ TEST(Json, InvalidUtf8IsFoundByOffset) {
   EXPECT_EQ(invalid_utf8_offset("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
 }
 
+}  // namespace
+}  // namespace kinora
+
+namespace kinora {
+namespace {
+// FIPS 180-4's examples, and a file's fingerprint: its first and last MiB.
+TEST(Sha256, KnownAnswersAndFileFingerprints) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  test::TempDir tmp;
+  const auto small = tmp.path() / "small.bin";
+  write_file_atomically(small, "abc");
+  EXPECT_EQ(file_fingerprint(small), sha256_hex("abc"));
+  std::string big(3 << 20, 'x');
+  big[0] = 'a', big[(3 << 20) - 1] = 'z';
+  const auto large = tmp.path() / "large.bin";
+  write_file_atomically(large, big);
+  EXPECT_EQ(file_fingerprint(large),
+            sha256_hex(big.substr(0, 1 << 20) + big.substr(big.size() - (1 << 20))));
+  EXPECT_NE(test::error_of([&] { file_fingerprint(tmp.path() / "absent"); }).find("absent"),
+            std::string::npos);
+}
 }  // namespace
 }  // namespace kinora
