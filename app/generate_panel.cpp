@@ -18,6 +18,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include "base/device.h"
 #include "embedded/model.h"
 #include "schedulers/registry.h"
 
@@ -75,6 +76,15 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
       "auto: bf16 on GPUs from Ampere on and on CPUs with bf16 arithmetic (AVX512-BF16, AMX); "
       "fp32 on older GPUs and other CPUs, where bf16 is slower (emulated on such CPUs, many "
       "times slower)");
+  // Where it computes: auto, then every device LibTorch sees, with its memory.
+  device_ = new QComboBox(this);
+  device_->setObjectName("device");
+  device_->addItem("Auto (the first GPU, else the CPU)", "auto");
+  for (const auto& d : available_devices())
+    device_->addItem(QString::fromStdString(d.name + " — " + d.description),
+                     QString::fromStdString(d.name));
+  device_->setToolTip(
+      "Noise is drawn on the CPU, so a seed gives the same video on every device");
   format_ = new QComboBox(this);
   format_->addItem("Default (from the name: MP4)", "");
   format_->addItem("MP4 (H.264)", "mp4");
@@ -146,6 +156,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   form->addRow("Size", size_row);
   form->addRow("Frames", frames_);
   form->addRow("FPS", fps_);
+  form->addRow("Device", device_);
   form->addRow("Precision", precision_);
   form->addRow("Format", format_);
   auto* layout = new QVBoxLayout(this);
@@ -286,6 +297,7 @@ Preset GeneratePanel::preset() const {
   p.sampler = sampler_->currentText().toStdString();
   p.shift = shift_->value(), p.guidance = guidance_->value();
   p.precision = precision_->currentText().toStdString();
+  p.device = device_->currentData().toString().toStdString();
   p.model = model_->currentData().toString().toStdString();
   if (!p.model.empty()) {
     p.vae = vae_->currentData().toString().toStdString();
@@ -317,6 +329,10 @@ void GeneratePanel::set_preset(const Preset& p) {
   sampler_->setCurrentText(QString::fromStdString(p.sampler));
   shift_->setValue(p.shift), guidance_->setValue(p.guidance);
   precision_->setCurrentText(QString::fromStdString(p.precision));
+  {  // a device this machine lacks (a preset from elsewhere) falls back to auto
+    const int d = device_->findData(QString::fromStdString(p.device));
+    device_->setCurrentIndex(std::max(0, d));
+  }
   const int f = format_->findData(QString::fromStdString(p.format));
   format_->setCurrentIndex(std::max(0, f));
   loras_->setRowCount(0);

@@ -167,6 +167,10 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
           });
   connect(worker_, &GenerationWorker::message, this,
           [this](const QString&, const QString& m) { statusBar()->showMessage(m, 5000); });
+  connect(worker_, &GenerationWorker::stage, this, [this](const QString&, const QString& text) {
+    if (text.startsWith("Loading")) viewer_->clear(text);
+    statusBar()->showMessage(text);
+  });
   connect(worker_, &GenerationWorker::finished, this,
           [this](const QString& id, const QString& out) {
             queue_->set_output(id, out);

@@ -35,6 +35,12 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
     cb.cancel = &cancel_;
     cb.want_preview = true;
     cb.on_message = [&](const std::string& m) { Q_EMIT message(id, QString::fromStdString(m)); };
+    cb.on_progress = [&](const pipeline::Progress& p) {
+      if (p.stage == "load")
+        Q_EMIT stage(id, "Loading " + QString::fromStdString(p.what) + "…");
+      else if (p.stage == "decode")
+        Q_EMIT stage(id, QString("Decoding: frame %1/%2").arg(p.done).arg(p.total));
+    };
     cb.on_step = [&](const pipeline::StepEvent& e) {
       Q_EMIT progress(id, e.step, e.total, e.seconds_per_step, e.eta_seconds, to_images(e.preview));
     };

@@ -33,6 +33,9 @@ class GenerationWorker : public QObject {
   void progress(const QString& id, int step, int total, double seconds_per_step, double eta,
                 const QList<QImage>& preview);
   void message(const QString& id, const QString& text);
+  // A stage that is not a step: "Loading wan2.1_t2v_1.3B (Wan DiT)…",
+  // "Decoding: frame 5/17".
+  void stage(const QString& id, const QString& text);
   void finished(const QString& id, const QString& output);
   void failed(const QString& id, const QString& error);
   void cancelled(const QString& id);

@@ -292,6 +292,7 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   for (auto& l : p.loras) l.path = fs::path(l.path).filename().string();
   p.models_dir.clear();
   p.output.clear();
+  p.device = "auto";  // recorded where it ran; rendered again where this machine renders best
   return p;
 }
 

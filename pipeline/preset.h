@@ -89,7 +89,7 @@ struct Preset {
   // The preset embedded in a render made anywhere (media's parameters JSON),
   // validated, with nothing that points into that machine: model and LoRA
   // paths become file names, models_dir and output are cleared (a new render
-  // gets a new name).
+  // gets a new name), and the device is "auto" again.
   static Preset restored(const nlohmann::json& parameters, const std::string& source);
   // Reads a preset file (bounded: base/json.h); base_dir is its folder.
   static Preset load(const std::filesystem::path& path);

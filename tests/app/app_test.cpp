@@ -6,6 +6,7 @@
 #include "../unit/test_util.h"
 
 #include <QApplication>
+#include <QComboBox>
 #include <QFile>
 #include <QLabel>
 #include <QLineEdit>
@@ -205,6 +206,18 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   panel.set_preset(e);
   EXPECT_EQ(panel.preset().to_json(), e.to_json());
   EXPECT_TRUE(panel.preset().uses_embedded_model());
+  // The device picker: auto, the CPU, and any GPU LibTorch sees; a device this
+  // machine lacks falls back to auto.
+  auto* device = panel.findChild<QComboBox*>("device");
+  ASSERT_TRUE(device);
+  EXPECT_EQ(device->itemData(0).toString(), "auto");
+  EXPECT_EQ(device->itemData(1).toString(), "cpu");
+  e.device = "cpu";
+  panel.set_preset(e);
+  EXPECT_EQ(panel.preset().device, "cpu");
+  e.device = "cuda:7";
+  panel.set_preset(e);
+  EXPECT_EQ(panel.preset().device, device->count() > 9 ? "cuda:7" : "auto");
 }
 
 TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
