@@ -71,7 +71,7 @@ struct VaeOptions : StageOptions {
   int64_t crop = 32;                // square crops of this size (0: whole frames); the VAE is
                                     // convolutional, so it then runs on whole frames
   double kl_weight = 1e-5;          // KL term of the posterior, per element
-  // A VAE trained on single frames (--frames 1) to start from: its weights, with
+  // A VAE trained on single frames (train_frames 1) to start from: its weights, with
   // the past-frame taps of every causal convolution set to zero, so that each
   // frame starts out encoded and decoded as that image model does it. Names and
   // shapes must match. The temporal resampling it lacks starts as "keep each
@@ -105,7 +105,7 @@ torch::Tensor object_mask(const torch::Tensor& video);
 // un-normalised units) down the object-weighted L1 of their decoding, the
 // VAE's own reconstruction loss. An encoder amortises this fit and falls
 // short of it: the decoder draws sharper corners from fitted latents than
-// from the encoder's (`kinora train probe --fit-steps`).
+// from the encoder's (probe_shapes with fit_steps, in probe.h).
 struct FittedLatents {
   torch::Tensor z;        // [B, z, T, h, w] float32, un-normalised, no gradient
   double l1_encoded = 0;  // the weighted L1 of the encoder's latents, decoded
@@ -218,7 +218,7 @@ void init_locality_heads(torch::nn::Module& dit, int64_t num_heads, int64_t head
 // patches of a 4×-in-time VAE the objects move 0.7–1 token per latent frame,
 // so such a head hands a token what the object held one frame earlier (or
 // later) along one of the four paths, and the caption's direction word could
-// choose between them (a run that tried did not learn to: docs/training.md,
+// choose between them (a DiT trained with them did not learn to: docs/training.md,
 // "What was tried and did not help"). RoPE scores a sum of a time and a space
 // term, so one head peaks at one (Δt, Δy, Δx) and not along a whole path;
 // stacked blocks reach further.
@@ -230,8 +230,9 @@ void init_motion_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first,
 // width in the same frame (heads first + 0, 1), and the same in every frame
 // (first + 2, 3). At high noise one token shows little of the object and the
 // tokens around it, in its frame and the others, show more: an ideal model
-// finds nearly all of the object by σ 0.93, the first DiTs barely half of it
-// at 0.9 (tools/direction-gap-toy.py).
+// finds nearly all of the object by σ 0.93 (tools/direction-gap-toy.py), DiTs
+// of one latent frame per token about 60% of it at 0.9 (docs/training.md,
+// "What was tried and did not help").
 void init_pool_heads(torch::nn::Module& dit, int64_t num_heads, int64_t first, int64_t count,
                      double depth);
 
@@ -265,8 +266,9 @@ torch::Tensor object_weights(const torch::Tensor& x0, double k, double threshold
 // the next colour that is neither the object's nor the background's. The same
 // noise and noise levels (o.sigma, o.shift; a fixed seed) for every variant.
 // A model that ignores a word scores 0 for it, whatever its loss; one that has
-// learned it, clearly more. The loss does not show this: the direction word of
-// the first embedded DiTs moved it by 0.1%.
+// learned it, clearly more. The loss alone does not show this: for DiTs of one
+// latent frame per token the direction word was worth under 0.5% of it
+// (docs/training.md, "What was tried and did not help").
 struct WordGaps {
   double object = 0, background = 0, shape = 0, direction = 0;
   // The direction word again, with one latent frame of each clip given clean

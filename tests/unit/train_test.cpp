@@ -294,22 +294,22 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
                                            "a white square moving up on a black background",
                                            "a green triangle moving down on a yellow background"};
     torch::manual_seed(3);
-    const auto z = torch::randn({3, 16, 3, 4, 4});
+    const auto latents = torch::randn({3, 16, 3, 4, 4});
     auto scale_cross_attention_output = [&](double f) {
       torch::NoGradGuard ng;
       for (auto& p : dit.module().named_parameters())
         if (p.key().find("cross_attn.o.") != std::string::npos) p.value().set_data(p.value() * f);
     };
     scale_cross_attention_output(1000);
-    const auto g = word_gaps(dit, te, tok, z, caps, d);
+    const auto g = word_gaps(dit, te, tok, latents, caps, d);
     double largest = 0;
-    for (double v : {g.object, g.background, g.shape, g.direction, g.direction_given_frame}) {
-      EXPECT_TRUE(std::isfinite(v));
-      largest = std::max(largest, std::abs(v));
+    for (double gap : {g.object, g.background, g.shape, g.direction, g.direction_given_frame}) {
+      EXPECT_TRUE(std::isfinite(gap));
+      largest = std::max(largest, std::abs(gap));
     }
     EXPECT_GT(largest, 1e-4);  // 0.0026% here: identical contexts would give exactly 0
     scale_cross_attention_output(0);
-    const auto deaf = word_gaps(dit, te, tok, z, caps, d);
+    const auto deaf = word_gaps(dit, te, tok, latents, caps, d);
     EXPECT_EQ(deaf.object, 0.0);
     EXPECT_EQ(deaf.background, 0.0);
     EXPECT_EQ(deaf.shape, 0.0);
@@ -318,7 +318,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     // The x₀ error at each noise level, from denoise_errors(): with the output
     // head at zero the DiT predicts v = 0, so its x₀ estimate is x_σ and the
     // error is σ²·|ε − x₀|², the same noise at every σ.
-    const auto trained = denoise_errors(dit, te, tok, z, caps, d, {0.5, 0.9});
+    const auto trained = denoise_errors(dit, te, tok, latents, caps, d, {0.5, 0.9});
     EXPECT_GT(trained[0], 0.0);
     {
       torch::NoGradGuard ng;
@@ -326,14 +326,14 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
         if (p.key().starts_with("head.head.")) p.value().zero_();
     }
     const std::vector<double> sigmas = {0.3, 0.6, 0.9};
-    const auto blind = denoise_errors(dit, te, tok, z, caps, d, sigmas);
+    const auto blind = denoise_errors(dit, te, tok, latents, caps, d, sigmas);
     ASSERT_EQ(blind.size(), 3u);
     for (std::size_t i = 0; i < 3; ++i)
       EXPECT_NEAR(blind[i] / (sigmas[i] * sigmas[i]), blind[0] / 0.09, 1e-4 * blind[0] / 0.09);
     EXPECT_NEAR(blind[0] / 0.09, 2.0, 0.3);  // |ε − x₀|² per element, both N(0, 1) here
-    EXPECT_THROW(denoise_errors(dit, te, tok, z, {caps[0]}, d, sigmas), Error);
+    EXPECT_THROW(denoise_errors(dit, te, tok, latents, {caps[0]}, d, sigmas), Error);
     try {
-      word_gaps(dit, te, tok, z, {caps[0], caps[1], "a red circle"}, d);
+      word_gaps(dit, te, tok, latents, {caps[0], caps[1], "a red circle"}, d);
       ADD_FAILURE() << "a caption outside the grammar was measured";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("\"a red circle\""), std::string::npos) << e.what();
@@ -393,10 +393,10 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
-  expect_refused(d, "--window 10");
+  expect_refused(d, "DitOptions.window = 10");
   // A width that cannot carry a token's latent values is refused, naming both.
   d.window = 0, d.patch = 4;
-  expect_refused(d, "--dim 64 is narrower than a token's 256");
+  expect_refused(d, "DitOptions.dim = 64 is narrower than a token's 256");
   // ... and leaves nothing behind in a new run.
   const auto fresh = dir / "fresh";
   {
@@ -419,16 +419,16 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
       EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
     };
     n.time_patch = 2;
-    refused(n, "--time-patch 2 must divide the clips' 9 latent frames");
+    refused(n, "DitOptions.time_patch = 2 must divide the clips' 9 latent frames");
     n.time_patch = 3, n.motion_heads = 4;
-    refused(n, "with --time-patch 3 a token holds 3 latent frames");
+    refused(n, "with DitOptions.time_patch = 3 a token holds 3 latent frames");
     n.motion_heads = 0, n.dim = 128;
-    refused(n, "--dim 128 is narrower than a token's 192");
+    refused(n, "DitOptions.dim = 128 is narrower than a token's 192");
     n.dim = 192;
     train_dit(n);
-    const auto dit = diffusion::WanModel::load(fresh / kDitFile);
-    EXPECT_EQ(dit.config().patch_t, 3);
-    EXPECT_EQ(dit.config().patch_h, 2);
+    const auto patched = diffusion::WanModel::load(fresh / kDitFile);
+    EXPECT_EQ(patched.config().patch_t, 3);
+    EXPECT_EQ(patched.config().patch_h, 2);
     std::filesystem::remove_all(fresh);
   }
   // Resumed on centred clips: the cached latents are of clips placed anywhere,
@@ -450,7 +450,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   d.locality_heads = 2;  // this DiT has one head
   expect_refused(d, "at most the DiT's 1 heads");
   d.locality_heads = 0, d.motion_heads = 4;  // four kernels need four heads
-  expect_refused(d, "--motion-heads 4");
+  expect_refused(d, "DitOptions.motion_heads = 4");
   d.motion_heads = 0;
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);

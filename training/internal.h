@@ -1,0 +1,144 @@
+#pragma once
+// What the trainer's source files share and nobody else uses: seeds, messages
+// and the learning-rate schedule, the run folder's files (weights, optimizer,
+// state.json, loss logs), the sample images and the DiT's latent cache. An
+// internal header of training/: not part of the trainer's API (train.h,
+// probe.h), included from no other folder, and free to change with it.
+//
+// The trainer's files, by seam:
+//   checkpoint.cpp   the run folder: weights, optimizer state, JSON, loss logs
+//   tokenizer.cpp    stage 1 and the caption grammar
+//   vae_stage.cpp    stage 2, object_mask, fit_latents
+//   latents.cpp      clips and the DiT's data: clip_batch, the latent cache,
+//                    noise levels, noised batches, object weights
+//   heads.cpp        the DiT's heads started as position kernels
+//   diagnostics.cpp  sample sheets, word gaps, denoising errors
+//   dit_stage.cpp    stage 3
+//   probe.cpp        the shape probe (probe.h)
+#include <torch/torch.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "training/train.h"
+
+namespace kinora::training::internal {
+
+// One seed from two numbers (a base seed and what it seeds), hashed with
+// splitmix64's finaliser.
+inline uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline void say(const StageOptions& o, const std::string& msg) {
+  if (o.on_message) o.on_message(msg);
+}
+
+inline bool cancelled(const StageOptions& o) {
+  return o.cancel && o.cancel->load();
+}
+
+// Linear warm-up over o.warmup steps, then cosine decay to o.lr / 10 at o.steps.
+inline double lr_at(const StageOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+  const double p = static_cast<double>(step - o.warmup) /
+                   static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup));
+  return o.lr * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * std::min(1.0, p))));
+}
+
+// Group i gets lr × factors[i] (1 where no factor is given).
+inline void set_lr(torch::optim::AdamW& opt, double lr, const std::vector<double>& factors = {}) {
+  auto& groups = opt.param_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    static_cast<torch::optim::AdamWOptions&>(groups[i].options())
+        .lr(lr * (i < factors.size() ? factors[i] : 1.0));
+}
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---------------------------------------------------------------- the run folder
+// (checkpoint.cpp)
+
+// The module's parameters as safetensors, float32 on the CPU whatever the
+// device and precision trained in.
+void save_module(torch::nn::Module& m, const std::filesystem::path& path,
+                 const std::map<std::string, std::string>& metadata);
+
+// The module's parameters from the file, each by name and shape; with `only`,
+// those it accepts alone (the others keep their values).
+void load_into(torch::nn::Module& m, const io::Checkpoint& ck, const std::filesystem::path& path,
+               const std::function<bool(const std::string&)>& only = {});
+void load_into(torch::nn::Module& m, const std::filesystem::path& path);
+
+// A trained model's file for a fresh run to start from (load_into): its config
+// (metadata) must be the run's, key for key, so that a model of other heads or
+// patches (the same shapes, another meaning) is refused by name rather than
+// trained on. Reads the header only. `wanted` says what the file should have
+// been, for a path that does not exist (e.g. "DitOptions.init_from: a trained
+// model's folder").
+io::Checkpoint open_trained(const std::filesystem::path& path, const std::string& config,
+                            const std::string& wanted);
+
+void write_json(const std::filesystem::path& path, const nlohmann::json& j);
+nlohmann::json read_json(const std::filesystem::path& path);
+
+// The optimizer through a temporary name, like every other file written here.
+void save_optimizer(torch::optim::Optimizer& opt, const std::filesystem::path& path);
+
+// One line per logged step: step, the stage's losses, lr, seconds so far.
+class LossLog {
+ public:
+  // Writes the header when the file does not exist yet.
+  LossLog(const std::filesystem::path& path, const std::string& header);
+  void add(int64_t step, const std::vector<double>& values, double lr, double seconds);
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Drops log lines past `step` (a resumed stage repeats them).
+void truncate_log(const std::filesystem::path& path, int64_t step);
+
+// ---------------------------------------------------------------- images
+// (diagnostics.cpp)
+
+// A binary PPM: a dependency-free image of training samples. rgb: [H, W, 3] uint8.
+void write_ppm(const std::filesystem::path& path, const torch::Tensor& rgb);
+
+// Clips [B, 3, F, H, W] in [−1, 1] → one image [B·H, n·W, 3] uint8: a row per
+// clip, `n` frames spread evenly from the first to the last.
+torch::Tensor strip(const torch::Tensor& v, int64_t n = 3);
+
+// What a DiT checkpoint draws: four fixed captions sampled from noise as the
+// pipeline samples the embedded model (UniPC, 20 steps, kDefaults.guidance, the
+// training shift, seed 0), decoded, frames 0, 4, 8, 12 and 16 of each in a row.
+// Called with the EMA weights in the modules.
+void write_dit_samples(const std::filesystem::path& path, diffusion::WanModel& dit,
+                       text::T5Encoder& te, const text::Tokenizer& tok, vae::WanVAE& vae,
+                       const DitOptions& o, torch::IntArrayRef latent_shape);
+
+// ---------------------------------------------------------------- the DiT's data
+// (latents.cpp)
+
+// The VAE's latents of o.dataset clips (on o.device) and their captions,
+// encoded once (and refined, with o.refine_steps) and cached in the run folder.
+std::pair<torch::Tensor, std::vector<std::string>> latent_dataset(const DitOptions& o,
+                                                                  vae::WanVAE& vae);
+
+}  // namespace kinora::training::internal
