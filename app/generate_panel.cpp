@@ -83,8 +83,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   for (const auto& d : available_devices())
     device_->addItem(QString::fromStdString(d.name + " — " + d.description),
                      QString::fromStdString(d.name));
-  device_->setToolTip(
-      "Noise is drawn on the CPU, so a seed gives the same video on every device");
+  device_->setToolTip("Noise is drawn on the CPU, so a seed gives the same video on every device");
   format_ = new QComboBox(this);
   format_->addItem("Default (from the name: MP4)", "");
   format_->addItem("MP4 (H.264)", "mp4");

@@ -42,8 +42,7 @@ class GeneratePanel : public QWidget {
   void model_changed();
   void snap();
   QPlainTextEdit *prompt_, *negative_;
-  QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *sampler_, *format_, *precision_,
-      *device_;
+  QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *sampler_, *format_, *precision_, *device_;
   QTableWidget* loras_;
   QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_;
   QDoubleSpinBox *shift_, *guidance_;

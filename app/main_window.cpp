@@ -54,18 +54,18 @@ QString extension_for(const std::string& format) {
 MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   setWindowTitle("Kinora Studio");
   setAcceptDrops(true);
-  const QString data = options_.data_dir.isEmpty()
-                           ? QStandardPaths::writableLocation(QStandardPaths::AppDataLocation)
-                           : options_.data_dir;
-  QDir().mkpath(data);
+  const QString data_dir = options_.data_dir.isEmpty()
+                               ? QStandardPaths::writableLocation(QStandardPaths::AppDataLocation)
+                               : options_.data_dir;
+  QDir().mkpath(data_dir);
   settings_ = options_.data_dir.isEmpty()
                   ? std::make_unique<QSettings>()
-                  : std::make_unique<QSettings>(data + "/settings.ini", QSettings::IniFormat);
+                  : std::make_unique<QSettings>(data_dir + "/settings.ini", QSettings::IniFormat);
 
   panel_ = new GeneratePanel(this);
   viewer_ = new Viewer(this);
   gallery_ = new Gallery(this);
-  queue_ = new QueueModel(data + "/queue.json", this);
+  queue_ = new QueueModel(data_dir + "/queue.json", this);
   queue_view_ = new QListView(this);
   queue_view_->setModel(queue_);
   queue_view_->setDragDropMode(QAbstractItemView::InternalMove);

@@ -115,9 +115,12 @@ std::string torch_version() {
 }
 
 std::string version_string() {
-  const bool cuda = torch::cuda::is_available();
-  return std::string("Kinora ") + kVersion + ", LibTorch " + torch_version() +
-         (cuda ? " (CUDA)" : " (CPU)");
+  // Appended, not a chain of `+`: GCC 12 warns falsely on that
+  // (-Warray-bounds, its bug 105651).
+  std::string s = "Kinora ";
+  s.append(kVersion).append(", LibTorch ").append(torch_version());
+  s.append(torch::cuda::is_available() ? " (CUDA)" : " (CPU)");
+  return s;
 }
 
 std::filesystem::path executable_dir() {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "base/device.h"
 #include "base/error.h"
 #include "base/runtime.h"
 #include "cli/convert.h"
@@ -102,6 +103,8 @@ int main(int argc, char** argv) {
 
   auto* samplers =
       app.add_subcommand("samplers", "List the samplers, by the names presets and --sampler use");
+  auto* devices = app.add_subcommand(
+      "devices", "List the devices --device can name: the CPU and every CUDA GPU LibTorch sees");
 
   const auto run_render = kinora::cli::add_render_commands(app);
   const auto run_train = kinora::cli::add_train_command(app);
@@ -135,6 +138,9 @@ int main(int argc, char** argv) {
                 << " merged as " << (merge.subtract ? "A + r·(B − C)" : "A + r·(B − A)")
                 << " with r " << merge.ratio << " (change from A: " << r.relative_change * 100
                 << "% RMS, relative); " << r.bytes_out << " bytes of tensor data\n";
+    } else if (*devices) {
+      for (const auto& d : kinora::available_devices())
+        std::cout << d.name << "    " << d.description << "\n";
     } else if (*samplers) {
       for (const auto& e : kinora::schedulers::available_schedulers()) {
         std::cout << e.name;

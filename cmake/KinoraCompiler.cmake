@@ -9,6 +9,11 @@ if(KINORA_CCACHE)
   set(CMAKE_CUDA_COMPILER_LAUNCHER ${_launcher})
 endif()
 
+# -Wshadow: a name that hides another is how a loop ends up reading the wrong
+# variable. KINORA_WERROR (CI turns it on) makes every warning an error; the
+# LibTorch, Qt and FFmpeg headers are system headers and do not warn.
+option(KINORA_WERROR "Treat compiler warnings as errors" OFF)
 add_library(kinora_warnings INTERFACE)
 target_compile_options(kinora_warnings INTERFACE
-  $<$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>:-Wall -Wextra -Wno-unused-parameter>)
+  $<$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>:-Wall -Wextra -Wshadow -Wno-unused-parameter>
+  $<$<AND:$<BOOL:${KINORA_WERROR}>,$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>>:-Werror>)

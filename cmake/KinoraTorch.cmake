@@ -17,7 +17,7 @@ target_compile_options(kinora_pch PUBLIC ${TORCH_CXX_FLAGS})
 target_precompile_headers(kinora_pch PRIVATE <torch/torch.h> <string> <vector> <map>
                           <memory> <filesystem> <optional> <functional>)
 
-# kinora_module(NAME TYPE SOURCES... [LINK deps...])
+# kinora_module(NAME SOURCES... [LINK deps...] [PRIVATE deps...])
 #   one module = one folder = one target; the folder's parent is the include root,
 #   so code includes "io/safetensors.h", "schedulers/scheduler.h"...
 function(kinora_setup_target target)
@@ -27,11 +27,16 @@ function(kinora_setup_target target)
   target_precompile_headers(${target} REUSE_FROM kinora_pch)
 endfunction()
 
+# LINK: modules its public headers use (its users need them too); PRIVATE:
+# those only its sources use.
 function(kinora_module name)
-  cmake_parse_arguments(ARG "" "" "SOURCES;LINK" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;LINK;PRIVATE" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
   kinora_setup_target(${name})
   if(ARG_LINK)
     target_link_libraries(${name} PUBLIC ${ARG_LINK})
+  endif()
+  if(ARG_PRIVATE)
+    target_link_libraries(${name} PRIVATE ${ARG_PRIVATE})
   endif()
 endfunction()

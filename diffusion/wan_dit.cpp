@@ -70,8 +70,8 @@ torch::Tensor rope_apply(const torch::Tensor& x, const torch::Tensor& cos,
 // ---------------------------------------------------------------- modules
 
 struct WanAttentionImpl : torch::nn::Module {
-  WanAttentionImpl(int64_t dim, int64_t heads, double eps, bool image_branch)
-      : heads(heads), eps(eps) {
+  WanAttentionImpl(int64_t dim, int64_t num_heads, double norm_eps, bool image_branch)
+      : heads(num_heads), eps(norm_eps) {
     q = register_module("q", Linear(dim, dim, true));
     k = register_module("k", Linear(dim, dim, true));
     v = register_module("v", Linear(dim, dim, true));

@@ -13,7 +13,9 @@ case "$job" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 
 packaging/install-deps.sh
 start=$(date +%s)
-cmake --preset default
+# KINORA_CMAKE_ARGS: more -D options (CI: -DKINORA_WERROR=ON).
+# shellcheck disable=SC2086
+cmake --preset default ${KINORA_CMAKE_ARGS:-}
 cmake --build --preset default
 echo "bootstrap: build took $(( $(date +%s) - start )) s"
 

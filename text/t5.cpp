@@ -18,8 +18,8 @@ using layers::Linear;
 
 // T5's bidirectional relative-position bias: embedding [buckets, heads].
 struct RelativeBiasImpl : torch::nn::Module {
-  RelativeBiasImpl(int64_t buckets, int64_t heads, int64_t max_distance)
-      : num_buckets(buckets), max_distance(max_distance) {
+  RelativeBiasImpl(int64_t buckets, int64_t heads, int64_t max_dist)
+      : num_buckets(buckets), max_distance(max_dist) {
     embedding = register_module("embedding", torch::nn::Embedding(buckets, heads));
   }
   // → [1, heads, L, L] float32
@@ -45,7 +45,7 @@ struct RelativeBiasImpl : torch::nn::Module {
 TORCH_MODULE(RelativeBias);
 
 struct T5AttentionImpl : torch::nn::Module {
-  T5AttentionImpl(int64_t dim, int64_t dim_attn, int64_t heads) : heads(heads) {
+  T5AttentionImpl(int64_t dim, int64_t dim_attn, int64_t num_heads) : heads(num_heads) {
     q = register_module("q", Linear(dim, dim_attn, false));
     k = register_module("k", Linear(dim, dim_attn, false));
     v = register_module("v", Linear(dim, dim_attn, false));

@@ -160,7 +160,7 @@ TORCH_MODULE(AttentionBlock);
 enum class Mode { Up2d, Up3d, Down2d, Down3d };
 
 struct ResampleImpl : torch::nn::Module {
-  ResampleImpl(int64_t dim, Mode mode) : mode(mode) {
+  ResampleImpl(int64_t dim, Mode m) : mode(m) {
     resample = register_module("resample", torch::nn::ModuleList());
     resample->push_back(gap());  // Upsample or ZeroPad2d
     const bool up = mode == Mode::Up2d || mode == Mode::Up3d;

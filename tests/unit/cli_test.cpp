@@ -43,6 +43,18 @@ TEST(KinoraCli, SamplersAreListed) {
   EXPECT_THAT(r.out, HasSubstr("flow_euler"));
 }
 
+TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
+  const auto r = run("kinora devices");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("cpu    CPU, "));
+  const auto gen = run("kinora generate -p x --device cuda:9 --out /tmp/never.mp4");
+  EXPECT_EQ(gen.code, 1);
+  EXPECT_THAT(gen.out, ::testing::AnyOf(HasSubstr("sees no CUDA device"), HasSubstr("cuda:0 …")));
+  EXPECT_THAT(gen.out, ::testing::Not(HasSubstr("step 1/")));
+  EXPECT_THAT(run("kinora generate -p x --device gpu --out /tmp/never.mp4").out,
+              HasSubstr("key 'device' must be"));
+}
+
 TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
   const std::pair<const char*, const char*> expected[] = {
       {"wan21_dit_tiny.comfy.safetensors", "Wan DiT"},

@@ -43,6 +43,12 @@ struct FormatCase {
   const char* codec;
 };
 
+// gtest prints a parameter with this (else as its raw bytes).
+void PrintTo(const FormatCase& c, std::ostream* os) {
+  *os << c.out << (*c.format ? std::string(" --format ") + c.format : std::string()) << " → "
+      << c.codec;
+}
+
 class OutputFormats : public ::testing::TestWithParam<FormatCase> {};
 
 TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
@@ -60,7 +66,9 @@ TEST_P(OutputFormats, DecodeWithTheRightCodecSizeFramesFpsAndParameters) {
   EXPECT_EQ(s["width"], 64);
   EXPECT_EQ(s["height"], 48);
   EXPECT_EQ(s["nb_read_frames"], still ? "1" : "9");
-  if (!sequence && !still) EXPECT_EQ(s["r_frame_rate"], "12/1");
+  if (!sequence && !still) {
+    EXPECT_EQ(s["r_frame_rate"], "12/1");
+  }
   // The parameters come back from the file, and from the sidecar.
   const auto restored = sh(kinora_bin() + " restore '" + out + "'");
   ASSERT_EQ(restored.code, 0) << restored.out;
@@ -90,8 +98,8 @@ INSTANTIATE_TEST_SUITE_P(E2E, OutputFormats,
                                            FormatCase{"prores.mov", "", "prores"},
                                            FormatCase{"frames", "png-seq", "png"},
                                            FormatCase{"still.png", "", "png"}),
-                         [](const auto& info) {
-                           std::string n = info.param.out;
+                         [](const auto& test_param) {
+                           std::string n = test_param.param.out;
                            for (auto& ch : n)
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;

@@ -12,6 +12,11 @@ struct FixtureLayout {
   Layout layout;
 };
 
+// gtest prints a parameter with this (else as its raw bytes).
+void PrintTo(const FixtureLayout& f, std::ostream* os) {
+  *os << f.file << " (" << family_name(f.family) << ", " << layout_name(f.layout) << ")";
+}
+
 class FixtureWeights : public ::testing::TestWithParam<FixtureLayout> {};
 
 TEST_P(FixtureWeights, FamilyAndLayoutAreReadFromNamesAndShapes) {
@@ -42,8 +47,8 @@ INSTANTIATE_TEST_SUITE_P(
         FixtureLayout{"flux1_schnell_tiny.diffusers.safetensors", Family::FluxDiT,
                       Layout::Diffusers},
         FixtureLayout{"flux1_ae_tiny.safetensors", Family::FluxAE, Layout::Original}),
-    [](const auto& info) {
-      std::string n = info.param.file;
+    [](const auto& test_param) {
+      std::string n = test_param.param.file;
       for (auto& c : n)
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
       return n;

@@ -118,6 +118,11 @@ struct Malformed {
   const char* expected;
 };
 
+// gtest prints a parameter with this (else as its raw bytes).
+void PrintTo(const Malformed& m, std::ostream* os) {
+  *os << m.name << " (expects \"" << m.expected << "\")";
+}
+
 class MalformedFile : public ::testing::TestWithParam<Malformed> {};
 
 TEST_P(MalformedFile, IsRefusedWithTheFileNameAndTheReason) {
@@ -173,7 +178,7 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"bad_offsets", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", kF32x2,
                   -1, "data_offsets"},
         Malformed{"bad_metadata", R"({"__metadata__":{"k":3}})", "", -1, "is not a string"}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& test_param) { return std::string(test_param.param.name); });
 
 TEST(Safetensors, TooShortAndMissingFilesAreRefused) {
   TempDir dir;

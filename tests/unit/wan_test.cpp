@@ -27,6 +27,11 @@ struct RealWan {
   const char* variant;
 };
 
+// gtest prints a parameter with this (else as its raw bytes).
+void PrintTo(const RealWan& w, std::ostream* os) {
+  *os << w.variant;
+}
+
 class RealShapes : public ::testing::TestWithParam<RealWan> {};
 
 TEST_P(RealShapes, ConfigurationIsReadOffNamesAndShapes) {
@@ -60,7 +65,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RealWan{"i2v_A14B", 5120, 13824, 36, 16, 40, false,
                               "Wan 2.2 I2V-A14B expert"},
                       RealWan{"ti2v_5B", 3072, 14336, 48, 48, 30, false, "Wan 2.2 TI2V 5B"}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& test_param) { return std::string(test_param.param.name); });
 
 // The whole 1.3B module tree loads from a file with the real key list and shapes:
 // every parameter is found by name and matches its shape (and costs no memory:
@@ -247,9 +252,11 @@ TEST(WanModel, Fp8WeightsAreWidenedPerLayer) {
 
   auto a = diffusion::WanModel::load(dir / "fp8.safetensors");
   auto b = diffusion::WanModel::load(dir / "f32.safetensors");
-  for (const auto& p : a.module().named_parameters())
-    if (p.key() == "blocks.0.self_attn.q.weight")
+  for (const auto& p : a.module().named_parameters()) {
+    if (p.key() == "blocks.0.self_attn.q.weight") {
       EXPECT_EQ(p.value().scalar_type(), torch::kUInt8);  // bytes kept
+    }
+  }
   const auto x = torch::randn({1, 16, 2, 4, 6});
   const auto t = torch::tensor({700.0});
   const auto ctx = torch::randn({1, 5, 64});
