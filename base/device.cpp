@@ -39,8 +39,9 @@ std::string device_name(const torch::Device& device) {
 }
 
 std::vector<DeviceInfo> available_devices() {
+  const int threads = at::get_num_threads();
   std::vector<DeviceInfo> out{
-      {"cpu", "CPU, " + std::to_string(at::get_num_threads()) + " threads"}};
+      {"cpu", "CPU, " + std::to_string(threads) + (threads == 1 ? " thread" : " threads")}};
   const int64_t gpus = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
   for (int64_t i = 0; i < gpus; ++i)
     out.push_back({"cuda:" + std::to_string(i), compat::cuda_device_description(i)});
