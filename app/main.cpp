@@ -9,10 +9,20 @@ int main(int argc, char** argv) {
   // Qt Multimedia's FFmpeg backend plays what Kinora writes without extra
   // GStreamer plugins.
   if (qEnvironmentVariableIsEmpty("QT_MEDIA_BACKEND")) qputenv("QT_MEDIA_BACKEND", "ffmpeg");
+  // --help and --version need no window: without a display they would
+  // otherwise end in Qt's "could not connect to display" abort.
+  for (int i = 1; i < argc; ++i) {
+    const QByteArray a(argv[i]);
+    if ((a == "--help" || a == "-h" || a == "--version" || a == "-v") &&
+        qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM"))
+      qputenv("QT_QPA_PLATFORM", "offscreen");
+  }
   QApplication app(argc, argv);
   QApplication::setOrganizationName("Kinora");
   QApplication::setApplicationName("Kinora Studio");
-  QApplication::setApplicationVersion(QString::fromStdString(kinora::version_string()));
+  // version_string() starts with "Kinora"; the name is said once.
+  QApplication::setApplicationVersion(
+      QString::fromStdString(kinora::version_string()).mid(QString("Kinora ").size()));
   QApplication::setDesktopFileName("kinora-studio");
   kinora::configure_threads();
 

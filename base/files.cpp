@@ -24,18 +24,27 @@ namespace kinora {
 
 namespace {
 
-// This host's name as it appears in temporary names: letters and digits, the
-// rest as '_' (so that the '-' before the PID stays the last one).
+// This host and PID namespace as they appear in temporary names: the host
+// name's letters and digits (the rest as '_', so that the '-' before the PID
+// stays the last one), then the namespace's inode.
 const std::string& host_tag() {
   static const std::string tag = [] {
     char buf[256] = {0};
-    if (::gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return std::string("host");
-    std::string s(buf);
+    std::string s = ::gethostname(buf, sizeof buf - 1) == 0 && buf[0] ? buf : "host";
     for (auto& c : s)
       if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    struct stat st = {};
+    if (::stat("/proc/self/ns/pid", &st) == 0) s.append("_").append(std::to_string(st.st_ino));
     return s;
   }();
   return tag;
+}
+
+// The files this program writes through temporaries, by extension.
+bool is_written_extension(const std::string& ext) {
+  for (const char* e : {".mp4", ".webm", ".mov", ".png", ".ppm", ".json", ".safetensors"})
+    if (ext == e) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------- the registry
@@ -109,10 +118,12 @@ bool is_our_temp_folder(const fs::path& dir) {
 
 }  // namespace
 
-fs::path temp_beside(const fs::path& path) {
+fs::path temp_beside(const fs::path& path, const char* tag) {
   std::string name(1, '.');
   name += path.filename().string();
-  name += ".tmp-";
+  name += '.';
+  name += tag;
+  name += '-';
   name += host_tag();
   name += '-';
   name += std::to_string(::getpid());
@@ -120,8 +131,8 @@ fs::path temp_beside(const fs::path& path) {
   return path.parent_path() / name;
 }
 
-ScopedTemp::ScopedTemp(const fs::path& destination)
-    : tmp_(temp_beside(destination)), destination_(destination), slot_(register_temp(tmp_)) {}
+ScopedTemp::ScopedTemp(const fs::path& destination, const char* tag)
+    : tmp_(temp_beside(destination, tag)), destination_(destination), slot_(register_temp(tmp_)) {}
 
 ScopedTemp::~ScopedTemp() {
   if (!committed_) {
@@ -202,6 +213,26 @@ void write_file_atomically(const fs::path& path, std::string_view bytes, bool re
       replace);
 }
 
+void write_new_file(const fs::path& file, std::string_view bytes, const fs::path& shown) {
+  struct Closer {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+  errno = 0;
+  std::unique_ptr<std::FILE, Closer> f(std::fopen(file.c_str(), "wbx"));
+  auto failed = [&](const std::string& what) {
+    const int err = errno;
+    std::error_code ec;
+    fs::remove(file, ec);
+    fail_file(shown, what + (err ? std::string(": ") + std::strerror(err) : std::string()));
+  };
+  if (!f) failed("cannot create the file");
+  const bool ok =
+      (bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f.get()) == bytes.size()) &&
+      std::fflush(f.get()) == 0 && ::fsync(::fileno(f.get())) == 0;
+  if (!ok) failed("write failed (disk full?)");
+  if (std::fclose(f.release()) != 0) failed("write failed (disk full?)");
+}
+
 void check_can_write_file(const fs::path& path, bool overwrite, const std::string& what) {
   std::error_code ec;
   const auto st = fs::symlink_status(path, ec);
@@ -225,7 +256,7 @@ int remove_stale_temporaries(const fs::path& folder) {
     const auto name = e.path().filename().string();
     if (name.empty() || name[0] != '.') continue;
     const auto at = name.rfind(mark);
-    if (at == std::string::npos) continue;
+    if (at == std::string::npos || at < 2) continue;
     // The PID: the digits after the mark, up to the end or the extension.
     std::size_t end = at + mark.size();
     long long pid = 0;
@@ -233,13 +264,21 @@ int remove_stale_temporaries(const fs::path& folder) {
       pid = pid * 10 + (name[end++] - '0');
     if (pid <= 0 || end == at + mark.size() || (end < name.size() && name[end] != '.')) continue;
     if (pid == ::getpid()) continue;
+    // Only this program's names: ".NAME.tmp-…" + NAME's own extension, one it writes.
+    const std::string base(name, 1, at - 1), ext(name, end);
+    if (ext != fs::path(base).extension().string()) continue;
+    struct stat st = {};
+    if (::lstat(e.path().c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
     if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
     std::error_code rec;
-    if (e.is_directory(rec)) {
-      if (!is_our_temp_folder(e.path())) continue;
+    if (S_ISDIR(st.st_mode)) {
+      if (!ext.empty() || !is_our_temp_folder(e.path())) continue;  // a frame folder
       fs::remove_all(e.path(), rec);
-    } else {
+    } else if (S_ISREG(st.st_mode)) {
+      if (!is_written_extension(ext)) continue;
       fs::remove(e.path(), rec);
+    } else {
+      continue;
     }
     if (!rec) ++removed;
   }

@@ -9,8 +9,9 @@
 // registered, so that a second Ctrl-C (or SIGTERM) removes it before the
 // process ends (base/signals.h); one left by a process that died anyway (a
 // SIGKILL, a power cut) is removed the next time that folder is written
-// (remove_stale_temporaries). The host in the name keeps a process from
-// touching the temporaries of another machine's process on a shared file system.
+// (remove_stale_temporaries). HOST is the host name and the process's PID
+// namespace, so that a process never touches the temporaries of a process it
+// cannot see (another machine on a shared file system, another container).
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -19,15 +20,16 @@
 
 namespace kinora {
 
-// ".NAME.tmp-HOST-PID.EXT" beside `path`; the extension kept for tools that pick
-// a format by it (FFmpeg does).
-std::filesystem::path temp_beside(const std::filesystem::path& path);
+// ".NAME.TAG-HOST-PID.EXT" beside `path` (TAG "tmp" for a file in the making,
+// "old" for an earlier one moved aside while it is replaced); the extension
+// kept for tools that pick a format by it (FFmpeg does).
+std::filesystem::path temp_beside(const std::filesystem::path& path, const char* tag = "tmp");
 
 // A temporary file or folder beside its destination, registered for removal on a
 // fatal signal while it lives and removed by the destructor unless committed.
 class ScopedTemp {
  public:
-  explicit ScopedTemp(const std::filesystem::path& destination);
+  explicit ScopedTemp(const std::filesystem::path& destination, const char* tag = "tmp");
   ~ScopedTemp();
   ScopedTemp(const ScopedTemp&) = delete;
   ScopedTemp& operator=(const ScopedTemp&) = delete;
@@ -61,6 +63,11 @@ void write_file_atomically(const std::filesystem::path& path,
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes,
                            bool replace = true);
 
+// Writes `bytes` to a new file `file` (a temporary already, e.g. a ScopedTemp's
+// path), flushed to the disk; errors name `shown`, the file the user knows.
+void write_new_file(const std::filesystem::path& file, std::string_view bytes,
+                    const std::filesystem::path& shown);
+
 // Refuses, with an Error naming `path`, to put a new file where one of these
 // is: a folder; a read-only file; any file unless `overwrite`. `what` names
 // the file for the message ("output", "checkpoint").
@@ -68,7 +75,9 @@ void check_can_write_file(const std::filesystem::path& path, bool overwrite,
                           const std::string& what = "output");
 
 // Removes the temporaries in `folder` that processes of this host left behind
-// when they died (their PID no longer runs). Returns how many it removed.
+// when they died (their PID no longer runs): only names this program makes
+// (".NAME.tmp-HOST-PID.EXT", EXT the name's own and one of the files it
+// writes, or a frame folder), owned by this user. Returns how many it removed.
 // Never throws: a folder that cannot be read is left alone.
 int remove_stale_temporaries(const std::filesystem::path& folder);
 

@@ -20,13 +20,28 @@ bool is_float_dtype(io::DType d) {
   return d == io::DType::F64 || d == io::DType::F32 || d == io::DType::F16 || d == io::DType::BF16;
 }
 
+void check_checkpoint_output(const std::filesystem::path& out,
+                             const std::vector<std::filesystem::path>& inputs, bool overwrite) {
+  namespace fs = std::filesystem;
+  if (out.empty()) throw Error("no output name given");
+  if (out.extension() != ".safetensors")
+    fail_file(out, "the output is a safetensors checkpoint: name it NAME.safetensors");
+  std::error_code ec;
+  const fs::path folder = out.parent_path().empty() ? fs::path(".") : out.parent_path();
+  if (!fs::is_directory(folder, ec))
+    fail_file(out, "the folder " + folder.string() +
+                       (fs::exists(folder, ec) ? " is not a folder" : " does not exist"));
+  if (fs::exists(out, ec))
+    for (const auto& in : inputs)
+      if (fs::equivalent(in, out, ec))
+        fail_file(out, "is an input; write the new checkpoint elsewhere");
+  check_can_write_file(out, overwrite, "checkpoint");
+}
+
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                  const std::string& dtype, bool overwrite) {
   const auto to = parse_float_dtype(dtype, "convert");
-  std::error_code ec;
-  if (std::filesystem::exists(out, ec) && std::filesystem::equivalent(in, out, ec))
-    throw Error(out.string() + ": is the input; write the converted checkpoint elsewhere");
-  check_can_write_file(out, overwrite, "checkpoint");
+  check_checkpoint_output(out, {in}, overwrite);
   const auto ck = io::Checkpoint::open(in);
   ConvertReport r;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
@@ -37,7 +52,14 @@ ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::fil
                   "; FP8 checkpoints are not converted (their scales differ by format)");
     auto t = ck.get(name);
     if (is_float_dtype(info.dtype) && t.scalar_type() != to) {
+      const auto wide = t.to(torch::kFloat64);
       t = t.to(to);
+      // Values past the new type's range would be stored as infinities.
+      if (!torch::isfinite(t).all().item<bool>() && torch::isfinite(wide).all().item<bool>())
+        fail_file(out,
+                  "tensor '" + name + "' holds values past " +
+                      std::string(to == torch::kFloat16 ? "fp16's range (65504)" : "the range") +
+                      " of --dtype " + dtype + "; nothing was written (bf16 or fp32 keep them)");
       ++r.converted;
     }
     r.bytes_in += info.nbytes();

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 
@@ -16,6 +17,12 @@ namespace kinora::cli {
 torch::ScalarType parse_float_dtype(const std::string& d, const std::string& command);
 // F64, F32, F16 or BF16 (FP8 and integer tensors are not).
 bool is_float_dtype(io::DType d);
+
+// Where convert and merge write: a .safetensors name in a folder that exists,
+// not one of `inputs`, and replacing an existing file only with `overwrite`.
+// Throws kinora::Error naming `out` before any work is done.
+void check_checkpoint_output(const std::filesystem::path& out,
+                             const std::vector<std::filesystem::path>& inputs, bool overwrite);
 
 struct ConvertReport {
   std::size_t tensors = 0, converted = 0;

@@ -32,11 +32,12 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
   return row[b.size()];
 }
 
-// The first word that is not an option must name a subcommand; otherwise say
-// which word, and the closest subcommand.
+// The first word that is not an option must name a subcommand ("help" is
+// --help); otherwise say which word, and the closest subcommand.
 bool check_subcommand(const CLI::App& app, int argc, char** argv) {
   if (argc < 2 || argv[1][0] == '-') return true;
   const std::string word = argv[1];
+  if (word == "help") return true;
   std::string best;
   std::size_t best_d = std::string::npos;
   for (const auto* sub : app.get_subcommands({})) {
@@ -109,7 +110,17 @@ int main(int argc, char** argv) {
   const auto run_render = kinora::cli::add_render_commands(app);
   const auto run_train = kinora::cli::add_train_command(app);
   if (!check_subcommand(app, argc, argv)) return 2;
-  CLI11_PARSE(app, argc, argv);
+  if (argc == 2 && std::string(argv[1]) == "help") {
+    std::cout << app.help();
+    return 0;
+  }
+  // A command line CLI11 cannot take: its message, and the usual status 2
+  // (CLI11's own codes, 104 to 114, mean nothing to a shell script).
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   kinora::configure_threads();
   if (const int rc = run_train(); rc >= 0) return rc;
   if (const int rc = run_render(); rc >= 0) return rc;

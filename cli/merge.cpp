@@ -50,12 +50,7 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
   const auto to = keep ? torch::kFloat : parse_float_dtype(spec.dtype, "merge");
   std::vector<std::filesystem::path> inputs{spec.a, spec.b};
   if (spec.subtract) inputs.push_back(*spec.subtract);
-  std::error_code ec;
-  if (std::filesystem::exists(out, ec))
-    for (const auto& in : inputs)
-      if (std::filesystem::equivalent(in, out, ec))
-        throw Error(out.string() + ": is an input; write the merged checkpoint elsewhere");
-  check_can_write_file(out, spec.overwrite, "checkpoint");
+  check_checkpoint_output(out, inputs, spec.overwrite);
   const auto a = io::Checkpoint::open(spec.a);
   const auto b = io::Checkpoint::open(spec.b);
   const auto c = spec.subtract ? std::optional<io::Checkpoint>(io::Checkpoint::open(*spec.subtract))
@@ -84,13 +79,15 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
       t = (fa + delta).to(keep ? ta.scalar_type() : to);
       // A ratio so large that the sum leaves the stored type's range (or
       // inputs that hold NaN) would make a checkpoint that renders nothing.
-      if (!torch::isfinite(t).all().item<bool>())
-        throw Error(
-            out.string() + ": tensor '" + name + "' would hold infinite or NaN values (" +
-            (torch::isfinite(fa).all().item<bool>()
-                 ? "ratio " + nlohmann::json(spec.ratio).dump() + " is too large for its values"
-                 : "A's values are not finite") +
-            "); nothing was written");
+      if (!torch::isfinite(t).all().item<bool>()) {
+        std::string why =
+            "ratio " + nlohmann::json(spec.ratio).dump() + " is too large for its values";
+        for (const auto* ck : {&a, &b, &base})
+          if (!torch::isfinite(ck->get(name)).all().item<bool>())
+            why = ck->path().string() + " holds infinite or NaN values in it";
+        throw Error(out.string() + ": tensor '" + name + "' would hold infinite or NaN values (" +
+                    why + "); nothing was written");
+      }
       ++r.merged;
     } else {
       for (const auto* ck : {&b, &base})

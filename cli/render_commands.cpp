@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "base/device.h"
@@ -60,7 +61,7 @@ pipeline::RunCallbacks terminal_callbacks() {
       std::cerr << "\rdecoding: frame " << p.done << "/" << p.total << "   "
                 << (p.done == p.total ? "\n" : "") << std::flush;
     } else if (p.done == p.total) {
-      std::cerr << "decoded " << p.total << " frames\n" << std::flush;
+      std::cerr << "decoded " << p.total << (p.total == 1 ? " frame\n" : " frames\n") << std::flush;
     }
   };
   return cb;
@@ -84,13 +85,15 @@ int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite) {
 
 // Runs `fn`, turning errors into a message and an exit code.
 int guarded(const std::function<int()>& fn) {
+  // On a terminal the progress bar may hold the line: end it first.
+  const char* start = ::isatty(STDERR_FILENO) ? "\n" : "";
   try {
     return fn();
   } catch (const Cancelled&) {
-    std::cerr << "\nkinora: cancelled; no output was written\n";
+    std::cerr << start << "kinora: cancelled; the render in progress wrote nothing\n";
     return cancel_exit_status();
   } catch (const std::exception& e) {
-    std::cerr << "\nkinora: " << e.what() << "\n";
+    std::cerr << start << "kinora: " << e.what() << "\n";
     return 1;
   }
 }
@@ -154,12 +157,20 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
     } else if (fs::is_regular_file(p, ec)) {
       files.push_back(p);
     } else {
-      throw Error(p + ": no such file or folder");
+      throw Error(p + (fs::exists(p, ec) ? ": not a preset file or a folder of them"
+                                         : ": no such file or folder"));
     }
   }
+  // Each file once, however often and however spelled it was given.
   std::sort(files.begin(), files.end());
-  std::vector<Entry> out;
+  std::vector<fs::path> unique;
+  std::set<fs::path> seen;
   for (const auto& f : files) {
+    std::error_code ec;
+    if (seen.insert(fs::weakly_canonical(f, ec)).second) unique.push_back(f);
+  }
+  std::vector<Entry> out;
+  for (const auto& f : unique) {
     json j;
     try {
       j = read_json_file(f);
@@ -167,52 +178,65 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
       out.push_back({f.string(), std::nullopt, e.what()});
       continue;
     }
-    // The parameters Kinora writes beside its outputs (and into a PNG
+    // The parameters Kinora writes beside its outputs (and into a frame
     // sequence's folder) describe renders; they are not presets.
     if (media::is_kinora_parameters(j)) {
       notes << "kinora: " << f.string() << ": the parameters of a render, not a preset; skipped\n";
       continue;
     }
-    auto add = [&](const std::string& source, const json& item) {
+    auto add = [&](const std::string& source, const json& item, const std::string& name) {
       try {
         Preset p = Preset::from_json(item, source);
         p.base_dir = f.parent_path();
+        // No output (a preset `restore` printed): named after its file.
+        if (p.output.empty()) {
+          p.output =
+              name + (!p.format.empty() ? media::format_extension(media::parse_format(p.format))
+                      : p.frames == 1   ? ".png"
+                                        : ".mp4");
+        }
         out.push_back({source, std::move(p), {}});
       } catch (const Error& e) {
         out.push_back({source, std::nullopt, e.what()});
       }
     };
+    const auto stem = f.stem().string();
     if (j.is_array()) {
       for (std::size_t i = 0; i < j.size(); ++i)
-        add(f.string() + "[" + std::to_string(i) + "]", j[i]);
+        add(f.string() + "[" + std::to_string(i) + "]", j[i], stem + "-" + std::to_string(i));
     } else {
-      add(f.string(), j);
+      add(f.string(), j, stem);
     }
   }
   return out;
 }
 
-// Each valid entry's output checked: present, inside --output-dir, a name that
-// fits its format, and not the output of an earlier entry.
-void validate_outputs(std::vector<Entry>& entries, const Placement& placement) {
+// Everything about each valid entry that can be known before rendering: its
+// output (inside --output-dir, a name that fits its format, in a folder that
+// exists, not the output of an earlier entry), its model files, its device.
+void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
   std::map<fs::path, std::string> first_of;
   for (auto& e : entries) {
     if (!e.preset) continue;
     try {
       Preset& p = *e.preset;
-      if (p.output.empty()) throw Error(e.source + ": key 'output' is missing (a batch needs it)");
+      p.source = e.source;
       placement.apply(p, e.source);
       Preset snapped = p;
       pipeline::snap_sizes(snapped);
       media::output_format(p.output_path(), p.format, snapped.frames);
+      media::check_output_folder(p.output_path());
       std::error_code ec;
       const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
       const auto [it, inserted] = first_of.try_emplace(key, e.source);
       if (!inserted)
         throw Error(e.source + ": key 'output' " + p.output_path().string() +
                     " is also the output of " + it->second + "; not rendered twice");
+      pipeline::resolve_models(p, pipeline::family_for(p));
+      resolve_device(p.device);
     } catch (const Error& err) {
-      e.error = err.what();
+      const std::string what = err.what();
+      e.error = what.rfind(e.source, 0) == 0 ? what : e.source + ": " + what;  // name the preset
       e.preset.reset();
     }
   }
@@ -227,7 +251,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto gen = app.add_subcommand("generate", "Make a video from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
-                  "what to avoid (default: Wan's negative prompt)");
+                  "what to avoid (default, and when empty: the model's own negative prompt, "
+                  "Wan's for Wan models)");
   gen->add_option("--model", opts->model,
                   "the Wan DiT (a file, or a name under --models-dir); with no model options, "
                   "the embedded default model");
@@ -236,8 +261,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
   gen->add_option("--text-encoder", opts->text_encoder, "the umT5 encoder");
   gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)");
   gen->add_option(
-      "--models-dir", opts->models_dir,
-      "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name");
+         "--models-dir", opts->models_dir,
+         "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name")
+      ->check(CLI::ExistingDirectory);
   // Defaults: Wan 2.1's, or the embedded model's when no model is given.
   const Preset tiny = Preset::embedded_defaults();
   auto dflt = [](auto wan, auto embedded_value) {
@@ -268,9 +294,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
   gen->add_option("--device", opts->device, kDeviceHelp)->capture_default_str();
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png), or a new or empty folder with --format "
-                  "png-seq (default: kinora-SEED.mp4)");
+                  "png-seq or ppm-seq (default: kinora-SEED.mp4, or .png for one frame)");
   gen->add_option("--format", opts->format,
-                  "mp4, mp4-h265, webm, mov, png-seq, png (default: from --out)");
+                  "mp4, mp4-h265, webm, mov, png, png-seq, ppm-seq (default: from --out)");
   gen->add_option("--crf", opts->crf, "quality for mp4/webm, lower is better")
       ->capture_default_str();
   gen->add_flag("--overwrite", *gen_overwrite, "replace an existing output file");
@@ -283,7 +309,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
         ->check(CLI::ExistingDirectory);
     cmd->add_option("--models-dir", placement->models_dir,
                     "find models named by presets without models_dir in this ComfyUI models "
-                    "folder");
+                    "folder")
+        ->check(CLI::ExistingDirectory);
     cmd->add_option("--device", placement->device,
                     std::string(kDeviceHelp) + " (default: each preset's device key)");
     if (overwrite)
@@ -305,7 +332,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "restore",
       "Print the preset embedded in a Kinora output (PNG, MP4, WebM, MOV, a PNG sequence or a "
       "sidecar .json), with model file names and no output name");
-  res->add_option("output", *restore_path)->required();
+  res->add_option("output", *restore_path,
+                  "a Kinora output, a frame sequence folder, or a sidecar NAME.EXT.json")
+      ->required();
 
   auto batch_paths = std::make_shared<std::vector<std::string>>();
   auto shard = std::make_shared<std::string>();
@@ -426,13 +455,14 @@ std::function<int()> add_render_commands(CLI::App& app) {
       return guarded([&] {
         int index = 0, count = 1;
         if (!shard->empty()) {
-          if (std::sscanf(shard->c_str(), "%d/%d", &index, &count) != 2 || count < 1 || index < 0 ||
-              index >= count)
+          char rest = 0;
+          if (std::sscanf(shard->c_str(), "%d/%d%c", &index, &count, &rest) != 2 || count < 1 ||
+              index < 0 || index >= count)
             throw Error("--shard '" + *shard + "': expected i/N with 0 ≤ i < N");
         }
         auto entries = collect_presets(*batch_paths, std::cerr);
         if (entries.empty()) throw Error("no presets found in the paths given");
-        validate_outputs(entries, *placement);
+        validate_entries(entries, *placement);
         int invalid = 0, mine = 0;
         for (std::size_t k = 0; k < entries.size(); ++k) {
           if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
@@ -460,7 +490,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
             continue;
           }
           const int rc = guarded([&] { return render_one(pipe, *preset, false); });
-          if (is_cancel_status(rc)) return rc;
+          if (is_cancel_status(rc)) {
+            std::cerr << "kinora: batch cancelled: " << done << " rendered, " << skipped
+                      << " skipped, " << failed << " failed before it\n";
+            return rc;
+          }
           if (rc)
             ++failed, std::cout << "FAIL  " << source << "\n";
           else

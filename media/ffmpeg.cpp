@@ -193,6 +193,7 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
 }
 
 std::pair<std::string, std::string> container_tags(const fs::path& path) {
+  av_log_set_level(AV_LOG_QUIET);  // a file that is not a video says so in our message
   AVFormatContext* ic = nullptr;
   const int ret = avformat_open_input(&ic, path.c_str(), nullptr, nullptr);
   if (ret < 0) fail_file(path, "not a video FFmpeg can read: " + av_error(ret));

@@ -4,10 +4,14 @@
 
 #include "base/error.h"
 
+#include <nlohmann/json.hpp>
+
 namespace kinora::media {
 namespace fs = std::filesystem;
 
-Format parse_format(const std::string& n) {
+Format parse_format(const std::string& name) {
+  std::string n = name;  // "MP4" as "mp4"
+  for (auto& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (n == "mp4" || n == "h264" || n == "mp4-h264") return Format::Mp4H264;
   if (n == "mp4-h265" || n == "h265" || n == "hevc") return Format::Mp4H265;
   if (n == "webm" || n == "vp9") return Format::WebmVp9;
@@ -15,7 +19,7 @@ Format parse_format(const std::string& n) {
   if (n == "png-seq" || n == "png-sequence") return Format::PngSequence;
   if (n == "png") return Format::Png;
   if (n == "ppm-seq" || n == "ppm-sequence") return Format::PpmSequence;
-  throw Error("unknown output format '" + n +
+  throw Error("unknown output format '" + name +
               "' (mp4, mp4-h265, webm, mov, png-seq, png, ppm-seq)");
 }
 
@@ -81,6 +85,10 @@ bool is_media_extension(const std::string& ext) {
 Format output_format(const fs::path& path, const std::string& format, int64_t frames) {
   const std::string s = path.string();
   if (s.empty()) fail_file(path, "no output name given");
+  // "frames/" names the folder a sequence goes into; "./" or ".." no new one.
+  const bool sequence = !format.empty() && is_sequence(parse_format(format));
+  if (sequence && s.back() == '/' && s.find_last_not_of('/') != std::string::npos)
+    return output_format(s.substr(0, s.find_last_not_of('/') + 1), format, frames);
   if (s.back() == '/' || path.filename() == "." || path.filename() == "..")
     fail_file(path,
               "names a folder; name the output file (clip.mp4), or for a folder of PNG frames "
@@ -118,6 +126,20 @@ Format output_format(const fs::path& path, const std::string& format, int64_t fr
                         " frames; ask for 1 frame, a video (.mp4, .webm, .mov) or --format "
                         "png-seq");
   return f;
+}
+
+bool is_kinora_parameters(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("preset") || !j["preset"].is_object()) return false;
+  const auto k = j.find("kinora");
+  if (k == j.end() || !k->is_object() || !k->contains("version") || !(*k)["version"].is_string() ||
+      (*k)["version"].get<std::string>().rfind("Kinora", 0) != 0)
+    return false;
+  // Nothing but what Kinora writes: a file with more is someone's own.
+  for (const auto& item : j.items())
+    if (item.key() != "kinora" && item.key() != "preset" && item.key() != "model_files" &&
+        item.key() != "loras")
+      return false;
+  return true;
 }
 
 }  // namespace kinora::media

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace kinora::media {
 
 enum class Format {
@@ -38,6 +40,11 @@ std::string format_list();
 // (webm into "x.mp4"), and more than one frame into a single image. Touches no
 // file.
 Format output_format(const std::filesystem::path& path, const std::string& format, int64_t frames);
+
+// Whether `j` is the parameters Kinora embeds in an output and writes beside
+// it: "kinora" (with a "Kinora …" version), "preset", and nothing but
+// "model_files" and "loras" besides; not a preset, not anyone else's JSON.
+bool is_kinora_parameters(const nlohmann::json& j);
 
 // The name's extension in lower case (".mp4" for "CLIP.MP4").
 std::string lower_extension(const std::filesystem::path& path);

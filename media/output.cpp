@@ -89,19 +89,18 @@ std::map<std::string, std::string> png_text_chunks(const fs::path& path) {
 
 namespace {
 
-// Only frame_NNNNN.png (or .ppm) and kinora.json: a sequence Kinora wrote.
+// Only frame_NNNNN.png (or .ppm) and the parameters Kinora wrote as
+// kinora.json: a sequence Kinora wrote.
 bool is_kinora_sequence(const fs::path& dir) {
   std::error_code ec;
-  bool any = false;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const auto name = e.path().filename().string();
     const bool frame = name.size() == 15 && name.rfind("frame_", 0) == 0 &&
                        (name.compare(11, 4, ".png") == 0 || name.compare(11, 4, ".ppm") == 0) &&
                        std::all_of(name.begin() + 6, name.begin() + 11, ::isdigit);
     if (!e.is_regular_file(ec) || !(frame || name == "kinora.json")) return false;
-    any = true;
   }
-  return !ec && any;
+  return !ec && is_kinora_sidecar(dir / "kinora.json");
 }
 
 bool is_empty_folder(const fs::path& dir) {
@@ -118,21 +117,41 @@ fs::path OutputTarget::sidecar() const {
   return p;
 }
 
-OutputTarget prepare_output(const fs::path& path, const std::string& format, int64_t frames,
+void check_output_folder(const fs::path& path) {
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec))
+    fail_file(path, "the folder " + folder.string() +
+                        (fs::exists(folder, ec) ? " is not a folder" : " does not exist"));
+  if (::access(folder.c_str(), W_OK) != 0)
+    fail_file(path, "the folder " + folder.string() + " is not writable");
+}
+
+OutputTarget prepare_output(const fs::path& path_given, const std::string& format, int64_t frames,
                             bool overwrite) {
   OutputTarget t;
+  // A sequence's folder may be given as "frames/".
+  fs::path path = path_given;
+  const std::string s = path_given.string();
+  if (!format.empty() && is_sequence(parse_format(format)) && !s.empty() && s.back() == '/' &&
+      s.find_last_not_of('/') != std::string::npos)
+    path = s.substr(0, s.find_last_not_of('/') + 1);
   t.path = path;
   t.overwrite = overwrite;
   t.format = output_format(path, format, frames);
+  // The temporaries' names are longer than the output's: check them now, not
+  // after the render (a file name has at most 255 bytes).
+  for (const auto& name : {temp_beside(path).filename(), temp_beside(t.sidecar()).filename()})
+    if (name.string().size() > 255)
+      fail_file(path, "the name is too long: its temporary, " +
+                          std::to_string(name.string().size()) +
+                          " bytes, is past the 255 a file name may have; use a shorter name");
   if (!codecs::available() && t.format != Format::PpmSequence)
     fail_file(path, std::string("this build of Kinora has no FFmpeg and libpng, so it writes ") +
                         "frames only: --format ppm-seq into a new folder");
   const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
-  if (!fs::is_directory(folder, ec))
-    fail_file(path, "the folder " + folder.string() + " does not exist");
-  if (::access(folder.c_str(), W_OK) != 0)
-    fail_file(path, "the folder " + folder.string() + " is not writable");
+  check_output_folder(path);
   if (is_sequence(t.format)) {
     const auto st = fs::symlink_status(path, ec);
     if (fs::exists(st)) {
@@ -151,11 +170,16 @@ OutputTarget prepare_output(const fs::path& path, const std::string& format, int
     }
   } else {
     check_can_write_file(path, overwrite);
+    // The sidecar follows the output's rule, and is only ever an earlier Kinora
+    // parameters file.
     const auto side = t.sidecar();
-    if (fs::exists(fs::symlink_status(side, ec)) && !is_kinora_sidecar(side))
-      fail_file(path, "its parameters would go to " + side.string() +
-                          ", which exists and is not a Kinora parameters file; move it or name "
-                          "another output");
+    if (fs::exists(fs::symlink_status(side, ec))) {
+      if (!is_kinora_sidecar(side))
+        fail_file(path, "its parameters would go to " + side.string() +
+                            ", which exists and is not a Kinora parameters file; move it or name "
+                            "another output");
+      check_can_write_file(side, overwrite, "output's parameters file");
+    }
   }
   remove_stale_temporaries(folder);
   return t;
@@ -194,7 +218,7 @@ void write_output(const OutputTarget& t, const torch::Tensor& frames, const Writ
   std::optional<ScopedTemp> side_tmp;
   if (!side.empty() && !o.metadata_json.empty()) {
     side_tmp.emplace(side);
-    write_file_atomically(side_tmp->path(), o.metadata_json + "\n");
+    write_new_file(side_tmp->path(), o.metadata_json + "\n", side);
   }
   if (is_sequence(t.format)) {
     // An empty folder is replaced by rename itself (it fails if the folder
@@ -215,22 +239,36 @@ void write_output(const OutputTarget& t, const torch::Tensor& frames, const Writ
       throw;
     }
   } else {
-    tmp.commit(t.overwrite);
-    if (side_tmp) {
-      try {
-        side_tmp->commit(/*replace=*/true);  // prepare_output: at most an earlier sidecar
-      } catch (...) {
-        std::error_code ec;
-        fs::remove(path, ec);  // together or not at all
-        throw;
-      }
+    // Into place so that a move that fails loses nothing: an earlier sidecar
+    // is moved aside (kept until the end), the new one moved in, then the
+    // output (an earlier output is replaced by that last rename only); a
+    // failure puts back what was there.
+    std::error_code ec;
+    std::optional<ScopedTemp> old_side;
+    if (side_tmp && fs::exists(fs::symlink_status(side, ec))) {
+      old_side.emplace(side, "old");
+      fs::rename(side, old_side->path(), ec);
+      if (ec) fail_file(side, "cannot move the earlier parameters file aside: " + ec.message());
+    }
+    auto put_back = [&] {
+      std::error_code ignored;
+      if (old_side) fs::rename(old_side->path(), side, ignored);
+    };
+    try {
+      if (side_tmp) side_tmp->commit(/*replace=*/false);
+    } catch (...) {
+      put_back();
+      throw;
+    }
+    try {
+      tmp.commit(t.overwrite);
+    } catch (...) {
+      std::error_code ignored;
+      if (side_tmp) fs::remove(side, ignored);
+      put_back();
+      throw;
     }
   }
-}
-
-bool is_kinora_parameters(const nlohmann::json& j) {
-  return j.is_object() && j.contains("kinora") && j["kinora"].is_object() && j.contains("preset") &&
-         j["preset"].is_object();
 }
 
 bool is_kinora_sidecar(const fs::path& path) {

@@ -26,6 +26,10 @@ struct OutputTarget {
   std::filesystem::path sidecar() const;
 };
 
+// The folder `path` goes into exists, is a folder, and can be written; else a
+// kinora::Error naming `path`.
+void check_output_folder(const std::filesystem::path& path);
+
 // Everything about the destination that can fail, checked before anything is
 // rendered: output_format(); the folder exists and is writable; a file output
 // is not a folder, and an existing file is replaced only with `overwrite` (never
@@ -61,9 +65,9 @@ void write_output(const OutputTarget& target, const torch::Tensor& frames,
 nlohmann::json read_embedded_parameters(const std::filesystem::path& path);
 
 // Whether `path` is a parameters file Kinora wrote beside an output (a JSON
-// object with "kinora" and "preset"), as opposed to a preset or anything else.
+// object like the one is_kinora_parameters accepts), as opposed to a preset or
+// anything else.
 bool is_kinora_sidecar(const std::filesystem::path& path);
-bool is_kinora_parameters(const nlohmann::json& j);
 
 // Decodes a video or image file (any format FFmpeg reads) to RGB frames
 // [F, H, W, 3] uint8, the first `max_frames` (0: all). Throws kinora::Error.

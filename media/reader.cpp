@@ -22,6 +22,7 @@ std::string av_message(int code) {
 }  // namespace
 
 torch::Tensor read_frames(const fs::path& path, int64_t max_frames) {
+  av_log_set_level(AV_LOG_QUIET);  // errors come back as messages naming the file
   AVFormatContext* raw = nullptr;
   if (int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr); rc < 0)
     fail_file(path, "cannot open: " + av_message(rc));

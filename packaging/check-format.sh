@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 files=()
 while IFS= read -r f; do [[ -f "$f" ]] && files+=("$f"); done < <(git ls-files -co --exclude-standard '*.cpp' '*.h')
 if ! clang-format --dry-run --Werror "${files[@]}" 2>/tmp/kinora-format.$$; then
-  grep -o '^[^:]*' /tmp/kinora-format.$$ | sort -u | sed 's/^/not formatted: /' >&2
+  grep -oE '^[^:]+\.(cpp|h):[0-9]+:[0-9]+: error' /tmp/kinora-format.$$ | cut -d: -f1 | sort -u |
+    sed 's/^/not formatted: /' >&2
   rm -f /tmp/kinora-format.$$
   exit 1
 fi

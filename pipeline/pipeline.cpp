@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -73,10 +74,15 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
 fs::path resolve_model_file(const Preset& p, const std::string& key, const char* subfolder,
                             bool required) {
   const std::string& entry = entry_of(p, key);
+  const std::string source = p.source.empty() ? std::string("preset") : p.source;
   if (entry.empty()) {
-    if (required)
-      throw Error("preset: key '" + key +
-                  "' is empty: a model file or a name under models_dir is needed");
+    if (required) {
+      std::string flag = "--" + key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      throw Error(source + ": key '" + key +
+                  "' is empty: a model file or a name under models_dir is needed (" + flag +
+                  " on the command line)");
+    }
     return {};
   }
   std::error_code ec;
@@ -91,10 +97,11 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
     const fs::path md =
         fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
     for (const fs::path& folder : {md / subfolder, md})
-      for (const fs::path& candidate : {folder / e, folder / (entry + ".safetensors")})
+      for (const fs::path& candidate :
+           {folder / e, folder / (entry + ".safetensors"), folder / (entry + ".model")})
         if (found(candidate)) return candidate;
   }
-  std::string msg = "preset: key '" + key + "': '" + entry + "' not found (looked for";
+  std::string msg = source + ": key '" + key + "': '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";
   if (p.models_dir.empty() && e.filename() == e)
@@ -228,10 +235,11 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
     // A diverged model or sampler: stop here, not after decoding a black video.
     if (!torch::isfinite(x).all().item<bool>())
       throw Error("step " + std::to_string(i + 1) + " of " + std::to_string(p.steps) +
-                  ": the latents hold NaN or infinite values (the model diverged with sampler " +
+                  ": the latents hold NaN or infinite values: a model file with such weights, or "
+                  "a model that diverged with sampler " +
                   p.sampler + " at shift " + nlohmann::json(p.shift).dump() + ", guidance " +
                   nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
-                  "); nothing was written");
+                  "; nothing was written");
     r.timings.step_s.push_back(since(ts));
     if (cb.on_step) {
       StepEvent e;

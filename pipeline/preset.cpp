@@ -1,6 +1,7 @@
 #include "pipeline/preset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <random>
 #include <set>
@@ -9,7 +10,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "embedded/model.h"
-#include "media/output.h"
+#include "media/format.h"
 #include "pipeline/family.h"
 #include "schedulers/registry.h"
 
@@ -58,6 +59,8 @@ namespace {
 // A value as it appears in a message: its JSON, bytes that are not UTF-8
 // shown as U+FFFD (dump() would throw on them).
 std::string quote(const json& v) {
+  if (v.is_number_float() && !std::isfinite(v.get<double>()))  // dump() writes null
+    return std::isnan(v.get<double>()) ? "nan" : v.get<double>() > 0 ? "inf" : "-inf";
   return v.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -100,6 +103,8 @@ void read_string(const json& j, const std::string& key, std::string& out, const 
     bad(src, key,
         "is not valid UTF-8 (byte " + std::to_string(at) + " of " + std::to_string(out.size()) +
             ")");
+  if (const auto at = out.find('\0'); at != std::string::npos)
+    bad(src, key, "holds a NUL character (byte " + std::to_string(at) + ")");
 }
 
 const std::string kSeedRule =
@@ -222,6 +227,7 @@ Preset Preset::from_json(const json& j, const std::string& src) {
       LoraRef r{l["path"].get<std::string>(), 1.0};
       if (const auto at = invalid_utf8_offset(r.path); at != std::string::npos)
         bad(src, key + ".path", "is not valid UTF-8 (byte " + std::to_string(at) + ")");
+      if (r.path.find('\0') != std::string::npos) bad(src, key + ".path", "holds a NUL character");
       if (l.contains("strength")) {
         if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
         r.strength = l["strength"].get<double>();
@@ -229,6 +235,7 @@ Preset Preset::from_json(const json& j, const std::string& src) {
       p.loras.push_back(r);
     }
   }
+  p.source = src;
   return p;
 }
 
@@ -237,7 +244,11 @@ Preset Preset::load(const std::filesystem::path& path) {
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(path.string() + ": " +
                 (std::filesystem::exists(path, ec) ? "not a file" : "no such preset file"));
-  Preset p = from_json(read_json_file(path), path.string());
+  const auto j = read_json_file(path);
+  if (j.is_object() && media::is_kinora_parameters(j))
+    throw Error(path.string() + ": the parameters of a render, not a preset (`kinora restore " +
+                path.string() + "` prints its preset)");
+  Preset p = from_json(j, path.string());
   p.base_dir = path.parent_path();
   return p;
 }
@@ -265,19 +276,22 @@ Preset Preset::absolutized() const {
   return p;
 }
 
-void Preset::place_output_in(const std::filesystem::path& dir, const std::string& source) {
+void Preset::place_output_in(const std::filesystem::path& folder, const std::string& origin) {
   namespace fs = std::filesystem;
-  const fs::path out = output;
-  const fs::path norm = out.lexically_normal();
-  if (out.is_absolute() || norm.empty() || *norm.begin() == "..")
-    throw Error(source + ": key 'output' '" + output + "' is outside the output folder " +
-                dir.string() + "; only names inside it are rendered");
   std::error_code ec;
+  const fs::path dir = fs::absolute(folder, ec).lexically_normal();  // relative: to here
+  const fs::path out = output;
+  // An absolute output is fine when it lies inside already.
+  const fs::path norm =
+      (out.is_absolute() ? out.lexically_normal().lexically_relative(dir) : out.lexically_normal());
+  if (norm.empty() || norm == "." || *norm.begin() == "..")
+    throw Error(origin + ": key 'output' '" + output + "' is outside the output folder " +
+                dir.string() + "; only names inside it are rendered");
   const fs::path root = fs::weakly_canonical(dir, ec);
   const fs::path full = fs::weakly_canonical(dir / norm, ec);
   const auto rel = full.lexically_relative(root);
   if (ec || rel.empty() || *rel.begin() == "..")
-    throw Error(source + ": key 'output' '" + output + "' leads outside the output folder " +
+    throw Error(origin + ": key 'output' '" + output + "' leads outside the output folder " +
                 dir.string() + " (through a link); not rendered");
   output = (dir / norm).string();
 }
@@ -296,7 +310,13 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   return p;
 }
 
-int64_t parse_seed(const std::string& text, const std::string& source) {
+int64_t parse_seed(const std::string& typed, const std::string& source) {
+  // Surrounding spaces are no part of a number ("--set seed=-1 ").
+  const auto first_char = typed.find_first_not_of(" \t");
+  const std::string text =
+      first_char == std::string::npos
+          ? std::string()
+          : typed.substr(first_char, typed.find_last_not_of(" \t") - first_char + 1);
   // Digits compared as text, so that a number past 64 bits is quoted as typed.
   std::size_t i = 0;
   const bool negative = !text.empty() && text[0] == '-';
@@ -323,18 +343,18 @@ int64_t resolve_seed(int64_t seed) {
   return static_cast<int64_t>(((uint64_t{rd()} << 32) | rd()) % static_cast<uint64_t>(kMaxSeed));
 }
 
-void Preset::set(const std::string& assignment, const std::string& source) {
+void Preset::set(const std::string& assignment, const std::string& origin) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
-    throw Error(source + ": '" + assignment + "' is not key=value");
+    throw Error(origin + ": '" + assignment + "' is not key=value");
   const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   if (key == "seed") {  // quoted as typed, however large
-    seed = parse_seed(value, source + " seed");
+    seed = parse_seed(value, origin + " seed");
     return;
   }
   json v;
   try {
-    v = parse_json(value, source + " " + key);
+    v = parse_json(value, origin + " " + key);
   } catch (const Error&) {
     v = value;  // a bare word is a string
   }
@@ -343,8 +363,10 @@ void Preset::set(const std::string& assignment, const std::string& source) {
   if (j.contains(key) && j[key].is_string() && !v.is_string()) v = value;
   j[key] = v;
   const auto base = base_dir;
-  *this = from_json(j, source + " " + key);
+  const auto from = source;
+  *this = from_json(j, origin + " " + key);
   base_dir = base;
+  source = from;
 }
 
 }  // namespace kinora::pipeline

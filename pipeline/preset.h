@@ -62,6 +62,9 @@ struct Preset {
   // resolve against; the preset file's own folder for a loaded preset, empty
   // (the current folder) for one from the command line.
   std::filesystem::path base_dir;
+  // Not a key: where the preset came from ("fox.json", "command line"), for
+  // messages about it.
+  std::string source;
 
   // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir)
   // and no family but Wan's: the embedded default model (assets/), which needs
@@ -84,8 +87,8 @@ struct Preset {
   Preset absolutized() const;
   // Puts the output inside `dir`: a relative output resolves in it, and one
   // that would land outside it (an absolute path, "..", a link out of it) is
-  // refused with an Error naming `source`.
-  void place_output_in(const std::filesystem::path& dir, const std::string& source);
+  // refused with an Error naming `origin`.
+  void place_output_in(const std::filesystem::path& dir, const std::string& origin);
   // The preset embedded in a render made anywhere (media's parameters JSON),
   // validated, with nothing that points into that machine: model and LoRA
   // paths become file names, models_dir and output are cleared (a new render
@@ -95,7 +98,7 @@ struct Preset {
   static Preset load(const std::filesystem::path& path);
   // `key=value` as from --set; the value is parsed as JSON when it is JSON
   // (numbers, true/false, quoted strings), else taken as a string.
-  void set(const std::string& assignment, const std::string& source = "--set");
+  void set(const std::string& assignment, const std::string& origin = "--set");
 };
 
 // Wan's default negative prompt (the reference's shared_config.py), used when none is given.

@@ -231,7 +231,8 @@ TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
     frames.select(3, 0).fill_(r), frames.select(3, 1).fill_(g);
     media::WriteOptions o;
     o.metadata_json =
-        nlohmann::json{{"kinora", {{"version", "test"}}}, {"preset", {{"prompt", prompt}}}}.dump();
+        nlohmann::json{{"kinora", {{"version", "Kinora test"}}}, {"preset", {{"prompt", prompt}}}}
+            .dump();
     media::write_output(media::prepare_output(dir / name, "", 3, false), frames, o);
   };
   clip("red.mp4", 220, 0, "a red square moving up on a black background");
@@ -406,7 +407,7 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
     std::ofstream(dir / "presets" / (std::string(out[0] == '.' ? "q" : "r") + ".json"))
         << fixture_preset(out).to_json().dump(2);
   std::ofstream(dir / "presets" / "x.mp4.json") << nlohmann::json{
-      {"kinora", {{"version", "x"}}},
+      {"kinora", {{"version", "Kinora x"}}},
       {"preset", fixture_preset("").to_json()}}.dump();
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());

@@ -133,7 +133,7 @@ TEST(KinoraCli, ConvertStoresFloatTensorsInBf16AndKeepsEverythingElse) {
   EXPECT_THAT(r.out, HasSubstr(out.string() + ": exists"));
   r = run("kinora convert " + src.string() + " " + src.string());
   EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("is the input"));
+  EXPECT_THAT(r.out, HasSubstr("is an input"));
 
   const auto fp8 = dir / "fp8.safetensors";
   write_raw(fp8, R"({"a":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})",

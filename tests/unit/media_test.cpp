@@ -18,7 +18,8 @@ using test::TempDir;
 using ::testing::HasSubstr;
 
 std::string parameters(const std::string& prompt) {
-  return nlohmann::json{{"kinora", {{"version", "test"}}}, {"preset", {{"prompt", prompt}}}}.dump();
+  return nlohmann::json{{"kinora", {{"version", "Kinora test"}}}, {"preset", {{"prompt", prompt}}}}
+      .dump();
 }
 
 torch::Tensor frames(int64_t n) {

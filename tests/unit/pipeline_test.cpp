@@ -345,7 +345,7 @@ TEST(Presets, PathsSeedsAndTextFromElsewhere) {
   auto made = tiny("/home/someone/videos/clip.mp4");
   made.models_dir = "/home/someone/models";
   const auto r =
-      Preset::restored({{"kinora", {{"version", "x"}}}, {"preset", made.to_json()}}, "c");
+      Preset::restored({{"kinora", {{"version", "Kinora x"}}}, {"preset", made.to_json()}}, "c");
   EXPECT_EQ(r.model, "wan21_dit_tiny.safetensors");
   EXPECT_EQ(r.models_dir, "");
   EXPECT_EQ(r.output, "");

@@ -10,11 +10,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/files.h"
 #include "test_util.h"
 
 using kinora::test::fixture;
 using kinora::test::sh;
 using kinora::test::TempDir;
+using kinora::test::write_raw;
 using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -210,7 +212,7 @@ TEST(Safety, TermAndHupCancelCleanly) {
         sh("timeout --foreground --preserve-status -s " + std::string(sig) + " 3 " + kinora_bin() +
            " generate -p x" + chain(1000) + " --out " + (dir / "long.mp4").string());
     EXPECT_EQ(r.code, status) << sig << ": " << r.out;
-    EXPECT_THAT(r.out, HasSubstr("cancelled; no output was written")) << sig;
+    EXPECT_THAT(r.out, HasSubstr("cancelled; the render in progress wrote nothing")) << sig;
     EXPECT_TRUE(fs::is_empty(dir.path())) << sig;
   }
 }
@@ -232,11 +234,9 @@ TEST(Safety, AFileSizeLimitIsAFullDisk) {
 // anything else stay.
 TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
   TempDir dir;
-  char host[256] = {0};
-  ::gethostname(host, sizeof host - 1);
-  std::string tag = host;
-  for (auto& c : tag)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  // This host's tag (its name and PID namespace), as kinora names temporaries.
+  const std::string ours = kinora::temp_beside("x").filename().string();  // .x.tmp-TAG-PID
+  const std::string tag = ours.substr(7, ours.rfind('-') - 7);
   // A PID that is not running: the largest possible, far past any live one.
   const std::string dead = ".old.mp4.tmp-" + tag + "-4194303.mp4";
   const std::string alive = ".run.mp4.tmp-" + tag + "-" + std::to_string(::getppid()) + ".mp4";
@@ -245,6 +245,11 @@ TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
   write(dir / alive, "in progress");
   write(dir / other_host, "another node's");
   write(dir / "notes.tmp-4194303.txt", "mine");
+  // Names like a temporary's that kinora never makes: a user's files.
+  const std::string users[] = {".report.tmp-" + tag + "-4194303.docx",
+                               ".mine.tmp-" + tag + "-4194303",
+                               ".a b.tmp-" + tag + "-4194303.json"};
+  for (const auto& u : users) write(dir / u, "a user's");
   fs::create_directories(dir / (".seq.tmp-" + tag + "-4194303"));
   write(dir / (".seq.tmp-" + tag + "-4194303") / "frame_00001.png", "png");
   ASSERT_EQ(
@@ -255,6 +260,7 @@ TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
   EXPECT_TRUE(fs::exists(dir / alive));
   EXPECT_TRUE(fs::exists(dir / other_host));
   EXPECT_TRUE(fs::exists(dir / "notes.tmp-4194303.txt"));
+  for (const auto& u : users) EXPECT_EQ(read(dir / u), "a user's") << u;
 }
 
 // A format that contradicts the name is refused, and so is a video squeezed
@@ -426,4 +432,161 @@ TEST(Safety, AnUnknownCommandIsNamedWithTheClosest) {
   r = sh(kinora_bin() + " frobnicate");
   EXPECT_THAT(r.out, HasSubstr("unknown command 'frobnicate'"));
   EXPECT_THAT(r.out, Not(HasSubstr("did you mean")));
+}
+
+// What a new user's session found, each a reproduction that now holds.
+
+// An earlier sidecar that cannot be moved (another user's, in a shared sticky
+// folder) stops a --overwrite render with the earlier video and its sidecar
+// as they were. Needs root to act as two users; skipped otherwise.
+TEST(Safety, AnOverwriteThatCannotMoveTheSidecarKeepsTheEarlierOutput) {
+  if (::geteuid() != 0 || sh("command -v setpriv").code != 0) GTEST_SKIP() << "needs root";
+  TempDir dir;
+  const auto shared = dir / "shared";
+  fs::create_directories(shared);
+  fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);
+  fs::permissions(dir.path(), fs::perms::all);
+  const std::string as_nobody = "setpriv --reuid=nobody --regid=nogroup --clear-groups ";
+  auto r =
+      sh(in(shared, as_nobody + kinora_bin() + " generate -p 'a cat'" + chain() + " --out x.mp4"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto video = read(shared / "x.mp4"), side = read(shared / "x.mp4.json");
+  ASSERT_EQ(::chown((shared / "x.mp4.json").c_str(), 0, 0), 0);
+  fs::permissions(shared / "x.mp4.json", fs::perms::owner_read | fs::perms::owner_write |
+                                             fs::perms::group_read | fs::perms::group_write |
+                                             fs::perms::others_read | fs::perms::others_write);
+  r = sh(in(shared, as_nobody + kinora_bin() + " generate -p 'a dog'" + chain() +
+                        " --out x.mp4 --overwrite"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("x.mp4.json"));
+  EXPECT_EQ(read(shared / "x.mp4"), video);
+  EXPECT_EQ(read(shared / "x.mp4.json"), side);
+}
+
+// A sidecar replaces only an earlier Kinora sidecar, and then only with
+// --overwrite and when it may be written; a frame folder likewise.
+TEST(Safety, SidecarsAndFrameFoldersFollowTheOutputsRule) {
+  TempDir dir;
+  ASSERT_EQ(
+      sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "a.mp4").string()).code, 0);
+  fs::copy(dir / "a.mp4.json", dir / "s.mp4.json");  // an earlier render's, its video gone
+  fs::permissions(dir / "s.mp4.json", fs::perms::owner_read);
+  auto r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "s.mp4").string() +
+              " --overwrite");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("s.mp4.json: exists and is read-only"));
+  fs::permissions(dir / "s.mp4.json", fs::perms::owner_read | fs::perms::owner_write);
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "s.mp4").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("s.mp4.json: exists; give --overwrite"));
+  // JSON that looks like parameters but holds more is someone's own.
+  write(dir / "e.mp4.json",
+        R"({"preset":{"prompt":"x"},"kinora":{"version":"Kinora 0.1"},"my_notes":"precious"})");
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "e.mp4").string() +
+         " --overwrite");
+  EXPECT_THAT(r.out, HasSubstr("is not a Kinora parameters file"));
+  EXPECT_THAT(read(dir / "e.mp4.json"), HasSubstr("precious"));
+  fs::create_directories(dir / "w");
+  write(dir / "w/kinora.json", "x");
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --format png-seq --overwrite --out " +
+         (dir / "w").string());
+  EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora frame sequence"));
+  EXPECT_EQ(read(dir / "w/kinora.json"), "x");
+  // A sequence's folder may be named with its slash.
+  r = sh(kinora_bin() + " generate -p x" + chain() + " --format ppm-seq --out " +
+         (dir / "seq").string() + "/");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "seq/frame_00005.ppm"));
+}
+
+// What can fail is checked before the render, not after it.
+TEST(Safety, NamesAndPresetsThatCannotWorkAreRefusedBeforeRendering) {
+  TempDir dir;
+  auto r = sh(kinora_bin() + " generate -p x" + chain() + " --out " +
+              (dir / (std::string(230, 'c') + ".mp4")).string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("the name is too long"));
+  EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+  auto p = chain_preset();
+  p["output"] = std::string("nul") + '\0' + "x.png";
+  write(dir / "nul.json", p.dump());
+  r = sh(kinora_bin() + " render " + (dir / "nul.json").string());
+  EXPECT_THAT(r.out, HasSubstr("key 'output' holds a NUL character (byte 3)"));
+  // batch --dry-run finds missing models, folders and devices.
+  fs::create_directories(dir / "b");
+  p["output"] = "nodir/x.png";
+  write(dir / "b/folder.json", p.dump());
+  p["output"] = "m.png";
+  p["model"] = "absent.safetensors";
+  write(dir / "b/model.json", p.dump());
+  p["model"] = fixture("wan21_dit_tiny.safetensors");
+  p["output"] = "d.png";
+  p["device"] = "cuda:3";
+  write(dir / "b/device.json", p.dump());
+  r = sh(kinora_bin() + " batch --dry-run " + (dir / "b").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("folder.json"));
+  EXPECT_THAT(r.out, HasSubstr("the folder"));
+  EXPECT_THAT(r.out, HasSubstr("model.json: key 'model': 'absent.safetensors' not found"));
+  EXPECT_THAT(r.out, HasSubstr("device.json"));
+  EXPECT_THAT(r.out, HasSubstr("3 invalid"));
+}
+
+// --output-dir is a folder the user names from where they are; a restored
+// preset batches (named after its file); shards and repeated paths are exact.
+TEST(Safety, BatchPlacesOutputsWhereTheUserSaid) {
+  TempDir dir;
+  fs::create_directories(dir / "presets");
+  fs::create_directories(dir / "od");
+  auto p = chain_preset();
+  p["output"] = "rel.png";
+  write(dir / "presets/rel.json", p.dump());
+  p.erase("output");
+  write(dir / "presets/restored.json", p.dump());
+  auto r = sh(in(dir.path(), kinora_bin() + " batch presets presets/rel.json --output-dir od"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "od/rel.png"));
+  EXPECT_TRUE(fs::exists(dir / "od/restored.png"));
+  EXPECT_FALSE(fs::exists(dir / "presets/od"));
+  for (const char* bad : {"0/2/3", "1/3abc", "2/2"})
+    EXPECT_THAT(
+        sh(kinora_bin() + " batch --dry-run --shard " + bad + " " + (dir / "presets").string()).out,
+        HasSubstr("expected i/N"))
+        << bad;
+}
+
+TEST(Safety, CheckpointsKeepTheirValuesAndTheirNames) {
+  TempDir dir;
+  // A float32 value past fp16's range: refused, not stored as infinity.
+  write_raw(dir / "big.safetensors", R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+            std::string("\x00\x00\x80\x7e", 4));  // 8.5e37
+  auto r = sh(kinora_bin() + " convert " + (dir / "big.safetensors").string() + " " +
+              (dir / "h.safetensors").string() + " --dtype fp16");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("tensor 'w' holds values past fp16's range"));
+  EXPECT_FALSE(fs::exists(dir / "h.safetensors"));
+  r = sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " +
+         (dir / "x.mp4").string());
+  EXPECT_THAT(r.out, HasSubstr("name it NAME.safetensors"));
+  r = sh(kinora_bin() + " convert " + fixture("wan21_vae_tiny.safetensors") + " " +
+         (dir / "nodir/x.safetensors").string());
+  EXPECT_THAT(r.out, HasSubstr("does not exist"));
+  EXPECT_THAT(r.out, Not(HasSubstr(".tmp-")));
+}
+
+TEST(Safety, TheCommandLineSaysHelpAndUsageErrorsLikeOtherTools) {
+  auto r = sh(kinora_bin() + " help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("generate"));
+  r = sh(kinora_bin() + " generate --steps many -p x");
+  EXPECT_EQ(r.code, 2);
+  r = sh(kinora_bin() + " generate -p x --guidance nan --out /tmp/never.mp4");
+  EXPECT_THAT(r.out, HasSubstr("key 'guidance' must be between 0.0 and 30.0, got nan"));
+  // The studio's --help needs no display.
+  r = sh("env -u DISPLAY -u WAYLAND_DISPLAY " + std::string(KINORA_BIN_DIR) +
+         "/kinora-studio --help");
+  if (fs::exists(std::string(KINORA_BIN_DIR) + "/kinora-studio")) {
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("--models-dir"));
+  }
 }
