@@ -254,17 +254,24 @@ std::function<int()> add_render_commands(CLI::App& app) {
                   "what to avoid (default, and when empty: the model's own negative prompt, "
                   "Wan's for Wan models)");
   gen->add_option("--model", opts->model,
-                  "the Wan DiT (a file, or a name under --models-dir); with no model options, "
-                  "the embedded default model");
+                  "the DiT: Wan or FLUX.1 (a file, or a name under --models-dir); its family "
+                  "picks the other files and the defaults; with no model options, the embedded "
+                  "default model");
   gen->add_option("--model2", opts->model2, "the low-noise expert of a Wan 2.2 A14B pair");
-  gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE");
-  gen->add_option("--text-encoder", opts->text_encoder, "the umT5 encoder");
-  gen->add_option("--tokenizer", opts->tokenizer, "the umT5 SentencePiece model (spiece.model)");
+  gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE, or FLUX's autoencoder (ae.safetensors)");
+  gen->add_option("--text-encoder", opts->text_encoder, "umT5 (Wan) or T5-XXL (FLUX)");
+  gen->add_option("--tokenizer", opts->tokenizer,
+                  "the T5 / umT5 SentencePiece model (spiece.model)");
+  gen->add_option("--clip", opts->clip, "FLUX: the CLIP-L text encoder (clip_l.safetensors)");
+  gen->add_option("--clip-tokenizer", opts->clip_tokenizer,
+                  "FLUX: the folder of CLIP's vocab.json and merges.txt (default: beside the "
+                  "CLIP file, or under --models-dir)");
   gen->add_option(
          "--models-dir", opts->models_dir,
          "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name")
       ->check(CLI::ExistingDirectory);
-  // Defaults: Wan 2.1's, or the embedded model's when no model is given.
+  // Defaults: Wan 2.1's, the embedded model's when no model is given, or the
+  // family's of the model file (FLUX).
   const Preset tiny = Preset::embedded_defaults();
   auto dflt = [](auto wan, auto embedded_value) {
     std::ostringstream s;
@@ -272,25 +279,26 @@ std::function<int()> add_render_commands(CLI::App& app) {
     return s.str();
   };
   // Each option, and how to give its field (in *opts) the embedded model's value.
-  std::vector<std::pair<CLI::Option*, std::function<void()>>> sampling;
-  auto add = [&](const char* flag, auto& field, const std::string& help, auto embedded_value) {
-    auto* o = gen->add_option(flag, field, help)->default_str(dflt(field, embedded_value));
-    sampling.emplace_back(o, [&field, embedded_value] { field = embedded_value; });
+  std::vector<std::pair<CLI::Option*, std::function<void(const Preset&)>>> sampling;
+  auto add = [&](const char* flag, auto Preset::*member, const std::string& help) {
+    auto& field = (*opts).*member;
+    auto* o = gen->add_option(flag, field, help)->default_str(dflt(field, tiny.*member));
+    sampling.emplace_back(o, [opts, member](const Preset& d) { (*opts).*member = d.*member; });
   };
-  add("--width", opts->width, "multiple of 16", tiny.width);
-  add("--height", opts->height, "multiple of 16", tiny.height);
-  add("--frames", opts->frames, "4k+1", tiny.frames);
-  add("--fps", opts->fps, "", tiny.fps);
-  add("--steps", opts->steps, "", tiny.steps);
-  add("--sampler", opts->sampler, "see `kinora samplers`", tiny.sampler);
-  add("--shift", opts->shift, "", tiny.shift);
-  add("--guidance", opts->guidance, "classifier-free guidance scale", tiny.guidance);
+  add("--width", &Preset::width, "multiple of 16; FLUX: 1024");
+  add("--height", &Preset::height, "multiple of 16; FLUX: 1024");
+  add("--frames", &Preset::frames, "4k+1; FLUX: 1");
+  add("--fps", &Preset::fps, "");
+  add("--steps", &Preset::steps, "FLUX.1-dev: 28, schnell: 4");
+  add("--sampler", &Preset::sampler, "see `kinora samplers`; FLUX: flow_euler");
+  add("--shift", &Preset::shift, "Wan; FLUX-dev shifts by the image size instead");
+  add("--guidance", &Preset::guidance,
+      "classifier-free guidance scale; FLUX-dev: its distilled guidance (3.5)");
   gen->add_option("--seed", *seed,
                   "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
-  add("--precision", opts->precision,
+  add("--precision", &Preset::precision,
       "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
-      "or bf16",
-      tiny.precision);
+      "or bf16");
   gen->add_option("--device", opts->device, kDeviceHelp)->capture_default_str();
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png), or a new or empty folder with --format "
@@ -416,9 +424,23 @@ std::function<int()> add_render_commands(CLI::App& app) {
     if (*gen) {
       return guarded([&] {
         // The embedded model: its own defaults for what the command line did not set.
-        if (opts->uses_embedded_model())
-          for (const auto& [option, use_embedded] : sampling)
-            if (option->count() == 0) use_embedded();
+        std::optional<Preset> defaults;
+        if (opts->uses_embedded_model()) {
+          defaults = Preset::embedded_defaults();
+        } else if (opts->family.empty() && !opts->model.empty()) {
+          // The model file's family (an unreadable one is reported when rendering).
+          try {
+            const auto& family = pipeline::family_for(*opts);
+            if (family.name() != "wan")
+              defaults = family.defaults_for(
+                  pipeline::resolve_model_file(*opts, "model", "diffusion_models", true));
+          } catch (const Error&) {
+          }
+        }
+        if (defaults)
+          for (const auto& [option, use_default] : sampling)
+            if (option->count() == 0) use_default(*defaults);
+        if (defaults && opts->family.empty()) opts->family = defaults->family;
         Preset p = *opts;
         p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
                                                       : pipeline::parse_seed(*seed, "--seed"));

@@ -8,6 +8,7 @@ std::optional<Component> find_component(const std::string& name) {
     add_scheduler_components(m);
     add_text_components(m);
     add_wan_components(m);
+    add_flux_components(m);
     return m;
   }();
   const auto it = all.find(name);

@@ -35,5 +35,6 @@ std::optional<Component> find_component(const std::string& name);
 void add_scheduler_components(std::map<std::string, Component>& out);
 void add_text_components(std::map<std::string, Component>& out);
 void add_wan_components(std::map<std::string, Component>& out);
+void add_flux_components(std::map<std::string, Component>& out);
 
 }  // namespace kinora::conformance

@@ -38,11 +38,12 @@ std::string shape_str(at::IntArrayRef s) {
 }  // namespace
 
 void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Rename& rename,
-                     const std::string& what) {
+                     const std::string& what,
+                     const std::map<std::string, torch::Tensor>& assembled) {
   std::map<std::string, std::string> source;  // module name → checkpoint key
   for (const auto& key : ck.names()) {
     const std::string name = rename(key);
-    if (name.empty()) continue;
+    if (name.empty() || assembled.count(name)) continue;
     const auto [it, inserted] = source.emplace(name, key);
     if (!inserted)
       fail_file(ck.path(),
@@ -73,6 +74,14 @@ void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Re
 
   for (auto& item : root.named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
+    if (const auto a = assembled.find(name); a != assembled.end()) {
+      if (a->second.sizes() != item.value().sizes())
+        fail_file(ck.path(), "the tensors for '" + name + "' make shape " +
+                                 shape_str(a->second.sizes()) + ", but this " + what + " needs " +
+                                 shape_str(item.value().sizes()));
+      item.value().set_data(a->second);
+      continue;
+    }
     const std::string& key = find(name);
     check_shape(key, name, item.value().sizes());
     const auto& info = ck.info(key);

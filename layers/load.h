@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "io/checkpoint.h"
@@ -20,8 +21,12 @@ using Rename = std::function<std::string(const std::string& key)>;
 // same (renamed) name: zero-copy views of the mapping, in the stored dtype (FP8
 // kept as bytes for Linear layers). Throws kinora::Error naming the file for a
 // missing tensor or a wrong shape. `what` names the model in messages.
+// `assembled` gives tensors the caller built from several of the file's (a
+// fused q/k/v from a layout that stores them apart), by module name; they are
+// used as they are, and the file's keys that map to those names are ignored.
 void load_parameters(torch::nn::Module& root, const io::Checkpoint& ck, const Rename& rename,
-                     const std::string& what);
+                     const std::string& what,
+                     const std::map<std::string, torch::Tensor>& assembled = {});
 
 // Strips `prefix` when the key starts with it.
 std::string strip(const std::string& key, const std::string& prefix);

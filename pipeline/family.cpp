@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "base/error.h"
+#include "pipeline/flux_family.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/wan_family.h"
 
@@ -18,6 +19,7 @@ Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry;
     reg->families.push_back(std::make_shared<WanFamily>());
+    reg->families.push_back(std::make_shared<FluxFamily>());
     return reg;
   }();
   return *r;

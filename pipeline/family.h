@@ -17,6 +17,7 @@
 #include "diffusion/denoiser.h"
 #include "layers/precision.h"
 #include "pipeline/preset.h"
+#include "schedulers/scheduler.h"
 #include "text/conditioner.h"
 #include "vae/autoencoder.h"
 
@@ -29,7 +30,7 @@ enum class GuidanceStrategy { ClassifierFree, Distilled, None };
 
 // The files of one render, resolved (ModelFiles of a preset: resolve_models).
 struct ModelFiles {
-  std::filesystem::path model, model2, vae, text_encoder, tokenizer;
+  std::filesystem::path model, model2, vae, text_encoder, tokenizer, clip, clip_tokenizer;
 };
 
 // A family's parts, loaded: the denoiser (and for a pair of experts, the
@@ -58,19 +59,33 @@ class Family {
   // names and shapes, io::detect_layout).
   virtual bool recognises(const std::filesystem::path& model) const = 0;
   // The preset keys whose files it needs ("model", "vae", "text_encoder",
-  // "tokenizer"; "model2" optional), and the ComfyUI subfolder of each.
+  // "tokenizer", "clip"; "model2" optional), and the ComfyUI subfolder of each.
+  // ("clip_tokenizer", a folder, the family finds itself.)
   struct Role {
     const char* key;
     const char* subfolder;
     bool required;
   };
   virtual std::vector<Role> roles() const = 0;
+  // Files the roles do not cover (FLUX: the CLIP tokenizer folder), resolved
+  // into `files` with the preset's other models; an Error naming where it
+  // looked.
+  virtual void resolve_extra(const Preset& p, ModelFiles& files) const {}
   // The files of a preset that names none: a model the family ships (Wan: the
   // embedded model), or nullopt.
   virtual std::optional<ModelFiles> default_files() const { return std::nullopt; }
   // Its defaults, over which a preset's keys apply (size, frames, steps,
   // sampler, shift, guidance).
   virtual Preset defaults() const = 0;
+  // The defaults for this model file (FLUX: dev's or schnell's); defaults()
+  // unless the family's variants differ.
+  virtual Preset defaults_for(const std::filesystem::path& model) const { return defaults(); }
+  // The sampler's schedule for `p` at `image_tokens` latent tokens: the
+  // preset's shift by default (FLUX-dev: BFL's resolution-dependent μ).
+  virtual schedulers::ScheduleOptions schedule(const Preset& p, int64_t image_tokens,
+                                               const LoadedModels& models) const {
+    return {.shift = p.shift, .mu = std::nullopt};
+  }
   // Sizes and frame counts to what the family makes, with a message for each
   // change ("frames 18 → 17 (…)").
   virtual std::vector<std::string> snap(Preset& p) const = 0;

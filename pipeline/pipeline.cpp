@@ -29,6 +29,7 @@ const std::string& entry_of(const Preset& p, const std::string& key) {
   if (key == "vae") return p.vae;
   if (key == "text_encoder") return p.text_encoder;
   if (key == "tokenizer") return p.tokenizer;
+  if (key == "clip") return p.clip;
   throw Error("pipeline: no preset key '" + key + "' for a model file");
 }
 
@@ -38,6 +39,8 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
   if (key == "vae") return &f.vae;
   if (key == "text_encoder") return &f.text_encoder;
   if (key == "tokenizer") return &f.tokenizer;
+  if (key == "clip") return &f.clip;
+  if (key == "clip_tokenizer") return &f.clip_tokenizer;
   throw Error("pipeline: no preset key '" + key + "' for a model file");
 }
 
@@ -46,15 +49,16 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
 // fingerprint, the versions.
 nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
   nlohmann::json j = p.to_json();
-  for (const char* key : {"model", "model2", "vae", "text_encoder", "tokenizer", "output"})
+  for (const char* key :
+       {"model", "model2", "vae", "text_encoder", "tokenizer", "clip", "clip_tokenizer", "output"})
     j[key] = fs::path(j[key].get<std::string>()).filename().string();
   j["models_dir"] = "";
   for (auto& l : j["loras"]) l["path"] = fs::path(l["path"].get<std::string>()).filename().string();
   nlohmann::json model_files = nlohmann::json::object();
   ModelFiles copy = files;
-  for (const char* role : {"model", "model2", "vae", "text_encoder", "tokenizer"}) {
+  for (const char* role : {"model", "model2", "vae", "text_encoder", "tokenizer", "clip"}) {
     const fs::path& path = *file_of(copy, role);
-    if (path.empty()) continue;
+    if (path.empty() || !fs::is_regular_file(path)) continue;
     model_files[role] = {{"file", path.filename().string()},
                          {"sha256_first_last_mib", file_fingerprint(path)}};
   }
@@ -115,6 +119,7 @@ ModelFiles resolve_models(const Preset& p, const Family& family) {
   ModelFiles files;
   for (const auto& role : family.roles())
     *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
+  family.resolve_extra(p, files);
   return files;
 }
 
@@ -176,8 +181,8 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   // Models, kept loaded between jobs while the files, precision and device stay.
   auto t0 = Clock::now();
   std::string key = family.name() + "|" + p.precision + "|" + p.device;
-  for (const auto* f :
-       {&files.model, &files.model2, &files.vae, &files.text_encoder, &files.tokenizer})
+  for (const auto* f : {&files.model, &files.model2, &files.vae, &files.text_encoder,
+                        &files.tokenizer, &files.clip, &files.clip_tokenizer})
     key += "|" + f->string();
   if (cache_->key != key) {
     cache_->models = {};  // free the old ones first
@@ -220,7 +225,12 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
         "pipeline: this family's denoiser predicts noise; the noise-prediction samplers "
         "are not in the registry yet");
   auto sched = schedulers::make_scheduler(p.sampler);
-  sched->set_timesteps(p.steps, {.shift = p.shift, .mu = std::nullopt});
+  sched->set_timesteps(p.steps, family.schedule(p,
+                                                x.size(2) * x.size(3) * x.size(4) /
+                                                    (models.denoiser->latent_patch()[0] *
+                                                     models.denoiser->latent_patch()[1] *
+                                                     models.denoiser->latent_patch()[2]),
+                                                models));
   const auto timesteps = sched->timesteps().to(torch::kFloat32);
   const auto preview_map = cb.want_preview ? family.preview(models) : PreviewMap{};
   t0 = Clock::now();

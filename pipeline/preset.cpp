@@ -12,6 +12,7 @@
 #include "embedded/model.h"
 #include "media/format.h"
 #include "pipeline/family.h"
+#include "pipeline/pipeline.h"
 #include "schedulers/registry.h"
 
 namespace kinora::pipeline {
@@ -48,6 +49,8 @@ json Preset::to_json() const {
           {"vae", vae},
           {"text_encoder", text_encoder},
           {"tokenizer", tokenizer},
+          {"clip", clip},
+          {"clip_tokenizer", clip_tokenizer},
           {"loras", loras_json},
           {"output", output},
           {"format", format},
@@ -114,7 +117,8 @@ const std::string kSeedRule =
 
 bool Preset::uses_embedded_model() const {
   return model.empty() && model2.empty() && vae.empty() && text_encoder.empty() &&
-         tokenizer.empty() && models_dir.empty() && (family.empty() || family == "wan");
+         tokenizer.empty() && clip.empty() && clip_tokenizer.empty() && models_dir.empty() &&
+         (family.empty() || family == "wan");
 }
 
 Preset Preset::embedded_defaults() {
@@ -126,7 +130,7 @@ Preset Preset::embedded_defaults() {
   return p;
 }
 
-Preset Preset::from_json(const json& j, const std::string& src) {
+Preset Preset::from_json(const json& j, const std::string& src, const Preset* base) {
   if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
   static const std::set<std::string> known = {"schema_version",
                                               "prompt",
@@ -149,6 +153,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
                                               "vae",
                                               "text_encoder",
                                               "tokenizer",
+                                              "clip",
+                                              "clip_tokenizer",
                                               "loras",
                                               "output",
                                               "format",
@@ -157,15 +163,16 @@ Preset Preset::from_json(const json& j, const std::string& src) {
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
   // No model keys (and no other family): the embedded model.
   bool embedded = true;
-  for (const char* k : {"model", "model2", "vae", "text_encoder", "tokenizer", "models_dir"})
+  for (const char* k : {"model", "model2", "vae", "text_encoder", "tokenizer", "clip",
+                        "clip_tokenizer", "models_dir"})
     if (j.contains(k) && !(j[k].is_string() && j[k].get<std::string>().empty())) embedded = false;
   if (const auto f = j.find("family");
       f != j.end() && !(f->is_string() && (f->get<std::string>().empty() || *f == "wan")))
     embedded = false;
   // Defaults: the embedded model's, the named family's, or Wan's.
-  Preset p = embedded ? embedded_defaults() : Preset();
+  Preset p = base ? *base : embedded ? embedded_defaults() : Preset();
   if (const auto f = j.find("family");
-      !embedded && f != j.end() && f->is_string() && !f->get<std::string>().empty()) {
+      !base && !embedded && f != j.end() && f->is_string() && !f->get<std::string>().empty()) {
     try {
       p = family_named(f->get<std::string>()).defaults();
     } catch (const Error& e) {
@@ -197,6 +204,8 @@ Preset Preset::from_json(const json& j, const std::string& src) {
   read_string(j, "vae", p.vae, src);
   read_string(j, "text_encoder", p.text_encoder, src);
   read_string(j, "tokenizer", p.tokenizer, src);
+  read_string(j, "clip", p.clip, src);
+  read_string(j, "clip_tokenizer", p.clip_tokenizer, src);
   read_string(j, "output", p.output, src);
   read_string(j, "format", p.format, src);
   read_int(j, "crf", p.crf, 0, 63, src);
@@ -250,6 +259,20 @@ Preset Preset::load(const std::filesystem::path& path) {
                 path.string() + "` prints its preset)");
   Preset p = from_json(j, path.string());
   p.base_dir = path.parent_path();
+  // No family named: the model file's family gives the defaults (FLUX's size,
+  // steps and guidance for a FLUX file); Wan's otherwise.
+  if (!p.uses_embedded_model() && p.family.empty() && !p.model.empty()) {
+    Preset d;
+    try {
+      const auto& family = family_for(p);
+      if (family.name() == "wan") return p;
+      d = family.defaults_for(resolve_model_file(p, "model", "diffusion_models", true));
+    } catch (const Error&) {
+      return p;  // a missing or foreign model file is reported when it is rendered
+    }
+    p = from_json(j, path.string(), &d);
+    p.base_dir = path.parent_path();
+  }
   return p;
 }
 
@@ -268,7 +291,9 @@ Preset Preset::absolutized() const {
     const auto full = fs::absolute(base_dir / s, ec);
     if (!only_if_exists || fs::exists(full, ec)) s = full.string();
   };
-  for (auto* s : {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer}) anchor(*s, true);
+  for (auto* s :
+       {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer, &p.clip, &p.clip_tokenizer})
+    anchor(*s, true);
   for (auto& l : p.loras) anchor(l.path, true);
   anchor(p.models_dir, false);
   anchor(p.output, false);
@@ -301,7 +326,8 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   if (!parameters.is_object() || !parameters.contains("preset"))
     throw Error(source + ": holds no Kinora parameters");
   Preset p = from_json(parameters["preset"], source);
-  for (auto* s : {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer})
+  for (auto* s :
+       {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer, &p.clip, &p.clip_tokenizer})
     *s = fs::path(*s).filename().string();
   for (auto& l : p.loras) l.path = fs::path(l.path).filename().string();
   p.models_dir.clear();

@@ -52,6 +52,10 @@ struct Preset {
   std::string model;   // the DiT (the high-noise expert of a Wan 2.2 A14B pair)
   std::string model2;  // the low-noise expert, or ""
   std::string vae, text_encoder, tokenizer;
+  // A family's second text encoder (FLUX: CLIP-L) and its tokenizer folder
+  // (vocab.json and merges.txt; found beside the encoder or under models_dir
+  // when empty).
+  std::string clip, clip_tokenizer;
   std::vector<LoraRef> loras;
   // Output.
   std::string output;  // path; its extension picks the format unless `format` is set
@@ -66,7 +70,7 @@ struct Preset {
   // messages about it.
   std::string source;
 
-  // No model keys at all (model, model2, vae, text_encoder, tokenizer, models_dir)
+  // No model keys at all (model, model2, vae, text_encoder, tokenizer, clip, models_dir)
   // and no family but Wan's: the embedded default model (assets/), which needs
   // no download.
   bool uses_embedded_model() const;
@@ -77,7 +81,10 @@ struct Preset {
   nlohmann::json to_json() const;
   // Validates every key: an unknown key, a wrong type or a value out of range is
   // a kinora::Error naming the key and `source` (a file name, or "preset").
-  static Preset from_json(const nlohmann::json& j, const std::string& source = "preset");
+  // `base`, when given, holds the defaults the keys apply over (a family's
+  // defaults for the preset's model file).
+  static Preset from_json(const nlohmann::json& j, const std::string& source = "preset",
+                          const Preset* base = nullptr);
   // `output` resolved: as it is when absolute, else inside base_dir.
   std::filesystem::path output_path() const;
   // The preset with base_dir applied: relative paths that name files in

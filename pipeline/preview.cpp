@@ -30,3 +30,29 @@ torch::Tensor latent_preview(const torch::Tensor& latent, const torch::Tensor& f
 }
 
 }  // namespace kinora::pipeline
+
+namespace kinora::pipeline {
+namespace {
+constexpr double kFluxScale = 0.3611, kFluxShift = 0.1159;
+torch::Tensor flux_scaled_factors() {
+  static const float f[16][3] = {
+      {-0.0346f, 0.0244f, 0.0681f},  {0.0034f, 0.0210f, 0.0687f},    {0.0275f, -0.0668f, -0.0433f},
+      {-0.0174f, 0.0160f, 0.0617f},  {0.0859f, 0.0721f, 0.0329f},    {0.0004f, 0.0383f, 0.0115f},
+      {0.0405f, 0.0861f, 0.0915f},   {-0.0236f, -0.0185f, -0.0259f}, {-0.0245f, 0.0250f, 0.1180f},
+      {0.1008f, 0.0755f, -0.0421f},  {-0.0515f, 0.0201f, 0.0011f},   {0.0428f, -0.0012f, -0.0036f},
+      {0.0817f, 0.0765f, 0.0749f},   {-0.1264f, -0.0522f, -0.1103f}, {-0.0280f, -0.0881f, -0.0499f},
+      {-0.1262f, -0.0982f, -0.0778f}};
+  return torch::from_blob(const_cast<float*>(&f[0][0]), {16, 3}, torch::kFloat32).clone();
+}
+}  // namespace
+
+torch::Tensor flux_preview_factors() {
+  return flux_scaled_factors() * kFluxScale;
+}
+
+torch::Tensor flux_preview_bias() {
+  // rgb = Fᵀ·(z − shift)·scale + b = (scale·F)ᵀ·z + (b − scale·shift·Σ_c F).
+  return torch::tensor({-0.0329f, -0.0718f, -0.0851f}) -
+         kFluxScale * kFluxShift * flux_scaled_factors().sum(0);
+}
+}  // namespace kinora::pipeline

@@ -19,3 +19,11 @@ torch::Tensor latent_preview(const torch::Tensor& latent, const torch::Tensor& f
                              const std::vector<double>& std);
 
 }  // namespace kinora::pipeline
+
+namespace kinora::pipeline {
+// The FLUX autoencoder's map, for the un-normalised latent like Wan's: the
+// least-squares fit published with ComfyUI's Flux latent format (made for
+// the scaled latent, (z − 0.1159)·0.3611) carried over to z.
+torch::Tensor flux_preview_factors();
+torch::Tensor flux_preview_bias();
+}  // namespace kinora::pipeline

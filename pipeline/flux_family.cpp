@@ -1,0 +1,181 @@
+#include "pipeline/flux_family.h"
+
+#include "base/error.h"
+#include "diffusion/flux_dit.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/preview.h"
+#include "schedulers/sigma_schedules.h"
+#include "text/flux_conditioner.h"
+#include "vae/kl_autoencoder.h"
+
+namespace kinora::pipeline {
+namespace fs = std::filesystem;
+
+namespace {
+const diffusion::FluxModel& dit_of(const LoadedModels& m) {
+  return static_cast<const diffusion::FluxModel&>(*m.denoiser);
+}
+std::string name_of(const fs::path& p) {
+  return p.filename().string();
+}
+}  // namespace
+
+bool FluxFamily::recognises(const fs::path& model) const {
+  return io::detect_layout(io::Checkpoint::open(model).shapes()).family == io::Family::FluxDiT;
+}
+
+std::vector<Family::Role> FluxFamily::roles() const {
+  return {{"model", "diffusion_models", true},
+          {"vae", "vae", true},
+          {"text_encoder", "text_encoders", true},
+          {"tokenizer", "text_encoders", true},
+          {"clip", "text_encoders", true}};
+}
+
+void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
+  fs::path given;
+  if (!p.clip_tokenizer.empty()) {
+    const fs::path e = p.clip_tokenizer;
+    given = e.is_absolute() ? e : p.base_dir / e;
+    // A name under models_dir when it is not a path from here.
+    std::error_code ec;
+    if (!fs::exists(given, ec) && !p.models_dir.empty() && !e.is_absolute()) {
+      const fs::path md =
+          fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
+      for (const fs::path& c : {md / "text_encoders" / e, md / e})
+        if (fs::exists(c, ec)) {
+          given = c;
+          break;
+        }
+    }
+  }
+  fs::path models_dir;
+  if (!p.models_dir.empty())
+    models_dir =
+        fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
+  files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
+}
+
+Preset FluxFamily::defaults() const {
+  Preset p;
+  p.family = "flux";
+  p.width = p.height = 1024;
+  p.frames = 1;
+  p.steps = 28;
+  p.sampler = "flow_euler";
+  p.shift = 1.0;
+  p.guidance = 3.5;
+  return p;
+}
+
+Preset FluxFamily::defaults_for(const fs::path& model) const {
+  Preset p = defaults();
+  std::error_code ec;
+  if (fs::is_regular_file(model, ec)) {
+    const auto det = io::detect_layout(io::Checkpoint::open(model).shapes());
+    if (det.summary.rfind("schnell", 0) == 0) p.steps = 4;
+  }
+  return p;
+}
+
+std::vector<std::string> FluxFamily::snap(Preset& p) const {
+  std::vector<std::string> msgs;
+  if (p.frames != 1) {
+    msgs.push_back("frames " + std::to_string(p.frames) + " → 1 (FLUX makes images)");
+    p.frames = 1;
+  }
+  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
+    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
+    if (snapped != *v) {
+      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
+                     std::to_string(snapped) + " (a multiple of 16: 8× autoencoder, 2×2 packing)");
+      *v = snapped;
+    }
+  }
+  return msgs;
+}
+
+schedulers::ScheduleOptions FluxFamily::schedule(const Preset& p, int64_t image_tokens,
+                                                 const LoadedModels& models) const {
+  // dev: BFL's shift by the image's token count; schnell: none. The preset's
+  // `shift` does not apply to FLUX.
+  if (dit_of(models).config().guidance_embed)
+    return {.shift = 1.0, .mu = schedulers::flux_mu(image_tokens)};
+  return {.shift = 1.0, .mu = std::nullopt};
+}
+
+LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precision,
+                              torch::Device device,
+                              const std::function<void(const std::string&)>& say) const {
+  LoadedModels m;
+  say(name_of(files.model) + " (FLUX DiT)");
+  auto dit =
+      std::make_shared<diffusion::FluxModel>(diffusion::FluxModel::load(files.model, precision));
+  // Each part named with the DiT it is meant for when it is not one.
+  auto part = [&](const fs::path& file, const char* what, auto&& load_it) {
+    try {
+      return load_it();
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (given as the " + what + " for the FLUX DiT " +
+                  name_of(files.model) + ")");
+    }
+  };
+  say(name_of(files.vae) + " (FLUX autoencoder)");
+  auto ae = part(files.vae, "autoencoder", [&] {
+    return std::make_shared<vae::KLAutoencoder>(vae::KLAutoencoder::load(files.vae, precision));
+  });
+  say(name_of(files.text_encoder) + " (T5-XXL)");
+  auto t5 = part(files.text_encoder, "T5 text encoder",
+                 [&] { return text::T5Encoder::load(files.text_encoder); });
+  auto t5_tokenizer =
+      part(files.tokenizer, "T5 tokenizer", [&] { return text::Tokenizer::load(files.tokenizer); });
+  say(name_of(files.clip) + " (CLIP-L)");
+  auto clip =
+      part(files.clip, "CLIP text encoder", [&] { return text::CLIPTextModel::load(files.clip); });
+  auto clip_tokenizer = part(files.clip_tokenizer, "CLIP tokenizer",
+                             [&] { return text::ClipTokenizer::load(files.clip_tokenizer); });
+  // FLUX pads T5 to 512 tokens for dev and 256 for schnell (BFL's cli.py).
+  const int64_t t5_tokens = dit->config().guidance_embed ? 512 : 256;
+  auto cond = std::make_shared<text::FluxConditioner>(std::move(t5), std::move(t5_tokenizer),
+                                                      std::move(clip), std::move(clip_tokenizer),
+                                                      t5_tokens);
+  dit->to(device);
+  ae->to(device);
+  cond->to(device);
+  m.denoiser = dit;
+  m.autoencoder = ae;
+  m.conditioner = cond;
+  return m;
+}
+
+void FluxFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& files) const {
+  const auto& cfg = dit_of(m).config();
+  const auto& cond = static_cast<const text::FluxConditioner&>(*m.conditioner);
+  if (cfg.context_in_dim != cond.context_dim())
+    throw Error(name_of(files.model) + " expects T5 states of width " +
+                std::to_string(cfg.context_in_dim) + ", but " + name_of(files.text_encoder) +
+                " gives " + std::to_string(cond.context_dim()));
+  if (cfg.vec_in_dim != cond.pooled_dim())
+    throw Error(name_of(files.model) + " expects a pooled CLIP vector of width " +
+                std::to_string(cfg.vec_in_dim) + ", but " + name_of(files.clip) + " gives " +
+                std::to_string(cond.pooled_dim()));
+  const auto& ae = *m.autoencoder;
+  if (cfg.in_channels != 4 * ae.latent_channels())
+    throw Error(name_of(files.model) + " works on " + std::to_string(cfg.in_channels / 4) +
+                " latent channels, but the autoencoder " + name_of(files.vae) + " has " +
+                std::to_string(ae.latent_channels()));
+  const int64_t cell = 2 * ae.spatial_compression();
+  if (p.width % cell || p.height % cell)
+    throw Error("size " + std::to_string(p.width) + "×" + std::to_string(p.height) +
+                ": FLUX with this autoencoder needs multiples of " + std::to_string(cell));
+}
+
+PreviewMap FluxFamily::preview(const LoadedModels& m) const {
+  if (m.autoencoder->latent_channels() != 16)
+    return {torch::zeros({m.autoencoder->latent_channels(), 3}), torch::zeros({3})};
+  return {flux_preview_factors(), flux_preview_bias()};
+}
+
+}  // namespace kinora::pipeline

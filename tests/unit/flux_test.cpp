@@ -1,0 +1,277 @@
+// FLUX.1: the DiT's configuration from names and shapes in every layout, the
+// image variants it refuses, the autoencoder's tiled decode, CLIP's BPE
+// tokenizer on a hand-written vocabulary, and text to image end to end on tiny
+// random-weight FLUX, T5 and CLIP files through the CLI.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "diffusion/flux_dit.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+#include "text/clip_tokenizer.h"
+#include "vae/kl_autoencoder.h"
+
+using kinora::test::error_of;
+using kinora::test::fixture;
+using kinora::test::sh;
+using kinora::test::TempDir;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+Tensors tensors_of(const kinora::io::Checkpoint& ck, const std::string& prefix = "") {
+  Tensors t;
+  for (const auto& n : ck.names()) t.emplace_back(prefix + n, ck.get(n).clone());
+  return t;
+}
+
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).norm() / b.to(torch::kFloat64).norm())
+      .item<double>();
+}
+
+torch::Tensor run_case(const fs::path& weights, const std::string& case_name) {
+  const auto c = kinora::io::Checkpoint::open(fixture(case_name));
+  auto m = kinora::diffusion::FluxModel::load(weights);
+  return m.forward(c.get("input.img"), c.get("input.img_ids"), c.get("input.txt"),
+                   c.get("input.txt_ids"), c.get("input.timesteps"), c.get("input.y"),
+                   c.contains("input.guidance") ? c.get("input.guidance") : torch::Tensor());
+}
+
+std::string kinora_bin() {
+  return std::string(KINORA_BIN_DIR) + "/kinora";
+}
+
+// A tiny FLUX-dev DiT whose text widths match the tiny T5 (64) and CLIP (64)
+// fixtures, with seeded random weights and no metadata (as real files have).
+fs::path write_tiny_flux(const fs::path& dir) {
+  kinora::diffusion::FluxConfig c;
+  c.vec_in_dim = 64;
+  c.context_in_dim = 64;
+  c.hidden_size = 96;
+  c.mlp_hidden = 384;
+  c.num_heads = 2;
+  c.depth = 1;
+  c.depth_single_blocks = 1;
+  c.axes_dim = {16, 16, 16};
+  kinora::diffusion::FluxModel m(c);
+  torch::manual_seed(7);
+  Tensors t;
+  for (const auto& p : m.module().named_parameters())
+    t.emplace_back(p.key(), torch::randn(p.value().sizes()) * 0.05);
+  const auto path = dir / "flux1-dev-tiny.safetensors";
+  kinora::io::save_safetensors(path, t);
+  return path;
+}
+
+// vocab.json and merges.txt for clip_l_tiny (ids below 998; 998 and 999 are
+// its start and end tokens): every printable ASCII byte stands for itself with
+// its own value as id, 256 + value with `</w>`; "re" and "red</w>" merged.
+fs::path write_clip_tokenizer(const fs::path& dir) {
+  nlohmann::json v = nlohmann::json::object();
+  for (int b = 33; b <= 126; ++b) {
+    v[std::string(1, static_cast<char>(b))] = b;
+    v[std::string(1, static_cast<char>(b)) + "</w>"] = 256 + b;
+  }
+  v["\xC3\x83"] = 195;            // Ã: byte 0xC3 stands for itself
+  v["\xC2\xA9</w>"] = 256 + 169;  // ©: byte 0xA9, ending the word
+  v["re"] = 600;
+  v["red</w>"] = 601;
+  v["<|startoftext|>"] = 998;
+  v["<|endoftext|>"] = 999;
+  fs::create_directories(dir);
+  std::ofstream(dir / "vocab.json") << v.dump();
+  std::ofstream(dir / "merges.txt") << "#version: 0.2\nr e\nre d</w>\n";
+  return dir;
+}
+
+}  // namespace
+
+TEST(Flux, ConfigurationFromNamesAndShapesInEveryLayout) {
+  TempDir dir;
+  const auto ref =
+      kinora::io::Checkpoint::open(fixture("flux1_dev_dit.case.safetensors")).get("output.pred");
+  // The original file without its metadata, and under ComfyUI's prefix.
+  const auto orig = kinora::io::Checkpoint::open(fixture("flux1_dev_tiny.safetensors"));
+  kinora::io::save_safetensors(dir / "bare.safetensors", tensors_of(orig));
+  kinora::io::save_safetensors(dir / "comfy.safetensors",
+                               tensors_of(orig, "model.diffusion_model."));
+  const auto diff = kinora::io::Checkpoint::open(fixture("flux1_dev_tiny.diffusers.safetensors"));
+  kinora::io::save_safetensors(dir / "diffusers.safetensors", tensors_of(diff));
+  for (const char* f : {"bare.safetensors", "comfy.safetensors", "diffusers.safetensors"}) {
+    const auto ck = kinora::io::Checkpoint::open(dir / f);
+    const auto c = kinora::diffusion::FluxConfig::from_checkpoint(ck);
+    EXPECT_EQ(c.num_heads, 2) << f;
+    EXPECT_EQ(c.axes_dim, (std::vector<int64_t>{16, 16, 16})) << f;
+    EXPECT_TRUE(c.guidance_embed) << f;
+    EXPECT_LT(rel_err(run_case(dir / f, "flux1_dev_dit.case.safetensors"), ref), 1e-4) << f;
+  }
+  // schnell: no guidance input.
+  const auto sch = kinora::io::Checkpoint::open(fixture("flux1_schnell_tiny.safetensors"));
+  kinora::io::save_safetensors(dir / "schnell.safetensors", tensors_of(sch));
+  EXPECT_FALSE(kinora::diffusion::FluxConfig::from_checkpoint(
+                   kinora::io::Checkpoint::open(dir / "schnell.safetensors"))
+                   .guidance_embed);
+}
+
+TEST(Flux, ImageConditionedVariantsAreRefusedByName) {
+  TempDir dir;
+  auto t = tensors_of(kinora::io::Checkpoint::open(fixture("flux1_dev_tiny.safetensors")));
+  for (auto& [name, tensor] : t)  // FLUX.1 Fill's input: 384 channels
+    if (name == "img_in.weight") tensor = torch::zeros({tensor.size(0), 384});
+  kinora::io::save_safetensors(dir / "fill.safetensors", t);
+  const auto msg = error_of([&] { kinora::diffusion::FluxModel::load(dir / "fill.safetensors"); });
+  EXPECT_THAT(msg, HasSubstr("fill.safetensors"));
+  EXPECT_THAT(msg, HasSubstr("Fill"));
+}
+
+TEST(Flux, PackingRoundTripsAndIdsAreRowsAndColumns) {
+  const auto x = torch::randn({2, 16, 6, 8});
+  const auto packed = kinora::diffusion::flux_pack(x);
+  EXPECT_EQ(packed.sizes(), (std::vector<int64_t>{2, 12, 64}));
+  // Token (row 1, col 2), channel c·4 + ph·2 + pw.
+  EXPECT_EQ(packed[0][1 * 4 + 2][3 * 4 + 1 * 2 + 0].item<float>(), x[0][3][3][4].item<float>());
+  EXPECT_TRUE(torch::equal(kinora::diffusion::flux_unpack(packed, 6, 8), x));
+  const auto ids = kinora::diffusion::flux_image_ids(1, 6, 8);
+  EXPECT_EQ(ids[0][5][1].item<float>(), 1);  // row 1
+  EXPECT_EQ(ids[0][5][2].item<float>(), 1);  // col 1
+  EXPECT_EQ(ids[0][5][0].item<float>(), 0);
+}
+
+TEST(Flux, TiledDecodeHasNoSeamsAndMatchesTheWholeDecode) {
+  auto ae = kinora::vae::KLAutoencoder::load(fixture("flux1_ae_tiny.safetensors"));
+  // A smooth latent, as sampled latents are, 24×32 cells decoded in tiles of 16
+  // overlapping by 6.
+  torch::manual_seed(3);
+  const auto z = torch::nn::functional::interpolate(torch::randn({1, 16, 6, 8}),
+                                                    torch::nn::functional::InterpolateFuncOptions()
+                                                        .size(std::vector<int64_t>{24, 32})
+                                                        .mode(torch::kBilinear)
+                                                        .align_corners(false));
+  const auto whole = ae.decode_image(z);
+  int64_t tiles = 0;
+  const auto tiled = ae.decode_tiled(z, 16, 6, [&](int64_t, int64_t total) { tiles = total; });
+  EXPECT_EQ(tiles, 6);  // 2 rows × 3 columns
+  ASSERT_EQ(tiled.sizes(), whole.sizes());
+  // GroupNorm sees each tile's own statistics (as in diffusers' tiled decode),
+  // so the two differ everywhere, most with this tiny random autoencoder
+  // (one channel per group); a seam would show as a jump across the tile borders larger than
+  // the image's own steps between neighbouring pixels.
+  const auto corr =
+      torch::stack({tiled.flatten(), whole.flatten()}).corrcoef()[0][1].item<double>();
+  EXPECT_GT(corr, 0.85);  // 0.91 here: the tiny autoencoder normalises per channel
+  const auto dx = (tiled.slice(3, 1) - tiled.slice(3, 0, -1)).abs().mean({0, 1, 2});  // per column
+  const auto typical = dx.median().item<float>();
+  for (int64_t border : {10 * 8, 16 * 8, 20 * 8})  // where tiles start and end
+    EXPECT_LT(dx[border - 1].item<float>(), 3 * typical) << "column " << border;
+}
+
+TEST(ClipTokenizer, HandWrittenVocabularyGivesKnownIds) {
+  TempDir dir;
+  const auto tok = kinora::text::ClipTokenizer::load(write_clip_tokenizer(dir / "tok"));
+  EXPECT_EQ(tok.bos(), 998);
+  EXPECT_EQ(tok.eos(), 999);
+  // Lower-cased, split into words and punctuation, merged by rank.
+  EXPECT_EQ(tok.tokenize("a  Red,\tRED!"),
+            (std::vector<int64_t>{256 + 'a', 601, 256 + ',', 601, 256 + '!'}));
+  // Contractions and digits split as CLIP's pattern does; bytes beyond ASCII
+  // by GPT-2's byte characters.
+  EXPECT_EQ(kinora::text::ClipTokenizer::pre_tokenize("it's 42 caf\xC3\xA9!?"),
+            (std::vector<std::string>{"it", "'s", "4", "2", "caf\xC3\xA9", "!?"}));
+  EXPECT_EQ(tok.tokenize("Caf\xC3\xA9"), (std::vector<int64_t>{'c', 'a', 'f', 195, 256 + 169}));
+  const auto e = tok.encode("red", 8);
+  EXPECT_TRUE(torch::equal(e.ids, torch::tensor({{998, 601, 999, 999, 999, 999, 999, 999}})));
+  EXPECT_EQ(e.length, 3);
+  const auto cut = tok.encode("a b c d e f g h", 6);
+  EXPECT_TRUE(cut.truncated);
+  EXPECT_EQ(cut.ids[0][5].item<int64_t>(), 999);
+}
+
+TEST(ClipTokenizer, MissingFilesNameWhereItLooked) {
+  TempDir dir;
+  fs::create_directories(dir / "text_encoders");
+  const auto msg = error_of([&] {
+    kinora::text::find_clip_tokenizer({}, dir / "text_encoders" / "clip_l.safetensors", dir.path());
+  });
+  EXPECT_THAT(msg, HasSubstr((dir / "text_encoders").string()));
+  EXPECT_THAT(msg, HasSubstr("--clip-tokenizer"));
+  std::ofstream(dir / "vocab.json") << "{}";
+  EXPECT_THAT(error_of([&] { kinora::text::ClipTokenizer::load(dir / "vocab.json"); }),
+              HasSubstr("merges.txt"));
+}
+
+class FluxCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    flux = write_tiny_flux(dir.path());
+    clip_tok = write_clip_tokenizer(dir / "clip_tokenizer");
+  }
+  std::string files(const std::string& vae = fixture("flux1_ae_tiny.safetensors"),
+                    const std::string& clip = fixture("clip_l_tiny.safetensors")) const {
+    return " --model " + flux.string() + " --vae " + vae + " --text-encoder " +
+           fixture("t5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
+           " --clip " + clip + " --clip-tokenizer " + clip_tok.string();
+  }
+  TempDir dir;
+  fs::path flux, clip_tok;
+};
+
+TEST_F(FluxCli, GenerateWritesAPngWithFluxDefaultsAndItRestores) {
+  const auto out = dir / "fox.png";
+  const auto r = sh(kinora_bin() + " generate -p 'a red fox' --seed 3 --width 64 --height 48" +
+                    " --steps 2" + files() + " --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::is_regular_file(out)) << r.out;
+  const auto restored = sh(kinora_bin() + " restore " + out.string());
+  ASSERT_EQ(restored.code, 0) << restored.out;
+  const auto j = nlohmann::json::parse(restored.out);
+  EXPECT_EQ(j["family"], "flux");
+  EXPECT_EQ(j["frames"], 1);
+  EXPECT_EQ(j["steps"], 2);
+  EXPECT_EQ(j["sampler"], "flow_euler");  // FLUX's defaults where the command line set none
+  EXPECT_EQ(j["guidance"], 3.5);
+  EXPECT_EQ(j["clip"], "clip_l_tiny.safetensors");
+  // The same render again from the restored preset, next to its files.
+  auto preset = j;
+  preset["model"] = flux.string();
+  preset["vae"] = fixture("flux1_ae_tiny.safetensors");
+  preset["text_encoder"] = fixture("t5_enc_tiny.safetensors");
+  preset["tokenizer"] = fixture("spm_tiny.model");
+  preset["clip"] = fixture("clip_l_tiny.safetensors");
+  preset["clip_tokenizer"] = clip_tok.string();
+  preset["output"] = "again.png";
+  std::ofstream(dir / "again.json") << preset.dump(2);
+  const auto again = sh(kinora_bin() + " render " + (dir / "again.json").string());
+  ASSERT_EQ(again.code, 0) << again.out;
+  // The same pixels: same seed, same files (the parameters differ in the name).
+  auto pixels = [](const fs::path& png) {
+    return sh("ffmpeg -v error -i '" + png.string() + "' -f md5 -").out;
+  };
+  EXPECT_EQ(pixels(out), pixels(dir / "again.png"));
+  EXPECT_THAT(pixels(out), HasSubstr("MD5="));
+}
+
+TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
+  const std::string base = kinora_bin() + " generate -p 'x' --width 64 --height 48 --steps 1";
+  const auto wan_vae = sh(base + files(fixture("wan21_vae_tiny.safetensors")) + " --out " +
+                          (dir / "a.png").string());
+  EXPECT_NE(wan_vae.code, 0);
+  EXPECT_THAT(wan_vae.out, HasSubstr("wan21_vae_tiny.safetensors"));
+  EXPECT_THAT(wan_vae.out, HasSubstr(flux.filename().string()));
+  const auto t5_as_clip =
+      sh(base + files(fixture("flux1_ae_tiny.safetensors"), fixture("umt5_enc_tiny.safetensors")) +
+         " --out " + (dir / "b.png").string());
+  EXPECT_NE(t5_as_clip.code, 0);
+  EXPECT_THAT(t5_as_clip.out, HasSubstr("umt5_enc_tiny.safetensors"));
+  EXPECT_THAT(t5_as_clip.out, HasSubstr("CLIP"));
+  EXPECT_FALSE(fs::exists(dir / "a.png"));
+  EXPECT_FALSE(fs::exists(dir / "b.png"));
+}
