@@ -20,6 +20,8 @@
 
 #include "base/device.h"
 #include "embedded/model.h"
+#include "pipeline/family.h"
+#include "pipeline/pipeline.h"
 #include "schedulers/registry.h"
 
 namespace kinora::app {
@@ -64,9 +66,15 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   negative_->setPlaceholderText("negative prompt (empty: the model's default)");
   negative_->setMaximumHeight(60);
   model_ = new QComboBox(this);
+  model_->setObjectName("model");
   vae_ = new QComboBox(this);
   text_encoder_ = new QComboBox(this);
   tokenizer_ = new QComboBox(this);
+  clip_ = new QComboBox(this);
+  clip_->setObjectName("clip");
+  clip_->setToolTip(
+      "FLUX: the CLIP-L text encoder (clip_l.safetensors); its vocab.json and "
+      "merges.txt are found beside it or under text_encoders/");
   sampler_ = new QComboBox(this);
   for (const auto& e : schedulers::available_schedulers())
     sampler_->addItem(QString::fromStdString(e.name));
@@ -147,6 +155,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   form->addRow("VAE", vae_);
   form->addRow("Text encoder", text_encoder_);
   form->addRow("Tokenizer", tokenizer_);
+  form->addRow("CLIP (FLUX)", clip_);
   form->addRow("Sampler", sampler_);
   form->addRow("Steps", steps_);
   form->addRow("Shift", shift_);
@@ -192,16 +201,36 @@ void GeneratePanel::set_models_dir(const QString& dir) {
   fill(vae_, dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"}, true);
   fill(text_encoder_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
   fill(tokenizer_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.model"}, true);
+  fill(clip_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
   restoring_ = false;
   model_changed();
+}
+
+std::string GeneratePanel::family_of_model() const {
+  Preset probe;
+  probe.model = model_->currentData().toString().toStdString();
+  if (probe.model.empty()) return "wan";
+  try {
+    return pipeline::family_for(probe).name();
+  } catch (const std::exception&) {
+    return "wan";
+  }
 }
 
 void GeneratePanel::model_changed() {
   const bool embedded = model_->currentData().toString().isEmpty();
   for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!embedded);
+  family_ = family_of_model();
+  clip_->setEnabled(family_ == "flux");
+  frames_->setEnabled(family_ != "flux");
   if (!restoring_) {
-    // The model's own defaults: the embedded model was trained at 64×64×17.
-    const Preset d = embedded ? Preset::embedded_defaults() : Preset();
+    // The model's own defaults: the embedded model was trained at 64×64×17;
+    // a FLUX file's are FLUX's (dev's or schnell's).
+    const Preset d = embedded           ? Preset::embedded_defaults()
+                     : family_ == "wan" ? Preset()
+                                        : pipeline::family_named(family_).defaults_for(
+                                              model_->currentData().toString().toStdString());
+    if (family_ != "wan") sampler_->setCurrentText(QString::fromStdString(d.sampler));
     width_->setValue(d.width), height_->setValue(d.height), frames_->setValue(d.frames);
     fps_->setValue(d.fps), steps_->setValue(d.steps), shift_->setValue(d.shift);
     guidance_->setValue(d.guidance);
@@ -212,7 +241,8 @@ void GeneratePanel::model_changed() {
 
 void GeneratePanel::snap() {
   QStringList notes;
-  const int f = frames_->value(), fs = 4 * ((f - 1 + 2) / 4) + 1;
+  const bool image = family_ == "flux";
+  const int f = frames_->value(), fs = image ? 1 : 4 * ((f - 1 + 2) / 4) + 1;
   if (fs != f) {
     frames_->setValue(fs);
     notes << QString("frames %1 → %2").arg(f).arg(fs);
@@ -224,9 +254,10 @@ void GeneratePanel::snap() {
       notes << QString("%1 → %2").arg(v).arg(vs);
     }
   }
-  QString hint =
-      "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are multiples "
-      "of 16.";
+  QString hint = image ? "FLUX makes one image; sizes are multiples of 16; guidance is its "
+                         "distilled guidance (3.5), and the negative prompt is not used."
+                       : "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are "
+                         "multiples of 16.";
   if (!notes.isEmpty()) hint += " Snapped: " + notes.join(", ") + ".";
   // The embedded model: its sentence form, and the same note the command line
   // prints when the prompt is outside it (the render still goes ahead).
@@ -302,6 +333,11 @@ Preset GeneratePanel::preset() const {
     p.vae = vae_->currentData().toString().toStdString();
     p.text_encoder = text_encoder_->currentData().toString().toStdString();
     p.tokenizer = tokenizer_->currentData().toString().toStdString();
+    if (family_ == "flux") {
+      p.family = family_;
+      p.clip = clip_->currentData().toString().toStdString();
+      p.clip_tokenizer = clip_tokenizer_;
+    }
   }
   p.format = format_->currentData().toString().toStdString();
   for (int r = 0; r < loras_->rowCount(); ++r) {
@@ -321,7 +357,12 @@ void GeneratePanel::set_preset(const Preset& p) {
   select(vae_, QString::fromStdString(p.vae));
   select(text_encoder_, QString::fromStdString(p.text_encoder));
   select(tokenizer_, QString::fromStdString(p.tokenizer));
+  select(clip_, QString::fromStdString(p.clip));
+  clip_tokenizer_ = p.clip_tokenizer;
   for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!p.model.empty());
+  family_ = p.family.empty() ? family_of_model() : p.family;
+  clip_->setEnabled(family_ == "flux");
+  frames_->setEnabled(family_ != "flux");
   seed_->setValue(static_cast<int>(std::min<int64_t>(p.seed, std::numeric_limits<int>::max())));
   width_->setValue(p.width), height_->setValue(p.height), frames_->setValue(p.frames);
   fps_->setValue(p.fps), steps_->setValue(p.steps);

@@ -41,13 +41,19 @@ class GeneratePanel : public QWidget {
  private:
   void model_changed();
   void snap();
+  // The family of the selected model file ("wan" for the embedded model and
+  // for files no family recognises: the render says what is wrong).
+  std::string family_of_model() const;
   QPlainTextEdit *prompt_, *negative_;
-  QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *sampler_, *format_, *precision_, *device_;
+  QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *clip_, *sampler_, *format_, *precision_,
+      *device_;
   QTableWidget* loras_;
   QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_;
   QDoubleSpinBox *shift_, *guidance_;
   QLabel* hint_;
   QString models_dir_;
+  std::string family_;          // of the selected model: "wan" or "flux"
+  std::string clip_tokenizer_;  // kept from a preset (found beside CLIP when empty)
   int64_t last_seed_ = -1;
   bool restoring_ = false;
 };

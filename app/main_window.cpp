@@ -42,11 +42,11 @@ namespace kinora::app {
 using pipeline::Preset;
 
 namespace {
-QString extension_for(const std::string& format) {
-  if (format == "webm") return ".webm";
-  if (format == "mov") return ".mov";
-  if (format == "png-seq") return "";
-  if (format == "png") return ".png";
+QString extension_for(const Preset& p) {
+  if (p.format == "webm") return ".webm";
+  if (p.format == "mov") return ".mov";
+  if (p.format == "png-seq") return "";
+  if (p.format == "png" || (p.format.empty() && p.frames == 1)) return ".png";
   return ".mp4";
 }
 }  // namespace
@@ -291,9 +291,9 @@ QString MainWindow::queue_preset(Preset p, bool front) {
   if (p.output.empty()) {
     const auto stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
     QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
-    QString path = base + extension_for(p.format);
+    QString path = base + extension_for(p);
     for (int k = 2; QFileInfo::exists(path); ++k)
-      path = base + "-" + QString::number(k) + extension_for(p.format);
+      path = base + "-" + QString::number(k) + extension_for(p);
     p.output = path.toStdString();
   }
   const auto id = queue_->add(p, front);

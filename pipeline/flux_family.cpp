@@ -35,6 +35,9 @@ std::vector<Family::Role> FluxFamily::roles() const {
 }
 
 void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
+  if (!p.model2.empty())
+    throw Error((p.source.empty() ? std::string("preset") : p.source) +
+                ": key 'model2' is the low-noise expert of a Wan 2.2 pair; FLUX takes one DiT");
   fs::path given;
   if (!p.clip_tokenizer.empty()) {
     const fs::path e = p.clip_tokenizer;
@@ -56,6 +59,7 @@ void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
     models_dir =
         fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
   files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
+  text::ClipTokenizer::load(files.clip_tokenizer);  // a malformed one now, not after the models
 }
 
 Preset FluxFamily::defaults() const {
@@ -127,8 +131,13 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
     return std::make_shared<vae::KLAutoencoder>(vae::KLAutoencoder::load(files.vae, precision));
   });
   say(name_of(files.text_encoder) + " (T5-XXL)");
-  auto t5 = part(files.text_encoder, "T5 text encoder",
-                 [&] { return text::T5Encoder::load(files.text_encoder); });
+  auto t5 = part(files.text_encoder, "T5 text encoder", [&] {
+    auto enc = text::T5Encoder::load(files.text_encoder);
+    if (!enc.config().shared_pos)
+      throw Error(files.text_encoder.string() +
+                  ": a umT5 encoder (Wan's); FLUX needs T5-XXL v1.1 (t5xxl_fp16.safetensors)");
+    return enc;
+  });
   auto t5_tokenizer =
       part(files.tokenizer, "T5 tokenizer", [&] { return text::Tokenizer::load(files.tokenizer); });
   say(name_of(files.clip) + " (CLIP-L)");
@@ -138,9 +147,11 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
                              [&] { return text::ClipTokenizer::load(files.clip_tokenizer); });
   // FLUX pads T5 to 512 tokens for dev and 256 for schnell (BFL's cli.py).
   const int64_t t5_tokens = dit->config().guidance_embed ? 512 : 256;
-  auto cond = std::make_shared<text::FluxConditioner>(std::move(t5), std::move(t5_tokenizer),
-                                                      std::move(clip), std::move(clip_tokenizer),
-                                                      t5_tokens);
+  auto cond = part(files.clip_tokenizer, "text encoders' tokenizers", [&] {
+    return std::make_shared<text::FluxConditioner>(std::move(t5), std::move(t5_tokenizer),
+                                                   std::move(clip), std::move(clip_tokenizer),
+                                                   t5_tokens);
+  });
   dit->to(device);
   ae->to(device);
   cond->to(device);

@@ -209,6 +209,9 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
                                                     : p.negative_prompt,
                           say)
                  .to(device);
+  if (strategy != GuidanceStrategy::ClassifierFree && !p.negative_prompt.empty())
+    say("the negative prompt is not used: " + family.name() +
+        " is guided without an unconditional pass");
   if (strategy == GuidanceStrategy::Distilled)
     cond.guidance = torch::full({1}, p.guidance, torch::TensorOptions().device(device));
   r.timings.text_s = since(t0);

@@ -177,7 +177,10 @@ ClipTokenizer ClipTokenizer::from_strings(const std::string& vocab_json, const s
   for (const auto& [k, v] : j.items()) {
     if (!v.is_number_integer())
       throw Error(source + ": vocab.json: the id of '" + k + "' is not an integer");
-    t.vocab_.emplace(k, v.get<int64_t>());
+    const auto id = v.get<int64_t>();
+    if (id < 0) throw Error(source + ": vocab.json: the id of '" + k + "' is negative");
+    t.vocab_.emplace(k, id);
+    t.max_id_ = std::max(t.max_id_, id);
   }
   for (const char* special : {"<|startoftext|>", "<|endoftext|>"})
     if (!t.vocab_.count(special))
@@ -303,6 +306,9 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
                              const fs::path& models_dir) {
   std::error_code ec;
   if (!given.empty()) {
+    if (!fs::exists(given, ec))
+      throw Error("CLIP tokenizer " + given.string() +
+                  ": no such folder (it holds vocab.json and merges.txt)");
     const fs::path vocab = fs::is_directory(given, ec) ? given / "vocab.json" : given;
     if (fs::is_regular_file(vocab, ec) &&
         fs::is_regular_file(vocab.parent_path() / "merges.txt", ec))
@@ -319,6 +325,7 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
     roots.push_back(models_dir / "clip");
     roots.push_back(models_dir);
   }
+  roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
   for (const auto& root : roots)
     for (const char* sub : {"", "tokenizer", "clip_tokenizer", "clip_l_tokenizer"}) {
       const fs::path dir = *sub ? root / sub : root;

@@ -48,6 +48,10 @@ class ClipTokenizer {
   int64_t bos() const { return bos_; }
   int64_t eos() const { return eos_; }
   int64_t vocab_size() const { return static_cast<int64_t>(vocab_.size()); }
+  // The largest id in the vocabulary (an encoder needs an embedding for each).
+  int64_t max_id() const { return max_id_; }
+  // Where it was read from, for messages.
+  const std::string& source() const { return source_; }
 
   // Whitespace runs to one space, ends stripped, lower-cased.
   static std::string normalise(const std::string& text);
@@ -59,7 +63,7 @@ class ClipTokenizer {
   std::unordered_map<std::string, int64_t> vocab_;
   std::map<std::pair<std::string, std::string>, int> ranks_;
   std::vector<std::string> byte_char_;  // byte → its printable UTF-8 character
-  int64_t bos_ = 0, eos_ = 0;
+  int64_t bos_ = 0, eos_ = 0, max_id_ = 0;
   std::string source_;
   mutable std::unordered_map<std::string, std::string> cache_;
 };

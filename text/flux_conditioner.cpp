@@ -12,6 +12,16 @@ FluxConditioner::FluxConditioner(T5Encoder t5, Tokenizer t5_tokenizer, CLIPTextM
       clip_tokenizer_(std::move(clip_tokenizer)),
       t5_tokens_(t5_tokens) {
   if (t5_tokens_ < 1) throw Error("FLUX text conditioner: at least one T5 token");
+  // Ids the encoders have no embedding for would fail inside the first prompt.
+  if (clip_tokenizer_.max_id() >= clip_.config().vocab_size)
+    throw Error("the CLIP tokenizer " + clip_tokenizer_.source() + " has ids up to " +
+                std::to_string(clip_tokenizer_.max_id()) + ", but the CLIP encoder has " +
+                std::to_string(clip_.config().vocab_size) +
+                " embeddings: a tokenizer for another CLIP model");
+  if (t5_tokenizer_.vocab_size() > t5_.config().vocab)
+    throw Error("the T5 tokenizer has " + std::to_string(t5_tokenizer_.vocab_size()) +
+                " pieces, but the T5 encoder has " + std::to_string(t5_.config().vocab) +
+                " embeddings: a tokenizer for another T5 model");
 }
 
 layers::Conditioning FluxConditioner::encode(const std::string& prompt,

@@ -338,7 +338,7 @@ KLAutoencoder::KLAutoencoder(KLAutoencoder&&) noexcept = default;
 KLAutoencoder& KLAutoencoder::operator=(KLAutoencoder&&) noexcept = default;
 
 KLAutoencoder KLAutoencoder::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto [ck, det] = layers::open_checkpoint(path, {io::Family::FluxAE}, "image autoencoder");
+  auto [ck, det] = layers::open_checkpoint(path, {io::Family::FluxAE}, "2D image autoencoder");
   KLAutoencoder model(KLAutoencoderConfig::from_checkpoint(*ck));
   const int64_t levels = static_cast<int64_t>(model.config().ch_mult.size());
   std::map<std::string, torch::Tensor> assembled;
@@ -357,7 +357,7 @@ KLAutoencoder KLAutoencoder::load(const std::filesystem::path& path, layers::Pre
   }
   // Files with only one half (a decoder-only VAE) fail on the missing half.
   layers::load_parameters(*model.impl_, *ck, layers::prefixed(det.prefix, rename),
-                          "image autoencoder", assembled);
+                          "2D image autoencoder", assembled);
   model.adopt(model.impl_, std::move(ck));
   model.set_precision(precision);
   return model;

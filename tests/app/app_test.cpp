@@ -3,6 +3,7 @@
 // form, and "use these settings" / drag and drop from a rendered output.
 #include <gtest/gtest.h>
 
+#include "../unit/flux_files.h"
 #include "../unit/test_util.h"
 
 #include <QApplication>
@@ -335,6 +336,71 @@ TEST(GeneratePanel, TheHintSaysWhenAPromptIsOutsideTheEmbeddedGrammar) {
   p.prompt = "a fox running through snow";
   panel.set_preset(p);
   EXPECT_FALSE(hint->text().contains("not one")) << hint->text().toStdString();
+}
+
+// FLUX in the studio: its files in the pickers (CLIP included), its defaults
+// when its model is picked, an image rendered by the worker, and the image's
+// parameters restored into the form.
+TEST(MainWindow, AFluxModelGetsItsPickersDefaultsAndRestoresFromItsImage) {
+  qapp();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  for (const char* sub : {"diffusion_models", "vae", "text_encoders"})
+    fs::create_directories(dir / "models" / sub);
+  const auto flux = test::write_tiny_flux(dir / "models" / "diffusion_models");
+  fs::create_symlink(fixture("flux1_ae_tiny.safetensors"),
+                     dir / "models" / "vae" / "ae.safetensors");
+  for (const char* f : {"t5_enc_tiny.safetensors", "spm_tiny.model", "clip_l_tiny.safetensors"})
+    fs::create_symlink(fixture(f), dir / "models" / "text_encoders" / f);
+  test::write_clip_tokenizer(dir / "models" / "text_encoders" / "clip_tokenizer");
+
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  o.models_dir = QString::fromStdString((dir / "models").string());
+  MainWindow w(o);
+  auto* panel = w.panel();
+  auto* model = panel->findChild<QComboBox*>("model");
+  ASSERT_TRUE(model);
+  model->setCurrentIndex(model->findData(QString::fromStdString(flux.string())));
+  auto* clip = panel->findChild<QComboBox*>("clip");
+  ASSERT_TRUE(clip);
+  EXPECT_TRUE(clip->isEnabled());
+  auto p = panel->preset();
+  EXPECT_EQ(p.family, "flux");
+  EXPECT_EQ(p.width, 1024);  // FLUX's defaults
+  EXPECT_EQ(p.frames, 1);
+  EXPECT_EQ(p.steps, 28);
+  EXPECT_EQ(p.sampler, "flow_euler");
+
+  // The worker renders the form's image (small and short, from the pickers).
+  p.prompt = "a red fox";
+  p.width = 64, p.height = 48, p.steps = 2, p.seed = 5;
+  p.vae = (dir / "models" / "vae" / "ae.safetensors").string();
+  p.text_encoder = (dir / "models" / "text_encoders" / "t5_enc_tiny.safetensors").string();
+  p.tokenizer = (dir / "models" / "text_encoders" / "spm_tiny.model").string();
+  p.clip = (dir / "models" / "text_encoders" / "clip_l_tiny.safetensors").string();
+  p.models_dir = (dir / "models").string();
+  p.output = (dir / "fox.png").string();
+  GenerationWorker worker;
+  QSignalSpy finished(&worker, &GenerationWorker::finished);
+  QSignalSpy failed(&worker, &GenerationWorker::failed);
+  worker.render("flux", QString::fromStdString(p.to_json().dump()));
+  ASSERT_EQ(failed.count(), 0) << failed[0][1].toString().toStdString();
+  ASSERT_EQ(finished.count(), 1);
+  ASSERT_TRUE(fs::is_regular_file(dir / "fox.png"));
+
+  // Its parameters back into the form: the FLUX files found in the models folder.
+  panel->set_preset(Preset::embedded_defaults());
+  ASSERT_TRUE(w.restore_from(QString::fromStdString((dir / "fox.png").string())));
+  const auto r = panel->preset();
+  EXPECT_EQ(r.family, "flux");
+  EXPECT_EQ(r.prompt, "a red fox");
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(r.frames, 1);
+  EXPECT_EQ(fs::path(r.model).filename(), flux.filename());
+  EXPECT_EQ(fs::path(r.clip).filename(), "clip_l_tiny.safetensors");
+  EXPECT_TRUE(clip->isEnabled());
 }
 
 TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {

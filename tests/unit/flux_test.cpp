@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diffusion/flux_dit.h"
+#include "flux_files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -20,6 +21,8 @@ using kinora::test::error_of;
 using kinora::test::fixture;
 using kinora::test::sh;
 using kinora::test::TempDir;
+using kinora::test::write_clip_tokenizer;
+using kinora::test::write_tiny_flux;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
@@ -48,49 +51,6 @@ torch::Tensor run_case(const fs::path& weights, const std::string& case_name) {
 
 std::string kinora_bin() {
   return std::string(KINORA_BIN_DIR) + "/kinora";
-}
-
-// A tiny FLUX-dev DiT whose text widths match the tiny T5 (64) and CLIP (64)
-// fixtures, with seeded random weights and no metadata (as real files have).
-fs::path write_tiny_flux(const fs::path& dir) {
-  kinora::diffusion::FluxConfig c;
-  c.vec_in_dim = 64;
-  c.context_in_dim = 64;
-  c.hidden_size = 96;
-  c.mlp_hidden = 384;
-  c.num_heads = 2;
-  c.depth = 1;
-  c.depth_single_blocks = 1;
-  c.axes_dim = {16, 16, 16};
-  kinora::diffusion::FluxModel m(c);
-  torch::manual_seed(7);
-  Tensors t;
-  for (const auto& p : m.module().named_parameters())
-    t.emplace_back(p.key(), torch::randn(p.value().sizes()) * 0.05);
-  const auto path = dir / "flux1-dev-tiny.safetensors";
-  kinora::io::save_safetensors(path, t);
-  return path;
-}
-
-// vocab.json and merges.txt for clip_l_tiny (ids below 998; 998 and 999 are
-// its start and end tokens): every printable ASCII byte stands for itself with
-// its own value as id, 256 + value with `</w>`; "re" and "red</w>" merged.
-fs::path write_clip_tokenizer(const fs::path& dir) {
-  nlohmann::json v = nlohmann::json::object();
-  for (int b = 33; b <= 126; ++b) {
-    v[std::string(1, static_cast<char>(b))] = b;
-    v[std::string(1, static_cast<char>(b)) + "</w>"] = 256 + b;
-  }
-  v["\xC3\x83"] = 195;            // Ã: byte 0xC3 stands for itself
-  v["\xC2\xA9</w>"] = 256 + 169;  // ©: byte 0xA9, ending the word
-  v["re"] = 600;
-  v["red</w>"] = 601;
-  v["<|startoftext|>"] = 998;
-  v["<|endoftext|>"] = 999;
-  fs::create_directories(dir);
-  std::ofstream(dir / "vocab.json") << v.dump();
-  std::ofstream(dir / "merges.txt") << "#version: 0.2\nr e\nre d</w>\n";
-  return dir;
 }
 
 }  // namespace
@@ -272,6 +232,40 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
   EXPECT_NE(t5_as_clip.code, 0);
   EXPECT_THAT(t5_as_clip.out, HasSubstr("umt5_enc_tiny.safetensors"));
   EXPECT_THAT(t5_as_clip.out, HasSubstr("CLIP"));
-  EXPECT_FALSE(fs::exists(dir / "a.png"));
-  EXPECT_FALSE(fs::exists(dir / "b.png"));
+  // umT5 (Wan's) is not FLUX's T5, though it may be as wide.
+  auto umt5 = files();
+  umt5.replace(umt5.find("t5_enc_tiny"), 11, "umt5_enc_tiny");
+  const auto u = sh(base + umt5 + " --out " + (dir / "c.png").string());
+  EXPECT_NE(u.code, 0);
+  EXPECT_THAT(u.out, HasSubstr("umT5"));
+  // A second expert is Wan's.
+  const auto m2 =
+      sh(base + files() + " --model2 " + flux.string() + " --out " + (dir / "d.png").string());
+  EXPECT_NE(m2.code, 0);
+  EXPECT_THAT(m2.out, HasSubstr("model2"));
+  // A tokenizer with ids past the encoder's embeddings: refused by name, and a
+  // malformed one before any model loads.
+  const auto big = write_clip_tokenizer(dir / "big");
+  auto v = nlohmann::json::parse(std::ifstream(big / "vocab.json"));
+  v["zz</w>"] = 5000;
+  std::ofstream(big / "vocab.json") << v.dump();
+  auto with_tok = [&](const fs::path& tok) {
+    auto f = files();
+    f.replace(f.find(clip_tok.string()), clip_tok.string().size(), tok.string());
+    return f;
+  };
+  const auto b5000 = sh(base + with_tok(big) + " --out " + (dir / "e.png").string());
+  EXPECT_NE(b5000.code, 0);
+  EXPECT_THAT(b5000.out, HasSubstr("5000"));
+  EXPECT_THAT(b5000.out, HasSubstr("another CLIP model"));
+  EXPECT_THAT(b5000.out, ::testing::Not(HasSubstr("frame #")));
+  fs::create_directories(dir / "broken");
+  std::ofstream(dir / "broken" / "vocab.json") << "{\"a\": ";
+  std::ofstream(dir / "broken" / "merges.txt") << "";
+  const auto broken = sh(base + with_tok(dir / "broken") + " --out " + (dir / "f.png").string());
+  EXPECT_NE(broken.code, 0);
+  EXPECT_THAT(broken.out, HasSubstr("vocab.json"));
+  EXPECT_THAT(broken.out, ::testing::Not(HasSubstr("loading")));
+  for (const char* f : {"a.png", "b.png", "c.png", "d.png", "e.png", "f.png"})
+    EXPECT_FALSE(fs::exists(dir / f)) << f;
 }
