@@ -67,19 +67,22 @@ pipeline::RunCallbacks terminal_callbacks() {
   return cb;
 }
 
-int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite) {
+// Renders `p` (`count` outputs of it in one batch: seeds seed …), printing
+// each output's name on stdout.
+int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int count = 1) {
   if (p.uses_embedded_model())
     if (const auto note = embedded::prompt_note(p.prompt))
       std::cerr << "kinora: note: " << *note << "\n";
-  const auto r = render::render(pipe, p, terminal_callbacks(), overwrite);
-  std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
-            << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
-            << ", " << r.preset.device << ", " << r.preset.precision << "; load "
-            << clock_string(r.timings.load_s) << ", text " << clock_string(r.timings.text_s)
-            << ", sampling " << clock_string(r.timings.sampling_s) << ", decode "
-            << clock_string(r.timings.decode_s) << ", encode " << clock_string(r.timings.encode_s)
-            << ")\n";
-  std::cout << r.output.string() << "\n";
+  for (const auto& r : render::render_batch(pipe, p, count, terminal_callbacks(), overwrite)) {
+    std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
+              << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
+              << ", " << r.preset.device << ", " << r.preset.precision << "; load "
+              << clock_string(r.timings.load_s) << ", text " << clock_string(r.timings.text_s)
+              << ", sampling " << clock_string(r.timings.sampling_s) << ", decode "
+              << clock_string(r.timings.decode_s) << ", encode " << clock_string(r.timings.encode_s)
+              << ")\n";
+    std::cout << r.output.string() << "\n";
+  }
   return 0;
 }
 
@@ -248,6 +251,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto opts = std::make_shared<Preset>();
   auto seed = std::make_shared<std::string>();
   auto gen_overwrite = std::make_shared<bool>(false);
+  auto batch_size = std::make_shared<int>(1);
   auto gen = app.add_subcommand("generate", "Make a video from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
@@ -296,6 +300,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "classifier-free guidance scale; FLUX-dev: its distilled guidance (3.5)");
   gen->add_option("--seed", *seed,
                   "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
+  gen->add_option("--batch-size", *batch_size,
+                  "outputs of this prompt sampled together, seeds SEED … SEED+N−1, written as "
+                  "NAME-SEED.EXT (each restores on its own)")
+      ->check(CLI::Range(1, pipeline::kMaxBatch))
+      ->capture_default_str();
   add("--precision", &Preset::precision,
       "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
       "or bf16");
@@ -444,10 +453,14 @@ std::function<int()> add_render_commands(CLI::App& app) {
         Preset p = *opts;
         p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
                                                       : pipeline::parse_seed(*seed, "--seed"));
-        if (p.output.empty()) p.output = fresh_output(".", p);
+        // A batch's outputs are NAME-SEED.EXT: kinora-SEED.EXT without --out.
+        if (p.output.empty())
+          p.output = *batch_size > 1
+                         ? "kinora" + fs::path(fresh_output(".", p)).extension().string()
+                         : fresh_output(".", p);
         p = Preset::from_json(p.to_json(), "command line");  // one validation for every entry point
         pipeline::Pipeline pipe;
-        return render_one(pipe, p, *gen_overwrite);
+        return render_one(pipe, p, *gen_overwrite, *batch_size);
       });
     }
     if (*ren) {

@@ -154,6 +154,13 @@ Pipeline::Pipeline() : cache_(std::make_unique<Cache>()) {}
 Pipeline::~Pipeline() = default;
 
 Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
+  return std::move(generate_batch(preset, 1, cb).front());
+}
+
+std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
+                                             const RunCallbacks& cb) {
+  if (count < 1 || count > kMaxBatch)
+    throw Error("batch size " + std::to_string(count) + ": from 1 to " + std::to_string(kMaxBatch));
   auto say = [&](const std::string& m) {
     if (cb.on_message) cb.on_message(m);
   };
@@ -166,6 +173,9 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   Preset& p = r.preset;
   configure_threads();            // the machine's load now, not at start-up
   p.seed = resolve_seed(p.seed);  // the output records the seed that ran
+  if (p.seed > kMaxSeed - (count - 1))
+    throw Error("seeds " + std::to_string(p.seed) + " … " + std::to_string(p.seed + count - 1) +
+                " pass the largest seed, " + std::to_string(kMaxSeed));
   const Family& family = family_for(p);
   p.family = family.name();
   for (const auto& m : family.snap(p)) say(m);
@@ -214,15 +224,25 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
         " is guided without an unconditional pass");
   if (strategy == GuidanceStrategy::Distilled)
     cond.guidance = torch::full({1}, p.guidance, torch::TensorOptions().device(device));
+  // One row per output.
+  for (layers::Conditioning one = cond; cond.batch() < count;)
+    cond = layers::Conditioning::cat(cond, one);
+  for (layers::Conditioning one = uncond; cfg && uncond.batch() < count;)
+    uncond = layers::Conditioning::cat(uncond, one);
   r.timings.text_s = since(t0);
   check_cancel();
 
   // Sampling.
   auto& ae = *models.autoencoder;
   const int64_t sc = ae.spatial_compression();
-  auto x = initial_noise(p.seed, {1, models.denoiser->latent_channels(), ae.latent_frames(p.frames),
-                                  p.height / sc, p.width / sc})
-               .to(device);
+  // Each row's noise from its own seed, as a render of that seed alone draws it.
+  std::vector<torch::Tensor> noise;
+  for (int i = 0; i < count; ++i)
+    noise.push_back(
+        initial_noise(p.seed + i, {1, models.denoiser->latent_channels(),
+                                   ae.latent_frames(p.frames), p.height / sc, p.width / sc}));
+  auto x = torch::cat(noise).to(device);
+  noise.clear();
   if (models.denoiser->prediction() != diffusion::Prediction::FlowVelocity)
     throw Error(
         "pipeline: this family's denoiser predicts noise; the noise-prediction samplers "
@@ -269,19 +289,25 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
   }
   r.timings.sampling_s = since(t0);
 
-  // Decode, clamp, to 8-bit RGB frames on the CPU.
-  t0 = Clock::now();
-  const auto video = ae.decode_video(x, [&](int64_t done, int64_t total) {
-                         progress({"decode", "", done, total});
-                         check_cancel();
-                       }).clamp(-1, 1);  // [1, 3, F, H, W]
-  r.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5)
-                 .round()
-                 .clamp(0, 255)
-                 .to(torch::kCPU, torch::kUInt8);
-  r.timings.decode_s = since(t0);
-  r.metadata = metadata_for(p, files);
-  return r;
+  // Decode each row, clamp, to 8-bit RGB frames on the CPU.
+  std::vector<Result> results;
+  for (int i = 0; i < count; ++i) {
+    t0 = Clock::now();
+    Result ri = r;
+    ri.preset.seed = p.seed + i;
+    const auto video = ae.decode_video(x.slice(0, i, i + 1), [&](int64_t done, int64_t total) {
+                           progress({"decode", "", done, total});
+                           check_cancel();
+                         }).clamp(-1, 1);  // [1, 3, F, H, W]
+    ri.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5)
+                    .round()
+                    .clamp(0, 255)
+                    .to(torch::kCPU, torch::kUInt8);
+    ri.timings.decode_s = since(t0);
+    ri.metadata = metadata_for(ri.preset, files);
+    results.push_back(std::move(ri));
+  }
+  return results;
 }
 
 }  // namespace kinora::pipeline

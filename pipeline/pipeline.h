@@ -29,6 +29,9 @@ class Denoiser;
 
 namespace kinora::pipeline {
 
+// The most outputs one generate_batch() samples together.
+inline constexpr int kMaxBatch = 64;
+
 struct StepEvent {
   int step = 0;  // 1-based: steps done
   int total = 0;
@@ -104,6 +107,12 @@ class Pipeline {
   // Samples and decodes; the models stay loaded for the next call while the
   // files, precision and device stay the same.
   Result generate(const Preset& preset, const RunCallbacks& callbacks = {});
+  // `count` outputs of one prompt sampled together in one batch, seeds seed …
+  // seed + count − 1 (the preset's seed resolved first when random), each
+  // result with its own seed in its preset and metadata, so each restores on
+  // its own. Decoded one by one.
+  std::vector<Result> generate_batch(const Preset& preset, int count,
+                                     const RunCallbacks& callbacks = {});
 
  private:
   struct Cache;

@@ -12,4 +12,14 @@ namespace kinora::render {
 pipeline::Result render(pipeline::Pipeline& pipe, const pipeline::Preset& preset,
                         const pipeline::RunCallbacks& callbacks = {}, bool overwrite = false);
 
+// `count` outputs of the preset sampled in one batch (Pipeline::generate_batch),
+// seeds seed … seed + count − 1, to batch_outputs(): every destination checked
+// before sampling. The preset's seed must be resolved (not random).
+std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipeline::Preset& preset,
+                                           int count, const pipeline::RunCallbacks& callbacks = {},
+                                           bool overwrite = false);
+// Where output i of a batch goes: the preset's output with "-SEED" before its
+// extension ("fox.png" → "fox-7.png", "fox-8.png" …); one output keeps the name.
+std::filesystem::path batch_output(const pipeline::Preset& preset, int count, int i);
+
 }  // namespace kinora::render
