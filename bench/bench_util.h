@@ -31,4 +31,17 @@ inline torch::Tensor random_like(const std::string& name, const torch::Tensor& l
   return torch::randn(like.sizes()) * 0.02;
 }
 
+// Waits for a CUDA device's queued work (a no-op on the CPU).
+inline void sync(torch::Device d) {
+  if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+// Random weights in `dtype` on `device` (random_like per parameter); the
+// parameters never exist in float32 when dtype is bf16.
+inline void randomise(torch::nn::Module& m, torch::ScalarType dtype, torch::Device device) {
+  torch::NoGradGuard g;
+  for (auto& p : m.named_parameters())
+    p.value().set_data(random_like(p.key(), p.value()).to(device, dtype));
+}
+
 }  // namespace kinora::bench

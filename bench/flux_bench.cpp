@@ -22,18 +22,10 @@
 
 using namespace kinora;
 using Clock = std::chrono::steady_clock;
+using bench::randomise;
+using bench::sync;
 
 namespace {
-
-void sync(torch::Device d) {
-  if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-void randomise(torch::nn::Module& m, torch::ScalarType dtype, torch::Device device) {
-  torch::NoGradGuard g;
-  for (auto& p : m.named_parameters())
-    p.value().set_data(bench::random_like(p.key(), p.value()).to(device, dtype));
-}
 
 struct Row {
   std::string what;

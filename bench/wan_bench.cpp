@@ -23,19 +23,10 @@
 
 using namespace kinora;
 using Clock = std::chrono::steady_clock;
+using bench::randomise;
+using bench::sync;
 
 namespace {
-
-void sync(torch::Device d) {
-  if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-// Random weights in `dtype`; the parameters never exist in float32.
-void randomise(torch::nn::Module& m, torch::ScalarType dtype, torch::Device device) {
-  torch::NoGradGuard g;
-  for (auto& p : m.named_parameters())
-    p.value().set_data(bench::random_like(p.key(), p.value()).to(device, dtype));
-}
 
 struct Row {
   std::string what, precision, device;

@@ -1,5 +1,6 @@
 #include "pipeline/family.h"
 
+#include <cmath>
 #include <mutex>
 
 #include "base/error.h"
@@ -25,6 +26,17 @@ Registry& registry() {
   return *r;
 }
 }  // namespace
+
+void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>& msgs) {
+  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
+    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
+    if (snapped != *v) {
+      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
+                     std::to_string(snapped) + " (" + why + ")");
+      *v = snapped;
+    }
+  }
+}
 
 void register_family(std::shared_ptr<const Family> family) {
   auto& r = registry();

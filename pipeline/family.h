@@ -104,6 +104,10 @@ class Family {
   virtual PreviewMap preview(const LoadedModels& models) const = 0;
 };
 
+// Width and height to the nearest multiple of 16 (at least 16), a message for
+// each change ("width 70 → 64 (why)"), for a family's snap().
+void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>& msgs);
+
 // The families, in the order they are asked to recognise a model file.
 void register_family(std::shared_ptr<const Family> family);
 std::vector<std::shared_ptr<const Family>> families();

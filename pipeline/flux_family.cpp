@@ -38,26 +38,20 @@ void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
   if (!p.model2.empty())
     throw Error((p.source.empty() ? std::string("preset") : p.source) +
                 ": key 'model2' is the low-noise expert of a Wan 2.2 pair; FLUX takes one DiT");
+  const fs::path models_dir = models_dir_path(p);
   fs::path given;
   if (!p.clip_tokenizer.empty()) {
     const fs::path e = p.clip_tokenizer;
     given = e.is_absolute() ? e : p.base_dir / e;
     // A name under models_dir when it is not a path from here.
     std::error_code ec;
-    if (!fs::exists(given, ec) && !p.models_dir.empty() && !e.is_absolute()) {
-      const fs::path md =
-          fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
-      for (const fs::path& c : {md / "text_encoders" / e, md / e})
+    if (!fs::exists(given, ec) && !models_dir.empty() && !e.is_absolute())
+      for (const fs::path& c : {models_dir / "text_encoders" / e, models_dir / e})
         if (fs::exists(c, ec)) {
           given = c;
           break;
         }
-    }
   }
-  fs::path models_dir;
-  if (!p.models_dir.empty())
-    models_dir =
-        fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
   files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
   text::ClipTokenizer::load(files.clip_tokenizer);  // a malformed one now, not after the models
 }
@@ -90,14 +84,7 @@ std::vector<std::string> FluxFamily::snap(Preset& p) const {
     msgs.push_back("frames " + std::to_string(p.frames) + " → 1 (FLUX makes images)");
     p.frames = 1;
   }
-  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
-    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
-    if (snapped != *v) {
-      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
-                     std::to_string(snapped) + " (a multiple of 16: 8× autoencoder, 2×2 packing)");
-      *v = snapped;
-    }
-  }
+  snap_size_to_16(p, "a multiple of 16: 8× autoencoder, 2×2 packing", msgs);
   return msgs;
 }
 

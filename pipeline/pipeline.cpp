@@ -73,6 +73,12 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
 
 }  // namespace
 
+fs::path models_dir_path(const Preset& p) {
+  if (p.models_dir.empty()) return {};
+  const fs::path md = p.models_dir;
+  return md.is_absolute() ? md : p.base_dir / md;
+}
+
 // A preset's model entry: a path (relative ones against the preset's folder),
 // or a name under models_dir, in its ComfyUI subfolder or at its top.
 fs::path resolve_model_file(const Preset& p, const std::string& key, const char* subfolder,
@@ -98,8 +104,7 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
   const fs::path e = entry;
   if (found(e.is_absolute() ? e : p.base_dir / e)) return tried.back();
   if (!p.models_dir.empty() && !e.is_absolute()) {
-    const fs::path md =
-        fs::path(p.models_dir).is_absolute() ? fs::path(p.models_dir) : p.base_dir / p.models_dir;
+    const fs::path md = models_dir_path(p);
     for (const fs::path& folder : {md / subfolder, md})
       for (const fs::path& candidate :
            {folder / e, folder / (entry + ".safetensors"), folder / (entry + ".model")})

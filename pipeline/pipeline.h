@@ -77,6 +77,8 @@ struct Result {
 // subfolders; the embedded model's files when the preset names none. Throws
 // kinora::Error naming the key and every place it looked.
 ModelFiles resolve_models(const Preset& p, const Family& family);
+// The preset's models_dir as a path (relative to its folder), or empty.
+std::filesystem::path models_dir_path(const Preset& p);
 // One of them: the entry of preset key `key` ("model", "vae" …).
 std::filesystem::path resolve_model_file(const Preset& p, const std::string& key,
                                          const char* subfolder, bool required);

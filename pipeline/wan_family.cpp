@@ -53,15 +53,7 @@ std::vector<std::string> WanFamily::snap(Preset& p) const {
                    " (Wan makes 4k+1 frames: 4 per latent frame after the first)");
     p.frames = frames;
   }
-  for (auto [v, name] : {std::pair<int*, const char*>{&p.width, "width"}, {&p.height, "height"}}) {
-    const int snapped = std::max(16, 16 * static_cast<int>(std::lround(*v / 16.0)));
-    if (snapped != *v) {
-      msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
-                     std::to_string(snapped) +
-                     " (a multiple of 16: 8× VAE and 2× patch, or 4× and 4×)");
-      *v = snapped;
-    }
-  }
+  snap_size_to_16(p, "a multiple of 16: 8× VAE and 2× patch, or 4× and 4×", msgs);
   return msgs;
 }
 
