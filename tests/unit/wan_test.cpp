@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "diffusion/wan_dit.h"
+#include "fp8_files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -210,46 +211,9 @@ TEST(Tokenizer, EncodesCleansPadsAndTruncates) {
 // the same (dequantised) values.
 TEST(WanModel, Fp8WeightsAreWidenedPerLayer) {
   TempDir dir;
-  const auto ck = io::Checkpoint::open(fixture("wan21_dit_tiny.safetensors"));
-  const auto table = io::widen_fp8(torch::arange(256, torch::kInt32).to(torch::kUInt8),
-                                   io::DType::F8_E4M3, torch::kFloat32);
-  const auto finite = torch::isfinite(table);
-  nlohmann::json header;
-  header["__metadata__"] = ck.metadata();
-  std::string data;
-  std::vector<std::pair<std::string, torch::Tensor>> dequantised;
-  int fp8_tensors = 0;
-  for (const auto& name : ck.names()) {
-    const auto w = ck.get(name).contiguous();
-    const bool linear =
-        w.dim() == 2 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-    std::string bytes;
-    std::string dtype = "F32";
-    if (linear) {
-      // Nearest E4M3 code for every value (NaN codes excluded).
-      auto dist =
-          (w.reshape({-1, 1}) - table.view({1, -1})).abs().masked_fill(~finite.view({1, -1}), 1e30);
-      const auto codes = dist.argmin(1).to(torch::kUInt8).contiguous();
-      bytes.assign(reinterpret_cast<const char*>(codes.data_ptr()),
-                   static_cast<std::size_t>(codes.numel()));
-      dequantised.emplace_back(name,
-                               table.index_select(0, codes.to(torch::kInt64)).view(w.sizes()));
-      dtype = "F8_E4M3";
-      ++fp8_tensors;
-    } else {
-      bytes.assign(reinterpret_cast<const char*>(w.data_ptr()),
-                   static_cast<std::size_t>(w.numel()) * 4);
-      dequantised.emplace_back(name, w);
-    }
-    header[name] = {{"dtype", dtype},
-                    {"shape", w.sizes().vec()},
-                    {"data_offsets", {data.size(), data.size() + bytes.size()}}};
-    data += bytes;
-  }
-  ASSERT_GT(fp8_tensors, 20);
-  test::write_raw(dir / "fp8.safetensors", header.dump(), data);
-  io::save_safetensors(dir / "f32.safetensors", dequantised, ck.metadata());
-
+  ASSERT_GT(test::write_fp8_copy(fixture("wan21_dit_tiny.safetensors"), dir / "fp8.safetensors",
+                                 dir / "f32.safetensors"),
+            20);
   auto a = diffusion::WanModel::load(dir / "fp8.safetensors");
   auto b = diffusion::WanModel::load(dir / "f32.safetensors");
   for (const auto& p : a.module().named_parameters()) {
