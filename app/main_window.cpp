@@ -450,11 +450,13 @@ void MainWindow::maybe_quit() {
   auto waited = std::make_shared<int>(0);
   connect(timer, &QTimer::timeout, this, [this, timer, waited] {
     *waited += 100;
-    if ((viewer_->video_frames_shown() >= 8 || *waited > 15000) && !shot_player_) {
+    // An image is shown at once; a video once it has played a few frames.
+    const bool image = viewer_->showing_image();
+    if ((image || viewer_->video_frames_shown() >= 8 || *waited > 15000) && !shot_player_) {
       shot_player_ = true;
       shot("studio-player.png");
       timer->stop();
-      QApplication::exit(viewer_->video_frames_shown() > 0 ? exit_code_ : 2);
+      QApplication::exit(image || viewer_->video_frames_shown() > 0 ? exit_code_ : 2);
     }
   });
   timer->start(100);

@@ -141,7 +141,8 @@ void Viewer::open(const QString& path, int fps) {
   fps_ = fps > 0 ? fps : 16;
   const auto ext = QFileInfo(path).suffix().toLower();
   caption_->setText(path);
-  if (ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "webp") {
+  image_open_ = ext == "png" || ext == "jpg" || ext == "jpeg" || ext == "webp";
+  if (image_open_) {
     player_->stop();
     set_video_controls(false);
     view_->set_image(QImage(path));

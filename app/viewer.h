@@ -47,6 +47,8 @@ class Viewer : public QWidget {
   void clear(const QString& caption = {});
 
   int video_frames_shown() const { return video_frames_; }
+  // Whether the open file is a still image (shown at once, nothing to play).
+  bool showing_image() const { return image_open_; }
   bool playing() const;
   const QString& current() const { return path_; }
 
@@ -69,6 +71,7 @@ class Viewer : public QWidget {
   int preview_index_ = 0;
   int fps_ = 16;
   int video_frames_ = 0;
+  bool image_open_ = false;
   QString path_;
 };
 

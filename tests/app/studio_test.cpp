@@ -3,6 +3,7 @@
 // result (screenshots saved for the docs).
 #include <gtest/gtest.h>
 
+#include "../unit/flux_files.h"
 #include "../unit/test_util.h"
 
 #include <signal.h>
@@ -137,6 +138,40 @@ TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (const char* keep = std::getenv("KINORA_SCREENSHOTS"))
     for (const char* n : {"studio-sampling.png", "studio-player.png"})
       fs::copy_file(shots / n, fs::path(keep) / n, fs::copy_options::overwrite_existing);
+}
+
+// A FLUX image through the real window: a queued preset naming tiny FLUX,
+// T5 and CLIP files renders a PNG, which the viewer shows.
+TEST(Studio, RendersAFluxImageFromAPresetUnderXvfb) {
+  if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  const auto flux = kinora::test::write_tiny_flux(dir);
+  const auto tok = kinora::test::write_clip_tokenizer(dir / "clip_tokenizer");
+  {
+    std::ofstream p(dir / "flux.json");
+    p << "{\"prompt\": \"a red fox\", \"seed\": 3, \"family\": \"flux\", \"width\": 64,"
+      << " \"height\": 48, \"frames\": 1, \"steps\": 2, \"sampler\": \"flow_euler\","
+      << " \"guidance\": 3.5, \"model\": \"" << flux.string() << "\","
+      << " \"vae\": \"" << fixture("flux1_ae_tiny.safetensors") << "\","
+      << " \"text_encoder\": \"" << fixture("t5_enc_tiny.safetensors") << "\","
+      << " \"tokenizer\": \"" << fixture("spm_tiny.model") << "\","
+      << " \"clip\": \"" << fixture("clip_l_tiny.safetensors") << "\","
+      << " \"clip_tokenizer\": \"" << tok.string() << "\"}";
+  }
+  const auto shots = dir / "shots";
+  const std::string cmd = "xvfb-run -a -s '-screen 0 1280x860x24' " + studio() + " --data-dir " +
+                          (dir / "data").string() + " --output-dir " + (dir / "out").string() +
+                          " --queue-preset " + (dir / "flux.json").string() + " --screenshots " +
+                          shots.string() + " --quit-when-idle > " + (dir / "log.txt").string() +
+                          " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << slurp(dir / "log.txt");
+  int images = 0;
+  for (const auto& e : fs::directory_iterator(dir / "out"))
+    images += e.path().extension() == ".png";
+  EXPECT_EQ(images, 1) << slurp(dir / "log.txt");
+  EXPECT_TRUE(fs::exists(shots / "studio-player.png"));
 }
 
 }  // namespace
