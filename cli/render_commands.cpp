@@ -441,8 +441,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
           try {
             const auto& family = pipeline::family_for(*opts);
             if (family.name() != "wan")
-              defaults = family.defaults_for(
-                  pipeline::resolve_model_file(*opts, "model", "diffusion_models", true));
+              defaults = family.defaults_for(pipeline::resolve_dit_file(*opts));
           } catch (const Error&) {
           }
         }

@@ -69,7 +69,7 @@ const Family& family_for(const Preset& p) {
   if (p.uses_embedded_model()) return family_named("wan");
   // The model file decides: the first family that recognises it. Resolved as
   // every family resolves its model (diffusion_models/).
-  const auto model = resolve_model_file(p, "model", "diffusion_models", true);
+  const auto model = resolve_dit_file(p);
   const auto all = families();
   for (const auto& f : all)
     if (f->recognises(model)) return *f;

@@ -67,9 +67,9 @@ class Family {
     bool required;
   };
   virtual std::vector<Role> roles() const = 0;
-  // Files the roles do not cover (FLUX: the CLIP tokenizer folder), resolved
-  // into `files` with the preset's other models; an Error naming where it
-  // looked.
+  // Files the roles do not cover (FLUX: the CLIP tokenizer folder, unless a
+  // diffusers folder gave it), resolved into `files` with the preset's other
+  // models; an Error naming where it looked.
   virtual void resolve_extra(const Preset& p, ModelFiles& files) const {}
   // The files of a preset that names none: a model the family ships (Wan: the
   // embedded model), or nullopt.

@@ -52,7 +52,8 @@ void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
           break;
         }
   }
-  files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
+  if (files.clip_tokenizer.empty())  // else a diffusers folder's tokenizer/
+    files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
   text::ClipTokenizer::load(files.clip_tokenizer);  // a malformed one now, not after the models
 }
 

@@ -118,9 +118,71 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
   throw Error(msg);
 }
 
+namespace {
+// The weights of a diffusers component folder: one file, or a sharded index.
+fs::path component_weights(const fs::path& dir, const std::string& stem) {
+  std::error_code ec;
+  for (const auto& name : {stem + ".safetensors", stem + ".safetensors.index.json"})
+    if (fs::is_regular_file(dir / name, ec)) return dir / name;
+  return {};
+}
+}  // namespace
+
+std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
+  if (p.model.empty()) return std::nullopt;
+  const fs::path e = p.model;
+  std::vector<fs::path> candidates = {e.is_absolute() ? e : p.base_dir / e};
+  if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute()) {
+    candidates.push_back(md / "diffusion_models" / e);
+    candidates.push_back(md / e);
+  }
+  std::error_code ec;
+  for (const auto& dir : candidates) {
+    if (!fs::is_regular_file(dir / "model_index.json", ec)) continue;
+    ModelFiles f;
+    f.model = component_weights(dir / "transformer", "diffusion_pytorch_model");
+    f.vae = component_weights(dir / "vae", "diffusion_pytorch_model");
+    // FLUX: CLIP first, T5 second; Wan: its umT5 alone.
+    const bool two_encoders = fs::is_directory(dir / "text_encoder_2", ec);
+    const fs::path t5 = two_encoders ? dir / "text_encoder_2" : dir / "text_encoder";
+    const fs::path t5_tok = two_encoders ? dir / "tokenizer_2" : dir / "tokenizer";
+    f.text_encoder = component_weights(t5, "model");
+    if (fs::is_regular_file(t5_tok / "spiece.model", ec)) f.tokenizer = t5_tok / "spiece.model";
+    if (two_encoders) {
+      f.clip = component_weights(dir / "text_encoder", "model");
+      if (fs::is_directory(dir / "tokenizer", ec)) f.clip_tokenizer = dir / "tokenizer";
+    }
+    if (f.model.empty())
+      throw Error(dir.string() + ": a diffusers folder without transformer/" +
+                  "diffusion_pytorch_model.safetensors (or its .index.json)");
+    return f;
+  }
+  return std::nullopt;
+}
+
+fs::path resolve_dit_file(const Preset& p) {
+  if (const auto folder = diffusers_folder_files(p)) return folder->model;
+  return resolve_model_file(p, "model", "diffusion_models", true);
+}
+
 ModelFiles resolve_models(const Preset& p, const Family& family) {
   if (p.uses_embedded_model())
     if (auto files = family.default_files()) return *files;
+  // A diffusers folder gives every file the preset does not name itself.
+  if (const auto folder = diffusers_folder_files(p)) {
+    ModelFiles files = *folder;
+    for (const auto& role : family.roles()) {
+      fs::path* f = file_of(files, role.key);
+      if (role.key != std::string("model") && !entry_of(p, role.key).empty())
+        *f = resolve_model_file(p, role.key, role.subfolder, role.required);
+      else if (f->empty() && role.required)
+        throw Error(p.model + ": the diffusers folder has no file for '" + role.key +
+                    "'; give it with --" + role.key);
+    }
+    if (!p.clip_tokenizer.empty()) files.clip_tokenizer.clear();
+    family.resolve_extra(p, files);
+    return files;
+  }
   ModelFiles files;
   for (const auto& role : family.roles())
     *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);

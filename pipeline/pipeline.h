@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,16 @@ struct Result {
 // subfolders; the embedded model's files when the preset names none. Throws
 // kinora::Error naming the key and every place it looked.
 ModelFiles resolve_models(const Preset& p, const Family& family);
+// A diffusers pipeline folder named by the preset's `model` (a path, or a name
+// under models_dir's diffusion_models/ or top; it holds model_index.json): its
+// files by role (transformer/, vae/, text_encoder/ and tokenizer/ for Wan;
+// FLUX's T5 in text_encoder_2/ and tokenizer_2/, CLIP in text_encoder/ and
+// tokenizer/), or nullopt when `model` names no such folder.
+std::optional<ModelFiles> diffusers_folder_files(const Preset& p);
+// The DiT file of a preset: its `model` file, or a diffusers folder's
+// transformer. Throws like resolve_model_file.
+std::filesystem::path resolve_dit_file(const Preset& p);
+
 // The preset's models_dir as a path (relative to its folder), or empty.
 std::filesystem::path models_dir_path(const Preset& p);
 // One of them: the entry of preset key `key` ("model", "vae" …).

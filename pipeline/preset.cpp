@@ -266,7 +266,7 @@ Preset Preset::load(const std::filesystem::path& path) {
     try {
       const auto& family = family_for(p);
       if (family.name() == "wan") return p;
-      d = family.defaults_for(resolve_model_file(p, "model", "diffusion_models", true));
+      d = family.defaults_for(resolve_dit_file(p));
     } catch (const Error&) {
       return p;  // a missing or foreign model file is reported when it is rendered
     }

@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "diffusion/flux_dit.h"
 #include "flux_files.h"
@@ -122,6 +123,59 @@ TEST(Flux, ImageConditionedVariantsAreRefusedByName) {
   const auto msg = error_of([&] { kinora::diffusion::FluxModel::load(dir / "fill.safetensors"); });
   EXPECT_THAT(msg, HasSubstr("fill.safetensors"));
   EXPECT_THAT(msg, HasSubstr("Fill"));
+}
+
+// The LDM/BFL autoencoder names → diffusers' (levels: 4), as diffusers'
+// converter writes them; attention weights squeezed to [C, C].
+std::string to_diffusers_ae(const std::string& k) {
+  std::smatch m;
+  auto resnet = [](std::string rest) {
+    return rest.rfind("nin_shortcut.", 0) == 0 ? "conv_shortcut." + rest.substr(13) : rest;
+  };
+  if (std::regex_match(k, m, std::regex(R"(encoder\.down\.(\d)\.block\.(\d)\.(.*))")))
+    return "encoder.down_blocks." + m[1].str() + ".resnets." + m[2].str() + "." + resnet(m[3]);
+  if (std::regex_match(k, m, std::regex(R"(encoder\.down\.(\d)\.downsample\.conv\.(.*))")))
+    return "encoder.down_blocks." + m[1].str() + ".downsamplers.0.conv." + m[2].str();
+  if (std::regex_match(k, m, std::regex(R"(decoder\.up\.(\d)\.block\.(\d)\.(.*))")))
+    return "decoder.up_blocks." + std::to_string(3 - std::stoi(m[1])) + ".resnets." + m[2].str() +
+           "." + resnet(m[3]);
+  if (std::regex_match(k, m, std::regex(R"(decoder\.up\.(\d)\.upsample\.conv\.(.*))")))
+    return "decoder.up_blocks." + std::to_string(3 - std::stoi(m[1])) + ".upsamplers.0.conv." +
+           m[2].str();
+  if (std::regex_match(k, m, std::regex(R"((\w+)\.mid\.block_(\d)\.(.*))")))
+    return m[1].str() + ".mid_block.resnets." + (m[2] == "1" ? "0" : "1") + "." + resnet(m[3]);
+  if (std::regex_match(k, m, std::regex(R"((\w+)\.mid\.attn_1\.(\w+)\.(.*))"))) {
+    const std::string n = m[2] == "norm"       ? "group_norm"
+                          : m[2] == "proj_out" ? "to_out.0"
+                                               : "to_" + m[2].str();
+    return m[1].str() + ".mid_block.attentions.0." + n + "." + m[3].str();
+  }
+  if (std::regex_match(k, m, std::regex(R"((\w+)\.norm_out\.(.*))")))
+    return m[1].str() + ".conv_norm_out." + m[2].str();
+  return k;
+}
+
+void write_diffusers_ae(const fs::path& path) {
+  const auto ck = kinora::io::Checkpoint::open(fixture("flux1_ae_tiny.safetensors"));
+  Tensors t;
+  for (const auto& n : ck.names()) {
+    auto v = ck.get(n).clone();
+    const auto d = to_diffusers_ae(n);
+    if (d.find(".attentions.0.to_") != std::string::npos && v.dim() == 4) v = v.flatten(1);
+    t.emplace_back(d, v);
+  }
+  kinora::io::save_safetensors(path, t);
+}
+
+TEST(Flux, AutoencoderInDiffusersLayoutDecodesTheSame) {
+  TempDir dir;
+  write_diffusers_ae(dir / "ae.safetensors");
+  const auto c = kinora::io::Checkpoint::open(fixture("flux1_ae_decode.case.safetensors"));
+  auto ae = kinora::vae::KLAutoencoder::load(dir / "ae.safetensors");
+  EXPECT_EQ(ae.config().ch_mult, (std::vector<int64_t>{1, 1, 2, 2}));
+  EXPECT_LT(rel_err(ae.decode_image(c.get("input.latent")), c.get("output.image")), 1e-4);
+  const auto e = kinora::io::Checkpoint::open(fixture("flux1_ae_encode.case.safetensors"));
+  EXPECT_LT(rel_err(ae.encode_image(e.get("input.image")), e.get("output.latent")), 1e-4);
 }
 
 TEST(Flux, PackingRoundTripsAndIdsAreRowsAndColumns) {
@@ -283,6 +337,37 @@ TEST_F(FluxCli, ABatchIsItsSeedsRenderedAloneEachRestorable) {
   const auto again = sh(base + " --seed 10 --batch-size 3 --out " + (dir / "fox.png").string());
   EXPECT_NE(again.code, 0);
   EXPECT_THAT(again.out, HasSubstr("fox-10.png"));
+}
+
+// A diffusers pipeline folder as Hugging Face downloads it: --model names the
+// folder and every file comes from it (CLIP's tokenizer from tokenizer/).
+TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
+  const auto root = dir / "models" / "diffusion_models" / "FLUX.1-tiny";
+  for (const char* sub : {"transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer_2"})
+    fs::create_directories(root / sub);
+  std::ofstream(root / "model_index.json") << R"({"_class_name": "FluxPipeline"})";
+  fs::rename(flux, root / "transformer" / "diffusion_pytorch_model.safetensors");
+  write_diffusers_ae(root / "vae" / "diffusion_pytorch_model.safetensors");
+  fs::copy_file(fixture("clip_l_tiny.safetensors"), root / "text_encoder" / "model.safetensors");
+  fs::copy_file(fixture("t5_enc_tiny.hf.safetensors"),
+                root / "text_encoder_2" / "model.safetensors");
+  fs::copy_file(fixture("spm_tiny.model"), root / "tokenizer_2" / "spiece.model");
+  fs::rename(clip_tok, root / "tokenizer");
+  const auto r = sh(kinora_bin() + " generate -p 'a red fox' --seed 1 --width 64 --height 48" +
+                    " --steps 2 --models-dir " + (dir / "models").string() +
+                    " --model FLUX.1-tiny --out " + (dir / "folder.png").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto restored = sh(kinora_bin() + " restore " + (dir / "folder.png").string());
+  const auto j = nlohmann::json::parse(restored.out);
+  EXPECT_EQ(j["family"], "flux");
+  EXPECT_EQ(j["steps"], 2);
+  // A folder without a transformer is refused by name.
+  fs::create_directories(dir / "models" / "diffusion_models" / "empty");
+  std::ofstream(dir / "models" / "diffusion_models" / "empty" / "model_index.json") << "{}";
+  const auto e = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
+                    " --model empty --out " + (dir / "e.png").string());
+  EXPECT_NE(e.code, 0);
+  EXPECT_THAT(e.out, HasSubstr("transformer/"));
 }
 
 TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
