@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "text/clip.h"
 #include "text/clip_tokenizer.h"
 #include "vae/kl_autoencoder.h"
 
@@ -112,6 +113,19 @@ TEST(Flux, Fp8CheckpointsInBothLayoutsMatchTheirDequantisedValues) {
     };
     EXPECT_LT(rel_err(run(a), run(b)), 1e-6) << f;
   }
+}
+
+// CLIP-L as transformers saves a whole CLIPTextModel: under text_model.
+TEST(Clip, TheTextModelPrefixIsReadAsTheBareNames) {
+  TempDir dir;
+  const auto ck = kinora::io::Checkpoint::open(fixture("clip_l_tiny.safetensors"));
+  kinora::io::save_safetensors(dir / "clip.safetensors", tensors_of(ck, "text_model."),
+                               ck.metadata());
+  const auto c = kinora::io::Checkpoint::open(fixture("clip_l_text.case.safetensors"));
+  auto m = kinora::text::CLIPTextModel::load(dir / "clip.safetensors");
+  const auto out = m.forward(c.get("input.ids"));
+  EXPECT_LT(rel_err(out.pooled[0], c.get("output.pooled")), 1e-4);
+  EXPECT_LT(rel_err(out.last_hidden[0], c.get("output.last_hidden")), 1e-4);
 }
 
 TEST(Flux, ImageConditionedVariantsAreRefusedByName) {
