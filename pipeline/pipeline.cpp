@@ -7,6 +7,7 @@
 #include <map>
 
 #include "base/device.h"
+#include "base/json.h"
 #include "base/runtime.h"
 #include "base/sha256.h"
 #include "diffusion/denoiser.h"
@@ -113,6 +114,12 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
   std::string msg = source + ": key '" + key + "': '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";
+  for (const auto& t : tried)
+    if (fs::is_directory(t, ec)) {
+      msg += "; " + t.string() + " is a folder, not a model file" +
+             (key == "model" ? " (a diffusers pipeline folder holds model_index.json)" : "");
+      break;
+    }
   if (p.models_dir.empty() && e.filename() == e)
     msg += "; give models_dir (--models-dir) to find models by name";
   throw Error(msg);
@@ -139,11 +146,17 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
   std::error_code ec;
   for (const auto& dir : candidates) {
     if (!fs::is_regular_file(dir / "model_index.json", ec)) continue;
+    // Its components: FLUX has a second text encoder and tokenizer.
+    const auto index = read_json_file(dir / "model_index.json");
+    if (!index.is_object())
+      throw Error((dir / "model_index.json").string() + ": not a diffusers pipeline index");
     ModelFiles f;
     f.model = component_weights(dir / "transformer", "diffusion_pytorch_model");
     f.vae = component_weights(dir / "vae", "diffusion_pytorch_model");
     // FLUX: CLIP first, T5 second; Wan: its umT5 alone.
-    const bool two_encoders = fs::is_directory(dir / "text_encoder_2", ec);
+    const bool two_encoders = index.contains("text_encoder_2") ||
+                              fs::is_directory(dir / "text_encoder_2", ec) ||
+                              fs::is_directory(dir / "tokenizer_2", ec);
     const fs::path t5 = two_encoders ? dir / "text_encoder_2" : dir / "text_encoder";
     const fs::path t5_tok = two_encoders ? dir / "tokenizer_2" : dir / "tokenizer";
     f.text_encoder = component_weights(t5, "model");

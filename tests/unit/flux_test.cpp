@@ -382,6 +382,25 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                     " --model empty --out " + (dir / "e.png").string());
   EXPECT_NE(e.code, 0);
   EXPECT_THAT(e.out, HasSubstr("transformer/"));
+  // A folder that is not a pipeline says so; a broken index is named.
+  fs::create_directories(dir / "models" / "diffusion_models" / "plain");
+  const auto plain = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
+                        " --model plain --out " + (dir / "p.png").string());
+  EXPECT_NE(plain.code, 0);
+  EXPECT_THAT(plain.out, HasSubstr("is a folder, not a model file"));
+  std::ofstream(root / "model_index.json") << "not json {";
+  const auto broken = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
+                         " --model FLUX.1-tiny --out " + (dir / "b.png").string());
+  EXPECT_NE(broken.code, 0);
+  EXPECT_THAT(broken.out, HasSubstr("model_index.json"));
+  // Without text_encoder_2/ its tokenizer_2/ still counts; --text-encoder fills the gap.
+  std::ofstream(root / "model_index.json") << R"({"_class_name": "FluxPipeline"})";
+  fs::rename(root / "text_encoder_2", dir / "t5-elsewhere");
+  const auto t5 = sh(kinora_bin() + " generate -p x --seed 1 --width 64 --height 48 --steps 1" +
+                     " --models-dir " + (dir / "models").string() + " --model FLUX.1-tiny" +
+                     " --text-encoder " + (dir / "t5-elsewhere" / "model.safetensors").string() +
+                     " --out " + (dir / "t.png").string());
+  EXPECT_EQ(t5.code, 0) << t5.out;
 }
 
 TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
