@@ -434,7 +434,7 @@ TEST(Safety, AnUnknownCommandIsNamedWithTheClosest) {
   EXPECT_THAT(r.out, Not(HasSubstr("did you mean")));
 }
 
-// What a new user's session found, each a reproduction that now holds.
+// What a new user ran into, each a reproduction that now holds.
 
 // An earlier sidecar that cannot be moved (another user's, in a shared sticky
 // folder) stops a --overwrite render with the earlier video and its sidecar
