@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -103,6 +104,23 @@ int guarded(const std::function<int()>& fn) {
 
 bool is_cancel_status(int rc) {
   return rc > 128 && cancel_signal() != 0;
+}
+
+// "FILE[:STRENGTH]" → a LoRA of the preset (strength 1 when none is given;
+// a colon followed by something that is not a number is part of the name).
+pipeline::LoraRef parse_lora(const std::string& arg) {
+  const auto colon = arg.rfind(':');
+  if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size()) {
+    const std::string tail = arg.substr(colon + 1);
+    char* end = nullptr;
+    const double s = std::strtod(tail.c_str(), &end);
+    if (end && *end == '\0') {
+      if (!std::isfinite(s) || std::abs(s) > 100)
+        throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
+      return {arg.substr(0, colon), s};
+    }
+  }
+  return {arg, 1.0};
 }
 
 // A name no file has yet: kinora-SEED.EXT in `folder`, then kinora-SEED-2.EXT …;
@@ -236,6 +254,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
         throw Error(e.source + ": key 'output' " + p.output_path().string() +
                     " is also the output of " + it->second + "; not rendered twice");
       pipeline::resolve_models(p, pipeline::family_for(p));
+      for (const auto& l : p.loras) pipeline::resolve_lora_file(p, l.path);
       resolve_device(p.device);
     } catch (const Error& err) {
       const std::string what = err.what();
@@ -252,6 +271,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto seed = std::make_shared<std::string>();
   auto gen_overwrite = std::make_shared<bool>(false);
   auto batch_size = std::make_shared<int>(1);
+  auto gen_loras = std::make_shared<std::vector<std::string>>();
   auto gen = app.add_subcommand("generate", "Make a video from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
@@ -300,6 +320,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "classifier-free guidance scale; FLUX-dev: its distilled guidance (3.5)");
   gen->add_option("--seed", *seed,
                   "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
+  gen->add_option("--lora", *gen_loras,
+                  "a LoRA: FILE[:STRENGTH] (a path, or a name in --models-dir's loras/; strength 1 "
+                  "by default, negative allowed); repeat to stack them");
   gen->add_option("--batch-size", *batch_size,
                   "outputs of this prompt sampled together, seeds SEED … SEED+N−1, written as "
                   "NAME-SEED.EXT (each restores on its own)")
@@ -342,6 +365,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "kinora-SEED.mp4 here)");
   ren->add_option("preset", *render_path, "preset JSON")->required();
   ren->add_option("--set", *sets, "override a key: --set steps=20 --set prompt=\"a cat\"");
+  auto ren_loras = std::make_shared<std::vector<std::string>>();
+  ren->add_option("--lora", *ren_loras,
+                  "add a LoRA to the preset's: FILE[:STRENGTH] (a path, or a name in loras/)");
   add_placement(ren, true);
 
   auto restore_path = std::make_shared<std::string>();
@@ -450,6 +476,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
             if (option->count() == 0) use_default(*defaults);
         if (defaults && opts->family.empty()) opts->family = defaults->family;
         Preset p = *opts;
+        for (const auto& l : *gen_loras) p.loras.push_back(parse_lora(l));
         p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
                                                       : pipeline::parse_seed(*seed, "--seed"));
         // A batch's outputs are NAME-SEED.EXT: kinora-SEED.EXT without --out.
@@ -466,6 +493,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
       return guarded([&] {
         Preset p = Preset::load(*render_path);
         for (const auto& s : *sets) p.set(s);
+        for (const auto& l : *ren_loras) p.loras.push_back(parse_lora(l));
         placement->apply(p, *render_path);
         if (p.output.empty()) {
           p.seed = pipeline::resolve_seed(p.seed);

@@ -82,7 +82,16 @@ torch::Tensor LinearImpl::weight_as(torch::ScalarType dtype) const {
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const auto dt = matmul_dtype(precision);
   const auto w = weight_as(dt);
-  return torch::nn::functional::linear(x.to(dt), w, bias.defined() ? bias.to(dt) : torch::Tensor());
+  const auto xd = x.to(dt);
+  auto y = torch::nn::functional::linear(xd, w, bias.defined() ? bias.to(dt) : torch::Tensor());
+  for (const auto& a : adapters) {
+    auto part = a.delta.defined()
+                    ? torch::matmul(xd, a.delta.to(dt).t())
+                    : torch::matmul(torch::matmul(xd, a.down.to(dt).t()), a.up.to(dt).t());
+    if (a.bias.defined()) part = part + a.bias.to(dt);
+    y.narrow(-1, a.row0, a.rows).add_(part, a.scale);
+  }
+  return y;
 }
 
 void set_trainable(torch::nn::Module& root, bool trainable) {

@@ -14,6 +14,15 @@
 
 namespace kinora::layers {
 
+// An update added to a Linear's output at run time (a LoRA applied without
+// merging): scale·up(down(x)) for a low-rank one, scale·(x·deltaᵀ) for a full
+// one, into output rows [row0, row0 + rows).
+struct LinearAdapter {
+  torch::Tensor down, up, delta, bias;
+  double scale = 1;
+  int64_t row0 = 0, rows = 0;
+};
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias);
@@ -28,6 +37,7 @@ class LinearImpl : public torch::nn::Module {
   std::optional<io::DType> fp8;  // set when `weight` holds FP8 bytes (uint8, [out, in])
   std::optional<float> scale;    // ComfyUI scaled-fp8 weight scale
   Precision precision = Precision::F32;
+  std::vector<LinearAdapter> adapters;  // run-time LoRAs (lora/lora.h)
 };
 TORCH_MODULE(Linear);
 

@@ -16,6 +16,7 @@
 
 #include "diffusion/denoiser.h"
 #include "layers/precision.h"
+#include "lora/lora.h"
 #include "pipeline/preset.h"
 #include "schedulers/scheduler.h"
 #include "text/conditioner.h"
@@ -102,6 +103,9 @@ class Family {
   virtual void check(const LoadedModels& models, const Preset& p,
                      const ModelFiles& files) const = 0;
   virtual PreviewMap preview(const LoadedModels& models) const = 0;
+  // How LoRA files in diffusers' naming map onto this family's modules (a
+  // fused q/k/v's row slices included); none by default.
+  virtual lora::DiffusersNames lora_names(const LoadedModels& models) const { return {}; }
 };
 
 // Width and height to the nearest multiple of 16 (at least 16), a message for

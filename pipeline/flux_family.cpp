@@ -1,5 +1,7 @@
 #include "pipeline/flux_family.h"
 
+#include <regex>
+
 #include "base/error.h"
 #include "diffusion/flux_dit.h"
 #include "io/checkpoint.h"
@@ -169,6 +171,32 @@ void FluxFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles&
   if (p.width % cell || p.height % cell)
     throw Error("size " + std::to_string(p.width) + "×" + std::to_string(p.height) +
                 ": FLUX with this autoencoder needs multiples of " + std::to_string(cell));
+}
+
+lora::DiffusersNames FluxFamily::lora_names(const LoadedModels& m) const {
+  const int64_t h = dit_of(m).config().hidden_size, mlp = dit_of(m).config().mlp_hidden;
+  return [h, mlp](const std::string& stem) -> std::optional<lora::Target> {
+    static const std::regex dbl(
+        R"(^transformer_blocks\.(\d+)\.attn\.(to_[qkv]|add_([qkv])_proj)$)");
+    static const std::regex sgl(
+        R"(^single_transformer_blocks\.(\d+)\.(attn\.to_([qkv])|proj_mlp)$)");
+    std::smatch s;
+    auto slot = [](char c) { return c == 'q' ? 0 : c == 'k' ? 1 : 2; };
+    if (std::regex_match(stem, s, dbl)) {
+      const bool txt = s[3].matched;
+      const char c = txt ? s[3].str()[0] : s[2].str().back();
+      return lora::Target{"double_blocks." + s[1].str() + (txt ? ".txt_attn.qkv" : ".img_attn.qkv"),
+                          slot(c) * h, h};
+    }
+    if (std::regex_match(stem, s, sgl)) {
+      const std::string block = "single_blocks." + s[1].str() + ".linear1";
+      if (s[2] == "proj_mlp") return lora::Target{block, 3 * h, mlp};
+      return lora::Target{block, slot(s[3].str()[0]) * h, h};
+    }
+    const std::string name = diffusion::flux_diffusers_to_original(stem + ".weight");
+    if (name.size() <= 7 || name == stem + ".weight") return std::nullopt;
+    return lora::Target{name.substr(0, name.size() - 7), 0, -1};
+  };
 }
 
 PreviewMap FluxFamily::preview(const LoadedModels& m) const {

@@ -26,6 +26,9 @@ class FluxFamily : public Family {
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;
+  // diffusers' names, with to_q / to_k / to_v (and add_*_proj, a single
+  // block's proj_mlp) onto the row slices of the fused qkv and linear1.
+  lora::DiffusersNames lora_names(const LoadedModels& models) const override;
 };
 
 }  // namespace kinora::pipeline

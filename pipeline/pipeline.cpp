@@ -48,7 +48,8 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
 // The JSON an output embeds: the preset as another machine would render it
 // given the files (names, never this machine's paths), each file's name and
 // fingerprint, the versions.
-nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
+nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
+                            const std::vector<fs::path>& lora_files) {
   nlohmann::json j = p.to_json();
   for (const char* key :
        {"model", "model2", "vae", "text_encoder", "tokenizer", "clip", "clip_tokenizer", "output"})
@@ -64,8 +65,12 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files) {
                          {"sha256_first_last_mib", file_fingerprint(path)}};
   }
   nlohmann::json loras = nlohmann::json::array();
-  for (const auto& l : p.loras)
-    loras.push_back({{"file", fs::path(l.path).filename().string()}, {"strength", l.strength}});
+  for (std::size_t i = 0; i < p.loras.size(); ++i) {
+    const fs::path file = i < lora_files.size() ? lora_files[i] : fs::path(p.loras[i].path);
+    nlohmann::json l = {{"file", file.filename().string()}, {"strength", p.loras[i].strength}};
+    if (i < lora_files.size()) l["sha256_first_last_mib"] = file_fingerprint(lora_files[i]);
+    loras.push_back(l);
+  }
   return {{"kinora", {{"version", version_string()}, {"libtorch", torch_version()}}},
           {"preset", j},
           {"model_files", model_files},
@@ -228,7 +233,34 @@ torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tens
 struct Pipeline::Cache {
   std::string key;  // family | files | precision | device
   LoadedModels models;
+  // The LoRAs applied to the denoisers (merged), and what they were: files
+  // and strengths. Another job with other LoRAs re-merges only their weights.
+  std::string lora_key;
+  std::vector<lora::Resolved> resolved, resolved2;
+  lora::Applied applied, applied2;
+  ~Cache() {
+    applied.clear();  // back into the modules before they go
+    applied2.clear();
+  }
 };
+
+fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
+  const std::string source = p.source.empty() ? std::string("preset") : p.source;
+  std::error_code ec;
+  const fs::path e = entry;
+  std::vector<fs::path> tried = {e.is_absolute() ? e : p.base_dir / e};
+  if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute())
+    for (const fs::path& c : {md / "loras" / e, md / "loras" / (entry + ".safetensors")})
+      tried.push_back(c);
+  for (const auto& t : tried)
+    if (fs::is_regular_file(t, ec)) return t;
+  std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
+  for (const auto& t : tried) msg.append(" ").append(t.string());
+  msg += ")";
+  if (p.models_dir.empty() && e.filename() == e)
+    msg += "; give models_dir (--models-dir) to find LoRAs by name in its loras/";
+  throw Error(msg);
+}
 
 Pipeline::Pipeline() : cache_(std::make_unique<Cache>()) {}
 Pipeline::~Pipeline() = default;
@@ -259,7 +291,8 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   const Family& family = family_for(p);
   p.family = family.name();
   for (const auto& m : family.snap(p)) say(m);
-  if (!p.loras.empty()) throw Error("preset: key 'loras': LoRA is not supported yet");
+  std::vector<fs::path> lora_files;
+  for (const auto& l : p.loras) lora_files.push_back(resolve_lora_file(p, l.path));
   const auto files = resolve_models(p, family);
   const auto device = resolve_device(p.device);
   const auto precision = layers::resolve_precision(p.precision, device);
@@ -275,6 +308,9 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                         &files.tokenizer, &files.clip, &files.clip_tokenizer})
     key += "|" + f->string();
   if (cache_->key != key) {
+    cache_->applied.clear();
+    cache_->applied2.clear();
+    cache_->lora_key.clear();
     cache_->models = {};  // free the old ones first
     cache_->key.clear();
     cache_->models = family.load(files, precision, device, [&](const std::string& what) {
@@ -284,6 +320,43 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
+  // LoRAs, merged into the denoisers; re-merged when the files or strengths change.
+  {
+    std::string lkey;
+    for (std::size_t i = 0; i < lora_files.size(); ++i)
+      lkey += lora_files[i].string() + "=" + nlohmann::json(p.loras[i].strength).dump() + "|";
+    if (lkey != cache_->lora_key) {
+      cache_->applied.clear();
+      cache_->applied2.clear();
+      cache_->lora_key.clear();
+      cache_->resolved.clear();
+      cache_->resolved2.clear();
+      const auto names = family.lora_names(models);
+      auto resolve_all = [&](diffusion::Denoiser& d, std::vector<lora::Resolved>& out) {
+        auto* model = dynamic_cast<layers::Model*>(&d);
+        if (!model) throw Error("this family's denoiser takes no LoRAs");
+        for (const auto& f : lora_files) {
+          progress({"load", f.filename().string() + " (LoRA)", 0, 0});
+          out.push_back(lora::resolve(f, *model, names));
+        }
+        return model;
+      };
+      auto apply = [&](diffusion::Denoiser& d, std::vector<lora::Resolved>& resolved,
+                       lora::Applied& applied) {
+        auto* model = resolve_all(d, resolved);
+        std::vector<std::pair<const lora::Resolved*, double>> list;
+        for (std::size_t i = 0; i < resolved.size(); ++i)
+          list.emplace_back(&resolved[i], p.loras[i].strength);
+        applied.apply(*model, list, lora::Mode::Merged);
+      };
+      if (!lora_files.empty()) {
+        apply(*models.denoiser, cache_->resolved, cache_->applied);
+        for (const auto& lr : cache_->resolved) say("LoRA " + lr.report.line());
+        if (models.denoiser2) apply(*models.denoiser2, cache_->resolved2, cache_->applied2);
+      }
+      cache_->lora_key = lkey;
+    }
+  }
   r.timings.load_s = since(t0);
   check_cancel();
 
@@ -384,7 +457,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                     .clamp(0, 255)
                     .to(torch::kCPU, torch::kUInt8);
     ri.timings.decode_s = since(t0);
-    ri.metadata = metadata_for(ri.preset, files);
+    ri.metadata = metadata_for(ri.preset, files, lora_files);
     results.push_back(std::move(ri));
   }
   return results;

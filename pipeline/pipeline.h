@@ -88,6 +88,11 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p);
 // transformer. Throws like resolve_model_file.
 std::filesystem::path resolve_dit_file(const Preset& p);
 
+// A preset's LoRA entry: a path (relative to the preset's folder) or a name in
+// models_dir's loras/ (with or without .safetensors). Throws kinora::Error
+// naming every place it looked.
+std::filesystem::path resolve_lora_file(const Preset& p, const std::string& entry);
+
 // The preset's models_dir as a path (relative to its folder), or empty.
 std::filesystem::path models_dir_path(const Preset& p);
 // One of them: the entry of preset key `key` ("model", "vae" …).

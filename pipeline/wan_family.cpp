@@ -131,6 +131,14 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
   }
 }
 
+lora::DiffusersNames WanFamily::lora_names(const LoadedModels&) const {
+  return [](const std::string& stem) -> std::optional<lora::Target> {
+    const std::string name = diffusion::wan_diffusers_to_original(stem + ".weight");
+    if (name.size() <= 7 || name == stem + ".weight") return std::nullopt;
+    return lora::Target{name.substr(0, name.size() - 7), 0, -1};
+  };
+}
+
 PreviewMap WanFamily::preview(const LoadedModels&) const {
   return {wan21_preview_factors(), wan21_preview_bias()};
 }

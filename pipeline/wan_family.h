@@ -24,6 +24,7 @@ class WanFamily : public Family {
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;
+  lora::DiffusersNames lora_names(const LoadedModels& models) const override;
 };
 
 }  // namespace kinora::pipeline

@@ -1,0 +1,356 @@
+#include "lora/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <sstream>
+#include <variant>
+
+#include "base/error.h"
+#include "io/checkpoint.h"
+#include "layers/linear.h"
+
+namespace kinora::lora {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The key suffixes of each kind of update, and the part each names.
+struct Suffix {
+  const char* text;
+  const char* part;
+};
+const Suffix kSuffixes[] = {
+    {".lora_down.weight", "down"},
+    {".lora_up.weight", "up"},
+    {".lora_A.weight", "down"},
+    {".lora_B.weight", "up"},
+    {".lora_A.default.weight", "down"},
+    {".lora_B.default.weight", "up"},
+    {".lora.down.weight", "down"},
+    {".lora.up.weight", "up"},
+    {".alpha", "alpha"},
+    {".diff_b", "diff_b"},
+    {".diff", "diff"},
+    {".hada_w1_a", "hada_w1_a"},
+    {".hada_w1_b", "hada_w1_b"},
+    {".hada_w2_a", "hada_w2_a"},
+    {".hada_w2_b", "hada_w2_b"},
+    {".hada_t1", "unsupported:LoHa with Tucker factors"},
+    {".hada_t2", "unsupported:LoHa with Tucker factors"},
+    {".lokr_w1_a", "lokr_w1_a"},
+    {".lokr_w1_b", "lokr_w1_b"},
+    {".lokr_w1", "lokr_w1"},
+    {".lokr_w2_a", "lokr_w2_a"},
+    {".lokr_w2_b", "lokr_w2_b"},
+    {".lokr_w2", "lokr_w2"},
+    {".lokr_t2", "unsupported:LoKr with a Tucker factor"},
+    {".dora_scale", "unsupported:DoRA"},
+    {".lora_mid.weight", "unsupported:LoCon with a mid factor"},
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+std::string shape_str(at::IntArrayRef s) {
+  return c10::str(s);
+}
+
+struct Group {
+  std::map<std::string, torch::Tensor> parts;
+};
+
+// The model's Linear modules by name, and by name with dots as underscores
+// (kohya's spelling).
+struct Linears {
+  std::map<std::string, layers::LinearImpl*> by_name;
+  std::map<std::string, std::string> by_underscored;
+};
+Linears linears_of(const layers::Model& model) {
+  Linears l;
+  for (const auto& item : model.module().named_modules("", false))
+    if (auto* lin = dynamic_cast<layers::LinearImpl*>(item.value().get())) {
+      l.by_name[item.key()] = lin;
+      std::string u = item.key();
+      std::replace(u.begin(), u.end(), '.', '_');
+      l.by_underscored[u] = item.key();
+    }
+  return l;
+}
+
+// The stem's target, or the reason there is none.
+std::variant<Target, std::string> target_of(std::string stem, const Linears& lin,
+                                            const DiffusersNames& diffusers) {
+  if (starts_with(stem, "lora_te") || starts_with(stem, "text_encoder") ||
+      starts_with(stem, "te_") || starts_with(stem, "lora_clip") || starts_with(stem, "lora_t5"))
+    return std::string("a text encoder's module (LoRAs apply to the denoiser here)");
+  for (const char* p : {"base_model.model.", "model.diffusion_model.", "diffusion_model.",
+                        "transformer.", "unet.", "model."})
+    if (starts_with(stem, p)) {
+      stem = stem.substr(std::string(p).size());
+      break;
+    }
+  for (const char* p : {"lora_unet_", "lycoris_", "lora_transformer_"})
+    if (starts_with(stem, p)) {
+      const auto it = lin.by_underscored.find(stem.substr(std::string(p).size()));
+      if (it != lin.by_underscored.end()) return Target{it->second, 0, -1};
+      return std::string("no module of this model has that name");
+    }
+  if (lin.by_name.count(stem)) return Target{stem, 0, -1};
+  if (diffusers)
+    if (auto t = diffusers(stem); t && lin.by_name.count(t->module)) return *t;
+  return std::string("no module of this model has that name");
+}
+
+// The naming the file uses, from its stems.
+std::string naming_of(const std::map<std::string, Group>& groups) {
+  int kohya = 0, lycoris = 0, diffusers = 0, original = 0;
+  for (const auto& [stem, g] : groups) {
+    if (starts_with(stem, "lora_unet_") || starts_with(stem, "lora_te") ||
+        starts_with(stem, "lora_transformer_"))
+      ++kohya;
+    else if (starts_with(stem, "lycoris_"))
+      ++lycoris;
+    else if (stem.find("attn1.") != std::string::npos || stem.find(".to_q") != std::string::npos ||
+             stem.find("transformer_blocks.") != std::string::npos ||
+             starts_with(stem, "base_model.") || starts_with(stem, "transformer."))
+      ++diffusers;
+    else
+      ++original;
+  }
+  const int most = std::max({kohya, lycoris, diffusers, original});
+  return most == kohya       ? "kohya"
+         : most == lycoris   ? "lycoris"
+         : most == diffusers ? "diffusers"
+                             : "original";
+}
+
+torch::Tensor matrix(const torch::Tensor& t) {
+  return t.dim() > 2 ? t.flatten(1) : t;  // 1×1 convolutions as matrices
+}
+
+}  // namespace
+
+torch::Tensor Patch::full_delta() const {
+  if (kind == "lora") return torch::matmul(up, down) * scale;
+  return delta;
+}
+
+std::string Report::line() const {
+  std::ostringstream s;
+  s << file.filename().string() << ": " << format;
+  if (rank > 0) s << ", rank " << rank;
+  if (alpha) s << ", alpha " << *alpha;
+  s << "; " << matched << " of " << total << " updates matched";
+  if (!unmatched.empty()) s << " (" << unmatched.size() << " not: --verbose lists them)";
+  return s.str();
+}
+
+Resolved resolve(const fs::path& file, const layers::Model& model,
+                 const DiffusersNames& diffusers_names) {
+  const auto ck = io::Checkpoint::open(file);
+  std::map<std::string, Group> groups;
+  for (const auto& key : ck.names()) {
+    for (const auto& s : kSuffixes)
+      if (ends_with(key, s.text)) {
+        const auto stem = key.substr(0, key.size() - std::string(s.text).size());
+        auto t = ck.get(key).to(torch::kFloat32);
+        if (!torch::isfinite(t).all().item<bool>())
+          fail_file(file, "tensor '" + key + "' holds NaN or infinite values");
+        groups[stem].parts[s.part] = t;
+        break;
+      }
+  }
+  if (groups.empty())
+    fail_file(file,
+              "holds no LoRA keys (lora_down / lora_up, lora_A / lora_B, hada_, lokr_, "
+              "diff): not a LoRA file");
+  const auto lin = linears_of(model);
+  Resolved r;
+  r.report.file = file;
+  std::set<std::string> kinds;
+  for (auto& [stem, g] : groups) {
+    auto& parts = g.parts;
+    if (parts.size() == 1 && parts.count("alpha")) continue;  // an alpha without its update
+    ++r.report.total;
+    auto fail = [&](const std::string& why) { r.report.unmatched.push_back(stem + ": " + why); };
+    std::string unsupported;
+    for (const auto& [part, t] : parts)
+      if (starts_with(part, "unsupported:")) unsupported = part.substr(12);
+    if (!unsupported.empty()) {
+      fail(unsupported + " is not supported");
+      continue;
+    }
+    const auto where = target_of(stem, lin, diffusers_names);
+    if (const auto* why = std::get_if<std::string>(&where)) {
+      fail(*why);
+      continue;
+    }
+    Patch p;
+    p.stem = stem;
+    p.target = std::get<Target>(where);
+    auto* l = lin.by_name.at(p.target.module);
+    const int64_t out = l->out_features, in = l->in_features;
+    if (p.target.rows < 0) p.target.rows = out;
+    const auto alpha =
+        parts.count("alpha") ? std::optional<double>(parts["alpha"].item<double>()) : std::nullopt;
+    if (alpha) r.report.alpha = alpha;
+    if (parts.count("down") && parts.count("up")) {
+      p.kind = "lora";
+      p.down = matrix(parts["down"]);
+      p.up = matrix(parts["up"]);
+      const int64_t rank = p.down.size(0);
+      if (p.up.size(1) != rank) {
+        fail("up " + shape_str(p.up.sizes()) + " and down " + shape_str(p.down.sizes()) +
+             " do not share a rank");
+        continue;
+      }
+      p.scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
+      r.report.rank = std::max(r.report.rank, rank);
+    } else if (parts.count("hada_w1_a") && parts.count("hada_w1_b") && parts.count("hada_w2_a") &&
+               parts.count("hada_w2_b")) {
+      p.kind = "loha";
+      const int64_t rank = parts["hada_w1_b"].size(0);
+      const double scale = alpha ? *alpha / static_cast<double>(rank) : 1.0;
+      p.delta = torch::matmul(parts["hada_w1_a"], parts["hada_w1_b"]) *
+                torch::matmul(parts["hada_w2_a"], parts["hada_w2_b"]) * scale;
+      r.report.rank = std::max(r.report.rank, rank);
+    } else if ((parts.count("lokr_w1") || (parts.count("lokr_w1_a") && parts.count("lokr_w1_b"))) &&
+               (parts.count("lokr_w2") || (parts.count("lokr_w2_a") && parts.count("lokr_w2_b")))) {
+      p.kind = "lokr";
+      int64_t dim = 0;
+      auto factor = [&](const char* whole, const char* a, const char* b) {
+        if (parts.count(whole)) return parts[whole];
+        dim = parts[b].size(0);
+        return torch::matmul(parts[a], parts[b]);
+      };
+      const auto w1 = factor("lokr_w1", "lokr_w1_a", "lokr_w1_b");
+      const auto w2 = factor("lokr_w2", "lokr_w2_a", "lokr_w2_b");
+      const double scale = alpha && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
+      auto k = torch::kron(w1, w2) * scale;
+      if (k.numel() == p.target.rows * in) k = k.reshape({p.target.rows, in});
+      p.delta = k;
+      r.report.rank = std::max(r.report.rank, dim);
+    } else if (parts.count("diff") || parts.count("diff_b")) {
+      p.kind = "diff";
+      if (parts.count("diff")) p.delta = matrix(parts["diff"]);
+      if (parts.count("diff_b")) p.bias_delta = parts["diff_b"].reshape({-1});
+      if (!p.delta.defined()) p.delta = torch::zeros({p.target.rows, in});
+    } else {
+      std::string have;
+      for (const auto& [part, t] : parts) have += (have.empty() ? "" : ", ") + part;
+      fail("an incomplete update (" + have + ")");
+      continue;
+    }
+    const auto d = p.full_delta();
+    if (d.dim() != 2 || d.size(0) != p.target.rows || d.size(1) != in) {
+      fail("its update " + shape_str(d.sizes()) + " does not fit " + p.target.module + " (" +
+           std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) +
+           "): a LoRA for another model size or architecture");
+      continue;
+    }
+    if (p.bias_delta.defined() && (!l->bias.defined() || p.bias_delta.numel() != p.target.rows)) {
+      fail("a bias update for " + p.target.module + ", which has no bias of that size");
+      continue;
+    }
+    kinds.insert(p.kind);
+    r.patches.push_back(std::move(p));
+    ++r.report.matched;
+  }
+  r.report.format = naming_of(groups);
+  for (const auto& k : kinds)
+    if (k != "lora")
+      r.report.format += k == "loha" ? ", LoHa" : k == "lokr" ? ", LoKr" : ", full deltas";
+  if (r.report.matched == 0) {
+    std::string msg = "matches none of the model's modules";
+    for (std::size_t i = 0; i < r.report.unmatched.size() && i < 3; ++i)
+      msg += (i ? "; " : " (") + r.report.unmatched[i];
+    if (!r.report.unmatched.empty()) msg += r.report.unmatched.size() > 3 ? "; …)" : ")";
+    fail_file(file, msg + ": a LoRA for another model family or size");
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- applying
+
+struct Applied::Original {
+  layers::LinearImpl* lin;
+  torch::Tensor weight, bias;
+  std::optional<io::DType> fp8;
+  std::optional<float> scale;
+};
+
+Applied::~Applied() {
+  clear();
+}
+
+void Applied::clear() {
+  torch::NoGradGuard g;
+  for (const auto& o : originals_) {
+    o->lin->weight.set_data(o->weight);
+    if (o->bias.defined()) o->lin->bias.set_data(o->bias);
+    o->lin->fp8 = o->fp8;
+    o->lin->scale = o->scale;
+    o->lin->adapters.clear();
+  }
+  originals_.clear();
+  model_ = nullptr;
+}
+
+void Applied::apply(layers::Model& model,
+                    const std::vector<std::pair<const Resolved*, double>>& loras, Mode mode) {
+  clear();
+  model_ = &model;
+  torch::NoGradGuard g;
+  const auto lin = linears_of(model);
+  // The updates of each module, with their strengths.
+  std::map<std::string, std::vector<std::pair<const Patch*, double>>> by_module;
+  for (const auto& [resolved, strength] : loras)
+    for (const auto& p : resolved->patches) by_module[p.target.module].emplace_back(&p, strength);
+  for (const auto& [name, patches] : by_module) {
+    auto* l = lin.by_name.at(name);
+    auto o = std::make_shared<Original>(
+        Original{l, l->weight.data(), l->bias.defined() ? l->bias.data() : torch::Tensor(), l->fp8,
+                 l->scale});
+    originals_.push_back(o);
+    const auto device = l->weight.device();
+    if (mode == Mode::RunTime) {
+      for (const auto& [p, strength] : patches) {
+        layers::LinearAdapter a;
+        a.row0 = p->target.row0;
+        a.rows = p->target.rows;
+        if (p->kind == "lora") {
+          a.down = p->down.to(device);
+          a.up = p->up.to(device);
+          a.scale = strength * p->scale;
+        } else {
+          a.delta = p->delta.to(device);
+          a.scale = strength;
+        }
+        if (p->bias_delta.defined()) a.bias = p->bias_delta.to(device);
+        l->adapters.push_back(std::move(a));
+      }
+      continue;
+    }
+    // Merged: W + Σ strength·ΔW in float32, stored back in the weight's dtype
+    // (FP8 weights as bf16).
+    auto w = l->weight_as(torch::kFloat32).clone();
+    torch::Tensor b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
+    for (const auto& [p, strength] : patches) {
+      w.narrow(0, p->target.row0, p->target.rows).add_(p->full_delta().to(device), strength);
+      if (p->bias_delta.defined())
+        b.narrow(0, p->target.row0, p->target.rows).add_(p->bias_delta.to(device), strength);
+    }
+    const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
+    l->weight.set_data(w.to(dtype));
+    l->fp8.reset();
+    l->scale.reset();
+    if (b.defined()) l->bias.set_data(b.to(o->bias.scalar_type()));
+  }
+}
+
+}  // namespace kinora::lora

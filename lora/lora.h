@@ -1,0 +1,97 @@
+#pragma once
+// LoRA and its relatives on a loaded model's Linear layers: the file formats
+// people share (original-key, kohya / musubi-tuner, diffusers / PEFT, full
+// deltas, LyCORIS LoHa and LoKr), detected from the keys and resolved against
+// the model's real module names; stacked with strengths; merged into copies of
+// only the weights they touch (the originals kept, so removing every LoRA
+// restores them bit for bit) or applied at run time (the low-rank product added
+// in the forward, weights untouched). Facts: the Wan spec §5, the FLUX spec §6.
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "layers/model.h"
+
+namespace kinora::lora {
+
+// Where a LoRA key's update lands: a Linear module of the model (its name as
+// the model registers it), and the rows of its weight (a slice of a fused
+// q/k/v, or all of them).
+struct Target {
+  std::string module;
+  int64_t row0 = 0, rows = -1;  // rows −1: every row
+};
+
+// How a family names its modules in other layouts: a key stem (no
+// ".weight") in diffusers' naming → the model's module (or a row slice of a
+// fused one); nullopt when the name is not the family's.
+using DiffusersNames = std::function<std::optional<Target>(const std::string& stem)>;
+
+// One module's update from one file.
+struct Patch {
+  std::string stem;  // the key's stem in the file
+  std::string kind;  // "lora", "loha", "lokr", "diff"
+  Target target;
+  // lora: ΔW = scale·up·down; scale = alpha / rank (1 without alpha).
+  torch::Tensor down, up;
+  double scale = 1;
+  // loha, lokr, diff: the full ΔW (alpha / rank folded in), float32.
+  torch::Tensor delta;
+  torch::Tensor bias_delta;  // diff_b, or undefined
+  // The update [rows, in] in float32, without the strength.
+  torch::Tensor full_delta() const;
+};
+
+struct Report {
+  std::filesystem::path file;
+  std::string format;  // "original", "kohya", "diffusers", "lycoris", …
+  int64_t rank = 0;    // the largest rank among its low-rank updates
+  std::optional<double> alpha;
+  int matched = 0, total = 0;          // updates (modules) matched / in the file
+  std::vector<std::string> unmatched;  // "STEM: why"
+  std::string line() const;            // one line for the CLI
+};
+
+struct Resolved {
+  std::vector<Patch> patches;
+  Report report;
+};
+
+// Reads a LoRA file and resolves its updates against `model`'s Linear modules.
+// Throws kinora::Error naming the file for a file that is no LoRA (no LoRA
+// keys), holds NaN or infinite values, or matches none of the model's modules
+// (a LoRA for another family or size: the report's reasons in the message).
+Resolved resolve(const std::filesystem::path& file, const layers::Model& model,
+                 const DiffusersNames& diffusers_names = {});
+
+// The LoRAs applied to one model, and how. Merged: each touched weight
+// replaced by a copy W + Σ strength·ΔW (in the weight's stored dtype; FP8
+// weights become bf16); run time: each Linear adds Σ strength·scale·up(down(x)).
+// Reapplying with other strengths re-merges only the touched weights; clear()
+// (or a destructor) puts the original tensors back.
+enum class Mode { Merged, RunTime };
+
+class Applied {
+ public:
+  Applied() = default;
+  ~Applied();
+  Applied(const Applied&) = delete;
+  Applied& operator=(const Applied&) = delete;
+
+  void apply(layers::Model& model, const std::vector<std::pair<const Resolved*, double>>& loras,
+             Mode mode);
+  void clear();
+
+ private:
+  struct Original;
+  layers::Model* model_ = nullptr;
+  std::vector<std::shared_ptr<Original>> originals_;
+};
+
+}  // namespace kinora::lora

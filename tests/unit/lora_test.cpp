@@ -1,0 +1,285 @@
+// LoRA: every file format built here from known low-rank deltas on the fixture
+// models, merged and at run time, stacked, removed, and refused when it does
+// not fit; and through the CLI.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "diffusion/flux_dit.h"
+#include "diffusion/wan_dit.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "layers/linear.h"
+#include "lora/lora.h"
+#include "pipeline/family.h"
+#include "test_util.h"
+
+using kinora::test::error_of;
+using kinora::test::fixture;
+using kinora::test::sh;
+using kinora::test::TempDir;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+using namespace kinora;
+
+namespace {
+
+using Tensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+torch::Tensor weight_of(layers::Model& m, const std::string& module) {
+  for (const auto& item : m.module().named_modules("", false))
+    if (item.key() == module)
+      return item.value()->as<layers::LinearImpl>()->weight_as(torch::kFloat32).clone();
+  ADD_FAILURE() << "no module " << module;
+  return {};
+}
+
+lora::DiffusersNames names_of(const std::string& family, const pipeline::LoadedModels& m) {
+  return pipeline::family_named(family).lora_names(m);
+}
+
+// A known update: ΔW = (alpha / rank)·up·down on one module of the Wan tiny DiT.
+struct Known {
+  torch::Tensor down, up;
+  double alpha = 4;
+  torch::Tensor delta() const { return torch::matmul(up, down) * (alpha / down.size(0)); }
+};
+
+Known known_for(int64_t out, int64_t in, int64_t rank = 2, uint64_t seed = 1) {
+  torch::manual_seed(seed);
+  return {torch::randn({rank, in}) * 0.1, torch::randn({out, rank}) * 0.1, 4};
+}
+
+}  // namespace
+
+class WanLora : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model = std::make_unique<diffusion::WanModel>(
+        diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors")));
+    models.denoiser = std::shared_ptr<diffusion::Denoiser>(model.get(), [](auto*) {});
+    q = weight_of(*model, "blocks.0.self_attn.q");
+    k = known_for(q.size(0), q.size(1));
+  }
+  lora::Resolved resolve(const fs::path& f) {
+    return lora::resolve(f, *model, names_of("wan", models));
+  }
+  torch::Tensor forward() {
+    torch::manual_seed(9);
+    const auto x = torch::randn({1, 16, 2, 4, 6});
+    const auto ctx = torch::randn({1, 5, 64});
+    return model->forward(x, torch::tensor({600.0}), ctx);
+  }
+  TempDir dir;
+  std::unique_ptr<diffusion::WanModel> model;
+  pipeline::LoadedModels models;
+  torch::Tensor q;
+  Known k;
+};
+
+TEST_F(WanLora, EveryFormatOfOneDeltaMergesToTheSameWeights) {
+  const std::string o = "blocks.0.self_attn.q";
+  const auto alpha = torch::tensor(k.alpha);
+  const std::vector<std::pair<std::string, Tensors>> files = {
+      {"original",
+       {{"diffusion_model." + o + ".lora_down.weight", k.down},
+        {"diffusion_model." + o + ".lora_up.weight", k.up},
+        {"diffusion_model." + o + ".alpha", alpha}}},
+      {"original-AB",
+       {{o + ".lora_A.weight", k.down}, {o + ".lora_B.weight", k.up}, {o + ".alpha", alpha}}},
+      {"kohya",
+       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", k.down},
+        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", k.up},
+        {"lora_unet_blocks_0_self_attn_q.alpha", alpha}}},
+      {"diffusers",
+       {{"transformer.blocks.0.attn1.to_q.lora_A.weight", k.down},
+        {"transformer.blocks.0.attn1.to_q.lora_B.weight", k.up},
+        {"transformer.blocks.0.attn1.to_q.alpha", alpha}}},
+      {"diff", {{"diffusion_model." + o + ".diff", k.delta()}}},
+  };
+  const double s = 0.7;
+  const auto expected = q + s * k.delta();
+  for (const auto& [name, tensors] : files) {
+    const auto path = dir / (name + ".safetensors");
+    io::save_safetensors(path, tensors);
+    const auto r = resolve(path);
+    EXPECT_EQ(r.report.matched, 1) << name;
+    lora::Applied a;
+    a.apply(*model, {{&r, s}}, lora::Mode::Merged);
+    EXPECT_TRUE(torch::allclose(weight_of(*model, o), expected, 1e-6, 1e-7)) << name;
+    a.clear();
+    EXPECT_TRUE(torch::equal(weight_of(*model, o), q)) << name << ": not restored bit for bit";
+  }
+}
+
+TEST_F(WanLora, LoHaAndLoKrGiveTheirDeltas) {
+  const std::string o = "lycoris_blocks_0_self_attn_q";
+  const int64_t out = q.size(0), in = q.size(1);
+  torch::manual_seed(3);
+  const auto w1a = torch::randn({out, 2}) * 0.1, w1b = torch::randn({2, in}) * 0.1;
+  const auto w2a = torch::randn({out, 2}) * 0.1, w2b = torch::randn({2, in}) * 0.1;
+  io::save_safetensors(dir / "loha.safetensors", {{o + ".hada_w1_a", w1a},
+                                                  {o + ".hada_w1_b", w1b},
+                                                  {o + ".hada_w2_a", w2a},
+                                                  {o + ".hada_w2_b", w2b},
+                                                  {o + ".alpha", torch::tensor(1.0)}});
+  const auto loha = torch::matmul(w1a, w1b) * torch::matmul(w2a, w2b) * 0.5;
+  // LoKr: kron(w1 [4, 4] full, w2 = w2a·w2b [out/4, in/4] decomposed, dim 2).
+  const auto k1 = torch::randn({4, 4}) * 0.1;
+  const auto k2a = torch::randn({out / 4, 2}) * 0.1, k2b = torch::randn({2, in / 4}) * 0.1;
+  io::save_safetensors(dir / "lokr.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lokr_w1", k1},
+                        {"lora_unet_blocks_0_self_attn_q.lokr_w2_a", k2a},
+                        {"lora_unet_blocks_0_self_attn_q.lokr_w2_b", k2b},
+                        {"lora_unet_blocks_0_self_attn_q.alpha", torch::tensor(3.0)}});
+  const auto lokr = torch::kron(k1, torch::matmul(k2a, k2b)) * 1.5;
+  for (const auto& [file, delta] : {std::pair<const char*, torch::Tensor>{"loha.safetensors", loha},
+                                    {"lokr.safetensors", lokr}}) {
+    const auto r = resolve(dir / file);
+    lora::Applied a;
+    a.apply(*model, {{&r, 1.0}}, lora::Mode::Merged);
+    EXPECT_TRUE(torch::allclose(weight_of(*model, "blocks.0.self_attn.q"), q + delta, 1e-6, 1e-7))
+        << file;
+  }
+}
+
+TEST_F(WanLora, RunTimeEqualsMergedAndStacksWithStrengths) {
+  const auto base = forward();
+  io::save_safetensors(dir / "a.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.alpha", torch::tensor(k.alpha)}});
+  const auto f = weight_of(*model, "blocks.1.ffn.0");
+  const auto k2 = known_for(f.size(0), f.size(1), 3, 2);
+  io::save_safetensors(dir / "b.safetensors",
+                       {{"lora_unet_blocks_1_ffn_0.lora_down.weight", k2.down},
+                        {"lora_unet_blocks_1_ffn_0.lora_up.weight", k2.up}});
+  const auto a = resolve(dir / "a.safetensors"), b = resolve(dir / "b.safetensors");
+  EXPECT_EQ(b.report.format, "kohya");
+  EXPECT_EQ(b.report.rank, 3);
+  lora::Applied applied;
+  applied.apply(*model, {{&a, 0.8}, {&b, -0.5}}, lora::Mode::Merged);
+  const auto merged = forward();
+  applied.apply(*model, {{&a, 0.8}, {&b, -0.5}}, lora::Mode::RunTime);
+  const auto run_time = forward();
+  EXPECT_LT((merged - run_time).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((merged - base).abs().max().item<double>(), 1e-4);  // it does something
+  applied.clear();
+  EXPECT_TRUE(torch::equal(forward(), base));
+}
+
+TEST_F(WanLora, BadFilesAreRefusedByName) {
+  // No LoRA keys at all.
+  io::save_safetensors(dir / "none.safetensors", {{"something.weight", torch::zeros({2, 2})}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "none.safetensors"); }), HasSubstr("no LoRA keys"));
+  // A FLUX LoRA on Wan: matches nothing.
+  io::save_safetensors(dir / "flux.safetensors",
+                       {{"double_blocks.0.img_attn.qkv.lora_A.weight", torch::zeros({2, 96})},
+                        {"double_blocks.0.img_attn.qkv.lora_B.weight", torch::zeros({288, 2})}});
+  const auto msg = error_of([&] { resolve(dir / "flux.safetensors"); });
+  EXPECT_THAT(msg, HasSubstr("flux.safetensors"));
+  EXPECT_THAT(msg, HasSubstr("another model family or size"));
+  // Another size: the shapes do not fit.
+  io::save_safetensors(dir / "big.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", torch::zeros({2, 5120})},
+                        {"blocks.0.self_attn.q.lora_up.weight", torch::zeros({5120, 2})}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "big.safetensors"); }), HasSubstr("does not fit"));
+  // NaN.
+  auto nan = k.down.clone();
+  nan[0][0] = std::numeric_limits<float>::quiet_NaN();
+  io::save_safetensors(dir / "nan.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", nan},
+                                                 {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "nan.safetensors"); }), HasSubstr("NaN"));
+  // Partly matching: reported, not refused.
+  io::save_safetensors(dir / "part.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.nonsense.lora_down.weight", k.down},
+                        {"blocks.0.nonsense.lora_up.weight", k.up},
+                        {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", k.down},
+                        {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", k.up}});
+  const auto r = resolve(dir / "part.safetensors");
+  EXPECT_EQ(r.report.matched, 1);
+  EXPECT_EQ(r.report.total, 3);
+  ASSERT_EQ(r.report.unmatched.size(), 2u);
+  EXPECT_THAT(r.report.line(), HasSubstr("1 of 3"));
+}
+
+// FLUX: diffusers' separate q/k/v onto row slices of the fused qkv and of a
+// single block's linear1.
+TEST(FluxLora, SplitQkvLandsOnTheFusedRows) {
+  TempDir dir;
+  auto m = diffusion::FluxModel::load(fixture("flux1_dev_tiny.safetensors"));
+  pipeline::LoadedModels models;
+  models.denoiser = std::shared_ptr<diffusion::Denoiser>(&m, [](auto*) {});
+  const int64_t h = m.config().hidden_size;
+  const auto qkv = weight_of(m, "double_blocks.0.img_attn.qkv");
+  const auto lin1 = weight_of(m, "single_blocks.1.linear1");
+  const auto kk = known_for(h, h, 2, 5);
+  const auto kmlp = known_for(m.config().mlp_hidden, h, 2, 6);
+  io::save_safetensors(
+      dir / "split.safetensors",
+      {{"transformer.transformer_blocks.0.attn.to_k.lora_A.weight", kk.down},
+       {"transformer.transformer_blocks.0.attn.to_k.lora_B.weight", kk.up},
+       {"transformer.transformer_blocks.0.attn.to_k.alpha", torch::tensor(kk.alpha)},
+       {"transformer.single_transformer_blocks.1.proj_mlp.lora_A.weight", kmlp.down},
+       {"transformer.single_transformer_blocks.1.proj_mlp.lora_B.weight", kmlp.up},
+       {"transformer.single_transformer_blocks.1.proj_mlp.alpha", torch::tensor(kmlp.alpha)}});
+  const auto r = lora::resolve(dir / "split.safetensors", m, names_of("flux", models));
+  EXPECT_EQ(r.report.matched, 2);
+  lora::Applied a;
+  a.apply(m, {{&r, 1.0}}, lora::Mode::Merged);
+  auto want = qkv.clone();
+  want.narrow(0, h, h) += kk.delta();
+  EXPECT_TRUE(torch::allclose(weight_of(m, "double_blocks.0.img_attn.qkv"), want, 1e-6, 1e-7));
+  auto want1 = lin1.clone();
+  want1.narrow(0, 3 * h, m.config().mlp_hidden) += kmlp.delta();
+  EXPECT_TRUE(torch::allclose(weight_of(m, "single_blocks.1.linear1"), want1, 1e-6, 1e-7));
+}
+
+// Through the CLI on the fixture chain: strength 0 changes nothing, another
+// strength changes the video, and the output records the LoRA.
+TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto w = weight_of(m, "blocks.0.self_attn.q");
+  const auto k = known_for(w.size(0), w.size(1));
+  fs::create_directories(dir / "models" / "loras");
+  io::save_safetensors(dir / "models" / "loras" / "style.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", k.down * 30},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", k.up * 30}});
+  const std::string base =
+      std::string(KINORA_BIN_DIR) + "/kinora generate -p 'a fox' --seed 2" + " --model " +
+      fixture("wan21_dit_tiny.safetensors") + " --vae " + fixture("wan21_vae_tiny.safetensors") +
+      " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " +
+      fixture("spm_tiny.model") + " --width 64 --height 48 --frames 5 --steps 2 --precision fp32" +
+      " --models-dir " + (dir / "models").string() + " --format png-seq";
+  auto run = [&](const std::string& extra, const std::string& out) {
+    const auto r = sh(base + extra + " --out " + (dir / out).string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    return r;
+  };
+  run("", "plain");
+  run(" --lora style:0", "zero");
+  const auto with = run(" --lora style:1.5", "styled");
+  EXPECT_THAT(with.out, HasSubstr("1 of 1 updates matched"));
+  auto frame = [&](const std::string& out) {
+    return sh("ffmpeg -v error -i '" + (dir / out / "frame_00001.png").string() +
+              "' -f rawvideo -pix_fmt rgb24 - | md5sum")
+        .out;  // pixels: the embedded parameters differ
+  };
+  EXPECT_EQ(frame("plain"), frame("zero"));
+  EXPECT_NE(frame("plain"), frame("styled"));
+  const auto j = nlohmann::json::parse(std::ifstream(dir / "styled" / "kinora.json"));
+  ASSERT_EQ(j["loras"].size(), 1u);
+  EXPECT_EQ(j["loras"][0]["file"], "style.safetensors");
+  EXPECT_EQ(j["loras"][0]["strength"], 1.5);
+  EXPECT_TRUE(j["loras"][0].contains("sha256_first_last_mib"));
+  // A LoRA that is not there is named with where it was looked for.
+  const auto missing = sh(base + " --lora nothere --out " + (dir / "x").string());
+  EXPECT_NE(missing.code, 0);
+  EXPECT_THAT(missing.out, HasSubstr("nothere"));
+  EXPECT_FALSE(fs::exists(dir / "x"));
+}
