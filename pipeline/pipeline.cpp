@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
+#include <regex>
 
 #include "base/device.h"
 #include "base/json.h"
@@ -49,6 +51,7 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
 // given the files (names, never this machine's paths), each file's name and
 // fingerprint, the versions.
 nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
+                            const std::vector<LoraRef>& applied,
                             const std::vector<fs::path>& lora_files) {
   nlohmann::json j = p.to_json();
   for (const char* key :
@@ -65,9 +68,9 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
                          {"sha256_first_last_mib", file_fingerprint(path)}};
   }
   nlohmann::json loras = nlohmann::json::array();
-  for (std::size_t i = 0; i < p.loras.size(); ++i) {
-    const fs::path file = i < lora_files.size() ? lora_files[i] : fs::path(p.loras[i].path);
-    nlohmann::json l = {{"file", file.filename().string()}, {"strength", p.loras[i].strength}};
+  for (std::size_t i = 0; i < applied.size(); ++i) {
+    const fs::path file = i < lora_files.size() ? lora_files[i] : fs::path(applied[i].path);
+    nlohmann::json l = {{"file", file.filename().string()}, {"strength", applied[i].strength}};
     if (i < lora_files.size()) l["sha256_first_last_mib"] = file_fingerprint(lora_files[i]);
     loras.push_back(l);
   }
@@ -244,6 +247,50 @@ struct Pipeline::Cache {
   }
 };
 
+PromptLoras prompt_loras(const std::string& prompt) {
+  static const std::regex tag(R"(<lora:([^:<>]+)(?::([^<>]*))?>)");
+  PromptLoras out;
+  std::string::const_iterator from = prompt.begin();
+  for (std::sregex_iterator it(prompt.begin(), prompt.end(), tag), end; it != end; ++it) {
+    const auto& m = *it;
+    out.text.append(from, m[0].first);
+    from = m[0].second;
+    double strength = 1;
+    if (m[2].matched) {
+      const std::string s = m[2].str();
+      char* stop = nullptr;
+      strength = std::strtod(s.c_str(), &stop);
+      if (s.empty() || *stop != '\0' || !std::isfinite(strength))
+        throw Error("prompt: " + m[0].str() + ": the strength must be a number");
+    }
+    out.loras.push_back({m[1].str(), strength});
+  }
+  out.text.append(from, prompt.end());
+  // The tags' places: no doubled spaces left behind.
+  static const std::regex spaces(R"(  +)");
+  out.text = std::regex_replace(out.text, spaces, " ");
+  while (!out.text.empty() && out.text.back() == ' ') out.text.pop_back();
+  while (!out.text.empty() && out.text.front() == ' ') out.text.erase(0, 1);
+  return out;
+}
+
+fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
+  if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos || name == ".." ||
+      name == "." || name.empty())
+    throw Error("prompt: <lora:" + name +
+                ">: a LoRA named in a prompt is a file in loras/, "
+                "not a path");
+  const auto md = models_dir_path(p);
+  if (md.empty())
+    throw Error("prompt: <lora:" + name +
+                ">: give models_dir (--models-dir): LoRAs named in a "
+                "prompt are looked up in its loras/");
+  std::error_code ec;
+  for (const fs::path& c : {md / "loras" / name, md / "loras" / (name + ".safetensors")})
+    if (fs::is_regular_file(c, ec)) return c;
+  throw Error("prompt: <lora:" + name + ">: not found in " + (md / "loras").string());
+}
+
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const std::string source = p.source.empty() ? std::string("preset") : p.source;
   std::error_code ec;
@@ -291,8 +338,15 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   const Family& family = family_for(p);
   p.family = family.name();
   for (const auto& m : family.snap(p)) say(m);
+  // The preset's LoRAs, then those its prompt names (the tags are not text).
+  const auto tags = prompt_loras(p.prompt);
+  std::vector<LoraRef> loras = p.loras;
   std::vector<fs::path> lora_files;
   for (const auto& l : p.loras) lora_files.push_back(resolve_lora_file(p, l.path));
+  for (const auto& l : tags.loras) {
+    loras.push_back(l);
+    lora_files.push_back(resolve_lora_tag(p, l.path));
+  }
   const auto files = resolve_models(p, family);
   const auto device = resolve_device(p.device);
   const auto precision = layers::resolve_precision(p.precision, device);
@@ -324,7 +378,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   {
     std::string lkey;
     for (std::size_t i = 0; i < lora_files.size(); ++i)
-      lkey += lora_files[i].string() + "=" + nlohmann::json(p.loras[i].strength).dump() + "|";
+      lkey += lora_files[i].string() + "=" + nlohmann::json(loras[i].strength).dump() + "|";
     if (lkey != cache_->lora_key) {
       cache_->applied.clear();
       cache_->applied2.clear();
@@ -346,7 +400,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
         auto* model = resolve_all(d, resolved);
         std::vector<std::pair<const lora::Resolved*, double>> list;
         for (std::size_t i = 0; i < resolved.size(); ++i)
-          list.emplace_back(&resolved[i], p.loras[i].strength);
+          list.emplace_back(&resolved[i], loras[i].strength);
         applied.apply(*model, list, lora::Mode::Merged);
       };
       if (!lora_files.empty()) {
@@ -363,7 +417,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   // Text.
   t0 = Clock::now();
   const auto strategy = family.guidance(p);
-  auto cond = models.conditioner->encode(p.prompt, say).to(device);
+  auto cond = models.conditioner->encode(tags.text, say).to(device);
   layers::Conditioning uncond;
   const bool cfg = strategy == GuidanceStrategy::ClassifierFree && p.guidance != 1.0;
   if (cfg)
@@ -457,7 +511,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                     .clamp(0, 255)
                     .to(torch::kCPU, torch::kUInt8);
     ri.timings.decode_s = since(t0);
-    ri.metadata = metadata_for(ri.preset, files, lora_files);
+    ri.metadata = metadata_for(ri.preset, files, loras, lora_files);
     results.push_back(std::move(ri));
   }
   return results;

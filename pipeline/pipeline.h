@@ -93,6 +93,17 @@ std::filesystem::path resolve_dit_file(const Preset& p);
 // naming every place it looked.
 std::filesystem::path resolve_lora_file(const Preset& p, const std::string& entry);
 
+// A prompt's `<lora:NAME>` / `<lora:NAME:STRENGTH>` tags (as A1111 writes
+// them): the text without them, and the LoRAs they name.
+struct PromptLoras {
+  std::string text;
+  std::vector<LoraRef> loras;
+};
+PromptLoras prompt_loras(const std::string& prompt);
+// A LoRA named in a prompt: a file in models_dir's loras/ (with or without
+// .safetensors), never a path outside it. Throws kinora::Error.
+std::filesystem::path resolve_lora_tag(const Preset& p, const std::string& name);
+
 // The preset's models_dir as a path (relative to its folder), or empty.
 std::filesystem::path models_dir_path(const Preset& p);
 // One of them: the entry of preset key `key` ("model", "vae" …).

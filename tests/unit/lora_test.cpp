@@ -14,6 +14,7 @@
 #include "layers/linear.h"
 #include "lora/lora.h"
 #include "pipeline/family.h"
+#include "pipeline/pipeline.h"
 #include "test_util.h"
 
 using kinora::test::error_of;
@@ -207,6 +208,18 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
   EXPECT_THAT(r.report.line(), HasSubstr("1 of 3"));
 }
 
+TEST(PromptLoras, TagsAreTakenOutOfTheText) {
+  const auto t = pipeline::prompt_loras("a fox <lora:ink:0.6> in snow <lora:grain>");
+  EXPECT_EQ(t.text, "a fox in snow");
+  ASSERT_EQ(t.loras.size(), 2u);
+  EXPECT_EQ(t.loras[0].path, "ink");
+  EXPECT_EQ(t.loras[0].strength, 0.6);
+  EXPECT_EQ(t.loras[1].path, "grain");
+  EXPECT_EQ(t.loras[1].strength, 1.0);
+  EXPECT_THAT(error_of([] { pipeline::prompt_loras("x <lora:a:lots>"); }), HasSubstr("number"));
+  EXPECT_EQ(pipeline::prompt_loras("no tags here").text, "no tags here");
+}
+
 // FLUX: diffusers' separate q/k/v onto row slices of the fused qkv and of a
 // single block's linear1.
 TEST(FluxLora, SplitQkvLandsOnTheFusedRows) {
@@ -277,6 +290,20 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_EQ(j["loras"][0]["file"], "style.safetensors");
   EXPECT_EQ(j["loras"][0]["strength"], 1.5);
   EXPECT_TRUE(j["loras"][0].contains("sha256_first_last_mib"));
+  // The same LoRA named in the prompt: same pixels, and not part of the text.
+  auto prompted = [&](const std::string& prompt) {
+    auto b = base;
+    return b.replace(b.find("-p 'a fox'"), 10, "-p '" + prompt + "'");
+  };
+  const auto tagged =
+      sh(prompted("a fox <lora:style:1.5>") + " --out " + (dir / "tagged").string());
+  EXPECT_EQ(tagged.code, 0) << tagged.out;
+  EXPECT_EQ(frame("tagged"), frame("styled"));
+  // A prompt's LoRA is a name in loras/, never a path.
+  const auto escape = sh(prompted("a fox <lora:../../x>") + " --out " + (dir / "e").string());
+  EXPECT_NE(escape.code, 0);
+  EXPECT_THAT(escape.out, HasSubstr("not a path"));
+  EXPECT_FALSE(fs::exists(dir / "e"));
   // A LoRA that is not there is named with where it was looked for.
   const auto missing = sh(base + " --lora nothere --out " + (dir / "x").string());
   EXPECT_NE(missing.code, 0);
