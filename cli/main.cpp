@@ -9,6 +9,7 @@
 #include "base/runtime.h"
 #include "cli/convert.h"
 #include "cli/info.h"
+#include "cli/lora_command.h"
 #include "cli/merge.h"
 #include "cli/render_commands.h"
 #include "cli/train_command.h"
@@ -109,6 +110,7 @@ int main(int argc, char** argv) {
 
   const auto run_render = kinora::cli::add_render_commands(app);
   const auto run_train = kinora::cli::add_train_command(app);
+  const auto run_lora = kinora::cli::add_lora_command(app);
   if (!check_subcommand(app, argc, argv)) return 2;
   if (argc == 2 && std::string(argv[1]) == "help") {
     std::cout << app.help();
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
   }
   kinora::configure_threads();
   if (const int rc = run_train(); rc >= 0) return rc;
+  if (const int rc = run_lora(); rc >= 0) return rc;
   if (const int rc = run_render(); rc >= 0) return rc;
 
   int status = 0;

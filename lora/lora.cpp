@@ -150,8 +150,9 @@ std::string Report::line() const {
   return s.str();
 }
 
-Resolved resolve(const fs::path& file, const layers::Model& model,
-                 const DiffusersNames& diffusers_names) {
+namespace {
+// The file's updates grouped by key stem, each part in float32.
+std::map<std::string, Group> read_groups(const fs::path& file) {
   const auto ck = io::Checkpoint::open(file);
   std::map<std::string, Group> groups;
   for (const auto& key : ck.names()) {
@@ -169,6 +170,34 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
     fail_file(file,
               "holds no LoRA keys (lora_down / lora_up, lora_A / lora_B, hada_, lokr_, "
               "diff): not a LoRA file");
+  return groups;
+}
+}  // namespace
+
+Report describe(const fs::path& file) {
+  auto groups = read_groups(file);
+  Report r;
+  r.file = file;
+  r.format = naming_of(groups);
+  for (auto& [stem, g] : groups) {
+    auto& parts = g.parts;
+    if (parts.size() == 1 && parts.count("alpha")) continue;
+    ++r.total;
+    const std::string kind = parts.count("down")                                    ? "lora"
+                             : parts.count("hada_w1_a")                             ? "loha"
+                             : (parts.count("lokr_w1") || parts.count("lokr_w1_a")) ? "lokr"
+                             : (parts.count("diff") || parts.count("diff_b"))       ? "diff"
+                                                                                    : "other";
+    if (parts.count("down")) r.rank = std::max(r.rank, parts["down"].size(0));
+    if (parts.count("alpha")) r.alpha = parts["alpha"].item<double>();
+    r.unmatched.push_back(stem + ": " + kind);
+  }
+  return r;
+}
+
+Resolved resolve(const fs::path& file, const layers::Model& model,
+                 const DiffusersNames& diffusers_names) {
+  auto groups = read_groups(file);
   const auto lin = linears_of(model);
   Resolved r;
   r.report.file = file;

@@ -63,6 +63,11 @@ struct Resolved {
   Report report;
 };
 
+// What a LoRA file holds, without a model: format, rank, alpha, its updates
+// (total) and their names (unmatched lists them as "STEM: KIND"). Throws like
+// resolve() for a file that is no LoRA or holds NaN.
+Report describe(const std::filesystem::path& file);
+
 // Reads a LoRA file and resolves its updates against `model`'s Linear modules.
 // Throws kinora::Error naming the file for a file that is no LoRA (no LoRA
 // keys), holds NaN or infinite values, or matches none of the model's modules

@@ -304,6 +304,36 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_NE(escape.code, 0);
   EXPECT_THAT(escape.out, HasSubstr("not a path"));
   EXPECT_FALSE(fs::exists(dir / "e"));
+  // `lora merge`: the exact weights, recorded, and the same pixels as the
+  // LoRA at run time of the render.
+  const auto merged = dir / "merged.safetensors";
+  const auto mr = sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " +
+                     fixture("wan21_dit_tiny.safetensors") + " --lora " +
+                     (dir / "models" / "loras" / "style.safetensors").string() + ":1.5 --out " +
+                     merged.string());
+  ASSERT_EQ(mr.code, 0) << mr.out;
+  const auto mck = io::Checkpoint::open(merged);
+  const auto orig = io::Checkpoint::open(fixture("wan21_dit_tiny.safetensors"));
+  EXPECT_TRUE(torch::allclose(mck.get("blocks.0.self_attn.q.weight"),
+                              w + 1.5 * torch::matmul(k.up * 30, k.down * 30), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::equal(mck.get("blocks.1.ffn.0.weight"), orig.get("blocks.1.ffn.0.weight")));
+  EXPECT_EQ(mck.names(), orig.names());
+  ASSERT_TRUE(mck.metadata().count("kinora.lora_merge"));
+  EXPECT_THAT(mck.metadata().at("kinora.lora_merge"), HasSubstr("style.safetensors"));
+  auto from_merged = base;
+  from_merged.replace(from_merged.find(fixture("wan21_dit_tiny.safetensors")),
+                      fixture("wan21_dit_tiny.safetensors").size(), merged.string());
+  const auto fm = sh(from_merged + " --out " + (dir / "frommerged").string());
+  ASSERT_EQ(fm.code, 0) << fm.out;
+  EXPECT_EQ(frame("frommerged"), frame("styled"));
+  // inspect, with and without the model.
+  const auto ins = sh(std::string(KINORA_BIN_DIR) + "/kinora lora inspect " +
+                      (dir / "models" / "loras" / "style.safetensors").string());
+  EXPECT_THAT(ins.out, HasSubstr("kohya, 1 updates, rank 2"));
+  const auto insm = sh(std::string(KINORA_BIN_DIR) + "/kinora lora inspect -v " +
+                       (dir / "models" / "loras" / "style.safetensors").string() + " --model " +
+                       fixture("wan21_dit_tiny.safetensors"));
+  EXPECT_THAT(insm.out, HasSubstr("→ blocks.0.self_attn.q"));
   // A LoRA that is not there is named with where it was looked for.
   const auto missing = sh(base + " --lora nothere --out " + (dir / "x").string());
   EXPECT_NE(missing.code, 0);

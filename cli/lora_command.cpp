@@ -1,0 +1,188 @@
+#include "cli/lora_command.h"
+
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <memory>
+
+#include "base/error.h"
+#include "base/sha256.h"
+#include "cli/convert.h"
+#include "diffusion/flux_dit.h"
+#include "diffusion/wan_dit.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
+#include "io/safetensors.h"
+#include "layers/linear.h"
+#include "lora/lora.h"
+#include "pipeline/family.h"
+
+namespace kinora::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct LoraArgs {
+  std::vector<std::string> files;  // inspect: one; merge: FILE[:STRENGTH] each
+  std::string model, out;
+  bool verbose = false, overwrite = false;
+};
+
+// A DiT file loaded alone, with its family's LoRA names.
+struct LoadedDit {
+  std::shared_ptr<layers::Model> model;
+  pipeline::LoadedModels models;
+  lora::DiffusersNames names;
+  io::Detection detection;
+};
+
+LoadedDit load_dit(const fs::path& path) {
+  LoadedDit d;
+  d.detection = io::detect_layout(io::Checkpoint::open(path).shapes());
+  if (d.detection.family == io::Family::WanDiT) {
+    auto m = std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path));
+    d.models.denoiser = m;
+    d.model = m;
+    d.names = pipeline::family_named("wan").lora_names(d.models);
+  } else if (d.detection.family == io::Family::FluxDiT) {
+    auto m = std::make_shared<diffusion::FluxModel>(diffusion::FluxModel::load(path));
+    d.models.denoiser = m;
+    d.model = m;
+    d.names = pipeline::family_named("flux").lora_names(d.models);
+  } else {
+    throw Error(path.string() + ": not a Wan or FLUX DiT (recognised as " +
+                io::family_name(d.detection.family) + ")");
+  }
+  return d;
+}
+
+std::pair<std::string, double> file_and_strength(const std::string& arg) {
+  const auto colon = arg.rfind(':');
+  if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size()) {
+    char* end = nullptr;
+    const std::string tail = arg.substr(colon + 1);
+    const double s = std::strtod(tail.c_str(), &end);
+    if (end && *end == '\0' && std::isfinite(s)) return {arg.substr(0, colon), s};
+  }
+  return {arg, 1.0};
+}
+
+int inspect(const LoraArgs& a) {
+  const fs::path file = a.files.at(0);
+  if (a.model.empty()) {
+    const auto r = lora::describe(file);
+    std::cout << file.filename().string() << ": " << r.format << ", " << r.total << " updates";
+    if (r.rank > 0) std::cout << ", rank " << r.rank;
+    if (r.alpha) std::cout << ", alpha " << *r.alpha;
+    std::cout << "\n";
+    if (a.verbose)
+      for (const auto& u : r.unmatched) std::cout << "  " << u << "\n";
+    return 0;
+  }
+  const auto dit = load_dit(a.model);
+  const auto r = lora::resolve(file, *dit.model, dit.names);
+  std::cout << r.report.line() << "\n";
+  if (a.verbose) {
+    for (const auto& p : r.patches)
+      std::cout << "  " << p.stem << " → " << p.target.module << " rows " << p.target.row0 << "–"
+                << p.target.row0 + p.target.rows << " (" << p.kind << ")\n";
+    for (const auto& u : r.report.unmatched) std::cout << "  not matched: " << u << "\n";
+  }
+  return 0;
+}
+
+int merge(const LoraArgs& a) {
+  if (a.model.empty() || a.out.empty() || a.files.empty())
+    throw Error("lora merge: give --model, at least one --lora and --out");
+  std::vector<std::pair<fs::path, double>> loras;
+  for (const auto& f : a.files) {
+    const auto [file, strength] = file_and_strength(f);
+    loras.emplace_back(file, strength);
+  }
+  std::vector<fs::path> inputs = {a.model};
+  for (const auto& l : loras) inputs.push_back(l.first);
+  check_checkpoint_output(a.out, inputs, a.overwrite);
+  auto dit = load_dit(a.model);
+  if (dit.detection.layout == io::Layout::Diffusers)
+    throw Error(a.model +
+                ": a diffusers-layout model; lora merge writes the original (or "
+                "ComfyUI) layout it reads, so give the model in that layout");
+  const auto ck = io::Checkpoint::open(a.model);
+  for (const auto& name : ck.names())
+    if (io::is_fp8(ck.info(name).dtype))
+      throw Error(a.model +
+                  ": an FP8 checkpoint; lora merge writes float weights, so merge into "
+                  "its bf16 or fp16 release instead");
+  std::vector<lora::Resolved> resolved;
+  for (const auto& [file, strength] : loras) {
+    resolved.push_back(lora::resolve(file, *dit.model, dit.names));
+    std::cerr << "kinora: " << resolved.back().report.line() << "\n";
+  }
+  std::vector<std::pair<const lora::Resolved*, double>> list;
+  for (std::size_t i = 0; i < resolved.size(); ++i)
+    list.emplace_back(&resolved[i], loras[i].second);
+  lora::Applied applied;
+  applied.apply(*dit.model, list, lora::Mode::Merged);
+  // The merged modules' weights and biases under the file's own keys.
+  std::map<std::string, torch::Tensor> merged;
+  for (const auto& r : resolved)
+    for (const auto& p : r.patches)
+      for (const auto& item : dit.model->module().named_modules("", false))
+        if (item.key() == p.target.module) {
+          auto* l = item.value()->as<layers::LinearImpl>();
+          merged[dit.detection.prefix + p.target.module + ".weight"] = l->weight;
+          if (l->bias.defined()) merged[dit.detection.prefix + p.target.module + ".bias"] = l->bias;
+        }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& name : ck.names()) {
+    const auto it = merged.find(name);
+    out.emplace_back(name,
+                     it != merged.end() ? it->second.to(ck.get(name).scalar_type()) : ck.get(name));
+  }
+  auto metadata = ck.metadata();
+  nlohmann::json record = nlohmann::json::array();
+  for (std::size_t i = 0; i < loras.size(); ++i)
+    record.push_back({{"file", loras[i].first.filename().string()},
+                      {"sha256_first_last_mib", file_fingerprint(loras[i].first)},
+                      {"strength", loras[i].second}});
+  metadata["kinora.lora_merge"] = record.dump();
+  io::save_safetensors(a.out, out, metadata, a.overwrite);
+  std::cout << a.out << "\n";
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_lora_command(CLI::App& app) {
+  auto args = std::make_shared<LoraArgs>();
+  auto* cmd = app.add_subcommand("lora", "Inspect a LoRA file, or merge LoRAs into a model file");
+  cmd->require_subcommand(1);
+  auto* ins = cmd->add_subcommand(
+      "inspect", "What a LoRA holds (format, rank, alpha, updates); with --model, what it matches");
+  ins->add_option("file", args->files, "the LoRA (.safetensors)")
+      ->required()
+      ->expected(1)
+      ->check(CLI::ExistingFile);
+  ins->add_option("--model", args->model, "a Wan or FLUX DiT file to match it against")
+      ->check(CLI::ExistingFile);
+  ins->add_flag("--verbose,-v", args->verbose, "list every update and where it lands");
+  auto* mer = cmd->add_subcommand(
+      "merge",
+      "Write a model file with LoRAs merged in (the model's own layout and dtypes; the merge "
+      "recorded in its metadata as kinora.lora_merge)");
+  mer->add_option("--model", args->model, "the DiT file")->required()->check(CLI::ExistingFile);
+  mer->add_option("--lora", args->files, "FILE[:STRENGTH], repeat to stack")->required();
+  mer->add_option("--out,-o", args->out, "the .safetensors file to write")->required();
+  mer->add_flag("--overwrite", args->overwrite, "replace an existing output file");
+  return [=]() -> int {
+    if (!*cmd) return -1;
+    try {
+      return *ins ? inspect(*args) : merge(*args);
+    } catch (const std::exception& e) {
+      std::cerr << "kinora: " << e.what() << "\n";
+      return 1;
+    }
+  };
+}
+
+}  // namespace kinora::cli
