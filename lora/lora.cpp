@@ -202,8 +202,10 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
   Resolved r;
   r.report.file = file;
   std::set<std::string> kinds;
-  for (auto& [stem, g] : groups) {
-    auto& parts = g.parts;
+  for (auto& group : groups) {
+    // Named, not a structured binding: the lambda below captures it (C++17).
+    const std::string& stem = group.first;
+    auto& parts = group.second.parts;
     if (parts.size() == 1 && parts.count("alpha")) continue;  // an alpha without its update
     ++r.report.total;
     auto fail = [&](const std::string& why) { r.report.unmatched.push_back(stem + ": " + why); };

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
-targets=(safetensors checkpoint_index preset metadata tokenizer)
+targets=(safetensors checkpoint_index preset metadata tokenizer lora)
 
 start=$(date +%s)
 cmake --preset fuzz >/dev/null
