@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -109,16 +110,21 @@ bool is_cancel_status(int rc) {
 // "FILE[:STRENGTH]" → a LoRA of the preset (strength 1 when none is given;
 // a colon followed by something that is not a number is part of the name).
 pipeline::LoraRef parse_lora(const std::string& arg) {
+  static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
   const auto colon = arg.rfind(':');
-  if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size()) {
+  if (colon != std::string::npos && colon > 0) {
     const std::string tail = arg.substr(colon + 1);
-    char* end = nullptr;
-    const double s = std::strtod(tail.c_str(), &end);
-    if (end && *end == '\0') {
-      if (!std::isfinite(s) || std::abs(s) > 100)
+    if (std::regex_match(tail, number)) {
+      const double s = std::strtod(tail.c_str(), nullptr);
+      if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
         throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
       return {arg.substr(0, colon), s};
     }
+    // "FILE:abc" where FILE exists: a strength that is not a number.
+    std::error_code ec;
+    if (fs::exists(arg.substr(0, colon), ec) && !fs::exists(arg, ec))
+      throw Error("--lora '" + arg + "': '" + tail +
+                  "' is not a strength (a number from -100 to 100)");
   }
   return {arg, 1.0};
 }

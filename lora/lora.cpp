@@ -280,8 +280,7 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
     const auto d = p.full_delta();
     if (d.dim() != 2 || d.size(0) != p.target.rows || d.size(1) != in) {
       fail("its update " + shape_str(d.sizes()) + " does not fit " + p.target.module + " (" +
-           std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) +
-           "): a LoRA for another model size or architecture");
+           std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) + ")");
       continue;
     }
     if (p.bias_delta.defined() && (!l->bias.defined() || p.bias_delta.numel() != p.target.rows)) {

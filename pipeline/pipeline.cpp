@@ -266,6 +266,9 @@ PromptLoras prompt_loras(const std::string& prompt) {
     out.loras.push_back({m[1].str(), strength});
   }
   out.text.append(from, prompt.end());
+  if (const auto at = out.text.find("<lora:"); at != std::string::npos)
+    throw Error("prompt: a <lora:NAME> or <lora:NAME:STRENGTH> tag that is not complete, at '" +
+                out.text.substr(at, 24) + "'");
   // The tags' places: no doubled spaces left behind.
   static const std::regex spaces(R"(  +)");
   out.text = std::regex_replace(out.text, spaces, " ");

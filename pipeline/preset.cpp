@@ -237,9 +237,14 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
       if (const auto at = invalid_utf8_offset(r.path); at != std::string::npos)
         bad(src, key + ".path", "is not valid UTF-8 (byte " + std::to_string(at) + ")");
       if (r.path.find('\0') != std::string::npos) bad(src, key + ".path", "holds a NUL character");
+      for (const auto& item : l.items())
+        if (item.key() != "path" && item.key() != "strength")
+          bad(src, key + "." + item.key(), "is not a key of a LoRA (path, strength)");
       if (l.contains("strength")) {
         if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
         r.strength = l["strength"].get<double>();
+        if (!std::isfinite(r.strength) || std::abs(r.strength) > kMaxLoraStrength)
+          bad(src, key + ".strength", "must be a number from -100 to 100");
       }
       p.loras.push_back(r);
     }

@@ -24,6 +24,9 @@ int64_t parse_seed(const std::string& text, const std::string& source);
 // A seed for a render: `seed` itself, or a random one for kRandomSeed.
 int64_t resolve_seed(int64_t seed);
 
+// The largest LoRA strength either way (past it a LoRA only makes noise).
+inline constexpr double kMaxLoraStrength = 100;
+
 struct LoraRef {
   std::string path;
   double strength = 1.0;

@@ -218,6 +218,22 @@ TEST(PromptLoras, TagsAreTakenOutOfTheText) {
   EXPECT_EQ(t.loras[1].strength, 1.0);
   EXPECT_THAT(error_of([] { pipeline::prompt_loras("x <lora:a:lots>"); }), HasSubstr("number"));
   EXPECT_EQ(pipeline::prompt_loras("no tags here").text, "no tags here");
+  EXPECT_THAT(error_of([] { pipeline::prompt_loras("a fox <lora:style:0.8"); }),
+              HasSubstr("not complete"));
+  EXPECT_THAT(error_of([] { pipeline::prompt_loras("a fox <lora:>"); }), HasSubstr("not complete"));
+}
+
+TEST(PromptLoras, PresetEntriesAreCheckedLikeTheCommandLine) {
+  using pipeline::Preset;
+  const auto j = [](const char* text) { return nlohmann::json::parse(text); };
+  EXPECT_THAT(error_of([&] {
+                Preset::from_json(j(R"({"loras": [{"path": "a", "strength": 1e9}]})"), "p.json");
+              }),
+              HasSubstr("p.json: key 'loras[0].strength'"));
+  EXPECT_THAT(error_of([&] {
+                Preset::from_json(j(R"({"loras": [{"path": "a", "strenght": 0.5}]})"), "p.json");
+              }),
+              HasSubstr("'loras[0].strenght' is not a key of a LoRA"));
 }
 
 // FLUX: diffusers' separate q/k/v onto row slices of the fused qkv and of a
