@@ -162,6 +162,15 @@ std::map<std::string, Group> read_groups(const fs::path& file) {
         auto t = ck.get(key).to(torch::kFloat32);
         if (!torch::isfinite(t).all().item<bool>())
           fail_file(file, "tensor '" + key + "' holds NaN or infinite values");
+        // Shapes every update's arithmetic can rely on.
+        const std::string part = s.part;
+        if (part == "alpha" && t.numel() != 1)
+          fail_file(file, "tensor '" + key + "' has shape " + shape_str(t.sizes()) +
+                              ": an alpha is one number");
+        if (part != "alpha" && part != "diff_b" && part.rfind("unsupported:", 0) != 0 &&
+            (t.dim() < 2 || t.numel() == 0))
+          fail_file(file,
+                    "tensor '" + key + "' has shape " + shape_str(t.sizes()) + ": not a matrix");
         groups[stem].parts[s.part] = t;
         break;
       }
@@ -222,69 +231,78 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
       continue;
     }
     Patch p;
-    p.stem = stem;
-    p.target = std::get<Target>(where);
-    auto* l = lin.by_name.at(p.target.module);
-    const int64_t out = l->out_features, in = l->in_features;
-    if (p.target.rows < 0) p.target.rows = out;
-    const auto alpha =
-        parts.count("alpha") ? std::optional<double>(parts["alpha"].item<double>()) : std::nullopt;
-    if (alpha) r.report.alpha = alpha;
-    if (parts.count("down") && parts.count("up")) {
-      p.kind = "lora";
-      p.down = matrix(parts["down"]);
-      p.up = matrix(parts["up"]);
-      const int64_t rank = p.down.size(0);
-      if (p.up.size(1) != rank) {
-        fail("up " + shape_str(p.up.sizes()) + " and down " + shape_str(p.down.sizes()) +
-             " do not share a rank");
+    try {
+      p.stem = stem;
+      p.target = std::get<Target>(where);
+      auto* l = lin.by_name.at(p.target.module);
+      const int64_t out = l->out_features, in = l->in_features;
+      if (p.target.rows < 0) p.target.rows = out;
+      const auto alpha = parts.count("alpha") ? std::optional<double>(parts["alpha"].item<double>())
+                                              : std::nullopt;
+      if (alpha) r.report.alpha = alpha;
+      if (parts.count("down") && parts.count("up")) {
+        p.kind = "lora";
+        p.down = matrix(parts["down"]);
+        p.up = matrix(parts["up"]);
+        const int64_t rank = p.down.size(0);
+        if (p.up.size(1) != rank) {
+          fail("up " + shape_str(p.up.sizes()) + " and down " + shape_str(p.down.sizes()) +
+               " do not share a rank");
+          continue;
+        }
+        p.scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
+        r.report.rank = std::max(r.report.rank, rank);
+      } else if (parts.count("hada_w1_a") && parts.count("hada_w1_b") && parts.count("hada_w2_a") &&
+                 parts.count("hada_w2_b")) {
+        p.kind = "loha";
+        const int64_t rank = parts["hada_w1_b"].size(0);
+        const double scale = alpha ? *alpha / static_cast<double>(rank) : 1.0;
+        p.delta = torch::matmul(parts["hada_w1_a"], parts["hada_w1_b"]) *
+                  torch::matmul(parts["hada_w2_a"], parts["hada_w2_b"]) * scale;
+        r.report.rank = std::max(r.report.rank, rank);
+      } else if ((parts.count("lokr_w1") ||
+                  (parts.count("lokr_w1_a") && parts.count("lokr_w1_b"))) &&
+                 (parts.count("lokr_w2") ||
+                  (parts.count("lokr_w2_a") && parts.count("lokr_w2_b")))) {
+        p.kind = "lokr";
+        int64_t dim = 0;
+        auto factor = [&](const char* whole, const char* a, const char* b) {
+          if (parts.count(whole)) return parts[whole];
+          dim = parts[b].size(0);
+          return torch::matmul(parts[a], parts[b]);
+        };
+        const auto w1 = factor("lokr_w1", "lokr_w1_a", "lokr_w1_b");
+        const auto w2 = factor("lokr_w2", "lokr_w2_a", "lokr_w2_b");
+        const double scale = alpha && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
+        auto k = torch::kron(w1, w2) * scale;
+        if (k.numel() == p.target.rows * in) k = k.reshape({p.target.rows, in});
+        p.delta = k;
+        r.report.rank = std::max(r.report.rank, dim);
+      } else if (parts.count("diff") || parts.count("diff_b")) {
+        p.kind = "diff";
+        if (parts.count("diff")) p.delta = matrix(parts["diff"]);
+        if (parts.count("diff_b")) p.bias_delta = parts["diff_b"].reshape({-1});
+        if (!p.delta.defined()) p.delta = torch::zeros({p.target.rows, in});
+      } else {
+        std::string have;
+        for (const auto& [part, t] : parts) have += (have.empty() ? "" : ", ") + part;
+        fail("an incomplete update (" + have + ")");
         continue;
       }
-      p.scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
-      r.report.rank = std::max(r.report.rank, rank);
-    } else if (parts.count("hada_w1_a") && parts.count("hada_w1_b") && parts.count("hada_w2_a") &&
-               parts.count("hada_w2_b")) {
-      p.kind = "loha";
-      const int64_t rank = parts["hada_w1_b"].size(0);
-      const double scale = alpha ? *alpha / static_cast<double>(rank) : 1.0;
-      p.delta = torch::matmul(parts["hada_w1_a"], parts["hada_w1_b"]) *
-                torch::matmul(parts["hada_w2_a"], parts["hada_w2_b"]) * scale;
-      r.report.rank = std::max(r.report.rank, rank);
-    } else if ((parts.count("lokr_w1") || (parts.count("lokr_w1_a") && parts.count("lokr_w1_b"))) &&
-               (parts.count("lokr_w2") || (parts.count("lokr_w2_a") && parts.count("lokr_w2_b")))) {
-      p.kind = "lokr";
-      int64_t dim = 0;
-      auto factor = [&](const char* whole, const char* a, const char* b) {
-        if (parts.count(whole)) return parts[whole];
-        dim = parts[b].size(0);
-        return torch::matmul(parts[a], parts[b]);
-      };
-      const auto w1 = factor("lokr_w1", "lokr_w1_a", "lokr_w1_b");
-      const auto w2 = factor("lokr_w2", "lokr_w2_a", "lokr_w2_b");
-      const double scale = alpha && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
-      auto k = torch::kron(w1, w2) * scale;
-      if (k.numel() == p.target.rows * in) k = k.reshape({p.target.rows, in});
-      p.delta = k;
-      r.report.rank = std::max(r.report.rank, dim);
-    } else if (parts.count("diff") || parts.count("diff_b")) {
-      p.kind = "diff";
-      if (parts.count("diff")) p.delta = matrix(parts["diff"]);
-      if (parts.count("diff_b")) p.bias_delta = parts["diff_b"].reshape({-1});
-      if (!p.delta.defined()) p.delta = torch::zeros({p.target.rows, in});
-    } else {
-      std::string have;
-      for (const auto& [part, t] : parts) have += (have.empty() ? "" : ", ") + part;
-      fail("an incomplete update (" + have + ")");
-      continue;
-    }
-    const auto d = p.full_delta();
-    if (d.dim() != 2 || d.size(0) != p.target.rows || d.size(1) != in) {
-      fail("its update " + shape_str(d.sizes()) + " does not fit " + p.target.module + " (" +
-           std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) + ")");
-      continue;
-    }
-    if (p.bias_delta.defined() && (!l->bias.defined() || p.bias_delta.numel() != p.target.rows)) {
-      fail("a bias update for " + p.target.module + ", which has no bias of that size");
+      const auto d = p.full_delta();
+      if (d.dim() != 2 || d.size(0) != p.target.rows || d.size(1) != in) {
+        fail("its update " + shape_str(d.sizes()) + " does not fit " + p.target.module + " (" +
+             std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) + ")");
+        continue;
+      }
+      if (p.bias_delta.defined() && (!l->bias.defined() || p.bias_delta.numel() != p.target.rows)) {
+        fail("a bias update for " + p.target.module + ", which has no bias of that size");
+        continue;
+      }
+    } catch (const c10::Error& e) {
+      // Tensors whose shapes do not go together (a LoHa's factors, …).
+      const std::string what = e.what_without_backtrace();
+      fail("a malformed update (" + what.substr(0, what.find('\n')) + ")");
       continue;
     }
     kinds.insert(p.kind);

@@ -193,6 +193,19 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
   io::save_safetensors(dir / "nan.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", nan},
                                                  {"blocks.0.self_attn.q.lora_up.weight", k.up}});
   EXPECT_THAT(error_of([&] { resolve(dir / "nan.safetensors"); }), HasSubstr("NaN"));
+  // Shapes that do not make an update: a scalar "matrix", LoHa factors that
+  // do not multiply (the fuzzer's first finding).
+  io::save_safetensors(dir / "scalar.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", torch::tensor(1.0f)},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "scalar.safetensors"); }), HasSubstr("not a matrix"));
+  io::save_safetensors(dir / "badloha.safetensors",
+                       {{"blocks.0.self_attn.q.hada_w1_a", torch::ones({128, 2})},
+                        {"blocks.0.self_attn.q.hada_w1_b", torch::ones({3, 128})},
+                        {"blocks.0.self_attn.q.hada_w2_a", torch::ones({128, 2})},
+                        {"blocks.0.self_attn.q.hada_w2_b", torch::ones({2, 128})}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "badloha.safetensors"); }),
+              HasSubstr("a malformed update"));
   // Partly matching: reported, not refused.
   io::save_safetensors(dir / "part.safetensors",
                        {{"blocks.0.self_attn.q.lora_down.weight", k.down},
