@@ -20,6 +20,7 @@
 
 #include "base/device.h"
 #include "embedded/model.h"
+#include "lora/lora.h"
 #include "pipeline/family.h"
 #include "pipeline/pipeline.h"
 #include "schedulers/registry.h"
@@ -292,6 +293,17 @@ void GeneratePanel::add_lora(const QString& given) {
   loras_->insertRow(row);
   auto* item = new QTableWidgetItem(QFileInfo(path).fileName());
   item->setData(Qt::UserRole, path);
+  // What the file holds, at a glance; a file that is no LoRA shows why.
+  try {
+    const auto r = lora::describe(path.toStdString());
+    QString tip = QString("%1: %2 updates").arg(QString::fromStdString(r.format)).arg(r.total);
+    if (r.rank > 0) tip += QString(", rank %1").arg(r.rank);
+    if (r.alpha) tip += QString(", alpha %1").arg(*r.alpha);
+    item->setToolTip(tip);
+  } catch (const std::exception& e) {
+    item->setToolTip(QString::fromStdString(e.what()));
+    item->setForeground(Qt::red);
+  }
   item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
   item->setCheckState(Qt::Checked);
   loras_->setItem(row, 0, item);

@@ -14,6 +14,7 @@
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSignalSpy>
+#include <QTableWidget>
 #include <QUrl>
 
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include "app/main_window.h"
 #include "app/queue_model.h"
 #include "app/worker.h"
+#include "io/safetensors.h"
 #include "media/output.h"
 #include "pipeline/pipeline.h"
 #include "render/render.h"
@@ -188,6 +190,24 @@ TEST(Worker, ErrorsBecomeAMessageNotACrash) {
   w.render("job", QString::fromStdString(p.to_json().dump()));
   ASSERT_EQ(failed.count(), 1);
   EXPECT_TRUE(failed[0][1].toString().contains("/no/such/model.safetensors"));
+}
+
+// The LoRA table says what each file holds, and which is no LoRA.
+TEST(GeneratePanel, TheLoraTableShowsWhatEachFileHolds) {
+  qapp();
+  test::TempDir tmp;
+  io::save_safetensors(tmp / "style.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 128})},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({128, 4})},
+                        {"lora_unet_blocks_0_self_attn_q.alpha", torch::tensor(2.0)}});
+  GeneratePanel panel;
+  panel.add_lora(QString::fromStdString((tmp / "style.safetensors").string()));
+  panel.add_lora(QString::fromStdString(fixture("spm_tiny.model")));
+  auto* table = panel.findChild<QTableWidget*>();
+  ASSERT_TRUE(table);
+  ASSERT_EQ(table->rowCount(), 2);
+  EXPECT_EQ(table->item(0, 0)->toolTip().toStdString(), "kohya: 1 updates, rank 4, alpha 2");
+  EXPECT_TRUE(table->item(1, 0)->toolTip().contains("spm_tiny.model"));
 }
 
 TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
