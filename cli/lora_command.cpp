@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <iostream>
 #include <memory>
+#include <regex>
 
 #include "base/error.h"
 #include "base/sha256.h"
@@ -56,17 +58,6 @@ LoadedDit load_dit(const fs::path& path) {
   return d;
 }
 
-std::pair<std::string, double> file_and_strength(const std::string& arg) {
-  const auto colon = arg.rfind(':');
-  if (colon != std::string::npos && colon > 0 && colon + 1 < arg.size()) {
-    char* end = nullptr;
-    const std::string tail = arg.substr(colon + 1);
-    const double s = std::strtod(tail.c_str(), &end);
-    if (end && *end == '\0' && std::isfinite(s)) return {arg.substr(0, colon), s};
-  }
-  return {arg, 1.0};
-}
-
 int inspect(const LoraArgs& a) {
   const fs::path file = a.files.at(0);
   if (a.model.empty()) {
@@ -96,8 +87,8 @@ int merge(const LoraArgs& a) {
     throw Error("lora merge: give --model, at least one --lora and --out");
   std::vector<std::pair<fs::path, double>> loras;
   for (const auto& f : a.files) {
-    const auto [file, strength] = file_and_strength(f);
-    loras.emplace_back(file, strength);
+    const auto l = parse_lora_arg(f);
+    loras.emplace_back(l.path, l.strength);
   }
   std::vector<fs::path> inputs = {a.model};
   for (const auto& l : loras) inputs.push_back(l.first);
@@ -152,6 +143,26 @@ int merge(const LoraArgs& a) {
 }
 
 }  // namespace
+
+pipeline::LoraRef parse_lora_arg(const std::string& arg) {
+  static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
+  const auto colon = arg.rfind(':');
+  if (colon != std::string::npos && colon > 0) {
+    const std::string tail = arg.substr(colon + 1);
+    if (std::regex_match(tail, number)) {
+      const double s = std::strtod(tail.c_str(), nullptr);
+      if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
+        throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
+      return {arg.substr(0, colon), s};
+    }
+    // "FILE:abc" where FILE exists: a strength that is not a number.
+    std::error_code ec;
+    if (fs::exists(arg.substr(0, colon), ec) && !fs::exists(arg, ec))
+      throw Error("--lora '" + arg + "': '" + tail +
+                  "' is not a strength (a number from -100 to 100)");
+  }
+  return {arg, 1.0};
+}
 
 std::function<int()> add_lora_command(CLI::App& app) {
   auto args = std::make_shared<LoraArgs>();

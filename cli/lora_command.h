@@ -5,7 +5,15 @@
 
 #include <functional>
 
+#include "pipeline/preset.h"
+
 namespace kinora::cli {
+
+// "FILE[:STRENGTH]" → a LoRA (strength 1 when none is given; a colon followed
+// by something that is not a decimal number is part of the name, unless the
+// part before it is a file: then the strength is wrong). Throws kinora::Error
+// for a strength outside −100 … 100.
+pipeline::LoraRef parse_lora_arg(const std::string& arg);
 
 // Registers the subcommand; the returned function runs it when it was given
 // (its exit status) and returns −1 otherwise.

@@ -6,13 +6,13 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
-#include <regex>
 #include <set>
 #include <sstream>
 
 #include "base/device.h"
 #include "base/json.h"
 #include "base/signals.h"
+#include "cli/lora_command.h"
 #include "embedded/model.h"
 #include "media/output.h"
 #include "pipeline/pipeline.h"
@@ -105,28 +105,6 @@ int guarded(const std::function<int()>& fn) {
 
 bool is_cancel_status(int rc) {
   return rc > 128 && cancel_signal() != 0;
-}
-
-// "FILE[:STRENGTH]" → a LoRA of the preset (strength 1 when none is given;
-// a colon followed by something that is not a number is part of the name).
-pipeline::LoraRef parse_lora(const std::string& arg) {
-  static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
-  const auto colon = arg.rfind(':');
-  if (colon != std::string::npos && colon > 0) {
-    const std::string tail = arg.substr(colon + 1);
-    if (std::regex_match(tail, number)) {
-      const double s = std::strtod(tail.c_str(), nullptr);
-      if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
-        throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
-      return {arg.substr(0, colon), s};
-    }
-    // "FILE:abc" where FILE exists: a strength that is not a number.
-    std::error_code ec;
-    if (fs::exists(arg.substr(0, colon), ec) && !fs::exists(arg, ec))
-      throw Error("--lora '" + arg + "': '" + tail +
-                  "' is not a strength (a number from -100 to 100)");
-  }
-  return {arg, 1.0};
 }
 
 // A name no file has yet: kinora-SEED.EXT in `folder`, then kinora-SEED-2.EXT …;
@@ -482,7 +460,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
             if (option->count() == 0) use_default(*defaults);
         if (defaults && opts->family.empty()) opts->family = defaults->family;
         Preset p = *opts;
-        for (const auto& l : *gen_loras) p.loras.push_back(parse_lora(l));
+        for (const auto& l : *gen_loras) p.loras.push_back(parse_lora_arg(l));
         p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
                                                       : pipeline::parse_seed(*seed, "--seed"));
         // A batch's outputs are NAME-SEED.EXT: kinora-SEED.EXT without --out.
@@ -499,7 +477,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
       return guarded([&] {
         Preset p = Preset::load(*render_path);
         for (const auto& s : *sets) p.set(s);
-        for (const auto& l : *ren_loras) p.loras.push_back(parse_lora(l));
+        for (const auto& l : *ren_loras) p.loras.push_back(parse_lora_arg(l));
         placement->apply(p, *render_path);
         if (p.output.empty()) {
           p.seed = pipeline::resolve_seed(p.seed);
