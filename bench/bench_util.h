@@ -2,8 +2,10 @@
 // Shared by the benchmark programs: peak memory and random "trained-like" weights.
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <string>
 
 namespace kinora::bench {
@@ -34,6 +36,19 @@ inline torch::Tensor random_like(const std::string& name, const torch::Tensor& l
 // Waits for a CUDA device's queued work (a no-op on the CPU).
 inline void sync(torch::Device d) {
   if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+// The mean seconds of `repeat` calls of `fn` on `device` (after one untimed
+// call when `warm_up`), the peak-RSS mark reset before them.
+inline double mean_seconds(const std::function<void()>& fn, int repeat, torch::Device device,
+                           bool warm_up) {
+  if (warm_up) fn();
+  sync(device);
+  reset_peak_rss();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < repeat; ++i) fn();
+  sync(device);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / repeat;
 }
 
 // Random weights in `dtype` on `device` (random_like per parameter); the

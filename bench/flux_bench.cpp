@@ -21,9 +21,7 @@
 #include "vae/kl_autoencoder.h"
 
 using namespace kinora;
-using Clock = std::chrono::steady_clock;
 using bench::randomise;
-using bench::sync;
 
 namespace {
 
@@ -55,14 +53,9 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   std::vector<Row> rows;
 
+  // Warmed up: first-touch of the weights, kernel selection.
   auto time_it = [&](const std::function<void()>& fn) {
-    fn();  // warm-up: first-touch of the weights, kernel selection
-    sync(device);
-    bench::reset_peak_rss();
-    const auto t0 = Clock::now();
-    for (int i = 0; i < repeat; ++i) fn();
-    sync(device);
-    return std::chrono::duration<double>(Clock::now() - t0).count() / repeat;
+    return bench::mean_seconds(fn, repeat, device, true);
   };
 
   const int64_t lh = height / 8, lw = width / 8, tokens = (lh / 2) * (lw / 2);

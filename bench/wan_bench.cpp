@@ -22,9 +22,7 @@
 #include "vae/wan_vae.h"
 
 using namespace kinora;
-using Clock = std::chrono::steady_clock;
 using bench::randomise;
-using bench::sync;
 
 namespace {
 
@@ -56,13 +54,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
 
   auto time_it = [&](const std::function<void()>& fn, bool warm_up) {
-    if (warm_up) fn();
-    sync(device);
-    bench::reset_peak_rss();
-    const auto t0 = Clock::now();
-    for (int i = 0; i < repeat; ++i) fn();
-    sync(device);
-    return std::chrono::duration<double>(Clock::now() - t0).count() / repeat;
+    return bench::mean_seconds(fn, repeat, device, warm_up);
   };
 
   // Tiny fixture model: latent [16, 3, 8, 12], 7 text tokens.

@@ -358,7 +358,15 @@ void Applied::apply(layers::Model& model,
   // The updates of each module, with their strengths.
   std::map<std::string, std::vector<std::pair<const Patch*, double>>> by_module;
   for (const auto& [resolved, strength] : loras)
-    for (const auto& p : resolved->patches) by_module[p.target.module].emplace_back(&p, strength);
+    for (const auto& p : resolved->patches) {
+      // Resolved against another model (the other expert of a pair): it must fit this one too.
+      const auto it = lin.by_name.find(p.target.module);
+      if (it == lin.by_name.end() || p.target.row0 + p.target.rows > it->second->out_features ||
+          (p.kind == "lora" ? p.down : p.delta).size(1) != it->second->in_features)
+        fail_file(resolved->report.file,
+                  "its update for " + p.target.module + " does not fit this model's module");
+      by_module[p.target.module].emplace_back(&p, strength);
+    }
   for (const auto& [name, patches] : by_module) {
     auto* l = lin.by_name.at(name);
     auto o = std::make_shared<Original>(

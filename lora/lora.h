@@ -89,6 +89,9 @@ class Applied {
   Applied(const Applied&) = delete;
   Applied& operator=(const Applied&) = delete;
 
+  // `loras` may have been resolved against another model of the same
+  // architecture (a pair's other expert); an update that does not fit `model`
+  // is a kinora::Error naming its file, and nothing is applied.
   void apply(layers::Model& model, const std::vector<std::pair<const Resolved*, double>>& loras,
              Mode mode);
   void clear();

@@ -238,8 +238,8 @@ struct Pipeline::Cache {
   LoadedModels models;
   // The LoRAs applied to the denoisers (merged), and what they were: files
   // and strengths. Another job with other LoRAs re-merges only their weights.
-  std::string lora_key;
-  std::vector<lora::Resolved> resolved, resolved2;
+  std::string lora_key, lora_files_key;
+  std::vector<lora::Resolved> resolved;
   lora::Applied applied, applied2;
   ~Cache() {
     applied.clear();  // back into the modules before they go
@@ -368,7 +368,8 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
     cache_->applied.clear();
     cache_->applied2.clear();
     cache_->lora_key.clear();
-    cache_->models = {};  // free the old ones first
+    cache_->lora_files_key.clear();  // resolved against the old modules' names
+    cache_->models = {};             // free the old ones first
     cache_->key.clear();
     cache_->models = family.load(files, precision, device, [&](const std::string& what) {
       progress({"load", what, 0, 0});
@@ -377,39 +378,42 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
-  // LoRAs, merged into the denoisers; re-merged when the files or strengths change.
+  // LoRAs, merged into the denoisers: files read and resolved when they
+  // change, re-merged (only the weights they touch) when a strength changes.
   {
-    std::string lkey;
-    for (std::size_t i = 0; i < lora_files.size(); ++i)
+    std::string files_key, lkey;
+    for (std::size_t i = 0; i < lora_files.size(); ++i) {
+      files_key += lora_files[i].string() + "|";
       lkey += lora_files[i].string() + "=" + nlohmann::json(loras[i].strength).dump() + "|";
+    }
     if (lkey != cache_->lora_key) {
       cache_->applied.clear();
       cache_->applied2.clear();
       cache_->lora_key.clear();
-      cache_->resolved.clear();
-      cache_->resolved2.clear();
-      const auto names = family.lora_names(models);
-      auto resolve_all = [&](diffusion::Denoiser& d, std::vector<lora::Resolved>& out) {
+      auto as_model = [](diffusion::Denoiser& d) -> layers::Model& {
         auto* model = dynamic_cast<layers::Model*>(&d);
         if (!model) throw Error("this family's denoiser takes no LoRAs");
+        return *model;
+      };
+      if (files_key != cache_->lora_files_key) {
+        cache_->resolved.clear();
+        cache_->lora_files_key.clear();
+        const auto names = family.lora_names(models);
         for (const auto& f : lora_files) {
           progress({"load", f.filename().string() + " (LoRA)", 0, 0});
-          out.push_back(lora::resolve(f, *model, names));
+          cache_->resolved.push_back(lora::resolve(f, as_model(*models.denoiser), names));
         }
-        return model;
-      };
-      auto apply = [&](diffusion::Denoiser& d, std::vector<lora::Resolved>& resolved,
-                       lora::Applied& applied) {
-        auto* model = resolve_all(d, resolved);
-        std::vector<std::pair<const lora::Resolved*, double>> list;
-        for (std::size_t i = 0; i < resolved.size(); ++i)
-          list.emplace_back(&resolved[i], loras[i].strength);
-        applied.apply(*model, list, lora::Mode::Merged);
-      };
-      if (!lora_files.empty()) {
-        apply(*models.denoiser, cache_->resolved, cache_->applied);
+        cache_->lora_files_key = files_key;
+      }
+      std::vector<std::pair<const lora::Resolved*, double>> list;
+      for (std::size_t i = 0; i < cache_->resolved.size(); ++i)
+        list.emplace_back(&cache_->resolved[i], loras[i].strength);
+      if (!list.empty()) {
+        cache_->applied.apply(as_model(*models.denoiser), list, lora::Mode::Merged);
         for (const auto& lr : cache_->resolved) say("LoRA " + lr.report.line());
-        if (models.denoiser2) apply(*models.denoiser2, cache_->resolved2, cache_->applied2);
+        // A Wan 2.2 pair's experts share their architecture: the same updates.
+        if (models.denoiser2)
+          cache_->applied2.apply(as_model(*models.denoiser2), list, lora::Mode::Merged);
       }
       cache_->lora_key = lkey;
     }

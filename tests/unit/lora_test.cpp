@@ -206,6 +206,16 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
                         {"blocks.0.self_attn.q.hada_w2_b", torch::ones({2, 128})}});
   EXPECT_THAT(error_of([&] { resolve(dir / "badloha.safetensors"); }),
               HasSubstr("a malformed update"));
+  // Resolved against this model, applied to another architecture: refused, nothing applied.
+  io::save_safetensors(dir / "q.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                                               {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  const auto rq = resolve(dir / "q.safetensors");
+  auto flux = diffusion::FluxModel::load(fixture("flux1_dev_tiny.safetensors"));
+  lora::Applied other;
+  EXPECT_THAT(error_of([&] {
+                other.apply(flux, {{&rq, 1.0}}, lora::Mode::Merged);
+              }),
+              HasSubstr("does not fit this model's module"));
   // Partly matching: reported, not refused.
   io::save_safetensors(dir / "part.safetensors",
                        {{"blocks.0.self_attn.q.lora_down.weight", k.down},
