@@ -18,6 +18,7 @@
 #include "layers/linear.h"
 #include "lora/lora.h"
 #include "pipeline/family.h"
+#include "pipeline/lora_check.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -29,34 +30,6 @@ struct LoraArgs {
   std::string model, out;
   bool verbose = false, overwrite = false;
 };
-
-// A DiT file loaded alone, with its family's LoRA names.
-struct LoadedDit {
-  std::shared_ptr<layers::Model> model;
-  pipeline::LoadedModels models;
-  lora::DiffusersNames names;
-  io::Detection detection;
-};
-
-LoadedDit load_dit(const fs::path& path) {
-  LoadedDit d;
-  d.detection = io::detect_layout(io::Checkpoint::open(path).shapes());
-  if (d.detection.family == io::Family::WanDiT) {
-    auto m = std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path));
-    d.models.denoiser = m;
-    d.model = m;
-    d.names = pipeline::family_named("wan").lora_names(d.models);
-  } else if (d.detection.family == io::Family::FluxDiT) {
-    auto m = std::make_shared<diffusion::FluxModel>(diffusion::FluxModel::load(path));
-    d.models.denoiser = m;
-    d.model = m;
-    d.names = pipeline::family_named("flux").lora_names(d.models);
-  } else {
-    throw Error(path.string() + ": not a Wan or FLUX DiT (recognised as " +
-                io::family_name(d.detection.family) + ")");
-  }
-  return d;
-}
 
 int inspect(const LoraArgs& a) {
   const fs::path file = a.files.at(0);
@@ -70,7 +43,7 @@ int inspect(const LoraArgs& a) {
       for (const auto& u : r.unmatched) std::cout << "  " << u << "\n";
     return 0;
   }
-  const auto dit = load_dit(a.model);
+  const auto dit = pipeline::load_dit_for_loras(a.model);
   const auto r = lora::resolve(file, *dit.model, dit.names);
   std::cout << r.report.line() << "\n";
   if (a.verbose) {
@@ -88,12 +61,14 @@ int merge(const LoraArgs& a) {
   std::vector<std::pair<fs::path, double>> loras;
   for (const auto& f : a.files) {
     const auto l = parse_lora_arg(f);
+    if (l.strength_low)
+      throw Error("--lora '" + f + "': lora merge writes one model file; give one strength");
     loras.emplace_back(l.path, l.strength);
   }
   std::vector<fs::path> inputs = {a.model};
   for (const auto& l : loras) inputs.push_back(l.first);
   check_checkpoint_output(a.out, inputs, a.overwrite);
-  auto dit = load_dit(a.model);
+  auto dit = pipeline::load_dit_for_loras(a.model);
   if (dit.detection.layout == io::Layout::Diffusers)
     throw Error(a.model +
                 ": a diffusers-layout model; lora merge writes the original (or "
@@ -150,10 +125,23 @@ pipeline::LoraRef parse_lora_arg(const std::string& arg) {
   if (colon != std::string::npos && colon > 0) {
     const std::string tail = arg.substr(colon + 1);
     if (std::regex_match(tail, number)) {
-      const double s = std::strtod(tail.c_str(), nullptr);
-      if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
-        throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
-      return {arg.substr(0, colon), s};
+      auto strength = [&](const std::string& text) {
+        const double s = std::strtod(text.c_str(), nullptr);
+        if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
+          throw Error("--lora '" + arg + "': the strength must be a number from -100 to 100");
+        return s;
+      };
+      // FILE:HIGH:LOW: a Wan 2.2 pair's experts at their own strengths.
+      const auto colon2 = colon > 1 ? arg.rfind(':', colon - 1) : std::string::npos;
+      if (colon2 != std::string::npos && colon2 > 0) {
+        const std::string mid = arg.substr(colon2 + 1, colon - colon2 - 1);
+        if (std::regex_match(mid, number)) {
+          pipeline::LoraRef r{arg.substr(0, colon2), strength(mid)};
+          r.strength_low = strength(tail);
+          return r;
+        }
+      }
+      return {arg.substr(0, colon), strength(tail)};
     }
     // "FILE:abc" where FILE exists: a strength that is not a number.
     std::error_code ec;

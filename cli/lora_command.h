@@ -9,7 +9,9 @@
 
 namespace kinora::cli {
 
-// "FILE[:STRENGTH]" → a LoRA (strength 1 when none is given; a colon followed
+// "FILE[:STRENGTH[:LOW]]" → a LoRA (strength 1 when none is given; LOW: the
+// strength on a Wan 2.2 pair's low-noise expert, STRENGTH then the high-noise
+// one's; a colon followed
 // by something that is not a decimal number is part of the name, unless the
 // part before it is a file: then the strength is wrong). Throws kinora::Error
 // for a strength outside −100 … 100.

@@ -13,6 +13,7 @@
 #include "base/runtime.h"
 #include "base/sha256.h"
 #include "diffusion/denoiser.h"
+#include "embedded/model.h"
 #include "pipeline/preview.h"
 #include "schedulers/registry.h"
 
@@ -71,6 +72,7 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
   for (std::size_t i = 0; i < applied.size(); ++i) {
     const fs::path file = i < lora_files.size() ? lora_files[i] : fs::path(applied[i].path);
     nlohmann::json l = {{"file", file.filename().string()}, {"strength", applied[i].strength}};
+    if (applied[i].strength_low) l["strength_low"] = *applied[i].strength_low;
     if (i < lora_files.size()) l["sha256_first_last_mib"] = file_fingerprint(lora_files[i]);
     loras.push_back(l);
   }
@@ -277,21 +279,35 @@ PromptLoras prompt_loras(const std::string& prompt) {
   return out;
 }
 
+// The loras/ folder LoRAs are found in by name: models_dir's; without one,
+// the embedded model's folder's for a preset of the embedded model, else the
+// one beside the model file. Empty when there is none to look in.
+fs::path lora_folder(const Preset& p) {
+  if (const auto md = models_dir_path(p); !md.empty()) return md / "loras";
+  if (p.uses_embedded_model()) {
+    const auto d = embedded::model_dir();
+    return d ? *d / "loras" : fs::path();
+  }
+  if (p.model.empty()) return {};
+  const fs::path m = p.model;
+  return (m.is_absolute() ? m : p.base_dir / m).parent_path() / "loras";
+}
+
 fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos || name == ".." ||
       name == "." || name.empty())
     throw Error("prompt: <lora:" + name +
                 ">: a LoRA named in a prompt is a file in loras/, "
                 "not a path");
-  const auto md = models_dir_path(p);
-  if (md.empty())
+  const auto folder = lora_folder(p);
+  if (folder.empty())
     throw Error("prompt: <lora:" + name +
                 ">: give models_dir (--models-dir): LoRAs named in a "
                 "prompt are looked up in its loras/");
   std::error_code ec;
-  for (const fs::path& c : {md / "loras" / name, md / "loras" / (name + ".safetensors")})
+  for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
     if (fs::is_regular_file(c, ec)) return c;
-  throw Error("prompt: <lora:" + name + ">: not found in " + (md / "loras").string());
+  throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
 }
 
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
@@ -299,9 +315,8 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   std::error_code ec;
   const fs::path e = entry;
   std::vector<fs::path> tried = {e.is_absolute() ? e : p.base_dir / e};
-  if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute())
-    for (const fs::path& c : {md / "loras" / e, md / "loras" / (entry + ".safetensors")})
-      tried.push_back(c);
+  if (const auto folder = lora_folder(p); !folder.empty() && !e.is_absolute())
+    for (const fs::path& c : {folder / e, folder / (entry + ".safetensors")}) tried.push_back(c);
   for (const auto& t : tried)
     if (fs::is_regular_file(t, ec)) return t;
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
@@ -381,11 +396,18 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   // LoRAs, merged into the denoisers: files read and resolved when they
   // change, re-merged (only the weights they touch) when a strength changes.
   {
-    std::string files_key, lkey;
+    std::string files_key, lkey = p.lora_mode + "|";
     for (std::size_t i = 0; i < lora_files.size(); ++i) {
       files_key += lora_files[i].string() + "|";
-      lkey += lora_files[i].string() + "=" + nlohmann::json(loras[i].strength).dump() + "|";
+      lkey += lora_files[i].string() + "=" + nlohmann::json(loras[i].strength).dump() + "/" +
+              nlohmann::json(loras[i].strength_for(true)).dump() + "|";
     }
+    if (!models.denoiser2)
+      for (const auto& l : loras)
+        if (l.strength_low)
+          throw Error("LoRA " + l.path +
+                      ": strength_low is the strength on a Wan 2.2 pair's low-noise expert "
+                      "(model2), and this preset has one model");
     if (lkey != cache_->lora_key) {
       cache_->applied.clear();
       cache_->applied2.clear();
@@ -405,15 +427,22 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
         }
         cache_->lora_files_key = files_key;
       }
-      std::vector<std::pair<const lora::Resolved*, double>> list;
-      for (std::size_t i = 0; i < cache_->resolved.size(); ++i)
-        list.emplace_back(&cache_->resolved[i], loras[i].strength);
-      if (!list.empty()) {
-        cache_->applied.apply(as_model(*models.denoiser), list, lora::Mode::Merged);
+      const auto mode = p.lora_mode == "runtime" ? lora::Mode::RunTime : lora::Mode::Merged;
+      // Each expert gets its own strengths; a LoRA at 0 on one is not applied to it.
+      auto list_for = [&](bool low) {
+        std::vector<std::pair<const lora::Resolved*, double>> list;
+        for (std::size_t i = 0; i < cache_->resolved.size(); ++i)
+          if (const double s = loras[i].strength_for(low); s != 0)
+            list.emplace_back(&cache_->resolved[i], s);
+        return list;
+      };
+      if (!cache_->resolved.empty()) {
         for (const auto& lr : cache_->resolved) say("LoRA " + lr.report.line());
+        if (const auto list = list_for(false); !list.empty())
+          cache_->applied.apply(as_model(*models.denoiser), list, mode);
         // A Wan 2.2 pair's experts share their architecture: the same updates.
-        if (models.denoiser2)
-          cache_->applied2.apply(as_model(*models.denoiser2), list, lora::Mode::Merged);
+        if (const auto list = list_for(true); models.denoiser2 && !list.empty())
+          cache_->applied2.apply(as_model(*models.denoiser2), list, mode);
       }
       cache_->lora_key = lkey;
     }

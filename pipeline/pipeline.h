@@ -89,8 +89,10 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p);
 std::filesystem::path resolve_dit_file(const Preset& p);
 
 // A preset's LoRA entry: a path (relative to the preset's folder) or a name in
-// models_dir's loras/ (with or without .safetensors). Throws kinora::Error
-// naming every place it looked.
+// a loras/ folder (with or without .safetensors): models_dir's, else the
+// embedded model's (assets/loras/) for a preset of the embedded model, else
+// the one beside the model file. Throws kinora::Error naming every place it
+// looked.
 std::filesystem::path resolve_lora_file(const Preset& p, const std::string& entry);
 
 // A prompt's `<lora:NAME>` / `<lora:NAME:STRENGTH>` tags (as A1111 writes
@@ -100,7 +102,7 @@ struct PromptLoras {
   std::vector<LoraRef> loras;
 };
 PromptLoras prompt_loras(const std::string& prompt);
-// A LoRA named in a prompt: a file in models_dir's loras/ (with or without
+// A LoRA named in a prompt: a file in that loras/ folder (with or without
 // .safetensors), never a path outside it. Throws kinora::Error.
 std::filesystem::path resolve_lora_tag(const Preset& p, const std::string& name);
 

@@ -27,7 +27,11 @@ const char* const kWanDefaultNegativePrompt =
 
 json Preset::to_json() const {
   json loras_json = json::array();
-  for (const auto& l : loras) loras_json.push_back({{"path", l.path}, {"strength", l.strength}});
+  for (const auto& l : loras) {
+    json one = {{"path", l.path}, {"strength", l.strength}};
+    if (l.strength_low) one["strength_low"] = *l.strength_low;
+    loras_json.push_back(one);
+  }
   return {{"schema_version", kPresetSchema},
           {"prompt", prompt},
           {"negative_prompt", negative_prompt},
@@ -52,6 +56,7 @@ json Preset::to_json() const {
           {"clip", clip},
           {"clip_tokenizer", clip_tokenizer},
           {"loras", loras_json},
+          {"lora_mode", lora_mode},
           {"output", output},
           {"format", format},
           {"crf", crf}};
@@ -156,6 +161,7 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
                                               "clip",
                                               "clip_tokenizer",
                                               "loras",
+                                              "lora_mode",
                                               "output",
                                               "format",
                                               "crf"};
@@ -208,6 +214,7 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
   read_string(j, "clip_tokenizer", p.clip_tokenizer, src);
   read_string(j, "output", p.output, src);
   read_string(j, "format", p.format, src);
+  read_string(j, "lora_mode", p.lora_mode, src);
   read_int(j, "crf", p.crf, 0, 63, src);
   try {
     p.sampler = schedulers::canonical_scheduler_name(p.sampler);
@@ -219,6 +226,8 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
         "must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got \"" + p.device + "\"");
   if (p.precision != "auto" && p.precision != "fp32" && p.precision != "bf16")
     bad(src, "precision", "must be \"auto\", \"fp32\" or \"bf16\", got \"" + p.precision + "\"");
+  if (p.lora_mode != "merged" && p.lora_mode != "runtime")
+    bad(src, "lora_mode", "must be \"merged\" or \"runtime\", got \"" + p.lora_mode + "\"");
   if (!p.format.empty()) {
     try {
       media::parse_format(p.format);
@@ -238,14 +247,17 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
         bad(src, key + ".path", "is not valid UTF-8 (byte " + std::to_string(at) + ")");
       if (r.path.find('\0') != std::string::npos) bad(src, key + ".path", "holds a NUL character");
       for (const auto& item : l.items())
-        if (item.key() != "path" && item.key() != "strength")
-          bad(src, key + "." + item.key(), "is not a key of a LoRA (path, strength)");
-      if (l.contains("strength")) {
-        if (!l["strength"].is_number()) bad(src, key + ".strength", "must be a number");
-        r.strength = l["strength"].get<double>();
-        if (!std::isfinite(r.strength) || std::abs(r.strength) > kMaxLoraStrength)
-          bad(src, key + ".strength", "must be a number from -100 to 100");
-      }
+        if (item.key() != "path" && item.key() != "strength" && item.key() != "strength_low")
+          bad(src, key + "." + item.key(), "is not a key of a LoRA (path, strength, strength_low)");
+      auto strength_of = [&](const char* k) {
+        if (!l[k].is_number()) bad(src, key + "." + k, "must be a number");
+        const double v = l[k].get<double>();
+        if (!std::isfinite(v) || std::abs(v) > kMaxLoraStrength)
+          bad(src, key + "." + k, "must be a number from -100 to 100");
+        return v;
+      };
+      if (l.contains("strength")) r.strength = strength_of("strength");
+      if (l.contains("strength_low")) r.strength_low = strength_of("strength_low");
       p.loras.push_back(r);
     }
   }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kinora::pipeline {
@@ -28,8 +29,18 @@ int64_t resolve_seed(int64_t seed);
 inline constexpr double kMaxLoraStrength = 100;
 
 struct LoraRef {
+  LoraRef() = default;
+  LoraRef(std::string file, double s = 1.0, std::optional<double> low = std::nullopt)
+      : path(std::move(file)), strength(s), strength_low(low) {}
   std::string path;
   double strength = 1.0;
+  // A Wan 2.2 A14B pair's low-noise expert (model2) at its own strength;
+  // unset: `strength`, like the high-noise expert. A LoRA for one expert only
+  // sets the other's strength to 0 (it is then not applied to that one).
+  std::optional<double> strength_low;
+  double strength_for(bool low_noise_expert) const {
+    return low_noise_expert && strength_low ? *strength_low : strength;
+  }
 };
 
 struct Preset {
@@ -60,6 +71,11 @@ struct Preset {
   // when empty).
   std::string clip, clip_tokenizer;
   std::vector<LoraRef> loras;
+  // How the LoRAs are applied: "merged" (into copies of the weights they
+  // touch; the fastest sampling) or "runtime" (their low-rank products added
+  // in the forward, weights untouched: less memory for large LoRA stacks).
+  // The two give the same frames (within float rounding).
+  std::string lora_mode = "merged";
   // Output.
   std::string output;  // path; its extension picks the format unless `format` is set
   std::string format;  // "" | mp4 | mp4-h265 | webm | mov | png-seq | png

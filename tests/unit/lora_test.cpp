@@ -379,3 +379,59 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_THAT(missing.out, HasSubstr("nothere"));
   EXPECT_FALSE(fs::exists(dir / "x"));
 }
+
+// Through the pipeline on the fixture chain as a Wan 2.2 pair (the tiny DiT as
+// both experts): each expert takes its own strength, a LoRA at 0 on one is left
+// out of it, strength_low needs a pair, and lora_mode runtime gives the frames
+// merged gives.
+TEST(LoraPipeline, PairExpertsTakeTheirOwnStrengthsAndRunTimeEqualsMerged) {
+  TempDir dir;
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "high_noise.safetensors");
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "low_noise.safetensors");
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto w = weight_of(m, "blocks.0.self_attn.q");
+  const auto k = known_for(w.size(0), w.size(1));
+  io::save_safetensors(dir / "style.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", k.down * 30},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", k.up * 30}});
+  pipeline::Preset p;
+  p.prompt = "a fox";
+  p.model = (dir / "high_noise.safetensors").string();
+  p.model2 = (dir / "low_noise.safetensors").string();
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 32, p.height = 32, p.frames = 5, p.steps = 4, p.seed = 3, p.precision = "fp32";
+  p.shift = 1;  // the steps on both sides of the experts' boundary
+  pipeline::Pipeline pipe;
+  auto frames = [&](std::vector<pipeline::LoraRef> loras, const std::string& mode = "merged") {
+    auto q = p;
+    q.loras = std::move(loras);
+    q.lora_mode = mode;
+    return pipe.generate(pipeline::Preset::from_json(q.to_json(), "test")).frames;
+  };
+  const auto plain = frames({});
+  const auto both = frames({{(dir / "style.safetensors").string(), 1.5}});
+  const auto high_only = frames({{(dir / "style.safetensors").string(), 1.5, 0.0}});
+  const auto low_only = frames({{(dir / "style.safetensors").string(), 0.0, 1.5}});
+  EXPECT_FALSE(torch::equal(plain, both));
+  EXPECT_FALSE(torch::equal(both, high_only));
+  EXPECT_FALSE(torch::equal(both, low_only));
+  EXPECT_FALSE(torch::equal(high_only, low_only));
+  // Off on both experts is the base model, bit for bit.
+  EXPECT_TRUE(torch::equal(plain, frames({{(dir / "style.safetensors").string(), 0.0, 0.0}})));
+  // Run time: the same frames, up to float rounding of a pixel level.
+  const auto rt = frames({{(dir / "style.safetensors").string(), 1.5, 0.5}}, "runtime");
+  const auto mg = frames({{(dir / "style.safetensors").string(), 1.5, 0.5}}, "merged");
+  EXPECT_LE((rt.to(torch::kInt) - mg.to(torch::kInt)).abs().max().item<int>(), 1);
+  // strength_low needs a pair.
+  auto single = p;
+  single.model2.clear();
+  single.loras = {{(dir / "style.safetensors").string(), 1.0, 0.5}};
+  EXPECT_THAT(error_of([&] { pipe.generate(single); }), HasSubstr("strength_low"));
+  // The preset's keys round-trip; a bad lora_mode is refused by name.
+  auto j = single.to_json();
+  EXPECT_EQ(pipeline::Preset::from_json(j, "t").loras[0].strength_low, 0.5);
+  j["lora_mode"] = "lazy";
+  EXPECT_THAT(error_of([&] { pipeline::Preset::from_json(j, "t.json"); }), HasSubstr("lora_mode"));
+}
