@@ -71,8 +71,8 @@ std::array<uint8_t, 3> rgb(Colour c) {
 }
 
 std::string Scene::caption() const {
-  return std::string("a ") + name(object) + " " + name(shape) + " moving " + name(direction) +
-         " on a " + name(background) + " background";
+  return std::string("a ") + (big ? "big " : "") + name(object) + " " + name(shape) + " moving " +
+         name(direction) + " on a " + name(background) + " background";
 }
 
 std::optional<Scene> parse_caption(const std::string& caption) {
@@ -80,6 +80,8 @@ std::optional<Scene> parse_caption(const std::string& caption) {
   std::vector<std::string> w;
   for (std::string word; in >> word;) w.push_back(word);
   // a COLOUR SHAPE moving DIRECTION on a COLOUR background
+  const bool big = w.size() == 10 && w[1] == "big";
+  if (big) w.erase(w.begin() + 1);
   if (w.size() != 9 || w[0] != "a" || w[3] != "moving" || w[5] != "on" || w[6] != "a" ||
       w[8] != "background")
     return std::nullopt;
@@ -95,6 +97,7 @@ std::optional<Scene> parse_caption(const std::string& caption) {
   if (!object || !background || !shape || !direction || *object == *background) return std::nullopt;
   Scene s;
   s.object = *object, s.background = *background, s.shape = *shape, s.direction = *direction;
+  s.big = big;
   return s;
 }
 
@@ -132,7 +135,7 @@ bool inside(Shape s, float x, float y, float r) {
 }
 }  // namespace
 
-Scene random_scene(uint64_t seed, const ClipSpec& spec) {
+Scene random_scene(uint64_t seed, const ClipSpec& spec, bool big) {
   Rng rng{seed * 0x2545F4914F6CDD1Dull + 1};
   Scene s;
   s.object = kColours[static_cast<std::size_t>(rng.below(6))];
@@ -142,8 +145,10 @@ Scene random_scene(uint64_t seed, const ClipSpec& spec) {
   s.shape = kShapes[static_cast<std::size_t>(rng.below(3))];
   s.direction = kDirections[static_cast<std::size_t>(rng.below(4))];
   const float scale = static_cast<float>(std::min(spec.width, spec.height)) / 64.0f;
-  s.size = rng.uniform(8.0f, 12.0f) * scale;
-  const float travel = rng.uniform(1.4f, 2.0f) * scale * static_cast<float>(spec.frames - 1);
+  s.big = big;
+  s.size = (big ? rng.uniform(18.0f, 21.0f) : rng.uniform(8.0f, 12.0f)) * scale;
+  const float travel = (big ? rng.uniform(1.0f, 1.3f) : rng.uniform(1.4f, 2.0f)) * scale *
+                       static_cast<float>(spec.frames - 1);
   s.speed = travel / static_cast<float>(std::max(1, spec.frames - 1));
   const float margin = s.size + 1;
   const float w = static_cast<float>(spec.width), h = static_cast<float>(spec.height);
@@ -292,6 +297,10 @@ torch::Tensor largest_regions(const torch::Tensor& mask,
 }
 }  // namespace
 
+bool shows_big(const Measured& m, int frame_side) {
+  return m.object_found && m.objects == 1 && m.extent >= 28.0 * frame_side / 64;
+}
+
 Measured measure(const torch::Tensor& frames) {
   Measured m;
   const auto f = frames.to(torch::kFloat32);  // [F, H, W, 3]
@@ -334,16 +343,18 @@ Measured measure(const torch::Tensor& frames) {
     if (mx.min().item<double>() > 0 && my.min().item<double>() > 0 &&
         mx.max().item<double>() < W - 1 && my.max().item<double>() < H - 1) {
       fill += n / (bw * bh);
+      m.extent += std::max(bw, bh);
       ++fill_n;
     }
   }
   if (centroids.size() < 2) {
-    m.object_found = false;
+    m.object_found = false, m.extent = 0;
     return m;
   }
   std::nth_element(seen.begin(), seen.begin() + seen.size() / 2, seen.end());
   m.objects = seen[seen.size() / 2];
   m.fill_ratio = fill_n ? fill / fill_n : 0;
+  m.extent = fill_n ? m.extent / fill_n : 0;
   // Circle ≈ π/4 = 0.785, square ≈ 1, triangle ≈ 0.5.
   m.shape = m.fill_ratio > 0.9    ? Shape::Square
             : m.fill_ratio > 0.65 ? Shape::Circle

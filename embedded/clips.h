@@ -40,12 +40,16 @@ struct Scene {
   float size = 11;         // half-width of the shape, pixels
   float speed = 2;         // pixels per frame
   float x0 = 32, y0 = 32;  // centre in the first frame
+  // "a big …": about twice the base grammar's size (half-width 18–21 px at
+  // 64×64, slower so that its path stays in view). The base model never saw
+  // one; the project's LoRA teaches the word (`kinora train lora`).
+  bool big = false;
   std::string caption() const;
 };
 
 // The scene a caption of the grammar's form names (colours, shape and
-// direction; size, speed and place at their defaults); nullopt for any other
-// text, or one whose object and background are the same colour.
+// direction, "big" too; size, speed and place at their defaults); nullopt for
+// any other text, or one whose object and background are the same colour.
 std::optional<Scene> parse_caption(const std::string& caption);
 
 // Where a scene's path lies. Anywhere: any path that stays in view. Centred:
@@ -62,8 +66,9 @@ struct ClipSpec {
 };
 
 // A random scene (any colours, shape, direction; positions as spec.placement
-// says, always in view).
-Scene random_scene(uint64_t seed, const ClipSpec& spec = {});
+// says, always in view); `big`: a big one (the same draws, its size and speed
+// from their big ranges).
+Scene random_scene(uint64_t seed, const ClipSpec& spec = {}, bool big = false);
 // [F, H, W, 3] uint8, anti-aliased (4×4 supersampling).
 torch::Tensor render(const Scene& scene, const ClipSpec& spec = {});
 
@@ -83,8 +88,16 @@ struct Measured {
   // pixels), the median over the frames. A clip's object drawn twice reads 2;
   // the other measures are of the largest region.
   int objects = 0;
+  // The object's bounding box, its larger side, averaged over the frames where
+  // it is whole (pixels): 13–25 for the base grammar's sizes, 29 and more for a
+  // big one.
+  double extent = 0;
 };
 // frames [F, H, W, 3] uint8.
 Measured measure(const torch::Tensor& frames);
+
+// Whether a measured clip shows a big object: one object, its extent at least
+// 28 pixels per 64 of the frame's smaller side.
+bool shows_big(const Measured& m, int frame_side = 64);
 
 }  // namespace kinora::embedded

@@ -18,6 +18,9 @@ inline constexpr const char* kTokenizerFile = "kinora-tiny-spm.model";
 inline constexpr const char* kVaeFile = "kinora-tiny-wan-vae.safetensors";
 inline constexpr const char* kTextEncoderFile = "kinora-tiny-umt5.safetensors";
 inline constexpr const char* kDitFile = "kinora-tiny-wan-dit.safetensors";
+// The project's LoRA on it (`kinora train lora`): the word "big", objects at
+// twice the size the base model ever drew. Shipped in the model folder's loras/.
+inline constexpr const char* kBigLoraFile = "kinora-tiny-big.safetensors";
 
 // How it is sampled by default: the size and length it was trained on, flow
 // UniPC at shift 3 (the shift its training drew noise levels with), 20 steps

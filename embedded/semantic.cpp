@@ -34,6 +34,15 @@ std::vector<Scene> held_out_prompts() {
           scene(Colour::White, Colour::Black, Shape::Square, Direction::Left)};
 }
 
+std::vector<Scene> big_prompts(std::size_t count, uint64_t first_seed) {
+  std::vector<Scene> out;
+  for (uint64_t seed = first_seed; out.size() < count; ++seed) {
+    const auto s = random_scene(seed, {}, /*big=*/true);
+    if (!held_out(s)) out.push_back(s);
+  }
+  return out;
+}
+
 void SemanticScore::add(const Scene& s, const Measured& m) {
   ++n;
   const bool b = m.background == s.background, o = m.object_found && m.object == s.object,
@@ -41,6 +50,7 @@ void SemanticScore::add(const Scene& s, const Measured& m) {
              d = m.object_found && m.direction == s.direction;
   background += b, object += o, shape += sh, direction += d, all += b && o && sh && d;
   one += m.object_found && m.objects == 1;
+  asked_big += s.big, big += shows_big(m);
 }
 
 std::string SemanticScore::line(const std::string& name) const {
@@ -50,13 +60,17 @@ std::string SemanticScore::line(const std::string& name) const {
                 "direction %5.1f%%  all four %5.1f%%  (one object drawn: %5.1f%%)",
                 name.c_str(), n, pct(background, n), pct(object, n), pct(shape, n),
                 pct(direction, n), pct(all, n), pct(one, n));
-  return buf;
+  if (asked_big == 0 && big == 0) return buf;
+  char more[64];
+  std::snprintf(more, sizeof more, "  drawn big: %5.1f%%", pct(big, n));
+  return buf + std::string(more);
 }
 
 std::string describe(const Measured& m) {
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%s %s moving %s on %s (fill %.3f, %d %s)", name(m.object),
-                name(m.shape), name(m.direction), name(m.background), m.fill_ratio, m.objects,
+  std::snprintf(buf, sizeof buf, "%s%s %s moving %s on %s (fill %.3f, extent %.1f, %d %s)",
+                shows_big(m) ? "big " : "", name(m.object), name(m.shape), name(m.direction),
+                name(m.background), m.fill_ratio, m.extent, m.objects,
                 m.objects == 1 ? "object" : "objects");
   return buf;
 }

@@ -17,13 +17,18 @@ namespace kinora::embedded {
 std::vector<Scene> semantic_prompts(std::size_t at_least, uint64_t first_seed);
 // Two scenes of each held-out combination (held_out()).
 std::vector<Scene> held_out_prompts();
+// Prompts that ask for a big object (the word the project's LoRA teaches):
+// big scenes from seeds first_seed, … (never held out), `count` of them.
+std::vector<Scene> big_prompts(std::size_t count, uint64_t first_seed);
 
 struct SemanticScore {
   int n = 0, background = 0, object = 0, shape = 0, direction = 0, all = 0, one = 0;
+  int asked_big = 0, big = 0;  // prompts that ask for a big object; clips drawn big (shows_big)
   // The shape counts only where the object is drawn once.
   void add(const Scene& s, const Measured& m);
   static double pct(int k, int n) { return n ? 100.0 * k / n : 0; }
-  // "trained   36 prompts: background 100.0%  object …  (one object drawn: …)"
+  // "trained   36 prompts: background 100.0%  object …  (one object drawn: …)",
+  // and "drawn big: …" where a prompt asked for it or a clip shows it.
   std::string line(const std::string& name) const;
 };
 

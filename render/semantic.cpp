@@ -5,27 +5,32 @@
 
 namespace kinora::render {
 
-SemanticResult score_semantics(pipeline::Pipeline& pipe, const SemanticRun& run) {
-  SemanticResult result;
+embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun& run,
+                                     const std::vector<embedded::Scene>& scenes,
+                                     const std::string& tag) {
+  embedded::SemanticScore into;
   pipeline::RunCallbacks callbacks;
   callbacks.cancel = run.cancel;
-  const auto score = [&](const std::vector<embedded::Scene>& scenes, const std::string& tag,
-                         embedded::SemanticScore& into) {
-    for (std::size_t i = 0; i < scenes.size(); ++i) {
-      pipeline::Preset p = run.preset;
-      p.prompt = scenes[i].caption();
-      p.seed = run.noise_seed + static_cast<int64_t>(i);
-      p.output = (run.folder / (tag + std::to_string(i) + ".mp4")).string();
-      render(pipe, p, callbacks);
-      const auto m = embedded::measure(media::read_frames(p.output));
-      into.add(scenes[i], m);
-      if (run.on_line)
-        run.on_line(tag + " " + std::to_string(i) + "  \"" + p.prompt + "\"  seed " +
-                    std::to_string(p.seed) + "  →  " + embedded::describe(m));
-    }
-  };
-  score(embedded::semantic_prompts(run.prompts, run.prompt_seed), "prompt", result.trained);
-  score(embedded::held_out_prompts(), "held-out", result.held_out);
+  for (std::size_t i = 0; i < scenes.size(); ++i) {
+    pipeline::Preset p = run.preset;
+    p.prompt = scenes[i].caption();
+    p.seed = run.noise_seed + static_cast<int64_t>(i);
+    p.output = (run.folder / (tag + std::to_string(i) + ".mp4")).string();
+    render(pipe, p, callbacks);
+    const auto m = embedded::measure(media::read_frames(p.output));
+    into.add(scenes[i], m);
+    if (run.on_line)
+      run.on_line(tag + " " + std::to_string(i) + "  \"" + p.prompt + "\"  seed " +
+                  std::to_string(p.seed) + "  →  " + embedded::describe(m));
+  }
+  return into;
+}
+
+SemanticResult score_semantics(pipeline::Pipeline& pipe, const SemanticRun& run) {
+  SemanticResult result;
+  result.trained =
+      score_scenes(pipe, run, embedded::semantic_prompts(run.prompts, run.prompt_seed), "prompt");
+  result.held_out = score_scenes(pipe, run, embedded::held_out_prompts(), "held-out");
   return result;
 }
 

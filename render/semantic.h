@@ -37,4 +37,10 @@ struct SemanticResult {
 // Throws kinora::Error (a model that does not load, a render that fails).
 SemanticResult score_semantics(pipeline::Pipeline& pipe, const SemanticRun& run);
 
+// The same judgement of any scenes (embedded::star_prompts, …): scene i
+// rendered with seed run.noise_seed + i to TAG-i.mp4 in run.folder.
+embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun& run,
+                                     const std::vector<embedded::Scene>& scenes,
+                                     const std::string& tag);
+
 }  // namespace kinora::render

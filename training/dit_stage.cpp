@@ -368,21 +368,6 @@ void ema_update(std::vector<Tensor>& ema, const std::vector<Tensor>& params, dou
   at::_foreach_add_(ema, params, 1 - decay);
 }
 
-// Gradients scaled so that their joint L2 norm is at most `max_norm`, as
-// torch::nn::utils::clip_grad_norm_ does, but without reading the norm back
-// to the host: that would wait for the device at every step.
-void clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  torch::NoGradGuard g;
-  std::vector<Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return;
-  const auto norms = at::_foreach_norm(grads);
-  const auto total = torch::stack(norms).to(torch::kFloat32).norm();
-  const auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-  for (auto& grad : grads) grad.mul_(coef);
-}
-
 // A log cut back to `step` (a resumed stage repeats what followed).
 LossLog cut_log(const fs::path& path, int64_t step, const std::string& header) {
   truncate_log(path, step);
@@ -603,6 +588,21 @@ void DitRun::save() {
 }
 
 }  // namespace
+
+// Gradients scaled so that their joint L2 norm is at most `max_norm`, as
+// torch::nn::utils::clip_grad_norm_ does, but without reading the norm back
+// to the host: that would wait for the device at every step.
+void internal::clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  torch::NoGradGuard g;
+  std::vector<Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  const auto norms = at::_foreach_norm(grads);
+  const auto total = torch::stack(norms).to(torch::kFloat32).norm();
+  const auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  for (auto& grad : grads) grad.mul_(coef);
+}
 
 void train_dit(const DitOptions& o) {
   check_earlier_stages(o);

@@ -72,6 +72,10 @@ inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// Gradients scaled so that their joint L2 norm is at most `max_norm`, without
+// reading the norm back to the host (dit_stage.cpp).
+void clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+
 // ---------------------------------------------------------------- the run folder
 // (checkpoint.cpp)
 

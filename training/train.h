@@ -300,6 +300,26 @@ extern const std::vector<double> kDenoiseSigmas;
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
 void train_dit(const DitOptions& o);
 
+// A LoRA on a trained model's DiT that teaches it a word its grammar never
+// had, "big" (objects about twice the size it ever drew): big clips and, as many,
+// clips of the base grammar (so that what the model already draws stays),
+// encoded by the model's VAE; the flow-matching loss of the DiT stage with the
+// base weights frozen and low-rank updates (rank, alpha) on every Linear of the
+// DiT's blocks and its text embedding, trained through layers::LinearAdapter.
+// The DiT stage's options say the data and noise (dataset, batch, lr, warmup,
+// shift, sigma, object_weight, caption_dropout, clip); its architecture
+// options are ignored: the base model's files say it.
+struct LoraOptions : DitOptions {
+  std::filesystem::path model_dir;  // the base model's four kinora-tiny-* files
+  double concept_share = 0.5;       // share of the clips that are big
+  int64_t rank = 8;
+  double alpha = 8;
+};
+// Writes <run>/kinora-tiny-big.safetensors (original-key LoRA, bf16, the
+// recipe in its metadata) and <run>/lora-loss.csv. A cancelled run writes
+// nothing: it starts again from the beginning.
+void train_lora(const LoraOptions& o);
+
 // [F, H, W, 3] uint8 (a render) → [3, F, H, W] float32 in [−1, 1] (a model's input).
 torch::Tensor frames_to_video(const torch::Tensor& frames);
 

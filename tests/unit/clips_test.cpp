@@ -45,8 +45,32 @@ TEST(Clips, CaptionsParseBackToTheirScenes) {
         "a red circle moving left on a red background",
         "a red circle moving sideways on a blue background",
         "the red circle moving left on a blue background",
-        "a red circle moving left on a blue background now"})
+        "a red circle moving left on a blue background now",
+        "a big big red circle moving left on a blue background"})
     EXPECT_FALSE(parse_caption(foreign)) << foreign;
+  // "big", the word of the project's LoRA.
+  const auto big = parse_caption("a big red circle moving left on a blue background");
+  ASSERT_TRUE(big);
+  EXPECT_TRUE(big->big);
+  EXPECT_EQ(big->caption(), "a big red circle moving left on a blue background");
+}
+
+// Big scenes: the same draws as the scene of their seed, twice the size, in
+// view, and measured big; the base grammar's never are.
+TEST(Clips, BigScenesAreMeasuredBigAndTheOthersNever) {
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    const auto s = random_scene(seed), b = random_scene(seed, {}, true);
+    EXPECT_EQ(b.object, s.object);
+    EXPECT_EQ(b.shape, s.shape);
+    EXPECT_EQ(b.direction, s.direction);
+    EXPECT_GE(b.size, 18);
+    const auto ms = measure(render(s)), mb = measure(render(b));
+    EXPECT_FALSE(shows_big(ms)) << s.caption() << " extent " << ms.extent;
+    EXPECT_TRUE(shows_big(mb)) << b.caption() << " extent " << mb.extent;
+    EXPECT_EQ(mb.shape, b.shape) << b.caption();
+    EXPECT_EQ(mb.direction, b.direction) << b.caption();
+    EXPECT_TRUE(b.caption().rfind("a big ", 0) == 0);
+  }
 }
 
 // The measurement reads back every attribute of the rendered clips.

@@ -62,3 +62,64 @@ TEST_F(Semantic, EmbeddedModelDrawsTheShape) {
 
 }  // namespace
 }  // namespace kinora
+
+namespace kinora {
+namespace {
+
+// The project's LoRA (assets/loras/, `kinora train lora`) teaches the word
+// "big": at strength 1 the prompts that ask for a big object get one, without
+// it none do, and with it the base grammar's prompts keep their background,
+// object colour and direction (and are not drawn big).
+class BigLora : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto md = embedded::model_dir();
+    if (!md || !std::filesystem::is_regular_file(*md / "loras" / embedded::kBigLoraFile)) return;
+    dir_ = new test::TempDir;
+    pipeline::Pipeline pipe;
+    render::SemanticRun run;
+    run.folder = dir_->path();
+    run.on_line = [](const std::string& line) { std::cout << line << "\n"; };
+    const auto big = embedded::big_prompts(12, 7000);
+    without_ = render::score_scenes(pipe, run, big, "big-without");
+    run.preset.loras = {{(*md / "loras" / embedded::kBigLoraFile).string(), 1.0}};
+    with_ = render::score_scenes(pipe, run, big, "big-with");
+    base_ = render::score_scenes(pipe, run, embedded::semantic_prompts(24, 7000), "base-with");
+    std::cout << without_.line("no LoRA") << "\n"
+              << with_.line("LoRA 1") << "\n"
+              << base_.line("base+LoRA") << "\n";
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (!dir_) GTEST_SKIP() << "the embedded model or its LoRA is not in assets/";
+  }
+  static int need(const embedded::SemanticScore& s) { return (9 * s.n + 9) / 10; }  // ≥ 90%
+  static inline test::TempDir* dir_ = nullptr;
+  static inline embedded::SemanticScore without_, with_, base_;
+};
+
+TEST_F(BigLora, AtStrengthOneThePromptsThatAskForItGetABigObject) {
+  ASSERT_EQ(with_.n, 12);
+  EXPECT_GE(with_.big, need(with_)) << with_.line("LoRA 1");
+  EXPECT_GE(with_.object, need(with_)) << with_.line("LoRA 1");
+  EXPECT_GE(with_.background, need(with_)) << with_.line("LoRA 1");
+  EXPECT_GE(with_.direction, need(with_)) << with_.line("LoRA 1");
+}
+
+TEST_F(BigLora, WithoutItTheBaseModelDrawsNone) {
+  EXPECT_EQ(without_.big, 0) << without_.line("no LoRA");
+}
+
+TEST_F(BigLora, WhatTheBaseModelDrewStays) {
+  ASSERT_GE(base_.n, 24);
+  EXPECT_GE(base_.background, need(base_)) << base_.line("base+LoRA");
+  EXPECT_GE(base_.object, need(base_)) << base_.line("base+LoRA");
+  EXPECT_GE(base_.direction, need(base_)) << base_.line("base+LoRA");
+  EXPECT_EQ(base_.big, 0) << base_.line("base+LoRA");
+}
+
+}  // namespace
+}  // namespace kinora

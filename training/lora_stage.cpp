@@ -1,0 +1,222 @@
+// The LoRA stage (train.h, train_lora): low-rank updates on a trained
+// embedded model's DiT that teach it a new colour, the base weights frozen.
+#include <cmath>
+#include <cstdio>
+
+#include "base/error.h"
+#include "diffusion/wan_dit.h"
+#include "embedded/semantic.h"
+#include "io/safetensors.h"
+#include "layers/linear.h"
+#include "text/t5.h"
+#include "text/tokenizer.h"
+#include "training/internal.h"
+#include "vae/wan_vae.h"
+
+namespace kinora::training {
+namespace fs = std::filesystem;
+using torch::Tensor;
+using namespace internal;
+
+namespace {
+
+// The Linear modules the LoRA trains: every one in the DiT's blocks (self-
+// and cross-attention, feed-forward) and the text embedding, by name.
+std::vector<std::pair<std::string, layers::LinearImpl*>> lora_targets(diffusion::WanModel& dit) {
+  std::vector<std::pair<std::string, layers::LinearImpl*>> out;
+  for (const auto& item : dit.module().named_modules("", false)) {
+    auto* lin = dynamic_cast<layers::LinearImpl*>(item.value().get());
+    const auto& name = item.key();
+    if (lin && (name.rfind("blocks.", 0) == 0 || name.rfind("text_embedding.", 0) == 0))
+      out.emplace_back(name, lin);
+  }
+  return out;
+}
+
+// The clips: the first concept_share of them big scenes ("a big …"), the rest
+// scenes of the grammar as they are. Held-out combinations are skipped, as in
+// the DiT stage.
+std::vector<Scene> lora_scenes(const LoraOptions& o) {
+  std::vector<Scene> scenes;
+  const auto concept_clips =
+      static_cast<int64_t>(std::llround(o.concept_share * static_cast<double>(o.dataset)));
+  for (uint64_t s = 0; static_cast<int64_t>(scenes.size()) < o.dataset; ++s) {
+    const bool big = static_cast<int64_t>(scenes.size()) < concept_clips;
+    const auto scene = random_scene(mix(o.seed, 0x10AA000 + s), o.clip, big);
+    if (held_out(scene)) continue;
+    scenes.push_back(scene);
+  }
+  return scenes;
+}
+
+void check_lora_options(const LoraOptions& o) {
+  if (o.model_dir.empty()) throw Error("train lora: give the base model's folder (--model)");
+  for (const char* f : {kDitFile, kVaeFile, kTextEncoderFile, kTokenizerFile})
+    if (!fs::is_regular_file(o.model_dir / f))
+      throw Error("train lora: " + (o.model_dir / f).string() +
+                  " is missing (the folder must hold the embedded model's four files)");
+  if (o.rank < 1 || o.rank > 256) throw Error("train lora: --rank must be 1 to 256");
+  if (!(o.alpha > 0)) throw Error("train lora: --alpha must be positive");
+  if (o.dataset < o.batch || o.batch < 1)
+    throw Error("train lora: --dataset must hold at least one batch of clips");
+  if (!(o.concept_share > 0 && o.concept_share <= 1))
+    throw Error("train lora: --concept-share must be in (0, 1]");
+  if (o.steps < 1) throw Error("train lora: --steps must be at least 1");
+  fs::create_directories(o.run_dir);
+}
+
+}  // namespace
+
+void train_lora(const LoraOptions& o) {
+  check_lora_options(o);
+  const auto t0 = Clock::now();
+  const auto tok = text::Tokenizer::load(o.model_dir / kTokenizerFile);
+  auto vae = vae::WanVAE::load(o.model_dir / kVaeFile, layers::Precision::F32);
+  auto te = text::T5Encoder::load(o.model_dir / kTextEncoderFile, layers::Precision::F32);
+  auto dit = diffusion::WanModel::load(o.model_dir / kDitFile, o.precision);
+  te.set_trainable(false);
+  // The DiT's forward records a graph (trainable), but its own weights take no
+  // gradient: only the adapters added below do.
+  dit.set_trainable(true);
+  layers::set_trainable(dit.module(), false);
+  const int64_t text_len = dit.config().text_len;
+  {
+    const auto t = tok.encode("big", 8);
+    say(o, std::string("lora: 'big' is ") + std::to_string(t.length - 1) +
+               " token(s) of the base vocabulary");
+  }
+
+  // The data: latents of every clip and the text encoder's output for its
+  // caption (both frozen, so computed once).
+  const auto scenes = lora_scenes(o);
+  std::vector<std::string> captions;
+  std::vector<Tensor> latents;
+  {
+    torch::NoGradGuard g;
+    for (std::size_t i = 0; i < scenes.size(); i += 16) {
+      std::vector<Tensor> clips;
+      for (std::size_t k = i; k < std::min(scenes.size(), i + 16); ++k) {
+        clips.push_back(frames_to_video(render(scenes[k], o.clip)));
+        captions.push_back(scenes[k].caption());
+      }
+      latents.push_back(vae.encode(torch::stack(clips)));
+    }
+  }
+  const auto x_all = torch::cat(latents);
+  {
+    // What the VAE makes of the big scenes: the DiT draws through its decoder.
+    torch::NoGradGuard g;
+    const auto back = vae.decode(x_all.slice(0, 0, 4));
+    for (int64_t i = 0; i < back.size(0); ++i) {
+      const auto frames =
+          back[i].add(1).mul(127.5).round().clamp(0, 255).to(torch::kUInt8).permute({1, 2, 3, 0});
+      const auto m = measure(frames.contiguous());
+      say(o, std::string("lora: the VAE's reconstruction of '") +
+                 captions[static_cast<std::size_t>(i)] + "' shows " + describe(m));
+    }
+  }
+
+  Tensor ctx_all, empty_ctx;
+  {
+    torch::NoGradGuard g;
+    ctx_all = encode_captions(te, tok, captions, text_len, torch::kCPU);
+    empty_ctx = encode_captions(te, tok, {""}, text_len, torch::kCPU);
+  }
+  char line[256];
+  std::snprintf(line, sizeof line, "lora: %lld clips encoded (%lld %s) in %.1f s",
+                static_cast<long long>(x_all.size(0)),
+                static_cast<long long>(std::llround(o.concept_share * o.dataset)), "big",
+                seconds_since(t0));
+  say(o, line);
+
+  // The adapters: down ~ N(0, 1/in), up = 0, so training starts at the base model.
+  torch::manual_seed(mix(o.seed, 3));
+  const double scale = o.alpha / static_cast<double>(o.rank);
+  std::vector<std::pair<std::string, layers::LinearImpl*>> targets = lora_targets(dit);
+  std::vector<Tensor> params;
+  for (auto& [module, lin] : targets) {
+    auto down = (torch::randn({o.rank, lin->in_features}) /
+                 std::sqrt(static_cast<double>(lin->in_features)))
+                    .set_requires_grad(true);
+    auto up = torch::zeros({lin->out_features, o.rank}).set_requires_grad(true);
+    lin->adapters.push_back({down, up, {}, {}, scale, 0, lin->out_features});
+    params.push_back(down), params.push_back(up);
+  }
+  int64_t trained = 0;
+  for (const auto& p : params) trained += p.numel();
+  say(o, "lora: rank " + std::to_string(o.rank) + " on " + std::to_string(targets.size()) +
+             " Linear modules, " + std::to_string(trained) + " parameters");
+
+  torch::optim::AdamW opt(params,
+                          torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0));
+  LossLog log(o.run_dir / "lora-loss.csv", "step,loss,lr,seconds");
+  double seconds = 0, sum = 0;
+  int64_t n = 0;
+  for (int64_t step = 0; step < o.steps; ++step) {
+    if (cancelled(o)) {
+      for (auto& t : targets) t.second->adapters.clear();
+      say(o, "lora: cancelled at step " + std::to_string(step) + "; nothing written");
+      return;
+    }
+    const auto ts = Clock::now();
+    const double lr = lr_at(o, step);
+    set_lr(opt, lr);
+    torch::manual_seed(mix(o.seed, 4000000 + step));
+    const auto idx = torch::randint(x_all.size(0), {o.batch}, torch::kLong);
+    const auto x0 = x_all.index_select(0, idx);
+    auto ctx = ctx_all.index_select(0, idx);
+    const auto drop = (torch::rand({o.batch}) < o.caption_dropout).view({-1, 1, 1});
+    ctx = torch::where(drop, empty_ctx.expand_as(ctx), ctx);
+    const auto sigma = draw_sigmas(o, o.batch);
+    const auto noise = torch::randn_like(x0);
+    auto [xt, weight] = noise_batch(x0, sigma, noise, 0);
+    if (o.object_weight > 0) weight = weight * object_weights(x0, o.object_weight);
+    const auto pred = dit.forward(xt, sigma * 1000, ctx);
+    const auto loss = ((pred - (noise - x0)).pow(2) * weight).sum() /
+                      (weight.sum() * (x0.numel() / weight.numel()));
+    opt.zero_grad();
+    loss.backward();
+    clip_grad_norm(params, 1.0);
+    opt.step();
+    seconds += seconds_since(ts);
+    sum += loss.item<double>(), ++n;
+    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+      log.add(step + 1, {sum / static_cast<double>(n)}, lr, seconds);
+      std::snprintf(line, sizeof line, "lora step %lld/%lld  loss %.4f  %.2f s/step",
+                    static_cast<long long>(step + 1), static_cast<long long>(o.steps),
+                    sum / static_cast<double>(n), seconds / static_cast<double>(step + 1));
+      say(o, line);
+      sum = 0, n = 0;
+    }
+  }
+
+  // The file: original-key LoRA (diffusion_model.NAME.lora_down / lora_up /
+  // alpha), bf16 like the shipped DiT.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [module, lin] : targets) {
+    const auto& a = lin->adapters.back();
+    const std::string stem = "diffusion_model." + module;
+    tensors.emplace_back(stem + ".lora_down.weight", a.down.detach().to(torch::kBFloat16));
+    tensors.emplace_back(stem + ".lora_up.weight", a.up.detach().to(torch::kBFloat16));
+    tensors.emplace_back(stem + ".alpha", torch::tensor(static_cast<float>(o.alpha)));
+    lin->adapters.clear();
+  }
+  const nlohmann::json recipe = {{"concept", "big"},
+                                 {"base", "Kinora tiny Wan DiT"},
+                                 {"rank", o.rank},
+                                 {"alpha", o.alpha},
+                                 {"steps", o.steps},
+                                 {"batch", o.batch},
+                                 {"lr", o.lr},
+                                 {"dataset", o.dataset},
+                                 {"concept_share", o.concept_share},
+                                 {"shift", o.shift},
+                                 {"object_weight", o.object_weight},
+                                 {"caption_dropout", o.caption_dropout},
+                                 {"seed", o.seed}};
+  const auto out = o.run_dir / kBigLoraFile;
+  io::save_safetensors(out, tensors, {{"kinora_lora", recipe.dump()}});
+  say(o, "lora: wrote " + out.string());
+}
+
+}  // namespace kinora::training
