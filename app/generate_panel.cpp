@@ -22,6 +22,7 @@
 #include "embedded/model.h"
 #include "lora/lora.h"
 #include "pipeline/family.h"
+#include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
 #include "schedulers/registry.h"
 
@@ -237,6 +238,7 @@ void GeneratePanel::model_changed() {
     guidance_->setValue(d.guidance);
     precision_->setCurrentText(QString::fromStdString(d.precision));
   }
+  for (int r = 0; r < loras_->rowCount(); ++r) check_lora(r);
   snap();
 }
 
@@ -293,17 +295,6 @@ void GeneratePanel::add_lora(const QString& given) {
   loras_->insertRow(row);
   auto* item = new QTableWidgetItem(QFileInfo(path).fileName());
   item->setData(Qt::UserRole, path);
-  // What the file holds, at a glance; a file that is no LoRA shows why.
-  try {
-    const auto r = lora::describe(path.toStdString());
-    QString tip = QString("%1: %2 updates").arg(QString::fromStdString(r.format)).arg(r.total);
-    if (r.rank > 0) tip += QString(", rank %1").arg(r.rank);
-    if (r.alpha) tip += QString(", alpha %1").arg(*r.alpha);
-    item->setToolTip(tip);
-  } catch (const std::exception& e) {
-    item->setToolTip(QString::fromStdString(e.what()));
-    item->setForeground(Qt::red);
-  }
   item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
   item->setCheckState(Qt::Checked);
   loras_->setItem(row, 0, item);
@@ -327,6 +318,36 @@ void GeneratePanel::add_lora(const QString& given) {
   remove->setText("✕");
   connect(remove, &QToolButton::clicked, this, [this, item] { loras_->removeRow(item->row()); });
   loras_->setCellWidget(row, 2, remove);
+  check_lora(row);
+}
+
+void GeneratePanel::check_lora(int row) {
+  auto* item = loras_->item(row, 0);
+  const auto path = item->data(Qt::UserRole).toString().toStdString();
+  // What the file holds, at a glance; and whether it fits the selected model
+  // (the matches, or why not: no LoRA, another family or size), in red when
+  // it does not. The job is refused on queueing for the same reason.
+  QString tip;
+  bool fits = true;
+  try {
+    const auto r = lora::describe(path);
+    tip = QString("%1: %2 updates").arg(QString::fromStdString(r.format)).arg(r.total);
+    if (r.rank > 0) tip += QString(", rank %1").arg(r.rank);
+    if (r.alpha) tip += QString(", alpha %1").arg(*r.alpha);
+    Preset p = preset();
+    p.prompt.clear();
+    p.loras = {{path, 1.0}};
+    const auto reports = pipeline::check_loras(p);
+    tip += QString("\n%1 of %2 updates match %3")
+               .arg(reports.at(0).matched)
+               .arg(reports.at(0).total)
+               .arg(model_->currentText());
+  } catch (const std::exception& e) {
+    tip += (tip.isEmpty() ? "" : "\n") + QString::fromStdString(e.what());
+    fits = false;
+  }
+  item->setToolTip(tip);
+  item->setForeground(fits ? palette().text() : QBrush(Qt::red));
 }
 
 Preset GeneratePanel::preset() const {

@@ -40,6 +40,8 @@ class GeneratePanel : public QWidget {
 
  private:
   void model_changed();
+  // Marks LoRA row `row` as fitting the selected model or not (tooltip, colour).
+  void check_lora(int row);
   void snap();
   // The family of the selected model file ("wan" for the embedded model and
   // for files no family recognises: the render says what is wrong).

@@ -2,6 +2,7 @@
 
 #include "base/json.h"
 
+#include <QJsonArray>
 #include <QJsonDocument>
 #include <QUuid>
 
@@ -41,6 +42,7 @@ QJsonObject Job::to_json() const {
   o["message"] = message;
   o["output"] = output;
   o["created"] = created.toString(Qt::ISODate);
+  if (!sweep.isEmpty()) o["sweep"] = QJsonArray::fromStringList(sweep);
   o["preset"] =
       QJsonDocument::fromJson(QByteArray::fromStdString(preset.to_json().dump())).object();
   return o;
@@ -54,6 +56,7 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   j.message = o.value("message").toString();
   j.output = o.value("output").toString();
   j.created = QDateTime::fromString(o.value("created").toString(), Qt::ISODate);
+  for (const auto& a : o.value("sweep").toArray()) j.sweep.push_back(a.toString());
   const auto preset = QJsonDocument(o.value("preset").toObject()).toJson(QJsonDocument::Compact);
   j.preset =
       pipeline::Preset::from_json(parse_json(preset.toStdString(), source.toStdString()),
@@ -61,8 +64,9 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   return j;
 }
 
-Job Job::make(const pipeline::Preset& preset) {
+Job Job::make(const pipeline::Preset& preset, const QStringList& sweep) {
   Job j;
+  j.sweep = sweep;
   j.id = QUuid::createUuid().toString(QUuid::WithoutBraces);
   j.preset = preset;
   j.created = QDateTime::currentDateTime();

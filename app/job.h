@@ -3,6 +3,7 @@
 #include <QDateTime>
 #include <QJsonObject>
 #include <QString>
+#include <QStringList>
 
 #include "pipeline/preset.h"
 
@@ -18,7 +19,10 @@ struct Job {
   pipeline::Preset preset;
   JobStatus status = JobStatus::Pending;
   QString message;  // the error of a failed job, or the last stage
-  QString output;   // the written file, when done
+  QString output;   // the written file, when done (a sweep's: its contact sheet)
+  // A sweep's axes as typed ("seed=1,2,3", "lora:NAME=0.5,1"; render/sweep.h):
+  // the job renders every cell and the sheet. Empty: one render.
+  QStringList sweep;
   QDateTime created;
   // Live progress (not persisted).
   int step = 0, total = 0;
@@ -27,8 +31,8 @@ struct Job {
   QJsonObject to_json() const;
   // Throws kinora::Error naming `source` when the entry is malformed.
   static Job from_json(const QJsonObject& o, const QString& source);
-  // A new pending job (fresh id) for `preset`.
-  static Job make(const pipeline::Preset& preset);
+  // A new pending job (fresh id) for `preset` (a sweep over `sweep`).
+  static Job make(const pipeline::Preset& preset, const QStringList& sweep = {});
 };
 
 }  // namespace kinora::app

@@ -15,6 +15,7 @@
 #include <QFileInfo>
 #include <QFormLayout>
 #include <QHBoxLayout>
+#include <QLabel>
 #include <QLineEdit>
 #include <QListView>
 #include <QMenuBar>
@@ -37,6 +38,8 @@
 #include "app/worker.h"
 #include "base/json.h"
 #include "media/output.h"
+#include "pipeline/lora_check.h"
+#include "render/sweep.h"
 
 namespace kinora::app {
 using pipeline::Preset;
@@ -243,6 +246,7 @@ void MainWindow::build_menus() {
 
   auto* gen = menuBar()->addMenu("&Generate");
   gen->addAction("&Queue", QKeySequence("Ctrl+Return"), this, [this] { queue_current(false); });
+  gen->addAction("S&weep…", QKeySequence("Ctrl+Alt+W"), this, &MainWindow::sweep_dialog);
   gen->addAction("Queue at the &front", QKeySequence("Ctrl+Shift+Return"), this,
                  [this] { queue_current(true); });
   auto* cancel = gen->addAction("&Cancel the running job", this, &MainWindow::cancel_current);
@@ -284,7 +288,31 @@ QString MainWindow::queue_current(bool front) {
   return queue_preset(panel_->preset(), front);
 }
 
-QString MainWindow::queue_preset(Preset p, bool front) {
+QString MainWindow::queue_sweep(const QStringList& axes) {
+  return queue_preset(panel_->preset(), false, axes);
+}
+
+void MainWindow::refuse(const QString& what) {
+  statusBar()->showMessage("not queued: " + what);
+  if (!options_.quit_when_idle) QMessageBox::warning(this, "Not queued", what);
+}
+
+QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep) {
+  // What can be known before the job runs: LoRAs that do not fit the model
+  // (another family or size, no LoRA at all), and a sweep's axes.
+  try {
+    pipeline::check_loras(p);
+    if (!sweep.isEmpty()) {
+      std::vector<render::SweepAxis> axes;
+      for (const auto& a : sweep) axes.push_back(render::parse_sweep_axis(a.toStdString()));
+      auto q = p;
+      if (q.output.empty()) q.output = "sweep.mp4";
+      render::plan_sweep(q, axes);
+    }
+  } catch (const std::exception& e) {
+    refuse(QString::fromStdString(e.what()));
+    return {};
+  }
   if (p.seed < 0) p.seed = QRandomGenerator::global()->bounded(1 << 30);
   panel_->set_last_seed(p.seed);
   settings_->setValue("last_seed", static_cast<qlonglong>(p.seed));
@@ -296,7 +324,7 @@ QString MainWindow::queue_preset(Preset p, bool front) {
       path = base + "-" + QString::number(k) + extension_for(p);
     p.output = path.toStdString();
   }
-  const auto id = queue_->add(p, front);
+  const auto id = queue_->add(p, front, sweep);
   start_next();
   return id;
 }
@@ -311,7 +339,7 @@ void MainWindow::start_next() {
   viewer_->clear("Loading models…");
   const auto json = QString::fromStdString(job.preset.to_json().dump());
   QMetaObject::invokeMethod(worker_, "render", Qt::QueuedConnection, Q_ARG(QString, job.id),
-                            Q_ARG(QString, json));
+                            Q_ARG(QString, json), Q_ARG(QStringList, job.sweep));
 }
 
 void MainWindow::job_done(const QString& id) {
@@ -377,14 +405,49 @@ int MainWindow::queue_folder(const QString& dir) {
       // Named outputs land inside the output folder, never elsewhere.
       Preset p = Preset::load(file);
       if (!p.output.empty()) p.place_output_in(output_dir_.toStdString(), file);
-      queue_preset(p.absolutized());
-      ++n;
+      n += !queue_preset(p.absolutized()).isEmpty();
     } catch (const std::exception& e) {
       statusBar()->showMessage(e.what());  // the others are still queued
     }
   }
   statusBar()->showMessage(QString("queued %1 presets").arg(n));
   return n;
+}
+
+void MainWindow::sweep_dialog() {
+  QDialog d(this);
+  d.setWindowTitle("Sweep");
+  // A start: the form's first LoRA at a few strengths, else a few seeds.
+  const auto p = panel_->preset();
+  const QString first =
+      p.loras.empty()
+          ? QString("seed=1,2,3")
+          : QString("lora:%1=0.5,1")
+                .arg(QFileInfo(QString::fromStdString(p.loras[0].path)).completeBaseName());
+  auto* columns = new QLineEdit(first, &d);
+  auto* rows = new QLineEdit(p.loras.empty() ? QString() : QString("seed=1,2"), &d);
+  for (auto* e : {columns, rows}) e->setMinimumWidth(320);
+  auto* help = new QLabel(
+      "KEY=V1,V2,…  with KEY one of seed, guidance, steps, sampler, shift, precision, "
+      "prompt and negative_prompt (values split by |), or lora:NAME (a LoRA of the form, by "
+      "file name). A LoRA axis gets an \"off\" column. Every cell is a render of its own in the "
+      "output folder; the contact sheet opens when the sweep is done.",
+      &d);
+  help->setWordWrap(true);
+  help->setStyleSheet("color: gray");
+  auto* form = new QFormLayout(&d);
+  form->addRow("Columns", columns);
+  form->addRow("Rows (optional)", rows);
+  form->addRow(help);
+  auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &d);
+  buttons->button(QDialogButtonBox::Ok)->setText("Queue the sweep");
+  form->addRow(buttons);
+  connect(buttons, &QDialogButtonBox::accepted, &d, &QDialog::accept);
+  connect(buttons, &QDialogButtonBox::rejected, &d, &QDialog::reject);
+  if (d.exec() != QDialog::Accepted) return;
+  QStringList axes = {columns->text().trimmed()};
+  if (!rows->text().trimmed().isEmpty()) axes.push_back(rows->text().trimmed());
+  queue_sweep(axes);
 }
 
 void MainWindow::settings_dialog() {

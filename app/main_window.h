@@ -45,7 +45,11 @@ class MainWindow : public QMainWindow {
 
   // The form's settings as a job (output named in the output folder).
   QString queue_current(bool front = false);
-  QString queue_preset(pipeline::Preset p, bool front = false);
+  // Refused (empty id, the reason in the status bar and, unless scripted, a
+  // dialog) when a LoRA does not fit the model or a sweep's axes are wrong.
+  QString queue_preset(pipeline::Preset p, bool front = false, const QStringList& sweep = {});
+  // The form's settings as a sweep over `axes` ("seed=1,2", "lora:NAME=0.5,1").
+  QString queue_sweep(const QStringList& axes);
   // "Use these settings": every parameter from an output's embedded preset or a
   // preset file. Returns false (and says why in the status bar) otherwise.
   bool restore_from(const QString& path);
@@ -66,6 +70,8 @@ class MainWindow : public QMainWindow {
   void open_preset_file();
   void choose_folder_to_queue();
   void settings_dialog();
+  void sweep_dialog();
+  void refuse(const QString& what);
   void shot(const QString& name);
   void maybe_quit();
 

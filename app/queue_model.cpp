@@ -75,6 +75,7 @@ QVariant QueueModel::data(const QModelIndex& index, int role) const {
   switch (role) {
     case Qt::DisplayRole: {
       QString s = QString::fromStdString(j.preset.prompt).left(60);
+      if (!j.sweep.isEmpty()) s = "Sweep " + j.sweep.join(" × ") + ": " + s;
       QString state = status_name(j.status);
       if (j.status == JobStatus::Running && j.total > 0)
         state = QString("step %1/%2, %3 s/step, ETA %4 s")
@@ -155,8 +156,8 @@ bool QueueModel::moveRows(const QModelIndex& sp, int row, int count, const QMode
   return true;
 }
 
-QString QueueModel::add(const pipeline::Preset& preset, bool front) {
-  auto j = Job::make(preset);
+QString QueueModel::add(const pipeline::Preset& preset, bool front, const QStringList& sweep) {
+  auto j = Job::make(preset, sweep);
   int at = static_cast<int>(jobs_.size());
   if (front) {
     at = 0;
@@ -179,7 +180,7 @@ void QueueModel::remove(int row) {
 
 QString QueueModel::duplicate(int row) {
   if (row < 0 || row >= jobs_.size()) return {};
-  auto j = Job::make(jobs_[row].preset);
+  auto j = Job::make(jobs_[row].preset, jobs_[row].sweep);
   beginInsertRows({}, row + 1, row + 1);
   jobs_.insert(row + 1, j);
   endInsertRows();

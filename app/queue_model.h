@@ -44,7 +44,7 @@ class QueueModel : public QAbstractListModel {
                 int dst_row) override;
 
   // Queues a render (at the end, or at the front of the pending ones); returns its id.
-  QString add(const pipeline::Preset& preset, bool front = false);
+  QString add(const pipeline::Preset& preset, bool front = false, const QStringList& sweep = {});
   void remove(int row);        // not the running job
   QString duplicate(int row);  // a pending copy right after it
   bool requeue(int row);       // done/failed/cancelled/interrupted → pending

@@ -3,6 +3,7 @@
 #include "base/json.h"
 #include "pipeline/pipeline.h"
 #include "render/render.h"
+#include "render/sweep.h"
 
 namespace kinora::app {
 
@@ -23,7 +24,8 @@ QList<QImage> to_images(const torch::Tensor& frames) {
 GenerationWorker::GenerationWorker() = default;
 GenerationWorker::~GenerationWorker() = default;
 
-void GenerationWorker::render(const QString& id, const QString& preset_json) {
+void GenerationWorker::render(const QString& id, const QString& preset_json,
+                              const QStringList& sweep) {
   cancel_ = false;
   Q_EMIT started(id);
   try {
@@ -41,11 +43,37 @@ void GenerationWorker::render(const QString& id, const QString& preset_json) {
       else if (p.stage == "decode")
         Q_EMIT stage(id, QString("Decoding: frame %1/%2").arg(p.done).arg(p.total));
     };
+    if (sweep.isEmpty()) {
+      cb.on_step = [&](const pipeline::StepEvent& e) {
+        Q_EMIT progress(id, e.step, e.total, e.seconds_per_step, e.eta_seconds,
+                        to_images(e.preview));
+      };
+      const auto r = kinora::render::render(*pipe_, preset, cb);
+      Q_EMIT finished(id, QString::fromStdString(r.output.string()));
+      return;
+    }
+    std::vector<kinora::render::SweepAxis> axes;
+    for (const auto& a : sweep) axes.push_back(kinora::render::parse_sweep_axis(a.toStdString()));
+    const auto plan = kinora::render::plan_sweep(preset, axes);
+    // Progress over the whole sweep: cell i's step s of n is step i·n + s.
+    std::size_t cell = 0;
+    const auto cells = plan.cells.size();
     cb.on_step = [&](const pipeline::StepEvent& e) {
-      Q_EMIT progress(id, e.step, e.total, e.seconds_per_step, e.eta_seconds, to_images(e.preview));
+      const int done = static_cast<int>(cell) * e.total + e.step;
+      const int total = static_cast<int>(cells) * e.total;
+      Q_EMIT progress(id, done, total, e.seconds_per_step, e.seconds_per_step * (total - done),
+                      to_images(e.preview));
     };
-    const auto r = kinora::render::render(*pipe_, preset, cb);
-    Q_EMIT finished(id, QString::fromStdString(r.output.string()));
+    kinora::render::SweepCallbacks scb;
+    scb.run = cb;
+    scb.on_cell = [&](std::size_t i, std::size_t n, const std::string& values) {
+      cell = i;
+      Q_EMIT stage(
+          id,
+          QString("Sweep cell %1/%2: %3").arg(i + 1).arg(n).arg(QString::fromStdString(values)));
+    };
+    const auto r = kinora::render::run_sweep(*pipe_, plan, scb);
+    Q_EMIT finished(id, QString::fromStdString(r.sheet.string()));
   } catch (const Cancelled&) {
     Q_EMIT cancelled(id);
   } catch (const std::exception& e) {

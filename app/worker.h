@@ -7,6 +7,7 @@
 #include <QList>
 #include <QObject>
 #include <QString>
+#include <QStringList>
 
 #include <atomic>
 #include <memory>
@@ -25,8 +26,10 @@ class GenerationWorker : public QObject {
   void cancel() { cancel_ = true; }
 
  public Q_SLOTS:
-  // `preset_json`: a preset as the CLI reads it; `output` set.
-  void render(const QString& id, const QString& preset_json);
+  // `preset_json`: a preset as the CLI reads it; `output` set. With `sweep`
+  // axes (render/sweep.h), every cell and the contact sheet (finished() gives
+  // the sheet; progress counts the steps of every cell).
+  void render(const QString& id, const QString& preset_json, const QStringList& sweep = {});
 
  Q_SIGNALS:
   void started(const QString& id);

@@ -18,6 +18,7 @@
 #include "pipeline/pipeline.h"
 #include "render/render.h"
 #include "render/semantic.h"
+#include "render/sweep.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -305,7 +306,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
   gen->add_option("--seed", *seed,
                   "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
   gen->add_option("--lora", *gen_loras,
-                  "a LoRA: FILE[:STRENGTH] (a path, or a name in --models-dir's loras/; strength 1 "
+                  "a LoRA: FILE[:STRENGTH] (a path, or a name in --models-dir's loras/, or the "
+                  "embedded model's; FILE:HIGH:LOW gives a Wan 2.2 pair's experts their own "
+                  "strengths, 0 leaving one out; strength 1 "
                   "by default, negative allowed); repeat to stack them");
   gen->add_option("--batch-size", *batch_size,
                   "outputs of this prompt sampled together, seeds SEED … SEED+N−1, written as "
@@ -378,6 +381,41 @@ std::function<int()> add_render_commands(CLI::App& app) {
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
   add_placement(bat, false);
 
+  auto sweep_path = std::make_shared<std::string>();
+  auto sweep_axes = std::make_shared<std::vector<std::string>>();
+  auto sweep_sets = std::make_shared<std::vector<std::string>>();
+  auto sweep_loras = std::make_shared<std::vector<std::string>>();
+  auto sweep_dry = std::make_shared<bool>(false);
+  auto sweep_placement = std::make_shared<Placement>();
+  auto sw = app.add_subcommand(
+      "sweep",
+      "Render a preset for every combination of a few keys' values (each cell a file of its "
+      "own, restorable) and a labelled contact sheet of them: STEM-sweep.png for images, "
+      ".mp4 for videos");
+  sw->add_option("preset", *sweep_path, "preset JSON")->required();
+  sw->add_option("--axis", *sweep_axes,
+                 "KEY=V1,V2,... (repeat; the first runs along the columns, the others down the "
+                 "rows): seed, guidance, steps, sampler, shift, precision, prompt and "
+                 "negative_prompt (values split by |), lora (the preset's one LoRA) or "
+                 "lora:NAME (a LoRA of the preset, or one added); a LoRA axis gets an 'off' "
+                 "column unless its values hold off or 0")
+      ->required();
+  sw->add_option("--set", *sweep_sets, "override a key of the preset: --set steps=20");
+  sw->add_option("--lora", *sweep_loras,
+                 "add a LoRA to the preset's: FILE[:STRENGTH] (a path, or a name in loras/)");
+  sw->add_flag("--dry-run", *sweep_dry, "list the cells and where they go, render nothing");
+  sw->add_option("--output-dir", sweep_placement->output_dir,
+                 "write the cells and the sheet inside this folder (default: the preset's output "
+                 "folder, else here)")
+      ->check(CLI::ExistingDirectory);
+  sw->add_option("--models-dir", sweep_placement->models_dir,
+                 "find models named by the preset in this ComfyUI models folder")
+      ->check(CLI::ExistingDirectory);
+  sw->add_option("--device", sweep_placement->device, kDeviceHelp);
+  sw->add_flag("--overwrite", sweep_placement->overwrite,
+               "render every cell again and replace existing cells and sheet (default: a cell "
+               "whose file holds its render is reused)");
+
   auto judge = std::make_shared<render::SemanticRun>();
   auto judge_dir = std::make_shared<std::string>();
   auto judge_keep = std::make_shared<std::string>();
@@ -406,6 +444,16 @@ std::function<int()> add_render_commands(CLI::App& app) {
   sc->add_option("--precision", judge->preset.precision, "auto, fp32 or bf16")
       ->capture_default_str();
   sc->add_option("--keep", *judge_keep, "keep the MP4s in this folder (default: none kept)");
+  auto judge_loras = std::make_shared<std::vector<std::string>>();
+  auto judge_big = std::make_shared<int>(0);
+  sc->add_option("--lora", *judge_loras,
+                 "render with this LoRA: FILE[:STRENGTH] (a path, or a name in the model "
+                 "folder's loras/, e.g. kinora-tiny-big)");
+  sc->add_option("--big", *judge_big,
+                 "also render this many prompts that ask for a big object (the word the "
+                 "project's LoRA teaches) and count those drawn big")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
 
   return [=]() -> int {
     install_cancel_signals();
@@ -419,6 +467,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
           run.preset.text_encoder = (d / embedded::kTextEncoderFile).string();
           run.preset.tokenizer = (d / embedded::kTokenizerFile).string();
         }
+        for (const auto& l : *judge_loras) run.preset.loras.push_back(parse_lora_arg(l));
         run.preset = Preset::from_json(run.preset.to_json(), "command line");
         const bool keep = !judge_keep->empty();
         run.folder =
@@ -436,7 +485,13 @@ std::function<int()> add_render_commands(CLI::App& app) {
         run.on_line = [](const std::string& line) { std::cout << line << std::endl; };
         pipeline::Pipeline pipe;
         const auto r = render::score_semantics(pipe, run);
+        std::optional<embedded::SemanticScore> big;
+        if (*judge_big > 0)
+          big = render::score_scenes(
+              pipe, run,
+              embedded::big_prompts(static_cast<std::size_t>(*judge_big), run.prompt_seed), "big");
         std::cout << r.trained.line("trained") << "\n" << r.held_out.line("held-out") << "\n";
+        if (big) std::cout << big->line("big") << "\n";
         return 0;
       });
     }
@@ -487,6 +542,51 @@ std::function<int()> add_render_commands(CLI::App& app) {
         }
         pipeline::Pipeline pipe;
         return render_one(pipe, p, placement->overwrite);
+      });
+    }
+    if (*sw) {
+      return guarded([&] {
+        Preset p = Preset::load(*sweep_path);
+        for (const auto& s : *sweep_sets) p.set(s);
+        for (const auto& l : *sweep_loras) p.loras.push_back(parse_lora_arg(l));
+        if (p.output.empty()) {  // named after the preset file, here or in --output-dir
+          const fs::path dir = sweep_placement->output_dir.empty()
+                                   ? fs::current_path()
+                                   : fs::absolute(sweep_placement->output_dir);
+          p.output =
+              (dir / (fs::path(*sweep_path).stem().string() +
+                      (!p.format.empty() ? media::format_extension(media::parse_format(p.format))
+                       : p.frames == 1   ? ".png"
+                                         : ".mp4")))
+                  .string();
+        }
+        sweep_placement->apply(p, *sweep_path);
+        std::vector<render::SweepAxis> axes;
+        for (const auto& a : *sweep_axes) axes.push_back(render::parse_sweep_axis(a));
+        const auto plan = render::plan_sweep(p, axes);
+        std::cerr << "kinora: sweep of " << plan.cells.size() << " cells (" << plan.columns
+                  << " columns x " << plan.rows << " rows), seed " << plan.cells[0].preset.seed
+                  << "\n";
+        if (*sweep_dry) {
+          for (const auto& c : plan.cells) std::cout << "plan  " << c.preset.output << "\n";
+          std::cout << "sheet  " << plan.sheet.string() << "\n";
+          return 0;
+        }
+        render::SweepCallbacks cb;
+        cb.run = terminal_callbacks();
+        cb.on_cell = [](std::size_t i, std::size_t n, const std::string& values) {
+          std::cerr << "kinora: cell " << i + 1 << "/" << n << ": " << values << "\n";
+        };
+        cb.on_reused = [](const fs::path& f) {
+          std::cerr << "kinora: " << f.string() << " holds this cell already; reused\n";
+        };
+        pipeline::Pipeline pipe;
+        const auto r = render::run_sweep(pipe, plan, cb, sweep_placement->overwrite);
+        for (const auto& c : r.cells) std::cout << c.string() << "\n";
+        std::cout << r.sheet.string() << "\n";
+        std::cerr << "kinora: " << r.rendered << " rendered, " << r.reused
+                  << " reused; contact sheet " << r.sheet.string() << "\n";
+        return 0;
       });
     }
     if (*res) {

@@ -137,7 +137,7 @@ bool is_kinora_parameters(const nlohmann::json& j) {
   // Nothing but what Kinora writes: a file with more is someone's own.
   for (const auto& item : j.items())
     if (item.key() != "kinora" && item.key() != "preset" && item.key() != "model_files" &&
-        item.key() != "loras")
+        item.key() != "loras" && item.key() != "sweep")
       return false;
   return true;
 }

@@ -43,7 +43,7 @@ Format output_format(const std::filesystem::path& path, const std::string& forma
 
 // Whether `j` is the parameters Kinora embeds in an output and writes beside
 // it: "kinora" (with a "Kinora …" version), "preset", and nothing but
-// "model_files" and "loras" besides; not a preset, not anyone else's JSON.
+// "model_files", "loras" and a sweep's "sweep" besides; not a preset, not anyone else's JSON.
 bool is_kinora_parameters(const nlohmann::json& j);
 
 // The name's extension in lower case (".mp4" for "CLIP.MP4").

@@ -200,14 +200,29 @@ TEST(GeneratePanel, TheLoraTableShowsWhatEachFileHolds) {
                        {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 128})},
                         {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({128, 4})},
                         {"lora_unet_blocks_0_self_attn_q.alpha", torch::tensor(2.0)}});
+  // One for the embedded model's DiT (width 512), the selected model.
+  io::save_safetensors(tmp / "fits.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 512})},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({512, 4})}});
   GeneratePanel panel;
   panel.add_lora(QString::fromStdString((tmp / "style.safetensors").string()));
   panel.add_lora(QString::fromStdString(fixture("spm_tiny.model")));
+  panel.add_lora(QString::fromStdString((tmp / "fits.safetensors").string()));
   auto* table = panel.findChild<QTableWidget*>();
   ASSERT_TRUE(table);
-  ASSERT_EQ(table->rowCount(), 2);
-  EXPECT_EQ(table->item(0, 0)->toolTip().toStdString(), "kohya: 1 updates, rank 4, alpha 2");
+  ASSERT_EQ(table->rowCount(), 3);
+  // A LoRA for another size: what it holds, and why it does not fit, in red.
+  const auto tip0 = table->item(0, 0)->toolTip().toStdString();
+  EXPECT_EQ(tip0.rfind("kohya: 1 updates, rank 4, alpha 2\n", 0), 0u) << tip0;
+  EXPECT_NE(tip0.find("matches none of the model's modules"), std::string::npos) << tip0;
+  EXPECT_EQ(table->item(0, 0)->foreground().color(), QColor(Qt::red));
   EXPECT_TRUE(table->item(1, 0)->toolTip().contains("spm_tiny.model"));
+  EXPECT_EQ(table->item(1, 0)->foreground().color(), QColor(Qt::red));
+  EXPECT_EQ(table->item(2, 0)->toolTip().toStdString().rfind(
+                "kohya: 1 updates, rank 4\n1 of 1 updates match Kinora tiny", 0),
+            0u)
+      << table->item(2, 0)->toolTip().toStdString();
+  EXPECT_NE(table->item(2, 0)->foreground().color(), QColor(Qt::red));
 }
 
 TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
@@ -513,6 +528,51 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
   MainWindow again(o);
   EXPECT_EQ(again.panel()->preset().to_json(), edited.to_json());
   EXPECT_EQ(again.queue()->rowCount(), 3);  // the queue came back too
+}
+
+// Generate → Sweep… as the window queues it: a job over two seeds whose
+// worker renders both cells and the sheet; a LoRA that does not fit the model
+// and an axis that cannot be swept are refused before anything is queued.
+TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
+  qapp();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  o.quit_when_idle = true;  // no dialogs
+  MainWindow w(o);
+  auto p = fixture_preset("");
+  p.output.clear();
+  p.frames = 1, p.steps = 2, p.width = 32, p.height = 32;
+  w.panel()->set_preset(p);
+  // A LoRA of the embedded model's width does not fit the fixture DiT.
+  io::save_safetensors(dir / "wide.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 512})},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({512, 4})}});
+  auto bad = p;
+  bad.loras = {{(dir / "wide.safetensors").string(), 1.0}};
+  EXPECT_TRUE(w.queue_preset(bad).isEmpty());
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+  EXPECT_TRUE(w.queue_sweep({"width=32,64"}).isEmpty());
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+
+  QSignalSpy done(w.queue(), &QueueModel::dataChanged);
+  const auto id = w.queue_sweep({"seed=1,2"});
+  ASSERT_FALSE(id.isEmpty());
+  for (int i = 0; i < 400 && w.queue()->job(id)->status != JobStatus::Done &&
+                  w.queue()->job(id)->status != JobStatus::Failed;
+       ++i)
+    done.wait(250);
+  const auto* job = w.queue()->job(id);
+  ASSERT_EQ(job->status, JobStatus::Done) << job->message.toStdString();
+  EXPECT_EQ(job->sweep, QStringList{"seed=1,2"});
+  EXPECT_TRUE(job->output.endsWith("-sweep.png")) << job->output.toStdString();
+  EXPECT_TRUE(fs::exists(job->output.toStdString()));
+  const auto stem = fs::path(job->output.toStdString()).stem().string();
+  const auto base = stem.substr(0, stem.size() - std::string("-sweep").size());
+  EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=1.png")));
+  EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=2.png")));
 }
 
 }  // namespace

@@ -205,3 +205,41 @@ TEST(E2E, CtrlCCancelsCleanly) {
   EXPECT_THAT(r.out, HasSubstr("cancelled; the render in progress wrote nothing"));
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 0);
 }
+
+// `kinora sweep` as a user types it: the embedded model and the project's LoRA
+// by name, two seeds. Each cell restores to its own preset (the no-LoRA column
+// without the LoRA), the sheet is a tiled video of them, and a sweep run again
+// reuses its cells.
+TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
+  TempDir dir;
+  std::ofstream(dir / "big.json")
+      << R"({"prompt": "a big red circle moving left on a blue background", "steps": 4})";
+  const std::string cmd = kinora_bin() + " sweep " + (dir / "big.json").string() +
+                          " --axis lora:kinora-tiny-big=1 --axis seed=1,2 --output-dir " +
+                          dir.path().string();
+  const auto r = sh(cmd);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("4 rendered, 0 reused"));
+  const auto sheet = probe((dir / "big-sweep.mp4").string());
+  EXPECT_EQ(sheet["nb_read_frames"], "17");
+  EXPECT_GT(sheet["width"].get<int>(), 2 * 64);
+  EXPECT_GT(sheet["height"].get<int>(), 2 * 64);
+  auto restored = [&](const std::string& cell) {
+    const auto out = sh(kinora_bin() + " restore " + (dir / cell).string());
+    EXPECT_EQ(out.code, 0) << out.out;
+    return json::parse(out.out);
+  };
+  const auto on = restored("big-lora=1-seed=2.mp4");
+  EXPECT_EQ(on["seed"], 2);
+  ASSERT_EQ(on["loras"].size(), 1u);
+  EXPECT_EQ(on["loras"][0]["path"], "kinora-tiny-big");  // as named; found again by name
+  EXPECT_EQ(on["loras"][0]["strength"], 1.0);
+  EXPECT_TRUE(restored("big-lora=off-seed=1.mp4")["loras"].empty());
+  // Again: the cells are reused; the sheet exists, so it is refused by name.
+  const auto again = sh(cmd);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_THAT(again.out, HasSubstr("big-sweep.mp4"));
+  const auto over = sh(cmd + " --overwrite");
+  EXPECT_EQ(over.code, 0) << over.out;
+  EXPECT_THAT(over.out, HasSubstr("4 rendered"));
+}

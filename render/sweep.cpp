@@ -1,0 +1,333 @@
+#include "render/sweep.h"
+
+#include <algorithm>
+#include <set>
+
+#include "base/error.h"
+#include "media/output.h"
+#include "render/label.h"
+#include "render/render.h"
+
+namespace kinora::render {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using pipeline::Preset;
+
+namespace {
+
+// Keys a sweep may vary: what changes how a cell is sampled, never its size,
+// length or destination (the sheet's cells share one size).
+const std::set<std::string> kSweepable = {"seed",  "guidance", "steps",           "sampler",
+                                          "shift", "prompt",   "negative_prompt", "precision"};
+
+constexpr std::size_t kMaxCells = 256;
+const char* const kOff = "off";
+
+bool is_lora_axis(const std::string& key) {
+  return key == "lora" || key.rfind("lora:", 0) == 0;
+}
+
+// A value as it may stand in a file name: letters, digits and ._+- kept,
+// anything else (spaces, slashes) as '_', at most 40 characters.
+std::string file_safe(const std::string& v) {
+  std::string out;
+  for (const char c : v) {
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '+' || c == '-';
+    out += keep ? c : '_';
+  }
+  if (out.size() > 40) out.resize(40);
+  return out.empty() ? std::string("_") : out;
+}
+
+// The LoRA of `p` an axis names: its index in p.loras, or −1 when the axis adds one.
+int lora_index(const Preset& p, const SweepAxis& axis) {
+  if (axis.key == "lora") {
+    if (p.loras.size() != 1)
+      throw Error("sweep: axis 'lora' wants a preset with exactly one LoRA (it has " +
+                  std::to_string(p.loras.size()) + "); name one: lora:NAME=…");
+    return 0;
+  }
+  const std::string name = axis.key.substr(5);
+  for (std::size_t i = 0; i < p.loras.size(); ++i) {
+    const fs::path l = p.loras[i].path;
+    if (p.loras[i].path == name || l.filename() == name || l.stem() == name)
+      return static_cast<int>(i);
+  }
+  return -1;
+}
+
+double parse_strength(const std::string& v, const std::string& key) {
+  std::size_t used = 0;
+  double s = 0;
+  try {
+    s = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != v.size() || !std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
+    throw Error("sweep: axis '" + key + "': '" + v + "' is not a strength (off, or a number from " +
+                "-100 to 100)");
+  return s;
+}
+
+// The preset with one axis at one value.
+void apply_value(Preset& p, const SweepAxis& axis, const std::string& value) {
+  if (!is_lora_axis(axis.key)) {
+    p.set(axis.key + "=" + value, "sweep axis '" + axis.key + "'");
+    return;
+  }
+  int i = lora_index(p, axis);
+  if (value == kOff) {
+    if (i >= 0) p.loras.erase(p.loras.begin() + i);
+    return;
+  }
+  const double s = parse_strength(value, axis.key);
+  if (i < 0) {
+    p.loras.push_back({axis.key.substr(5), s});
+    i = static_cast<int>(p.loras.size()) - 1;
+  }
+  p.loras[static_cast<std::size_t>(i)].strength = s;
+}
+
+std::string cell_name(const SweepPlan& plan, const std::vector<std::string>& values) {
+  std::string out;
+  for (std::size_t a = 0; a < values.size(); ++a)
+    out.append(a ? " " : "").append(plan.axes[a].label).append("=").append(values[a]);
+  return out;
+}
+
+// Whether the file at `path` holds the render of `p`: the keys a sweep
+// varies and the size, as its embedded preset records them.
+bool holds_render_of(const fs::path& path, const Preset& p) {
+  Preset r;
+  try {
+    r = Preset::restored(media::read_embedded_parameters(path), path.string());
+  } catch (const Error&) {
+    return false;
+  }
+  Preset snapped = p;
+  pipeline::snap_sizes(snapped);
+  if (r.prompt != p.prompt || r.seed != p.seed || r.steps != p.steps || r.sampler != p.sampler ||
+      r.shift != p.shift || r.guidance != p.guidance || r.width != snapped.width ||
+      r.height != snapped.height || r.frames != snapped.frames ||
+      r.loras.size() != p.loras.size() ||
+      (!p.negative_prompt.empty() && r.negative_prompt != p.negative_prompt) ||
+      (p.precision != "auto" && r.precision != p.precision))
+    return false;
+  for (std::size_t i = 0; i < p.loras.size(); ++i)
+    if (r.loras[i].strength != p.loras[i].strength ||
+        fs::path(r.loras[i].path).filename() != fs::path(p.loras[i].path).filename())
+      return false;
+  return true;
+}
+
+}  // namespace
+
+SweepAxis parse_sweep_axis(const std::string& arg) {
+  const auto eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw Error("sweep: --axis '" + arg + "' is not KEY=V1,V2,…");
+  SweepAxis axis;
+  axis.key = arg.substr(0, eq);
+  const bool lora = is_lora_axis(axis.key);
+  if (axis.key == "lora:") throw Error("sweep: --axis '" + arg + "': lora:NAME needs a name");
+  if (!lora && !kSweepable.count(axis.key)) {
+    std::string keys = "lora, lora:NAME";
+    for (const auto& k : kSweepable) keys.append(", ").append(k);
+    throw Error("sweep: '" + axis.key + "' cannot be swept (keys: " + keys +
+                "; the cells of a sheet share their size, length and folder)");
+  }
+  axis.label = lora ? "lora" : axis.key;
+  // Values: comma-separated; a prompt's own commas would split it, so the
+  // prompt axis takes '|' between values.
+  const char sep = axis.key == "prompt" || axis.key == "negative_prompt" ? '|' : ',';
+  const std::string list = arg.substr(eq + 1);
+  std::size_t start = 0;
+  while (true) {
+    const auto end = list.find(sep, start);
+    std::string v = list.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+    while (!v.empty() && v.back() == ' ') v.pop_back();
+    if (v.empty()) throw Error("sweep: --axis '" + arg + "': an empty value");
+    if (std::find(axis.values.begin(), axis.values.end(), v) != axis.values.end())
+      throw Error("sweep: --axis '" + arg + "': '" + v + "' is given twice");
+    axis.values.push_back(v);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (lora) {
+    bool has_off = false;
+    for (const auto& v : axis.values) {
+      if (v == kOff) {
+        has_off = true;
+        continue;
+      }
+      has_off = has_off || parse_strength(v, axis.key) == 0;
+    }
+    if (!has_off) axis.values.insert(axis.values.begin(), kOff);
+  }
+  return axis;
+}
+
+SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) {
+  if (axes.empty()) throw Error("sweep: give at least one --axis KEY=V1,V2,…");
+  std::set<std::string> keys;
+  std::size_t total = 1;
+  for (const auto& a : axes) {
+    if (!keys.insert(a.key).second) throw Error("sweep: axis '" + a.key + "' is given twice");
+    total *= a.values.size();
+    if (total > kMaxCells)
+      throw Error("sweep: more than " + std::to_string(kMaxCells) + " cells; sweep fewer values");
+  }
+  Preset base = base_in;
+  base.seed = pipeline::resolve_seed(base.seed);
+  if (base.output.empty()) throw Error("sweep: the preset has no output to name the cells after");
+  for (const auto& a : axes)
+    if (is_lora_axis(a.key)) (void)lora_index(base, a);  // "lora" with no single LoRA: an error
+
+  SweepPlan plan;
+  plan.axes = axes;
+  plan.columns = static_cast<int>(axes[0].values.size());
+  plan.rows = static_cast<int>(total) / plan.columns;
+  const fs::path out = base.output_path();
+  const std::string ext = out.extension().string();
+  plan.sheet =
+      out.parent_path() / (out.stem().string() + "-sweep" + (base.frames == 1 ? ".png" : ".mp4"));
+  std::vector<std::size_t> at(axes.size(), 0);  // the odometer: axis 0 fastest
+  std::set<fs::path> outputs;
+  for (std::size_t k = 0; k < total; ++k) {
+    SweepCell cell;
+    cell.preset = base;
+    std::string stem = out.stem().string();
+    for (std::size_t a = 0; a < axes.size(); ++a) {
+      const auto& v = axes[a].values[at[a]];
+      apply_value(cell.preset, axes[a], v);
+      cell.values.push_back(v);
+      stem.append("-").append(axes[a].label).append("=").append(file_safe(v));
+    }
+    cell.preset.output = (out.parent_path() / (stem + ext)).string();
+    if (!outputs.insert(cell.preset.output).second)
+      throw Error("sweep: two cells would both be " + cell.preset.output +
+                  " (values that differ only in characters a file name cannot hold)");
+    plan.cells.push_back(std::move(cell));
+    for (std::size_t a = 0; a < axes.size(); ++a) {
+      if (++at[a] < axes[a].values.size()) break;
+      at[a] = 0;
+    }
+  }
+  return plan;
+}
+
+torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tensor>& frames) {
+  if (frames.size() != plan.cells.size() || frames.empty())
+    throw Error("contact sheet: one clip per cell");
+  const int64_t f = frames[0].size(0), h = frames[0].size(1), w = frames[0].size(2);
+  for (const auto& c : frames)
+    if (c.dim() != 4 || c.size(0) != f || c.size(1) != h || c.size(2) != w || c.size(3) != 3)
+      throw Error("contact sheet: the cells differ in size or length");
+  // Labels at a size that reads beside the cells: 1× up to 160 px, then more.
+  const int scale = std::max<int>(1, static_cast<int>(w / 160) + 1);
+  const int pad = 3 * scale, gap = 2 * scale;
+  // Column headers: the first axis' values; row labels: the other axes'.
+  std::vector<std::string> row_labels(static_cast<std::size_t>(plan.rows));
+  for (int r = 0; r < plan.rows; ++r) {
+    const auto& cell = plan.cells[static_cast<std::size_t>(r * plan.columns)];
+    std::string s;
+    for (std::size_t a = 1; a < plan.axes.size(); ++a)
+      s.append(a > 1 ? " " : "").append(plan.axes[a].label).append("=").append(cell.values[a]);
+    row_labels[static_cast<std::size_t>(r)] = s;
+  }
+  std::string corner = plan.axes[0].label;
+  if (plan.axes.size() > 1) corner = "rows \\ " + corner;
+  int left = label_size(corner, scale).width;
+  for (const auto& s : row_labels) left = std::max(left, label_size(s, scale).width);
+  left += 2 * pad;
+  const int top = label_size("X", scale).height + 2 * pad;
+  int64_t width = left + plan.columns * (w + gap), height = top + plan.rows * (h + gap);
+  width += width % 2, height += height % 2;
+  // The labels on the background, the same in every frame; then the cells.
+  auto labels = torch::full({height, width, 3}, 32, torch::kUInt8);
+  const std::array<uint8_t, 3> white = {235, 235, 235}, grey = {150, 150, 150};
+  draw_label(labels, pad, pad, corner, grey, scale);
+  for (int c = 0; c < plan.columns; ++c) {
+    // A value wider than its cell is cut to fit.
+    std::string v = plan.axes[0].values[static_cast<std::size_t>(c)];
+    while (v.size() > 1 && label_size(v, scale).width > w) v.pop_back();
+    draw_label(labels, left + c * static_cast<int>(w + gap), pad, v, white, scale);
+  }
+  for (int r = 0; r < plan.rows; ++r)
+    draw_label(labels, pad, top + r * static_cast<int>(h + gap) + pad,
+               row_labels[static_cast<std::size_t>(r)], white, scale);
+  auto sheet = labels.unsqueeze(0).expand({f, -1, -1, -1}).clone();
+  for (int r = 0; r < plan.rows; ++r)
+    for (int c = 0; c < plan.columns; ++c) {
+      const auto& clip = frames[static_cast<std::size_t>(r * plan.columns + c)];
+      sheet.slice(1, top + r * (h + gap), top + r * (h + gap) + h)
+          .slice(2, left + c * (w + gap), left + c * (w + gap) + w)
+          .copy_(clip);
+    }
+  return sheet;
+}
+
+SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const SweepCallbacks& cb,
+                      bool overwrite) {
+  // Every destination first: a cell that exists and is not this cell's render,
+  // or a sheet that exists, stops the sweep before anything is rendered.
+  std::vector<bool> reuse(plan.cells.size(), false);
+  for (std::size_t i = 0; i < plan.cells.size(); ++i) {
+    const auto& p = plan.cells[i].preset;
+    const auto path = p.output_path();
+    std::error_code ec;
+    if (!overwrite && fs::exists(fs::symlink_status(path, ec)) && holds_render_of(path, p)) {
+      reuse[i] = true;
+      continue;
+    }
+    Preset snapped = p;
+    pipeline::snap_sizes(snapped);
+    media::prepare_output(path, p.format, snapped.frames, overwrite);
+  }
+  const int frames = [&] {
+    Preset snapped = plan.cells[0].preset;
+    pipeline::snap_sizes(snapped);
+    return snapped.frames;
+  }();
+  const auto sheet_target = media::prepare_output(plan.sheet, "", frames, overwrite);
+
+  SweepResult result;
+  std::vector<torch::Tensor> clips;
+  json sheet_meta;
+  for (std::size_t i = 0; i < plan.cells.size(); ++i) {
+    const auto& cell = plan.cells[i];
+    const auto path = cell.preset.output_path();
+    if (cb.on_cell) cb.on_cell(i, plan.cells.size(), cell_name(plan, cell.values));
+    if (reuse[i]) {
+      clips.push_back(media::read_frames(path));
+      if (sheet_meta.is_null()) sheet_meta = media::read_embedded_parameters(path);
+      if (cb.on_reused) cb.on_reused(path);
+      ++result.reused;
+    } else {
+      auto r = render(pipe, cell.preset, cb.run, overwrite);
+      clips.push_back(r.frames);
+      if (sheet_meta.is_null()) sheet_meta = r.metadata;
+      ++result.rendered;
+    }
+    result.cells.push_back(path);
+  }
+  // The sheet: the first cell's parameters (so `restore` gives a preset that
+  // renders one of its cells) and the sweep's axes and cells.
+  json axes = json::array(), cells = json::array();
+  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
+  for (const auto& c : result.cells) cells.push_back(c.filename().string());
+  sheet_meta["sweep"] = {{"axes", axes}, {"cells", cells}};
+  sheet_meta["preset"]["output"] = plan.sheet.filename().string();
+  media::WriteOptions o;
+  o.fps = plan.cells[0].preset.fps;
+  o.crf = plan.cells[0].preset.crf;
+  o.metadata_json = sheet_meta.dump();
+  media::write_output(sheet_target, contact_sheet(plan, clips), o, cb.run.cancel);
+  result.sheet = plan.sheet;
+  return result;
+}
+
+}  // namespace kinora::render

@@ -1,0 +1,164 @@
+// Sweeps (render/sweep.h): the axes a user types, the cells and their names,
+// the contact sheet, and whole sweeps on the fixture chain (random weights)
+// whose cells are the files single renders make.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "io/safetensors.h"
+#include "media/output.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
+#include "render/sweep.h"
+#include "test_util.h"
+
+using namespace kinora;
+using kinora::test::error_of;
+using kinora::test::fixture;
+using kinora::test::TempDir;
+using pipeline::Preset;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+Preset tiny_image(const fs::path& out) {
+  Preset p;
+  p.prompt = "a red circle moving left on a blue background";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 32, p.height = 32, p.frames = 1, p.steps = 2, p.seed = 11, p.guidance = 2;
+  p.output = out.string();
+  return Preset::from_json(p.to_json(), "test");
+}
+}  // namespace
+
+TEST(Sweep, AxesAreParsedAsTyped) {
+  auto a = render::parse_sweep_axis("seed=1,2, 3");
+  EXPECT_EQ(a.key, "seed");
+  EXPECT_THAT(a.values, ElementsAre("1", "2", "3"));
+  // A LoRA axis gets its no-LoRA column first, unless it has one.
+  EXPECT_THAT(render::parse_sweep_axis("lora=0.5,1").values, ElementsAre("off", "0.5", "1"));
+  EXPECT_THAT(render::parse_sweep_axis("lora=0,1").values, ElementsAre("0", "1"));
+  EXPECT_THAT(render::parse_sweep_axis("lora:style=1,off").values, ElementsAre("1", "off"));
+  EXPECT_EQ(render::parse_sweep_axis("lora:style=1").label, "lora");
+  // Prompts hold commas: their values are split at '|'.
+  EXPECT_THAT(render::parse_sweep_axis("prompt=a cat, sitting|a dog").values,
+              ElementsAre("a cat, sitting", "a dog"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("width=64,128"); }),
+              HasSubstr("'width' cannot be swept"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed=1,1"); }), HasSubstr("given twice"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed=1,,2"); }), HasSubstr("empty value"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed"); }), HasSubstr("KEY=V1,V2"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("lora=1,strong"); }),
+              HasSubstr("not a strength"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("lora=1e9"); }), HasSubstr("not a strength"));
+}
+
+TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
+  TempDir dir;
+  const auto base = tiny_image(dir / "fox.png");
+  const auto plan = render::plan_sweep(
+      base, {render::parse_sweep_axis("guidance=1,2,3"), render::parse_sweep_axis("seed=5,6")});
+  EXPECT_EQ(plan.columns, 3);
+  EXPECT_EQ(plan.rows, 2);
+  ASSERT_EQ(plan.cells.size(), 6u);
+  EXPECT_EQ(plan.sheet, dir / "fox-sweep.png");
+  // The first axis runs fastest (along a row).
+  EXPECT_EQ(fs::path(plan.cells[0].preset.output), dir / "fox-guidance=1-seed=5.png");
+  EXPECT_EQ(fs::path(plan.cells[4].preset.output), dir / "fox-guidance=2-seed=6.png");
+  EXPECT_EQ(plan.cells[4].preset.guidance, 2);
+  EXPECT_EQ(plan.cells[4].preset.seed, 6);
+  EXPECT_EQ(plan.cells[4].preset.steps, base.steps);
+  // A value the preset refuses names the axis.
+  EXPECT_THAT(error_of([&] { render::plan_sweep(base, {render::parse_sweep_axis("steps=2,0")}); }),
+              HasSubstr("sweep axis 'steps'"));
+  EXPECT_THAT(error_of([&] { render::plan_sweep(base, {render::parse_sweep_axis("lora=1")}); }),
+              HasSubstr("exactly one LoRA"));
+  EXPECT_THAT(error_of([&] {
+                render::plan_sweep(base, {render::parse_sweep_axis("seed=1,2"),
+                                          render::parse_sweep_axis("seed=3")});
+              }),
+              HasSubstr("given twice"));
+  // lora:NAME adds a LoRA the preset lacks; "off" leaves it out.
+  const auto lp = render::plan_sweep(base, {render::parse_sweep_axis("lora:style=0.5")});
+  ASSERT_EQ(lp.cells.size(), 2u);
+  EXPECT_TRUE(lp.cells[0].preset.loras.empty());
+  ASSERT_EQ(lp.cells[1].preset.loras.size(), 1u);
+  EXPECT_EQ(lp.cells[1].preset.loras[0].path, "style");
+  EXPECT_EQ(lp.cells[1].preset.loras[0].strength, 0.5);
+  EXPECT_EQ(fs::path(lp.cells[0].preset.output), dir / "fox-lora=off.png");
+}
+
+TEST(Sweep, ContactSheetPlacesEveryCellAndDrawsTheLabels) {
+  TempDir dir;
+  const auto plan = render::plan_sweep(
+      tiny_image(dir / "x.png"),
+      {render::parse_sweep_axis("seed=1,2"), render::parse_sweep_axis("guidance=1,2,3")});
+  std::vector<torch::Tensor> clips;
+  for (int i = 0; i < 6; ++i)
+    clips.push_back(torch::full({2, 32, 32, 3}, 40 * i + 10, torch::kUInt8));
+  const auto sheet = render::contact_sheet(plan, clips);
+  ASSERT_EQ(sheet.dim(), 4);
+  EXPECT_EQ(sheet.size(0), 2);
+  EXPECT_EQ(sheet.size(1) % 2, 0);
+  EXPECT_EQ(sheet.size(2) % 2, 0);
+  // Every cell's value appears once as a solid 32×32 block.
+  for (int i = 0; i < 6; ++i) {
+    const auto hits = (sheet[0].select(2, 0) == 40 * i + 10).sum().item<int64_t>();
+    EXPECT_EQ(hits, 32 * 32) << "cell " << i;
+  }
+  // Labels: light pixels outside the cells.
+  EXPECT_GT((sheet[0] >= 200).sum().item<int64_t>(), 30);
+  EXPECT_THAT(error_of([&] { render::contact_sheet(plan, {clips[0]}); }), HasSubstr("one clip"));
+}
+
+// The fixture chain, one frame: two seeds by two guidance scales. Each cell is
+// the file a single render of its preset makes; the sheet holds them all; a
+// sweep run again reuses the cells; a foreign file where a cell goes stops it
+// before anything is rendered.
+TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
+  TempDir dir;
+  const auto base = tiny_image(dir / "fox.png");
+  const auto plan = render::plan_sweep(
+      base, {render::parse_sweep_axis("seed=1,2"), render::parse_sweep_axis("guidance=1,3")});
+  pipeline::Pipeline pipe;
+  auto r = render::run_sweep(pipe, plan);
+  EXPECT_EQ(r.rendered, 4);
+  ASSERT_EQ(r.cells.size(), 4u);
+  const auto sheet = media::read_frames(r.sheet);
+  ASSERT_EQ(sheet.size(0), 1);
+  EXPECT_GT(sheet.size(2), 2 * 32);
+  // Cell 3 (seed 2, guidance 3) as `kinora render` of its restored preset makes it.
+  auto again = Preset::restored(media::read_embedded_parameters(r.cells[3]), "cell");
+  EXPECT_EQ(again.seed, 2);
+  EXPECT_EQ(again.guidance, 3);
+  again.model = base.model, again.vae = base.vae, again.text_encoder = base.text_encoder;
+  again.tokenizer = base.tokenizer;
+  again.output = (dir / "single.png").string();
+  render::render(pipe, again);
+  EXPECT_TRUE(torch::equal(media::read_frames(dir / "single.png"), media::read_frames(r.cells[3])));
+  // The sheet restores to a preset too, and records the sweep.
+  const auto meta = media::read_embedded_parameters(r.sheet);
+  EXPECT_EQ(meta["sweep"]["cells"].size(), 4u);
+  EXPECT_TRUE(media::is_kinora_parameters(meta));
+
+  // Run again: every cell reused, the sheet made anew only with overwrite.
+  fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
+  r = render::run_sweep(pipe, plan);
+  EXPECT_EQ(r.rendered, 0);
+  EXPECT_EQ(r.reused, 4);
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan); }), HasSubstr("fox-sweep.png"));
+
+  // A file that is not this cell's render: refused before anything is rendered.
+  TempDir other;
+  const auto plan2 =
+      render::plan_sweep(tiny_image(other / "fox.png"), {render::parse_sweep_axis("seed=1,2")});
+  { std::ofstream(plan2.cells[1].preset.output) << "mine"; }
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan2); }), HasSubstr("fox-seed=2.png"));
+  EXPECT_FALSE(fs::exists(plan2.cells[0].preset.output));
+  EXPECT_FALSE(fs::exists(plan2.sheet));
+}
