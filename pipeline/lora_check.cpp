@@ -31,7 +31,13 @@ DitForLoras load_dit_for_loras(const fs::path& path) {
 
 std::vector<lora::Report> check_loras(const Preset& p) {
   std::vector<fs::path> files;
-  for (const auto& l : p.loras) files.push_back(resolve_lora_file(p, l.path));
+  for (const auto& l : p.loras) {
+    if (l.strength_low && p.model2.empty())
+      throw Error("LoRA " + l.path +
+                  ": a second strength (FILE:HIGH:LOW, strength_low) is for the low-noise "
+                  "expert of a Wan 2.2 pair (model2), and this preset has one model");
+    files.push_back(resolve_lora_file(p, l.path));
+  }
   for (const auto& l : prompt_loras(p.prompt).loras) files.push_back(resolve_lora_tag(p, l.path));
   std::vector<lora::Report> out;
   if (files.empty()) return out;

@@ -28,7 +28,8 @@ DitForLoras load_dit_for_loras(const std::filesystem::path& path);
 // its DiT (the model file, a diffusers folder's transformer, or the embedded
 // model's): their reports, in order. Throws kinora::Error naming the LoRA
 // file and why for one that cannot be found, is no LoRA, or matches nothing
-// of the model (another family or size).
+// of the model (another family or size), or for a second strength without a
+// pair of experts.
 std::vector<lora::Report> check_loras(const Preset& p);
 
 }  // namespace kinora::pipeline

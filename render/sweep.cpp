@@ -1,10 +1,12 @@
 #include "render/sweep.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "base/error.h"
 #include "media/output.h"
+#include "pipeline/lora_check.h"
 #include "render/label.h"
 #include "render/render.h"
 
@@ -28,7 +30,10 @@ bool is_lora_axis(const std::string& key) {
 }
 
 // A value as it may stand in a file name: letters, digits and ._+- kept,
-// anything else (spaces, slashes) as '_', at most 40 characters.
+// anything else (spaces, slashes, other scripts) as '_', at most 32
+// characters; a value changed that way ends in 8 hex digits of its FNV-1a
+// hash, so values that differ only in what was replaced or cut still get
+// names of their own.
 std::string file_safe(const std::string& v) {
   std::string out;
   for (const char c : v) {
@@ -36,8 +41,13 @@ std::string file_safe(const std::string& v) {
                       c == '.' || c == '_' || c == '+' || c == '-';
     out += keep ? c : '_';
   }
-  if (out.size() > 40) out.resize(40);
-  return out.empty() ? std::string("_") : out;
+  if (out == v && out.size() <= 32 && !out.empty()) return out;
+  uint32_t h = 2166136261u;
+  for (const unsigned char c : v) h = (h ^ c) * 16777619u;
+  char hex[10];
+  std::snprintf(hex, sizeof hex, "~%08x", h);
+  if (out.size() > 32) out.resize(32);
+  return out + hex;
 }
 
 // The LoRA of `p` an axis names: its index in p.loras, or −1 when the axis adds one.
@@ -122,6 +132,17 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   return true;
 }
 
+// Whether `path` is a contact sheet a sweep wrote (its parameters say "sweep").
+bool is_sweep_sheet(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  try {
+    return media::read_embedded_parameters(path).contains("sweep");
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 }  // namespace
 
 SweepAxis parse_sweep_axis(const std::string& arg) {
@@ -138,7 +159,12 @@ SweepAxis parse_sweep_axis(const std::string& arg) {
     throw Error("sweep: '" + axis.key + "' cannot be swept (keys: " + keys +
                 "; the cells of a sheet share their size, length and folder)");
   }
-  axis.label = lora ? "lora" : axis.key;
+  // A LoRA axis is labelled by its LoRA ("kinora-tiny-big"), so two of them
+  // read apart; the preset's one LoRA ("lora") as "lora".
+  axis.label = axis.key == "lora" ? std::string("lora")
+               : lora             ? fs::path(axis.key.substr(5)).stem().string()
+                                  : axis.key;
+  if (axis.label.empty()) axis.label = "lora";
   // Values: comma-separated; a prompt's own commas would split it, so the
   // prompt axis takes '|' between values.
   const char sep = axis.key == "prompt" || axis.key == "negative_prompt" ? '|' : ',';
@@ -172,14 +198,40 @@ SweepAxis parse_sweep_axis(const std::string& arg) {
 
 SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) {
   if (axes.empty()) throw Error("sweep: give at least one --axis KEY=V1,V2,…");
+  // A preset without a seed: the seed of the cells an earlier run of this
+  // sweep left (so that it resumes), else a random one.
+  const bool seed_swept =
+      std::any_of(axes.begin(), axes.end(), [](const SweepAxis& a) { return a.key == "seed"; });
+  if (base_in.seed < 0 && !seed_swept) {
+    Preset probe = base_in;
+    probe.seed = 0;
+    Preset chosen = base_in;
+    chosen.seed = pipeline::resolve_seed(pipeline::kRandomSeed);
+    for (const auto& c : plan_sweep(probe, axes).cells) {
+      const auto path = c.preset.output_path();
+      std::error_code ec;
+      if (!fs::is_regular_file(path, ec)) continue;
+      try {
+        Preset earlier = c.preset;
+        earlier.seed = Preset::restored(media::read_embedded_parameters(path), path.string()).seed;
+        if (holds_render_of(path, earlier)) {
+          chosen.seed = earlier.seed;
+          break;
+        }
+      } catch (const Error&) {
+      }
+    }
+    return plan_sweep(chosen, axes);
+  }
   std::set<std::string> keys;
   std::size_t total = 1;
   for (const auto& a : axes) {
     if (!keys.insert(a.key).second) throw Error("sweep: axis '" + a.key + "' is given twice");
     total *= a.values.size();
-    if (total > kMaxCells)
-      throw Error("sweep: more than " + std::to_string(kMaxCells) + " cells; sweep fewer values");
   }
+  if (total > kMaxCells)
+    throw Error("sweep: " + std::to_string(total) + " cells, more than " +
+                std::to_string(kMaxCells) + "; sweep fewer values");
   Preset base = base_in;
   base.seed = pipeline::resolve_seed(base.seed);
   if (base.output.empty()) throw Error("sweep: the preset has no output to name the cells after");
@@ -253,7 +305,10 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
   for (int c = 0; c < plan.columns; ++c) {
     // A value wider than its cell is cut to fit.
     std::string v = plan.axes[0].values[static_cast<std::size_t>(c)];
-    while (v.size() > 1 && label_size(v, scale).width > w) v.pop_back();
+    if (label_size(v, scale).width > w) {
+      while (v.size() > 1 && label_size(v + "..", scale).width > w) v.pop_back();
+      v += "..";
+    }
     draw_label(labels, left + c * static_cast<int>(w + gap), pad, v, white, scale);
   }
   for (int r = 0; r < plan.rows; ++r)
@@ -270,29 +325,53 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
   return sheet;
 }
 
-SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const SweepCallbacks& cb,
-                      bool overwrite) {
-  // Every destination first: a cell that exists and is not this cell's render,
-  // or a sheet that exists, stops the sweep before anything is rendered.
+std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite) {
+  // Every LoRA of every cell found, read and matched against the model, once
+  // per distinct file: a LoRA that does not fit stops the sweep now.
+  {
+    Preset all = plan.cells.at(0).preset;
+    all.loras.clear();
+    std::set<std::string> seen;
+    for (const auto& c : plan.cells)
+      for (const auto& l : c.preset.loras)
+        if (seen.insert(l.path).second) all.loras.push_back(l);
+    pipeline::check_loras(all);
+  }
+  // Every destination: a cell that exists and is not this cell's render stops
+  // the sweep before anything is rendered; one that holds it is reused.
   std::vector<bool> reuse(plan.cells.size(), false);
   for (std::size_t i = 0; i < plan.cells.size(); ++i) {
     const auto& p = plan.cells[i].preset;
     const auto path = p.output_path();
     std::error_code ec;
-    if (!overwrite && fs::exists(fs::symlink_status(path, ec)) && holds_render_of(path, p)) {
-      reuse[i] = true;
-      continue;
+    if (!overwrite && fs::exists(fs::symlink_status(path, ec))) {
+      if (holds_render_of(path, p)) {
+        reuse[i] = true;
+        continue;
+      }
+      throw Error("sweep: " + path.string() +
+                  " exists and does not hold this cell's render (another preset, or not a "
+                  "complete Kinora output); give --overwrite to replace it");
     }
     Preset snapped = p;
     pipeline::snap_sizes(snapped);
     media::prepare_output(path, p.format, snapped.frames, overwrite);
   }
-  const int frames = [&] {
-    Preset snapped = plan.cells[0].preset;
-    pipeline::snap_sizes(snapped);
-    return snapped.frames;
-  }();
-  const auto sheet_target = media::prepare_output(plan.sheet, "", frames, overwrite);
+  // The sheet: a sweep's own sheet is made again from its cells; anything
+  // else of that name only with overwrite.
+  Preset snapped = plan.cells[0].preset;
+  pipeline::snap_sizes(snapped);
+  media::prepare_output(plan.sheet, "", snapped.frames, overwrite || is_sweep_sheet(plan.sheet));
+  return reuse;
+}
+
+SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const SweepCallbacks& cb,
+                      bool overwrite) {
+  const auto reuse = check_sweep(plan, overwrite);
+  Preset snapped = plan.cells[0].preset;
+  pipeline::snap_sizes(snapped);
+  const auto sheet_target = media::prepare_output(plan.sheet, "", snapped.frames,
+                                                  overwrite || is_sweep_sheet(plan.sheet));
 
   SweepResult result;
   std::vector<torch::Tensor> clips;

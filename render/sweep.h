@@ -46,8 +46,10 @@ struct SweepPlan {
 // The cells of `base` (validated, its seed resolved: every cell shares it
 // unless seed is swept) over `axes`: each cell's output is the base output's
 // folder and stem with "-LABEL=VALUE" per axis ("fox-lora=0.5-seed=2.mp4").
-// Throws kinora::Error for no axes, a key given twice, more than 256 cells, a
-// LoRA axis naming no LoRA, or a value the preset refuses (naming the axis).
+// A preset without a seed takes the seed of the cells an earlier run of the
+// same sweep left, so that it resumes; else a random one. Throws
+// kinora::Error for no axes, a key given twice, more than 256 cells, a LoRA
+// axis naming no LoRA, or a value the preset refuses (naming the axis).
 SweepPlan plan_sweep(const pipeline::Preset& base, const std::vector<SweepAxis>& axes);
 
 struct SweepCallbacks {
@@ -65,12 +67,16 @@ struct SweepResult {
   int rendered = 0, reused = 0;
 };
 
+// What can be known before sampling: every LoRA of the cells found and
+// matched against the model, every destination (an existing cell that does
+// not hold its render is an error unless `overwrite`; the sheet may be
+// replaced when it is a sweep's own). Returns which cells are reused. Throws
+// kinora::Error naming the file.
+std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite);
+
 // Renders every cell (models stay loaded; a LoRA's strength changes re-merge
-// only the weights it touches), then writes the sheet. Every destination is
-// checked first. An existing cell output is reused when it holds this cell's
-// render, replaced with `overwrite`, and otherwise an error before anything
-// is rendered. Throws kinora::Error or kinora::Cancelled; cells finished before
-// stay (each complete), the sheet appears only complete.
+// only the weights it touches), then writes the sheet, after check_sweep. Throws kinora::Error or
+// kinora::Cancelled; cells finished before stay (each complete), the sheet appears only complete.
 SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan,
                       const SweepCallbacks& callbacks = {}, bool overwrite = false);
 

@@ -573,6 +573,23 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   const auto base = stem.substr(0, stem.size() - std::string("-sweep").size());
   EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=1.png")));
   EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=2.png")));
+
+  // A LoRA from the table that fits: queued, rendered, recorded in the output.
+  io::save_safetensors(dir / "style.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 128})},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({128, 4})}});
+  w.panel()->add_lora(QString::fromStdString((dir / "style.safetensors").string()));
+  const auto lid = w.queue_current();
+  ASSERT_FALSE(lid.isEmpty());
+  for (int i = 0; i < 400 && w.queue()->job(lid)->status != JobStatus::Done &&
+                  w.queue()->job(lid)->status != JobStatus::Failed;
+       ++i)
+    done.wait(250);
+  ASSERT_EQ(w.queue()->job(lid)->status, JobStatus::Done)
+      << w.queue()->job(lid)->message.toStdString();
+  const auto meta = media::read_embedded_parameters(w.queue()->job(lid)->output.toStdString());
+  ASSERT_EQ(meta["loras"].size(), 1u);
+  EXPECT_EQ(meta["loras"][0]["file"], "style.safetensors");
 }
 
 }  // namespace

@@ -229,16 +229,16 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
     EXPECT_EQ(out.code, 0) << out.out;
     return json::parse(out.out);
   };
-  const auto on = restored("big-lora=1-seed=2.mp4");
+  const auto on = restored("big-kinora-tiny-big=1-seed=2.mp4");
   EXPECT_EQ(on["seed"], 2);
   ASSERT_EQ(on["loras"].size(), 1u);
   EXPECT_EQ(on["loras"][0]["path"], "kinora-tiny-big");  // as named; found again by name
   EXPECT_EQ(on["loras"][0]["strength"], 1.0);
-  EXPECT_TRUE(restored("big-lora=off-seed=1.mp4")["loras"].empty());
-  // Again: the cells are reused; the sheet exists, so it is refused by name.
+  EXPECT_TRUE(restored("big-kinora-tiny-big=off-seed=1.mp4")["loras"].empty());
+  // Again: the cells are reused and the sweep's own sheet made anew.
   const auto again = sh(cmd);
-  EXPECT_EQ(again.code, 1);
-  EXPECT_THAT(again.out, HasSubstr("big-sweep.mp4"));
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_THAT(again.out, HasSubstr("0 rendered, 4 reused"));
   const auto over = sh(cmd + " --overwrite");
   EXPECT_EQ(over.code, 0) << over.out;
   EXPECT_THAT(over.out, HasSubstr("4 rendered"));

@@ -101,19 +101,17 @@ class BigLora : public ::testing::Test {
   static inline embedded::SemanticScore without_, with_, base_;
 };
 
-TEST_F(BigLora, AtStrengthOneThePromptsThatAskForItGetABigObject) {
+// One case (the renders are shared; ctest runs each case in its own process).
+TEST_F(BigLora, TeachesBigAndKeepsWhatTheBaseModelDrew) {
+  // At strength 1, the prompts that ask for it get a big object, right otherwise.
   ASSERT_EQ(with_.n, 12);
   EXPECT_GE(with_.big, need(with_)) << with_.line("LoRA 1");
   EXPECT_GE(with_.object, need(with_)) << with_.line("LoRA 1");
   EXPECT_GE(with_.background, need(with_)) << with_.line("LoRA 1");
   EXPECT_GE(with_.direction, need(with_)) << with_.line("LoRA 1");
-}
-
-TEST_F(BigLora, WithoutItTheBaseModelDrawsNone) {
+  // Without it, none.
   EXPECT_EQ(without_.big, 0) << without_.line("no LoRA");
-}
-
-TEST_F(BigLora, WhatTheBaseModelDrewStays) {
+  // With it, the base grammar's prompts keep what they drew, and none is big.
   ASSERT_GE(base_.n, 24);
   EXPECT_GE(base_.background, need(base_)) << base_.line("base+LoRA");
   EXPECT_GE(base_.object, need(base_)) << base_.line("base+LoRA");

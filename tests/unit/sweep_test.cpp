@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include "io/safetensors.h"
 #include "media/output.h"
@@ -44,7 +45,10 @@ TEST(Sweep, AxesAreParsedAsTyped) {
   EXPECT_THAT(render::parse_sweep_axis("lora=0.5,1").values, ElementsAre("off", "0.5", "1"));
   EXPECT_THAT(render::parse_sweep_axis("lora=0,1").values, ElementsAre("0", "1"));
   EXPECT_THAT(render::parse_sweep_axis("lora:style=1,off").values, ElementsAre("1", "off"));
-  EXPECT_EQ(render::parse_sweep_axis("lora:style=1").label, "lora");
+  // A LoRA axis is labelled by its LoRA, so two read apart.
+  EXPECT_EQ(render::parse_sweep_axis("lora:style=1").label, "style");
+  EXPECT_EQ(render::parse_sweep_axis("lora:loras/x.safetensors=1").label, "x");
+  EXPECT_EQ(render::parse_sweep_axis("lora=1").label, "lora");
   // Prompts hold commas: their values are split at '|'.
   EXPECT_THAT(render::parse_sweep_axis("prompt=a cat, sitting|a dog").values,
               ElementsAre("a cat, sitting", "a dog"));
@@ -90,7 +94,24 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   ASSERT_EQ(lp.cells[1].preset.loras.size(), 1u);
   EXPECT_EQ(lp.cells[1].preset.loras[0].path, "style");
   EXPECT_EQ(lp.cells[1].preset.loras[0].strength, 0.5);
-  EXPECT_EQ(fs::path(lp.cells[0].preset.output), dir / "fox-lora=off.png");
+  EXPECT_EQ(fs::path(lp.cells[0].preset.output), dir / "fox-style=off.png");
+  // Values a file name cannot hold apart (cut, or other characters) still get
+  // names of their own.
+  const auto pp = render::plan_sweep(
+      base,
+      {render::parse_sweep_axis("prompt=a red circle moving left on a blue background today|"
+                                "a red circle moving left on a blue background tonight|红|蓝")});
+  std::set<std::string> names;
+  for (const auto& c : pp.cells) names.insert(c.preset.output);
+  EXPECT_EQ(names.size(), 4u);
+  // More than 256 cells: refused, saying how many.
+  EXPECT_THAT(error_of([&] {
+                render::plan_sweep(
+                    base,
+                    {render::parse_sweep_axis("seed=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"),
+                     render::parse_sweep_axis("steps=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16")});
+              }),
+              HasSubstr("272 cells"));
 }
 
 TEST(Sweep, ContactSheetPlacesEveryCellAndDrawsTheLabels) {
@@ -146,12 +167,26 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_EQ(meta["sweep"]["cells"].size(), 4u);
   EXPECT_TRUE(media::is_kinora_parameters(meta));
 
-  // Run again: every cell reused, the sheet made anew only with overwrite.
-  fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
+  // Run again: every cell reused, the sweep's own sheet made anew.
   r = render::run_sweep(pipe, plan);
   EXPECT_EQ(r.rendered, 0);
   EXPECT_EQ(r.reused, 4);
+  EXPECT_TRUE(fs::exists(r.sheet));
+  // A file of the sheet's name that is not a sweep's sheet: refused.
+  fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
+  { std::ofstream(r.sheet) << "mine"; }
   EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan); }), HasSubstr("fox-sweep.png"));
+  fs::remove(r.sheet);
+
+  // A preset without a seed resumes with the seed its cells were made with.
+  auto unseeded = base;
+  unseeded.seed = pipeline::kRandomSeed;
+  unseeded.output = (dir / "free.png").string();
+  const auto first = render::plan_sweep(unseeded, {render::parse_sweep_axis("guidance=1,3")});
+  render::run_sweep(pipe, first);
+  const auto resumed = render::plan_sweep(unseeded, {render::parse_sweep_axis("guidance=1,3")});
+  EXPECT_EQ(resumed.cells[0].preset.seed, first.cells[0].preset.seed);
+  EXPECT_EQ(render::run_sweep(pipe, resumed).reused, 2);
 
   // A file that is not this cell's render: refused before anything is rendered.
   TempDir other;
