@@ -12,6 +12,7 @@
 #include "cli/lora_command.h"
 #include "cli/merge.h"
 #include "cli/render_commands.h"
+#include "cli/slurm_command.h"
 #include "cli/train_command.h"
 #include "schedulers/registry.h"
 
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
   const auto run_render = kinora::cli::add_render_commands(app);
   const auto run_train = kinora::cli::add_train_command(app);
   const auto run_lora = kinora::cli::add_lora_command(app);
+  const auto run_slurm = kinora::cli::add_slurm_command(app);
   if (!check_subcommand(app, argc, argv)) return 2;
   if (argc == 2 && std::string(argv[1]) == "help") {
     std::cout << app.help();
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
   kinora::configure_threads();
   if (const int rc = run_train(); rc >= 0) return rc;
   if (const int rc = run_lora(); rc >= 0) return rc;
+  if (const int rc = run_slurm(); rc >= 0) return rc;
   if (const int rc = run_render(); rc >= 0) return rc;
 
   int status = 0;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include "base/device.h"
 #include "base/json.h"
 #include "base/signals.h"
+#include "cli/batch.h"
 #include "cli/lora_command.h"
 #include "embedded/model.h"
 #include "media/output.h"
@@ -73,9 +75,15 @@ pipeline::RunCallbacks terminal_callbacks() {
 // Renders `p` (`count` outputs of it in one batch: seeds seed …), printing
 // each output's name on stdout.
 int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int count = 1) {
-  if (p.uses_embedded_model())
-    if (const auto note = embedded::prompt_note(p.prompt))
+  if (p.uses_embedded_model()) {
+    std::string text = p.prompt;  // as the encoder reads it: <lora:…> tags taken out
+    try {
+      text = pipeline::prompt_loras(p.prompt).text;
+    } catch (const Error&) {
+    }
+    if (const auto note = embedded::prompt_note(text))
       std::cerr << "kinora: note: " << *note << "\n";
+  }
   for (const auto& r : render::render_batch(pipe, p, count, terminal_callbacks(), overwrite)) {
     std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
               << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
@@ -127,127 +135,6 @@ std::string fresh_output(const fs::path& folder, const Preset& preset) {
 const char* const kDeviceHelp =
     "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "
     "so a seed gives the same video on every device";
-
-// What render and batch share: where outputs go, where models are found, and
-// where they compute.
-struct Placement {
-  std::string output_dir, models_dir, device;
-  bool overwrite = false;
-
-  void apply(Preset& p, const std::string& source) const {
-    if (!device.empty()) p.device = device;
-    if (p.models_dir.empty() && !models_dir.empty())
-      p.models_dir = fs::absolute(models_dir).string();
-    if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
-  }
-};
-
-// A batch entry: a preset, where it came from, or why it is not one.
-struct Entry {
-  std::string source;  // "file.json" or "list.json[3]"
-  std::optional<Preset> preset;
-  std::string error;
-};
-
-std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes) {
-  std::vector<fs::path> files;
-  for (const auto& p : paths) {
-    std::error_code ec;
-    if (fs::is_directory(p, ec)) {
-      for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
-        if (!e.is_regular_file() || e.path().extension() != ".json") continue;
-        const auto name = e.path().filename().string();
-        if (name[0] == '.') continue;  // temporaries and hidden files
-        files.push_back(e.path());
-      }
-    } else if (fs::is_regular_file(p, ec)) {
-      files.push_back(p);
-    } else {
-      throw Error(p + (fs::exists(p, ec) ? ": not a preset file or a folder of them"
-                                         : ": no such file or folder"));
-    }
-  }
-  // Each file once, however often and however spelled it was given.
-  std::sort(files.begin(), files.end());
-  std::vector<fs::path> unique;
-  std::set<fs::path> seen;
-  for (const auto& f : files) {
-    std::error_code ec;
-    if (seen.insert(fs::weakly_canonical(f, ec)).second) unique.push_back(f);
-  }
-  std::vector<Entry> out;
-  for (const auto& f : unique) {
-    json j;
-    try {
-      j = read_json_file(f);
-    } catch (const Error& e) {
-      out.push_back({f.string(), std::nullopt, e.what()});
-      continue;
-    }
-    // The parameters Kinora writes beside its outputs (and into a frame
-    // sequence's folder) describe renders; they are not presets.
-    if (media::is_kinora_parameters(j)) {
-      notes << "kinora: " << f.string() << ": the parameters of a render, not a preset; skipped\n";
-      continue;
-    }
-    auto add = [&](const std::string& source, const json& item, const std::string& name) {
-      try {
-        Preset p = Preset::from_json(item, source);
-        p.base_dir = f.parent_path();
-        // No output (a preset `restore` printed): named after its file.
-        if (p.output.empty()) {
-          p.output =
-              name + (!p.format.empty() ? media::format_extension(media::parse_format(p.format))
-                      : p.frames == 1   ? ".png"
-                                        : ".mp4");
-        }
-        out.push_back({source, std::move(p), {}});
-      } catch (const Error& e) {
-        out.push_back({source, std::nullopt, e.what()});
-      }
-    };
-    const auto stem = f.stem().string();
-    if (j.is_array()) {
-      for (std::size_t i = 0; i < j.size(); ++i)
-        add(f.string() + "[" + std::to_string(i) + "]", j[i], stem + "-" + std::to_string(i));
-    } else {
-      add(f.string(), j, stem);
-    }
-  }
-  return out;
-}
-
-// Everything about each valid entry that can be known before rendering: its
-// output (inside --output-dir, a name that fits its format, in a folder that
-// exists, not the output of an earlier entry), its model files, its device.
-void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
-  std::map<fs::path, std::string> first_of;
-  for (auto& e : entries) {
-    if (!e.preset) continue;
-    try {
-      Preset& p = *e.preset;
-      p.source = e.source;
-      placement.apply(p, e.source);
-      Preset snapped = p;
-      pipeline::snap_sizes(snapped);
-      media::output_format(p.output_path(), p.format, snapped.frames);
-      media::check_output_folder(p.output_path());
-      std::error_code ec;
-      const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
-      const auto [it, inserted] = first_of.try_emplace(key, e.source);
-      if (!inserted)
-        throw Error(e.source + ": key 'output' " + p.output_path().string() +
-                    " is also the output of " + it->second + "; not rendered twice");
-      pipeline::resolve_models(p, pipeline::family_for(p));
-      for (const auto& l : p.loras) pipeline::resolve_lora_file(p, l.path);
-      resolve_device(p.device);
-    } catch (const Error& err) {
-      const std::string what = err.what();
-      e.error = what.rfind(e.source, 0) == 0 ? what : e.source + ": " + what;  // name the preset
-      e.preset.reset();
-    }
-  }
-}
 
 }  // namespace
 
@@ -379,6 +266,15 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "--shard", *shard,
       "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
+  auto status = std::make_shared<bool>(false);
+  auto log_dir = std::make_shared<std::string>();
+  bat->add_flag("--status", *status,
+                "render nothing: say per preset whether its output is done, missing, or failed "
+                "(a FAIL line for it in --log-dir's task logs); exit 0 only when all are done");
+  bat->add_option("--log-dir", *log_dir,
+                  "with --status: the folder of the batch's task logs (kinora slurm submit's "
+                  "--log-dir)")
+      ->check(CLI::ExistingDirectory);
   add_placement(bat, false);
 
   auto sweep_path = std::make_shared<std::string>();
@@ -564,11 +460,16 @@ std::function<int()> add_render_commands(CLI::App& app) {
         std::vector<render::SweepAxis> axes;
         for (const auto& a : *sweep_axes) axes.push_back(render::parse_sweep_axis(a));
         const auto plan = render::plan_sweep(p, axes);
-        std::cerr << "kinora: sweep of " << plan.cells.size() << " cells (" << plan.columns
-                  << " columns x " << plan.rows << " rows), seed " << plan.cells[0].preset.seed
-                  << "\n";
+        std::cerr << "kinora: sweep of " << plan.cells.size() << " cells (" << plan.columns << " x "
+                  << plan.rows << ")";
+        if (std::none_of(axes.begin(), axes.end(),
+                         [](const render::SweepAxis& a) { return a.key == "seed"; }))
+          std::cerr << ", seed " << plan.cells[0].preset.seed;
+        std::cerr << "\n";
         if (*sweep_dry) {
-          for (const auto& c : plan.cells) std::cout << "plan  " << c.preset.output << "\n";
+          const auto reuse = render::check_sweep(plan, sweep_placement->overwrite);
+          for (std::size_t i = 0; i < plan.cells.size(); ++i)
+            std::cout << (reuse[i] ? "reuse  " : "plan   ") << plan.cells[i].preset.output << "\n";
           std::cout << "sheet  " << plan.sheet.string() << "\n";
           return 0;
         }
@@ -609,6 +510,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
         auto entries = collect_presets(*batch_paths, std::cerr);
         if (entries.empty()) throw Error("no presets found in the paths given");
         validate_entries(entries, *placement);
+        if (*status) return batch_status(entries, *log_dir, std::cout);
         int invalid = 0, mine = 0;
         for (std::size_t k = 0; k < entries.size(); ++k) {
           if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;

@@ -18,6 +18,10 @@ packages=(
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libpng-dev ffmpeg
   # tests and benchmarks; clang with its runtime for the sanitizers and libFuzzer
   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+  # the external check of `kinora lora merge` (tools/check-lora-merge.py)
+  python3
+  # the Slurm test's one-machine cluster (tests/slurm, packaging/slurm)
+  slurmctld slurmd slurm-client munge
 )
 if [[ -z "${KINORA_NO_APP:-}" ]]; then
   packages+=(qt6-base-dev qt6-multimedia-dev qt6-svg-dev libsqlite3-dev

@@ -1,0 +1,161 @@
+#include "cli/batch.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "base/device.h"
+#include "base/error.h"
+#include "base/json.h"
+#include "media/format.h"
+#include "media/output.h"
+#include "pipeline/pipeline.h"
+
+namespace kinora::cli {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using pipeline::Preset;
+
+void Placement::apply(Preset& p, const std::string& source) const {
+  if (!device.empty()) p.device = device;
+  if (p.models_dir.empty() && !models_dir.empty()) p.models_dir = fs::absolute(models_dir).string();
+  if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
+}
+
+std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes) {
+  std::vector<fs::path> files;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    if (fs::is_directory(p, ec)) {
+      for (const auto& e : fs::recursive_directory_iterator(p, ec)) {
+        if (!e.is_regular_file() || e.path().extension() != ".json") continue;
+        const auto name = e.path().filename().string();
+        if (name[0] == '.') continue;  // temporaries and hidden files
+        files.push_back(e.path());
+      }
+    } else if (fs::is_regular_file(p, ec)) {
+      files.push_back(p);
+    } else {
+      throw Error(p + (fs::exists(p, ec) ? ": not a preset file or a folder of them"
+                                         : ": no such file or folder"));
+    }
+  }
+  // Each file once, however often and however spelled it was given.
+  std::sort(files.begin(), files.end());
+  std::vector<fs::path> unique;
+  std::set<fs::path> seen;
+  for (const auto& f : files) {
+    std::error_code ec;
+    if (seen.insert(fs::weakly_canonical(f, ec)).second) unique.push_back(f);
+  }
+  std::vector<Entry> out;
+  for (const auto& f : unique) {
+    json j;
+    try {
+      j = read_json_file(f);
+    } catch (const Error& e) {
+      out.push_back({f.string(), std::nullopt, e.what()});
+      continue;
+    }
+    // The parameters Kinora writes beside its outputs (and into a frame
+    // sequence's folder) describe renders; they are not presets.
+    if (media::is_kinora_parameters(j)) {
+      notes << "kinora: " << f.string() << ": the parameters of a render, not a preset; skipped\n";
+      continue;
+    }
+    auto add = [&](const std::string& source, const json& item, const std::string& name) {
+      try {
+        Preset p = Preset::from_json(item, source);
+        p.base_dir = f.parent_path();
+        // No output (a preset `restore` printed): named after its file.
+        if (p.output.empty()) {
+          p.output =
+              name + (!p.format.empty() ? media::format_extension(media::parse_format(p.format))
+                      : p.frames == 1   ? ".png"
+                                        : ".mp4");
+        }
+        out.push_back({source, std::move(p), {}});
+      } catch (const Error& e) {
+        out.push_back({source, std::nullopt, e.what()});
+      }
+    };
+    const auto stem = f.stem().string();
+    if (j.is_array()) {
+      for (std::size_t i = 0; i < j.size(); ++i)
+        add(f.string() + "[" + std::to_string(i) + "]", j[i], stem + "-" + std::to_string(i));
+    } else {
+      add(f.string(), j, stem);
+    }
+  }
+  return out;
+}
+
+void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
+  std::map<fs::path, std::string> first_of;
+  for (auto& e : entries) {
+    if (!e.preset) continue;
+    try {
+      Preset& p = *e.preset;
+      p.source = e.source;
+      placement.apply(p, e.source);
+      Preset snapped = p;
+      pipeline::snap_sizes(snapped);
+      media::output_format(p.output_path(), p.format, snapped.frames);
+      media::check_output_folder(p.output_path());
+      std::error_code ec;
+      const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
+      const auto [it, inserted] = first_of.try_emplace(key, e.source);
+      if (!inserted)
+        throw Error(e.source + ": key 'output' " + p.output_path().string() +
+                    " is also the output of " + it->second + "; not rendered twice");
+      pipeline::resolve_models(p, pipeline::family_for(p));
+      for (const auto& l : p.loras) pipeline::resolve_lora_file(p, l.path);
+      resolve_device(p.device);
+    } catch (const Error& err) {
+      const std::string what = err.what();
+      e.error = what.rfind(e.source, 0) == 0 ? what : e.source + ": " + what;  // name the preset
+      e.preset.reset();
+    }
+  }
+}
+
+int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out) {
+  // Sources a task reported failed, and the log that says so.
+  std::map<std::string, std::string> failed_in;
+  if (!log_dir.empty()) {
+    std::error_code ec;
+    for (const auto& f : fs::directory_iterator(log_dir, ec)) {
+      if (!f.is_regular_file()) continue;
+      std::ifstream in(f.path());
+      for (std::string line; std::getline(in, line);)
+        if (line.rfind("FAIL  ", 0) == 0) failed_in[line.substr(6)] = f.path().string();
+    }
+  }
+  int done = 0, missing = 0, failed = 0, invalid = 0;
+  for (const auto& e : entries) {
+    if (!e.preset) {
+      ++invalid;
+      out << "invalid  " << e.error << "\n";
+      continue;
+    }
+    const auto path = e.preset->output_path();
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(path, ec))) {
+      ++done;
+      out << "done     " << e.source << "  " << path.string() << "\n";
+    } else if (const auto it = failed_in.find(e.source); it != failed_in.end()) {
+      ++failed;
+      out << "failed   " << e.source << "  " << path.string() << "  (" << it->second << ")\n";
+    } else {
+      ++missing;
+      out << "missing  " << e.source << "  " << path.string() << "\n";
+    }
+  }
+  out << entries.size() << " presets: " << done << " done, " << missing << " missing, " << failed
+      << " failed, " << invalid << " invalid\n";
+  return done == static_cast<int>(entries.size()) ? 0 : 1;
+}
+
+}  // namespace kinora::cli

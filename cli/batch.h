@@ -1,0 +1,52 @@
+#pragma once
+// What `kinora render`, `batch`, `sweep` and `slurm submit` share: where
+// outputs go and models are found (Placement), and a batch's presets
+// collected from files, folders and JSON lists and checked before anything
+// is rendered.
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "pipeline/preset.h"
+
+namespace kinora::cli {
+
+// Where outputs go, where models are found, and where they compute.
+struct Placement {
+  std::string output_dir, models_dir, device;
+  bool overwrite = false;
+  void apply(pipeline::Preset& p, const std::string& source) const;
+};
+
+// A batch entry: a preset, where it came from, or why it is not one.
+struct Entry {
+  std::string source;  // "file.json" or "list.json[3]"
+  std::optional<pipeline::Preset> preset;
+  std::string error;
+};
+
+// The presets of files, folders (recursively, *.json) and JSON lists, each
+// file once, sorted; a preset without output is named after its file. The
+// parameters Kinora writes beside its outputs are skipped with a note.
+// Throws kinora::Error for a path that is neither a file nor a folder.
+std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes);
+
+// Everything about each valid entry that can be known before rendering: its
+// output (inside --output-dir, a name that fits its format, in a folder that
+// exists, not the output of an earlier entry), its model files, its device.
+// An entry that fails gets its error and loses its preset.
+void validate_entries(std::vector<Entry>& entries, const Placement& placement);
+
+// `kinora batch --status`: one line per entry, "done", "missing", "failed"
+// (a "FAIL  SOURCE" line for it in a log of `log_dir`, when given, and no
+// output) or "invalid", then the counts. Returns 0 when every entry is done,
+// else 1.
+int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out);
+
+// Entry k of `count` belongs to shard `index` when k mod count = index.
+inline bool in_shard(std::size_t k, int index, int count) {
+  return static_cast<int>(k % static_cast<std::size_t>(count)) == index;
+}
+
+}  // namespace kinora::cli
