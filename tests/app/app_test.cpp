@@ -15,6 +15,7 @@
 #include <QPlainTextEdit>
 #include <QSignalSpy>
 #include <QTableWidget>
+#include <QTest>
 #include <QUrl>
 
 #include <filesystem>
@@ -557,13 +558,17 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   EXPECT_TRUE(w.queue_sweep({"width=32,64"}).isEmpty());
   EXPECT_EQ(w.queue()->rowCount(), 0);
 
-  QSignalSpy done(w.queue(), &QueueModel::dataChanged);
+  // Until the job is done or failed (at most 100 s), the events processed.
+  auto finish = [&](const QString& job_id) {
+    for (int i = 0; i < 2000; ++i) {
+      const auto st = w.queue()->job(job_id)->status;
+      if (st == JobStatus::Done || st == JobStatus::Failed) return;
+      QTest::qWait(50);
+    }
+  };
   const auto id = w.queue_sweep({"seed=1,2"});
   ASSERT_FALSE(id.isEmpty());
-  for (int i = 0; i < 400 && w.queue()->job(id)->status != JobStatus::Done &&
-                  w.queue()->job(id)->status != JobStatus::Failed;
-       ++i)
-    done.wait(250);
+  finish(id);
   const auto* job = w.queue()->job(id);
   ASSERT_EQ(job->status, JobStatus::Done) << job->message.toStdString();
   EXPECT_EQ(job->sweep, QStringList{"seed=1,2"});
@@ -581,10 +586,7 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   w.panel()->add_lora(QString::fromStdString((dir / "style.safetensors").string()));
   const auto lid = w.queue_current();
   ASSERT_FALSE(lid.isEmpty());
-  for (int i = 0; i < 400 && w.queue()->job(lid)->status != JobStatus::Done &&
-                  w.queue()->job(lid)->status != JobStatus::Failed;
-       ++i)
-    done.wait(250);
+  finish(lid);
   ASSERT_EQ(w.queue()->job(lid)->status, JobStatus::Done)
       << w.queue()->job(lid)->message.toStdString();
   const auto meta = media::read_embedded_parameters(w.queue()->job(lid)->output.toStdString());
