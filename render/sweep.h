@@ -1,8 +1,8 @@
 #pragma once
 // A sweep: one preset rendered for every combination of a few keys' values
 // (LoRA strengths, seeds, guidance, steps, sampler, shift, prompt, …), each
-// cell the same file a single render of that preset makes (restorable on its
-// own), and a labelled contact sheet of them all: a PNG grid of the frames for
+// cell rendered and written as a single render of its preset is (restorable
+// on its own), and a labelled contact sheet of them all: a PNG grid of the frames for
 // images, a tiled MP4 for videos. The first axis runs along the columns, the
 // others down the rows. The CLI's `kinora sweep` and the studio's "Sweep…"
 // both run it.
