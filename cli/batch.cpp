@@ -121,6 +121,20 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
   }
 }
 
+namespace {
+// An entry's source ("presets/a.json", "list.json[3]") as an absolute path, so
+// that a task's FAIL line (written with the paths the task was given) and the
+// paths a user types name the same preset.
+std::string source_key(const std::string& source) {
+  std::string file = source, index;
+  if (!source.empty() && source.back() == ']')
+    if (const auto at = source.rfind('['); at != std::string::npos)
+      file = source.substr(0, at), index = source.substr(at);
+  std::error_code ec;
+  return fs::weakly_canonical(fs::absolute(file), ec).string() + index;
+}
+}  // namespace
+
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out) {
   // Sources a task reported failed, and the log that says so.
   std::map<std::string, std::string> failed_in;
@@ -130,7 +144,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
       if (!f.is_regular_file()) continue;
       std::ifstream in(f.path());
       for (std::string line; std::getline(in, line);)
-        if (line.rfind("FAIL  ", 0) == 0) failed_in[line.substr(6)] = f.path().string();
+        if (line.rfind("FAIL  ", 0) == 0) failed_in[source_key(line.substr(6))] = f.path().string();
     }
   }
   int done = 0, missing = 0, failed = 0, invalid = 0;
@@ -145,7 +159,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     if (fs::exists(fs::symlink_status(path, ec))) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
-    } else if (const auto it = failed_in.find(e.source); it != failed_in.end()) {
+    } else if (const auto it = failed_in.find(source_key(e.source)); it != failed_in.end()) {
       ++failed;
       out << "failed   " << e.source << "  " << path.string() << "  (" << it->second << ")\n";
     } else {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -130,8 +131,20 @@ std::map<std::string, std::string> task_states(const std::string& job) {
   return out;
 }
 
+// sbatch splits an #SBATCH line at white space and drops quotes: a value that
+// holds either cannot be written there.
+void check_directive_value(const std::string& what, const std::string& v) {
+  if (v.find_first_of(" \t\n\"'") != std::string::npos)
+    throw Error("slurm submit: " + what + " '" + v +
+                "' holds a space or a quote, which an #SBATCH line cannot carry; choose "
+                "another");
+}
+
 int submit(SlurmArgs a) {
   if (a.tasks < 1) throw Error("slurm submit: --tasks must be at least 1");
+  check_directive_value("--log-dir", fs::absolute(a.log_dir).string());
+  check_directive_value("--job-name", a.job_name);
+  for (const auto& x : {a.mem, a.time, a.partition}) check_directive_value("a resource", x);
   // Every preset checked first, as `kinora batch` checks them: a batch with
   // an invalid preset is not submitted.
   auto entries = collect_presets(a.paths, std::cerr);
@@ -143,6 +156,15 @@ int submit(SlurmArgs a) {
   if (invalid)
     throw Error("slurm submit: " + std::to_string(invalid) +
                 " invalid preset(s); fix or remove them (kinora batch --dry-run lists them)");
+  std::size_t done = 0;
+  for (const auto& e : entries) {
+    std::error_code ec;
+    done += fs::exists(fs::symlink_status(e.preset->output_path(), ec));
+  }
+  if (done == entries.size()) {
+    std::cerr << "kinora: all " << done << " outputs exist; nothing to submit\n";
+    return 0;
+  }
   if (a.tasks > static_cast<int>(entries.size())) {
     std::cerr << "kinora: " << entries.size() << " presets: " << entries.size() << " tasks, not "
               << a.tasks << "\n";
@@ -160,25 +182,36 @@ int submit(SlurmArgs a) {
   char stamp[32];
   const auto now = std::time(nullptr);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  const fs::path file = log_dir / (std::string("kinora-batch-") + stamp + ".sbatch");
+  const fs::path file = log_dir / (std::string("kinora-batch-") + stamp + "-" +
+                                   std::to_string(::getpid()) + ".sbatch");
   write_file_atomically(file, script, /*replace=*/false);
-  const std::string job = [&] {
-    auto out = run({"sbatch", "--parsable", file.string()});
-    out = out.substr(0, out.find_first_of(";\n"));
-    return out;
-  }();
+  std::string job;
+  try {
+    job = run({"sbatch", "--parsable", file.string()});
+  } catch (const Error& e) {
+    std::error_code ec;
+    fs::remove(file, ec);  // not submitted: the script would only mislead
+    throw Error(std::string(e.what()) + (std::getenv("SLURM_CONF")
+                                             ? ""
+                                             : " (no SLURM_CONF is set: on a cluster's login node "
+                                               "Slurm finds its configuration itself; elsewhere "
+                                               "set SLURM_CONF to its slurm.conf)"));
+  }
+  job = job.substr(0, job.find_first_of(";\n"));
   std::cout << job << std::endl;
   std::string placement;
-  if (!a.placement.output_dir.empty()) placement += " --output-dir " + a.placement.output_dir;
-  if (!a.placement.models_dir.empty()) placement += " --models-dir " + a.placement.models_dir;
+  if (!a.placement.output_dir.empty())
+    placement += " --output-dir " + quoted(fs::absolute(a.placement.output_dir).string());
+  if (!a.placement.models_dir.empty())
+    placement += " --models-dir " + quoted(fs::absolute(a.placement.models_dir).string());
   std::string listed;
-  for (const auto& p : a.paths) listed += " " + p;
+  for (const auto& p : paths) listed += " " + quoted(p.string());
   std::cerr << "kinora: submitted job array " << job << " (" << a.tasks << " tasks, "
             << entries.size() << " presets), script " << file.string() << "\n"
             << "  follow:   squeue -j " << job
             << "   (task logs: " << (log_dir / ("kinora-" + job + "_<task>.out")).string() << ")\n"
             << "  status:   kinora batch --status" << listed << placement << " --log-dir "
-            << log_dir.string() << "\n"
+            << quoted(log_dir.string()) << "\n"
             << "  resubmit: the same command again renders only what is missing\n";
   if (!a.wait) return 0;
   // Until no task of the array is pending or running.

@@ -96,4 +96,16 @@ again=$(grep -h "^$work/out2/" "$work"/logs2/kinora-"$job3"_*.out | wc -l)
 [[ $again == $((6 - before)) ]] || fail "the resubmission rendered $again, expected $((6 - before))"
 "$kinora" batch --status "$work/presets2" --output-dir "$work/out2" --log-dir "$work/logs2" ||
   fail "batch --status does not say all done after the resubmission"
+
+echo "== an output deleted to be made again; then nothing left to submit"
+rm "$work/out2/q2.mp4"  # its parameters file stays behind
+"$kinora" slurm submit "$work/presets2" --tasks 3 --output-dir "$work/out2" \
+  --log-dir "$work/logs2" --wait >/dev/null || fail "the deleted output was not made again"
+[[ -f $work/out2/q2.mp4 ]] || fail "q2.mp4 is missing after resubmitting"
+none=$("$kinora" slurm submit "$work/presets2" --tasks 3 --output-dir "$work/out2" \
+  --log-dir "$work/logs2" 2>&1) || fail "a submission with nothing to do failed"
+[[ $none == *"nothing to submit"* ]] || fail "a submission with nothing to do said: $none"
+# --status from another folder, with relative paths, reads the same state.
+(cd "$work" && "$kinora" batch --status presets2 --output-dir out2 --log-dir logs2 >/dev/null) ||
+  fail "batch --status with relative paths does not say all done"
 echo "PASS"
