@@ -171,16 +171,14 @@ OutputTarget prepare_output(const fs::path& path_given, const std::string& forma
   } else {
     check_can_write_file(path, overwrite);
     // The sidecar follows the output's rule, and is only ever an earlier Kinora
-    // parameters file. One whose output is gone (deleted to be rendered again)
-    // describes nothing and is replaced without --overwrite.
+    // parameters file.
     const auto side = t.sidecar();
     if (fs::exists(fs::symlink_status(side, ec))) {
       if (!is_kinora_sidecar(side))
         fail_file(path, "its parameters would go to " + side.string() +
                             ", which exists and is not a Kinora parameters file; move it or name "
                             "another output");
-      const bool orphan = !fs::exists(fs::symlink_status(path, ec));
-      check_can_write_file(side, overwrite || orphan, "output's parameters file");
+      check_can_write_file(side, overwrite, "output's parameters file");
     }
   }
   remove_stale_temporaries(folder);

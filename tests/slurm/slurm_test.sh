@@ -98,7 +98,7 @@ again=$(grep -h "^$work/out2/" "$work"/logs2/kinora-"$job3"_*.out | wc -l)
   fail "batch --status does not say all done after the resubmission"
 
 echo "== an output deleted to be made again; then nothing left to submit"
-rm "$work/out2/q2.mp4"  # its parameters file stays behind
+rm "$work/out2/q2.mp4" "$work/out2/q2.mp4.json"  # the render and its parameters
 "$kinora" slurm submit "$work/presets2" --tasks 3 --output-dir "$work/out2" \
   --log-dir "$work/logs2" --wait >/dev/null || fail "the deleted output was not made again"
 [[ -f $work/out2/q2.mp4 ]] || fail "q2.mp4 is missing after resubmitting"

@@ -81,22 +81,6 @@ TEST(Media, PrepareOutputRefusesWhatItWouldDestroy) {
 // Files made elsewhere: each is parameters or an error naming it, whatever
 // its bytes (a PNG cut inside a chunk, a chunk length past the end, JSON that
 // is not parameters, JSON nested without end).
-// An output deleted to be rendered again: its Kinora parameters file, left
-// behind, describes nothing and is replaced without --overwrite; while the
-// output is there, it is not.
-TEST(Media, AnOrphanedParametersFileIsReplacedWithoutOverwrite) {
-  TempDir dir;
-  WriteOptions o;
-  o.metadata_json = parameters("a fox");
-  write_output(prepare_output(dir / "a.png", "", 1, false), frames(1), o);
-  EXPECT_THAT(error_of([&] { prepare_output(dir / "a.png", "", 1, false); }), HasSubstr("a.png"));
-  fs::remove(dir / "a.png");
-  ASSERT_TRUE(fs::exists(dir / "a.png.json"));
-  o.metadata_json = parameters("a cat");
-  write_output(prepare_output(dir / "a.png", "", 1, false), frames(1), o);
-  EXPECT_EQ(read_embedded_parameters(dir / "a.png.json")["preset"]["prompt"], "a cat");
-}
-
 TEST(Media, ForeignFilesGiveParametersOrAnErrorNamingThem) {
   TempDir dir;
   WriteOptions o;
