@@ -533,6 +533,16 @@ std::function<int()> add_render_commands(CLI::App& app) {
             ++skipped;
             continue;
           }
+          // The parameters file of an earlier render whose video is gone is
+          // kept (it may be the only record of a video moved elsewhere).
+          if (const fs::path side = out.string() + ".json";
+              fs::exists(fs::symlink_status(side, ec))) {
+            std::cerr << "kinora: " << side.string() << " is left from an earlier render of "
+                      << out.filename().string() << "; delete it to have that rendered again\n";
+            std::cout << "FAIL  " << source << "\n";
+            ++failed;
+            continue;
+          }
           if (*dry) {
             std::cout << "plan  " << source << "  " << out.string() << "\n";
             continue;
