@@ -90,6 +90,10 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
   cc->height = h;
   cc->pix_fmt = pix;
   cc->time_base = AVRational{1, o.fps};
+  // One encoder thread: x264 with the frame threads libavcodec picks by itself
+  // wrote different streams for the same frames depending on what the process
+  // encoded before; one thread makes an output a function of its frames.
+  cc->thread_count = 1;
   cc->framerate = AVRational{o.fps, 1};
   cc->gop_size = 2 * o.fps;
   // Generated video is full-range RGB converted to BT.709 limited range.
