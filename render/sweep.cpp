@@ -325,7 +325,9 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
   return sheet;
 }
 
-std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite) {
+namespace {
+// check_sweep's work, and the sheet's checked destination (run_sweep writes there).
+std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::OutputTarget& sheet) {
   // Every LoRA of every cell found, read and matched against the model, once
   // per distinct file: a LoRA that does not fit stops the sweep now.
   {
@@ -361,17 +363,21 @@ std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite) {
   // else of that name only with overwrite.
   Preset snapped = plan.cells[0].preset;
   pipeline::snap_sizes(snapped);
-  media::prepare_output(plan.sheet, "", snapped.frames, overwrite || is_sweep_sheet(plan.sheet));
+  sheet = media::prepare_output(plan.sheet, "", snapped.frames,
+                                overwrite || is_sweep_sheet(plan.sheet));
   return reuse;
+}
+}  // namespace
+
+std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite) {
+  media::OutputTarget sheet;
+  return check_all(plan, overwrite, sheet);
 }
 
 SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const SweepCallbacks& cb,
                       bool overwrite) {
-  const auto reuse = check_sweep(plan, overwrite);
-  Preset snapped = plan.cells[0].preset;
-  pipeline::snap_sizes(snapped);
-  const auto sheet_target = media::prepare_output(plan.sheet, "", snapped.frames,
-                                                  overwrite || is_sweep_sheet(plan.sheet));
+  media::OutputTarget sheet_target;
+  const auto reuse = check_all(plan, overwrite, sheet_target);
 
   SweepResult result;
   std::vector<torch::Tensor> clips;
