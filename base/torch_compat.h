@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <limits>
 
 #ifdef KINORA_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -36,17 +37,24 @@ inline std::string cuda_device_description(int64_t index) {
 #endif
 }
 
-// softmax(q·kᵀ/√d)·v over the last two dims; q [..., Lq, d], k/v [..., Lk, d].
+// softmax(q·kᵀ/√d)·v over the last two dims; q [B, H, Lq, d], k/v [B, H, Lk, d];
+// `key_mask` [B, Lk] (bool, true: attend) leaves out the keys it marks false.
 // LibTorch 2.x has a fused kernel (flash / memory-efficient on CUDA); 1.13 gets
 // the same result through the explicit product.
 inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
-                                                  const torch::Tensor& v) {
+                                                  const torch::Tensor& v,
+                                                  const torch::Tensor& key_mask = {}) {
 #if TORCH_VERSION_MAJOR >= 2
+  if (key_mask.defined())
+    return at::scaled_dot_product_attention(q, k, v, key_mask.unsqueeze(1).unsqueeze(1));
   return at::scaled_dot_product_attention(q, k, v);
 #else
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);  // [..., Lq, Lk]
-  return torch::matmul(scores.softmax(-1), v);                      // [..., Lq, d]
+  if (key_mask.defined())
+    scores.masked_fill_(key_mask.logical_not().unsqueeze(1).unsqueeze(1),
+                        -std::numeric_limits<float>::infinity());
+  return torch::matmul(scores.softmax(-1), v);  // [..., Lq, d]
 #endif
 }
 

@@ -46,6 +46,10 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
     if (!det.prefix.empty()) out << " (keys under '" << det.prefix << "')";
     out << "\n";
     out << "  shapes:   " << det.summary << "\n";
+    for (const auto& part : io::detect_parts(ck.shapes()))
+      if (part.prefix != det.prefix)
+        out << "  also:     " << io::family_name(part.family) << " under '" << part.prefix << "' ("
+            << part.summary << ")\n";
     if (det.family == io::Family::WanDiT) {
       const auto c = diffusion::WanConfig::from_checkpoint(ck);
       out << "  model:    " << c.variant() << ", " << c.num_heads << " heads × " << c.head_dim()

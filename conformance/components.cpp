@@ -9,6 +9,7 @@ std::optional<Component> find_component(const std::string& name) {
     add_text_components(m);
     add_wan_components(m);
     add_flux_components(m);
+    add_sdxl_components(m);
     return m;
   }();
   const auto it = all.find(name);

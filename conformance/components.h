@@ -36,5 +36,6 @@ void add_scheduler_components(std::map<std::string, Component>& out);
 void add_text_components(std::map<std::string, Component>& out);
 void add_wan_components(std::map<std::string, Component>& out);
 void add_flux_components(std::map<std::string, Component>& out);
+void add_sdxl_components(std::map<std::string, Component>& out);
 
 }  // namespace kinora::conformance

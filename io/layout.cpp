@@ -1,6 +1,7 @@
 #include "io/layout.h"
 
 #include <array>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -20,8 +21,12 @@ const char* family_name(Family f) {
       return "CLIP text encoder";
     case Family::FluxDiT:
       return "FLUX DiT";
-    case Family::FluxAE:
-      return "FLUX autoencoder";
+    case Family::KLAutoencoder:
+      return "image autoencoder";
+    case Family::UNet:
+      return "SD/SDXL UNet";
+    case Family::OpenCLIP:
+      return "OpenCLIP text encoder";
     case Family::Unknown:
       break;
   }
@@ -107,17 +112,60 @@ std::string t5_summary(const ShapeMap& m, bool hf) {
   return s.str();
 }
 
-}  // namespace
+// ComfyUI nests diffusion models under these; text models often sit under
+// text_model.; an SD/SDXL single-file checkpoint holds its VAE under
+// first_stage_model. and its text encoders under cond_stage_model. (SD 1.x/2.x)
+// or conditioner.embedders.N. (SDXL).
+constexpr std::array<const char*, 12> kPrefixes = {
+    "",
+    "model.diffusion_model.",
+    "diffusion_model.",
+    "text_model.",
+    "model.",
+    "first_stage_model.",
+    "conditioner.embedders.0.transformer.text_model.",
+    "conditioner.embedders.1.model.",
+    "conditioner.embedders.0.model.",
+    "cond_stage_model.transformer.text_model.",
+    "cond_stage_model.model.",
+    "vae."};
 
-Detection detect_layout(const ShapeMap& all) {
-  // ComfyUI nests diffusion models under these; text models often sit under text_model.
-  static const std::array<const char*, 6> prefixes = {
-      "",       "model.diffusion_model.", "diffusion_model.", "text_model.",
-      "model.", "first_stage_model."};
-  for (const char* p : prefixes) {
-    const std::string prefix = p;
+std::string unet_summary(const ShapeMap& m, bool diffusers) {
+  const int64_t ch = dim(m, diffusers ? "conv_in.weight" : "input_blocks.0.0.weight", 0);
+  const int64_t in = dim(m, diffusers ? "conv_in.weight" : "input_blocks.0.0.weight", 1);
+  const int64_t adm =
+      dim(m, diffusers ? "add_embedding.linear_1.weight" : "label_emb.0.0.weight", 1);
+  int64_t context = -1;
+  for (const auto& [k, v] : m)
+    if (const std::string tail = "attn2.to_k.weight";
+        k.size() > tail.size() && k.compare(k.size() - tail.size(), tail.size(), tail) == 0 &&
+        v.size() == 2) {
+      context = v[1];
+      break;
+    }
+  std::string variant;
+  if (adm == 2816 || (adm > 0 && context == 2048))
+    variant = "SDXL";
+  else if (adm == 2560)
+    variant = "SDXL refiner";
+  else if (adm > 0)
+    variant = "SDXL-type";
+  else if (context == 768)
+    variant = "SD 1.x";
+  else if (context == 1024)
+    variant = "SD 2.x";
+  else
+    variant = "SD-type";
+  std::ostringstream s;
+  s << variant << ": channels " << ch << ", input channels " << in << ", context width " << context;
+  if (adm > 0) s << ", added conditioning " << adm;
+  return s.str();
+}
+
+std::optional<Detection> detect_under(const ShapeMap& all, const std::string& prefix) {
+  {
     const ShapeMap m = strip_prefix(all, prefix);
-    if (m.empty()) continue;
+    if (m.empty()) return std::nullopt;
     const bool comfy_prefix = prefix == "model.diffusion_model." || prefix == "diffusion_model.";
     Detection d;
     d.prefix = prefix;
@@ -164,10 +212,14 @@ Detection detect_layout(const ShapeMap& all) {
                find(m, "decoder.conv_in.weight")->size() == 4 &&
                (has(m, "decoder.up.0.block.0.conv1.weight") ||
                 has(m, "decoder.up_blocks.0.resnets.0.conv1.weight"))) {
-      d.family = Family::FluxAE;
+      d.family = Family::KLAutoencoder;
       d.layout = has(m, "decoder.up.0.block.0.conv1.weight") ? Layout::Original : Layout::Diffusers;
-      d.summary = "latent channels " + std::to_string(dim(m, "decoder.conv_in.weight", 1)) +
-                  ", base width " + std::to_string(dim(m, "encoder.conv_in.weight", 0));
+      const int64_t z = dim(m, "decoder.conv_in.weight", 1);
+      d.summary = std::string(z == 16  ? "FLUX"
+                              : z == 4 ? "SD/SDXL"
+                                       : "KL") +
+                  ": latent channels " + std::to_string(z) + ", base width " +
+                  std::to_string(dim(m, "encoder.conv_in.weight", 0));
     } else if (has(m, "blocks.0.attn.q.weight") && has(m, "token_embedding.weight")) {
       d.family = has(m, "blocks.0.pos_embedding.embedding.weight") ? Family::UMT5 : Family::T5;
       d.layout = Layout::Original;
@@ -187,12 +239,53 @@ Detection detect_layout(const ShapeMap& all) {
       d.summary = "width " + std::to_string(dim(m, "embeddings.token_embedding.weight", 1)) + ", " +
                   std::to_string(count_indexed(m, "encoder.layers.")) + " layers, context " +
                   std::to_string(dim(m, "embeddings.position_embedding.weight", 0));
+    } else if (dim(m, "input_blocks.0.0.weight", 3) > 0 &&
+               has(m, "middle_block.0.in_layers.0.weight") && has(m, "out.2.weight")) {
+      d.family = Family::UNet;
+      d.layout = comfy_prefix ? Layout::ComfyUI : Layout::Original;
+      d.summary = unet_summary(m, false);
+    } else if (dim(m, "conv_in.weight", 3) > 0 && has(m, "time_embedding.linear_1.weight") &&
+               has(m, "down_blocks.0.resnets.0.conv1.weight")) {
+      d.family = Family::UNet;
+      d.layout = Layout::Diffusers;
+      d.summary = unet_summary(m, true);
+    } else if (has(m, "transformer.resblocks.0.attn.in_proj_weight") &&
+               has(m, "token_embedding.weight") && has(m, "ln_final.weight")) {
+      d.family = Family::OpenCLIP;
+      d.layout = Layout::Original;
+      d.summary = "width " + std::to_string(dim(m, "token_embedding.weight", 1)) + ", " +
+                  std::to_string(count_indexed(m, "transformer.resblocks.")) + " layers, context " +
+                  std::to_string(dim(m, "positional_embedding", 0)) +
+                  (has(m, "text_projection")
+                       ? ", projection " + std::to_string(dim(m, "text_projection", 1))
+                       : std::string());
     } else {
-      continue;
+      return std::nullopt;
     }
     return d;
   }
+}
+
+}  // namespace
+
+Detection detect_layout(const ShapeMap& all) {
+  for (const char* p : kPrefixes)
+    if (auto d = detect_under(all, p)) return *d;
   return {};
+}
+
+std::vector<Detection> detect_parts(const ShapeMap& all) {
+  std::vector<Detection> out;
+  for (const char* p : kPrefixes)
+    if (auto d = detect_under(all, p)) out.push_back(*d);
+  return out;
+}
+
+Detection detect_layout(const ShapeMap& all, std::initializer_list<Family> wanted) {
+  for (const auto f : wanted)
+    for (const char* p : kPrefixes)
+      if (auto d = detect_under(all, p); d && d->family == f) return *d;
+  return detect_layout(all);
 }
 
 }  // namespace kinora::io

@@ -2,13 +2,28 @@
 // Which model family a checkpoint holds, and in which key layout, from its tensor
 // names and shapes alone (never from metadata or the file name).
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace kinora::io {
 
-enum class Family { Unknown, WanDiT, WanVAE, UMT5, T5, CLIP, FluxDiT, FluxAE };
+// KLAutoencoder: the 2D KL autoencoder of FLUX (16 latent channels) and of
+// SD/SDXL (4). UNet: the SD 1.x / 2.x / SDXL UNet. OpenCLIP: an OpenCLIP text
+// tower in its own names (SDXL's bigG, SD 2.x's ViT-H).
+enum class Family {
+  Unknown,
+  WanDiT,
+  WanVAE,
+  UMT5,
+  T5,
+  CLIP,
+  FluxDiT,
+  KLAutoencoder,
+  UNet,
+  OpenCLIP
+};
 enum class Layout { Unknown, Original, ComfyUI, Diffusers, HF };
 
 const char* family_name(Family f);
@@ -24,6 +39,15 @@ struct Detection {
 };
 
 Detection detect_layout(const ShapeMap& shapes);
+// The first of `wanted` (in its order) found under any of the known prefixes: the part of a
+// file that holds several models (an SDXL single-file checkpoint: the UNet
+// under model.diffusion_model., the VAE under first_stage_model., the text
+// encoders under conditioner.embedders.N.). What detect_layout(shapes) says
+// when none of them is there.
+Detection detect_layout(const ShapeMap& shapes, std::initializer_list<Family> wanted);
+// Every model the file holds, one per prefix (a single-file checkpoint's
+// UNet, VAE and text encoders), in the order of detect_layout's prefixes.
+std::vector<Detection> detect_parts(const ShapeMap& shapes);
 
 // The keys under `prefix` with the prefix removed.
 ShapeMap strip_prefix(const ShapeMap& shapes, const std::string& prefix);

@@ -16,7 +16,7 @@ OpenedCheckpoint open_checkpoint(const std::filesystem::path& path,
                                  const std::string& what) {
   OpenedCheckpoint o;
   o.checkpoint = std::make_shared<io::Checkpoint>(io::Checkpoint::open(path));
-  o.detection = io::detect_layout(o.checkpoint->shapes());
+  o.detection = io::detect_layout(o.checkpoint->shapes(), families);
   for (auto f : families)
     if (o.detection.family == f) return o;
   fail_file(path, "not a " + what + " checkpoint (recognised as " +

@@ -4,10 +4,11 @@
 
 namespace kinora::layers {
 
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& key_mask) {
   // [B, L, H, D] → [B, H, L, D] for the kernel, and back.
-  const auto out =
-      compat::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+  const auto out = compat::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                        v.transpose(1, 2), key_mask);
   return out.transpose(1, 2);
 }
 

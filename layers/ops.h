@@ -25,7 +25,9 @@ inline torch::Tensor gelu_tanh(const torch::Tensor& x) {
 }
 
 // Multi-head attention on [B, L, H, D] tensors → [B, Lq, H, D], scaled by 1/√D,
-// computed in the dtype of q.
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+// computed in the dtype of q; `key_mask` [B, Lk] bool (true: attend) or
+// undefined.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& key_mask = {});
 
 }  // namespace kinora::layers

@@ -286,8 +286,8 @@ int64_t shape_at(const io::ShapeMap& m, const std::string& key, std::size_t i,
 
 KLAutoencoderConfig KLAutoencoderConfig::from_checkpoint(const io::Checkpoint& ck) {
   KLAutoencoderConfig c;
-  const auto det = io::detect_layout(ck.shapes());
-  if (det.family != io::Family::FluxAE)
+  const auto det = io::detect_layout(ck.shapes(), {io::Family::KLAutoencoder});
+  if (det.family != io::Family::KLAutoencoder)
     fail_file(ck.path(), "not a 2D image autoencoder checkpoint");
   io::ShapeMap m;
   const int64_t levels =
@@ -313,8 +313,11 @@ KLAutoencoderConfig KLAutoencoderConfig::from_checkpoint(const io::Checkpoint& c
   if (md != ck.metadata().end()) {
     try {
       const auto j = parse_json(md->second, ck.path().string() + " (metadata 'config')");
-      c.scale_factor = j.value("scale_factor", c.scale_factor);
-      c.shift_factor = j.value("shift_factor", c.shift_factor);
+      // BFL's names or diffusers' (whose shift_factor is null for SD/SDXL).
+      for (const char* key : {"scale_factor", "scaling_factor"})
+        if (j.contains(key) && j[key].is_number()) c.scale_factor = j[key].get<double>();
+      if (j.contains("shift_factor") && j["shift_factor"].is_number())
+        c.shift_factor = j["shift_factor"].get<double>();
       c.groups = j.value("norm_num_groups", j.value("groups", c.groups));
     } catch (const nlohmann::json::exception& e) {
       fail_file(ck.path(), std::string("metadata 'config' is not a valid autoencoder "
@@ -338,7 +341,8 @@ KLAutoencoder::KLAutoencoder(KLAutoencoder&&) noexcept = default;
 KLAutoencoder& KLAutoencoder::operator=(KLAutoencoder&&) noexcept = default;
 
 KLAutoencoder KLAutoencoder::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto [ck, det] = layers::open_checkpoint(path, {io::Family::FluxAE}, "2D image autoencoder");
+  auto [ck, det] =
+      layers::open_checkpoint(path, {io::Family::KLAutoencoder}, "2D image autoencoder");
   KLAutoencoder model(KLAutoencoderConfig::from_checkpoint(*ck));
   const int64_t levels = static_cast<int64_t>(model.config().ch_mult.size());
   std::map<std::string, torch::Tensor> assembled;

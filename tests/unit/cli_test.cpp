@@ -63,7 +63,11 @@ TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
       {"t5_enc_tiny.safetensors", "T5 encoder"},
       {"clip_l_tiny.safetensors", "CLIP"},
       {"flux1_dev_tiny.safetensors", "FLUX DiT"},
-      {"flux1_ae_tiny.safetensors", "FLUX autoencoder"}};
+      {"flux1_ae_tiny.safetensors", "image autoencoder"},
+      {"sdxl_vae_tiny.diffusers.safetensors", "image autoencoder"},
+      {"sdxl_unet_tiny.safetensors", "SD/SDXL UNet"},
+      {"sdxl_unet_tiny.diffusers.safetensors", "SD/SDXL UNet"},
+      {"clip_g_tiny.safetensors", "OpenCLIP"}};
   for (const auto& [file, family] : expected) {
     const auto r = run("kinora info " + fixture(file));
     EXPECT_EQ(r.code, 0) << r.out;

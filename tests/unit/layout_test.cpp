@@ -46,7 +46,13 @@ INSTANTIATE_TEST_SUITE_P(
         FixtureLayout{"flux1_schnell_tiny.safetensors", Family::FluxDiT, Layout::Original},
         FixtureLayout{"flux1_schnell_tiny.diffusers.safetensors", Family::FluxDiT,
                       Layout::Diffusers},
-        FixtureLayout{"flux1_ae_tiny.safetensors", Family::FluxAE, Layout::Original}),
+        FixtureLayout{"flux1_ae_tiny.safetensors", Family::KLAutoencoder, Layout::Original},
+        FixtureLayout{"sdxl_vae_tiny.safetensors", Family::KLAutoencoder, Layout::Original},
+        FixtureLayout{"sdxl_vae_tiny.diffusers.safetensors", Family::KLAutoencoder,
+                      Layout::Diffusers},
+        FixtureLayout{"sdxl_unet_tiny.safetensors", Family::UNet, Layout::Original},
+        FixtureLayout{"sdxl_unet_tiny.diffusers.safetensors", Family::UNet, Layout::Diffusers},
+        FixtureLayout{"clip_g_tiny.safetensors", Family::OpenCLIP, Layout::Original}),
     [](const auto& test_param) {
       std::string n = test_param.param.file;
       for (auto& c : n)

@@ -1,0 +1,37 @@
+// SDXL cases: the UNet's forward with the added size and text conditioning,
+// and the SD/SDXL autoencoder's encode (the posterior mean, and the latent the
+// UNet sees) and decode.
+#include "conformance/components.h"
+#include "diffusion/sdxl_unet.h"
+#include "vae/kl_autoencoder.h"
+
+namespace kinora::conformance {
+namespace {
+
+Outputs run_unet(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto unet = diffusion::SDXLUNet::load(weights, o.precision);
+  return {{"eps", unet.forward(k.input("x"), k.input("timestep"), k.input("context"),
+                               k.input("text_embeds"), k.input("time_ids"))}};
+}
+
+Outputs run_vae_encode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto ae = vae::KLAutoencoder::load(weights, o.precision);
+  const auto latent = ae.encode_image(k.input("image"));
+  return {{"latent", latent},
+          {"mean", latent / ae.config().scale_factor + ae.config().shift_factor}};
+}
+
+Outputs run_vae_decode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  auto ae = vae::KLAutoencoder::load(weights, o.precision);
+  return {{"image", ae.decode_image(k.input("latent"))}};
+}
+
+}  // namespace
+
+void add_sdxl_components(std::map<std::string, Component>& out) {
+  out["sdxl.unet"] = {"sdxl.unet", true, run_unet};
+  out["sdxl.vae.encode"] = {"sdxl.vae.encode", true, run_vae_encode};
+  out["sdxl.vae.decode"] = {"sdxl.vae.decode", true, run_vae_decode};
+}
+
+}  // namespace kinora::conformance
