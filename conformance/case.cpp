@@ -12,6 +12,38 @@ const torch::Tensor& Case::input(const std::string& name) const {
   return it->second;
 }
 
+namespace {
+// Python's json writes non-finite floats as bare NaN, Infinity and -Infinity
+// (diffusers' lambda_min_clipped is -Infinity), which JSON lacks: outside
+// strings they are read as the strings "NaN", "Infinity" and "-Infinity".
+std::string quote_python_constants(const std::string& text) {
+  std::string out;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (in_string) {
+      out += ch;
+      if (ch == '\\' && i + 1 < text.size())
+        out += text[++i];
+      else if (ch == '"')
+        in_string = false;
+      continue;
+    }
+    if (ch == '"') in_string = true;
+    bool quoted = false;
+    for (const std::string word : {"-Infinity", "Infinity", "NaN"})
+      if (text.compare(i, word.size(), word) == 0) {
+        out.append("\"").append(word).append("\"");
+        i += word.size() - 1;
+        quoted = true;
+        break;
+      }
+    if (!quoted) out += ch;
+  }
+  return out;
+}
+}  // namespace
+
 Case load_case(const std::filesystem::path& path) {
   const auto file = io::SafetensorsFile::open(path);
   Case c;
@@ -29,8 +61,9 @@ Case load_case(const std::filesystem::path& path) {
   c.weights = get("weights", false);
   c.note = get("note", false);
   const std::string config = get("config", false);
-  c.config = config.empty() ? nlohmann::json::object()
-                            : parse_json(config, path.string() + " (case config)");
+  c.config = config.empty()
+                 ? nlohmann::json::object()
+                 : parse_json(quote_python_constants(config), path.string() + " (case config)");
   if (const std::string rtol = get("rtol", false); !rtol.empty()) {
     try {
       c.rtol = std::stod(rtol);
