@@ -2,7 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cmath>
+#include <map>
+#include <utility>
 
 #include "base/error.h"
 #include "base/json.h"
@@ -95,6 +98,9 @@ class CLIPTextModelImpl : public torch::nn::Module {
     layers_ = encoder->register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers_->push_back(Layer(c));
     final_layer_norm = register_module("final_layer_norm", NormParams(c.hidden_size, true));
+    if (c.projection_dim > 0)
+      text_projection =
+          register_module("text_projection", Linear(c.hidden_size, c.projection_dim, false));
   }
   CLIPTextOutput forward(const torch::Tensor& ids_in) {
     const auto& c = config;
@@ -114,10 +120,17 @@ class CLIPTextModelImpl : public torch::nn::Module {
     }
     out.last_hidden =
         layers::layer_norm(h, final_layer_norm->weight, final_layer_norm->bias, c.layer_norm_eps);
-    // The first end token of each row (argmax of the ids where there is none).
+    // The first end token of each row (argmax of the ids where there is none);
+    // OpenCLIP's text tower always takes argmax(ids), the end token being the
+    // vocabulary's last entry.
     const auto is_eos = (ids == c.eos_token_id);
-    const auto pos = torch::where(is_eos.any(1), is_eos.to(torch::kInt32).argmax(1), ids.argmax(1));
-    out.pooled = out.last_hidden.index({torch::arange(ids.size(0), pos.options()), pos});
+    const auto pos =
+        c.pool_at_argmax
+            ? ids.argmax(1)
+            : torch::where(is_eos.any(1), is_eos.to(torch::kInt32).argmax(1), ids.argmax(1));
+    out.pooled = out.last_hidden.index({torch::arange(ids.size(0), pos.options()), pos});  // [B, D]
+    if (text_projection)
+      out.pooled_projected = text_projection->forward(out.pooled).to(torch::kFloat32);  // [B, P]
     return out;
   }
   CLIPTextConfig config;
@@ -125,39 +138,172 @@ class CLIPTextModelImpl : public torch::nn::Module {
   std::shared_ptr<torch::nn::Module> encoder;
   torch::nn::ModuleList layers_{nullptr};
   NormParams final_layer_norm{nullptr};
+  Linear text_projection{nullptr};  // [P, D] as transformers holds it; none when P = 0
 };
 
-CLIPTextConfig CLIPTextConfig::from_checkpoint(const io::Checkpoint& ck) {
-  const auto det = io::detect_layout(ck.shapes());
-  if (det.family != io::Family::CLIP) fail_file(ck.path(), "not a CLIP text encoder checkpoint");
+namespace {
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// transformers' CLIPTextModelWithProjection keeps its projection beside
+// `text_model.`, not under it.
+std::string hf_projection_key(const std::string& prefix) {
+  const std::string tm = "text_model.";
+  return (ends_with(prefix, tm) ? prefix.substr(0, prefix.size() - tm.size()) : prefix) +
+         "text_projection.weight";
+}
+
+// An OpenCLIP text tower's name (prefix stripped) → the module's; "" for the
+// keys that are not ours or are assembled (in_proj, text_projection).
+std::string from_openclip(const std::string& k) {
+  static const std::array<std::pair<const char*, const char*>, 4> whole = {{
+      {"token_embedding.weight", "embeddings.token_embedding.weight"},
+      {"positional_embedding", "embeddings.position_embedding.weight"},
+      {"ln_final.weight", "final_layer_norm.weight"},
+      {"ln_final.bias", "final_layer_norm.bias"},
+  }};
+  for (const auto& [from, to] : whole)
+    if (k == from) return to;
+  const std::string stem = "transformer.resblocks.";
+  if (k.rfind(stem, 0) != 0) return {};
+  const auto dot = k.find('.', stem.size());
+  if (dot == std::string::npos) return {};
+  const std::string layer = k.substr(stem.size(), dot - stem.size());
+  const std::string rest = k.substr(dot + 1);
+  static const std::array<std::pair<const char*, const char*>, 5> parts = {{
+      {"ln_1.", "layer_norm1."},
+      {"ln_2.", "layer_norm2."},
+      {"attn.out_proj.", "self_attn.out_proj."},
+      {"mlp.c_fc.", "mlp.fc1."},
+      {"mlp.c_proj.", "mlp.fc2."},
+  }};
+  for (const auto& [from, to] : parts)
+    if (const std::string f = from; rest.rfind(f, 0) == 0)
+      return std::string("encoder.layers.")
+          .append(layer)
+          .append(".")
+          .append(to)
+          .append(rest.substr(f.size()));
+  return {};
+}
+
+// A single-file checkpoint's metadata describes the whole file, not this
+// encoder: only a file of its own has a config for it.
+bool own_file(const std::string& prefix) {
+  return prefix.rfind("conditioner.", 0) != 0 && prefix.rfind("cond_stage_model.", 0) != 0;
+}
+
+// Applies a metadata "config" (transformers' or OpenCLIP's JSON) over `c`.
+void apply_config_json(const nlohmann::json& top, CLIPTextConfig& c,
+                       const std::filesystem::path& path) {
+  if (!top.is_object()) fail_file(path, "metadata 'config' is not a JSON object");
+  // OpenCLIP's model configs hold the text tower's under text_cfg.
+  const nlohmann::json& j =
+      top.contains("text_cfg") && top["text_cfg"].is_object() ? top["text_cfg"] : top;
+  auto get = [&](const char* hf, const char* oc) -> const nlohmann::json* {
+    for (const auto* src : {&j, &top})
+      for (const char* name : {hf, oc})
+        if (src->contains(name)) return &(*src)[name];
+    return nullptr;
+  };
+  auto check = [&](const char* hf, const char* oc, int64_t have, const char* what) {
+    if (const auto* v = get(hf, oc); v && v->get<int64_t>() != have)
+      fail_file(path, std::string("metadata 'config' says ")
+                          .append(what)
+                          .append(" ")
+                          .append(std::to_string(v->get<int64_t>()))
+                          .append(", but the tensors have ")
+                          .append(std::to_string(have)));
+  };
+  check("hidden_size", "width", c.hidden_size, "width");
+  check("num_hidden_layers", "layers", c.num_hidden_layers, "layers");
+  if (const auto* v = get("num_attention_heads", "heads"))
+    c.num_attention_heads = v->get<int64_t>();
+  if (const auto* v = get("hidden_act", "act"))
+    c.quick_gelu = v->get<std::string>() == "quick_gelu";
+  if (const auto* v = get("quick_gelu", "quick_gelu")) c.quick_gelu = v->get<bool>();
+  if (const auto* v = get("layer_norm_eps", "ln_eps")) c.layer_norm_eps = v->get<double>();
+  if (const auto* v = get("bos_token_id", "sot_token")) c.bos_token_id = v->get<int64_t>();
+  if (const auto* v = get("eos_token_id", "eot_token")) {
+    c.eos_token_id = v->get<int64_t>();
+    // The legacy OpenAI configs say eos 2; their end token is the last entry.
+    if (c.eos_token_id == 2 && j.contains("eos_token_id")) c.eos_token_id = c.vocab_size - 1;
+  }
+  if (c.num_attention_heads < 1) fail_file(path, "metadata 'config': heads must be at least 1");
+}
+
+// The text model of `prefer`'s family when the file holds one, else the first
+// text model found.
+io::Detection detect_text_model(const io::ShapeMap& shapes, io::Family prefer) {
+  const auto d = io::detect_layout(shapes, {prefer});
+  if (d.family == prefer) return d;
+  return io::detect_layout(shapes, {io::Family::CLIP, io::Family::OpenCLIP});
+}
+
+}  // namespace
+
+CLIPTextConfig CLIPTextConfig::from_checkpoint(const io::Checkpoint& ck, io::Family prefer) {
+  const auto det = detect_text_model(ck.shapes(), prefer);
+  if (det.family != io::Family::CLIP && det.family != io::Family::OpenCLIP)
+    fail_file(ck.path(), "not a CLIP text encoder checkpoint");
+  const bool openclip = det.family == io::Family::OpenCLIP;
   const auto m = io::strip_prefix(ck.shapes(), det.prefix);
+  auto shape = [&](const std::string& k) -> const std::vector<int64_t>& {
+    const auto it = m.find(k);
+    if (it == m.end() || it->second.size() != 2)
+      fail_file(ck.path(), std::string("not a complete CLIP text encoder checkpoint: no 2D '")
+                               .append(det.prefix)
+                               .append(k)
+                               .append("'"));
+    return it->second;
+  };
   CLIPTextConfig c;
-  const auto& tok = m.at("embeddings.token_embedding.weight");
+  const auto& tok =
+      shape(openclip ? "token_embedding.weight" : "embeddings.token_embedding.weight");
   c.vocab_size = tok[0];
   c.hidden_size = tok[1];
-  const auto pos = m.find("embeddings.position_embedding.weight");
-  const auto fc1 = m.find("encoder.layers.0.mlp.fc1.weight");
-  if (pos == m.end() || fc1 == m.end())
-    fail_file(ck.path(), "not a complete CLIP text encoder checkpoint");
-  c.max_position_embeddings = pos->second[0];
-  c.intermediate_size = fc1->second[0];
-  c.num_hidden_layers = io::count_indexed(m, "encoder.layers.");
+  c.max_position_embeddings =
+      shape(openclip ? "positional_embedding" : "embeddings.position_embedding.weight")[0];
+  c.intermediate_size = shape(openclip ? "transformer.resblocks.0.mlp.c_fc.weight"
+                                       : "encoder.layers.0.mlp.fc1.weight")[0];
+  c.num_hidden_layers =
+      io::count_indexed(m, openclip ? "transformer.resblocks." : "encoder.layers.");
   c.num_attention_heads = std::max<int64_t>(1, c.hidden_size / 64);
   c.quick_gelu = c.hidden_size == 768;
   c.eos_token_id = c.vocab_size - 1;
   c.bos_token_id = c.vocab_size - 2;
+  c.pool_at_argmax = openclip;
+  // The projection: OpenCLIP's [width, proj] under the prefix; transformers'
+  // [proj, width] beside text_model.
+  const auto& all = ck.shapes();
+  if (openclip) {
+    if (const auto it = m.find("text_projection"); it != m.end()) {
+      if (it->second.size() != 2 || it->second[0] != c.hidden_size)
+        fail_file(ck.path(), std::string("tensor '")
+                                     .append(det.prefix)
+                                     .append("text_projection' has shape ")
+                                     .append(c10::str(at::IntArrayRef(it->second)))
+                                     .append(", but a [") +
+                                 std::to_string(c.hidden_size) + ", proj] projection is needed");
+      c.projection_dim = it->second[1];
+    }
+  } else if (const auto it = all.find(hf_projection_key(det.prefix)); it != all.end()) {
+    if (it->second.size() != 2 || it->second[1] != c.hidden_size)
+      fail_file(ck.path(), std::string("tensor '")
+                                   .append(it->first)
+                                   .append("' has shape ")
+                                   .append(c10::str(at::IntArrayRef(it->second)))
+                                   .append(", but a [proj, ") +
+                               std::to_string(c.hidden_size) + "] projection is needed");
+    c.projection_dim = it->second[0];
+  }
   const auto md = ck.metadata().find("config");
-  if (md != ck.metadata().end()) {
+  if (md != ck.metadata().end() && own_file(det.prefix)) {
     try {
-      const auto j = parse_json(md->second, ck.path().string() + " (metadata 'config')");
-      c.num_attention_heads = j.value("num_attention_heads", c.num_attention_heads);
-      if (j.contains("hidden_act"))
-        c.quick_gelu = j["hidden_act"].get<std::string>() == "quick_gelu";
-      c.layer_norm_eps = j.value("layer_norm_eps", c.layer_norm_eps);
-      c.eos_token_id = j.value("eos_token_id", c.eos_token_id);
-      c.bos_token_id = j.value("bos_token_id", c.bos_token_id);
-      // The legacy OpenAI configs say eos 2; their end token is the last entry.
-      if (c.eos_token_id == 2) c.eos_token_id = c.vocab_size - 1;
+      apply_config_json(parse_json(md->second, ck.path().string() + " (metadata 'config')"), c,
+                        ck.path());
     } catch (const nlohmann::json::exception& e) {
       fail_file(ck.path(),
                 std::string("metadata 'config' is not a valid CLIP configuration: ") + e.what());
@@ -178,20 +324,61 @@ CLIPTextModel::~CLIPTextModel() = default;
 CLIPTextModel::CLIPTextModel(CLIPTextModel&&) noexcept = default;
 CLIPTextModel& CLIPTextModel::operator=(CLIPTextModel&&) noexcept = default;
 
-CLIPTextModel CLIPTextModel::load(const std::filesystem::path& path, layers::Precision precision) {
-  auto [ck, det] = layers::open_checkpoint(path, {io::Family::CLIP}, "CLIP text encoder");
-  CLIPTextModel model(CLIPTextConfig::from_checkpoint(*ck));
-  // Keys outside the text model (a projection, a vision tower) are not ours.
-  layers::load_parameters(*model.impl_, *ck,
-                          layers::prefixed(det.prefix,
-                                           [](const std::string& k) {
-                                             return k.rfind("embeddings.", 0) == 0 ||
-                                                            k.rfind("encoder.", 0) == 0 ||
-                                                            k.rfind("final_layer_norm.", 0) == 0
-                                                        ? k
-                                                        : std::string();
-                                           }),
-                          "CLIP text encoder");
+CLIPTextModel CLIPTextModel::load(const std::filesystem::path& path, layers::Precision precision,
+                                  io::Family prefer) {
+  auto opened =
+      layers::open_checkpoint(path, {io::Family::CLIP, io::Family::OpenCLIP}, "CLIP text encoder");
+  auto& ck = opened.checkpoint;
+  const auto detection = detect_text_model(ck->shapes(), prefer);
+  const std::string prefix = detection.prefix;
+  const auto config = CLIPTextConfig::from_checkpoint(*ck, prefer);
+  CLIPTextModel model(config);
+  std::map<std::string, torch::Tensor> assembled;
+  layers::Rename rename;
+  if (detection.family == io::Family::OpenCLIP) {
+    // nn.MultiheadAttention's in_proj holds q; k; v stacked along the output.
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+      const std::string from =
+          std::string(prefix).append("transformer.resblocks.").append(std::to_string(i)) +
+          ".attn.in_proj_";
+      const std::string to = "encoder.layers." + std::to_string(i) + ".self_attn.";
+      for (const char* part : {"weight", "bias"}) {
+        const std::string key = from + part;
+        if (!ck->contains(key))
+          fail_file(path, "missing tensor '" + key + "': not a complete OpenCLIP text encoder");
+        const auto qkv = ck->get(key);  // [3·D, D] or [3·D]
+        if (qkv.size(0) != 3 * config.hidden_size)
+          fail_file(path, std::string("tensor '")
+                                  .append(key)
+                                  .append("' has ")
+                                  .append(std::to_string(qkv.size(0)))
+                                  .append(" rows, but q, k and v of width ") +
+                              std::to_string(config.hidden_size) + " need " +
+                              std::to_string(3 * config.hidden_size));
+        const auto chunks = qkv.chunk(3, 0);
+        assembled[to + "q_proj." + part] = chunks[0];
+        assembled[to + "k_proj." + part] = chunks[1];
+        assembled[to + "v_proj." + part] = chunks[2];
+      }
+    }
+    // OpenCLIP applies x·P with P [D, proj]; the Linear holds Pᵀ [proj, D].
+    if (config.projection_dim > 0)
+      assembled["text_projection.weight"] = ck->get(prefix + "text_projection").t().contiguous();
+    rename = layers::prefixed(prefix, from_openclip);
+  } else {
+    const std::string projection = hf_projection_key(prefix);
+    // Keys outside the text model (a vision tower, logit_scale) are not ours.
+    rename = [prefix, projection](const std::string& key) {
+      if (key == projection) return std::string("text_projection.weight");
+      if (key.rfind(prefix, 0) != 0) return std::string();
+      const std::string k = key.substr(prefix.size());
+      return k.rfind("embeddings.", 0) == 0 || k.rfind("encoder.", 0) == 0 ||
+                     k.rfind("final_layer_norm.", 0) == 0
+                 ? k
+                 : std::string();
+    };
+  }
+  layers::load_parameters(*model.impl_, *ck, rename, "CLIP text encoder", assembled);
   model.adopt(model.impl_, std::move(ck));
   model.set_precision(precision);
   return model;
