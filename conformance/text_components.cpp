@@ -1,5 +1,6 @@
 // Text-encoder cases: ids and mask in, the final-norm output trimmed to the real
 // tokens out.
+#include "base/error.h"
 #include "conformance/components.h"
 #include "text/clip.h"
 #include "text/t5.h"
@@ -26,6 +27,18 @@ Outputs run_clip(const Case& k, const std::filesystem::path& weights, const RunO
           {"penultimate", out.penultimate}};
 }
 
+// OpenCLIP bigG (SDXL's second encoder): ids [B, 77] → the states entering the
+// last block and the projected pooled vector, as generative-models'
+// FrozenOpenCLIPEmbedder2 returns them.
+Outputs run_clip_g(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
+  // bigG from a single-file checkpoint too, not the CLIP-L beside it.
+  auto enc = text::CLIPTextModel::load(weights, o.precision, io::Family::OpenCLIP);
+  const auto out = enc.forward(k.input("ids"));
+  if (!out.pooled_projected.defined())
+    fail_file(weights, "the OpenCLIP text encoder has no text_projection");
+  return {{"penultimate", out.penultimate}, {"pooled", out.pooled_projected}};
+}
+
 }  // namespace
 
 void add_text_components(std::map<std::string, Component>& out) {
@@ -33,6 +46,7 @@ void add_text_components(std::map<std::string, Component>& out) {
   out["t5.encoder"] = {"t5.encoder", true, run_encoder};
   out["clip.text"] = {"clip.text", true, run_clip};
   out["clip_l.penultimate"] = {"clip_l.penultimate", true, run_clip};
+  out["clip_g.text"] = {"clip_g.text", true, run_clip_g};
 }
 
 }  // namespace kinora::conformance
