@@ -36,7 +36,7 @@ struct SDXLUNetConfig {
   // per level; in the middle block; in each output block, in order.
   std::vector<int64_t> transformer_depth = {0, 2, 10};
   int64_t transformer_depth_middle = 10;
-  std::vector<int64_t> transformer_depth_output = {0, 0, 0, 2, 2, 2, 10, 10, 10};
+  std::vector<int64_t> transformer_depth_output = {10, 10, 10, 2, 2, 2, 0, 0, 0};
   // Attention heads per level: the transformer width / head_width, unless
   // `heads` gives a count per level (SD 1.x: 8 heads everywhere).
   int64_t head_width = 64;

@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "pipeline/flux_family.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/sdxl_family.h"
 #include "pipeline/wan_family.h"
 
 namespace kinora::pipeline {
@@ -21,6 +22,7 @@ Registry& registry() {
     auto* reg = new Registry;
     reg->families.push_back(std::make_shared<WanFamily>());
     reg->families.push_back(std::make_shared<FluxFamily>());
+    reg->families.push_back(std::make_shared<SDXLFamily>());
     return reg;
   }();
   return *r;

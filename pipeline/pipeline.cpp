@@ -116,7 +116,10 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
   if (found(e.is_absolute() ? e : p.base_dir / e)) return tried.back();
   if (!p.models_dir.empty() && !e.is_absolute()) {
     const fs::path md = models_dir_path(p);
-    for (const fs::path& folder : {md / subfolder, md})
+    // A model may also be a single-file checkpoint (SDXL), kept in checkpoints/.
+    std::vector<fs::path> folders = {md / subfolder, md};
+    if (key == "model") folders.insert(folders.begin() + 1, md / "checkpoints");
+    for (const fs::path& folder : folders)
       for (const fs::path& candidate :
            {folder / e, folder / (entry + ".safetensors"), folder / (entry + ".model")})
         if (found(candidate)) return candidate;
@@ -151,6 +154,7 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
   std::vector<fs::path> candidates = {e.is_absolute() ? e : p.base_dir / e};
   if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute()) {
     candidates.push_back(md / "diffusion_models" / e);
+    candidates.push_back(md / "checkpoints" / e);
     candidates.push_back(md / e);
   }
   std::error_code ec;
@@ -162,8 +166,11 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
       throw Error((dir / "model_index.json").string() + ": not a diffusers pipeline index");
     ModelFiles f;
     f.model = component_weights(dir / "transformer", "diffusion_pytorch_model");
+    if (f.model.empty())  // a UNet pipeline (SDXL)
+      f.model = component_weights(dir / "unet", "diffusion_pytorch_model");
     f.vae = component_weights(dir / "vae", "diffusion_pytorch_model");
-    // FLUX: CLIP first, T5 second; Wan: its umT5 alone.
+    // FLUX: CLIP first, T5 second; SDXL: CLIP-L first, bigG second; Wan: its
+    // umT5 alone.
     const bool two_encoders = index.contains("text_encoder_2") ||
                               fs::is_directory(dir / "text_encoder_2", ec) ||
                               fs::is_directory(dir / "tokenizer_2", ec);
@@ -176,7 +183,7 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
       if (fs::is_directory(dir / "tokenizer", ec)) f.clip_tokenizer = dir / "tokenizer";
     }
     if (f.model.empty())
-      throw Error(dir.string() + ": a diffusers folder without transformer/" +
+      throw Error(dir.string() + ": a diffusers folder without transformer/ or unet/" +
                   "diffusion_pytorch_model.safetensors (or its .index.json)");
     return f;
   }
