@@ -31,6 +31,10 @@ class DpmSolverPP2M final : public Scheduler {
 
   std::string name() const override { return karras_ ? "dpmpp_2m_karras" : "dpmpp_2m"; }
   Space space() const override { return Space::Noise; }
+  torch::Tensor scale_model_input(const torch::Tensor& x, int i) const override {
+    detail::check_step_index(*this, i);
+    return x;  // the sample is already the model's input
+  }
 
  protected:
   void build_schedule(int steps, const ScheduleOptions& o) override {
