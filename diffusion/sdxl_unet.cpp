@@ -539,6 +539,13 @@ SDXLUNetConfig SDXLUNetConfig::from_checkpoint(const io::Checkpoint& ck) {
                              " UNet with convolutional projections in its transformers: only "
                              "SDXL UNets are supported");
   for (int level = 0; level < levels; ++level) {
+    // Only the levels with transformers (the middle block's is the last level's).
+    bool attends =
+        c.transformer_depth[level] > 0 || (level == levels - 1 && c.transformer_depth_middle > 0);
+    for (int i = 0; i <= c.num_res_blocks; ++i)
+      attends = attends ||
+                c.transformer_depth_output[(levels - 1 - level) * (c.num_res_blocks + 1) + i] > 0;
+    if (!attends) continue;
     const int64_t width = c.model_channels * c.channel_mult[level];
     const int64_t heads = c.heads_at(level, width);
     if (heads <= 0 || width % heads != 0)

@@ -1,0 +1,250 @@
+// SDXL end to end: `kinora generate` from tiny random-weight files, as four
+// separate files and as one single-file checkpoint assembled from them; the
+// configuration a real file gives; the wrong combinations refused by name.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "diffusion/sdxl_unet.h"
+#include "flux_files.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
+#include "sdxl_files.h"
+#include "test_util.h"
+
+using kinora::test::error_of;
+using kinora::test::fixture;
+using kinora::test::sh;
+using kinora::test::TempDir;
+using ::testing::HasSubstr;
+using ::testing::Not;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string kinora_bin() {
+  std::string bin = KINORA_BIN_DIR;
+  return bin.append("/kinora");
+}
+
+std::string rgb_of(const fs::path& image) {
+  return sh("ffmpeg -v error -i '" + image.string() + "' -f rawvideo -pix_fmt rgb24 -").out;
+}
+
+class SdxlCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    f = kinora::test::write_tiny_sdxl(dir.path());
+    tok = kinora::test::write_clip_tokenizer(dir / "clip_tokenizer");
+  }
+  std::string separate() const {
+    return " --model " + f.unet.string() + " --vae " + f.vae.string() + " --clip " +
+           f.clip_l.string() + " --text-encoder " + f.clip_g.string() + " --clip-tokenizer " +
+           tok.string();
+  }
+  std::string base(const std::string& prompt = "a red fox") const {
+    return kinora_bin() + " generate -p '" + prompt +
+           "' --seed 5 --width 64 --height 64 --steps 3 --precision fp32";
+  }
+  TempDir dir;
+  kinora::test::TinySdxlFiles f;
+  fs::path tok;
+};
+
+}  // namespace
+
+TEST(SdxlUNet, ConfigurationFromTheNamesAndShapesOfAFileWithoutMetadata) {
+  TempDir dir;
+  const auto files = kinora::test::write_tiny_sdxl(dir.path());
+  for (const auto& file : {files.unet, files.checkpoint}) {
+    const auto ck = kinora::io::Checkpoint::open(file);
+    const auto c = kinora::diffusion::SDXLUNetConfig::from_checkpoint(ck);
+    const auto want = kinora::test::tiny_sdxl_unet_config();
+    EXPECT_EQ(c.model_channels, want.model_channels);
+    EXPECT_EQ(c.channel_mult, want.channel_mult);
+    EXPECT_EQ(c.num_res_blocks, want.num_res_blocks);
+    EXPECT_EQ(c.transformer_depth, want.transformer_depth);
+    EXPECT_EQ(c.transformer_depth_middle, want.transformer_depth_middle);
+    EXPECT_EQ(c.transformer_depth_output, want.transformer_depth_output);
+    EXPECT_EQ(c.context_dim, 128);
+    EXPECT_EQ(c.adm_in_channels, 64 + 6 * 256);
+    EXPECT_EQ(c.pooled_dim(), 64);
+    EXPECT_EQ(c.groups, 32);
+    EXPECT_EQ(c.heads_at(1, 64), 1);  // 64-wide heads
+  }
+  // The real SDXL base: the default configuration is its.
+  EXPECT_EQ(kinora::diffusion::SDXLUNetConfig().variant(), "SDXL");
+  // A single-file checkpoint shows every part.
+  const auto parts =
+      kinora::io::detect_parts(kinora::io::Checkpoint::open(files.checkpoint).shapes());
+  std::vector<kinora::io::Family> families;
+  for (const auto& p : parts) families.push_back(p.family);
+  EXPECT_THAT(families, ::testing::UnorderedElementsAre(
+                            kinora::io::Family::UNet, kinora::io::Family::KLAutoencoder,
+                            kinora::io::Family::CLIP, kinora::io::Family::OpenCLIP));
+}
+
+TEST(SdxlUNet, TheSizeConditioningAndTheKeyMaskChangeTheOutputAsTheyShould) {
+  kinora::diffusion::SDXLUNet m(kinora::test::tiny_sdxl_unet_config());
+  torch::NoGradGuard g;
+  {
+    auto t = kinora::test::tiny_sdxl_unet();
+    auto params = m.module().named_parameters();
+    for (auto& [k, v] : t) params[k].set_data(v);
+  }
+  torch::manual_seed(0);
+  const auto x = torch::randn({1, 4, 8, 8}), ctx = torch::randn({1, 77, 128}),
+             pooled = torch::randn({1, 64}), t = torch::full({1}, 500.0);
+  const auto ids = torch::tensor({{64.f, 64.f, 0.f, 0.f, 64.f, 64.f}});
+  const auto out = m.forward(x, t, ctx, pooled, ids);
+  // Other size numbers, another output.
+  const auto ids2 = torch::tensor({{128.f, 128.f, 0.f, 0.f, 64.f, 64.f}});
+  EXPECT_GT((m.forward(x, t, ctx, pooled, ids2) - out).abs().max().item<double>(), 1e-6);
+  // A context padded with zeros whose padding is masked out: the same output
+  // as the unpadded one (a guided batch's shorter prompt).
+  const auto padded = torch::cat({ctx, torch::zeros({1, 77, 128})}, 1);
+  auto mask = torch::cat({torch::ones({1, 77}), torch::zeros({1, 77})}, 1);
+  const auto masked = m.forward(x, t, padded, pooled, ids, mask);
+  EXPECT_LT((masked - out).abs().max().item<double>(), 1e-5);
+  EXPECT_GT((m.forward(x, t, padded, pooled, ids) - out).abs().max().item<double>(), 1e-5);
+  // The denoiser gives the size conditioning of a fresh 64×64 image.
+  kinora::layers::Conditioning c;
+  c.context = ctx;
+  c.pooled = pooled;
+  const auto d = m.denoise(x.unsqueeze(2), t, c);
+  EXPECT_LT((d.squeeze(2) - out).abs().max().item<double>(), 1e-6);
+}
+
+TEST_F(SdxlCli, SeparateFilesAndTheSingleFileCheckpointRenderTheSameRestorablePng) {
+  const auto a = dir / "a.png";
+  const auto r = sh(base() + separate() + " --out " + a.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::is_regular_file(a)) << r.out;
+  const auto restored = sh(kinora_bin() + " restore " + a.string());
+  ASSERT_EQ(restored.code, 0) << restored.out;
+  const auto j = nlohmann::json::parse(restored.out);
+  EXPECT_EQ(j["family"], "sdxl");
+  EXPECT_EQ(j["sampler"], "dpmpp_2m_karras");  // SDXL's defaults where none was given
+  EXPECT_EQ(j["guidance"], 6.0);
+  EXPECT_EQ(j["steps"], 3);
+  EXPECT_EQ(j["frames"], 1);
+
+  // The same four parts in one file: the same pixels.
+  const auto b = dir / "b.png";
+  const auto one = sh(base() + " --model " + f.checkpoint.string() + " --clip-tokenizer " +
+                      tok.string() + " --out " + b.string());
+  ASSERT_EQ(one.code, 0) << one.out;
+  EXPECT_THAT(one.out, HasSubstr("SDXL checkpoint"));
+  ASSERT_EQ(rgb_of(a).size(), 64u * 64u * 3u);
+  EXPECT_EQ(rgb_of(a), rgb_of(b));
+
+  // Its restored preset renders again from the checkpoint's own name under
+  // models_dir/checkpoints/.
+  fs::create_directories(dir / "models" / "checkpoints");
+  fs::copy_file(f.checkpoint, dir / "models" / "checkpoints" / "tiny.safetensors");
+  auto p = nlohmann::json::parse(sh(kinora_bin() + " restore " + b.string()).out);
+  p["model"] = "tiny";
+  p["models_dir"] = (dir / "models").string();
+  p["clip_tokenizer"] = tok.string();
+  p["output"] = "again.png";
+  std::ofstream(dir / "again.json") << p.dump(2);
+  const auto again = sh(kinora_bin() + " render " + (dir / "again.json").string());
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_EQ(rgb_of(b), rgb_of(dir / "again.png"));
+
+  // A separate VAE overrides the checkpoint's.
+  auto other_vae = kinora::test::tiny_sdxl_vae();
+  for (auto& [k, v] : other_vae)
+    if (k.rfind("decoder.conv_out", 0) == 0) v = v * -1;
+  kinora::io::save_safetensors(dir / "other_vae.safetensors", other_vae);
+  const auto c = dir / "c.png";
+  const auto vae =
+      sh(base() + " --model " + f.checkpoint.string() + " --clip-tokenizer " + tok.string() +
+         " --vae " + (dir / "other_vae.safetensors").string() + " --out " + c.string());
+  ASSERT_EQ(vae.code, 0) << vae.out;
+  EXPECT_NE(rgb_of(c), rgb_of(b));
+  EXPECT_EQ(nlohmann::json::parse(sh(kinora_bin() + " restore " + c.string()).out)["vae"],
+            "other_vae.safetensors");
+}
+
+TEST_F(SdxlCli, EverySamplerRendersAndFlowSamplersAreRefused) {
+  std::map<std::string, std::string> pixels;
+  for (const char* s : {"euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras"}) {
+    const auto out = dir / (std::string(s) + ".png");
+    const auto r = sh(base() + separate() + " --sampler " + s + " --out " + out.string());
+    ASSERT_EQ(r.code, 0) << s << ": " << r.out;
+    pixels[s] = rgb_of(out);
+  }
+  EXPECT_NE(pixels["euler"], pixels["euler_ancestral"]);
+  EXPECT_NE(pixels["dpmpp_2m"], pixels["dpmpp_2m_karras"]);
+  // Euler ancestral's noise comes from the seed: the same image again.
+  const auto again = dir / "again.png";
+  ASSERT_EQ(sh(base() + separate() + " --sampler euler_a --out " + again.string()).code, 0);
+  EXPECT_EQ(rgb_of(again), pixels["euler_ancestral"]);
+  const auto flow =
+      sh(base() + separate() + " --sampler flow_unipc --out " + (dir / "flow.png").string());
+  EXPECT_NE(flow.code, 0);
+  EXPECT_THAT(flow.out, HasSubstr("flow_unipc"));
+  EXPECT_FALSE(fs::exists(dir / "flow.png"));
+}
+
+TEST_F(SdxlCli, LongPromptsAndWeightsAreReadAndANegativePromptChangesTheImage) {
+  std::string long_prompt;
+  for (int i = 0; i < 30; ++i) long_prompt += "red fox, ";
+  const auto r = sh(base(long_prompt) + separate() + " --out " + (dir / "long.png").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("chunks"));
+  ASSERT_EQ(sh(base("a (red:1.5) fox") + separate() + " --out " + (dir / "w.png").string()).code,
+            0);
+  ASSERT_EQ(sh(base("a red fox") + separate() + " --out " + (dir / "p.png").string()).code, 0);
+  EXPECT_NE(rgb_of(dir / "w.png"), rgb_of(dir / "p.png"));
+  ASSERT_EQ(
+      sh(base("a red fox") + separate() + " --negative 'rer' --out " + (dir / "n.png").string())
+          .code,
+      0);
+  EXPECT_NE(rgb_of(dir / "n.png"), rgb_of(dir / "p.png"));
+}
+
+TEST_F(SdxlCli, WrongCombinationsAreRefusedNamingBothFilesBeforeSampling) {
+  auto with = [&](const std::string& flag, const fs::path& file) {
+    auto s = separate();
+    const auto at = s.find(" " + flag + " ");
+    const auto end = s.find(' ', at + flag.size() + 2);
+    return s.substr(0, at) + " " + flag + " " + file.string() +
+           (end == std::string::npos ? "" : s.substr(end));
+  };
+  // The FLUX autoencoder with the SDXL UNet.
+  const auto flux_ae = sh(base() + with("--vae", fixture("flux1_ae_tiny.safetensors")) + " --out " +
+                          (dir / "a.png").string());
+  EXPECT_NE(flux_ae.code, 0);
+  EXPECT_THAT(flux_ae.out, HasSubstr("flux1_ae_tiny.safetensors"));
+  EXPECT_THAT(flux_ae.out, HasSubstr("sdxl_unet.safetensors"));
+  EXPECT_THAT(flux_ae.out, Not(HasSubstr("step 1")));
+  // A CLIP-L (SD 1.5's encoder) where bigG goes.
+  const auto clip_as_g =
+      sh(base() + with("--text-encoder", f.clip_l) + " --out " + (dir / "b.png").string());
+  EXPECT_NE(clip_as_g.code, 0);
+  EXPECT_THAT(clip_as_g.out, HasSubstr("clip_l.safetensors"));
+  EXPECT_THAT(clip_as_g.out, HasSubstr("sdxl_unet.safetensors"));
+  // Encoders of another width than the UNet takes.
+  const auto narrow = sh(base() + with("--text-encoder", fixture("clip_g_tiny.safetensors")) +
+                         " --out " + (dir / "c.png").string());
+  EXPECT_NE(narrow.code, 0);
+  EXPECT_THAT(narrow.out, HasSubstr("sdxl_unet.safetensors"));
+  EXPECT_THAT(narrow.out, HasSubstr("clip_g_tiny.safetensors"));
+  // A UNet alone, with nothing for its VAE.
+  const auto alone = sh(base() + " --model " + f.unet.string() + " --clip-tokenizer " +
+                        tok.string() + " --out " + (dir / "d.png").string());
+  EXPECT_NE(alone.code, 0);
+  EXPECT_THAT(alone.out, HasSubstr("sdxl_unet.safetensors holds no VAE"));
+  EXPECT_THAT(alone.out, HasSubstr("--vae"));
+  // Wan's second expert.
+  const auto m2 = sh(base() + separate() + " --model2 " + f.unet.string() + " --out " +
+                     (dir / "e.png").string());
+  EXPECT_NE(m2.code, 0);
+  EXPECT_THAT(m2.out, HasSubstr("model2"));
+  for (const char* o : {"a.png", "b.png", "c.png", "d.png", "e.png"})
+    EXPECT_FALSE(fs::exists(dir / o)) << o;
+}
