@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <vector>
 
@@ -63,6 +64,40 @@ std::string file_fingerprint(const std::filesystem::path& path) {
     read_at(size - kMiB, kMiB);
   }
   return s.hex_digest();
+}
+
+std::string sha256_file_hex(const std::filesystem::path& path, std::uint64_t offset,
+                            const std::atomic<bool>* cancel) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail_file(path, "cannot open to hash");
+  if (offset) f.seekg(static_cast<std::streamoff>(offset));
+  if (!f) fail_file(path, "cannot seek to byte " + std::to_string(offset) + " to hash");
+  Sha256 s;
+  std::vector<char> buf(std::size_t{4} << 20);
+  while (f) {
+    throw_if_cancelled(cancel);
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    s.update(buf.data(), static_cast<std::size_t>(f.gcount()));
+  }
+  if (!f.eof()) fail_file(path, "read failed while hashing");
+  return s.hex_digest();
+}
+
+std::string safetensors_data_sha256_hex(const std::filesystem::path& path,
+                                        const std::atomic<bool>* cancel) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail_file(path, "cannot open to hash");
+  std::array<unsigned char, 8> len{};
+  if (!f.read(reinterpret_cast<char*>(len.data()), 8))
+    fail_file(path, "not a safetensors file: shorter than its 8-byte header length");
+  std::uint64_t n = 0;  // little-endian
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len[static_cast<std::size_t>(i)];
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec || n > size - 8)
+    fail_file(path, "not a safetensors file: its header length " + std::to_string(n) +
+                        " passes the end of the file");
+  return sha256_file_hex(path, 8 + n, cancel);
 }
 
 }  // namespace kinora
