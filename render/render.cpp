@@ -2,28 +2,24 @@
 
 #include <chrono>
 
+#include "base/hash_cache.h"
 #include "media/output.h"
+#include "render/parameters.h"
 
 namespace kinora::render {
 namespace fs = std::filesystem;
 
 namespace {
 
-// A1111-style text for PNG readers that know only that (FLUX's guidance as
-// Forge writes it: a distilled scale beside a CFG scale of 1).
-std::string parameters_text(const pipeline::Preset& p) {
-  const std::string guidance =
-      p.family == "flux" ? "CFG scale: 1, Distilled CFG Scale: " + nlohmann::json(p.guidance).dump()
-                         : "CFG scale: " + nlohmann::json(p.guidance).dump();
-  return p.prompt + "\nNegative prompt: " + p.negative_prompt +
-         "\nSteps: " + std::to_string(p.steps) + ", Sampler: " + p.sampler + ", " + guidance +
-         ", Seed: " + std::to_string(p.seed) + ", Size: " + std::to_string(p.width) + "x" +
-         std::to_string(p.height) + ", Shift: " + nlohmann::json(p.shift).dump() +
-         ", Model: " + fs::path(p.model).filename().string() + ", Version: Kinora";
+// Whether an output carries the A1111 parameters text (only PNG has a place
+// for it), which names the model files by hashes that take reading them whole.
+bool wants_parameters_text(const media::OutputTarget& target) {
+  return target.format == media::Format::Png || target.format == media::Format::PngSequence;
 }
 
-// Writes one result to its checked destination, with the parameters embedded.
-void write_result(pipeline::Result& r, const media::OutputTarget& target,
+// Writes one result to its checked destination, with the parameters embedded
+// (`hashes`: the preset's files, for the PNG parameters text).
+void write_result(pipeline::Result& r, const media::OutputTarget& target, const FileHashes& hashes,
                   const pipeline::RunCallbacks& cb) {
   r.metadata["kinora"]["ffmpeg"] = media::ffmpeg_version();
   r.metadata["preset"]["output"] = target.path.filename().string();
@@ -31,7 +27,7 @@ void write_result(pipeline::Result& r, const media::OutputTarget& target,
   o.fps = r.preset.fps;
   o.crf = r.preset.crf;
   o.metadata_json = r.metadata.dump();
-  o.parameters_text = parameters_text(r.preset);
+  if (wants_parameters_text(target)) o.parameters_text = parameters_text(r.preset, hashes);
   const auto t0 = std::chrono::steady_clock::now();
   media::write_output(target, r.frames, o, cb.cancel);
   r.timings.encode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -67,7 +63,12 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
     targets.push_back(media::prepare_output(batch_output(preset, count, i), preset.format,
                                             snapped.frames, overwrite));
   auto results = pipe.generate_batch(preset, count, cb);
-  for (int i = 0; i < count; ++i) write_result(results[i], targets[i], cb);
+  // The outputs of a batch share their files: hashed (or found in the cache) once.
+  FileHashes hashes;
+  if (wants_parameters_text(targets.front()))
+    hashes =
+        file_hashes(results.front().preset, default_hash_cache_file(), cb.cancel, cb.on_message);
+  for (int i = 0; i < count; ++i) write_result(results[i], targets[i], hashes, cb);
   return results;
 }
 
