@@ -27,6 +27,10 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// Added to a row's seed for the noise of ancestral samplers. LibTorch's CPU
+// generator (mt19937) keeps only a seed's low 32 bits, so the offset lies there.
+constexpr uint64_t kAncestralSeedOffset = 0x9E3779B9;
+
 const std::string& entry_of(const Preset& p, const std::string& key) {
   if (key == "model") return p.model;
   if (key == "model2") return p.model2;
@@ -493,17 +497,41 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                                    ae.latent_frames(p.frames), p.height / sc, p.width / sc}));
   auto x = torch::cat(noise).to(device);
   noise.clear();
-  if (models.denoiser->prediction() != diffusion::Prediction::FlowVelocity)
-    throw Error(
-        "pipeline: this family's denoiser predicts noise; the noise-prediction samplers "
-        "are not in the registry yet");
-  auto sched = schedulers::make_scheduler(p.sampler);
-  sched->set_timesteps(p.steps, family.schedule(p,
-                                                x.size(2) * x.size(3) * x.size(4) /
-                                                    (models.denoiser->latent_patch()[0] *
-                                                     models.denoiser->latent_patch()[1] *
-                                                     models.denoiser->latent_patch()[2]),
-                                                models));
+  // The sampler of the denoiser's kind ("euler" names one for flow models and
+  // one for noise-prediction models).
+  const auto prediction = models.denoiser->prediction();
+  const auto space = prediction == diffusion::Prediction::FlowVelocity ? schedulers::Space::Flow
+                                                                       : schedulers::Space::Noise;
+  auto sched = schedulers::make_scheduler(p.sampler, space);
+  auto options =
+      family.schedule(p,
+                      x.size(2) * x.size(3) * x.size(4) /
+                          (models.denoiser->latent_patch()[0] * models.denoiser->latent_patch()[1] *
+                           models.denoiser->latent_patch()[2]),
+                      models);
+  if (space == schedulers::Space::Noise) {
+    options.prediction = prediction == diffusion::Prediction::VPrediction
+                             ? schedulers::NoisePrediction::V
+                             : schedulers::NoisePrediction::Epsilon;
+    // Ancestral samplers' fresh noise: each row's from its own seed (offset so
+    // that it is not the stream of the initial noise), on the CPU, as a render
+    // of that seed alone draws it on any device.
+    std::vector<at::Generator> generators;
+    for (int i = 0; i < count; ++i)
+      generators.push_back(at::make_generator<at::CPUGeneratorImpl>(
+          static_cast<uint64_t>(p.seed + i) + kAncestralSeedOffset));
+    options.noise = [generators](const torch::Tensor& like, int) {
+      auto shape = like.sizes().vec();  // [B, C, F, h, w]
+      shape[0] = 1;
+      std::vector<torch::Tensor> rows;
+      for (const auto& g : generators)
+        rows.push_back(torch::randn(shape, g, torch::TensorOptions().dtype(torch::kFloat32)));
+      return torch::cat(rows);
+    };
+  }
+  sched->set_timesteps(p.steps, options);
+  // Noise models start at their largest noise level (flow samplers: 1).
+  if (const double s0 = sched->init_noise_sigma(); s0 != 1.0) x = x * s0;
   const auto timesteps = sched->timesteps().to(torch::kFloat32);
   const auto preview_map = cb.want_preview ? family.preview(models) : PreviewMap{};
   t0 = Clock::now();
@@ -512,8 +540,10 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
     const float t = timesteps[i].item<float>();
     auto& denoiser =
         (models.denoiser2 && t < models.switch_timestep) ? *models.denoiser2 : *models.denoiser;
-    const auto v = guided_prediction(denoiser, x, torch::full({1}, t, device), cond,
-                                     cfg ? &uncond : nullptr, p.guidance);
+    // The model's input: x itself for flow samplers, x / √(σ² + 1) for Euler's.
+    const auto v =
+        guided_prediction(denoiser, sched->scale_model_input(x, i), torch::full({1}, t, device),
+                          cond, cfg ? &uncond : nullptr, p.guidance);
     x = sched->step(v, i, x);
     // A diverged model or sampler: stop here, not after decoding a black video.
     if (!torch::isfinite(x).all().item<bool>())

@@ -217,7 +217,7 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
   read_string(j, "lora_mode", p.lora_mode, src);
   read_int(j, "crf", p.crf, 0, 63, src);
   try {
-    p.sampler = schedulers::canonical_scheduler_name(p.sampler);
+    p.sampler = schedulers::preset_scheduler_name(p.sampler);
   } catch (const Error& e) {
     bad(src, "sampler", std::string("names ") + e.what());
   }
