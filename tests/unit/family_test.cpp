@@ -173,7 +173,7 @@ TEST(Families, TheFamilyComesFromThePresetOrTheModelFile) {
                 Preset::from_json({{"family", "sd9"}}, "p.json");
               }),
               HasSubstr("p.json: key 'family' names no model family named 'sd9' (the families: "
-                        "wan, flux, toy"));
+                        "wan, flux, sdxl, toy"));
 }
 
 // ---------------------------------------------------------------- devices
