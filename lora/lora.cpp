@@ -85,8 +85,7 @@ Linears linears_of(const layers::Model& model) {
 // The stem's target, or the reason there is none.
 std::variant<Target, std::string> target_of(std::string stem, const Linears& lin,
                                             const DiffusersNames& diffusers) {
-  if (starts_with(stem, "lora_te") || starts_with(stem, "text_encoder") ||
-      starts_with(stem, "te_") || starts_with(stem, "lora_clip") || starts_with(stem, "lora_t5"))
+  if (is_text_encoder_stem(stem))
     return std::string("a text encoder's module (LoRAs apply to the denoiser here)");
   for (const char* p : {"base_model.model.", "model.diffusion_model.", "diffusion_model.",
                         "transformer.", "unet.", "model."})
@@ -104,6 +103,32 @@ std::variant<Target, std::string> target_of(std::string stem, const Linears& lin
   if (diffusers)
     if (auto t = diffusers(stem); t && lin.by_name.count(t->module)) return *t;
   return std::string("no module of this model has that name");
+}
+
+// A text encoder's stem in `scope` → its module, or the reason there is none;
+// nullopt when the stem is not in the scope.
+std::optional<std::variant<Target, std::string>> text_target_of(const std::string& stem,
+                                                                const Linears& lin,
+                                                                const Scope& scope) {
+  for (const auto& prefix : scope.text_prefixes) {
+    if (!starts_with(stem, prefix)) continue;
+    std::string rest = stem.substr(prefix.size());
+    const bool kohya = prefix.back() == '_';
+    for (const char* tm : {"text_model_", "text_model."})
+      if (starts_with(rest, tm)) {
+        rest = rest.substr(std::string(tm).size());
+        break;
+      }
+    if (kohya) {
+      const auto it = lin.by_underscored.find(rest);
+      if (it != lin.by_underscored.end()) return Target{it->second, 0, -1};
+    } else if (lin.by_name.count(rest)) {
+      return Target{rest, 0, -1};
+    }
+    return std::variant<Target, std::string>(
+        std::string("no module of this text encoder has that name"));
+  }
+  return std::nullopt;
 }
 
 // The naming the file uses, from its stems.
@@ -204,8 +229,14 @@ Report describe(const fs::path& file) {
   return r;
 }
 
+bool is_text_encoder_stem(const std::string& stem) {
+  return starts_with(stem, "lora_te") || starts_with(stem, "text_encoder") ||
+         starts_with(stem, "te_") || starts_with(stem, "te1.") || starts_with(stem, "te2.") ||
+         starts_with(stem, "lora_clip") || starts_with(stem, "lora_t5");
+}
+
 Resolved resolve(const fs::path& file, const layers::Model& model,
-                 const DiffusersNames& diffusers_names) {
+                 const DiffusersNames& diffusers_names, const Scope& scope) {
   auto groups = read_groups(file);
   const auto lin = linears_of(model);
   Resolved r;
@@ -216,6 +247,13 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
     const std::string& stem = group.first;
     auto& parts = group.second.parts;
     if (parts.size() == 1 && parts.count("alpha")) continue;  // an alpha without its update
+    std::optional<std::variant<Target, std::string>> text_where;
+    if (!scope.text_prefixes.empty()) {
+      text_where = text_target_of(stem, lin, scope);
+      if (!text_where) continue;  // not this encoder's
+    } else if (scope.text_elsewhere && is_text_encoder_stem(stem)) {
+      continue;  // a text encoder's, resolved against it
+    }
     ++r.report.total;
     auto fail = [&](const std::string& why) { r.report.unmatched.push_back(stem + ": " + why); };
     std::string unsupported;
@@ -225,7 +263,7 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
       fail(unsupported + " is not supported");
       continue;
     }
-    const auto where = target_of(stem, lin, diffusers_names);
+    const auto where = text_where ? *text_where : target_of(stem, lin, diffusers_names);
     if (const auto* why = std::get_if<std::string>(&where)) {
       fail(*why);
       continue;
@@ -313,7 +351,8 @@ Resolved resolve(const fs::path& file, const layers::Model& model,
   for (const auto& k : kinds)
     if (k != "lora")
       r.report.format += k == "loha" ? ", LoHa" : k == "lokr" ? ", LoKr" : ", full deltas";
-  if (r.report.matched == 0) {
+  const bool may_be_empty = !scope.text_prefixes.empty() || scope.text_elsewhere;
+  if (r.report.matched == 0 && !(may_be_empty && r.report.total == 0)) {
     std::string msg = "matches none of the model's modules";
     for (std::size_t i = 0; i < r.report.unmatched.size() && i < 3; ++i)
       msg += (i ? "; " : " (") + r.report.unmatched[i];

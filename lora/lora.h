@@ -68,12 +68,28 @@ struct Resolved {
 // resolve() for a file that is no LoRA or holds NaN.
 Report describe(const std::filesystem::path& file);
 
+// Which of a file's updates a model takes. By default the denoiser's: a
+// text encoder's updates (kohya's lora_te_ / lora_te1_ / lora_te2_,
+// diffusers' text_encoder. / text_encoder_2.) are reported as not applied,
+// or, with `text_elsewhere`, left to the text encoders' own resolves and not
+// counted. With `text_prefixes`, a text encoder's: only the updates whose
+// stems start with one of them, the prefix and a following text_model.
+// stripped, against the encoder's transformers names.
+struct Scope {
+  std::vector<std::string> text_prefixes;
+  bool text_elsewhere = false;
+};
+// True for a stem that addresses a text encoder.
+bool is_text_encoder_stem(const std::string& stem);
+
 // Reads a LoRA file and resolves its updates against `model`'s Linear modules.
 // Throws kinora::Error naming the file for a file that is no LoRA (no LoRA
 // keys), holds NaN or infinite values, or matches none of the model's modules
 // (a LoRA for another family or size: the report's reasons in the message).
+// In a text encoder's scope, or with text_elsewhere, a file with no update in
+// the scope resolves to nothing (total 0) rather than an error.
 Resolved resolve(const std::filesystem::path& file, const layers::Model& model,
-                 const DiffusersNames& diffusers_names = {});
+                 const DiffusersNames& diffusers_names = {}, const Scope& scope = {});
 
 // The LoRAs applied to one model, and how. Merged: each touched weight
 // replaced by a copy W + Σ strength·ΔW (in the weight's stored dtype; FP8

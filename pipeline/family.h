@@ -106,6 +106,18 @@ class Family {
   // How LoRA files in diffusers' naming map onto this family's modules (a
   // fused q/k/v's row slices included); none by default.
   virtual lora::DiffusersNames lora_names(const LoadedModels& models) const { return {}; }
+  // The text encoders a LoRA's text updates apply to, with the key prefixes
+  // that address each (SDXL: CLIP-L by lora_te1_ / text_encoder., bigG by
+  // lora_te2_ / text_encoder_2.); none by default, and such updates are then
+  // reported as not applied.
+  struct LoraTextEncoder {
+    std::string name;
+    layers::Model* model;
+    std::vector<std::string> prefixes;
+  };
+  virtual std::vector<LoraTextEncoder> lora_text_encoders(const LoadedModels& models) const {
+    return {};
+  }
 };
 
 // Width and height to the nearest multiple of 16 (at least 16), a message for

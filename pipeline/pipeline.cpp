@@ -254,10 +254,16 @@ struct Pipeline::Cache {
   std::string lora_key, lora_files_key;
   std::vector<lora::Resolved> resolved;
   lora::Applied applied, applied2;
-  ~Cache() {
+  // The same for the text encoders LoRAs also address (SDXL's two): per
+  // encoder, per LoRA file.
+  std::vector<std::vector<lora::Resolved>> resolved_text;
+  std::vector<std::unique_ptr<lora::Applied>> applied_text;
+  void clear_applied() {
     applied.clear();  // back into the modules before they go
     applied2.clear();
+    for (auto& a : applied_text) a->clear();
   }
+  ~Cache() { clear_applied(); }
 };
 
 PromptLoras prompt_loras(const std::string& prompt) {
@@ -420,21 +426,37 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                       ": strength_low is the strength on a Wan 2.2 pair's low-noise expert "
                       "(model2), and this preset has one model");
     if (lkey != cache_->lora_key) {
-      cache_->applied.clear();
-      cache_->applied2.clear();
+      cache_->clear_applied();
       cache_->lora_key.clear();
       auto as_model = [](diffusion::Denoiser& d) -> layers::Model& {
         auto* model = dynamic_cast<layers::Model*>(&d);
         if (!model) throw Error("this family's denoiser takes no LoRAs");
         return *model;
       };
+      const auto encoders = family.lora_text_encoders(models);
       if (files_key != cache_->lora_files_key) {
         cache_->resolved.clear();
+        cache_->resolved_text.assign(encoders.size(), {});
         cache_->lora_files_key.clear();
         const auto names = family.lora_names(models);
+        lora::Scope denoiser_scope;
+        denoiser_scope.text_elsewhere = !encoders.empty();
         for (const auto& f : lora_files) {
           progress({"load", f.filename().string() + " (LoRA)", 0, 0});
-          cache_->resolved.push_back(lora::resolve(f, as_model(*models.denoiser), names));
+          auto lr = lora::resolve(f, as_model(*models.denoiser), names, denoiser_scope);
+          // The text encoders' updates, counted into the file's report line.
+          for (std::size_t e = 0; e < encoders.size(); ++e) {
+            auto t = lora::resolve(f, *encoders[e].model, {}, {encoders[e].prefixes, false});
+            lr.report.matched += t.report.matched;
+            lr.report.total += t.report.total;
+            for (const auto& u : t.report.unmatched)
+              lr.report.unmatched.push_back(u + " (" + encoders[e].name + ")");
+            cache_->resolved_text[e].push_back(std::move(t));
+          }
+          if (lr.report.total == 0)
+            throw Error(f.string() + ": holds no update for this " + family.name() +
+                        " model (its keys address other text encoders or models)");
+          cache_->resolved.push_back(std::move(lr));
         }
         cache_->lora_files_key = files_key;
       }
@@ -454,6 +476,17 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
         // A Wan 2.2 pair's experts share their architecture: the same updates.
         if (const auto list = list_for(true); models.denoiser2 && !list.empty())
           cache_->applied2.apply(as_model(*models.denoiser2), list, mode);
+        // Text encoders at the LoRA's (first) strength, as the web UI applies them.
+        while (cache_->applied_text.size() < encoders.size())
+          cache_->applied_text.push_back(std::make_unique<lora::Applied>());
+        for (std::size_t e = 0; e < encoders.size(); ++e) {
+          std::vector<std::pair<const lora::Resolved*, double>> list;
+          for (std::size_t i = 0; i < cache_->resolved_text[e].size(); ++i)
+            if (const double st = loras[i].strength;
+                st != 0 && cache_->resolved_text[e][i].report.matched > 0)
+              list.emplace_back(&cache_->resolved_text[e][i], st);
+          if (!list.empty()) cache_->applied_text[e]->apply(*encoders[e].model, list, mode);
+        }
       }
       cache_->lora_key = lkey;
     }

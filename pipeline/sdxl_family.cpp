@@ -253,4 +253,10 @@ lora::DiffusersNames SDXLFamily::lora_names(const LoadedModels& m) const {
   };
 }
 
+std::vector<Family::LoraTextEncoder> SDXLFamily::lora_text_encoders(const LoadedModels& m) const {
+  auto& cond = static_cast<text::SDXLConditioner&>(*m.conditioner);
+  return {{"CLIP-L", &cond.clip_l(), {"lora_te1_", "text_encoder.", "te1."}},
+          {"bigG", &cond.clip_g(), {"lora_te2_", "text_encoder_2.", "te2."}}};
+}
+
 }  // namespace kinora::pipeline

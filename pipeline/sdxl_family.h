@@ -38,6 +38,8 @@ class SDXLFamily : public Family {
   PreviewMap preview(const LoadedModels& models) const override;
   // diffusers' UNet names onto the original ones.
   lora::DiffusersNames lora_names(const LoadedModels& models) const override;
+  // CLIP-L (lora_te1_, text_encoder.) and bigG (lora_te2_, text_encoder_2.).
+  std::vector<LoraTextEncoder> lora_text_encoders(const LoadedModels& models) const override;
 };
 
 }  // namespace kinora::pipeline
