@@ -44,12 +44,18 @@ int inspect(const LoraArgs& a) {
     return 0;
   }
   const auto dit = pipeline::load_dit_for_loras(a.model);
-  const auto r = lora::resolve(file, *dit.model, dit.names);
+  const auto fl = pipeline::resolve_lora(file, *dit.model, dit.names, dit.encoders);
+  const auto& r = fl.denoiser;
   std::cout << r.report.line() << "\n";
   if (a.verbose) {
-    for (const auto& p : r.patches)
-      std::cout << "  " << p.stem << " → " << p.target.module << " rows " << p.target.row0 << "–"
-                << p.target.row0 + p.target.rows << " (" << p.kind << ")\n";
+    auto list = [](const lora::Resolved& res, const std::string& where) {
+      for (const auto& p : res.patches)
+        std::cout << "  " << p.stem << " → " << where << p.target.module << " rows "
+                  << p.target.row0 << "–" << p.target.row0 + p.target.rows << " (" << p.kind
+                  << ")\n";
+    };
+    list(r, "");
+    for (std::size_t e = 0; e < fl.text.size(); ++e) list(fl.text[e], dit.encoders[e].name + ": ");
     for (const auto& u : r.report.unmatched) std::cout << "  not matched: " << u << "\n";
   }
   return 0;

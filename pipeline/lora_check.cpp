@@ -1,15 +1,41 @@
 #include "pipeline/lora_check.h"
 
 #include "base/error.h"
+#include "base/files.h"
 #include "diffusion/flux_dit.h"
+#include "diffusion/sdxl_unet.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/sdxl_family.h"
+#include "text/clip.h"
 
 namespace kinora::pipeline {
 namespace fs = std::filesystem;
 
-DitForLoras load_dit_for_loras(const fs::path& path) {
+FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
+                        const lora::DiffusersNames& names,
+                        const std::vector<Family::LoraTextEncoder>& encoders) {
+  FamilyLora out;
+  lora::Scope scope;
+  scope.text_elsewhere = !encoders.empty();
+  out.denoiser = lora::resolve(file, denoiser, names, scope);
+  auto& report = out.denoiser.report;
+  for (const auto& e : encoders) {
+    auto t = lora::resolve(file, *e.model, {}, {e.prefixes, false});
+    report.matched += t.report.matched;
+    report.total += t.report.total;
+    for (const auto& u : t.report.unmatched) report.unmatched.push_back(u + " (" + e.name + ")");
+    out.text.push_back(std::move(t));
+  }
+  if (report.total == 0)
+    fail_file(file,
+              "holds no update for this model (its keys address text encoders or models "
+              "it does not have)");
+  return out;
+}
+
+DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
   DitForLoras d;
   d.detection = io::detect_layout(io::Checkpoint::open(path).shapes());
   if (d.detection.family == io::Family::WanDiT) {
@@ -22,8 +48,33 @@ DitForLoras load_dit_for_loras(const fs::path& path) {
     d.models.denoiser = m;
     d.model = m;
     d.names = family_named("flux").lora_names(d.models);
+  } else if (const auto unet =
+                 io::detect_layout(io::Checkpoint::open(path).shapes(), {io::Family::UNet});
+             unet.family == io::Family::UNet) {
+    // An SDXL UNet, alone or in a single-file checkpoint. Its text encoders'
+    // updates are resolved when it renders (they are reported here as such).
+    d.detection = unet;
+    auto m = std::make_shared<diffusion::SDXLUNet>(diffusion::SDXLUNet::load(path));
+    d.models.denoiser = m;
+    d.model = m;
+    d.names = family_named("sdxl").lora_names(d.models);
+    // Its text encoders, from the files given or the checkpoint itself.
+    auto encoder = [&](const fs::path& given, io::Family family) -> fs::path {
+      if (!given.empty()) return given;
+      const auto det = io::detect_layout(io::Checkpoint::open(path).shapes(), {family});
+      return det.family == family ? path : fs::path();
+    };
+    const auto l = encoder(files ? files->clip : fs::path(), io::Family::CLIP);
+    const auto g = encoder(files ? files->text_encoder : fs::path(), io::Family::OpenCLIP);
+    if (!l.empty() && !g.empty()) {
+      auto clip_l = std::make_shared<text::CLIPTextModel>(text::CLIPTextModel::load(l));
+      auto clip_g = std::make_shared<text::CLIPTextModel>(
+          text::CLIPTextModel::load(g, layers::Precision::F32, io::Family::OpenCLIP));
+      d.encoders = sdxl_lora_text_encoders(*clip_l, *clip_g);
+      d.text_models = {clip_l, clip_g};
+    }
   } else {
-    throw Error(path.string() + ": not a Wan or FLUX DiT (recognised as " +
+    throw Error(path.string() + ": not a Wan or FLUX DiT or an SDXL UNet (recognised as " +
                 io::family_name(d.detection.family) + ")");
   }
   return d;
@@ -41,8 +92,10 @@ std::vector<lora::Report> check_loras(const Preset& p) {
   for (const auto& l : prompt_loras(p.prompt).loras) files.push_back(resolve_lora_tag(p, l.path));
   std::vector<lora::Report> out;
   if (files.empty()) return out;
-  const auto dit = load_dit_for_loras(resolve_models(p, family_for(p)).model);
-  for (const auto& f : files) out.push_back(lora::resolve(f, *dit.model, dit.names).report);
+  const auto model_files = resolve_models(p, family_for(p));
+  const auto dit = load_dit_for_loras(model_files.model, &model_files);
+  for (const auto& f : files)
+    out.push_back(resolve_lora(f, *dit.model, dit.names, dit.encoders).denoiser.report);
   return out;
 }
 

@@ -19,10 +19,30 @@ struct DitForLoras {
   LoadedModels models;
   lora::DiffusersNames names;
   io::Detection detection;
+  // The text encoders LoRAs of this family also address (SDXL's, when their
+  // files are known), and what holds them.
+  std::vector<Family::LoraTextEncoder> encoders;
+  std::vector<std::shared_ptr<layers::Model>> text_models;
 };
 
-// Throws kinora::Error naming the file for one that is no Wan or FLUX DiT.
-DitForLoras load_dit_for_loras(const std::filesystem::path& path);
+// One LoRA file resolved against a denoiser and the text encoders its family
+// lets LoRAs address: the denoiser's updates, each encoder's, and one report
+// over all of them (the denoiser's, with the encoders' counted in). Throws as
+// lora::resolve, and for a file with nothing for this model.
+struct FamilyLora {
+  lora::Resolved denoiser;
+  std::vector<lora::Resolved> text;  // per encoder
+};
+FamilyLora resolve_lora(const std::filesystem::path& file, const layers::Model& denoiser,
+                        const lora::DiffusersNames& names,
+                        const std::vector<Family::LoraTextEncoder>& encoders);
+
+// Throws kinora::Error naming the file for one that is no Wan or FLUX DiT or
+// SDXL UNet (alone or in a single-file checkpoint).
+// `files`, when given, names the text encoders (SDXL's); a single-file
+// checkpoint's own are used otherwise.
+DitForLoras load_dit_for_loras(const std::filesystem::path& path,
+                               const ModelFiles* files = nullptr);
 
 // Each of the preset's LoRAs (and the prompt's <lora:…> tags) resolved against
 // its DiT (the model file, a diffusers folder's transformer, or the embedded

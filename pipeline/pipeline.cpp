@@ -14,6 +14,7 @@
 #include "base/sha256.h"
 #include "diffusion/denoiser.h"
 #include "embedded/model.h"
+#include "pipeline/lora_check.h"
 #include "pipeline/preview.h"
 #include "schedulers/registry.h"
 
@@ -439,24 +440,12 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
         cache_->resolved_text.assign(encoders.size(), {});
         cache_->lora_files_key.clear();
         const auto names = family.lora_names(models);
-        lora::Scope denoiser_scope;
-        denoiser_scope.text_elsewhere = !encoders.empty();
         for (const auto& f : lora_files) {
           progress({"load", f.filename().string() + " (LoRA)", 0, 0});
-          auto lr = lora::resolve(f, as_model(*models.denoiser), names, denoiser_scope);
-          // The text encoders' updates, counted into the file's report line.
-          for (std::size_t e = 0; e < encoders.size(); ++e) {
-            auto t = lora::resolve(f, *encoders[e].model, {}, {encoders[e].prefixes, false});
-            lr.report.matched += t.report.matched;
-            lr.report.total += t.report.total;
-            for (const auto& u : t.report.unmatched)
-              lr.report.unmatched.push_back(u + " (" + encoders[e].name + ")");
-            cache_->resolved_text[e].push_back(std::move(t));
-          }
-          if (lr.report.total == 0)
-            throw Error(f.string() + ": holds no update for this " + family.name() +
-                        " model (its keys address other text encoders or models)");
-          cache_->resolved.push_back(std::move(lr));
+          auto lr = resolve_lora(f, as_model(*models.denoiser), names, encoders);
+          for (std::size_t e = 0; e < encoders.size(); ++e)
+            cache_->resolved_text[e].push_back(std::move(lr.text[e]));
+          cache_->resolved.push_back(std::move(lr.denoiser));
         }
         cache_->lora_files_key = files_key;
       }

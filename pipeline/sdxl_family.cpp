@@ -253,10 +253,15 @@ lora::DiffusersNames SDXLFamily::lora_names(const LoadedModels& m) const {
   };
 }
 
+std::vector<Family::LoraTextEncoder> sdxl_lora_text_encoders(layers::Model& clip_l,
+                                                             layers::Model& clip_g) {
+  return {{"CLIP-L", &clip_l, {"lora_te1_", "text_encoder.", "te1."}},
+          {"bigG", &clip_g, {"lora_te2_", "text_encoder_2.", "te2."}}};
+}
+
 std::vector<Family::LoraTextEncoder> SDXLFamily::lora_text_encoders(const LoadedModels& m) const {
   auto& cond = static_cast<text::SDXLConditioner&>(*m.conditioner);
-  return {{"CLIP-L", &cond.clip_l(), {"lora_te1_", "text_encoder.", "te1."}},
-          {"bigG", &cond.clip_g(), {"lora_te2_", "text_encoder_2.", "te2."}}};
+  return sdxl_lora_text_encoders(cond.clip_l(), cond.clip_g());
 }
 
 }  // namespace kinora::pipeline

@@ -42,4 +42,9 @@ class SDXLFamily : public Family {
   std::vector<LoraTextEncoder> lora_text_encoders(const LoadedModels& models) const override;
 };
 
+// CLIP-L (lora_te1_, text_encoder.) and bigG (lora_te2_, text_encoder_2.) as
+// LoRA targets.
+std::vector<Family::LoraTextEncoder> sdxl_lora_text_encoders(layers::Model& clip_l,
+                                                             layers::Model& clip_g);
+
 }  // namespace kinora::pipeline
