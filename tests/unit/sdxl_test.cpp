@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/layout.h"
 #include "sdxl_files.h"
+#include "sdxl_shapes.h"
 #include "test_util.h"
 
 using kinora::test::error_of;
@@ -308,4 +309,60 @@ TEST_F(SdxlCli, LorasApplyToTheUNetAndToBothTextEncoders) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("sd15.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "sd15.png"));
+}
+
+// The released SDXL base checkpoint's names and shapes (a sparse file): every
+// part recognised and configured as SDXL's, from the shapes alone.
+TEST(SdxlShapes, TheReleasedCheckpointsPartsAreRecognisedAndConfigured) {
+  TempDir dir;
+  const auto path = dir / "sd_xl_base_1.0.safetensors";
+  kinora::test::write_sparse(path, kinora::test::sdxl_checkpoint_keys(), "F16");
+  const auto ck = kinora::io::Checkpoint::open(path);
+  const auto d = kinora::io::detect_layout(ck.shapes());
+  EXPECT_EQ(d.family, kinora::io::Family::UNet);
+  EXPECT_EQ(d.layout, kinora::io::Layout::ComfyUI);
+  EXPECT_THAT(d.summary, HasSubstr("SDXL: channels 320"));
+  EXPECT_EQ(kinora::io::detect_parts(ck.shapes()).size(), 4u);
+
+  const auto u = kinora::diffusion::SDXLUNetConfig::from_checkpoint(ck);
+  const kinora::diffusion::SDXLUNetConfig sdxl;
+  EXPECT_EQ(u.variant(), "SDXL");
+  EXPECT_EQ(u.channel_mult, sdxl.channel_mult);
+  EXPECT_EQ(u.transformer_depth, sdxl.transformer_depth);
+  EXPECT_EQ(u.transformer_depth_middle, 10);
+  EXPECT_EQ(u.transformer_depth_output, sdxl.transformer_depth_output);
+  EXPECT_EQ(u.num_res_blocks, 2);
+  EXPECT_EQ(u.context_dim, 2048);
+  EXPECT_EQ(u.adm_in_channels, 2816);
+  EXPECT_EQ(u.pooled_dim(), 1280);
+  EXPECT_EQ(u.heads_at(2, 1280), 20);
+  EXPECT_EQ(u.groups, 32);
+
+  const auto v = kinora::vae::KLAutoencoderConfig::from_checkpoint(ck);
+  EXPECT_EQ(v.z_channels, 4);
+  EXPECT_EQ(v.ch, 128);
+  EXPECT_EQ(v.ch_mult, (std::vector<int64_t>{1, 2, 4, 4}));
+  EXPECT_TRUE(v.quant_conv);
+  EXPECT_DOUBLE_EQ(v.scale_factor, 0.13025);
+
+  const auto l = kinora::text::CLIPTextConfig::from_checkpoint(ck, kinora::io::Family::CLIP);
+  EXPECT_EQ(l.hidden_size, 768);
+  EXPECT_EQ(l.num_hidden_layers, 12);
+  EXPECT_EQ(l.num_attention_heads, 12);
+  EXPECT_TRUE(l.quick_gelu);
+  EXPECT_EQ(l.projection_dim, 0);
+  const auto g = kinora::text::CLIPTextConfig::from_checkpoint(ck, kinora::io::Family::OpenCLIP);
+  EXPECT_EQ(g.hidden_size, 1280);
+  EXPECT_EQ(g.num_hidden_layers, 32);
+  EXPECT_EQ(g.num_attention_heads, 20);
+  EXPECT_FALSE(g.quick_gelu);
+  EXPECT_EQ(g.projection_dim, 1280);
+
+  // `kinora info` names every part.
+  const auto info = sh(kinora_bin() + " info " + path.string());
+  EXPECT_EQ(info.code, 0) << info.out;
+  EXPECT_THAT(info.out, HasSubstr("SD/SDXL UNet"));
+  EXPECT_THAT(info.out, HasSubstr("also:     image autoencoder under 'first_stage_model.'"));
+  EXPECT_THAT(info.out, HasSubstr("also:     OpenCLIP text encoder under"));
+  EXPECT_THAT(info.out, HasSubstr("also:     CLIP text encoder under"));
 }
