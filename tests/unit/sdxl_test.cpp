@@ -366,3 +366,29 @@ TEST(SdxlShapes, TheReleasedCheckpointsPartsAreRecognisedAndConfigured) {
   EXPECT_THAT(info.out, HasSubstr("also:     OpenCLIP text encoder under"));
   EXPECT_THAT(info.out, HasSubstr("also:     CLIP text encoder under"));
 }
+
+// Not a test: writes the tiny SDXL files and a CLIP tokenizer into
+// $KINORA_TINY_SDXL_DIR laid out as a ComfyUI models folder, to try the
+// command line and the studio by hand:
+//   KINORA_TINY_SDXL_DIR=/tmp/models build/bin/test_sdxl
+//     --gtest_also_run_disabled_tests --gtest_filter='*WriteTinyModels*'
+TEST(SdxlFiles, DISABLED_WriteTinyModels) {
+  const char* to = std::getenv("KINORA_TINY_SDXL_DIR");
+  ASSERT_NE(to, nullptr) << "set KINORA_TINY_SDXL_DIR";
+  const fs::path root = to;
+  for (const char* sub : {"checkpoints", "diffusion_models", "vae", "text_encoders"})
+    fs::create_directories(root / sub);
+  TempDir tmp;
+  const auto f = kinora::test::write_tiny_sdxl(tmp.path());
+  fs::copy_file(f.checkpoint, root / "checkpoints" / "sdxl_tiny.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(f.unet, root / "diffusion_models" / "sdxl_tiny_unet.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(f.vae, root / "vae" / "sdxl_tiny_vae.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(f.clip_l, root / "text_encoders" / "clip_l_tiny.safetensors",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(f.clip_g, root / "text_encoders" / "clip_g_tiny.safetensors",
+                fs::copy_options::overwrite_existing);
+  kinora::test::write_clip_tokenizer(root / "text_encoders" / "clip_tokenizer");
+}
