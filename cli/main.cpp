@@ -159,13 +159,23 @@ int main(int argc, char** argv) {
       for (const auto& d : kinora::available_devices())
         std::cout << d.name << "    " << d.description << "\n";
     } else if (*samplers) {
-      for (const auto& e : kinora::schedulers::available_schedulers()) {
-        std::cout << e.name;
-        for (const auto& a : e.aliases)
-          std::cout << (&a == &e.aliases.front() ? " (also " : ", ") << a;
-        if (!e.aliases.empty()) std::cout << ")";
-        std::cout << "\n    " << e.description << "\n";
+      // By the kind of model they drive; a name both kinds have (euler,
+      // dpmpp_2m) picks the one of the model's kind.
+      using kinora::schedulers::Space;
+      for (const auto& [space, title] :
+           {std::pair{Space::Flow, "Flow-matching models (Wan, FLUX):"},
+            std::pair{Space::Noise, "Noise-prediction models (SDXL):"}}) {
+        std::cout << (space == Space::Flow ? "" : "\n") << title << "\n";
+        for (const auto& e : kinora::schedulers::available_schedulers()) {
+          if (e.space != space) continue;
+          std::cout << "  " << e.name;
+          for (const auto& a : e.aliases)
+            std::cout << (&a == &e.aliases.front() ? " (also " : ", ") << a;
+          if (!e.aliases.empty()) std::cout << ")";
+          std::cout << "\n      " << e.description << "\n";
+        }
       }
+      std::cout << "\neuler and dpmpp_2m name the sampler of the model's kind.\n";
     }
   } catch (const std::exception& e) {
     std::cerr << "kinora: " << e.what() << "\n";

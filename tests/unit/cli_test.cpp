@@ -41,6 +41,12 @@ TEST(KinoraCli, SamplersAreListed) {
   EXPECT_THAT(r.out, HasSubstr("flow_unipc"));
   EXPECT_THAT(r.out, HasSubstr("flow_dpmpp_2m"));
   EXPECT_THAT(r.out, HasSubstr("flow_euler"));
+  // Grouped by the kind of model: the noise-prediction ones after their title.
+  const auto noise = r.out.find("Noise-prediction models");
+  ASSERT_NE(noise, std::string::npos) << r.out;
+  EXPECT_GT(r.out.find("dpmpp_2m_karras"), noise);
+  EXPECT_GT(r.out.find("euler_ancestral (also euler_a)"), noise);
+  EXPECT_LT(r.out.find("flow_unipc"), noise);
 }
 
 TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
