@@ -392,3 +392,44 @@ TEST(SdxlFiles, DISABLED_WriteTinyModels) {
                 fs::copy_options::overwrite_existing);
   kinora::test::write_clip_tokenizer(root / "text_encoders" / "clip_tokenizer");
 }
+
+// SD 2.x and inpainting UNets are recognised, and refused by name before any
+// module is built.
+TEST(SdxlShapes, OtherUNetsOfTheFamilyAreRefusedByName) {
+  TempDir dir;
+  const auto tok = kinora::test::write_clip_tokenizer(dir / "tok");
+  auto sd2 = kinora::test::sdxl_checkpoint_keys();
+  kinora::test::KeyShapes kept;
+  for (auto [name, shape] : sd2) {
+    if (name.find("label_emb") != std::string::npos) continue;
+    for (const char* kv : {"attn2.to_k.weight", "attn2.to_v.weight"})
+      if (name.size() > std::string(kv).size() &&
+          name.compare(name.size() - std::string(kv).size(), std::string::npos, kv) == 0)
+        shape[1] = 1024;
+    kept.emplace_back(name, shape);
+  }
+  kinora::test::write_sparse(dir / "sd2.safetensors", kept, "F16");
+  const auto d =
+      kinora::io::detect_layout(kinora::io::Checkpoint::open(dir / "sd2.safetensors").shapes());
+  EXPECT_EQ(d.family, kinora::io::Family::UNet);
+  EXPECT_THAT(d.summary, HasSubstr("SD 2.x"));
+  const std::string gen = kinora_bin() + " generate -p x --width 64 --height 64 --steps 1" +
+                          " --clip-tokenizer " + tok.string() + " --model ";
+  const auto r2 =
+      sh(gen + (dir / "sd2.safetensors").string() + " --out " + (dir / "a.png").string());
+  EXPECT_NE(r2.code, 0);
+  EXPECT_THAT(r2.out, HasSubstr("sd2.safetensors: an SD 2.x UNet"));
+  EXPECT_THAT(r2.out, HasSubstr("not SD 1.x or 2.x"));
+
+  auto inpaint = kinora::test::sdxl_checkpoint_keys();
+  for (auto& [name, shape] : inpaint)
+    if (name == "model.diffusion_model.input_blocks.0.0.weight") shape[1] = 9;
+  kinora::test::write_sparse(dir / "inpaint.safetensors", inpaint, "F16");
+  const auto ri =
+      sh(gen + (dir / "inpaint.safetensors").string() + " --out " + (dir / "b.png").string());
+  EXPECT_NE(ri.code, 0);
+  EXPECT_THAT(ri.out, HasSubstr("9 input channels"));
+  EXPECT_THAT(ri.out, HasSubstr("inpainting"));
+  EXPECT_FALSE(fs::exists(dir / "a.png"));
+  EXPECT_FALSE(fs::exists(dir / "b.png"));
+}
