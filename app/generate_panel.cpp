@@ -18,8 +18,13 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include <tuple>
+#include <utility>
+
 #include "base/device.h"
 #include "embedded/model.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
 #include "lora/lora.h"
 #include "pipeline/family.h"
 #include "pipeline/lora_check.h"
@@ -41,6 +46,33 @@ void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool 
       box->addItem(f.fileName(), f.absoluteFilePath());
   const int i = box->findData(keep);
   if (i >= 0) box->setCurrentIndex(i);
+}
+
+// The kind of sampler a family's models take (flow or noise): its default
+// sampler's.
+schedulers::Space space_of(const std::string& family) {
+  try {
+    const auto name = pipeline::family_named(family).defaults().sampler;
+    for (const auto& e : schedulers::available_schedulers())
+      if (e.name == name) return e.space;
+  } catch (const std::exception&) {
+    // No such family: the render names the known ones.
+  }
+  return schedulers::Space::Flow;
+}
+
+// Selects the sampler `name` (or an alias) of `space` in `box`; false when it
+// names none of that space.
+bool select_sampler(QComboBox* box, const std::string& name, schedulers::Space space) {
+  try {
+    const int i =
+        box->findText(QString::fromStdString(schedulers::canonical_scheduler_name(name, space)));
+    if (i < 0) return false;
+    box->setCurrentIndex(i);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 // Selects `value` in `box`, adding it when absent.
@@ -70,16 +102,28 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   model_ = new QComboBox(this);
   model_->setObjectName("model");
   vae_ = new QComboBox(this);
+  vae_->setObjectName("vae");
+  vae_->setToolTip("SDXL: a single-file checkpoint's own when left at —");
   text_encoder_ = new QComboBox(this);
+  text_encoder_->setObjectName("text_encoder");
+  text_encoder_->setToolTip(
+      "Wan: umT5-XXL; FLUX: T5-XXL; SDXL: OpenCLIP bigG (clip_g.safetensors), a single-file "
+      "checkpoint's own when left at —");
   tokenizer_ = new QComboBox(this);
+  tokenizer_->setObjectName("tokenizer");
+  tokenizer_->setToolTip(
+      "The SentencePiece model of the T5 / umT5 text encoder (Wan, FLUX); SDXL does not use one");
   clip_ = new QComboBox(this);
   clip_->setObjectName("clip");
   clip_->setToolTip(
-      "FLUX: the CLIP-L text encoder (clip_l.safetensors); its vocab.json and "
-      "merges.txt are found beside it or under text_encoders/");
+      "FLUX: CLIP-L; SDXL: CLIP-L, a single-file checkpoint's own when left at — "
+      "(clip_l.safetensors). The tokenizer (vocab.json and merges.txt) is found beside it or "
+      "under text_encoders/");
   sampler_ = new QComboBox(this);
-  for (const auto& e : schedulers::available_schedulers())
-    sampler_->addItem(QString::fromStdString(e.name));
+  sampler_->setObjectName("sampler");
+  sampler_->setToolTip(
+      "The samplers of the selected model's kind: flow-matching (Wan, FLUX) or "
+      "noise-prediction (SDXL)");
   precision_ = new QComboBox(this);
   precision_->addItems({"auto", "bf16", "fp32"});
   precision_->setToolTip(
@@ -95,30 +139,39 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
                      QString::fromStdString(d.name));
   device_->setToolTip("Noise is drawn on the CPU, so a seed gives the same video on every device");
   format_ = new QComboBox(this);
-  format_->addItem("Default (from the name: MP4)", "");
+  format_->addItem("Default (one frame: PNG, else MP4)", "");
+  format_->addItem("PNG image", "png");
   format_->addItem("MP4 (H.264)", "mp4");
   format_->addItem("MP4 (H.265)", "mp4-h265");
   format_->addItem("WebM (VP9)", "webm");
   format_->addItem("MOV (ProRes)", "mov");
   format_->addItem("PNG sequence", "png-seq");
   steps_ = new QSpinBox(this);
+  steps_->setObjectName("steps");
   steps_->setRange(1, 1000);
   shift_ = new QDoubleSpinBox(this);
+  shift_->setObjectName("shift");
   shift_->setRange(0.01, 100);
   shift_->setSingleStep(0.5);
+  shift_->setToolTip(
+      "Wan: the flow schedule's shift. FLUX (dev: from the image size) and SDXL do not use it");
   guidance_ = new QDoubleSpinBox(this);
+  guidance_->setObjectName("guidance");
   guidance_->setRange(0, 30);
   guidance_->setSingleStep(0.5);
   seed_ = new QSpinBox(this);
   seed_->setRange(-1, std::numeric_limits<int>::max());
   seed_->setSpecialValueText("random");
   width_ = new QSpinBox(this);
+  width_->setObjectName("width");
   width_->setRange(16, 4096);
   width_->setSingleStep(16);
   height_ = new QSpinBox(this);
+  height_->setObjectName("height");
   height_->setRange(16, 4096);
   height_->setSingleStep(16);
   frames_ = new QSpinBox(this);
+  frames_->setObjectName("frames");
   frames_->setRange(1, 1025);
   frames_->setSingleStep(4);
   fps_ = new QSpinBox(this);
@@ -157,7 +210,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   form->addRow("VAE", vae_);
   form->addRow("Text encoder", text_encoder_);
   form->addRow("Tokenizer", tokenizer_);
-  form->addRow("CLIP (FLUX)", clip_);
+  form->addRow("CLIP", clip_);
   form->addRow("Sampler", sampler_);
   form->addRow("Steps", steps_);
   form->addRow("Shift", shift_);
@@ -184,6 +237,11 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
     connect(s, &QSpinBox::editingFinished, this, &GeneratePanel::snap);
   connect(model_, &QComboBox::currentIndexChanged, this, &GeneratePanel::model_changed);
   connect(prompt_, &QPlainTextEdit::textChanged, this, &GeneratePanel::snap);
+  // The hint says which parts a single-file checkpoint gives.
+  for (auto* b : {vae_, clip_, text_encoder_})
+    connect(b, &QComboBox::currentIndexChanged, this, [this] {
+      if (!restoring_) snap();
+    });
   set_models_dir({});
   set_preset(Preset::embedded_defaults());
 }
@@ -199,6 +257,13 @@ void GeneratePanel::set_models_dir(const QString& dir) {
          QDir(dir + "/diffusion_models")
              .entryInfoList({"*.safetensors", "*.safetensors.index.json"}, QDir::Files, QDir::Name))
       model_->addItem(f.fileName(), f.absoluteFilePath());
+  // Single-file checkpoints (SDXL), named by their folder: a name may be in both.
+  if (!dir.isEmpty())
+    for (const auto& f :
+         QDir(dir + "/checkpoints").entryInfoList({"*.safetensors"}, QDir::Files, QDir::Name))
+      model_->addItem("checkpoints/" + f.fileName(), f.absoluteFilePath());
+  for (int i = 1; i < model_->count(); ++i)
+    model_->setItemData(i, model_->itemData(i), Qt::ToolTipRole);
   select(model_, keep);
   fill(vae_, dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"}, true);
   fill(text_encoder_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
@@ -220,19 +285,20 @@ std::string GeneratePanel::family_of_model() const {
 }
 
 void GeneratePanel::model_changed() {
-  const bool embedded = model_->currentData().toString().isEmpty();
-  for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!embedded);
+  const std::string before = family_;
+  const std::string chosen = sampler_->currentText().toStdString();
   family_ = family_of_model();
-  clip_->setEnabled(family_ == "flux");
-  frames_->setEnabled(family_ != "flux");
+  const bool embedded = model_->currentData().toString().isEmpty();
+  // The model's own defaults: the embedded model was trained at 64×64×17;
+  // a FLUX file's are FLUX's (dev's or schnell's), an SDXL file's SDXL's.
+  const Preset d = embedded           ? Preset::embedded_defaults()
+                   : family_ == "wan" ? Preset()
+                                      : pipeline::family_named(family_).defaults_for(
+                                            model_->currentData().toString().toStdString());
+  // From one Wan model to another the chosen sampler stays; another family
+  // starts from its own.
+  apply_family(restoring_ || (family_ == "wan" && before == "wan") ? chosen : d.sampler);
   if (!restoring_) {
-    // The model's own defaults: the embedded model was trained at 64×64×17;
-    // a FLUX file's are FLUX's (dev's or schnell's).
-    const Preset d = embedded           ? Preset::embedded_defaults()
-                     : family_ == "wan" ? Preset()
-                                        : pipeline::family_named(family_).defaults_for(
-                                              model_->currentData().toString().toStdString());
-    if (family_ != "wan") sampler_->setCurrentText(QString::fromStdString(d.sampler));
     width_->setValue(d.width), height_->setValue(d.height), frames_->setValue(d.frames);
     fps_->setValue(d.fps), steps_->setValue(d.steps), shift_->setValue(d.shift);
     guidance_->setValue(d.guidance);
@@ -242,25 +308,111 @@ void GeneratePanel::model_changed() {
   snap();
 }
 
-void GeneratePanel::snap() {
-  QStringList notes;
-  const bool image = family_ == "flux";
-  const int f = frames_->value(), fs = image ? 1 : 4 * ((f - 1 + 2) / 4) + 1;
-  if (fs != f) {
-    frames_->setValue(fs);
-    notes << QString("frames %1 → %2").arg(f).arg(fs);
-  }
-  for (auto* s : {width_, height_}) {
-    const int v = s->value(), vs = std::max(16, 16 * ((v + 8) / 16));
-    if (vs != v) {
-      s->setValue(vs);
-      notes << QString("%1 → %2").arg(v).arg(vs);
+void GeneratePanel::apply_family(const std::string& sampler) {
+  const QString model = model_->currentData().toString();
+  const bool embedded = model.isEmpty(), sdxl = family_ == "sdxl",
+             image = family_ == "flux" || sdxl;
+  vae_->setEnabled(!embedded);
+  text_encoder_->setEnabled(!embedded);
+  tokenizer_->setEnabled(!embedded && !sdxl);  // SDXL's encoders are CLIPs
+  clip_->setEnabled(family_ == "flux" || sdxl);
+  frames_->setEnabled(!image);
+  fps_->setEnabled(!image);
+  shift_->setEnabled(family_ == "wan");  // FLUX's and SDXL's schedules take no shift
+  for (auto* s : {width_, height_}) s->setSingleStep(sdxl ? 32 : 16);
+  prompt_->setPlaceholderText(sdxl ? "a lighthouse at dusk, (oil painting:1.2)"
+                              : family_ == "flux"
+                                  ? "a lighthouse at dusk, oil painting"
+                                  : "a red circle moving right on a blue background");
+  negative_->setPlaceholderText(sdxl ? "negative prompt (empty: none)"
+                                : family_ == "flux"
+                                    ? "negative prompt (FLUX does not use one)"
+                                    : "negative prompt (empty: the model's default)");
+
+  // What a "—" VAE, CLIP and text encoder stand for: the checkpoint's own parts.
+  holds_vae_ = holds_clip_ = holds_text_encoder_ = false;
+  if (sdxl && !embedded) try {
+      for (const auto& part : io::detect_parts(io::Checkpoint::open(model.toStdString()).shapes()))
+        switch (part.family) {
+          case io::Family::KLAutoencoder:
+            holds_vae_ = true;
+            break;
+          case io::Family::CLIP:
+            holds_clip_ = true;
+            break;
+          case io::Family::OpenCLIP:
+            holds_text_encoder_ = true;
+            break;
+          default:
+            break;
+        }
+    } catch (const std::exception&) {
+      // Unreadable: the render says why.
     }
+  for (auto [box, held] :
+       {std::pair{vae_, holds_vae_}, {clip_, holds_clip_}, {text_encoder_, holds_text_encoder_}})
+    if (box->count() > 0 && box->itemData(0).toString().isEmpty())
+      box->setItemText(0, held ? "— (the checkpoint's)" : "—");
+
+  // The samplers of the family's kind, `sampler` selected when it is one.
+  const auto space = space_of(family_);
+  sampler_->clear();
+  for (const auto& e : schedulers::available_schedulers())
+    if (e.space == space) {
+      sampler_->addItem(QString::fromStdString(e.name));
+      sampler_->setItemData(sampler_->count() - 1, QString::fromStdString(e.description),
+                            Qt::ToolTipRole);
+    }
+  if (!select_sampler(sampler_, sampler, space)) {
+    Preset d;
+    try {
+      d = pipeline::family_named(family_).defaults();
+    } catch (const std::exception&) {
+      // No such family: Wan's sampler.
+    }
+    select_sampler(sampler_, d.sampler, space);
   }
-  QString hint = image ? "FLUX makes one image; sizes are multiples of 16; guidance is its "
-                         "distilled guidance (3.5), and the negative prompt is not used."
-                       : "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are "
-                         "multiples of 16.";
+}
+
+void GeneratePanel::snap() {
+  // The family's rules (frames, and sizes to multiples of 16, or 32 for SDXL).
+  Preset p;
+  p.width = width_->value(), p.height = height_->value(), p.frames = frames_->value();
+  try {
+    pipeline::family_named(family_).snap(p);
+  } catch (const std::exception&) {
+    pipeline::family_named("wan").snap(p);
+  }
+  QStringList notes;
+  if (p.frames != frames_->value()) {
+    notes << QString("frames %1 → %2").arg(frames_->value()).arg(p.frames);
+    frames_->setValue(p.frames);
+  }
+  for (auto [box, v] : {std::pair{width_, p.width}, {height_, p.height}})
+    if (v != box->value()) {
+      notes << QString("%1 → %2").arg(box->value()).arg(v);
+      box->setValue(v);
+    }
+  QString hint =
+      family_ == "sdxl"
+          ? "SDXL makes one image; sizes are multiples of 32; guidance is classifier-free, with "
+            "the negative prompt; by default DPM++ 2M Karras, 25 steps, guidance 6. The prompt "
+            "takes emphasis, (word:1.2), and BREAK to start a new 75-token chunk."
+      : family_ == "flux"
+          ? "FLUX makes one image; sizes are multiples of 16; guidance is its distilled guidance "
+            "(3.5), and the negative prompt is not used."
+          : "Wan makes 4k+1 frames (4 per latent frame after the first); sizes are multiples of "
+            "16.";
+  if (family_ == "sdxl" && !model_->currentData().toString().isEmpty()) {
+    // The parts left at "—": the checkpoint's own, or missing.
+    QStringList own, missing;
+    for (auto [box, held, what] : {std::tuple{vae_, holds_vae_, "VAE"},
+                                   {clip_, holds_clip_, "CLIP (CLIP-L)"},
+                                   {text_encoder_, holds_text_encoder_, "Text encoder (bigG)"}})
+      if (box->currentData().toString().isEmpty()) (held ? own : missing) << what;
+    if (!own.isEmpty()) hint += " From the checkpoint: " + own.join(", ") + ".";
+    if (!missing.isEmpty()) hint += " Not in this file, to pick: " + missing.join(", ") + ".";
+  }
   if (!notes.isEmpty()) hint += " Snapped: " + notes.join(", ") + ".";
   // The embedded model: its sentence form, and the same note the command line
   // prints when the prompt is outside it (the render still goes ahead).
@@ -363,14 +515,19 @@ Preset GeneratePanel::preset() const {
   p.device = device_->currentData().toString().toStdString();
   p.model = model_->currentData().toString().toStdString();
   if (!p.model.empty()) {
+    // "—" is "" (for SDXL: the checkpoint's own part).
     p.vae = vae_->currentData().toString().toStdString();
     p.text_encoder = text_encoder_->currentData().toString().toStdString();
-    p.tokenizer = tokenizer_->currentData().toString().toStdString();
-    if (family_ == "flux") {
+    if (family_ != "sdxl")  // SDXL's encoders are CLIPs, with the CLIP tokenizer
+      p.tokenizer = tokenizer_->currentData().toString().toStdString();
+    if (family_ == "flux" || family_ == "sdxl") {
       p.family = family_;
       p.clip = clip_->currentData().toString().toStdString();
       p.clip_tokenizer = clip_tokenizer_;
     }
+    // A checkpoint's CLIP has no tokenizer beside it: the models folder's
+    // (text_encoders/clip_tokenizer and the other places FLUX's is found).
+    if (family_ == "sdxl") p.models_dir = models_dir_.toStdString();
   }
   p.format = format_->currentData().toString().toStdString();
   for (int r = 0; r < loras_->rowCount(); ++r) {
@@ -392,14 +549,17 @@ void GeneratePanel::set_preset(const Preset& p) {
   select(tokenizer_, QString::fromStdString(p.tokenizer));
   select(clip_, QString::fromStdString(p.clip));
   clip_tokenizer_ = p.clip_tokenizer;
-  for (auto* b : {vae_, text_encoder_, tokenizer_}) b->setEnabled(!p.model.empty());
   family_ = p.family.empty() ? family_of_model() : p.family;
-  clip_->setEnabled(family_ == "flux");
-  frames_->setEnabled(family_ != "flux");
+  apply_family(p.sampler);
+  if (!p.sampler.empty() && !select_sampler(sampler_, p.sampler, space_of(family_))) {
+    // Another kind's sampler: kept as the preset says, and refused by the
+    // render naming this model's.
+    sampler_->addItem(QString::fromStdString(p.sampler));
+    sampler_->setCurrentIndex(sampler_->count() - 1);
+  }
   seed_->setValue(static_cast<int>(std::min<int64_t>(p.seed, std::numeric_limits<int>::max())));
   width_->setValue(p.width), height_->setValue(p.height), frames_->setValue(p.frames);
   fps_->setValue(p.fps), steps_->setValue(p.steps);
-  sampler_->setCurrentText(QString::fromStdString(p.sampler));
   shift_->setValue(p.shift), guidance_->setValue(p.guidance);
   precision_->setCurrentText(QString::fromStdString(p.precision));
   {  // a device this machine lacks (a preset from elsewhere) falls back to auto

@@ -20,8 +20,9 @@ class GeneratePanel : public QWidget {
  public:
   explicit GeneratePanel(QWidget* parent = nullptr);
 
-  // Lists the models under `dir` (ComfyUI's diffusion_models/, vae/,
-  // text_encoders/, loras/), the embedded model first.
+  // Lists the models under `dir` (ComfyUI's diffusion_models/, then the
+  // single-file checkpoints of checkpoints/, vae/, text_encoders/, loras/),
+  // the embedded model first.
   void set_models_dir(const QString& dir);
   const QString& models_dir() const { return models_dir_; }
 
@@ -40,6 +41,10 @@ class GeneratePanel : public QWidget {
 
  private:
   void model_changed();
+  // The fields of family_: which apply (tokenizer, CLIP, frames, shift), the
+  // size step, the sampler list of the family's kind (selecting `sampler`,
+  // else the family's default) and what a single-file checkpoint holds.
+  void apply_family(const std::string& sampler);
   // Marks LoRA row `row` as fitting the selected model or not (tooltip, colour).
   void check_lora(int row);
   void snap();
@@ -54,7 +59,10 @@ class GeneratePanel : public QWidget {
   QDoubleSpinBox *shift_, *guidance_;
   QLabel* hint_;
   QString models_dir_;
-  std::string family_;          // of the selected model: "wan" or "flux"
+  std::string family_;  // of the selected model: "wan", "flux" or "sdxl"
+  // Which of the parts a "—" VAE, CLIP and text encoder stand for the model
+  // file holds (an SDXL single-file checkpoint).
+  bool holds_vae_ = false, holds_clip_ = false, holds_text_encoder_ = false;
   std::string clip_tokenizer_;  // kept from a preset (found beside CLIP when empty)
   int64_t last_seed_ = -1;
   bool restoring_ = false;
