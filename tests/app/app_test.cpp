@@ -4,16 +4,20 @@
 #include <gtest/gtest.h>
 
 #include "../unit/flux_files.h"
+#include "../unit/sdxl_files.h"
 #include "../unit/test_util.h"
 
 #include <QApplication>
 #include <QComboBox>
+#include <QDoubleSpinBox>
 #include <QFile>
+#include <QImage>
 #include <QLabel>
 #include <QLineEdit>
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSignalSpy>
+#include <QSpinBox>
 #include <QTableWidget>
 #include <QTest>
 #include <QUrl>
@@ -32,6 +36,7 @@
 #include "media/output.h"
 #include "pipeline/pipeline.h"
 #include "render/render.h"
+#include "schedulers/registry.h"
 
 namespace kinora::app {
 namespace {
@@ -437,6 +442,192 @@ TEST(MainWindow, AFluxModelGetsItsPickersDefaultsAndRestoresFromItsImage) {
   EXPECT_EQ(fs::path(r.model).filename(), flux.filename());
   EXPECT_EQ(fs::path(r.clip).filename(), "clip_l_tiny.safetensors");
   EXPECT_TRUE(clip->isEnabled());
+}
+
+// SDXL in the studio: a single-file checkpoint from checkpoints/ in the model
+// picker, its fields (no T5 tokenizer, CLIP-L and bigG from the checkpoint),
+// the noise samplers, its defaults and its size rule; a LoRA checked against
+// it; its image rendered through the queue and its settings restored.
+TEST(MainWindow, AnSdxlCheckpointGetsItsFieldsSamplersAndRendersThroughTheQueue) {
+  qapp();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  const auto models = dir / "models";
+  for (const char* sub : {"diffusion_models", "checkpoints", "vae", "text_encoders", "loras"})
+    fs::create_directories(models / sub);
+  fs::create_directories(dir / "parts");
+  const auto parts = test::write_tiny_sdxl(dir / "parts");
+  const auto checkpoint = models / "checkpoints" / parts.checkpoint.filename();
+  fs::rename(parts.checkpoint, checkpoint);
+  const auto unet = models / "diffusion_models" / "sdxl_unet.safetensors";
+  fs::rename(parts.unet, unet);
+  test::write_clip_tokenizer(models / "text_encoders" / "clip_tokenizer");
+
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  o.models_dir = QString::fromStdString(models.string());
+  o.quit_when_idle = true;  // no dialogs
+  MainWindow w(o);
+  auto* panel = w.panel();
+  auto* model = panel->findChild<QComboBox*>("model");
+  auto* sampler = panel->findChild<QComboBox*>("sampler");
+  auto* tokenizer = panel->findChild<QComboBox*>("tokenizer");
+  auto* vae = panel->findChild<QComboBox*>("vae");
+  auto* clip = panel->findChild<QComboBox*>("clip");
+  auto* frames = panel->findChild<QSpinBox*>("frames");
+  auto* width = panel->findChild<QSpinBox*>("width");
+  auto* shift = panel->findChild<QDoubleSpinBox*>("shift");
+  auto* hint = panel->findChild<QLabel*>("hint");
+  for (QWidget* x : std::initializer_list<QWidget*>{model, sampler, tokenizer, vae, clip, frames,
+                                                    width, shift, hint})
+    ASSERT_TRUE(x);
+  const int ck = model->findData(QString::fromStdString(checkpoint.string()));
+  ASSERT_GE(ck, 0);
+  EXPECT_EQ(model->itemText(ck), "checkpoints/sdxl_tiny_checkpoint.safetensors");
+  EXPECT_GT(ck, model->findData(QString::fromStdString(unet.string())));  // after diffusion_models/
+  model->setCurrentIndex(ck);
+
+  auto samplers = [&] {
+    QStringList names;
+    for (int i = 0; i < sampler->count(); ++i) names << sampler->itemText(i);
+    return names;
+  };
+  auto of_space = [](schedulers::Space space) {
+    QStringList names;
+    for (const auto& e : schedulers::available_schedulers())
+      if (e.space == space) names << QString::fromStdString(e.name);
+    return names;
+  };
+  auto p = panel->preset();
+  EXPECT_EQ(p.family, "sdxl");
+  EXPECT_FALSE(frames->isEnabled());
+  EXPECT_EQ(frames->value(), 1);
+  EXPECT_FALSE(tokenizer->isEnabled());
+  EXPECT_FALSE(shift->isEnabled());
+  EXPECT_TRUE(clip->isEnabled());
+  EXPECT_EQ(samplers(), of_space(schedulers::Space::Noise));
+  EXPECT_EQ(sampler->currentText(), "dpmpp_2m_karras");
+  EXPECT_EQ(p.sampler, "dpmpp_2m_karras");
+  EXPECT_EQ(p.width, 1024);
+  EXPECT_EQ(p.height, 1024);
+  EXPECT_EQ(p.frames, 1);
+  EXPECT_EQ(p.steps, 25);
+  EXPECT_EQ(p.guidance, 6.0);
+  // VAE, CLIP-L and bigG from the checkpoint; no T5 tokenizer.
+  EXPECT_TRUE(p.tokenizer.empty());
+  EXPECT_TRUE(p.vae.empty());
+  EXPECT_TRUE(p.clip.empty());
+  EXPECT_TRUE(p.text_encoder.empty());
+  EXPECT_EQ(vae->itemText(0), "— (the checkpoint's)");
+  EXPECT_TRUE(hint->text().contains("SDXL makes one image")) << hint->text().toStdString();
+  EXPECT_TRUE(
+      hint->text().contains("From the checkpoint: VAE, CLIP (CLIP-L), Text encoder (bigG)."))
+      << hint->text().toStdString();
+  // Sizes snap to multiples of 32.
+  width->setValue(1000);
+  Q_EMIT width->editingFinished();
+  EXPECT_EQ(width->value(), 992);
+  EXPECT_TRUE(hint->text().contains("1000 → 992")) << hint->text().toStdString();
+
+  // A UNet alone: the parts it lacks are to be picked.
+  model->setCurrentIndex(model->findData(QString::fromStdString(unet.string())));
+  EXPECT_EQ(panel->preset().family, "sdxl");
+  EXPECT_EQ(vae->itemText(0), "—");
+  EXPECT_TRUE(
+      hint->text().contains("Not in this file, to pick: VAE, CLIP (CLIP-L), Text encoder (bigG)."))
+      << hint->text().toStdString();
+  // The embedded model: the flow samplers again, with its own default.
+  model->setCurrentIndex(0);
+  EXPECT_EQ(samplers(), of_space(schedulers::Space::Flow));
+  EXPECT_EQ(sampler->currentText().toStdString(), Preset::embedded_defaults().sampler);
+  EXPECT_TRUE(shift->isEnabled());
+  EXPECT_TRUE(frames->isEnabled());
+  model->setCurrentIndex(ck);
+  EXPECT_EQ(sampler->currentText(), "dpmpp_2m_karras");
+
+  // A preset's sampler by alias, in the model's kind; another kind's as given.
+  p = panel->preset();
+  p.sampler = "euler_a";
+  panel->set_preset(p);
+  EXPECT_EQ(sampler->currentText(), "euler_ancestral");
+  p.sampler = "euler";
+  panel->set_preset(p);
+  EXPECT_EQ(sampler->currentText(), "euler");
+  EXPECT_EQ(samplers(), of_space(schedulers::Space::Noise));
+  p.sampler = "flow_unipc";
+  panel->set_preset(p);
+  EXPECT_EQ(panel->preset().sampler, "flow_unipc");
+
+  // A kohya SDXL LoRA on the UNet and both text encoders fits the checkpoint.
+  {
+    torch::manual_seed(21);
+    test::Tensors t;
+    for (const auto& [stem, out, in] :
+         {std::tuple{"lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k", 64, 128},
+          {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 64, 64},
+          {"lora_te2_text_model_encoder_layers_0_mlp_fc1", 128, 64}}) {
+      t.emplace_back(std::string(stem).append(".lora_down.weight"), torch::randn({2, in}) * 0.5);
+      t.emplace_back(std::string(stem).append(".lora_up.weight"), torch::randn({out, 2}) * 0.5);
+    }
+    io::save_safetensors(models / "loras" / "sdxl_style.safetensors", t);
+  }
+  p.sampler = "dpmpp_2m_karras";
+  p.prompt = "a (red:1.2) fox BREAK snow";
+  p.negative_prompt = "blurry";
+  p.width = 64, p.height = 64, p.steps = 2, p.seed = 7, p.precision = "fp32";
+  panel->set_preset(p);
+  EXPECT_EQ(panel->preset().to_json(), p.to_json());
+  panel->add_lora(QString::fromStdString((models / "loras" / "sdxl_style.safetensors").string()));
+  auto* table = panel->findChild<QTableWidget*>();
+  ASSERT_EQ(table->rowCount(), 1);
+  EXPECT_TRUE(table->item(0, 0)->toolTip().contains(
+      "3 of 3 updates match checkpoints/sdxl_tiny_checkpoint.safetensors"))
+      << table->item(0, 0)->toolTip().toStdString();
+  EXPECT_NE(table->item(0, 0)->foreground().color(), QColor(Qt::red));
+
+  // Through the queue: the image, with the settings that made it.
+  auto finish = [&](const QString& job_id) {
+    for (int i = 0; i < 2000; ++i) {
+      const auto st = w.queue()->job(job_id)->status;
+      if (st == JobStatus::Done || st == JobStatus::Failed) return;
+      QTest::qWait(50);
+    }
+  };
+  const auto id = w.queue_current();
+  ASSERT_FALSE(id.isEmpty());
+  finish(id);
+  const auto* job = w.queue()->job(id);
+  ASSERT_EQ(job->status, JobStatus::Done) << job->message.toStdString();
+  ASSERT_TRUE(job->output.endsWith(".png")) << job->output.toStdString();
+  const auto made = Preset::restored(media::read_embedded_parameters(job->output.toStdString()),
+                                     job->output.toStdString());
+  EXPECT_EQ(made.family, "sdxl");
+  EXPECT_EQ(made.model, checkpoint.filename().string());
+  EXPECT_EQ(made.sampler, "dpmpp_2m_karras");
+  ASSERT_EQ(made.loras.size(), 1u);
+  const QImage first(job->output);
+  EXPECT_EQ(first.size(), QSize(64, 64));
+
+  // "Use these settings", then queued again: the same image.
+  panel->set_preset(Preset::embedded_defaults());
+  ASSERT_TRUE(w.restore_from(job->output));
+  const auto r = panel->preset();
+  EXPECT_EQ(r.family, "sdxl");
+  EXPECT_EQ(fs::path(r.model).filename(), checkpoint.filename());
+  EXPECT_EQ(fs::path(r.model).parent_path().filename(), "checkpoints");
+  EXPECT_EQ(r.prompt, p.prompt);
+  EXPECT_EQ(r.sampler, "dpmpp_2m_karras");
+  EXPECT_TRUE(r.tokenizer.empty());
+  EXPECT_FALSE(tokenizer->isEnabled());
+  EXPECT_FALSE(frames->isEnabled());
+  const auto again = w.queue_current();
+  ASSERT_FALSE(again.isEmpty());
+  finish(again);
+  ASSERT_EQ(w.queue()->job(again)->status, JobStatus::Done)
+      << w.queue()->job(again)->message.toStdString();
+  EXPECT_EQ(QImage(w.queue()->job(again)->output).convertToFormat(QImage::Format_RGB888),
+            first.convertToFormat(QImage::Format_RGB888));
 }
 
 TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
