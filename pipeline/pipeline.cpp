@@ -16,6 +16,7 @@
 #include "embedded/model.h"
 #include "pipeline/lora_check.h"
 #include "pipeline/preview.h"
+#include "pipeline/prompt_cache.h"
 #include "schedulers/registry.h"
 
 namespace kinora::pipeline {
@@ -85,6 +86,30 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
           {"preset", j},
           {"model_files", model_files},
           {"loras", loras}};
+}
+
+// What a prompt's encoding depends on besides its text and the text
+// encoders' LoRAs: the family, the fingerprints of the text encoders and
+// tokenizers (a tokenizer folder's files each), the precision, the version.
+std::string text_encoders_key(const Family& family, const ModelFiles& files,
+                              const std::string& precision) {
+  std::string key = family.name() + "|" + precision + "|" + version_string();
+  std::error_code ec;
+  for (const fs::path* f :
+       {&files.text_encoder, &files.tokenizer, &files.clip, &files.clip_tokenizer}) {
+    key += "|";
+    if (f->empty()) continue;
+    if (fs::is_directory(*f, ec)) {
+      std::vector<fs::path> inside;
+      for (const auto& e : fs::directory_iterator(*f, ec))
+        if (e.is_regular_file(ec)) inside.push_back(e.path());
+      std::sort(inside.begin(), inside.end());
+      for (const auto& i : inside) key += i.filename().string() + "=" + file_fingerprint(i) + ",";
+    } else {
+      key += file_fingerprint(*f);
+    }
+  }
+  return key;
 }
 
 }  // namespace
@@ -259,6 +284,11 @@ struct Pipeline::Cache {
   // encoder, per LoRA file.
   std::vector<std::vector<lora::Resolved>> resolved_text;
   std::vector<std::unique_ptr<lora::Applied>> applied_text;
+  // Prompt encodings, and what they depend on besides the text: the family,
+  // the text encoders' and tokenizers' fingerprints, the precision (set with
+  // the models), and the LoRAs on the text encoders.
+  std::unique_ptr<PromptCache> prompts;
+  std::string text_key;
   void clear_applied() {
     applied.clear();  // back into the modules before they go
     applied2.clear();
@@ -408,6 +438,7 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
       progress({"load", what, 0, 0});
     });
     cache_->key = key;
+    cache_->text_key = text_encoders_key(family, files, p.precision);
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
@@ -486,15 +517,32 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   // Text.
   t0 = Clock::now();
   const auto strategy = family.guidance(p);
-  auto cond = models.conditioner->encode(tags.text, say).to(device);
+  if (!cache_->prompts) cache_->prompts = std::make_unique<PromptCache>(PromptCache::default_dir());
+  const std::string text_key =
+      cache_->text_key + (family.lora_text_encoders(models).empty() ? "" : "|" + cache_->lora_key);
+  auto encode = [&](const std::string& text) {
+    bool hit = false;
+    auto c = cache_->prompts->get(
+        text_key, text,
+        [&](const std::function<void(const std::string&)>& note) {
+          return models.conditioner->encode(text, note);
+        },
+        say, &hit);
+    if (hit)
+      say("prompt encoding reused (" +
+          (text.empty() ? std::string("the empty prompt")
+                        : std::string("\"")
+                              .append(text.size() > 40 ? text.substr(0, 40) + "…" : text)
+                              .append("\"")) +
+          ")");
+    return c.to(device);
+  };
+  auto cond = encode(tags.text);
   layers::Conditioning uncond;
   const bool cfg = strategy == GuidanceStrategy::ClassifierFree && p.guidance != 1.0;
   if (cfg)
-    uncond = models.conditioner
-                 ->encode(p.negative_prompt.empty() ? family.default_negative_prompt(files)
-                                                    : p.negative_prompt,
-                          say)
-                 .to(device);
+    uncond = encode(p.negative_prompt.empty() ? family.default_negative_prompt(files)
+                                              : p.negative_prompt);
   if (strategy != GuidanceStrategy::ClassifierFree && !p.negative_prompt.empty())
     say("the negative prompt is not used: " + family.name() +
         " is guided without an unconditional pass");
