@@ -24,7 +24,8 @@ void Placement::apply(Preset& p, const std::string& source) const {
   if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
 }
 
-std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes) {
+std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes,
+                                   const std::string& models_dir) {
   std::vector<fs::path> files;
   for (const auto& p : paths) {
     std::error_code ec;
@@ -69,6 +70,7 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
       try {
         Preset p = Preset::from_json(item, source);
         p.base_dir = f.parent_path();
+        p = Preset::with_family_defaults(item, std::move(p), source, models_dir);
         // No output (a preset `restore` printed): named after its file.
         if (p.output.empty()) {
           p.output =
@@ -111,6 +113,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
         throw Error(e.source + ": key 'output' " + p.output_path().string() +
                     " is also the output of " + it->second + "; not rendered twice");
       pipeline::resolve_models(p, pipeline::family_for(p));
+      pipeline::check_sampler(p);
       for (const auto& l : p.loras) pipeline::resolve_lora_file(p, l.path);
       resolve_device(p.device);
     } catch (const Error& err) {

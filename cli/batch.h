@@ -29,8 +29,11 @@ struct Entry {
 // The presets of files, folders (recursively, *.json) and JSON lists, each
 // file once, sorted; a preset without output is named after its file. The
 // parameters Kinora writes beside its outputs are skipped with a note.
+// A preset naming a model but no family gets its family's defaults (found
+// with `models_dir`, a batch's --models-dir, when it has none of its own).
 // Throws kinora::Error for a path that is neither a file nor a folder.
-std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes);
+std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes,
+                                   const std::string& models_dir = "");
 
 // Everything about each valid entry that can be known before rendering: its
 // output (inside --output-dir, a name that fits its format, in a folder that

@@ -85,6 +85,17 @@ int merge(const LoraArgs& a) {
       throw Error(a.model +
                   ": an FP8 checkpoint; lora merge writes float weights, so merge into "
                   "its bf16 or fp16 release instead");
+  // Updates of text encoders would be dropped: the file written holds the
+  // denoiser's weights only.
+  for (const auto& [file, strength] : loras) {
+    int text = 0;
+    for (const auto& u : lora::describe(file).unmatched)
+      text += lora::is_text_encoder_stem(u.substr(0, u.find(':')));
+    if (text > 0)
+      throw Error(file.string() + ": " + std::to_string(text) +
+                  " of its updates are for text encoders, which lora merge does not write (it "
+                  "writes the denoiser's weights); apply it when rendering (--lora) instead");
+  }
   std::vector<lora::Resolved> resolved;
   for (const auto& [file, strength] : loras) {
     resolved.push_back(lora::resolve(file, *dit.model, dit.names));
@@ -168,14 +179,19 @@ std::function<int()> add_lora_command(CLI::App& app) {
       ->required()
       ->expected(1)
       ->check(CLI::ExistingFile);
-  ins->add_option("--model", args->model, "a Wan or FLUX DiT file to match it against")
+  ins->add_option("--model", args->model,
+                  "a Wan or FLUX DiT, or an SDXL UNet or single-file checkpoint (with its text "
+                  "encoders), to match it against")
       ->check(CLI::ExistingFile);
   ins->add_flag("--verbose,-v", args->verbose, "list every update and where it lands");
   auto* mer = cmd->add_subcommand(
       "merge",
       "Write a model file with LoRAs merged in (the model's own layout and dtypes; the merge "
       "recorded in its metadata as kinora.lora_merge)");
-  mer->add_option("--model", args->model, "the DiT file")->required()->check(CLI::ExistingFile);
+  mer->add_option("--model", args->model,
+                  "the DiT or SDXL UNet file (a single-file checkpoint: its UNet)")
+      ->required()
+      ->check(CLI::ExistingFile);
   mer->add_option("--lora", args->files, "FILE[:STRENGTH], repeat to stack")->required();
   mer->add_option("--out,-o", args->out, "the .safetensors file to write")->required();
   mer->add_flag("--overwrite", args->overwrite, "replace an existing output file");

@@ -144,27 +144,33 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto gen_overwrite = std::make_shared<bool>(false);
   auto batch_size = std::make_shared<int>(1);
   auto gen_loras = std::make_shared<std::vector<std::string>>();
-  auto gen = app.add_subcommand("generate", "Make a video from a prompt");
+  auto gen = app.add_subcommand("generate", "Make a video or an image from a prompt");
   gen->add_option("--prompt,-p", opts->prompt, "what to show")->required();
   gen->add_option("--negative", opts->negative_prompt,
                   "what to avoid (default, and when empty: the model's own negative prompt, "
                   "Wan's for Wan models)");
   gen->add_option("--model", opts->model,
-                  "the DiT: Wan or FLUX.1 (a file, or a name under --models-dir); its family "
-                  "picks the other files and the defaults; with no model options, the embedded "
-                  "default model");
+                  "the denoiser: a Wan or FLUX.1 DiT, an SDXL UNet or SDXL single-file "
+                  "checkpoint (a file, or a name under --models-dir); its family picks the other "
+                  "files and the defaults; with no model options, the embedded default model");
   gen->add_option("--model2", opts->model2, "the low-noise expert of a Wan 2.2 A14B pair");
-  gen->add_option("--vae", opts->vae, "the Wan 2.1 VAE, or FLUX's autoencoder (ae.safetensors)");
-  gen->add_option("--text-encoder", opts->text_encoder, "umT5 (Wan) or T5-XXL (FLUX)");
+  gen->add_option("--vae", opts->vae,
+                  "the Wan 2.1 VAE, FLUX's autoencoder (ae.safetensors) or the SDXL VAE (SDXL: "
+                  "default, the checkpoint's)");
+  gen->add_option("--text-encoder", opts->text_encoder,
+                  "umT5 (Wan), T5-XXL (FLUX) or OpenCLIP bigG (SDXL, "
+                  "clip_g.safetensors; default, the checkpoint's)");
   gen->add_option("--tokenizer", opts->tokenizer,
                   "the T5 / umT5 SentencePiece model (spiece.model)");
-  gen->add_option("--clip", opts->clip, "FLUX: the CLIP-L text encoder (clip_l.safetensors)");
+  gen->add_option("--clip", opts->clip,
+                  "FLUX and SDXL: the CLIP-L text encoder (clip_l.safetensors; SDXL: default, the "
+                  "checkpoint's)");
   gen->add_option("--clip-tokenizer", opts->clip_tokenizer,
-                  "FLUX: the folder of CLIP's vocab.json and merges.txt (default: beside the "
-                  "CLIP file, or under --models-dir)");
-  gen->add_option(
-         "--models-dir", opts->models_dir,
-         "a ComfyUI models folder (diffusion_models/, vae/, text_encoders/) to find models by name")
+                  "FLUX and SDXL: the folder of CLIP's vocab.json and merges.txt (default: "
+                  "beside the CLIP file, or under --models-dir)");
+  gen->add_option("--models-dir", opts->models_dir,
+                  "a ComfyUI models folder (diffusion_models/, checkpoints/, vae/, text_encoders/, "
+                  "loras/) to find models by name")
       ->check(CLI::ExistingDirectory);
   // Defaults: Wan 2.1's, the embedded model's when no model is given, or the
   // family's of the model file (FLUX).
@@ -507,7 +513,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
               index < 0 || index >= count)
             throw Error("--shard '" + *shard + "': expected i/N with 0 ≤ i < N");
         }
-        auto entries = collect_presets(*batch_paths, std::cerr);
+        auto entries = collect_presets(
+            *batch_paths, std::cerr,
+            placement->models_dir.empty() ? "" : fs::absolute(placement->models_dir).string());
         if (entries.empty()) throw Error("no presets found in the paths given");
         validate_entries(entries, *placement);
         if (*status) return batch_status(entries, *log_dir, std::cout);

@@ -147,7 +147,9 @@ int submit(SlurmArgs a) {
   for (const auto& x : {a.mem, a.time, a.partition}) check_directive_value("a resource", x);
   // Every preset checked first, as `kinora batch` checks them: a batch with
   // an invalid preset is not submitted.
-  auto entries = collect_presets(a.paths, std::cerr);
+  auto entries = collect_presets(
+      a.paths, std::cerr,
+      a.placement.models_dir.empty() ? "" : fs::absolute(a.placement.models_dir).string());
   if (entries.empty()) throw Error("slurm submit: no presets found in the paths given");
   validate_entries(entries, a.placement);
   int invalid = 0;

@@ -91,6 +91,16 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
 // What a prompt's encoding depends on besides its text and the text
 // encoders' LoRAs: the family, the fingerprints of the text encoders and
 // tokenizers (a tokenizer folder's files each), the precision, the version.
+// A file as far as a cache can tell it from others cheaply: the fingerprint
+// of its first and last MiB, its size and its modification time (a file
+// changed in the middle keeps the first).
+std::string file_stamp(const fs::path& f) {
+  std::error_code ec;
+  const auto size = fs::file_size(f, ec);
+  const auto time = fs::last_write_time(f, ec).time_since_epoch().count();
+  return file_fingerprint(f) + ":" + std::to_string(size) + ":" + std::to_string(time);
+}
+
 std::string text_encoders_key(const Family& family, const ModelFiles& files,
                               const std::string& precision) {
   std::string key = family.name() + "|" + precision + "|" + version_string();
@@ -104,9 +114,9 @@ std::string text_encoders_key(const Family& family, const ModelFiles& files,
       for (const auto& e : fs::directory_iterator(*f, ec))
         if (e.is_regular_file(ec)) inside.push_back(e.path());
       std::sort(inside.begin(), inside.end());
-      for (const auto& i : inside) key += i.filename().string() + "=" + file_fingerprint(i) + ",";
+      for (const auto& i : inside) key += i.filename().string() + "=" + file_stamp(i) + ",";
     } else {
-      key += file_fingerprint(*f);
+      key += file_stamp(*f);
     }
   }
   return key;
@@ -254,6 +264,18 @@ std::vector<std::string> snap_sizes(Preset& p) {
   return family_for(p).snap(p);
 }
 
+void check_sampler(const Preset& p) {
+  const auto& family = family_for(p);
+  // The family's kind: that of its default sampler.
+  const auto space = [&] {
+    const std::string d = family.defaults().sampler;
+    for (const auto& e : schedulers::available_schedulers())
+      if (e.name == d) return e.space;
+    return schedulers::Space::Flow;
+  }();
+  schedulers::canonical_scheduler_name(p.sampler, space);
+}
+
 torch::Tensor initial_noise(int64_t seed, const std::vector<int64_t>& shape) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
   return torch::randn(shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
@@ -384,6 +406,30 @@ Result Pipeline::generate(const Preset& preset, const RunCallbacks& cb) {
 
 std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
                                              const RunCallbacks& cb) {
+  // LibTorch's own errors carry a C++ backtrace: the user gets its first line,
+  // and for memory what to change.
+  try {
+    return generate_rows(preset, count, cb);
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    what = what.substr(0, what.find('\n'));
+    if (const auto at = what.find("DefaultCPUAllocator: "); at != std::string::npos)
+      what = what.substr(at + 21);
+    const bool memory = what.find("can't allocate memory") != std::string::npos ||
+                        what.find("out of memory") != std::string::npos;
+    std::string msg = memory ? "out of memory rendering " + std::to_string(preset.width) + "×" +
+                                   std::to_string(preset.height) +
+                                   (preset.frames > 1 ? "×" + std::to_string(preset.frames) : "") +
+                                   ": " + what +
+                                   "; a smaller size (or batch), --precision bf16, or a device "
+                                   "with more memory"
+                             : "LibTorch: " + what;
+    throw Error(msg + "; nothing was written");
+  }
+}
+
+std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
+                                            const RunCallbacks& cb) {
   if (count < 1 || count > kMaxBatch)
     throw Error("batch size " + std::to_string(count) + ": from 1 to " + std::to_string(kMaxBatch));
   auto say = [&](const std::string& m) {
@@ -447,8 +493,10 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   {
     std::string files_key, lkey = p.lora_mode + "|";
     for (std::size_t i = 0; i < lora_files.size(); ++i) {
-      files_key += lora_files[i].string() + "|";
-      lkey += lora_files[i].string() + "=" + nlohmann::json(loras[i].strength).dump() + "/" +
+      // A file rewritten under the same name (a LoRA trained again) is read again.
+      files_key += lora_files[i].string() + "=" + file_stamp(lora_files[i]) + "|";
+      lkey += lora_files[i].string() + "=" + file_stamp(lora_files[i]) + "@" +
+              nlohmann::json(loras[i].strength).dump() + "/" +
               nlohmann::json(loras[i].strength_for(true)).dump() + "|";
     }
     if (!models.denoiser2)
@@ -518,8 +566,10 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   t0 = Clock::now();
   const auto strategy = family.guidance(p);
   if (!cache_->prompts) cache_->prompts = std::make_unique<PromptCache>(PromptCache::default_dir());
-  const std::string text_key =
-      cache_->text_key + (family.lora_text_encoders(models).empty() ? "" : "|" + cache_->lora_key);
+  // With the text encoders' LoRAs (their files' stamps and strengths: a LoRA
+  // trained again under the same name encodes anew).
+  std::string text_key = cache_->text_key;
+  if (!family.lora_text_encoders(models).empty()) text_key += "|" + cache_->lora_key;
   auto encode = [&](const std::string& text) {
     bool hit = false;
     auto c = cache_->prompts->get(

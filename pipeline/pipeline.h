@@ -115,6 +115,10 @@ std::filesystem::path resolve_model_file(const Preset& p, const std::string& key
 // Sizes and frame counts snapped to what the preset's family makes, with a
 // message for each change (Family::snap).
 std::vector<std::string> snap_sizes(Preset& p);
+// The preset's sampler among those of its model's kind (flow-matching for
+// Wan and FLUX, noise-prediction for SDXL): a kinora::Error naming that kind's
+// samplers when it is unknown or of the other kind, before any model loads.
+void check_sampler(const Preset& p);
 
 // The seeded noise of a render: float32 standard normal drawn on the CPU with
 // LibTorch's CPU generator (mt19937) seeded with `seed`, so that one seed gives
@@ -146,6 +150,7 @@ class Pipeline {
                                      const RunCallbacks& callbacks = {});
 
  private:
+  std::vector<Result> generate_rows(const Preset& preset, int count, const RunCallbacks& callbacks);
   struct Cache;
   std::unique_ptr<Cache> cache_;
 };

@@ -276,21 +276,28 @@ Preset Preset::load(const std::filesystem::path& path) {
                 path.string() + "` prints its preset)");
   Preset p = from_json(j, path.string());
   p.base_dir = path.parent_path();
+  return with_family_defaults(j, std::move(p), path.string());
+}
+
+Preset Preset::with_family_defaults(const nlohmann::json& j, Preset p, const std::string& source,
+                                    const std::string& models_dir) {
   // No family named: the model file's family gives the defaults (FLUX's size,
   // steps and guidance for a FLUX file); Wan's otherwise.
-  if (!p.uses_embedded_model() && p.family.empty() && !p.model.empty()) {
-    Preset d;
-    try {
-      const auto& family = family_for(p);
-      if (family.name() == "wan") return p;
-      d = family.defaults_for(resolve_dit_file(p));
-    } catch (const Error&) {
-      return p;  // a missing or foreign model file is reported when it is rendered
-    }
-    p = from_json(j, path.string(), &d);
-    p.base_dir = path.parent_path();
+  if (p.uses_embedded_model() || !p.family.empty() || p.model.empty()) return p;
+  Preset probe = p;
+  if (probe.models_dir.empty()) probe.models_dir = models_dir;
+  Preset d;
+  try {
+    const auto& family = family_for(probe);
+    if (family.name() == "wan") return p;
+    d = family.defaults_for(resolve_dit_file(probe));
+  } catch (const Error&) {
+    return p;  // a missing or foreign model file is reported when it is rendered
   }
-  return p;
+  Preset q = from_json(j, source, &d);
+  q.base_dir = p.base_dir;
+  q.source = p.source;
+  return q;
 }
 
 std::filesystem::path Preset::output_path() const {

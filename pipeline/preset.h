@@ -122,6 +122,14 @@ struct Preset {
   static Preset restored(const nlohmann::json& parameters, const std::string& source);
   // Reads a preset file (bounded: base/json.h); base_dir is its folder.
   static Preset load(const std::filesystem::path& path);
+  // `p`, read from `j`, read again over the defaults of its model file's
+  // family when it names a model but no family (FLUX's and SDXL's size,
+  // steps, sampler and guidance are not Wan's); `models_dir` stands in for
+  // the preset's own when it has none (a batch's --models-dir). Unchanged for
+  // Wan, the embedded model, and a model file that cannot be read (reported
+  // when it renders).
+  static Preset with_family_defaults(const nlohmann::json& j, Preset p, const std::string& source,
+                                     const std::string& models_dir = "");
   // `key=value` as from --set; the value is parsed as JSON when it is JSON
   // (numbers, true/false, quoted strings), else taken as a string.
   void set(const std::string& assignment, const std::string& origin = "--set");

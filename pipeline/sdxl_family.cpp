@@ -33,7 +33,7 @@ bool SDXLFamily::recognises(const fs::path& model) const {
 }
 
 std::vector<Family::Role> SDXLFamily::roles() const {
-  return {{"model", "checkpoints", true},
+  return {{"model", "diffusion_models", true},
           {"vae", "vae", false},
           {"clip", "text_encoders", false},
           {"text_encoder", "text_encoders", false}};
@@ -116,7 +116,8 @@ std::vector<std::string> SDXLFamily::snap(Preset& p) const {
     if (snapped != *v) {
       msgs.push_back(std::string(name) + " " + std::to_string(*v) + " → " +
                      std::to_string(snapped) +
-                     " (a multiple of 32: 8× autoencoder, two halvings in the UNet)");
+                     " (at least 64 and a multiple of 32: 8× autoencoder, two halvings in the "
+                     "UNet)");
       *v = snapped;
     }
   }
@@ -173,8 +174,14 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
     return std::make_shared<vae::KLAutoencoder>(vae::KLAutoencoder::load(files.vae, precision));
   });
   say(name_of(files.clip) + " (CLIP-L)");
-  auto clip_l = part(files.clip, "CLIP-L text encoder",
-                     [&] { return text::CLIPTextModel::load(files.clip, precision); });
+  auto clip_l = part(files.clip, "CLIP-L text encoder", [&] {
+    // A file holding bigG alone would load as the only text model it has.
+    if (!holds(files.clip, io::Family::CLIP) && holds(files.clip, io::Family::OpenCLIP))
+      throw Error(files.clip.string() +
+                  ": an OpenCLIP text encoder (bigG, SDXL's second), not CLIP-L; give it as the "
+                  "text encoder (--text-encoder) and CLIP-L (clip_l.safetensors) as --clip");
+    return text::CLIPTextModel::load(files.clip, precision);
+  });
   say(name_of(files.text_encoder) + " (OpenCLIP bigG)");
   auto clip_g = part(files.text_encoder, "OpenCLIP bigG text encoder", [&] {
     return text::CLIPTextModel::load(files.text_encoder, precision, io::Family::OpenCLIP);

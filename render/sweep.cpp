@@ -258,7 +258,9 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
       cell.values.push_back(v);
       stem.append("-").append(axes[a].label).append("=").append(file_safe(v));
     }
-    cell.preset.output = (out.parent_path() / (stem + ext)).string();
+    // Beside the preset's output, written as the preset writes it (relative to
+    // its folder when it is).
+    cell.preset.output = (fs::path(base.output).parent_path() / (stem + ext)).string();
     if (!outputs.insert(cell.preset.output).second)
       throw Error("sweep: two cells would both be " + cell.preset.output +
                   " (values that differ only in characters a file name cannot hold)");
@@ -338,6 +340,12 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
       for (const auto& l : c.preset.loras)
         if (seen.insert(l.path).second) all.loras.push_back(l);
     pipeline::check_loras(all);
+  }
+  // Every cell's sampler of the model's kind.
+  {
+    std::set<std::string> seen;
+    for (const auto& c : plan.cells)
+      if (seen.insert(c.preset.sampler).second) pipeline::check_sampler(c.preset);
   }
   // Every destination: a cell that exists and is not this cell's render stops
   // the sweep before anything is rendered; one that holds it is reused.

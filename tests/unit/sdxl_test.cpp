@@ -433,3 +433,79 @@ TEST(SdxlShapes, OtherUNetsOfTheFamilyAreRefusedByName) {
   EXPECT_FALSE(fs::exists(dir / "a.png"));
   EXPECT_FALSE(fs::exists(dir / "b.png"));
 }
+
+// What a first user ran into: a preset without "family" in a batch, a UNet
+// found by name in diffusion_models/, bigG given as CLIP-L, a LoRA trained
+// again under the same name, a sweep with a sampler of the other kind, lora
+// merge of a LoRA with text-encoder updates.
+TEST_F(SdxlCli, PresetsBatchesSweepsAndLorasAsAUserMeetsThem) {
+  const auto models = dir / "models";
+  for (const char* sub : {"checkpoints", "diffusion_models", "loras", "text_encoders"})
+    fs::create_directories(models / sub);
+  fs::copy_file(f.checkpoint, models / "checkpoints" / "tiny.safetensors");
+  fs::copy_file(f.unet, models / "diffusion_models" / "tiny_unet.safetensors");
+  fs::rename(tok, models / "text_encoders" / "clip_tokenizer");
+  // A batch of a preset with no family and no output: SDXL's defaults, a PNG.
+  fs::create_directories(dir / "presets");
+  std::ofstream(dir / "presets" / "fox.json")
+      << R"({"model": "tiny", "prompt": "a red fox", "width": 64, "height": 64, "seed": 1})";
+  const auto b = sh(kinora_bin() + " batch " + (dir / "presets").string() + " --models-dir " +
+                    models.string());
+  ASSERT_EQ(b.code, 0) << b.out;
+  ASSERT_TRUE(fs::is_regular_file(dir / "presets" / "fox.png")) << b.out;
+  const auto j = nlohmann::json::parse(
+      sh(kinora_bin() + " restore " + (dir / "presets/fox.png").string()).out);
+  EXPECT_EQ(j["family"], "sdxl");
+  EXPECT_EQ(j["steps"], 25);
+  EXPECT_EQ(j["guidance"], 6.0);
+  EXPECT_EQ(j["sampler"], "dpmpp_2m_karras");
+
+  const std::string base = kinora_bin() + " generate -p 'a red fox' --seed 2 --width 64" +
+                           " --height 64 --steps 2 --precision fp32 --models-dir " +
+                           models.string();
+  // A UNet by name from diffusion_models/, its parts as files.
+  const auto unet =
+      sh(base + " --model tiny_unet --vae " + f.vae.string() + " --clip " + f.clip_l.string() +
+         " --text-encoder " + f.clip_g.string() + " --out " + (dir / "u.png").string());
+  EXPECT_EQ(unet.code, 0) << unet.out;
+  // bigG where CLIP-L goes.
+  const auto g_as_l =
+      sh(base + " --model tiny --clip " + f.clip_g.string() + " --out " + (dir / "g.png").string());
+  EXPECT_NE(g_as_l.code, 0);
+  EXPECT_THAT(g_as_l.out, HasSubstr("clip_g.safetensors: an OpenCLIP text encoder"));
+  EXPECT_FALSE(fs::exists(dir / "g.png"));
+
+  // A text-encoder LoRA trained again under the same name: encoded anew.
+  const auto lora = models / "loras" / "style.safetensors";
+  write_lora(lora, {{"lora_te1_text_model_encoder_layers_0_self_attn_q_proj", {64, 64}}});
+  ASSERT_EQ(sh(base + " --model tiny --lora style --out " + (dir / "l1.png").string()).code, 0);
+  {
+    torch::manual_seed(99);
+    kinora::test::Tensors t = {
+        {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+         torch::randn({2, 64})},
+        {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+         torch::randn({64, 2})}};
+    kinora::io::save_safetensors(lora, t);
+  }
+  const auto l2 = sh(base + " --model tiny --lora style --out " + (dir / "l2.png").string());
+  ASSERT_EQ(l2.code, 0) << l2.out;
+  EXPECT_THAT(l2.out, Not(HasSubstr("prompt encoding reused (\"a red fox\")")));
+  EXPECT_TRUE(rgb_of(dir / "l1.png") != rgb_of(dir / "l2.png"));
+  // lora merge would drop its text-encoder updates: refused.
+  const auto merge = sh(kinora_bin() + " lora merge --model " + f.checkpoint.string() + " --lora " +
+                        lora.string() + " --out " + (dir / "m.safetensors").string());
+  EXPECT_NE(merge.code, 0);
+  EXPECT_THAT(merge.out, HasSubstr("text encoders"));
+  EXPECT_FALSE(fs::exists(dir / "m.safetensors"));
+
+  // A sweep with a flow sampler: refused before its first cell.
+  std::ofstream(dir / "presets" / "sw.json") << R"({"model": "tiny", "prompt": "x", "width": 64,
+      "height": 64, "steps": 2, "seed": 1, "output": "sw.png", "models_dir": ")"
+                                             << models.string() << "\"}";
+  const auto sw = sh(kinora_bin() + " sweep " + (dir / "presets" / "sw.json").string() +
+                     " --axis sampler=euler,flow_unipc");
+  EXPECT_NE(sw.code, 0);
+  EXPECT_THAT(sw.out, HasSubstr("flow_unipc"));
+  EXPECT_FALSE(fs::exists(dir / "presets" / "sw-sampler=euler.png"));
+}

@@ -112,6 +112,14 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
                      render::parse_sweep_axis("steps=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16")});
               }),
               HasSubstr("272 cells"));
+  // A preset read from a relative folder: the cells land beside its output,
+  // the folder not added twice.
+  auto rel = base;
+  rel.base_dir = "sw";
+  rel.output = "p.png";
+  const auto rp = render::plan_sweep(rel, {render::parse_sweep_axis("seed=1,2")});
+  EXPECT_EQ(rp.cells[0].preset.output_path(), fs::path("sw") / "p-seed=1.png");
+  EXPECT_EQ(rp.sheet, fs::path("sw") / "p-sweep.png");
 }
 
 TEST(Sweep, ContactSheetPlacesEveryCellAndDrawsTheLabels) {
