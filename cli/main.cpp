@@ -57,7 +57,7 @@ bool check_subcommand(const CLI::App& app, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX)",
+  CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX, SDXL)",
                "kinora"};
   app.set_version_flag("--version", kinora::version_string());
   app.require_subcommand(1);

@@ -69,6 +69,7 @@ struct Group {
 struct Linears {
   std::map<std::string, layers::LinearImpl*> by_name;
   std::map<std::string, std::string> by_underscored;
+  std::set<std::string> others;  // every other module, by name and underscored
 };
 Linears linears_of(const layers::Model& model) {
   Linears l;
@@ -78,8 +79,20 @@ Linears linears_of(const layers::Model& model) {
       std::string u = item.key();
       std::replace(u.begin(), u.end(), '.', '_');
       l.by_underscored[u] = item.key();
+    } else {
+      std::string u = item.key();
+      std::replace(u.begin(), u.end(), '.', '_');
+      l.others.insert(item.key());
+      l.others.insert(u);
     }
   return l;
+}
+
+// Why a stem that names no Linear has no target.
+std::string no_linear(const std::string& name, const Linears& lin) {
+  return lin.others.count(name)
+             ? "a convolution or another layer that is not a linear one (LoCon): not applied"
+             : "no module of this model has that name";
 }
 
 // The stem's target, or the reason there is none.
@@ -95,14 +108,15 @@ std::variant<Target, std::string> target_of(std::string stem, const Linears& lin
     }
   for (const char* p : {"lora_unet_", "lycoris_", "lora_transformer_"})
     if (starts_with(stem, p)) {
-      const auto it = lin.by_underscored.find(stem.substr(std::string(p).size()));
+      const auto name = stem.substr(std::string(p).size());
+      const auto it = lin.by_underscored.find(name);
       if (it != lin.by_underscored.end()) return Target{it->second, 0, -1};
-      return std::string("no module of this model has that name");
+      return no_linear(name, lin);
     }
   if (lin.by_name.count(stem)) return Target{stem, 0, -1};
   if (diffusers)
     if (auto t = diffusers(stem); t && lin.by_name.count(t->module)) return *t;
-  return std::string("no module of this model has that name");
+  return no_linear(stem, lin);
 }
 
 // A text encoder's stem in `scope` → its module, or the reason there is none;
@@ -171,7 +185,9 @@ std::string Report::line() const {
   if (rank > 0) s << ", rank " << rank;
   if (alpha) s << ", alpha " << *alpha;
   s << "; " << matched << " of " << total << " updates matched";
-  if (!unmatched.empty()) s << " (" << unmatched.size() << " not: --verbose lists them)";
+  if (!unmatched.empty())
+    s << " (" << unmatched.size()
+      << " not: `kinora lora inspect FILE --model MODEL -v` lists them)";
   return s.str();
 }
 
