@@ -8,6 +8,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/sdxl_family.h"
 #include "pipeline/wan_family.h"
+#include "text/clip_tokenizer.h"
 
 namespace kinora::pipeline {
 namespace fs = std::filesystem;
@@ -38,6 +39,24 @@ void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>
       *v = snapped;
     }
   }
+}
+
+fs::path resolve_clip_tokenizer(const Preset& p, const fs::path& clip) {
+  const fs::path models_dir = models_dir_path(p);
+  fs::path given;
+  if (!p.clip_tokenizer.empty()) {
+    const fs::path e = p.clip_tokenizer;
+    given = e.is_absolute() ? e : p.base_dir / e;
+    // A name under models_dir when it is not a path from here.
+    std::error_code ec;
+    if (!fs::exists(given, ec) && !models_dir.empty() && !e.is_absolute())
+      for (const fs::path& c : {models_dir / "text_encoders" / e, models_dir / e})
+        if (fs::exists(c, ec)) {
+          given = c;
+          break;
+        }
+  }
+  return text::find_clip_tokenizer(given, clip, models_dir);
 }
 
 void register_family(std::shared_ptr<const Family> family) {

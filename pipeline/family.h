@@ -124,6 +124,12 @@ class Family {
 // each change ("width 70 → 64 (why)"), for a family's snap().
 void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>& msgs);
 
+// The CLIP tokenizer folder of a preset (FLUX's and SDXL's): its
+// clip_tokenizer key (a path, or a name under models_dir or its
+// text_encoders/), else text::find_clip_tokenizer beside `clip` or under
+// models_dir; a kinora::Error naming where it looked.
+std::filesystem::path resolve_clip_tokenizer(const Preset& p, const std::filesystem::path& clip);
+
 // The families, in the order they are asked to recognise a model file.
 void register_family(std::shared_ptr<const Family> family);
 std::vector<std::shared_ptr<const Family>> families();

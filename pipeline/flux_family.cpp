@@ -40,22 +40,8 @@ void FluxFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
   if (!p.model2.empty())
     throw Error((p.source.empty() ? std::string("preset") : p.source) +
                 ": key 'model2' is the low-noise expert of a Wan 2.2 pair; FLUX takes one DiT");
-  const fs::path models_dir = models_dir_path(p);
-  fs::path given;
-  if (!p.clip_tokenizer.empty()) {
-    const fs::path e = p.clip_tokenizer;
-    given = e.is_absolute() ? e : p.base_dir / e;
-    // A name under models_dir when it is not a path from here.
-    std::error_code ec;
-    if (!fs::exists(given, ec) && !models_dir.empty() && !e.is_absolute())
-      for (const fs::path& c : {models_dir / "text_encoders" / e, models_dir / e})
-        if (fs::exists(c, ec)) {
-          given = c;
-          break;
-        }
-  }
   if (files.clip_tokenizer.empty())  // else a diffusers folder's tokenizer/
-    files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
+    files.clip_tokenizer = resolve_clip_tokenizer(p, files.clip);
   text::ClipTokenizer::load(files.clip_tokenizer);  // a malformed one now, not after the models
 }
 

@@ -74,21 +74,8 @@ void SDXLFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
                                                       : "text_encoder") +
                 "'");
   }
-  const fs::path models_dir = models_dir_path(p);
-  fs::path given;
-  if (!p.clip_tokenizer.empty()) {
-    const fs::path e = p.clip_tokenizer;
-    given = e.is_absolute() ? e : p.base_dir / e;
-    std::error_code ec;
-    if (!fs::exists(given, ec) && !models_dir.empty() && !e.is_absolute())
-      for (const fs::path& c : {models_dir / "text_encoders" / e, models_dir / e})
-        if (fs::exists(c, ec)) {
-          given = c;
-          break;
-        }
-  }
-  if (files.clip_tokenizer.empty())
-    files.clip_tokenizer = text::find_clip_tokenizer(given, files.clip, models_dir);
+  if (files.clip_tokenizer.empty())  // else a diffusers folder's tokenizer/
+    files.clip_tokenizer = resolve_clip_tokenizer(p, files.clip);
   text::ClipTokenizer::load(files.clip_tokenizer);  // a malformed one now, not after the models
 }
 
