@@ -571,20 +571,12 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   std::string text_key = cache_->text_key;
   if (!family.lora_text_encoders(models).empty()) text_key += "|" + cache_->lora_key;
   auto encode = [&](const std::string& text) {
-    bool hit = false;
     auto c = cache_->prompts->get(
         text_key, text,
         [&](const std::function<void(const std::string&)>& note) {
           return models.conditioner->encode(text, note);
         },
-        say, &hit);
-    if (hit)
-      say("prompt encoding reused (" +
-          (text.empty() ? std::string("the empty prompt")
-                        : std::string("\"")
-                              .append(text.size() > 40 ? text.substr(0, 40) + "…" : text)
-                              .append("\"")) +
-          ")");
+        say);
     return c.to(device);
   };
   auto cond = encode(tags.text);

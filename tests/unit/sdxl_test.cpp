@@ -490,7 +490,6 @@ TEST_F(SdxlCli, PresetsBatchesSweepsAndLorasAsAUserMeetsThem) {
   }
   const auto l2 = sh(base + " --model tiny --lora style --out " + (dir / "l2.png").string());
   ASSERT_EQ(l2.code, 0) << l2.out;
-  EXPECT_THAT(l2.out, Not(HasSubstr("prompt encoding reused (\"a red fox\")")));
   EXPECT_TRUE(rgb_of(dir / "l1.png") != rgb_of(dir / "l2.png"));
   // lora merge would drop its text-encoder updates: refused.
   const auto merge = sh(kinora_bin() + " lora merge --model " + f.checkpoint.string() + " --lora " +
