@@ -218,6 +218,18 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   if (size < 8)
     fail_file(path, "truncated: " + std::to_string(size) +
                         " bytes, too short for the 8-byte header length of a safetensors file");
+  // PyTorch's own formats, as .ckpt / .pt / .bin files hold them: a zip
+  // archive (torch.save since 1.6) or a bare pickle.
+  if (base[0] == 'P' && base[1] == 'K' && base[2] == 3 && base[3] == 4)
+    fail_file(path,
+              "a PyTorch zip archive (torch.save: a .ckpt, .pt or .bin checkpoint), not "
+              "safetensors; Kinora reads safetensors only (they load without running code): "
+              "convert it, or download the .safetensors release");
+  if (base[0] == 0x80 && base[1] >= 2 && base[1] <= 5)
+    fail_file(path,
+              "a Python pickle (an old .ckpt or .pt checkpoint), not safetensors; Kinora reads "
+              "safetensors only (they load without running code): convert it, or download the "
+              ".safetensors release");
   uint64_t n = 0;
   std::memcpy(&n, base, 8);
   if (n > kMaxHeaderBytes)

@@ -196,10 +196,22 @@ TEST(Safetensors, TooShortAndMissingFilesAreRefused) {
 
 TEST(Safetensors, ForeignFilesAreRefused) {
   TempDir dir;
-  // A PyTorch .pth is a zip: "PK\3\4…" read as a header length is absurd.
+  // A PyTorch .pth is a zip ("PK\3\4…"), an old .ckpt a bare pickle: named
+  // as what they are.
   std::ofstream(dir / "model.pth", std::ios::binary)
       << std::string("PK\x03\x04\x14\x00\x00\x00\x08\x00", 10) << std::string(200, 'x');
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "model.pth"); }), HasSubstr("limit"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "model.pth"); }),
+              HasSubstr("a PyTorch zip archive"));
+  std::ofstream(dir / "old.safetensors", std::ios::binary)
+      << std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20", 10) << std::string(200, 'x');
+  const auto pickle = error_of([&] { SafetensorsFile::open(dir / "old.safetensors"); });
+  EXPECT_THAT(pickle, HasSubstr("old.safetensors: a Python pickle"));
+  EXPECT_THAT(pickle, HasSubstr("safetensors only"));
+  // Other bytes: the header length's bound.
+  std::ofstream(dir / "noise.safetensors", std::ios::binary)
+      << std::string("\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", 8) << std::string(200, 'x');
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "noise.safetensors"); }),
+              HasSubstr("limit"));
 }
 
 // Cutting or corrupting a real checkpoint anywhere gives an Error, never a crash.
