@@ -238,6 +238,23 @@ fs::path resolve_dit_file(const Preset& p) {
 ModelFiles resolve_models(const Preset& p, const Family& family) {
   if (p.uses_embedded_model())
     if (auto files = family.default_files()) return *files;
+  // A family key that is not the model file's: said so, rather than the first
+  // file of the wrong family's roles that is missing.
+  if (!p.family.empty() && !p.model.empty()) {
+    fs::path model;
+    try {
+      model = resolve_dit_file(p);
+    } catch (const Error&) {
+    }
+    std::error_code ec;
+    if (!model.empty() && fs::is_regular_file(model, ec) && !family.recognises(model))
+      for (const auto& other : families())
+        if (other.get() != &family && other->recognises(model))
+          throw Error((p.source.empty() ? std::string("preset") : p.source) +
+                      ": key 'family' is '" + family.name() + "', but " +
+                      model.filename().string() + " is a " + other->name() +
+                      " model; set the key to '" + other->name() + "' or leave it out");
+  }
   // A diffusers folder gives every file the preset does not name itself.
   if (const auto folder = diffusers_folder_files(p)) {
     ModelFiles files = *folder;

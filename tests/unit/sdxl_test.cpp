@@ -498,6 +498,15 @@ TEST_F(SdxlCli, PresetsBatchesSweepsAndLorasAsAUserMeetsThem) {
   EXPECT_THAT(merge.out, HasSubstr("text encoders"));
   EXPECT_FALSE(fs::exists(dir / "m.safetensors"));
 
+  // A family key that is not the model's: said so.
+  std::ofstream(dir / "presets" / "flux.json")
+      << R"({"family": "flux", "model": "tiny", "prompt": "x", "output": "flux.png", "models_dir": ")"
+      << models.string() << "\"}";
+  const auto wrong = sh(kinora_bin() + " render " + (dir / "presets" / "flux.json").string());
+  EXPECT_NE(wrong.code, 0);
+  EXPECT_THAT(wrong.out, HasSubstr("key 'family' is 'flux', but tiny.safetensors is a sdxl model"));
+  fs::remove(dir / "presets" / "flux.json");
+
   // A sweep with a flow sampler: refused before its first cell.
   std::ofstream(dir / "presets" / "sw.json") << R"({"model": "tiny", "prompt": "x", "width": 64,
       "height": 64, "steps": 2, "seed": 1, "output": "sw.png", "models_dir": ")"
