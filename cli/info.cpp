@@ -2,11 +2,14 @@
 
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <ostream>
 
+#include "base/error.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "io/layout.h"
+#include "lora/lora.h"
 
 namespace kinora::cli {
 
@@ -39,7 +42,21 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
   out << "\n";
   out << "  size:     " << human_bytes(ck.total_bytes()) << " (" << ck.total_bytes() << " bytes)\n";
   if (det.family == io::Family::Unknown) {
-    out << "  family:   not recognised (no known model's tensor names)\n";
+    // A LoRA (or one of its relatives) is no model of its own.
+    std::optional<lora::Report> lora;
+    try {
+      lora = lora::describe(path);
+    } catch (const Error&) {
+    }
+    if (lora) {
+      out << "  family:   LoRA (" << lora->format << ", " << lora->total << " updates";
+      if (lora->rank > 0) out << ", rank " << lora->rank;
+      if (lora->alpha) out << ", alpha " << *lora->alpha;
+      out << "); `kinora lora inspect " << path.string()
+          << " --model MODEL` matches it against a model\n";
+    } else {
+      out << "  family:   not recognised (no known model's tensor names)\n";
+    }
   } else {
     out << "  family:   " << io::family_name(det.family) << "\n";
     out << "  layout:   " << io::layout_name(det.layout);

@@ -82,6 +82,11 @@ TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
     EXPECT_THAT(r.out, HasSubstr("tensors:  ")) << r.out;
     EXPECT_THAT(r.out, HasSubstr("dtypes:   F32")) << r.out;
   }
+  // A LoRA is named as one, with what it holds.
+  const auto lora = run("kinora info " + fixture("../../assets/loras/kinora-tiny-big.safetensors"));
+  EXPECT_EQ(lora.code, 0) << lora.out;
+  EXPECT_THAT(lora.out, HasSubstr("family:   LoRA ("));
+  EXPECT_THAT(lora.out, HasSubstr("kinora lora inspect"));
   const auto r = run("kinora info " + fixture("wan21_dit_tiny.comfy.safetensors"));
   EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')"));
   EXPECT_THAT(r.out, HasSubstr("layout = wan-comfyui"));  // metadata shown
