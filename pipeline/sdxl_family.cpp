@@ -1,5 +1,6 @@
 #include "pipeline/sdxl_family.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/error.h"
@@ -54,25 +55,22 @@ void SDXLFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
     fs::path* file;
     io::Family family;
     const char* what;
-    const char* flag;
+    const char* key;  // the preset key; its option is --KEY with '-' for '_'
   };
-  for (const Part& part : {Part{&files.vae, io::Family::KLAutoencoder, "VAE", "--vae"},
-                           Part{&files.clip, io::Family::CLIP, "CLIP-L text encoder", "--clip"},
+  for (const Part& part : {Part{&files.vae, io::Family::KLAutoencoder, "VAE", "vae"},
+                           Part{&files.clip, io::Family::CLIP, "CLIP-L text encoder", "clip"},
                            Part{&files.text_encoder, io::Family::OpenCLIP,
-                                "OpenCLIP bigG text encoder", "--text-encoder"}}) {
+                                "OpenCLIP bigG text encoder", "text_encoder"}}) {
     if (!part.file->empty()) continue;
-    // bigG in diffusers' layout (text_encoder_2/) is a CLIP model with a projection.
     if (holds(files.model, part.family)) {
       *part.file = files.model;
       continue;
     }
+    std::string flag = std::string("--") + part.key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
     throw Error(name_of(files.model) + " holds no " + part.what +
-                " (it is not a single-file checkpoint with one): give it with " + part.flag +
-                " or the preset key '" +
-                (part.flag == std::string("--vae")    ? "vae"
-                 : part.flag == std::string("--clip") ? "clip"
-                                                      : "text_encoder") +
-                "'");
+                " (it is not a single-file checkpoint with one): give it with " + flag +
+                " or the preset key '" + part.key + "'");
   }
   if (files.clip_tokenizer.empty())  // else a diffusers folder's tokenizer/
     files.clip_tokenizer = resolve_clip_tokenizer(p, files.clip);
@@ -129,8 +127,8 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
   const bool single =
       files.vae == files.model || files.clip == files.model || files.text_encoder == files.model;
   say(name_of(files.model) + (single ? " (SDXL checkpoint: UNet)" : " (SDXL UNet)"));
+  const auto ck = io::Checkpoint::open(files.model);
   {
-    const auto ck = io::Checkpoint::open(files.model);
     const auto cfg = diffusion::SDXLUNetConfig::from_checkpoint(ck);
     if (cfg.adm_in_channels == 0)
       throw Error(files.model.string() + ": an " + cfg.variant() +
@@ -146,8 +144,7 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
       std::make_shared<diffusion::SDXLUNet>(diffusion::SDXLUNet::load(files.model, precision));
   // v-prediction fine-tunes mark themselves with a `v_pred` tensor (ComfyUI's
   // convention).
-  if (io::Checkpoint::open(files.model).contains("v_pred"))
-    unet->set_prediction(diffusion::Prediction::VPrediction);
+  if (ck.contains("v_pred")) unet->set_prediction(diffusion::Prediction::VPrediction);
   auto part = [&](const fs::path& file, const char* what, auto&& load_it) {
     try {
       return load_it();
