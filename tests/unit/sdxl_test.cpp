@@ -25,9 +25,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// With a fixed thread count: the default follows the cores idle at the
+// moment, and another count sums matmuls in another order, so renders that
+// must give the same pixels run with the same one.
 std::string kinora_bin() {
-  std::string bin = KINORA_BIN_DIR;
-  return bin.append("/kinora");
+  std::string bin = "KINORA_THREADS=2 ";
+  return bin.append(KINORA_BIN_DIR).append("/kinora");
 }
 
 std::string rgb_of(const fs::path& image) {
