@@ -251,9 +251,23 @@ bool is_text_encoder_stem(const std::string& stem) {
          starts_with(stem, "lora_clip") || starts_with(stem, "lora_t5");
 }
 
+Updates Updates::read(const fs::path& file) {
+  Updates u;
+  u.file_ = file;
+  u.groups_ = std::make_shared<const std::map<std::string, Group>>(read_groups(file));
+  return u;
+}
+
 Resolved resolve(const fs::path& file, const layers::Model& model,
                  const DiffusersNames& diffusers_names, const Scope& scope) {
-  auto groups = read_groups(file);
+  return resolve(Updates::read(file), model, diffusers_names, scope);
+}
+
+Resolved resolve(const Updates& updates, const layers::Model& model,
+                 const DiffusersNames& diffusers_names, const Scope& scope) {
+  const fs::path& file = updates.file();
+  // A copy of the map (tensor handles only): resolving reads parts by name.
+  auto groups = *static_cast<const std::map<std::string, Group>*>(updates.groups());
   const auto lin = linears_of(model);
   Resolved r;
   r.report.file = file;

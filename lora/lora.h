@@ -91,6 +91,23 @@ bool is_text_encoder_stem(const std::string& stem);
 Resolved resolve(const std::filesystem::path& file, const layers::Model& model,
                  const DiffusersNames& diffusers_names = {}, const Scope& scope = {});
 
+// A LoRA file's updates read and checked once (keys, NaN, shapes), to resolve
+// against several models: a denoiser and the text encoders it comes with.
+class Updates {
+ public:
+  // Throws as resolve() does for the file.
+  static Updates read(const std::filesystem::path& file);
+  const std::filesystem::path& file() const { return file_; }
+  const void* groups() const { return groups_.get(); }  // lora.cpp's own
+
+ private:
+  std::filesystem::path file_;
+  std::shared_ptr<const void> groups_;
+};
+// As resolve(file, …), from updates already read.
+Resolved resolve(const Updates& updates, const layers::Model& model,
+                 const DiffusersNames& diffusers_names = {}, const Scope& scope = {});
+
 // The LoRAs applied to one model, and how. Merged: each touched weight
 // replaced by a copy W + Σ strength·ΔW (in the weight's stored dtype; FP8
 // weights become bf16); run time: each Linear adds Σ strength·scale·up(down(x)).

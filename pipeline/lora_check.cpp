@@ -1,7 +1,6 @@
 #include "pipeline/lora_check.h"
 
 #include "base/error.h"
-#include "base/files.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/sdxl_unet.h"
 #include "diffusion/wan_dit.h"
@@ -17,12 +16,13 @@ FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
                         const lora::DiffusersNames& names,
                         const std::vector<Family::LoraTextEncoder>& encoders) {
   FamilyLora out;
+  const auto updates = lora::Updates::read(file);  // once for the denoiser and each encoder
   lora::Scope scope;
   scope.text_elsewhere = !encoders.empty();
-  out.denoiser = lora::resolve(file, denoiser, names, scope);
+  out.denoiser = lora::resolve(updates, denoiser, names, scope);
   auto& report = out.denoiser.report;
   for (const auto& e : encoders) {
-    auto t = lora::resolve(file, *e.model, {}, {e.prefixes, false});
+    auto t = lora::resolve(updates, *e.model, {}, {e.prefixes, false});
     report.matched += t.report.matched;
     report.total += t.report.total;
     for (const auto& u : t.report.unmatched) report.unmatched.push_back(u + " (" + e.name + ")");
@@ -37,7 +37,8 @@ FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
 
 DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
   DitForLoras d;
-  d.detection = io::detect_layout(io::Checkpoint::open(path).shapes());
+  const auto shapes = io::Checkpoint::open(path).shapes();
+  d.detection = io::detect_layout(shapes);
   if (d.detection.family == io::Family::WanDiT) {
     auto m = std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path));
     d.models.denoiser = m;
@@ -48,11 +49,10 @@ DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
     d.models.denoiser = m;
     d.model = m;
     d.names = family_named("flux").lora_names(d.models);
-  } else if (const auto unet =
-                 io::detect_layout(io::Checkpoint::open(path).shapes(), {io::Family::UNet});
+  } else if (const auto unet = io::detect_layout(shapes, {io::Family::UNet});
              unet.family == io::Family::UNet) {
-    // An SDXL UNet, alone or in a single-file checkpoint. Its text encoders'
-    // updates are resolved when it renders (they are reported here as such).
+    // An SDXL UNet, alone or in a single-file checkpoint, with its text
+    // encoders when their files are known.
     d.detection = unet;
     auto m = std::make_shared<diffusion::SDXLUNet>(diffusion::SDXLUNet::load(path));
     d.models.denoiser = m;
@@ -61,7 +61,7 @@ DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
     // Its text encoders, from the files given or the checkpoint itself.
     auto encoder = [&](const fs::path& given, io::Family family) -> fs::path {
       if (!given.empty()) return given;
-      const auto det = io::detect_layout(io::Checkpoint::open(path).shapes(), {family});
+      const auto det = io::detect_layout(shapes, {family});
       return det.family == family ? path : fs::path();
     };
     const auto l = encoder(files ? files->clip : fs::path(), io::Family::CLIP);
