@@ -52,9 +52,7 @@ void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool 
 // sampler's.
 schedulers::Space space_of(const std::string& family) {
   try {
-    const auto name = pipeline::family_named(family).defaults().sampler;
-    for (const auto& e : schedulers::available_schedulers())
-      if (e.name == name) return e.space;
+    return pipeline::sampler_space(pipeline::family_named(family));
   } catch (const std::exception&) {
     // No such family: the render names the known ones.
   }

@@ -8,6 +8,7 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/sdxl_family.h"
 #include "pipeline/wan_family.h"
+#include "schedulers/registry.h"
 #include "text/clip_tokenizer.h"
 
 namespace kinora::pipeline {
@@ -39,6 +40,13 @@ void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>
       *v = snapped;
     }
   }
+}
+
+schedulers::Space sampler_space(const Family& family) {
+  const std::string d = family.defaults().sampler;
+  for (const auto& e : schedulers::available_schedulers())
+    if (e.name == d) return e.space;
+  return schedulers::Space::Flow;
 }
 
 fs::path resolve_clip_tokenizer(const Preset& p, const fs::path& clip) {

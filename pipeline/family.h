@@ -130,6 +130,10 @@ void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>
 // models_dir; a kinora::Error naming where it looked.
 std::filesystem::path resolve_clip_tokenizer(const Preset& p, const std::filesystem::path& clip);
 
+// The kind of sampler a family's models take (flow-matching or
+// noise-prediction): that of its default sampler.
+schedulers::Space sampler_space(const Family& family);
+
 // The families, in the order they are asked to recognise a model file.
 void register_family(std::shared_ptr<const Family> family);
 std::vector<std::shared_ptr<const Family>> families();

@@ -88,9 +88,6 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
           {"loras", loras}};
 }
 
-// What a prompt's encoding depends on besides its text and the text
-// encoders' LoRAs: the family, the fingerprints of the text encoders and
-// tokenizers (a tokenizer folder's files each), the precision, the version.
 // A file as far as a cache can tell it from others cheaply: the fingerprint
 // of its first and last MiB, its size and its modification time (a file
 // changed in the middle keeps the first).
@@ -101,6 +98,9 @@ std::string file_stamp(const fs::path& f) {
   return file_fingerprint(f) + ":" + std::to_string(size) + ":" + std::to_string(time);
 }
 
+// What a prompt's encoding depends on besides its text and the text
+// encoders' LoRAs: the family, the stamps of the text encoders and tokenizers
+// (a tokenizer folder's files each), the precision, the version.
 std::string text_encoders_key(const Family& family, const ModelFiles& files,
                               const std::string& precision) {
   std::string key = family.name() + "|" + precision + "|" + version_string();
@@ -282,15 +282,7 @@ std::vector<std::string> snap_sizes(Preset& p) {
 }
 
 void check_sampler(const Preset& p) {
-  const auto& family = family_for(p);
-  // The family's kind: that of its default sampler.
-  const auto space = [&] {
-    const std::string d = family.defaults().sampler;
-    for (const auto& e : schedulers::available_schedulers())
-      if (e.name == d) return e.space;
-    return schedulers::Space::Flow;
-  }();
-  schedulers::canonical_scheduler_name(p.sampler, space);
+  schedulers::canonical_scheduler_name(p.sampler, sampler_space(family_for(p)));
 }
 
 torch::Tensor initial_noise(int64_t seed, const std::vector<int64_t>& shape) {
@@ -511,9 +503,9 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     std::string files_key, lkey = p.lora_mode + "|";
     for (std::size_t i = 0; i < lora_files.size(); ++i) {
       // A file rewritten under the same name (a LoRA trained again) is read again.
-      files_key += lora_files[i].string() + "=" + file_stamp(lora_files[i]) + "|";
-      lkey += lora_files[i].string() + "=" + file_stamp(lora_files[i]) + "@" +
-              nlohmann::json(loras[i].strength).dump() + "/" +
+      const std::string file = lora_files[i].string() + "=" + file_stamp(lora_files[i]);
+      files_key += file + "|";
+      lkey += file + "@" + nlohmann::json(loras[i].strength).dump() + "/" +
               nlohmann::json(loras[i].strength_for(true)).dump() + "|";
     }
     if (!models.denoiser2)

@@ -109,17 +109,6 @@ std::vector<std::string> SDXLFamily::snap(Preset& p) const {
   return msgs;
 }
 
-schedulers::ScheduleOptions SDXLFamily::schedule(const Preset& p, int64_t,
-                                                 const LoadedModels& models) const {
-  schedulers::ScheduleOptions o;
-  o.prediction = models.denoiser->prediction() == diffusion::Prediction::VPrediction
-                     ? schedulers::NoisePrediction::V
-                     : schedulers::NoisePrediction::Epsilon;
-  o.spacing = schedulers::TimestepSpacing::Leading;  // SDXL's scheduler configuration
-  o.steps_offset = 1;
-  return o;
-}
-
 LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precision,
                               torch::Device device,
                               const std::function<void(const std::string&)>& say) const {

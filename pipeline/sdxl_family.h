@@ -3,7 +3,9 @@
 // CLIP-L and OpenCLIP bigG at their penultimate layers, on the common
 // pipeline. The first family that predicts noise: its samplers are the noise
 // ones (euler, euler_ancestral, dpmpp_2m, dpmpp_2m_karras), with
-// classifier-free guidance and the negative prompt.
+// classifier-free guidance and the negative prompt; the schedule options'
+// defaults are SDXL's (leading spacing, offset 1), and the prediction comes
+// from the UNet.
 //
 // The files: a single-file checkpoint (ComfyUI's checkpoints/ folder) holds
 // all four parts, and the preset's `vae`, `clip` (CLIP-L) and `text_encoder`
@@ -30,8 +32,6 @@ class SDXLFamily : public Family {
     return GuidanceStrategy::ClassifierFree;
   }
   std::string default_negative_prompt(const ModelFiles&) const override { return ""; }
-  schedulers::ScheduleOptions schedule(const Preset& p, int64_t image_tokens,
-                                       const LoadedModels& models) const override;
   LoadedModels load(const ModelFiles& files, layers::Precision precision, torch::Device device,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
