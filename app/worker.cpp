@@ -40,6 +40,8 @@ void GenerationWorker::render(const QString& id, const QString& preset_json,
     cb.on_progress = [&](const pipeline::Progress& p) {
       if (p.stage == "load")
         Q_EMIT stage(id, "Loading " + QString::fromStdString(p.what) + "…");
+      else if (p.stage == "text")
+        Q_EMIT stage(id, "Encoding the prompt…");
       else if (p.stage == "decode")
         Q_EMIT stage(id, QString("Decoding: frame %1/%2").arg(p.done).arg(p.total));
     };

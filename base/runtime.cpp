@@ -1,5 +1,7 @@
 #include "base/runtime.h"
 
+#include "base/cpu_memory.h"
+
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -102,6 +104,7 @@ int idle_cpus() {
 }
 
 int configure_threads() {
+  install_cpu_memory_cache();
   int threads = 0;
   if (const char* env = std::getenv("KINORA_THREADS")) threads = std::atoi(env);
   if (threads < 1) threads = idle_cpus();

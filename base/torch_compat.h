@@ -4,7 +4,10 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <c10/core/Allocator.h>
+
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #ifdef KINORA_CUDA
@@ -36,6 +39,22 @@ inline std::string cuda_device_description(int64_t index) {
   return "CUDA device " + std::to_string(index);
 #endif
 }
+
+// A c10::Allocator for either LibTorch: allocate() is const in 1.x and not in
+// 2.3+, where copy_data() joined it as a pure virtual. Both signatures are
+// declared (neither marked override), so whichever the base has is the one
+// overridden; subclasses implement allocate_bytes().
+struct AllocatorBase : c10::Allocator {
+  virtual c10::DataPtr allocate_bytes(std::size_t n) const = 0;
+  // NOLINTNEXTLINE(modernize-use-override): virtual in 1.x only
+  c10::DataPtr allocate(std::size_t n) const { return allocate_bytes(n); }
+  // NOLINTNEXTLINE(modernize-use-override): virtual in 2.3+ only
+  c10::DataPtr allocate(std::size_t n) { return allocate_bytes(n); }
+  // NOLINTNEXTLINE(modernize-use-override): virtual in 2.3+ only
+  void copy_data(void* dest, const void* src, std::size_t count) const {
+    std::memcpy(dest, src, count);
+  }
+};
 
 // softmax(q·kᵀ/√d)·v over the last two dims; q [B, H, Lq, d], k/v [B, H, Lk, d];
 // `key_mask` [B, Lk] (bool, true: attend) leaves out the keys it marks false.

@@ -96,4 +96,14 @@ std::map<std::string, std::vector<int64_t>> Checkpoint::shapes() const {
   return out;
 }
 
+void Checkpoint::prefetch() const {
+  for (const auto& s : shards_) s->prefetch();
+}
+
+bool Checkpoint::release_resident() const {
+  bool all = true;
+  for (const auto& s : shards_) all = s->release_resident() && all;
+  return all;
+}
+
 }  // namespace kinora::io

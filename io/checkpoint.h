@@ -36,6 +36,9 @@ class Checkpoint {
   uint64_t total_bytes() const;
   // name → shape, for layout detection and configuration inference.
   std::map<std::string, std::vector<int64_t>> shapes() const;
+  // SafetensorsFile::prefetch() / release_resident() of every shard.
+  void prefetch() const;
+  bool release_resident() const;
 
  private:
   std::filesystem::path path_;

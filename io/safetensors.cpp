@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,8 +15,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 #include "base/error.h"
 #include "base/files.h"
@@ -94,7 +97,7 @@ int64_t TensorInfo::numel() const {
 
 class MappedFile {
  public:
-  explicit MappedFile(const fs::path& path) {
+  explicit MappedFile(const fs::path& path) : path_(path) {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) fail_file(path, std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
@@ -131,7 +134,55 @@ class MappedFile {
   uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
 
+  // Reads the parts of the file that are not in the page cache, in large
+  // sequential reads (madvise/fadvise WILLNEED start only a few MiB here).
+  void prefetch() const {
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (!data_ || page <= 0) return;
+    const auto pg = static_cast<uint64_t>(page);
+    std::vector<unsigned char> cached((size_ + pg - 1) / pg);
+    if (::mincore(data_, size_, cached.data()) != 0) return;
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    constexpr uint64_t kChunk = 8 << 20;
+    std::vector<char> buffer(kChunk);
+    for (uint64_t at = 0; at < size_; at += kChunk) {
+      const uint64_t n = std::min(kChunk, size_ - at);
+      bool missing = false;
+      for (uint64_t p = at / pg; p < (at + n + pg - 1) / pg && !missing; ++p)
+        missing = !(cached[p] & 1);
+      if (missing && ::pread(fd, buffer.data(), n, static_cast<off_t>(at)) <= 0) break;
+    }
+    ::close(fd);
+  }
+
+  bool release_resident() const {
+    if (!data_) return true;
+    // A page written through the mapping is the process's own copy now:
+    // dropping it would lose the write. /proc/self/pagemap tells such pages
+    // (present, not file-backed: bits 63 and 61) from the file's.
+    const long page = ::sysconf(_SC_PAGESIZE);
+    std::ifstream map("/proc/self/pagemap", std::ios::binary);
+    if (page <= 0 || !map) return false;
+    const auto first = reinterpret_cast<uintptr_t>(data_) / static_cast<uintptr_t>(page);
+    const auto pages = (size_ + static_cast<uint64_t>(page) - 1) / static_cast<uint64_t>(page);
+    std::vector<uint64_t> entries(1 << 16);
+    map.seekg(static_cast<std::streamoff>(first * sizeof(uint64_t)));
+    for (uint64_t done = 0; done < pages;) {
+      const auto n = std::min<uint64_t>(entries.size(), pages - done);
+      if (!map.read(reinterpret_cast<char*>(entries.data()),
+                    static_cast<std::streamsize>(n * sizeof(uint64_t))))
+        return false;
+      for (uint64_t i = 0; i < n; ++i)
+        if ((entries[i] >> 63 & 1) && !(entries[i] >> 61 & 1)) return false;
+      done += n;
+    }
+    return ::madvise(data_, size_, MADV_DONTNEED) == 0;
+  }
+
  private:
+  fs::path path_;
   uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
 };
@@ -296,6 +347,19 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   return tensors_[it->second];
 }
 
+void SafetensorsFile::prefetch() const {
+  std::thread([map = map_] {
+    // At the lowest priority: the reads wait for the disk, not for the
+    // computation that runs beside them.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    map->prefetch();
+  }).detach();
+}
+
+bool SafetensorsFile::release_resident() const {
+  return map_->release_resident();
+}
+
 uint64_t SafetensorsFile::file_size() const {
   return map_->size();
 }
@@ -379,25 +443,22 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType
 
 // ---------------------------------------------------------------- writer
 
-void save_safetensors(const fs::path& path,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+void save_safetensors(const fs::path& path, const std::vector<TensorSpec>& specs,
+                      const std::function<torch::Tensor(std::size_t)>& make,
                       const std::map<std::string, std::string>& metadata, bool replace) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<torch::Tensor> data;
-  data.reserve(tensors.size());
   uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__") fail_file(path, "'__metadata__' cannot name a tensor");
-    if (header.contains(name)) fail_file(path, "tensor name '" + name + "' given twice");
-    auto t = tensor.detach().to(torch::kCPU).contiguous();
-    const DType d = from_torch(t.scalar_type());
-    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * dtype_size(d);
-    header[name] = {{"dtype", dtype_name(d)},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + nbytes}}};
+  for (const auto& s : specs) {
+    if (s.name == "__metadata__") fail_file(path, "'__metadata__' cannot name a tensor");
+    if (header.contains(s.name)) fail_file(path, "tensor name '" + s.name + "' given twice");
+    const DType d = from_torch(s.dtype);
+    uint64_t numel = 1;
+    for (const auto n : s.shape) numel *= static_cast<uint64_t>(n);
+    const uint64_t nbytes = numel * dtype_size(d);
+    header[s.name] = {
+        {"dtype", dtype_name(d)}, {"shape", s.shape}, {"data_offsets", {offset, offset + nbytes}}};
     offset += nbytes;
-    data.push_back(std::move(t));
   }
   std::string text = header.dump();
   // Pad with spaces so that the data section starts 8-byte aligned (zero-copy reads).
@@ -409,13 +470,29 @@ void save_safetensors(const fs::path& path,
         const uint64_t n = text.size();
         bool ok = std::fwrite(&n, 8, 1, f) == 1 &&
                   std::fwrite(text.data(), 1, text.size(), f) == text.size();
-        for (std::size_t i = 0; ok && i < data.size(); ++i) {
-          const auto bytes = static_cast<std::size_t>(data[i].numel()) * data[i].element_size();
-          ok = bytes == 0 || std::fwrite(data[i].data_ptr(), 1, bytes, f) == bytes;
+        for (std::size_t i = 0; ok && i < specs.size(); ++i) {
+          const auto t = make(i).detach().to(torch::kCPU).contiguous();
+          if (t.scalar_type() != specs[i].dtype || t.sizes().vec() != specs[i].shape)
+            fail_file(path, "tensor '" + specs[i].name +
+                                "' was made with another shape or dtype "
+                                "than declared");
+          const auto bytes = static_cast<std::size_t>(t.numel()) * t.element_size();
+          ok = bytes == 0 || std::fwrite(t.data_ptr(), 1, bytes, f) == bytes;
         }
         return ok;
       },
       replace);
+}
+
+void save_safetensors(const fs::path& path,
+                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata, bool replace) {
+  std::vector<TensorSpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors)
+    specs.push_back({name, tensor.sizes().vec(), tensor.scalar_type()});
+  save_safetensors(
+      path, specs, [&](std::size_t i) { return tensors[i].second; }, metadata, replace);
 }
 
 }  // namespace kinora::io

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -68,6 +69,15 @@ class SafetensorsFile {
   // True when get(name) returns a view of the mapping (no copy).
   bool is_zero_copy(const std::string& name) const;
 
+  // Starts reading into the page cache what of the file is not there (on a
+  // background thread) and returns at once, so that the first use of the
+  // weights does not wait for the disk page by page.
+  void prefetch() const;
+  // Takes the mapping's pages out of this process's resident memory (they stay
+  // in the page cache; the next use maps them again), unless one of them was
+  // written through a view. Returns whether it did.
+  bool release_resident() const;
+
  private:
   SafetensorsFile() = default;
   std::filesystem::path path_;
@@ -87,6 +97,18 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8,
 // a failure (a full disk) leaves nothing under `path`. Throws kinora::Error.
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {}, bool replace = true);
+
+// The same file written one tensor at a time: `make(i)` gives tensor i of
+// `specs` (its shape and dtype as declared) when its turn comes, so a file
+// larger than memory (a random-weight umT5-XXL for a benchmark) can be written.
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  torch::ScalarType dtype;
+};
+void save_safetensors(const std::filesystem::path& path, const std::vector<TensorSpec>& specs,
+                      const std::function<torch::Tensor(std::size_t)>& make,
                       const std::map<std::string, std::string>& metadata = {}, bool replace = true);
 
 }  // namespace kinora::io

@@ -39,6 +39,14 @@ void Model::to(torch::Device device) {
   device_ = device;
 }
 
+void Model::prefetch() const {
+  if (weights_) weights_->prefetch();
+}
+
+bool Model::release_resident() const {
+  return weights_ && weights_->release_resident();
+}
+
 void Model::set_trainable(bool trainable) {
   layers::set_trainable(module(), trainable);
   trainable_ = trainable;

@@ -32,6 +32,10 @@ class Model {
   // (inference runs without one, the default).
   void set_trainable(bool trainable);
   bool trainable() const { return trainable_; }
+  // The checkpoint's io::Checkpoint::prefetch() / release_resident(), when the
+  // weights were loaded from one (release_resident: false otherwise).
+  void prefetch() const;
+  bool release_resident() const;
 
  protected:
   Model();

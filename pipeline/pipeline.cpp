@@ -8,6 +8,7 @@
 #include <map>
 #include <regex>
 
+#include "base/cpu_memory.h"
 #include "base/device.h"
 #include "base/json.h"
 #include "base/runtime.h"
@@ -571,8 +572,21 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   r.timings.load_s = since(t0);
   check_cancel();
 
+  // The denoisers' and the decoder's files read ahead while the prompts are
+  // encoded (after another program pushed them out of the page cache, the first
+  // step would otherwise read them page by page).
+  auto prefetch = [](const auto* part) {
+    if (const auto* m = dynamic_cast<const layers::Model*>(part)) m->prefetch();
+  };
+  if (!device.is_cuda()) {
+    prefetch(models.denoiser.get());
+    prefetch(models.denoiser2.get());
+    prefetch(models.autoencoder.get());
+  }
+
   // Text.
   t0 = Clock::now();
+  progress({"text", "", 0, 0});
   const auto strategy = family.guidance(p);
   if (!cache_->prompts) cache_->prompts = std::make_unique<PromptCache>(PromptCache::default_dir());
   // With the text encoders' LoRAs (their files' stamps and strengths: a LoRA
@@ -605,6 +619,9 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   for (layers::Conditioning one = uncond; cfg && uncond.batch() < count;)
     uncond = layers::Conditioning::cat(uncond, one);
   r.timings.text_s = since(t0);
+  // The encoders' weights and temporaries: the denoiser's differ.
+  models.conditioner->release_resident();
+  release_cpu_memory_cache();
   check_cancel();
 
   // Sampling.
@@ -655,6 +672,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   if (const double s0 = sched->init_noise_sigma(); s0 != 1.0) x = x * s0;
   const auto timesteps = sched->timesteps().to(torch::kFloat32);
   const auto preview_map = cb.want_preview ? family.preview(models) : PreviewMap{};
+  progress({"sample", "", 0, p.steps});
   t0 = Clock::now();
   for (int i = 0; i < p.steps; ++i) {
     const auto ts = Clock::now();
@@ -689,6 +707,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     check_cancel();
   }
   r.timings.sampling_s = since(t0);
+  release_cpu_memory_cache();  // the denoiser's temporaries: the decoder's differ
 
   // Decode each row, clamp, to 8-bit RGB frames on the CPU.
   std::vector<Result> results;
@@ -696,6 +715,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     t0 = Clock::now();
     Result ri = r;
     ri.preset.seed = p.seed + i;
+    progress({"decode", "", 0, p.frames});
     const auto video = ae.decode_video(x.slice(0, i, i + 1), [&](int64_t done, int64_t total) {
                            progress({"decode", "", done, total});
                            check_cancel();
@@ -708,6 +728,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     ri.metadata = metadata_for(ri.preset, files, loras, lora_files);
     results.push_back(std::move(ri));
   }
+  release_cpu_memory_cache();  // an idle program holds no temporaries
   return results;
 }
 

@@ -42,7 +42,9 @@ struct StepEvent {
 };
 
 // A stage that is not a sampling step: "load" (`what` names the file being
-// loaded, and what it is), "decode" (frames decoded so far, of `total`).
+// loaded, and what it is), "text" (the prompts being encoded, or read from the
+// cache), "sample" (sampling begins: `total` steps), "decode" (frames decoded so
+// far, of `total`).
 struct Progress {
   std::string stage;
   std::string what;

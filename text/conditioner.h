@@ -20,6 +20,10 @@ class TextConditioner {
   // The width of the per-token states it makes.
   virtual int64_t context_dim() const = 0;
   virtual void to(torch::Device device) = 0;
+  // Once the prompts are encoded: the encoders' mapped weights leave the
+  // process's resident memory (layers::Model::release_resident) until the next
+  // prompt that is not in the cache.
+  virtual void release_resident() {}
 };
 
 }  // namespace kinora::text

@@ -26,6 +26,11 @@ class FluxConditioner : public TextConditioner {
     clip_.to(device);
   }
 
+  void release_resident() override {
+    t5_.release_resident();
+    clip_.release_resident();
+  }
+
  private:
   T5Encoder t5_;
   Tokenizer t5_tokenizer_;

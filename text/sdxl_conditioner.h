@@ -63,6 +63,11 @@ class SDXLConditioner : public TextConditioner {
   CLIPTextModel& clip_g() { return clip_g_; }
   const ClipTokenizer& tokenizer() const { return tokenizer_; }
 
+  void release_resident() override {
+    clip_l_.release_resident();
+    clip_g_.release_resident();
+  }
+
  private:
   CLIPTextModel clip_l_;
   CLIPTextModel clip_g_;

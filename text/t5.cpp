@@ -116,7 +116,11 @@ TORCH_MODULE(T5Block);
 class T5EncoderImpl : public torch::nn::Module {
  public:
   explicit T5EncoderImpl(const T5Config& c) : config(c) {
-    token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab, c.dim));
+    // A bare weight: nn::Embedding would fill umT5's 256,384 × 4096 table with
+    // random numbers (4 GB, 3–6 s) only for the checkpoint to replace it.
+    token_embedding = register_module("token_embedding", std::make_shared<torch::nn::Module>());
+    token_table = token_embedding->register_parameter("weight", torch::empty({c.vocab, c.dim}),
+                                                      /*requires_grad=*/false);
     if (c.shared_pos)
       pos_embedding = register_module("pos_embedding",
                                       RelativeBias(c.num_buckets, c.num_heads, c.max_distance));
@@ -126,7 +130,7 @@ class T5EncoderImpl : public torch::nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask) {
-    auto x = token_embedding->forward(ids).to(torch::kFloat32);  // [B, L, dim]
+    auto x = torch::embedding(token_table, ids).to(torch::kFloat32);  // [B, L, dim]
     // Padded keys get the lowest float: they receive no attention.
     const auto mask_bias =
         torch::zeros(mask.sizes(), x.options())
@@ -138,7 +142,8 @@ class T5EncoderImpl : public torch::nn::Module {
   }
 
   T5Config config;
-  torch::nn::Embedding token_embedding{nullptr};
+  std::shared_ptr<torch::nn::Module> token_embedding;
+  torch::Tensor token_table;
   RelativeBias pos_embedding{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   layers::NormParams norm{nullptr};
@@ -278,13 +283,17 @@ T5Encoder T5Encoder::load(const std::filesystem::path& path, layers::Precision p
 const T5Config& T5Encoder::config() const {
   return impl_->config;
 }
-void T5Encoder::on_precision(layers::Precision) {
-  // The encoder computes in float32 in every mode (weights stay in their stored
-  // dtype and are widened per layer). T5's attention is unscaled, so its logits
-  // are large: bf16 projections move the cases' output by 2–10%, past the bf16
-  // bound of 2e-2, while the encoder runs once per prompt and costs little next
-  // to the DiT's steps.
+void T5Encoder::on_precision(layers::Precision p) {
+  // T5's attention is unscaled, so its logits are large: bf16 projections there
+  // move the cases' output by 3–7%, past the bf16 bound of 2e-2. In bf16 mode
+  // umT5 (Wan's encoder) runs its feed-forward layers, two thirds of its
+  // weights, in bf16 and its attention in float32 (the umT5 cases then stay
+  // within 1.7e-2); T5 v1.1 (FLUX's) stays in float32 throughout (2.4e-2 even
+  // so). float32 layers widen their stored weights per call.
   layers::set_precision(*impl_, layers::Precision::F32);
+  if (p == layers::Precision::BF16 && !impl_->config.shared_pos)
+    for (auto& b : *impl_->blocks)
+      layers::set_precision(*b->as<T5BlockImpl>()->ffn, layers::Precision::BF16);
 }
 
 torch::Tensor T5Encoder::forward(const torch::Tensor& ids, const torch::Tensor& mask) {

@@ -139,7 +139,7 @@ TEST(Families, AToyFamilyRendersThroughTheSamePipeline) {
   const auto r = pipe.generate(p, cb);
   EXPECT_EQ(r.frames.sizes(), (std::vector<int64_t>{3, 6, 8, 3}));
   EXPECT_EQ(steps, (std::vector<int>{1, 2, 3, 4}));
-  EXPECT_EQ(decoded, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(decoded, (std::vector<int64_t>{0, 1, 2, 3}));  // 0: decoding begins
   EXPECT_THAT(said, ::testing::Contains("loading toy parts"));
   EXPECT_EQ(r.preset.family, "toy");
   EXPECT_EQ(r.metadata["preset"]["family"], "toy");

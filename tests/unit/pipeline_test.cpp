@@ -15,6 +15,7 @@
 #include "pipeline/pipeline.h"
 #include "render/render.h"
 #include "test_util.h"
+#include "text/t5_conditioner.h"
 
 using namespace kinora;
 using kinora::test::error_of;
@@ -51,6 +52,22 @@ TEST(Pipeline, SameSeedSameFramesOtherSeedOtherFrames) {
     p.sampler = s;
     p.guidance = 1.0;
     EXPECT_EQ(pipe.generate(p).frames.size(0), 9) << s;
+  }
+}
+
+// Wan's conditioner encodes the real tokens only: their states are those the
+// reference's padded 512-token sequence gives them (padding masked out).
+TEST(Pipeline, PromptStatesAreThoseOfThePaddedSequence) {
+  auto cond = text::T5Conditioner::load(fixture("umt5_enc_tiny.safetensors"),
+                                        fixture("spm_tiny.model"), 512);
+  const auto tok = text::Tokenizer::load(fixture("spm_tiny.model"));
+  for (const char* prompt : {"a red fox running through fresh snow", "x", ""}) {
+    const auto t = tok.encode(prompt, 512);
+    ASSERT_LT(t.length, 512);
+    const auto padded = cond.encoder().forward(t.ids, t.mask).slice(1, 0, t.length);
+    const auto trimmed = cond.encode(prompt, nullptr).context;
+    ASSERT_EQ(trimmed.sizes(), padded.sizes()) << prompt;
+    EXPECT_TRUE(torch::allclose(trimmed, padded, 1e-5, 1e-5)) << prompt;
   }
 }
 

@@ -1,0 +1,218 @@
+#include "base/cpu_memory.h"
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <list>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/torch_compat.h"
+
+namespace kinora {
+namespace {
+
+constexpr std::size_t kMinCached = 256 << 10;  // smaller: the C library's (fast) bins
+constexpr std::size_t kHugePage = 2 << 20;
+
+// n rounded up to its size class: eight classes per power of two.
+std::size_t size_class(std::size_t n) {
+  std::size_t p = kMinCached;
+  while (p * 2 <= n) p *= 2;
+  const std::size_t step = p / 8;
+  return (n + step - 1) / step * step;
+}
+
+std::size_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                               : std::size_t{4} << 30;
+}
+
+struct Block {
+  void* ptr = nullptr;
+  std::size_t size = 0;
+  std::list<Block*>::iterator age;  // in Cache::oldest_first_ while cached
+};
+
+void* map_block(std::size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  // Fewer faults and TLB misses on the large ones (where THP is "madvise").
+  if (size >= kHugePage) ::madvise(p, size, MADV_HUGEPAGE);
+  return p;
+}
+
+class Cache {
+ public:
+  Cache() : limit_(physical_memory() / 4) {}
+
+  Block* take(std::size_t n) {
+    const std::size_t size = size_class(n);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.in_use_bytes += size;
+      auto it = free_.find(size);
+      if (it != free_.end() && !it->second.empty()) {
+        Block* b = it->second.back();  // the most recently freed: its pages are warm
+        it->second.pop_back();
+        oldest_first_.erase(b->age);
+        stats_.cached_bytes -= size;
+        ++stats_.hits;
+        live_.emplace(b->ptr, b);
+        return b;
+      }
+      ++stats_.misses;
+    }
+    void* p = map_block(size);
+    if (!p) {  // the cache may hold what the system lacks
+      release();
+      p = map_block(size);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!p) {
+      stats_.in_use_bytes -= size;
+      return nullptr;
+    }
+    auto* b = new Block{p, size, {}};
+    live_.emplace(p, b);
+    return b;
+  }
+
+  // Takes back the block at `ptr`; false when it is not one of the cache's.
+  bool give_back(void* ptr) {
+    std::vector<Block*> unmap;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto live = live_.find(ptr);
+      if (live == live_.end()) return false;
+      Block* b = live->second;
+      live_.erase(live);
+      stats_.in_use_bytes -= b->size;
+      free_[b->size].push_back(b);
+      b->age = oldest_first_.insert(oldest_first_.end(), b);
+      stats_.cached_bytes += b->size;
+      trim_locked(limit_, unmap);
+    }
+    unmap_all(unmap);
+    return true;
+  }
+
+  void release() {
+    std::vector<Block*> unmap;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      trim_locked(0, unmap);
+    }
+    unmap_all(unmap);
+  }
+
+  void set_limit(std::size_t bytes) {
+    std::vector<Block*> unmap;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      limit_ = bytes;
+      trim_locked(limit_, unmap);
+    }
+    unmap_all(unmap);
+  }
+
+  CpuMemoryCacheStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto s = stats_;
+    s.limit_bytes = limit_;
+    return s;
+  }
+
+ private:
+  // Takes the oldest cached blocks out until at most `keep` bytes are cached.
+  void trim_locked(std::size_t keep, std::vector<Block*>& out) {
+    while (stats_.cached_bytes > keep && !oldest_first_.empty()) {
+      Block* b = oldest_first_.front();
+      oldest_first_.pop_front();
+      auto& list = free_[b->size];
+      for (auto it = list.begin(); it != list.end(); ++it)
+        if (*it == b) {
+          list.erase(it);
+          break;
+        }
+      stats_.cached_bytes -= b->size;
+      out.push_back(b);
+    }
+  }
+  static void unmap_all(const std::vector<Block*>& blocks) {
+    for (Block* b : blocks) {
+      ::munmap(b->ptr, b->size);
+      delete b;
+    }
+  }
+
+  std::mutex mutex_;
+  std::map<std::size_t, std::vector<Block*>> free_;  // by size class
+  std::list<Block*> oldest_first_;
+  std::unordered_map<void*, Block*> live_;  // handed out, by address
+  std::size_t limit_;
+  CpuMemoryCacheStats stats_;
+};
+
+// Never destroyed: tensors may be freed during static destruction.
+Cache& cache() {
+  static Cache* c = new Cache;
+  return *c;
+}
+
+// Every tensor's deleter: the data pointer is its own context, as LibTorch's
+// raw_allocate()/raw_deallocate() (oneDNN's buffers) require.
+void free_block(void* ptr) {
+  if (ptr && !cache().give_back(ptr)) c10::free_cpu(ptr);
+}
+
+struct CachingAllocator final : compat::AllocatorBase {
+  c10::DataPtr allocate_bytes(std::size_t n) const override {
+    const c10::Device cpu(c10::DeviceType::CPU);
+    void* p = nullptr;
+    if (n < kMinCached) {
+      p = c10::alloc_cpu(n);
+    } else {
+      Block* b = cache().take(n);
+      TORCH_CHECK(b, "can't allocate memory: you tried to allocate ", n,
+                  " bytes. Error code 12 (Cannot allocate memory)");
+      p = b->ptr;
+    }
+    return {p, p, &free_block, cpu};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &free_block; }
+};
+
+}  // namespace
+
+bool install_cpu_memory_cache() {
+  static const bool installed = [] {
+    if (const char* off = std::getenv("KINORA_CPU_CACHE"); off && std::string(off) == "0")
+      return false;
+    // Never destroyed, as the cache: storages keep a pointer to their allocator.
+    c10::SetCPUAllocator(new CachingAllocator, /*priority=*/1);
+    return true;
+  }();
+  return installed;
+}
+
+void release_cpu_memory_cache() {
+  cache().release();
+}
+
+void set_cpu_memory_cache_limit(std::size_t bytes) {
+  cache().set_limit(bytes);
+}
+
+CpuMemoryCacheStats cpu_memory_cache_stats() {
+  return cache().stats();
+}
+
+}  // namespace kinora
