@@ -57,17 +57,21 @@ class Cache {
     const std::size_t size = size_class(n);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stats_.in_use_bytes += size;
-      auto it = free_.find(size);
-      if (it != free_.end() && !it->second.empty()) {
+      // The smallest cached class that fits, up to half as large again: a
+      // decoder's chunks and a cache concatenated to them vary a little in size.
+      auto it = free_.lower_bound(size);
+      while (it != free_.end() && it->second.empty()) ++it;
+      if (it != free_.end() && it->first <= size + size / 2) {
         Block* b = it->second.back();  // the most recently freed: its pages are warm
         it->second.pop_back();
         oldest_first_.erase(b->age);
-        stats_.cached_bytes -= size;
+        stats_.cached_bytes -= b->size;
+        stats_.in_use_bytes += b->size;
         ++stats_.hits;
         live_.emplace(b->ptr, b);
         return b;
       }
+      stats_.in_use_bytes += size;
       ++stats_.misses;
     }
     void* p = map_block(size);

@@ -6,13 +6,13 @@
 // one of them is a fresh mapping, returned to the system when freed and faulted
 // in again, page by page, on its next use: a Wan 1.3B render at 256×256×17 took
 // 28 million page faults and a third of its time in the kernel that way. Here
-// a freed block of 256 KiB or more is kept and handed to the next request of its
-// size class (eight classes per power of two, so a block is at most 1/8 larger
-// than asked), and blocks of 2 MiB or more are backed by transparent huge pages
+// a freed block of 256 KiB or more is kept and handed to the next request of
+// its size class (eight classes per power of two) or of a class up to a third
+// smaller, and blocks of 2 MiB or more are backed by transparent huge pages
 // where the kernel offers them. What the cache holds is bounded (a quarter of
 // the machine's memory by default, oldest blocks returned first) and returned
-// to the system by release_cpu_memory_cache(), which the pipeline calls between
-// stages whose sizes differ (after the text encoder, after a render).
+// to the system by release_cpu_memory_cache(), which the pipeline calls after
+// the text encoders and after each render.
 //
 // KINORA_CPU_CACHE=0 in the environment leaves LibTorch's own allocator in
 // place (bench/render_bench.cpp measures both).

@@ -707,7 +707,6 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     check_cancel();
   }
   r.timings.sampling_s = since(t0);
-  release_cpu_memory_cache();  // the denoiser's temporaries: the decoder's differ
 
   // Decode each row, clamp, to 8-bit RGB frames on the CPU.
   std::vector<Result> results;

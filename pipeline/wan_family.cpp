@@ -96,8 +96,8 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
   vae->to(device);
   m.autoencoder = vae;
   say(files.text_encoder.filename().string() + " (umT5)");
-  auto text = std::make_shared<text::T5Conditioner>(
-      text::T5Conditioner::load(files.text_encoder, files.tokenizer, first->config().text_len));
+  auto text = std::make_shared<text::T5Conditioner>(text::T5Conditioner::load(
+      files.text_encoder, files.tokenizer, first->config().text_len, precision));
   text->to(device);
   m.conditioner = text;
   return m;

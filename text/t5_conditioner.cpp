@@ -10,8 +10,9 @@ T5Conditioner::T5Conditioner(T5Encoder encoder, Tokenizer tokenizer, int64_t max
 }
 
 T5Conditioner T5Conditioner::load(const std::filesystem::path& encoder,
-                                  const std::filesystem::path& tokenizer, int64_t max_tokens) {
-  return T5Conditioner(T5Encoder::load(encoder), Tokenizer::load(tokenizer), max_tokens);
+                                  const std::filesystem::path& tokenizer, int64_t max_tokens,
+                                  layers::Precision precision) {
+  return T5Conditioner(T5Encoder::load(encoder, precision), Tokenizer::load(tokenizer), max_tokens);
 }
 
 layers::Conditioning T5Conditioner::encode(const std::string& prompt,

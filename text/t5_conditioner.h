@@ -15,7 +15,8 @@ class T5Conditioner : public TextConditioner {
  public:
   T5Conditioner(T5Encoder encoder, Tokenizer tokenizer, int64_t max_tokens);
   static T5Conditioner load(const std::filesystem::path& encoder,
-                            const std::filesystem::path& tokenizer, int64_t max_tokens);
+                            const std::filesystem::path& tokenizer, int64_t max_tokens,
+                            layers::Precision precision = layers::Precision::F32);
 
   layers::Conditioning encode(const std::string& prompt,
                               const std::function<void(const std::string&)>& note) override;

@@ -59,6 +59,17 @@ TEST_F(CpuMemoryCache, AFreedBlockServesTheNextRequestOfItsSizeClass) {
   EXPECT_EQ(s.in_use_bytes - before.in_use_bytes, std::size_t{9} << 20);  // 4 + 5 MiB
 }
 
+TEST_F(CpuMemoryCache, ASmallerRequestTakesABlockUpToHalfAsLargeAgain) {
+  void* block = nullptr;
+  { block = floats(1 << 20).fill_(1).data_ptr(); }  // 4 MiB, cached
+  {
+    auto smaller = floats(7 << 17);  // 3.5 MiB: served by the 4 MiB block
+    EXPECT_EQ(smaller.data_ptr(), block);
+  }
+  auto much_smaller = floats(1 << 19);  // 2 MiB: not from a block twice its size
+  EXPECT_NE(much_smaller.data_ptr(), block);
+}
+
 TEST_F(CpuMemoryCache, SmallTensorsAreTheCLibrarysAndRawAllocationsRoundTrip) {
   const auto before = cpu_memory_cache_stats();
   { auto t = floats(1000).fill_(1); }
