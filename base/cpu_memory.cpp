@@ -15,6 +15,25 @@
 
 #include "base/torch_compat.h"
 
+// Under AddressSanitizer a cached block is poisoned while it waits, so a
+// tensor used after it was freed is reported as it would be through malloc.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KINORA_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(KINORA_ASAN)
+#define KINORA_ASAN 1
+#endif
+#ifdef KINORA_ASAN
+#include <sanitizer/asan_interface.h>
+#define KINORA_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define KINORA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define KINORA_POISON(p, n) ((void)(p), (void)(n))
+#define KINORA_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace kinora {
 namespace {
 
@@ -64,6 +83,7 @@ class Cache {
       if (it != free_.end() && it->first <= size + size / 2) {
         Block* b = it->second.back();  // the most recently freed: its pages are warm
         it->second.pop_back();
+        KINORA_UNPOISON(b->ptr, b->size);
         oldest_first_.erase(b->age);
         stats_.cached_bytes -= b->size;
         stats_.in_use_bytes += b->size;
@@ -99,6 +119,7 @@ class Cache {
       Block* b = live->second;
       live_.erase(live);
       stats_.in_use_bytes -= b->size;
+      KINORA_POISON(b->ptr, b->size);
       free_[b->size].push_back(b);
       b->age = oldest_first_.insert(oldest_first_.end(), b);
       stats_.cached_bytes += b->size;
@@ -152,6 +173,7 @@ class Cache {
   }
   static void unmap_all(const std::vector<Block*>& blocks) {
     for (Block* b : blocks) {
+      KINORA_UNPOISON(b->ptr, b->size);
       ::munmap(b->ptr, b->size);
       delete b;
     }
