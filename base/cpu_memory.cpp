@@ -74,6 +74,7 @@ class Cache {
 
   Block* take(std::size_t n) {
     const std::size_t size = size_class(n);
+    std::vector<Block*> smaller;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       // The smallest cached class that fits, up to half as large again: a
@@ -93,7 +94,21 @@ class Cache {
       }
       stats_.in_use_bytes += size;
       ++stats_.misses;
+      // No cached block serves it: those smaller than it are of a phase that
+      // ended (the decoder after the denoiser, a chunk larger than the last),
+      // returned rather than kept beside the new one. (A tiny decode-heavy
+      // render, 384×384×49: peak 1.97 GB with them kept, 1.53 GB without; glibc
+      // 1.18 GB, 20% slower.)
+      for (auto small = free_.begin(); small != free_.end() && small->first < size; ++small) {
+        for (Block* b : small->second) {
+          oldest_first_.erase(b->age);
+          stats_.cached_bytes -= b->size;
+          smaller.push_back(b);
+        }
+        small->second.clear();
+      }
     }
+    unmap_all(smaller);
     void* p = map_block(size);
     if (!p) {  // the cache may hold what the system lacks
       release();

@@ -8,7 +8,8 @@
 // 28 million page faults and a third of its time in the kernel that way. Here
 // a freed block of 256 KiB or more is kept and handed to the next request of
 // its size class (eight classes per power of two) or of a class up to a third
-// smaller, and blocks of 2 MiB or more are backed by transparent huge pages
+// smaller (a request no cached block serves returns those smaller than it to
+// the system), and blocks of 2 MiB or more are backed by transparent huge pages
 // where the kernel offers them. What the cache holds is bounded (a quarter of
 // the machine's memory by default, oldest blocks returned first) and returned
 // to the system by release_cpu_memory_cache(), which the pipeline calls after

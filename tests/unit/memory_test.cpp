@@ -70,6 +70,13 @@ TEST_F(CpuMemoryCache, ASmallerRequestTakesABlockUpToHalfAsLargeAgain) {
   EXPECT_NE(much_smaller.data_ptr(), block);
 }
 
+TEST_F(CpuMemoryCache, ARequestNoBlockServesReturnsTheSmallerBlocks) {
+  { auto a = floats(1 << 18).fill_(1), b = floats(1 << 19).fill_(1); }  // 1 and 2 MiB
+  EXPECT_EQ(cpu_memory_cache_stats().cached_bytes, std::size_t{3} << 20);
+  auto big = floats(1 << 21).fill_(1);  // 8 MiB: a new block; the two small ones go
+  EXPECT_EQ(cpu_memory_cache_stats().cached_bytes, 0u);
+}
+
 TEST_F(CpuMemoryCache, SmallTensorsAreTheCLibrarysAndRawAllocationsRoundTrip) {
   const auto before = cpu_memory_cache_stats();
   { auto t = floats(1000).fill_(1); }
