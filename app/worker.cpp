@@ -42,6 +42,8 @@ void GenerationWorker::render(const QString& id, const QString& preset_json,
         Q_EMIT stage(id, "Loading " + QString::fromStdString(p.what) + "…");
       else if (p.stage == "text")
         Q_EMIT stage(id, "Encoding the prompt…");
+      else if (p.stage == "sample")
+        Q_EMIT stage(id, QString("Sampling (%1 steps)…").arg(p.total));
       else if (p.stage == "decode")
         Q_EMIT stage(id, QString("Decoding: frame %1/%2").arg(p.done).arg(p.total));
     };

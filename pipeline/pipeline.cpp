@@ -449,6 +449,11 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     if (cb.on_progress) cb.on_progress(p);
   };
   auto check_cancel = [&] { throw_if_cancelled(cb.cancel); };
+  // However the render ends (done, cancelled, failed), an idle program holds
+  // no temporaries.
+  struct ReleaseCache {
+    ~ReleaseCache() { release_cpu_memory_cache(); }
+  } release_at_end;
   Result r;
   r.preset = preset;
   Preset& p = r.preset;
@@ -727,7 +732,6 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     ri.metadata = metadata_for(ri.preset, files, loras, lora_files);
     results.push_back(std::move(ri));
   }
-  release_cpu_memory_cache();  // an idle program holds no temporaries
   return results;
 }
 
