@@ -4,9 +4,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
+#include <vector>
+
+#include "io/safetensors.h"
 
 namespace kinora::bench {
 
@@ -31,6 +36,23 @@ inline torch::Tensor random_like(const std::string& name, const torch::Tensor& l
   if (like.dim() >= 2)
     return torch::randn(like.sizes()) / std::sqrt(static_cast<double>(like.numel() / like.size(0)));
   return torch::randn(like.sizes()) * 0.02;
+}
+
+// Random weights (random_like) for every parameter of `m`, written to `path` in
+// `dtype` one tensor at a time, so that a model's float32 values never exist
+// whole; `metadata` as the file's __metadata__.
+inline void save_random(torch::nn::Module& m, const std::filesystem::path& path,
+                        torch::ScalarType dtype,
+                        const std::map<std::string, std::string>& metadata = {}) {
+  std::vector<io::TensorSpec> specs;
+  std::vector<torch::Tensor> like;
+  for (const auto& p : m.named_parameters()) {
+    specs.push_back({p.key(), p.value().sizes().vec(), dtype});
+    like.push_back(p.value());
+  }
+  io::save_safetensors(
+      path, specs, [&](std::size_t i) { return random_like(specs[i].name, like[i]).to(dtype); },
+      metadata);
 }
 
 // Waits for a CUDA device's queued work (a no-op on the CPU).

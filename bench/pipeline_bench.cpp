@@ -17,7 +17,6 @@
 #include "bench/bench_util.h"
 #include "diffusion/wan_dit.h"
 #include "embedded/model.h"
-#include "io/safetensors.h"
 #include "pipeline/pipeline.h"
 #include "render/render.h"
 #include "text/t5.h"
@@ -27,15 +26,6 @@ using namespace kinora;
 namespace fs = std::filesystem;
 
 namespace {
-// Random weights (1/√fan-in, norms 1) in `dtype`, saved with the config as metadata.
-void save_random(torch::nn::Module& m, const fs::path& path, torch::ScalarType dtype,
-                 const std::map<std::string, std::string>& md) {
-  std::vector<std::pair<std::string, torch::Tensor>> ts;
-  for (const auto& p : m.named_parameters())
-    ts.emplace_back(p.key(), bench::random_like(p.key(), p.value()).to(dtype));
-  io::save_safetensors(path, ts, md);
-}
-
 void report(const std::string& what, const pipeline::Result& r, double peak) {
   double steps = 0;
   for (double s : r.timings.step_s) steps += s;
@@ -128,18 +118,18 @@ int main(int argc, char** argv) {
   const fs::path te = fs::path(scratch) / "umt5_4096x2_random.safetensors";
   {
     diffusion::WanModel m{diffusion::WanConfig{}};
-    if (!fs::exists(dit)) save_random(m.module(), dit, torch::kBFloat16, {});
+    if (!fs::exists(dit)) bench::save_random(m.module(), dit, torch::kBFloat16);
   }
   {
     vae::WanVAE v{vae::WanVAEConfig{}};
-    if (!fs::exists(vae)) save_random(v.module(), vae, torch::kFloat32, {});
+    if (!fs::exists(vae)) bench::save_random(v.module(), vae, torch::kFloat32);
   }
   {
     text::T5Config c;
     c.vocab = 384, c.num_layers = 2;
     text::T5Encoder e(c);
     if (!fs::exists(te))
-      save_random(
+      bench::save_random(
           e.module(), te, torch::kBFloat16,
           {{"config",
             R"({"vocab": 384, "dim": 4096, "dim_attn": 4096, "dim_ffn": 10240, "num_heads": 64, "num_layers": 2, "num_buckets": 32, "shared_pos": false})"}});

@@ -5,9 +5,9 @@
 // scratch folder once; then the job (the prompt and Wan's default negative
 // prompt, guided steps) rendered twice in one process: cold (models loaded,
 // prompts encoded) and again (models kept, prompts from the memory cache; the
-// disk cache is off). Each stage
-// reports seconds, minor and major page faults, user and system CPU seconds;
-// the run reports the process's peak resident memory (VmHWM).
+// disk cache is off). Each stage reports seconds, minor and major page faults,
+// user and system CPU seconds; the run reports the process's peak resident
+// memory (VmHWM).
 //
 //   render_bench [--scratch DIR] [--width 256 --height 256 --frames 17]
 //                [--steps 2] [--sampler euler] [--precision auto]
@@ -39,21 +39,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Random weights (bench::random_like) for every parameter of `m`, written in
-// `dtype` one tensor at a time.
-void save_random(torch::nn::Module& m, const fs::path& path, torch::ScalarType dtype,
-                 const std::map<std::string, std::string>& md) {
-  std::vector<io::TensorSpec> specs;
-  std::vector<torch::Tensor> like;
-  for (const auto& p : m.named_parameters()) {
-    specs.push_back({p.key(), p.value().sizes().vec(), dtype});
-    like.push_back(p.value());
-  }
-  io::save_safetensors(
-      path, specs,
-      [&](std::size_t i) { return bench::random_like(specs[i].name, like[i]).to(dtype); }, md);
-}
-
 // umT5-XXL without ever holding it: one layer's names and shapes, repeated.
 void save_random_umt5_xxl(const fs::path& path) {
   text::T5Config one;
@@ -61,16 +46,13 @@ void save_random_umt5_xxl(const fs::path& path) {
   text::T5Encoder e(one);
   const text::T5Config xxl;  // the defaults are umT5-XXL's
   std::vector<io::TensorSpec> specs;
-  std::vector<torch::Tensor> like;
   for (const auto& p : e.module().named_parameters()) {
     auto shape = p.value().sizes().vec();
     if (p.key() == "token_embedding.weight") shape[0] = xxl.vocab;
     const bool per_layer = p.key().rfind("blocks.0.", 0) == 0;
-    for (int64_t l = 0; l < (per_layer ? xxl.num_layers : 1); ++l) {
+    for (int64_t l = 0; l < (per_layer ? xxl.num_layers : 1); ++l)
       specs.push_back({per_layer ? "blocks." + std::to_string(l) + p.key().substr(8) : p.key(),
                        shape, torch::kBFloat16});
-      like.push_back(p.value());
-    }
   }
   io::save_safetensors(
       path, specs,
@@ -136,12 +118,12 @@ int main(int argc, char** argv) {
   if (!fs::exists(dit)) {
     std::cout << "writing " << dit << "\n" << std::flush;
     diffusion::WanModel m{diffusion::WanConfig{}};
-    save_random(m.module(), dit, torch::kBFloat16, {});
+    bench::save_random(m.module(), dit, torch::kBFloat16);
   }
   if (!fs::exists(vae)) {
     std::cout << "writing " << vae << "\n" << std::flush;
     vae::WanVAE v{vae::WanVAEConfig{}};
-    save_random(v.module(), vae, torch::kBFloat16, {});
+    bench::save_random(v.module(), vae, torch::kBFloat16);
   }
   if (!fs::exists(te)) {
     std::cout << "writing " << te << "\n" << std::flush;
