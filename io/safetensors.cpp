@@ -23,6 +23,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "base/json.h"
+#include "base/signals.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; a big-endian port needs byte swapping");
@@ -122,11 +123,14 @@ class MappedFile {
         fail_file(path, std::string("cannot map into memory: ") + std::strerror(err));
       }
       data_ = static_cast<uint8_t*>(p);
+      register_mapped_file(data_, size_, path.string());
     }
     ::close(fd);
   }
   ~MappedFile() {
-    if (data_) ::munmap(data_, size_);
+    if (!data_) return;
+    unregister_mapped_file(data_);
+    ::munmap(data_, size_);
   }
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -62,6 +62,26 @@ TEST(Safetensors, ViewsAreZeroCopyAndKeepTheMappingAlive) {
   EXPECT_TRUE(torch::equal(view, w + 1));
 }
 
+// A weight file shortened on disk while mapped: reading what it no longer has
+// ends the process with a message naming the file, not a bare SIGBUS.
+TEST(SafetensorsDeathTest, AFileShortenedWhileMappedIsNamedWhenRead) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  TempDir dir;
+  const auto path = dir / "shrinking.safetensors";
+  save_safetensors(path, {{"w", torch::ones({1 << 20})}});  // 4 MiB
+  EXPECT_EXIT(
+      {
+        const auto f = SafetensorsFile::open(path);
+        const auto w = f->get("w");
+        std::filesystem::resize_file(path, 4096);
+        std::printf("%f\n", w.sum().item<float>());
+      },
+      ::testing::ExitedWithCode(128 + SIGBUS),
+      "shrinking.safetensors: could not be read while in use");
+  // Other SIGBUS faults keep their default action.
+  EXPECT_EXIT(std::raise(SIGBUS), ::testing::KilledBySignal(SIGBUS), "");
+}
+
 TEST(Safetensors, UnalignedDataIsCopiedAndStillCorrect) {
   TempDir dir;
   // One U8 tensor of 1 byte first, so the F32 tensor starts at an odd offset.
