@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "base/device.h"
 #include "base/runtime.h"
 #include "conformance/runner.h"
 
@@ -11,7 +12,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Run Kinora against reference cases (*.case.safetensors)", "kinora-conformance"};
   app.set_version_flag("--version", kinora::version_string());
   std::vector<std::string> paths;
-  std::string weights_dir, precision = "fp32";
+  std::string weights_dir, precision = "fp32", device = "cpu";
   bool allow_skip = false;
   app.add_option("paths", paths, "case files and folders holding them")->required();
   app.add_option("--weights-dir", weights_dir,
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision,
                  "compute precision of the models: fp32 or bf16 (bf16 is held to 2e-2)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--device", device, "where the models run: cpu, cuda or cuda:N");
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
 
@@ -29,6 +31,12 @@ int main(int argc, char** argv) {
   if (!weights_dir.empty()) options.weights_dir = weights_dir;
   options.allow_skip = allow_skip;
   options.run.precision = kinora::layers::parse_precision(precision);
+  try {
+    options.run.device = kinora::resolve_device(device);
+  } catch (const std::exception& e) {
+    std::cerr << "kinora-conformance: " << e.what() << "\n";
+    return 2;
+  }
   std::vector<std::filesystem::path> ps(paths.begin(), paths.end());
   return kinora::conformance::run_all(ps, options, std::cout);
 }

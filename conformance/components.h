@@ -15,6 +15,12 @@ using Precision = layers::Precision;
 
 struct RunOptions {
   Precision precision = Precision::F32;
+  // Where the models run: their inputs go there, their outputs come back.
+  torch::Device device = torch::kCPU;
+  // The case's input `name` on the device.
+  torch::Tensor in(const Case& k, const std::string& name) const {
+    return k.input(name).to(device);
+  }
 };
 
 using Outputs = std::map<std::string, torch::Tensor>;

@@ -9,20 +9,23 @@ namespace {
 
 Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto model = diffusion::FluxModel::load(weights, o.precision);
-  const torch::Tensor guidance = k.inputs.count("guidance") ? k.input("guidance") : torch::Tensor();
+  model.to(o.device);
+  const torch::Tensor guidance = k.inputs.count("guidance") ? o.in(k, "guidance") : torch::Tensor();
   return {
-      {"pred", model.forward(k.input("img"), k.input("img_ids"), k.input("txt"), k.input("txt_ids"),
-                             k.input("timesteps"), k.input("y"), guidance)}};
+      {"pred", model.forward(o.in(k, "img"), o.in(k, "img_ids"), o.in(k, "txt"), o.in(k, "txt_ids"),
+                             o.in(k, "timesteps"), o.in(k, "y"), guidance)}};
 }
 
 Outputs run_ae_encode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto ae = vae::KLAutoencoder::load(weights, o.precision);
-  return {{"latent", ae.encode_image(k.input("image"))}};
+  ae.to(o.device);
+  return {{"latent", ae.encode_image(o.in(k, "image"))}};
 }
 
 Outputs run_ae_decode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto ae = vae::KLAutoencoder::load(weights, o.precision);
-  return {{"image", ae.decode_image(k.input("latent"))}};
+  ae.to(o.device);
+  return {{"image", ae.decode_image(o.in(k, "latent"))}};
 }
 
 }  // namespace

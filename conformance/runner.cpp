@@ -97,7 +97,7 @@ void compare(const Case& k, const Outputs& got, double bound, Result& r) {
       fail("not produced");
       continue;
     }
-    const auto& out = it->second;
+    const auto out = it->second.to(torch::kCPU);
     if (out.sizes() != ref.sizes()) {
       fail("shape " + c10::str(out.sizes()) + ", expected " + c10::str(ref.sizes()));
       continue;

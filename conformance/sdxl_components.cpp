@@ -10,20 +10,23 @@ namespace {
 
 Outputs run_unet(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto unet = diffusion::SDXLUNet::load(weights, o.precision);
-  return {{"eps", unet.forward(k.input("x"), k.input("timestep"), k.input("context"),
-                               k.input("text_embeds"), k.input("time_ids"))}};
+  unet.to(o.device);
+  return {{"eps", unet.forward(o.in(k, "x"), o.in(k, "timestep"), o.in(k, "context"),
+                               o.in(k, "text_embeds"), o.in(k, "time_ids"))}};
 }
 
 Outputs run_vae_encode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto ae = vae::KLAutoencoder::load(weights, o.precision);
-  const auto latent = ae.encode_image(k.input("image"));
+  ae.to(o.device);
+  const auto latent = ae.encode_image(o.in(k, "image"));
   return {{"latent", latent},
           {"mean", latent / ae.config().scale_factor + ae.config().shift_factor}};
 }
 
 Outputs run_vae_decode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto ae = vae::KLAutoencoder::load(weights, o.precision);
-  return {{"image", ae.decode_image(k.input("latent"))}};
+  ae.to(o.device);
+  return {{"image", ae.decode_image(o.in(k, "latent"))}};
 }
 
 }  // namespace

@@ -10,8 +10,9 @@ namespace {
 
 Outputs run_encoder(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto enc = text::T5Encoder::load(weights, o.precision);
-  const auto& ids = k.input("ids");
-  const auto& mask = k.input("mask");
+  enc.to(o.device);
+  const auto ids = o.in(k, "ids");
+  const auto mask = o.in(k, "mask");
   const auto hidden = enc.forward(ids, mask);  // [1, L, dim]
   const auto real = mask[0].sum().item<int64_t>();
   return {{"hidden", hidden[0].slice(0, 0, real)}};
@@ -21,7 +22,8 @@ Outputs run_encoder(const Case& k, const std::filesystem::path& weights, const R
 // states entering the last layer.
 Outputs run_clip(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto enc = text::CLIPTextModel::load(weights, o.precision);
-  const auto out = enc.forward(k.input("ids"));
+  enc.to(o.device);
+  const auto out = enc.forward(o.in(k, "ids"));
   return {{"last_hidden", out.last_hidden[0]},
           {"pooled", out.pooled[0]},
           {"penultimate", out.penultimate}};
@@ -33,7 +35,8 @@ Outputs run_clip(const Case& k, const std::filesystem::path& weights, const RunO
 Outputs run_clip_g(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   // bigG from a single-file checkpoint too, not the CLIP-L beside it.
   auto enc = text::CLIPTextModel::load(weights, o.precision, io::Family::OpenCLIP);
-  const auto out = enc.forward(k.input("ids"));
+  enc.to(o.device);
+  const auto out = enc.forward(o.in(k, "ids"));
   if (!out.pooled_projected.defined())
     fail_file(weights, "the OpenCLIP text encoder has no text_projection");
   return {{"penultimate", out.penultimate}, {"pooled", out.pooled_projected}};

@@ -8,19 +8,22 @@ namespace {
 
 Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto model = diffusion::WanModel::load(weights, o.precision);
-  const auto out = model.forward(k.input("x").unsqueeze(0), k.input("t").reshape({1}),
-                                 k.input("context").unsqueeze(0));
+  model.to(o.device);
+  const auto out = model.forward(o.in(k, "x").unsqueeze(0), o.in(k, "t").reshape({1}),
+                                 o.in(k, "context").unsqueeze(0));
   return {{"x", out[0]}};
 }
 
 Outputs run_vae_encode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto vae = vae::WanVAE::load(weights, o.precision);
-  return {{"latent", vae.encode(k.input("video"))}};
+  vae.to(o.device);
+  return {{"latent", vae.encode(o.in(k, "video"))}};
 }
 
 Outputs run_vae_decode(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto vae = vae::WanVAE::load(weights, o.precision);
-  return {{"video", vae.decode(k.input("latent"))}};
+  vae.to(o.device);
+  return {{"video", vae.decode(o.in(k, "latent"))}};
 }
 
 }  // namespace

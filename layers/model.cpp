@@ -1,5 +1,7 @@
 #include "layers/model.h"
 
+#include <algorithm>
+
 #include "base/error.h"
 #include "layers/linear.h"
 
@@ -34,8 +36,29 @@ void Model::on_precision(Precision p) {
   layers::set_precision(module(), p);
 }
 
-void Model::to(torch::Device device) {
-  module().to(device);
+namespace {
+std::vector<torch::Tensor> tensors_of(torch::nn::Module& m) {
+  auto all = m.parameters(/*recurse=*/true);
+  for (auto& b : m.buffers(/*recurse=*/true)) all.push_back(b);
+  return all;
+}
+}  // namespace
+
+void Model::to(torch::Device device, bool keep_host) {
+  if (device.is_cpu() && !host_.empty()) {
+    torch::NoGradGuard g;
+    auto now = tensors_of(module());
+    TORCH_CHECK(now.size() == host_.size(), "Model::to: the module changed while on ", device_);
+    for (std::size_t i = 0; i < now.size(); ++i) now[i].set_data(host_[i]);
+    host_.clear();
+  } else {
+    if (keep_host && !device.is_cpu() && host_.empty()) {
+      for (const auto& t : tensors_of(module())) host_.push_back(t.data());
+      if (!std::all_of(host_.begin(), host_.end(), [](const auto& t) { return t.is_cpu(); }))
+        host_.clear();  // placed elsewhere already: nothing to come back to
+    }
+    module().to(device);
+  }
   device_ = device;
 }
 

@@ -25,8 +25,12 @@ class Model {
   // float32); how, each facade says (on_precision).
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
-  // Moves the weights (a mapped checkpoint's are copied to the device).
-  void to(torch::Device device);
+  // Moves the weights (a mapped checkpoint's are copied to the device). With
+  // `keep_host`, the CPU tensors are kept while the model is away, and moving
+  // back to the CPU returns to them (a mapped checkpoint's views: no copy, and
+  // the device's copies are freed); changes made to the weights while away are
+  // then not carried back.
+  void to(torch::Device device, bool keep_host = false);
   torch::Device device() const { return device_; }
   // Training: parameters record gradients and the forward calls build a graph
   // (inference runs without one, the default).
@@ -50,6 +54,7 @@ class Model {
  private:
   std::shared_ptr<torch::nn::Module> module_;
   std::shared_ptr<io::Checkpoint> weights_;
+  std::vector<torch::Tensor> host_;  // the CPU tensors while on another device
   Precision precision_ = Precision::F32;
   torch::Device device_ = torch::kCPU;
   bool trainable_ = false;

@@ -130,7 +130,7 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
   });
   dit->to(device);
   ae->to(device);
-  cond->to(device);
+  // The text encoders stay on the CPU: the pipeline moves them while it encodes.
   m.denoiser = dit;
   m.autoencoder = ae;
   m.conditioner = cond;

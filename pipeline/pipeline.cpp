@@ -598,10 +598,24 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   // trained again under the same name encodes anew).
   std::string text_key = cache_->text_key;
   if (!family.lora_text_encoders(models).empty()) text_key += "|" + cache_->lora_key;
+  // The text encoders wait on the CPU; on a GPU they go there for a prompt that
+  // is not in the cache and leave when the prompts are encoded (back to their
+  // CPU weights, without a copy), so that the denoiser has the device's memory.
+  struct Lent {
+    text::TextConditioner& encoders;
+    bool away = false;
+    ~Lent() {
+      if (away) encoders.to(torch::kCPU);
+    }
+  } lent{*models.conditioner};
   auto encode = [&](const std::string& text) {
     auto c = cache_->prompts->get(
         text_key, text,
         [&](const std::function<void(const std::string&)>& note) {
+          if (device.is_cuda() && !lent.away) {
+            models.conditioner->to(device);
+            lent.away = true;
+          }
           return models.conditioner->encode(text, note);
         },
         say);
@@ -623,6 +637,10 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     cond = layers::Conditioning::cat(cond, one);
   for (layers::Conditioning one = uncond; cfg && uncond.batch() < count;)
     uncond = layers::Conditioning::cat(uncond, one);
+  if (lent.away) {
+    models.conditioner->to(torch::kCPU);
+    lent.away = false;
+  }
   r.timings.text_s = since(t0);
   // The encoders' weights and temporaries: the denoiser's differ.
   models.conditioner->release_resident();

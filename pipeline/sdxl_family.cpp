@@ -167,7 +167,7 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
   });
   unet->to(device);
   ae->to(device);
-  cond->to(device);
+  // The text encoders stay on the CPU: the pipeline moves them while it encodes.
   m.denoiser = unet;
   m.autoencoder = ae;
   m.conditioner = cond;

@@ -98,8 +98,7 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
   say(files.text_encoder.filename().string() + " (umT5)");
   auto text = std::make_shared<text::T5Conditioner>(text::T5Conditioner::load(
       files.text_encoder, files.tokenizer, first->config().text_len, precision));
-  text->to(device);
-  m.conditioner = text;
+  m.conditioner = text;  // on the CPU: the pipeline moves it while it encodes
   return m;
 }
 

@@ -19,6 +19,10 @@ class TextConditioner {
                                       const std::function<void(const std::string&)>& note) = 0;
   // The width of the per-token states it makes.
   virtual int64_t context_dim() const = 0;
+  // The encoders to `device`. The CPU tensors they leave stay, and moving back
+  // to the CPU returns to them (layers::Model::to with keep_host): on a GPU the
+  // pipeline moves the encoders there only while it encodes prompts, so that
+  // the denoiser has the device's memory.
   virtual void to(torch::Device device) = 0;
   // Once the prompts are encoded: the encoders' mapped weights leave the
   // process's resident memory (layers::Model::release_resident) until the next

@@ -22,8 +22,8 @@ class FluxConditioner : public TextConditioner {
   int64_t context_dim() const override { return t5_.config().dim; }
   int64_t pooled_dim() const { return clip_.config().hidden_size; }
   void to(torch::Device device) override {
-    t5_.to(device);
-    clip_.to(device);
+    t5_.to(device, /*keep_host=*/true);
+    clip_.to(device, /*keep_host=*/true);
   }
 
   void release_resident() override {

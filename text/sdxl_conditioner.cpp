@@ -68,8 +68,8 @@ int64_t SDXLConditioner::pooled_dim() const {
 }
 
 void SDXLConditioner::to(torch::Device device) {
-  clip_l_.to(device);
-  clip_g_.to(device);
+  clip_l_.to(device, /*keep_host=*/true);
+  clip_g_.to(device, /*keep_host=*/true);
 }
 
 SDXLPromptChunks SDXLConditioner::chunk(const std::string& prompt) const {

@@ -21,7 +21,7 @@ class T5Conditioner : public TextConditioner {
   layers::Conditioning encode(const std::string& prompt,
                               const std::function<void(const std::string&)>& note) override;
   int64_t context_dim() const override { return encoder_.config().dim; }
-  void to(torch::Device device) override { encoder_.to(device); }
+  void to(torch::Device device) override { encoder_.to(device, /*keep_host=*/true); }
   void release_resident() override { encoder_.release_resident(); }
 
   T5Encoder& encoder() { return encoder_; }
