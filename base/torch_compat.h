@@ -12,6 +12,7 @@
 
 #ifdef KINORA_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 #include <string>
@@ -39,6 +40,15 @@ inline std::string cuda_device_description(int64_t index) {
   return "CUDA device " + std::to_string(index);
 #endif
 }
+
+#ifdef KINORA_CUDA
+// The stream LibTorch queues work on for `device` now (a cudaStream_t), where
+// Kinora's own kernels go so that they stay in order with it (and inside a
+// CUDA graph being captured).
+inline void* current_cuda_stream(const torch::Device& device) {
+  return c10::cuda::getCurrentCUDAStream(device.index()).stream();
+}
+#endif
 
 // A c10::Allocator for either LibTorch: allocate() is const in 1.x and not in
 // 2.3+, where copy_data() joined it as a pure virtual. Both signatures are
@@ -68,8 +78,16 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
     return at::scaled_dot_product_attention(q, k, v, key_mask.unsqueeze(1).unsqueeze(1));
   return at::scaled_dot_product_attention(q, k, v);
 #else
+  // q·kᵀ scaled inside the batched matmul (a separate pass over the scores
+  // costs as much as the product in bf16).
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1)).mul_(scale);  // [..., Lq, Lk]
+  const auto q3 = q.reshape({-1, q.size(-2), q.size(-1)});
+  const auto k3 = k.reshape({-1, k.size(-2), k.size(-1)});
+  auto shape = q.sizes().vec();
+  shape.back() = k.size(-2);
+  auto scores = torch::baddbmm(torch::empty({q3.size(0), q3.size(1), k3.size(1)}, q.options()), q3,
+                               k3.transpose(1, 2), /*beta=*/0.0, /*alpha=*/scale)
+                    .view(shape);  // [..., Lq, Lk]
   if (key_mask.defined())
     scores.masked_fill_(key_mask.logical_not().unsqueeze(1).unsqueeze(1),
                         -std::numeric_limits<float>::infinity());

@@ -1,6 +1,11 @@
 # LibTorch: Debian's libtorch-dev (CPU) by default; a CUDA LibTorch when
 # CMAKE_PREFIX_PATH points to one and KINORA_CUDA is ON.
 if(KINORA_CUDA)
+  # Ampere, Ada and Hopper (bf16 units); CMAKE_CUDA_ARCHITECTURES=native builds
+  # for the GPUs of this machine only.
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 80 86 89 90)
+  endif()
   enable_language(CUDA)
   add_compile_definitions(KINORA_CUDA=1)
 endif()

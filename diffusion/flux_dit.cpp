@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "io/layout.h"
+#include "layers/fused.h"
 #include "layers/linear.h"
 #include "layers/load.h"
 #include "layers/ops.h"
@@ -70,10 +71,22 @@ struct ModulationImpl : torch::nn::Module {
 };
 TORCH_MODULE(Modulation);
 
-// (1 + scale)·LN(x) + shift, LayerNorm without affine parameters, eps 1e-6, float32.
+// (1 + scale)·LN(x) + shift, LayerNorm without affine parameters, eps 1e-6,
+// float32; fused (layers/fused.h): in one pass, in `dt`.
 torch::Tensor modulate(const torch::Tensor& x, const torch::Tensor& shift,
-                       const torch::Tensor& scale) {
+                       const torch::Tensor& scale, bool fused = false,
+                       torch::ScalarType dt = torch::kFloat32) {
+  if (fused) return layers::modulated_layer_norm(x, shift, scale, 1e-6, dt);
   return layers::layer_norm(x, {}, {}, 1e-6) * (1 + scale) + shift;
+}
+
+// x + gate · y in float32; fused: in place, in one pass.
+torch::Tensor gated(torch::Tensor x, const torch::Tensor& gate, const torch::Tensor& y,
+                    bool fused) {
+  if (!fused) return x + gate * y.to(torch::kFloat32);
+  x = x.contiguous();
+  layers::gated_add_(x, y, gate);
+  return x;
 }
 
 // The rotation tables of the positions `ids` [B, L, n_axes]: cos and sin
@@ -159,19 +172,21 @@ struct DoubleStreamBlockImpl : torch::nn::Module {
     txt_attn = register_module("txt_attn", SelfAttention(c.hidden_size, c.num_heads));
     txt_mlp = register_module("txt_mlp", mlp_of(c.hidden_size, c.mlp_hidden));
   }
-  // img [B, N, D], txt [B, L, D] float32; cos/sin over [txt; img].
+  // img [B, N, D], txt [B, L, D] float32; cos/sin over [txt; img]. fused: the
+  // passes of layers/fused.h, img and txt updated in place.
   void forward(torch::Tensor& img, torch::Tensor& txt, const torch::Tensor& vec,
-               const torch::Tensor& cos, const torch::Tensor& sin) {
+               const torch::Tensor& cos, const torch::Tensor& sin, bool fused) {
+    const auto dt = layers::matmul_dtype(img_attn->qkv->precision);
     const auto im = img_mod->forward(vec), tm = txt_mod->forward(vec);
-    const auto [iq, ik, iv] = img_attn->qkv_of(modulate(img, im[0], im[1]));
-    const auto [tq, tk, tv] = txt_attn->qkv_of(modulate(txt, tm[0], tm[1]));
+    const auto [iq, ik, iv] = img_attn->qkv_of(modulate(img, im[0], im[1], fused, dt));
+    const auto [tq, tk, tv] = txt_attn->qkv_of(modulate(txt, tm[0], tm[1], fused, dt));
     const int64_t L = txt.size(1);
     const auto attn = rope_attention(torch::cat({tq, iq}, 1), torch::cat({tk, ik}, 1),
                                      torch::cat({tv, iv}, 1), cos, sin);
-    img = img + im[2] * img_attn->proj->forward(attn.slice(1, L)).to(torch::kFloat32);
-    img = img + im[5] * run_mlp(img_mlp, modulate(img, im[3], im[4])).to(torch::kFloat32);
-    txt = txt + tm[2] * txt_attn->proj->forward(attn.slice(1, 0, L)).to(torch::kFloat32);
-    txt = txt + tm[5] * run_mlp(txt_mlp, modulate(txt, tm[3], tm[4])).to(torch::kFloat32);
+    img = gated(img, im[2], img_attn->proj->forward(attn.slice(1, L)), fused);
+    img = gated(img, im[5], run_mlp(img_mlp, modulate(img, im[3], im[4], fused, dt)), fused);
+    txt = gated(txt, tm[2], txt_attn->proj->forward(attn.slice(1, 0, L)), fused);
+    txt = gated(txt, tm[5], run_mlp(txt_mlp, modulate(txt, tm[3], tm[4], fused, dt)), fused);
   }
   Modulation img_mod{nullptr}, txt_mod{nullptr};
   SelfAttention img_attn{nullptr}, txt_attn{nullptr};
@@ -188,16 +203,17 @@ struct SingleStreamBlockImpl : torch::nn::Module {
     modulation = register_module("modulation", Modulation(hidden, 1));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& vec, const torch::Tensor& cos,
-                        const torch::Tensor& sin) {
+                        const torch::Tensor& sin, bool fused) {
     const auto m = modulation->forward(vec);
-    const auto h = linear1->forward(modulate(x, m[0], m[1]));
+    const auto h =
+        linear1->forward(modulate(x, m[0], m[1], fused, layers::matmul_dtype(linear1->precision)));
     auto [q, k, v] = split_qkv(h.slice(-1, 0, 3 * hidden), heads);
     q = QKNormImpl::apply(q, norm->query_norm).to(v.scalar_type());
     k = QKNormImpl::apply(k, norm->key_norm).to(v.scalar_type());
     const auto attn = rope_attention(q, k, v, cos, sin);
     const auto mlp = layers::gelu_tanh(h.slice(-1, 3 * hidden));
-    return x + m[2] * linear2->forward(torch::cat({attn, mlp.to(attn.scalar_type())}, -1))
-                          .to(torch::kFloat32);
+    return gated(x, m[2], linear2->forward(torch::cat({attn, mlp.to(attn.scalar_type())}, -1)),
+                 fused);
   }
   int64_t hidden, mlp_hidden, heads;
   Linear linear1{nullptr}, linear2{nullptr};
@@ -213,13 +229,15 @@ struct LastLayerImpl : torch::nn::Module {
     adaLN_modulation->push_back(torch::nn::Identity());  // SiLU
     adaLN_modulation->push_back(Linear(c.hidden_size, 2 * c.hidden_size, true));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& vec) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& vec, bool fused) {
     const auto ss = adaLN_modulation->ptr<LinearImpl>(1)
                         ->forward(torch::silu(vec))
                         .to(torch::kFloat32)
                         .unsqueeze(1)
                         .chunk(2, -1);  // (shift, scale)
-    return linear->forward(modulate(x, ss[0], ss[1])).to(torch::kFloat32);
+    return linear
+        ->forward(modulate(x, ss[0], ss[1], fused, layers::matmul_dtype(linear->precision)))
+        .to(torch::kFloat32);
   }
   Linear linear{nullptr};
   torch::nn::ModuleList adaLN_modulation{nullptr};
@@ -277,14 +295,16 @@ class FluxModelImpl : public torch::nn::Module {
     auto txt = txt_in->forward(txt_tokens.to(dev)).to(torch::kFloat32);
     const auto [cos, sin] = rope_tables(
         torch::cat({txt_ids.to(dev), img_ids.to(dev)}, 1).expand({B, -1, -1}), c.axes_dim, c.theta);
+    // The fused elementwise passes where they run (layers/fused.h).
+    const bool fused = layers::use_fused(dev, layers::matmul_dtype(img_in->precision));
     for (const auto& b : *double_blocks)
-      b->as<DoubleStreamBlockImpl>()->forward(img, txt, vec, cos, sin);
+      b->as<DoubleStreamBlockImpl>()->forward(img, txt, vec, cos, sin, fused);
     const int64_t L = txt.size(1);
     auto x = torch::cat({txt, img}, 1);
     txt = img = torch::Tensor();
     for (const auto& b : *single_blocks)
-      x = b->as<SingleStreamBlockImpl>()->forward(x, vec, cos, sin);
-    return final_layer->forward(x.slice(1, L), vec);
+      x = b->as<SingleStreamBlockImpl>()->forward(x, vec, cos, sin, fused);
+    return final_layer->forward(x.slice(1, L), vec, fused);
   }
 
   FluxConfig config;

@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "io/layout.h"
+#include "layers/fused.h"
 #include "layers/linear.h"
 #include "layers/load.h"
 #include "layers/ops.h"
@@ -96,7 +97,12 @@ struct WanAttentionImpl : torch::nn::Module {
   }  // [B, L, H, d]
 
   torch::Tensor self_attention(const torch::Tensor& x, const torch::Tensor& cos,
-                               const torch::Tensor& sin) {
+                               const torch::Tensor& sin, bool fused) {
+    if (fused) {  // the same, one pass each for q and k
+      const auto qh = layers::rms_norm_rope(q->forward(x), norm_q->weight, heads, cos, sin, eps);
+      const auto kh = layers::rms_norm_rope(k->forward(x), norm_k->weight, heads, cos, sin, eps);
+      return o->forward(layers::attention(qh, kh, heads_of(v->forward(x))).flatten(2));
+    }
     const auto qh = rope_apply(heads_of(qk(*q, *norm_q, x)), cos, sin);
     const auto kh = rope_apply(heads_of(qk(*k, *norm_k, x)), cos, sin);
     const auto vh = heads_of(v->forward(x));
@@ -140,14 +146,30 @@ struct WanBlockImpl : torch::nn::Module {
   }
 
   // x [B, L, dim] float32; e0 [B, 6, dim] float32
+  // fused: the elementwise passes of layers/fused.h, x updated in place.
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& e0, const torch::Tensor& cos,
                         const torch::Tensor& sin, const torch::Tensor& context,
-                        const torch::Tensor& context_img) {
+                        const torch::Tensor& context_img, bool fused) {
     const auto e = (modulation.to(torch::kFloat32) + e0).chunk(6, 1);  // 6 × [B, 1, dim]
     const torch::Tensor none;
+    if (fused) {
+      const auto mdt = layers::matmul_dtype(self_attn->q->precision);
+      x = x.contiguous();
+      layers::gated_add_(x,
+                         self_attn->self_attention(
+                             layers::modulated_layer_norm(x, e[0], e[1], eps, mdt), cos, sin, true),
+                         e[2]);
+      x = x + cross_attn
+                  ->cross_attention(layers::layer_norm(x, norm3->weight, norm3->bias, eps), context,
+                                    context_img)
+                  .to(torch::kFloat32);
+      auto hidden = lin(ffn, 0).forward(layers::modulated_layer_norm(x, e[3], e[4], eps, mdt));
+      layers::gated_add_(x, lin(ffn, 2).forward(layers::gelu_tanh(hidden)), e[5]);
+      return x;
+    }
     // Self-attention on the modulated, non-affine LayerNorm (float32), gated.
     auto y = self_attn->self_attention(layers::layer_norm(x, none, none, eps) * (1 + e[1]) + e[0],
-                                       cos, sin);
+                                       cos, sin, false);
     x = x + y.to(torch::kFloat32) * e[2];
     // Cross-attention: affine LayerNorm, no modulation and no gate.
     x = x + cross_attn
@@ -175,12 +197,13 @@ struct WanHeadImpl : torch::nn::Module {
     modulation = register_parameter("modulation", torch::zeros({1, 2, c.dim}), false);
   }
   // x [B, L, dim]; e [B, dim] (the time embedding, not e0) → [B, L, p·out_dim] float32
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& e) {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& e, bool fused) {
     const auto m = (modulation.to(torch::kFloat32) + e.unsqueeze(1)).chunk(2, 1);
     const torch::Tensor none;
     // The head runs in float32 in the reference (autocast disabled).
-    return torch::nn::functional::linear(layers::layer_norm(x, none, none, eps) * (1 + m[1]) + m[0],
-                                         head->weight_as(torch::kFloat32),
+    const auto normed = fused ? layers::modulated_layer_norm(x, m[0], m[1], eps, torch::kFloat32)
+                              : layers::layer_norm(x, none, none, eps) * (1 + m[1]) + m[0];
+    return torch::nn::functional::linear(normed, head->weight_as(torch::kFloat32),
                                          head->bias.to(torch::kFloat32));
   }
   double eps;
@@ -268,10 +291,14 @@ class WanModelImpl : public torch::nn::Module {
     }
 
     const auto [cos, sin] = rope_tables(c.head_dim(), gf, gh, gw, mm);
-    const auto& rc = mdt == torch::kFloat32 ? cos : cos.to(torch::kFloat32);
-    const auto& rs = mdt == torch::kFloat32 ? sin : sin.to(torch::kFloat32);
-    for (const auto& b : *blocks) h = b->as<WanBlockImpl>()->forward(h, e0, rc, rs, ctx, ctx_img);
-    auto out = head->forward(h, e);  // [B, L, pt·ph·pw·C]
+    // The fused q/k pass takes float32 angles in either precision.
+    const bool fused = layers::use_fused(mm, mdt);
+    const bool f64 = mdt == torch::kFloat32 && !fused;
+    const auto& rc = f64 ? cos : cos.to(torch::kFloat32);
+    const auto& rs = f64 ? sin : sin.to(torch::kFloat32);
+    for (const auto& b : *blocks)
+      h = b->as<WanBlockImpl>()->forward(h, e0, rc, rs, ctx, ctx_img, fused);
+    auto out = head->forward(h, e, fused);  // [B, L, pt·ph·pw·C]
 
     // Unpatchify: token (f, h, w) holds (pt, ph, pw, C) with C fastest.
     out = out.view({B, gf, gh, gw, c.patch_t, c.patch_h, c.patch_w, c.out_dim});

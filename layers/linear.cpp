@@ -83,7 +83,16 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const auto dt = matmul_dtype(precision);
   const auto w = weight_as(dt);
   const auto xd = x.to(dt);
-  auto y = torch::nn::functional::linear(xd, w, bias.defined() ? bias.to(dt) : torch::Tensor());
+  torch::Tensor y;
+  if (bias.defined() && xd.dim() > 2 && xd.is_contiguous()) {
+    // The bias inside the matmul (LibTorch 1.13 adds it in a second pass for
+    // inputs of more than two dimensions).
+    auto shape = xd.sizes().vec();
+    shape.back() = out_features;
+    y = torch::addmm(bias.to(dt), xd.view({-1, in_features}), w.t()).view(shape);
+  } else {
+    y = torch::nn::functional::linear(xd, w, bias.defined() ? bias.to(dt) : torch::Tensor());
+  }
   for (const auto& a : adapters) {
     auto part = a.delta.defined()
                     ? torch::matmul(xd, a.delta.to(dt).t())

@@ -1,8 +1,15 @@
 #include "layers/ops.h"
 
 #include "base/torch_compat.h"
+#include "layers/fused.h"
 
 namespace kinora::layers {
+
+torch::Tensor gelu_tanh(const torch::Tensor& x) {
+  if (x.is_cpu() && x.scalar_type() == torch::kBFloat16 && !torch::GradMode::is_enabled())
+    return gelu_tanh_bf16_cpu(x);
+  return torch::gelu(x, "tanh");
+}
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                         const torch::Tensor& key_mask) {

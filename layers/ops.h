@@ -20,9 +20,9 @@ inline torch::Tensor layer_norm(const torch::Tensor& x, const torch::Tensor& wei
                            bias.defined() ? bias.to(torch::kFloat32) : bias, eps);
 }
 
-inline torch::Tensor gelu_tanh(const torch::Tensor& x) {
-  return torch::gelu(x, "tanh");
-}
+// GELU, tanh form; bf16 on the CPU through layers/fused.h's faster kernel
+// when no gradient is recorded.
+torch::Tensor gelu_tanh(const torch::Tensor& x);
 
 // Multi-head attention on [B, L, H, D] tensors → [B, Lq, H, D], scaled by 1/√D,
 // computed in the dtype of q; `key_mask` [B, Lk] bool (true: attend) or

@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=()
-while IFS= read -r f; do [[ -f "$f" ]] && files+=("$f"); done < <(git ls-files -co --exclude-standard '*.cpp' '*.h')
+while IFS= read -r f; do [[ -f "$f" ]] && files+=("$f"); done < <(git ls-files -co --exclude-standard '*.cpp' '*.h' '*.cu')
 if ! clang-format --dry-run --Werror "${files[@]}" 2>/tmp/kinora-format.$$; then
-  grep -oE '^[^:]+\.(cpp|h):[0-9]+:[0-9]+: error' /tmp/kinora-format.$$ | cut -d: -f1 | sort -u |
+  grep -oE '^[^:]+\.(cpp|h|cu):[0-9]+:[0-9]+: error' /tmp/kinora-format.$$ | cut -d: -f1 | sort -u |
     sed 's/^/not formatted: /' >&2
   rm -f /tmp/kinora-format.$$
   exit 1

@@ -1,0 +1,163 @@
+// CUDA kernels for layers/fused.h: one block of threads per row, the row's
+// statistics reduced in shared memory, each element read and written once.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "layers/fused_kernels.h"
+
+namespace kinora::layers::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float load(const float* p, int64_t i) {
+  return p[i];
+}
+__device__ __forceinline__ float load(const __nv_bfloat16* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+__device__ __forceinline__ void store(float* p, int64_t i, float v) {
+  p[i] = v;
+}
+__device__ __forceinline__ void store(__nv_bfloat16* p, int64_t i, float v) {
+  p[i] = __float2bfloat16(v);
+}
+// v rounded to T (what a tensor of dtype T would hold), back as float.
+template <typename T>
+__device__ __forceinline__ float round_to(float v);
+template <>
+__device__ __forceinline__ float round_to<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ float round_to<__nv_bfloat16>(float v) {
+  return __bfloat162float(__float2bfloat16(v));
+}
+
+// The sum of v over the block (every thread gets it).
+__device__ float block_sum(float v) {
+  __shared__ float part[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // part[] free from an earlier call
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = lane < kThreads / 32 ? part[lane] : 0.f;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename Out>
+__global__ void modulated_layer_norm_kernel(const float* __restrict__ x,
+                                            const float* __restrict__ shift,
+                                            const float* __restrict__ scale, Out* __restrict__ out,
+                                            int64_t rows_per_batch, int64_t dim, float eps) {
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * dim;
+  const int64_t m = (row / rows_per_batch) * dim;
+  float s = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) s += xr[i];
+  const float mean = block_sum(s) / static_cast<float>(dim);
+  float q = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+    const float d = xr[i] - mean;
+    q += d * d;
+  }
+  const float rstd = rsqrtf(block_sum(q) / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads)
+    store(out, row * dim + i, (xr[i] - mean) * rstd * (1.f + scale[m + i]) + shift[m + i]);
+}
+
+template <typename Y>
+__global__ void gated_add_kernel(float* __restrict__ x, const Y* __restrict__ y,
+                                 const float* __restrict__ gate, int64_t n, int64_t per_batch,
+                                 int64_t dim) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] += load(y, i) * gate[(i / per_batch) * dim + i % dim];
+}
+
+template <typename T>
+__global__ void rms_norm_rope_kernel(const T* __restrict__ y, const T* __restrict__ w,
+                                     const float* __restrict__ cos, const float* __restrict__ sin,
+                                     T* __restrict__ out, int64_t tokens, int64_t dim,
+                                     int64_t head_dim, float eps) {
+  const int64_t row = blockIdx.x;
+  const T* yr = y + row * dim;
+  float q = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+    const float v = load(yr, i);
+    q += v * v;
+  }
+  const float rstd = rsqrtf(block_sum(q) / static_cast<float>(dim) + eps);
+  const int64_t pairs = head_dim / 2, table = (row % tokens) * pairs;
+  for (int64_t j = threadIdx.x; j < dim / 2; j += kThreads) {
+    const int64_t i = 2 * j, p = j % pairs;
+    const float a = round_to<T>(round_to<T>(load(yr, i) * rstd) * load(w, i));
+    const float b = round_to<T>(round_to<T>(load(yr, i + 1) * rstd) * load(w, i + 1));
+    const float c = cos[table + p], s = sin[table + p];
+    store(out, row * dim + i, a * c - b * s);
+    store(out, row * dim + i + 1, a * s + b * c);
+  }
+}
+
+void check(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+unsigned blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < 65535 * 16 ? b : 65535 * 16);
+}
+
+}  // namespace
+
+void modulated_layer_norm(const float* x, const float* shift, const float* scale, void* out,
+                          bool out_bf16, int64_t rows, int64_t rows_per_batch, int64_t dim,
+                          float eps, void* stream) {
+  if (rows == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (out_bf16)
+    modulated_layer_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        x, shift, scale, static_cast<__nv_bfloat16*>(out), rows_per_batch, dim, eps);
+  else
+    modulated_layer_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        x, shift, scale, static_cast<float*>(out), rows_per_batch, dim, eps);
+  check("modulated_layer_norm");
+}
+
+void gated_add(float* x, const void* y, bool y_bf16, const float* gate, int64_t rows,
+               int64_t rows_per_batch, int64_t dim, void* stream) {
+  const int64_t n = rows * dim;
+  if (n == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (y_bf16)
+    gated_add_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, static_cast<const __nv_bfloat16*>(y),
+                                                        gate, n, rows_per_batch * dim, dim);
+  else
+    gated_add_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, static_cast<const float*>(y), gate, n,
+                                                        rows_per_batch * dim, dim);
+  check("gated_add");
+}
+
+void rms_norm_rope(const void* y, const void* weight, const float* cos, const float* sin, void* out,
+                   bool bf16, int64_t rows, int64_t tokens, int64_t dim, int64_t head_dim,
+                   float eps, void* stream) {
+  if (rows == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (bf16)
+    rms_norm_rope_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        static_cast<const __nv_bfloat16*>(y), static_cast<const __nv_bfloat16*>(weight), cos, sin,
+        static_cast<__nv_bfloat16*>(out), tokens, dim, head_dim, eps);
+  else
+    rms_norm_rope_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        static_cast<const float*>(y), static_cast<const float*>(weight), cos, sin,
+        static_cast<float*>(out), tokens, dim, head_dim, eps);
+  check("rms_norm_rope");
+}
+
+}  // namespace kinora::layers::cuda

@@ -1,0 +1,211 @@
+// The fused passes (layers/fused.h) against the tensor-op compositions they
+// replace, on the CPU (their twin of the CUDA kernels); on a GPU, the kernels
+// against the twin; and the Wan DiT with them against the DiT without.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include "diffusion/flux_dit.h"
+#include "diffusion/wan_dit.h"
+#include "layers/fused.h"
+#include "layers/ops.h"
+#include "test_util.h"
+
+using namespace kinora;
+
+namespace {
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kCPU, torch::kFloat32) - b.to(torch::kCPU, torch::kFloat32))
+      .abs()
+      .max()
+      .item<double>();
+}
+
+// The largest spacing of bf16 values in t's range: one rounding step.
+double bf16_step(const torch::Tensor& t) {
+  return t.abs().max().item<double>() / 128;
+}
+
+// Wan's q/k path unfused: rms_norm in float32, back to y's dtype, times the
+// weight in that dtype, pairs rotated in float32.
+torch::Tensor reference_qk(const torch::Tensor& y, const torch::Tensor& w, int64_t heads,
+                           const torch::Tensor& cos, const torch::Tensor& sin, double eps) {
+  const auto n =
+      layers::rms_norm(y, torch::Tensor(), eps).to(y.scalar_type()) * w.to(y.scalar_type());
+  const auto xs = n.unflatten(-1, {heads, -1}).to(torch::kFloat32).unflatten(-1, {-1, 2});
+  const auto a = xs.select(-1, 0), b = xs.select(-1, 1);
+  const auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);
+  return torch::stack({a * c - b * s, a * s + b * c}, -1).flatten(-2).to(y.scalar_type());
+}
+
+struct Inputs {
+  torch::Tensor x, shift, scale, y, gate, w, cos, sin;
+};
+Inputs inputs(torch::Device d, int64_t B = 2, int64_t L = 37, int64_t D = 96, int64_t heads = 3) {
+  torch::manual_seed(3);
+  Inputs in;
+  in.x = torch::randn({B, L, D}) * 3 + 0.5;
+  in.shift = torch::randn({B, 1, D}) * 0.1;
+  in.scale = torch::randn({B, 1, D}) * 0.1;
+  in.y = torch::randn({B, L, D}) * 2;
+  in.gate = torch::randn({B, 1, D});
+  in.w = torch::rand({D}) + 0.5;
+  const auto angles = torch::rand({L, D / heads / 2}) * 6.28;
+  in.cos = angles.cos();
+  in.sin = angles.sin();
+  for (auto* t : {&in.x, &in.shift, &in.scale, &in.y, &in.gate, &in.w, &in.cos, &in.sin})
+    *t = t->to(d);
+  return in;
+}
+
+}  // namespace
+
+TEST(Fused, ModulatedLayerNormIsTheComposition) {
+  torch::NoGradGuard g;
+  const auto in = inputs(torch::kCPU);
+  const auto ref = layers::layer_norm(in.x, {}, {}, 1e-6) * (1 + in.scale) + in.shift;
+  const auto f32 = layers::modulated_layer_norm(in.x, in.shift, in.scale, 1e-6, torch::kFloat32);
+  EXPECT_EQ(f32.scalar_type(), torch::kFloat32);
+  EXPECT_LT(max_diff(f32, ref), 1e-5);
+  const auto bf16 = layers::modulated_layer_norm(in.x, in.shift, in.scale, 1e-6, torch::kBFloat16);
+  EXPECT_EQ(bf16.scalar_type(), torch::kBFloat16);
+  EXPECT_LE(max_diff(bf16, ref), bf16_step(ref));
+  // A strided [B, 1, D] chunk (the model's modulation rows) is read as such.
+  const auto six = torch::randn({2, 6, 96});
+  const auto e = six.chunk(6, 1);
+  EXPECT_LT(max_diff(layers::modulated_layer_norm(in.x, e[0], e[1], 1e-6, torch::kFloat32),
+                     layers::layer_norm(in.x, {}, {}, 1e-6) * (1 + e[1]) + e[0]),
+            1e-5);
+  EXPECT_THROW(
+      layers::modulated_layer_norm(in.x, in.shift.squeeze(1), in.scale, 1e-6, torch::kFloat32),
+      c10::Error);
+}
+
+TEST(Fused, GatedAddIsTheComposition) {
+  torch::NoGradGuard g;
+  const auto in = inputs(torch::kCPU);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    const auto y = in.y.to(dt);
+    auto x = in.x.clone();
+    layers::gated_add_(x, y, in.gate);
+    EXPECT_LT(max_diff(x, in.x + y.to(torch::kFloat32) * in.gate), 1e-5) << dt;
+  }
+  auto x = in.x.clone();
+  EXPECT_THROW(layers::gated_add_(x, in.y.slice(1, 0, 5), in.gate), c10::Error);
+}
+
+TEST(Fused, RmsNormRopeIsTheComposition) {
+  torch::NoGradGuard g;
+  const auto in = inputs(torch::kCPU);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    const auto y = in.y.to(dt);
+    const auto out = layers::rms_norm_rope(y, in.w, 3, in.cos, in.sin, 1e-6);
+    EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, 37, 3, 32}));
+    EXPECT_EQ(out.scalar_type(), dt);
+    const auto ref = reference_qk(y, in.w, 3, in.cos, in.sin, 1e-6);
+    EXPECT_LE(max_diff(out, ref), dt == torch::kFloat32 ? 1e-5 : bf16_step(ref)) << dt;
+  }
+  EXPECT_THROW(layers::rms_norm_rope(in.y, in.w, 5, in.cos, in.sin, 1e-6), c10::Error);
+  EXPECT_THROW(layers::rms_norm_rope(in.y, in.w, 3, in.cos.slice(0, 0, 4), in.sin, 1e-6),
+               c10::Error);
+}
+
+// The CUDA kernels against the CPU twin (run where a GPU is there).
+TEST(Fused, CudaKernelsMatchTheirCpuTwin) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::NoGradGuard g;
+  const auto c = inputs(torch::kCPU, 2, 300, 1536, 12), d = inputs(torch::kCUDA, 2, 300, 1536, 12);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    const auto a = layers::modulated_layer_norm(c.x, c.shift, c.scale, 1e-6, dt);
+    const auto b = layers::modulated_layer_norm(d.x, d.shift, d.scale, 1e-6, dt);
+    EXPECT_LE(max_diff(a, b), dt == torch::kFloat32 ? 1e-5 : bf16_step(a)) << dt;
+    auto xa = c.x.clone(), xb = d.x.clone();
+    layers::gated_add_(xa, c.y.to(dt), c.gate);
+    layers::gated_add_(xb, d.y.to(dt), d.gate);
+    EXPECT_LT(max_diff(xa, xb), 1e-5) << dt;
+    const auto qa = layers::rms_norm_rope(c.y.to(dt), c.w, 12, c.cos, c.sin, 1e-6);
+    const auto qb = layers::rms_norm_rope(d.y.to(dt), d.w, 12, d.cos, d.sin, 1e-6);
+    EXPECT_LE(max_diff(qa, qb), dt == torch::kFloat32 ? 1e-5 : bf16_step(qa)) << dt;
+  }
+}
+
+// The DiT with the fused passes (forced on for the CPU) gives the DiT's
+// output without them, in float32 and in bf16.
+TEST(Fused, WanDitForwardIsUnchanged) {
+  auto m = diffusion::WanModel::load(test::fixture("wan21_dit_tiny.safetensors"));
+  torch::manual_seed(5);
+  const auto x = torch::randn({2, 16, 2, 4, 6});
+  const auto t = torch::tensor({999.0, 420.0});
+  const auto ctx = torch::randn({2, 5, 64});
+  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
+    m.set_precision(p);
+    layers::set_fused(layers::Fused::Off);
+    const auto plain = m.forward(x, t, ctx);
+    layers::set_fused(layers::Fused::On);
+    const auto fused = m.forward(x, t, ctx);
+    layers::set_fused(layers::Fused::Auto);
+    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
+    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
+    // float32 tells the two apart (bf16 may round both to the same values).
+    if (p == layers::Precision::F32) {
+      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
+    }
+  }
+}
+
+// The same for the FLUX DiT (modulation and gated residuals fused).
+TEST(Fused, FluxDitForwardIsUnchanged) {
+  auto m = diffusion::FluxModel::load(test::fixture("flux1_dev_tiny.safetensors"));
+  const auto& c = m.config();
+  torch::manual_seed(6);
+  const auto x = torch::randn({2, 16, 1, 8, 12});
+  layers::Conditioning cond;
+  cond.context = torch::randn({2, 7, c.context_in_dim});
+  cond.pooled = torch::randn({2, c.vec_in_dim});
+  cond.guidance = torch::full({2}, 3.5);
+  const auto t = torch::tensor({900.0, 300.0});
+  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
+    m.set_precision(p);
+    layers::set_fused(layers::Fused::Off);
+    const auto plain = m.denoise(x, t, cond);
+    layers::set_fused(layers::Fused::On);
+    const auto fused = m.denoise(x, t, cond);
+    layers::set_fused(layers::Fused::Auto);
+    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
+    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
+    // float32 tells the two apart (bf16 may round both to the same values).
+    if (p == layers::Precision::F32) {
+      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
+    }
+  }
+}
+
+// The CPU's bf16 tanh-GELU against the function in float64, rounded to bf16:
+// the same to one rounding step. (LibTorch's own form loses the small negative
+// values to cancellation in 1 + tanh: below x ≈ -5 it gives 0 in float32.)
+TEST(Fused, Bf16GeluIsTheTanhGelu) {
+  torch::NoGradGuard g;
+  torch::manual_seed(8);
+  auto x = (torch::randn({3, 1000, 77}) * 3).to(torch::kBFloat16);
+  x.view(-1).slice(0, 0, 6).copy_(torch::tensor({0.0, 20.0, -20.0, 100.0, -100.0, 1e-3}));
+  const auto got = layers::gelu_tanh_bf16_cpu(x).to(torch::kFloat64);
+  // 0.5x(1 + tanh(u)) = x·σ(2u), u = √(2/π)(x + 0.044715x³), in float64.
+  const auto xd = x.to(torch::kFloat64);
+  const auto u = std::sqrt(2 / M_PI) * (xd + 0.044715 * xd.pow(3));
+  const auto ref = (xd * torch::sigmoid(2 * u)).to(torch::kBFloat16).to(torch::kFloat64);
+  const auto step = ref.abs() / 128 + 1e-30;  // one bf16 step at each value
+  EXPECT_TRUE(((got - ref).abs() <= step).all().item<bool>());
+  EXPECT_LT((got != ref).to(torch::kFloat32).mean().item<double>(), 0.01);
+  // Beside LibTorch's float32 form.
+  EXPECT_LT((got - torch::gelu(x.to(torch::kFloat32), "tanh")).abs().max().item<double>(), 0.05);
+  EXPECT_EQ(got.view(-1)[0].item<double>(), 0.0);
+  EXPECT_EQ(got.view(-1)[1].item<double>(), 20.0);
+  EXPECT_LT(std::abs(got.view(-1)[2].item<double>()), 1e-30);
+  EXPECT_EQ(got.view(-1)[3].item<double>(), 100.0);
+  const auto nan = torch::full({4}, std::nan(""), torch::kBFloat16);
+  EXPECT_TRUE(torch::isnan(layers::gelu_tanh_bf16_cpu(nan)).all().item<bool>());
+  // A non-contiguous input (FLUX's single blocks slice the MLP half).
+  const auto wide = torch::randn({2, 10, 30}).to(torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(layers::gelu_tanh_bf16_cpu(wide.slice(-1, 10)),
+                           layers::gelu_tanh_bf16_cpu(wide.slice(-1, 10).contiguous())));
+}
