@@ -71,7 +71,8 @@ void on_bus_error(int sig, siginfo_t* info, void*) {
     write_str(slot.path);
     write_str(
         ": could not be read while in use (the file was shortened or replaced on disk while "
-        "Kinora had it open, or its disk failed); stopped, and no output was written\n");
+        "Kinora had it open, or its disk failed); stopped, and the output in progress was not "
+        "written\n");
     remove_registered_temporaries_from_signal_handler();
     ::_exit(128 + sig);
   }

@@ -58,7 +58,44 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
 // The JSON an output embeds: the preset as another machine would render it
 // given the files (names, never this machine's paths), each file's name and
 // fingerprint, the versions.
-nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
+// The model files a job reads, by role.
+constexpr const char* kFileRoles[] = {"model",        "model2",    "vae",
+                                      "text_encoder", "tokenizer", "clip"};
+
+// A file's size and modification time: what changes when it is rewritten,
+// truncated or replaced.
+std::string size_and_time(const fs::path& f) {
+  std::error_code ec;
+  const auto size = fs::file_size(f, ec);
+  const auto time = fs::last_write_time(f, ec).time_since_epoch().count();
+  return std::to_string(size) + ":" + std::to_string(time);
+}
+
+// The model files as they were when loaded: fingerprint (first and last MiB)
+// and size:time by role.
+struct LoadedFile {
+  fs::path path;
+  std::string fingerprint, size_time;
+};
+std::map<std::string, LoadedFile> loaded_files(const ModelFiles& files) {
+  std::map<std::string, LoadedFile> out;
+  ModelFiles copy = files;
+  for (const char* role : kFileRoles) {
+    const fs::path& path = *file_of(copy, role);
+    if (path.empty() || !fs::is_regular_file(path)) continue;
+    out[role] = {path, file_fingerprint(path), size_and_time(path)};
+  }
+  return out;
+}
+
+// The first loaded file that is no longer what was loaded, or null.
+const LoadedFile* changed_file(const std::map<std::string, LoadedFile>& loaded) {
+  for (const auto& [role, f] : loaded)
+    if (size_and_time(f.path) != f.size_time) return &f;
+  return nullptr;
+}
+
+nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedFile>& loaded,
                             const std::vector<LoraRef>& applied,
                             const std::vector<fs::path>& lora_files) {
   nlohmann::json j = p.to_json();
@@ -67,14 +104,12 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
     j[key] = fs::path(j[key].get<std::string>()).filename().string();
   j["models_dir"] = "";
   for (auto& l : j["loras"]) l["path"] = fs::path(l["path"].get<std::string>()).filename().string();
+  // The fingerprints taken when the models were loaded: the files the weights
+  // came from, whatever happened to them since.
   nlohmann::json model_files = nlohmann::json::object();
-  ModelFiles copy = files;
-  for (const char* role : {"model", "model2", "vae", "text_encoder", "tokenizer", "clip"}) {
-    const fs::path& path = *file_of(copy, role);
-    if (path.empty() || !fs::is_regular_file(path)) continue;
-    model_files[role] = {{"file", path.filename().string()},
-                         {"sha256_first_last_mib", file_fingerprint(path)}};
-  }
+  for (const auto& [role, f] : loaded)
+    model_files[role] = {{"file", f.path.filename().string()},
+                         {"sha256_first_last_mib", f.fingerprint}};
   nlohmann::json loras = nlohmann::json::array();
   for (std::size_t i = 0; i < applied.size(); ++i) {
     const fs::path file = i < lora_files.size() ? lora_files[i] : fs::path(applied[i].path);
@@ -93,10 +128,7 @@ nlohmann::json metadata_for(const Preset& p, const ModelFiles& files,
 // of its first and last MiB, its size and its modification time (a file
 // changed in the middle keeps the first).
 std::string file_stamp(const fs::path& f) {
-  std::error_code ec;
-  const auto size = fs::file_size(f, ec);
-  const auto time = fs::last_write_time(f, ec).time_since_epoch().count();
-  return file_fingerprint(f) + ":" + std::to_string(size) + ":" + std::to_string(time);
+  return file_fingerprint(f) + ":" + size_and_time(f);
 }
 
 // What a prompt's encoding depends on besides its text and the text
@@ -307,6 +339,7 @@ torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tens
 struct Pipeline::Cache {
   std::string key;  // family | files | precision | device
   LoadedModels models;
+  std::map<std::string, LoadedFile> files;  // as they were when loaded
   // The LoRAs applied to the denoisers (merged), and what they were: files
   // and strengths. Another job with other LoRAs re-merges only their weights.
   std::string lora_key, lora_files_key;
@@ -488,6 +521,8 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   for (const auto* f : {&files.model, &files.model2, &files.vae, &files.text_encoder,
                         &files.tokenizer, &files.clip, &files.clip_tokenizer})
     key += "|" + f->string();
+  // A file rewritten or replaced since the models were loaded is loaded again.
+  if (cache_->key == key && changed_file(cache_->files)) cache_->key.clear();
   if (cache_->key != key) {
     cache_->applied.clear();
     cache_->applied2.clear();
@@ -495,6 +530,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     cache_->lora_files_key.clear();  // resolved against the old modules' names
     cache_->models = {};             // free the old ones first
     cache_->key.clear();
+    cache_->files = loaded_files(files);
     cache_->models = family.load(files, precision, device, [&](const std::string& what) {
       progress({"load", what, 0, 0});
     });
@@ -747,7 +783,13 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
                     .clamp(0, 255)
                     .to(torch::kCPU, torch::kUInt8);
     ri.timings.decode_s = since(t0);
-    ri.metadata = metadata_for(ri.preset, files, loras, lora_files);
+    if (const auto* f = changed_file(cache_->files)) {
+      cache_->key.clear();  // the next job loads it again
+      throw Error(f->path.string() +
+                  ": changed on disk during the render (rewritten, truncated or replaced); "
+                  "nothing was written: render again to use the file as it is now");
+    }
+    ri.metadata = metadata_for(ri.preset, cache_->files, loras, lora_files);
     results.push_back(std::move(ri));
   }
   return results;

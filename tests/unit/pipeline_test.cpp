@@ -428,3 +428,34 @@ TEST(LongRun, TwoHundredRendersKeepMemoryFlat) {
   RecordProperty("rss_after_10th_mib", std::to_string(after_tenth));
   RecordProperty("rss_after_200th_mib", std::to_string(after_last));
 }
+
+// A model file rewritten while it renders: nothing is written and the error
+// names the file (the weights came from the file as it was); the next job
+// loads it again.
+TEST(Pipeline, AModelFileChangedDuringTheRenderIsNamedAndReloaded) {
+  TempDir dir;
+  auto p = tiny();
+  p.model = (dir / "dit.safetensors").string();
+  std::filesystem::copy_file(fixture("wan21_dit_tiny.safetensors"), p.model);
+  pipeline::Pipeline pipe;
+  pipe.generate(p);
+  int loads = 0;
+  pipeline::RunCallbacks cb;
+  cb.on_progress = [&](const pipeline::Progress& e) {
+    loads += e.stage == "load" && !e.what.empty();
+  };
+  pipe.generate(p, cb);
+  EXPECT_EQ(loads, 0);  // kept from the first job
+  cb.on_step = [&](const pipeline::StepEvent& e) {
+    if (e.step == 1)
+      std::filesystem::last_write_time(
+          p.model, std::filesystem::last_write_time(p.model) + std::chrono::seconds(5));
+  };
+  EXPECT_THAT(error_of([&] { pipe.generate(p, cb); }),
+              HasSubstr("dit.safetensors: changed on disk during the render"));
+  cb.on_step = {};
+  loads = 0;
+  const auto r = pipe.generate(p, cb);
+  EXPECT_GT(loads, 0);
+  EXPECT_EQ(r.metadata["model_files"]["model"]["file"], "dit.safetensors");
+}
