@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision,
                  "compute precision of the models: fp32 or bf16 (bf16 is held to 2e-2)")
       ->check(CLI::IsMember({"fp32", "bf16"}));
-  app.add_option("--device", device, "where the models run: cpu, cuda or cuda:N");
+  app.add_option("--device", device, "where the models run: auto, cpu, cuda or cuda:N")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
 

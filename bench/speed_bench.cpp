@@ -1,0 +1,359 @@
+// Reports (does not assert) each model's speed against the hardware it runs on:
+// random weights of the real shapes, drawn on the device, batch 1.
+//   - the device's own rates, measured first: a square matmul and the fused
+//     scaled-dot-product attention (12 heads of 128, Wan 1.3B's), both in the
+//     compute precision;
+//   - the Wan 2.1 1.3B DiT forward, its guided step (the two forwards batched,
+//     the guidance and the Euler update), the same step replayed from a CUDA
+//     graph (on a GPU), the 14B forward, the FLUX.1-dev forward, the Wan 2.1 VAE
+//     decode, and umT5-XXL encoding two prompts of 512 tokens.
+// Each row: the median of the timed runs after warm-up (CUDA events on a GPU),
+// the FLOPs (bench/flops.h), the rate they were done at, the floor (the linear
+// FLOPs at the measured matmul rate plus the attention FLOPs at the measured
+// attention rate) and the floor as a share of the time; and the device memory
+// the call took beyond what was allocated before it (the weights, the inputs).
+//
+//   speed_bench [--device auto|cpu|cuda] [--precision bf16|fp32]
+//               [--size 832x480x81] [--flux-size 1024x1024] [--only LIST]
+//               [--warm-up 2] [--repeat 5] [--tiny] [--wan-file PATH]
+//
+// --only takes a comma-separated list of rates, wan-1.3b, wan-1.3b-step,
+// wan-1.3b-graph, wan-14b, flux-dev, wan-vae, umt5. --tiny shrinks every model
+// to a few narrow layers (the same code at a size a CPU runs in seconds).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "base/device.h"
+#include "base/runtime.h"
+#include "base/torch_compat.h"
+#include "bench/bench_util.h"
+#include "bench/flops.h"
+#include "diffusion/flux_dit.h"
+#include "diffusion/wan_dit.h"
+#include "text/t5.h"
+#include "vae/wan_vae.h"
+
+#ifdef KINORA_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+#endif
+
+using namespace kinora;
+
+namespace {
+
+struct Row {
+  std::string what;
+  bench::Flops flops;  // zero: not counted
+  std::vector<double> seconds;
+  double extra_bytes = 0;  // beyond what was allocated before the call
+  std::string note;
+};
+
+struct Size {
+  int64_t width, height, frames;
+};
+
+Size parse_size(const std::string& s, bool with_frames) {
+  Size z{0, 0, 1};
+  char x1 = 0, x2 = 0;
+  std::istringstream in(s);
+  in >> z.width >> x1 >> z.height;
+  if (with_frames) in >> x2 >> z.frames;
+  const bool form = in && x1 == 'x' && (!with_frames || x2 == 'x') && in.peek() == EOF;
+  if (!form)
+    throw std::runtime_error("size '" + s + "': expected " +
+                             (with_frames ? "WIDTHxHEIGHTxFRAMES" : "WIDTHxHEIGHT"));
+  if (z.width < 16 || z.height < 16 || z.frames < 1)
+    throw std::runtime_error("size '" + s + "': width and height from 16, at least one frame");
+  return z;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+// Three significant digits (FLOP counts from a tiny model to a 14B one).
+std::string sig(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+diffusion::WanConfig wan_config(bool big, bool tiny) {
+  diffusion::WanConfig c;  // the 1.3B
+  if (big) c.dim = 5120, c.ffn_dim = 13824, c.num_heads = 40, c.num_layers = 40;
+  if (tiny) c.dim = 64, c.ffn_dim = 128, c.num_heads = 2, c.num_layers = 2, c.text_dim = 64;
+  return c;
+}
+
+}  // namespace
+
+int run(int argc, char** argv);
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "speed_bench: " << e.what() << "\n";
+    return 2;
+  }
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Model speed against the device's measured matmul and attention rates",
+               "speed_bench"};
+  std::string device_arg = "auto", precision = "bf16", size_arg = "832x480x81",
+              flux_size_arg = "1024x1024", only_arg, wan_file;
+  int warm_up = 2, repeat = 5;
+  bool tiny = false;
+  app.add_option("--device", device_arg, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--precision", precision)
+      ->check(CLI::IsMember({"bf16", "fp32"}))
+      ->capture_default_str();
+  app.add_option("--size", size_arg, "Wan video WIDTHxHEIGHTxFRAMES")->capture_default_str();
+  app.add_option("--flux-size", flux_size_arg, "FLUX image WIDTHxHEIGHT")->capture_default_str();
+  app.add_option("--only", only_arg,
+                 "comma-separated workloads (default: all): rates, wan-1.3b, wan-1.3b-step, "
+                 "wan-1.3b-graph, wan-14b, flux-dev, wan-vae, umt5");
+  app.add_option("--warm-up", warm_up)->check(CLI::Range(0, 100))->capture_default_str();
+  app.add_option("--repeat", repeat)->check(CLI::Range(1, 1000))->capture_default_str();
+  app.add_flag("--tiny", tiny, "every model a few narrow layers wide");
+  app.add_option("--wan-file", wan_file,
+                 "the Wan 1.3B loaded from this checkpoint (mapped, as a render loads it), "
+                 "written first with random bf16 weights when missing");
+  CLI11_PARSE(app, argc, argv);
+
+  std::set<std::string> only;
+  for (std::istringstream in(only_arg); in.good();) {
+    std::string w;
+    std::getline(in, w, ',');
+    if (!w.empty()) only.insert(w);
+  }
+  const std::set<std::string> known = {"rates",   "wan-1.3b", "wan-1.3b-step", "wan-1.3b-graph",
+                                       "wan-14b", "flux-dev", "wan-vae",       "umt5"};
+  for (const auto& w : only)
+    if (!known.count(w)) {
+      std::cerr << "speed_bench: unknown workload '" << w
+                << "' (rates, wan-1.3b, wan-1.3b-step, wan-1.3b-graph, wan-14b, flux-dev, "
+                   "wan-vae, umt5)\n";
+      return 2;
+    }
+  auto wanted = [&](const std::string& w) { return only.empty() || only.count(w) > 0; };
+
+  const int threads = configure_threads();
+  const auto device = resolve_device(device_arg);
+  const auto prec = layers::parse_precision(precision);
+  const auto dt = layers::matmul_dtype(prec);
+  const auto on = torch::TensorOptions().device(device);
+  const Size size = parse_size(size_arg, true), flux_size = parse_size(flux_size_arg, false);
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  std::vector<Row> rows;
+
+  auto measure = [&](const std::string& what, const bench::Flops& flops,
+                     const std::function<void()>& fn) -> Row& {
+    bench::sync(device);
+    const double before = bench::memory_in_use(device);
+    bench::reset_peak_memory(device);
+    Row r{what, flops, bench::timed_runs(fn, device, warm_up, repeat), 0, ""};
+    r.extra_bytes = std::max(0.0, bench::peak_memory(device) - before);
+    std::cerr << what << ": " << bench::median(r.seconds) << " s\n";
+    rows.push_back(r);
+    return rows.back();
+  };
+
+  // The device's rates.
+  double matmul_rate = 0, attention_rate = 0;
+  {
+    const int64_t n = device.is_cuda() ? 8192 : tiny ? 256 : 2048;
+    const auto a = torch::randn({n, n}, on.dtype(dt)), b = torch::randn({n, n}, on.dtype(dt));
+    bench::Flops f;
+    f.linear = 2.0 * n * n * n;
+    const auto& r = measure("matmul " + std::to_string(n) + "³", f, [&] { torch::mm(a, b); });
+    matmul_rate = f.linear / bench::median(r.seconds);
+    const int64_t L = device.is_cuda() ? 16384 : tiny ? 256 : 2048, H = 12, d = 128;
+    const auto q = torch::randn({1, H, L, d}, on.dtype(dt));
+    const auto k = torch::randn({1, H, L, d}, on.dtype(dt));
+    const auto v = torch::randn({1, H, L, d}, on.dtype(dt));
+    bench::Flops g;
+    g.attention = 4.0 * L * L * H * d;
+    const auto& s = measure("attention, " + std::to_string(L) + " tokens × 12 heads × 128", g,
+                            [&] { compat::scaled_dot_product_attention(q, k, v); });
+    attention_rate = g.attention / bench::median(s.seconds);
+    if (!wanted("rates")) rows.clear();
+  }
+
+  const std::string wan_size = std::to_string(size.width) + "×" + std::to_string(size.height) +
+                               "×" + std::to_string(size.frames);
+  const int64_t lf = (size.frames - 1) / 4 + 1, lh = size.height / 8, lw = size.width / 8;
+
+  // Wan DiTs.
+  auto wan = [&](bool big) {
+    const auto c = wan_config(big, tiny);
+    diffusion::WanModel m(c);
+    if (!big && !wan_file.empty()) {
+      if (!std::filesystem::exists(wan_file)) {
+        std::cerr << "writing " << wan_file << "\n";
+        bench::save_random(m.module(), wan_file, torch::kBFloat16, {{"config", c.to_json()}});
+      }
+      m = diffusion::WanModel::load(wan_file, prec);
+    } else {
+      bench::randomise(m.module(), dt, device);
+    }
+    m.to(device);
+    m.set_precision(prec);
+    const auto x = torch::randn({1, c.in_dim, lf, lh, lw}, on);
+    const auto t = torch::full({1}, 999.0, on);
+    layers::Conditioning cond, uncond;
+    cond.context = torch::randn({1, 24, c.text_dim}, on);
+    uncond.context = torch::randn({1, 40, c.text_dim}, on);
+    const int64_t tokens = lf * (lh / c.patch_h) * (lw / c.patch_w);
+    const auto flops = bench::wan_forward_flops(c, tokens, c.text_len);
+    const std::string name = std::string(tiny ? "tiny " : "") + (big ? "Wan 14B" : "Wan 1.3B");
+    const std::string shape = wan_size + " (" + std::to_string(tokens) + " tokens)";
+    if (wanted(big ? "wan-14b" : "wan-1.3b"))
+      measure(name + " DiT forward, " + shape, flops, [&] { m.denoise(x, t, cond); });
+    if (big) return;
+    // The guided step: both passes in one batch, the guidance, the Euler update.
+    const auto both = layers::Conditioning::cat(cond, uncond);
+    const auto tt = t.expand({2});
+    auto step = [&](const torch::Tensor& xs) {
+      const auto out = m.denoise(torch::cat({xs, xs}), tt, both);
+      const auto cv = out.slice(0, 0, 1), uv = out.slice(0, 1);
+      return xs - 0.02 * (uv + 5.0 * (cv - uv));
+    };
+    if (wanted("wan-1.3b-step"))
+      measure(name + " guided step, " + shape, flops * 2, [&] { step(x); });
+    if (!wanted("wan-1.3b-graph")) return;
+    if (!device.is_cuda()) {
+      rows.push_back({name + " guided step, CUDA graph", {}, {}, 0, "CUDA graphs need a GPU"});
+      return;
+    }
+#ifdef KINORA_CUDA
+    // The step as one CUDA graph: captured once on a side stream, replayed.
+    try {
+      const auto stream = c10::cuda::getStreamFromPool(false, device.index());
+      at::cuda::CUDAGraph graph;
+      torch::Tensor captured;
+      {
+        c10::cuda::CUDAStreamGuard guard(stream);
+        step(x);  // warm-up on the capturing stream
+        graph.capture_begin();
+        captured = step(x);
+        graph.capture_end();
+      }
+      auto& r =
+          measure(name + " guided step, CUDA graph, " + shape, flops * 2, [&] { graph.replay(); });
+      const double diff =
+          (captured.to(torch::kFloat32) - step(x).to(torch::kFloat32)).abs().max().item<double>();
+      r.note = "max |graph − eager| " + sig(diff);
+    } catch (const std::exception& e) {
+      std::string what = e.what();
+      rows.push_back({name + " guided step, CUDA graph",
+                      {},
+                      {},
+                      0,
+                      "capture failed: " + what.substr(0, what.find('\n'))});
+    }
+#endif
+  };
+  if (wanted("wan-1.3b") || wanted("wan-1.3b-step") || wanted("wan-1.3b-graph")) wan(false);
+  if (wanted("wan-14b")) wan(true);
+
+  if (wanted("flux-dev")) {
+    diffusion::FluxConfig c;  // dev
+    if (tiny)
+      c.hidden_size = 128, c.mlp_hidden = 512, c.num_heads = 2, c.depth = 1,
+      c.depth_single_blocks = 2, c.axes_dim = {16, 24, 24}, c.context_in_dim = 64;
+    diffusion::FluxModel m(c);
+    bench::randomise(m.module(), dt, device);
+    m.to(device);
+    m.set_precision(prec);
+    const int64_t fh = flux_size.height / 8, fw = flux_size.width / 8, text_tokens = 512;
+    const auto x = torch::randn({1, 16, 1, fh, fw}, on);
+    layers::Conditioning cond;
+    cond.context = torch::randn({1, text_tokens, c.context_in_dim}, on);
+    cond.pooled = torch::randn({1, c.vec_in_dim}, on);
+    cond.guidance = torch::full({1}, 3.5, on);
+    const auto t = torch::full({1}, 750.0, on);
+    const int64_t image_tokens = (fh / 2) * (fw / 2);
+    measure(std::string(tiny ? "tiny " : "") + "FLUX.1-dev DiT forward, " +
+                std::to_string(flux_size.width) + "×" + std::to_string(flux_size.height) + " (" +
+                std::to_string(image_tokens) + " + 512 tokens)",
+            bench::flux_forward_flops(c, image_tokens, text_tokens),
+            [&] { m.denoise(x, t, cond); });
+  }
+
+  if (wanted("wan-vae")) {
+    vae::WanVAEConfig c;
+    if (tiny) c.dim = 16;
+    vae::WanVAE v(c);
+    bench::randomise(v.module(), torch::kFloat32, device);
+    v.to(device);
+    v.set_precision(prec);
+    const auto z = torch::randn({1, c.z_dim, lf, lh, lw}, on);
+    measure(std::string(tiny ? "tiny " : "") + "Wan 2.1 VAE decode, " + wan_size, {},
+            [&] { v.decode(z); });
+  }
+
+  if (wanted("umt5")) {
+    text::T5Config c;  // umT5-XXL
+    if (tiny)
+      c.vocab = 1000, c.dim = 128, c.dim_attn = 128, c.dim_ffn = 256, c.num_heads = 2,
+      c.num_layers = 2;
+    text::T5Encoder e(c);
+    bench::randomise(e.module(), dt, device);
+    e.to(device);
+    e.set_precision(prec);
+    const int64_t L = 512;
+    const auto ids = torch::randint(c.vocab, {2, L}, on.dtype(torch::kLong));
+    const auto mask = torch::ones({2, L}, on.dtype(torch::kLong));
+    measure(std::string(tiny ? "tiny " : "") + "umT5-XXL, 2 prompts × 512 tokens",
+            bench::t5_encoder_flops(c, L) * 2, [&] { e.forward(ids, mask); });
+  }
+
+  // The report.
+  std::cout << "# " << version_string() << "; "
+            << (device.is_cuda()
+                    ? compat::cuda_device_description(device.index())
+                    : "CPU, " + std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+#ifdef KINORA_CUDA
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  std::cout << "; CUDA driver " << driver / 1000 << "." << driver % 1000 / 10 << ", runtime "
+            << runtime / 1000 << "." << runtime % 1000 / 10;
+#endif
+  std::cout << "; " << precision << "; median of " << repeat << " after " << warm_up
+            << " warm-up\n\n";
+  std::cout << "matmul " << sig(matmul_rate / 1e12) << " TFLOP/s, attention "
+            << sig(attention_rate / 1e12) << " TFLOP/s (measured above)\n\n";
+  std::cout << "| workload | TFLOP | seconds (min–max) | TFLOP/s | floor (s) | floor / time | "
+               "memory beyond the weights (GiB) | note |\n|---|---|---|---|---|---|---|---|\n";
+  for (const auto& r : rows) {
+    std::cout << "| " << r.what << " | ";
+    const double s = bench::median(r.seconds);
+    if (r.seconds.empty()) {
+      std::cout << "| | | | | | " << r.note << " |\n";
+      continue;
+    }
+    const auto [lo, hi] = std::minmax_element(r.seconds.begin(), r.seconds.end());
+    const bool counted = r.flops.total() > 0;
+    const double floor = bench::floor_seconds(r.flops, matmul_rate, attention_rate);
+    std::cout << (counted ? sig(r.flops.total() / 1e12) : "") << " | " << sig(s) << " (" << sig(*lo)
+              << "–" << sig(*hi) << ") | " << (counted ? sig(r.flops.total() / s / 1e12) : "")
+              << " | " << (counted ? sig(floor) : "") << " | "
+              << (counted ? fixed(100 * floor / s, 0) + " %" : "") << " | "
+              << fixed(r.extra_bytes / (1 << 30), 3) << " | " << r.note << " |\n";
+  }
+  return 0;
+}

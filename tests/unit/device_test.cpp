@@ -1,0 +1,63 @@
+// Rendering on a GPU against rendering on the CPU. Skipped where LibTorch sees
+// no CUDA device (CI); bench/cuda.sh runs them on a GPU.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include "pipeline/pipeline.h"
+#include "test_util.h"
+
+using namespace kinora;
+using kinora::test::fixture;
+
+namespace {
+pipeline::Preset tiny(const std::string& device, const std::string& precision) {
+  pipeline::Preset p;
+  p.prompt = "a red circle moving left on a blue background";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 64, p.height = 48, p.frames = 9, p.steps = 3, p.seed = 11;
+  p.device = device;
+  p.precision = precision;
+  return p;
+}
+
+// ‖a − b‖ / ‖b‖ over the 8-bit frames.
+double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto fa = a.to(torch::kFloat64), fb = b.to(torch::kFloat64);
+  return (fa - fb).norm().item<double>() / fb.norm().item<double>();
+}
+}  // namespace
+
+// The noise is drawn on the CPU from the seed whatever the device, so a seed
+// renders the same video on both, to the precision's rounding.
+TEST(Device, ASeedRendersTheSameVideoOnTheGpuAsOnTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const std::string precision : {"fp32", "bf16"}) {
+    pipeline::Pipeline cpu, gpu;
+    const auto a = cpu.generate(tiny("cpu", precision));
+    const auto b = gpu.generate(tiny("cuda", precision));
+    EXPECT_EQ(b.preset.device, "cuda:0");
+    ASSERT_EQ(a.frames.sizes(), b.frames.sizes());
+    const double d = relative_difference(b.frames, a.frames);
+    EXPECT_LT(d, precision == "fp32" ? 2e-3 : 2e-2) << precision;
+    std::printf("%s: frames differ by %.2e (relative)\n", precision.c_str(), d);
+  }
+}
+
+// A render on the GPU leaves the text encoder's weights on the CPU (they visit
+// the GPU only to encode), and a second job with another prompt encodes it.
+TEST(Device, TheTextEncoderVisitsTheGpuOnlyToEncode) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  pipeline::Pipeline gpu;
+  auto p = tiny("cuda", "fp32");
+  const auto a = gpu.generate(p);
+  p.prompt = "a blue square moving right on a red background";
+  const auto b = gpu.generate(p);
+  EXPECT_FALSE(torch::equal(a.frames, b.frames));
+  pipeline::Pipeline cpu;
+  auto q = tiny("cpu", "fp32");
+  q.prompt = p.prompt;
+  EXPECT_LT(relative_difference(b.frames, cpu.generate(q).frames), 2e-3);
+}
