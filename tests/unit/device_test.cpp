@@ -5,19 +5,13 @@
 
 #include "pipeline/pipeline.h"
 #include "test_util.h"
+#include "tiny_preset.h"
 
 using namespace kinora;
-using kinora::test::fixture;
 
 namespace {
 pipeline::Preset tiny(const std::string& device, const std::string& precision) {
-  pipeline::Preset p;
-  p.prompt = "a red circle moving left on a blue background";
-  p.model = fixture("wan21_dit_tiny.safetensors");
-  p.vae = fixture("wan21_vae_tiny.safetensors");
-  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
-  p.tokenizer = fixture("spm_tiny.model");
-  p.width = 64, p.height = 48, p.frames = 9, p.steps = 3, p.seed = 11;
+  auto p = test::tiny_wan_preset();
   p.device = device;
   p.precision = precision;
   return p;

@@ -16,6 +16,7 @@
 #include "render/render.h"
 #include "test_util.h"
 #include "text/t5_conditioner.h"
+#include "tiny_preset.h"
 
 using namespace kinora;
 using kinora::test::error_of;
@@ -26,15 +27,7 @@ using ::testing::HasSubstr;
 
 namespace {
 Preset tiny(const std::string& out = "") {
-  Preset p;
-  p.prompt = "a red circle moving left on a blue background";
-  p.model = fixture("wan21_dit_tiny.safetensors");
-  p.vae = fixture("wan21_vae_tiny.safetensors");
-  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
-  p.tokenizer = fixture("spm_tiny.model");
-  p.width = 64, p.height = 48, p.frames = 9, p.steps = 3, p.seed = 11;
-  p.output = out;
-  return p;
+  return test::tiny_wan_preset(out);
 }
 }  // namespace
 
