@@ -55,9 +55,6 @@ fs::path* file_of(ModelFiles& f, const std::string& key) {
   throw Error("pipeline: no preset key '" + key + "' for a model file");
 }
 
-// The JSON an output embeds: the preset as another machine would render it
-// given the files (names, never this machine's paths), each file's name and
-// fingerprint, the versions.
 // The model files a job reads, by role.
 constexpr const char* kFileRoles[] = {"model",        "model2",    "vae",
                                       "text_encoder", "tokenizer", "clip"};
@@ -95,6 +92,9 @@ const LoadedFile* changed_file(const std::map<std::string, LoadedFile>& loaded) 
   return nullptr;
 }
 
+// The JSON an output embeds: the preset as another machine would render it
+// given the files (names, never this machine's paths), each file's name and
+// fingerprint, the versions.
 nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedFile>& loaded,
                             const std::vector<LoraRef>& applied,
                             const std::vector<fs::path>& lora_files) {
