@@ -6,6 +6,8 @@ if(KINORA_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
     set(CMAKE_CUDA_ARCHITECTURES 80 86 89 90)
   endif()
+  # The shared CUDA runtime, as LibTorch links it: one runtime in the process.
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
   enable_language(CUDA)
   add_compile_definitions(KINORA_CUDA=1)
 endif()
