@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -21,13 +22,17 @@
 
 namespace kinora::bench {
 
-// The process's resident high-water mark (VmHWM), MiB.
-inline double peak_rss_mib() {
+// A memory figure of /proc/self/status ("VmHWM:", "VmRSS:"), MiB; -1 if absent.
+inline double status_mib(const std::string& field) {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind(field, 0) == 0) return std::stod(line.substr(field.size())) / 1024.0;
   return -1;
+}
+// The process's resident high-water mark (VmHWM), MiB.
+inline double peak_rss_mib() {
+  return status_mib("VmHWM:");
 }
 // Resets the high-water mark to the current RSS (Linux ≥ 4.0).
 inline void reset_peak_rss() {
@@ -36,11 +41,7 @@ inline void reset_peak_rss() {
 
 // The process's resident memory now (VmRSS), MiB.
 inline double rss_mib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return -1;
+  return status_mib("VmRSS:");
 }
 
 // A random value for parameter `name` shaped like `like`: norm weights 1,
@@ -76,19 +77,6 @@ inline void save_random(torch::nn::Module& m, const std::filesystem::path& path,
 // Waits for a CUDA device's queued work (a no-op on the CPU).
 inline void sync(torch::Device d) {
   if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-// The mean seconds of `repeat` calls of `fn` on `device` (after one untimed
-// call when `warm_up`), the peak-RSS mark reset before them.
-inline double mean_seconds(const std::function<void()>& fn, int repeat, torch::Device device,
-                           bool warm_up) {
-  if (warm_up) fn();
-  sync(device);
-  reset_peak_rss();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < repeat; ++i) fn();
-  sync(device);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / repeat;
 }
 
 // Random weights in `dtype` on `device` (random_like per parameter), drawn
@@ -135,9 +123,24 @@ inline double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+// The mean seconds of `repeat` calls of `fn` on `device` (after one untimed
+// call when `warm_up`), the peak-RSS mark reset before them.
+inline double mean_seconds(const std::function<void()>& fn, int repeat, torch::Device device,
+                           bool warm_up) {
+  if (warm_up) fn();
+  sync(device);
+  reset_peak_rss();
+  const auto runs = timed_runs(fn, device, 0, repeat);
+  return std::accumulate(runs.begin(), runs.end(), 0.0) / repeat;
+}
+
 #ifdef KINORA_CUDA
 inline c10::DeviceIndex cuda_index(torch::Device device) {
   return device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
+}
+// The caching allocator's allocated-bytes statistic (0: all pools together).
+inline auto cuda_allocated(torch::Device device) {
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device)).allocated_bytes[0];
 }
 #endif
 
@@ -146,20 +149,14 @@ inline c10::DeviceIndex cuda_index(torch::Device device) {
 // reset_peak_memory().
 inline double memory_in_use(torch::Device device) {
 #ifdef KINORA_CUDA
-  if (device.is_cuda())  // statistic 0: all pools together
-    return static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device))
-                                   .allocated_bytes[0]
-                                   .current);
+  if (device.is_cuda()) return static_cast<double>(cuda_allocated(device).current);
 #endif
   (void)device;
   return rss_mib() * 1048576.0;
 }
 inline double peak_memory(torch::Device device) {
 #ifdef KINORA_CUDA
-  if (device.is_cuda())
-    return static_cast<double>(c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device))
-                                   .allocated_bytes[0]
-                                   .peak);
+  if (device.is_cuda()) return static_cast<double>(cuda_allocated(device).peak);
 #endif
   (void)device;
   return peak_rss_mib() * 1048576.0;

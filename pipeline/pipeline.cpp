@@ -640,9 +640,11 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   struct Lent {
     text::TextConditioner& encoders;
     bool away = false;
-    ~Lent() {
+    void back() {
       if (away) encoders.to(torch::kCPU);
+      away = false;
     }
+    ~Lent() { back(); }
   } lent{*models.conditioner};
   auto encode = [&](const std::string& text) {
     auto c = cache_->prompts->get(
@@ -673,10 +675,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     cond = layers::Conditioning::cat(cond, one);
   for (layers::Conditioning one = uncond; cfg && uncond.batch() < count;)
     uncond = layers::Conditioning::cat(uncond, one);
-  if (lent.away) {
-    models.conditioner->to(torch::kCPU);
-    lent.away = false;
-  }
+  lent.back();
   r.timings.text_s = since(t0);
   // The encoders' weights and temporaries: the denoiser's differ.
   models.conditioner->release_resident();

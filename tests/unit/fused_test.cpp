@@ -58,6 +58,25 @@ Inputs inputs(torch::Device d, int64_t B = 2, int64_t L = 37, int64_t D = 96, in
   return in;
 }
 
+// `forward` of model `m` with the fused passes forced on, against it with
+// them off, in float32 (within 1e-5, and not identical: float32 tells the two
+// apart) and in bf16 (within 2e-2; bf16 may round both to the same values).
+void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor()>& forward) {
+  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
+    m.set_precision(p);
+    layers::set_fused(layers::Fused::Off);
+    const auto plain = forward();
+    layers::set_fused(layers::Fused::On);
+    const auto fused = forward();
+    layers::set_fused(layers::Fused::Auto);
+    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
+    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
+    if (p == layers::Precision::F32) {
+      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
+    }
+  }
+}
+
 }  // namespace
 
 TEST(Fused, ModulatedLayerNormIsTheComposition) {
@@ -137,20 +156,7 @@ TEST(Fused, WanDitForwardIsUnchanged) {
   const auto x = torch::randn({2, 16, 2, 4, 6});
   const auto t = torch::tensor({999.0, 420.0});
   const auto ctx = torch::randn({2, 5, 64});
-  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
-    m.set_precision(p);
-    layers::set_fused(layers::Fused::Off);
-    const auto plain = m.forward(x, t, ctx);
-    layers::set_fused(layers::Fused::On);
-    const auto fused = m.forward(x, t, ctx);
-    layers::set_fused(layers::Fused::Auto);
-    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
-    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
-    // float32 tells the two apart (bf16 may round both to the same values).
-    if (p == layers::Precision::F32) {
-      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
-    }
-  }
+  expect_fused_unchanged(m, [&] { return m.forward(x, t, ctx); });
 }
 
 // The same for the FLUX DiT (modulation and gated residuals fused).
@@ -164,20 +170,7 @@ TEST(Fused, FluxDitForwardIsUnchanged) {
   cond.pooled = torch::randn({2, c.vec_in_dim});
   cond.guidance = torch::full({2}, 3.5);
   const auto t = torch::tensor({900.0, 300.0});
-  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
-    m.set_precision(p);
-    layers::set_fused(layers::Fused::Off);
-    const auto plain = m.denoise(x, t, cond);
-    layers::set_fused(layers::Fused::On);
-    const auto fused = m.denoise(x, t, cond);
-    layers::set_fused(layers::Fused::Auto);
-    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
-    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
-    // float32 tells the two apart (bf16 may round both to the same values).
-    if (p == layers::Precision::F32) {
-      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
-    }
-  }
+  expect_fused_unchanged(m, [&] { return m.denoise(x, t, cond); });
 }
 
 // The CPU's bf16 tanh-GELU against the function in float64, rounded to bf16:
