@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -37,11 +38,14 @@ void check_rows(const torch::Tensor& x, const torch::Tensor& per_batch, const ch
 
 // Built for AVX-512, AVX2 and plain x86-64 and picked at load time for the CPU
 // at hand (GCC; this file is compiled so that these loops vectorise: see
-// CMakeLists.txt).
+// CMakeLists.txt). What a clone calls is compiled for its target only where it
+// is inlined: KINORA_INLINE where GCC would not.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define KINORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define KINORA_INLINE __attribute__((always_inline)) inline
 #else
 #define KINORA_CLONES
+#define KINORA_INLINE inline
 #endif
 
 // bf16 as its bits (uint16_t) ↔ float: the top half of the float; rounded to
@@ -210,6 +214,51 @@ KINORA_CLONES void gelu_tanh_chunk(const uint16_t* in, uint16_t* out, int64_t n)
   }
 }
 
+// channel_rms_norm in two passes over memory, each streaming along the
+// positions of a channel: first, for `n` positions of one batch item, the sum
+// of squares over the channels (channel c's values at x + c·stride) turned
+// into each position's factor scale / max(‖x‖, 1e-12) in q; then each
+// channel's values times q and gamma. (Blocks of positions visited channel by
+// channel in one pass would read rows a power of two apart, which share cache
+// sets and evict each other before the second visit.)
+template <typename T>
+KINORA_INLINE void channel_factors(const T* x, float* q, int64_t channels, int64_t stride,
+                                   int64_t n, float scale) {
+  for (int64_t i = 0; i < n; ++i) q[i] = 0;
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* xc = x + c * stride;
+    for (int64_t i = 0; i < n; ++i) q[i] += load(xc, i) * load(xc, i);
+  }
+  for (int64_t i = 0; i < n; ++i) q[i] = scale / std::max(std::sqrt(q[i]), 1e-12f);
+}
+template <typename T>
+KINORA_INLINE void channel_apply(const T* x, const float* q, float g, T* o, int64_t n, bool silu) {
+  if (silu) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float y = round_as(x, load(x, i) * q[i] * g);
+      store(o, i, y / (1.f + exp_approx(-y)));
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) store(o, i, load(x, i) * q[i] * g);
+  }
+}
+KINORA_CLONES void channel_factors_f32(const float* x, float* q, int64_t channels, int64_t stride,
+                                       int64_t n, float scale) {
+  channel_factors(x, q, channels, stride, n, scale);
+}
+KINORA_CLONES void channel_factors_bf16(const uint16_t* x, float* q, int64_t channels,
+                                        int64_t stride, int64_t n, float scale) {
+  channel_factors(x, q, channels, stride, n, scale);
+}
+KINORA_CLONES void channel_apply_f32(const float* x, const float* q, float g, float* o, int64_t n,
+                                     bool silu) {
+  channel_apply(x, q, g, o, n, silu);
+}
+KINORA_CLONES void channel_apply_bf16(const uint16_t* x, const float* q, float g, uint16_t* o,
+                                      int64_t n, bool silu) {
+  channel_apply(x, q, g, o, n, silu);
+}
+
 bool is_float_or_bf16(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kBFloat16;
 }
@@ -306,6 +355,50 @@ torch::Tensor rms_norm_rope(const torch::Tensor& y_in, const torch::Tensor& weig
   rms_norm_rope_cpu(y.data_ptr(), w.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
                     out.data_ptr(), bf16, rows, L, D, hd, static_cast<float>(eps));
   return out.unflatten(-1, {heads, hd});
+}
+
+torch::Tensor channel_rms_norm(const torch::Tensor& x_in, const torch::Tensor& gamma_in,
+                               double scale, bool silu) {
+  TORCH_CHECK(x_in.dim() >= 2 && is_float_or_bf16(x_in.scalar_type()),
+              "channel_rms_norm: expected [B, C, ...] float32 or bf16, got ", x_in.sizes());
+  TORCH_CHECK(x_in.is_cpu(), "channel_rms_norm: no kernel for ", x_in.device(), " in this build");
+  const int64_t B = x_in.size(0), C = x_in.size(1), S = x_in.numel() / std::max<int64_t>(B * C, 1);
+  TORCH_CHECK(gamma_in.numel() == C, "channel_rms_norm: gamma must have ", C, " values");
+  const auto x = x_in.contiguous();
+  const auto gamma = gamma_in.to(torch::kFloat32).contiguous();
+  auto out = torch::empty(x.sizes(), x.options());
+  auto factors = torch::empty({B, S}, x.options().dtype(torch::kFloat32));
+  const bool bf16 = x.scalar_type() == torch::kBFloat16;
+  const float* g = gamma.data_ptr<float>();
+  float* q = factors.data_ptr<float>();
+  const auto* xb = bf16 ? reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()) : nullptr;
+  auto* ob = bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<c10::BFloat16>()) : nullptr;
+  const float* xf = bf16 ? nullptr : x.data_ptr<float>();
+  float* of = bf16 ? nullptr : out.data_ptr<float>();
+  // Blocks of positions small enough that their factors stay in the cache.
+  constexpr int64_t kBlock = 8192;
+  const int64_t blocks = (S + kBlock - 1) / kBlock;
+  const auto sc = static_cast<float>(scale);
+  at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t b = k / blocks, i0 = (k % blocks) * kBlock, n = std::min(kBlock, S - i0);
+      if (bf16)
+        channel_factors_bf16(xb + b * C * S + i0, q + b * S + i0, C, S, n, sc);
+      else
+        channel_factors_f32(xf + b * C * S + i0, q + b * S + i0, C, S, n, sc);
+    }
+  });
+  at::parallel_for(0, B * C * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t row = k / blocks, b = row / C, i0 = (k % blocks) * kBlock;
+      const int64_t n = std::min(kBlock, S - i0), at = row * S + i0;
+      if (bf16)
+        channel_apply_bf16(xb + at, q + b * S + i0, g[row % C], ob + at, n, silu);
+      else
+        channel_apply_f32(xf + at, q + b * S + i0, g[row % C], of + at, n, silu);
+    }
+  });
+  return out;
 }
 
 torch::Tensor gelu_tanh_bf16_cpu(const torch::Tensor& x_in) {

@@ -41,6 +41,14 @@ void gated_add_(torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& g
 torch::Tensor rms_norm_rope(const torch::Tensor& y, const torch::Tensor& weight, int64_t heads,
                             const torch::Tensor& cos, const torch::Tensor& sin, double eps);
 
+// The Wan VAE's norm: x [B, C, ...] (float32 or bf16, contiguous or not, on
+// the CPU) divided by its L2 norm over C (at least 1e-12), times `scale` and
+// gamma [C], rounded to x's dtype, then SiLU if `silu` (rounded again):
+// silu((x / max(‖x‖_C, 1e-12) · scale · gamma).to(x's dtype)). The composed
+// form widens x, and makes a pass over memory for each of its eight ops.
+torch::Tensor channel_rms_norm(const torch::Tensor& x, const torch::Tensor& gamma, double scale,
+                               bool silu);
+
 // GELU, tanh form, of a contiguous bf16 tensor on the CPU: x·σ(2√(2/π)(x +
 // 0.044715x³)) (the same function as 0.5x(1 + tanh(…))) in float32 with an
 // exponential accurate to a few float32 ulps, vectorised for the CPU it runs

@@ -8,6 +8,7 @@
 #include "diffusion/wan_dit.h"
 #include "layers/fused.h"
 #include "layers/ops.h"
+#include "vae/wan_vae.h"
 #include "test_util.h"
 
 using namespace kinora;
@@ -129,6 +130,34 @@ TEST(Fused, RmsNormRopeIsTheComposition) {
                c10::Error);
 }
 
+// The Wan VAE's norm over channels (+ SiLU), as its composed form computes
+// it: in float32, rounded to x's dtype before the SiLU.
+TEST(Fused, ChannelRmsNormIsTheComposition) {
+  torch::NoGradGuard g;
+  torch::manual_seed(9);
+  auto x = torch::randn({2, 40, 3, 5, 7}) * 3;
+  x.select(1, 0).fill_(1e3);  // large values
+  x.index_put_({0, torch::indexing::Slice(), 1, 2, 3}, 0.0);  // a zero vector: 0, not NaN
+  const auto gamma = torch::rand({40, 1, 1, 1}) + 0.5;
+  const double scale = std::sqrt(40.0);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+    for (bool silu : {false, true})
+      for (bool strided : {false, true}) {
+        // Strided: the channels of a [B, T, C, H, W] tensor seen as [B, C, T, H, W].
+        const auto in = strided ? x.transpose(1, 2).contiguous().transpose(1, 2).to(dt) : x.to(dt);
+        const auto xf = in.to(torch::kFloat32);
+        auto ref = (xf / xf.square().sum(1, true).sqrt().clamp_min(1e-12) * scale * gamma).to(dt);
+        if (silu) ref = torch::silu(ref);
+        const auto out = layers::channel_rms_norm(in, gamma, scale, silu);
+        EXPECT_EQ(out.scalar_type(), dt);
+        EXPECT_EQ(out.sizes(), in.sizes());
+        EXPECT_FALSE(torch::isnan(out).any().item<bool>());
+        EXPECT_LE(max_diff(out, ref), dt == torch::kFloat32 ? 1e-5 : bf16_step(ref))
+            << dt << " silu " << silu << " strided " << strided;
+      }
+  EXPECT_THROW(layers::channel_rms_norm(x, gamma.slice(0, 0, 7), scale, true), c10::Error);
+}
+
 // The CUDA kernels against the CPU twin (run where a GPU is there).
 TEST(Fused, CudaKernelsMatchTheirCpuTwin) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -171,6 +200,14 @@ TEST(Fused, FluxDitForwardIsUnchanged) {
   cond.guidance = torch::full({2}, 3.5);
   const auto t = torch::tensor({900.0, 300.0});
   expect_fused_unchanged(m, [&] { return m.denoise(x, t, cond); });
+}
+
+// The Wan VAE's decode with its fused norms gives the decode without them.
+TEST(Fused, WanVaeDecodeIsUnchanged) {
+  auto vae = vae::WanVAE::load(test::fixture("wan21_vae_tiny.safetensors"));
+  torch::manual_seed(7);
+  const auto z = torch::randn({1, 16, 3, 4, 6});
+  expect_fused_unchanged(vae, [&] { return vae.decode(z); });
 }
 
 // The CPU's bf16 tanh-GELU against the function in float64, rounded to bf16:
