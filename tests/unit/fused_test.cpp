@@ -8,8 +8,8 @@
 #include "diffusion/wan_dit.h"
 #include "layers/fused.h"
 #include "layers/ops.h"
-#include "vae/wan_vae.h"
 #include "test_util.h"
+#include "vae/wan_vae.h"
 
 using namespace kinora;
 
@@ -136,7 +136,7 @@ TEST(Fused, ChannelRmsNormIsTheComposition) {
   torch::NoGradGuard g;
   torch::manual_seed(9);
   auto x = torch::randn({2, 40, 3, 5, 7}) * 3;
-  x.select(1, 0).fill_(1e3);  // large values
+  x.select(1, 0).fill_(1e3);                                  // large values
   x.index_put_({0, torch::indexing::Slice(), 1, 2, 3}, 0.0);  // a zero vector: 0, not NaN
   const auto gamma = torch::rand({40, 1, 1, 1}) + 0.5;
   const double scale = std::sqrt(40.0);
