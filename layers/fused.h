@@ -1,11 +1,13 @@
 #pragma once
-// Fused elementwise passes of the DiT blocks: each reads its inputs and writes
-// its result once, where the composition of tensor ops it replaces makes
-// several passes over memory (and as many temporaries). On a CUDA device they
-// run as the kernels of layers/fused_kernels.cu (the CUDA build); on the CPU
-// the same computation runs row by row on the CPU threads, vectorised, the
-// twin that the tests compare with the unfused forms (and, on a GPU, with the
-// kernels). The two sum a row's statistics in different orders.
+// Fused elementwise passes of the DiT blocks (and the Wan VAE's norm): each
+// reads its inputs and writes its result once, where the composition of
+// tensor ops it replaces makes several passes over memory (and as many
+// temporaries). On a CUDA device they run as the kernels of
+// layers/fused_kernels.cu (the CUDA build); on the CPU the same computation
+// runs row by row on the CPU threads, vectorised, the twin that the tests
+// compare with the unfused forms (and, on a GPU, with the kernels). The two
+// sum a row's statistics in different orders. channel_rms_norm has the CPU
+// form only.
 //
 // Every row's statistics are computed in float32; results are rounded once,
 // to the dtype they are returned in (and where the composed form rounds).
