@@ -22,6 +22,7 @@ dit="$scratch/wan2.1_t2v_1.3B_random_bf16.safetensors"
 vae="$scratch/wan_2.1_vae_random.safetensors"
 t5="$scratch/umt5_xxl_random_bf16.safetensors"
 t5_hf="$scratch/umt5_xxl_random_bf16.transformers_names.safetensors"
+[[ -x "$sd_cli" ]] || { echo "sdcpp.sh: $sd_cli: not an executable" >&2; exit 2; }
 for f in "$dit" "$vae" "$t5"; do
   [[ -f "$f" ]] || { echo "sdcpp.sh: $f: missing (run build/bin/render_bench first)" >&2; exit 2; }
 done
