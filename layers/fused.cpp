@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "base/torch_compat.h"
 
@@ -259,6 +260,44 @@ KINORA_CLONES void channel_apply_bf16(const uint16_t* x, const float* q, float g
   channel_apply(x, q, g, o, n, silu);
 }
 
+// The same norm where the channels are innermost ([B, …, C] in memory): each
+// of n positions' C values are contiguous, so one position is one row.
+template <typename T>
+KINORA_INLINE void channel_rows(const T* x, const float* g, T* o, int64_t channels, int64_t n,
+                                float scale, bool silu) {
+  for (int64_t r = 0; r < n; ++r, x += channels, o += channels) {
+    float ss = 0;
+    for (int64_t c = 0; c < channels; ++c) ss += load(x, c) * load(x, c);
+    const float q = scale / std::max(std::sqrt(ss), 1e-12f);
+    if (silu) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float y = round_as(x, load(x, c) * q * g[c]);
+        store(o, c, y / (1.f + exp_approx(-y)));
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) store(o, c, load(x, c) * q * g[c]);
+    }
+  }
+}
+KINORA_CLONES void channel_rows_f32(const float* x, const float* g, float* o, int64_t channels,
+                                    int64_t n, float scale, bool silu) {
+  channel_rows(x, g, o, channels, n, scale, silu);
+}
+KINORA_CLONES void channel_rows_bf16(const uint16_t* x, const float* g, uint16_t* o,
+                                     int64_t channels, int64_t n, float scale, bool silu) {
+  channel_rows(x, g, o, channels, n, scale, silu);
+}
+
+// Whether x [B, C, d2, …] has its channels innermost and is otherwise dense:
+// the memory of x.permute(0, 2, …, 1) in order (channels-last).
+bool channels_innermost(const torch::Tensor& x) {
+  if (x.dim() < 3 || x.stride(1) != 1) return false;
+  std::vector<int64_t> order{0};
+  for (int64_t d = 2; d < x.dim(); ++d) order.push_back(d);
+  order.push_back(1);
+  return x.permute(order).is_contiguous();
+}
+
 bool is_float_or_bf16(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kBFloat16;
 }
@@ -364,12 +403,28 @@ torch::Tensor channel_rms_norm(const torch::Tensor& x_in, const torch::Tensor& g
   TORCH_CHECK(x_in.is_cpu(), "channel_rms_norm: no kernel for ", x_in.device(), " in this build");
   const int64_t B = x_in.size(0), C = x_in.size(1), S = x_in.numel() / std::max<int64_t>(B * C, 1);
   TORCH_CHECK(gamma_in.numel() == C, "channel_rms_norm: gamma must have ", C, " values");
-  const auto x = x_in.contiguous();
   const auto gamma = gamma_in.to(torch::kFloat32).contiguous();
+  const float* g = gamma.data_ptr<float>();
+  const auto sc = static_cast<float>(scale);
+  const bool bf16 = x_in.scalar_type() == torch::kBFloat16;
+  if (channels_innermost(x_in)) {
+    auto out = torch::empty_like(x_in);  // the same strides
+    const int64_t rows = B * S;
+    at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+      const int64_t at = begin * C, n = end - begin;
+      if (bf16)
+        channel_rows_bf16(reinterpret_cast<const uint16_t*>(x_in.data_ptr<c10::BFloat16>()) + at, g,
+                          reinterpret_cast<uint16_t*>(out.data_ptr<c10::BFloat16>()) + at, C, n, sc,
+                          silu);
+      else
+        channel_rows_f32(x_in.data_ptr<float>() + at, g, out.data_ptr<float>() + at, C, n, sc,
+                         silu);
+    });
+    return out;
+  }
+  const auto x = x_in.contiguous();
   auto out = torch::empty(x.sizes(), x.options());
   auto factors = torch::empty({B, S}, x.options().dtype(torch::kFloat32));
-  const bool bf16 = x.scalar_type() == torch::kBFloat16;
-  const float* g = gamma.data_ptr<float>();
   float* q = factors.data_ptr<float>();
   const auto* xb = bf16 ? reinterpret_cast<const uint16_t*>(x.data_ptr<c10::BFloat16>()) : nullptr;
   auto* ob = bf16 ? reinterpret_cast<uint16_t*>(out.data_ptr<c10::BFloat16>()) : nullptr;
@@ -378,7 +433,6 @@ torch::Tensor channel_rms_norm(const torch::Tensor& x_in, const torch::Tensor& g
   // Blocks of positions small enough that their factors stay in the cache.
   constexpr int64_t kBlock = 8192;
   const int64_t blocks = (S + kBlock - 1) / kBlock;
-  const auto sc = static_cast<float>(scale);
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const int64_t b = k / blocks, i0 = (k % blocks) * kBlock, n = std::min(kBlock, S - i0);

@@ -47,7 +47,9 @@ torch::Tensor rms_norm_rope(const torch::Tensor& y, const torch::Tensor& weight,
 // the CPU) divided by its L2 norm over C (at least 1e-12), times `scale` and
 // gamma [C], rounded to x's dtype, then SiLU if `silu` (rounded again):
 // silu((x / max(‖x‖_C, 1e-12) · scale · gamma).to(x's dtype)). The composed
-// form widens x, and makes a pass over memory for each of its eight ops.
+// form widens x, and makes a pass over memory for each of its eight ops. An x
+// with its channels innermost (channels-last) gives a result laid out alike;
+// any other, a contiguous one.
 torch::Tensor channel_rms_norm(const torch::Tensor& x, const torch::Tensor& gamma, double scale,
                                bool silu);
 

@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
+#include <vector>
 
 #include "base/error.h"
 #include "base/json.h"
@@ -22,6 +24,30 @@ constexpr int64_t kCacheT = 2;  // frames each causal conv keeps from its last i
 // Parameter-free placeholder so that children keep the reference's indices.
 std::shared_ptr<torch::nn::Module> gap() {
   return std::make_shared<torch::nn::IdentityImpl>();
+}
+
+// Whether the video x [B, C, T, H, W] is on the CPU and channels-last ([B, T,
+// H, W, C] in memory): the layout in which the decoder runs in bf16 on the CPU
+// (WanVAEImpl::decode_unnormalised), its operations keeping it.
+bool channels_last(const Tensor& x) {
+  return x.dim() == 5 && x.is_cpu() && x.size(1) > 1 && x.stride(1) == 1 &&
+         x.is_contiguous(torch::MemoryFormat::ChannelsLast3d);
+}
+
+// a's frames, then b's ([B, C, T, H, W] joined in time), channels-last where b
+// is. (LibTorch's cat picks the layout from strides, which are ambiguous
+// where a size is 1.)
+Tensor cat_time(const Tensor& a, const Tensor& b) {
+  if (!channels_last(b)) return torch::cat({a, b}, 2);
+  auto out = torch::empty({b.size(0), b.size(1), a.size(2) + b.size(2), b.size(3), b.size(4)},
+                          b.options().memory_format(torch::MemoryFormat::ChannelsLast3d));
+  out.slice(2, 0, a.size(2)).copy_(a);
+  out.slice(2, a.size(2)).copy_(b);
+  return out;
+}
+// A copy of x, in x's layout.
+Tensor copy_of(const Tensor& x) {
+  return channels_last(x) ? x.clone(torch::MemoryFormat::ChannelsLast3d) : x.clone();
 }
 }  // namespace
 
@@ -42,9 +68,10 @@ struct CausalConv3dImpl : torch::nn::Module {
     Tensor in = x;
     int64_t front = 2 * pad[0];
     if (cache.defined() && front > 0) {
-      in = torch::cat({cache.to(x.scalar_type()), x}, 2);
+      in = cat_time(cache.to(x.scalar_type()), x);
       front -= cache.size(2);
     }
+    if (frames_) return by_frames(in.contiguous(torch::MemoryFormat::ChannelsLast3d), front);
     // Time's front padding by hand (causal: none behind); space's by the
     // convolution, which saves a padded copy of the input.
     if (front > 0) in = F::pad(in, F::PadFuncOptions({0, 0, 0, 0, front, 0}));
@@ -52,18 +79,69 @@ struct CausalConv3dImpl : torch::nn::Module {
     return torch::conv3d(in, weight.to(dt), bias.to(dt), {stride[0], stride[1], stride[2]},
                          {0, pad[1], pad[2]});
   }
+  // The same convolution of a channels-last input ([B, T, H, W, C] in memory)
+  // as 2D convolutions of its frames, one per temporal tap: output frame t is
+  // Σ_k conv2d(input frame t·s + k − front, W[:, :, k]), frames before the
+  // input (the causal zero padding) left out. LibTorch 1.13's oneDNN
+  // convolves channels-last bf16 frames in place, where its conv3d reorders
+  // the input and the output to and from a blocked layout: a quarter less
+  // time on the decoder's shapes (bench/RESULTS.md). The output is
+  // channels-last; each tap's sum is rounded to the dtype.
+  Tensor by_frames(const Tensor& in, int64_t front) {
+    const int64_t b = in.size(0), t_in = in.size(2), kt = weight.size(2), st = stride[0];
+    const int64_t t_out = (front + t_in - kt) / st + 1;
+    TORCH_CHECK(t_out > 0 && front < kt, "CausalConv3d: ", t_in, " frames and ", front,
+                " of padding for a kernel of ", kt);
+    const auto dt = in.scalar_type();
+    const auto w = weight.to(dt);
+    const auto bias_dt = bias.to(dt);
+    // Output t reads input frame t·st + k − front through tap k, where that
+    // frame exists: tap `front` reads one for every output (front < kt, and t_out
+    // is set so), and starts the sum, with the bias; the others add theirs.
+    struct Tap {
+      int64_t k, lo, hi;  // the outputs lo..hi whose frame exists
+    };
+    std::vector<Tap> taps{{front, 0, t_out - 1}};
+    for (int64_t k = 0; k < kt; ++k) {
+      const int64_t lo = std::max<int64_t>(0, (front - k + st - 1) / st);
+      const int64_t hi = std::min(t_out - 1, (t_in - 1 + front - k) / st);
+      if (k != front && lo <= hi) taps.push_back({k, lo, hi});
+    }
+    std::vector<Tensor> videos;
+    for (int64_t i = 0; i < b; ++i) {
+      // [T, C, H, W], channels-last, with the strides written out: where a size
+      // is 1, LibTorch 1.13's convolution takes other strides for contiguous.
+      const auto f = in.select(0, i).transpose(0, 1);
+      const int64_t fc = f.size(1), fh = f.size(2), fw = f.size(3);
+      const auto frames = f.as_strided(f.sizes(), {fh * fw * fc, 1, fw * fc, fc});
+      Tensor sum;
+      for (const auto& p : taps) {
+        const int64_t first = p.lo * st + p.k - front;
+        const auto part = torch::conv2d(frames.slice(0, first, first + (p.hi - p.lo) * st + 1, st),
+                                        w.select(2, p.k), sum.defined() ? Tensor() : bias_dt, 1,
+                                        {pad[1], pad[2]});
+        if (sum.defined())
+          sum.slice(0, p.lo, p.hi + 1).add_(part);
+        else
+          sum = part;
+      }
+      videos.push_back(sum.transpose(0, 1).unsqueeze(0));  // [1, O, T', H, W], channels-last
+    }
+    return b == 1 ? videos[0]
+                  : torch::cat(videos, 0).contiguous(torch::MemoryFormat::ChannelsLast3d);
+  }
   // The chunked form: conv with this conv's cache, then remember the last frames.
   Tensor forward_cached(const Tensor& x) {
     auto next = x.slice(2, std::max<int64_t>(0, x.size(2) - kCacheT));
     if (next.size(2) < kCacheT && cache_.defined())
-      next = torch::cat({cache_.slice(2, cache_.size(2) - 1), next},
-                        2);  // last frame of the chunk before
+      next = cat_time(cache_.slice(2, cache_.size(2) - 1), next);  // last frame of the chunk before
     auto out = forward(x, cache_);
-    cache_ = next.clone();
+    cache_ = copy_of(next);
     return out;
   }
   std::array<int64_t, 3> pad, stride;
   Tensor weight, bias, cache_;
+  bool frames_ = false;  // by_frames (set for the decoder's channels-last decode)
 };
 TORCH_MODULE(CausalConv3d);
 
@@ -156,12 +234,17 @@ struct AttentionBlockImpl : torch::nn::Module {
   Tensor forward(const Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(3), w = x.size(4);
     auto f = norm->forward(frames_of(x));  // [BT, C, H, W]
+    const bool last = channels_last(x);
+    // [BT, 1, HW, 3C] (a view where f is channels-last)
     const auto qkv =
-        to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
+        last ? to_qkv->forward(f).permute({0, 2, 3, 1}).reshape({-1, 1, h * w, 3 * c}).chunk(3, -1)
+             : to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
     const double scale = 1.0 / std::sqrt(static_cast<double>(c));
     const auto att =
         (torch::matmul(qkv[0], qkv[1].transpose(-2, -1)) * scale).softmax(-1);  // [BT, 1, HW, HW]
-    f = torch::matmul(att, qkv[2]).squeeze(1).permute({0, 2, 1}).reshape({-1, c, h, w});
+    f = torch::matmul(att, qkv[2]).squeeze(1);  // [BT, HW, C] → [BT, C, H, W], x's layout
+    f = last ? f.reshape({-1, h, w, c}).permute({0, 3, 1, 2})
+             : f.permute({0, 2, 1}).reshape({-1, c, h, w});
     return video_of(proj->forward(f), b) + x;
   }
   RMSNorm norm{nullptr};
@@ -193,17 +276,25 @@ struct ResampleImpl : torch::nn::Module {
         auto next = x.slice(2, std::max<int64_t>(0, t - kCacheT));
         if (next.size(2) < kCacheT) {
           // After the first chunk the frame before is zeros; later, the cached one.
-          next = torch::cat(
-              {cache_.defined() ? cache_.slice(2, cache_.size(2) - 1) : torch::zeros_like(next),
-               next},
-              2);
+          next = cat_time(
+              cache_.defined() ? cache_.slice(2, cache_.size(2) - 1) : torch::zeros_like(next),
+              next);
         }
         x = cache_.defined() ? time_conv->forward(x, cache_)
                              : time_conv->forward(x);  // [B, 2C, T, H, W]
-        cache_ = next.clone();
+        cache_ = copy_of(next);
         // Interleave the two halves in time: [B, 2, C, T, H, W] → [B, C, 2T, H, W].
-        x = x.reshape({b, 2, c, t, h, w});
-        x = torch::stack({x.select(1, 0), x.select(1, 1)}, 3).reshape({b, c, 2 * t, h, w});
+        if (channels_last(x)) {  // the same in [B, T, H, W, 2, C], staying channels-last
+          x = x.permute({0, 2, 3, 4, 1})
+                  .reshape({b, t, h, w, 2, c})
+                  .permute({0, 1, 4, 2, 3, 5})
+                  .contiguous()  // (reshape alone would view it where t is 1)
+                  .view({b, 2 * t, h, w, c})
+                  .permute({0, 4, 1, 2, 3});
+        } else {
+          x = x.reshape({b, 2, c, t, h, w});
+          x = torch::stack({x.select(1, 0), x.select(1, 1)}, 3).reshape({b, c, 2 * t, h, w});
+        }
       }
     }
     auto f = frames_of(x);
@@ -212,10 +303,19 @@ struct ResampleImpl : torch::nn::Module {
       // Nearest ×2: each value copied into a 2×2 square, in one pass
       // (repeat_interleave gathers through an index, several times slower).
       const int64_t fn = f.size(0), fc = f.size(1), fh = f.size(2), fw = f.size(3);
-      f = f.unsqueeze(3)
-              .unsqueeze(5)
-              .expand({fn, fc, fh, 2, fw, 2})
-              .reshape({fn, fc, 2 * fh, 2 * fw});
+      if (channels_last(x)) {  // the same in [N, H, W, C], staying channels-last
+        f = f.permute({0, 2, 3, 1})
+                .unsqueeze(2)
+                .unsqueeze(4)
+                .expand({fn, fh, 2, fw, 2, fc})
+                .reshape({fn, 2 * fh, 2 * fw, fc})
+                .permute({0, 3, 1, 2});
+      } else {
+        f = f.unsqueeze(3)
+                .unsqueeze(5)
+                .expand({fn, fc, fh, 2, fw, 2})
+                .reshape({fn, fc, 2 * fh, 2 * fw});
+      }
       f = conv.forward(f, 1, 1);
     } else {
       f = conv.forward(F::pad(f, F::PadFuncOptions({0, 1, 0, 1})), 2, 0);
@@ -223,10 +323,10 @@ struct ResampleImpl : torch::nn::Module {
     x = video_of(f, b);
     if (mode == Mode::Down3d) {
       if (!cache_.defined()) {
-        cache_ = x.clone();  // first chunk: kept, not downsampled in time
+        cache_ = copy_of(x);  // first chunk: kept, not downsampled in time
       } else {
-        const auto next = x.slice(2, x.size(2) - 1).clone();
-        x = time_conv->forward(torch::cat({cache_.slice(2, cache_.size(2) - 1), x}, 2));
+        const auto next = copy_of(x.slice(2, x.size(2) - 1));
+        x = time_conv->forward(cat_time(cache_.slice(2, cache_.size(2) - 1), x));
         cache_ = next;
       }
     }
@@ -361,19 +461,32 @@ class WanVAEImpl : public torch::nn::Module {
         .view({1, -1, 1, 1, 1});
   }
 
+  // Whether the coder runs channels-last, its convolutions by frames
+  // (CausalConv3dImpl::by_frames): where the fused passes run on the CPU (bf16
+  // by default). Returns what makes its input so (or leaves it).
+  static std::function<Tensor(const Tensor&)> by_frames(const Coder& coder, const Tensor& x) {
+    const bool last = x.is_cpu() && layers::use_fused(x.device(), x.scalar_type());
+    for (const auto& m : coder->modules())
+      if (auto* conv = m->as<CausalConv3dImpl>()) conv->frames_ = last;
+    return [last](const Tensor& t) {
+      return last ? t.contiguous(torch::MemoryFormat::ChannelsLast3d) : t;
+    };
+  }
+
   std::pair<Tensor, Tensor> posterior(const Tensor& video) {
     TORCH_CHECK(video.dim() == 5 && video.size(1) == 3 && (video.size(2) - 1) % 4 == 0,
                 "WanVAE.encode: video must be [B, 3, 4k+1, H, W], got ", video.sizes());
     encoder->clear();
     const auto x = video.to(dtype);
+    const auto layout = by_frames(encoder, x);
     std::vector<Tensor> outs;
     // Without temporal downsampling, chunks with caches compute exactly what one
     // causal pass over all frames does: one call, larger tensors.
     const int64_t chunks = config.time_compression() == 1 ? 0 : 1 + (x.size(2) - 1) / 4;
-    if (chunks == 0) outs.push_back(encoder->forward(x));
+    if (chunks == 0) outs.push_back(encoder->forward(layout(x)));
     for (int64_t i = 0; i < chunks; ++i) {
       const auto chunk = i == 0 ? x.slice(2, 0, 1) : x.slice(2, 1 + 4 * (i - 1), 1 + 4 * i);
-      outs.push_back(encoder->forward(chunk));
+      outs.push_back(encoder->forward(layout(chunk)).contiguous());
     }
     encoder->clear();
     const auto moments = conv1->forward(torch::cat(outs, 2)).to(torch::kFloat32).chunk(2, 1);
@@ -401,14 +514,18 @@ class WanVAEImpl : public torch::nn::Module {
                              const std::function<void(const Tensor&)>& on_frames = {}) {
     decoder->clear();
     const auto x = conv2->forward(z.to(dtype));
+    const auto layout = by_frames(decoder, x);
+    const auto to_float = [](const Tensor& v) {
+      return v.to(torch::kFloat32, false, false, torch::MemoryFormat::Contiguous);
+    };
     std::vector<Tensor> outs;
     if (config.time_compression() == 1 && !on_frames) {  // exact, as in posterior()
-      outs.push_back(decoder->forward(x).to(torch::kFloat32));
+      outs.push_back(to_float(decoder->forward(layout(x))));
       decoder->clear();
       return outs[0];
     }
     for (int64_t i = 0; i < x.size(2); ++i) {
-      auto frames = decoder->forward(x.slice(2, i, i + 1)).to(torch::kFloat32);
+      auto frames = to_float(decoder->forward(layout(x.slice(2, i, i + 1))));
       if (on_frames) on_frames(frames);
       outs.push_back(std::move(frames));
     }

@@ -63,6 +63,10 @@ Inputs inputs(torch::Device d, int64_t B = 2, int64_t L = 37, int64_t D = 96, in
 // them off, in float32 (within 1e-5, and not identical: float32 tells the two
 // apart) and in bf16 (within 2e-2; bf16 may round both to the same values).
 void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor()>& forward) {
+  torch::Tensor reference;  // float32, composed
+  const auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return (a - b).norm().item<double>() / b.norm().item<double>();
+  };
   for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
     m.set_precision(p);
     layers::set_fused(layers::Fused::Off);
@@ -70,10 +74,16 @@ void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor(
     layers::set_fused(layers::Fused::On);
     const auto fused = forward();
     layers::set_fused(layers::Fused::Auto);
-    const double rel = (fused - plain).norm().item<double>() / plain.norm().item<double>();
-    EXPECT_LT(rel, p == layers::Precision::F32 ? 1e-5 : 2e-2) << layers::precision_name(p);
     if (p == layers::Precision::F32) {
-      EXPECT_GT(rel, 0.0) << "the fused passes did not run";
+      EXPECT_LT(rel(fused, plain), 1e-5);
+      EXPECT_GT(rel(fused, plain), 0.0) << "the fused passes did not run";
+      reference = plain;
+    } else {
+      // In bf16 the two round at different places: each as close to float32
+      // as the conformance cases require, the fused no further than the
+      // composed by more than a quarter.
+      EXPECT_LT(rel(fused, reference), 2e-2);
+      EXPECT_LT(rel(fused, reference), 1.25 * rel(plain, reference));
     }
   }
 }
@@ -142,9 +152,12 @@ TEST(Fused, ChannelRmsNormIsTheComposition) {
   const double scale = std::sqrt(40.0);
   for (auto dt : {torch::kFloat32, torch::kBFloat16})
     for (bool silu : {false, true})
-      for (bool strided : {false, true}) {
-        // Strided: the channels of a [B, T, C, H, W] tensor seen as [B, C, T, H, W].
-        const auto in = strided ? x.transpose(1, 2).contiguous().transpose(1, 2).to(dt) : x.to(dt);
+      for (int layout : {0, 1, 2}) {
+        // 1: the channels of a [B, T, C, H, W] tensor seen as [B, C, T, H, W];
+        // 2: channels-last ([B, T, H, W, C] in memory), kept in the output.
+        const auto in = layout == 1   ? x.transpose(1, 2).contiguous().transpose(1, 2).to(dt)
+                        : layout == 2 ? x.to(dt).contiguous(torch::MemoryFormat::ChannelsLast3d)
+                                      : x.to(dt);
         const auto xf = in.to(torch::kFloat32);
         auto ref = (xf / xf.square().sum(1, true).sqrt().clamp_min(1e-12) * scale * gamma).to(dt);
         if (silu) ref = torch::silu(ref);
@@ -153,7 +166,10 @@ TEST(Fused, ChannelRmsNormIsTheComposition) {
         EXPECT_EQ(out.sizes(), in.sizes());
         EXPECT_FALSE(torch::isnan(out).any().item<bool>());
         EXPECT_LE(max_diff(out, ref), dt == torch::kFloat32 ? 1e-5 : bf16_step(ref))
-            << dt << " silu " << silu << " strided " << strided;
+            << dt << " silu " << silu << " layout " << layout;
+        if (layout == 2) {
+          EXPECT_TRUE(out.is_contiguous(torch::MemoryFormat::ChannelsLast3d));
+        }
       }
   EXPECT_THROW(layers::channel_rms_norm(x, gamma.slice(0, 0, 7), scale, true), c10::Error);
 }
@@ -202,12 +218,22 @@ TEST(Fused, FluxDitForwardIsUnchanged) {
   expect_fused_unchanged(m, [&] { return m.denoise(x, t, cond); });
 }
 
-// The Wan VAE's decode with its fused norms gives the decode without them.
+// The Wan VAE's decode and encode with their fused norms and channels-last
+// convolutions give those without them.
 TEST(Fused, WanVaeDecodeIsUnchanged) {
   auto vae = vae::WanVAE::load(test::fixture("wan21_vae_tiny.safetensors"));
   torch::manual_seed(7);
-  const auto z = torch::randn({1, 16, 3, 4, 6});
-  expect_fused_unchanged(vae, [&] { return vae.decode(z); });
+  for (int64_t b : {1, 2}) {  // with two, the convolutions by frames go through each
+    const auto z = torch::randn({b, 16, 3, 4, 6});
+    expect_fused_unchanged(vae, [&] {
+      const auto out = vae.decode(z);
+      EXPECT_TRUE(out.is_contiguous());
+      return out;
+    });
+    // The encoder's too (its temporal convolutions have a stride of 2).
+    const auto video = torch::rand({b, 3, 9, 32, 48}) * 2 - 1;
+    expect_fused_unchanged(vae, [&] { return vae.encode(video); });
+  }
 }
 
 // The CPU's bf16 tanh-GELU against the function in float64, rounded to bf16:
