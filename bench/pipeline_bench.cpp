@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       pipeline::Pipeline pipe;
       for (const char* run : {"cold", "warm"}) {
         const auto t0 = std::chrono::steady_clock::now();
-        const auto r = render::render(pipe, e);
+        const auto r = render::render(pipe, e, {}, /*overwrite=*/true);
         const double wall =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double other = wall - r.timings.sampling_s - r.timings.decode_s - r.timings.encode_s;
@@ -102,10 +102,10 @@ int main(int argc, char** argv) {
   for (const char* prec : {"fp32", "bf16"}) {
     p.precision = prec;
     pipeline::Pipeline pipe;
-    render::render(pipe, p);  // warm
+    render::render(pipe, p, {}, /*overwrite=*/true);  // warm
     fs::remove(p.output);
     bench::reset_peak_rss();
-    const auto r = render::render(pipe, p);
+    const auto r = render::render(pipe, p, {}, /*overwrite=*/true);
     report("fixture chain, 256×256×17", r, bench::peak_rss_mib());
     fs::remove(p.output);
   }
@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   p.precision = "bf16";
   pipeline::Pipeline pipe;
   bench::reset_peak_rss();
-  const auto r = render::render(pipe, p);
+  const auto r = render::render(pipe, p, {}, /*overwrite=*/true);
   report("Wan 1.3B + Wan 2.1 VAE real shapes (random weights), umT5 4096×2 layers, 256×256×17", r,
          bench::peak_rss_mib());
   return 0;

@@ -18,7 +18,7 @@
 //               [--warm-up 2] [--repeat 5] [--tiny] [--wan-file PATH]
 //
 // --only takes a comma-separated list of rates, wan-1.3b, wan-1.3b-step,
-// wan-1.3b-graph, wan-14b, flux-dev, wan-vae, umt5. --tiny shrinks every model
+// wan-1.3b-graph, wan-14b, flux-dev, wan-vae, wan-vae-encode, umt5. --tiny shrinks every model
 // to a few narrow layers (the same code at a size a CPU runs in seconds).
 #include <CLI/CLI.hpp>
 
@@ -123,7 +123,7 @@ int run(int argc, char** argv) {
   app.add_option("--flux-size", flux_size_arg, "FLUX image WIDTHxHEIGHT")->capture_default_str();
   app.add_option("--only", only_arg,
                  "comma-separated workloads (default: all): rates, wan-1.3b, wan-1.3b-step, "
-                 "wan-1.3b-graph, wan-14b, flux-dev, wan-vae, umt5");
+                 "wan-1.3b-graph, wan-14b, flux-dev, wan-vae, wan-vae-encode, umt5");
   app.add_option("--warm-up", warm_up)->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--repeat", repeat)->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_flag("--tiny", tiny, "every model a few narrow layers wide");
@@ -138,13 +138,14 @@ int run(int argc, char** argv) {
     std::getline(in, w, ',');
     if (!w.empty()) only.insert(w);
   }
-  const std::set<std::string> known = {"rates",   "wan-1.3b", "wan-1.3b-step", "wan-1.3b-graph",
-                                       "wan-14b", "flux-dev", "wan-vae",       "umt5"};
+  const std::set<std::string> known = {"rates",          "wan-1.3b",       "wan-1.3b-step",
+                                       "wan-1.3b-graph", "wan-14b",        "flux-dev",
+                                       "wan-vae",        "wan-vae-encode", "umt5"};
   for (const auto& w : only)
     if (!known.count(w)) {
       std::cerr << "speed_bench: unknown workload '" << w
                 << "' (rates, wan-1.3b, wan-1.3b-step, wan-1.3b-graph, wan-14b, flux-dev, "
-                   "wan-vae, umt5)\n";
+                   "wan-vae, wan-vae-encode, umt5)\n";
       return 2;
     }
   auto wanted = [&](const std::string& w) { return only.empty() || only.count(w) > 0; };
@@ -293,16 +294,24 @@ int run(int argc, char** argv) {
             [&] { m.denoise(x, t, cond); });
   }
 
-  if (wanted("wan-vae")) {
+  if (wanted("wan-vae") || wanted("wan-vae-encode")) {
     vae::WanVAEConfig c;
     if (tiny) c.dim = 16;
     vae::WanVAE v(c);
     bench::randomise(v.module(), torch::kFloat32, device);
     v.to(device);
     v.set_precision(prec);
-    const auto z = torch::randn({1, c.z_dim, lf, lh, lw}, on);
-    measure(std::string(tiny ? "tiny " : "") + "Wan 2.1 VAE decode, " + wan_size, {},
-            [&] { v.decode(z); });
+    if (wanted("wan-vae")) {
+      const auto z = torch::randn({1, c.z_dim, lf, lh, lw}, on);
+      measure(std::string(tiny ? "tiny " : "") + "Wan 2.1 VAE decode, " + wan_size, {},
+              [&] { v.decode(z); });
+    }
+    if (wanted("wan-vae-encode")) {
+      // The frames the decode gives: 4k + 1.
+      const auto video = torch::rand({1, 3, 4 * (lf - 1) + 1, 8 * lh, 8 * lw}, on) * 2 - 1;
+      measure(std::string(tiny ? "tiny " : "") + "Wan 2.1 VAE encode, " + wan_size, {},
+              [&] { v.encode(video); });
+    }
   }
 
   if (wanted("umt5")) {
