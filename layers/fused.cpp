@@ -43,8 +43,11 @@ void check_rows(const torch::Tensor& x, const torch::Tensor& per_batch, const ch
 // CMakeLists.txt). A clone for AVX-512F alone (no VL: no masked 256-bit
 // blends) or AVX2 alone (no FMA) runs these loops at a third of the speed. What a clone calls is
 // compiled for its target only where it is inlined: KINORA_INLINE where GCC would not.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define KINORA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define KINORA_INLINE __attribute__((always_inline)) inline
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // no x86-64 levels
+#define KINORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define KINORA_INLINE __attribute__((always_inline)) inline
 #else
 #define KINORA_CLONES

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <regex>
 #include <vector>
@@ -27,8 +28,8 @@ std::shared_ptr<torch::nn::Module> gap() {
 }
 
 // Whether the video x [B, C, T, H, W] is on the CPU and channels-last ([B, T,
-// H, W, C] in memory): the layout in which the decoder runs in bf16 on the CPU
-// (WanVAEImpl::decode_unnormalised), its operations keeping it.
+// H, W, C] in memory): the layout in which the encoder and the decoder run in
+// bf16 on the CPU (WanVAEImpl::by_frames), their operations keeping it.
 bool channels_last(const Tensor& x) {
   return x.dim() == 5 && x.is_cpu() && x.size(1) > 1 && x.stride(1) == 1 &&
          x.is_contiguous(torch::MemoryFormat::ChannelsLast3d);
@@ -50,6 +51,13 @@ Tensor copy_of(const Tensor& x) {
   return channels_last(x) ? x.clone(torch::MemoryFormat::ChannelsLast3d) : x.clone();
 }
 }  // namespace
+
+namespace {
+std::atomic<int64_t> frames_convolutions{0};
+}  // namespace
+int64_t convolutions_by_frames() {
+  return frames_convolutions.load();
+}
 
 // ---------------------------------------------------------------- layers
 
@@ -89,9 +97,10 @@ struct CausalConv3dImpl : torch::nn::Module {
   // channels-last; each tap's sum is rounded to the dtype.
   Tensor by_frames(const Tensor& in, int64_t front) {
     const int64_t b = in.size(0), t_in = in.size(2), kt = weight.size(2), st = stride[0];
-    const int64_t t_out = (front + t_in - kt) / st + 1;
-    TORCH_CHECK(t_out > 0 && front < kt, "CausalConv3d: ", t_in, " frames and ", front,
+    TORCH_CHECK(front + t_in >= kt && front < kt, "CausalConv3d: ", t_in, " frames and ", front,
                 " of padding for a kernel of ", kt);
+    const int64_t t_out = (front + t_in - kt) / st + 1;
+    ++frames_convolutions;
     const auto dt = in.scalar_type();
     const auto w = weight.to(dt);
     const auto bias_dt = bias.to(dt);
@@ -141,7 +150,7 @@ struct CausalConv3dImpl : torch::nn::Module {
   }
   std::array<int64_t, 3> pad, stride;
   Tensor weight, bias, cache_;
-  bool frames_ = false;  // by_frames (set for the decoder's channels-last decode)
+  bool frames_ = false;  // by_frames (set by WanVAEImpl::by_frames)
 };
 TORCH_MODULE(CausalConv3d);
 
@@ -483,7 +492,7 @@ class WanVAEImpl : public torch::nn::Module {
     // Without temporal downsampling, chunks with caches compute exactly what one
     // causal pass over all frames does: one call, larger tensors.
     const int64_t chunks = config.time_compression() == 1 ? 0 : 1 + (x.size(2) - 1) / 4;
-    if (chunks == 0) outs.push_back(encoder->forward(layout(x)));
+    if (chunks == 0) outs.push_back(encoder->forward(layout(x)).contiguous());
     for (int64_t i = 0; i < chunks; ++i) {
       const auto chunk = i == 0 ? x.slice(2, 0, 1) : x.slice(2, 1 + 4 * (i - 1), 1 + 4 * i);
       outs.push_back(encoder->forward(layout(chunk)).contiguous());

@@ -49,6 +49,10 @@ struct WanVAEConfig {
   std::string to_json() const;
 };
 
+// How many of the Wan VAE's causal convolutions have run as 2D convolutions of
+// channels-last frames (bf16 on the CPU) in this process: for the tests.
+int64_t convolutions_by_frames();
+
 class WanVAEImpl;
 
 class WanVAE : public layers::Model, public Autoencoder {

@@ -61,7 +61,7 @@ Inputs inputs(torch::Device d, int64_t B = 2, int64_t L = 37, int64_t D = 96, in
 
 // `forward` of model `m` with the fused passes forced on, against it with
 // them off, in float32 (within 1e-5, and not identical: float32 tells the two
-// apart) and in bf16 (within 2e-2; bf16 may round both to the same values).
+// apart), and in bf16 against the float32 result (see below).
 void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor()>& forward) {
   torch::Tensor reference;  // float32, composed
   const auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
@@ -223,16 +223,28 @@ TEST(Fused, FluxDitForwardIsUnchanged) {
 TEST(Fused, WanVaeDecodeIsUnchanged) {
   auto vae = vae::WanVAE::load(test::fixture("wan21_vae_tiny.safetensors"));
   torch::manual_seed(7);
+  // Whether a call ran its convolutions by frames (channels-last 2D), and how many.
+  const auto by_frames = [](const std::function<torch::Tensor()>& f) {
+    const int64_t before = vae::convolutions_by_frames();
+    const auto out = f();
+    EXPECT_TRUE(out.is_contiguous());
+    return std::pair{out, vae::convolutions_by_frames() - before};
+  };
   for (int64_t b : {1, 2}) {  // with two, the convolutions by frames go through each
     const auto z = torch::randn({b, 16, 3, 4, 6});
-    expect_fused_unchanged(vae, [&] {
-      const auto out = vae.decode(z);
-      EXPECT_TRUE(out.is_contiguous());
-      return out;
-    });
     // The encoder's too (its temporal convolutions have a stride of 2).
     const auto video = torch::rand({b, 3, 9, 32, 48}) * 2 - 1;
-    expect_fused_unchanged(vae, [&] { return vae.encode(video); });
+    const std::vector<std::function<torch::Tensor()>> calls = {[&] { return vae.decode(z); },
+                                                               [&] { return vae.encode(video); }};
+    for (const auto& f : calls) {
+      expect_fused_unchanged(vae, [&] {
+        const auto [out, n] = by_frames(f);
+        // By frames exactly where the passes run.
+        torch::NoGradGuard g;  // as the VAE runs
+        EXPECT_EQ(n > 0, layers::use_fused(torch::kCPU, layers::matmul_dtype(vae.precision())));
+        return out;
+      });
+    }
   }
 }
 
