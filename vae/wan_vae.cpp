@@ -29,7 +29,7 @@ std::shared_ptr<torch::nn::Module> gap() {
 
 // Whether the video x [B, C, T, H, W] is on the CPU and channels-last ([B, T,
 // H, W, C] in memory): the layout in which the encoder and the decoder run in
-// bf16 on the CPU (WanVAEImpl::by_frames), their operations keeping it.
+// bf16 on the CPU (WanVAEImpl::set_by_frames), their operations keeping it.
 bool channels_last(const Tensor& x) {
   return x.dim() == 5 && x.is_cpu() && x.size(1) > 1 && x.stride(1) == 1 &&
          x.is_contiguous(torch::MemoryFormat::ChannelsLast3d);
@@ -150,7 +150,7 @@ struct CausalConv3dImpl : torch::nn::Module {
   }
   std::array<int64_t, 3> pad, stride;
   Tensor weight, bias, cache_;
-  bool frames_ = false;  // by_frames (set by WanVAEImpl::by_frames)
+  bool frames_ = false;  // by_frames (set by WanVAEImpl::set_by_frames)
 };
 TORCH_MODULE(CausalConv3d);
 
@@ -473,7 +473,7 @@ class WanVAEImpl : public torch::nn::Module {
   // Whether the coder runs channels-last, its convolutions by frames
   // (CausalConv3dImpl::by_frames): where the fused passes run on the CPU (bf16
   // by default). Returns what makes its input so (or leaves it).
-  static std::function<Tensor(const Tensor&)> by_frames(const Coder& coder, const Tensor& x) {
+  static std::function<Tensor(const Tensor&)> set_by_frames(const Coder& coder, const Tensor& x) {
     const bool last = x.is_cpu() && layers::use_fused(x.device(), x.scalar_type());
     for (const auto& m : coder->modules())
       if (auto* conv = m->as<CausalConv3dImpl>()) conv->frames_ = last;
@@ -487,7 +487,7 @@ class WanVAEImpl : public torch::nn::Module {
                 "WanVAE.encode: video must be [B, 3, 4k+1, H, W], got ", video.sizes());
     encoder->clear();
     const auto x = video.to(dtype);
-    const auto layout = by_frames(encoder, x);
+    const auto layout = set_by_frames(encoder, x);
     std::vector<Tensor> outs;
     // Without temporal downsampling, chunks with caches compute exactly what one
     // causal pass over all frames does: one call, larger tensors.
@@ -523,7 +523,7 @@ class WanVAEImpl : public torch::nn::Module {
                              const std::function<void(const Tensor&)>& on_frames = {}) {
     decoder->clear();
     const auto x = conv2->forward(z.to(dtype));
-    const auto layout = by_frames(decoder, x);
+    const auto layout = set_by_frames(decoder, x);
     const auto to_float = [](const Tensor& v) {
       return v.to(torch::kFloat32, false, false, torch::MemoryFormat::Contiguous);
     };
