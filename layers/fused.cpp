@@ -41,13 +41,15 @@ void check_rows(const torch::Tensor& x, const torch::Tensor& per_batch, const ch
 // (AVX2 with FMA) and plain x86-64, and picked at load time for the CPU at
 // hand (GCC; this file is compiled so that these loops vectorise: see
 // CMakeLists.txt). A clone for AVX-512F alone (no VL: no masked 256-bit
-// blends) or AVX2 alone (no FMA) runs these loops at a third of the speed. What a clone calls is
-// compiled for its target only where it is inlined: KINORA_INLINE where GCC would not.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+// blends) or AVX2 alone (no FMA) runs these loops at a third of the speed.
+// What a clone calls is compiled for its target only where it is inlined:
+// KINORA_INLINE where GCC would not.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if __GNUC__ >= 12
 #define KINORA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define KINORA_INLINE __attribute__((always_inline)) inline
-#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)  // no x86-64 levels
+#else  // no x86-64 levels before GCC 12
 #define KINORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #define KINORA_INLINE __attribute__((always_inline)) inline
 #else
 #define KINORA_CLONES

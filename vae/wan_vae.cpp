@@ -50,11 +50,10 @@ Tensor cat_time(const Tensor& a, const Tensor& b) {
 Tensor copy_of(const Tensor& x) {
   return channels_last(x) ? x.clone(torch::MemoryFormat::ChannelsLast3d) : x.clone();
 }
-}  // namespace
 
-namespace {
 std::atomic<int64_t> frames_convolutions{0};
 }  // namespace
+
 int64_t convolutions_by_frames() {
   return frames_convolutions.load();
 }
