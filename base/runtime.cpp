@@ -1,5 +1,6 @@
 #include "base/runtime.h"
 
+#include "base/cpu_blas.h"
 #include "base/cpu_memory.h"
 
 #include <torch/torch.h>
@@ -104,6 +105,7 @@ int idle_cpus() {
 }
 
 int configure_threads() {
+  choose_cpu_blas_kernels();
   install_cpu_memory_cache();
   int threads = 0;
   if (const char* env = std::getenv("KINORA_THREADS")) threads = std::atoi(env);

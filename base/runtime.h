@@ -20,7 +20,8 @@ int idle_cpus();
 // threads, 3.1 s with the one this picks; 1.5 s alone; bench/contention.sh).
 // Called by each program's main() and again before each render (the load
 // changes between the jobs of a batch or the studio's queue). Returns the
-// thread count in force. The first call also installs the CPU tensor cache
+// thread count in force. The first call also picks the BLAS library's float32
+// kernels (base/cpu_blas.h) and installs the CPU tensor cache
 // (base/cpu_memory.h).
 int configure_threads();
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/cpu_blas.h"
 #include "io/safetensors.h"
 
 #ifdef KINORA_CUDA
@@ -21,6 +22,13 @@
 #endif
 
 namespace kinora::bench {
+
+// "; OpenBLAS 0.3.21 …, kernels SkylakeX" for a report's first line: float32
+// figures on the CPU depend on it; "" where the BLAS is not OpenBLAS.
+inline std::string blas_note() {
+  const auto d = cpu_blas_description();
+  return d.empty() ? "" : "; " + d;
+}
 
 // A memory figure of /proc/self/status ("VmHWM:", "VmRSS:"), MiB; -1 if absent.
 inline double status_mib(const std::string& field) {

@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
                     time_it([&] { ae.decode_image(z); }), bench::peak_rss_mib()});
   }
 
-  std::cout << "# " << version_string() << ", " << threads << " threads, " << device_name << ", "
-            << precision << "\n\n";
+  std::cout << "# " << version_string() << bench::blas_note() << ", " << threads << " threads, "
+            << device_name << ", " << precision << "\n\n";
   std::cout << "| what | seconds | peak RSS (MiB) |\n|---|---|---|\n";
   for (const auto& r : rows) {
     char buf[64];

@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   app.add_flag("--embedded-only", embedded_only, "only the embedded default model");
   CLI11_PARSE(app, argc, argv);
   const int threads = configure_threads();
-  std::cout << "# " << version_string() << ", " << threads << " threads; seconds per stage\n\n";
+  std::cout << "# " << version_string() << bench::blas_note() << ", " << threads
+            << " threads; seconds per stage\n\n";
   fs::create_directories(scratch);
   // The embedded default model, as `kinora generate --prompt TEXT` runs it: its
   // own defaults (size, frames, steps, sampler, guidance); cold includes loading.

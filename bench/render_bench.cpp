@@ -141,9 +141,9 @@ int main(int argc, char** argv) {
   p.guidance = 5, p.seed = 1;
 
   const int threads = configure_threads();
-  std::cout << "# " << version_string() << ", " << threads << " threads; " << width << "×" << height
-            << "×" << frames << ", " << steps << " guided " << sampler << " steps"
-            << (evict_first ? ", weight files evicted from the page cache first" : "")
+  std::cout << "# " << version_string() << bench::blas_note() << ", " << threads << " threads; "
+            << width << "×" << height << "×" << frames << ", " << steps << " guided " << sampler
+            << " steps" << (evict_first ? ", weight files evicted from the page cache first" : "")
             << "\n\n| run | stage | seconds | user s | system s | minor faults (M) | major "
                "faults (M) |\n|---|---|---|---|---|---|---|\n";
   // Prompt encodings are cached in memory only, so the cold run encodes them.

@@ -331,7 +331,7 @@ int run(int argc, char** argv) {
   }
 
   // The report.
-  std::cout << "# " << version_string() << "; "
+  std::cout << "# " << version_string() << bench::blas_note() << "; "
             << (device.is_cuda()
                     ? compat::cuda_device_description(device.index())
                     : "CPU, " + std::to_string(threads) + (threads == 1 ? " thread" : " threads"));

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::cout << "# " << version_string() << ", " << threads << " threads\n\n";
+  std::cout << "# " << version_string() << bench::blas_note() << ", " << threads << " threads\n\n";
   std::cout << "| what | compute | device | seconds | peak RSS (MiB) |\n|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     char buf[64];

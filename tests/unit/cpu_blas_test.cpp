@@ -1,0 +1,61 @@
+// The BLAS kernels chosen for the CPU (base/cpu_blas.h).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "base/cpu_blas.h"
+#include "base/runtime.h"
+
+using namespace kinora;
+
+TEST(CpuBlas, TheKernelsFollowTheCpuFlags) {
+  EXPECT_EQ(blas_core_for_flags("flags\t: fpu sse2 avx avx2 fma avx512f avx512cd avx512bw avx512dq "
+                                "avx512vl avx512_bf16 amx_bf16"),
+            "Cooperlake");
+  EXPECT_EQ(
+      blas_core_for_flags("flags\t: avx avx2 fma avx512f avx512cd avx512bw avx512dq avx512vl"),
+      "SkylakeX");
+  // AVX-512F alone (Knights Landing) lacks the instructions SkylakeX's kernels use.
+  EXPECT_EQ(blas_core_for_flags("flags\t: avx avx2 fma avx512f avx512cd"), "Haswell");
+  EXPECT_EQ(blas_core_for_flags("flags\t: sse2 avx avx2 fma bmi2"), "Haswell");
+  EXPECT_EQ(blas_core_for_flags("flags\t: sse2 avx avx2"), "Sandybridge");
+  EXPECT_EQ(blas_core_for_flags("flags\t: fpu sse2 ssse3"), "");
+  EXPECT_EQ(blas_core_for_flags(""), "");
+}
+
+TEST(CpuBlas, AnOpenBlasFallbackIsReplacedAndStillMultipliesRight) {
+  configure_threads();  // as every main() does; test_main's call came first
+  const auto& b = choose_cpu_blas_kernels();
+  if (b.core.empty()) GTEST_SKIP() << "the BLAS is not a run-time-dispatching OpenBLAS";
+  std::ifstream in("/proc/cpuinfo");
+  std::string flags;
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("flags", 0) == 0) {
+      flags = line;
+      break;
+    }
+  const auto best = blas_core_for_flags(flags);
+  if (!best.empty() && !std::getenv("OPENBLAS_CORETYPE")) {
+    for (const char* old : {"Prescott", "Barcelona", "Core2", "Nehalem", "Unknown"})
+      EXPECT_NE(b.core, old) << "OpenBLAS kept its fallback on a CPU with " << best << "'s flags";
+    if (b.chosen) {
+      EXPECT_EQ(b.core, best);
+    }
+  }
+  EXPECT_NE(cpu_blas_description().find(b.core), std::string::npos);
+
+  // The kernels set up again still compute: float32 products of odd shapes and
+  // transposed operands against a float64 reference.
+  torch::manual_seed(0);
+  for (const auto& [m, k, n] : {std::array<int64_t, 3>{1, 7, 3}, {37, 4096, 64}, {129, 257, 515}}) {
+    const auto a = torch::randn({m, k}), w = torch::randn({n, k});
+    const auto want = torch::matmul(a.to(torch::kDouble), w.to(torch::kDouble).t());
+    const auto bound = 1e-5 * std::sqrt(static_cast<double>(k)) * 4;
+    EXPECT_LT((torch::matmul(a, w.t()) - want).abs().max().item<double>(), bound) << m << "×" << k;
+    EXPECT_LT((torch::matmul(w, a.t()).t() - want).abs().max().item<double>(), bound)
+        << m << "×" << k;
+    EXPECT_LT((torch::addmm(torch::ones({n}), a, w.t()) - 1 - want).abs().max().item<double>(),
+              bound);
+  }
+}
