@@ -16,10 +16,13 @@
 //   speed_bench [--device auto|cpu|cuda] [--precision bf16|fp32]
 //               [--size 832x480x81] [--flux-size 1024x1024] [--only LIST]
 //               [--warm-up 2] [--repeat 5] [--tiny] [--wan-file PATH]
+//               [--profile N]
 //
 // --only takes a comma-separated list of rates, wan-1.3b, wan-1.3b-step,
 // wan-1.3b-graph, wan-14b, flux-dev, wan-vae, wan-vae-encode, umt5. --tiny shrinks every model
 // to a few narrow layers (the same code at a size a CPU runs in seconds).
+// --profile N (CPU only) runs each workload once more after its timed runs and
+// reports its N costliest LibTorch operators by self time (bench/op_profile.h).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -33,6 +36,7 @@
 #include "base/torch_compat.h"
 #include "bench/bench_util.h"
 #include "bench/flops.h"
+#include "bench/op_profile.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
 #include "text/t5.h"
@@ -113,7 +117,7 @@ int run(int argc, char** argv) {
                "speed_bench"};
   std::string device_arg = "auto", precision = "bf16", size_arg = "832x480x81",
               flux_size_arg = "1024x1024", only_arg, wan_file;
-  int warm_up = 2, repeat = 5;
+  int warm_up = 2, repeat = 5, profile = 0;
   bool tiny = false;
   app.add_option("--device", device_arg, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--precision", precision)
@@ -127,6 +131,9 @@ int run(int argc, char** argv) {
   app.add_option("--warm-up", warm_up)->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--repeat", repeat)->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_flag("--tiny", tiny, "every model a few narrow layers wide");
+  app.add_option("--profile", profile,
+                 "after each workload, one more run with its N costliest operators (CPU)")
+      ->check(CLI::Range(0, 1000));
   app.add_option("--wan-file", wan_file,
                  "the Wan 1.3B loaded from this checkpoint (mapped, as a render loads it), "
                  "written first with random bf16 weights when missing");
@@ -159,6 +166,11 @@ int run(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
   std::vector<Row> rows;
+  std::vector<std::pair<std::string, std::string>> profiles;  // workload, table
+  if (profile > 0 && !device.is_cpu()) {
+    std::cerr << "speed_bench: --profile times operators on the CPU only\n";
+    return 2;
+  }
 
   auto measure = [&](const std::string& what, const bench::Flops& flops,
                      const std::function<void()>& fn) -> Row& {
@@ -168,6 +180,11 @@ int run(int argc, char** argv) {
     Row r{what, flops, bench::timed_runs(fn, device, warm_up, repeat), 0, ""};
     r.extra_bytes = std::max(0.0, bench::peak_memory(device) - before);
     std::cerr << what << ": " << bench::median(r.seconds) << " s\n";
+    if (profile > 0) {
+      bench::OpProfile p;
+      fn();
+      profiles.emplace_back(what, p.table(profile));
+    }
     rows.push_back(r);
     return rows.back();
   };
@@ -190,7 +207,7 @@ int run(int argc, char** argv) {
     const auto& s = measure("attention, " + std::to_string(L) + " tokens × 12 heads × 128", g,
                             [&] { compat::scaled_dot_product_attention(q, k, v); });
     attention_rate = g.attention / bench::median(s.seconds);
-    if (!wanted("rates")) rows.clear();
+    if (!wanted("rates")) rows.clear(), profiles.clear();
   }
 
   const std::string wan_size = std::to_string(size.width) + "×" + std::to_string(size.height) +
@@ -364,5 +381,7 @@ int run(int argc, char** argv) {
               << (counted ? fixed(100 * floor / s, 0) + " %" : "") << " | "
               << fixed(r.extra_bytes / (1 << 30), 3) << " | " << r.note << " |\n";
   }
+  for (const auto& [what, table] : profiles)
+    std::cout << "\n### " << what << ": one more run, operators by self time\n\n" << table;
   return 0;
 }
