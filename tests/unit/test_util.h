@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -23,9 +24,11 @@ class TempDir {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     // A counter too: two TempDirs in one test are two folders.
     static int count = 0;
+    // A parameterised test's name holds a '/' ("Name/png"): one folder, not two.
+    std::string name = info ? info->name() : "test";
+    std::replace(name.begin(), name.end(), '/', '-');
     path_ = std::filesystem::temp_directory_path() /
-            ("kinora-" + std::string(info ? info->name() : "test") + "-" +
-             std::to_string(::getpid()) + "-" + std::to_string(count++));
+            ("kinora-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(count++));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
