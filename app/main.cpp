@@ -6,6 +6,9 @@
 #include "base/runtime.h"
 
 int main(int argc, char** argv) {
+  // First, while this is the only thread: it may reselect the BLAS kernels
+  // through the environment (base/cpu_blas.h), and Qt starts threads.
+  kinora::configure_threads();
   // Qt Multimedia's FFmpeg backend plays what Kinora writes without extra
   // GStreamer plugins.
   if (qEnvironmentVariableIsEmpty("QT_MEDIA_BACKEND")) qputenv("QT_MEDIA_BACKEND", "ffmpeg");
@@ -24,7 +27,6 @@ int main(int argc, char** argv) {
   QApplication::setApplicationVersion(
       QString::fromStdString(kinora::version_string()).mid(QString("Kinora ").size()));
   QApplication::setDesktopFileName("kinora-studio");
-  kinora::configure_threads();
 
   QCommandLineParser cli;
   cli.setApplicationDescription("Kinora Studio: video generation with open diffusion models");

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -12,9 +13,9 @@ namespace kinora {
 
 namespace {
 
-// The kernel sets OpenBLAS falls back to for a CPU it does not recognise
-// (Intel: Prescott; AMD: Barcelona) or takes for one without AVX; a CPU whose
-// flags allow more gets those replaced.
+// The kernel sets OpenBLAS gives a CPU it does not recognise (Prescott on
+// x86-64) or one without AVX; a CPU whose flags allow more gets those
+// replaced.
 bool is_fallback(const std::string& core) {
   return core == "Prescott" || core == "Barcelona" || core == "Core2" || core == "Nehalem" ||
          core == "Unknown";
@@ -25,6 +26,21 @@ std::string cpu_flags_line() {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("flags", 0) == 0) return line;  // as every core
   return "";
+}
+
+// Whether this process may run the instructions of `core`'s kernels: the CPU
+// has them and the system saves their registers (GCC's check; a kernel set
+// named in OPENBLAS_CORETYPE gets no such check from OpenBLAS).
+bool process_runs(const std::string& core) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (core == "SkylakeX")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl");
+  if (core == "Haswell") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (core == "Sandybridge") return __builtin_cpu_supports("avx");
+#endif
+  return false;
 }
 
 // OpenBLAS's entry points for its run-time dispatch (exported by its
@@ -54,11 +70,18 @@ std::string blas_core_for_flags(const std::string& flags_line) {
       if (!flags.count(n)) return false;
     return true;
   };
-  if (has({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}))
-    return has({"avx512_bf16"}) ? "Cooperlake" : "SkylakeX";
+  // OpenBLAS's Cooperlake set adds bf16 BLAS routines LibTorch does not call;
+  // its float32 kernels are SkylakeX's (and 0.3.21 does not accept the name).
+  if (has({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})) return "SkylakeX";
   if (has({"avx2", "fma"})) return "Haswell";
   if (has({"avx"})) return "Sandybridge";
   return "";
+}
+
+std::string blas_core_to_choose(const std::string& detected, const std::string& flags_line,
+                                bool coretype_in_environment) {
+  if (coretype_in_environment || !is_fallback(detected)) return "";
+  return blas_core_for_flags(flags_line);
 }
 
 const CpuBlas& choose_cpu_blas_kernels() {
@@ -74,12 +97,13 @@ const CpuBlas& choose_cpu_blas_kernels() {
     }
     if (!blas.dispatches()) return;
     result.detected = result.core = blas.corename();
-    if (std::getenv("OPENBLAS_CORETYPE") || !is_fallback(result.detected)) return;
-    const auto better = blas_core_for_flags(cpu_flags_line());
-    if (better.empty()) return;
-    // gotoblas_dynamic_init() reads OPENBLAS_CORETYPE and, once quit has
-    // cleared its choice, sets the named kernels up (their block sizes
-    // included); the work buffers it allocates later are sized for any core.
+    const auto better = blas_core_to_choose(result.detected, cpu_flags_line(),
+                                            std::getenv("OPENBLAS_CORETYPE") != nullptr);
+    if (better.empty() || !process_runs(better)) return;
+    // gotoblas_dynamic_quit() forgets the kernels picked at load;
+    // gotoblas_dynamic_init() then sets up those OPENBLAS_CORETYPE names (its
+    // block sizes included). The work buffers OpenBLAS allocates are one size
+    // for every kernel set.
     ::setenv("OPENBLAS_CORETYPE", better.c_str(), 1);
     blas.quit();
     blas.init();

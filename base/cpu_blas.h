@@ -8,10 +8,10 @@
 // float32 matrices at 20–30 GFLOP/s on two cores instead of the 75–180 its
 // AVX-512 kernels reach there (bench/RESULTS.md, "Float32 matrix kernels").
 // choose_cpu_blas_kernels() replaces that fallback with the best kernels the
-// CPU's flags allow. It leaves OpenBLAS's own choice of any later core alone,
-// and it leaves everything alone where OPENBLAS_CORETYPE is set (the user's
-// choice) or the BLAS is not a run-time-dispatching OpenBLAS (MKL, a build
-// for one core).
+// CPU and the system allow. It leaves OpenBLAS's own choice of any later core
+// alone, and it leaves everything alone where OPENBLAS_CORETYPE is set (the
+// user's choice) or the BLAS is not a run-time-dispatching OpenBLAS (MKL, a
+// build for one core).
 #include <string>
 
 namespace kinora {
@@ -24,16 +24,25 @@ struct CpuBlas {
 };
 
 // Does the replacement, once per process (later calls return the first one's
-// result). It must run before any other thread calls into the BLAS: each
-// program's main() calls it through configure_threads().
+// result). It must run before any other thread calls into the BLAS, and
+// before other threads may read the environment (it sets OPENBLAS_CORETYPE
+// for a moment): each program's main() calls it first, through
+// configure_threads().
 const CpuBlas& choose_cpu_blas_kernels();
 
 // The OpenBLAS kernel set for a CPU with these /proc/cpuinfo flags ("flags :
-// fpu … avx512f …"): "Cooperlake" (AVX-512 with bf16), "SkylakeX" (AVX-512),
-// "Haswell" (AVX2 and FMA), "Sandybridge" (AVX), else "" (keep what it has).
+// fpu … avx512f …"), by names OpenBLAS 0.3.21 and later accept in
+// OPENBLAS_CORETYPE: "SkylakeX" (AVX-512 F, CD, BW, DQ and VL), "Haswell"
+// (AVX2 and FMA), "Sandybridge" (AVX), else "" (none better than SSE3).
 std::string blas_core_for_flags(const std::string& flags_line);
 
-// "OpenBLAS 0.3.21, kernels Cooperlake (it picked Prescott)" for benchmark
+// What choose_cpu_blas_kernels() decides: the kernels to replace `detected`
+// with, or "" to keep it (a kernel set of a later core than the fallbacks,
+// OPENBLAS_CORETYPE set by the user, or flags that allow nothing better).
+std::string blas_core_to_choose(const std::string& detected, const std::string& flags_line,
+                                bool coretype_in_environment);
+
+// "OpenBLAS 0.3.21, kernels SkylakeX (it picked Prescott)" for benchmark
 // headers; "" where the BLAS is not OpenBLAS.
 std::string cpu_blas_description();
 

@@ -46,9 +46,8 @@ class OpProfile {
     std::string out = "| operator | calls | self s | share |\n|---|---|---|---|\n";
     auto row = [&](const std::string& name, long calls, double s) {
       char buf[96];
-      std::snprintf(buf, sizeof buf, " | %ld | %.3f | %.1f %% |\n", calls, s,
-                    wall_ > 0 ? 100 * s / wall_ : 0.0);
-      out += "| " + name + buf;
+      std::snprintf(buf, sizeof buf, " | %.3f | %.1f %% |\n", s, wall_ > 0 ? 100 * s / wall_ : 0.0);
+      out += "| " + name + " | " + (calls > 0 ? std::to_string(calls) : "") + buf;
     };
     double listed = 0;
     long rest_calls = 0;
@@ -95,8 +94,8 @@ class OpProfile {
   }
   static void leave(const at::RecordFunction&, at::ObserverContext*) {
     auto& s = state();
-    if (s.stack.empty()) return;  // begun before the profile started
-    const auto f = std::move(s.stack.back());
+    if (s.stack.empty()) return;
+    const Frame f = std::move(s.stack.back());
     s.stack.pop_back();
     const double d = seconds(Clock::now() - f.start);
     auto& e = s.ops[f.name];

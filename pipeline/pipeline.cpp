@@ -490,7 +490,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   Result r;
   r.preset = preset;
   Preset& p = r.preset;
-  configure_threads();            // the machine's load now, not at start-up
+  configure_threads();            // the machine's load now (main() made the first call)
   p.seed = resolve_seed(p.seed);  // the output records the seed that ran
   if (p.seed > kMaxSeed - (count - 1))
     throw Error("seeds " + std::to_string(p.seed) + " … " + std::to_string(p.seed + count - 1) +

@@ -81,8 +81,9 @@ TEST(SafetensorsDeathTest, AFileShortenedWhileMappedIsNamedWhenRead) {
         const auto f = SafetensorsFile::open(path);
         const auto w = f->get("w");
         std::filesystem::resize_file(path, 4096);
-        // This process dies here: the folder goes first (the mapping keeps
-        // the shortened file's pages).
+        // This process (the "threadsafe" style's child, which ran the test
+        // from its start and made a folder of its own) dies here: the folder
+        // goes first (the mapping keeps the shortened file's pages).
         std::filesystem::remove_all(dir.path());
         std::printf("%f\n", w.sum().item<float>());
       },
