@@ -1,9 +1,10 @@
 #include "base/cpu_blas.h"
 
+#include "base/runtime.h"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <initializer_list>
 #include <mutex>
 #include <set>
@@ -19,13 +20,6 @@ namespace {
 bool is_fallback(const std::string& core) {
   return core == "Prescott" || core == "Barcelona" || core == "Core2" || core == "Nehalem" ||
          core == "Unknown";
-}
-
-std::string cpu_flags_line() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("flags", 0) == 0) return line;  // as every core
-  return "";
 }
 
 // Whether this process may run the instructions of `core`'s kernels: the CPU

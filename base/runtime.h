@@ -25,6 +25,10 @@ int idle_cpus();
 // (base/cpu_memory.h).
 int configure_threads();
 
+// The CPU's feature flags, /proc/cpuinfo's first "flags" line ("flags\t: fpu
+// … avx512f …"; every core lists the same); "" where there is none.
+std::string cpu_flags_line();
+
 // "Kinora 0.1.0, LibTorch 1.13.0 (CPU)" — for --version and embedded metadata.
 std::string version_string();
 std::string torch_version();

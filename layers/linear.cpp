@@ -4,10 +4,10 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/cuda.h>
 
-#include <fstream>
 #include <sstream>
 
 #include "base/error.h"
+#include "base/runtime.h"
 
 namespace kinora::layers {
 
@@ -29,12 +29,7 @@ bool cpu_flags_have_native_bf16(const std::string& flags_line) {
 }
 
 bool cpu_has_native_bf16() {
-  static const bool has = [] {
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);)
-      if (line.rfind("flags", 0) == 0) return cpu_flags_have_native_bf16(line);  // as every core
-    return false;
-  }();
+  static const bool has = cpu_flags_have_native_bf16(cpu_flags_line());
   return has;
 }
 

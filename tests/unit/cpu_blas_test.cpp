@@ -5,7 +5,6 @@
 #include <array>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 
 #include "base/cpu_blas.h"
 #include "base/runtime.h"
@@ -44,14 +43,8 @@ TEST(CpuBlas, OnlyAFallbackIsReplacedAndNeverTheUsersChoice) {
 TEST(CpuBlas, AnOpenBlasFallbackIsReplacedAndStillMultipliesRight) {
   const auto& b = choose_cpu_blas_kernels();  // test_main's configure_threads() ran it
   if (b.core.empty()) GTEST_SKIP() << "the BLAS is not a run-time-dispatching OpenBLAS";
-  std::ifstream in("/proc/cpuinfo");
-  std::string flags;
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("flags", 0) == 0) {
-      flags = line;
-      break;
-    }
-  const auto want = blas_core_to_choose(b.detected, flags, std::getenv("OPENBLAS_CORETYPE"));
+  const auto want =
+      blas_core_to_choose(b.detected, cpu_flags_line(), std::getenv("OPENBLAS_CORETYPE"));
   if (!want.empty()) {
     EXPECT_TRUE(b.chosen) << "OpenBLAS kept " << b.detected << " on a CPU with " << want
                           << "'s flags";
