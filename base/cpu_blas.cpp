@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <mutex>
-#include <set>
 #include <sstream>
 
 namespace kinora {
@@ -56,9 +55,7 @@ struct OpenBlasDispatch {
 }  // namespace
 
 std::string blas_core_for_flags(const std::string& flags_line) {
-  std::set<std::string> flags;
-  std::istringstream words(flags_line);
-  for (std::string w; words >> w;) flags.insert(w);
+  const auto flags = cpu_flag_words(flags_line);
   const auto has = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
       if (!flags.count(n)) return false;

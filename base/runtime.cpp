@@ -121,6 +121,13 @@ std::string cpu_flags_line() {
   return "";
 }
 
+std::set<std::string> cpu_flag_words(const std::string& flags_line) {
+  std::set<std::string> flags;
+  std::istringstream words(flags_line);
+  for (std::string w; words >> w;) flags.insert(w);
+  return flags;
+}
+
 std::string torch_version() {
   return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
          std::to_string(TORCH_VERSION_PATCH);

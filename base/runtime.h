@@ -1,6 +1,7 @@
 #pragma once
 // Process-wide set-up of LibTorch, done once by each program's main().
 #include <filesystem>
+#include <set>
 #include <string>
 
 namespace kinora {
@@ -28,6 +29,9 @@ int configure_threads();
 // The CPU's feature flags, /proc/cpuinfo's first "flags" line ("flags\t: fpu
 // … avx512f …"; every core lists the same); "" where there is none.
 std::string cpu_flags_line();
+// The flags of such a line, as words ("avx512f", …; the "flags" key and its
+// colon among them).
+std::set<std::string> cpu_flag_words(const std::string& flags_line);
 
 // "Kinora 0.1.0, LibTorch 1.13.0 (CPU)" — for --version and embedded metadata.
 std::string version_string();

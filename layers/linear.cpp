@@ -4,8 +4,6 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/cuda.h>
 
-#include <sstream>
-
 #include "base/error.h"
 #include "base/runtime.h"
 
@@ -22,10 +20,8 @@ const char* precision_name(Precision p) {
 }
 
 bool cpu_flags_have_native_bf16(const std::string& flags_line) {
-  std::istringstream words(flags_line);
-  for (std::string w; words >> w;)
-    if (w == "avx512_bf16" || w == "amx_bf16") return true;
-  return false;
+  const auto flags = cpu_flag_words(flags_line);
+  return flags.count("avx512_bf16") > 0 || flags.count("amx_bf16") > 0;
 }
 
 bool cpu_has_native_bf16() {
