@@ -136,6 +136,16 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
     device_->addItem(QString::fromStdString(d.name + " — " + d.description),
                      QString::fromStdString(d.name));
   device_->setToolTip("Noise is drawn on the CPU, so a seed gives the same video on every device");
+  // Block swap: -1 shows as "auto".
+  block_swap_ = new QSpinBox(this);
+  block_swap_->setObjectName("block_swap");
+  block_swap_->setRange(-1, 9999);
+  block_swap_->setSpecialValueText("auto");
+  block_swap_->setValue(-1);
+  block_swap_->setToolTip(
+      "On a GPU: how many of the model's transformer blocks stay in host memory and visit the "
+      "GPU in turn, so that a model larger than the card runs on it (Wan 14B on 24 GB). auto: "
+      "only as many as the card's free memory needs. The video is the same; the CPU ignores it");
   format_ = new QComboBox(this);
   format_->addItem("Default (one frame: PNG, else MP4)", "");
   format_->addItem("PNG image", "png");
@@ -218,6 +228,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   form->addRow("Frames", frames_);
   form->addRow("FPS", fps_);
   form->addRow("Device", device_);
+  form->addRow("Blocks in host memory", block_swap_);
   form->addRow("Precision", precision_);
   form->addRow("Format", format_);
   auto* layout = new QVBoxLayout(this);
@@ -511,6 +522,7 @@ Preset GeneratePanel::preset() const {
   p.shift = shift_->value(), p.guidance = guidance_->value();
   p.precision = precision_->currentText().toStdString();
   p.device = device_->currentData().toString().toStdString();
+  p.block_swap = block_swap_->value() < 0 ? "auto" : std::to_string(block_swap_->value());
   p.model = model_->currentData().toString().toStdString();
   if (!p.model.empty()) {
     // "—" is "" (for SDXL: the checkpoint's own part).
@@ -564,6 +576,8 @@ void GeneratePanel::set_preset(const Preset& p) {
     const int d = device_->findData(QString::fromStdString(p.device));
     device_->setCurrentIndex(std::max(0, d));
   }
+  const auto swap = pipeline::block_swap_count(p.block_swap, "block_swap");
+  block_swap_->setValue(swap ? static_cast<int>(*swap) : -1);
   const int f = format_->findData(QString::fromStdString(p.format));
   format_->setCurrentIndex(std::max(0, f));
   loras_->setRowCount(0);

@@ -55,7 +55,7 @@ class GeneratePanel : public QWidget {
   QComboBox *model_, *vae_, *text_encoder_, *tokenizer_, *clip_, *sampler_, *format_, *precision_,
       *device_;
   QTableWidget* loras_;
-  QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_;
+  QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_, *block_swap_;
   QDoubleSpinBox *shift_, *guidance_;
   QLabel* hint_;
   QString models_dir_;

@@ -12,7 +12,11 @@
 
 #ifdef KINORA_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #endif
 
 #include <string>
@@ -38,6 +42,22 @@ inline std::string cuda_device_description(int64_t index) {
   return std::string(p->name) + ", " + mem;
 #else
   return "CUDA device " + std::to_string(index);
+#endif
+}
+
+// The free memory of CUDA device `device` as the driver reports it, once
+// LibTorch's allocator has handed back what it holds unused; -1 where the CUDA
+// headers are not there to ask.
+inline int64_t cuda_free_bytes(const torch::Device& device) {
+#ifdef KINORA_CUDA
+  const c10::cuda::CUDAGuard on(device.index());
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  std::size_t free = 0, total = 0;
+  C10_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return static_cast<int64_t>(free);
+#else
+  (void)device;
+  return -1;
 #endif
 }
 

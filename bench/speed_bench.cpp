@@ -16,10 +16,12 @@
 //   speed_bench [--device auto|cpu|cuda] [--precision bf16|fp32]
 //               [--size 832x480x81] [--flux-size 1024x1024] [--only LIST]
 //               [--warm-up 2] [--repeat 5] [--tiny] [--wan-file PATH]
-//               [--profile N]
+//               [--profile N] [--block-swap N]
 //
 // --only takes a comma-separated list of rates, wan-1.3b, wan-1.3b-step,
-// wan-1.3b-graph, wan-14b, flux-dev, wan-vae, wan-vae-encode, umt5. --tiny shrinks every model
+// wan-1.3b-graph, wan-14b, wan-14b-swap, flux-dev, wan-vae, wan-vae-encode, umt5.
+// wan-14b-swap is the 14B forward with block swap (a GPU only): --block-swap
+// blocks in host memory, by default as many as a 24 GB card needs. --tiny shrinks every model
 // to a few narrow layers (the same code at a size a CPU runs in seconds).
 // --profile N (CPU only) runs each workload once more after its timed runs and
 // reports its N costliest LibTorch operators by self time (bench/op_profile.h).
@@ -134,6 +136,11 @@ int run(int argc, char** argv) {
   app.add_option("--profile", profile,
                  "after each workload, one more run with its N costliest operators (CPU)")
       ->check(CLI::Range(0, 1000));
+  int64_t block_swap = -1;
+  app.add_option("--block-swap", block_swap,
+                 "wan-14b-swap: the 14B's blocks kept in host memory (default: what a 24 GiB card "
+                 "needs)")
+      ->check(CLI::Range(0, 40));
   app.add_option("--wan-file", wan_file,
                  "the Wan 1.3B loaded from this checkpoint (mapped, as a render loads it), "
                  "written first with random bf16 weights when missing");
@@ -145,14 +152,14 @@ int run(int argc, char** argv) {
     std::getline(in, w, ',');
     if (!w.empty()) only.insert(w);
   }
-  const std::set<std::string> known = {"rates",          "wan-1.3b",       "wan-1.3b-step",
-                                       "wan-1.3b-graph", "wan-14b",        "flux-dev",
-                                       "wan-vae",        "wan-vae-encode", "umt5"};
+  const std::set<std::string> known = {
+      "rates",        "wan-1.3b", "wan-1.3b-step", "wan-1.3b-graph", "wan-14b",
+      "wan-14b-swap", "flux-dev", "wan-vae",       "wan-vae-encode", "umt5"};
   for (const auto& w : only)
     if (!known.count(w)) {
       std::cerr << "speed_bench: unknown workload '" << w
-                << "' (rates, wan-1.3b, wan-1.3b-step, wan-1.3b-graph, wan-14b, flux-dev, "
-                   "wan-vae, wan-vae-encode, umt5)\n";
+                << "' (rates, wan-1.3b, wan-1.3b-step, wan-1.3b-graph, wan-14b, wan-14b-swap, "
+                   "flux-dev, wan-vae, wan-vae-encode, umt5)\n";
       return 2;
     }
   auto wanted = [&](const std::string& w) { return only.empty() || only.count(w) > 0; };
@@ -242,6 +249,32 @@ int run(int argc, char** argv) {
     const std::string shape = wan_size + " (" + std::to_string(tokens) + " tokens)";
     if (wanted(big ? "wan-14b" : "wan-1.3b"))
       measure(name + " DiT forward, " + shape, flops, [&] { m.denoise(x, t, cond); });
+    if (big && wanted("wan-14b-swap")) {
+      const std::string what = name + " DiT forward, block swap, " + shape;
+      if (!device.is_cuda()) {
+        rows.push_back({what, {}, {}, 0, "block swap needs a GPU"});
+        return;
+      }
+      // As a render places it: the weights in host memory, the blocks that do
+      // not fit a 24 GiB card (beside a forward's activations and 1.5 GiB)
+      // kept there.
+      const auto blocks = static_cast<int64_t>(m.swappable_blocks().size());
+      const int64_t n =
+          block_swap >= 0
+              ? block_swap
+              : layers::blocks_to_swap(
+                    m.weight_bytes(), m.block_bytes(), blocks,
+                    (int64_t{24} << 30) - m.activation_bytes(tokens) - (int64_t{3} << 29));
+      const double whole = bench::memory_in_use(device);
+      m.to(torch::kCPU);
+      m.set_block_swap(n);
+      m.to(device);
+      bench::sync(device);
+      auto& r = measure(what, flops, [&] { m.denoise(x, t, cond); });
+      r.note = std::to_string(n) + " of " + std::to_string(blocks) + " blocks in host memory; " +
+               sig(bench::memory_in_use(device) / (1 << 30)) + " GiB in use between forwards (" +
+               sig(whole / (1 << 30)) + " with the whole model)";
+    }
     if (big) return;
     // The guided step: both passes in one batch, the guidance, the Euler update.
     const auto both = layers::Conditioning::cat(cond, uncond);
@@ -287,7 +320,7 @@ int run(int argc, char** argv) {
 #endif
   };
   if (wanted("wan-1.3b") || wanted("wan-1.3b-step") || wanted("wan-1.3b-graph")) wan(false);
-  if (wanted("wan-14b")) wan(true);
+  if (wanted("wan-14b") || wanted("wan-14b-swap")) wan(true);
 
   if (wanted("flux-dev")) {
     diffusion::FluxConfig c;  // dev

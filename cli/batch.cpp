@@ -20,8 +20,22 @@ using pipeline::Preset;
 
 void Placement::apply(Preset& p, const std::string& source) const {
   if (!device.empty()) p.device = device;
+  if (!block_swap.empty()) p.block_swap = block_swap;
   if (p.models_dir.empty() && !models_dir.empty()) p.models_dir = fs::absolute(models_dir).string();
   if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
+}
+
+CLI::Validator block_swap_validator() {
+  return CLI::Validator(
+      [](std::string& v) {
+        try {
+          pipeline::block_swap_count(v, "--block-swap");
+          return std::string();
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+      },
+      "auto|N");
 }
 
 std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes,

@@ -3,6 +3,8 @@
 // outputs go and models are found (Placement), and a batch's presets
 // collected from files, folders and JSON lists and checked before anything
 // is rendered.
+#include <CLI/CLI.hpp>
+
 #include <optional>
 #include <ostream>
 #include <string>
@@ -14,10 +16,13 @@ namespace kinora::cli {
 
 // Where outputs go, where models are found, and where they compute.
 struct Placement {
-  std::string output_dir, models_dir, device;
+  std::string output_dir, models_dir, device, block_swap;
   bool overwrite = false;
   void apply(pipeline::Preset& p, const std::string& source) const;
 };
+
+// --block-swap's check: "auto" or a count, as the preset key block_swap.
+CLI::Validator block_swap_validator();
 
 // A batch entry: a preset, where it came from, or why it is not one.
 struct Entry {

@@ -132,6 +132,10 @@ std::string fresh_output(const fs::path& folder, const Preset& preset) {
   return p.string();
 }
 
+const char* const kBlockSwapHelp =
+    "on a GPU, how many of the denoiser's blocks stay in host memory and visit the GPU in turn "
+    "(a 14B model on a 24 GB card), or auto: as many as the free memory needs";
+
 const char* const kDeviceHelp =
     "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "
     "so a seed gives the same video on every device";
@@ -212,6 +216,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "auto (bf16 on Ampere or later GPUs and on CPUs with bf16 arithmetic, else fp32), fp32 "
       "or bf16");
   gen->add_option("--device", opts->device, kDeviceHelp)->capture_default_str();
+  gen->add_option("--block-swap", opts->block_swap, kBlockSwapHelp)
+      ->check(block_swap_validator())
+      ->capture_default_str();
   gen->add_option("--out,-o", opts->output,
                   "output file (.mp4 .webm .mov .png), or a new or empty folder with --format "
                   "png-seq or ppm-seq (default: kinora-SEED.mp4, or .png for one frame)");
@@ -233,6 +240,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
         ->check(CLI::ExistingDirectory);
     cmd->add_option("--device", placement->device,
                     std::string(kDeviceHelp) + " (default: each preset's device key)");
+    cmd->add_option("--block-swap", placement->block_swap,
+                    std::string(kBlockSwapHelp) + " (default: each preset's block_swap key)")
+        ->check(block_swap_validator());
     if (overwrite)
       cmd->add_flag("--overwrite", placement->overwrite, "replace an existing output file");
   };
@@ -314,6 +324,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
                  "find models named by the preset in this ComfyUI models folder")
       ->check(CLI::ExistingDirectory);
   sw->add_option("--device", sweep_placement->device, kDeviceHelp);
+  sw->add_option("--block-swap", sweep_placement->block_swap, kBlockSwapHelp)
+      ->check(block_swap_validator());
   sw->add_flag("--overwrite", sweep_placement->overwrite,
                "render every cell again and replace existing cells and sheet (default: a cell "
                "whose file holds its render is reused)");

@@ -88,6 +88,8 @@ std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
     s << "  --device " << quoted(a.placement.device) << " \\\n";
   else if (a.gpus_per_task > 0)
     s << "  --device cuda \\\n";
+  if (!a.placement.block_swap.empty())
+    s << "  --block-swap " << quoted(a.placement.block_swap) << " \\\n";
   for (std::size_t i = 0; i < paths.size(); ++i)
     s << "  " << quoted(paths[i].string()) << (i + 1 < paths.size() ? " \\\n" : "\n");
   return s.str();
@@ -265,6 +267,10 @@ std::function<int()> add_slurm_command(CLI::App& app) {
   sub->add_option("--device", a->placement.device,
                   "the tasks' device (default: cuda with "
                   "--gpus-per-task, else each preset's)");
+  sub->add_option("--block-swap", a->placement.block_swap,
+                  "the tasks' block swap: auto or a count of the denoiser's blocks kept in host "
+                  "memory (as kinora batch --block-swap; default: each preset's)")
+      ->check(block_swap_validator());
   sub->add_option("--log-dir", a->log_dir,
                   "where the script and the task logs go (on the shared filesystem)")
       ->capture_default_str();

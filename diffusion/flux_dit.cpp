@@ -297,13 +297,19 @@ class FluxModelImpl : public torch::nn::Module {
         torch::cat({txt_ids.to(dev), img_ids.to(dev)}, 1).expand({B, -1, -1}), c.axes_dim, c.theta);
     // The fused elementwise passes where they run (layers/fused.h).
     const bool fused = layers::use_fused(dev, layers::matmul_dtype(img_in->precision));
-    for (const auto& b : *double_blocks)
-      b->as<DoubleStreamBlockImpl>()->forward(img, txt, vec, cos, sin, fused);
+    // Block swap counts the double blocks, then the single ones.
+    const std::size_t doubles = double_blocks->size();
+    for (std::size_t i = 0; i < doubles; ++i)
+      layers::run_block(swap, i, [&] {
+        double_blocks[i]->as<DoubleStreamBlockImpl>()->forward(img, txt, vec, cos, sin, fused);
+      });
     const int64_t L = txt.size(1);
     auto x = torch::cat({txt, img}, 1);
     txt = img = torch::Tensor();
-    for (const auto& b : *single_blocks)
-      x = b->as<SingleStreamBlockImpl>()->forward(x, vec, cos, sin, fused);
+    for (std::size_t i = 0; i < single_blocks->size(); ++i)
+      layers::run_block(swap, doubles + i, [&] {
+        x = single_blocks[i]->as<SingleStreamBlockImpl>()->forward(x, vec, cos, sin, fused);
+      });
     return final_layer->forward(x.slice(1, L), vec, fused);
   }
 
@@ -312,6 +318,7 @@ class FluxModelImpl : public torch::nn::Module {
   MLPEmbedder time_in{nullptr}, vector_in{nullptr}, guidance_in{nullptr};
   torch::nn::ModuleList double_blocks{nullptr}, single_blocks{nullptr};
   LastLayer final_layer{nullptr};
+  layers::BlockSwap* swap = nullptr;  // the facade's, while it swaps blocks
 };
 
 // ---------------------------------------------------------------- packing
@@ -554,11 +561,18 @@ const FluxConfig& FluxModel::config() const {
   return impl_->config;
 }
 
+std::vector<std::shared_ptr<torch::nn::Module>> FluxModel::swappable_blocks() {
+  auto all = impl_->double_blocks->children();
+  for (auto& b : impl_->single_blocks->children()) all.push_back(std::move(b));
+  return all;
+}
+
 torch::Tensor FluxModel::forward(const torch::Tensor& img, const torch::Tensor& img_ids,
                                  const torch::Tensor& txt, const torch::Tensor& txt_ids,
                                  const torch::Tensor& timesteps, const torch::Tensor& y,
                                  const torch::Tensor& guidance) {
   torch::AutoGradMode grad(trainable());
+  impl_->swap = block_swap();
   return impl_->forward(img, img_ids, txt, txt_ids, timesteps, y, guidance);
 }
 

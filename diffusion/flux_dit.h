@@ -83,6 +83,8 @@ class FluxModel : public layers::Model, public Denoiser {
   std::array<int64_t, 3> latent_patch() const override { return {1, 2, 2}; }
   int64_t context_dim() const override;
   void to(torch::Device device) override { layers::Model::to(device); }
+  // Its double-stream then single-stream blocks (block swap).
+  std::vector<std::shared_ptr<torch::nn::Module>> swappable_blocks() override;
 
  private:
   std::shared_ptr<FluxModelImpl> impl_;

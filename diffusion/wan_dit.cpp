@@ -296,8 +296,10 @@ class WanModelImpl : public torch::nn::Module {
     const bool f64 = mdt == torch::kFloat32 && !fused;
     const auto& rc = f64 ? cos : cos.to(torch::kFloat32);
     const auto& rs = f64 ? sin : sin.to(torch::kFloat32);
-    for (const auto& b : *blocks)
-      h = b->as<WanBlockImpl>()->forward(h, e0, rc, rs, ctx, ctx_img, fused);
+    for (std::size_t i = 0; i < blocks->size(); ++i)
+      layers::run_block(swap, i, [&] {
+        h = blocks[i]->as<WanBlockImpl>()->forward(h, e0, rc, rs, ctx, ctx_img, fused);
+      });
     auto out = head->forward(h, e, fused);  // [B, L, pt·ph·pw·C]
 
     // Unpatchify: token (f, h, w) holds (pt, ph, pw, C) with C fastest.
@@ -313,6 +315,7 @@ class WanModelImpl : public torch::nn::Module {
       blocks{nullptr};
   WanHead head{nullptr};
   std::shared_ptr<torch::nn::Module> img_emb;
+  layers::BlockSwap* swap = nullptr;  // the facade's, while it swaps blocks
   torch::nn::ModuleList img_proj{nullptr};
 };
 
@@ -481,7 +484,12 @@ const WanConfig& WanModel::config() const {
 torch::Tensor WanModel::forward(const torch::Tensor& x, const torch::Tensor& t,
                                 const torch::Tensor& context, const torch::Tensor& clip) {
   torch::AutoGradMode grad(trainable());
+  impl_->swap = block_swap();
   return impl_->forward(x, t, context, clip);
+}
+
+std::vector<std::shared_ptr<torch::nn::Module>> WanModel::swappable_blocks() {
+  return impl_->blocks->children();
 }
 
 torch::Tensor WanModel::denoise(const torch::Tensor& x, const torch::Tensor& t,

@@ -64,6 +64,8 @@ class WanModel : public layers::Model, public Denoiser {
   std::array<int64_t, 3> latent_patch() const override;
   int64_t context_dim() const override;
   void to(torch::Device device) override { layers::Model::to(device); }
+  // Its transformer blocks, in order (block swap).
+  std::vector<std::shared_ptr<torch::nn::Module>> swappable_blocks() override;
 
   // The flow prediction.
   //   x       [B, in_dim, F, H, W] latent (with the i2v condition already concatenated)

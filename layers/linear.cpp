@@ -84,11 +84,14 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   } else {
     y = torch::nn::functional::linear(xd, w, bias.defined() ? bias.to(dt) : torch::Tensor());
   }
+  // Adapters are made where the model was (a text encoder's on the CPU, which
+  // visits a GPU to encode): used where the input is.
+  const auto dev = xd.device();
   for (const auto& a : adapters) {
-    auto part = a.delta.defined()
-                    ? torch::matmul(xd, a.delta.to(dt).t())
-                    : torch::matmul(torch::matmul(xd, a.down.to(dt).t()), a.up.to(dt).t());
-    if (a.bias.defined()) part = part + a.bias.to(dt);
+    auto part = a.delta.defined() ? torch::matmul(xd, a.delta.to(dev, dt).t())
+                                  : torch::matmul(torch::matmul(xd, a.down.to(dev, dt).t()),
+                                                  a.up.to(dev, dt).t());
+    if (a.bias.defined()) part = part + a.bias.to(dev, dt);
     y.narrow(-1, a.row0, a.rows).add_(part, a.scale);
   }
   return y;

@@ -442,7 +442,9 @@ void Applied::apply(layers::Model& model,
         Original{l, l->weight.data(), l->bias.defined() ? l->bias.data() : torch::Tensor(), l->fp8,
                  l->scale});
     originals_.push_back(o);
-    const auto device = l->weight.device();
+    // Merged: computed where the weight is (in host memory for a block that
+    // block swap keeps there); run-time adapters: where the forward runs.
+    const auto device = mode == Mode::RunTime ? model.device() : l->weight.device();
     if (mode == Mode::RunTime) {
       for (const auto& [p, strength] : patches) {
         layers::LinearAdapter a;

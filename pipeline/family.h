@@ -93,10 +93,11 @@ class Family {
   virtual GuidanceStrategy guidance(const Preset& p) const = 0;
   // The negative prompt when a preset gives none.
   virtual std::string default_negative_prompt(const ModelFiles& files) const = 0;
-  // Loads the parts (models computing in `precision`, on `device`); `say`
+  // Loads the parts (models computing in `precision`) into host memory, the
+  // weights mapped from their files; the pipeline then places them on the
+  // render's device (with block swap where a denoiser does not fit). `say`
   // receives what is being loaded.
   virtual LoadedModels load(const ModelFiles& files, layers::Precision precision,
-                            torch::Device device,
                             const std::function<void(const std::string&)>& say) const = 0;
   // Refuses, naming the files, a combination that cannot render `p` (a DiT and
   // a VAE of other latent widths, a size the patches do not divide).

@@ -87,7 +87,6 @@ schedulers::ScheduleOptions FluxFamily::schedule(const Preset& p, int64_t image_
 }
 
 LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precision,
-                              torch::Device device,
                               const std::function<void(const std::string&)>& say) const {
   LoadedModels m;
   say(name_of(files.model) + " (FLUX DiT)");
@@ -128,9 +127,6 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
                                                    std::move(clip), std::move(clip_tokenizer),
                                                    t5_tokens);
   });
-  dit->to(device);
-  ae->to(device);
-  // The text encoders stay on the CPU: the pipeline moves them while it encodes.
   m.denoiser = dit;
   m.autoencoder = ae;
   m.conditioner = cond;

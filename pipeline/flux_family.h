@@ -22,7 +22,7 @@ class FluxFamily : public Family {
   std::string default_negative_prompt(const ModelFiles&) const override { return ""; }
   schedulers::ScheduleOptions schedule(const Preset& p, int64_t image_tokens,
                                        const LoadedModels& models) const override;
-  LoadedModels load(const ModelFiles& files, layers::Precision precision, torch::Device device,
+  LoadedModels load(const ModelFiles& files, layers::Precision precision,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <regex>
 
@@ -13,8 +14,10 @@
 #include "base/json.h"
 #include "base/runtime.h"
 #include "base/sha256.h"
+#include "base/torch_compat.h"
 #include "diffusion/denoiser.h"
 #include "embedded/model.h"
+#include "layers/model.h"
 #include "pipeline/lora_check.h"
 #include "pipeline/preview.h"
 #include "pipeline/prompt_cache.h"
@@ -334,10 +337,90 @@ torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tens
   return u + scale * (c - u);
 }
 
+// ---------------------------------------------------------------- placing the models
+
+namespace {
+
+// Device memory block swap's "auto" keeps free beside a forward's
+// activations: the decode's, the allocator's slack.
+constexpr int64_t kDeviceSlack = int64_t{3} << 29;  // 1.5 GiB
+
+std::string gib(int64_t bytes) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.1f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
+  return s;
+}
+
+// The loaded models (in host memory) to `device`: the autoencoder whole, each
+// denoiser with block swap where the preset asks for it, or ("auto") where it
+// would not fit in the device's free memory beside a forward's activations
+// over `rows` tokens (a guided step's two passes batched). The text encoders
+// stay in host memory: they visit the device while they encode.
+void place_models(const LoadedModels& m, const Preset& p, torch::Device device, int64_t rows,
+                  const std::function<void(const std::string&)>& say) {
+  const auto asked = block_swap_count(p.block_swap, p.source + ": block_swap");
+  std::vector<std::pair<diffusion::Denoiser*, layers::Model*>> dits;
+  for (auto* d : {m.denoiser.get(), m.denoiser2.get()})
+    if (d) dits.emplace_back(d, dynamic_cast<layers::Model*>(d));
+  m.autoencoder->to(device);
+  if (!device.is_cuda()) {
+    if (asked && *asked > 0)
+      say("block swap: nothing to swap on the CPU (the weights are in host memory already)");
+    for (auto& [d, model] : dits) d->to(device);
+    return;
+  }
+  // "auto": the memory left for the denoisers' weights, shared between a
+  // Wan 2.2 pair's experts; the activations of a forward and kDeviceSlack
+  // kept free.
+  int64_t free = -1, budget = 0, activations = 0;
+  if (!asked) {
+    free = compat::cuda_free_bytes(device);
+    for (auto& [d, model] : dits)
+      if (model) activations = std::max(activations, model->activation_bytes(rows));
+    budget = (free - activations - kDeviceSlack) / static_cast<int64_t>(dits.size());
+  }
+  for (auto& [d, model] : dits) {
+    const int64_t blocks = model ? static_cast<int64_t>(model->swappable_blocks().size()) : 0;
+    if (blocks == 0) {
+      if (asked && *asked > 0) say("block swap: this model has no blocks to swap");
+      d->to(device);
+      continue;
+    }
+    const int64_t n = asked      ? std::min(*asked, blocks)
+                      : free < 0 ? 0
+                                 : layers::blocks_to_swap(model->weight_bytes(),
+                                                          model->block_bytes(), blocks, budget);
+    model->set_block_swap(n);
+    if (n > 0) {
+      std::string line = "block swap: " + std::to_string(n) + " of the denoiser's " +
+                         std::to_string(blocks) + " blocks stay in host memory and visit " +
+                         device_name(device) + " in turn (" + gib(model->weight_bytes()) +
+                         " of weights";
+      if (!asked) line += ", " + gib(activations) + " of activations, " + gib(free) + " free";
+      line += ")";
+      if (!asked && n == blocks)
+        line += "; even so the rest may not fit: a smaller size, fewer frames or FP8 weights";
+      say(line);
+    }
+    d->to(device);
+  }
+}
+
+// Block swap's copies made ahead for the next forward, handed back (the end
+// of sampling, however it ends).
+void release_swaps(const LoadedModels& m) {
+  for (auto* d : {m.denoiser.get(), m.denoiser2.get()})
+    if (const auto* model = dynamic_cast<const layers::Model*>(d))
+      if (auto* swap = model->block_swap()) swap->release();
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- loaded models
 
 struct Pipeline::Cache {
-  std::string key;  // family | files | precision | device
+  std::string key;          // family | files | precision | device | block swap
+  int64_t placed_rows = 0;  // the forward's rows block swap's "auto" placed the models for
   LoadedModels models;
   std::map<std::string, LoadedFile> files;  // as they were when loaded
   // The LoRAs applied to the denoisers (merged), and what they were: files
@@ -518,11 +601,37 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   // Models, kept loaded between jobs while the files, precision and device stay.
   auto t0 = Clock::now();
   std::string key = family.name() + "|" + p.precision + "|" + p.device;
+  if (device.is_cuda()) key += "|swap " + p.block_swap;
   for (const auto* f : {&files.model, &files.model2, &files.vae, &files.text_encoder,
                         &files.tokenizer, &files.clip, &files.clip_tokenizer})
     key += "|" + f->string();
   // A file rewritten or replaced since the models were loaded is loaded again.
   if (cache_->key == key && changed_file(cache_->files)) cache_->key.clear();
+  // The rows (batch × tokens) a forward of this render runs over: a guided
+  // step batches its two passes.
+  const auto forward_rows = [&](const LoadedModels& m) {
+    const int64_t sc = m.autoencoder->spatial_compression();
+    const auto patch = m.denoiser->latent_patch();
+    const bool guided = family.guidance(p) == GuidanceStrategy::ClassifierFree && p.guidance != 1.0;
+    return m.autoencoder->latent_frames(p.frames) * (p.height / sc) * (p.width / sc) /
+           (patch[0] * patch[1] * patch[2]) * count * (guided ? 2 : 1);
+  };
+  // Placed by "auto" on a GPU for a smaller render: placed again when the
+  // device's free memory does not hold this one's activations.
+  if (cache_->key == key && device.is_cuda() && p.block_swap == "auto") {
+    const int64_t rows = forward_rows(cache_->models);
+    if (rows > cache_->placed_rows) {
+      int64_t act = 0;
+      for (auto* d : {cache_->models.denoiser.get(), cache_->models.denoiser2.get()})
+        if (auto* model = dynamic_cast<layers::Model*>(d))
+          act = std::max(act, model->activation_bytes(rows));
+      if (const int64_t free = compat::cuda_free_bytes(device);
+          free >= 0 && free < act + kDeviceSlack)
+        cache_->key.clear();
+      else
+        cache_->placed_rows = rows;
+    }
+  }
   if (cache_->key != key) {
     cache_->applied.clear();
     cache_->applied2.clear();
@@ -531,9 +640,13 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     cache_->models = {};             // free the old ones first
     cache_->key.clear();
     cache_->files = loaded_files(files);
-    cache_->models = family.load(files, precision, device, [&](const std::string& what) {
+    cache_->models = family.load(files, precision, [&](const std::string& what) {
       progress({"load", what, 0, 0});
     });
+    family.check(cache_->models, p, files);
+    if (!device.is_cpu()) progress({"load", "to " + device_name(device), 0, 0});
+    cache_->placed_rows = forward_rows(cache_->models);
+    place_models(cache_->models, p, device, cache_->placed_rows, say);
     cache_->key = key;
     cache_->text_key = text_encoders_key(family, files, p.precision);
   }
@@ -637,9 +750,11 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   // The text encoders wait on the CPU; on a GPU they go there for a prompt that
   // is not in the cache and leave when the prompts are encoded (back to their
   // CPU weights, without a copy), so that the denoiser has the device's memory.
+  // Where the device has no room for them beside the denoiser (a model kept
+  // there with block swap), they encode in host memory.
   struct Lent {
     text::TextConditioner& encoders;
-    bool away = false;
+    bool away = false, stay = false;
     void back() {
       if (away) encoders.to(torch::kCPU);
       away = false;
@@ -650,9 +765,16 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     auto c = cache_->prompts->get(
         text_key, text,
         [&](const std::function<void(const std::string&)>& note) {
-          if (device.is_cuda() && !lent.away) {
-            models.conditioner->to(device);
-            lent.away = true;
+          if (device.is_cuda() && !lent.away && !lent.stay) {
+            const int64_t need = models.conditioner->weight_bytes() + (int64_t{1} << 30);
+            if (const int64_t free = compat::cuda_free_bytes(device); free >= 0 && free < need) {
+              say("the text encoders encode on the CPU: " + device_name(device) + " has " +
+                  gib(free) + " free, they need " + gib(need));
+              lent.stay = true;
+            } else {
+              models.conditioner->to(device);
+              lent.away = true;
+            }
           }
           return models.conditioner->encode(text, note);
         },
@@ -732,6 +854,10 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   const auto preview_map = cb.want_preview ? family.preview(models) : PreviewMap{};
   progress({"sample", "", 0, p.steps});
   t0 = Clock::now();
+  struct ReleaseSwaps {
+    const LoadedModels& models;
+    ~ReleaseSwaps() { release_swaps(models); }
+  } release_swaps_at_end{models};
   for (int i = 0; i < p.steps; ++i) {
     const auto ts = Clock::now();
     const float t = timesteps[i].item<float>();
@@ -765,6 +891,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     check_cancel();
   }
   r.timings.sampling_s = since(t0);
+  release_swaps(models);  // the decoder gets that memory
 
   // Decode each row, clamp, to 8-bit RGB frames on the CPU.
   std::vector<Result> results;

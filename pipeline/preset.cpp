@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <set>
 
 #include "base/device.h"
@@ -46,6 +47,7 @@ json Preset::to_json() const {
           {"guidance", guidance},
           {"precision", precision},
           {"device", device},
+          {"block_swap", block_swap == "auto" ? json(block_swap) : json(std::stoll(block_swap))},
           {"family", family},
           {"models_dir", models_dir},
           {"model", model},
@@ -137,34 +139,12 @@ Preset Preset::embedded_defaults() {
 
 Preset Preset::from_json(const json& j, const std::string& src, const Preset* base) {
   if (!j.is_object()) throw Error(src + ": a preset must be a JSON object");
-  static const std::set<std::string> known = {"schema_version",
-                                              "prompt",
-                                              "negative_prompt",
-                                              "seed",
-                                              "width",
-                                              "height",
-                                              "frames",
-                                              "fps",
-                                              "steps",
-                                              "sampler",
-                                              "shift",
-                                              "guidance",
-                                              "precision",
-                                              "device",
-                                              "family",
-                                              "models_dir",
-                                              "model",
-                                              "model2",
-                                              "vae",
-                                              "text_encoder",
-                                              "tokenizer",
-                                              "clip",
-                                              "clip_tokenizer",
-                                              "loras",
-                                              "lora_mode",
-                                              "output",
-                                              "format",
-                                              "crf"};
+  static const std::set<std::string> known = {
+      "schema_version", "prompt",    "negative_prompt", "seed",      "width",      "height",
+      "frames",         "fps",       "steps",           "sampler",   "shift",      "guidance",
+      "precision",      "device",    "block_swap",      "family",    "models_dir", "model",
+      "model2",         "vae",       "text_encoder",    "tokenizer", "clip",       "clip_tokenizer",
+      "loras",          "lora_mode", "output",          "format",    "crf"};
   for (const auto& item : j.items())
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
   // No model keys (and no other family): the embedded model.
@@ -203,6 +183,16 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
   read_number(j, "guidance", p.guidance, 0.0, 30.0, src);
   read_string(j, "precision", p.precision, src);
   read_string(j, "device", p.device, src);
+  if (const auto it = j.find("block_swap"); it != j.end()) {
+    p.block_swap = it->is_string() ? it->get<std::string>() : it->dump();
+    try {
+      if (!it->is_string() && !it->is_number_integer()) throw Error("");
+      block_swap_count(p.block_swap, "block_swap");
+    } catch (const Error&) {
+      bad(src, "block_swap",
+          "must be \"auto\" or a count of blocks (0 to 9999), got " + quote(*it));
+    }
+  }
   read_string(j, "family", p.family, src);
   read_string(j, "models_dir", p.models_dir, src);
   read_string(j, "model", p.model, src);
@@ -356,8 +346,18 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   for (auto& l : p.loras) l.path = fs::path(l.path).filename().string();
   p.models_dir.clear();
   p.output.clear();
-  p.device = "auto";  // recorded where it ran; rendered again where this machine renders best
+  p.device = "auto";      // recorded where it ran; rendered again where this machine renders best
+  p.block_swap = "auto";  // as much of the model on the device as this machine's fits
   return p;
+}
+
+std::optional<int64_t> block_swap_count(const std::string& value, const std::string& source) {
+  if (value == "auto") return std::nullopt;
+  static const std::regex count(R"([0-9]{1,4})");
+  if (!std::regex_match(value, count))
+    throw Error(source + " must be \"auto\" or a count of blocks (0 to 9999), got \"" + value +
+                "\"");
+  return std::stoll(value);
 }
 
 int64_t parse_seed(const std::string& typed, const std::string& source) {

@@ -59,6 +59,12 @@ struct Preset {
   std::string precision = "auto";  // "auto" (bf16 where the device computes it) | "fp32" | "bf16"
   std::string device = "auto";     // "auto" (the first CUDA device, else the CPU) | "cpu" |
                                    // "cuda" | "cuda:N"
+  // Block swap on a GPU (layers/block_swap.h): "auto" keeps some of a
+  // denoiser's blocks in host memory only where the models and the render's
+  // activations would not fit in the device's free memory; a count ("0",
+  // "20") keeps that many there. Ignored on the CPU; the frames are the same
+  // either way.
+  std::string block_swap = "auto";
   // The model family ("wan"); "" when the model file says (pipeline/family.h).
   std::string family;
   // Models: file paths, or names under models_dir (ComfyUI's folder layout).
@@ -134,6 +140,10 @@ struct Preset {
   // (numbers, true/false, quoted strings), else taken as a string.
   void set(const std::string& assignment, const std::string& origin = "--set");
 };
+
+// The blocks block_swap keeps in host memory: nullopt for "auto", else its
+// count; a kinora::Error naming `source` for anything else.
+std::optional<int64_t> block_swap_count(const std::string& value, const std::string& source);
 
 // Wan's default negative prompt (the reference's shared_config.py), used when none is given.
 extern const char* const kWanDefaultNegativePrompt;

@@ -110,7 +110,6 @@ std::vector<std::string> SDXLFamily::snap(Preset& p) const {
 }
 
 LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precision,
-                              torch::Device device,
                               const std::function<void(const std::string&)>& say) const {
   LoadedModels m;
   const bool single =
@@ -165,9 +164,6 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
     return std::make_shared<text::SDXLConditioner>(std::move(clip_l), std::move(clip_g),
                                                    std::move(tokenizer));
   });
-  unet->to(device);
-  ae->to(device);
-  // The text encoders stay on the CPU: the pipeline moves them while it encodes.
   m.denoiser = unet;
   m.autoencoder = ae;
   m.conditioner = cond;

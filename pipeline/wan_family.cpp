@@ -76,14 +76,11 @@ std::string WanFamily::default_negative_prompt(const ModelFiles& files) const {
 }
 
 LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precision,
-                             torch::Device device,
                              const std::function<void(const std::string&)>& say) const {
   LoadedModels m;
   auto dit = [&](const fs::path& path) {
     say(path.filename().string() + " (Wan DiT)");
-    auto model = std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path, precision));
-    model->to(device);
-    return model;
+    return std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path, precision));
   };
   const auto first = dit(files.model);
   m.denoiser = first;
@@ -92,13 +89,11 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
     m.switch_timestep = static_cast<double>(diffusion::wan22_expert_boundary(false));
   }
   say(files.vae.filename().string() + " (Wan VAE)");
-  auto vae = std::make_shared<vae::WanVAE>(vae::WanVAE::load(files.vae, precision));
-  vae->to(device);
-  m.autoencoder = vae;
+  m.autoencoder = std::make_shared<vae::WanVAE>(vae::WanVAE::load(files.vae, precision));
   say(files.text_encoder.filename().string() + " (umT5)");
   auto text = std::make_shared<text::T5Conditioner>(text::T5Conditioner::load(
       files.text_encoder, files.tokenizer, first->config().text_len, precision));
-  m.conditioner = text;  // on the CPU: the pipeline moves it while it encodes
+  m.conditioner = text;
   return m;
 }
 

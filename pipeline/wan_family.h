@@ -20,7 +20,7 @@ class WanFamily : public Family {
     return GuidanceStrategy::ClassifierFree;
   }
   std::string default_negative_prompt(const ModelFiles& files) const override;
-  LoadedModels load(const ModelFiles& files, layers::Precision precision, torch::Device device,
+  LoadedModels load(const ModelFiles& files, layers::Precision precision,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;

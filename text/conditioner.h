@@ -24,6 +24,8 @@ class TextConditioner {
   // pipeline moves the encoders there only while it encodes prompts, so that
   // the denoiser has the device's memory.
   virtual void to(torch::Device device) = 0;
+  // The bytes of the encoders' weights (what a visit to a GPU needs there).
+  virtual int64_t weight_bytes() const = 0;
   // Once the prompts are encoded: the encoders' mapped weights leave the
   // process's resident memory (layers::Model::release_resident) until the next
   // prompt that is not in the cache.

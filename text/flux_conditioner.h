@@ -26,6 +26,8 @@ class FluxConditioner : public TextConditioner {
     clip_.to(device, /*keep_host=*/true);
   }
 
+  int64_t weight_bytes() const override { return t5_.weight_bytes() + clip_.weight_bytes(); }
+
   void release_resident() override {
     t5_.release_resident();
     clip_.release_resident();

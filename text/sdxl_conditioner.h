@@ -54,6 +54,7 @@ class SDXLConditioner : public TextConditioner {
   // clip_g's projection (1280 for SDXL).
   int64_t pooled_dim() const;
   void to(torch::Device device) override;
+  int64_t weight_bytes() const override { return clip_l_.weight_bytes() + clip_g_.weight_bytes(); }
 
   // The prompt's chunks, without running the encoders.
   SDXLPromptChunks chunk(const std::string& prompt) const;

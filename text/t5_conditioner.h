@@ -22,6 +22,7 @@ class T5Conditioner : public TextConditioner {
                               const std::function<void(const std::string&)>& note) override;
   int64_t context_dim() const override { return encoder_.config().dim; }
   void to(torch::Device device) override { encoder_.to(device, /*keep_host=*/true); }
+  int64_t weight_bytes() const override { return encoder_.weight_bytes(); }
   void release_resident() override { encoder_.release_resident(); }
 
   T5Encoder& encoder() { return encoder_; }

@@ -260,6 +260,16 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   e.device = "cuda:7";
   panel.set_preset(e);
   EXPECT_EQ(panel.preset().device, device->count() > 9 ? "cuda:7" : "auto");
+  // Block swap: "auto" at the bottom of the count.
+  auto* swap = panel.findChild<QSpinBox*>("block_swap");
+  ASSERT_TRUE(swap);
+  EXPECT_EQ(swap->text(), "auto");
+  e.block_swap = "20";
+  panel.set_preset(e);
+  EXPECT_EQ(swap->value(), 20);
+  EXPECT_EQ(panel.preset().block_swap, "20");
+  swap->setValue(-1);
+  EXPECT_EQ(panel.preset().block_swap, "auto");
 }
 
 TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {

@@ -38,6 +38,7 @@ struct ToyConditioner : text::TextConditioner {
   }
   int64_t context_dim() const override { return 2; }
   void to(torch::Device) override {}
+  int64_t weight_bytes() const override { return 0; }
 };
 
 // A velocity that pulls the latent towards the context's mean.
@@ -95,7 +96,7 @@ struct ToyFamily : pipeline::Family {
     return pipeline::GuidanceStrategy::ClassifierFree;
   }
   std::string default_negative_prompt(const pipeline::ModelFiles&) const override { return "a"; }
-  pipeline::LoadedModels load(const pipeline::ModelFiles&, layers::Precision, torch::Device,
+  pipeline::LoadedModels load(const pipeline::ModelFiles&, layers::Precision,
                               const std::function<void(const std::string&)>& say) const override {
     say("toy parts");
     pipeline::LoadedModels m;
