@@ -29,10 +29,10 @@ CLI::Validator block_swap_validator() {
   return CLI::Validator(
       [](std::string& v) {
         try {
-          pipeline::block_swap_count(v, "--block-swap");
+          pipeline::block_swap_count(v, "it");
           return std::string();
         } catch (const Error& e) {
-          return std::string(e.what());
+          return std::string(e.what()).substr(3);  // CLI11 names the option
         }
       },
       "auto|N");

@@ -134,7 +134,8 @@ std::string fresh_output(const fs::path& folder, const Preset& preset) {
 
 const char* const kBlockSwapHelp =
     "on a GPU, how many of the denoiser's blocks stay in host memory and visit the GPU in turn "
-    "(a 14B model on a 24 GB card), or auto: as many as the free memory needs";
+    "(a 14B model on a 24 GB card): 0 none, at most the model's blocks, or auto, as many as "
+    "the free memory needs; the same video either way; ignored on the CPU";
 
 const char* const kDeviceHelp =
     "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "
@@ -324,7 +325,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
                  "find models named by the preset in this ComfyUI models folder")
       ->check(CLI::ExistingDirectory);
   sw->add_option("--device", sweep_placement->device, kDeviceHelp);
-  sw->add_option("--block-swap", sweep_placement->block_swap, kBlockSwapHelp)
+  sw->add_option("--block-swap", sweep_placement->block_swap,
+                 std::string(kBlockSwapHelp) + " (default: the preset's block_swap key)")
       ->check(block_swap_validator());
   sw->add_flag("--overwrite", sweep_placement->overwrite,
                "render every cell again and replace existing cells and sheet (default: a cell "

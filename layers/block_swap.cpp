@@ -11,13 +11,11 @@
 
 namespace kinora::layers {
 
-namespace {
 std::vector<torch::Tensor> tensors_of(const torch::nn::Module& m) {
   auto all = m.parameters(/*recurse=*/true);
   for (auto& b : m.buffers(/*recurse=*/true)) all.push_back(b);
   return all;
 }
-}  // namespace
 
 // A host block's stay on the device: the module's tensors, the host data they
 // return to, and the device copies (made ahead on the copy stream, `ready` when

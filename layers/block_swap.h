@@ -58,6 +58,9 @@ class BlockSwap {
   std::unique_ptr<Streams> streams_;  // a GPU's copy stream; null on the CPU
 };
 
+// A module's parameters and buffers: what moving it moves.
+std::vector<torch::Tensor> tensors_of(const torch::nn::Module& m);
+
 // Runs block i's forward `f` between swap->before(i) and swap->after(i) (just
 // `f` without a swap); when `f` throws, every host block returns to the host.
 template <class F>

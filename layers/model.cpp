@@ -37,14 +37,6 @@ void Model::on_precision(Precision p) {
   layers::set_precision(module(), p);
 }
 
-namespace {
-std::vector<torch::Tensor> tensors_of(const torch::nn::Module& m) {
-  auto all = m.parameters(/*recurse=*/true);
-  for (auto& b : m.buffers(/*recurse=*/true)) all.push_back(b);
-  return all;
-}
-}  // namespace
-
 void Model::to(torch::Device device, bool keep_host) {
   swap_.reset();  // the swapped blocks back to their host tensors
   if (device.is_cpu() && !host_.empty()) {

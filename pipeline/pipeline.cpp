@@ -364,8 +364,6 @@ void place_models(const LoadedModels& m, const Preset& p, torch::Device device, 
     if (d) dits.emplace_back(d, dynamic_cast<layers::Model*>(d));
   m.autoencoder->to(device);
   if (!device.is_cuda()) {
-    if (asked && *asked > 0)
-      say("block swap: nothing to swap on the CPU (the weights are in host memory already)");
     for (auto& [d, model] : dits) d->to(device);
     return;
   }
@@ -652,6 +650,17 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
+  // What ran: the blocks kept in host memory (the most of a pair's experts).
+  if (const auto asked = block_swap_count(p.block_swap, p.source + ": block_swap");
+      !device.is_cuda() && asked && *asked > 0)
+    say("block swap: nothing to swap on the CPU (the weights are in host memory already)");
+  {
+    int64_t swapped = 0;
+    for (auto* d : {models.denoiser.get(), models.denoiser2.get()})
+      if (const auto* model = dynamic_cast<const layers::Model*>(d))
+        swapped = std::max(swapped, model->blocks_swapped());
+    p.block_swap = std::to_string(swapped);
+  }
   // LoRAs, merged into the denoisers: files read and resolved when they
   // change, re-merged (only the weights they touch) when a strength changes.
   {

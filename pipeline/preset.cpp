@@ -260,6 +260,11 @@ Preset Preset::load(const std::filesystem::path& path) {
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(path.string() + ": " +
                 (std::filesystem::exists(path, ec) ? "not a file" : "no such preset file"));
+  // A render itself (a video, an image): its embedded preset is restore's.
+  const auto ext = path.extension().string();
+  if (ext == ".mp4" || ext == ".webm" || ext == ".mov" || ext == ".png" || ext == ".mkv")
+    throw Error(path.string() + ": a render, not a preset file (`kinora restore " + path.string() +
+                " > preset.json` writes the preset it embeds)");
   const auto j = read_json_file(path);
   if (j.is_object() && media::is_kinora_parameters(j))
     throw Error(path.string() + ": the parameters of a render, not a preset (`kinora restore " +

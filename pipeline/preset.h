@@ -63,7 +63,7 @@ struct Preset {
   // denoiser's blocks in host memory only where the models and the render's
   // activations would not fit in the device's free memory; a count ("0",
   // "20") keeps that many there. Ignored on the CPU; the frames are the same
-  // either way.
+  // either way. An output records the count that ran ("0" on the CPU).
   std::string block_swap = "auto";
   // The model family ("wan"); "" when the model file says (pipeline/family.h).
   std::string family;

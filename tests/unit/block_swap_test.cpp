@@ -246,4 +246,9 @@ TEST(BlockSwap, ARenderOnTheCpuSaysThereIsNothingToSwap) {
   const auto swapped = b.generate(p, cb);
   EXPECT_TRUE(torch::equal(plain.frames, swapped.frames));
   EXPECT_THAT(msgs, testing::Contains(HasSubstr("nothing to swap on the CPU")));
+  // The output records what ran; each render on the CPU says so.
+  EXPECT_EQ(swapped.preset.block_swap, "0");
+  msgs.clear();
+  b.generate(p, cb);
+  EXPECT_THAT(msgs, testing::Contains(HasSubstr("nothing to swap on the CPU")));
 }

@@ -74,6 +74,7 @@ TEST(Device, BlockSwapRendersWhatTheWholeModelRenders) {
       const auto b = swapped.generate(p, cb);
       // The same kernels on the same data; a copy not waited for would show.
       EXPECT_LT(relative_difference(b.frames, a.frames), 1e-3) << precision << ", run " << run;
+      EXPECT_EQ(b.preset.block_swap, "2");
     }
     EXPECT_THAT(msgs, ::testing::Contains(::testing::HasSubstr("block swap: 2 of the denoiser")))
         << precision;

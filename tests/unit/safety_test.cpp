@@ -182,6 +182,10 @@ TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("fox.png.json: the parameters of a render, not a preset"));
   EXPECT_THAT(r.out, HasSubstr("0 rendered, 1 skipped"));
+  // The render itself given as a preset: restore gives its preset.
+  r = sh(kinora_bin() + " render " + (dir / "fox.png").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("fox.png: a render, not a preset file (`kinora restore"));
   // A file of the sidecar's name that Kinora did not write stops the render
   // before it starts.
   write(dir / "v.mp4.json", "my own notes");
