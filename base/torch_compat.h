@@ -61,6 +61,33 @@ inline int64_t cuda_free_bytes(const torch::Device& device) {
 #endif
 }
 
+// `bytes` of page-locked host memory as a uint8 tensor, registered with CUDA
+// at exactly that size (LibTorch's pinned allocator rounds each allocation up
+// to a power of two: up to twice the memory); undefined where it cannot be
+// had (no CUDA headers, or the driver refuses).
+inline torch::Tensor pinned_host_bytes(int64_t bytes) {
+#ifdef KINORA_CUDA
+  void* p = nullptr;
+  if (bytes <= 0 || posix_memalign(&p, 4096, static_cast<std::size_t>(bytes)) != 0) return {};
+  if (cudaHostRegister(p, static_cast<std::size_t>(bytes), cudaHostRegisterDefault) !=
+      cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: the caller goes on without pinning
+    std::free(p);
+    return {};
+  }
+  return torch::from_blob(
+      p, {bytes},
+      [](void* q) {
+        (void)cudaHostUnregister(q);
+        std::free(q);
+      },
+      torch::kUInt8);
+#else
+  (void)bytes;
+  return {};
+#endif
+}
+
 #ifdef KINORA_CUDA
 // The stream LibTorch queues work on for `device` now (a cudaStream_t), where
 // Kinora's own kernels go so that they stay in order with it (and inside a

@@ -293,8 +293,11 @@ class FluxModelImpl : public torch::nn::Module {
     }
     vec = vec + vector_in->forward(y.to(dev));
     auto txt = txt_in->forward(txt_tokens.to(dev)).to(torch::kFloat32);
-    const auto [cos, sin] = rope_tables(
+    // Named, not bound: the blocks' lambdas capture them (C++17).
+    const auto tables = rope_tables(
         torch::cat({txt_ids.to(dev), img_ids.to(dev)}, 1).expand({B, -1, -1}), c.axes_dim, c.theta);
+    const auto& cos = std::get<0>(tables);
+    const auto& sin = std::get<1>(tables);
     // The fused elementwise passes where they run (layers/fused.h).
     const bool fused = layers::use_fused(dev, layers::matmul_dtype(img_in->precision));
     // Block swap counts the double blocks, then the single ones.

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "base/error.h"
+#include "base/torch_compat.h"
 
 namespace kinora::layers {
 
@@ -24,7 +25,24 @@ struct BlockSwap::Visit {
   std::vector<torch::Tensor> slots, host, device;
   std::unique_ptr<c10::Event> ready;
   bool visiting = false;
+  bool unpinnable = false;          // the driver refused: copies from pageable memory
+  std::vector<const void*> pinned;  // where the pinned host tensors are
 };
+
+namespace {
+// Host tensor `h` copied into page-locked memory of its exact size, so that
+// copies from it run asynchronously; undefined where it cannot pin.
+torch::Tensor pinned_copy(const torch::Tensor& h) {
+  auto buffer = compat::pinned_host_bytes(static_cast<int64_t>(h.nbytes()));
+  if (!buffer.defined()) return {};
+  auto p = buffer.view(h.scalar_type()).view(h.sizes());
+  p.copy_(h);
+  return p;
+}
+// Tensors below this stay in pageable memory: their copies take as long
+// either way.
+constexpr std::size_t kPinFrom = std::size_t{1} << 16;
+}  // namespace
 
 struct BlockSwap::Streams {
   c10::Stream copy;
@@ -65,10 +83,15 @@ void BlockSwap::bring(std::size_t i, bool ahead) {
   v.ready.reset();
   for (auto& t : v.slots) {
     auto h = t.data();
-    // Pinned once, so that every later copy runs asynchronously.
-    if (streams_ && !h.is_pinned()) {
-      h = h.pin_memory();
-      t.set_data(h);
+    // Pinned on its first visit (a weight a LoRA replaced, on the next).
+    if (streams_ && !v.unpinnable && h.nbytes() >= kPinFrom && !pinned_.count(h.data_ptr())) {
+      if (auto p = pinned_copy(h); p.defined()) {
+        t.set_data(p);
+        h = p;
+        pinned_.insert(h.data_ptr());
+      } else {
+        v.unpinnable = true;
+      }
     }
     v.host.push_back(h);
   }

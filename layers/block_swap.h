@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 namespace kinora::layers {
@@ -54,6 +55,7 @@ class BlockSwap {
   std::size_t swapped_;
   torch::Device device_;
   std::vector<std::unique_ptr<Visit>> visits_;  // per host block: its device copy, if any
+  std::unordered_set<const void*> pinned_;      // the host tensors pinned so far
   struct Streams;
   std::unique_ptr<Streams> streams_;  // a GPU's copy stream; null on the CPU
 };
