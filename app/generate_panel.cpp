@@ -384,9 +384,9 @@ void GeneratePanel::apply_family(const std::string& sampler) {
 }
 
 void GeneratePanel::snap() {
-  // The family's rules (frames, and sizes to multiples of 16, or 32 for SDXL).
-  Preset p;
-  p.width = width_->value(), p.height = height_->value(), p.frames = frames_->value();
+  // The family's rules (frames, and sizes to multiples of 16, or 32 for SDXL),
+  // for the selected model (the embedded one takes 17, 37, 57 … frames).
+  Preset p = preset();
   try {
     pipeline::family_named(family_).snap(p);
   } catch (const std::exception&) {

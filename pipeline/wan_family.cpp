@@ -1,5 +1,6 @@
 #include "pipeline/wan_family.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/error.h"
@@ -8,6 +9,7 @@
 #include "embedded/model.h"
 #include "io/checkpoint.h"
 #include "io/layout.h"
+#include "pipeline/pipeline.h"
 #include "pipeline/preview.h"
 #include "text/t5_conditioner.h"
 #include "vae/wan_vae.h"
@@ -47,10 +49,28 @@ std::optional<ModelFiles> WanFamily::default_files() const {
 
 std::vector<std::string> WanFamily::snap(Preset& p) const {
   std::vector<std::string> msgs;
-  const int frames = 4 * static_cast<int>(std::lround((p.frames - 1) / 4.0)) + 1;
-  if (frames != p.frames) {
-    msgs.push_back("frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
-                   " (Wan makes 4k+1 frames: 4 per latent frame after the first)");
+  // 4 frames per latent frame after the first; a DiT that takes several
+  // latent frames per token (the embedded model's 5) takes whole tokens of
+  // them. A file that cannot be read is reported when the render loads it.
+  int64_t per_token = 1;
+  try {
+    per_token =
+        diffusion::WanConfig::from_checkpoint(io::Checkpoint::open(resolve_models(p, *this).model))
+            .patch_t;
+  } catch (const Error&) {
+  }
+  const int64_t latent = std::max<int64_t>(1, std::lround((p.frames - 1) / 4.0) + 1);
+  const int64_t whole =
+      per_token * std::max<int64_t>(1, std::llround(static_cast<double>(latent) / per_token));
+  if (const int frames = static_cast<int>(4 * (whole - 1) + 1); frames != p.frames) {
+    msgs.push_back(
+        "frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
+        (per_token > 1
+             ? " (this DiT takes " + std::to_string(per_token) +
+                   " latent frames per token: " + std::to_string(4 * (per_token - 1) + 1) + ", " +
+                   std::to_string(4 * (2 * per_token - 1) + 1) + ", " +
+                   std::to_string(4 * (3 * per_token - 1) + 1) + " … frames)"
+             : " (Wan makes 4k+1 frames: 4 per latent frame after the first)"));
     p.frames = frames;
   }
   snap_size_to_16(p, "a multiple of 16: 8× VAE and 2× patch, or 4× and 4×", msgs);

@@ -23,6 +23,7 @@ using kinora::test::error_of;
 using kinora::test::fixture;
 using kinora::test::TempDir;
 using pipeline::Preset;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 
 namespace {
@@ -135,7 +136,7 @@ TEST(Pipeline, SizesAreSnappedWithAMessage) {
   EXPECT_THAT(msgs[0], HasSubstr("frames 10 → 9"));
 }
 
-TEST(Pipeline, FrameCountsMustFillTheDitsTimePatches) {
+TEST(Pipeline, FrameCountsAreSnappedToFillTheDitsTimePatches) {
   // The fixture DiT made to take 3 latent frames per token (random weights).
   TempDir dir;
   auto c = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors")).config();
@@ -150,9 +151,17 @@ TEST(Pipeline, FrameCountsMustFillTheDitsTimePatches) {
   auto p = tiny();
   p.model = dir / "dit.safetensors";
   EXPECT_EQ(pipe.generate(p).frames.size(0), 9);  // 3 latent frames: one token deep
-  p.frames = 13;                                  // 4 latent frames
-  EXPECT_THAT(error_of([&] { pipe.generate(p); }),
-              HasSubstr("13 frames: this DiT takes 3 latent frames per token, so 9, 21, 33"));
+  // 4 latent frames → 3, 5 → 6: the nearest whole tokens, with a message.
+  std::vector<std::string> msgs;
+  pipeline::RunCallbacks cb;
+  cb.on_message = [&](const std::string& s) { msgs.push_back(s); };
+  p.frames = 13;
+  EXPECT_EQ(pipe.generate(p, cb).preset.frames, 9);
+  EXPECT_THAT(msgs,
+              Contains(HasSubstr(
+                  "frames 13 → 9 (this DiT takes 3 latent frames per token: 9, 21, 33 … frames)")));
+  p.frames = 17;
+  EXPECT_EQ(pipe.generate(p, cb).frames.size(0), 21);
 }
 
 TEST(Pipeline, StepCallbackAndPreview) {
