@@ -18,6 +18,12 @@ std::vector<torch::Tensor> tensors_of(const torch::nn::Module& m) {
   return all;
 }
 
+int64_t tensor_bytes(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& t : tensors_of(m)) n += static_cast<int64_t>(t.nbytes());
+  return n;
+}
+
 // A host block's stay on the device: the module's tensors, the host data they
 // return to, and the device copies (made ahead on the copy stream, `ready` when
 // that copy is done, or made in order on the compute stream).
@@ -38,6 +44,10 @@ torch::Tensor pinned_copy(const torch::Tensor& h) {
   auto p = buffer.view(h.scalar_type()).view(h.sizes());
   p.copy_(h);
   return p;
+}
+// The stream work on `device` is queued on now (the forward's).
+c10::Stream current_stream(const torch::Device& device) {
+  return c10::impl::VirtualGuardImpl(device.type()).getStream(device);
 }
 // Tensors below this stay in pageable memory: their copies take as long
 // either way.
@@ -101,8 +111,7 @@ void BlockSwap::bring(std::size_t i, bool ahead) {
   }
   // Allocated in the compute stream's order: the copy stream waits until the
   // work queued before it, which may have used that memory last, is done.
-  const c10::impl::VirtualGuardImpl impl(device_.type());
-  const auto compute = impl.getStream(device_);
+  const auto compute = current_stream(device_);
   for (const auto& h : v.host)
     v.device.push_back(torch::empty(h.sizes(), h.options().device(device_)));
   if (!ahead) {
@@ -133,13 +142,11 @@ void BlockSwap::before(std::size_t i) {
       for (std::size_t k = 0; current && k < now.size(); ++k)
         current = now[k].data_ptr() == v.host[k].data_ptr();
     }
-    if (!current) {
-      if (v.ready) v.ready->block(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
-      bring(i, /*ahead=*/false);
-    } else if (v.ready) {
-      v.ready->block(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
-      v.ready.reset();
-    }
+    // The forward waits for a copy made ahead (and a stale one's memory is
+    // not reused before that copy ends).
+    if (v.ready) v.ready->block(current_stream(device_));
+    v.ready.reset();
+    if (!current) bring(i, /*ahead=*/false);
     for (std::size_t k = 0; k < v.slots.size(); ++k) v.slots[k].set_data(v.device[k]);
     v.visiting = true;
   }
@@ -167,7 +174,7 @@ void BlockSwap::release() {
   for (std::size_t i = 0; i < visits_.size(); ++i) {
     auto& v = *visits_[i];
     // Memory a copy is still writing is not handed back before the copy ends.
-    if (v.ready) v.ready->block(c10::impl::VirtualGuardImpl(device_.type()).getStream(device_));
+    if (v.ready) v.ready->block(current_stream(device_));
     v.ready.reset();
     if (v.visiting) after(i);
     v.device.clear();
@@ -177,12 +184,6 @@ void BlockSwap::release() {
 int64_t BlockSwap::on_device() const {
   return std::count_if(visits_.begin(), visits_.end(),
                        [](const auto& v) { return !v->device.empty(); });
-}
-
-int64_t BlockSwap::block_bytes(std::size_t i) const {
-  int64_t n = 0;
-  for (const auto& t : tensors_of(*blocks_.at(i))) n += static_cast<int64_t>(t.nbytes());
-  return n;
 }
 
 int64_t blocks_to_swap(int64_t model_bytes, int64_t block_bytes, int64_t blocks,

@@ -44,8 +44,6 @@ class BlockSwap {
   std::size_t blocks() const { return blocks_.size(); }
   // Host blocks whose weights are on the device now (visiting or copied ahead).
   int64_t on_device() const;
-  // The bytes of block i's tensors.
-  int64_t block_bytes(std::size_t i) const;
 
  private:
   struct Visit;
@@ -60,8 +58,9 @@ class BlockSwap {
   std::unique_ptr<Streams> streams_;  // a GPU's copy stream; null on the CPU
 };
 
-// A module's parameters and buffers: what moving it moves.
+// A module's parameters and buffers: what moving it moves; and their bytes.
 std::vector<torch::Tensor> tensors_of(const torch::nn::Module& m);
+int64_t tensor_bytes(const torch::nn::Module& m);
 
 // Runs block i's forward `f` between swap->before(i) and swap->after(i) (just
 // `f` without a swap); when `f` throws, every host block returns to the host.

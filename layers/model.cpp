@@ -77,18 +77,12 @@ void Model::set_block_swap(int64_t n) {
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = 0;
-  for (const auto& t : tensors_of(module())) n += static_cast<int64_t>(t.nbytes());
-  return n;
+  return tensor_bytes(module());
 }
 
 int64_t Model::block_bytes() {
   int64_t most = 0;
-  for (const auto& b : swappable_blocks()) {
-    int64_t n = 0;
-    for (const auto& t : tensors_of(*b)) n += static_cast<int64_t>(t.nbytes());
-    most = std::max(most, n);
-  }
+  for (const auto& b : swappable_blocks()) most = std::max(most, tensor_bytes(*b));
   return most;
 }
 

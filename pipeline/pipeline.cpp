@@ -351,6 +351,22 @@ std::string gib(int64_t bytes) {
   return s;
 }
 
+// The denoisers (a Wan 2.2 pair's two experts) that are models block swap
+// can act on.
+std::vector<layers::Model*> denoiser_models(const LoadedModels& m) {
+  std::vector<layers::Model*> out;
+  for (auto* d : {m.denoiser.get(), m.denoiser2.get()})
+    if (auto* model = dynamic_cast<layers::Model*>(d)) out.push_back(model);
+  return out;
+}
+
+// The largest of the denoisers' activations over `rows` tokens.
+int64_t activation_bytes(const LoadedModels& m, int64_t rows) {
+  int64_t most = 0;
+  for (auto* model : denoiser_models(m)) most = std::max(most, model->activation_bytes(rows));
+  return most;
+}
+
 // The loaded models (in host memory) to `device`: the autoencoder whole, each
 // denoiser with block swap where the preset asks for it, or ("auto") where it
 // would not fit in the device's free memory beside a forward's activations
@@ -373,8 +389,7 @@ void place_models(const LoadedModels& m, const Preset& p, torch::Device device, 
   int64_t free = -1, budget = 0, activations = 0;
   if (!asked) {
     free = compat::cuda_free_bytes(device);
-    for (auto& [d, model] : dits)
-      if (model) activations = std::max(activations, model->activation_bytes(rows));
+    activations = activation_bytes(m, rows);
     budget = (free - activations - kDeviceSlack) / static_cast<int64_t>(dits.size());
   }
   for (auto& [d, model] : dits) {
@@ -407,9 +422,8 @@ void place_models(const LoadedModels& m, const Preset& p, torch::Device device, 
 // Block swap's copies made ahead for the next forward, handed back (the end
 // of sampling, however it ends).
 void release_swaps(const LoadedModels& m) {
-  for (auto* d : {m.denoiser.get(), m.denoiser2.get()})
-    if (const auto* model = dynamic_cast<const layers::Model*>(d))
-      if (auto* swap = model->block_swap()) swap->release();
+  for (auto* model : denoiser_models(m))
+    if (auto* swap = model->block_swap()) swap->release();
 }
 
 }  // namespace
@@ -619,12 +633,8 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   if (cache_->key == key && device.is_cuda() && p.block_swap == "auto") {
     const int64_t rows = forward_rows(cache_->models);
     if (rows > cache_->placed_rows) {
-      int64_t act = 0;
-      for (auto* d : {cache_->models.denoiser.get(), cache_->models.denoiser2.get()})
-        if (auto* model = dynamic_cast<layers::Model*>(d))
-          act = std::max(act, model->activation_bytes(rows));
       if (const int64_t free = compat::cuda_free_bytes(device);
-          free >= 0 && free < act + kDeviceSlack)
+          free >= 0 && free < activation_bytes(cache_->models, rows) + kDeviceSlack)
         cache_->key.clear();
       else
         cache_->placed_rows = rows;
@@ -656,9 +666,8 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     say("block swap: nothing to swap on the CPU (the weights are in host memory already)");
   {
     int64_t swapped = 0;
-    for (auto* d : {models.denoiser.get(), models.denoiser2.get()})
-      if (const auto* model = dynamic_cast<const layers::Model*>(d))
-        swapped = std::max(swapped, model->blocks_swapped());
+    for (const auto* model : denoiser_models(models))
+      swapped = std::max(swapped, model->blocks_swapped());
     p.block_swap = std::to_string(swapped);
   }
   // LoRAs, merged into the denoisers: files read and resolved when they
