@@ -31,8 +31,7 @@ struct BlockSwap::Visit {
   std::vector<torch::Tensor> slots, host, device;
   std::unique_ptr<c10::Event> ready;
   bool visiting = false;
-  bool unpinnable = false;          // the driver refused: copies from pageable memory
-  std::vector<const void*> pinned;  // where the pinned host tensors are
+  bool unpinnable = false;  // the driver refused: copies from pageable memory
 };
 
 namespace {

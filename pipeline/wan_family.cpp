@@ -47,6 +47,15 @@ std::optional<ModelFiles> WanFamily::default_files() const {
   return files;
 }
 
+namespace {
+// The first frame counts whose latent frames (`tc` frames each after the
+// first) fill whole tokens of `pt`: tc·(k·pt − 1) + 1. "17, 37, 57 … frames".
+std::string whole_token_frames(int64_t tc, int64_t pt) {
+  return std::to_string(tc * (pt - 1) + 1) + ", " + std::to_string(tc * (2 * pt - 1) + 1) + ", " +
+         std::to_string(tc * (3 * pt - 1) + 1) + " … frames";
+}
+}  // namespace
+
 std::vector<std::string> WanFamily::snap(Preset& p) const {
   std::vector<std::string> msgs;
   // 4 frames per latent frame after the first; a DiT that takes several
@@ -54,23 +63,19 @@ std::vector<std::string> WanFamily::snap(Preset& p) const {
   // them. A file that cannot be read is reported when the render loads it.
   int64_t per_token = 1;
   try {
-    per_token =
-        diffusion::WanConfig::from_checkpoint(io::Checkpoint::open(resolve_models(p, *this).model))
-            .patch_t;
+    const auto dit = p.uses_embedded_model() ? default_files()->model : resolve_dit_file(p);
+    per_token = diffusion::WanConfig::from_checkpoint(io::Checkpoint::open(dit)).patch_t;
   } catch (const Error&) {
   }
   const int64_t latent = std::max<int64_t>(1, std::lround((p.frames - 1) / 4.0) + 1);
   const int64_t whole =
       per_token * std::max<int64_t>(1, std::llround(static_cast<double>(latent) / per_token));
   if (const int frames = static_cast<int>(4 * (whole - 1) + 1); frames != p.frames) {
-    msgs.push_back(
-        "frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
-        (per_token > 1
-             ? " (this DiT takes " + std::to_string(per_token) +
-                   " latent frames per token: " + std::to_string(4 * (per_token - 1) + 1) + ", " +
-                   std::to_string(4 * (2 * per_token - 1) + 1) + ", " +
-                   std::to_string(4 * (3 * per_token - 1) + 1) + " … frames)"
-             : " (Wan makes 4k+1 frames: 4 per latent frame after the first)"));
+    msgs.push_back("frames " + std::to_string(p.frames) + " → " + std::to_string(frames) +
+                   (per_token > 1
+                        ? " (this DiT takes " + std::to_string(per_token) +
+                              " latent frames per token: " + whole_token_frames(4, per_token) + ")"
+                        : " (Wan makes 4k+1 frames: 4 per latent frame after the first)"));
     p.frames = frames;
   }
   snap_size_to_16(p, "a multiple of 16: 8× VAE and 2× patch, or 4× and 4×", msgs);
@@ -137,11 +142,9 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
                 "× VAE, patches of " + std::to_string(cfg.patch_w) + ")");
   if (ae.latent_frames(p.frames) % cfg.patch_t != 0) {
     // Frame counts whose latent frames fill whole tokens: tc·(k·pt − 1) + 1.
-    const int64_t tc = ae.temporal_compression(), pt = cfg.patch_t;
-    throw Error(std::to_string(p.frames) + " frames: this DiT takes " + std::to_string(pt) +
-                " latent frames per token, so " + std::to_string(tc * (pt - 1) + 1) + ", " +
-                std::to_string(tc * (2 * pt - 1) + 1) + ", " +
-                std::to_string(tc * (3 * pt - 1) + 1) + " … frames");
+    throw Error(std::to_string(p.frames) + " frames: this DiT takes " +
+                std::to_string(cfg.patch_t) + " latent frames per token, so " +
+                whole_token_frames(ae.temporal_compression(), cfg.patch_t));
   }
 }
 
