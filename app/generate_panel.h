@@ -4,6 +4,8 @@
 // renders, so "use these settings" and preset files restore every parameter.
 #include <QWidget>
 
+class QCheckBox;
+
 #include "pipeline/preset.h"
 
 class QComboBox;
@@ -57,6 +59,7 @@ class GeneratePanel : public QWidget {
   QTableWidget* loras_;
   QSpinBox *steps_, *width_, *height_, *frames_, *fps_, *seed_, *block_swap_;
   QDoubleSpinBox *shift_, *guidance_;
+  QCheckBox* fp8_;
   QLabel* hint_;
   QString models_dir_;
   std::string family_;  // of the selected model: "wan", "flux" or "sdxl"

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #ifdef KINORA_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -96,6 +97,44 @@ inline void* current_cuda_stream(const torch::Device& device) {
   return c10::cuda::getCurrentCUDAStream(device.index()).stream();
 }
 #endif
+
+// FP8 products through LibTorch's scaled matmul: LibTorch 2.5 or later (where
+// at::_scaled_mm returns the product alone), built with CUDA.
+#if defined(KINORA_CUDA) && \
+    (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5))
+#define KINORA_FP8_MATMUL 1
+#endif
+
+// Whether `device` is a GPU whose tensor cores multiply FP8 (compute
+// capability 8.9 or later: Ada, Hopper and newer) and this build can ask it to.
+inline bool has_fp8_matmul(const torch::Device& device) {
+#ifdef KINORA_FP8_MATMUL
+  if (!device.is_cuda()) return false;
+  const auto* p = at::cuda::getDeviceProperties(device.has_index() ? device.index()
+                                                                   : c10::cuda::current_device());
+  return p->major > 8 || (p->major == 8 && p->minor >= 9);
+#else
+  (void)device;
+  return false;
+#endif
+}
+
+// a8 [M, K] · b8 [N, K]ᵀ, both E4M3 bytes (uint8, contiguous), times the
+// float32 scalar tensors sa·sb, plus `bias` [N] (optional; bf16 with a bf16
+// `out` only), summed in float32, in `out` dtype; where has_fp8_matmul().
+inline torch::Tensor scaled_mm_e4m3(const torch::Tensor& a8, const torch::Tensor& b8,
+                                    const torch::Tensor& sa, const torch::Tensor& sb,
+                                    const torch::Tensor& bias, torch::ScalarType out) {
+#ifdef KINORA_FP8_MATMUL
+  return at::_scaled_mm(a8.view(c10::ScalarType::Float8_e4m3fn),
+                        b8.view(c10::ScalarType::Float8_e4m3fn).t(), sa, sb,
+                        bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt,
+                        std::nullopt, out, /*use_fast_accum=*/false);
+#else
+  (void)a8, (void)b8, (void)sa, (void)sb, (void)bias, (void)out;
+  TORCH_CHECK(false, "FP8 matmul: not in this build (a CUDA build with LibTorch 2.5 or later)");
+#endif
+}
 
 // A c10::Allocator for either LibTorch: allocate() is const in 1.x and not in
 // 2.3+, where copy_data() joined it as a pure virtual. Both signatures are

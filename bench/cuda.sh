@@ -7,11 +7,15 @@
 #                         this machine's GPU only) and build what the steps below run
 #   bench/cuda.sh check   the fused kernels against their CPU twins (test_wan's
 #                         Fused tests), a seed's video on the GPU against the
-#                         CPU's (test_device), the reference cases on the GPU in bf16
-#   bench/cuda.sh speed   speed_bench: every workload at the sizes of the table
+#                         CPU's and the FP8 kernel and product against theirs
+#                         (test_device), the reference cases on the GPU in bf16,
+#                         and the DiT cases with FP8 products
+#   bench/cuda.sh speed   speed_bench: every workload at the sizes of the table,
+#                         then the DiTs with FP8 products
 #   bench/cuda.sh render  render_bench: the whole Wan 1.3B job at 832×480×81,
-#                         50 guided steps, to frames (writes 15 GB of random
-#                         weights to SCRATCH first)
+#                         50 guided steps, to frames, in bf16 and with FP8
+#                         products (writes 15 GB of random weights to SCRATCH
+#                         first)
 #   bench/cuda.sh all     the four in that order
 #
 # Each step writes its output to RESULTS_DIR (default $OUT when set, else
@@ -84,6 +88,10 @@ do_check() {
   say "the reference cases on the GPU, bf16"
   "$build/bin/kinora-conformance" --device cuda --precision bf16 \
     --weights-dir tests/fixtures tests/fixtures || rc=1
+  say "the DiT cases on the GPU with FP8 products"
+  "$build/bin/kinora-conformance" --device cuda --precision bf16 --fp8 \
+    --weights-dir tests/fixtures tests/fixtures/wan21_dit_video.case.safetensors \
+    tests/fixtures/wan21_dit_image.case.safetensors tests/fixtures/flux1_dev_dit.case.safetensors || rc=1
   say "the Wan DiT cases on the GPU without the fused passes"
   KINORA_FUSED=0 "$build/bin/kinora-conformance" --device cuda --precision bf16 \
     --weights-dir tests/fixtures tests/fixtures/wan21_dit_video.case.safetensors || rc=1
@@ -96,12 +104,20 @@ do_speed() {
   say "the Wan 1.3B step without the fused passes"
   KINORA_FUSED=0 "$build/bin/speed_bench" --device cuda --precision bf16 \
     --only wan-1.3b,wan-1.3b-step || rc=1
+  say "the DiTs with FP8 products"
+  "$build/bin/speed_bench" --device cuda --precision bf16 --fp8 \
+    --only rates,wan-1.3b,wan-1.3b-step,wan-1.3b-graph,wan-14b,wan-14b-swap,flux-dev || rc=1
   return $rc
 }
 
 do_render() {
+  local rc=0
   "$build/bin/render_bench" --device cuda --precision bf16 --scratch "$scratch" \
-    --width 832 --height 480 --frames 81 --steps 50 --repeat 2
+    --width 832 --height 480 --frames 81 --steps 50 --repeat 2 || rc=1
+  say "the same with FP8 products"
+  "$build/bin/render_bench" --device cuda --precision bf16 --scratch "$scratch" \
+    --width 832 --height 480 --frames 81 --steps 50 --repeat 1 --fp8 || rc=1
+  return $rc
 }
 
 status=0

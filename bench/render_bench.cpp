@@ -11,7 +11,7 @@
 //
 //   render_bench [--scratch DIR] [--width 256 --height 256 --frames 17]
 //                [--steps 2] [--sampler euler] [--precision auto]
-//                [--evict] [--device cpu|cuda] [--repeat 2]
+//                [--evict] [--device cpu|cuda] [--repeat 2] [--fp8]
 //
 // --evict drops the weight files from the page cache first (posix_fadvise), as
 // after another program has pushed them out; the tokenizer is the fixtures'
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   std::string scratch = "/tmp/kinora-bench", sampler = "euler", precision = "auto", device = "cpu";
   int64_t width = 256, height = 256, frames = 17;
   int steps = 2, repeat = 2;
-  bool evict_first = false;
+  bool evict_first = false, fp8 = false;
   app.add_option("--scratch", scratch, "where the random-weight files are written (15 GB)");
   app.add_option("--width", width);
   app.add_option("--height", height);
@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device);
   app.add_option("--repeat", repeat, "renders in one process (the later ones warm)");
   app.add_flag("--evict", evict_first, "drop the weight files from the page cache first");
+  app.add_flag("--fp8", fp8, "the DiT's block layers multiply in FP8 (the preset key fp8)");
   CLI11_PARSE(app, argc, argv);
 
   fs::create_directories(scratch);
@@ -139,6 +140,7 @@ int main(int argc, char** argv) {
   p.width = width, p.height = height, p.frames = frames, p.steps = steps;
   p.sampler = sampler, p.precision = precision, p.device = device;
   p.guidance = 5, p.seed = 1;
+  p.fp8 = fp8;
 
   const int threads = configure_threads();
   std::cout << "# " << version_string() << bench::blas_note() << ", " << threads << " threads; "

@@ -16,13 +16,17 @@
 //   speed_bench [--device auto|cpu|cuda] [--precision bf16|fp32]
 //               [--size 832x480x81] [--flux-size 1024x1024] [--only LIST]
 //               [--warm-up 2] [--repeat 5] [--tiny] [--wan-file PATH]
-//               [--profile N] [--block-swap N]
+//               [--profile N] [--block-swap N] [--fp8]
 //
 // --only takes a comma-separated list of rates, wan-1.3b, wan-1.3b-step,
 // wan-1.3b-graph, wan-14b, wan-14b-swap, flux-dev, wan-vae, wan-vae-encode, umt5.
 // wan-14b-swap is the 14B forward with block swap (a GPU only): --block-swap
 // blocks in host memory, by default as many as a 24 GB card needs. --tiny shrinks every model
 // to a few narrow layers (the same code at a size a CPU runs in seconds).
+// --fp8 multiplies the DiTs' block layers in FP8 (layers/fp8.h: E4M3 weights
+// quantized from the random ones, inputs quantized per call) and measures the
+// FP8 matmul rate beside the others; those rows' floors take their linear
+// FLOPs at it.
 // --profile N (CPU only) runs each workload once more after its timed runs and
 // reports its N costliest LibTorch operators by self time (bench/op_profile.h).
 #include <CLI/CLI.hpp>
@@ -41,6 +45,7 @@
 #include "bench/op_profile.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
+#include "layers/fp8.h"
 #include "text/t5.h"
 #include "vae/wan_vae.h"
 
@@ -61,6 +66,7 @@ struct Row {
   std::vector<double> seconds;
   double extra_bytes = 0;  // beyond what was allocated before the call
   std::string note;
+  bool fp8 = false;  // linear FLOPs at the FP8 matmul rate
 };
 
 struct Size {
@@ -136,6 +142,10 @@ int run(int argc, char** argv) {
   app.add_option("--profile", profile,
                  "after each workload, one more run with its N costliest operators (CPU)")
       ->check(CLI::Range(0, 1000));
+  bool fp8 = false;
+  app.add_flag("--fp8", fp8,
+               "the DiTs' block layers multiply in FP8 (E4M3, per-tensor scales); their floors "
+               "take the linear FLOPs at the measured FP8 matmul rate");
   int64_t block_swap = -1;
   app.add_option("--block-swap", block_swap,
                  "wan-14b-swap: the 14B's blocks kept in host memory (default: what a 24 GiB card "
@@ -198,7 +208,7 @@ int run(int argc, char** argv) {
   };
 
   // The device's rates.
-  double matmul_rate = 0, attention_rate = 0;
+  double matmul_rate = 0, attention_rate = 0, fp8_rate = 0;
   {
     const int64_t n = device.is_cuda() ? 8192 : tiny ? 256 : 2048;
     const auto a = torch::randn({n, n}, on.dtype(dt)), b = torch::randn({n, n}, on.dtype(dt));
@@ -215,6 +225,17 @@ int run(int argc, char** argv) {
     const auto& s = measure("attention, " + std::to_string(L) + " tokens × 12 heads × 128", g,
                             [&] { compat::scaled_dot_product_attention(q, k, v); });
     attention_rate = g.attention / bench::median(s.seconds);
+    fp8_rate = matmul_rate;
+    if (fp8 && layers::device_has_fp8_matmul(device)) {
+      // E4M3 operands with per-tensor scales, bf16 out: what an FP8 layer runs.
+      const auto a8 = layers::quantize_e4m3(a, layers::e4m3_scale(a));
+      const auto b8 = layers::quantize_e4m3(b, layers::e4m3_scale(b));
+      const auto one = torch::ones({}, on.dtype(torch::kFloat32));
+      const auto& r8 = measure("matmul " + std::to_string(n) + "³, FP8", f, [&] {
+        compat::scaled_mm_e4m3(a8, b8, one, one, {}, torch::kBFloat16);
+      });
+      fp8_rate = f.linear / bench::median(r8.seconds);
+    }
     if (!wanted("rates")) rows.clear();
     rates_done = true;
   }
@@ -238,6 +259,7 @@ int run(int argc, char** argv) {
     }
     m.to(device);
     m.set_precision(prec);
+    if (fp8) layers::use_fp8_matmuls(m, device);
     const auto x = torch::randn({1, c.in_dim, lf, lh, lw}, on);
     const auto t = torch::full({1}, 999.0, on);
     layers::Conditioning cond, uncond;
@@ -245,10 +267,11 @@ int run(int argc, char** argv) {
     uncond.context = torch::randn({1, 40, c.text_dim}, on);
     const int64_t tokens = lf * (lh / c.patch_h) * (lw / c.patch_w);
     const auto flops = bench::wan_forward_flops(c, tokens, c.text_len);
-    const std::string name = std::string(tiny ? "tiny " : "") + (big ? "Wan 14B" : "Wan 1.3B");
+    const std::string name =
+        std::string(tiny ? "tiny " : "") + (big ? "Wan 14B" : "Wan 1.3B") + (fp8 ? " FP8" : "");
     const std::string shape = wan_size + " (" + std::to_string(tokens) + " tokens)";
     if (wanted(big ? "wan-14b" : "wan-1.3b"))
-      measure(name + " DiT forward, " + shape, flops, [&] { m.denoise(x, t, cond); });
+      measure(name + " DiT forward, " + shape, flops, [&] { m.denoise(x, t, cond); }).fp8 = fp8;
     if (big && wanted("wan-14b-swap")) {
       const std::string what = name + " DiT forward, block swap, " + shape;
       if (!device.is_cuda()) {
@@ -271,6 +294,7 @@ int run(int argc, char** argv) {
       m.to(device);
       bench::sync(device);
       auto& r = measure(what, flops, [&] { m.denoise(x, t, cond); });
+      r.fp8 = fp8;
       r.note = std::to_string(n) + " of " + std::to_string(blocks) + " blocks in host memory; " +
                sig(bench::memory_in_use(device) / (1 << 30)) + " GiB in use between forwards (" +
                sig(whole / (1 << 30)) + " with the whole model)";
@@ -285,7 +309,7 @@ int run(int argc, char** argv) {
       return xs - 0.02 * (uv + 5.0 * (cv - uv));
     };
     if (wanted("wan-1.3b-step"))
-      measure(name + " guided step, " + shape, flops * 2, [&] { step(x); });
+      measure(name + " guided step, " + shape, flops * 2, [&] { step(x); }).fp8 = fp8;
     if (!wanted("wan-1.3b-graph")) return;
     if (!device.is_cuda()) {
       rows.push_back({name + " guided step, CUDA graph", {}, {}, 0, "CUDA graphs need a GPU"});
@@ -308,6 +332,7 @@ int run(int argc, char** argv) {
           measure(name + " guided step, CUDA graph, " + shape, flops * 2, [&] { graph.replay(); });
       const double diff =
           (captured.to(torch::kFloat32) - step(x).to(torch::kFloat32)).abs().max().item<double>();
+      r.fp8 = fp8;
       r.note = "max |graph − eager| " + sig(diff);
     } catch (const std::exception& e) {
       std::string what = e.what();
@@ -331,6 +356,7 @@ int run(int argc, char** argv) {
     bench::randomise(m.module(), dt, device);
     m.to(device);
     m.set_precision(prec);
+    if (fp8) layers::use_fp8_matmuls(m, device);
     const int64_t fh = flux_size.height / 8, fw = flux_size.width / 8, text_tokens = 512;
     const auto x = torch::randn({1, 16, 1, fh, fw}, on);
     layers::Conditioning cond;
@@ -339,11 +365,12 @@ int run(int argc, char** argv) {
     cond.guidance = torch::full({1}, 3.5, on);
     const auto t = torch::full({1}, 750.0, on);
     const int64_t image_tokens = (fh / 2) * (fw / 2);
-    measure(std::string(tiny ? "tiny " : "") + "FLUX.1-dev DiT forward, " +
-                std::to_string(flux_size.width) + "×" + std::to_string(flux_size.height) + " (" +
-                std::to_string(image_tokens) + " + 512 tokens)",
-            bench::flux_forward_flops(c, image_tokens, text_tokens),
-            [&] { m.denoise(x, t, cond); });
+    measure(std::string(tiny ? "tiny " : "") + "FLUX.1-dev" + (fp8 ? " FP8" : "") +
+                " DiT forward, " + std::to_string(flux_size.width) + "×" +
+                std::to_string(flux_size.height) + " (" + std::to_string(image_tokens) +
+                " + 512 tokens)",
+            bench::flux_forward_flops(c, image_tokens, text_tokens), [&] { m.denoise(x, t, cond); })
+        .fp8 = fp8;
   }
 
   if (wanted("wan-vae") || wanted("wan-vae-encode")) {
@@ -397,7 +424,14 @@ int run(int argc, char** argv) {
   std::cout << "; " << precision << "; median of " << repeat << " after " << warm_up
             << " warm-up\n\n";
   std::cout << "matmul " << sig(matmul_rate / 1e12) << " TFLOP/s, attention "
-            << sig(attention_rate / 1e12) << " TFLOP/s (measured above)\n\n";
+            << sig(attention_rate / 1e12) << " TFLOP/s";
+  if (fp8)
+    std::cout << ", FP8 matmul "
+              << (layers::device_has_fp8_matmul(device)
+                      ? sig(fp8_rate / 1e12) + " TFLOP/s"
+                      : std::string("none (no FP8 units: the FP8 rows multiply in ") + precision +
+                            ")");
+  std::cout << " (measured above)\n\n";
   std::cout << "| workload | TFLOP | seconds (min–max) | TFLOP/s | floor (s) | floor / time | "
                "memory beyond the weights (GiB) | note |\n|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
@@ -409,7 +443,8 @@ int run(int argc, char** argv) {
     }
     const auto [lo, hi] = std::minmax_element(r.seconds.begin(), r.seconds.end());
     const bool counted = r.flops.total() > 0;
-    const double floor = bench::floor_seconds(r.flops, matmul_rate, attention_rate);
+    const double floor =
+        bench::floor_seconds(r.flops, r.fp8 ? fp8_rate : matmul_rate, attention_rate);
     std::cout << (counted ? sig(r.flops.total() / 1e12) : "") << " | " << sig(s) << " (" << sig(*lo)
               << "–" << sig(*hi) << ") | " << (counted ? sig(r.flops.total() / s / 1e12) : "")
               << " | " << (counted ? sig(floor) : "") << " | "

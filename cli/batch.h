@@ -14,9 +14,10 @@
 
 namespace kinora::cli {
 
-// Where outputs go, where models are found, and where they compute.
+// Where outputs go, where models are found, and where and how they compute.
 struct Placement {
   std::string output_dir, models_dir, device, block_swap;
+  bool fp8 = false;  // --fp8: FP8 products whatever the presets say
   bool overwrite = false;
   void apply(pipeline::Preset& p, const std::string& source) const;
 };

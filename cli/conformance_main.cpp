@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> paths;
   std::string weights_dir, precision = "fp32", device = "cpu";
   bool allow_skip = false;
+  kinora::conformance::RunnerOptions options;
   app.add_option("paths", paths, "case files and folders holding them")->required();
   app.add_option("--weights-dir", weights_dir,
                  "folder of the weights files (default: each case's folder)")
@@ -25,10 +26,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--device", device, "where the models run: auto, cpu, cuda or cuda:N")
       ->capture_default_str();
+  app.add_flag("--fp8", options.run.fp8,
+               "the DiTs' block layers multiply in FP8 (E4M3, per-tensor scales; held to " +
+                   std::to_string(kinora::conformance::kFp8Bound).substr(0, 4) + ")");
   CLI11_PARSE(app, argc, argv);
   kinora::configure_threads();
 
-  kinora::conformance::RunnerOptions options;
   if (!weights_dir.empty()) options.weights_dir = weights_dir;
   options.allow_skip = allow_skip;
   options.run.precision = kinora::layers::parse_precision(precision);

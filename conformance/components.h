@@ -17,6 +17,8 @@ struct RunOptions {
   Precision precision = Precision::F32;
   // Where the models run: their inputs go there, their outputs come back.
   torch::Device device = torch::kCPU;
+  // The DiTs' block layers multiply in FP8 (layers/fp8.h).
+  bool fp8 = false;
   // The case's input `name` on the device.
   torch::Tensor in(const Case& k, const std::string& name) const {
     return k.input(name).to(device);
@@ -31,6 +33,7 @@ struct Component {
   // Runs the case's inputs through the component (with the given weights file
   // when needs_weights) and returns outputs named like the case's outputs.
   std::function<Outputs(const Case&, const std::filesystem::path& weights, const RunOptions&)> run;
+  bool fp8 = false;  // multiplies in FP8 when RunOptions::fp8 asks
 };
 
 // The component for a case's `component` string, or nullopt when Kinora does not

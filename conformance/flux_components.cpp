@@ -2,6 +2,7 @@
 // decode.
 #include "conformance/components.h"
 #include "diffusion/flux_dit.h"
+#include "layers/fp8.h"
 #include "vae/kl_autoencoder.h"
 
 namespace kinora::conformance {
@@ -9,6 +10,7 @@ namespace {
 
 Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto model = diffusion::FluxModel::load(weights, o.precision);
+  if (o.fp8) layers::use_fp8_matmuls(model, o.device);
   model.to(o.device);
   const torch::Tensor guidance = k.inputs.count("guidance") ? o.in(k, "guidance") : torch::Tensor();
   return {
@@ -31,7 +33,7 @@ Outputs run_ae_decode(const Case& k, const std::filesystem::path& weights, const
 }  // namespace
 
 void add_flux_components(std::map<std::string, Component>& out) {
-  out["flux1.dit"] = {"flux1.dit", true, run_dit};
+  out["flux1.dit"] = {"flux1.dit", true, run_dit, /*fp8=*/true};
   out["flux1.ae.encode"] = {"flux1.ae.encode", true, run_ae_encode};
   out["flux1.ae.decode"] = {"flux1.ae.decode", true, run_ae_decode};
 }

@@ -141,10 +141,12 @@ std::vector<Result> run_case(const fs::path& case_path, const RunnerOptions& opt
     base.detail = "component '" + k.component + "' is not implemented yet";
     return {base};
   }
-  // A reduced-precision mode is held to its own, looser bound (models only).
-  const double bound = options.run.precision == Precision::BF16 && component->needs_weights
-                           ? std::max(k.rtol, 2e-2)
-                           : k.rtol;
+  // A reduced-precision mode is held to its own, looser bound (models only;
+  // FP8 products: the DiTs).
+  double bound = options.run.precision == Precision::BF16 && component->needs_weights
+                     ? std::max(k.rtol, 2e-2)
+                     : k.rtol;
+  if (options.run.fp8 && component->fp8) bound = std::max(bound, kFp8Bound);
 
   std::vector<fs::path> variants;
   if (component->needs_weights) {

@@ -21,6 +21,10 @@ struct Result {
   std::string detail;  // why it failed or was skipped
 };
 
+// The bound of the DiT cases with FP8 products (RunOptions::fp8): per-tensor
+// E4M3 quantization of weights and inputs.
+inline constexpr double kFp8Bound = 2e-2;
+
 struct RunnerOptions {
   std::optional<std::filesystem::path> weights_dir;  // default: the case's folder
   bool allow_skip = false;

@@ -1,6 +1,7 @@
 // Wan 2.1 cases: the DiT forward and the VAE's encode and decode.
 #include "conformance/components.h"
 #include "diffusion/wan_dit.h"
+#include "layers/fp8.h"
 #include "vae/wan_vae.h"
 
 namespace kinora::conformance {
@@ -8,6 +9,7 @@ namespace {
 
 Outputs run_dit(const Case& k, const std::filesystem::path& weights, const RunOptions& o) {
   auto model = diffusion::WanModel::load(weights, o.precision);
+  if (o.fp8) layers::use_fp8_matmuls(model, o.device);
   model.to(o.device);
   const auto out = model.forward(o.in(k, "x").unsqueeze(0), o.in(k, "t").reshape({1}),
                                  o.in(k, "context").unsqueeze(0));
@@ -29,7 +31,7 @@ Outputs run_vae_decode(const Case& k, const std::filesystem::path& weights, cons
 }  // namespace
 
 void add_wan_components(std::map<std::string, Component>& out) {
-  out["wan21.dit"] = {"wan21.dit", true, run_dit};
+  out["wan21.dit"] = {"wan21.dit", true, run_dit, /*fp8=*/true};
   out["wan21.vae.encode"] = {"wan21.vae.encode", true, run_vae_encode};
   out["wan21.vae.decode"] = {"wan21.vae.decode", true, run_vae_decode};
 }

@@ -1,6 +1,7 @@
 // CUDA kernels for layers/fused.h: one block of threads per row, the row's
 // statistics reduced in shared memory, each element read and written once.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -158,6 +159,30 @@ void rms_norm_rope(const void* y, const void* weight, const float* cos, const fl
         static_cast<const float*>(y), static_cast<const float*>(weight), cos, sin,
         static_cast<float*>(out), tokens, dim, head_dim, eps);
   check("rms_norm_rope");
+}
+
+namespace {
+template <typename T>
+__global__ void quantize_e4m3_kernel(const T* __restrict__ x, const float* __restrict__ scale,
+                                     uint8_t* __restrict__ out, int64_t n) {
+  const float s = *scale;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __nv_cvt_float_to_fp8(load(x, i) / s, __NV_SATFINITE, __NV_E4M3);
+}
+}  // namespace
+
+void quantize_e4m3(const void* x, bool bf16, const float* scale, uint8_t* out, int64_t n,
+                   void* stream) {
+  if (n == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (bf16)
+    quantize_e4m3_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<const __nv_bfloat16*>(x),
+                                                            scale, out, n);
+  else
+    quantize_e4m3_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<const float*>(x), scale,
+                                                            out, n);
+  check("quantize_e4m3");
 }
 
 }  // namespace kinora::layers::cuda

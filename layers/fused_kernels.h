@@ -20,4 +20,9 @@ void rms_norm_rope(const void* y, const void* weight, const float* cos, const fl
                    bool bf16, int64_t rows, int64_t tokens, int64_t dim, int64_t head_dim,
                    float eps, void* stream);
 
+// out[i] = the E4M3 byte nearest x[i] / *scale (ties to even, saturating at
+// ±448), x float32 or bf16: layers/fp8.h's quantize_e4m3.
+void quantize_e4m3(const void* x, bool bf16, const float* scale, uint8_t* out, int64_t n,
+                   void* stream);
+
 }  // namespace kinora::layers::cuda

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/runtime.h"
+#include "layers/fp8.h"
 
 namespace kinora::layers {
 
@@ -72,10 +73,11 @@ torch::Tensor LinearImpl::weight_as(torch::ScalarType dtype) const {
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
   const auto dt = matmul_dtype(precision);
-  const auto w = weight_as(dt);
   const auto xd = x.to(dt);
   torch::Tensor y;
-  if (bias.defined() && xd.dim() > 2 && xd.is_contiguous()) {
+  if (fp8_matmul && fp8 == io::DType::F8_E4M3) {
+    y = fp8_linear(xd, weight, scale.value_or(1.0f), bias, dt);
+  } else if (const auto w = weight_as(dt); bias.defined() && xd.dim() > 2 && xd.is_contiguous()) {
     // The bias inside the matmul (LibTorch 1.13 adds it in a second pass for
     // inputs of more than two dimensions).
     auto shape = xd.sizes().vec();

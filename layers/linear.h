@@ -4,7 +4,9 @@
 // The weight is widened (or narrowed) per call to the compute dtype, so a bf16
 // or FP8 checkpoint is never copied whole to float32. FP8 weights are held as
 // their raw bytes and widened exactly on use; ComfyUI's "scaled fp8" files add a
-// per-tensor `scale_weight` that multiplies the widened weight.
+// per-tensor `scale_weight` that multiplies the widened weight. With
+// `fp8_matmul` (layers/fp8.h) an E4M3 weight is multiplied as FP8 instead, the
+// input quantized per call.
 #include <torch/torch.h>
 
 #include <optional>
@@ -36,6 +38,7 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor weight, bias;
   std::optional<io::DType> fp8;  // set when `weight` holds FP8 bytes (uint8, [out, in])
   std::optional<float> scale;    // ComfyUI scaled-fp8 weight scale
+  bool fp8_matmul = false;       // E4M3 weight × E4M3 input (layers/fp8.h's fp8_linear)
   Precision precision = Precision::F32;
   std::vector<LinearAdapter> adapters;  // run-time LoRAs (lora/lora.h)
 };

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "io/checkpoint.h"
+#include "layers/fp8.h"
 #include "layers/linear.h"
 
 namespace kinora::lora {
@@ -464,7 +465,7 @@ void Applied::apply(layers::Model& model,
       continue;
     }
     // Merged: W + Σ strength·ΔW in float32, stored back in the weight's dtype
-    // (FP8 weights as bf16).
+    // (FP8 weights as bf16, or as E4M3 again for a layer multiplying in FP8).
     auto w = l->weight_as(torch::kFloat32).clone();
     torch::Tensor b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
     for (const auto& [p, strength] : patches) {
@@ -472,10 +473,17 @@ void Applied::apply(layers::Model& model,
       if (p->bias_delta.defined())
         b.narrow(0, p->target.row0, p->target.rows).add_(p->bias_delta.to(device), strength);
     }
-    const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
-    l->weight.set_data(w.to(dtype));
-    l->fp8.reset();
-    l->scale.reset();
+    if (l->fp8_matmul) {  // multiplied as FP8: quantized again, with the merged weight's scale
+      auto q = layers::quantize_weight_e4m3(w);
+      l->weight.set_data(q.bytes);
+      l->fp8 = io::DType::F8_E4M3;
+      l->scale = q.scale;
+    } else {
+      const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
+      l->weight.set_data(w.to(dtype));
+      l->fp8.reset();
+      l->scale.reset();
+    }
     if (b.defined()) l->bias.set_data(b.to(o->bias.scalar_type()));
   }
 }

@@ -17,6 +17,7 @@
 #include "base/torch_compat.h"
 #include "diffusion/denoiser.h"
 #include "embedded/model.h"
+#include "layers/fp8.h"
 #include "layers/model.h"
 #include "pipeline/lora_check.h"
 #include "pipeline/preview.h"
@@ -412,7 +413,7 @@ void place_models(const LoadedModels& m, const Preset& p, torch::Device device, 
       if (!asked) line += ", " + gib(activations) + " of activations, " + gib(free) + " free";
       line += ")";
       if (!asked && n == blocks)
-        line += "; even so the rest may not fit: a smaller size, fewer frames or FP8 weights";
+        line += "; even so the rest may not fit: a smaller size, fewer frames or --fp8";
       say(line);
     }
     d->to(device);
@@ -431,8 +432,9 @@ void release_swaps(const LoadedModels& m) {
 // ---------------------------------------------------------------- loaded models
 
 struct Pipeline::Cache {
-  std::string key;          // family | files | precision | device | block swap
+  std::string key;          // family | files | precision | device | block swap | fp8
   int64_t placed_rows = 0;  // the forward's rows block swap's "auto" placed the models for
+  int64_t fp8_layers = 0;   // the layers multiplying in FP8 (the preset's fp8)
   LoadedModels models;
   std::map<std::string, LoadedFile> files;  // as they were when loaded
   // The LoRAs applied to the denoisers (merged), and what they were: files
@@ -614,6 +616,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   auto t0 = Clock::now();
   std::string key = family.name() + "|" + p.precision + "|" + p.device;
   if (device.is_cuda()) key += "|swap " + p.block_swap;
+  if (p.fp8) key += "|fp8";
   for (const auto* f : {&files.model, &files.model2, &files.vae, &files.text_encoder,
                         &files.tokenizer, &files.clip, &files.clip_tokenizer})
     key += "|" + f->string();
@@ -652,6 +655,12 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
       progress({"load", what, 0, 0});
     });
     family.check(cache_->models, p, files);
+    cache_->fp8_layers = 0;
+    if (p.fp8) {
+      progress({"load", "FP8 weights", 0, 0});
+      for (auto* model : denoiser_models(cache_->models))
+        cache_->fp8_layers += layers::use_fp8_matmuls(*model, device);
+    }
     if (!device.is_cpu()) progress({"load", "to " + device_name(device), 0, 0});
     cache_->placed_rows = forward_rows(cache_->models);
     place_models(cache_->models, p, device, cache_->placed_rows, say);
@@ -660,6 +669,16 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
+  if (p.fp8 && cache_->fp8_layers == 0) {
+    say("fp8: this model has no FP8 path (only the Wan and FLUX DiTs have one); it computes in " +
+        p.precision);
+    p.fp8 = false;  // what ran
+  } else if (p.fp8 && !layers::device_has_fp8_matmul(device)) {
+    say("fp8: " + device_name(device) +
+        " has no FP8 matrix units (a GPU of compute capability 8.9 or later has: Ada, Hopper), so "
+        "the FP8 weights and inputs are multiplied in " +
+        p.precision + ": the numbers of an FP8 render, without its speed");
+  }
   // What ran: the blocks kept in host memory (the most of a pair's experts).
   if (const auto asked = block_swap_count(p.block_swap, p.source + ": block_swap");
       !device.is_cuda() && asked && *asked > 0)

@@ -48,6 +48,7 @@ json Preset::to_json() const {
           {"precision", precision},
           {"device", device},
           {"block_swap", block_swap == "auto" ? json(block_swap) : json(std::stoll(block_swap))},
+          {"fp8", fp8},
           {"family", family},
           {"models_dir", models_dir},
           {"model", model},
@@ -144,7 +145,7 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
       "frames",         "fps",       "steps",           "sampler",   "shift",      "guidance",
       "precision",      "device",    "block_swap",      "family",    "models_dir", "model",
       "model2",         "vae",       "text_encoder",    "tokenizer", "clip",       "clip_tokenizer",
-      "loras",          "lora_mode", "output",          "format",    "crf"};
+      "loras",          "lora_mode", "output",          "format",    "crf",        "fp8"};
   for (const auto& item : j.items())
     if (!known.count(item.key())) bad(src, item.key(), "is not a preset key");
   // No model keys (and no other family): the embedded model.
@@ -192,6 +193,10 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
       bad(src, "block_swap",
           "must be \"auto\" or a count of blocks (0 to 9999), got " + quote(*it));
     }
+  }
+  if (const auto it = j.find("fp8"); it != j.end()) {
+    if (!it->is_boolean()) bad(src, "fp8", "must be true or false, got " + quote(*it));
+    p.fp8 = it->get<bool>();
   }
   read_string(j, "family", p.family, src);
   read_string(j, "models_dir", p.models_dir, src);

@@ -65,6 +65,12 @@ struct Preset {
   // "20") keeps that many there. Ignored on the CPU; the frames are the same
   // either way. An output records the count that ran ("0" on the CPU).
   std::string block_swap = "auto";
+  // FP8 products (layers/fp8.h): the denoiser's block layers multiply E4M3
+  // weights (an E4M3 checkpoint's as stored, others quantized at load, per
+  // tensor) by E4M3 inputs. Fast on GPUs with FP8 tensor cores (Ada, Hopper);
+  // elsewhere the same numbers in the precision's dtype. Half the weight
+  // memory of bf16; the frames differ slightly from bf16's.
+  bool fp8 = false;
   // The model family ("wan"); "" when the model file says (pipeline/family.h).
   std::string family;
   // Models: file paths, or names under models_dir (ComfyUI's folder layout).

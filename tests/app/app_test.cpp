@@ -8,6 +8,7 @@
 #include "../unit/test_util.h"
 
 #include <QApplication>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFile>
@@ -270,6 +271,17 @@ TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   EXPECT_EQ(panel.preset().block_swap, "20");
   swap->setValue(-1);
   EXPECT_EQ(panel.preset().block_swap, "auto");
+  // FP8: a check box, off by default, carried both ways.
+  auto* fp8 = panel.findChild<QCheckBox*>("fp8");
+  ASSERT_TRUE(fp8);
+  EXPECT_FALSE(fp8->isChecked());
+  EXPECT_FALSE(panel.preset().fp8);
+  e.fp8 = true;
+  panel.set_preset(e);
+  EXPECT_TRUE(fp8->isChecked());
+  EXPECT_TRUE(panel.preset().fp8);
+  fp8->setChecked(false);
+  EXPECT_FALSE(panel.preset().fp8);
 }
 
 TEST(Gallery, ListsAtOnceThenFillsThumbnailsAndPromptsFromAWorker) {
