@@ -428,7 +428,7 @@ void MainWindow::sweep_dialog() {
   auto* rows = new QLineEdit(p.loras.empty() ? QString() : QString("seed=1,2"), &d);
   for (auto* e : {columns, rows}) e->setMinimumWidth(320);
   auto* help = new QLabel(
-      "KEY=V1,V2,…  with KEY one of seed, guidance, steps, sampler, shift, precision, "
+      "KEY=V1,V2,…  with KEY one of seed, guidance, steps, sampler, shift, precision, fp8, "
       "prompt and negative_prompt (values split by |), or lora:NAME (a LoRA of the form, by "
       "file name). A LoRA axis gets an \"off\" column. Every cell is a render of its own in the "
       "output folder; the contact sheet opens when the sweep is done.",

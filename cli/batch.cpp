@@ -22,6 +22,7 @@ void Placement::apply(Preset& p, const std::string& source) const {
   if (!device.empty()) p.device = device;
   if (!block_swap.empty()) p.block_swap = block_swap;
   if (fp8) p.fp8 = true;
+  if (no_fp8) p.fp8 = false;
   if (p.models_dir.empty() && !models_dir.empty()) p.models_dir = fs::absolute(models_dir).string();
   if (!output_dir.empty() && !p.output.empty()) p.place_output_in(output_dir, source);
 }

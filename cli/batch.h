@@ -17,7 +17,7 @@ namespace kinora::cli {
 // Where outputs go, where models are found, and where and how they compute.
 struct Placement {
   std::string output_dir, models_dir, device, block_swap;
-  bool fp8 = false;  // --fp8: FP8 products whatever the presets say
+  bool fp8 = false, no_fp8 = false;  // --fp8 / --no-fp8: over the presets' fp8
   bool overwrite = false;
   void apply(pipeline::Preset& p, const std::string& source) const;
 };

@@ -87,7 +87,8 @@ int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int co
   for (const auto& r : render::render_batch(pipe, p, count, terminal_callbacks(), overwrite)) {
     std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
               << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
-              << ", " << r.preset.device << ", " << r.preset.precision << "; load "
+              << ", " << r.preset.device << ", " << r.preset.precision
+              << (r.preset.fp8 ? " with FP8 products" : "") << "; load "
               << clock_string(r.timings.load_s) << ", text " << clock_string(r.timings.text_s)
               << ", sampling " << clock_string(r.timings.sampling_s) << ", decode "
               << clock_string(r.timings.decode_s) << ", encode " << clock_string(r.timings.encode_s)
@@ -141,7 +142,7 @@ const char* const kFp8Help =
     "FP8 products: the denoiser's block layers multiply E4M3 weights (an FP8 checkpoint's as "
     "stored, others quantized at load) by E4M3 inputs; about twice the speed on GPUs with FP8 "
     "units (Ada, Hopper) and half the weight memory of bf16; elsewhere the same numbers without "
-    "the speed; frames differ slightly from bf16's (the preset key fp8)";
+    "the speed; frames differ slightly from a render without it (the preset key fp8)";
 
 const char* const kDeviceHelp =
     "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "
@@ -251,8 +252,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
     cmd->add_option("--block-swap", placement->block_swap,
                     std::string(kBlockSwapHelp) + " (default: each preset's block_swap key)")
         ->check(block_swap_validator());
-    cmd->add_flag("--fp8", placement->fp8,
-                  std::string(kFp8Help) + " (default: each preset's fp8 key)");
+    auto* on = cmd->add_flag("--fp8", placement->fp8,
+                             std::string(kFp8Help) + " (default: each preset's fp8 key)");
+    cmd->add_flag("--no-fp8", placement->no_fp8, "no FP8 products, whatever the presets say")
+        ->excludes(on);
     if (overwrite)
       cmd->add_flag("--overwrite", placement->overwrite, "replace an existing output file");
   };
@@ -317,7 +320,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   sw->add_option("preset", *sweep_path, "preset JSON")->required();
   sw->add_option("--axis", *sweep_axes,
                  "KEY=V1,V2,... (repeat; the first runs along the columns, the others down the "
-                 "rows): seed, guidance, steps, sampler, shift, precision, prompt and "
+                 "rows): seed, guidance, steps, sampler, shift, precision, fp8, prompt and "
                  "negative_prompt (values split by |), lora (the preset's one LoRA) or "
                  "lora:NAME (a LoRA of the preset, or one added); a LoRA axis gets an 'off' "
                  "column unless its values hold off or 0")
@@ -337,8 +340,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
   sw->add_option("--block-swap", sweep_placement->block_swap,
                  std::string(kBlockSwapHelp) + " (default: the preset's block_swap key)")
       ->check(block_swap_validator());
-  sw->add_flag("--fp8", sweep_placement->fp8,
-               std::string(kFp8Help) + " (default: the preset's fp8 key)");
+  auto* sw_fp8 = sw->add_flag("--fp8", sweep_placement->fp8,
+                              std::string(kFp8Help) + " (default: the preset's fp8 key)");
+  sw->add_flag("--no-fp8", sweep_placement->no_fp8, "no FP8 products, whatever the preset says")
+      ->excludes(sw_fp8);
   sw->add_flag("--overwrite", sweep_placement->overwrite,
                "render every cell again and replace existing cells and sheet (default: a cell "
                "whose file holds its render is reused)");
@@ -567,9 +572,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
             continue;
           }
           // The parameters file of an earlier render whose video is gone is
-          // kept (it may be the only record of a video moved elsewhere).
-          if (const fs::path side = out.string() + ".json";
-              fs::exists(fs::symlink_status(side, ec))) {
+          // kept (it may be the only record of a video moved elsewhere). Only
+          // Kinora's own: beside an image sequence's folder "x", "x.json" may
+          // be the user's preset itself.
+          if (const fs::path side = out.string() + ".json"; media::is_kinora_sidecar(side)) {
             std::cerr << "kinora: " << side.string() << " is left from an earlier render of "
                       << out.filename().string() << "; delete it to have that rendered again\n";
             std::cout << "FAIL  " << source << "\n";

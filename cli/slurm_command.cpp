@@ -91,6 +91,7 @@ std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
   if (!a.placement.block_swap.empty())
     s << "  --block-swap " << quoted(a.placement.block_swap) << " \\\n";
   if (a.placement.fp8) s << "  --fp8 \\\n";
+  if (a.placement.no_fp8) s << "  --no-fp8 \\\n";
   for (std::size_t i = 0; i < paths.size(); ++i)
     s << "  " << quoted(paths[i].string()) << (i + 1 < paths.size() ? " \\\n" : "\n");
   return s.str();
@@ -272,8 +273,11 @@ std::function<int()> add_slurm_command(CLI::App& app) {
                   "the tasks' block swap: auto or a count of the denoiser's blocks kept in host "
                   "memory (as kinora batch --block-swap; default: each preset's)")
       ->check(block_swap_validator());
-  sub->add_flag("--fp8", a->placement.fp8,
-                "the tasks multiply in FP8 (as kinora batch --fp8; default: each preset's)");
+  auto* fp8 =
+      sub->add_flag("--fp8", a->placement.fp8,
+                    "the tasks multiply in FP8 (as kinora batch --fp8; default: each preset's)");
+  sub->add_flag("--no-fp8", a->placement.no_fp8, "the tasks do not (as kinora batch --no-fp8)")
+      ->excludes(fp8);
   sub->add_option("--log-dir", a->log_dir,
                   "where the script and the task logs go (on the shared filesystem)")
       ->capture_default_str();

@@ -56,6 +56,8 @@ class Family {
 
   // The name presets use (key "family") and outputs record.
   virtual std::string name() const = 0;
+  // Whether the denoiser has FP8 products (the preset's fp8; layers/fp8.h).
+  virtual bool has_fp8_path() const { return false; }
   // Whether the model file of a preset is one of this family's (read from its
   // names and shapes, io::detect_layout).
   virtual bool recognises(const std::filesystem::path& model) const = 0;

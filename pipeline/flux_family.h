@@ -10,6 +10,7 @@ namespace kinora::pipeline {
 class FluxFamily : public Family {
  public:
   std::string name() const override { return "flux"; }
+  bool has_fp8_path() const override { return true; }
   bool recognises(const std::filesystem::path& model) const override;
   std::vector<Role> roles() const override;
   void resolve_extra(const Preset& p, ModelFiles& files) const override;

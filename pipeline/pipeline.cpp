@@ -656,8 +656,8 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     });
     family.check(cache_->models, p, files);
     cache_->fp8_layers = 0;
-    if (p.fp8) {
-      progress({"load", "FP8 weights", 0, 0});
+    if (p.fp8 && family.has_fp8_path()) {
+      progress({"load", "the DiT's block layers as FP8", 0, 0});
       for (auto* model : denoiser_models(cache_->models))
         cache_->fp8_layers += layers::use_fp8_matmuls(*model, device);
     }
@@ -670,7 +670,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
   if (p.fp8 && cache_->fp8_layers == 0) {
-    say("fp8: this model has no FP8 path (only the Wan and FLUX DiTs have one); it computes in " +
+    say("fp8: this model has no FP8 products (the Wan and FLUX DiTs have them); it computes in " +
         p.precision);
     p.fp8 = false;  // what ran
   } else if (p.fp8 && !layers::device_has_fp8_matmul(device)) {

@@ -9,6 +9,7 @@ namespace kinora::pipeline {
 class WanFamily : public Family {
  public:
   std::string name() const override { return "wan"; }
+  bool has_fp8_path() const override { return true; }
   bool recognises(const std::filesystem::path& model) const override;
   std::vector<Role> roles() const override;
   // The embedded model's (assets/); an error listing where it looked when it

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "media/output.h"
+#include "pipeline/family.h"
 #include "pipeline/lora_check.h"
 #include "render/label.h"
 #include "render/render.h"
@@ -20,7 +21,8 @@ namespace {
 // Keys a sweep may vary: what changes how a cell is sampled, never its size,
 // length or destination (the sheet's cells share one size).
 const std::set<std::string> kSweepable = {"seed",  "guidance", "steps",           "sampler",
-                                          "shift", "prompt",   "negative_prompt", "precision"};
+                                          "shift", "prompt",   "negative_prompt", "precision",
+                                          "fp8"};
 
 constexpr std::size_t kMaxCells = 256;
 const char* const kOff = "off";
@@ -125,6 +127,13 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
       (!p.negative_prompt.empty() && r.negative_prompt != p.negative_prompt) ||
       (p.precision != "auto" && r.precision != p.precision))
     return false;
+  // FP8 products where the family has them (an SDXL output records false).
+  bool fp8_path = true;
+  try {
+    fp8_path = r.family.empty() || pipeline::family_named(r.family).has_fp8_path();
+  } catch (const Error&) {
+  }
+  if (r.fp8 != (p.fp8 && fp8_path)) return false;
   for (std::size_t i = 0; i < p.loras.size(); ++i)
     if (r.loras[i].strength != p.loras[i].strength ||
         fs::path(r.loras[i].path).filename() != fs::path(p.loras[i].path).filename())

@@ -552,11 +552,46 @@ TEST(Safety, BatchPlacesOutputsWhereTheUserSaid) {
   EXPECT_TRUE(fs::exists(dir / "od/rel.png"));
   EXPECT_TRUE(fs::exists(dir / "od/restored.png"));
   EXPECT_FALSE(fs::exists(dir / "presets/od"));
+  // A preset beside the image sequence it renders, named as that folder: not
+  // taken for an earlier render's parameters.
+  p["output"] = "seq";
+  p["format"] = "png-seq";
+  write(dir / "seq.json", p.dump());
+  r = sh(in(dir.path(), kinora_bin() + " batch seq.json"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "seq/kinora.json"));
+  EXPECT_EQ(read(dir / "seq.json"), p.dump());
   for (const char* bad : {"0/2/3", "1/3abc", "2/2"})
     EXPECT_THAT(
         sh(kinora_bin() + " batch --dry-run --shard " + bad + " " + (dir / "presets").string()).out,
         HasSubstr("expected i/N"))
         << bad;
+}
+
+// --fp8 and --no-fp8 over a preset's key; the output records what ran.
+TEST(Safety, Fp8FromTheCommandLineOverThePreset) {
+  TempDir dir;
+  auto p = chain_preset();
+  p["fp8"] = true;
+  p["output"] = "on.png";
+  write(dir / "on.json", p.dump());
+  auto r = sh(in(dir.path(), kinora_bin() + " render on.json"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("with FP8 products"));
+  EXPECT_THAT(sh(kinora_bin() + " restore " + (dir / "on.png").string()).out,
+              HasSubstr("\"fp8\": true"));
+  r = sh(in(dir.path(), kinora_bin() + " render on.json --no-fp8 --set output=off.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, Not(HasSubstr("FP8")));
+  EXPECT_THAT(sh(kinora_bin() + " restore " + (dir / "off.png").string()).out,
+              HasSubstr("\"fp8\": false"));
+  EXPECT_EQ(sh(in(dir.path(), kinora_bin() + " render on.json --fp8 --no-fp8")).code, 2);
+  // Slurm tasks get the flag.
+  p["output"] = "later.png";
+  write(dir / "later.json", p.dump());
+  r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --no-fp8 later.json"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--no-fp8"));
 }
 
 TEST(Safety, CheckpointsKeepTheirValuesAndTheirNames) {

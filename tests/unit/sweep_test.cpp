@@ -196,6 +196,22 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_EQ(resumed.cells[0].preset.seed, first.cells[0].preset.seed);
   EXPECT_EQ(render::run_sweep(pipe, resumed).reused, 2);
 
+  // The same cells asked for with FP8 products are not those renders; an FP8
+  // axis sweeps the two side by side.
+  auto fp8 = plan;
+  for (auto& c : fp8.cells) c.preset.fp8 = true;
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, fp8); }),
+              HasSubstr("does not hold this cell's render"));
+  TempDir both;
+  const auto by_fp8 = render::plan_sweep(tiny_image(both / "fox.png"),
+                                         {render::parse_sweep_axis("fp8=false,true")});
+  r = render::run_sweep(pipe, by_fp8);
+  EXPECT_EQ(r.rendered, 2);
+  EXPECT_FALSE(Preset::restored(media::read_embedded_parameters(r.cells[0]), "c").fp8);
+  EXPECT_TRUE(Preset::restored(media::read_embedded_parameters(r.cells[1]), "c").fp8);
+  EXPECT_FALSE(torch::equal(media::read_frames(r.cells[0]), media::read_frames(r.cells[1])));
+  EXPECT_EQ(render::run_sweep(pipe, by_fp8).reused, 2);
+
   // A file that is not this cell's render: refused before anything is rendered.
   TempDir other;
   const auto plan2 =
