@@ -136,6 +136,17 @@ inline torch::Tensor scaled_mm_e4m3(const torch::Tensor& a8, const torch::Tensor
 #endif
 }
 
+// FP8 bytes (uint8) widened to `to` through LibTorch's own float8 dtypes
+// (LibTorch 2.1 or later: a kernel on any device); undefined before them.
+inline torch::Tensor widen_fp8_native(const torch::Tensor& bytes, bool e4m3, torch::ScalarType to) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  return bytes.view(e4m3 ? c10::ScalarType::Float8_e4m3fn : c10::ScalarType::Float8_e5m2).to(to);
+#else
+  (void)bytes, (void)e4m3, (void)to;
+  return {};
+#endif
+}
+
 // A c10::Allocator for either LibTorch: allocate() is const in 1.x and not in
 // 2.3+, where copy_data() joined it as a pure virtual. Both signatures are
 // declared (neither marked override), so whichever the base has is the one

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "base/files.h"
 #include "base/json.h"
 #include "base/signals.h"
+#include "base/torch_compat.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; a big-endian port needs byte swapping");
@@ -441,6 +443,33 @@ torch::Tensor widen_fp8(const torch::Tensor& bytes, DType fp8, torch::ScalarType
                                             return t;
                                           }()};
   const auto& table = tables[fp8 == DType::F8_E4M3 ? 0 : 1];
+  // On the CPU, a pass looking each byte up (every FP8 value is exact in bf16).
+  if (bytes.is_cpu() && (to == torch::kFloat32 || to == torch::kBFloat16)) {
+    const auto b = bytes.contiguous();
+    auto out = torch::empty(b.sizes(), b.options().dtype(to));
+    const uint8_t* in = b.data_ptr<uint8_t>();
+    const float* t = table.data_ptr<float>();
+    if (to == torch::kFloat32) {
+      float* o = out.data_ptr<float>();
+      at::parallel_for(0, b.numel(), 1 << 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) o[i] = t[in[i]];
+      });
+    } else {
+      uint16_t t16[256];
+      for (int i = 0; i < 256; ++i) {
+        uint32_t bits = 0;
+        std::memcpy(&bits, &t[i], sizeof bits);
+        t16[i] = static_cast<uint16_t>(bits >> 16);
+      }
+      auto* o = static_cast<uint16_t*>(out.data_ptr());
+      at::parallel_for(0, b.numel(), 1 << 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) o[i] = t16[in[i]];
+      });
+    }
+    return out;
+  }
+  // Elsewhere LibTorch's float8 dtypes where it has them (2.1 on), else the table.
+  if (auto w = compat::widen_fp8_native(bytes, fp8 == DType::F8_E4M3, to); w.defined()) return w;
   auto idx = bytes.reshape({-1}).to(torch::kInt32);
   return table.to(bytes.device()).to(to).index_select(0, idx).view(bytes.sizes());
 }

@@ -29,6 +29,11 @@ uint8_t e4m3_from_float(float f);
 // x (any float dtype) rounded to the nearest E4M3 values, as float32.
 torch::Tensor round_to_e4m3(const torch::Tensor& x);
 
+// x / scale rounded to the nearest E4M3 values, as `out` (float32 or bf16):
+// round_to_e4m3(x / scale), in one pass over x on the CPU.
+torch::Tensor e4m3_values(const torch::Tensor& x, const torch::Tensor& scale,
+                          torch::ScalarType out);
+
 // The per-tensor scale of x: amax(|x|)/448 (at least 1e-12/448), a float32
 // scalar tensor on x's device.
 torch::Tensor e4m3_scale(const torch::Tensor& x);

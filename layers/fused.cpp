@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/torch_compat.h"
+#include "layers/clones.h"
 
 #ifdef KINORA_CUDA
 #include "layers/fused_kernels.h"
@@ -36,25 +37,6 @@ void check_rows(const torch::Tensor& x, const torch::Tensor& per_batch, const ch
               per_batch.sizes());
   TORCH_CHECK(per_batch.device() == x.device(), what, ": ", name, " on another device");
 }
-
-// Built for the x86-64 levels v4 (AVX-512 with its BW, DQ and VL parts), v3
-// (AVX2 with FMA) and plain x86-64, and picked at load time for the CPU at
-// hand (GCC; this file is compiled so that these loops vectorise: see
-// CMakeLists.txt). A clone for AVX-512F alone (no VL: no masked 256-bit
-// blends) or AVX2 alone (no FMA) runs these loops at a third of the speed.
-// What a clone calls is compiled for its target only where it is inlined:
-// KINORA_INLINE where GCC would not.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#if __GNUC__ >= 12
-#define KINORA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else  // no x86-64 levels before GCC 12
-#define KINORA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#define KINORA_INLINE __attribute__((always_inline)) inline
-#else
-#define KINORA_CLONES
-#define KINORA_INLINE inline
-#endif
 
 // bf16 as its bits (uint16_t) ↔ float: the top half of the float; rounded to
 // nearest even, NaN kept NaN. Branch-free, so that the loops vectorise.

@@ -115,6 +115,49 @@ TEST(Fp8, TheTensorRoundingAgreesWithTheBytes) {
                            layers::quantize_e4m3(xb.to(torch::kFloat32), torch::ones({}))));
 }
 
+// The one-pass rounding of an input by its scale (the CPU twin's) is the
+// tensor rounding's, from float32 and bf16, into float32 and bf16.
+TEST(Fp8, TheInputsRoundInOnePassAsTheTensorRoundingDoes) {
+  torch::manual_seed(6);
+  const auto mag = torch::exp2(torch::rand({100000}) * 30 - 20);
+  const auto x = mag * (torch::rand({100000}) < 0.5).to(torch::kFloat32).mul(2).sub(1);
+  for (const auto in : {torch::kFloat32, torch::kBFloat16}) {
+    const auto xi = x.to(in);
+    const auto s = torch::tensor(0.37f);
+    const auto expected = layers::round_to_e4m3(xi.to(torch::kFloat32) / s);
+    EXPECT_TRUE(torch::equal(layers::e4m3_values(xi, s, torch::kFloat32), expected)) << in;
+    EXPECT_TRUE(
+        torch::equal(layers::e4m3_values(xi, s, torch::kBFloat16).to(torch::kFloat32), expected))
+        << in;
+  }
+  // Zeros keep their sign; past ±448 saturates.
+  const auto edge = layers::e4m3_values(torch::tensor({-0.0f, 0.0f, 1e9f, -1e9f}),
+                                        torch::tensor(1.0f), torch::kFloat32);
+  EXPECT_TRUE(std::signbit(edge[0].item<float>()));
+  EXPECT_FALSE(std::signbit(edge[1].item<float>()));
+  EXPECT_EQ(edge[2].item<float>(), 448.0f);
+  EXPECT_EQ(edge[3].item<float>(), -448.0f);
+}
+
+// The CPU's widening of FP8 bytes (a table lookup) gives the decoded values.
+TEST(Fp8, BytesWidenToTheirValues) {
+  const auto codes = torch::arange(256, torch::kInt32).to(torch::kUInt8).view({16, 16});
+  for (const auto fp8 : {io::DType::F8_E4M3, io::DType::F8_E5M2}) {
+    const auto f = io::widen_fp8(codes, fp8, torch::kFloat32);
+    const auto b = io::widen_fp8(codes, fp8, torch::kBFloat16);
+    const auto d = io::widen_fp8(codes, fp8, torch::kFloat64);  // the table's own path
+    EXPECT_TRUE(torch::equal(f.to(torch::kFloat64).nan_to_num(0, 1e300, -1e300),
+                             d.nan_to_num(0, 1e300, -1e300)));
+    EXPECT_TRUE(torch::equal(b.to(torch::kFloat64).nan_to_num(0, 1e300, -1e300),
+                             d.nan_to_num(0, 1e300, -1e300)));
+    EXPECT_EQ(f.isnan().sum().item<int64_t>(), d.isnan().sum().item<int64_t>());
+  }
+  EXPECT_EQ(
+      io::widen_fp8(torch::tensor({0x7E}, torch::kUInt8), io::DType::F8_E4M3, torch::kBFloat16)
+          .item<float>(),
+      448.0f);
+}
+
 TEST(Fp8, AWeightKeepsItsLargestValueAtTheTopOfTheRange) {
   torch::manual_seed(2);
   const auto w = torch::randn({48, 64}) * 0.02;
