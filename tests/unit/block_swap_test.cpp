@@ -15,35 +15,19 @@
 #include "pipeline/family.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/preset.h"
+#include "random_wan.h"
 #include "test_util.h"
 #include "tiny_preset.h"
 
 using kinora::test::error_of;
 using kinora::test::fixture;
+using kinora::test::random_wan;
 using kinora::test::TempDir;
+using kinora::test::wan_forward;
 using ::testing::HasSubstr;
 using namespace kinora;
 
 namespace {
-
-// A Wan DiT of `layers` narrow blocks with seeded random weights.
-std::unique_ptr<diffusion::WanModel> random_wan(int64_t layers) {
-  diffusion::WanConfig c;
-  c.dim = 64, c.ffn_dim = 96, c.text_dim = 32, c.num_heads = 2, c.num_layers = layers;
-  c.freq_dim = 32;
-  auto m = std::make_unique<diffusion::WanModel>(c);
-  torch::NoGradGuard g;
-  torch::manual_seed(3);
-  for (auto& p : m->module().parameters()) p.normal_(0, 0.1);
-  return m;
-}
-
-torch::Tensor wan_forward(diffusion::WanModel& m) {
-  torch::manual_seed(9);
-  const auto x = torch::randn({2, 16, 2, 4, 6});
-  const auto ctx = torch::randn({2, 5, 32});
-  return m.forward(x, torch::tensor({600.0, 600.0}), ctx);
-}
 
 // Where each block's tensors live now.
 std::vector<std::vector<const void*>> storage_of(layers::Model& m) {
