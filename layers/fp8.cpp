@@ -1,6 +1,7 @@
 #include "layers/fp8.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 #include <cmath>
@@ -68,7 +69,8 @@ KINORA_INLINE uint32_t e4m3_bits(float v) {
   const uint32_t sign = u & 0x80000000u, a = u & 0x7FFFFFFFu;
   const uint32_t normal = (a + 0x7FFFFu + ((a >> 20) & 1u)) & 0xFFF00000u;
   const float sub = ((float_of(a) * 512.0f + 12582912.0f) - 12582912.0f) * (1.0f / 512.0f);
-  return sign | (a < 0x3C800000u ? bits_of(sub) : normal);  // 0x3C800000: 2^-6
+  // NaN stays NaN (its payload would carry into the sign above).
+  return a > 0x7F800000u ? 0x7FC00000u : sign | (a < 0x3C800000u ? bits_of(sub) : normal);
 }
 
 // in[i] / s rounded, into float32 (Out = uint32_t) or bf16 (uint16_t) bits;
@@ -112,6 +114,11 @@ torch::Tensor e4m3_values(const torch::Tensor& x, const torch::Tensor& scale,
                           torch::ScalarType out) {
   TORCH_CHECK(out == torch::kFloat32 || out == torch::kBFloat16, "e4m3_values: float32 or bf16");
   const bool in_bf16 = x.scalar_type() == torch::kBFloat16;
+#ifdef KINORA_CUDA
+  // A GPU without FP8 units: the quantizing kernel (CUDA converts in software
+  // before compute capability 8.9), then the bytes widened.
+  if (x.is_cuda()) return io::widen_fp8(quantize_e4m3(x, scale), io::DType::F8_E4M3, out);
+#endif
   if (!x.is_cpu() || !(in_bf16 || x.scalar_type() == torch::kFloat32))
     return round_to_e4m3(x.to(torch::kFloat32) / scale).to(out);
   const auto xc = x.contiguous();
@@ -143,6 +150,7 @@ torch::Tensor quantize_e4m3(const torch::Tensor& x, const torch::Tensor& scale) 
               "quantize_e4m3: a float32 scalar scale");
 #ifdef KINORA_CUDA
   if (x.is_cuda()) {
+    const c10::OptionalDeviceGuard on(x.device());  // the kernel runs on x's device
     const bool bf16 = x.scalar_type() == torch::kBFloat16;
     const auto xc = (bf16 ? x : x.to(torch::kFloat32)).contiguous();
     const auto s = scale.to(x.device()).contiguous();
@@ -220,7 +228,7 @@ int64_t use_fp8_matmuls(Model& model, const torch::Device& work) {
       ++n;
       l->fp8_matmul = true;
       if (l->fp8 == io::DType::F8_E4M3) continue;  // an E4M3 checkpoint's, used as stored
-      // Widened on `work` (a GPU's copy is 2 bytes a weight for bf16, not 4).
+      // Copied to `work` as stored (2 bytes a weight for bf16) and widened there.
       const auto home = l->weight.device();
       auto w = l->weight.to(work);
       w = l->fp8 ? io::widen_fp8(w, *l->fp8, torch::kFloat32) : w.to(torch::kFloat32);

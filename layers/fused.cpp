@@ -1,6 +1,7 @@
 #include "layers/fused.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
 #include <atomic>
@@ -317,6 +318,7 @@ torch::Tensor modulated_layer_norm(const torch::Tensor& x_in, const torch::Tenso
   const bool bf16 = out_dtype == torch::kBFloat16;
 #ifdef KINORA_CUDA
   if (x.is_cuda()) {
+    const c10::OptionalDeviceGuard on(x.device());  // the kernel runs on x's device
     cuda::modulated_layer_norm(x.data_ptr<float>(), shift.data_ptr<float>(),
                                scale.data_ptr<float>(), out.data_ptr(), bf16, rows, L, D,
                                static_cast<float>(eps), compat::current_cuda_stream(x.device()));
@@ -342,6 +344,7 @@ void gated_add_(torch::Tensor& x, const torch::Tensor& y_in, const torch::Tensor
   const bool bf16 = y.scalar_type() == torch::kBFloat16;
 #ifdef KINORA_CUDA
   if (x.is_cuda()) {
+    const c10::OptionalDeviceGuard on(x.device());  // the kernel runs on x's device
     cuda::gated_add(x.data_ptr<float>(), y.data_ptr(), bf16, gate.data_ptr<float>(), rows, L, D,
                     compat::current_cuda_stream(x.device()));
     return;
@@ -373,6 +376,7 @@ torch::Tensor rms_norm_rope(const torch::Tensor& y_in, const torch::Tensor& weig
   const bool bf16 = dt == torch::kBFloat16;
 #ifdef KINORA_CUDA
   if (y.is_cuda()) {
+    const c10::OptionalDeviceGuard on(y.device());  // the kernel runs on y's device
     cuda::rms_norm_rope(y.data_ptr(), w.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
                         out.data_ptr(), bf16, rows, L, D, hd, static_cast<float>(eps),
                         compat::current_cuda_stream(y.device()));

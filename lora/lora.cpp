@@ -8,7 +8,6 @@
 
 #include "base/error.h"
 #include "io/checkpoint.h"
-#include "layers/fp8.h"
 #include "layers/linear.h"
 
 namespace kinora::lora {
@@ -444,9 +443,13 @@ void Applied::apply(layers::Model& model,
                  l->scale});
     originals_.push_back(o);
     // Merged: computed where the weight is (in host memory for a block that
-    // block swap keeps there); run-time adapters: where the forward runs.
-    const auto device = mode == Mode::RunTime ? model.device() : l->weight.device();
-    if (mode == Mode::RunTime) {
+    // block swap keeps there); run-time adapters: where the forward runs. A
+    // layer multiplying in FP8 takes its LoRAs at run time: merged into E4M3
+    // weights (steps of 1/16 to 1/8 of a value), an update of a percent or so
+    // would be lost to rounding.
+    const bool run_time = mode == Mode::RunTime || l->fp8_matmul;
+    const auto device = run_time ? model.device() : l->weight.device();
+    if (run_time) {
       for (const auto& [p, strength] : patches) {
         layers::LinearAdapter a;
         a.row0 = p->target.row0;
@@ -465,7 +468,7 @@ void Applied::apply(layers::Model& model,
       continue;
     }
     // Merged: W + Σ strength·ΔW in float32, stored back in the weight's dtype
-    // (FP8 weights as bf16, or as E4M3 again for a layer multiplying in FP8).
+    // (FP8 weights as bf16).
     auto w = l->weight_as(torch::kFloat32).clone();
     torch::Tensor b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
     for (const auto& [p, strength] : patches) {
@@ -473,17 +476,10 @@ void Applied::apply(layers::Model& model,
       if (p->bias_delta.defined())
         b.narrow(0, p->target.row0, p->target.rows).add_(p->bias_delta.to(device), strength);
     }
-    if (l->fp8_matmul) {  // multiplied as FP8: quantized again, with the merged weight's scale
-      auto q = layers::quantize_weight_e4m3(w);
-      l->weight.set_data(q.bytes);
-      l->fp8 = io::DType::F8_E4M3;
-      l->scale = q.scale;
-    } else {
-      const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
-      l->weight.set_data(w.to(dtype));
-      l->fp8.reset();
-      l->scale.reset();
-    }
+    const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
+    l->weight.set_data(w.to(dtype));
+    l->fp8.reset();
+    l->scale.reset();
     if (b.defined()) l->bias.set_data(b.to(o->bias.scalar_type()));
   }
 }
