@@ -150,9 +150,10 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   fp8_ = new QCheckBox("Multiply in FP8", this);
   fp8_->setObjectName("fp8");
   fp8_->setToolTip(
-      "The Wan or FLUX model's block layers multiply 8-bit (E4M3) weights and inputs: about "
-      "twice as fast on GPUs with FP8 units (Ada, Hopper) and half the weight memory of bf16. "
-      "Elsewhere the same numbers without the speed. Frames differ slightly from bf16's");
+      "The Wan or FLUX model's block layers multiply 8-bit (E4M3) weights and inputs: on GPUs "
+      "with FP8 tensor cores (Ada, Hopper: twice their bf16 matrix rate) in one FP8 product, "
+      "with half the weight memory of bf16. Elsewhere the same numbers in bf16 or fp32. Frames "
+      "differ slightly from a render without it");
   format_ = new QComboBox(this);
   format_->addItem("Default (one frame: PNG, else MP4)", "");
   format_->addItem("PNG image", "png");

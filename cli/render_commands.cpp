@@ -140,9 +140,10 @@ const char* const kBlockSwapHelp =
 
 const char* const kFp8Help =
     "FP8 products: the denoiser's block layers multiply E4M3 weights (an FP8 checkpoint's as "
-    "stored, others quantized at load) by E4M3 inputs; about twice the speed on GPUs with FP8 "
-    "units (Ada, Hopper) and half the weight memory of bf16; elsewhere the same numbers without "
-    "the speed; frames differ slightly from a render without it (the preset key fp8)";
+    "stored, others quantized at load) by E4M3 inputs; on GPUs with FP8 tensor cores (Ada, "
+    "Hopper: twice their bf16 matrix rate) in one FP8 product, with half the weight memory of "
+    "bf16; elsewhere the same numbers in bf16 or fp32; frames differ slightly from a render "
+    "without it (the preset key fp8)";
 
 const char* const kDeviceHelp =
     "auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N; noise is drawn on the CPU, "

@@ -67,8 +67,8 @@ struct Preset {
   std::string block_swap = "auto";
   // FP8 products (layers/fp8.h): the denoiser's block layers multiply E4M3
   // weights (an E4M3 checkpoint's as stored, others quantized at load, per
-  // tensor) by E4M3 inputs. Fast on GPUs with FP8 tensor cores (Ada, Hopper);
-  // elsewhere the same numbers in the precision's dtype. Half the weight
+  // tensor) by E4M3 inputs: one FP8 product on GPUs with FP8 tensor cores
+  // (Ada, Hopper), elsewhere the same numbers in the precision's dtype. Half the weight
   // memory of bf16; the frames differ slightly from bf16's.
   bool fp8 = false;
   // The model family ("wan"); "" when the model file says (pipeline/family.h).
