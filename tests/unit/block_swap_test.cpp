@@ -134,14 +134,7 @@ TEST(BlockSwap, LorasApplyToSwappedBlocks) {
   swapped->to(torch::kCPU);
   const auto base = wan_forward(*swapped);  // leaves block 0 copied ahead
   // A rank-2 update of every block's q.
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  torch::manual_seed(11);
-  for (int b = 0; b < 3; ++b) {
-    const std::string o = "diffusion_model.blocks." + std::to_string(b) + ".self_attn.q.";
-    tensors.emplace_back(o + "lora_down.weight", torch::randn({2, 64}) * 0.3);
-    tensors.emplace_back(o + "lora_up.weight", torch::randn({64, 2}) * 0.3);
-  }
-  io::save_safetensors(dir / "q.safetensors", tensors);
+  test::write_q_lora(dir / "q.safetensors", 3, 0.3);
   const auto r = lora::resolve(dir / "q.safetensors", *swapped, {});
   EXPECT_EQ(r.report.matched, 3);
   for (const auto mode : {lora::Mode::Merged, lora::Mode::RunTime}) {

@@ -291,14 +291,7 @@ TEST(Fp8, LorasOnFp8LayersApplyAtRunTime) {
   std::vector<torch::Tensor> bytes;
   for (auto* l : block_linears(*m)) bytes.push_back(l->weight);
   // A small update (about 1 % of a weight): what a merge into E4M3 would lose.
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  torch::manual_seed(11);
-  for (int b = 0; b < 2; ++b) {
-    const std::string o = "diffusion_model.blocks." + std::to_string(b) + ".self_attn.q.";
-    tensors.emplace_back(o + "lora_down.weight", torch::randn({2, 64}) * 0.03);
-    tensors.emplace_back(o + "lora_up.weight", torch::randn({64, 2}) * 0.03);
-  }
-  io::save_safetensors(dir / "q.safetensors", tensors);
+  test::write_q_lora(dir / "q.safetensors", 2, 0.03);
   const auto r = lora::resolve(dir / "q.safetensors", *m, {});
   torch::Tensor merged, runtime;
   {

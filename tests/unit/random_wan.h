@@ -3,9 +3,14 @@
 // the tests of what runs a model's blocks (block swap, FP8 products).
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "diffusion/wan_dit.h"
+#include "io/safetensors.h"
 
 namespace kinora::test {
 
@@ -27,6 +32,19 @@ inline torch::Tensor wan_forward(diffusion::WanModel& m) {
   const auto x = torch::randn({2, 16, 2, 4, 6});
   const auto ctx = torch::randn({2, 5, 32});
   return m.forward(x, torch::tensor({600.0, 600.0}), ctx);
+}
+
+// A rank-2 LoRA of the q projection of each of `blocks` blocks (ComfyUI's
+// names), its factors seeded normals times `size`, written to `path`.
+inline void write_q_lora(const std::filesystem::path& path, int blocks, double size) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  torch::manual_seed(11);
+  for (int b = 0; b < blocks; ++b) {
+    const std::string o = "diffusion_model.blocks." + std::to_string(b) + ".self_attn.q.";
+    tensors.emplace_back(o + "lora_down.weight", torch::randn({2, 64}) * size);
+    tensors.emplace_back(o + "lora_up.weight", torch::randn({64, 2}) * size);
+  }
+  io::save_safetensors(path, tensors);
 }
 
 }  // namespace kinora::test
