@@ -21,25 +21,6 @@
 
 namespace kinora::layers {
 
-uint8_t e4m3_from_float(float f) {
-  if (std::isnan(f)) return 0x7F;
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0;
-  const float a = std::min(std::fabs(f), kE4M3Max);
-  if (a == 0) return sign;
-  int e = 0;
-  (void)std::frexp(a, &e);  // a = m·2^e, m in [0.5, 1): 2^(e-1) ≤ a < 2^e
-  // Three mantissa bits: quanta of 2^(e-4), and 2^-9 below the smallest normal (2^-6).
-  int qe = std::max(e - 4, -9);
-  auto r = static_cast<int>(std::nearbyint(std::ldexp(a, -qe)));  // ties to even
-  // Subnormals and the first binade: the code is the count of 2^-9 quanta.
-  if (qe == -9) return static_cast<uint8_t>(sign | r);
-  if (r == 16) {  // rounded up into the next binade
-    r = 8;
-    ++qe;
-  }
-  return static_cast<uint8_t>(sign | ((qe + 10) << 3) | (r - 8));
-}
-
 torch::Tensor round_to_e4m3(const torch::Tensor& x) {
   const auto xf = x.to(torch::kFloat32);
   const auto a = xf.abs().clamp_max(kE4M3Max);
@@ -71,6 +52,17 @@ KINORA_INLINE uint32_t e4m3_bits(float v) {
   const float sub = ((float_of(a) * 512.0f + 12582912.0f) - 12582912.0f) * (1.0f / 512.0f);
   // NaN stays NaN (its payload would carry into the sign above).
   return a > 0x7F800000u ? 0x7FC00000u : sign | (a < 0x3C800000u ? bits_of(sub) : normal);
+}
+
+// The E4M3 byte of a value e4m3_bits gave (NaN: 0x7F, as CUDA's conversion).
+KINORA_INLINE uint8_t e4m3_code(uint32_t r) {
+  const uint32_t a = r & 0x7FFFFFFFu;
+  const auto sign = static_cast<uint8_t>((r >> 24) & 0x80u);
+  if (a > 0x7F800000u) return 0x7F;
+  if (a < 0x3C800000u)  // below 2^-6: the count of 2^-9 quanta, exact
+    return static_cast<uint8_t>(sign | static_cast<uint8_t>(float_of(a) * 512.0f));
+  // Exponent rebiased from 127 to 7, three mantissa bits.
+  return static_cast<uint8_t>(sign | (((a >> 23) - 120u) << 3) | ((a >> 20) & 7u));
 }
 
 // in[i] / s rounded, into float32 (Out = uint32_t) or bf16 (uint16_t) bits;
@@ -109,6 +101,10 @@ void round_chunks(const In* in, Out* out, float s, int64_t n) {
   });
 }
 }  // namespace
+
+uint8_t e4m3_from_float(float f) {
+  return e4m3_code(e4m3_bits(f));
+}
 
 torch::Tensor e4m3_values(const torch::Tensor& x, const torch::Tensor& scale,
                           torch::ScalarType out) {
@@ -167,7 +163,7 @@ torch::Tensor quantize_e4m3(const torch::Tensor& x, const torch::Tensor& scale) 
   const float* in = xc.data_ptr<float>();
   uint8_t* o = out.data_ptr<uint8_t>();
   at::parallel_for(0, xc.numel(), 1 << 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) o[i] = e4m3_from_float(in[i] / s);
+    for (int64_t i = b; i < e; ++i) o[i] = e4m3_code(e4m3_bits(in[i] / s));
   });
   return out;
 }
