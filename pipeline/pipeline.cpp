@@ -434,7 +434,6 @@ void release_swaps(const LoadedModels& m) {
 struct Pipeline::Cache {
   std::string key;          // family | files | precision | device | block swap | fp8
   int64_t placed_rows = 0;  // the forward's rows block swap's "auto" placed the models for
-  int64_t fp8_layers = 0;   // the layers multiplying in FP8 (the preset's fp8)
   LoadedModels models;
   std::map<std::string, LoadedFile> files;  // as they were when loaded
   // The LoRAs applied to the denoisers (merged), and what they were: files
@@ -655,11 +654,9 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
       progress({"load", what, 0, 0});
     });
     family.check(cache_->models, p, files);
-    cache_->fp8_layers = 0;
     if (p.fp8 && family.has_fp8_path()) {
       progress({"load", "the DiT's block layers as FP8", 0, 0});
-      for (auto* model : denoiser_models(cache_->models))
-        cache_->fp8_layers += layers::use_fp8_matmuls(*model, device);
+      for (auto* model : denoiser_models(cache_->models)) layers::use_fp8_matmuls(*model, device);
     }
     if (!device.is_cpu()) progress({"load", "to " + device_name(device), 0, 0});
     cache_->placed_rows = forward_rows(cache_->models);
@@ -669,7 +666,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   }
   const LoadedModels& models = cache_->models;
   family.check(models, p, files);
-  if (p.fp8 && cache_->fp8_layers == 0) {
+  if (p.fp8 && !family.has_fp8_path()) {
     say("fp8: this model has no FP8 products (the Wan and FLUX DiTs have them); it computes in " +
         p.precision);
     p.fp8 = false;  // what ran
