@@ -159,8 +159,11 @@ torch::nn::ModuleList mlp_of(int64_t dim, int64_t hidden) {
   l->push_back(Linear(hidden, dim, true));
   return l;
 }
-torch::Tensor run_mlp(const torch::nn::ModuleList& mlp, const torch::Tensor& x) {
-  return mlp->ptr<LinearImpl>(2)->forward(layers::gelu_tanh(mlp->ptr<LinearImpl>(0)->forward(x)));
+// fused: the GELU in the first matmul's epilogue where the device has one.
+torch::Tensor run_mlp(const torch::nn::ModuleList& mlp, const torch::Tensor& x, bool fused) {
+  auto& in = *mlp->ptr<LinearImpl>(0);
+  return mlp->ptr<LinearImpl>(2)->forward(fused ? in.forward_gelu_tanh(x)
+                                                : layers::gelu_tanh(in.forward(x)));
 }
 
 struct DoubleStreamBlockImpl : torch::nn::Module {
@@ -184,9 +187,9 @@ struct DoubleStreamBlockImpl : torch::nn::Module {
     const auto attn = rope_attention(torch::cat({tq, iq}, 1), torch::cat({tk, ik}, 1),
                                      torch::cat({tv, iv}, 1), cos, sin);
     img = gated(img, im[2], img_attn->proj->forward(attn.slice(1, L)), fused);
-    img = gated(img, im[5], run_mlp(img_mlp, modulate(img, im[3], im[4], fused, dt)), fused);
+    img = gated(img, im[5], run_mlp(img_mlp, modulate(img, im[3], im[4], fused, dt), fused), fused);
     txt = gated(txt, tm[2], txt_attn->proj->forward(attn.slice(1, 0, L)), fused);
-    txt = gated(txt, tm[5], run_mlp(txt_mlp, modulate(txt, tm[3], tm[4], fused, dt)), fused);
+    txt = gated(txt, tm[5], run_mlp(txt_mlp, modulate(txt, tm[3], tm[4], fused, dt), fused), fused);
   }
   Modulation img_mod{nullptr}, txt_mod{nullptr};
   SelfAttention img_attn{nullptr}, txt_attn{nullptr};
@@ -205,12 +208,20 @@ struct SingleStreamBlockImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& vec, const torch::Tensor& cos,
                         const torch::Tensor& sin, bool fused) {
     const auto m = modulation->forward(vec);
-    const auto h =
-        linear1->forward(modulate(x, m[0], m[1], fused, layers::matmul_dtype(linear1->precision)));
-    auto [q, k, v] = split_qkv(h.slice(-1, 0, 3 * hidden), heads);
+    const auto xm = modulate(x, m[0], m[1], fused, layers::matmul_dtype(linear1->precision));
+    // Fused: linear1's attention and MLP columns as two products (the GELU in
+    // the second's epilogue where the device has one), and linear2 summed over
+    // the two inputs' products, so that neither half is copied out of or into
+    // a concatenation.
+    const bool split = fused && linear1->plain() && linear2->plain();
+    const auto h = split ? linear1->forward_rows(xm, 0, 3 * hidden) : linear1->forward(xm);
+    auto [q, k, v] = split_qkv(split ? h : h.slice(-1, 0, 3 * hidden), heads);
     q = QKNormImpl::apply(q, norm->query_norm).to(v.scalar_type());
     k = QKNormImpl::apply(k, norm->key_norm).to(v.scalar_type());
     const auto attn = rope_attention(q, k, v, cos, sin);
+    if (split)
+      return gated(x, m[2],
+                   linear2->forward_cat({attn, linear1->forward_gelu_tanh(xm, 3 * hidden)}), fused);
     const auto mlp = layers::gelu_tanh(h.slice(-1, 3 * hidden));
     return gated(x, m[2], linear2->forward(torch::cat({attn, mlp.to(attn.scalar_type())}, -1)),
                  fused);

@@ -111,14 +111,21 @@ struct WanAttentionImpl : torch::nn::Module {
   }
 
   // context [B, 512, dim] (text) with, for i2v, [B, 257, dim] image tokens before it.
+  // fused: the q/k norms in one pass each.
   torch::Tensor cross_attention(const torch::Tensor& x, const torch::Tensor& context,
-                                const torch::Tensor& context_img) {
-    const auto qh = heads_of(qk(*q, *norm_q, x));
-    const auto kh = heads_of(qk(*k, *norm_k, context));
+                                const torch::Tensor& context_img, bool fused) {
+    const auto normed = [&](LinearImpl& proj, layers::NormParamsImpl& norm,
+                            const torch::Tensor& in) {
+      if (!fused) return heads_of(qk(proj, norm, in));
+      const torch::Tensor none;
+      return layers::rms_norm_rope(proj.forward(in), norm.weight, heads, none, none, eps);
+    };
+    const auto qh = normed(*q, *norm_q, x);
+    const auto kh = normed(*k, *norm_k, context);
     const auto vh = heads_of(v->forward(context));
     auto out = layers::attention(qh, kh.to(qh.scalar_type()), vh.to(qh.scalar_type())).flatten(2);
     if (k_img && context_img.defined()) {
-      const auto ki = heads_of(qk(*k_img, *norm_k_img, context_img));
+      const auto ki = normed(*k_img, *norm_k_img, context_img);
       const auto vi = heads_of(v_img->forward(context_img));
       out =
           out + layers::attention(qh, ki.to(qh.scalar_type()), vi.to(qh.scalar_type())).flatten(2);
@@ -159,12 +166,19 @@ struct WanBlockImpl : torch::nn::Module {
                          self_attn->self_attention(
                              layers::modulated_layer_norm(x, e[0], e[1], eps, mdt), cos, sin, true),
                          e[2]);
-      x = x + cross_attn
-                  ->cross_attention(layers::layer_norm(x, norm3->weight, norm3->bias, eps), context,
-                                    context_img)
-                  .to(torch::kFloat32);
-      auto hidden = lin(ffn, 0).forward(layers::modulated_layer_norm(x, e[3], e[4], eps, mdt));
-      layers::gated_add_(x, lin(ffn, 2).forward(layers::gelu_tanh(hidden)), e[5]);
+      // norm3's affine LayerNorm as a modulated one: · (1 + (weight − 1)) + bias.
+      const auto per_batch = [&](const torch::Tensor& t) {
+        return t.to(torch::kFloat32).view({1, 1, -1}).expand({x.size(0), 1, -1});
+      };
+      layers::gated_add_(x,
+                         cross_attn->cross_attention(
+                             layers::modulated_layer_norm(x, per_batch(norm3->bias),
+                                                          per_batch(norm3->weight - 1), eps, mdt),
+                             context, context_img, true),
+                         torch::Tensor());
+      const auto hidden =
+          lin(ffn, 0).forward_gelu_tanh(layers::modulated_layer_norm(x, e[3], e[4], eps, mdt));
+      layers::gated_add_(x, lin(ffn, 2).forward(hidden), e[5]);
       return x;
     }
     // Self-attention on the modulated, non-affine LayerNorm (float32), gated.
@@ -174,7 +188,7 @@ struct WanBlockImpl : torch::nn::Module {
     // Cross-attention: affine LayerNorm, no modulation and no gate.
     x = x + cross_attn
                 ->cross_attention(layers::layer_norm(x, norm3->weight, norm3->bias, eps), context,
-                                  context_img)
+                                  context_img, false)
                 .to(torch::kFloat32);
     // FFN on the modulated LayerNorm, gated.
     y = lin(ffn, 2).forward(layers::gelu_tanh(

@@ -95,6 +95,10 @@ inline void modulated_layer_norm_row(const float* x, const float* shift, const f
 }
 template <typename Y>
 inline void gated_add_row(float* x, const Y* y, const float* gate, int64_t dim) {
+  if (!gate) {
+    for (int64_t i = 0; i < dim; ++i) x[i] += load(y, i);
+    return;
+  }
   for (int64_t i = 0; i < dim; ++i) x[i] += load(y, i) * gate[i];
 }
 template <typename T>
@@ -103,6 +107,10 @@ inline void rms_norm_rope_row(const T* y, const T* w, const float* c, const floa
   float q = 0;
   for (int64_t i = 0; i < dim; ++i) q += load(y, i) * load(y, i);
   const float rstd = 1.f / std::sqrt(q / static_cast<float>(dim) + eps);
+  if (!c) {  // no rotation
+    for (int64_t i = 0; i < dim; ++i) store(o, i, round_as(y, load(y, i) * rstd) * load(w, i));
+    return;
+  }
   for (int64_t h = 0; h < dim; h += 2 * pairs)  // each head
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t i = h + 2 * p;
@@ -151,7 +159,7 @@ void modulated_layer_norm_cpu(const float* x, const float* shift, const float* s
 void gated_add_cpu(float* x, const void* y, bool bf16, const float* gate, int64_t rows,
                    int64_t per_batch, int64_t dim) {
   each_row(rows, dim, [&](int64_t r) {
-    const float* g = gate + (r / per_batch) * dim;
+    const float* g = gate ? gate + (r / per_batch) * dim : nullptr;
     if (bf16)
       gated_bf16(x + r * dim, static_cast<const uint16_t*>(y) + r * dim, g, dim);
     else
@@ -164,8 +172,8 @@ void rms_norm_rope_cpu(const void* y, const void* w, const float* cos, const flo
                        float eps) {
   const int64_t pairs = head_dim / 2;
   each_row(rows, dim, [&](int64_t r) {
-    const float* c = cos + (r % tokens) * pairs;
-    const float* s = sin + (r % tokens) * pairs;
+    const float* c = cos ? cos + (r % tokens) * pairs : nullptr;
+    const float* s = sin ? sin + (r % tokens) * pairs : nullptr;
     if (bf16)
       rope_bf16(static_cast<const uint16_t*>(y) + r * dim, static_cast<const uint16_t*>(w), c, s,
                 static_cast<uint16_t*>(out) + r * dim, dim, pairs, eps);
@@ -332,26 +340,28 @@ torch::Tensor modulated_layer_norm(const torch::Tensor& x_in, const torch::Tenso
 }
 
 void gated_add_(torch::Tensor& x, const torch::Tensor& y_in, const torch::Tensor& gate_in) {
-  check_rows(x, gate_in, "gated_add_", "gate");
+  if (gate_in.defined()) check_rows(x, gate_in, "gated_add_", "gate");
+  TORCH_CHECK(x.dim() == 3, "gated_add_: expected [B, L, D], got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
               "gated_add_: x must be contiguous float32");
   TORCH_CHECK(y_in.sizes() == x.sizes() && y_in.device() == x.device(),
               "gated_add_: y must be shaped and placed as x, got ", y_in.sizes());
   const auto y = is_float_or_bf16(y_in.scalar_type()) ? y_in.contiguous()
                                                       : y_in.to(torch::kFloat32).contiguous();
-  const auto gate = gate_in.to(torch::kFloat32).contiguous();
+  const auto gate = gate_in.defined() ? gate_in.to(torch::kFloat32).contiguous() : gate_in;
+  const float* g = gate.defined() ? gate.data_ptr<float>() : nullptr;
   const int64_t L = x.size(1), D = x.size(2), rows = x.size(0) * L;
   const bool bf16 = y.scalar_type() == torch::kBFloat16;
 #ifdef KINORA_CUDA
   if (x.is_cuda()) {
     const c10::OptionalDeviceGuard on(x.device());  // the kernel runs on x's device
-    cuda::gated_add(x.data_ptr<float>(), y.data_ptr(), bf16, gate.data_ptr<float>(), rows, L, D,
+    cuda::gated_add(x.data_ptr<float>(), y.data_ptr(), bf16, g, rows, L, D,
                     compat::current_cuda_stream(x.device()));
     return;
   }
 #endif
   TORCH_CHECK(x.is_cpu(), "gated_add_: no kernel for ", x.device(), " in this build");
-  gated_add_cpu(x.data_ptr<float>(), y.data_ptr(), bf16, gate.data_ptr<float>(), rows, L, D);
+  gated_add_cpu(x.data_ptr<float>(), y.data_ptr(), bf16, g, rows, L, D);
 }
 
 torch::Tensor rms_norm_rope(const torch::Tensor& y_in, const torch::Tensor& weight_in,
@@ -364,28 +374,34 @@ torch::Tensor rms_norm_rope(const torch::Tensor& y_in, const torch::Tensor& weig
               " channels do not split into ", heads, " even heads");
   const int64_t hd = D / heads;
   TORCH_CHECK(weight_in.numel() == D, "rms_norm_rope: weight must have ", D, " values");
-  TORCH_CHECK(cos_in.sizes() == torch::IntArrayRef({L, hd / 2}) && sin_in.sizes() == cos_in.sizes(),
-              "rms_norm_rope: cos and sin must be [", L, ", ", hd / 2, "], got ", cos_in.sizes());
+  const bool rotate = cos_in.defined() || sin_in.defined();
+  TORCH_CHECK(!rotate || (cos_in.sizes() == torch::IntArrayRef({L, hd / 2}) && sin_in.defined() &&
+                          sin_in.sizes() == cos_in.sizes()),
+              "rms_norm_rope: cos and sin must be [", L, ", ", hd / 2, "]");
   const auto dt = y_in.scalar_type();
   const auto y = y_in.contiguous();
-  const auto w = weight_in.to(dt).contiguous();
-  const auto cos = cos_in.to(y.device(), torch::kFloat32).contiguous();
-  const auto sin = sin_in.to(y.device(), torch::kFloat32).contiguous();
+  const auto w = weight_in.to(y.device(), dt).contiguous();
+  torch::Tensor cos, sin;
+  if (rotate) {
+    cos = cos_in.to(y.device(), torch::kFloat32).contiguous();
+    sin = sin_in.to(y.device(), torch::kFloat32).contiguous();
+  }
+  const float* c = rotate ? cos.data_ptr<float>() : nullptr;
+  const float* s = rotate ? sin.data_ptr<float>() : nullptr;
   auto out = torch::empty(y.sizes(), y.options());
   const int64_t rows = y.size(0) * L;
   const bool bf16 = dt == torch::kBFloat16;
 #ifdef KINORA_CUDA
   if (y.is_cuda()) {
     const c10::OptionalDeviceGuard on(y.device());  // the kernel runs on y's device
-    cuda::rms_norm_rope(y.data_ptr(), w.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
-                        out.data_ptr(), bf16, rows, L, D, hd, static_cast<float>(eps),
-                        compat::current_cuda_stream(y.device()));
+    cuda::rms_norm_rope(y.data_ptr(), w.data_ptr(), c, s, out.data_ptr(), bf16, rows, L, D, hd,
+                        static_cast<float>(eps), compat::current_cuda_stream(y.device()));
     return out.unflatten(-1, {heads, hd});
   }
 #endif
   TORCH_CHECK(y.is_cpu(), "rms_norm_rope: no kernel for ", y.device(), " in this build");
-  rms_norm_rope_cpu(y.data_ptr(), w.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
-                    out.data_ptr(), bf16, rows, L, D, hd, static_cast<float>(eps));
+  rms_norm_rope_cpu(y.data_ptr(), w.data_ptr(), c, s, out.data_ptr(), bf16, rows, L, D, hd,
+                    static_cast<float>(eps));
   return out.unflatten(-1, {heads, hd});
 }
 
@@ -393,13 +409,23 @@ torch::Tensor channel_rms_norm(const torch::Tensor& x_in, const torch::Tensor& g
                                double scale, bool silu) {
   TORCH_CHECK(x_in.dim() >= 2 && is_float_or_bf16(x_in.scalar_type()),
               "channel_rms_norm: expected [B, C, ...] float32 or bf16, got ", x_in.sizes());
-  TORCH_CHECK(x_in.is_cpu(), "channel_rms_norm: no kernel for ", x_in.device(), " in this build");
   const int64_t B = x_in.size(0), C = x_in.size(1), S = x_in.numel() / std::max<int64_t>(B * C, 1);
   TORCH_CHECK(gamma_in.numel() == C, "channel_rms_norm: gamma must have ", C, " values");
-  const auto gamma = gamma_in.to(torch::kFloat32).contiguous();
+  const auto gamma = gamma_in.to(x_in.device(), torch::kFloat32).contiguous();
   const float* g = gamma.data_ptr<float>();
   const auto sc = static_cast<float>(scale);
   const bool bf16 = x_in.scalar_type() == torch::kBFloat16;
+#ifdef KINORA_CUDA
+  if (x_in.is_cuda()) {
+    const c10::OptionalDeviceGuard on(x_in.device());  // the kernel runs on x's device
+    const auto x = x_in.contiguous();
+    auto out = torch::empty(x.sizes(), x.options());
+    cuda::channel_rms_norm(x.data_ptr(), g, out.data_ptr(), bf16, B, C, S, sc, silu,
+                           compat::current_cuda_stream(x.device()));
+    return out;
+  }
+#endif
+  TORCH_CHECK(x_in.is_cpu(), "channel_rms_norm: no kernel for ", x_in.device(), " in this build");
   if (channels_innermost(x_in)) {
     auto out = torch::empty_like(x_in);  // the same strides
     const int64_t rows = B * S;

@@ -6,8 +6,7 @@
 // layers/fused_kernels.cu (the CUDA build); on the CPU the same computation
 // runs row by row on the CPU threads, vectorised, the twin that the tests
 // compare with the unfused forms (and, on a GPU, with the kernels). The two
-// sum a row's statistics in different orders. channel_rms_norm has the CPU
-// form only.
+// sum a row's statistics in different orders.
 //
 // Every row's statistics are computed in float32; results are rounded once,
 // to the dtype they are returned in (and where the composed form rounds).
@@ -32,24 +31,25 @@ torch::Tensor modulated_layer_norm(const torch::Tensor& x, const torch::Tensor& 
                                    const torch::Tensor& scale, double eps, torch::ScalarType out);
 
 // x += y · gate, in place: x [B, L, D] float32, y [B, L, D] float32 or bf16,
-// gate [B, 1, D] float32.
+// gate [B, 1, D] float32; an undefined gate is 1 (x += y).
 void gated_add_(torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& gate);
 
 // The q/k path of Wan's attention: y [B, L, D] (a projection's output, float32
 // or bf16) divided by its RMS over D, times `weight` [D], then each head's
 // interleaved pairs (x₂ⱼ, x₂ⱼ₊₁) rotated by the angles whose cos and sin are
 // [L, D / heads / 2] (float32) → [B, L, heads, D / heads] in y's dtype. As
-// rope(rms_norm(y).to(y's dtype) · weight), rounding where that does.
+// rope(rms_norm(y).to(y's dtype) · weight), rounding where that does. With
+// cos and sin undefined the pairs are not rotated (the cross-attention's q/k).
 torch::Tensor rms_norm_rope(const torch::Tensor& y, const torch::Tensor& weight, int64_t heads,
                             const torch::Tensor& cos, const torch::Tensor& sin, double eps);
 
-// The Wan VAE's norm: x [B, C, ...] (float32 or bf16, contiguous or not, on
-// the CPU) divided by its L2 norm over C (at least 1e-12), times `scale` and
+// The Wan VAE's norm: x [B, C, ...] (float32 or bf16, contiguous or not)
+// divided by its L2 norm over C (at least 1e-12), times `scale` and
 // gamma [C], rounded to x's dtype, then SiLU if `silu` (rounded again):
 // silu((x / max(‖x‖_C, 1e-12) · scale · gamma).to(x's dtype)). The composed
 // form widens x, and makes a pass over memory for each of its eight ops. An x
 // with its channels innermost (channels-last) gives a result laid out alike;
-// any other, a contiguous one.
+// any other, a contiguous one (on a GPU, always a contiguous one).
 torch::Tensor channel_rms_norm(const torch::Tensor& x, const torch::Tensor& gamma, double scale,
                                bool silu);
 

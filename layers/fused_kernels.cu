@@ -72,13 +72,22 @@ __global__ void modulated_layer_norm_kernel(const float* __restrict__ x,
     store(out, row * dim + i, (xr[i] - mean) * rstd * (1.f + scale[m + i]) + shift[m + i]);
 }
 
+// One block per row (strided over the rows): the gate's row is found once per
+// row, not by a 64-bit division per element. No gate: x += y.
 template <typename Y>
 __global__ void gated_add_kernel(float* __restrict__ x, const Y* __restrict__ y,
-                                 const float* __restrict__ gate, int64_t n, int64_t per_batch,
-                                 int64_t dim) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    x[i] += load(y, i) * gate[(i / per_batch) * dim + i % dim];
+                                 const float* __restrict__ gate, int64_t rows,
+                                 int64_t rows_per_batch, int64_t dim) {
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    float* xr = x + row * dim;
+    const Y* yr = y + row * dim;
+    if (gate) {
+      const float* g = gate + (row / rows_per_batch) * dim;
+      for (int64_t i = threadIdx.x; i < dim; i += kThreads) xr[i] += load(yr, i) * g[i];
+    } else {
+      for (int64_t i = threadIdx.x; i < dim; i += kThreads) xr[i] += load(yr, i);
+    }
+  }
 }
 
 template <typename T>
@@ -94,14 +103,49 @@ __global__ void rms_norm_rope_kernel(const T* __restrict__ y, const T* __restric
     q += v * v;
   }
   const float rstd = rsqrtf(block_sum(q) / static_cast<float>(dim) + eps);
-  const int64_t pairs = head_dim / 2, table = (row % tokens) * pairs;
-  for (int64_t j = threadIdx.x; j < dim / 2; j += kThreads) {
-    const int64_t i = 2 * j, p = j % pairs;
+  if (!cos) {  // no rotation
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads)
+      store(out, row * dim + i, round_to<T>(load(yr, i) * rstd) * load(w, i));
+    return;
+  }
+  const int pairs = static_cast<int>(head_dim / 2);
+  const int64_t table = (row % tokens) * pairs;
+  for (int j = threadIdx.x; j < dim / 2; j += kThreads) {
+    const int64_t i = 2 * static_cast<int64_t>(j);
+    const int p = j % pairs;
     const float a = round_to<T>(round_to<T>(load(yr, i) * rstd) * load(w, i));
     const float b = round_to<T>(round_to<T>(load(yr, i + 1) * rstd) * load(w, i + 1));
     const float c = cos[table + p], s = sin[table + p];
     store(out, row * dim + i, a * c - b * s);
     store(out, row * dim + i + 1, a * s + b * c);
+  }
+}
+
+// One thread per position (b, s) of x [B, C, S]: its C values, S apart (a
+// warp's neighbouring positions read neighbouring values), summed in squares,
+// then written scaled.
+template <typename T>
+__global__ void channel_rms_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma,
+                                        T* __restrict__ out, int64_t channels, int64_t positions,
+                                        int64_t total, float scale, bool silu) {
+  for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
+       p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = p / positions, at = b * channels * positions + (p - b * positions);
+    float ss = 0;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float v = load(x, at + c * positions);
+      ss += v * v;
+    }
+    const float q = scale / fmaxf(sqrtf(ss), 1e-12f);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float y = load(x, at + c * positions) * q * gamma[c];
+      if (silu) {
+        const float r = round_to<T>(y);
+        store(out, at + c * positions, r / (1.f + expf(-r)));
+      } else {
+        store(out, at + c * positions, y);
+      }
+    }
   }
 }
 
@@ -133,15 +177,15 @@ void modulated_layer_norm(const float* x, const float* shift, const float* scale
 
 void gated_add(float* x, const void* y, bool y_bf16, const float* gate, int64_t rows,
                int64_t rows_per_batch, int64_t dim, void* stream) {
-  const int64_t n = rows * dim;
-  if (n == 0) return;
+  if (rows == 0 || dim == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
+  const auto grid = static_cast<unsigned>(rows < (int64_t{1} << 30) ? rows : int64_t{1} << 30);
   if (y_bf16)
-    gated_add_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, static_cast<const __nv_bfloat16*>(y),
-                                                        gate, n, rows_per_batch * dim, dim);
+    gated_add_kernel<<<grid, kThreads, 0, s>>>(x, static_cast<const __nv_bfloat16*>(y), gate, rows,
+                                               rows_per_batch, dim);
   else
-    gated_add_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, static_cast<const float*>(y), gate, n,
-                                                        rows_per_batch * dim, dim);
+    gated_add_kernel<<<grid, kThreads, 0, s>>>(x, static_cast<const float*>(y), gate, rows,
+                                               rows_per_batch, dim);
   check("gated_add");
 }
 
@@ -159,6 +203,22 @@ void rms_norm_rope(const void* y, const void* weight, const float* cos, const fl
         static_cast<const float*>(y), static_cast<const float*>(weight), cos, sin,
         static_cast<float*>(out), tokens, dim, head_dim, eps);
   check("rms_norm_rope");
+}
+
+void channel_rms_norm(const void* x, const float* gamma, void* out, bool bf16, int64_t batch,
+                      int64_t channels, int64_t positions, float scale, bool silu, void* stream) {
+  const int64_t total = batch * positions;
+  if (total == 0) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (bf16)
+    channel_rms_norm_kernel<<<blocks_for(total), kThreads, 0, s>>>(
+        static_cast<const __nv_bfloat16*>(x), gamma, static_cast<__nv_bfloat16*>(out), channels,
+        positions, total, scale, silu);
+  else
+    channel_rms_norm_kernel<<<blocks_for(total), kThreads, 0, s>>>(
+        static_cast<const float*>(x), gamma, static_cast<float*>(out), channels, positions, total,
+        scale, silu);
+  check("channel_rms_norm");
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/runtime.h"
 #include "layers/fp8.h"
+#include "layers/ops.h"
 
 namespace kinora::layers {
 
@@ -66,7 +67,13 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
 }
 
 torch::Tensor LinearImpl::weight_as(torch::ScalarType dtype) const {
-  torch::Tensor w = fp8 ? io::widen_fp8(weight, *fp8, dtype) : weight.to(dtype);
+  return weight_rows_as(dtype, 0, out_features);
+}
+
+torch::Tensor LinearImpl::weight_rows_as(torch::ScalarType dtype, int64_t row0,
+                                         int64_t rows) const {
+  const auto stored = rows == out_features ? weight : weight.narrow(0, row0, rows);
+  torch::Tensor w = fp8 ? io::widen_fp8(stored, *fp8, dtype) : stored.to(dtype);
   if (scale) w = w * *scale;
   return w;
 }
@@ -97,6 +104,64 @@ torch::Tensor LinearImpl::forward(const torch::Tensor& x) {
     y.narrow(-1, a.row0, a.rows).add_(part, a.scale);
   }
   return y;
+}
+
+bool LinearImpl::plain() const {
+  return adapters.empty() && !(fp8_matmul && fp8 == io::DType::F8_E4M3);
+}
+
+namespace {
+// x [..., in] times w [out, in] transposed, plus b [out] (if defined), then the
+// tanh-GELU if `gelu`: one matmul over x's rows.
+torch::Tensor product(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                      bool gelu) {
+  auto shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  const auto rows = x.reshape({-1, x.size(-1)});
+  if (gelu && b.defined() && rows.is_cuda() && !torch::GradMode::is_enabled())
+    return at::_addmm_activation(b, rows, w.t(), 1, 1, /*use_gelu=*/true).view(shape);
+  const auto y = (b.defined() ? torch::addmm(b, rows, w.t()) : torch::mm(rows, w.t())).view(shape);
+  return gelu ? gelu_tanh(y) : y;
+}
+}  // namespace
+
+torch::Tensor LinearImpl::forward_gelu_tanh(const torch::Tensor& x, int64_t row0, int64_t rows) {
+  if (rows < 0) rows = out_features - row0;
+  if (!plain()) return gelu_tanh(forward(x).narrow(-1, row0, rows));
+  const auto dt = matmul_dtype(precision);
+  return product(x.to(dt), weight_rows_as(dt, row0, rows),
+                 bias.defined() ? bias.narrow(0, row0, rows).to(dt) : bias, true);
+}
+
+torch::Tensor LinearImpl::forward_rows(const torch::Tensor& x, int64_t row0, int64_t rows) {
+  if (!plain()) return forward(x).narrow(-1, row0, rows);
+  const auto dt = matmul_dtype(precision);
+  return product(x.to(dt), weight_rows_as(dt, row0, rows),
+                 bias.defined() ? bias.narrow(0, row0, rows).to(dt) : bias, false);
+}
+
+torch::Tensor LinearImpl::forward_cat(const std::vector<torch::Tensor>& parts) {
+  if (!plain()) return forward(torch::cat(parts, -1));
+  const auto dt = matmul_dtype(precision);
+  const auto w = weight_as(dt);
+  torch::Tensor y;
+  int64_t col = 0;
+  for (const auto& part : parts) {
+    const int64_t k = part.size(-1);
+    TORCH_CHECK(col + k <= in_features, "Linear: the parts have more than ", in_features,
+                " features");
+    const auto rows = part.to(dt).reshape({-1, k});
+    const auto wt = w.narrow(1, col, k).t();  // [k, out], read in place
+    if (!y.defined())
+      y = bias.defined() ? torch::addmm(bias.to(dt), rows, wt) : torch::mm(rows, wt);
+    else
+      y.addmm_(rows, wt);
+    col += k;
+  }
+  TORCH_CHECK(col == in_features, "Linear: the parts have ", col, " features, not ", in_features);
+  auto shape = parts.front().sizes().vec();
+  shape.back() = out_features;
+  return y.view(shape);
 }
 
 void set_trainable(torch::nn::Module& root, bool trainable) {

@@ -31,8 +31,26 @@ class LinearImpl : public torch::nn::Module {
 
   // x [..., in] → [..., out] in matmul_dtype(precision).
   torch::Tensor forward(const torch::Tensor& x);
+  // Whether the layer is one product of the input with its weight (no run-time
+  // adapter, no FP8 product): what the partial forms below need.
+  bool plain() const;
+  // GELU (tanh form) of output features [row0, row0 + rows) of a plain layer
+  // (all of them by default): gelu_tanh(forward(x)) there. On a GPU in
+  // inference, in the matmul: cuBLASLt's epilogue adds the bias and applies
+  // the GELU before the product is written (LibTorch's _addmm_activation, whose
+  // GELU is the tanh form on CUDA), one pass over the output fewer; elsewhere
+  // the two in turn. A layer that is not plain computes forward(x) first.
+  torch::Tensor forward_gelu_tanh(const torch::Tensor& x, int64_t row0 = 0, int64_t rows = -1);
+  // Output features [row0, row0 + rows) of a plain layer, computing only those.
+  torch::Tensor forward_rows(const torch::Tensor& x, int64_t row0, int64_t rows);
+  // forward(cat(parts, -1)) of a plain layer without the concatenation: each
+  // part's product with its columns of the weight summed into one output
+  // (in the compute dtype, so in bf16 the partial sum is rounded once more).
+  torch::Tensor forward_cat(const std::vector<torch::Tensor>& parts);
   // The weight as `dtype` [out, in] (widened from FP8 when stored so).
   torch::Tensor weight_as(torch::ScalarType dtype) const;
+  // Rows [row0, row0 + rows) of it, only those widened.
+  torch::Tensor weight_rows_as(torch::ScalarType dtype, int64_t row0, int64_t rows) const;
 
   int64_t in_features, out_features;
   torch::Tensor weight, bias;

@@ -160,10 +160,10 @@ struct RMSNormImpl : torch::nn::Module {
         "gamma", images ? torch::ones({dim, 1, 1}) : torch::ones({dim, 1, 1, 1}), false);
   }
   // In float32 whatever the compute dtype: a bf16 norm alone costs ~1% of accuracy.
-  // With `silu`, SiLU of the result. On the CPU where layers::use_fused says
-  // (bf16), one fused pass over x; otherwise composed() and torch::silu.
+  // With `silu`, SiLU of the result. Where layers::use_fused says (a GPU; bf16
+  // on the CPU), one fused pass over x; otherwise composed() and torch::silu.
   Tensor forward(const Tensor& x, bool silu = false) {
-    if (x.is_cpu() && layers::use_fused(x.device(), x.scalar_type()))
+    if ((x.is_cpu() || x.is_cuda()) && layers::use_fused(x.device(), x.scalar_type()))
       return layers::channel_rms_norm(x, gamma, scale, silu);
     const auto y = composed(x);
     return silu ? torch::silu(y) : y;

@@ -7,6 +7,7 @@
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
 #include "layers/fused.h"
+#include "layers/linear.h"
 #include "layers/ops.h"
 #include "test_util.h"
 #include "vae/wan_vae.h"
@@ -120,8 +121,12 @@ TEST(Fused, GatedAddIsTheComposition) {
     layers::gated_add_(x, y, in.gate);
     EXPECT_LT(max_diff(x, in.x + y.to(torch::kFloat32) * in.gate), 1e-5) << dt;
   }
+  // Without a gate: x += y (the cross-attention's residual).
   auto x = in.x.clone();
+  layers::gated_add_(x, in.y.to(torch::kBFloat16), torch::Tensor());
+  EXPECT_TRUE(torch::equal(x, in.x + in.y.to(torch::kBFloat16).to(torch::kFloat32)));
   EXPECT_THROW(layers::gated_add_(x, in.y.slice(1, 0, 5), in.gate), c10::Error);
+  EXPECT_THROW(layers::gated_add_(x, in.y, in.gate.squeeze(1)), c10::Error);
 }
 
 TEST(Fused, RmsNormRopeIsTheComposition) {
@@ -134,7 +139,15 @@ TEST(Fused, RmsNormRopeIsTheComposition) {
     EXPECT_EQ(out.scalar_type(), dt);
     const auto ref = reference_qk(y, in.w, 3, in.cos, in.sin, 1e-6);
     EXPECT_LE(max_diff(out, ref), dt == torch::kFloat32 ? 1e-5 : bf16_step(ref)) << dt;
+    // Without cos and sin: the norm alone, as the cross-attention's q/k.
+    const torch::Tensor none;
+    const auto plain = layers::rms_norm_rope(y, in.w, 3, none, none, 1e-6);
+    EXPECT_EQ(plain.sizes(), out.sizes());
+    const auto norm_ref =
+        (layers::rms_norm(y, {}, 1e-6).to(dt) * in.w.to(dt)).unflatten(-1, {3, -1});
+    EXPECT_LE(max_diff(plain, norm_ref), dt == torch::kFloat32 ? 1e-5 : bf16_step(norm_ref)) << dt;
   }
+  EXPECT_THROW(layers::rms_norm_rope(in.y, in.w, 3, in.cos, torch::Tensor(), 1e-6), c10::Error);
   EXPECT_THROW(layers::rms_norm_rope(in.y, in.w, 5, in.cos, in.sin, 1e-6), c10::Error);
   EXPECT_THROW(layers::rms_norm_rope(in.y, in.w, 3, in.cos.slice(0, 0, 4), in.sin, 1e-6),
                c10::Error);
@@ -174,6 +187,50 @@ TEST(Fused, ChannelRmsNormIsTheComposition) {
   EXPECT_THROW(layers::channel_rms_norm(x, gamma.slice(0, 0, 7), scale, true), c10::Error);
 }
 
+// A Linear's partial forms (the rows of its output, the GELU after it, the
+// input as parts) against the whole layer: the same products, in float32 up
+// to the order of the sums, in bf16 within a rounding step (forward_cat
+// rounds its partial sum once more).
+TEST(Fused, LinearPartsAreTheWholeLayer) {
+  torch::NoGradGuard g;
+  torch::manual_seed(11);
+  layers::Linear lin(24, 40, true);
+  lin->weight.copy_(torch::randn({40, 24}) * 0.2);
+  lin->bias.copy_(torch::randn({40}));
+  const auto x = torch::randn({2, 7, 24});
+  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
+    lin->precision = p;
+    const auto whole = lin->forward(x);
+    const double tol = p == layers::Precision::F32 ? 1e-5 : 2 * bf16_step(whole);
+    ASSERT_TRUE(lin->plain());
+    EXPECT_LE(max_diff(lin->forward_rows(x, 5, 9), whole.narrow(-1, 5, 9)), tol) << int(p);
+    EXPECT_EQ(lin->forward_rows(x, 5, 9).sizes(), (std::vector<int64_t>{2, 7, 9}));
+    EXPECT_LE(max_diff(lin->forward_gelu_tanh(x), layers::gelu_tanh(whole)), tol) << int(p);
+    EXPECT_LE(max_diff(lin->forward_gelu_tanh(x, 30), layers::gelu_tanh(whole.narrow(-1, 30, 10))),
+              tol);
+    const auto cat = lin->forward_cat({x.narrow(-1, 0, 10), x.narrow(-1, 10, 14)});
+    EXPECT_EQ(cat.sizes(), whole.sizes());
+    EXPECT_LE(max_diff(cat, whole), tol) << int(p);
+    EXPECT_THROW(lin->forward_cat({x, x.narrow(-1, 0, 3)}), c10::Error);
+    EXPECT_THROW(lin->forward_cat({x.narrow(-1, 0, 10)}), c10::Error);
+  }
+  // A layer with a run-time adapter is not plain: the partial forms compute
+  // the whole forward, adapter included, and take their part of it.
+  lin->precision = layers::Precision::F32;
+  layers::LinearAdapter a;
+  a.down = torch::randn({2, 24});
+  a.up = torch::randn({40, 2});
+  a.scale = 0.5;
+  a.rows = 40;
+  lin->adapters.push_back(a);
+  EXPECT_FALSE(lin->plain());
+  const auto whole = lin->forward(x);
+  EXPECT_TRUE(torch::equal(lin->forward_rows(x, 5, 9), whole.narrow(-1, 5, 9)));
+  EXPECT_TRUE(
+      torch::equal(lin->forward_gelu_tanh(x, 5, 9), layers::gelu_tanh(whole.narrow(-1, 5, 9))));
+  EXPECT_TRUE(torch::equal(lin->forward_cat({x.narrow(-1, 0, 10), x.narrow(-1, 10, 14)}), whole));
+}
+
 // The CUDA kernels against the CPU twin (run where a GPU is there).
 TEST(Fused, CudaKernelsMatchTheirCpuTwin) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -190,6 +247,47 @@ TEST(Fused, CudaKernelsMatchTheirCpuTwin) {
     const auto qa = layers::rms_norm_rope(c.y.to(dt), c.w, 12, c.cos, c.sin, 1e-6);
     const auto qb = layers::rms_norm_rope(d.y.to(dt), d.w, 12, d.cos, d.sin, 1e-6);
     EXPECT_LE(max_diff(qa, qb), dt == torch::kFloat32 ? 1e-5 : bf16_step(qa)) << dt;
+    // The variants without a gate and without a rotation.
+    layers::gated_add_(xa, c.y.to(dt), torch::Tensor());
+    layers::gated_add_(xb, d.y.to(dt), torch::Tensor());
+    EXPECT_LT(max_diff(xa, xb), 1e-5) << dt;
+    const torch::Tensor none;
+    const auto na = layers::rms_norm_rope(c.y.to(dt), c.w, 12, none, none, 1e-6);
+    const auto nb = layers::rms_norm_rope(d.y.to(dt), d.w, 12, none, none, 1e-6);
+    EXPECT_LE(max_diff(na, nb), dt == torch::kFloat32 ? 1e-5 : bf16_step(na)) << dt;
+  }
+  // The VAE's channel norm, with and without the SiLU, from a contiguous and
+  // a strided input.
+  torch::manual_seed(13);
+  const auto v = torch::randn({2, 96, 3, 20, 24}) * 2;
+  const auto gamma = torch::rand({96, 1, 1, 1}) + 0.5;
+  for (auto dt : {torch::kFloat32, torch::kBFloat16})
+    for (bool silu : {false, true})
+      for (const auto& in : {v, v.transpose(3, 4)}) {
+        const auto a = layers::channel_rms_norm(in.to(dt), gamma, std::sqrt(96.0), silu);
+        const auto b =
+            layers::channel_rms_norm(in.to(torch::kCUDA, dt), gamma.cuda(), std::sqrt(96.0), silu);
+        EXPECT_LE(max_diff(a, b), dt == torch::kFloat32 ? 1e-5 : bf16_step(a)) << dt << silu;
+      }
+  // A Linear's GELU in the matmul's epilogue (cuBLASLt) against the CPU's
+  // product and GELU in turn; its rows and parts.
+  torch::manual_seed(12);
+  layers::Linear lin(1536, 2048, true);
+  lin->weight.copy_(torch::randn({2048, 1536}) * 0.03);
+  lin->bias.copy_(torch::randn({2048}) * 0.1);
+  const auto x = torch::randn({2, 300, 1536});
+  for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
+    lin->to(torch::kCPU);
+    lin->precision = p;
+    const auto a = lin->forward_gelu_tanh(x, 100, 1000);
+    const auto ca = lin->forward_cat({x.narrow(-1, 0, 500), x.narrow(-1, 500, 1036)});
+    lin->to(torch::kCUDA);
+    const auto b = lin->forward_gelu_tanh(x.to(torch::kCUDA), 100, 1000);
+    const auto cb = lin->forward_cat(
+        {x.narrow(-1, 0, 500).to(torch::kCUDA), x.narrow(-1, 500, 1036).to(torch::kCUDA)});
+    // TF32 may run float32 products on a GPU: a bf16-like bound for both.
+    EXPECT_LE(max_diff(a, b), 2 * bf16_step(a)) << int(p);
+    EXPECT_LE(max_diff(ca, cb), 2 * bf16_step(ca)) << int(p);
   }
 }
 
