@@ -166,16 +166,18 @@ struct WanBlockImpl : torch::nn::Module {
                          self_attn->self_attention(
                              layers::modulated_layer_norm(x, e[0], e[1], eps, mdt), cos, sin, true),
                          e[2]);
-      // norm3's affine LayerNorm as a modulated one: · (1 + (weight − 1)) + bias.
+      // norm3's affine LayerNorm as a modulated one: · (1 + (weight − 1)) + bias
+      // (the weight widened first: a bf16 weight − 1 would round).
       const auto per_batch = [&](const torch::Tensor& t) {
-        return t.to(torch::kFloat32).view({1, 1, -1}).expand({x.size(0), 1, -1});
+        return t.view({1, 1, -1}).expand({x.size(0), 1, -1});
       };
-      layers::gated_add_(x,
-                         cross_attn->cross_attention(
-                             layers::modulated_layer_norm(x, per_batch(norm3->bias),
-                                                          per_batch(norm3->weight - 1), eps, mdt),
-                             context, context_img, true),
-                         torch::Tensor());
+      const auto shift = per_batch(norm3->bias.to(torch::kFloat32));
+      const auto scale = per_batch(norm3->weight.to(torch::kFloat32) - 1);
+      layers::gated_add_(
+          x,
+          cross_attn->cross_attention(layers::modulated_layer_norm(x, shift, scale, eps, mdt),
+                                      context, context_img, true),
+          torch::Tensor());
       const auto hidden =
           lin(ffn, 0).forward_gelu_tanh(layers::modulated_layer_norm(x, e[3], e[4], eps, mdt));
       layers::gated_add_(x, lin(ffn, 2).forward(hidden), e[5]);

@@ -4,6 +4,8 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/cuda.h>
 
+#include <cstdint>
+
 #include "base/error.h"
 #include "base/runtime.h"
 #include "layers/fp8.h"
@@ -72,7 +74,7 @@ torch::Tensor LinearImpl::weight_as(torch::ScalarType dtype) const {
 
 torch::Tensor LinearImpl::weight_rows_as(torch::ScalarType dtype, int64_t row0,
                                          int64_t rows) const {
-  const auto stored = rows == out_features ? weight : weight.narrow(0, row0, rows);
+  const auto stored = row0 == 0 && rows == out_features ? weight : weight.narrow(0, row0, rows);
   torch::Tensor w = fp8 ? io::widen_fp8(stored, *fp8, dtype) : stored.to(dtype);
   if (scale) w = w * *scale;
   return w;
@@ -118,8 +120,13 @@ torch::Tensor product(const torch::Tensor& x, const torch::Tensor& w, const torc
   auto shape = x.sizes().vec();
   shape.back() = w.size(0);
   const auto rows = x.reshape({-1, x.size(-1)});
-  if (gelu && b.defined() && rows.is_cuda() && !torch::GradMode::is_enabled())
-    return at::_addmm_activation(b, rows, w.t(), 1, 1, /*use_gelu=*/true).view(shape);
+  if (gelu && b.defined() && rows.is_cuda() && !torch::GradMode::is_enabled()) {
+    // cuBLASLt's kernels may take the epilogue's bias as 16-byte aligned (a
+    // slice of a bias need not be).
+    const bool aligned = reinterpret_cast<std::uintptr_t>(b.data_ptr()) % 16 == 0;
+    return at::_addmm_activation(aligned ? b : b.clone(), rows, w.t(), 1, 1, /*use_gelu=*/true)
+        .view(shape);
+  }
   const auto y = (b.defined() ? torch::addmm(b, rows, w.t()) : torch::mm(rows, w.t())).view(shape);
   return gelu ? gelu_tanh(y) : y;
 }
@@ -141,15 +148,22 @@ torch::Tensor LinearImpl::forward_rows(const torch::Tensor& x, int64_t row0, int
 }
 
 torch::Tensor LinearImpl::forward_cat(const std::vector<torch::Tensor>& parts) {
-  if (!plain()) return forward(torch::cat(parts, -1));
+  TORCH_CHECK(!parts.empty(), "Linear: no input parts");
+  int64_t width = 0;
+  for (const auto& part : parts) width += part.size(-1);
+  TORCH_CHECK(width == in_features, "Linear: the parts have ", width, " features, not ",
+              in_features);
   const auto dt = matmul_dtype(precision);
+  // LibTorch's oneDNN bf16 matmul on the CPU copies a weight's column slice
+  // whole (it takes only contiguous or transposed operands): there the
+  // concatenation of the inputs costs less.
+  if (!plain() || (parts.front().is_cpu() && dt == torch::kBFloat16))
+    return forward(torch::cat(parts, -1));
   const auto w = weight_as(dt);
   torch::Tensor y;
   int64_t col = 0;
   for (const auto& part : parts) {
     const int64_t k = part.size(-1);
-    TORCH_CHECK(col + k <= in_features, "Linear: the parts have more than ", in_features,
-                " features");
     const auto rows = part.to(dt).reshape({-1, k});
     const auto wt = w.narrow(1, col, k).t();  // [k, out], read in place
     if (!y.defined())
@@ -158,7 +172,6 @@ torch::Tensor LinearImpl::forward_cat(const std::vector<torch::Tensor>& parts) {
       y.addmm_(rows, wt);
     col += k;
   }
-  TORCH_CHECK(col == in_features, "Linear: the parts have ", col, " features, not ", in_features);
   auto shape = parts.front().sizes().vec();
   shape.back() = out_features;
   return y.view(shape);

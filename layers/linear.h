@@ -46,6 +46,7 @@ class LinearImpl : public torch::nn::Module {
   // forward(cat(parts, -1)) of a plain layer without the concatenation: each
   // part's product with its columns of the weight summed into one output
   // (in the compute dtype, so in bf16 the partial sum is rounded once more).
+  // In bf16 on the CPU, the concatenation after all (see linear.cpp).
   torch::Tensor forward_cat(const std::vector<torch::Tensor>& parts);
   // The weight as `dtype` [out, in] (widened from FP8 when stored so).
   torch::Tensor weight_as(torch::ScalarType dtype) const;

@@ -62,8 +62,10 @@ Inputs inputs(torch::Device d, int64_t B = 2, int64_t L = 37, int64_t D = 96, in
 
 // `forward` of model `m` with the fused passes forced on, against it with
 // them off, in float32 (within 1e-5, and not identical: float32 tells the two
-// apart), and in bf16 against the float32 result (see below).
-void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor()>& forward) {
+// apart; `f32_bound` tighter where a case needs it), and in bf16 against the
+// float32 result (see below).
+void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor()>& forward,
+                            double f32_bound = 1e-5) {
   torch::Tensor reference;  // float32, composed
   const auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
     return (a - b).norm().item<double>() / b.norm().item<double>();
@@ -76,7 +78,7 @@ void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor(
     const auto fused = forward();
     layers::set_fused(layers::Fused::Auto);
     if (p == layers::Precision::F32) {
-      EXPECT_LT(rel(fused, plain), 1e-5);
+      EXPECT_LT(rel(fused, plain), f32_bound);
       EXPECT_GT(rel(fused, plain), 0.0) << "the fused passes did not run";
       reference = plain;
     } else {
@@ -276,18 +278,23 @@ TEST(Fused, CudaKernelsMatchTheirCpuTwin) {
   lin->weight.copy_(torch::randn({2048, 1536}) * 0.03);
   lin->bias.copy_(torch::randn({2048}) * 0.1);
   const auto x = torch::randn({2, 300, 1536});
+  // In float32 within 1e-4: the tanh form (the erf form differs by up to
+  // 4.7e-4), in true float32 products (TF32, off by default, would not pass).
   for (auto p : {layers::Precision::F32, layers::Precision::BF16}) {
     lin->to(torch::kCPU);
     lin->precision = p;
-    const auto a = lin->forward_gelu_tanh(x, 100, 1000);
+    const auto a = lin->forward_gelu_tanh(x, 100, 1000);  // a bias slice 200 bytes in
+    const auto ra = lin->forward_rows(x, 100, 1000);
     const auto ca = lin->forward_cat({x.narrow(-1, 0, 500), x.narrow(-1, 500, 1036)});
     lin->to(torch::kCUDA);
-    const auto b = lin->forward_gelu_tanh(x.to(torch::kCUDA), 100, 1000);
-    const auto cb = lin->forward_cat(
-        {x.narrow(-1, 0, 500).to(torch::kCUDA), x.narrow(-1, 500, 1036).to(torch::kCUDA)});
-    // TF32 may run float32 products on a GPU: a bf16-like bound for both.
-    EXPECT_LE(max_diff(a, b), 2 * bf16_step(a)) << int(p);
-    EXPECT_LE(max_diff(ca, cb), 2 * bf16_step(ca)) << int(p);
+    const auto xc = x.to(torch::kCUDA);
+    const auto b = lin->forward_gelu_tanh(xc, 100, 1000);
+    const auto rb = lin->forward_rows(xc, 100, 1000);
+    const auto cb = lin->forward_cat({xc.narrow(-1, 0, 500), xc.narrow(-1, 500, 1036)});
+    const bool f32 = p == layers::Precision::F32;
+    EXPECT_LE(max_diff(a, b), f32 ? 1e-4 : 2 * bf16_step(a)) << int(p);
+    EXPECT_LE(max_diff(ra, rb), f32 ? 1e-4 : 2 * bf16_step(ra)) << int(p);
+    EXPECT_LE(max_diff(ca, cb), f32 ? 1e-4 : 2 * bf16_step(ca)) << int(p);
   }
 }
 
@@ -300,6 +307,18 @@ TEST(Fused, WanDitForwardIsUnchanged) {
   const auto t = torch::tensor({999.0, 420.0});
   const auto ctx = torch::randn({2, 5, 64});
   expect_fused_unchanged(m, [&] { return m.forward(x, t, ctx); });
+  // Weights stored in bf16, as most checkpoints hold them: the same (the
+  // cross-attention's norm weight is widened before its − 1).
+  // Norm weights below ½, where w − 1 in bf16 would round (to 4e-6 of the
+  // output here; 3e-7 without that rounding).
+  torch::NoGradGuard g;
+  for (auto& p : m.module().named_parameters()) {
+    if (p.key().find("norm3.weight") != std::string::npos)
+      p.value().copy_(torch::rand(p.value().sizes()) * 0.45 + 0.01);
+    p.value().set_data(p.value().to(torch::kBFloat16));
+  }
+  expect_fused_unchanged(
+      m, [&] { return m.forward(x, t, ctx); }, 1e-6);
 }
 
 // The same for the FLUX DiT (modulation and gated residuals fused).
