@@ -934,14 +934,13 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     Result ri = r;
     ri.preset.seed = p.seed + i;
     progress({"decode", "", 0, p.frames});
-    const auto video = ae.decode_video(x.slice(0, i, i + 1), [&](int64_t done, int64_t total) {
-                           progress({"decode", "", done, total});
-                           check_cancel();
-                         }).clamp(-1, 1);  // [1, 3, F, H, W]
-    ri.frames = ((video[0].permute({1, 2, 3, 0}) + 1) * 127.5)
-                    .round()
-                    .clamp(0, 255)
-                    .to(torch::kCPU, torch::kUInt8);
+    auto video = ae.decode_video(x.slice(0, i, i + 1), [&](int64_t done, int64_t total) {
+                     progress({"decode", "", done, total});
+                     check_cancel();
+                   }).clamp(-1, 1);  // [1, 3, F, H, W], a copy of its own
+    // In place: one video's memory on the device, not one per operation.
+    video.add_(1).mul_(127.5).round_().clamp_(0, 255);
+    ri.frames = video[0].permute({1, 2, 3, 0}).to(torch::kCPU, torch::kUInt8);
     ri.timings.decode_s = since(t0);
     if (const auto* f = changed_file(cache_->files)) {
       cache_->key.clear();  // the next job loads it again

@@ -523,22 +523,35 @@ class WanVAEImpl : public torch::nn::Module {
     decoder->clear();
     const auto x = conv2->forward(z.to(dtype));
     const auto layout = set_by_frames(decoder, x);
-    const auto to_float = [](const Tensor& v) {
-      return v.to(torch::kFloat32, false, false, torch::MemoryFormat::Contiguous);
-    };
-    std::vector<Tensor> outs;
     if (config.time_compression() == 1 && !on_frames) {  // exact, as in posterior()
-      outs.push_back(to_float(decoder->forward(layout(x))));
+      const auto video = decoder->forward(layout(x)).to(torch::kFloat32, false, false,
+                                                        torch::MemoryFormat::Contiguous);
       decoder->clear();
-      return outs[0];
+      return video;
     }
+    // Each chunk's frames go straight into the video, widened on the way (no
+    // list of chunks concatenated at the end: one video's memory, not two).
+    const int64_t total = (x.size(2) - 1) * config.time_compression() + 1;
+    Tensor video;
+    int64_t at = 0;
     for (int64_t i = 0; i < x.size(2); ++i) {
-      auto frames = to_float(decoder->forward(layout(x.slice(2, i, i + 1))));
+      const auto chunk = decoder->forward(layout(x.slice(2, i, i + 1)));
+      if (!video.defined()) {
+        auto shape = chunk.sizes().vec();
+        shape[2] = total;
+        video = torch::empty(shape, chunk.options().dtype(torch::kFloat32),
+                             torch::MemoryFormat::Contiguous);
+      }
+      const int64_t n = chunk.size(2);
+      TORCH_CHECK(at + n <= total, "WanVAE.decode: the decoder gave more than ", total, " frames");
+      auto frames = video.slice(2, at, at + n);
+      frames.copy_(chunk);
+      at += n;
       if (on_frames) on_frames(frames);
-      outs.push_back(std::move(frames));
     }
     decoder->clear();
-    return torch::cat(outs, 2);
+    TORCH_CHECK(at == total, "WanVAE.decode: the decoder gave ", at, " frames, not ", total);
+    return video;
   }
 
   WanVAEConfig config;
