@@ -550,21 +550,26 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   try {
     return generate_rows(preset, count, cb);
   } catch (const c10::Error& e) {
-    std::string what = e.what_without_backtrace();
-    what = what.substr(0, what.find('\n'));
-    if (const auto at = what.find("DefaultCPUAllocator: "); at != std::string::npos)
-      what = what.substr(at + 21);
-    const bool memory = what.find("can't allocate memory") != std::string::npos ||
-                        what.find("out of memory") != std::string::npos;
-    std::string msg = memory ? "out of memory rendering " + std::to_string(preset.width) + "×" +
-                                   std::to_string(preset.height) +
-                                   (preset.frames > 1 ? "×" + std::to_string(preset.frames) : "") +
-                                   ": " + what +
-                                   "; a smaller size (or batch), --precision bf16, or a device "
-                                   "with more memory"
-                             : "LibTorch: " + what;
-    throw Error(msg + "; nothing was written");
+    throw Error(libtorch_failure_message(e.what_without_backtrace(), preset));
   }
+}
+
+std::string libtorch_failure_message(std::string what, const Preset& preset) {
+  what = what.substr(0, what.find('\n'));
+  if (const auto at = what.find("DefaultCPUAllocator: "); at != std::string::npos)
+    what = what.substr(at + 21);
+  const bool memory = what.find("can't allocate memory") != std::string::npos ||
+                      what.find("out of memory") != std::string::npos;
+  if (!memory) return "LibTorch: " + what + "; nothing was written";
+  const bool gpu = what.find("CUDA") != std::string::npos;
+  return "out of memory " + std::string(gpu ? "on the GPU " : "") + "rendering " +
+         std::to_string(preset.width) + "×" + std::to_string(preset.height) +
+         (preset.frames > 1 ? "×" + std::to_string(preset.frames) : "") + ": " + what +
+         (gpu ? "; a smaller size (or batch), more of the denoiser's blocks in host memory "
+                "(--block-swap N, or block_swap in the preset), FP8 products (--fp8), or a GPU "
+                "with more memory"
+              : "; a smaller size (or batch), --precision bf16, or a device with more memory") +
+         "; nothing was written";
 }
 
 std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,

@@ -122,6 +122,11 @@ std::vector<std::string> snap_sizes(Preset& p);
 // samplers when it is unknown or of the other kind, before any model loads.
 void check_sampler(const Preset& p);
 
+// What a render that failed inside LibTorch tells the user: the first line of
+// LibTorch's message `what`, and for memory what to change (on a GPU, block
+// swap and FP8 products besides the size); ends with "nothing was written".
+std::string libtorch_failure_message(std::string what, const Preset& p);
+
 // The seeded noise of a render: float32 standard normal drawn on the CPU with
 // LibTorch's CPU generator (mt19937) seeded with `seed`, so that one seed gives
 // the same video on every device.

@@ -120,6 +120,32 @@ TEST(Pipeline, AutoPrecisionIsWhatTheDeviceComputesAndIsRecorded) {
   }
 }
 
+// LibTorch's failures as the user reads them: the first line, and for memory
+// what to change, on a GPU its own remedies.
+TEST(Pipeline, LibTorchFailuresSayWhatToChange) {
+  pipeline::Preset p;
+  p.width = 832, p.height = 480, p.frames = 81;
+  const auto cpu = pipeline::libtorch_failure_message(
+      "[enforce fail at alloc_cpu.cpp:75] . DefaultCPUAllocator: can't allocate memory: you tried "
+      "to allocate 123 bytes. Error code 12 (Cannot allocate memory)\nbacktrace…",
+      p);
+  EXPECT_EQ(cpu.rfind("out of memory rendering 832×480×81: can't allocate memory", 0), 0u) << cpu;
+  EXPECT_NE(cpu.find("--precision bf16"), std::string::npos);
+  EXPECT_EQ(cpu.find("backtrace"), std::string::npos);
+  EXPECT_EQ(cpu.find("--block-swap"), std::string::npos);
+  const auto gpu = pipeline::libtorch_failure_message(
+      "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.6 GiB", p);
+  EXPECT_EQ(gpu.rfind("out of memory on the GPU rendering 832×480×81: CUDA out of memory.", 0), 0u)
+      << gpu;
+  EXPECT_NE(gpu.find("--block-swap N"), std::string::npos);
+  EXPECT_NE(gpu.find("--fp8"), std::string::npos);
+  p.frames = 1;
+  const auto other = pipeline::libtorch_failure_message("shape mismatch\nmore", p);
+  EXPECT_EQ(other, "LibTorch: shape mismatch; nothing was written");
+  EXPECT_NE(pipeline::libtorch_failure_message("CUDA out of memory.", p).find(" 832×480: "),
+            std::string::npos);
+}
+
 TEST(Pipeline, SizesAreSnappedWithAMessage) {
   auto p = tiny();
   p.frames = 10, p.width = 70, p.height = 40;
