@@ -10,8 +10,9 @@
 #                         CPU's and the FP8 kernel and product against theirs
 #                         (test_device), the reference cases on the GPU in bf16,
 #                         and the DiT cases with FP8 products
-#   bench/cuda.sh speed   speed_bench: every workload at the sizes of the table,
-#                         then the DiTs with FP8 products
+#   bench/cuda.sh speed   speed_bench: every workload at the sizes of the table
+#                         with its 20 costliest operators on the GPU, then the
+#                         DiTs with FP8 products
 #   bench/cuda.sh render  render_bench: the whole Wan 1.3B job at 832×480×81,
 #                         50 guided steps, to frames, in bf16 and with FP8
 #                         products (writes 15 GB of random weights to SCRATCH
@@ -100,7 +101,7 @@ do_check() {
 
 do_speed() {
   local rc=0
-  "$build/bin/speed_bench" --device cuda --precision bf16 || rc=1
+  "$build/bin/speed_bench" --device cuda --precision bf16 --profile 20 || rc=1
   say "the Wan 1.3B step without the fused passes"
   KINORA_FUSED=0 "$build/bin/speed_bench" --device cuda --precision bf16 \
     --only wan-1.3b,wan-1.3b-step || rc=1

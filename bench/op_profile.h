@@ -2,29 +2,46 @@
 // Where a run's time goes, operator by operator: LibTorch's operators timed by
 // RecordFunction callbacks on the calling thread (their self time: each one's
 // less the operators it called), and what remains of the wall time outside
-// every operator (Kinora's own CPU loops, the glue). LibTorch's own profiler
-// is not used: its C++ interface changed between 1.13 and 2.x. On a GPU the
-// figures are launch times, so speed_bench profiles CPU runs only.
+// every operator (Kinora's own CPU loops and kernels, the glue). On a CUDA
+// device each operator's time is the GPU's: a CUDA event recorded on the
+// current stream as the operator is entered and another as it is left, read
+// once the run has ended (the kernels it queued between the two, and any time
+// the GPU waited for the host in between). LibTorch's own profiler is not
+// used: its C++ interface changed between 1.13 and 2.x.
 #include <ATen/record_function.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
+
+#ifdef KINORA_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#endif
 
 namespace kinora::bench {
 
 class OpProfile {
  public:
-  OpProfile() {
+  // `gpu`: time the operators on the GPU (a CUDA build; otherwise the host).
+  explicit OpProfile(bool gpu = false) {
     state().clear();
+#ifdef KINORA_CUDA
+    state().gpu = gpu;
+    if (gpu) state().first = state().event();
+#else
+    (void)gpu;
+#endif
     handle_ = at::addThreadLocalCallback(
         at::RecordFunctionCallback(&OpProfile::enter, &OpProfile::leave).needsInputs(false));
     t0_ = Clock::now();
   }
-  ~OpProfile() { stop(); }
+  ~OpProfile() {
+    stop();
+  }
   OpProfile(const OpProfile&) = delete;
   OpProfile& operator=(const OpProfile&) = delete;
 
@@ -33,6 +50,30 @@ class OpProfile {
     wall_ = seconds(Clock::now() - t0_);
     at::removeCallback(handle_);
     running_ = false;
+#ifdef KINORA_CUDA
+    // The GPU's times, read now that the run's work is queued: each call's
+    // span, its operator's self time that less its callees' spans.
+    auto& s = state();
+    if (!s.gpu) return;
+    const int last = s.event();
+    s.events[last]->synchronize();
+    wall_ = s.span(s.first, last);
+    std::vector<double> span(s.calls.size()), inner(s.calls.size(), 0.0);
+    for (std::size_t i = 0; i < s.calls.size(); ++i) {
+      const auto& c = s.calls[i];
+      if (c.end < 0) continue;  // left by an exception
+      span[i] = s.span(c.start, c.end);
+      if (c.parent >= 0) inner[c.parent] += span[i];
+    }
+    for (std::size_t i = 0; i < s.calls.size(); ++i) {
+      if (s.calls[i].end < 0) continue;
+      auto& e = s.ops[s.calls[i].name];
+      ++e.calls;
+      e.self += span[i] - inner[i];
+    }
+    s.calls.clear();
+    s.events.clear();
+#endif
   }
 
   // A markdown table of the `top` operators by self time, then the rest.
@@ -76,20 +117,58 @@ class OpProfile {
     std::string name;
     Clock::time_point start;
     double children = 0;
+    int call = -1;  // on a GPU: its entry in State::calls
   };
   struct State {
     std::map<std::string, Entry> ops;
     std::vector<Frame> stack;
-    void clear() { ops.clear(), stack.clear(); }
+#ifdef KINORA_CUDA
+    // On a GPU: each call's events (indices into `events`) and its caller.
+    struct Call {
+      std::string name;
+      int start = -1, end = -1, parent = -1;
+    };
+    bool gpu = false;
+    int first = -1;
+    std::vector<Call> calls;
+    std::vector<std::unique_ptr<at::cuda::CUDAEvent>> events;
+    // A timing event recorded on the current stream now; its index.
+    int event() {
+      events.push_back(std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault));
+      events.back()->record();
+      return static_cast<int>(events.size()) - 1;
+    }
+    double span(int a, int b) const {
+      return events[a]->elapsed_time(*events[b]) / 1e3;
+    }
+    void clear() {
+      ops.clear(), stack.clear(), calls.clear(), events.clear(), gpu = false;
+    }
+#else
+    void clear() {
+      ops.clear(), stack.clear();
+    }
+#endif
   };
   static State& state() {
     thread_local State s;
     return s;
   }
-  static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+  static double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+  }
 
   static std::unique_ptr<at::ObserverContext> enter(const at::RecordFunction& fn) {
-    state().stack.push_back({fn.name(), Clock::now(), 0});
+    auto& s = state();
+#ifdef KINORA_CUDA
+    if (s.gpu) {
+      const int parent = s.stack.empty() ? -1 : s.stack.back().call;
+      s.calls.push_back({fn.name(), s.event(), -1, parent});
+      s.stack.push_back({fn.name(), Clock::now(), 0, static_cast<int>(s.calls.size()) - 1});
+      return nullptr;
+    }
+#endif
+    s.stack.push_back({fn.name(), Clock::now(), 0, -1});
     return nullptr;
   }
   static void leave(const at::RecordFunction&, at::ObserverContext*) {
@@ -97,6 +176,12 @@ class OpProfile {
     if (s.stack.empty()) return;
     const Frame f = std::move(s.stack.back());
     s.stack.pop_back();
+#ifdef KINORA_CUDA
+    if (s.gpu) {
+      s.calls[f.call].end = s.event();
+      return;
+    }
+#endif
     const double d = seconds(Clock::now() - f.start);
     auto& e = s.ops[f.name];
     ++e.calls;

@@ -27,8 +27,9 @@
 // quantized from the random ones, inputs quantized per call) and measures the
 // FP8 matmul rate beside the others; those rows' floors take their linear
 // FLOPs at it.
-// --profile N (CPU only) runs each workload once more after its timed runs and
-// reports its N costliest LibTorch operators by self time (bench/op_profile.h).
+// --profile N runs each workload once more after its timed runs and reports
+// its N costliest LibTorch operators by self time (bench/op_profile.h; on a
+// GPU the GPU's time, from CUDA events around each operator).
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -140,7 +141,7 @@ int run(int argc, char** argv) {
   app.add_option("--repeat", repeat)->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_flag("--tiny", tiny, "every model a few narrow layers wide");
   app.add_option("--profile", profile,
-                 "after each workload, one more run with its N costliest operators (CPU)")
+                 "after each workload, one more run with its N costliest operators")
       ->check(CLI::Range(0, 1000));
   bool fp8 = false;
   app.add_flag("--fp8", fp8,
@@ -184,10 +185,6 @@ int run(int argc, char** argv) {
   torch::manual_seed(0);
   std::vector<Row> rows;
   std::vector<std::pair<std::string, std::string>> profiles;  // workload, table
-  if (profile > 0 && !device.is_cpu()) {
-    std::cerr << "speed_bench: --profile times operators on the CPU only\n";
-    return 2;
-  }
 
   bool rates_done = false;  // the device's rates are measured first; profiled when asked for
   auto measure = [&](const std::string& what, const bench::Flops& flops,
@@ -199,7 +196,7 @@ int run(int argc, char** argv) {
     r.extra_bytes = std::max(0.0, bench::peak_memory(device) - before);
     std::cerr << what << ": " << bench::median(r.seconds) << " s\n";
     if (profile > 0 && (rates_done || wanted("rates"))) {
-      bench::OpProfile p;
+      bench::OpProfile p(device.is_cuda());
       fn();
       profiles.emplace_back(what, p.table(profile));
     }
