@@ -550,11 +550,25 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
   try {
     return generate_rows(preset, count, cb);
   } catch (const c10::Error& e) {
-    throw Error(libtorch_failure_message(e.what_without_backtrace(), preset));
+    // What could still give a GPU room: the models as they were placed.
+    bool swappable = false, fp8 = false;
+    if (cache_)
+      for (auto* model : denoiser_models(cache_->models)) {
+        const auto blocks = static_cast<int64_t>(model->swappable_blocks().size());
+        const auto* swap = model->block_swap();
+        swappable = swappable || (swap ? swap->swapped() : 0) < blocks;
+      }
+    try {
+      fp8 = !preset.fp8 && family_for(preset).has_fp8_path();
+    } catch (const std::exception&) {
+      // no family for this preset: no FP8 advice
+    }
+    throw Error(libtorch_failure_message(e.what_without_backtrace(), preset, swappable, fp8));
   }
 }
 
-std::string libtorch_failure_message(std::string what, const Preset& preset) {
+std::string libtorch_failure_message(std::string what, const Preset& preset,
+                                     bool more_blocks_swappable, bool fp8_available) {
   what = what.substr(0, what.find('\n'));
   if (const auto at = what.find("DefaultCPUAllocator: "); at != std::string::npos)
     what = what.substr(at + 21);
@@ -562,14 +576,18 @@ std::string libtorch_failure_message(std::string what, const Preset& preset) {
                       what.find("out of memory") != std::string::npos;
   if (!memory) return "LibTorch: " + what + "; nothing was written";
   const bool gpu = what.find("CUDA") != std::string::npos;
-  return "out of memory " + std::string(gpu ? "on the GPU " : "") + "rendering " +
-         std::to_string(preset.width) + "×" + std::to_string(preset.height) +
-         (preset.frames > 1 ? "×" + std::to_string(preset.frames) : "") + ": " + what +
-         (gpu ? "; a smaller size (or batch), more of the denoiser's blocks in host memory "
-                "(--block-swap N, or block_swap in the preset), FP8 products (--fp8), or a GPU "
-                "with more memory"
-              : "; a smaller size (or batch), --precision bf16, or a device with more memory") +
-         "; nothing was written";
+  std::string msg = "out of memory " + std::string(gpu ? "on the GPU " : "") + "rendering " +
+                    std::to_string(preset.width) + "×" + std::to_string(preset.height) +
+                    (preset.frames > 1 ? "×" + std::to_string(preset.frames) : "") + ": " + what +
+                    "; a smaller size (or batch)";
+  if (!gpu) return msg + ", --precision bf16, or a device with more memory; nothing was written";
+  if (preset.precision == "fp32") msg += ", --precision bf16";
+  if (more_blocks_swappable)
+    msg +=
+        ", more of the denoiser's blocks in host memory (--block-swap N; the studio's "
+        "\"Blocks in host memory\")";
+  if (fp8_available) msg += ", FP8 products (--fp8; the studio's \"Multiply in FP8\")";
+  return msg + ", or a GPU with more memory; nothing was written";
 }
 
 std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,

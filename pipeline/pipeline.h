@@ -123,9 +123,13 @@ std::vector<std::string> snap_sizes(Preset& p);
 void check_sampler(const Preset& p);
 
 // What a render that failed inside LibTorch tells the user: the first line of
-// LibTorch's message `what`, and for memory what to change (on a GPU, block
-// swap and FP8 products besides the size); ends with "nothing was written".
-std::string libtorch_failure_message(std::string what, const Preset& p);
+// LibTorch's message `what`, and for memory what to change: on a GPU, besides
+// the size, bf16 where the preset asks for fp32, more blocks in host memory
+// where `more_blocks_swappable`, FP8 products where `fp8_available` (named as
+// the command line and the studio call them); ends with "nothing was written".
+std::string libtorch_failure_message(std::string what, const Preset& p,
+                                     bool more_blocks_swappable = false,
+                                     bool fp8_available = false);
 
 // The seeded noise of a render: float32 standard normal drawn on the CPU with
 // LibTorch's CPU generator (mt19937) seeded with `seed`, so that one seed gives

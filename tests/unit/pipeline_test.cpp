@@ -133,12 +133,24 @@ TEST(Pipeline, LibTorchFailuresSayWhatToChange) {
   EXPECT_NE(cpu.find("--precision bf16"), std::string::npos);
   EXPECT_EQ(cpu.find("backtrace"), std::string::npos);
   EXPECT_EQ(cpu.find("--block-swap"), std::string::npos);
-  const auto gpu = pipeline::libtorch_failure_message(
-      "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.6 GiB", p);
+  const std::string cuda =
+      "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.6 GiB";
+  const auto gpu = pipeline::libtorch_failure_message(cuda, p, true, true);
   EXPECT_EQ(gpu.rfind("out of memory on the GPU rendering 832×480×81: CUDA out of memory.", 0), 0u)
       << gpu;
-  EXPECT_NE(gpu.find("--block-swap N"), std::string::npos);
-  EXPECT_NE(gpu.find("--fp8"), std::string::npos);
+  EXPECT_NE(gpu.find("--block-swap N; the studio's \"Blocks in host memory\""), std::string::npos);
+  EXPECT_NE(gpu.find("--fp8; the studio's \"Multiply in FP8\""), std::string::npos);
+  EXPECT_EQ(gpu.find("--precision"), std::string::npos);  // bf16 already (auto)
+  // Only the remedies that apply: every block swapped already, FP8 on or
+  // absent from the family; bf16 where the preset asks for fp32.
+  p.precision = "fp32";
+  const auto bare = pipeline::libtorch_failure_message(cuda, p);
+  EXPECT_EQ(bare.find("--block-swap"), std::string::npos) << bare;
+  EXPECT_EQ(bare.find("--fp8"), std::string::npos);
+  EXPECT_NE(bare.find("a smaller size (or batch), --precision bf16, or a GPU with more memory; "
+                      "nothing was written"),
+            std::string::npos)
+      << bare;
   p.frames = 1;
   const auto other = pipeline::libtorch_failure_message("shape mismatch\nmore", p);
   EXPECT_EQ(other, "LibTorch: shape mismatch; nothing was written");
