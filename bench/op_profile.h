@@ -4,10 +4,12 @@
 // less the operators it called), and what remains of the wall time outside
 // every operator (Kinora's own CPU loops and kernels, the glue). On a CUDA
 // device each operator's time is the GPU's: a CUDA event recorded on the
-// current stream as the operator is entered and another as it is left, read
-// once the run has ended (the kernels it queued between the two, and any time
-// the GPU waited for the host in between). LibTorch's own profiler is not
-// used: its C++ interface changed between 1.13 and 2.x.
+// stream that was current when the profile began, as the operator is entered
+// and another as it is left, read once the run has ended (the kernels it
+// queued between the two, and any time the GPU waited for the host in
+// between). Operators queued on another stream (block swap's copies ahead)
+// overlap that one's and are left out. LibTorch's own profiler is not used:
+// its C++ interface changed between 1.13 and 2.x.
 #include <ATen/record_function.h>
 
 #include <algorithm>
@@ -15,25 +17,34 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
 #ifdef KINORA_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAException.h>
 #endif
 
 namespace kinora::bench {
 
 class OpProfile {
  public:
-  // `gpu`: time the operators on the GPU (a CUDA build; otherwise the host).
-  explicit OpProfile(bool gpu = false) {
+  // `device`: where the operators run; on a CUDA device (in a CUDA build)
+  // they are timed on its current stream, elsewhere by the host's clock.
+  explicit OpProfile(torch::Device device = torch::kCPU) {
     state().clear();
 #ifdef KINORA_CUDA
-    state().gpu = gpu;
-    if (gpu) state().first = state().event();
+    if (device.is_cuda()) {
+      state().gpu = true;
+      state().stream = at::cuda::getCurrentCUDAStream(device.index());
+      state().first = state().event();
+    }
 #else
-    (void)gpu;
+    (void)device;
 #endif
     handle_ = at::addThreadLocalCallback(
         at::RecordFunctionCallback(&OpProfile::enter, &OpProfile::leave).needsInputs(false));
@@ -56,12 +67,13 @@ class OpProfile {
     auto& s = state();
     if (!s.gpu) return;
     const int last = s.event();
-    s.events[last]->synchronize();
+    // Every stream's work done (a copy queued ahead on another stream too).
+    C10_CUDA_CHECK(cudaDeviceSynchronize());
     wall_ = s.span(s.first, last);
     std::vector<double> span(s.calls.size()), inner(s.calls.size(), 0.0);
     for (std::size_t i = 0; i < s.calls.size(); ++i) {
       const auto& c = s.calls[i];
-      if (c.end < 0) continue;  // left by an exception
+      if (c.end < 0) continue;  // not left before the profile stopped
       span[i] = s.span(c.start, c.end);
       if (c.parent >= 0) inner[c.parent] += span[i];
     }
@@ -129,20 +141,26 @@ class OpProfile {
       int start = -1, end = -1, parent = -1;
     };
     bool gpu = false;
+    std::optional<at::cuda::CUDAStream> stream;  // the stream timed
     int first = -1;
     std::vector<Call> calls;
     std::vector<std::unique_ptr<at::cuda::CUDAEvent>> events;
     // A timing event recorded on the current stream now; its index.
     int event() {
       events.push_back(std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault));
-      events.back()->record();
+      events.back()->record(*stream);
       return static_cast<int>(events.size()) - 1;
+    }
+    // Whether work queued now goes to the stream timed.
+    bool on_stream() const {
+      return at::cuda::getCurrentCUDAStream(stream->device_index()) == *stream;
     }
     double span(int a, int b) const {
       return events[a]->elapsed_time(*events[b]) / 1e3;
     }
     void clear() {
-      ops.clear(), stack.clear(), calls.clear(), events.clear(), gpu = false;
+      ops.clear(), stack.clear(), calls.clear(), events.clear();
+      gpu = false, stream.reset();
     }
 #else
     void clear() {
@@ -162,6 +180,10 @@ class OpProfile {
     auto& s = state();
 #ifdef KINORA_CUDA
     if (s.gpu) {
+      if (!s.on_stream()) {  // another stream's: not timed
+        s.stack.push_back({fn.name(), Clock::now(), 0, -1});
+        return nullptr;
+      }
       const int parent = s.stack.empty() ? -1 : s.stack.back().call;
       s.calls.push_back({fn.name(), s.event(), -1, parent});
       s.stack.push_back({fn.name(), Clock::now(), 0, static_cast<int>(s.calls.size()) - 1});
@@ -178,7 +200,7 @@ class OpProfile {
     s.stack.pop_back();
 #ifdef KINORA_CUDA
     if (s.gpu) {
-      s.calls[f.call].end = s.event();
+      if (f.call >= 0 && f.call < static_cast<int>(s.calls.size())) s.calls[f.call].end = s.event();
       return;
     }
 #endif

@@ -196,7 +196,7 @@ int run(int argc, char** argv) {
     r.extra_bytes = std::max(0.0, bench::peak_memory(device) - before);
     std::cerr << what << ": " << bench::median(r.seconds) << " s\n";
     if (profile > 0 && (rates_done || wanted("rates"))) {
-      bench::OpProfile p(device.is_cuda());
+      bench::OpProfile p(device);
       fn();
       profiles.emplace_back(what, p.table(profile));
     }
