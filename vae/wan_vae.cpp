@@ -628,6 +628,21 @@ WanVAEConfig WanVAEConfig::from_checkpoint(const io::Checkpoint& ck) {
       c.latents_std = j.value("latents_std", c.latents_std);
       if (!j.value("attn_scales", std::vector<double>{}).empty())
         fail_file(ck.path(), "Wan VAE with attention in its stages is not supported");
+      // The coders take one time flag per stage that changes the size (the
+      // frame count a decode gives depends on them).
+      if (c.dim <= 0 || c.z_dim <= 0 || c.num_res_blocks < 0 || c.dim_mult.size() < 2 ||
+          c.temporal_downsample.size() != c.dim_mult.size() - 1)
+        fail_file(ck.path(), "metadata 'config' is not a valid Wan VAE configuration: " +
+                                 std::to_string(c.dim_mult.size()) + " stages in dim_mult, " +
+                                 std::to_string(c.temporal_downsample.size()) +
+                                 " temperal_downsample flags (one fewer than the stages), dim " +
+                                 std::to_string(c.dim) + ", z_dim " + std::to_string(c.z_dim));
+      if (static_cast<int64_t>(c.latents_mean.size()) != c.z_dim ||
+          static_cast<int64_t>(c.latents_std.size()) != c.z_dim)
+        fail_file(ck.path(),
+                  "metadata 'config': latents_mean and latents_std need one value per "
+                  "latent channel (" +
+                      std::to_string(c.z_dim) + ")");
       return c;
     } catch (const nlohmann::json::exception& e) {
       fail_file(ck.path(),

@@ -183,6 +183,36 @@ TEST(WanVAE, DecodesInChunksOfOneThenFourFrames) {
   // Encoding a video of 4k+1 frames gives k+1 latent frames; a wrong count is refused.
   EXPECT_EQ(vae.encode(video.clamp(-1, 1)).sizes(), (std::vector<int64_t>{1, 16, 4, 4, 6}));
   EXPECT_THROW(vae.encode(torch::zeros({1, 3, 6, 32, 48})), c10::Error);
+  // The chunks handed to the callback are the video's frames.
+  std::vector<torch::Tensor> parts;
+  const auto again = vae.decode(z, [&](const torch::Tensor& f) { parts.push_back(f.clone()); });
+  EXPECT_TRUE(torch::equal(torch::cat(parts, 2), again));
+}
+
+// A VAE whose metadata configuration does not hang together is refused by
+// name before anything is decoded (its frame count would be wrong).
+TEST(WanVAE, RefusesAConfigurationThatDoesNotHangTogether) {
+  const TempDir dir;
+  const auto write = [&](const std::string& name, nlohmann::json config) {
+    // The tiny VAE's tensors with this configuration.
+    const auto ck = io::Checkpoint::open(fixture("wan21_vae_tiny.safetensors"));
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& n : ck.names()) tensors.emplace_back(n, ck.get(n));
+    const auto path = dir.path() / name;
+    io::save_safetensors(path, tensors, {{"config", config.dump()}});
+    return path;
+  };
+  auto good = nlohmann::json::parse(vae::WanVAEConfig{}.to_json());
+  auto stages = good;
+  stages["temperal_downsample"] = {false, true, true, true};
+  const auto a = write("stages.safetensors", stages);
+  const auto ea = error_of([&] { vae::WanVAE::load(a); });
+  EXPECT_THAT(ea, HasSubstr(a.string()));
+  EXPECT_THAT(ea, HasSubstr("4 temperal_downsample flags"));
+  auto stats = good;
+  stats["latents_std"] = {1.0, 2.0};
+  const auto b = write("stats.safetensors", stats);
+  EXPECT_THAT(error_of([&] { vae::WanVAE::load(b); }), HasSubstr("one value per latent channel"));
 }
 
 TEST(Tokenizer, EncodesCleansPadsAndTruncates) {
