@@ -132,19 +132,23 @@ torch::Tensor product(const torch::Tensor& x, const torch::Tensor& w, const torc
 }
 }  // namespace
 
-torch::Tensor LinearImpl::forward_gelu_tanh(const torch::Tensor& x, int64_t row0, int64_t rows) {
-  if (rows < 0) rows = out_features - row0;
-  if (!plain()) return gelu_tanh(forward(x).narrow(-1, row0, rows));
+torch::Tensor LinearImpl::forward_part(const torch::Tensor& x, int64_t row0, int64_t rows,
+                                       bool gelu) {
+  if (!plain()) {
+    const auto y = forward(x).narrow(-1, row0, rows);
+    return gelu ? gelu_tanh(y) : y;
+  }
   const auto dt = matmul_dtype(precision);
   return product(x.to(dt), weight_rows_as(dt, row0, rows),
-                 bias.defined() ? bias.narrow(0, row0, rows).to(dt) : bias, true);
+                 bias.defined() ? bias.narrow(0, row0, rows).to(dt) : bias, gelu);
+}
+
+torch::Tensor LinearImpl::forward_gelu_tanh(const torch::Tensor& x, int64_t row0, int64_t rows) {
+  return forward_part(x, row0, rows < 0 ? out_features - row0 : rows, true);
 }
 
 torch::Tensor LinearImpl::forward_rows(const torch::Tensor& x, int64_t row0, int64_t rows) {
-  if (!plain()) return forward(x).narrow(-1, row0, rows);
-  const auto dt = matmul_dtype(precision);
-  return product(x.to(dt), weight_rows_as(dt, row0, rows),
-                 bias.defined() ? bias.narrow(0, row0, rows).to(dt) : bias, false);
+  return forward_part(x, row0, rows, false);
 }
 
 torch::Tensor LinearImpl::forward_cat(const std::vector<torch::Tensor>& parts) {

@@ -60,6 +60,10 @@ class LinearImpl : public torch::nn::Module {
   bool fp8_matmul = false;       // E4M3 weight × E4M3 input (layers/fp8.h's fp8_linear)
   Precision precision = Precision::F32;
   std::vector<LinearAdapter> adapters;  // run-time LoRAs (lora/lora.h)
+
+ private:
+  // Output features [row0, row0 + rows), with the tanh-GELU if `gelu`.
+  torch::Tensor forward_part(const torch::Tensor& x, int64_t row0, int64_t rows, bool gelu);
 };
 TORCH_MODULE(Linear);
 
