@@ -11,12 +11,14 @@
 #                         (test_device), the reference cases on the GPU in bf16,
 #                         and the DiT cases with FP8 products
 #   bench/cuda.sh speed   speed_bench: every workload at the sizes of the table
-#                         with its 20 costliest operators on the GPU, then the
-#                         DiTs with FP8 products
+#                         (one warm-up, the median of three runs: CUDA times
+#                         barely vary) with its 20 costliest operators on the
+#                         GPU, then the DiTs with FP8 products
 #   bench/cuda.sh render  render_bench: the whole Wan 1.3B job at 832×480×81,
-#                         50 guided steps, to frames, in bf16 and with FP8
-#                         products (writes 15 GB of random weights to SCRATCH
-#                         first)
+#                         50 guided steps, to frames, cold (the models loaded
+#                         from files in the page cache, the prompts encoded),
+#                         in bf16, then with FP8 products (writes 15 GB of
+#                         random weights to SCRATCH first)
 #   bench/cuda.sh all     the four in that order
 #
 # Each step writes its output to RESULTS_DIR (default $OUT when set, else
@@ -101,12 +103,13 @@ do_check() {
 
 do_speed() {
   local rc=0
-  "$build/bin/speed_bench" --device cuda --precision bf16 --profile 20 || rc=1
+  local runs=(--warm-up 1 --repeat 3)
+  "$build/bin/speed_bench" --device cuda --precision bf16 "${runs[@]}" --profile 20 || rc=1
   say "the Wan 1.3B step without the fused passes"
-  KINORA_FUSED=0 "$build/bin/speed_bench" --device cuda --precision bf16 \
+  KINORA_FUSED=0 "$build/bin/speed_bench" --device cuda --precision bf16 "${runs[@]}" \
     --only wan-1.3b,wan-1.3b-step || rc=1
   say "the DiTs with FP8 products"
-  "$build/bin/speed_bench" --device cuda --precision bf16 --fp8 \
+  "$build/bin/speed_bench" --device cuda --precision bf16 --fp8 "${runs[@]}" \
     --only rates,wan-1.3b,wan-1.3b-step,wan-1.3b-graph,wan-14b,wan-14b-swap,flux-dev || rc=1
   return $rc
 }
@@ -114,7 +117,7 @@ do_speed() {
 do_render() {
   local rc=0
   "$build/bin/render_bench" --device cuda --precision bf16 --scratch "$scratch" \
-    --width 832 --height 480 --frames 81 --steps 50 --repeat 2 || rc=1
+    --width 832 --height 480 --frames 81 --steps 50 --repeat 1 || rc=1
   say "the same with FP8 products"
   "$build/bin/render_bench" --device cuda --precision bf16 --scratch "$scratch" \
     --width 832 --height 480 --frames 81 --steps 50 --repeat 1 --fp8 || rc=1
