@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "base/torch_compat.h"
 #include "io/layout.h"
+#include "layers/conv2d.h"
 #include "layers/linear.h"
 #include "layers/load.h"
 #include "layers/ops.h"
@@ -18,39 +19,15 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// What every block's forward needs besides its input: the compute dtype of
-// convolutions (Linear layers carry their own), the GroupNorm group count.
-struct Ctx {
-  torch::ScalarType dtype = torch::kFloat32;
-  int64_t groups = 32;
-};
+using Ctx = layers::ConvContext;
+using GroupNorm = layers::GroupNorm32;
+using layers::conv2d;
 
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k));
-}
-
+// A convolution in ctx.dtype, its result in float32.
 torch::Tensor run_conv(const torch::nn::Conv2d& c, const torch::Tensor& x, const Ctx& ctx,
                        int64_t stride = 1) {
-  const int64_t k = c->weight.size(-1);
-  return torch::conv2d(x.to(ctx.dtype), c->weight.to(ctx.dtype), c->bias.to(ctx.dtype), stride,
-                       k / 2)
-      .to(torch::kFloat32);
+  return layers::run_conv2d(c, x, ctx, stride).to(torch::kFloat32);
 }
-
-// GroupNorm in float32 (generative-models' GroupNorm32), parameters as stored.
-struct GroupNormImpl : torch::nn::Module {
-  GroupNormImpl(int64_t ch, double epsilon) : eps(epsilon) {
-    weight = register_parameter("weight", torch::ones({ch}), false);
-    bias = register_parameter("bias", torch::zeros({ch}), false);
-  }
-  torch::Tensor forward(const torch::Tensor& x, const Ctx& ctx) {
-    return torch::group_norm(x.to(torch::kFloat32), ctx.groups, weight.to(torch::kFloat32),
-                             bias.to(torch::kFloat32), eps);
-  }
-  double eps;
-  torch::Tensor weight, bias;
-};
-TORCH_MODULE(GroupNorm);
 
 // A Sequential-like container whose children are named by index ("0", "2",
 // …) as in the reference's nn.Sequential, with gaps where parameter-free
@@ -63,13 +40,13 @@ struct ResBlockImpl : torch::nn::Module {
   ResBlockImpl(int64_t in, int64_t out, int64_t emb_dim) {
     auto in_layers = seq(*this, "in_layers");
     norm_in = in_layers->register_module("0", GroupNorm(in, 1e-5));
-    conv_in = in_layers->register_module("2", conv(in, out, 3));
+    conv_in = in_layers->register_module("2", conv2d(in, out, 3));
     auto emb_layers = seq(*this, "emb_layers");
     emb = emb_layers->register_module("1", layers::Linear(emb_dim, out, true));
     auto out_layers = seq(*this, "out_layers");
     norm_out = out_layers->register_module("0", GroupNorm(out, 1e-5));
-    conv_out = out_layers->register_module("3", conv(out, out, 3));
-    if (in != out) skip = register_module("skip_connection", conv(in, out, 1));
+    conv_out = out_layers->register_module("3", conv2d(out, out, 3));
+    if (in != out) skip = register_module("skip_connection", conv2d(in, out, 1));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& emb_silu, const Ctx& ctx) {
     auto h = run_conv(conv_in, torch::silu(norm_in->forward(x, ctx)), ctx);
@@ -234,7 +211,7 @@ class SDXLUNetImpl : public torch::nn::Module {
     input_blocks = register_module("input_blocks", torch::nn::ModuleList());
     {
       Stage s;
-      s->conv_first = s->register_module("0", conv(c.in_channels, mc, 3));
+      s->conv_first = s->register_module("0", conv2d(c.in_channels, mc, 3));
       input_blocks->push_back(s);
     }
     std::vector<int64_t> skip_ch = {mc};
@@ -254,7 +231,7 @@ class SDXLUNetImpl : public torch::nn::Module {
       if (level + 1 < levels) {
         Stage s;
         auto op = seq(*s, "0");
-        s->down = op->register_module("op", conv(ch, ch, 3));
+        s->down = op->register_module("op", conv2d(ch, ch, 3));
         input_blocks->push_back(s);
         skip_ch.push_back(ch);
       }
@@ -282,13 +259,13 @@ class SDXLUNetImpl : public torch::nn::Module {
         if (depth > 0)
           s->attn = s->register_module(std::to_string(next++), transformer(ch, depth, level));
         if (level > 0 && i == c.num_res_blocks)
-          s->up = seq(*s, std::to_string(next))->register_module("conv", conv(ch, ch, 3));
+          s->up = seq(*s, std::to_string(next))->register_module("conv", conv2d(ch, ch, 3));
         output_blocks->push_back(s);
       }
     }
     auto out = seq(*this, "out");
     norm_out = out->register_module("0", GroupNorm(ch, 1e-5));
-    conv_out = out->register_module("2", conv(ch, c.out_channels, 3));
+    conv_out = out->register_module("2", conv2d(ch, c.out_channels, 3));
   }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& timesteps,

@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "io/layout.h"
+#include "layers/conv2d.h"
 #include "layers/load.h"
 #include "layers/ops.h"
 
@@ -16,78 +17,53 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-// The modules hold their parameters under the LDM names; the computation is
-// written out here, convolutions in `dtype` (the precision's matmul dtype),
-// GroupNorm in float32.
-struct Ctx {
-  torch::ScalarType dtype = torch::kFloat32;
-  int64_t groups = 32;
-};
-
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k));
-}
-
-torch::Tensor run_conv(const torch::nn::Conv2d& c, const torch::Tensor& x, const Ctx& ctx,
-                       int64_t stride = 1, int64_t padding = -1) {
-  const int64_t k = c->weight.size(-1);
-  return torch::conv2d(x.to(ctx.dtype), c->weight.to(ctx.dtype), c->bias.to(ctx.dtype), stride,
-                       padding < 0 ? k / 2 : padding);
-}
-
-struct GroupNormParamsImpl : torch::nn::Module {
-  explicit GroupNormParamsImpl(int64_t ch) {
-    weight = register_parameter("weight", torch::ones({ch}), false);
-    bias = register_parameter("bias", torch::zeros({ch}), false);
-  }
-  torch::Tensor forward(const torch::Tensor& x, const Ctx& ctx) {
-    return torch::group_norm(x.to(torch::kFloat32), ctx.groups, weight.to(torch::kFloat32),
-                             bias.to(torch::kFloat32), 1e-6);
-  }
-  torch::Tensor weight, bias;
-};
-TORCH_MODULE(GroupNormParams);
+// The modules hold their parameters under the LDM names; convolutions run
+// in the precision's matmul dtype, GroupNorm in float32 (layers/conv2d.h).
+using Ctx = layers::ConvContext;
+using layers::conv2d;
+using layers::GroupNorm32;
+using layers::run_conv2d;
 
 struct ResnetBlockImpl : torch::nn::Module {
   ResnetBlockImpl(int64_t in, int64_t out) {
-    norm1 = register_module("norm1", GroupNormParams(in));
-    conv1 = register_module("conv1", conv(in, out, 3));
-    norm2 = register_module("norm2", GroupNormParams(out));
-    conv2 = register_module("conv2", conv(out, out, 3));
-    if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
+    norm1 = register_module("norm1", GroupNorm32(in, 1e-6));
+    conv1 = register_module("conv1", conv2d(in, out, 3));
+    norm2 = register_module("norm2", GroupNorm32(out, 1e-6));
+    conv2 = register_module("conv2", conv2d(out, out, 3));
+    if (in != out) nin_shortcut = register_module("nin_shortcut", conv2d(in, out, 1));
   }
   torch::Tensor forward(const torch::Tensor& x, const Ctx& ctx) {
-    auto h = run_conv(conv1, torch::silu(norm1->forward(x, ctx)), ctx);
-    h = run_conv(conv2, torch::silu(norm2->forward(h, ctx)), ctx).to(torch::kFloat32);
-    return (nin_shortcut ? run_conv(nin_shortcut, x, ctx).to(torch::kFloat32)
+    auto h = run_conv2d(conv1, torch::silu(norm1->forward(x, ctx)), ctx);
+    h = run_conv2d(conv2, torch::silu(norm2->forward(h, ctx)), ctx).to(torch::kFloat32);
+    return (nin_shortcut ? run_conv2d(nin_shortcut, x, ctx).to(torch::kFloat32)
                          : x.to(torch::kFloat32)) +
            h;
   }
-  GroupNormParams norm1{nullptr}, norm2{nullptr};
+  GroupNorm32 norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
 };
 TORCH_MODULE(ResnetBlock);
 
 struct AttnBlockImpl : torch::nn::Module {
   explicit AttnBlockImpl(int64_t ch) {
-    norm = register_module("norm", GroupNormParams(ch));
-    q = register_module("q", conv(ch, ch, 1));
-    k = register_module("k", conv(ch, ch, 1));
-    v = register_module("v", conv(ch, ch, 1));
-    proj_out = register_module("proj_out", conv(ch, ch, 1));
+    norm = register_module("norm", GroupNorm32(ch, 1e-6));
+    q = register_module("q", conv2d(ch, ch, 1));
+    k = register_module("k", conv2d(ch, ch, 1));
+    v = register_module("v", conv2d(ch, ch, 1));
+    proj_out = register_module("proj_out", conv2d(ch, ch, 1));
   }
   // Single-head attention over the h·w positions.
   torch::Tensor forward(const torch::Tensor& x, const Ctx& ctx) {
     const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
     const auto h = norm->forward(x, ctx);
     auto tokens = [&](const torch::nn::Conv2d& c) {  // [B, HW, 1, C]
-      return run_conv(c, h, ctx).flatten(2).transpose(1, 2).unsqueeze(2);
+      return run_conv2d(c, h, ctx).flatten(2).transpose(1, 2).unsqueeze(2);
     };
     const auto a = layers::attention(tokens(q), tokens(k), tokens(v));  // [B, HW, 1, C]
     const auto img = a.squeeze(2).transpose(1, 2).reshape({B, C, H, W});
-    return x.to(torch::kFloat32) + run_conv(proj_out, img, ctx).to(torch::kFloat32);
+    return x.to(torch::kFloat32) + run_conv2d(proj_out, img, ctx).to(torch::kFloat32);
   }
-  GroupNormParams norm{nullptr};
+  GroupNorm32 norm{nullptr};
   torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
 };
 TORCH_MODULE(AttnBlock);
@@ -113,7 +89,7 @@ struct LevelImpl : torch::nn::Module {
     for (int64_t i = 0; i < blocks; ++i) block->push_back(ResnetBlock(i == 0 ? in : out, out));
     if (resample) {
       auto m = register_module(resample, std::make_shared<torch::nn::Module>());
-      resample_conv = m->register_module("conv", conv(out, out, 3));
+      resample_conv = m->register_module("conv", conv2d(out, out, 3));
     }
   }
   torch::Tensor blocks(torch::Tensor x, const Ctx& ctx) {
@@ -127,7 +103,7 @@ TORCH_MODULE(Level);
 
 struct EncoderImpl : torch::nn::Module {
   explicit EncoderImpl(const KLAutoencoderConfig& c) {
-    conv_in = register_module("conv_in", conv(c.in_channels, c.ch, 3));
+    conv_in = register_module("conv_in", conv2d(c.in_channels, c.ch, 3));
     down = register_module("down", torch::nn::ModuleList());
     int64_t in = c.ch;
     for (std::size_t i = 0; i < c.ch_mult.size(); ++i) {
@@ -137,26 +113,26 @@ struct EncoderImpl : torch::nn::Module {
       in = out;
     }
     mid = register_module("mid", Mid(in));
-    norm_out = register_module("norm_out", GroupNormParams(in));
-    conv_out = register_module("conv_out", conv(in, 2 * c.z_channels, 3));
+    norm_out = register_module("norm_out", GroupNorm32(in, 1e-6));
+    conv_out = register_module("conv_out", conv2d(in, 2 * c.z_channels, 3));
   }
   torch::Tensor forward(const torch::Tensor& x, const Ctx& ctx) {
-    auto h = run_conv(conv_in, x, ctx).to(torch::kFloat32);
+    auto h = run_conv2d(conv_in, x, ctx).to(torch::kFloat32);
     for (const auto& l : *down) {
       auto* level = l->as<LevelImpl>();
       h = level->blocks(h, ctx);
       // Zero padding on the right and bottom, then a stride-2 conv without padding.
       if (level->resample_conv)
-        h = run_conv(level->resample_conv, F::pad(h, F::PadFuncOptions({0, 1, 0, 1})), ctx, 2, 0)
+        h = run_conv2d(level->resample_conv, F::pad(h, F::PadFuncOptions({0, 1, 0, 1})), ctx, 2, 0)
                 .to(torch::kFloat32);
     }
     h = mid->forward(h, ctx);
-    return run_conv(conv_out, torch::silu(norm_out->forward(h, ctx)), ctx).to(torch::kFloat32);
+    return run_conv2d(conv_out, torch::silu(norm_out->forward(h, ctx)), ctx).to(torch::kFloat32);
   }
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down{nullptr};
   Mid mid{nullptr};
-  GroupNormParams norm_out{nullptr};
+  GroupNorm32 norm_out{nullptr};
 };
 TORCH_MODULE(Encoder);
 
@@ -164,7 +140,7 @@ struct DecoderImpl : torch::nn::Module {
   explicit DecoderImpl(const KLAutoencoderConfig& c) {
     const std::size_t n = c.ch_mult.size();
     int64_t in = c.ch * c.ch_mult[n - 1];
-    conv_in = register_module("conv_in", conv(c.z_channels, in, 3));
+    conv_in = register_module("conv_in", conv2d(c.z_channels, in, 3));
     mid = register_module("mid", Mid(in));
     // up.0 is the highest resolution; the decoder runs from up.(n−1) down to up.0.
     std::vector<Level> levels(n, Level(nullptr));
@@ -175,28 +151,28 @@ struct DecoderImpl : torch::nn::Module {
     }
     up = register_module("up", torch::nn::ModuleList());
     for (auto& l : levels) up->push_back(l);
-    norm_out = register_module("norm_out", GroupNormParams(in));
-    conv_out = register_module("conv_out", conv(in, c.out_ch, 3));
+    norm_out = register_module("norm_out", GroupNorm32(in, 1e-6));
+    conv_out = register_module("conv_out", conv2d(in, c.out_ch, 3));
   }
   torch::Tensor forward(const torch::Tensor& z, const Ctx& ctx) {
-    auto h = mid->forward(run_conv(conv_in, z, ctx).to(torch::kFloat32), ctx);
+    auto h = mid->forward(run_conv2d(conv_in, z, ctx).to(torch::kFloat32), ctx);
     for (std::size_t i = up->size(); i-- > 0;) {
       auto* level = up[i]->as<LevelImpl>();
       h = level->blocks(h, ctx);
       if (level->resample_conv)
-        h = run_conv(level->resample_conv,
-                     F::interpolate(h.to(ctx.dtype), F::InterpolateFuncOptions()
-                                                         .scale_factor(std::vector<double>{2, 2})
-                                                         .mode(torch::kNearest)),
-                     ctx)
+        h = run_conv2d(level->resample_conv,
+                       F::interpolate(h.to(ctx.dtype), F::InterpolateFuncOptions()
+                                                           .scale_factor(std::vector<double>{2, 2})
+                                                           .mode(torch::kNearest)),
+                       ctx)
                 .to(torch::kFloat32);
     }
-    return run_conv(conv_out, torch::silu(norm_out->forward(h, ctx)), ctx).to(torch::kFloat32);
+    return run_conv2d(conv_out, torch::silu(norm_out->forward(h, ctx)), ctx).to(torch::kFloat32);
   }
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList up{nullptr};
   Mid mid{nullptr};
-  GroupNormParams norm_out{nullptr};
+  GroupNorm32 norm_out{nullptr};
 };
 TORCH_MODULE(Decoder);
 
@@ -209,20 +185,20 @@ class KLAutoencoderImpl : public torch::nn::Module {
     encoder = register_module("encoder", Encoder(c));
     decoder = register_module("decoder", Decoder(c));
     if (c.quant_conv) {
-      quant_conv = register_module("quant_conv", conv(2 * c.z_channels, 2 * c.z_channels, 1));
-      post_quant_conv = register_module("post_quant_conv", conv(c.z_channels, c.z_channels, 1));
+      quant_conv = register_module("quant_conv", conv2d(2 * c.z_channels, 2 * c.z_channels, 1));
+      post_quant_conv = register_module("post_quant_conv", conv2d(c.z_channels, c.z_channels, 1));
     }
   }
   torch::Tensor encode(const torch::Tensor& image) {
     auto moments = encoder->forward(image.to(encoder->conv_in->weight.device()), ctx);
-    if (quant_conv) moments = run_conv(quant_conv, moments, ctx).to(torch::kFloat32);
+    if (quant_conv) moments = run_conv2d(quant_conv, moments, ctx).to(torch::kFloat32);
     const auto mean = moments.chunk(2, 1)[0];
     return config.scale_factor * (mean - config.shift_factor);
   }
   torch::Tensor decode(const torch::Tensor& latent) {
     auto z = latent.to(decoder->conv_in->weight.device(), torch::kFloat32) / config.scale_factor +
              config.shift_factor;
-    if (post_quant_conv) z = run_conv(post_quant_conv, z, ctx).to(torch::kFloat32);
+    if (post_quant_conv) z = run_conv2d(post_quant_conv, z, ctx).to(torch::kFloat32);
     return decoder->forward(z, ctx);
   }
 
