@@ -3,6 +3,7 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/cpu.h>
 #include <libavutil/dict.h>
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
@@ -111,6 +112,12 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
     case Format::Mp4H264:
       av_dict_set(&raw_opts, "crf", crf.c_str(), 0);
       av_dict_set(&raw_opts, "preset", "medium", 0);
+      // x264's AVX-512 code reads memory it has not written: the stream then
+      // depends on what the process's heap held before (up to 36 levels apart
+      // once decoded, for the same frames). Its AVX2 code does not, and gives
+      // the same stream as its plain C.
+      if (av_get_cpu_flags() & AV_CPU_FLAG_AVX512)
+        av_dict_set(&raw_opts, "x264-params", "asm=AVX2", 0);
       break;
     case Format::Mp4H265:
       av_dict_set(&raw_opts, "crf", crf.c_str(), 0);
