@@ -141,17 +141,6 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   return true;
 }
 
-// Whether `path` is a contact sheet a sweep wrote (its parameters say "sweep").
-bool is_sweep_sheet(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  try {
-    return media::read_embedded_parameters(path).contains("sweep");
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 }  // namespace
 
 SweepAxis parse_sweep_axis(const std::string& arg) {
@@ -337,6 +326,27 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
 }
 
 namespace {
+// Whether `path` is the contact sheet this sweep writes: its parameters
+// record the same axes and cells, and its preset is the first cell's. (A sheet
+// of another sweep or preset of that name is replaced only with overwrite.)
+bool is_sheet_of(const fs::path& path, const SweepPlan& plan) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  json meta;
+  try {
+    meta = media::read_embedded_parameters(path);
+  } catch (const Error&) {
+    return false;
+  }
+  if (!meta.contains("sweep") || !meta["sweep"].is_object()) return false;
+  json axes = json::array(), cells = json::array();
+  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
+  for (const auto& c : plan.cells) cells.push_back(c.preset.output_path().filename().string());
+  return meta["sweep"].value("axes", json()) == axes &&
+         meta["sweep"].value("cells", json()) == cells &&
+         holds_render_of(path, plan.cells.at(0).preset);
+}
+
 // check_sweep's work, and the sheet's checked destination (run_sweep writes there).
 std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::OutputTarget& sheet) {
   // Every LoRA of every cell found, read and matched against the model, once
@@ -376,12 +386,12 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
     pipeline::snap_sizes(snapped);
     media::prepare_output(path, p.format, snapped.frames, overwrite);
   }
-  // The sheet: a sweep's own sheet is made again from its cells; anything
-  // else of that name only with overwrite.
+  // The sheet: this sweep's own sheet is made again from its cells; anything
+  // else of that name (another sweep's sheet included) only with overwrite.
   Preset snapped = plan.cells[0].preset;
   pipeline::snap_sizes(snapped);
   sheet = media::prepare_output(plan.sheet, "", snapped.frames,
-                                overwrite || is_sweep_sheet(plan.sheet));
+                                overwrite || is_sheet_of(plan.sheet, plan));
   return reuse;
 }
 }  // namespace

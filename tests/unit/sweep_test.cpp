@@ -17,6 +17,7 @@
 using namespace kinora;
 using kinora::test::error_of;
 using kinora::test::fixture;
+using kinora::test::read_bytes;
 using kinora::test::TempDir;
 using pipeline::Preset;
 using ::testing::ElementsAre;
@@ -180,6 +181,12 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_EQ(r.rendered, 0);
   EXPECT_EQ(r.reused, 4);
   EXPECT_TRUE(fs::exists(r.sheet));
+  // Another sweep of the preset (other axes) would write a sheet of that name:
+  // refused, and the sheet left as it was.
+  const auto sheet_bytes = read_bytes(r.sheet);
+  const auto seeds_only = render::plan_sweep(base, {render::parse_sweep_axis("seed=1,2")});
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, seeds_only); }), HasSubstr("fox-sweep.png"));
+  EXPECT_EQ(read_bytes(r.sheet), sheet_bytes);
   // A file of the sheet's name that is not a sweep's sheet: refused.
   fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
   { std::ofstream(r.sheet) << "mine"; }

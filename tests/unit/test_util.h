@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "base/error.h"
@@ -51,6 +52,12 @@ inline void write_raw(const std::filesystem::path& p, const std::string& json,
   const uint64_t n = header_len < 0 ? json.size() : static_cast<uint64_t>(header_len);
   f.write(reinterpret_cast<const char*>(&n), 8);
   f << json << data;
+}
+
+// A file's bytes ("" where it cannot be read).
+inline std::string read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 inline std::string fixture(const std::string& name) {
