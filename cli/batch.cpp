@@ -11,6 +11,7 @@
 #include "base/json.h"
 #include "media/format.h"
 #include "media/output.h"
+#include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
 
 namespace kinora::cli {
@@ -112,6 +113,7 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
 
 void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
   std::map<fs::path, std::string> first_of;
+  pipeline::LoraChecker loras;  // each model loaded once for all the presets
   for (auto& e : entries) {
     if (!e.preset) continue;
     try {
@@ -130,7 +132,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
                     " is also the output of " + it->second + "; not rendered twice");
       pipeline::resolve_models(p, pipeline::family_for(p));
       pipeline::check_sampler(p);
-      for (const auto& l : p.loras) pipeline::resolve_lora_file(p, l.path);
+      loras.check(p);  // found, a LoRA, and for this model
       resolve_device(p.device);
     } catch (const Error& err) {
       const std::string what = err.what();

@@ -81,6 +81,10 @@ DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
 }
 
 std::vector<lora::Report> check_loras(const Preset& p) {
+  return LoraChecker().check(p);
+}
+
+std::vector<lora::Report> LoraChecker::check(const Preset& p) {
   std::vector<fs::path> files;
   for (const auto& l : p.loras) {
     if (l.strength_low && p.model2.empty())
@@ -93,9 +97,21 @@ std::vector<lora::Report> check_loras(const Preset& p) {
   std::vector<lora::Report> out;
   if (files.empty()) return out;
   const auto model_files = resolve_models(p, family_for(p));
-  const auto dit = load_dit_for_loras(model_files.model, &model_files);
-  for (const auto& f : files)
-    out.push_back(resolve_lora(f, *dit.model, dit.names, dit.encoders).denoiser.report);
+  const std::string key = model_files.model.string() + "\n" + model_files.clip.string() + "\n" +
+                          model_files.text_encoder.string();
+  auto dit = dits_.find(key);
+  if (dit == dits_.end())
+    dit = dits_.emplace(key, load_dit_for_loras(model_files.model, &model_files)).first;
+  const auto& d = dit->second;
+  for (const auto& f : files) {
+    const auto done = reports_.find({key, f.string()});
+    if (done != reports_.end()) {
+      out.push_back(done->second);
+      continue;
+    }
+    out.push_back(resolve_lora(f, *d.model, d.names, d.encoders).denoiser.report);
+    reports_.emplace(std::make_pair(key, f.string()), out.back());
+  }
   return out;
 }
 

@@ -4,7 +4,10 @@
 // `kinora lora inspect/merge` and the studio's LoRA table use it, so a LoRA
 // that does not fit the model is reported before a job is queued.
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "io/layout.h"
@@ -51,5 +54,16 @@ DitForLoras load_dit_for_loras(const std::filesystem::path& path,
 // of the model (another family or size), or for a second strength without a
 // pair of experts.
 std::vector<lora::Report> check_loras(const Preset& p);
+
+// check_loras for many presets (a batch's, a cluster job's): each model file
+// (with its text encoders) loaded once, each LoRA file resolved once against it.
+class LoraChecker {
+ public:
+  std::vector<lora::Report> check(const Preset& p);
+
+ private:
+  std::map<std::string, DitForLoras> dits_;  // by model and text encoder files
+  std::map<std::pair<std::string, std::string>, lora::Report> reports_;  // model key, LoRA file
+};
 
 }  // namespace kinora::pipeline

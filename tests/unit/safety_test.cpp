@@ -516,7 +516,7 @@ TEST(Safety, NamesAndPresetsThatCannotWorkAreRefusedBeforeRendering) {
   write(dir / "nul.json", p.dump());
   r = sh(kinora_bin() + " render " + (dir / "nul.json").string());
   EXPECT_THAT(r.out, HasSubstr("key 'output' holds a NUL character (byte 3)"));
-  // batch --dry-run finds missing models, folders and devices.
+  // batch --dry-run finds missing models, folders, devices and LoRAs that do not fit.
   fs::create_directories(dir / "b");
   p["output"] = "nodir/x.png";
   write(dir / "b/folder.json", p.dump());
@@ -527,13 +527,21 @@ TEST(Safety, NamesAndPresetsThatCannotWorkAreRefusedBeforeRendering) {
   p["output"] = "d.png";
   p["device"] = "cuda:3";
   write(dir / "b/device.json", p.dump());
+  // A LoRA of the embedded model, which is another size than this one.
+  p["device"] = "cpu";
+  p["output"] = "l.png";
+  p["loras"] = json::array(
+      {{{"path", fixture("../../assets/loras/kinora-tiny-big.safetensors")}, {"strength", 1.0}}});
+  write(dir / "b/lora.json", p.dump());
   r = sh(kinora_bin() + " batch --dry-run " + (dir / "b").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("folder.json"));
   EXPECT_THAT(r.out, HasSubstr("the folder"));
   EXPECT_THAT(r.out, HasSubstr("model.json: key 'model': 'absent.safetensors' not found"));
   EXPECT_THAT(r.out, HasSubstr("device.json"));
-  EXPECT_THAT(r.out, HasSubstr("3 invalid"));
+  EXPECT_THAT(r.out, HasSubstr("lora.json: "));
+  EXPECT_THAT(r.out, HasSubstr("kinora-tiny-big.safetensors: matches none of the model's modules"));
+  EXPECT_THAT(r.out, HasSubstr("4 invalid"));
 }
 
 // --output-dir is a folder the user names from where they are; a restored
