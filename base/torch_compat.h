@@ -6,6 +6,7 @@
 
 #include <c10/core/Allocator.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -166,29 +167,54 @@ struct AllocatorBase : c10::Allocator {
 // softmax(q·kᵀ/√d)·v over the last two dims; q [B, H, Lq, d], k/v [B, H, Lk, d];
 // `key_mask` [B, Lk] (bool, true: attend) leaves out the keys it marks false.
 // LibTorch 2.x has a fused kernel (flash / memory-efficient on CUDA); 1.13 gets
-// the same result through the explicit product.
+// the same result through the explicit product, its scores taking at most
+// `score_bytes` at a time.
 inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k,
                                                   const torch::Tensor& v,
-                                                  const torch::Tensor& key_mask = {}) {
+                                                  const torch::Tensor& key_mask = {},
+                                                  int64_t score_bytes = int64_t{256} << 20) {
 #if TORCH_VERSION_MAJOR >= 2
+  (void)score_bytes;
   if (key_mask.defined())
     return at::scaled_dot_product_attention(q, k, v, key_mask.unsqueeze(1).unsqueeze(1));
   return at::scaled_dot_product_attention(q, k, v);
 #else
   // q·kᵀ scaled inside the batched matmul (a separate pass over the scores
-  // costs as much as the product in bf16).
+  // costs as much as the product in bf16). The scores of all the queries at
+  // once grow with the square of the tokens (51 GB for Wan 1.3B's guided step
+  // at 832×480×81), so the queries go in blocks whose scores take at most
+  // score_bytes: the same rows (in float32 bit for bit; bf16 products may
+  // round a row otherwise among fewer rows).
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const auto q3 = q.reshape({-1, q.size(-2), q.size(-1)});
-  const auto k3 = k.reshape({-1, k.size(-2), k.size(-1)});
+  const int64_t lq = q.size(-2), lk = k.size(-2);
+  const auto q3 = q.reshape({-1, lq, q.size(-1)});
+  const auto k3t = k.reshape({-1, lk, k.size(-1)}).transpose(1, 2);
+  const auto v3 = v.reshape({-1, lk, v.size(-1)});
+  const int64_t heads = q3.size(0);
+  const int64_t block = std::max<int64_t>(
+      1, score_bytes / std::max<int64_t>(1, heads * lk * static_cast<int64_t>(q.element_size())));
+  const auto mask = key_mask.defined() ? key_mask.logical_not().unsqueeze(1).unsqueeze(1)
+                                       : torch::Tensor();  // [B, 1, 1, Lk]
+  // softmax(q·kᵀ)·v for queries [r0, r0 + n), [heads, n, dv].
+  const auto rows = [&](int64_t r0, int64_t n) {
+    auto shape = q.sizes().vec();
+    shape[shape.size() - 2] = n;
+    shape.back() = lk;
+    auto scores = torch::baddbmm(torch::empty({heads, n, lk}, q.options()), q3.narrow(1, r0, n),
+                                 k3t, /*beta=*/0.0, /*alpha=*/scale);
+    if (mask.defined())
+      scores.view(shape).masked_fill_(mask, -std::numeric_limits<float>::infinity());
+    return torch::bmm(scores.softmax(-1), v3);
+  };
   auto shape = q.sizes().vec();
-  shape.back() = k.size(-2);
-  auto scores = torch::baddbmm(torch::empty({q3.size(0), q3.size(1), k3.size(1)}, q.options()), q3,
-                               k3.transpose(1, 2), /*beta=*/0.0, /*alpha=*/scale)
-                    .view(shape);  // [..., Lq, Lk]
-  if (key_mask.defined())
-    scores.masked_fill_(key_mask.logical_not().unsqueeze(1).unsqueeze(1),
-                        -std::numeric_limits<float>::infinity());
-  return torch::matmul(scores.softmax(-1), v);  // [..., Lq, d]
+  shape.back() = v.size(-1);
+  if (block >= lq) return rows(0, lq).view(shape);  // [..., Lq, dv]
+  auto out = torch::empty({heads, lq, v.size(-1)}, q.options());
+  for (int64_t r0 = 0; r0 < lq; r0 += block) {
+    const int64_t n = std::min(block, lq - r0);
+    out.narrow(1, r0, n).copy_(rows(r0, n));
+  }
+  return out.view(shape);
 #endif
 }
 

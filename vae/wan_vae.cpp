@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/json.h"
+#include "base/torch_compat.h"
 #include "io/layout.h"
 #include "layers/fused.h"
 #include "layers/linear.h"
@@ -247,10 +248,10 @@ struct AttentionBlockImpl : torch::nn::Module {
     const auto qkv =
         last ? to_qkv->forward(f).permute({0, 2, 3, 1}).reshape({-1, 1, h * w, 3 * c}).chunk(3, -1)
              : to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(c));
-    const auto att =
-        (torch::matmul(qkv[0], qkv[1].transpose(-2, -1)) * scale).softmax(-1);  // [BT, 1, HW, HW]
-    f = torch::matmul(att, qkv[2]).squeeze(1);  // [BT, HW, C] → [BT, C, H, W], x's layout
+    // softmax(q·kᵀ/√C)·v without the [HW, HW] scores whole (17 GB a frame for
+    // a 256×256 latent in float32).
+    f = compat::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).squeeze(1);
+    // [BT, HW, C] → [BT, C, H, W], x's layout
     f = last ? f.reshape({-1, h, w, c}).permute({0, 3, 1, 2})
              : f.permute({0, 2, 1}).reshape({-1, c, h, w});
     return video_of(proj->forward(f), b) + x;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include "base/torch_compat.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
 #include "layers/fused.h"
@@ -92,6 +93,35 @@ void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor(
 }
 
 }  // namespace
+
+// Attention over blocks of queries (LibTorch 1.13's explicit product, bounded
+// scores) gives the rows the whole product gives, with and without a key mask.
+TEST(Attention, BlocksOfQueriesAreTheWholeProduct) {
+  torch::manual_seed(3);
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    const auto q = torch::randn({2, 3, 37, 16}).to(dtype);
+    const auto k = torch::randn({2, 3, 29, 16}).to(dtype);
+    const auto v = torch::randn({2, 3, 29, 8}).to(dtype);
+    auto mask = torch::ones({2, 29}, torch::kBool);
+    mask.slice(1, 20).select(0, 1).fill_(false);
+    for (const auto& m : {torch::Tensor(), mask}) {
+      const auto whole = compat::scaled_dot_product_attention(q, k, v, m);
+      // 6 heads × 29 keys × (2 or 4) bytes: 5 queries a block, the last of 2.
+      const int64_t five_rows = 5 * 6 * 29 * static_cast<int64_t>(q.element_size());
+      const auto blocks = compat::scaled_dot_product_attention(q, k, v, m, five_rows);
+      ASSERT_EQ(blocks.sizes(), whole.sizes());
+      // float32 bit for bit; bf16's matrix kernels may round a row otherwise
+      // when it is multiplied among fewer rows.
+      if (dtype == torch::kFloat32)
+        EXPECT_TRUE(torch::equal(blocks, whole)) << (m.defined() ? "masked" : "");
+      else
+        EXPECT_LE(
+            (blocks.to(torch::kFloat32) - whole.to(torch::kFloat32)).abs().max().item<float>(),
+            1.6e-2)
+            << (m.defined() ? "masked" : "");
+    }
+  }
+}
 
 TEST(Fused, ModulatedLayerNormIsTheComposition) {
   torch::NoGradGuard g;
