@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <limits>
 #include <list>
 #include <map>
 #include <mutex>
@@ -60,7 +62,35 @@ struct Block {
   std::list<Block*>::iterator age;  // in Cache::oldest_first_ while cached
 };
 
+}  // namespace
+
+int64_t system_memory_available() {
+  std::ifstream in("/proc/meminfo");
+  if (!in) return -1;
+  int64_t total = 0;
+  int found = 0;
+  for (std::string key; found < 2 && in >> key;) {
+    int64_t kib = 0;
+    in >> kib;
+    if (key == "MemAvailable:" || key == "SwapFree:") total += kib * 1024, ++found;
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return found == 2 ? total : -1;
+}
+
+namespace {
+
+// Large blocks the system cannot hold are refused here: the kernel would
+// grant the mapping (it overcommits) and later kill the process with no word
+// as the pages fill, where a refused allocation is an error that says what
+// ran out (the pipeline's "out of memory rendering …").
+constexpr std::size_t kCheckedBlock = 64 << 20;
+
 void* map_block(std::size_t size) {
+  if (size >= kCheckedBlock) {
+    const int64_t available = system_memory_available();
+    if (available >= 0 && static_cast<int64_t>(size) > available) return nullptr;
+  }
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
   // Fewer faults and TLB misses on the large ones (where THP is "madvise").

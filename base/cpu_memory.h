@@ -34,6 +34,10 @@ void release_cpu_memory_cache();
 // oldest blocks beyond it at once.
 void set_cpu_memory_cache_limit(std::size_t bytes);
 
+// What the system can still give: its MemAvailable and free swap, bytes; -1
+// where /proc/meminfo cannot be read.
+int64_t system_memory_available();
+
 struct CpuMemoryCacheStats {
   std::size_t cached_bytes = 0;  // free blocks kept
   std::size_t in_use_bytes = 0;  // blocks handed out (size classes, not requests)

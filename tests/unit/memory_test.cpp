@@ -107,6 +107,16 @@ TEST_F(CpuMemoryCache, WhatItKeepsIsBoundedAndReleased) {
   EXPECT_EQ(cpu_memory_cache_stats().cached_bytes, 0u);
 }
 
+// A block larger than the system can give is an error, not a mapping the
+// kernel grants (it overcommits up to its memory and swap) and kills the
+// process for once the pages fill.
+TEST_F(CpuMemoryCache, ABlockTheSystemCannotHoldIsRefused) {
+  const int64_t available = system_memory_available();
+  if (available < 0) GTEST_SKIP() << "no /proc/meminfo";
+  EXPECT_THROW(torch::empty({available + (int64_t{1} << 30)}, torch::kUInt8), c10::Error);
+  EXPECT_NO_THROW(torch::empty({int64_t{128} << 20}, torch::kUInt8).fill_(1));
+}
+
 TEST_F(CpuMemoryCache, ThreadsShareItSafely) {
   const auto before = cpu_memory_cache_stats().in_use_bytes;
   std::vector<std::thread> threads;
