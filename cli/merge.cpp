@@ -44,8 +44,14 @@ void check_same_model(const io::Checkpoint& a, const io::Checkpoint& other) {
 }
 }  // namespace
 
+constexpr double kMaxRatio = 100;
+
 MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path& out) {
-  if (!std::isfinite(spec.ratio)) throw Error("merge: --ratio must be a finite number");
+  // Beyond ±100 the sum is the difference blown up (at 1e30 finite bf16 values
+  // of 1e27 that render nothing), as with LoRA strengths.
+  if (!std::isfinite(spec.ratio) || std::abs(spec.ratio) > kMaxRatio)
+    throw Error("merge: --ratio " + nlohmann::json(spec.ratio).dump() +
+                ": give a number from -100 to 100");
   const bool keep = spec.dtype == "keep";
   const auto to = keep ? torch::kFloat : parse_float_dtype(spec.dtype, "merge");
   std::vector<std::filesystem::path> inputs{spec.a, spec.b};
@@ -74,8 +80,8 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
       const auto wide = ta.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
       const auto fa = ta.to(wide);
       const auto delta = spec.ratio * (b.get(name).to(wide) - base.get(name).to(wide));
-      change2 += delta.square().sum().item<double>();
-      norm2 += fa.square().sum().item<double>();
+      change2 += delta.square().sum(torch::kDouble).item<double>();
+      norm2 += fa.square().sum(torch::kDouble).item<double>();
       t = (fa + delta).to(keep ? ta.scalar_type() : to);
       // A ratio so large that the sum leaves the stored type's range (or
       // inputs that hold NaN) would make a checkpoint that renders nothing.
