@@ -521,13 +521,29 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
 
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const std::string source = p.source.empty() ? std::string("preset") : p.source;
-  std::error_code ec;
+  // Where `name` may be: beside the preset, then in the LoRA folder, with or
+  // without ".safetensors".
+  const auto candidates = [&](const std::string& name) {
+    const fs::path e = name;
+    std::vector<fs::path> out = {e.is_absolute() ? e : p.base_dir / e};
+    if (const auto folder = lora_folder(p); !folder.empty() && !e.is_absolute())
+      for (const fs::path& c : {folder / e, folder / (name + ".safetensors")}) out.push_back(c);
+    return out;
+  };
+  const auto found = [](const std::vector<fs::path>& paths) {
+    std::error_code ec;
+    for (const auto& t : paths)
+      if (fs::is_regular_file(t, ec)) return t;
+    return fs::path();
+  };
+  const auto tried = candidates(entry);
+  if (auto f = found(tried); !f.empty()) return f;
+  // "NAME:abc" where NAME is a LoRA: a strength that is not a number.
+  if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
+    if (!found(candidates(entry.substr(0, colon))).empty())
+      throw Error(source + ": LoRA '" + entry + "': '" + entry.substr(colon + 1) +
+                  "' is not a strength (a number from -100 to 100)");
   const fs::path e = entry;
-  std::vector<fs::path> tried = {e.is_absolute() ? e : p.base_dir / e};
-  if (const auto folder = lora_folder(p); !folder.empty() && !e.is_absolute())
-    for (const fs::path& c : {folder / e, folder / (entry + ".safetensors")}) tried.push_back(c);
-  for (const auto& t : tried)
-    if (fs::is_regular_file(t, ec)) return t;
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";

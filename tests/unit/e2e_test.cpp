@@ -242,4 +242,9 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   const auto over = sh(cmd + " --overwrite");
   EXPECT_EQ(over.code, 0) << over.out;
   EXPECT_THAT(over.out, HasSubstr("4 rendered"));
+  // The LoRA by name with a strength that is not a number: said so, not "not found".
+  const auto typo = sh(kinora_bin() + " generate -p x --lora kinora-tiny-big:abc -o " +
+                       (dir / "typo.mp4").string());
+  EXPECT_EQ(typo.code, 1) << typo.out;
+  EXPECT_THAT(typo.out, HasSubstr("LoRA 'kinora-tiny-big:abc': 'abc' is not a strength"));
 }
