@@ -12,7 +12,16 @@ T5Conditioner::T5Conditioner(T5Encoder encoder, Tokenizer tokenizer, int64_t max
 T5Conditioner T5Conditioner::load(const std::filesystem::path& encoder,
                                   const std::filesystem::path& tokenizer, int64_t max_tokens,
                                   layers::Precision precision) {
-  return T5Conditioner(T5Encoder::load(encoder, precision), Tokenizer::load(tokenizer), max_tokens);
+  auto e = T5Encoder::load(encoder, precision);
+  auto t = Tokenizer::load(tokenizer);
+  // A token the encoder's table has no row for would stop the first prompt
+  // that uses it deep inside LibTorch ("index out of range in self").
+  if (t.vocab_size() > e.config().vocab)
+    throw Error(tokenizer.string() + ": a tokenizer of " + std::to_string(t.vocab_size()) +
+                " tokens, but the text encoder " + encoder.string() + " has " +
+                std::to_string(e.config().vocab) +
+                " (a tokenizer of another text encoder: give the one that came with it)");
+  return T5Conditioner(std::move(e), std::move(t), max_tokens);
 }
 
 layers::Conditioning T5Conditioner::encode(const std::string& prompt,

@@ -65,6 +65,16 @@ TEST(Pipeline, PromptStatesAreThoseOfThePaddedSequence) {
   }
 }
 
+// A tokenizer with more tokens than the encoder has rows is refused at load,
+// naming both files, not at the first prompt that reaches past the table.
+TEST(Pipeline, ATokenizerOfAnotherTextEncoderIsRefusedByName) {
+  const auto encoder = fixture("../../assets/kinora-tiny-umt5.safetensors");  // 96 tokens
+  const auto msg =
+      error_of([&] { text::T5Conditioner::load(encoder, fixture("spm_tiny.model"), 32); });  // 171
+  EXPECT_THAT(msg, HasSubstr("spm_tiny.model: a tokenizer of 171 tokens, but the text encoder"));
+  EXPECT_THAT(msg, HasSubstr("kinora-tiny-umt5.safetensors has 96"));
+}
+
 TEST(Pipeline, NoiseIsDrawnOnTheCpuFromTheSeed) {
   const auto a = pipeline::initial_noise(5, {1, 16, 2, 3, 4}),
              b = pipeline::initial_noise(5, {1, 16, 2, 3, 4});
