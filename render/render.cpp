@@ -58,6 +58,14 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   // Everything about the destinations is checked before sampling, not after.
   pipeline::Preset snapped = preset;
   pipeline::snap_sizes(snapped);
+  // One image asked for, of a model whose clips are longer: said as such, not
+  // as "this render makes N frames; ask for 1 frame".
+  if (preset.frames == 1 && snapped.frames > 1 && preset.format.empty() &&
+      preset.output_path().extension() == ".png")
+    throw Error(preset.output_path().string() + ": this model makes clips of " +
+                std::to_string(snapped.frames) +
+                " frames at the least, not single images; write a video (.mp4, .webm, .mov) or "
+                "a folder of frames (--format png-seq)");
   std::vector<media::OutputTarget> targets;
   for (int i = 0; i < count; ++i)
     targets.push_back(media::prepare_output(batch_output(preset, count, i), preset.format,

@@ -278,6 +278,10 @@ TEST(Safety, TheFormatMustAgreeWithTheName) {
   r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "x.png").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("a .png holds one image, but this render makes 5 frames"));
+  // One frame asked of the embedded model, whose clips are 17 frames at the least.
+  r = sh(kinora_bin() + " generate -p x --frames 1 --out " + (dir / "one.png").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("this model makes clips of 17 frames at the least"));
   r = sh(kinora_bin() + " generate -p x" + chain() + " --format png-seq --out " +
          (dir / "x.mp4").string());
   EXPECT_EQ(r.code, 1);
