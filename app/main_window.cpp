@@ -30,6 +30,7 @@
 #include <QVBoxLayout>
 
 #include <fstream>
+#include <iostream>
 
 #include "app/gallery.h"
 #include "app/generate_panel.h"
@@ -45,6 +46,11 @@ namespace kinora::app {
 using pipeline::Preset;
 
 namespace {
+
+// A line for whoever started the studio from a shell or a script.
+void say_on_stderr(const QString& what) {
+  std::cerr << "kinora-studio: " << what.toStdString() << std::endl;
+}
 QString extension_for(const Preset& p) {
   if (p.format == "webm") return ".webm";
   if (p.format == "mov") return ".mov";
@@ -200,16 +206,26 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
 
   build_menus();
   QString err;
-  if (!queue_->load(&err)) QMessageBox::warning(this, "Queue", err);
+  if (!queue_->load(&err)) {
+    // Scripted (--quit-when-idle), nobody would close a dialog: it would wait forever.
+    if (options_.quit_when_idle)
+      say_on_stderr(err);
+    else
+      QMessageBox::warning(this, "Queue", err);
+  }
 
+  QStringList not_queued;
   for (const auto& f : options_.presets) {
     try {
       queue_preset(Preset::load(f.toStdString()));
     } catch (const std::exception& e) {
-      statusBar()->showMessage(e.what());
+      not_queued << QString::fromStdString(e.what());
+      say_on_stderr(not_queued.back());
       exit_code_ = 1;
     }
   }
+  if (!not_queued.isEmpty())  // every one, not the last alone
+    statusBar()->showMessage(not_queued.join("; "));
   if (!options_.prompt.isEmpty()) {
     auto p = panel_->preset();
     p.prompt = options_.prompt.toStdString();
@@ -294,7 +310,10 @@ QString MainWindow::queue_sweep(const QStringList& axes) {
 
 void MainWindow::refuse(const QString& what) {
   statusBar()->showMessage("not queued: " + what);
-  if (!options_.quit_when_idle) QMessageBox::warning(this, "Not queued", what);
+  if (options_.quit_when_idle)
+    say_on_stderr("not queued: " + what);
+  else
+    QMessageBox::warning(this, "Not queued", what);
 }
 
 QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep) {
