@@ -2,7 +2,10 @@
 
 #include <cstdint>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "base/error.h"
 
@@ -50,8 +53,24 @@ nlohmann::json parse_json(std::string_view text, const std::string& source,
       --depth;
     }
   }
+  // A key given twice in one object (a preset edited by hand, pasted into) is
+  // an error: the parser would keep the last and drop the other unseen.
+  std::vector<std::set<std::string>> keys;  // of each object open now
+  const auto once = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) {
+      keys.emplace_back();
+    } else if (event == E::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == E::key && !keys.empty()) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      if (!keys.back().insert(key).second)
+        throw Error(source + ": key '" + key + "' is given twice in one object; keep one");
+    }
+    return true;
+  };
   try {
-    return nlohmann::json::parse(text);
+    return nlohmann::json::parse(text, once);
   } catch (const nlohmann::json::exception& e) {
     throw Error(source + ": not valid JSON: " + without_tag(e.what()));
   }

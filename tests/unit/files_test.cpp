@@ -172,6 +172,18 @@ TEST(Json, DepthSizeAndSyntaxAreErrorsNamingTheSource) {
             std::string::npos);
 }
 
+// A key given twice in one object is refused (the parser would keep the last
+// silently); the same key in two objects is fine.
+TEST(Json, AKeyGivenTwiceInOneObjectIsAnError) {
+  EXPECT_EQ(parse_json(R"({"a": {"p": 1}, "b": [{"p": 2}, {"p": 3}], "p": 4})", "x")["p"], 4);
+  EXPECT_EQ(test::error_of([&] { parse_json(R"({"prompt": "x", "prompt": "y"})", "fox.json"); }),
+            "fox.json: key 'prompt' is given twice in one object; keep one");
+  EXPECT_NE(test::error_of([&] {
+              parse_json(R"({"loras": [{"path": "a", "path": "b"}]})", "l.json");
+            }).find("key 'path' is given twice"),
+            std::string::npos);
+}
+
 TEST(Json, InvalidUtf8IsFoundByOffset) {
   EXPECT_EQ(invalid_utf8_offset("plain ascii"), std::string_view::npos);
   EXPECT_EQ(invalid_utf8_offset("色调 ünïcode ✓"), std::string_view::npos);
