@@ -86,7 +86,8 @@ int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int co
   }
   for (const auto& r : render::render_batch(pipe, p, count, terminal_callbacks(), overwrite)) {
     std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
-              << r.preset.height << ", " << r.preset.frames << " frames, seed " << r.preset.seed
+              << r.preset.height << ", " << r.preset.frames
+              << (r.preset.frames == 1 ? " frame, seed " : " frames, seed ") << r.preset.seed
               << ", " << r.preset.device << ", " << r.preset.precision
               << (r.preset.fp8 ? " with FP8 products" : "") << "; load "
               << clock_string(r.timings.load_s) << ", text " << clock_string(r.timings.text_s)

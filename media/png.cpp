@@ -13,13 +13,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// libpng's own handlers print ("libpng error: Write Error") before the
+// message Kinora gives; these only jump back (an error) or say nothing (a warning).
+void png_error_quietly(png_structp png, png_const_charp) {
+  png_longjmp(png, 1);
+}
+void png_warning_quietly(png_structp, png_const_charp) {}
+
 // Plain C-style function: libpng reports errors by longjmp, so nothing with a
 // destructor may live across setjmp here. Returns "" or the error.
 std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h,
                            const std::string& parameters, const std::string& json) {
   std::FILE* f = std::fopen(file, "wb");
   if (!f) return "cannot create the file";
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, &png_error_quietly,
+                                            &png_warning_quietly);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info || setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
