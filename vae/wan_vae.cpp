@@ -249,8 +249,11 @@ struct AttentionBlockImpl : torch::nn::Module {
         last ? to_qkv->forward(f).permute({0, 2, 3, 1}).reshape({-1, 1, h * w, 3 * c}).chunk(3, -1)
              : to_qkv->forward(f).reshape({-1, 1, 3 * c, h * w}).permute({0, 1, 3, 2}).chunk(3, -1);
     // softmax(q·kᵀ/√C)·v without the [HW, HW] scores whole (17 GB a frame for
-    // a 256×256 latent in float32).
-    f = compat::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).squeeze(1);
+    // a 256×256 latent in float32). Contiguous: LibTorch 2's fused kernels
+    // take only a unit last stride (else its composed path, scores whole).
+    f = compat::scaled_dot_product_attention(qkv[0].contiguous(), qkv[1].contiguous(),
+                                             qkv[2].contiguous())
+            .squeeze(1);
     // [BT, HW, C] → [BT, C, H, W], x's layout
     f = last ? f.reshape({-1, h, w, c}).permute({0, 3, 1, 2})
              : f.permute({0, 2, 1}).reshape({-1, c, h, w});
