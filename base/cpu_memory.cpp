@@ -5,12 +5,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <list>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -64,18 +67,80 @@ struct Block {
 
 }  // namespace
 
+namespace {
+
+// A number file of the cgroup interface; -1 where it is absent, "max" or
+// unlimited (cgroup v1 writes a value near 2^63).
+int64_t cgroup_number(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  int64_t v = -1;
+  if (!(in >> v) || v >= (int64_t{1} << 60)) return -1;
+  return v;
+}
+
+// `key`'s value in a memory.stat file; 0 where it is not there.
+int64_t cgroup_stat(const std::filesystem::path& file, const std::string& key) {
+  std::ifstream in(file);
+  std::string k;
+  int64_t v = 0;
+  while (in >> k >> v)
+    if (k == key) return v;
+  return 0;
+}
+
+// What the memory cgroups above this process still let it have (limit − usage
+// + reclaimable file pages, the least along the path to the root), bytes;
+// -1 where none sets a limit. On a Slurm node (--mem) or in a container the
+// machine's MemAvailable can be far above it.
+int64_t cgroup_headroom() {
+  namespace fs = std::filesystem;
+  std::ifstream in("/proc/self/cgroup");
+  std::string line, v1, v2;
+  bool has_v2 = false;
+  while (std::getline(in, line)) {  // "ID:CONTROLLERS:PATH"
+    std::istringstream fields(line);
+    std::string id, controllers, path;
+    if (!std::getline(fields, id, ':') || !std::getline(fields, controllers, ':')) continue;
+    std::getline(fields, path);
+    if (("," + controllers + ",").find(",memory,") != std::string::npos) v1 = path;
+    if (id == "0" && controllers.empty()) has_v2 = true, v2 = path;
+  }
+  const bool use_v1 = !v1.empty();
+  if (!use_v1 && !has_v2) return -1;
+  const fs::path root = use_v1 ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup";
+  std::error_code ec;
+  fs::path dir = root / fs::path(use_v1 ? v1 : v2).relative_path();
+  if (!fs::is_directory(dir, ec)) dir = root;  // a namespace that shows its own cgroup as the root
+  int64_t least = -1;
+  for (fs::path d = dir;; d = d.parent_path()) {
+    const int64_t limit = cgroup_number(d / (use_v1 ? "memory.limit_in_bytes" : "memory.max"));
+    const int64_t usage = cgroup_number(d / (use_v1 ? "memory.usage_in_bytes" : "memory.current"));
+    if (limit >= 0 && usage >= 0) {
+      const int64_t room =
+          limit - usage +
+          cgroup_stat(d / "memory.stat", use_v1 ? "total_inactive_file" : "inactive_file");
+      least = least < 0 ? room : std::min(least, room);
+    }
+    if (d == root || !d.has_relative_path() || d.parent_path() == d) break;
+  }
+  return least;
+}
+
+}  // namespace
+
 int64_t system_memory_available() {
   std::ifstream in("/proc/meminfo");
-  if (!in) return -1;
   int64_t total = 0;
   int found = 0;
-  for (std::string key; found < 2 && in >> key;) {
+  for (std::string key; in && found < 2 && in >> key;) {
     int64_t kib = 0;
     in >> kib;
     if (key == "MemAvailable:" || key == "SwapFree:") total += kib * 1024, ++found;
     in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
   }
-  return found == 2 ? total : -1;
+  const int64_t machine = found == 2 ? total : -1, cgroup = cgroup_headroom();
+  if (machine < 0 || cgroup < 0) return std::max(machine, cgroup);
+  return std::min(machine, cgroup);
 }
 
 namespace {

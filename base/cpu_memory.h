@@ -13,7 +13,10 @@
 // where the kernel offers them. What the cache holds is bounded (a quarter of
 // the machine's memory by default, oldest blocks returned first) and returned
 // to the system by release_cpu_memory_cache(), which the pipeline calls after
-// the text encoders and after each render.
+// the text encoders and after each render. A new block of 64 MiB or more that
+// system_memory_available() says the process cannot have is refused: an
+// allocation error the render reports, where an overcommitting kernel would
+// grant it and kill the process once its pages fill.
 //
 // KINORA_CPU_CACHE=0 in the environment leaves LibTorch's own allocator in
 // place (bench/render_bench.cpp measures both).
@@ -34,8 +37,10 @@ void release_cpu_memory_cache();
 // oldest blocks beyond it at once.
 void set_cpu_memory_cache_limit(std::size_t bytes);
 
-// What the system can still give: its MemAvailable and free swap, bytes; -1
-// where /proc/meminfo cannot be read.
+// What the system can still give this process, bytes: the machine's
+// MemAvailable and free swap, or what its memory cgroups' limits leave (a
+// Slurm job's --mem, a container's limit) where that is less; -1 where
+// neither can be read.
 int64_t system_memory_available();
 
 struct CpuMemoryCacheStats {
