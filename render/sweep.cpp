@@ -141,6 +141,27 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   return true;
 }
 
+// Whether `path` is the contact sheet this sweep writes: its parameters
+// record the same axes and cells, and its preset is the first cell's. (A sheet
+// of another sweep or preset of that name is replaced only with overwrite.)
+bool is_sheet_of(const fs::path& path, const SweepPlan& plan) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  json meta;
+  try {
+    meta = media::read_embedded_parameters(path);
+  } catch (const Error&) {
+    return false;
+  }
+  if (!meta.contains("sweep") || !meta["sweep"].is_object()) return false;
+  json axes = json::array(), cells = json::array();
+  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
+  for (const auto& c : plan.cells) cells.push_back(c.preset.output_path().filename().string());
+  return meta["sweep"].value("axes", json()) == axes &&
+         meta["sweep"].value("cells", json()) == cells &&
+         holds_render_of(path, plan.cells.at(0).preset);
+}
+
 }  // namespace
 
 SweepAxis parse_sweep_axis(const std::string& arg) {
@@ -205,7 +226,9 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
     probe.seed = 0;
     Preset chosen = base_in;
     chosen.seed = pipeline::resolve_seed(pipeline::kRandomSeed);
-    for (const auto& c : plan_sweep(probe, axes).cells) {
+    const auto probed = plan_sweep(probe, axes);
+    bool found = false;
+    for (const auto& c : probed.cells) {
       const auto path = c.preset.output_path();
       std::error_code ec;
       if (!fs::is_regular_file(path, ec)) continue;
@@ -214,8 +237,21 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
         earlier.seed = Preset::restored(media::read_embedded_parameters(path), path.string()).seed;
         if (holds_render_of(path, earlier)) {
           chosen.seed = earlier.seed;
+          found = true;
           break;
         }
+      } catch (const Error&) {
+      }
+    }
+    // No cell left, but the sheet: the seed its first cell was made with.
+    if (!found) {
+      try {
+        Preset earlier = base_in;
+        earlier.seed =
+            Preset::restored(media::read_embedded_parameters(probed.sheet), probed.sheet.string())
+                .seed;
+        if (const auto again = plan_sweep(earlier, axes); is_sheet_of(again.sheet, again))
+          chosen.seed = earlier.seed;
       } catch (const Error&) {
       }
     }
@@ -326,27 +362,6 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
 }
 
 namespace {
-// Whether `path` is the contact sheet this sweep writes: its parameters
-// record the same axes and cells, and its preset is the first cell's. (A sheet
-// of another sweep or preset of that name is replaced only with overwrite.)
-bool is_sheet_of(const fs::path& path, const SweepPlan& plan) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  json meta;
-  try {
-    meta = media::read_embedded_parameters(path);
-  } catch (const Error&) {
-    return false;
-  }
-  if (!meta.contains("sweep") || !meta["sweep"].is_object()) return false;
-  json axes = json::array(), cells = json::array();
-  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
-  for (const auto& c : plan.cells) cells.push_back(c.preset.output_path().filename().string());
-  return meta["sweep"].value("axes", json()) == axes &&
-         meta["sweep"].value("cells", json()) == cells &&
-         holds_render_of(path, plan.cells.at(0).preset);
-}
-
 // check_sweep's work, and the sheet's checked destination (run_sweep writes there).
 std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::OutputTarget& sheet) {
   // Every LoRA of every cell found, read and matched against the model, once

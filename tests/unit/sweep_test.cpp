@@ -202,6 +202,13 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   const auto resumed = render::plan_sweep(unseeded, {render::parse_sweep_axis("guidance=1,3")});
   EXPECT_EQ(resumed.cells[0].preset.seed, first.cells[0].preset.seed);
   EXPECT_EQ(render::run_sweep(pipe, resumed).reused, 2);
+  // Its cells deleted and its sheet left: the seed the sheet records, the
+  // cells made again and the sweep's own sheet replaced.
+  for (const auto& c : resumed.cells)
+    fs::remove(c.preset.output_path()), fs::remove(c.preset.output_path().string() + ".json");
+  const auto from_sheet = render::plan_sweep(unseeded, {render::parse_sweep_axis("guidance=1,3")});
+  EXPECT_EQ(from_sheet.cells[0].preset.seed, first.cells[0].preset.seed);
+  EXPECT_EQ(render::run_sweep(pipe, from_sheet).rendered, 2);
 
   // The same cells asked for with FP8 products are not those renders; an FP8
   // axis sweeps the two side by side.
