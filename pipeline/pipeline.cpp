@@ -538,11 +538,18 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   };
   const auto tried = candidates(entry);
   if (auto f = found(tried); !f.empty()) return f;
-  // "NAME:abc" where NAME is a LoRA: a strength that is not a number.
+  // "NAME:TAIL" where NAME is a LoRA: TAIL meant as a strength.
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
-    if (!found(candidates(entry.substr(0, colon))).empty())
-      throw Error(source + ": LoRA '" + entry + "': '" + entry.substr(colon + 1) +
+    if (!found(candidates(entry.substr(0, colon))).empty()) {
+      const std::string tail = entry.substr(colon + 1);
+      char* end = nullptr;
+      const double v = std::strtod(tail.c_str(), &end);
+      if (!tail.empty() && end && *end == '\0' && std::isfinite(v))  // a preset's path
+        throw Error(source + ": LoRA '" + entry + "': a preset gives the strength in the LoRA's " +
+                    "\"strength\" key, not after a colon in its \"path\"");
+      throw Error(source + ": LoRA '" + entry + "': '" + tail +
                   "' is not a strength (a number from -100 to 100)");
+    }
   const fs::path e = entry;
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
