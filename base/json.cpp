@@ -65,7 +65,8 @@ nlohmann::json parse_json(std::string_view text, const std::string& source,
     } else if (event == E::key && !keys.empty()) {
       const auto& key = parsed.get_ref<const std::string&>();
       if (!keys.back().insert(key).second)
-        throw Error(source + ": key '" + key + "' is given twice in one object; keep one");
+        throw Error(source + ": key '" + key +
+                    "' is given twice in one object (which of its values is meant is unknown)");
     }
     return true;
   };

@@ -177,7 +177,8 @@ TEST(Json, DepthSizeAndSyntaxAreErrorsNamingTheSource) {
 TEST(Json, AKeyGivenTwiceInOneObjectIsAnError) {
   EXPECT_EQ(parse_json(R"({"a": {"p": 1}, "b": [{"p": 2}, {"p": 3}], "p": 4})", "x")["p"], 4);
   EXPECT_EQ(test::error_of([&] { parse_json(R"({"prompt": "x", "prompt": "y"})", "fox.json"); }),
-            "fox.json: key 'prompt' is given twice in one object; keep one");
+            "fox.json: key 'prompt' is given twice in one object (which of its values is meant is "
+            "unknown)");
   EXPECT_NE(test::error_of([&] {
               parse_json(R"({"loras": [{"path": "a", "path": "b"}]})", "l.json");
             }).find("key 'path' is given twice"),
