@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -50,7 +51,7 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
   // Beyond ±100 the sum is the difference blown up (at 1e30 finite bf16 values
   // of 1e27 that render nothing), as with LoRA strengths.
   if (!std::isfinite(spec.ratio) || std::abs(spec.ratio) > kMaxRatio)
-    throw Error("merge: --ratio " + nlohmann::json(spec.ratio).dump() +
+    throw Error("merge: --ratio " + (std::ostringstream() << spec.ratio).str() +
                 ": give a number from -100 to 100");
   const bool keep = spec.dtype == "keep";
   const auto to = keep ? torch::kFloat : parse_float_dtype(spec.dtype, "merge");

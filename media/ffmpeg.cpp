@@ -116,8 +116,9 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
       // depends on what the process's heap held before (up to 36 levels apart
       // once decoded, for the same frames). Its AVX2 code does not, and gives
       // the same stream as its plain C.
-      if (av_get_cpu_flags() & AV_CPU_FLAG_AVX512)
-        av_dict_set(&raw_opts, "x264-params", "asm=AVX2", 0);
+      if (const int cpu = av_get_cpu_flags();
+          (cpu & AV_CPU_FLAG_AVX512) && (cpu & AV_CPU_FLAG_FMA3) && (cpu & AV_CPU_FLAG_BMI2))
+        av_dict_set(&raw_opts, "x264-params", "asm=AVX2", 0);  // which implies FMA3, BMI2
       break;
     case Format::Mp4H265:
       av_dict_set(&raw_opts, "crf", crf.c_str(), 0);
