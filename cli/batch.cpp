@@ -13,6 +13,7 @@
 #include "media/output.h"
 #include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
+#include "render/render.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -122,6 +123,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       placement.apply(p, e.source);
       Preset snapped = p;
       pipeline::snap_sizes(snapped);
+      render::check_one_image(p, snapped);
       media::output_format(p.output_path(), p.format, snapped.frames);
       media::check_output_folder(p.output_path());
       std::error_code ec;
@@ -134,7 +136,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       pipeline::check_sampler(p);
       loras.check(p);  // found, a LoRA, and for this model
       resolve_device(p.device);
-    } catch (const Error& err) {
+    } catch (const std::exception& err) {  // LibTorch's, or memory, while a model loads too
       const std::string what = err.what();
       e.error = what.rfind(e.source, 0) == 0 ? what : e.source + ": " + what;  // name the preset
       e.preset.reset();

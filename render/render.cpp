@@ -1,5 +1,7 @@
 #include "render/render.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 
 #include "base/hash_cache.h"
@@ -49,6 +51,18 @@ fs::path batch_output(const pipeline::Preset& preset, int count, int i) {
          (out.stem().string() + "-" + std::to_string(preset.seed + i) + out.extension().string());
 }
 
+void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped) {
+  if (preset.frames != 1 || snapped.frames <= 1) return;
+  std::string ext = preset.output_path().extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (preset.format == "png" || (preset.format.empty() && ext == ".png"))
+    throw Error(preset.output_path().string() + ": this model makes clips of " +
+                std::to_string(snapped.frames) +
+                " frames at the least, not single images; write a video (.mp4, .webm, .mov) or "
+                "a folder of frames (--format png-seq)");
+}
+
 std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipeline::Preset& preset,
                                            int count, const pipeline::RunCallbacks& cb,
                                            bool overwrite) {
@@ -58,14 +72,7 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   // Everything about the destinations is checked before sampling, not after.
   pipeline::Preset snapped = preset;
   pipeline::snap_sizes(snapped);
-  // One image asked for, of a model whose clips are longer: said as such, not
-  // as "this render makes N frames; ask for 1 frame".
-  if (preset.frames == 1 && snapped.frames > 1 && preset.format.empty() &&
-      preset.output_path().extension() == ".png")
-    throw Error(preset.output_path().string() + ": this model makes clips of " +
-                std::to_string(snapped.frames) +
-                " frames at the least, not single images; write a video (.mp4, .webm, .mov) or "
-                "a folder of frames (--format png-seq)");
+  check_one_image(preset, snapped);
   std::vector<media::OutputTarget> targets;
   for (int i = 0; i < count; ++i)
     targets.push_back(media::prepare_output(batch_output(preset, count, i), preset.format,

@@ -22,4 +22,9 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
 // extension ("fox.png" → "fox-7.png", "fox-8.png" …); one output keeps the name.
 std::filesystem::path batch_output(const pipeline::Preset& preset, int count, int i);
 
+// Throws kinora::Error where one image (a .png) is asked of a model whose
+// clips are longer (`snapped`: the preset after pipeline::snap_sizes), saying
+// so rather than "this render makes N frames; ask for 1 frame".
+void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped);
+
 }  // namespace kinora::render

@@ -399,6 +399,7 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
     }
     Preset snapped = p;
     pipeline::snap_sizes(snapped);
+    check_one_image(p, snapped);
     media::prepare_output(path, p.format, snapped.frames, overwrite);
   }
   // The sheet: this sweep's own sheet is made again from its cells; anything
