@@ -310,10 +310,12 @@ QString MainWindow::queue_sweep(const QStringList& axes) {
 
 void MainWindow::refuse(const QString& what) {
   statusBar()->showMessage("not queued: " + what);
-  if (options_.quit_when_idle)
+  if (options_.quit_when_idle) {
     say_on_stderr("not queued: " + what);
-  else
+    exit_code_ = 1;  // a script asked for a job that will not run
+  } else {
     QMessageBox::warning(this, "Not queued", what);
+  }
 }
 
 QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep) {
