@@ -1,7 +1,5 @@
 #include "render/render.h"
 
-#include <algorithm>
-#include <cctype>
 #include <chrono>
 
 #include "base/hash_cache.h"
@@ -53,10 +51,8 @@ fs::path batch_output(const pipeline::Preset& preset, int count, int i) {
 
 void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped) {
   if (preset.frames != 1 || snapped.frames <= 1) return;
-  std::string ext = preset.output_path().extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (preset.format == "png" || (preset.format.empty() && ext == ".png"))
+  if (preset.format == "png" ||
+      (preset.format.empty() && media::lower_extension(preset.output_path()) == ".png"))
     throw Error(preset.output_path().string() + ": this model makes clips of " +
                 std::to_string(snapped.frames) +
                 " frames at the least, not single images; write a video (.mp4, .webm, .mov) or "
