@@ -530,8 +530,19 @@ std::function<int()> add_render_commands(CLI::App& app) {
     }
     if (*res) {
       return guarded([&] {
-        const auto p =
-            Preset::restored(media::read_embedded_parameters(*restore_path), *restore_path);
+        const auto meta = media::read_embedded_parameters(*restore_path);
+        const auto p = Preset::restored(meta, *restore_path);
+        // A sweep's contact sheet records its first cell's preset: said, on
+        // stderr, so that the preset on stdout stays a preset.
+        if (meta.contains("sweep") && meta["sweep"].is_object()) {
+          std::string axes;
+          if (const auto& list = meta["sweep"]["axes"]; list.is_array())
+            for (const auto& a : list)
+              if (a.is_object() && a.contains("key") && a["key"].is_string())
+                axes += (axes.empty() ? "" : ", ") + a["key"].get<std::string>();
+          std::cerr << "kinora: " << *restore_path << " is a sweep's contact sheet (axes: " << axes
+                    << "); this is its first cell's preset\n";
+        }
         std::cout << p.to_json().dump(2) << "\n";
         return 0;
       });
