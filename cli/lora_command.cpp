@@ -19,6 +19,7 @@
 #include "lora/lora.h"
 #include "pipeline/family.h"
 #include "pipeline/lora_check.h"
+#include "pipeline/pipeline.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -64,12 +65,17 @@ int inspect(const LoraArgs& a) {
 int merge(const LoraArgs& a) {
   if (a.model.empty() || a.out.empty() || a.files.empty())
     throw Error("lora merge: give --model, at least one --lora and --out");
+  // A LoRA by path, or by name in the loras/ folder beside the model, as
+  // `generate --model` finds it.
+  pipeline::Preset where;
+  where.model = a.model;
+  where.source = "--lora";
   std::vector<std::pair<fs::path, double>> loras;
   for (const auto& f : a.files) {
     const auto l = parse_lora_arg(f);
     if (l.strength_low)
       throw Error("--lora '" + f + "': lora merge writes one model file; give one strength");
-    loras.emplace_back(l.path, l.strength);
+    loras.emplace_back(pipeline::resolve_lora_file(where, l.path), l.strength);
   }
   std::vector<fs::path> inputs = {a.model};
   for (const auto& l : loras) inputs.push_back(l.first);
@@ -192,7 +198,9 @@ std::function<int()> add_lora_command(CLI::App& app) {
                   "the DiT or SDXL UNet file (a single-file checkpoint: its UNet)")
       ->required()
       ->check(CLI::ExistingFile);
-  mer->add_option("--lora", args->files, "FILE[:STRENGTH], repeat to stack")->required();
+  mer->add_option("--lora", args->files,
+                  "FILE[:STRENGTH] (or a NAME in loras/ beside the model), repeat to stack")
+      ->required();
   mer->add_option("--out,-o", args->out, "the .safetensors file to write")->required();
   mer->add_flag("--overwrite", args->overwrite, "replace an existing output file");
   return [=]() -> int {

@@ -359,6 +359,15 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_EQ(mck.names(), orig.names());
   ASSERT_TRUE(mck.metadata().count("kinora.lora_merge"));
   EXPECT_THAT(mck.metadata().at("kinora.lora_merge"), HasSubstr("style.safetensors"));
+  // By name, from the loras/ folder beside the model, as generate finds it.
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "models" / "dit.safetensors");
+  const auto by_name = dir / "by_name.safetensors";
+  const auto bn = sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " +
+                     (dir / "models" / "dit.safetensors").string() + " --lora style:1.5 --out " +
+                     by_name.string());
+  ASSERT_EQ(bn.code, 0) << bn.out;
+  EXPECT_TRUE(torch::equal(io::Checkpoint::open(by_name).get("blocks.0.self_attn.q.weight"),
+                           mck.get("blocks.0.self_attn.q.weight")));
   auto from_merged = base;
   from_merged.replace(from_merged.find(fixture("wan21_dit_tiny.safetensors")),
                       fixture("wan21_dit_tiny.safetensors").size(), merged.string());
