@@ -217,7 +217,12 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   QStringList not_queued;
   for (const auto& f : options_.presets) {
     try {
-      queue_preset(Preset::load(f.toStdString()));
+      Preset p = Preset::load(f.toStdString());
+      // With --output-dir, a preset's named output lands inside it, as
+      // `kinora batch --output-dir` places it (else beside the preset).
+      if (!options_.output_dir.isEmpty() && !p.output.empty())
+        p.place_output_in(output_dir_.toStdString(), f.toStdString());
+      queue_preset(p.absolutized());
     } catch (const std::exception& e) {
       not_queued << QString::fromStdString(e.what());
       say_on_stderr(not_queued.back());
