@@ -200,8 +200,14 @@ inline torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const 
     auto shape = q.sizes().vec();
     shape[shape.size() - 2] = n;
     shape.back() = lk;
-    auto scores = torch::baddbmm(torch::empty({heads, n, lk}, q.options()), q3.narrow(1, r0, n),
-                                 k3t, /*beta=*/0.0, /*alpha=*/scale);
+    const auto qn = q3.narrow(1, r0, n);
+    // At small sizes (under 400 multiply-adds a matrix) LibTorch 1.13's
+    // baddbmm multiplies its result's new memory by beta = 0, and NaN left
+    // there by an earlier tensor stays NaN: there, the product, then the scale.
+    auto scores = n * lk * q.size(-1) < 4096
+                      ? torch::bmm(qn, k3t).mul_(scale)
+                      : torch::baddbmm(torch::empty({heads, n, lk}, q.options()), qn, k3t,
+                                       /*beta=*/0.0, /*alpha=*/scale);
     if (mask.defined())
       scores.view(shape).masked_fill_(mask, -std::numeric_limits<float>::infinity());
     return torch::bmm(scores.softmax(-1), v3);

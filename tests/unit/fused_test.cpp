@@ -2,7 +2,9 @@
 // replace, on the CPU (their twin of the CUDA kernels); on a GPU, the kernels
 // against the twin; and the Wan DiT with them against the DiT without.
 #include <gtest/gtest.h>
+
 #include <torch/cuda.h>
+#include <limits>
 
 #include "base/torch_compat.h"
 #include "diffusion/flux_dit.h"
@@ -93,6 +95,24 @@ void expect_fused_unchanged(layers::Model& m, const std::function<torch::Tensor(
 }
 
 }  // namespace
+
+// LibTorch 1.13's baddbmm at small sizes (contraction × rows × columns under
+// 400) multiplies what its result's new memory held by beta, 0: memory left
+// holding NaN by the tensor it last belonged to must not reach the scores.
+TEST(Attention, ScoresFromReusedMemoryHoldNoNaN) {
+  torch::manual_seed(5);
+  const auto q = torch::randn({1, 2, 7, 8}), k = torch::randn({1, 2, 7, 8}),
+             v = torch::randn({1, 2, 7, 8});
+  int with_nan = 0;
+  for (int i = 0; i < 50; ++i) {
+    {  // freed blocks of the scores' size, holding NaN, for the next ones asked for
+      const auto nan = std::numeric_limits<float>::quiet_NaN();
+      auto a = torch::full({2, 7, 7}, nan), b = torch::full({2, 7, 7}, nan);
+    }
+    with_nan += compat::scaled_dot_product_attention(q, k, v).isnan().any().item<bool>();
+  }
+  EXPECT_EQ(with_nan, 0);
+}
 
 // Attention over blocks of queries (LibTorch 1.13's explicit product, bounded
 // scores) gives the rows the whole product gives, with and without a key mask.
