@@ -65,10 +65,6 @@ struct Block {
   std::list<Block*>::iterator age;  // in Cache::oldest_first_ while cached
 };
 
-}  // namespace
-
-namespace {
-
 // A number file of the cgroup interface; -1 where it is absent, "max" or
 // unlimited (cgroup v1 writes a value near 2^63).
 int64_t cgroup_number(const std::filesystem::path& file) {

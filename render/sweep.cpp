@@ -141,6 +141,15 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   return true;
 }
 
+// What a sweep's contact sheet records of it ("sweep" in its parameters): the
+// axes and the cells' file names. run_sweep writes it; is_sheet_of compares it.
+json sweep_record(const SweepPlan& plan) {
+  json axes = json::array(), cells = json::array();
+  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
+  for (const auto& c : plan.cells) cells.push_back(c.preset.output_path().filename().string());
+  return {{"axes", axes}, {"cells", cells}};
+}
+
 // Whether `path` is the contact sheet this sweep writes: its parameters
 // record the same axes and cells, and its preset is the first cell's. (A sheet
 // of another sweep or preset of that name is replaced only with overwrite.)
@@ -153,12 +162,7 @@ bool is_sheet_of(const fs::path& path, const SweepPlan& plan) {
   } catch (const Error&) {
     return false;
   }
-  if (!meta.contains("sweep") || !meta["sweep"].is_object()) return false;
-  json axes = json::array(), cells = json::array();
-  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
-  for (const auto& c : plan.cells) cells.push_back(c.preset.output_path().filename().string());
-  return meta["sweep"].value("axes", json()) == axes &&
-         meta["sweep"].value("cells", json()) == cells &&
+  return meta.contains("sweep") && meta["sweep"] == sweep_record(plan) &&
          holds_render_of(path, plan.cells.at(0).preset);
 }
 
@@ -444,10 +448,7 @@ SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const Swe
   }
   // The sheet: the first cell's parameters (so `restore` gives a preset that
   // renders one of its cells) and the sweep's axes and cells.
-  json axes = json::array(), cells = json::array();
-  for (const auto& a : plan.axes) axes.push_back({{"key", a.key}, {"values", a.values}});
-  for (const auto& c : result.cells) cells.push_back(c.filename().string());
-  sheet_meta["sweep"] = {{"axes", axes}, {"cells", cells}};
+  sheet_meta["sweep"] = sweep_record(plan);
   sheet_meta["preset"]["output"] = plan.sheet.filename().string();
   media::WriteOptions o;
   o.fps = plan.cells[0].preset.fps;
