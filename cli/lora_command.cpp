@@ -28,7 +28,7 @@ namespace {
 
 struct LoraArgs {
   std::vector<std::string> files;  // inspect: one; merge: FILE[:STRENGTH] each
-  std::string model, out;
+  std::string model, out, models_dir;
   bool verbose = false, overwrite = false;
 };
 
@@ -65,10 +65,11 @@ int inspect(const LoraArgs& a) {
 int merge(const LoraArgs& a) {
   if (a.model.empty() || a.out.empty() || a.files.empty())
     throw Error("lora merge: give --model, at least one --lora and --out");
-  // A LoRA by path, or by name in the loras/ folder beside the model, as
-  // `generate --model` finds it.
+  // A LoRA by path, or by name in the loras/ folder of --models-dir (else
+  // beside the model), as `generate` finds it.
   pipeline::Preset where;
   where.model = a.model;
+  where.models_dir = a.models_dir;
   where.source = "--lora";
   std::vector<std::pair<fs::path, double>> loras;
   for (const auto& f : a.files) {
@@ -199,8 +200,12 @@ std::function<int()> add_lora_command(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   mer->add_option("--lora", args->files,
-                  "FILE[:STRENGTH] (or a NAME in loras/ beside the model), repeat to stack")
+                  "FILE[:STRENGTH] (or a NAME in loras/ of --models-dir, else beside the "
+                  "model), repeat to stack")
       ->required();
+  mer->add_option("--models-dir", args->models_dir,
+                  "a models folder (ComfyUI layout) whose loras/ holds the LoRAs given by name")
+      ->check(CLI::ExistingDirectory);
   mer->add_option("--out,-o", args->out, "the .safetensors file to write")->required();
   mer->add_flag("--overwrite", args->overwrite, "replace an existing output file");
   return [=]() -> int {

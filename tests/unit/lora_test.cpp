@@ -368,6 +368,24 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   ASSERT_EQ(bn.code, 0) << bn.out;
   EXPECT_TRUE(torch::equal(io::Checkpoint::open(by_name).get("blocks.0.self_attn.q.weight"),
                            mck.get("blocks.0.self_attn.q.weight")));
+  // A model elsewhere (ComfyUI's diffusion_models/): the LoRA by name from
+  // --models-dir's loras/; without it, the message says to give it.
+  fs::create_directories(dir / "comfy" / "diffusion_models");
+  const auto elsewhere = dir / "comfy" / "diffusion_models" / "dit.safetensors";
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), elsewhere);
+  const auto via_dir = dir / "via_dir.safetensors";
+  const std::string merge_elsewhere = std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " +
+                                      elsewhere.string() + " --lora style:1.5 --out " +
+                                      via_dir.string();
+  const auto lost = sh(merge_elsewhere);
+  EXPECT_NE(lost.code, 0);
+  EXPECT_THAT(lost.out, HasSubstr("LoRA 'style' not found")) << lost.out;
+  EXPECT_THAT(lost.out, HasSubstr("--models-dir")) << lost.out;
+  EXPECT_FALSE(fs::exists(via_dir));
+  const auto vd = sh(merge_elsewhere + " --models-dir " + (dir / "models").string());
+  ASSERT_EQ(vd.code, 0) << vd.out;
+  EXPECT_TRUE(torch::equal(io::Checkpoint::open(via_dir).get("blocks.0.self_attn.q.weight"),
+                           mck.get("blocks.0.self_attn.q.weight")));
   auto from_merged = base;
   from_merged.replace(from_merged.find(fixture("wan21_dit_tiny.safetensors")),
                       fixture("wan21_dit_tiny.safetensors").size(), merged.string());
