@@ -24,6 +24,8 @@
 #include <QPushButton>
 #include <QRandomGenerator>
 #include <QSaveFile>
+#include <QScrollArea>
+#include <QScrollBar>
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTimer>
@@ -58,6 +60,18 @@ QString extension_for(const Preset& p) {
   if (p.format == "png" || (p.format.empty() && p.frames == 1)) return ".png";
   return ".mp4";
 }
+
+// `path`, or where a file or folder is there already, the first free
+// "NAME-2.EXT", "NAME-3.EXT", …: the studio never replaces a file.
+QString free_output_path(const QString& path, const QString& extension) {
+  if (!QFileInfo::exists(path)) return path;
+  const bool has_ext = !extension.isEmpty() && path.endsWith(extension, Qt::CaseInsensitive);
+  const QString base = has_ext ? path.left(path.size() - extension.size()) : path;
+  const QString ext = has_ext ? path.right(extension.size()) : QString();
+  QString free = path;
+  for (int k = 2; QFileInfo::exists(free); ++k) free = base + "-" + QString::number(k) + ext;
+  return free;
+}
 }  // namespace
 
 MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
@@ -85,7 +99,15 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   setCentralWidget(viewer_);
   auto* left = new QDockWidget("Generate", this);
   left->setObjectName("generate-dock");
-  left->setWidget(panel_);
+  // The form scrolls where the screen is shorter than it.
+  auto* form_scroll = new QScrollArea(left);
+  form_scroll->setWidget(panel_);
+  form_scroll->setWidgetResizable(true);
+  form_scroll->setFrameShape(QFrame::NoFrame);
+  form_scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  form_scroll->setMinimumWidth(panel_->sizeHint().width() +
+                               form_scroll->verticalScrollBar()->sizeHint().width());
+  left->setWidget(form_scroll);
   addDockWidget(Qt::LeftDockWidgetArea, left);
   auto* queue_box = new QWidget(this);
   auto* ql = new QVBoxLayout(queue_box);
@@ -106,14 +128,8 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   addDockWidget(Qt::BottomDockWidgetArea, bottom);
   auto row = [this] { return queue_view_->currentIndex().row(); };
   connect(remove, &QPushButton::clicked, this, [this, row] { queue_->remove(row()); });
-  connect(dup, &QPushButton::clicked, this, [this, row] {
-    queue_->duplicate(row());
-    start_next();
-  });
-  connect(requeue, &QPushButton::clicked, this, [this, row] {
-    queue_->requeue(row());
-    start_next();
-  });
+  connect(dup, &QPushButton::clicked, this, [this, row] { duplicate_job(row()); });
+  connect(requeue, &QPushButton::clicked, this, [this, row] { requeue_job(row()); });
   connect(queue_view_, &QListView::activated, this, [this](const QModelIndex& i) {
     const auto out = i.data(QueueModel::OutputRole).toString();
     if (!out.isEmpty()) viewer_->open(out);
@@ -286,14 +302,10 @@ void MainWindow::build_menus() {
   auto* q = menuBar()->addMenu("&Queue");
   q->addAction("&Remove", QKeySequence::Delete, this,
                [this] { queue_->remove(queue_view_->currentIndex().row()); });
-  q->addAction("&Duplicate", QKeySequence("Ctrl+D"), this, [this] {
-    queue_->duplicate(queue_view_->currentIndex().row());
-    start_next();
-  });
-  q->addAction("Re-&queue", QKeySequence("Ctrl+Shift+Q"), this, [this] {
-    queue_->requeue(queue_view_->currentIndex().row());
-    start_next();
-  });
+  q->addAction("&Duplicate", QKeySequence("Ctrl+D"), this,
+               [this] { duplicate_job(queue_view_->currentIndex().row()); });
+  q->addAction("Re-&queue", QKeySequence("Ctrl+Shift+Q"), this,
+               [this] { requeue_job(queue_view_->currentIndex().row()); });
 
   auto* view = menuBar()->addMenu("&View");
   for (auto* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
@@ -344,15 +356,24 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
   settings_->setValue("last_seed", static_cast<qlonglong>(p.seed));
   if (p.output.empty()) {
     const auto stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
-    QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
-    QString path = base + extension_for(p);
-    for (int k = 2; QFileInfo::exists(path); ++k)
-      path = base + "-" + QString::number(k) + extension_for(p);
-    p.output = path.toStdString();
+    const QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
+    p.output = free_output_path(base + extension_for(p), extension_for(p)).toStdString();
   }
   const auto id = queue_->add(p, front, sweep);
   start_next();
   return id;
+}
+
+QString MainWindow::duplicate_job(int row) {
+  const auto id = queue_->duplicate(row);
+  start_next();
+  return id;
+}
+
+bool MainWindow::requeue_job(int row) {
+  const bool ok = queue_->requeue(row);
+  start_next();
+  return ok;
 }
 
 void MainWindow::start_next() {
@@ -361,6 +382,19 @@ void MainWindow::start_next() {
   if (row < 0) return;
   const auto& job = queue_->at(row);
   running_ = job.id;
+  // A job whose file exists by now (a duplicated or re-queued job, a preset
+  // rendered before) renders to a free name beside it. A sweep keeps its
+  // names: its finished cells are reused and it remakes only its own sheet.
+  if (job.sweep.isEmpty() && !job.preset.output.empty()) {
+    const auto planned = QString::fromStdString(job.preset.output);
+    const auto free = free_output_path(planned, extension_for(job.preset));
+    if (free != planned) {
+      queue_->set_planned_output(job.id, free.toStdString());
+      const auto note = planned + " exists; this job renders to " + free;
+      statusBar()->showMessage(note);
+      if (options_.quit_when_idle) say_on_stderr(note);
+    }
+  }
   queue_->set_status(job.id, JobStatus::Running);
   viewer_->clear("Loading models…");
   const auto json = QString::fromStdString(job.preset.to_json().dump());

@@ -56,6 +56,11 @@ class MainWindow : public QMainWindow {
   void cancel_current();
   // Queues every preset file of `dir` (sorted by name); returns how many.
   int queue_folder(const QString& dir);
+  // Queue → Duplicate (a pending copy of `row`'s job; its id) and Re-queue
+  // (a job that ran, pending again). A job whose file exists when it starts
+  // renders to a free name beside it ("NAME-2.mp4").
+  QString duplicate_job(int row);
+  bool requeue_job(int row);
 
  protected:
   void closeEvent(QCloseEvent* e) override;

@@ -235,6 +235,14 @@ void QueueModel::set_output(const QString& id, const QString& output) {
   save();
 }
 
+void QueueModel::set_planned_output(const QString& id, const std::string& output) {
+  const int r = row_of(id);
+  if (r < 0) return;
+  jobs_[r].preset.output = output;
+  changed(r);
+  save();
+}
+
 void QueueModel::set_progress(const QString& id, int step, int total, double sps, double eta) {
   const int r = row_of(id);
   if (r < 0) return;

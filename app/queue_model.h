@@ -56,6 +56,8 @@ class QueueModel : public QAbstractListModel {
 
   void set_status(const QString& id, JobStatus s, const QString& message = {});
   void set_output(const QString& id, const QString& output);
+  // The file a pending job will write (its preset's output).
+  void set_planned_output(const QString& id, const std::string& output);
   void set_progress(const QString& id, int step, int total, double sps, double eta);
 
   const QString& file() const { return file_; }

@@ -23,6 +23,7 @@
 #include <QTest>
 #include <QUrl>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -805,6 +806,28 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   const auto meta = media::read_embedded_parameters(w.queue()->job(lid)->output.toStdString());
   ASSERT_EQ(meta["loras"].size(), 1u);
   EXPECT_EQ(meta["loras"][0]["file"], "style.safetensors");
+
+  // Queue → Duplicate and Re-queue of the done job: each renders to a free
+  // name beside its file, which stays as it was.
+  const auto first = w.queue()->job(lid)->output;
+  const auto first_bytes = test::read_bytes(first.toStdString());
+  fs::last_write_time(first.toStdString(),
+                      fs::file_time_type::clock::now() - std::chrono::hours(1));
+  const auto first_time = fs::last_write_time(first.toStdString());
+  const auto dup = w.duplicate_job(w.queue()->row_of(lid));
+  finish(dup);
+  ASSERT_EQ(w.queue()->job(dup)->status, JobStatus::Done)
+      << w.queue()->job(dup)->message.toStdString();
+  const auto second = w.queue()->job(dup)->output;
+  EXPECT_EQ(second, QString(first).replace(".png", "-2.png"));
+  EXPECT_TRUE(fs::exists(second.toStdString()));
+  ASSERT_TRUE(w.requeue_job(w.queue()->row_of(lid)));
+  finish(lid);
+  ASSERT_EQ(w.queue()->job(lid)->status, JobStatus::Done)
+      << w.queue()->job(lid)->message.toStdString();
+  EXPECT_EQ(w.queue()->job(lid)->output, QString(first).replace(".png", "-3.png"));
+  EXPECT_EQ(fs::last_write_time(first.toStdString()), first_time);
+  EXPECT_EQ(test::read_bytes(first.toStdString()), first_bytes);
 }
 
 }  // namespace
