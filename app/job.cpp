@@ -32,7 +32,8 @@ JobStatus status_from_name(const QString& s) {
   for (auto st : {JobStatus::Pending, JobStatus::Running, JobStatus::Done, JobStatus::Failed,
                   JobStatus::Cancelled, JobStatus::Interrupted})
     if (status_name(st) == s) return st;
-  return JobStatus::Pending;
+  throw Error("status '" + s.toStdString() +
+              "' is none of pending, running, done, failed, cancelled, interrupted");
 }
 
 QJsonObject Job::to_json() const {
@@ -52,7 +53,11 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   Job j;
   j.id = o.value("id").toString();
   if (j.id.isEmpty()) throw Error(source.toStdString() + ": a job without an id");
-  j.status = status_from_name(o.value("status").toString());
+  try {
+    j.status = status_from_name(o.value("status").toString("pending"));
+  } catch (const Error& e) {
+    throw Error(source.toStdString() + " (job " + j.id.toStdString() + "): " + e.what());
+  }
   j.message = o.value("message").toString();
   j.output = o.value("output").toString();
   j.created = QDateTime::fromString(o.value("created").toString(), Qt::ISODate);

@@ -12,7 +12,8 @@ namespace kinora::app {
 enum class JobStatus { Pending, Running, Done, Failed, Cancelled, Interrupted };
 
 QString status_name(JobStatus s);
-JobStatus status_from_name(const QString& s);  // unknown → Pending
+// The status named `s`; throws kinora::Error for a name that is none.
+JobStatus status_from_name(const QString& s);
 
 struct Job {
   QString id;  // stable across restarts

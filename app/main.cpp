@@ -2,8 +2,11 @@
 #include <QApplication>
 #include <QCommandLineParser>
 
+#include <iostream>
+
 #include "app/main_window.h"
 #include "base/runtime.h"
+#include "pipeline/preset.h"
 
 int main(int argc, char** argv) {
   // First, while this is the only thread: it may reselect the BLAS kernels
@@ -55,10 +58,25 @@ int main(int argc, char** argv) {
   o.output_dir = cli.value(output);
   o.presets = cli.values(preset);
   o.prompt = cli.value(prompt);
-  o.seed = cli.isSet(seed) ? cli.value(seed).toLongLong() : -1;
   o.screenshots = cli.value(shots);
   o.quit_when_idle = cli.isSet(quit);
-  o.exit_after_ms = cli.value(exit_after).toInt();
+  try {  // the CLI's rule for a seed
+    o.seed = cli.isSet(seed) ? kinora::pipeline::parse_seed(cli.value(seed).toStdString(), "--seed")
+                             : kinora::pipeline::kRandomSeed;
+  } catch (const std::exception& e) {
+    std::cerr << "kinora-studio: " << e.what() << std::endl;
+    return 2;
+  }
+  if (cli.isSet(exit_after)) {
+    bool ok = false;
+    o.exit_after_ms = cli.value(exit_after).toInt(&ok);
+    if (!ok || o.exit_after_ms <= 0) {
+      std::cerr << "kinora-studio: --exit-after-ms must be a whole number of milliseconds above 0, "
+                   "got "
+                << cli.value(exit_after).toStdString() << std::endl;
+      return 2;
+    }
+  }
   kinora::app::MainWindow w(o);
   w.show();
   return app.exec();

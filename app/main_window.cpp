@@ -210,6 +210,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     queue_->set_status(id, JobStatus::Failed, e);
     viewer_->clear("Failed: " + e);
     statusBar()->showMessage("failed: " + e);
+    if (options_.quit_when_idle) say_on_stderr("failed: " + e);  // a script gets the reason
     exit_code_ = 1;
     job_done(id);
   });

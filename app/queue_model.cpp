@@ -21,8 +21,13 @@ QueueModel::QueueModel(QString file, QObject* parent)
 
 bool QueueModel::load(QString* error) {
   if (file_.isEmpty() || !QFile::exists(file_)) return true;
+  // Where the file as it was is kept: never over an earlier one.
+  QString aside = file_ + ".bad";
+  for (int k = 2; QFileInfo::exists(aside); ++k) aside = file_ + ".bad-" + QString::number(k);
   QFile f(file_);
   QList<Job> jobs;
+  QStringList left_out;
+  int total = 0;
   try {
     if (!f.open(QIODevice::ReadOnly)) throw Error(file_.toStdString() + ": cannot read");
     QJsonParseError pe;
@@ -30,26 +35,42 @@ bool QueueModel::load(QString* error) {
     f.close();
     if (pe.error != QJsonParseError::NoError)
       throw Error(file_.toStdString() + ": not valid JSON: " + pe.errorString().toStdString());
+    if (!doc.isObject() || !doc.object().value("jobs").isArray())
+      throw Error(file_.toStdString() + ": not a queue (no \"jobs\" list)");
     const auto arr = doc.object().value("jobs").toArray();
+    total = static_cast<int>(arr.size());
     for (const auto& v : arr) {
-      auto j = Job::from_json(v.toObject(), file_);
-      if (j.status == JobStatus::Running) {
-        j.status = JobStatus::Interrupted;
-        j.message = "interrupted: the studio stopped while this job was running";
+      try {  // one job that cannot be read leaves the others in the queue
+        auto j = Job::from_json(v.toObject(), file_);
+        if (j.status == JobStatus::Running) {
+          j.status = JobStatus::Interrupted;
+          j.message = "interrupted: the studio stopped while this job was running";
+        }
+        jobs.push_back(j);
+      } catch (const std::exception& e) {
+        left_out << QString::fromStdString(e.what());
       }
-      jobs.push_back(j);
     }
   } catch (const std::exception& e) {
-    if (error) *error = QString::fromStdString(e.what()) + " (moved aside to " + file_ + ".bad)";
-    QFile::remove(file_ + ".bad");
-    QFile::rename(file_, file_ + ".bad");
+    if (error) *error = QString::fromStdString(e.what()) + " (moved aside to " + aside + ")";
+    QFile::rename(file_, aside);
     return false;
+  }
+  if (!left_out.isEmpty()) {
+    QFile::copy(file_, aside);
+    if (error)
+      *error = QString(
+                   "%1 of %2 jobs could not be read and were left out of the queue (the file "
+                   "as it was is kept as %3): %4")
+                   .arg(left_out.size())
+                   .arg(total)
+                   .arg(aside, left_out.join("; "));
   }
   beginResetModel();
   jobs_ = jobs;
   endResetModel();
   save();
-  return true;
+  return left_out.isEmpty();
 }
 
 void QueueModel::save() {

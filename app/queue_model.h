@@ -28,7 +28,10 @@ class QueueModel : public QAbstractListModel {
   explicit QueueModel(QString file = {}, QObject* parent = nullptr);
 
   // Reads the file: running jobs become interrupted (and the file is rewritten).
-  // A malformed file is moved aside to <file>.bad and reported in `error`.
+  // A file that is not a queue is moved aside, and one whose jobs cannot all
+  // be read is copied aside before its readable jobs are loaded; either way
+  // to the first free <file>.bad, <file>.bad-2, …, and returns false with
+  // what was wrong, job by job, in `error`.
   bool load(QString* error = nullptr);
 
   int rowCount(const QModelIndex& parent = {}) const override;

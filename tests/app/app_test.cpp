@@ -166,6 +166,51 @@ TEST(QueueModel, AMalformedFileIsMovedAsideWithAMessage) {
   EXPECT_EQ(q.rowCount(), 0);
 }
 
+// A job that cannot be read (a bad value, an unknown status) is left out and
+// the others stay queued; each damaged file is kept whole, none over another.
+TEST(QueueModel, AJobThatCannotBeReadLeavesTheOthersAndNoBackupIsReplaced) {
+  qapp();
+  test::TempDir tmp;
+  const auto file = QString::fromStdString((tmp.path() / "queue.json").string());
+  const auto write = [&](const QByteArray& bytes) {
+    QFile f(file);
+    ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+    f.write(bytes);
+  };
+  const QByteArray four =
+      R"({"jobs": [ {"id": "a", "status": "done", "preset": {"prompt": "first"}},
+                    {"id": "b", "preset": {"steps": "many"}},
+                    {"id": "c", "status": "exploded", "preset": {}},
+                    {"id": "d", "status": "pending", "preset": {"prompt": "fourth"}} ]})";
+  write(four);
+  {
+    QueueModel q(file);
+    QString err;
+    EXPECT_FALSE(q.load(&err));
+    EXPECT_TRUE(err.contains("2 of 4 jobs")) << err.toStdString();
+    EXPECT_TRUE(err.contains("(job b)") && err.contains("steps")) << err.toStdString();
+    EXPECT_TRUE(err.contains("(job c)") && err.contains("'exploded'")) << err.toStdString();
+    ASSERT_EQ(q.rowCount(), 2);
+    EXPECT_EQ(q.at(0).preset.prompt, "first");
+    EXPECT_EQ(q.at(1).preset.prompt, "fourth");
+    EXPECT_EQ(q.at(1).status, JobStatus::Pending);
+  }
+  EXPECT_EQ(test::read_bytes((tmp.path() / "queue.json.bad")), four.toStdString());
+  // Two damaged files one after the other: both kept.
+  write("{\"jobs\": [");
+  EXPECT_FALSE(QueueModel(file).load());
+  write("broken");
+  QString err;
+  EXPECT_FALSE(QueueModel(file).load(&err));
+  EXPECT_TRUE(err.contains("queue.json.bad-3")) << err.toStdString();
+  EXPECT_EQ(test::read_bytes((tmp.path() / "queue.json.bad")), four.toStdString());
+  EXPECT_EQ(test::read_bytes((tmp.path() / "queue.json.bad-2")), "{\"jobs\": [");
+  EXPECT_EQ(test::read_bytes((tmp.path() / "queue.json.bad-3")), "broken");
+  QueueModel empty(file);
+  EXPECT_TRUE(empty.load());  // the file was moved aside: a new, empty queue
+  EXPECT_EQ(empty.rowCount(), 0);
+}
+
 TEST(Worker, CancelStopsWithinAStepAndLeavesNoFile) {
   qapp();
   test::TempDir tmp;

@@ -105,6 +105,42 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
 }
 
 // The real window on an X server (xvfb-run), the embedded model, screenshots.
+// Scripted (--quit-when-idle): a job that fails says why on stderr and makes
+// the exit status 1; a seed the CLI would refuse is refused before anything
+// runs.
+TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  {
+    std::ifstream in(fixture("wan21_dit_tiny.safetensors"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  std::ofstream(dir / "p.json") << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
+                                << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": "
+                                << "\"cut.safetensors\", \"vae\": \""
+                                << fixture("wan21_vae_tiny.safetensors")
+                                << "\", \"text_encoder\": \""
+                                << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+                                << fixture("spm_tiny.model") << "\"}";
+  const std::string env = "QT_QPA_PLATFORM=offscreen " + studio() + " --data-dir " +
+                          (dir / "data").string() + " --output-dir " + (dir / "out").string();
+  const auto run = [&](const std::string& args) {
+    const int rc =
+        std::system((env + " " + args + " > " + (dir / "log.txt").string() + " 2>&1").c_str());
+    return WEXITSTATUS(rc);
+  };
+  EXPECT_EQ(run("--queue-preset " + (dir / "p.json").string() + " --quit-when-idle"), 1);
+  const auto log = slurp(dir / "log.txt");
+  EXPECT_NE(log.find("kinora-studio: failed: "), std::string::npos) << log;
+  EXPECT_NE(log.find("cut.safetensors"), std::string::npos) << log;
+  for (const char* seed : {"abc", "-5"}) {
+    EXPECT_EQ(run(std::string("--prompt fox --seed ") + seed + " --quit-when-idle"), 2) << seed;
+    EXPECT_NE(slurp(dir / "log.txt").find("--seed must be an integer"), std::string::npos)
+        << slurp(dir / "log.txt");
+  }
+}
+
 TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
   kinora::test::TempDir tmp;
