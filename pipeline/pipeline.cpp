@@ -981,9 +981,16 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     ri.preset.seed = p.seed + i;
     progress({"decode", "", 0, p.frames});
     auto video = ae.decode_video(x.slice(0, i, i + 1), [&](int64_t done, int64_t total) {
-                     progress({"decode", "", done, total});
-                     check_cancel();
-                   }).clamp(-1, 1);  // [1, 3, F, H, W], a copy of its own
+      progress({"decode", "", done, total});
+      check_cancel();
+    });  // [1, 3, F, H, W]
+    // A decoder with NaN weights: an error, not a black video.
+    if (!torch::isfinite(video).all().item<bool>())
+      throw Error((files.vae.empty() ? files.model : files.vae).string() +
+                  ": the decoded frames hold NaN or infinite values: a VAE file with such "
+                  "weights, or one that overflowed at precision " +
+                  p.precision + "; nothing was written");
+    video = video.clamp(-1, 1);  // a copy of its own
     // In place: one video's memory on the device, not one per operation.
     video.add_(1).mul_(127.5).round_().clamp_(0, 255);
     ri.frames = video[0].permute({1, 2, 3, 0}).to(torch::kCPU, torch::kUInt8);

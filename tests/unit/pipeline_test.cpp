@@ -371,6 +371,32 @@ TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
   EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
 }
 
+// A decoder with NaN weights: the render stops naming the VAE file, instead
+// of writing a black video.
+TEST(Pipeline, NonFiniteDecodedFramesStopTheRenderNamingTheVae) {
+  TempDir dir;
+  const auto ck = io::SafetensorsFile::open(fixture("wan21_vae_tiny.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  bool poisoned = false;
+  for (const auto& t : ck->tensors()) {
+    auto v = ck->get(t.name).clone();
+    if (t.name.rfind("decoder.head.", 0) == 0 && t.name.find("weight") != std::string::npos &&
+        !poisoned) {
+      v.fill_(std::numeric_limits<float>::quiet_NaN());
+      poisoned = true;
+    }
+    tensors.emplace_back(t.name, v);
+  }
+  ASSERT_TRUE(poisoned);
+  io::save_safetensors(dir / "nan_vae.safetensors", tensors, ck->metadata());
+  auto p = tiny((dir / "nan.mp4").string());
+  p.vae = (dir / "nan_vae.safetensors").string();
+  pipeline::Pipeline pipe;
+  const auto msg = error_of([&] { render::render(pipe, p); });
+  EXPECT_THAT(msg, HasSubstr("nan_vae.safetensors: the decoded frames hold NaN or infinite"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
+}
+
 TEST(Presets, PathsSeedsAndTextFromElsewhere) {
   // Relative paths resolve against the preset's folder.
   auto p = tiny("clip.mp4");
