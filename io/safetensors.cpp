@@ -287,6 +287,12 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
               "a Python pickle (an old .ckpt or .pt checkpoint), not safetensors; Kinora reads "
               "safetensors only (they load without running code): convert it, or download the "
               ".safetensors release");
+  // llama.cpp's format, which stable-diffusion.cpp and ComfyUI-GGUF load.
+  if (base[0] == 'G' && base[1] == 'G' && base[2] == 'U' && base[3] == 'F')
+    fail_file(path,
+              "a GGUF file (the quantized format of llama.cpp, stable-diffusion.cpp and "
+              "ComfyUI-GGUF), not safetensors; Kinora reads safetensors only (bf16, fp16, fp32 "
+              "or FP8 weights): download the .safetensors release");
   uint64_t n = 0;
   std::memcpy(&n, base, 8);
   if (n > kMaxHeaderBytes)

@@ -243,6 +243,11 @@ TEST(Safetensors, ForeignFilesAreRefused) {
   const auto pickle = error_of([&] { SafetensorsFile::open(dir / "old.safetensors"); });
   EXPECT_THAT(pickle, HasSubstr("old.safetensors: a Python pickle"));
   EXPECT_THAT(pickle, HasSubstr("safetensors only"));
+  // A GGUF (magic "GGUF", version 3), as sd.cpp and ComfyUI-GGUF users have them.
+  std::ofstream(dir / "wan.gguf", std::ios::binary)
+      << std::string("GGUF\x03\x00\x00\x00", 8) << std::string(200, '\0');
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "wan.gguf"); }),
+              HasSubstr("wan.gguf: a GGUF file"));
   // Other bytes: the header length's bound.
   std::ofstream(dir / "noise.safetensors", std::ios::binary)
       << std::string("\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", 8) << std::string(200, 'x');
