@@ -159,6 +159,38 @@ std::string text_encoders_key(const Family& family, const ModelFiles& files,
   return key;
 }
 
+// A file named `entry` (or with ".safetensors" or ".model" added) in the
+// subfolders of `folder` (ComfyUI users sort models into them, and a restored
+// preset names its files without their folders): the one found, empty when
+// none is. Several: an error naming them. Bounded to a few levels so that a
+// folder linked into itself cannot loop.
+fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
+                            const std::string& source, const std::string& what) {
+  if (entry.empty() || fs::path(entry).filename() != fs::path(entry)) return {};
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) return {};
+  std::vector<fs::path> found;
+  const auto opts = fs::directory_options::follow_directory_symlink |
+                    fs::directory_options::skip_permission_denied;
+  for (fs::recursive_directory_iterator it(folder, opts, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it.depth() > 3) it.disable_recursion_pending();
+    if (it.depth() == 0 || !it->is_regular_file(ec)) continue;  // the top was searched already
+    const auto name = it->path().filename().string();
+    if (name == entry || name == entry + ".safetensors" || name == entry + ".model")
+      found.push_back(it->path());
+  }
+  if (found.size() > 1) {
+    std::sort(found.begin(), found.end());
+    std::string msg = source + ": " + what + " '" + entry + "' is in more than one subfolder of " +
+                      folder.string() + " (";
+    for (std::size_t i = 0; i < found.size(); ++i)
+      msg.append(i ? ", " : "").append(found[i].lexically_relative(folder).string());
+    throw Error(msg + "): give its path relative to that folder");
+  }
+  return found.empty() ? fs::path() : found.front();
+}
+
 }  // namespace
 
 fs::path models_dir_path(const Preset& p) {
@@ -200,6 +232,10 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
       for (const fs::path& candidate :
            {folder / e, folder / (entry + ".safetensors"), folder / (entry + ".model")})
         if (found(candidate)) return candidate;
+    for (const fs::path& folder : folders)
+      if (folder != md)
+        if (auto f = find_in_subfolders(folder, entry, source, "key '" + key + "'"); !f.empty())
+          return f;
   }
   std::string msg = source + ": key '" + key + "': '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
@@ -516,6 +552,8 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   std::error_code ec;
   for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
     if (fs::is_regular_file(c, ec)) return c;
+  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">"); !f.empty())
+    return f;
   throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
 }
 
@@ -538,6 +576,7 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   };
   const auto tried = candidates(entry);
   if (auto f = found(tried); !f.empty()) return f;
+  if (auto f = find_in_subfolders(lora_folder(p), entry, source, "LoRA"); !f.empty()) return f;
   // "NAME:TAIL" where NAME is a LoRA: TAIL meant as a strength.
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
     if (!found(candidates(entry.substr(0, colon))).empty()) {

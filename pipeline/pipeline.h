@@ -93,8 +93,9 @@ std::filesystem::path resolve_dit_file(const Preset& p);
 // A preset's LoRA entry: a path (relative to the preset's folder) or a name in
 // a loras/ folder (with or without .safetensors): models_dir's, else the
 // embedded model's (assets/loras/) for a preset of the embedded model, else
-// the one beside the model file. Throws kinora::Error naming every place it
-// looked.
+// the one beside the model file; a bare name also in that folder's
+// subfolders (a few levels; one match, else an error naming them). Throws
+// kinora::Error naming every place it looked.
 std::filesystem::path resolve_lora_file(const Preset& p, const std::string& entry);
 
 // A prompt's `<lora:NAME>` / `<lora:NAME:STRENGTH>` tags (as A1111 writes
@@ -104,13 +105,15 @@ struct PromptLoras {
   std::vector<LoraRef> loras;
 };
 PromptLoras prompt_loras(const std::string& prompt);
-// A LoRA named in a prompt: a file in that loras/ folder (with or without
-// .safetensors), never a path outside it. Throws kinora::Error.
+// A LoRA named in a prompt: a file in that loras/ folder or its subfolders
+// (with or without .safetensors), never a path. Throws kinora::Error.
 std::filesystem::path resolve_lora_tag(const Preset& p, const std::string& name);
 
 // The preset's models_dir as a path (relative to its folder), or empty.
 std::filesystem::path models_dir_path(const Preset& p);
-// One of them: the entry of preset key `key` ("model", "vae" …).
+// One of them: the entry of preset key `key` ("model", "vae" …): a path, or a
+// name in models_dir's `subfolder` (for "model" also checkpoints/) or at its
+// top, and a bare name also in the subfolders of those (as for LoRAs).
 std::filesystem::path resolve_model_file(const Preset& p, const std::string& key,
                                          const char* subfolder, bool required);
 

@@ -334,6 +334,43 @@ TEST(Pipeline, FindsModelsByNameInAComfyUIFolder) {
   EXPECT_TRUE(torch::equal(pipe.generate(p).frames, pipe.generate(tiny()).frames));
 }
 
+// Models and LoRAs sorted into subfolders, as ComfyUI users keep them, are
+// found by their bare names (what a restored preset records); a name in two
+// subfolders is an error naming both.
+TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  for (const char* sub : {"diffusion_models/wan/t2v", "vae", "text_encoders", "loras/wan/style"})
+    fs::create_directories(dir / sub);
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                     dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
+  fs::create_symlink(fixture("wan21_vae_tiny.safetensors"), dir / "vae/wan_vae.safetensors");
+  fs::create_symlink(fixture("umt5_enc_tiny.safetensors"), dir / "text_encoders/umt5.safetensors");
+  fs::create_symlink(fixture("spm_tiny.model"), dir / "text_encoders/spiece.model");
+  io::save_safetensors(dir / "loras/wan/style/ink.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", torch::ones({4, 128})},
+                        {"lora_unet_blocks_0_self_attn_q.lora_up.weight", torch::ones({128, 4})}});
+  auto p = tiny();
+  p.models_dir = dir.path().string();
+  p.model = "sub_dit";
+  p.vae = "wan_vae";
+  p.text_encoder = "umt5";
+  p.tokenizer = "spiece.model";
+  EXPECT_EQ(pipeline::resolve_models(p, pipeline::family_for(p)).model,
+            dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
+  EXPECT_EQ(pipeline::resolve_lora_file(p, "ink"), dir / "loras/wan/style/ink.safetensors");
+  EXPECT_EQ(pipeline::resolve_lora_tag(p, "ink"), dir / "loras/wan/style/ink.safetensors");
+  // A path keeps its meaning: never looked for below.
+  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "other/ink"); }),
+              HasSubstr("not found"));
+  // The same name twice.
+  fs::create_directories(dir / "loras/flux");
+  fs::copy_file(dir / "loras/wan/style/ink.safetensors", dir / "loras/flux/ink.safetensors");
+  const auto twice = error_of([&] { pipeline::resolve_lora_file(p, "ink"); });
+  EXPECT_THAT(twice, HasSubstr("'ink' is in more than one subfolder"));
+  EXPECT_THAT(twice, HasSubstr("flux/ink.safetensors, wan/style/ink.safetensors"));
+}
+
 // The output is what its name says: one frame into an .mp4 is a one-frame
 // video (not a .png beside it), and nine frames are not squeezed into a .png.
 TEST(Pipeline, TheOutputIsWhatItsNameSays) {
