@@ -72,6 +72,39 @@ pipeline::RunCallbacks terminal_callbacks() {
   return cb;
 }
 
+// --set KEY=VALUE and --lora of `render` and `sweep`: typed here, so a
+// relative path means one from the current folder, not from the preset's.
+// A model or LoRA entry that is no file here stays as typed (a name under
+// models_dir, or a path from the preset's folder); a relative output lands
+// in --output-dir when there is one.
+void apply_command_line(Preset& p, const std::vector<std::string>& sets,
+                        const std::vector<std::string>& loras, bool output_dir_given) {
+  std::error_code ec;
+  const auto from_here = [&](std::string& s, bool only_if_exists) {
+    if (s.empty() || fs::path(s).is_absolute()) return;
+    if (!only_if_exists || fs::exists(s, ec)) s = fs::absolute(s, ec).string();
+  };
+  for (const auto& s : sets) {
+    p.set(s);
+    const std::string key = s.substr(0, s.find('='));
+    if (key == "output" && !output_dir_given) from_here(p.output, false);
+    if (key == "models_dir") from_here(p.models_dir, false);
+    for (const auto& [name, member] : std::initializer_list<std::pair<const char*, std::string*>>{
+             {"model", &p.model},
+             {"model2", &p.model2},
+             {"vae", &p.vae},
+             {"text_encoder", &p.text_encoder},
+             {"tokenizer", &p.tokenizer},
+             {"clip", &p.clip},
+             {"clip_tokenizer", &p.clip_tokenizer}})
+      if (key == name) from_here(*member, true);
+  }
+  for (const auto& l : loras) {
+    p.loras.push_back(parse_lora_arg(l));
+    from_here(p.loras.back().path, true);
+  }
+}
+
 // Renders `p` (`count` outputs of it in one batch: seeds seed …), printing
 // each output's name on stdout.
 int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int count = 1) {
@@ -266,8 +299,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto sets = std::make_shared<std::vector<std::string>>();
   auto ren = app.add_subcommand(
       "render",
-      "Render a preset file (relative paths in it resolve against its folder; no output: "
-      "kinora-SEED.mp4 here)");
+      "Render a preset file (relative paths in it resolve against its folder, those of --set "
+      "and --lora against this one; no output: kinora-SEED.mp4 here)");
   ren->add_option("preset", *render_path, "preset JSON")->required();
   ren->add_option("--set", *sets, "override a key: --set steps=20 --set prompt=\"a cat\"");
   auto ren_loras = std::make_shared<std::vector<std::string>>();
@@ -465,8 +498,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
     if (*ren) {
       return guarded([&] {
         Preset p = Preset::load(*render_path);
-        for (const auto& s : *sets) p.set(s);
-        for (const auto& l : *ren_loras) p.loras.push_back(parse_lora_arg(l));
+        apply_command_line(p, *sets, *ren_loras, !placement->output_dir.empty());
         placement->apply(p, *render_path);
         if (p.output.empty()) {
           p.seed = pipeline::resolve_seed(p.seed);
@@ -481,8 +513,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
     if (*sw) {
       return guarded([&] {
         Preset p = Preset::load(*sweep_path);
-        for (const auto& s : *sweep_sets) p.set(s);
-        for (const auto& l : *sweep_loras) p.loras.push_back(parse_lora_arg(l));
+        apply_command_line(p, *sweep_sets, *sweep_loras, !sweep_placement->output_dir.empty());
         if (p.output.empty()) {  // named after the preset file, here or in --output-dir
           const fs::path dir = sweep_placement->output_dir.empty()
                                    ? fs::current_path()

@@ -377,6 +377,25 @@ TEST(Safety, PresetPathsResolveAgainstThePresetAndRestoreForgetsOutputs) {
   r = sh(in(dir / "elsewhere", kinora_bin() + " render r.json --models-dir ../p/models"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(fs::exists(dir / "elsewhere/kinora-1.png"));
+  // Paths typed on the command line (--set, --lora) are from here, as the
+  // shell completes them; a model name that is no file here stays a name.
+  fs::create_directories(dir / "elsewhere/mine");
+  fs::copy(fixture("wan21_dit_tiny.safetensors"), dir / "elsewhere/mine/dit2.safetensors");
+  r = sh(in(dir / "elsewhere", kinora_bin() + " render ../p/x.json --set output=here.png" +
+                                   " --set model=mine/dit2.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "elsewhere/here.png"));
+  EXPECT_FALSE(fs::exists(dir / "p/here.png"));
+  EXPECT_EQ(json::parse(sh(kinora_bin() + " restore " + (dir / "elsewhere/here.png").string()).out)
+                .at("model"),
+            "dit2.safetensors");
+  r = sh(in(dir / "elsewhere", kinora_bin() + " render ../p/x.json --set output=there.png" +
+                                   " --lora ./mine/none.safetensors"));
+  EXPECT_THAT(r.out, HasSubstr("LoRA './mine/none.safetensors' not found"));
+  r = sh(in(dir / "elsewhere", kinora_bin() + " render r.json --set model=dit.safetensors" +
+                                   " --models-dir ../p/models --set output=named.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "elsewhere/named.png"));
 }
 
 // Text and numbers that used to slip through: refused before anything loads,
