@@ -9,6 +9,7 @@
 #include "base/device.h"
 #include "base/error.h"
 #include "base/json.h"
+#include "base/strings.h"
 #include "media/format.h"
 #include "media/output.h"
 #include "pipeline/lora_check.h"
@@ -190,8 +191,8 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
       out << "missing  " << e.source << "  " << path.string() << "\n";
     }
   }
-  out << entries.size() << " presets: " << done << " done, " << missing << " missing, " << failed
-      << " failed, " << invalid << " invalid\n";
+  out << counted(static_cast<long long>(entries.size()), "preset", "presets") << ": " << done
+      << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid\n";
   return done == static_cast<int>(entries.size()) ? 0 : 1;
 }
 

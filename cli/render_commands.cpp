@@ -13,6 +13,7 @@
 #include "base/device.h"
 #include "base/json.h"
 #include "base/signals.h"
+#include "base/strings.h"
 #include "cli/batch.h"
 #include "cli/lora_command.h"
 #include "embedded/model.h"
@@ -599,9 +600,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
           ++mine;
           if (!entries[k].preset) ++invalid, std::cout << "INVALID  " << entries[k].error << "\n";
         }
-        std::cerr << "kinora: " << entries.size() << " presets, " << mine << " in shard " << index
-                  << "/" << count << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
-                  << "\n";
+        std::cerr << "kinora: "
+                  << counted(static_cast<long long>(entries.size()), "preset", "presets") << ", "
+                  << mine << " in shard " << index << "/" << count
+                  << (invalid ? ", " + std::to_string(invalid) + " invalid" : "") << "\n";
         int failed = 0, skipped = 0, done = 0;
         pipeline::Pipeline pipe;  // models stay loaded across the batch
         for (std::size_t k = 0; k < entries.size(); ++k) {

@@ -22,6 +22,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/strings.h"
 #include "cli/batch.h"
 
 namespace kinora::cli {
@@ -172,8 +173,9 @@ int submit(SlurmArgs a) {
     return 0;
   }
   if (a.tasks > static_cast<int>(entries.size())) {
-    std::cerr << "kinora: " << entries.size() << " presets: " << entries.size() << " tasks, not "
-              << a.tasks << "\n";
+    const auto n = static_cast<long long>(entries.size());
+    std::cerr << "kinora: " << counted(n, "preset", "presets") << ": "
+              << counted(n, "task", "tasks") << ", not " << a.tasks << "\n";
     a.tasks = static_cast<int>(entries.size());
   }
   std::vector<fs::path> paths;
@@ -212,8 +214,9 @@ int submit(SlurmArgs a) {
     placement += " --models-dir " + quoted(fs::absolute(a.placement.models_dir).string());
   std::string listed;
   for (const auto& p : paths) listed += " " + quoted(p.string());
-  std::cerr << "kinora: submitted job array " << job << " (" << a.tasks << " tasks, "
-            << entries.size() << " presets), script " << file.string() << "\n"
+  std::cerr << "kinora: submitted job array " << job << " (" << counted(a.tasks, "task", "tasks")
+            << ", " << counted(static_cast<long long>(entries.size()), "preset", "presets")
+            << "), script " << file.string() << "\n"
             << "  follow:   squeue -j " << job
             << "   (task logs: " << (log_dir / ("kinora-" + job + "_<task>.out")).string() << ")\n"
             << "  status:   kinora batch --status" << listed << placement << " --log-dir "
