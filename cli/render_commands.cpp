@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <set>
@@ -411,7 +412,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
       ->capture_default_str();
   sc->add_option("--precision", judge->preset.precision, "auto, fp32 or bf16")
       ->capture_default_str();
-  sc->add_option("--keep", *judge_keep, "keep the MP4s in this folder (default: none kept)");
+  sc->add_option("--keep", *judge_keep,
+                 "keep the MP4s in this folder, made if missing (default: none kept)");
+  auto judge_overwrite = std::make_shared<bool>(false);
+  sc->add_flag("--overwrite", *judge_overwrite,
+               "with --keep: replace the MP4s an earlier score kept there");
   auto judge_loras = std::make_shared<std::vector<std::string>>();
   auto judge_big = std::make_shared<int>(0);
   sc->add_option("--lora", *judge_loras,
@@ -438,10 +443,19 @@ std::function<int()> add_render_commands(CLI::App& app) {
         for (const auto& l : *judge_loras) run.preset.loras.push_back(parse_lora_arg(l));
         run.preset = Preset::from_json(run.preset.to_json(), "command line");
         const bool keep = !judge_keep->empty();
-        run.folder =
-            keep ? fs::path(*judge_keep)
-                 : fs::temp_directory_path() / ("kinora-score-" + std::to_string(::getpid()));
-        fs::create_directories(run.folder);
+        if (keep) {
+          run.folder = *judge_keep;
+          std::error_code ec;
+          if (fs::exists(run.folder, ec) && !fs::is_directory(run.folder, ec))
+            throw Error(*judge_keep + ": --keep names a file; give a folder");
+          fs::create_directories(run.folder, ec);
+          if (ec) throw Error(*judge_keep + ": cannot make the folder: " + ec.message());
+          run.overwrite = *judge_overwrite;
+        } else {  // a new folder of this run's own, which it removes
+          std::string tmpl = (fs::temp_directory_path() / "kinora-score-XXXXXX").string();
+          if (!::mkdtemp(tmpl.data())) throw Error(tmpl + ": cannot make a temporary folder");
+          run.folder = tmpl;
+        }
         struct RemoveUnlessKept {  // the MP4s go, however the run ends
           fs::path folder;
           ~RemoveUnlessKept() {

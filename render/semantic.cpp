@@ -16,7 +16,7 @@ embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun
     p.prompt = scenes[i].caption();
     p.seed = run.noise_seed + static_cast<int64_t>(i);
     p.output = (run.folder / (tag + std::to_string(i) + ".mp4")).string();
-    render(pipe, p, callbacks);
+    render(pipe, p, callbacks, run.overwrite);
     const auto m = embedded::measure(media::read_frames(p.output));
     into.add(scenes[i], m);
     if (run.on_line)

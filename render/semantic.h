@@ -25,6 +25,7 @@ struct SemanticRun {
   uint64_t prompt_seed = 7000;   // embedded::semantic_prompts' first seed
   int64_t noise_seed = 100;      // prompt i of each set renders with seed noise_seed + i
   std::filesystem::path folder;  // where the MP4s are written (must exist)
+  bool overwrite = false;        // replace MP4s of those names already there
   const std::atomic<bool>* cancel = nullptr;  // polled every step (then Cancelled is thrown)
   // One line per prompt: `set i  "prompt"  seed N  →  what it shows`.
   std::function<void(const std::string&)> on_line;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <fstream>
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -247,6 +248,11 @@ TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   r = run("kinora score --guidance 2 --steps 0");
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("key 'steps' must be between 1 and 1000, got 0"));
+  std::ofstream(dir / "notes.txt") << "mine";
+  r = run("kinora score --keep " + (dir / "notes.txt").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("notes.txt: --keep names a file; give a folder"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "notes.txt"), "mine");
 }
 
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
