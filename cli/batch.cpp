@@ -171,7 +171,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
         if (line.rfind("FAIL  ", 0) == 0) failed_in[source_key(line.substr(6))] = f.path().string();
     }
   }
-  int done = 0, missing = 0, failed = 0, invalid = 0;
+  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0;
   for (const auto& e : entries) {
     if (!e.preset) {
       ++invalid;
@@ -180,7 +180,11 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     }
     const auto path = e.preset->output_path();
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(path, ec))) {
+    if (fs::exists(fs::symlink_status(path, ec)) && !media::is_kinora_output(path)) {
+      ++foreign;
+      out << "foreign  " << e.source << "  " << path.string()
+          << "  (exists and is not a Kinora render)\n";
+    } else if (fs::exists(fs::symlink_status(path, ec))) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
     } else if (const auto it = failed_in.find(source_key(e.source)); it != failed_in.end()) {
@@ -192,7 +196,8 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     }
   }
   out << counted(static_cast<long long>(entries.size()), "preset", "presets") << ": " << done
-      << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid\n";
+      << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid"
+      << (foreign ? ", " + std::to_string(foreign) + " not Kinora's" : std::string()) << "\n";
   return done == static_cast<int>(entries.size()) ? 0 : 1;
 }
 

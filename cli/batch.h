@@ -49,7 +49,8 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement);
 
 // `kinora batch --status`: one line per entry, "done", "missing", "failed"
 // (a "FAIL  SOURCE" line for it in a log of `log_dir`, when given, and no
-// output) or "invalid", then the counts. Returns 0 when every entry is done,
+// output), "foreign" (a file that is no Kinora render at the output's name)
+// or "invalid", then the counts. Returns 0 when every entry is done,
 // else 1.
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out);
 

@@ -335,8 +335,9 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto status = std::make_shared<bool>(false);
   auto log_dir = std::make_shared<std::string>();
   bat->add_flag("--status", *status,
-                "render nothing: say per preset whether its output is done, missing, or failed "
-                "(a FAIL line for it in --log-dir's task logs); exit 0 only when all are done");
+                "render nothing: say per preset whether its output is done, missing, failed "
+                "(a FAIL line for it in --log-dir's task logs) or foreign (a file there that is no "
+                "Kinora render); exit 0 only when all are done");
   bat->add_option("--log-dir", *log_dir,
                   "with --status: the folder of the batch's task logs (kinora slurm submit's "
                   "--log-dir)")
@@ -627,6 +628,14 @@ std::function<int()> add_render_commands(CLI::App& app) {
           const auto out = preset->output_path();
           std::error_code ec;
           if (fs::exists(fs::symlink_status(out, ec))) {  // outputs appear only when complete
+            if (!media::is_kinora_output(out)) {          // the user's own file: never replaced
+              std::cerr << "kinora: " << out.string()
+                        << " exists and is not a Kinora render; it is not replaced: move it, or "
+                           "give the preset another output\n";
+              std::cout << "FAIL  " << source << "\n";
+              ++failed;
+              continue;
+            }
             std::cout << "skip  " << source << "  " << out.string() << " (exists)\n";
             ++skipped;
             continue;

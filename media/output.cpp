@@ -281,6 +281,16 @@ bool is_kinora_sidecar(const fs::path& path) {
   }
 }
 
+bool is_kinora_output(const fs::path& path) {
+  if (is_kinora_sidecar(path.string() + ".json")) return true;
+  try {
+    read_embedded_parameters(path);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 nlohmann::json read_embedded_parameters(const fs::path& path) {
   std::error_code ec;
   auto parsed = [&](const std::string& text, const std::string& where) {

@@ -64,6 +64,10 @@ void write_output(const OutputTarget& target, const torch::Tensor& frames,
 // parameters"), or when they are malformed.
 nlohmann::json read_embedded_parameters(const std::filesystem::path& path);
 
+// Whether `path` is an output Kinora wrote: it holds Kinora's parameters (as
+// read_embedded_parameters reads them), or its sidecar NAME.EXT.json does.
+bool is_kinora_output(const std::filesystem::path& path);
+
 // Whether `path` is a parameters file Kinora wrote beside an output (a JSON
 // object like the one is_kinora_parameters accepts), as opposed to a preset or
 // anything else.

@@ -174,6 +174,18 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
   EXPECT_THAT(r.out, HasSubstr("0 rendered, 3 skipped"));
   EXPECT_NE(sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 3/3").code, 0);
+  // A file of the user's at an output's name is not a finished render: the
+  // batch fails that entry and leaves the file, and --status says so.
+  std::ofstream(dir / "out1.png") << "my own notes";
+  r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 1/3");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("out1.png exists and is not a Kinora render; it is not replaced"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "out1.png"), "my own notes");
+  r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("foreign  "));
+  EXPECT_THAT(r.out, HasSubstr("1 not Kinora's"));
+  EXPECT_THAT(r.out, HasSubstr("4 done, 2 missing"));  // shards 0 and 1 (out4)
 }
 
 TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
