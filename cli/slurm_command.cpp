@@ -24,6 +24,7 @@
 #include "base/files.h"
 #include "base/strings.h"
 #include "cli/batch.h"
+#include "media/output.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -166,7 +167,14 @@ int submit(SlurmArgs a) {
   std::size_t done = 0;
   for (const auto& e : entries) {
     std::error_code ec;
-    done += fs::exists(fs::symlink_status(e.preset->output_path(), ec));
+    const auto out = e.preset->output_path();
+    if (!fs::exists(fs::symlink_status(out, ec))) continue;
+    // The user's own file at that name: a task would fail it after queueing.
+    if (!media::is_kinora_output(out))
+      throw Error("slurm submit: " + e.source + ": its output " + out.string() +
+                  " exists and is not a Kinora render; it is not replaced: move it, or give the "
+                  "preset another output");
+    ++done;
   }
   if (done == entries.size()) {
     std::cerr << "kinora: all " << done << " outputs exist; nothing to submit\n";
