@@ -89,6 +89,12 @@ class Family {
                                                const LoadedModels& models) const {
     return {.shift = p.shift, .mu = std::nullopt};
   }
+  // Settings of `p` these models do not use, one message each ("shift 2 is
+  // not used: …"); the render goes on without them. None by default.
+  virtual std::vector<std::string> unused_settings(const Preset& p,
+                                                   const LoadedModels& models) const {
+    return {};
+  }
   // Sizes and frame counts to what the family makes, with a message for each
   // change ("frames 18 → 17 (…)").
   virtual std::vector<std::string> snap(Preset& p) const = 0;

@@ -3,6 +3,7 @@
 #include <regex>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "diffusion/flux_dit.h"
 #include "io/checkpoint.h"
 #include "io/layout.h"
@@ -84,6 +85,21 @@ schedulers::ScheduleOptions FluxFamily::schedule(const Preset& p, int64_t image_
   if (dit_of(models).config().guidance_embed)
     return {.shift = 1.0, .mu = schedulers::flux_mu(image_tokens)};
   return {.shift = 1.0, .mu = std::nullopt};
+}
+
+std::vector<std::string> FluxFamily::unused_settings(const Preset& p,
+                                                     const LoadedModels& models) const {
+  std::vector<std::string> out;
+  const bool dev = dit_of(models).config().guidance_embed;
+  const auto number = [](double v) { return nlohmann::json(v).dump(); };
+  if (p.shift != defaults().shift)
+    out.push_back("shift " + number(p.shift) + " is not used: " +
+                  (dev ? "FLUX.1-dev shifts its schedule by the image's size"
+                       : "FLUX.1-schnell samples an unshifted schedule"));
+  if (!dev && p.guidance != defaults().guidance)
+    out.push_back("guidance " + number(p.guidance) +
+                  " is not used: this FLUX DiT (schnell) takes no guidance");
+  return out;
 }
 
 LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precision,

@@ -23,6 +23,10 @@ class FluxFamily : public Family {
   std::string default_negative_prompt(const ModelFiles&) const override { return ""; }
   schedulers::ScheduleOptions schedule(const Preset& p, int64_t image_tokens,
                                        const LoadedModels& models) const override;
+  // `shift` (dev shifts by the image's size, schnell not at all), and on
+  // schnell (no guidance input) a guidance other than the default.
+  std::vector<std::string> unused_settings(const Preset& p,
+                                           const LoadedModels& models) const override;
   LoadedModels load(const ModelFiles& files, layers::Precision precision,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;

@@ -909,6 +909,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   if (strategy != GuidanceStrategy::ClassifierFree && !p.negative_prompt.empty())
     say("the negative prompt is not used: " + family.name() +
         " is guided without an unconditional pass");
+  for (const auto& m : family.unused_settings(p, models)) say(m);
   if (strategy == GuidanceStrategy::Distilled)
     cond.guidance = torch::full({1}, p.guidance, torch::TensorOptions().device(device));
   // One row per output.

@@ -289,6 +289,13 @@ TEST_F(FluxCli, GenerateWritesAPngWithFluxDefaultsAndItRestores) {
                     " --steps 2" + files() + " --out " + out.string());
   ASSERT_EQ(r.code, 0) << r.out;
   ASSERT_TRUE(fs::is_regular_file(out)) << r.out;
+  EXPECT_THAT(r.out, Not(HasSubstr("is not used"))) << r.out;
+  // A shift has no effect on FLUX: said, not silently recorded.
+  const auto shifted =
+      sh(kinora_bin() + " generate -p 'a red fox' --seed 3 --width 64 --height 48" +
+         " --steps 1 --shift 2" + files() + " --out " + (dir / "s.png").string());
+  ASSERT_EQ(shifted.code, 0) << shifted.out;
+  EXPECT_THAT(shifted.out, HasSubstr("kinora: shift 2.0 is not used: FLUX.1-")) << shifted.out;
   const auto restored = sh(kinora_bin() + " restore " + out.string());
   ASSERT_EQ(restored.code, 0) << restored.out;
   const auto j = nlohmann::json::parse(restored.out);
