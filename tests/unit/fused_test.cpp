@@ -130,10 +130,12 @@ TEST(Attention, BlocksOfQueriesAreTheWholeProduct) {
       const int64_t five_rows = 5 * 6 * 29 * static_cast<int64_t>(q.element_size());
       const auto blocks = compat::scaled_dot_product_attention(q, k, v, m, five_rows);
       ASSERT_EQ(blocks.sizes(), whole.sizes());
-      // float32 bit for bit; bf16's matrix kernels may round a row otherwise
-      // when it is multiplied among fewer rows.
+      // float32 to its rounding: OpenBLAS's AVX2 kernels ("Haswell", which
+      // it picks on Zen EPYCs) round a row otherwise when it is multiplied
+      // among fewer rows; bf16 to its own.
       if (dtype == torch::kFloat32)
-        EXPECT_TRUE(torch::equal(blocks, whole)) << (m.defined() ? "masked" : "");
+        EXPECT_LE((blocks - whole).abs().max().item<float>(), 1e-6)
+            << (m.defined() ? "masked" : "");
       else
         EXPECT_LE(
             (blocks.to(torch::kFloat32) - whole.to(torch::kFloat32)).abs().max().item<float>(),
