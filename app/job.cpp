@@ -53,12 +53,13 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   Job j;
   j.id = o.value("id").toString();
   if (j.id.isEmpty()) throw Error(source.toStdString() + ": a job without an id");
+  j.message = o.value("message").toString();
   try {
     j.status = status_from_name(o.value("status").toString("pending"));
-  } catch (const Error& e) {
-    throw Error(source.toStdString() + " (job " + j.id.toStdString() + "): " + e.what());
+  } catch (const Error& e) {  // from another version, say: shown, never rendered unasked
+    j.status = JobStatus::Failed;
+    j.message = QString::fromStdString(e.what()) + "; re-queue it to render it";
   }
-  j.message = o.value("message").toString();
   j.output = o.value("output").toString();
   j.created = QDateTime::fromString(o.value("created").toString(), Qt::ISODate);
   for (const auto& a : o.value("sweep").toArray()) j.sweep.push_back(a.toString());

@@ -70,8 +70,8 @@ int main(int argc, char** argv) {
   if (cli.isSet(exit_after)) {
     bool ok = false;
     o.exit_after_ms = cli.value(exit_after).toInt(&ok);
-    if (!ok || o.exit_after_ms <= 0) {
-      std::cerr << "kinora-studio: --exit-after-ms must be a whole number of milliseconds above 0, "
+    if (!ok || o.exit_after_ms < 0) {  // 0: no timer
+      std::cerr << "kinora-studio: --exit-after-ms must be a whole number of milliseconds, "
                    "got "
                 << cli.value(exit_after).toStdString() << std::endl;
       return 2;

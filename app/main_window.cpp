@@ -62,12 +62,13 @@ QString extension_for(const Preset& p) {
 }
 
 // `path`, or where a file or folder is there already, the first free
-// "NAME-2.EXT", "NAME-3.EXT", …: the studio never replaces a file.
-QString free_output_path(const QString& path, const QString& extension) {
+// "NAME-2.EXT", "NAME-3.EXT", …: the studio never replaces a file. A frame
+// sequence's folder keeps any dot in its name.
+QString free_output_path(const QString& path, bool folder) {
   if (!QFileInfo::exists(path)) return path;
-  const bool has_ext = !extension.isEmpty() && path.endsWith(extension, Qt::CaseInsensitive);
-  const QString base = has_ext ? path.left(path.size() - extension.size()) : path;
-  const QString ext = has_ext ? path.right(extension.size()) : QString();
+  const QString suffix = folder ? QString() : QFileInfo(path).suffix();
+  const QString ext = suffix.isEmpty() ? QString() : "." + suffix;
+  const QString base = path.left(path.size() - ext.size());
   QString free = path;
   for (int k = 2; QFileInfo::exists(free); ++k) free = base + "-" + QString::number(k) + ext;
   return free;
@@ -134,8 +135,11 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     const auto out = i.data(QueueModel::OutputRole).toString();
     if (!out.isEmpty()) viewer_->open(out);
   });
-  connect(queue_, &QueueModel::saveFailed, this,
-          [this](const QString& m) { statusBar()->showMessage(m); });
+  connect(queue_, &QueueModel::saveFailed, this, [this](const QString& m) {
+    statusBar()->showMessage(m);
+    if (options_.quit_when_idle && !said_save_failed_) say_on_stderr(m);
+    said_save_failed_ = true;
+  });
 
   // Settings.
   panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_->value("models_dir").toString()
@@ -358,7 +362,7 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
   if (p.output.empty()) {
     const auto stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
     const QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
-    p.output = free_output_path(base + extension_for(p), extension_for(p)).toStdString();
+    p.output = free_output_path(base + extension_for(p), p.format == "png-seq").toStdString();
   }
   const auto id = queue_->add(p, front, sweep);
   start_next();
@@ -388,7 +392,7 @@ void MainWindow::start_next() {
   // names: its finished cells are reused and it remakes only its own sheet.
   if (job.sweep.isEmpty() && !job.preset.output.empty()) {
     const auto planned = QString::fromStdString(job.preset.output);
-    const auto free = free_output_path(planned, extension_for(job.preset));
+    const auto free = free_output_path(planned, job.preset.format == "png-seq");
     if (free != planned) {
       queue_->set_planned_output(job.id, free.toStdString());
       const auto note = planned + " exists; this job renders to " + free;
@@ -536,6 +540,9 @@ void MainWindow::closeEvent(QCloseEvent* e) {
   settings_->setValue("geometry", saveGeometry());
   settings_->setValue("window_state", saveState());
   settings_->setValue("last_preset", QString::fromStdString(panel_->preset().to_json().dump()));
+  settings_->sync();
+  if (settings_->status() != QSettings::NoError && options_.quit_when_idle)
+    say_on_stderr(settings_->fileName() + ": the settings could not be saved");
   if (busy()) {
     // Closed mid-render: the job comes back re-queueable next time.
     worker_->cancel();

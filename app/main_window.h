@@ -94,6 +94,7 @@ class MainWindow : public QMainWindow {
   QString output_dir_;
   bool shot_sampling_ = false, shot_player_ = false;
   int exit_code_ = 0;
+  bool said_save_failed_ = false;  // a script hears once that the queue is not kept
 };
 
 }  // namespace kinora::app

@@ -52,25 +52,36 @@ bool QueueModel::load(QString* error) {
       }
     }
   } catch (const std::exception& e) {
-    if (error) *error = QString::fromStdString(e.what()) + " (moved aside to " + aside + ")";
-    QFile::rename(file_, aside);
+    const auto kept = set_aside(aside, true);
+    if (error) *error = QString::fromStdString(e.what()) + kept;
     return false;
   }
   if (!left_out.isEmpty()) {
-    QFile::copy(file_, aside);
+    const auto kept = set_aside(aside, false);
     if (error)
-      *error = QString(
-                   "%1 of %2 jobs could not be read and were left out of the queue (the file "
-                   "as it was is kept as %3): %4")
+      *error = QString("%1 of %2 jobs could not be read and were left out of the queue: %3")
                    .arg(left_out.size())
                    .arg(total)
-                   .arg(aside, left_out.join("; "));
+                   .arg(left_out.join("; ")) +
+               kept;
   }
   beginResetModel();
   jobs_ = jobs;
   endResetModel();
   save();
   return left_out.isEmpty();
+}
+
+QString QueueModel::set_aside(const QString& aside, bool move) {
+  if (move ? QFile::rename(file_, aside) : QFile::copy(file_, aside))
+    return QString(" (the file as it was is kept as %1)").arg(aside);
+  // Not kept: then it is not written over either; this queue lives in memory.
+  const auto kept = file_;
+  file_.clear();
+  return QString(
+             " (it could not be kept as %1, so %2 is left as it is and this session's queue "
+             "is not saved)")
+      .arg(aside, kept);
 }
 
 void QueueModel::save() {

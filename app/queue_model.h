@@ -27,11 +27,13 @@ class QueueModel : public QAbstractListModel {
   // `file`: where the queue is kept ("" keeps it in memory only).
   explicit QueueModel(QString file = {}, QObject* parent = nullptr);
 
-  // Reads the file: running jobs become interrupted (and the file is rewritten).
-  // A file that is not a queue is moved aside, and one whose jobs cannot all
-  // be read is copied aside before its readable jobs are loaded; either way
-  // to the first free <file>.bad, <file>.bad-2, …, and returns false with
-  // what was wrong, job by job, in `error`.
+  // Reads the file: running jobs become interrupted (and the file is rewritten);
+  // a job of a status it does not know comes back failed, saying so. A file
+  // that is not a queue is moved aside, and one whose jobs cannot all be read
+  // is copied aside before its readable jobs are loaded; either way to the
+  // first free <file>.bad, <file>.bad-2, … (where that fails, the file is
+  // left alone and the queue is not saved), and returns false with what was
+  // wrong, job by job, in `error`.
   bool load(QString* error = nullptr);
 
   int rowCount(const QModelIndex& parent = {}) const override;
@@ -70,6 +72,9 @@ class QueueModel : public QAbstractListModel {
 
  private:
   void save();
+  // Keeps the queue file as it is at `aside` (moved, or copied), and returns
+  // the words saying so; where that fails, stops saving the queue at all.
+  QString set_aside(const QString& aside, bool move);
   void changed(int row);
   QString file_;
   QList<Job> jobs_;

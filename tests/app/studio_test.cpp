@@ -134,6 +134,18 @@ TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   const auto log = slurp(dir / "log.txt");
   EXPECT_NE(log.find("kinora-studio: failed: "), std::string::npos) << log;
   EXPECT_NE(log.find("cut.safetensors"), std::string::npos) << log;
+  // A data folder that cannot be made (its parent is a file): the queue is
+  // not kept, and the script hears so once.
+  std::ofstream(dir / "afile") << "x";
+  const std::string no_data =
+      "QT_QPA_PLATFORM=offscreen " + studio() + " --data-dir " + (dir / "afile" / "data").string() +
+      " --output-dir " + (dir / "out").string() + " --queue-preset " + (dir / "p.json").string() +
+      " --quit-when-idle > " + (dir / "log.txt").string() + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(no_data.c_str())), 1);
+  const auto unsaved = slurp(dir / "log.txt");
+  const auto first = unsaved.find("the queue could not be saved");
+  EXPECT_NE(first, std::string::npos) << unsaved;
+  EXPECT_EQ(unsaved.find("the queue could not be saved", first + 1), std::string::npos) << unsaved;
   for (const char* seed : {"abc", "-5"}) {
     EXPECT_EQ(run(std::string("--prompt fox --seed ") + seed + " --quit-when-idle"), 2) << seed;
     EXPECT_NE(slurp(dir / "log.txt").find("--seed must be an integer"), std::string::npos)
