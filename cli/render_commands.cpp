@@ -82,15 +82,21 @@ pipeline::RunCallbacks terminal_callbacks() {
 void apply_command_line(Preset& p, const std::vector<std::string>& sets,
                         const std::vector<std::string>& loras, bool output_dir_given) {
   std::error_code ec;
-  const auto from_here = [&](std::string& s, bool only_if_exists) {
+  // only_if: a model (a file, or a diffusers folder) or a LoRA (a file) here.
+  enum class If { Always, Exists, File };
+  const auto from_here = [&](std::string& s, If only_if) {
     if (s.empty() || fs::path(s).is_absolute()) return;
-    if (!only_if_exists || fs::exists(s, ec)) s = fs::absolute(s, ec).string();
+    if (only_if == If::Always || (only_if == If::Exists && fs::exists(s, ec)) ||
+        (only_if == If::File && fs::is_regular_file(s, ec)))
+      s = fs::absolute(s, ec).string();
   };
   for (const auto& s : sets) {
     p.set(s);
     const std::string key = s.substr(0, s.find('='));
-    if (key == "output" && !output_dir_given) from_here(p.output, false);
-    if (key == "models_dir") from_here(p.models_dir, false);
+    if (key == "output" && !output_dir_given) from_here(p.output, If::Always);
+    if (key == "models_dir") from_here(p.models_dir, If::Always);
+    if (key == "loras")
+      for (auto& l : p.loras) from_here(l.path, If::File);
     for (const auto& [name, member] : std::initializer_list<std::pair<const char*, std::string*>>{
              {"model", &p.model},
              {"model2", &p.model2},
@@ -99,11 +105,11 @@ void apply_command_line(Preset& p, const std::vector<std::string>& sets,
              {"tokenizer", &p.tokenizer},
              {"clip", &p.clip},
              {"clip_tokenizer", &p.clip_tokenizer}})
-      if (key == name) from_here(*member, true);
+      if (key == name) from_here(*member, If::Exists);
   }
   for (const auto& l : loras) {
     p.loras.push_back(parse_lora_arg(l));
-    from_here(p.loras.back().path, true);
+    from_here(p.loras.back().path, If::File);
   }
 }
 

@@ -159,13 +159,14 @@ std::string text_encoders_key(const Family& family, const ModelFiles& files,
   return key;
 }
 
-// A file named `entry` (or with ".safetensors" or ".model" added) in the
+// A file named `entry` (or with one of `extensions` added) in the
 // subfolders of `folder` (ComfyUI users sort models into them, and a restored
 // preset names its files without their folders): the one found, empty when
 // none is. Several: an error naming them. Bounded to a few levels so that a
 // folder linked into itself cannot loop.
 fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
-                            const std::string& source, const std::string& what) {
+                            const std::string& source, const std::string& what,
+                            std::initializer_list<const char*> extensions) {
   if (entry.empty() || fs::path(entry).filename() != fs::path(entry)) return {};
   std::error_code ec;
   if (!fs::is_directory(folder, ec)) return {};
@@ -177,8 +178,19 @@ fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
     if (it.depth() > 3) it.disable_recursion_pending();
     if (it.depth() == 0 || !it->is_regular_file(ec)) continue;  // the top was searched already
     const auto name = it->path().filename().string();
-    if (name == entry || name == entry + ".safetensors" || name == entry + ".model")
+    bool match = name == entry;
+    for (const char* ext : extensions) match = match || name == entry + ext;
+    if (!match) continue;
+    // One file reached by several paths (through links) is one match, named
+    // by its shortest path.
+    const auto real = fs::weakly_canonical(it->path(), ec);
+    const auto same = std::find_if(found.begin(), found.end(), [&](const fs::path& f) {
+      return fs::weakly_canonical(f, ec) == real;
+    });
+    if (same == found.end())
       found.push_back(it->path());
+    else if (it->path().string().size() < same->string().size())
+      *same = it->path();
   }
   if (found.size() > 1) {
     std::sort(found.begin(), found.end());
@@ -234,7 +246,9 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
         if (found(candidate)) return candidate;
     for (const fs::path& folder : folders)
       if (folder != md)
-        if (auto f = find_in_subfolders(folder, entry, source, "key '" + key + "'"); !f.empty())
+        if (auto f = find_in_subfolders(folder, entry, source, "key '" + key + "'",
+                                        {".safetensors", ".model"});
+            !f.empty())
           return f;
   }
   std::string msg = source + ": key '" + key + "': '" + entry + "' not found (looked for";
@@ -552,7 +566,8 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   std::error_code ec;
   for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
     if (fs::is_regular_file(c, ec)) return c;
-  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">"); !f.empty())
+  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
+      !f.empty())
     return f;
   throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
 }
@@ -576,7 +591,9 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   };
   const auto tried = candidates(entry);
   if (auto f = found(tried); !f.empty()) return f;
-  if (auto f = find_in_subfolders(lora_folder(p), entry, source, "LoRA"); !f.empty()) return f;
+  if (auto f = find_in_subfolders(lora_folder(p), entry, source, "LoRA", {".safetensors"});
+      !f.empty())
+    return f;
   // "NAME:TAIL" where NAME is a LoRA: TAIL meant as a strength.
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
     if (!found(candidates(entry.substr(0, colon))).empty()) {

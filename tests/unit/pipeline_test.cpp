@@ -363,6 +363,10 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
   // A path keeps its meaning: never looked for below.
   EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "other/ink"); }),
               HasSubstr("not found"));
+  // A folder linked into itself: the one file, reached by several paths.
+  fs::create_directory_symlink(dir / "loras/wan", dir / "loras/wan/style/up");
+  EXPECT_EQ(fs::weakly_canonical(pipeline::resolve_lora_file(p, "ink")),
+            fs::weakly_canonical(dir / "loras/wan/style/ink.safetensors"));
   // The same name twice.
   fs::create_directories(dir / "loras/flux");
   fs::copy_file(dir / "loras/wan/style/ink.safetensors", dir / "loras/flux/ink.safetensors");
