@@ -79,8 +79,8 @@ QString QueueModel::set_aside(const QString& aside, bool move) {
   const auto kept = file_;
   file_.clear();
   return QString(
-             " (it could not be kept as %1, so %2 is left as it is and this session's queue "
-             "is not saved)")
+             " (it could not be kept as %1, so %2 is left as it is and the queue is kept in "
+             "memory only until the studio closes)")
       .arg(aside, kept);
 }
 
