@@ -10,10 +10,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -108,7 +111,23 @@ int configure_threads() {
   choose_cpu_blas_kernels();
   install_cpu_memory_cache();
   int threads = 0;
-  if (const char* env = std::getenv("KINORA_THREADS")) threads = std::atoi(env);
+  if (const char* env = std::getenv("KINORA_THREADS"); env && *env) {
+    char* end = nullptr;
+    errno = 0;
+    const long n = std::strtol(env, &end, 10);
+    if (errno == 0 && end != env && *end == '\0' && n >= 0 && n <= 4096) {
+      // 0: the idle CPUs, as when unset
+      threads = static_cast<int>(n);
+    } else {
+      static std::once_flag said;  // once a process, not before each render
+      std::call_once(said, [&] {
+        std::fprintf(stderr,
+                     "kinora: KINORA_THREADS='%s' is not a thread count (a whole number from 1 "
+                     "to 4096, or 0 for the idle CPUs); using the idle CPUs\n",
+                     env);
+      });
+    }
+  }
   if (threads < 1) threads = idle_cpus();
   if (at::get_num_threads() != threads) at::set_num_threads(threads);
   return at::get_num_threads();

@@ -10,6 +10,8 @@
 #include "io/checkpoint.h"
 #include "io/layout.h"
 #include "lora/lora.h"
+#include "text/clip_tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace kinora::cli {
 
@@ -28,7 +30,33 @@ std::string human_bytes(uint64_t n) {
 }
 }  // namespace
 
+namespace {
+// The tokenizers beside the weights: a SentencePiece model (T5's, umT5's
+// spiece.model) or a CLIP tokenizer's folder (vocab.json and merges.txt). True
+// when `path` is one of them and was shown.
+bool print_tokenizer_info(const std::filesystem::path& path, std::ostream& out) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    if (!std::filesystem::is_regular_file(path / "vocab.json", ec))
+      throw Error(path.string() +
+                  ": a folder; `kinora info` shows a safetensors file, a sharded model's "
+                  "*.safetensors.index.json, a SentencePiece .model or a CLIP tokenizer's folder "
+                  "(vocab.json and merges.txt)");
+    const auto t = text::ClipTokenizer::load(path);
+    out << path.string() << "\n  family:   CLIP tokenizer (vocab.json and merges.txt), "
+        << t.vocab_size() << " tokens; FLUX and SDXL take it as --clip-tokenizer\n";
+    return true;
+  }
+  if (path.extension() != ".model") return false;
+  const auto t = text::Tokenizer::load(path);
+  out << path.string() << "\n  family:   SentencePiece tokenizer, " << t.vocab_size()
+      << " pieces; Wan (umT5) and FLUX (T5) take it as --tokenizer\n";
+  return true;
+}
+}  // namespace
+
 void print_info(const std::filesystem::path& path, std::ostream& out) {
+  if (print_tokenizer_info(path, out)) return;
   const auto ck = io::Checkpoint::open(path);
   std::map<std::string, std::size_t> dtypes;
   for (const auto& name : ck.names()) ++dtypes[io::dtype_name(ck.info(name).dtype)];

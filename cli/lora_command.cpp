@@ -162,6 +162,15 @@ pipeline::LoraRef parse_lora_arg(const std::string& arg) {
         if (std::regex_match(mid, number)) {
           pipeline::LoraRef r{arg.substr(0, colon2), strength(mid)};
           r.strength_low = strength(tail);
+          // "FILE:1:0.5:3": a third number, where no file is named "FILE:1".
+          const auto colon3 = colon2 > 1 ? arg.rfind(':', colon2 - 1) : std::string::npos;
+          std::error_code ec;
+          if (colon3 != std::string::npos && colon3 > 0 &&
+              std::regex_match(arg.substr(colon3 + 1, colon2 - colon3 - 1), number) &&
+              !fs::exists(r.path, ec))
+            throw Error("--lora '" + arg +
+                        "': at most two strengths (FILE:STRENGTH, or FILE:HIGH:LOW for a Wan "
+                        "2.2 pair's two experts)");
           return r;
         }
       }

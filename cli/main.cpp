@@ -66,9 +66,11 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info",
                                   "Show what a checkpoint holds: tensors, dtypes, size, metadata, "
                                   "and the model family and key layout it is recognised as");
-  info->add_option("files", info_files, "safetensors files or *.safetensors.index.json")
+  info->add_option("files", info_files,
+                   "safetensors files or *.safetensors.index.json; also a tokenizer: a "
+                   "SentencePiece .model, or a CLIP tokenizer's folder")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::ExistingPath);
 
   std::string convert_in, convert_out, convert_dtype = "bf16";
   auto* convert = app.add_subcommand(

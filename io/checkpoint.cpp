@@ -49,7 +49,14 @@ Checkpoint Checkpoint::open(const fs::path& path) {
       fail_file(path,
                 "weight_map names '" + rel.string() + "', which is not a file beside the index");
     auto [it, inserted] = shard_of_file.try_emplace(rel.string(), ck.shards_.size());
-    if (inserted) ck.shards_.push_back(SafetensorsFile::open(path.parent_path() / rel));
+    if (inserted) {
+      // A shard missing or damaged: its message, and the index that names it.
+      try {
+        ck.shards_.push_back(SafetensorsFile::open(path.parent_path() / rel));
+      } catch (const Error& e) {
+        fail_file(path, "the shard " + rel.string() + " it names: " + e.what());
+      }
+    }
     const auto& shard = *ck.shards_[it->second];
     if (!shard.contains(name))
       fail_file(path,

@@ -4,6 +4,9 @@
 #include <mutex>
 
 #include "base/error.h"
+#include "io/checkpoint.h"
+#include "io/layout.h"
+#include "lora/lora.h"
 #include "pipeline/flux_family.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/sdxl_family.h"
@@ -102,6 +105,43 @@ const Family& family_for(const Preset& p) {
   const auto all = families();
   for (const auto& f : all)
     if (f->recognises(model)) return *f;
+  // A part given as the model: named, with the option that takes it.
+  const auto held = io::detect_layout(io::Checkpoint::open(model).shapes()).family;
+  const char* option = nullptr;
+  switch (held) {
+    case io::Family::WanVAE:
+    case io::Family::KLAutoencoder:
+      option = "--vae (preset key 'vae')";
+      break;
+    case io::Family::UMT5:
+    case io::Family::T5:
+    case io::Family::OpenCLIP:
+      option = "--text-encoder (preset key 'text_encoder')";
+      break;
+    case io::Family::CLIP:
+      option = "--clip (preset key 'clip')";
+      break;
+    default:
+      break;
+  }
+  const std::string models =
+      "; the model is a Wan or FLUX.1 DiT, or an SDXL UNet or single-file checkpoint";
+  if (option) {
+    const std::string name = io::family_name(held);
+    const bool vowel = std::string("aeioAEIO").find(name[0]) != std::string::npos;
+    throw Error(model.string() + (vowel ? ": an " : ": a ") + name +
+                ", not a denoiser: give it with " + option + models);
+  }
+  bool lora = false;
+  try {
+    lora::describe(model);
+    lora = true;
+  } catch (const Error&) {
+    // not a LoRA either
+  }
+  if (lora)
+    throw Error(model.string() + ": a LoRA, not a model: give it with --lora (preset key " +
+                "'loras')" + models);
   std::string known;
   for (const auto& f : all) known += (known.empty() ? "" : ", ") + f->name();
   throw Error(model.string() + ": no model family recognises this file (" + known +

@@ -637,12 +637,16 @@ std::vector<Result> Pipeline::generate_batch(const Preset& preset, int count,
         const auto* swap = model->block_swap();
         swappable = swappable || (swap ? swap->swapped() : 0) < blocks;
       }
+    // The size that ran: the family's snapped one.
+    Preset ran = preset;
     try {
-      fp8 = !preset.fp8 && family_for(preset).has_fp8_path();
+      const Family& family = family_for(ran);
+      family.snap(ran);
+      fp8 = !preset.fp8 && family.has_fp8_path();
     } catch (const std::exception&) {
-      // no family for this preset: no FP8 advice
+      // no family for this preset: no FP8 advice, the size as given
     }
-    throw Error(libtorch_failure_message(e.what_without_backtrace(), preset, swappable, fp8));
+    throw Error(libtorch_failure_message(e.what_without_backtrace(), ran, swappable, fp8));
   }
 }
 
@@ -705,6 +709,18 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     loras.push_back(l);
     lora_files.push_back(resolve_lora_tag(p, l.path));
   }
+  // One file given twice (in the preset and in a tag, say) stacks: said, as
+  // the user may have meant one.
+  const fs::path twice = [&] {
+    std::error_code ec;
+    for (std::size_t i = 0; i < lora_files.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (fs::equivalent(lora_files[i], lora_files[j], ec)) return lora_files[i];
+    return fs::path();
+  }();
+  if (!twice.empty())
+    say("LoRA " + twice.filename().string() +
+        " is given more than once: each is applied, so their strengths add up");
   const auto files = resolve_models(p, family);
   const auto device = resolve_device(p.device);
   const auto precision = layers::resolve_precision(p.precision, device);

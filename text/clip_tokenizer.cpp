@@ -328,8 +328,16 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
     roots.push_back(models_dir / "clip");
     roots.push_back(models_dir);
   }
-  roots.erase(std::unique(roots.begin(), roots.end()), roots.end());
-  for (const auto& root : roots)
+  // Each folder once, in this order (the encoder's folder may be
+  // models_dir/text_encoders, or models_dir itself).
+  std::vector<fs::path> unique_roots;
+  for (const auto& r : roots) {
+    fs::path n = r.lexically_normal();
+    if (!n.has_filename() && n.has_parent_path()) n = n.parent_path();  // "models/"
+    if (std::find(unique_roots.begin(), unique_roots.end(), n) == unique_roots.end())
+      unique_roots.push_back(n);
+  }
+  for (const auto& root : unique_roots)
     for (const char* sub : {"", "tokenizer", "clip_tokenizer", "clip_l_tokenizer"}) {
       const fs::path dir = *sub ? root / sub : root;
       tried.push_back(dir);

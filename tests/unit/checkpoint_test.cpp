@@ -71,4 +71,9 @@ TEST(Checkpoint, BadIndexesAreRefusedWithTheReason) {
     EXPECT_THAT(msg, HasSubstr(expected)) << text;
     EXPECT_THAT(msg, HasSubstr(".safetensors")) << text;
   }
+  // A missing shard is named with the index that names it.
+  write_text(index, R"({"weight_map": {"a.weight": "missing.safetensors"}})");
+  EXPECT_THAT(error_of([&] { Checkpoint::open(index); }),
+              HasSubstr(index.string() + ": the shard missing.safetensors it names: " +
+                        (dir / "missing.safetensors").string() + ": cannot open"));
 }

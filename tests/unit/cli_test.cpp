@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "flux_files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "test_util.h"
@@ -91,6 +92,27 @@ TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
   const auto r = run("kinora info " + fixture("wan21_dit_tiny.comfy.safetensors"));
   EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')"));
   EXPECT_THAT(r.out, HasSubstr("layout = wan-comfyui"));  // metadata shown
+  // The tokenizers beside the weights are named as such.
+  const auto spm = run("kinora info " + fixture("spm_tiny.model"));
+  EXPECT_EQ(spm.code, 0) << spm.out;
+  EXPECT_THAT(spm.out, HasSubstr("family:   SentencePiece tokenizer, "));
+  TempDir dir;
+  kinora::test::write_clip_tokenizer(dir.path() / "tok");
+  const auto clip = run("kinora info " + (dir / "tok").string());
+  EXPECT_EQ(clip.code, 0) << clip.out;
+  EXPECT_THAT(clip.out, HasSubstr("family:   CLIP tokenizer"));
+  const auto folder = run("kinora info " + dir.path().string());
+  EXPECT_EQ(folder.code, 1) << folder.out;
+  EXPECT_THAT(folder.out, HasSubstr(dir.path().string() + ": a folder;"));
+}
+
+// A thread count that is no number is said, once, and the idle CPUs are used.
+TEST(KinoraCli, AThreadCountThatIsNoNumberIsSaid) {
+  const auto r = kinora::test::sh("KINORA_THREADS=abc " + std::string(KINORA_BIN_DIR) +
+                                  "/kinora info " + fixture("t5_enc_tiny.safetensors"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("KINORA_THREADS='abc' is not a thread count"));
+  EXPECT_THAT(r.out, HasSubstr("family:   T5 encoder"));
 }
 
 TEST(KinoraCli, InfoRefusesMalformedFilesWithNameAndReason) {

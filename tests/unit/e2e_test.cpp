@@ -268,4 +268,16 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
                        (dir / "typo.mp4").string());
   EXPECT_EQ(typo.code, 1) << typo.out;
   EXPECT_THAT(typo.out, HasSubstr("LoRA 'kinora-tiny-big:abc': 'abc' is not a strength"));
+  // Three strengths: the command line's own rule, not a preset's.
+  const auto three = sh(kinora_bin() + " generate -p x --lora kinora-tiny-big:1:0.5:3 -o " +
+                        (dir / "three.mp4").string());
+  EXPECT_EQ(three.code, 1) << three.out;
+  EXPECT_THAT(three.out, HasSubstr("--lora 'kinora-tiny-big:1:0.5:3': at most two strengths"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "three.mp4"));
+  // One LoRA twice (an option and a tag): applied twice, and said.
+  const auto twice =
+      sh(kinora_bin() + " generate -p 'x <lora:kinora-tiny-big:0.5>' --lora kinora-tiny-big " +
+         "--steps 1 -o " + (dir / "twice.mp4").string());
+  EXPECT_EQ(twice.code, 0) << twice.out;
+  EXPECT_THAT(twice.out, HasSubstr("LoRA kinora-tiny-big.safetensors is given more than once"));
 }

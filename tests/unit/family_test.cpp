@@ -7,6 +7,7 @@
 #include <torch/cuda.h>
 
 #include "base/device.h"
+#include "io/safetensors.h"
 #include "media/output.h"
 #include "pipeline/family.h"
 #include "pipeline/pipeline.h"
@@ -169,7 +170,27 @@ TEST(Families, TheFamilyComesFromThePresetOrTheModelFile) {
   Preset vae_as_model;
   vae_as_model.model = test::fixture("wan21_vae_tiny.safetensors");
   EXPECT_THAT(error_of([&] { pipeline::family_for(vae_as_model); }),
-              HasSubstr("no model family recognises this file"));
+              HasSubstr("wan21_vae_tiny.safetensors: a Wan VAE, not a denoiser: give it with "
+                        "--vae (preset key 'vae')"));
+  Preset clip_as_model;
+  clip_as_model.model = test::fixture("clip_l_tiny.safetensors");
+  EXPECT_THAT(error_of([&] { pipeline::family_for(clip_as_model); }),
+              HasSubstr("a CLIP text encoder, not a denoiser: give it with --clip"));
+  Preset ae_as_model;
+  ae_as_model.model = test::fixture("flux1_ae_tiny.safetensors");
+  EXPECT_THAT(error_of([&] { pipeline::family_for(ae_as_model); }),
+              HasSubstr(": an image autoencoder, not a denoiser: give it with --vae"));
+  Preset lora_as_model;
+  lora_as_model.model = test::fixture("../../assets/loras/kinora-tiny-big.safetensors");
+  EXPECT_THAT(error_of([&] { pipeline::family_for(lora_as_model); }),
+              HasSubstr("kinora-tiny-big.safetensors: a LoRA, not a model: give it with --lora"));
+  TempDir dir;
+  Preset other;
+  other.model = (dir / "other.safetensors").string();
+  io::save_safetensors(other.model, std::vector<std::pair<std::string, torch::Tensor>>{
+                                        {"encoder.w", torch::zeros({4, 4})}});
+  EXPECT_THAT(error_of([&] { pipeline::family_for(other); }),
+              HasSubstr("other.safetensors: no model family recognises this file"));
   EXPECT_THAT(error_of([&] {
                 Preset::from_json({{"family", "sd9"}}, "p.json");
               }),

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 
 #include "diffusion/wan_dit.h"
 #include "embedded/model.h"
@@ -392,18 +393,33 @@ TEST(Pipeline, TheOutputIsWhatItsNameSays) {
   EXPECT_FALSE(std::filesystem::exists(dir / "nine.png"));
 }
 
+namespace {
+// A copy of the fixture `name` at `out` with the first tensor whose name
+// `poison` accepts filled with NaN.
+void write_poisoned(const std::string& name, const std::filesystem::path& out,
+                    const std::function<bool(const std::string&)>& poison) {
+  const auto ck = io::SafetensorsFile::open(fixture(name));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  bool poisoned = false;
+  for (const auto& t : ck->tensors()) {
+    auto v = ck->get(t.name).clone();
+    if (!poisoned && poison(t.name)) {
+      v.fill_(std::numeric_limits<float>::quiet_NaN());
+      poisoned = true;
+    }
+    tensors.emplace_back(t.name, v);
+  }
+  ASSERT_TRUE(poisoned) << name;
+  io::save_safetensors(out, tensors, ck->metadata());
+}
+}  // namespace
+
 // A model that diverges stops the render at that step with a message, instead
 // of decoding NaN latents into a black video.
 TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
   TempDir dir;
-  const auto ck = io::SafetensorsFile::open(fixture("wan21_dit_tiny.safetensors"));
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& t : ck->tensors()) {
-    auto v = ck->get(t.name).clone();
-    if (t.name == "head.head.bias") v.fill_(std::numeric_limits<float>::quiet_NaN());
-    tensors.emplace_back(t.name, v);
-  }
-  io::save_safetensors(dir / "nan.safetensors", tensors, ck->metadata());
+  write_poisoned("wan21_dit_tiny.safetensors", dir / "nan.safetensors",
+                 [](const std::string& n) { return n == "head.head.bias"; });
   auto p = tiny((dir / "nan.mp4").string());
   p.model = (dir / "nan.safetensors").string();
   pipeline::Pipeline pipe;
@@ -416,20 +432,10 @@ TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
 // of writing a black video.
 TEST(Pipeline, NonFiniteDecodedFramesStopTheRenderNamingTheVae) {
   TempDir dir;
-  const auto ck = io::SafetensorsFile::open(fixture("wan21_vae_tiny.safetensors"));
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  bool poisoned = false;
-  for (const auto& t : ck->tensors()) {
-    auto v = ck->get(t.name).clone();
-    if (t.name.rfind("decoder.head.", 0) == 0 && t.name.find("weight") != std::string::npos &&
-        !poisoned) {
-      v.fill_(std::numeric_limits<float>::quiet_NaN());
-      poisoned = true;
-    }
-    tensors.emplace_back(t.name, v);
-  }
-  ASSERT_TRUE(poisoned);
-  io::save_safetensors(dir / "nan_vae.safetensors", tensors, ck->metadata());
+  write_poisoned("wan21_vae_tiny.safetensors", dir / "nan_vae.safetensors",
+                 [](const std::string& n) {
+                   return n.rfind("decoder.head.", 0) == 0 && n.find("weight") != std::string::npos;
+                 });
   auto p = tiny((dir / "nan.mp4").string());
   p.vae = (dir / "nan_vae.safetensors").string();
   pipeline::Pipeline pipe;
