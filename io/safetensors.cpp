@@ -275,26 +275,32 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
   if (size < 8)
     fail_file(path, "truncated: " + std::to_string(size) +
                         " bytes, too short for the 8-byte header length of a safetensors file");
-  // PyTorch's own formats, as .ckpt / .pt / .bin files hold them: a zip
-  // archive (torch.save since 1.6) or a bare pickle.
-  if (base[0] == 'P' && base[1] == 'K' && base[2] == 3 && base[3] == 4)
-    fail_file(path,
-              "a PyTorch zip archive (torch.save: a .ckpt, .pt or .bin checkpoint), not "
-              "safetensors; Kinora reads safetensors only (they load without running code): "
-              "convert it, or download the .safetensors release");
-  if (base[0] == 0x80 && base[1] >= 2 && base[1] <= 5)
-    fail_file(path,
-              "a Python pickle (an old .ckpt or .pt checkpoint), not safetensors; Kinora reads "
-              "safetensors only (they load without running code): convert it, or download the "
-              ".safetensors release");
-  // llama.cpp's format, which stable-diffusion.cpp and ComfyUI-GGUF load.
-  if (base[0] == 'G' && base[1] == 'G' && base[2] == 'U' && base[3] == 'F')
-    fail_file(path,
-              "a GGUF file (the quantized format of llama.cpp, stable-diffusion.cpp and "
-              "ComfyUI-GGUF), not safetensors; Kinora reads safetensors only (bf16, fp16, fp32 "
-              "or FP8 weights): download the .safetensors release");
   uint64_t n = 0;
   std::memcpy(&n, base, 8);
+  // A header length that fits, then the header's opening brace: safetensors,
+  // whatever its first bytes resemble (a length of 1408 starts 0x80 0x05,
+  // like a pickle). The formats below never look so.
+  const bool plausible = n <= kMaxHeaderBytes && n <= size - 8 && n > 0 && base[8] == '{';
+  if (!plausible) {
+    // PyTorch's own formats, as .ckpt / .pt / .bin files hold them: a zip
+    // archive (torch.save since 1.6) or a bare pickle.
+    if (base[0] == 'P' && base[1] == 'K' && base[2] == 3 && base[3] == 4)
+      fail_file(path,
+                "a PyTorch zip archive (torch.save: a .ckpt, .pt or .bin checkpoint), not "
+                "safetensors; Kinora reads safetensors only (they load without running code): "
+                "convert it, or download the .safetensors release");
+    if (base[0] == 0x80 && base[1] >= 2 && base[1] <= 5)
+      fail_file(path,
+                "a Python pickle (an old .ckpt or .pt checkpoint), not safetensors; Kinora reads "
+                "safetensors only (they load without running code): convert it, or download the "
+                ".safetensors release");
+    // llama.cpp's format, which stable-diffusion.cpp and ComfyUI-GGUF load.
+    if (base[0] == 'G' && base[1] == 'G' && base[2] == 'U' && base[3] == 'F')
+      fail_file(path,
+                "a GGUF file (the quantized format of llama.cpp, stable-diffusion.cpp and "
+                "ComfyUI-GGUF), not safetensors; Kinora reads safetensors only (bf16, fp16, "
+                "fp32 or FP8 weights): download the .safetensors release");
+  }
   if (n > kMaxHeaderBytes)
     fail_file(path, "header length " + std::to_string(n) + " bytes exceeds the " +
                         std::to_string(kMaxHeaderBytes >> 20) +

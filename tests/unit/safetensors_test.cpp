@@ -253,6 +253,14 @@ TEST(Safetensors, ForeignFilesAreRefused) {
       << std::string("\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", 8) << std::string(200, 'x');
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "noise.safetensors"); }),
               HasSubstr("limit"));
+  // A safetensors file whose header length starts like a pickle (1408 bytes:
+  // 0x80 0x05) is read as the safetensors file it is.
+  std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  header.resize(0x580, ' ');  // the format allows trailing spaces
+  kinora::test::write_raw(dir / "padded.safetensors", header, std::string(8, '\0'));
+  const auto padded = SafetensorsFile::open(dir / "padded.safetensors");
+  EXPECT_EQ(padded->tensors().size(), 1u);
+  EXPECT_EQ(padded->get("a").numel(), 2);
 }
 
 // Cutting or corrupting a real checkpoint anywhere gives an Error, never a crash.
