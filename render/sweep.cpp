@@ -1,13 +1,17 @@
 #include "render/sweep.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "base/error.h"
+#include "base/sha256.h"
 #include "media/output.h"
 #include "pipeline/family.h"
 #include "pipeline/lora_check.h"
+#include "pipeline/pipeline.h"
 #include "render/label.h"
 #include "render/render.h"
 
@@ -141,6 +145,40 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   return true;
 }
 
+// The first file of `p` (a LoRA, or a model file) whose contents are not
+// those the render at `path` recorded (its fingerprint): a LoRA saved again
+// under its name, say. "" when all are the same, or not recorded.
+std::string changed_since(const fs::path& path, const Preset& p) {
+  const auto meta = media::read_embedded_parameters(path);
+  const auto recorded = [](const json& j) {
+    return j.is_object() && j.contains("sha256_first_last_mib") &&
+                   j["sha256_first_last_mib"].is_string()
+               ? j["sha256_first_last_mib"].get<std::string>()
+               : std::string();
+  };
+  const auto& loras = meta.contains("loras") ? meta["loras"] : json();
+  for (std::size_t i = 0; i < p.loras.size() && loras.is_array() && i < loras.size(); ++i) {
+    const auto was = recorded(loras[i]);
+    const auto file = pipeline::resolve_lora_file(p, p.loras[i].path);
+    if (!was.empty() && file_fingerprint(file) != was) return file.string();
+  }
+  if (!meta.contains("model_files") || !meta["model_files"].is_object()) return "";
+  auto files = pipeline::resolve_models(p, pipeline::family_for(p));
+  for (const auto& [role, file] : {std::pair<const char*, const fs::path*>{"model", &files.model},
+                                   {"model2", &files.model2},
+                                   {"vae", &files.vae},
+                                   {"text_encoder", &files.text_encoder},
+                                   {"clip", &files.clip}}) {
+    const auto& mf = meta["model_files"];
+    if (file->empty() || !mf.contains(role)) continue;
+    const auto was = recorded(mf[role]);
+    std::error_code ec;
+    if (!was.empty() && fs::is_regular_file(*file, ec) && file_fingerprint(*file) != was)
+      return file->string();
+  }
+  return "";
+}
+
 // What a sweep's contact sheet records of it ("sweep" in its parameters): the
 // axes and the cells' file names. run_sweep writes it; is_sheet_of compares it.
 json sweep_record(const SweepPlan& plan) {
@@ -199,8 +237,20 @@ SweepAxis parse_sweep_axis(const std::string& arg) {
     while (!v.empty() && v.front() == ' ') v.erase(0, 1);
     while (!v.empty() && v.back() == ' ') v.pop_back();
     if (v.empty()) throw Error("sweep: --axis '" + arg + "': an empty value");
-    if (std::find(axis.values.begin(), axis.values.end(), v) != axis.values.end())
-      throw Error("sweep: --axis '" + arg + "': '" + v + "' is given twice");
+    // The same value, or the same number written otherwise ("1" and "1.0").
+    const auto number = [&](const std::string& text) -> std::optional<double> {
+      if (sep == '|') return std::nullopt;  // a prompt is text
+      char* stop = nullptr;
+      const double d = std::strtod(text.c_str(), &stop);
+      if (stop == text.c_str() || *stop != '\0' || !std::isfinite(d)) return std::nullopt;
+      return d;
+    };
+    for (const auto& earlier : axis.values) {
+      const auto a = number(earlier), b = number(v);
+      if (earlier == v || (a && b && *a == *b))
+        throw Error("sweep: --axis '" + arg + "': '" + v + "' is given twice" +
+                    (earlier != v ? " (as '" + earlier + "')" : std::string()));
+    }
     axis.values.push_back(v);
     if (end == std::string::npos) break;
     start = end + 1;
@@ -394,6 +444,10 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
     std::error_code ec;
     if (!overwrite && fs::exists(fs::symlink_status(path, ec))) {
       if (holds_render_of(path, p)) {
+        if (const auto changed = changed_since(path, p); !changed.empty())
+          throw Error("sweep: " + path.string() + " was rendered from another " + changed +
+                      " (the file has changed since); give --overwrite to render the cells "
+                      "again, or another output to keep these");
         reuse[i] = true;
         continue;
       }

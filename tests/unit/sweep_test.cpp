@@ -56,6 +56,12 @@ TEST(Sweep, AxesAreParsedAsTyped) {
   EXPECT_THAT(error_of([] { render::parse_sweep_axis("width=64,128"); }),
               HasSubstr("'width' cannot be swept"));
   EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed=1,1"); }), HasSubstr("given twice"));
+  // The same number written otherwise is the same value; prompts are text.
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("guidance=1,1.0"); }),
+              HasSubstr("'1.0' is given twice (as '1')"));
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("lora:x=0.5,.5"); }),
+              HasSubstr("given twice"));
+  EXPECT_EQ(render::parse_sweep_axis("prompt=1|1.0").values.size(), 2u);
   EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed=1,,2"); }), HasSubstr("empty value"));
   EXPECT_THAT(error_of([] { render::parse_sweep_axis("seed"); }), HasSubstr("KEY=V1,V2"));
   EXPECT_THAT(error_of([] { render::parse_sweep_axis("lora=1,strong"); }),
@@ -225,6 +231,21 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_TRUE(Preset::restored(media::read_embedded_parameters(r.cells[1]), "c").fp8);
   EXPECT_FALSE(torch::equal(media::read_frames(r.cells[0]), media::read_frames(r.cells[1])));
   EXPECT_EQ(render::run_sweep(pipe, by_fp8).reused, 2);
+
+  // A model file saved again under its name since the cells were made: its
+  // cells are not reused, and not replaced unasked.
+  TempDir changed;
+  fs::copy_file(base.model, changed / "dit.safetensors");
+  auto mine = tiny_image(changed / "fox.png");
+  mine.model = (changed / "dit.safetensors").string();
+  const auto by_seed = render::plan_sweep(mine, {render::parse_sweep_axis("seed=1")});
+  EXPECT_EQ(render::run_sweep(pipe, by_seed).rendered, 1);
+  EXPECT_EQ(render::run_sweep(pipe, by_seed).reused, 1);
+  fs::copy_file(kinora::test::fixture("wan21_dit_tiny.comfy.safetensors"),
+                changed / "dit.safetensors", fs::copy_options::overwrite_existing);
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, by_seed); }),
+              HasSubstr("was rendered from another " + (changed / "dit.safetensors").string()));
+  EXPECT_EQ(render::run_sweep(pipe, by_seed, {}, true).rendered, 1);
 
   // A file that is not this cell's render: refused before anything is rendered.
   TempDir other;
