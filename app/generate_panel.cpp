@@ -307,12 +307,12 @@ void GeneratePanel::model_changed() {
   const std::string chosen = sampler_->currentText().toStdString();
   family_ = family_of_model();
   const bool embedded = model_->currentData().toString().isEmpty();
-  // The model's own defaults: the embedded model was trained at 64×64×17;
-  // a FLUX file's are FLUX's (dev's or schnell's), an SDXL file's SDXL's.
-  const Preset d = embedded           ? Preset::embedded_defaults()
-                   : family_ == "wan" ? Preset()
-                                      : pipeline::family_named(family_).defaults_for(
-                                            model_->currentData().toString().toStdString());
+  // The model's own defaults: the embedded model was trained at 64×64×17
+  // (and so was a DiT Kinora trained); a FLUX file's are FLUX's (dev's or
+  // schnell's), an SDXL file's SDXL's.
+  const Preset d = embedded ? Preset::embedded_defaults()
+                            : pipeline::family_named(family_).defaults_for(
+                                  model_->currentData().toString().toStdString());
   // From one Wan model to another the chosen sampler stays; another family
   // starts from its own.
   apply_family(restoring_ || (family_ == "wan" && before == "wan") ? chosen : d.sampler);

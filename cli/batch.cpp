@@ -159,6 +159,15 @@ std::string source_key(const std::string& source) {
 }
 }  // namespace
 
+std::string unreadable_render(const fs::path& path) {
+  try {
+    media::read_embedded_parameters(path);
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out) {
   // Sources a task reported failed, and the log that says so.
   std::map<std::string, std::string> failed_in;
@@ -171,7 +180,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
         if (line.rfind("FAIL  ", 0) == 0) failed_in[source_key(line.substr(6))] = f.path().string();
     }
   }
-  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0;
+  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0, damaged = 0;
   for (const auto& e : entries) {
     if (!e.preset) {
       ++invalid;
@@ -180,11 +189,16 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     }
     const auto path = e.preset->output_path();
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(path, ec)) && !media::is_kinora_output(path)) {
+    const bool exists = fs::exists(fs::symlink_status(path, ec));
+    if (exists && !media::is_kinora_output(path)) {
       ++foreign;
       out << "foreign  " << e.source << "  " << path.string()
           << "  (exists and is not a Kinora render)\n";
-    } else if (fs::exists(fs::symlink_status(path, ec))) {
+    } else if (const auto why = exists ? unreadable_render(path) : ""; !why.empty()) {
+      ++damaged;
+      out << "damaged  " << e.source << "  " << path.string() << "  (" << why
+          << "; delete it and its .json to have it rendered again)\n";
+    } else if (exists) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
     } else if (const auto it = failed_in.find(source_key(e.source)); it != failed_in.end()) {
@@ -192,11 +206,16 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
       out << "failed   " << e.source << "  " << path.string() << "  (" << it->second << ")\n";
     } else {
       ++missing;
-      out << "missing  " << e.source << "  " << path.string() << "\n";
+      out << "missing  " << e.source << "  " << path.string();
+      if (const fs::path side = path.string() + ".json"; media::is_kinora_sidecar(side))
+        out << "  (" << side.filename().string()
+            << " is left from an earlier render: a batch renders it once that is deleted)";
+      out << "\n";
     }
   }
   out << counted(static_cast<long long>(entries.size()), "preset", "presets") << ": " << done
       << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid"
+      << (damaged ? ", " + std::to_string(damaged) + " damaged" : std::string())
       << (foreign ? ", " + std::to_string(foreign) + " not Kinora's" : std::string()) << "\n";
   return done == static_cast<int>(entries.size()) ? 0 : 1;
 }

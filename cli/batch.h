@@ -5,6 +5,7 @@
 // is rendered.
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -47,11 +48,18 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
 // An entry that fails gets its error and loses its preset.
 void validate_entries(std::vector<Entry>& entries, const Placement& placement);
 
-// `kinora batch --status`: one line per entry, "done", "missing", "failed"
-// (a "FAIL  SOURCE" line for it in a log of `log_dir`, when given, and no
-// output), "foreign" (a file that is no Kinora render at the output's name)
-// or "invalid", then the counts. Returns 0 when every entry is done,
-// else 1.
+// Why an output of Kinora's (by its sidecar) at `path` does not read back as
+// a complete render: "" when its own parameters read (what every render
+// embeds), else the reason (a copy cut short, a file written over it, …).
+std::string unreadable_render(const std::filesystem::path& path);
+
+// `kinora batch --status`: one line per entry, "done", "missing" (with the
+// reason a batch would not render it: a parameters file left from an earlier
+// render), "failed" (a "FAIL  SOURCE" line for it in a log of `log_dir`, when
+// given, and no output), "damaged" (Kinora's parameters file beside a file
+// that does not read as a render), "foreign" (a file that is no Kinora
+// render at the output's name) or "invalid", then the counts. Returns 0 when
+// every entry is done, else 1.
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out);
 
 // Entry k of `count` belongs to shard `index` when k mod count = index.

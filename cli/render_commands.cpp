@@ -493,9 +493,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
         } else if (opts->family.empty() && !opts->model.empty()) {
           // The model file's family (an unreadable one is reported when rendering).
           try {
-            const auto& family = pipeline::family_for(*opts);
-            if (family.name() != "wan")
-              defaults = family.defaults_for(pipeline::resolve_dit_file(*opts));
+            defaults = pipeline::family_for(*opts).defaults_for(pipeline::resolve_dit_file(*opts));
           } catch (const Error&) {
           }
         }
@@ -638,6 +636,15 @@ std::function<int()> add_render_commands(CLI::App& app) {
               std::cerr << "kinora: " << out.string()
                         << " exists and is not a Kinora render; it is not replaced: move it, or "
                            "give the preset another output\n";
+              std::cout << "FAIL  " << source << "\n";
+              ++failed;
+              continue;
+            }
+            if (const auto why = unreadable_render(out); !why.empty()) {  // never replaced
+              std::cerr << "kinora: " << out.string() << " does not read as a complete render ("
+                        << why
+                        << "), though its parameters file is Kinora's; delete both to have it "
+                           "rendered again\n";
               std::cout << "FAIL  " << source << "\n";
               ++failed;
               continue;

@@ -288,9 +288,7 @@ Preset Preset::with_family_defaults(const nlohmann::json& j, Preset p, const std
   if (probe.models_dir.empty()) probe.models_dir = models_dir;
   Preset d;
   try {
-    const auto& family = family_for(probe);
-    if (family.name() == "wan") return p;
-    d = family.defaults_for(resolve_dit_file(probe));
+    d = family_for(probe).defaults_for(resolve_dit_file(probe));
   } catch (const Error&) {
     return p;  // a missing or foreign model file is reported when it is rendered
   }
@@ -350,10 +348,18 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   if (!parameters.is_object() || !parameters.contains("preset"))
     throw Error(source + ": holds no Kinora parameters");
   Preset p = from_json(parameters["preset"], source);
+  // A name, or a path inside a models folder ("wan/t2v/dit.safetensors", as
+  // outputs record a file in a subfolder); anything else by its file name.
+  const auto inside = [](const std::string& entry) {
+    const fs::path e = entry;
+    bool ok = !e.is_absolute() && entry.find('\\') == std::string::npos && e.has_filename();
+    for (const auto& part : e) ok = ok && part != ".." && part != "." && !part.empty();
+    return ok ? e.generic_string() : e.filename().string();
+  };
   for (auto* s :
        {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer, &p.clip, &p.clip_tokenizer})
-    *s = fs::path(*s).filename().string();
-  for (auto& l : p.loras) l.path = fs::path(l.path).filename().string();
+    *s = inside(*s);
+  for (auto& l : p.loras) l.path = inside(l.path);
   p.models_dir.clear();
   p.output.clear();
   p.device = "auto";      // recorded where it ran; rendered again where this machine renders best

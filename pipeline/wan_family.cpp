@@ -16,6 +16,7 @@
 
 namespace kinora::pipeline {
 namespace fs = std::filesystem;
+using nlohmann::json;
 
 bool WanFamily::recognises(const fs::path& model) const {
   return io::detect_layout(io::Checkpoint::open(model).shapes()).family == io::Family::WanDiT;
@@ -80,6 +81,33 @@ std::vector<std::string> WanFamily::snap(Preset& p) const {
   }
   snap_size_to_16(p, "a multiple of 16: 8× VAE and 2× patch, or 4× and 4×", msgs);
   return msgs;
+}
+
+Preset WanFamily::defaults_for(const fs::path& model) const {
+  std::error_code ec;
+  if (!fs::is_regular_file(model, ec)) return defaults();
+  json j;
+  try {  // a file that cannot be read is reported when it is loaded
+    const auto meta = io::Checkpoint::open(model).metadata();
+    const auto it = meta.find("kinora");
+    if (it == meta.end()) return defaults();
+    j = parse_json(it->second, model.string() + " (metadata 'kinora')");
+  } catch (const Error&) {
+    return defaults();
+  }
+  const auto whole = [&](const char* key, int lo, int hi) {
+    return j.is_object() && j.contains(key) && j[key].is_number_integer() &&
+           j[key].get<int64_t>() >= lo && j[key].get<int64_t>() <= hi;
+  };
+  if (!whole("width", 16, 4096) || !whole("height", 16, 4096) || !whole("frames", 1, 1001))
+    return defaults();
+  Preset p = Preset::embedded_defaults();
+  p.width = j["width"].get<int>(), p.height = j["height"].get<int>();
+  p.frames = j["frames"].get<int>();
+  if (j.contains("training_shift") && j["training_shift"].is_number() &&
+      j["training_shift"].get<double>() > 0 && j["training_shift"].get<double>() <= 100)
+    p.shift = j["training_shift"].get<double>();
+  return p;
 }
 
 // The model's own negative prompt when its metadata has one (the embedded

@@ -16,6 +16,10 @@ class WanFamily : public Family {
   // is not there.
   std::optional<ModelFiles> default_files() const override;
   Preset defaults() const override { return Preset(); }
+  // A DiT Kinora trained (the embedded model, a copy of it, a `kinora train`
+  // or `lora merge` output: "kinora" metadata with its size): the embedded
+  // model's defaults at the size and shift it was trained for.
+  Preset defaults_for(const std::filesystem::path& model) const override;
   std::vector<std::string> snap(Preset& p) const override;
   GuidanceStrategy guidance(const Preset&) const override {
     return GuidanceStrategy::ClassifierFree;

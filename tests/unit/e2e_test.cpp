@@ -186,6 +186,20 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   EXPECT_THAT(r.out, HasSubstr("foreign  "));
   EXPECT_THAT(r.out, HasSubstr("1 not Kinora's"));
   EXPECT_THAT(r.out, HasSubstr("4 done, 2 missing"));  // shards 0 and 1 (out4)
+  // A render written over (its parameters file still beside it) is not done:
+  // the batch fails it and leaves it; a render whose file alone was deleted
+  // is missing, with the reason a batch will not render it yet.
+  std::ofstream(dir / "out3.png") << "hello";
+  std::filesystem::remove(dir / "out6.png");
+  r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("out3.png does not read as a complete render ("));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "out3.png"), "hello");
+  r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
+  EXPECT_THAT(r.out, HasSubstr("damaged  "));
+  EXPECT_THAT(r.out, HasSubstr("out6.png.json is left from an earlier render"));
+  EXPECT_THAT(r.out,
+              HasSubstr("2 done, 3 missing, 0 failed, 0 invalid, 1 damaged, 1 not Kinora's"));
 }
 
 TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
@@ -268,6 +282,10 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
                        (dir / "typo.mp4").string());
   EXPECT_EQ(typo.code, 1) << typo.out;
   EXPECT_THAT(typo.out, HasSubstr("LoRA 'kinora-tiny-big:abc': 'abc' is not a strength"));
+  const auto hex = sh(kinora_bin() + " generate -p x --lora kinora-tiny-big:0x10 -o " +
+                      (dir / "hex.mp4").string());
+  EXPECT_EQ(hex.code, 1) << hex.out;
+  EXPECT_THAT(hex.out, HasSubstr("'0x10' is not a strength (a number from -100 to 100)"));
   // Three strengths: the command line's own rule, not a preset's.
   const auto three = sh(kinora_bin() + " generate -p x --lora kinora-tiny-big:1:0.5:3 -o " +
                         (dir / "three.mp4").string());

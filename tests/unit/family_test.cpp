@@ -164,6 +164,16 @@ TEST(Families, AToyFamilyRendersThroughTheSamePipeline) {
 TEST(Families, TheFamilyComesFromThePresetOrTheModelFile) {
   toy_preset();
   EXPECT_EQ(pipeline::family_for(Preset::embedded_defaults()).name(), "wan");
+  // A DiT Kinora trained (a copy of the embedded one here) brings the
+  // embedded model's defaults at its own size; another Wan DiT Wan's.
+  const auto& wan_family = pipeline::family_named("wan");
+  const auto own =
+      wan_family.defaults_for(test::fixture("../../assets/kinora-tiny-wan-dit.safetensors"));
+  EXPECT_EQ(own.width, 64);
+  EXPECT_EQ(own.frames, 17);
+  EXPECT_EQ(own.steps, Preset::embedded_defaults().steps);
+  EXPECT_EQ(own.shift, 3.0);
+  EXPECT_EQ(wan_family.defaults_for(test::fixture("wan21_dit_tiny.safetensors")).width, 832);
   Preset wan;
   wan.model = test::fixture("wan21_dit_tiny.safetensors");
   EXPECT_EQ(pipeline::family_for(wan).name(), "wan");
