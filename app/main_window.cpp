@@ -227,13 +227,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
 
   build_menus();
   QString err;
-  if (!queue_->load(&err)) {
-    // Scripted (--quit-when-idle), nobody would close a dialog: it would wait forever.
-    if (options_.quit_when_idle)
-      say_on_stderr(err);
-    else
-      QMessageBox::warning(this, "Queue", err);
-  }
+  if (!queue_->load(&err)) warn("Queue", err);
 
   QStringList not_queued;
   for (const auto& f : options_.presets) {
@@ -332,12 +326,20 @@ QString MainWindow::queue_sweep(const QStringList& axes) {
 
 void MainWindow::refuse(const QString& what) {
   statusBar()->showMessage("not queued: " + what);
-  if (options_.quit_when_idle) {
-    say_on_stderr("not queued: " + what);
-    exit_code_ = 1;  // a script asked for a job that will not run
-  } else {
-    QMessageBox::warning(this, "Not queued", what);
-  }
+  if (options_.quit_when_idle) exit_code_ = 1;  // a script asked for a job that will not run
+  warn("Not queued", what);
+}
+
+void MainWindow::warn(const QString& title, const QString& what) {
+  // A scripted run (--quit-when-idle, --exit-after-ms) hears it on stderr.
+  if (options_.quit_when_idle || options_.exit_after_ms > 0)
+    say_on_stderr(title == "Not queued" ? "not queued: " + what : what);
+  if (options_.quit_when_idle) return;  // nobody would close a dialog
+  // Not a blocking dialog: the event loop (the queue, the exit timer) goes on
+  // while it is open.
+  auto* box = new QMessageBox(QMessageBox::Warning, title, what, QMessageBox::Ok, this);
+  box->setAttribute(Qt::WA_DeleteOnClose);
+  QTimer::singleShot(0, box, [box] { box->open(); });
 }
 
 QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep) {

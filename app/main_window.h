@@ -77,6 +77,8 @@ class MainWindow : public QMainWindow {
   void settings_dialog();
   void sweep_dialog();
   void refuse(const QString& what);
+  // A warning: a dialog that does not block, and on stderr for a scripted run.
+  void warn(const QString& title, const QString& what);
   void shot(const QString& name);
   void maybe_quit();
 

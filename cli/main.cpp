@@ -1,5 +1,6 @@
 // kinora: the command line.
 #include <CLI/CLI.hpp>
+#include <csignal>
 
 #include <algorithm>
 #include <iostream>
@@ -128,6 +129,9 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   kinora::configure_threads();
+  // A file-size limit (ulimit -f) fails the write that passes it, which every
+  // writer reports and cleans up after, instead of killing the program.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (const int rc = run_train(); rc >= 0) return rc;
   if (const int rc = run_lora(); rc >= 0) return rc;
   if (const int rc = run_slurm(); rc >= 0) return rc;

@@ -200,6 +200,11 @@ std::map<std::string, Group> read_groups(const fs::path& file) {
     for (const auto& s : kSuffixes)
       if (ends_with(key, s.text)) {
         const auto stem = key.substr(0, key.size() - std::string(s.text).size());
+        // Weights are floating point (an alpha may be a whole number).
+        const std::string dtype = io::dtype_name(ck.info(key).dtype);
+        if (std::string(s.part) != "alpha" && dtype[0] != 'F' && dtype != "BF16")
+          fail_file(file, "tensor '" + key + "' is " + dtype +
+                              ": a LoRA's weights are floating point (F32, F16, BF16 or FP8)");
         auto t = ck.get(key).to(torch::kFloat32);
         if (!torch::isfinite(t).all().item<bool>())
           fail_file(file, "tensor '" + key + "' holds NaN or infinite values");

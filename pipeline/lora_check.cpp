@@ -5,6 +5,7 @@
 #include "diffusion/sdxl_unet.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
+#include "lora/lora.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/sdxl_family.h"
 #include "text/clip.h"
@@ -74,8 +75,17 @@ DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
       d.text_models = {clip_l, clip_g};
     }
   } else {
-    throw Error(path.string() + ": not a Wan or FLUX DiT or an SDXL UNet (recognised as " +
-                io::family_name(d.detection.family) + ")");
+    std::string held = std::string("recognised as ") + io::family_name(d.detection.family);
+    if (d.detection.family == io::Family::Unknown) {
+      held = "no known model's tensor names";
+      try {
+        lora::describe(path);
+        held = "a LoRA: give it with --lora";
+      } catch (const Error&) {
+        // neither a model nor a LoRA
+      }
+    }
+    throw Error(path.string() + ": not a Wan or FLUX DiT or an SDXL UNet (" + held + ")");
   }
   return d;
 }

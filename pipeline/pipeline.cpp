@@ -103,11 +103,32 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
                             const std::vector<LoraRef>& applied,
                             const std::vector<fs::path>& lora_files) {
   nlohmann::json j = p.to_json();
-  for (const char* key :
-       {"model", "model2", "vae", "text_encoder", "tokenizer", "clip", "clip_tokenizer", "output"})
-    j[key] = fs::path(j[key].get<std::string>()).filename().string();
+  // A file in a subfolder of models_dir's folders (diffusion_models/wan/…,
+  // loras/styles/…) by its path inside that folder, which finds that file
+  // again given the same models_dir; any other by its name.
+  const fs::path md = models_dir_path(p);
+  const auto recorded = [&](const std::string& given, const fs::path& resolved) {
+    const std::string name = fs::path(given).filename().string();
+    if (md.empty() || resolved.empty() || given.empty()) return name;
+    const fs::path rel = fs::absolute(resolved).lexically_normal().lexically_relative(
+        fs::absolute(md).lexically_normal());
+    if (rel.empty() || *rel.begin() == "..") return name;
+    fs::path in_folder;
+    for (auto it = std::next(rel.begin()); it != rel.end(); ++it) in_folder /= *it;
+    if (in_folder.empty() || in_folder.filename() == in_folder) return name;
+    return in_folder.generic_string();
+  };
+  for (const char* key : {"model", "model2", "vae", "text_encoder", "tokenizer", "clip",
+                          "clip_tokenizer", "output"}) {
+    const auto f = loaded.find(key);
+    j[key] = recorded(j[key].get<std::string>(), f == loaded.end() ? fs::path() : f->second.path);
+  }
   j["models_dir"] = "";
-  for (auto& l : j["loras"]) l["path"] = fs::path(l["path"].get<std::string>()).filename().string();
+  for (std::size_t i = 0; i < j["loras"].size(); ++i) {
+    auto& l = j["loras"][i];
+    l["path"] =
+        recorded(l["path"].get<std::string>(), i < lora_files.size() ? lora_files[i] : fs::path());
+  }
   // The fingerprints taken when the models were loaded: the files the weights
   // came from, whatever happened to them since.
   nlohmann::json model_files = nlohmann::json::object();
@@ -518,11 +539,12 @@ PromptLoras prompt_loras(const std::string& prompt) {
     from = m[0].second;
     double strength = 1;
     if (m[2].matched) {
+      // Decimal, as --lora and a preset's "strength" take it (no hex, inf, nan).
+      static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
       const std::string s = m[2].str();
-      char* stop = nullptr;
-      strength = std::strtod(s.c_str(), &stop);
-      if (s.empty() || *stop != '\0' || !std::isfinite(strength))
-        throw Error("prompt: " + m[0].str() + ": the strength must be a number");
+      strength = std::regex_match(s, number) ? std::strtod(s.c_str(), nullptr) : NAN;
+      if (!std::isfinite(strength) || std::abs(strength) > kMaxLoraStrength)
+        throw Error("prompt: " + m[0].str() + ": the strength must be a number from -100 to 100");
     }
     out.loras.push_back({m[1].str(), strength});
   }
@@ -553,11 +575,16 @@ fs::path lora_folder(const Preset& p) {
 }
 
 fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
-  if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos || name == ".." ||
-      name == "." || name.empty())
+  // A name, or a path inside loras/ ("styles/ink"): nothing that leaves it.
+  const fs::path rel = name;
+  bool inside = !name.empty() && !rel.is_absolute() && name.find('\\') == std::string::npos &&
+                name.back() != '/';
+  for (const auto& part : rel)
+    if (part == ".." || part == ".") inside = false;
+  if (!inside)
     throw Error("prompt: <lora:" + name +
-                ">: a LoRA named in a prompt is a file in loras/, "
-                "not a path");
+                ">: a LoRA named in a prompt is a file in loras/ (or a path inside it, such as "
+                "styles/ink), not a path elsewhere");
   const auto folder = lora_folder(p);
   if (folder.empty())
     throw Error("prompt: <lora:" + name +
@@ -566,9 +593,11 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   std::error_code ec;
   for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
     if (fs::is_regular_file(c, ec)) return c;
-  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
-      !f.empty())
-    return f;
+  if (rel.filename() == rel)
+    if (auto f =
+            find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
+        !f.empty())
+      return f;
   throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
 }
 
@@ -598,9 +627,9 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
     if (!found(candidates(entry.substr(0, colon))).empty()) {
       const std::string tail = entry.substr(colon + 1);
-      char* end = nullptr;
-      const double v = std::strtod(tail.c_str(), &end);
-      if (!tail.empty() && end && *end == '\0' && std::isfinite(v))  // a preset's path
+      // A decimal number (not hex, inf or nan): a strength, misplaced.
+      static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
+      if (std::regex_match(tail, number))  // a preset's path
         throw Error(source + ": LoRA '" + entry + "': a preset gives the strength in the LoRA's " +
                     "\"strength\" key, not after a colon in its \"path\"");
       throw Error(source + ": LoRA '" + entry + "': '" + tail +

@@ -146,6 +146,15 @@ TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   const auto first = unsaved.find("the queue could not be saved");
   EXPECT_NE(first, std::string::npos) << unsaved;
   EXPECT_EQ(unsaved.find("the queue could not be saved", first + 1), std::string::npos) << unsaved;
+  // A damaged queue with a timed exit: said on stderr, and no dialog waits
+  // for a click that never comes.
+  fs::create_directories(dir / "data");
+  std::ofstream(dir / "data" / "queue.json") << "{\"jobs\":[{";
+  const std::string timed = "QT_QPA_PLATFORM=offscreen timeout 60 " + studio() + " --data-dir " +
+                            (dir / "data").string() + " --output-dir " + (dir / "out").string() +
+                            " --exit-after-ms 500 > " + (dir / "log.txt").string() + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(timed.c_str())), 0) << slurp(dir / "log.txt");
+  EXPECT_NE(slurp(dir / "log.txt").find("queue.json"), std::string::npos) << slurp(dir / "log.txt");
   for (const char* seed : {"abc", "-5"}) {
     EXPECT_EQ(run(std::string("--prompt fox --seed ") + seed + " --quit-when-idle"), 2) << seed;
     EXPECT_NE(slurp(dir / "log.txt").find("--seed must be an integer"), std::string::npos)

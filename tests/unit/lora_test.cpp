@@ -193,6 +193,17 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
   io::save_safetensors(dir / "nan.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", nan},
                                                  {"blocks.0.self_attn.q.lora_up.weight", k.up}});
   EXPECT_THAT(error_of([&] { resolve(dir / "nan.safetensors"); }), HasSubstr("NaN"));
+  // Whole numbers where weights go; an integer alpha is a number like another.
+  io::save_safetensors(dir / "int.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down.to(torch::kInt32)},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  EXPECT_THAT(error_of([&] { resolve(dir / "int.safetensors"); }),
+              HasSubstr("is I32: a LoRA's weights are floating point"));
+  io::save_safetensors(dir / "int_alpha.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.alpha", torch::tensor(4, torch::kInt64)}});
+  EXPECT_NO_THROW(resolve(dir / "int_alpha.safetensors"));
   // Shapes that do not make an update: a scalar "matrix", LoHa factors that
   // do not multiply (the fuzzer's first finding).
   io::save_safetensors(dir / "scalar.safetensors",
@@ -240,6 +251,12 @@ TEST(PromptLoras, TagsAreTakenOutOfTheText) {
   EXPECT_EQ(t.loras[1].path, "grain");
   EXPECT_EQ(t.loras[1].strength, 1.0);
   EXPECT_THAT(error_of([] { pipeline::prompt_loras("x <lora:a:lots>"); }), HasSubstr("number"));
+  // The range and the notation of --lora and a preset's "strength".
+  for (const char* bad : {"500", "-100.5", "0x10", "1e30", "inf", "nan", " 1"})
+    EXPECT_THAT(error_of([&] { pipeline::prompt_loras(std::string("x <lora:a:") + bad + ">"); }),
+                HasSubstr("the strength must be a number from -100 to 100"))
+        << bad;
+  EXPECT_EQ(pipeline::prompt_loras("x <lora:a:-1.5e1>").loras[0].strength, -15.0);
   EXPECT_EQ(pipeline::prompt_loras("no tags here").text, "no tags here");
   EXPECT_THAT(error_of([] { pipeline::prompt_loras("a fox <lora:style:0.8"); }),
               HasSubstr("not complete"));
@@ -384,6 +401,14 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_FALSE(fs::exists(via_dir));
   const auto vd = sh(merge_elsewhere + " --models-dir " + (dir / "models").string());
   ASSERT_EQ(vd.code, 0) << vd.out;
+  // A LoRA given as the model: named as one.
+  const auto lora_as_model =
+      sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " +
+         (dir / "models" / "loras" / "style.safetensors").string() + " --lora " +
+         (dir / "models" / "loras" / "style.safetensors").string() + " --out " +
+         (dir / "never.safetensors").string());
+  EXPECT_NE(lora_as_model.code, 0);
+  EXPECT_THAT(lora_as_model.out, HasSubstr("(a LoRA: give it with --lora)")) << lora_as_model.out;
   EXPECT_TRUE(torch::equal(io::Checkpoint::open(via_dir).get("blocks.0.self_attn.q.weight"),
                            mck.get("blocks.0.self_attn.q.weight")));
   auto from_merged = base;

@@ -374,6 +374,28 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
   const auto twice = error_of([&] { pipeline::resolve_lora_file(p, "ink"); });
   EXPECT_THAT(twice, HasSubstr("'ink' is in more than one subfolder"));
   EXPECT_THAT(twice, HasSubstr("flux/ink.safetensors, wan/style/ink.safetensors"));
+  // A prompt's tag picks one by its path inside loras/; nothing outside it.
+  EXPECT_EQ(pipeline::resolve_lora_tag(p, "flux/ink"), dir / "loras/flux/ink.safetensors");
+  for (const char* outside : {"../vae/wan_vae.safetensors", "/etc/passwd", "flux/../../x"})
+    EXPECT_THAT(error_of([&] { pipeline::resolve_lora_tag(p, outside); }),
+                HasSubstr("not a path elsewhere"))
+        << outside;
+  // An output records each file by its path inside its folder, which finds
+  // that one file again; a file at the top of its folder by its name.
+  p.output = (dir / "sub.mp4").string();
+  p.loras = {{"wan/style/ink", 0.01}};
+  pipeline::Pipeline pipe;
+  render::render(pipe, p);
+  const auto meta = media::read_embedded_parameters(dir / "sub.mp4");
+  EXPECT_EQ(meta["preset"]["model"], "wan/t2v/sub_dit.safetensors");
+  EXPECT_EQ(meta["preset"]["vae"], "wan_vae");
+  EXPECT_EQ(meta["preset"]["loras"][0]["path"], "wan/style/ink.safetensors");
+  auto again = Preset::restored(meta, (dir / "sub.mp4").string());
+  again.models_dir = dir.path().string();
+  EXPECT_EQ(pipeline::resolve_models(again, pipeline::family_for(again)).model,
+            dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
+  EXPECT_EQ(pipeline::resolve_lora_file(again, again.loras.at(0).path),
+            dir / "loras/wan/style/ink.safetensors");
 }
 
 // The output is what its name says: one frame into an .mp4 is a one-frame
@@ -488,6 +510,16 @@ TEST(Presets, PathsSeedsAndTextFromElsewhere) {
       Preset::restored({{"kinora", {{"version", "Kinora x"}}}, {"preset", made.to_json()}}, "c");
   EXPECT_EQ(r.model, "wan21_dit_tiny.safetensors");
   EXPECT_EQ(r.models_dir, "");
+  // A path inside a models folder is kept; one that leaves it is a name.
+  made.model = "wan/t2v/dit.safetensors";
+  made.vae = "../vae/x.safetensors";
+  made.loras = {{"styles/ink.safetensors", 1.0}, {"a/./b.safetensors", 1.0}};
+  const auto sub =
+      Preset::restored({{"kinora", {{"version", "Kinora x"}}}, {"preset", made.to_json()}}, "c");
+  EXPECT_EQ(sub.model, "wan/t2v/dit.safetensors");
+  EXPECT_EQ(sub.vae, "x.safetensors");
+  EXPECT_EQ(sub.loras.at(0).path, "styles/ink.safetensors");
+  EXPECT_EQ(sub.loras.at(1).path, "b.safetensors");
   EXPECT_EQ(r.output, "");
   EXPECT_EQ(r.prompt, made.prompt);
 }

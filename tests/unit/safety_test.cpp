@@ -231,6 +231,14 @@ TEST(Safety, AFileSizeLimitIsAFullDisk) {
   EXPECT_THAT(r.out, HasSubstr("big.mov"));
   EXPECT_THAT(r.out, HasSubstr("File too large"));
   EXPECT_TRUE(fs::is_empty(dir.path()));
+  // Every command that writes: `lora merge` as well.
+  const auto merge = sh("ulimit -f 8 && " + kinora_bin() + " lora merge --model " +
+                        fixture("../../assets/kinora-tiny-wan-dit.safetensors") + " --lora " +
+                        fixture("../../assets/loras/kinora-tiny-big.safetensors") + " --out " +
+                        (dir / "merged.safetensors").string());
+  EXPECT_EQ(merge.code, 1) << merge.out;
+  EXPECT_THAT(merge.out, HasSubstr("File too large"));
+  EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
 // A temporary a dead process of this machine left behind (a SIGKILL) goes the
