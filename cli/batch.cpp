@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/json.h"
 #include "base/strings.h"
+#include "media/codecs.h"
 #include "media/format.h"
 #include "media/output.h"
 #include "pipeline/lora_check.h"
@@ -160,6 +161,11 @@ std::string source_key(const std::string& source) {
 }  // namespace
 
 std::string unreadable_render(const fs::path& path) {
+  // A build without FFmpeg cannot read a video's tags: not checked there.
+  std::error_code ec;
+  const auto ext = path.extension().string();
+  if (!media::codecs::available() && !fs::is_directory(path, ec) && ext != ".png" && ext != ".PNG")
+    return "";
   try {
     media::read_embedded_parameters(path);
     return "";

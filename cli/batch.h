@@ -49,8 +49,9 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
 void validate_entries(std::vector<Entry>& entries, const Placement& placement);
 
 // Why an output of Kinora's (by its sidecar) at `path` does not read back as
-// a complete render: "" when its own parameters read (what every render
-// embeds), else the reason (a copy cut short, a file written over it, …).
+// a render: "" when its own parameters read (what every render embeds; a
+// video is not checked by a build without FFmpeg), else the reason (a file
+// written over it, a video cut short before its tags, …).
 std::string unreadable_render(const std::filesystem::path& path);
 
 // `kinora batch --status`: one line per entry, "done", "missing" (with the

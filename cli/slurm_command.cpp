@@ -174,6 +174,11 @@ int submit(SlurmArgs a) {
       throw Error("slurm submit: " + e.source + ": its output " + out.string() +
                   " exists and is not a Kinora render; it is not replaced: move it, or give the "
                   "preset another output");
+    // A render that no longer reads as one: a task would fail it too.
+    if (const auto why = unreadable_render(out); !why.empty())
+      throw Error("slurm submit: " + e.source + ": its output " + out.string() +
+                  " does not read as a complete render (" + why +
+                  "); delete it and its .json to have it rendered again");
     ++done;
   }
   if (done == entries.size()) {

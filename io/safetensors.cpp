@@ -277,10 +277,10 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
                         " bytes, too short for the 8-byte header length of a safetensors file");
   uint64_t n = 0;
   std::memcpy(&n, base, 8);
-  // A header length that fits, then the header's opening brace: safetensors,
+  // A header length within bounds, then the header's opening brace: safetensors,
   // whatever its first bytes resemble (a length of 1408 starts 0x80 0x05,
   // like a pickle). The formats below never look so.
-  const bool plausible = n <= kMaxHeaderBytes && n <= size - 8 && n > 0 && base[8] == '{';
+  const bool plausible = n > 0 && n <= kMaxHeaderBytes && size > 8 && base[8] == '{';
   if (!plausible) {
     // PyTorch's own formats, as .ckpt / .pt / .bin files hold them: a zip
     // archive (torch.save since 1.6) or a bare pickle.

@@ -195,20 +195,32 @@ void write_output(const OutputTarget& t, const torch::Tensor& frames, const Writ
   if (t.format == Format::Png) {
     codecs::write_png(path, tmp.path(), frames[0], o);
   } else if (is_sequence(t.format)) {
-    fs::create_directories(tmp.path());
-    for (int64_t i = 0; i < frames.size(0); ++i) {
-      throw_if_cancelled(cancel);
-      const auto file = tmp.path() / frame_name(i, t.format);
-      if (t.format == Format::PpmSequence) {
-        write_ppm(file, frames[i]);
-      } else {
-        WriteOptions frame_opts = o;
-        if (i)
-          frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
-        codecs::write_png(path, file, frames[i], frame_opts);
+    try {
+      fs::create_directories(tmp.path());
+      for (int64_t i = 0; i < frames.size(0); ++i) {
+        throw_if_cancelled(cancel);
+        const auto file = tmp.path() / frame_name(i, t.format);
+        if (t.format == Format::PpmSequence) {
+          write_ppm(file, frames[i]);
+        } else {
+          WriteOptions frame_opts = o;
+          if (i)
+            frame_opts.parameters_text.clear(), frame_opts.metadata_json.clear();  // once is enough
+          codecs::write_png(path, file, frames[i], frame_opts);
+        }
       }
+      write_file_atomically(tmp.path() / "kinora.json", o.metadata_json + "\n");
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      // Named as the folder the user asked for, not the temporary being filled.
+      std::string what = e.what();
+      const std::string from = tmp.path().string();
+      for (auto at = what.find(from); at != std::string::npos;
+           at = what.find(from, at + path.string().size()))
+        what.replace(at, from.size(), path.string());
+      throw Error(what);
     }
-    write_file_atomically(tmp.path() / "kinora.json", o.metadata_json + "\n");
   } else {
     codecs::write_video(path, tmp.path(), frames, t.format, o, cancel);
   }

@@ -110,6 +110,10 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
   const auto recorded = [&](const std::string& given, const fs::path& resolved) {
     const std::string name = fs::path(given).filename().string();
     if (md.empty() || resolved.empty() || given.empty()) return name;
+    // The entry's own file (not a diffusers folder's transformer/…, which
+    // the folder's name finds again).
+    const std::string file = resolved.filename().string();
+    if (file != name && file != name + ".safetensors" && file != name + ".model") return name;
     const fs::path rel = fs::absolute(resolved).lexically_normal().lexically_relative(
         fs::absolute(md).lexically_normal());
     if (rel.empty() || *rel.begin() == "..") return name;
@@ -181,14 +185,21 @@ std::string text_encoders_key(const Family& family, const ModelFiles& files,
 }
 
 // A file named `entry` (or with one of `extensions` added) in the
-// subfolders of `folder` (ComfyUI users sort models into them, and a restored
-// preset names its files without their folders): the one found, empty when
-// none is. Several: an error naming them. Bounded to a few levels so that a
-// folder linked into itself cannot loop.
+// subfolders of `folder` (ComfyUI users sort models into them): the one
+// found, empty when none is. Several: an error naming them. An entry that is
+// a path inside the folder and not there ("wan/t2v/dit.safetensors", as an
+// output made on a machine that sorts its models otherwise records it) is
+// looked for by its file name, at the top as well. Bounded to a few levels
+// so that a folder linked into itself cannot loop.
 fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
                             const std::string& source, const std::string& what,
                             std::initializer_list<const char*> extensions) {
-  if (entry.empty() || fs::path(entry).filename() != fs::path(entry)) return {};
+  const fs::path e = entry;
+  if (entry.empty() || e.is_absolute() || !e.has_filename()) return {};
+  for (const auto& part : e)
+    if (part == "..") return {};
+  const bool bare = e.filename() == e;
+  const std::string base = e.filename().string();
   std::error_code ec;
   if (!fs::is_directory(folder, ec)) return {};
   std::vector<fs::path> found;
@@ -197,10 +208,10 @@ fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
   for (fs::recursive_directory_iterator it(folder, opts, ec), end; !ec && it != end;
        it.increment(ec)) {
     if (it.depth() > 3) it.disable_recursion_pending();
-    if (it.depth() == 0 || !it->is_regular_file(ec)) continue;  // the top was searched already
+    if ((bare && it.depth() == 0) || !it->is_regular_file(ec)) continue;  // top: searched
     const auto name = it->path().filename().string();
-    bool match = name == entry;
-    for (const char* ext : extensions) match = match || name == entry + ext;
+    bool match = name == base;
+    for (const char* ext : extensions) match = match || name == base + ext;
     if (!match) continue;
     // One file reached by several paths (through links) is one match, named
     // by its shortest path.
@@ -281,7 +292,7 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
              (key == "model" ? " (a diffusers pipeline folder holds model_index.json)" : "");
       break;
     }
-  if (p.models_dir.empty() && e.filename() == e)
+  if (p.models_dir.empty() && !e.is_absolute())
     msg += "; give models_dir (--models-dir) to find models by name";
   throw Error(msg);
 }
@@ -593,11 +604,9 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   std::error_code ec;
   for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
     if (fs::is_regular_file(c, ec)) return c;
-  if (rel.filename() == rel)
-    if (auto f =
-            find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
-        !f.empty())
-      return f;
+  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
+      !f.empty())
+    return f;
   throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
 }
 
@@ -639,7 +648,7 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";
-  if (p.models_dir.empty() && e.filename() == e)
+  if (p.models_dir.empty() && !e.is_absolute())
     msg += "; give models_dir (--models-dir) to find LoRAs by name in its loras/";
   throw Error(msg);
 }
@@ -744,7 +753,9 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     std::error_code ec;
     for (std::size_t i = 0; i < lora_files.size(); ++i)
       for (std::size_t j = 0; j < i; ++j)
-        if (fs::equivalent(lora_files[i], lora_files[j], ec)) return lora_files[i];
+        if (!loras[i].strength_low && !loras[j].strength_low &&
+            fs::equivalent(lora_files[i], lora_files[j], ec))
+          return lora_files[i];
     return fs::path();
   }();
   if (!twice.empty())

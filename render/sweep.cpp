@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <set>
 
@@ -156,25 +157,52 @@ std::string changed_since(const fs::path& path, const Preset& p) {
                ? j["sha256_first_last_mib"].get<std::string>()
                : std::string();
   };
-  const auto& loras = meta.contains("loras") ? meta["loras"] : json();
-  for (std::size_t i = 0; i < p.loras.size() && loras.is_array() && i < loras.size(); ++i) {
-    const auto was = recorded(loras[i]);
-    const auto file = pipeline::resolve_lora_file(p, p.loras[i].path);
-    if (!was.empty() && file_fingerprint(file) != was) return file.string();
+  // Each file as it is now, when it can be found and read: a cell whose
+  // files are gone can still be reused (its sheet made again).
+  const auto now = [](const std::function<fs::path()>& find) -> std::pair<fs::path, std::string> {
+    try {
+      const auto file = find();
+      std::error_code ec;
+      if (!file.empty() && fs::is_regular_file(file, ec)) return {file, file_fingerprint(file)};
+    } catch (const Error&) {
+    }
+    return {};
+  };
+  // The LoRAs in the order the render records them: the preset's, then its
+  // prompt's tags.
+  std::vector<std::function<fs::path()>> loras;
+  for (const auto& l : p.loras)
+    loras.push_back([&p, path = l.path] { return pipeline::resolve_lora_file(p, path); });
+  try {
+    for (const auto& l : pipeline::prompt_loras(p.prompt).loras)
+      loras.push_back([&p, path = l.path] { return pipeline::resolve_lora_tag(p, path); });
+  } catch (const Error&) {
+  }
+  const auto& made = meta.contains("loras") ? meta["loras"] : json();
+  for (std::size_t i = 0; i < loras.size() && made.is_array() && i < made.size(); ++i) {
+    const auto was = recorded(made[i]);
+    if (was.empty()) continue;
+    const auto [file, fingerprint] = now(loras[i]);
+    if (!fingerprint.empty() && fingerprint != was) return file.string();
   }
   if (!meta.contains("model_files") || !meta["model_files"].is_object()) return "";
-  auto files = pipeline::resolve_models(p, pipeline::family_for(p));
+  pipeline::ModelFiles files;
+  try {
+    files = pipeline::resolve_models(p, pipeline::family_for(p));
+  } catch (const Error&) {
+    return "";
+  }
+  const auto& mf = meta["model_files"];
   for (const auto& [role, file] : {std::pair<const char*, const fs::path*>{"model", &files.model},
                                    {"model2", &files.model2},
                                    {"vae", &files.vae},
                                    {"text_encoder", &files.text_encoder},
                                    {"clip", &files.clip}}) {
-    const auto& mf = meta["model_files"];
     if (file->empty() || !mf.contains(role)) continue;
     const auto was = recorded(mf[role]);
-    std::error_code ec;
-    if (!was.empty() && fs::is_regular_file(*file, ec) && file_fingerprint(*file) != was)
-      return file->string();
+    if (was.empty()) continue;
+    const auto [f, fingerprint] = now([file = *file] { return file; });
+    if (!fingerprint.empty() && fingerprint != was) return f.string();
   }
   return "";
 }

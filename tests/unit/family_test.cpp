@@ -174,6 +174,20 @@ TEST(Families, TheFamilyComesFromThePresetOrTheModelFile) {
   EXPECT_EQ(own.steps, Preset::embedded_defaults().steps);
   EXPECT_EQ(own.shift, 3.0);
   EXPECT_EQ(wan_family.defaults_for(test::fixture("wan21_dit_tiny.safetensors")).width, 832);
+  {  // the size and shift its metadata records
+    TempDir dir;
+    const auto src = io::SafetensorsFile::open(test::fixture("wan21_dit_tiny.safetensors"));
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& t : src->tensors()) tensors.emplace_back(t.name, src->get(t.name));
+    auto meta = src->metadata();
+    meta["kinora"] = R"({"width": 96, "height": 48, "frames": 9, "training_shift": 2.5})";
+    io::save_safetensors(dir / "trained.safetensors", tensors, meta);
+    const auto trained = wan_family.defaults_for(dir / "trained.safetensors");
+    EXPECT_EQ(trained.width, 96);
+    EXPECT_EQ(trained.height, 48);
+    EXPECT_EQ(trained.frames, 9);
+    EXPECT_EQ(trained.shift, 2.5);
+  }
   Preset wan;
   wan.model = test::fixture("wan21_dit_tiny.safetensors");
   EXPECT_EQ(pipeline::family_for(wan).name(), "wan");

@@ -264,6 +264,7 @@ TEST(ClipTokenizer, MissingFilesNameWhereItLooked) {
   EXPECT_THAT(msg, HasSubstr("--clip-tokenizer"));
   // Each folder once, though the encoder's folder is also models_dir's text_encoders/.
   const std::string once = " " + (dir / "text_encoders" / "tokenizer").string() + " ";
+  EXPECT_NE(msg.find(once), std::string::npos) << msg;
   EXPECT_EQ(msg.find(once), msg.rfind(once)) << msg;
   std::ofstream(dir / "vocab.json") << "{}";
   EXPECT_THAT(error_of([&] { kinora::text::ClipTokenizer::load(dir / "vocab.json"); }),

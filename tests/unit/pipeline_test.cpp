@@ -361,8 +361,16 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
             dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
   EXPECT_EQ(pipeline::resolve_lora_file(p, "ink"), dir / "loras/wan/style/ink.safetensors");
   EXPECT_EQ(pipeline::resolve_lora_tag(p, "ink"), dir / "loras/wan/style/ink.safetensors");
-  // A path keeps its meaning: never looked for below.
-  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "other/ink"); }),
+  // A path inside the folder that is not there (another machine's layout,
+  // as its outputs record it): the one file of its name. Outside: not found.
+  EXPECT_EQ(pipeline::resolve_lora_file(p, "other/ink"), dir / "loras/wan/style/ink.safetensors");
+  EXPECT_EQ(pipeline::resolve_lora_tag(p, "other/ink.safetensors"),
+            dir / "loras/wan/style/ink.safetensors");
+  auto elsewhere = p;
+  elsewhere.model = "wan/i2v/sub_dit.safetensors";
+  EXPECT_EQ(pipeline::resolve_models(elsewhere, pipeline::family_for(p)).model,
+            dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
+  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "../elsewhere/ink"); }),
               HasSubstr("not found"));
   // A folder linked into itself: the one file, reached by several paths.
   fs::create_directory_symlink(dir / "loras/wan", dir / "loras/wan/style/up");

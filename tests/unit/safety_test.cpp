@@ -231,6 +231,13 @@ TEST(Safety, AFileSizeLimitIsAFullDisk) {
   EXPECT_THAT(r.out, HasSubstr("big.mov"));
   EXPECT_THAT(r.out, HasSubstr("File too large"));
   EXPECT_TRUE(fs::is_empty(dir.path()));
+  // A frame sequence is named as the folder asked for, not its temporary.
+  const auto seq = sh("ulimit -f 1 && " + kinora_bin() + " generate -p x" + chain() + " --out " +
+                      (dir / "seq").string() + " --format png-seq");
+  EXPECT_EQ(seq.code, 1) << seq.out;
+  EXPECT_THAT(seq.out, HasSubstr((dir / "seq").string()));
+  EXPECT_THAT(seq.out, ::testing::Not(HasSubstr(".tmp-"))) << seq.out;
+  EXPECT_TRUE(fs::is_empty(dir.path()));
   // Every command that writes: `lora merge` as well.
   const auto merge = sh("ulimit -f 8 && " + kinora_bin() + " lora merge --model " +
                         fixture("../../assets/kinora-tiny-wan-dit.safetensors") + " --lora " +
