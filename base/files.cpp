@@ -118,6 +118,16 @@ bool is_our_temp_folder(const fs::path& dir) {
 
 }  // namespace
 
+bool stays_inside(const std::string& entry) {
+  const fs::path e = entry;
+  if (entry.empty() || e.is_absolute() || !e.has_filename() ||
+      entry.find('\\') != std::string::npos)
+    return false;
+  for (const auto& part : e)
+    if (part == "." || part == ".." || part.empty()) return false;
+  return true;
+}
+
 fs::path temp_beside(const fs::path& path, const char* tag) {
   std::string name(1, '.');
   name += path.filename().string();

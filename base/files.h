@@ -20,6 +20,11 @@
 
 namespace kinora {
 
+// Whether `entry` is a path that stays inside the folder it is taken in: a
+// name, or folders and a name ("styles/ink"); no root, no "." or "..", no
+// backslash, no trailing separator.
+bool stays_inside(const std::string& entry);
+
 // ".NAME.TAG-HOST-PID.EXT" beside `path` (TAG "tmp" for a file in the making,
 // "old" for an earlier one moved aside while it is replaced); the extension
 // kept for tools that pick a format by it (FFmpeg does).

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <iostream>
 #include <memory>
-#include <regex>
 
 #include "base/error.h"
 #include "base/sha256.h"
+#include "base/strings.h"
 #include "cli/convert.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
@@ -144,11 +144,10 @@ int merge(const LoraArgs& a) {
 }  // namespace
 
 pipeline::LoraRef parse_lora_arg(const std::string& arg) {
-  static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
   const auto colon = arg.rfind(':');
   if (colon != std::string::npos && colon > 0) {
     const std::string tail = arg.substr(colon + 1);
-    if (std::regex_match(tail, number)) {
+    if (is_decimal(tail)) {
       auto strength = [&](const std::string& text) {
         const double s = std::strtod(text.c_str(), nullptr);
         if (!std::isfinite(s) || std::abs(s) > pipeline::kMaxLoraStrength)
@@ -159,15 +158,14 @@ pipeline::LoraRef parse_lora_arg(const std::string& arg) {
       const auto colon2 = colon > 1 ? arg.rfind(':', colon - 1) : std::string::npos;
       if (colon2 != std::string::npos && colon2 > 0) {
         const std::string mid = arg.substr(colon2 + 1, colon - colon2 - 1);
-        if (std::regex_match(mid, number)) {
+        if (is_decimal(mid)) {
           pipeline::LoraRef r{arg.substr(0, colon2), strength(mid)};
           r.strength_low = strength(tail);
           // "FILE:1:0.5:3": a third number, where no file is named "FILE:1".
           const auto colon3 = colon2 > 1 ? arg.rfind(':', colon2 - 1) : std::string::npos;
           std::error_code ec;
           if (colon3 != std::string::npos && colon3 > 0 &&
-              std::regex_match(arg.substr(colon3 + 1, colon2 - colon3 - 1), number) &&
-              !fs::exists(r.path, ec))
+              is_decimal(arg.substr(colon3 + 1, colon2 - colon3 - 1)) && !fs::exists(r.path, ec))
             throw Error("--lora '" + arg +
                         "': at most two strengths (FILE:STRENGTH, or FILE:HIGH:LOW for a Wan "
                         "2.2 pair's two experts)");

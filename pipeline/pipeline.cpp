@@ -11,9 +11,11 @@
 
 #include "base/cpu_memory.h"
 #include "base/device.h"
+#include "base/files.h"
 #include "base/json.h"
 #include "base/runtime.h"
 #include "base/sha256.h"
+#include "base/strings.h"
 #include "base/torch_compat.h"
 #include "diffusion/denoiser.h"
 #include "embedded/model.h"
@@ -195,9 +197,7 @@ fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
                             const std::string& source, const std::string& what,
                             std::initializer_list<const char*> extensions) {
   const fs::path e = entry;
-  if (entry.empty() || e.is_absolute() || !e.has_filename()) return {};
-  for (const auto& part : e)
-    if (part == "..") return {};
+  if (!stays_inside(entry)) return {};
   const bool bare = e.filename() == e;
   const std::string base = e.filename().string();
   std::error_code ec;
@@ -551,9 +551,8 @@ PromptLoras prompt_loras(const std::string& prompt) {
     double strength = 1;
     if (m[2].matched) {
       // Decimal, as --lora and a preset's "strength" take it (no hex, inf, nan).
-      static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
       const std::string s = m[2].str();
-      strength = std::regex_match(s, number) ? std::strtod(s.c_str(), nullptr) : NAN;
+      strength = is_decimal(s) ? std::strtod(s.c_str(), nullptr) : NAN;
       if (!std::isfinite(strength) || std::abs(strength) > kMaxLoraStrength)
         throw Error("prompt: " + m[0].str() + ": the strength must be a number from -100 to 100");
     }
@@ -587,12 +586,7 @@ fs::path lora_folder(const Preset& p) {
 
 fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   // A name, or a path inside loras/ ("styles/ink"): nothing that leaves it.
-  const fs::path rel = name;
-  bool inside = !name.empty() && !rel.is_absolute() && name.find('\\') == std::string::npos &&
-                name.back() != '/';
-  for (const auto& part : rel)
-    if (part == ".." || part == ".") inside = false;
-  if (!inside)
+  if (!stays_inside(name))
     throw Error("prompt: <lora:" + name +
                 ">: a LoRA named in a prompt is a file in loras/ (or a path inside it, such as "
                 "styles/ink), not a path elsewhere");
@@ -636,9 +630,7 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
     if (!found(candidates(entry.substr(0, colon))).empty()) {
       const std::string tail = entry.substr(colon + 1);
-      // A decimal number (not hex, inf or nan): a strength, misplaced.
-      static const std::regex number(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
-      if (std::regex_match(tail, number))  // a preset's path
+      if (is_decimal(tail))  // a strength, misplaced in a preset's path
         throw Error(source + ": LoRA '" + entry + "': a preset gives the strength in the LoRA's " +
                     "\"strength\" key, not after a colon in its \"path\"");
       throw Error(source + ": LoRA '" + entry + "': '" + tail +

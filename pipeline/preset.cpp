@@ -9,6 +9,7 @@
 
 #include "base/device.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "base/json.h"
 #include "embedded/model.h"
 #include "media/format.h"
@@ -351,10 +352,7 @@ Preset Preset::restored(const json& parameters, const std::string& source) {
   // A name, or a path inside a models folder ("wan/t2v/dit.safetensors", as
   // outputs record a file in a subfolder); anything else by its file name.
   const auto inside = [](const std::string& entry) {
-    const fs::path e = entry;
-    bool ok = !e.is_absolute() && entry.find('\\') == std::string::npos && e.has_filename();
-    for (const auto& part : e) ok = ok && part != ".." && part != "." && !part.empty();
-    return ok ? e.generic_string() : e.filename().string();
+    return stays_inside(entry) ? entry : fs::path(entry).filename().string();
   };
   for (auto* s :
        {&p.model, &p.model2, &p.vae, &p.text_encoder, &p.tokenizer, &p.clip, &p.clip_tokenizer})

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/sha256.h"
+#include "base/strings.h"
 #include "media/output.h"
 #include "pipeline/family.h"
 #include "pipeline/lora_check.h"
@@ -267,11 +268,8 @@ SweepAxis parse_sweep_axis(const std::string& arg) {
     if (v.empty()) throw Error("sweep: --axis '" + arg + "': an empty value");
     // The same value, or the same number written otherwise ("1" and "1.0").
     const auto number = [&](const std::string& text) -> std::optional<double> {
-      if (sep == '|') return std::nullopt;  // a prompt is text
-      char* stop = nullptr;
-      const double d = std::strtod(text.c_str(), &stop);
-      if (stop == text.c_str() || *stop != '\0' || !std::isfinite(d)) return std::nullopt;
-      return d;
+      if (sep == '|' || !is_decimal(text)) return std::nullopt;  // a prompt is text
+      return std::strtod(text.c_str(), nullptr);
     };
     for (const auto& earlier : axis.values) {
       const auto a = number(earlier), b = number(v);

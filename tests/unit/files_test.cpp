@@ -14,6 +14,7 @@
 #include "base/json.h"
 #include "base/sha256.h"
 #include "base/signals.h"
+#include "base/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -153,6 +154,21 @@ TEST(Files, ASecondSignalRemovesTheRegisteredTemporariesBeforeExiting) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
   EXPECT_EQ(entries(tmp.path()), 0u);
+}
+
+TEST(Files, APathStaysInsideItsFolderOnlyDownward) {
+  for (const char* in : {"ink", "ink.safetensors", "styles/ink", "a/b/c.safetensors"})
+    EXPECT_TRUE(kinora::stays_inside(in)) << in;
+  for (const char* out : {"", "/etc/passwd", "../x", "a/../../x", "./x", "a/./b", "a\\b", "a/"})
+    EXPECT_FALSE(kinora::stays_inside(out)) << out;
+}
+
+TEST(Strings, DecimalsAreNumbersAsTyped) {
+  for (const char* yes : {"1", "-1.5", "+.5", "1.", "2e3", "-1.5E-1", "007"})
+    EXPECT_TRUE(kinora::is_decimal(yes)) << yes;
+  for (const char* no :
+       {"", ".", "-", "0x10", "inf", "nan", "1e", "1e+", " 1", "1 ", "1.2.3", "e5"})
+    EXPECT_FALSE(kinora::is_decimal(no)) << no;
 }
 
 TEST(Json, DepthSizeAndSyntaxAreErrorsNamingTheSource) {
