@@ -16,6 +16,7 @@
 #include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
 #include "render/render.h"
+#include "render/sweep.h"
 
 namespace kinora::cli {
 namespace fs = std::filesystem;
@@ -174,6 +175,14 @@ std::string unreadable_render(const fs::path& path) {
   }
 }
 
+bool is_render_of(const fs::path& path, const pipeline::Preset& preset) {
+  try {
+    return render::holds_render_of(path, preset);
+  } catch (const Error&) {
+    return true;  // nothing to compare it with: taken as it is
+  }
+}
+
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out) {
   // Sources a task reported failed, and the log that says so.
   std::map<std::string, std::string> failed_in;
@@ -186,7 +195,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
         if (line.rfind("FAIL  ", 0) == 0) failed_in[source_key(line.substr(6))] = f.path().string();
     }
   }
-  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0, damaged = 0;
+  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0, damaged = 0, stale = 0;
   for (const auto& e : entries) {
     if (!e.preset) {
       ++invalid;
@@ -204,6 +213,11 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
       ++damaged;
       out << "damaged  " << e.source << "  " << path.string() << "  (" << why
           << "; delete it and its .json to have it rendered again)\n";
+    } else if (exists && !is_render_of(path, *e.preset)) {
+      ++stale;
+      out << "stale    " << e.source << "  " << path.string()
+          << "  (made from other settings than the preset's now: delete it and its .json to "
+             "render the preset again)\n";
     } else if (exists) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
@@ -222,6 +236,7 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
   out << counted(static_cast<long long>(entries.size()), "preset", "presets") << ": " << done
       << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid"
       << (damaged ? ", " + std::to_string(damaged) + " damaged" : std::string())
+      << (stale ? ", " + std::to_string(stale) + " stale" : std::string())
       << (foreign ? ", " + std::to_string(foreign) + " not Kinora's" : std::string()) << "\n";
   return done == static_cast<int>(entries.size()) ? 0 : 1;
 }

@@ -54,7 +54,13 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement);
 // written over it, a video cut short before its tags, …).
 std::string unreadable_render(const std::filesystem::path& path);
 
-// `kinora batch --status`: one line per entry, "done", "missing" (with the
+// Whether the output at `path` was rendered from `preset` as it is now (its
+// prompts, seed, sampling keys, size, LoRAs: render::holds_render_of); true
+// when that cannot be told.
+bool is_render_of(const std::filesystem::path& path, const pipeline::Preset& preset);
+
+// `kinora batch --status`: one line per entry, "done", "stale" (made from
+// other settings than the preset's now), "missing" (with the
 // reason a batch would not render it: a parameters file left from an earlier
 // render), "failed" (a "FAIL  SOURCE" line for it in a log of `log_dir`, when
 // given, and no output), "damaged" (Kinora's parameters file beside a file

@@ -649,7 +649,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
               ++failed;
               continue;
             }
-            std::cout << "skip  " << source << "  " << out.string() << " (exists)\n";
+            std::cout << "skip  " << source << "  " << out.string()
+                      << (is_render_of(out, *preset)
+                              ? " (exists)\n"
+                              : " (exists, made from other settings than the preset's now: "
+                                "delete it and its .json to render it again)\n");
             ++skipped;
             continue;
           }

@@ -115,6 +115,8 @@ std::string cell_name(const SweepPlan& plan, const std::vector<std::string>& val
   return out;
 }
 
+}  // namespace
+
 // Whether the file at `path` holds the render of `p`: the keys a sweep
 // varies and the size, as its embedded preset records them.
 bool holds_render_of(const fs::path& path, const Preset& p) {
@@ -126,10 +128,10 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
   }
   Preset snapped = p;
   pipeline::snap_sizes(snapped);
-  if (r.prompt != p.prompt || r.seed != p.seed || r.steps != p.steps || r.sampler != p.sampler ||
-      r.shift != p.shift || r.guidance != p.guidance || r.width != snapped.width ||
-      r.height != snapped.height || r.frames != snapped.frames ||
-      r.loras.size() != p.loras.size() ||
+  if (r.prompt != p.prompt || (p.seed != pipeline::kRandomSeed && r.seed != p.seed) ||
+      r.steps != p.steps || r.sampler != p.sampler || r.shift != p.shift ||
+      r.guidance != p.guidance || r.width != snapped.width || r.height != snapped.height ||
+      r.frames != snapped.frames || r.loras.size() != p.loras.size() ||
       (!p.negative_prompt.empty() && r.negative_prompt != p.negative_prompt) ||
       (p.precision != "auto" && r.precision != p.precision))
     return false;
@@ -146,6 +148,8 @@ bool holds_render_of(const fs::path& path, const Preset& p) {
       return false;
   return true;
 }
+
+namespace {
 
 // The first file of `p` (a LoRA, or a model file) whose contents are not
 // those the render at `path` recorded (its fingerprint): a LoRA saved again

@@ -67,6 +67,12 @@ struct SweepResult {
   int rendered = 0, reused = 0;
 };
 
+// Whether the file at `path` holds the render of `p`, as its embedded preset
+// records it: the prompts, seed (any, for a preset without one), steps,
+// sampler, shift, guidance, size after snapping, LoRAs by name and strength,
+// precision and FP8. False for a file that holds no Kinora parameters.
+bool holds_render_of(const std::filesystem::path& path, const pipeline::Preset& p);
+
 // What can be known before sampling: every LoRA of the cells found and
 // matched against the model, every destination (an existing cell that does
 // not hold its render is an error unless `overwrite`; the sheet may be
