@@ -3,6 +3,7 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
+#include <QDirIterator>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -19,6 +20,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <tuple>
 #include <utility>
 
@@ -38,13 +40,33 @@ using pipeline::Preset;
 namespace {
 const char* kEmbedded = "Kinora tiny (embedded, 64×64)";
 
+// The files of `dir` matching `patterns`, and those of its subfolders (four
+// levels, as the command line finds models by name), by their path inside
+// `dir`, sorted; none inside the folders of `skip` (diffusers folders).
+std::vector<std::pair<QString, QString>> files_in(const QString& dir, const QStringList& patterns,
+                                                  const QStringList& skip = {}) {
+  std::vector<std::pair<QString, QString>> out;
+  if (dir.isEmpty() || !QDir(dir).exists()) return out;
+  const QDir root(dir);
+  QDirIterator it(dir, patterns, QDir::Files, QDirIterator::Subdirectories);
+  while (it.hasNext()) {
+    const QString path = it.next();
+    const QString rel = root.relativeFilePath(path);
+    if (rel.count('/') > 4) continue;
+    const bool inside = std::any_of(skip.begin(), skip.end(), [&](const QString& folder) {
+      return path.startsWith(folder + "/");
+    });
+    if (!inside) out.emplace_back(rel, QFileInfo(path).absoluteFilePath());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool none_item) {
   const QString keep = box->currentData().toString();
   box->clear();
   if (none_item) box->addItem("—", QString());
-  if (!dir.isEmpty())
-    for (const auto& f : QDir(dir).entryInfoList(patterns, QDir::Files, QDir::Name))
-      box->addItem(f.fileName(), f.absoluteFilePath());
+  for (const auto& [name, path] : files_in(dir, patterns)) box->addItem(name, path);
   const int i = box->findData(keep);
   if (i >= 0) box->setCurrentIndex(i);
 }
@@ -77,12 +99,15 @@ bool select_sampler(QComboBox* box, const std::string& name, schedulers::Space s
 // Selects `value` in `box`, adding it when absent.
 void select(QComboBox* box, const QString& value) {
   int i = box->findData(value);
-  // A restored preset names its models by file name: the entry of that name.
-  if (i < 0 && !value.isEmpty() && !value.contains('/'))
-    for (int k = 0; k < box->count() && i < 0; ++k)
-      if (!box->itemData(k).toString().isEmpty() &&
-          QFileInfo(box->itemData(k).toString()).fileName() == value)
+  // A restored preset names its models by file name, or by their path inside
+  // their folder (wan/t2v/dit.safetensors): the entry of that name or path.
+  if (i < 0 && !value.isEmpty() && !QDir::isAbsolutePath(value))
+    for (int k = 0; k < box->count() && i < 0; ++k) {
+      const QString data = box->itemData(k).toString();
+      if (data.isEmpty()) continue;
+      if (value.contains('/') ? data.endsWith("/" + value) : QFileInfo(data).fileName() == value)
         i = k;
+    }
   if (i < 0 && !value.isEmpty()) {
     box->addItem(QFileInfo(value).fileName(), value);
     i = box->count() - 1;
@@ -270,11 +295,25 @@ void GeneratePanel::set_models_dir(const QString& dir) {
   const QString keep = model_->currentData().toString();
   model_->clear();
   model_->addItem(kEmbedded, QString());
+  // Diffusers pipeline folders (model_index.json) in diffusion_models/ and
+  // diffusers/, then the model files outside them.
+  QStringList pipelines;
   if (!dir.isEmpty())
-    for (const auto& f :
-         QDir(dir + "/diffusion_models")
-             .entryInfoList({"*.safetensors", "*.safetensors.index.json"}, QDir::Files, QDir::Name))
-      model_->addItem(f.fileName(), f.absoluteFilePath());
+    for (const QString sub : {"diffusion_models", "diffusers"}) {
+      const QDir root(dir + "/" + sub);
+      if (!root.exists()) continue;
+      QDirIterator it(root.path(), {"model_index.json"}, QDir::Files, QDirIterator::Subdirectories);
+      while (it.hasNext()) {
+        const QString folder = QFileInfo(it.next()).absolutePath();
+        if (root.relativeFilePath(folder).count('/') > 3) continue;
+        pipelines << folder;
+        model_->addItem(sub + "/" + root.relativeFilePath(folder) + "/", folder);
+      }
+    }
+  if (!dir.isEmpty())
+    for (const auto& [name, path] : files_in(
+             dir + "/diffusion_models", {"*.safetensors", "*.safetensors.index.json"}, pipelines))
+      model_->addItem(name, path);
   // Single-file checkpoints (SDXL), named by their folder: a name may be in both.
   if (!dir.isEmpty())
     for (const auto& f :

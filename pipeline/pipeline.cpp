@@ -313,6 +313,7 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
   std::vector<fs::path> candidates = {e.is_absolute() ? e : p.base_dir / e};
   if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute()) {
     candidates.push_back(md / "diffusion_models" / e);
+    candidates.push_back(md / "diffusers" / e);  // ComfyUI's folder for them
     candidates.push_back(md / "checkpoints" / e);
     candidates.push_back(md / e);
   }

@@ -282,6 +282,47 @@ TEST(GeneratePanel, TheLoraTableShowsWhatEachFileHolds) {
   EXPECT_NE(table->item(2, 0)->foreground().color(), QColor(Qt::red));
 }
 
+// The pickers list models in subfolders (by their path inside the folder)
+// and diffusers folders (not the files inside them); a restored preset's
+// path inside the folder selects its entry.
+TEST(GeneratePanel, PickersListSubfoldersAndDiffusersFolders) {
+  qapp();
+  test::TempDir tmp;
+  const auto models = tmp.path() / "models";
+  for (const char* sub :
+       {"diffusion_models/wan/t2v", "diffusers/FLUX.1-tiny/transformer", "vae/wan"})
+    fs::create_directories(models / sub);
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                     models / "diffusion_models/wan/t2v/dit.safetensors");
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                     models / "diffusion_models/top.safetensors");
+  fs::create_symlink(fixture("wan21_vae_tiny.safetensors"), models / "vae/wan/vae.safetensors");
+  std::ofstream(models / "diffusers/FLUX.1-tiny/model_index.json") << "{}";
+  std::ofstream(models / "diffusers/FLUX.1-tiny/transformer/diffusion_pytorch_model.safetensors")
+      << "x";
+  GeneratePanel panel;
+  panel.set_models_dir(QString::fromStdString(models.string()));
+  auto* model = panel.findChild<QComboBox*>("model");
+  ASSERT_TRUE(model);
+  QStringList names;
+  for (int i = 0; i < model->count(); ++i) names << model->itemText(i);
+  EXPECT_TRUE(names.contains("wan/t2v/dit.safetensors")) << names.join(", ").toStdString();
+  EXPECT_TRUE(names.contains("top.safetensors"));
+  EXPECT_TRUE(names.contains("diffusers/FLUX.1-tiny/"));
+  for (const auto& n : names)
+    EXPECT_FALSE(n.contains("diffusion_pytorch_model")) << n.toStdString();
+  auto* vae = panel.findChild<QComboBox*>("vae");
+  ASSERT_TRUE(vae);
+  EXPECT_GE(vae->findText("wan/vae.safetensors"), 0);
+  // A restored preset's path inside the folder: that entry, not a new one.
+  auto p = fixture_preset("");
+  p.model = "wan/t2v/dit.safetensors";
+  const int before = model->count();
+  panel.set_preset(p);
+  EXPECT_EQ(model->count(), before);
+  EXPECT_EQ(model->currentText(), "wan/t2v/dit.safetensors");
+}
+
 TEST(GeneratePanel, PresetRoundTripsThroughTheForm) {
   qapp();
   GeneratePanel panel;

@@ -386,6 +386,16 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
   const auto j = nlohmann::json::parse(restored.out);
   EXPECT_EQ(j["family"], "flux");
   EXPECT_EQ(j["steps"], 2);
+  EXPECT_EQ(j["model"], "FLUX.1-tiny");  // the folder, which finds every part again
+  EXPECT_EQ(j["vae"], "");
+  // In ComfyUI's models/diffusers/ as well.
+  fs::create_directories(dir / "models" / "diffusers");
+  fs::rename(root, dir / "models" / "diffusers" / "FLUX.1-tiny");
+  const auto moved = sh(kinora_bin() + " generate -p 'a red fox' --seed 1 --width 64 --height 48" +
+                        " --steps 2 --models-dir " + (dir / "models").string() +
+                        " --model FLUX.1-tiny --out " + (dir / "moved.png").string());
+  ASSERT_EQ(moved.code, 0) << moved.out;
+  fs::rename(dir / "models" / "diffusers" / "FLUX.1-tiny", root);
   // A folder without a transformer is refused by name.
   fs::create_directories(dir / "models" / "diffusion_models" / "empty");
   std::ofstream(dir / "models" / "diffusion_models" / "empty" / "model_index.json") << "{}";
