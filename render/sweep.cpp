@@ -162,16 +162,19 @@ std::string changed_since(const fs::path& path, const Preset& p) {
                ? j["sha256_first_last_mib"].get<std::string>()
                : std::string();
   };
-  // Each file as it is now, when it can be found and read: a cell whose
-  // files are gone can still be reused (its sheet made again).
-  const auto now = [](const std::function<fs::path()>& find) -> std::pair<fs::path, std::string> {
+  // The file `find` gives when its fingerprint is not the one `made` records;
+  // "" when it is, or when the file cannot be found or read (a cell whose
+  // files are gone can still be reused, its sheet made again).
+  const auto changed = [&](const json& made, const std::function<fs::path()>& find) {
+    const auto was = recorded(made);
+    if (was.empty()) return std::string();
     try {
-      const auto file = find();
       std::error_code ec;
-      if (!file.empty() && fs::is_regular_file(file, ec)) return {file, file_fingerprint(file)};
+      if (const auto file = find(); fs::is_regular_file(file, ec) && file_fingerprint(file) != was)
+        return file.string();
     } catch (const Error&) {
     }
-    return {};
+    return std::string();
   };
   // The LoRAs in the order the render records them: the preset's, then its
   // prompt's tags.
@@ -183,13 +186,9 @@ std::string changed_since(const fs::path& path, const Preset& p) {
       loras.push_back([&p, path = l.path] { return pipeline::resolve_lora_tag(p, path); });
   } catch (const Error&) {
   }
-  const auto& made = meta.contains("loras") ? meta["loras"] : json();
-  for (std::size_t i = 0; i < loras.size() && made.is_array() && i < made.size(); ++i) {
-    const auto was = recorded(made[i]);
-    if (was.empty()) continue;
-    const auto [file, fingerprint] = now(loras[i]);
-    if (!fingerprint.empty() && fingerprint != was) return file.string();
-  }
+  const auto& made = meta.contains("loras") && meta["loras"].is_array() ? meta["loras"] : json();
+  for (std::size_t i = 0; i < loras.size() && i < made.size(); ++i)
+    if (const auto file = changed(made[i], loras[i]); !file.empty()) return file;
   if (!meta.contains("model_files") || !meta["model_files"].is_object()) return "";
   pipeline::ModelFiles files;
   try {
@@ -202,13 +201,9 @@ std::string changed_since(const fs::path& path, const Preset& p) {
                                    {"model2", &files.model2},
                                    {"vae", &files.vae},
                                    {"text_encoder", &files.text_encoder},
-                                   {"clip", &files.clip}}) {
-    if (file->empty() || !mf.contains(role)) continue;
-    const auto was = recorded(mf[role]);
-    if (was.empty()) continue;
-    const auto [f, fingerprint] = now([file = *file] { return file; });
-    if (!fingerprint.empty() && fingerprint != was) return f.string();
-  }
+                                   {"clip", &files.clip}})
+    if (!file->empty() && mf.contains(role))
+      if (const auto f = changed(mf[role], [file = *file] { return file; }); !f.empty()) return f;
   return "";
 }
 
