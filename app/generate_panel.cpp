@@ -3,7 +3,6 @@
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
-#include <QDirIterator>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -21,6 +20,8 @@
 #include <QVBoxLayout>
 
 #include <algorithm>
+#include <functional>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -40,6 +41,25 @@ using pipeline::Preset;
 namespace {
 const char* kEmbedded = "Kinora tiny (embedded, 64×64)";
 
+// Calls `each` with the files of `dir` matching `patterns` and those of its
+// subfolders down to `levels` below it, links to folders followed as the
+// command line follows them, each folder once (a link loop, or a link to a
+// folder beside it, is not walked again). The walk stops at that depth rather
+// than reading a deep tree whole.
+void walk(const QDir& dir, const QStringList& patterns, int levels,
+          const std::function<void(const QFileInfo&)>& each, std::set<QString>& seen) {
+  if (!seen.insert(dir.canonicalPath()).second) return;
+  for (const auto& f : dir.entryInfoList(patterns, QDir::Files, QDir::Name)) each(f);
+  if (levels > 0)
+    for (const auto& d : dir.entryInfoList(QDir::Dirs | QDir::NoDotAndDotDot, QDir::Name))
+      walk(QDir(d.filePath()), patterns, levels - 1, each, seen);
+}
+void walk(const QDir& dir, const QStringList& patterns, int levels,
+          const std::function<void(const QFileInfo&)>& each) {
+  std::set<QString> seen;
+  walk(dir, patterns, levels, each, seen);
+}
+
 // The files of `dir` matching `patterns`, and those of its subfolders (four
 // levels, as the command line finds models by name), by their path inside
 // `dir`, sorted; none inside the folders of `skip` (diffusers folders).
@@ -48,16 +68,13 @@ std::vector<std::pair<QString, QString>> files_in(const QString& dir, const QStr
   std::vector<std::pair<QString, QString>> out;
   if (dir.isEmpty() || !QDir(dir).exists()) return out;
   const QDir root(dir);
-  QDirIterator it(dir, patterns, QDir::Files, QDirIterator::Subdirectories);
-  while (it.hasNext()) {
-    const QString path = it.next();
-    const QString rel = root.relativeFilePath(path);
-    if (rel.count('/') > 4) continue;
+  walk(root, patterns, 4, [&](const QFileInfo& f) {
+    const QString path = f.absoluteFilePath();
     const bool inside = std::any_of(skip.begin(), skip.end(), [&](const QString& folder) {
       return path.startsWith(folder + "/");
     });
-    if (!inside) out.emplace_back(rel, QFileInfo(path).absoluteFilePath());
-  }
+    if (!inside) out.emplace_back(root.relativeFilePath(path), path);
+  });
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -302,13 +319,11 @@ void GeneratePanel::set_models_dir(const QString& dir) {
     for (const QString sub : {"diffusion_models", "diffusers"}) {
       const QDir root(dir + "/" + sub);
       if (!root.exists()) continue;
-      QDirIterator it(root.path(), {"model_index.json"}, QDir::Files, QDirIterator::Subdirectories);
-      while (it.hasNext()) {
-        const QString folder = QFileInfo(it.next()).absolutePath();
-        if (root.relativeFilePath(folder).count('/') > 3) continue;
+      walk(root, {"model_index.json"}, 4, [&](const QFileInfo& f) {
+        const QString folder = f.absolutePath();
         pipelines << folder;
         model_->addItem(sub + "/" + root.relativeFilePath(folder) + "/", folder);
-      }
+      });
     }
   if (!dir.isEmpty())
     for (const auto& [name, path] : files_in(

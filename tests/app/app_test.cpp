@@ -300,6 +300,15 @@ TEST(GeneratePanel, PickersListSubfoldersAndDiffusersFolders) {
   std::ofstream(models / "diffusers/FLUX.1-tiny/model_index.json") << "{}";
   std::ofstream(models / "diffusers/FLUX.1-tiny/transformer/diffusion_pytorch_model.safetensors")
       << "x";
+  // A linked folder is listed, as the command line finds it; a link loop
+  // lists its files once; a file deeper than four subfolders is not listed.
+  fs::create_directories(tmp.path() / "elsewhere/a/b/c/d");
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                     tmp.path() / "elsewhere/linked.safetensors");
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"),
+                     tmp.path() / "elsewhere/a/b/c/d/deep.safetensors");
+  fs::create_directory_symlink(tmp.path() / "elsewhere", models / "diffusion_models/link");
+  fs::create_directory_symlink(models / "diffusion_models", models / "diffusion_models/wan/loop");
   GeneratePanel panel;
   panel.set_models_dir(QString::fromStdString(models.string()));
   auto* model = panel.findChild<QComboBox*>("model");
@@ -309,6 +318,10 @@ TEST(GeneratePanel, PickersListSubfoldersAndDiffusersFolders) {
   EXPECT_TRUE(names.contains("wan/t2v/dit.safetensors")) << names.join(", ").toStdString();
   EXPECT_TRUE(names.contains("top.safetensors"));
   EXPECT_TRUE(names.contains("diffusers/FLUX.1-tiny/"));
+  EXPECT_TRUE(names.contains("link/linked.safetensors"));
+  EXPECT_FALSE(names.contains("link/a/b/c/d/deep.safetensors"));
+  EXPECT_EQ(names.count("top.safetensors"), 1);
+  for (const auto& n : names) EXPECT_FALSE(n.contains("loop/")) << n.toStdString();
   for (const auto& n : names)
     EXPECT_FALSE(n.contains("diffusion_pytorch_model")) << n.toStdString();
   auto* vae = panel.findChild<QComboBox*>("vae");
