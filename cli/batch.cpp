@@ -161,25 +161,52 @@ std::string source_key(const std::string& source) {
 }
 }  // namespace
 
-std::string unreadable_render(const fs::path& path) {
-  // A build without FFmpeg cannot read a video's tags: not checked there.
+ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& preset) {
+  using State = ExistingOutput::State;
   std::error_code ec;
+  if (!fs::exists(fs::symlink_status(path, ec))) return {};
+  nlohmann::json parameters;
+  std::string why;
+  bool has_parameters = false;
+  try {
+    parameters = media::read_embedded_parameters(path);
+    has_parameters = true;
+    why = media::cut_short(path);
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  if (why.empty()) {
+    bool same = true;  // nothing to compare it with: taken as it is
+    try {
+      same = render::holds_render_of(parameters, path.string(), preset);
+    } catch (const Error&) {
+    }
+    return {same ? State::done : State::stale, ""};
+  }
+  if (!has_parameters && !media::is_kinora_sidecar(path.string() + ".json"))
+    return {State::foreign, ""};
+  // A build without FFmpeg cannot read a video's tags: not checked there.
   const auto ext = path.extension().string();
   if (!media::codecs::available() && !fs::is_directory(path, ec) && ext != ".png" && ext != ".PNG")
-    return "";
-  try {
-    media::read_embedded_parameters(path);
-    return "";
-  } catch (const Error& e) {
-    return e.what();
-  }
+    return {State::done, ""};
+  return {State::damaged, why};
 }
 
-bool is_render_of(const fs::path& path, const pipeline::Preset& preset) {
-  try {
-    return render::holds_render_of(path, preset);
-  } catch (const Error&) {
-    return true;  // nothing to compare it with: taken as it is
+std::string ExistingOutput::explain(const fs::path& path) const {
+  switch (state) {
+    case State::foreign:
+      return path.string() +
+             " exists and is not a Kinora render; it is not replaced: move it, or give the preset "
+             "another output";
+    case State::damaged:
+      return path.string() + " does not read as a complete render (" + why +
+             "), though its parameters file is Kinora's; delete both to have it rendered again";
+    case State::stale:
+      return path.string() +
+             " was made from other settings than the preset's now; delete it and its .json to "
+             "render the preset again";
+    default:
+      return path.string();
   }
 }
 
@@ -203,22 +230,22 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
       continue;
     }
     const auto path = e.preset->output_path();
-    std::error_code ec;
-    const bool exists = fs::exists(fs::symlink_status(path, ec));
-    if (exists && !media::is_kinora_output(path)) {
+    const auto existing = existing_output(path, *e.preset);
+    using State = ExistingOutput::State;
+    if (existing.state == State::foreign) {
       ++foreign;
       out << "foreign  " << e.source << "  " << path.string()
           << "  (exists and is not a Kinora render)\n";
-    } else if (const auto why = exists ? unreadable_render(path) : ""; !why.empty()) {
+    } else if (existing.state == State::damaged) {
       ++damaged;
-      out << "damaged  " << e.source << "  " << path.string() << "  (" << why
+      out << "damaged  " << e.source << "  " << path.string() << "  (" << existing.why
           << "; delete it and its .json to have it rendered again)\n";
-    } else if (exists && !is_render_of(path, *e.preset)) {
+    } else if (existing.state == State::stale) {
       ++stale;
       out << "stale    " << e.source << "  " << path.string()
           << "  (made from other settings than the preset's now: delete it and its .json to "
              "render the preset again)\n";
-    } else if (exists) {
+    } else if (existing.state == State::done) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
     } else if (const auto it = failed_in.find(source_key(e.source)); it != failed_in.end()) {

@@ -48,16 +48,22 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
 // An entry that fails gets its error and loses its preset.
 void validate_entries(std::vector<Entry>& entries, const Placement& placement);
 
-// Why an output of Kinora's (by its sidecar) at `path` does not read back as
-// a render: "" when its own parameters read (what every render embeds; a
-// video is not checked by a build without FFmpeg), else the reason (a file
-// written over it, a video cut short before its tags, …).
-std::string unreadable_render(const std::filesystem::path& path);
-
-// Whether the output at `path` was rendered from `preset` as it is now (its
-// prompts, seed, sampling keys, size, LoRAs: render::holds_render_of); true
-// when that cannot be told.
-bool is_render_of(const std::filesystem::path& path, const pipeline::Preset& preset);
+// What lies at an entry's output, its parameters read once.
+struct ExistingOutput {
+  enum class State {
+    none,     // nothing: the entry is rendered
+    foreign,  // a file that is no Kinora render: never replaced
+    damaged,  // Kinora's parameters file beside a file that does not read as a render
+    stale,    // a render of other settings than the preset's now
+    done,     // the preset's render (or one that cannot be told apart: a video
+              // in a build without FFmpeg)
+  } state = State::none;
+  std::string why;  // damaged: the reason (a file written over it, cut short, …)
+  // The line `batch`, `batch --status` and `slurm submit` give for a foreign,
+  // damaged or stale output at `path`: what it is and what to do.
+  std::string explain(const std::filesystem::path& path) const;
+};
+ExistingOutput existing_output(const std::filesystem::path& path, const pipeline::Preset& preset);
 
 // `kinora batch --status`: one line per entry, "done", "stale" (made from
 // other settings than the preset's now), "missing" (with the

@@ -630,27 +630,18 @@ std::function<int()> add_render_commands(CLI::App& app) {
           const auto& [source, preset, error] = entries[k];
           if (!preset) continue;
           const auto out = preset->output_path();
-          std::error_code ec;
-          if (fs::exists(fs::symlink_status(out, ec))) {  // outputs appear only when complete
-            if (!media::is_kinora_output(out)) {          // the user's own file: never replaced
-              std::cerr << "kinora: " << out.string()
-                        << " exists and is not a Kinora render; it is not replaced: move it, or "
-                           "give the preset another output\n";
-              std::cout << "FAIL  " << source << "\n";
-              ++failed;
-              continue;
-            }
-            if (const auto why = unreadable_render(out); !why.empty()) {  // never replaced
-              std::cerr << "kinora: " << out.string() << " does not read as a complete render ("
-                        << why
-                        << "), though its parameters file is Kinora's; delete both to have it "
-                           "rendered again\n";
+          // Outputs appear only when complete; the user's own file, or one
+          // that no longer reads as a render, is never replaced.
+          using State = ExistingOutput::State;
+          if (const auto existing = existing_output(out, *preset); existing.state != State::none) {
+            if (existing.state == State::foreign || existing.state == State::damaged) {
+              std::cerr << "kinora: " << existing.explain(out) << "\n";
               std::cout << "FAIL  " << source << "\n";
               ++failed;
               continue;
             }
             std::cout << "skip  " << source << "  " << out.string()
-                      << (is_render_of(out, *preset)
+                      << (existing.state == State::done
                               ? " (exists)\n"
                               : " (exists, made from other settings than the preset's now: "
                                 "delete it and its .json to render it again)\n");

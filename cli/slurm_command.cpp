@@ -166,19 +166,14 @@ int submit(SlurmArgs a) {
                 " invalid preset(s); fix or remove them (kinora batch --dry-run lists them)");
   std::size_t done = 0;
   for (const auto& e : entries) {
-    std::error_code ec;
+    // The user's own file at that name, or one that no longer reads as a
+    // render: a task would fail it after queueing.
+    using State = ExistingOutput::State;
     const auto out = e.preset->output_path();
-    if (!fs::exists(fs::symlink_status(out, ec))) continue;
-    // The user's own file at that name: a task would fail it after queueing.
-    if (!media::is_kinora_output(out))
-      throw Error("slurm submit: " + e.source + ": its output " + out.string() +
-                  " exists and is not a Kinora render; it is not replaced: move it, or give the "
-                  "preset another output");
-    // A render that no longer reads as one: a task would fail it too.
-    if (const auto why = unreadable_render(out); !why.empty())
-      throw Error("slurm submit: " + e.source + ": its output " + out.string() +
-                  " does not read as a complete render (" + why +
-                  "); delete it and its .json to have it rendered again");
+    const auto existing = existing_output(out, *e.preset);
+    if (existing.state == State::none) continue;
+    if (existing.state == State::foreign || existing.state == State::damaged)
+      throw Error("slurm submit: " + e.source + ": its output " + existing.explain(out));
     ++done;
   }
   if (done == entries.size()) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -291,6 +292,20 @@ bool is_kinora_sidecar(const fs::path& path) {
   } catch (const Error&) {
     return false;
   }
+}
+
+std::string cut_short(const fs::path& path) {
+  std::error_code ec;
+  if (lower_extension(path) != ".png" || !fs::is_regular_file(path, ec)) return "";
+  static constexpr char kEnd[] = "\0\0\0\0IEND\xae\x42\x60\x82";  // empty IEND and its CRC
+  constexpr std::size_t n = sizeof kEnd - 1;
+  std::ifstream f(path, std::ios::binary);
+  char tail[n] = {};
+  const auto size = fs::file_size(path, ec);
+  if (ec || size < n || !f.seekg(static_cast<std::streamoff>(size - n)) || !f.read(tail, n) ||
+      std::memcmp(tail, kEnd, n) != 0)
+    return "cut short: no IEND chunk at its end";
+  return "";
 }
 
 bool is_kinora_output(const fs::path& path) {

@@ -64,6 +64,12 @@ void write_output(const OutputTarget& target, const torch::Tensor& frames,
 // parameters"), or when they are malformed.
 nlohmann::json read_embedded_parameters(const std::filesystem::path& path);
 
+// Why the output at `path` is cut short, "" when it ends as its format
+// ends. A PNG must end with its IEND chunk: one cut after its text chunks
+// still holds its parameters. Other formats are not checked here (a video
+// cut short loses its tags, which Kinora's muxer writes at the end).
+std::string cut_short(const std::filesystem::path& path);
+
 // Whether `path` is an output Kinora wrote: it holds Kinora's parameters (as
 // read_embedded_parameters reads them), or its sidecar NAME.EXT.json does.
 bool is_kinora_output(const std::filesystem::path& path);

@@ -120,9 +120,17 @@ std::string cell_name(const SweepPlan& plan, const std::vector<std::string>& val
 // Whether the file at `path` holds the render of `p`: the keys a sweep
 // varies and the size, as its embedded preset records them.
 bool holds_render_of(const fs::path& path, const Preset& p) {
+  try {
+    return holds_render_of(media::read_embedded_parameters(path), path.string(), p);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+bool holds_render_of(const json& parameters, const std::string& where, const Preset& p) {
   Preset r;
   try {
-    r = Preset::restored(media::read_embedded_parameters(path), path.string());
+    r = Preset::restored(parameters, where);
   } catch (const Error&) {
     return false;
   }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "pipeline/pipeline.h"
 
 namespace kinora::render {
@@ -72,6 +74,10 @@ struct SweepResult {
 // sampler, shift, guidance, size after snapping, LoRAs by name and strength,
 // precision and FP8. False for a file that holds no Kinora parameters.
 bool holds_render_of(const std::filesystem::path& path, const pipeline::Preset& p);
+// The same for parameters already read (read_embedded_parameters) from the
+// file `where`.
+bool holds_render_of(const nlohmann::json& parameters, const std::string& where,
+                     const pipeline::Preset& p);
 
 // What can be known before sampling: every LoRA of the cells found and
 // matched against the model, every destination (an existing cell that does

@@ -195,11 +195,15 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("out3.png does not read as a complete render ("));
   EXPECT_EQ(kinora::test::read_bytes(dir / "out3.png"), "hello");
+  // A PNG cut short after its text chunks still holds its parameters, but
+  // not its whole picture: damaged too.
+  std::filesystem::resize_file(dir / "out0.png", std::filesystem::file_size(dir / "out0.png") - 20);
   r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
   EXPECT_THAT(r.out, HasSubstr("damaged  "));
+  EXPECT_THAT(r.out, HasSubstr("out0.png  (cut short: no IEND chunk at its end"));
   EXPECT_THAT(r.out, HasSubstr("out6.png.json is left from an earlier render"));
   EXPECT_THAT(r.out,
-              HasSubstr("2 done, 3 missing, 0 failed, 0 invalid, 1 damaged, 1 not Kinora's"));
+              HasSubstr("1 done, 3 missing, 0 failed, 0 invalid, 2 damaged, 1 not Kinora's"));
 }
 
 TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
