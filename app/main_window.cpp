@@ -429,14 +429,29 @@ bool MainWindow::restore_from(const QString& path) {
     // new render gets a new name in the output folder).
     const std::string file = path.toStdString();
     Preset p;
+    nlohmann::json meta;
     if (path.endsWith(".json", Qt::CaseInsensitive) && !media::is_kinora_sidecar(file)) {
       p = Preset::load(file).absolutized();
     } else {
-      p = Preset::restored(media::read_embedded_parameters(file), file);
+      meta = media::read_embedded_parameters(file);
+      p = Preset::restored(meta, file);
     }
     p.output.clear();
     panel_->set_preset(p);
     statusBar()->showMessage("settings restored from " + path);
+    // A render's files as the models folder has them now: those whose
+    // contents differ from the ones it was made with are said.
+    if (!meta.is_null()) {
+      QStringList changed;
+      for (const auto& f : render::changed_since(meta, panel_->preset()))
+        changed << QString::fromStdString(f);
+      if (!changed.isEmpty())
+        warn("Not the same files",
+             "The settings of " + path +
+                 " are restored, but these files are not the ones it "
+                 "was made with (their contents differ), so a render will not match it:\n" +
+                 changed.join("\n"));
+    }
     return true;
   } catch (const std::exception& e) {
     statusBar()->showMessage(QString("cannot use the settings: ") + e.what());

@@ -324,6 +324,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
   res->add_option("output", *restore_path,
                   "a Kinora output, a frame sequence folder, or a sidecar NAME.EXT.json")
       ->required();
+  auto restore_models = std::make_shared<std::string>();
+  res->add_option("--models-dir", *restore_models,
+                  "check the files found there against those the output was made with (their "
+                  "fingerprints), and say which differ")
+      ->check(CLI::ExistingDirectory);
 
   auto batch_paths = std::make_shared<std::vector<std::string>>();
   auto shard = std::make_shared<std::string>();
@@ -595,6 +600,14 @@ std::function<int()> add_render_commands(CLI::App& app) {
                     << "); this is its first cell's preset\n";
         }
         std::cout << p.to_json().dump(2) << "\n";
+        if (!restore_models->empty()) {
+          auto found = p;
+          found.models_dir = fs::absolute(*restore_models).string();
+          for (const auto& f : render::changed_since(meta, found))
+            std::cerr << "kinora: " << f << " is not the file " << *restore_path
+                      << " was made with (its contents differ): a render of this preset will "
+                         "not match it\n";
+        }
         return 0;
       });
     }

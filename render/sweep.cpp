@@ -157,32 +157,26 @@ bool holds_render_of(const json& parameters, const std::string& where, const Pre
   return true;
 }
 
-namespace {
-
-// The first file of `p` (a LoRA, or a model file) whose contents are not
-// those the render at `path` recorded (its fingerprint): a LoRA saved again
-// under its name, say. "" when all are the same, or not recorded.
-std::string changed_since(const fs::path& path, const Preset& p) {
-  const auto meta = media::read_embedded_parameters(path);
+std::vector<std::string> changed_since(const json& meta, const Preset& p) {
   const auto recorded = [](const json& j) {
     return j.is_object() && j.contains("sha256_first_last_mib") &&
                    j["sha256_first_last_mib"].is_string()
                ? j["sha256_first_last_mib"].get<std::string>()
                : std::string();
   };
-  // The file `find` gives when its fingerprint is not the one `made` records;
-  // "" when it is, or when the file cannot be found or read (a cell whose
-  // files are gone can still be reused, its sheet made again).
-  const auto changed = [&](const json& made, const std::function<fs::path()>& find) {
+  std::vector<std::string> out;
+  // The file `find` gives, when its fingerprint is not the one `made`
+  // records; not when it is, or when the file cannot be found or read (a
+  // cell whose files are gone can still be reused, its sheet made again).
+  const auto check = [&](const json& made, const std::function<fs::path()>& find) {
     const auto was = recorded(made);
-    if (was.empty()) return std::string();
+    if (was.empty()) return;
     try {
       std::error_code ec;
       if (const auto file = find(); fs::is_regular_file(file, ec) && file_fingerprint(file) != was)
-        return file.string();
+        out.push_back(file.string());
     } catch (const Error&) {
     }
-    return std::string();
   };
   // The LoRAs in the order the render records them: the preset's, then its
   // prompt's tags.
@@ -195,14 +189,13 @@ std::string changed_since(const fs::path& path, const Preset& p) {
   } catch (const Error&) {
   }
   const auto& made = meta.contains("loras") && meta["loras"].is_array() ? meta["loras"] : json();
-  for (std::size_t i = 0; i < loras.size() && i < made.size(); ++i)
-    if (const auto file = changed(made[i], loras[i]); !file.empty()) return file;
-  if (!meta.contains("model_files") || !meta["model_files"].is_object()) return "";
+  for (std::size_t i = 0; i < loras.size() && i < made.size(); ++i) check(made[i], loras[i]);
+  if (!meta.contains("model_files") || !meta["model_files"].is_object()) return out;
   pipeline::ModelFiles files;
   try {
     files = pipeline::resolve_models(p, pipeline::family_for(p));
   } catch (const Error&) {
-    return "";
+    return out;
   }
   const auto& mf = meta["model_files"];
   for (const auto& [role, file] : {std::pair<const char*, const fs::path*>{"model", &files.model},
@@ -210,10 +203,11 @@ std::string changed_since(const fs::path& path, const Preset& p) {
                                    {"vae", &files.vae},
                                    {"text_encoder", &files.text_encoder},
                                    {"clip", &files.clip}})
-    if (!file->empty() && mf.contains(role))
-      if (const auto f = changed(mf[role], [file = *file] { return file; }); !f.empty()) return f;
-  return "";
+    if (!file->empty() && mf.contains(role)) check(mf[role], [file = *file] { return file; });
+  return out;
 }
+
+namespace {
 
 // What a sweep's contact sheet records of it ("sweep" in its parameters): the
 // axes and the cells' file names. run_sweep writes it; is_sheet_of compares it.
@@ -477,8 +471,9 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
     std::error_code ec;
     if (!overwrite && fs::exists(fs::symlink_status(path, ec))) {
       if (holds_render_of(path, p)) {
-        if (const auto changed = changed_since(path, p); !changed.empty())
-          throw Error("sweep: " + path.string() + " was rendered from another " + changed +
+        if (const auto changed = changed_since(media::read_embedded_parameters(path), p);
+            !changed.empty())
+          throw Error("sweep: " + path.string() + " was rendered from another " + changed[0] +
                       " (the file has changed since); give --overwrite to render the cells "
                       "again, or another output to keep these");
         reuse[i] = true;

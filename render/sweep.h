@@ -79,6 +79,13 @@ bool holds_render_of(const std::filesystem::path& path, const pipeline::Preset& 
 bool holds_render_of(const nlohmann::json& parameters, const std::string& where,
                      const pipeline::Preset& p);
 
+// The files of `p` as they are found now (its LoRAs, then its model files)
+// whose contents are not those the render with parameters `meta`
+// (read_embedded_parameters) recorded by fingerprint: a LoRA saved again
+// under its name, say. A file not recorded, not found or not readable is
+// left out.
+std::vector<std::string> changed_since(const nlohmann::json& meta, const pipeline::Preset& p);
+
 // What can be known before sampling: every LoRA of the cells found and
 // matched against the model, every destination (an existing cell that does
 // not hold its render is an error unless `overwrite`; the sheet may be

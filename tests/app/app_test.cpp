@@ -15,6 +15,7 @@
 #include <QImage>
 #include <QLabel>
 #include <QLineEdit>
+#include <QMessageBox>
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSignalSpy>
@@ -802,6 +803,23 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   // A file without Kinora parameters: refused, form unchanged.
   EXPECT_FALSE(w.restore_from(QString::fromStdString(fixture("wan21_dit_tiny.safetensors"))));
   EXPECT_EQ(w.panel()->preset().to_json(), made.to_json());
+
+  // No warning so far; once the VAE found by its name is another file, the
+  // restore says so (and still restores).
+  const auto warnings = [&] {
+    QStringList texts;
+    for (const auto* box : w.findChildren<QMessageBox*>())
+      if (box->windowTitle() == "Not the same files") texts << box->text();
+    return texts;
+  };
+  EXPECT_TRUE(warnings().isEmpty()) << warnings().join("; ").toStdString();
+  fs::remove(made.vae);
+  fs::create_symlink(fixture("umt5_enc_tiny.safetensors"), made.vae);
+  ASSERT_TRUE(w.restore_from(QString::fromStdString((dir / "made.mp4").string())));
+  ASSERT_EQ(warnings().size(), 1);
+  EXPECT_TRUE(warnings()[0].contains(QString::fromStdString(made.vae)))
+      << warnings()[0].toStdString();
+  EXPECT_FALSE(warnings()[0].contains(QString::fromStdString(made.model)));
 }
 
 }  // namespace
