@@ -29,6 +29,7 @@ namespace {
 struct LoraArgs {
   std::vector<std::string> files;  // inspect: one; merge: FILE[:STRENGTH] each
   std::string model, out, models_dir;
+  std::string clip, text_encoder;  // inspect: SDXL's text encoders
   bool verbose = false, overwrite = false;
 };
 
@@ -44,10 +45,33 @@ int inspect(const LoraArgs& a) {
       for (const auto& u : r.unmatched) std::cout << "  " << u << "\n";
     return 0;
   }
-  const auto dit = pipeline::load_dit_for_loras(a.model);
-  const auto fl = pipeline::resolve_lora(file, *dit.model, dit.names, dit.encoders);
+  pipeline::ModelFiles encoders;
+  encoders.clip = a.clip, encoders.text_encoder = a.text_encoder;
+  const auto dit = pipeline::load_dit_for_loras(a.model, &encoders);
+  const bool sdxl = dit.detection.family == io::Family::UNet;
+  if (!sdxl && (!a.clip.empty() || !a.text_encoder.empty()))
+    throw Error("--clip and --text-encoder name an SDXL model's text encoders; " + a.model +
+                " is a " + io::family_name(dit.detection.family) +
+                ", whose LoRAs address its denoiser only");
+  if (sdxl && dit.encoders.empty() && (a.clip.empty() != a.text_encoder.empty()))
+    throw Error(
+        "give both --clip (CLIP-L) and --text-encoder (OpenCLIP bigG) to check a "
+        "LoRA's text encoder updates");
+  // SDXL's text encoders: when their files are not known, their updates are
+  // not checked (rather than reported as not applied: a render applies them).
+  const bool text_unchecked = sdxl && dit.encoders.empty();
+  const auto fl = pipeline::resolve_lora(file, *dit.model, dit.names, dit.encoders, text_unchecked);
   const auto& r = fl.denoiser;
   std::cout << r.report.line() << "\n";
+  if (text_unchecked) {
+    int text = 0;
+    for (const auto& u : lora::describe(file).unmatched)
+      text += lora::is_text_encoder_stem(u.substr(0, u.find(':')));
+    if (text > 0)
+      std::cout << "  " << counted(text, "text encoder update", "text encoder updates")
+                << " not checked: give --clip and --text-encoder (or an SDXL single-file "
+                   "checkpoint as --model) to check them\n";
+  }
   if (a.verbose) {
     auto list = [](const lora::Resolved& res, const std::string& where) {
       for (const auto& p : res.patches)
@@ -130,7 +154,12 @@ int merge(const LoraArgs& a) {
                      it != merged.end() ? it->second.to(ck.get(name).scalar_type()) : ck.get(name));
   }
   auto metadata = ck.metadata();
+  // A model merged before keeps its record: the earlier LoRAs first.
   nlohmann::json record = nlohmann::json::array();
+  if (const auto it = metadata.find("kinora.lora_merge"); it != metadata.end()) {
+    const auto earlier = nlohmann::json::parse(it->second, nullptr, false);
+    if (earlier.is_array()) record = earlier;
+  }
   for (std::size_t i = 0; i < loras.size(); ++i)
     record.push_back({{"file", loras[i].first.filename().string()},
                       {"sha256_first_last_mib", file_fingerprint(loras[i].first)},
@@ -196,6 +225,12 @@ std::function<int()> add_lora_command(CLI::App& app) {
   ins->add_option("--model", args->model,
                   "a Wan or FLUX DiT, or an SDXL UNet or single-file checkpoint (with its text "
                   "encoders), to match it against")
+      ->check(CLI::ExistingFile);
+  ins->add_option("--clip", args->clip,
+                  "SDXL: its CLIP-L file, to check the LoRA's text encoder updates too")
+      ->check(CLI::ExistingFile);
+  ins->add_option("--text-encoder", args->text_encoder,
+                  "SDXL: its OpenCLIP bigG file, to check the LoRA's text encoder updates too")
       ->check(CLI::ExistingFile);
   ins->add_flag("--verbose,-v", args->verbose, "list every update and where it lands");
   auto* mer = cmd->add_subcommand(

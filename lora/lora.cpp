@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 #include <variant>
@@ -179,15 +180,46 @@ torch::Tensor Patch::full_delta() const {
   return delta;
 }
 
+namespace {
+// Why an update is not applied, in a few words: the reason resolve() gives
+// ("STEM: WHY"), grouped.
+std::string reason_in_short(const std::string& entry) {
+  const auto has = [&](const char* text) { return entry.find(text) != std::string::npos; };
+  if (has("(LoCon)")) return "convolutions (LoCon), not applied";
+  if (has("a text encoder's module")) return "a text encoder's, not applied to this model";
+  if (has("is not supported")) return "of a kind not supported";
+  if (has("no module of this model has that name")) return "no module of that name in this model";
+  if (has("does not fit") || has("no bias of that size")) return "of another shape";
+  return "malformed or incomplete";
+}
+
+// Whether every update not applied is of a kind Kinora does not apply here
+// (a convolution, a text encoder's module it does not reach, an unsupported
+// kind): the LoRA may be for this model, only not of a kind it takes.
+bool only_kinds_not_applied(const std::vector<std::string>& unmatched) {
+  return !unmatched.empty() &&
+         std::all_of(unmatched.begin(), unmatched.end(), [](const std::string& u) {
+           const auto r = reason_in_short(u);
+           return r.find("not applied") != std::string::npos ||
+                  r.find("not supported") != std::string::npos;
+         });
+}
+}  // namespace
+
 std::string Report::line() const {
   std::ostringstream s;
   s << file.filename().string() << ": " << format;
   if (rank > 0) s << ", rank " << rank;
   if (alpha) s << ", alpha " << *alpha;
   s << "; " << matched << " of " << total << " updates matched";
-  if (!unmatched.empty())
-    s << " (" << unmatched.size()
-      << " not: `kinora lora inspect FILE --model MODEL -v` lists them)";
+  if (!unmatched.empty()) {
+    std::map<std::string, int> why;
+    for (const auto& u : unmatched) ++why[reason_in_short(u)];
+    s << " (" << unmatched.size() << " not:";
+    const char* sep = " ";
+    for (const auto& [reason, n] : why) s << sep << n << " " << reason, sep = ", ";
+    s << "; `kinora lora inspect FILE --model MODEL -v` lists them)";
+  }
   return s.str();
 }
 
@@ -392,7 +424,9 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
     for (std::size_t i = 0; i < r.report.unmatched.size() && i < 3; ++i)
       msg += (i ? "; " : " (") + r.report.unmatched[i];
     if (!r.report.unmatched.empty()) msg += r.report.unmatched.size() > 3 ? "; …)" : ")";
-    fail_file(file, msg + ": a LoRA for another model family or size");
+    fail_file(file, msg + (only_kinds_not_applied(r.report.unmatched)
+                               ? ": none of its updates is of a kind applied to this model"
+                               : ": a LoRA for another model family or size"));
   }
   return r;
 }

@@ -15,11 +15,11 @@ namespace fs = std::filesystem;
 
 FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
                         const lora::DiffusersNames& names,
-                        const std::vector<Family::LoraTextEncoder>& encoders) {
+                        const std::vector<Family::LoraTextEncoder>& encoders, bool text_unchecked) {
   FamilyLora out;
   const auto updates = lora::Updates::read(file);  // once for the denoiser and each encoder
   lora::Scope scope;
-  scope.text_elsewhere = !encoders.empty();
+  scope.text_elsewhere = !encoders.empty() || text_unchecked;
   out.denoiser = lora::resolve(updates, denoiser, names, scope);
   auto& report = out.denoiser.report;
   for (const auto& e : encoders) {
@@ -29,7 +29,7 @@ FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
     for (const auto& u : t.report.unmatched) report.unmatched.push_back(u + " (" + e.name + ")");
     out.text.push_back(std::move(t));
   }
-  if (report.total == 0)
+  if (report.total == 0 && !text_unchecked)
     fail_file(file,
               "holds no update for this model (its keys address text encoders or models "
               "it does not have)");

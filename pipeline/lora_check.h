@@ -36,9 +36,12 @@ struct FamilyLora {
   lora::Resolved denoiser;
   std::vector<lora::Resolved> text;  // per encoder
 };
+// With `text_unchecked` (SDXL's UNet without its text encoders' files), the
+// text encoders' updates are left out rather than reported as not applied.
 FamilyLora resolve_lora(const std::filesystem::path& file, const layers::Model& denoiser,
                         const lora::DiffusersNames& names,
-                        const std::vector<Family::LoraTextEncoder>& encoders);
+                        const std::vector<Family::LoraTextEncoder>& encoders,
+                        bool text_unchecked = false);
 
 // Throws kinora::Error naming the file for one that is no Wan or FLUX DiT or
 // SDXL UNet (alone or in a single-file checkpoint).

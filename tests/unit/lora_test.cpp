@@ -22,6 +22,7 @@ using kinora::test::fixture;
 using kinora::test::sh;
 using kinora::test::TempDir;
 using ::testing::HasSubstr;
+using ::testing::Not;
 namespace fs = std::filesystem;
 using namespace kinora;
 
@@ -182,6 +183,24 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
   const auto msg = error_of([&] { resolve(dir / "flux.safetensors"); });
   EXPECT_THAT(msg, HasSubstr("flux.safetensors"));
   EXPECT_THAT(msg, HasSubstr("another model family or size"));
+  // Only a text encoder's updates: of a kind not applied here, not "another
+  // family"; beside a matching update, the report line says why one is not.
+  io::save_safetensors(
+      dir / "te.safetensors",
+      {{"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", torch::zeros({2, 64})},
+       {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", torch::zeros({128, 2})}});
+  const auto te = error_of([&] { resolve(dir / "te.safetensors"); });
+  EXPECT_THAT(te, HasSubstr("none of its updates is of a kind applied to this model"));
+  EXPECT_THAT(te, Not(HasSubstr("another model family")));
+  io::save_safetensors(
+      dir / "mixed.safetensors",
+      {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+       {"blocks.0.self_attn.q.lora_up.weight", k.up},
+       {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", torch::zeros({2, 64})},
+       {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", torch::zeros({128, 2})}});
+  EXPECT_THAT(resolve(dir / "mixed.safetensors").report.line(),
+              HasSubstr("1 of 2 updates matched (1 not: 1 a text encoder's, not applied to this "
+                        "model; `kinora lora inspect"));
   // Another size: the shapes do not fit.
   io::save_safetensors(dir / "big.safetensors",
                        {{"blocks.0.self_attn.q.lora_down.weight", torch::zeros({2, 5120})},
@@ -389,6 +408,18 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_EQ(mck.names(), orig.names());
   ASSERT_TRUE(mck.metadata().count("kinora.lora_merge"));
   EXPECT_THAT(mck.metadata().at("kinora.lora_merge"), HasSubstr("style.safetensors"));
+  // Merged again: the record keeps the first merge, then the second.
+  const auto twice = dir / "twice.safetensors";
+  ASSERT_EQ(sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " + merged.string() +
+               " --lora " + (dir / "models" / "loras" / "style.safetensors").string() +
+               ":-0.5 --out " + twice.string())
+                .code,
+            0);
+  const auto record =
+      nlohmann::json::parse(io::Checkpoint::open(twice).metadata().at("kinora.lora_merge"));
+  ASSERT_EQ(record.size(), 2u) << record.dump();
+  EXPECT_EQ(record[0]["strength"], 1.5);
+  EXPECT_EQ(record[1]["strength"], -0.5);
   // By name, from the loras/ folder beside the model, as generate finds it.
   fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "models" / "dit.safetensors");
   const auto by_name = dir / "by_name.safetensors";

@@ -287,6 +287,19 @@ TEST_F(SdxlCli, LorasApplyToTheUNetAndToBothTextEncoders) {
   EXPECT_TRUE(with_all != rgb_of(plain));
   EXPECT_THAT(said, HasSubstr("3 of 3"));
   EXPECT_TRUE(render(all, "0", "zero.png").first == rgb_of(plain));
+  // `lora inspect` against the UNet alone leaves the encoders' updates
+  // unchecked, saying so; with the encoders' files, all three match.
+  const auto inspect =
+      kinora_bin() + " lora inspect " + all.string() + " --model " + f.unet.string();
+  const auto alone = sh(inspect);
+  EXPECT_EQ(alone.code, 0) << alone.out;
+  EXPECT_THAT(alone.out, HasSubstr("1 of 1 updates matched"));
+  EXPECT_THAT(alone.out, HasSubstr("2 text encoder updates not checked: give --clip"));
+  const auto both =
+      sh(inspect + " --clip " + f.clip_l.string() + " --text-encoder " + f.clip_g.string());
+  EXPECT_EQ(both.code, 0) << both.out;
+  EXPECT_THAT(both.out, HasSubstr("3 of 3 updates matched"));
+  EXPECT_THAT(both.out, Not(HasSubstr("not checked")));
   // Each text encoder alone changes the image: its update is applied.
   for (const char* stem : {"lora_te1_text_model_encoder_layers_0_self_attn_v_proj",
                            "lora_te2_text_model_encoder_layers_0_self_attn_out_proj"}) {
