@@ -9,6 +9,7 @@
 #include "base/device.h"
 #include "base/error.h"
 #include "base/json.h"
+#include "base/sha256.h"
 #include "base/strings.h"
 #include "media/codecs.h"
 #include "media/format.h"
@@ -160,6 +161,12 @@ std::string source_key(const std::string& source) {
   return fs::weakly_canonical(fs::absolute(file), ec).string() + index;
 }
 }  // namespace
+
+std::string entries_fingerprint(const std::vector<Entry>& entries) {
+  std::string all;
+  for (const auto& e : entries) all.append(source_key(e.source)).append("\n");
+  return sha256_hex(all).substr(0, 16);
+}
 
 ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& preset) {
   using State = ExistingOutput::State;

@@ -75,6 +75,11 @@ ExistingOutput existing_output(const std::filesystem::path& path, const pipeline
 // every entry is done, else 1.
 int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, std::ostream& out);
 
+// The entries' sources (absolute, in order), hashed: what `slurm submit`
+// records so that each task can tell whether it finds the presets that were
+// submitted (a preset added or removed meanwhile shifts every shard).
+std::string entries_fingerprint(const std::vector<Entry>& entries);
+
 // Entry k of `count` belongs to shard `index` when k mod count = index.
 inline bool in_shard(std::size_t k, int index, int count) {
   return static_cast<int>(k % static_cast<std::size_t>(count)) == index;

@@ -159,6 +159,11 @@ bool is_cancel_status(int rc) {
   return rc > 128 && cancel_signal() != 0;
 }
 
+// A folder given on the command line, absolute ("" stays "").
+std::string absolute_or_empty(const std::string& folder) {
+  return folder.empty() ? folder : fs::absolute(folder).string();
+}
+
 // A name no file has yet: kinora-SEED.EXT in `folder`, then kinora-SEED-2.EXT …;
 // EXT from the format, else .png for one frame and .mp4 for more.
 std::string fresh_output(const fs::path& folder, const Preset& preset) {
@@ -343,6 +348,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
       "--shard", *shard,
       "i/N: render only entries k with k mod N = i (0-based, e.g. $SLURM_ARRAY_TASK_ID/N)");
   bat->add_flag("--dry-run", *dry, "validate and list, render nothing");
+  auto submitted = std::make_shared<std::string>();
+  bat->add_option("--presets-fingerprint", *submitted,
+                  "written by kinora slurm submit: render nothing, and fail, when the presets "
+                  "found are not those submitted (one added or removed since shifts the shards)");
   auto status = std::make_shared<bool>(false);
   auto log_dir = std::make_shared<std::string>();
   bat->add_flag("--status", *status,
@@ -522,14 +531,15 @@ std::function<int()> add_render_commands(CLI::App& app) {
     }
     if (*ren) {
       return guarded([&] {
-        Preset p = Preset::load(*render_path);
+        Preset p = Preset::load(*render_path, absolute_or_empty(placement->models_dir));
         apply_command_line(p, *sets, *ren_loras, !placement->output_dir.empty());
         placement->apply(p, *render_path);
         if (p.output.empty()) {
           p.seed = pipeline::resolve_seed(p.seed);
-          p.output = fresh_output(
-              placement->output_dir.empty() ? fs::current_path() : fs::path(placement->output_dir),
-              p);
+          p.output =
+              fresh_output(placement->output_dir.empty() ? fs::current_path()
+                                                         : fs::absolute(placement->output_dir),
+                           p);
         }
         pipeline::Pipeline pipe;
         return render_one(pipe, p, placement->overwrite);
@@ -537,7 +547,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
     }
     if (*sw) {
       return guarded([&] {
-        Preset p = Preset::load(*sweep_path);
+        Preset p = Preset::load(*sweep_path, absolute_or_empty(sweep_placement->models_dir));
         apply_command_line(p, *sweep_sets, *sweep_loras, !sweep_placement->output_dir.empty());
         if (p.output.empty()) {  // named after the preset file, here or in --output-dir
           const fs::path dir = sweep_placement->output_dir.empty()
@@ -620,12 +630,18 @@ std::function<int()> add_render_commands(CLI::App& app) {
               index < 0 || index >= count)
             throw Error("--shard '" + *shard + "': expected i/N with 0 ≤ i < N");
         }
-        auto entries = collect_presets(
-            *batch_paths, std::cerr,
-            placement->models_dir.empty() ? "" : fs::absolute(placement->models_dir).string());
+        auto entries =
+            collect_presets(*batch_paths, std::cerr, absolute_or_empty(placement->models_dir));
         if (entries.empty()) throw Error("no presets found in the paths given");
         validate_entries(entries, *placement);
         if (*status) return batch_status(entries, *log_dir, std::cout);
+        if (!submitted->empty() && entries_fingerprint(entries) != *submitted)
+          throw Error(
+              "the presets found (" +
+              counted(static_cast<long long>(entries.size()), "preset", "presets") +
+              ") are not those submitted: a preset added or removed since shifts every task's "
+              "share, so this task renders nothing; submit again (finished outputs are "
+              "skipped)");
         int invalid = 0, mine = 0;
         for (std::size_t k = 0; k < entries.size(); ++k) {
           if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
@@ -682,10 +698,17 @@ std::function<int()> add_render_commands(CLI::App& app) {
                       << " skipped, " << failed << " failed before it\n";
             return rc;
           }
-          if (rc)
+          if (rc && existing_output(out, *preset).state == ExistingOutput::State::done) {
+            // Another process (a second batch over the same presets) wrote
+            // this render meanwhile: it is done, and kept.
+            std::cout << "skip  " << source << "  " << out.string()
+                      << " (rendered meanwhile by another process)\n";
+            ++skipped;
+          } else if (rc) {
             ++failed, std::cout << "FAIL  " << source << "\n";
-          else
+          } else {
             ++done;
+          }
         }
         std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed
                   << " failed" << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")

@@ -58,7 +58,8 @@ fs::path own_executable() {
 
 // The sbatch script: the resources as #SBATCH lines, then one task's batch.
 std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
-                          const std::vector<fs::path>& paths, const fs::path& log_dir) {
+                          const std::vector<fs::path>& paths, const fs::path& log_dir,
+                          const std::string& presets) {
   std::ostringstream s;
   s << "#!/bin/bash\n"
     << "# A Kinora batch as a Slurm job array, written by `kinora slurm submit`.\n"
@@ -66,6 +67,8 @@ std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
     << "# skipped and every output appears only complete, so submitting this script\n"
     << "# again renders only what is missing. What is done, missing or failed:\n"
     << "# kinora batch --status with the same paths, --output-dir and --log-dir.\n"
+    << "# A task that finds other presets than were submitted (one added or removed\n"
+    << "# since: every share shifts) renders nothing and fails: submit again.\n"
     << "#SBATCH --job-name=" << a.job_name << "\n"
     << "#SBATCH --array=0-" << a.tasks - 1 << "\n"
     << "#SBATCH --output=" << (log_dir / "kinora-%A_%a.out").string() << "\n";
@@ -81,7 +84,8 @@ std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
     << "if [[ -n \"${SLURM_CPUS_PER_TASK:-}\" ]]; then export KINORA_THREADS=$SLURM_CPUS_PER_TASK; "
        "fi\n"
     << "exec " << quoted(kinora.string()) << " batch \\\n"
-    << "  --shard \"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\" \\\n";
+    << "  --shard \"$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT\" \\\n"
+    << "  --presets-fingerprint " << presets << " \\\n";
   if (!a.placement.output_dir.empty())
     s << "  --output-dir " << quoted(fs::absolute(a.placement.output_dir).string()) << " \\\n";
   if (!a.placement.models_dir.empty())
@@ -189,7 +193,8 @@ int submit(SlurmArgs a) {
   std::vector<fs::path> paths;
   for (const auto& p : a.paths) paths.push_back(fs::absolute(p).lexically_normal());
   const fs::path log_dir = fs::absolute(a.log_dir).lexically_normal();
-  const auto script = sbatch_script(a, own_executable(), paths, log_dir);
+  const auto script =
+      sbatch_script(a, own_executable(), paths, log_dir, entries_fingerprint(entries));
   if (a.dry_run) {
     std::cout << script;
     return 0;

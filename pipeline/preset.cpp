@@ -125,8 +125,10 @@ const std::string kSeedRule =
 }  // namespace
 
 bool Preset::uses_embedded_model() const {
+  // models_dir may be set: a batch's --models-dir, or the folder whose loras/
+  // holds LoRAs for the embedded model.
   return model.empty() && model2.empty() && vae.empty() && text_encoder.empty() &&
-         tokenizer.empty() && clip.empty() && clip_tokenizer.empty() && models_dir.empty() &&
+         tokenizer.empty() && clip.empty() && clip_tokenizer.empty() &&
          (family.empty() || family == "wan");
 }
 
@@ -261,7 +263,7 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
   return p;
 }
 
-Preset Preset::load(const std::filesystem::path& path) {
+Preset Preset::load(const std::filesystem::path& path, const std::string& models_dir) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
     throw Error(path.string() + ": " +
@@ -277,7 +279,7 @@ Preset Preset::load(const std::filesystem::path& path) {
                 path.string() + "` prints its preset)");
   Preset p = from_json(j, path.string());
   p.base_dir = path.parent_path();
-  return with_family_defaults(j, std::move(p), path.string());
+  return with_family_defaults(j, std::move(p), path.string(), models_dir);
 }
 
 Preset Preset::with_family_defaults(const nlohmann::json& j, Preset p, const std::string& source,

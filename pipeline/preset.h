@@ -101,9 +101,9 @@ struct Preset {
   // messages about it.
   std::string source;
 
-  // No model keys at all (model, model2, vae, text_encoder, tokenizer, clip, models_dir)
-  // and no family but Wan's: the embedded default model (assets/), which needs
-  // no download.
+  // No model files at all (model, model2, vae, text_encoder, tokenizer, clip,
+  // clip_tokenizer; models_dir may be set, for LoRAs) and no family but Wan's:
+  // the embedded default model (assets/), which needs no download.
   bool uses_embedded_model() const;
   // The embedded model's own defaults (the size and sampling it was trained
   // and tuned for, docs/training.md), which a preset without model keys starts from.
@@ -132,14 +132,15 @@ struct Preset {
   // paths become file names, models_dir and output are cleared (a new render
   // gets a new name), and the device is "auto" again.
   static Preset restored(const nlohmann::json& parameters, const std::string& source);
-  // Reads a preset file (bounded: base/json.h); base_dir is its folder.
-  static Preset load(const std::filesystem::path& path);
+  // Reads a preset file (bounded: base/json.h); base_dir is its folder;
+  // `models_dir` as with_family_defaults takes it (render's --models-dir).
+  static Preset load(const std::filesystem::path& path, const std::string& models_dir = "");
   // `p`, read from `j`, read again over the defaults of its model file's
   // family when it names a model but no family (FLUX's and SDXL's size,
   // steps, sampler and guidance are not Wan's); `models_dir` stands in for
   // the preset's own when it has none (a batch's --models-dir). Unchanged for
-  // Wan, the embedded model, and a model file that cannot be read (reported
-  // when it renders).
+  // the embedded model and a model file that cannot be read (reported when it
+  // renders).
   static Preset with_family_defaults(const nlohmann::json& j, Preset p, const std::string& source,
                                      const std::string& models_dir = "");
   // `key=value` as from --set; the value is parsed as JSON when it is JSON

@@ -97,6 +97,21 @@ again=$(grep -h "^$work/out2/" "$work"/logs2/kinora-"$job3"_*.out | wc -l)
 "$kinora" batch --status "$work/presets2" --output-dir "$work/out2" --log-dir "$work/logs2" ||
   fail "batch --status does not say all done after the resubmission"
 
+echo "== a preset added while the array waits: its tasks render nothing and fail"
+mkdir -p "$work/presets3" "$work/out3"
+cp "$work/presets/p0.json" "$work/presets/p1.json" "$work/presets3/"
+job4=$("$kinora" slurm submit "$work/presets3" --tasks 2 --cpus-per-task 1 --sbatch-arg=--hold \
+  --output-dir "$work/out3" --log-dir "$work/logs3")
+cp "$work/presets/p2.json" "$work/presets3/"  # shards would shift: p0 p1 p2 over 2 tasks
+scontrol release "$job4"
+while [[ -n $(squeue -h -j "$job4" -o %i) ]]; do sleep 1; done
+[[ -z $(ls "$work/out3") ]] || fail "tasks rendered presets other than those submitted"
+grep -qs "not those submitted" "$work"/logs3/kinora-"$job4"_*.out ||
+  fail "the tasks did not say the presets changed"
+"$kinora" slurm submit "$work/presets3" --tasks 2 --cpus-per-task 1 --output-dir "$work/out3" \
+  --log-dir "$work/logs3" --wait >/dev/null || fail "the resubmission after the change failed"
+[[ $(ls "$work/out3"/*.mp4 | wc -l) == 3 ]] || fail "not all 3 outputs after resubmitting"
+
 echo "== an output deleted to be made again; then nothing left to submit"
 rm "$work/out2/q2.mp4" "$work/out2/q2.mp4.json"  # the render and its parameters
 "$kinora" slurm submit "$work/presets2" --tasks 3 --output-dir "$work/out2" \

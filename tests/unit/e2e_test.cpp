@@ -174,6 +174,13 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 0/3");
   EXPECT_THAT(r.out, HasSubstr("0 rendered, 3 skipped"));
   EXPECT_NE(sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --shard 3/3").code, 0);
+  // A task of a Slurm array that finds other presets than were submitted
+  // renders nothing and fails.
+  r = sh(kinora_bin() + " batch " + (dir / "list.json").string() +
+         " --shard 1/3 --presets-fingerprint 0123456789abcdef");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("are not those submitted"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "out1.png"));
   // A file of the user's at an output's name is not a finished render: the
   // batch fails that entry and leaves the file, and --status says so.
   std::ofstream(dir / "out1.png") << "my own notes";
@@ -204,6 +211,41 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   EXPECT_THAT(r.out, HasSubstr("out6.png.json is left from an earlier render"));
   EXPECT_THAT(r.out,
               HasSubstr("1 done, 3 missing, 0 failed, 0 invalid, 2 damaged, 1 not Kinora's"));
+}
+
+// `render`'s folders are the command line's: a relative --output-dir from
+// here (not from the preset's folder), --models-dir for the defaults of a
+// model named in the preset (a copy of the embedded DiT: its own size), and a
+// preset of the embedded model renders with a --models-dir too.
+TEST(E2E, RenderTakesItsFoldersFromTheCommandLine) {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  for (const char* sub :
+       {"p", "out", "models/diffusion_models", "models/vae", "models/text_encoders"})
+    fs::create_directories(dir / sub);
+  const std::string assets = fixture("../../assets/");
+  fs::copy_file(assets + "kinora-tiny-wan-dit.safetensors",
+                dir / "models/diffusion_models/copy.safetensors");
+  fs::copy_file(assets + "kinora-tiny-wan-vae.safetensors", dir / "models/vae/v.safetensors");
+  fs::copy_file(assets + "kinora-tiny-umt5.safetensors",
+                dir / "models/text_encoders/t.safetensors");
+  fs::copy_file(assets + "kinora-tiny-spm.model", dir / "models/text_encoders/s.model");
+  const std::string prompt = R"("prompt": "a red circle moving left on a blue background")";
+  std::ofstream(dir / "p/embedded.json") << "{" << prompt << R"(, "seed": 9, "steps": 2})";
+  std::ofstream(dir / "p/named.json")
+      << "{" << prompt
+      << R"(, "seed": 9, "steps": 2, "model": "copy", "vae": "v", "text_encoder": "t",
+             "tokenizer": "s.model", "output": "named.mp4"})";
+  const std::string in = "cd " + dir.path().string() + " && " + kinora_bin();
+  auto r = sh(in + " render p/embedded.json --output-dir out --models-dir models");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "out/kinora-9.mp4")) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "p/out"));
+  r = sh(in + " render p/named.json --output-dir out --models-dir models");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto made = sh(kinora_bin() + " restore " + (dir / "out/named.mp4").string()).out;
+  EXPECT_THAT(made, HasSubstr(R"("width": 64)")) << made;
+  EXPECT_THAT(made, HasSubstr(R"("frames": 17)"));
 }
 
 TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {

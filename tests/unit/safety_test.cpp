@@ -639,6 +639,7 @@ TEST(Safety, Fp8FromTheCommandLineOverThePreset) {
   r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --no-fp8 later.json"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--no-fp8"));
+  EXPECT_THAT(r.out, HasSubstr("--presets-fingerprint "));  // the presets submitted
 }
 
 TEST(Safety, CheckpointsKeepTheirValuesAndTheirNames) {
