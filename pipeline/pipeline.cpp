@@ -425,6 +425,20 @@ torch::Tensor guided_prediction(diffusion::Denoiser& denoiser, const torch::Tens
 
 namespace {
 
+bool finite(const torch::Tensor& t) {
+  return !t.defined() || torch::isfinite(t).all().item<bool>();
+}
+
+// The first of a denoiser's weights that holds NaN or infinite values, by
+// name; "" when all are finite (or they cannot be read as numbers).
+std::string nonfinite_weight(diffusion::Denoiser& d) {
+  auto* m = dynamic_cast<layers::Model*>(&d);
+  if (!m) return "";
+  for (const auto& item : m->module().named_parameters(true))
+    if (item.value().is_floating_point() && !finite(item.value())) return item.key();
+  return "";
+}
+
 // Device memory block swap's "auto" keeps free beside a forward's
 // activations: the decode's, the allocator's slack.
 constexpr int64_t kDeviceSlack = int64_t{3} << 29;  // 1.5 GiB
@@ -972,6 +986,18 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   if (cfg)
     uncond = encode(p.negative_prompt.empty() ? family.default_negative_prompt(files)
                                               : p.negative_prompt);
+  // A text encoder with NaN weights: said here, naming its file, rather than
+  // as latents gone bad at the first step.
+  if (!finite(cond.context) || !finite(cond.pooled) ||
+      (cfg && (!finite(uncond.context) || !finite(uncond.pooled)))) {
+    std::string encoders;
+    for (const auto* f : {&files.text_encoder, &files.clip})
+      if (!f->empty()) encoders.append(encoders.empty() ? "" : ", ").append(f->string());
+    throw Error(
+        "the text encodings hold NaN or infinite values: a text encoder file with such "
+        "weights (" +
+        (encoders.empty() ? files.model.string() : encoders) + "); nothing was written");
+  }
   if (strategy != GuidanceStrategy::ClassifierFree && !p.negative_prompt.empty())
     say("the negative prompt is not used: " + family.name() +
         " is guided without an unconditional pass");
@@ -1055,13 +1081,21 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
                           cond, cfg ? &uncond : nullptr, p.guidance);
     x = sched->step(v, i, x);
     // A diverged model or sampler: stop here, not after decoding a black video.
-    if (!torch::isfinite(x).all().item<bool>())
+    if (!torch::isfinite(x).all().item<bool>()) {
+      const auto& file = &denoiser == models.denoiser2.get() ? files.model2 : files.model;
+      if (const auto bad = nonfinite_weight(denoiser); !bad.empty())
+        throw Error(file.string() + ": its weight " + bad +
+                    " holds NaN or infinite values (the latents did at step " +
+                    std::to_string(i + 1) + "); nothing was written");
       throw Error("step " + std::to_string(i + 1) + " of " + std::to_string(p.steps) +
-                  ": the latents hold NaN or infinite values: a model file with such weights, or "
-                  "a model that diverged with sampler " +
-                  p.sampler + " at shift " + nlohmann::json(p.shift).dump() + ", guidance " +
-                  nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
-                  "; nothing was written");
+                  ": the latents hold NaN or infinite values: the model diverged with sampler " +
+                  p.sampler +
+                  (space == schedulers::Space::Flow
+                       ? " at shift " + nlohmann::json(p.shift).dump() + ","
+                       : "") +
+                  " guidance " + nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
+                  " (its weights are finite); nothing was written");
+    }
     r.timings.step_s.push_back(since(ts));
     if (cb.on_step) {
       StepEvent e;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "base/error.h"
 #include "diffusion/sdxl_unet.h"
 #include "io/checkpoint.h"
@@ -87,6 +89,12 @@ Preset SDXLFamily::defaults() const {
   p.shift = 1.0;
   p.guidance = 6.0;
   return p;
+}
+
+std::vector<std::string> SDXLFamily::unused_settings(const Preset& p, const LoadedModels&) const {
+  if (p.shift == defaults().shift) return {};
+  return {"shift " + nlohmann::json(p.shift).dump() +
+          " is not used: SDXL samples its own noise schedule, unshifted"};
 }
 
 std::vector<std::string> SDXLFamily::snap(Preset& p) const {

@@ -28,6 +28,9 @@ class SDXLFamily : public Family {
   // SDXL's: 1024×1024, DPM++ 2M with Karras sigmas, 25 steps, guidance 6.
   Preset defaults() const override;
   std::vector<std::string> snap(Preset& p) const override;
+  // `shift`: a noise-prediction schedule is not shifted.
+  std::vector<std::string> unused_settings(const Preset& p,
+                                           const LoadedModels& models) const override;
   GuidanceStrategy guidance(const Preset& p) const override {
     return GuidanceStrategy::ClassifierFree;
   }

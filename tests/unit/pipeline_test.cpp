@@ -444,17 +444,28 @@ void write_poisoned(const std::string& name, const std::filesystem::path& out,
 }
 }  // namespace
 
-// A model that diverges stops the render at that step with a message, instead
-// of decoding NaN latents into a black video.
-TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheStep) {
+// Latents gone bad stop the render at that step, instead of decoding NaN
+// into a black video; a model file with NaN weights is named, with the
+// weight; a text encoder's, before sampling.
+TEST(Pipeline, NonFiniteLatentsStopTheRenderNamingTheFileAtFault) {
   TempDir dir;
   write_poisoned("wan21_dit_tiny.safetensors", dir / "nan.safetensors",
                  [](const std::string& n) { return n == "head.head.bias"; });
   auto p = tiny((dir / "nan.mp4").string());
   p.model = (dir / "nan.safetensors").string();
   pipeline::Pipeline pipe;
-  const auto msg = error_of([&] { render::render(pipe, p); });
-  EXPECT_THAT(msg, HasSubstr("step 1 of 3: the latents hold NaN or infinite values"));
+  auto msg = error_of([&] { render::render(pipe, p); });
+  EXPECT_THAT(msg, HasSubstr("nan.safetensors: its weight head.head.bias holds NaN or infinite "
+                             "values (the latents did at step 1)"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
+  write_poisoned("umt5_enc_tiny.safetensors", dir / "nan_te.safetensors",
+                 [](const std::string& n) { return n == "norm.weight"; });
+  p = tiny((dir / "nan.mp4").string());
+  p.text_encoder = (dir / "nan_te.safetensors").string();
+  msg = error_of([&] { render::render(pipe, p); });
+  EXPECT_THAT(msg, HasSubstr("the text encodings hold NaN or infinite values: a text encoder "
+                             "file with such weights (" +
+                             (dir / "nan_te.safetensors").string()));
   EXPECT_FALSE(std::filesystem::exists(dir / "nan.mp4"));
 }
 

@@ -271,6 +271,10 @@ void write_lora(const fs::path& path, const std::map<std::string, std::pair<int,
 TEST_F(SdxlCli, LorasApplyToTheUNetAndToBothTextEncoders) {
   const auto plain = dir / "plain.png";
   ASSERT_EQ(sh(base() + separate() + " --out " + plain.string()).code, 0);
+  // A shift (FLUX's and Wan's setting) is said not to be used, and changes nothing.
+  const auto shifted = sh(base() + separate() + " --shift 3 --out " + (dir / "s.png").string());
+  EXPECT_THAT(shifted.out, HasSubstr("shift 3.0 is not used: SDXL")) << shifted.out;
+  EXPECT_TRUE(rgb_of(dir / "s.png") == rgb_of(plain));
   auto render = [&](const fs::path& lora, const std::string& strength, const std::string& name) {
     const auto out = dir / name;
     const auto r = sh(base() + separate() + " --lora " + lora.string() + ":" + strength +
