@@ -247,15 +247,16 @@ std::function<int()> add_render_commands(CLI::App& app) {
     auto* o = gen->add_option(flag, field, help)->default_str(dflt(field, tiny.*member));
     sampling.emplace_back(o, [opts, member](const Preset& d) { (*opts).*member = d.*member; });
   };
-  add("--width", &Preset::width, "multiple of 16; FLUX: 1024");
-  add("--height", &Preset::height, "multiple of 16; FLUX: 1024");
+  add("--width", &Preset::width, "multiple of 16; FLUX: 1024; SDXL: 1024, multiple of 32");
+  add("--height", &Preset::height, "multiple of 16; FLUX: 1024; SDXL: 1024, multiple of 32");
   add("--frames", &Preset::frames, "4k+1; FLUX: 1");
   add("--fps", &Preset::fps, "");
-  add("--steps", &Preset::steps, "FLUX.1-dev: 28, schnell: 4");
-  add("--sampler", &Preset::sampler, "see `kinora samplers`; FLUX: flow_euler");
-  add("--shift", &Preset::shift, "Wan; FLUX-dev shifts by the image size instead");
+  add("--steps", &Preset::steps, "FLUX.1-dev: 28, schnell: 4; SDXL: 25");
+  add("--sampler", &Preset::sampler,
+      "see `kinora samplers`; FLUX: flow_euler; SDXL: dpmpp_2m_karras");
+  add("--shift", &Preset::shift, "Wan; FLUX-dev shifts by the image size instead; SDXL takes none");
   add("--guidance", &Preset::guidance,
-      "classifier-free guidance scale; FLUX-dev: its distilled guidance (3.5)");
+      "classifier-free guidance scale (SDXL: 6); FLUX-dev: its distilled guidance (3.5)");
   gen->add_option("--seed", *seed,
                   "0 to 2^53, or -1 for a random seed (the default; printed and embedded)");
   gen->add_option("--lora", *gen_loras,

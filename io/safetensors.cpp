@@ -294,6 +294,19 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
                 "a Python pickle (an old .ckpt or .pt checkpoint), not safetensors; Kinora reads "
                 "safetensors only (they load without running code): convert it, or download the "
                 ".safetensors release");
+    // A picture or a video (a render given where a model goes).
+    const char* media =
+        base[0] == 0x89 && base[1] == 'P' && base[2] == 'N' && base[3] == 'G' ? "a PNG image"
+        : size > 8 && base[4] == 'f' && base[5] == 't' && base[6] == 'y' && base[7] == 'p'
+            ? "an MP4 or MOV video"
+        : base[0] == 0x1a && base[1] == 0x45 && base[2] == 0xdf && base[3] == 0xa3
+            ? "a WebM or Matroska video"
+        : base[0] == 0xff && base[1] == 0xd8 && base[2] == 0xff ? "a JPEG image"
+                                                                : nullptr;
+    if (media)
+      fail_file(path, std::string(media) +
+                          ", not a safetensors model file (kinora restore reads the parameters "
+                          "of a Kinora render)");
     // llama.cpp's format, which stable-diffusion.cpp and ComfyUI-GGUF load.
     if (base[0] == 'G' && base[1] == 'G' && base[2] == 'U' && base[3] == 'F')
       fail_file(path,

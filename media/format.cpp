@@ -1,6 +1,7 @@
 #include "media/format.h"
 
 #include <cctype>
+#include <filesystem>
 
 #include "base/error.h"
 
@@ -116,10 +117,16 @@ Format output_format(const fs::path& path, const std::string& format, int64_t fr
   } else if (ext == ".png") {
     f = Format::Png;
   } else {
+    std::error_code ec;
     fail_file(path, (ext.empty() ? std::string("the name has no extension")
                                  : "unknown output extension '" + ext + "'") +
                         "; the formats are " + format_list() +
-                        " (a folder of frames needs --format png-seq or ppm-seq)");
+                        " (a folder of frames needs --format png-seq or ppm-seq)" +
+                        (ext.empty() && std::filesystem::is_directory(path, ec)
+                             ? "; " + path.string() +
+                                   " is an existing folder: name a file inside it, such as " +
+                                   (path / "kinora.mp4").string()
+                             : std::string()));
   }
   if (f == Format::Png && frames > 1)
     fail_file(path, "a .png holds one image, but this render makes " + std::to_string(frames) +

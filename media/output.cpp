@@ -122,8 +122,8 @@ void check_output_folder(const fs::path& path) {
   const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
   if (!fs::is_directory(folder, ec))
-    fail_file(path, "the folder " + folder.string() +
-                        (fs::exists(folder, ec) ? " is not a folder" : " does not exist"));
+    fail_file(path, fs::exists(folder, ec) ? folder.string() + " is a file, not a folder"
+                                           : "the folder " + folder.string() + " does not exist");
   if (::access(folder.c_str(), W_OK) != 0)
     fail_file(path, "the folder " + folder.string() + " is not writable");
 }
@@ -335,6 +335,11 @@ nlohmann::json read_embedded_parameters(const fs::path& path) {
   }
   if (!fs::exists(path, ec)) fail_file(path, "no such file");
   const auto ext = lower_extension(path);
+  for (const char* model : {".safetensors", ".gguf", ".ckpt", ".pt", ".pth", ".bin", ".model"})
+    if (ext == model)
+      fail_file(path,
+                "a model file, not a render: it holds no Kinora parameters (kinora info "
+                "describes it)");
   if (ext == ".json") {
     auto j = read_json_file(path);
     if (!is_kinora_parameters(j))

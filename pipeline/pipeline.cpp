@@ -288,8 +288,15 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
   msg += ")";
   for (const auto& t : tried)
     if (fs::is_directory(t, ec)) {
-      msg += "; " + t.string() + " is a folder, not a model file" +
-             (key == "model" ? " (a diffusers pipeline folder holds model_index.json)" : "");
+      const fs::path dir = t.filename().empty() ? t.parent_path() : t;  // "x/transformer/"
+      const auto parent =
+          fs::exists(dir.parent_path() / "model_index.json", ec) ? dir.parent_path() : fs::path();
+      msg += "; " + t.string() + " is a folder, not a model file";
+      if (!parent.empty())
+        msg +=
+            " (a part of the diffusers pipeline folder " + parent.string() + ": give that folder)";
+      else if (key == "model")
+        msg += " (a diffusers pipeline folder holds model_index.json)";
       break;
     }
   if (p.models_dir.empty() && !e.is_absolute())

@@ -409,6 +409,12 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                         " --model plain --out " + (dir / "p.png").string());
   EXPECT_NE(plain.code, 0);
   EXPECT_THAT(plain.out, HasSubstr("is a folder, not a model file"));
+  // A part of a pipeline folder: the folder to give is named.
+  const auto part = sh(kinora_bin() + " generate -p x --model " + (root / "transformer").string() +
+                       " --out " + (dir / "p.png").string());
+  EXPECT_NE(part.code, 0);
+  EXPECT_THAT(part.out, HasSubstr("a part of the diffusers pipeline folder " + root.string() +
+                                  ": give that folder"));
   std::ofstream(root / "model_index.json") << "not json {";
   const auto broken = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
                          " --model FLUX.1-tiny --out " + (dir / "b.png").string());

@@ -248,6 +248,18 @@ TEST(Safetensors, ForeignFilesAreRefused) {
       << std::string("GGUF\x03\x00\x00\x00", 8) << std::string(200, '\0');
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "wan.gguf"); }),
               HasSubstr("wan.gguf: a GGUF file"));
+  // A render given where a model goes: named as the picture or video it is.
+  std::ofstream(dir / "out.png", std::ios::binary)
+      << std::string("\x89PNG\r\n\x1a\n", 8) << std::string(200, '\0');
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "out.png"); }),
+              HasSubstr("out.png: a PNG image, not a safetensors model file"));
+  std::ofstream(dir / "out.mp4", std::ios::binary) << std::string(
+                                                          "\0\0\0\x20"
+                                                          "ftypisom",
+                                                          12)
+                                                   << std::string(200, '\0');
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(dir / "out.mp4"); }),
+              HasSubstr("out.mp4: an MP4 or MOV video"));
   // Other bytes: the header length's bound.
   std::ofstream(dir / "noise.safetensors", std::ios::binary)
       << std::string("\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", 8) << std::string(200, 'x');

@@ -92,6 +92,16 @@ TEST(Safety, AnOutputNamingAFolderLeavesItAsItWas) {
   auto r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out d"));
   EXPECT_THAT(r.out, HasSubstr("d: the name has no extension; the formats are mp4"));
   EXPECT_THAT(r.out, HasSubstr("png-seq"));
+  EXPECT_THAT(r.out, HasSubstr("d is an existing folder: name a file inside it, such as d/"));
+  // A folder in the name that is a file.
+  std::ofstream(dir / "file") << "mine";
+  r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out file/x.mp4"));
+  EXPECT_THAT(r.out, HasSubstr("file is a file, not a folder"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "file"), "mine");
+  fs::remove(dir / "file");
+  // A model file given to restore.
+  r = sh(kinora_bin() + " restore " + fixture("wan21_dit_tiny.safetensors"));
+  EXPECT_THAT(r.out, HasSubstr("a model file, not a render"));
   r = sh(in(dir.path(), kinora_bin() + " generate -p x" + chain() + " --out renders/"));
   EXPECT_THAT(r.out, HasSubstr("names a folder"));
   // A PNG sequence goes into a new folder or an empty one, never a full one.
