@@ -320,6 +320,8 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
   std::vector<fs::path> tried;
   std::vector<fs::path> roots;
   if (!encoder.empty()) roots.push_back(encoder.parent_path());
+  // A folder named after the encoder's file: clip_l/ beside clip_l.safetensors.
+  if (!encoder.empty()) roots.push_back(encoder.parent_path() / encoder.stem());
   // A diffusers folder: text_encoder/model.safetensors beside tokenizer/.
   if (!encoder.empty() && encoder.parent_path().has_parent_path())
     roots.push_back(encoder.parent_path().parent_path());

@@ -266,6 +266,13 @@ TEST(ClipTokenizer, MissingFilesNameWhereItLooked) {
   const std::string once = " " + (dir / "text_encoders" / "tokenizer").string() + " ";
   EXPECT_NE(msg.find(once), std::string::npos) << msg;
   EXPECT_EQ(msg.find(once), msg.rfind(once)) << msg;
+  // A folder named after the encoder's file, beside it, is found.
+  fs::create_directories(dir / "text_encoders" / "clip_l");
+  std::ofstream(dir / "text_encoders" / "clip_l" / "vocab.json") << "{}";
+  std::ofstream(dir / "text_encoders" / "clip_l" / "merges.txt") << "";
+  EXPECT_EQ(kinora::text::find_clip_tokenizer({}, dir / "text_encoders" / "clip_l.safetensors",
+                                              dir.path()),
+            dir / "text_encoders" / "clip_l");
   std::ofstream(dir / "vocab.json") << "{}";
   EXPECT_THAT(error_of([&] { kinora::text::ClipTokenizer::load(dir / "vocab.json"); }),
               HasSubstr("merges.txt"));
