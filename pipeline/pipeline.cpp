@@ -195,7 +195,8 @@ std::string text_encoders_key(const Family& family, const ModelFiles& files,
 // so that a folder linked into itself cannot loop.
 fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
                             const std::string& source, const std::string& what,
-                            std::initializer_list<const char*> extensions) {
+                            std::initializer_list<const char*> extensions,
+                            bool pipeline_folders = false) {
   const fs::path e = entry;
   if (!stays_inside(entry)) return {};
   const bool bare = e.filename() == e;
@@ -208,7 +209,11 @@ fs::path find_in_subfolders(const fs::path& folder, const std::string& entry,
   for (fs::recursive_directory_iterator it(folder, opts, ec), end; !ec && it != end;
        it.increment(ec)) {
     if (it.depth() > 3) it.disable_recursion_pending();
-    if ((bare && it.depth() == 0) || !it->is_regular_file(ec)) continue;  // top: searched
+    if (bare && it.depth() == 0) continue;  // top: searched
+    // Files; or, for pipeline_folders, diffusers pipeline folders.
+    if (pipeline_folders ? !fs::is_regular_file(it->path() / "model_index.json", ec)
+                         : !it->is_regular_file(ec))
+      continue;
     const auto name = it->path().filename().string();
     bool match = name == base;
     for (const char* ext : extensions) match = match || name == base + ext;
@@ -325,6 +330,19 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
     candidates.push_back(md / e);
   }
   std::error_code ec;
+  // A pipeline folder in a subfolder of those two, by its name (or a path
+  // inside them), as model files are found.
+  if (const auto md = models_dir_path(p);
+      !md.empty() && !e.is_absolute() && e.extension() != ".safetensors" &&
+      e.extension() != ".json" &&
+      std::none_of(candidates.begin(), candidates.end(),
+                   [&](const fs::path& c) { return fs::is_directory(c, ec); }))
+    for (const char* sub : {"diffusion_models", "diffusers"})
+      if (auto f = find_in_subfolders(md / sub, p.model,
+                                      p.source.empty() ? std::string("preset") : p.source,
+                                      "key 'model'", {}, true);
+          !f.empty())
+        candidates.push_back(f);
   for (const auto& dir : candidates) {
     if (!fs::is_regular_file(dir / "model_index.json", ec)) continue;
     // Its components: FLUX has a second text encoder and tokenizer.

@@ -402,7 +402,16 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                         " --steps 2 --models-dir " + (dir / "models").string() +
                         " --model FLUX.1-tiny --out " + (dir / "moved.png").string());
   ASSERT_EQ(moved.code, 0) << moved.out;
-  fs::rename(dir / "models" / "diffusers" / "FLUX.1-tiny", root);
+  // In a subfolder, found by its name as model files are.
+  fs::create_directories(dir / "models" / "diffusers" / "flux");
+  fs::rename(dir / "models" / "diffusers" / "FLUX.1-tiny",
+             dir / "models" / "diffusers" / "flux" / "FLUX.1-tiny");
+  const auto deeper = sh(kinora_bin() + " generate -p 'a red fox' --seed 1 --width 64 --height 48" +
+                         " --steps 2 --models-dir " + (dir / "models").string() +
+                         " --model FLUX.1-tiny --out " + (dir / "deeper.png").string());
+  ASSERT_EQ(deeper.code, 0) << deeper.out;
+  EXPECT_EQ(rgb_of(dir / "deeper.png"), rgb_of(dir / "moved.png"));
+  fs::rename(dir / "models" / "diffusers" / "flux" / "FLUX.1-tiny", root);
   // A folder without a transformer is refused by name.
   fs::create_directories(dir / "models" / "diffusion_models" / "empty");
   std::ofstream(dir / "models" / "diffusion_models" / "empty" / "model_index.json") << "{}";
