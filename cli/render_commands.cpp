@@ -374,7 +374,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto sw = app.add_subcommand(
       "sweep",
       "Render a preset for every combination of a few keys' values (each cell a file of its "
-      "own, restorable) and a labelled contact sheet of them: STEM-sweep.png for images, "
+      "own, restorable) and a labelled contact sheet of them: STEM-sweep-KEYS.png for images, "
       ".mp4 for videos");
   sw->add_option("preset", *sweep_path, "preset JSON")->required();
   sw->add_option("--axis", *sweep_axes,

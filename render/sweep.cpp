@@ -359,8 +359,11 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
   plan.rows = static_cast<int>(total) / plan.columns;
   const fs::path out = base.output_path();
   const std::string ext = out.extension().string();
-  plan.sheet =
-      out.parent_path() / (out.stem().string() + "-sweep" + (base.frames == 1 ? ".png" : ".mp4"));
+  // The sheet is named after its axes too: a sweep over other keys of the
+  // same preset has a sheet of its own.
+  std::string sheet = out.stem().string() + "-sweep";
+  for (const auto& a : axes) sheet.append("-").append(file_safe(a.label));
+  plan.sheet = out.parent_path() / (sheet + (base.frames == 1 ? ".png" : ".mp4"));
   std::vector<std::size_t> at(axes.size(), 0);  // the odometer: axis 0 fastest
   std::set<fs::path> outputs;
   for (std::size_t k = 0; k < total; ++k) {

@@ -295,7 +295,7 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   const auto r = sh(cmd);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("4 rendered, 0 reused"));
-  const auto sheet = probe((dir / "big-sweep.mp4").string());
+  const auto sheet = probe((dir / "big-sweep-kinora-tiny-big-seed.mp4").string());
   EXPECT_EQ(sheet["nb_read_frames"], "17");
   EXPECT_GT(sheet["width"].get<int>(), 2 * 64);
   EXPECT_GT(sheet["height"].get<int>(), 2 * 64);
@@ -311,7 +311,7 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   EXPECT_EQ(on["loras"][0]["strength"], 1.0);
   EXPECT_TRUE(restored("big-kinora-tiny-big=off-seed=1.mp4")["loras"].empty());
   // The sheet restores to its first cell's preset, and says it is a sheet.
-  const std::string sheet_file = (dir / "big-sweep.mp4").string();
+  const std::string sheet_file = (dir / "big-sweep-kinora-tiny-big-seed.mp4").string();
   const auto sheet_preset = sh(kinora_bin() + " restore " + sheet_file);
   EXPECT_EQ(sheet_preset.code, 0) << sheet_preset.out;
   EXPECT_THAT(sheet_preset.out,

@@ -77,7 +77,7 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   EXPECT_EQ(plan.columns, 3);
   EXPECT_EQ(plan.rows, 2);
   ASSERT_EQ(plan.cells.size(), 6u);
-  EXPECT_EQ(plan.sheet, dir / "fox-sweep.png");
+  EXPECT_EQ(plan.sheet, dir / "fox-sweep-guidance-seed.png");
   // The first axis runs fastest (along a row).
   EXPECT_EQ(fs::path(plan.cells[0].preset.output), dir / "fox-guidance=1-seed=5.png");
   EXPECT_EQ(fs::path(plan.cells[4].preset.output), dir / "fox-guidance=2-seed=6.png");
@@ -126,7 +126,7 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   rel.output = "p.png";
   const auto rp = render::plan_sweep(rel, {render::parse_sweep_axis("seed=1,2")});
   EXPECT_EQ(rp.cells[0].preset.output_path(), fs::path("sw") / "p-seed=1.png");
-  EXPECT_EQ(rp.sheet, fs::path("sw") / "p-sweep.png");
+  EXPECT_EQ(rp.sheet, fs::path("sw") / "p-sweep-seed.png");
 }
 
 TEST(Sweep, ContactSheetPlacesEveryCellAndDrawsTheLabels) {
@@ -187,16 +187,23 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_EQ(r.rendered, 0);
   EXPECT_EQ(r.reused, 4);
   EXPECT_TRUE(fs::exists(r.sheet));
-  // Another sweep of the preset (other axes) would write a sheet of that name:
-  // refused, and the sheet left as it was.
+  // A sweep of the preset over other keys has a sheet of its own; one over
+  // the same keys with other values would write this sheet's name: refused,
+  // and the sheet left as it was.
   const auto sheet_bytes = read_bytes(r.sheet);
+  EXPECT_EQ(r.sheet, dir / "fox-sweep-seed-guidance.png");
   const auto seeds_only = render::plan_sweep(base, {render::parse_sweep_axis("seed=1,2")});
-  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, seeds_only); }), HasSubstr("fox-sweep.png"));
+  EXPECT_EQ(seeds_only.sheet, dir / "fox-sweep-seed.png");
+  const auto other_values = render::plan_sweep(
+      base, {render::parse_sweep_axis("seed=1,2"), render::parse_sweep_axis("guidance=1,5")});
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, other_values); }),
+              HasSubstr("fox-sweep-seed-guidance.png"));
   EXPECT_EQ(read_bytes(r.sheet), sheet_bytes);
   // A file of the sheet's name that is not a sweep's sheet: refused.
   fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
   { std::ofstream(r.sheet) << "mine"; }
-  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan); }), HasSubstr("fox-sweep.png"));
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan); }),
+              HasSubstr("fox-sweep-seed-guidance.png"));
   fs::remove(r.sheet);
 
   // A preset without a seed resumes with the seed its cells were made with.
