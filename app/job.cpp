@@ -6,6 +6,8 @@
 #include <QJsonDocument>
 #include <QUuid>
 
+#include <filesystem>
+
 #include "base/error.h"
 
 namespace kinora::app {
@@ -44,6 +46,8 @@ QJsonObject Job::to_json() const {
   o["output"] = output;
   o["created"] = created.toString(Qt::ISODate);
   if (!sweep.isEmpty()) o["sweep"] = QJsonArray::fromStringList(sweep);
+  if (!preset.source.empty()) o["source"] = QString::fromStdString(preset.source);
+  if (!preset.base_dir.empty()) o["base_dir"] = QString::fromStdString(preset.base_dir.string());
   o["preset"] =
       QJsonDocument::fromJson(QByteArray::fromStdString(preset.to_json().dump())).object();
   return o;
@@ -67,6 +71,8 @@ Job Job::from_json(const QJsonObject& o, const QString& source) {
   j.preset =
       pipeline::Preset::from_json(parse_json(preset.toStdString(), source.toStdString()),
                                   source.toStdString() + " (job " + j.id.toStdString() + ")");
+  j.preset.source = o.value("source").toString().toStdString();
+  j.preset.base_dir = o.value("base_dir").toString().toStdString();
   return j;
 }
 
@@ -77,6 +83,20 @@ Job Job::make(const pipeline::Preset& preset, const QStringList& sweep) {
   j.preset = preset;
   j.created = QDateTime::currentDateTime();
   return j;
+}
+
+pipeline::Preset load_preset_file(const std::string& file, const std::string& models_dir) {
+  namespace fs = std::filesystem;
+  pipeline::Preset p = pipeline::Preset::load(file);  // its own models_dir's family defaults
+  std::error_code ec;
+  // (A file in the current folder has an empty one, which fs::absolute refuses.)
+  p.base_dir = p.base_dir.empty() ? fs::current_path(ec) : fs::absolute(p.base_dir, ec);
+  if (!p.models_dir.empty() || models_dir.empty()) return p;
+  // No models folder of its own: the studio's, as batch's --models-dir, for
+  // the family defaults of a model named under it too.
+  p = pipeline::Preset::with_family_defaults(read_json_file(file), std::move(p), file, models_dir);
+  p.models_dir = fs::absolute(models_dir, ec).string();
+  return p;
 }
 
 }  // namespace kinora::app

@@ -17,6 +17,10 @@ JobStatus status_from_name(const QString& s);
 
 struct Job {
   QString id;  // stable across restarts
+  // Its preset; for one read from a file, `preset.source` names the file (the
+  // job's messages name it) and `preset.base_dir` is that file's folder
+  // (absolute), against which its relative model and LoRA names resolve as
+  // the CLI resolves them. Both are kept in the queue file beside the preset.
   pipeline::Preset preset;
   JobStatus status = JobStatus::Pending;
   QString message;  // the error of a failed job, or the last stage
@@ -35,5 +39,12 @@ struct Job {
   // A new pending job (fresh id) for `preset` (a sweep over `sweep`).
   static Job make(const pipeline::Preset& preset, const QStringList& sweep = {});
 };
+
+// A preset file as `kinora batch --models-dir` reads it (cli/batch.cpp
+// collect_presets): its folder the base of its relative paths (absolute, so a
+// queue read again from elsewhere resolves them the same), its family's
+// defaults found with `models_dir` (the studio's models folder) when it names
+// none of its own, which it then takes. Throws kinora::Error naming the file.
+pipeline::Preset load_preset_file(const std::string& file, const std::string& models_dir);
 
 }  // namespace kinora::app

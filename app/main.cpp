@@ -1,6 +1,7 @@
 // kinora-studio: the desktop app.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QMessageBox>
 
 #include <iostream>
 
@@ -77,6 +78,20 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // Refused before the window opens: said on stderr for a script, in a
+  // dialog for whoever started it from a desktop; exit status 1 either way.
+  const bool scripted = o.quit_when_idle || o.exit_after_ms > 0 || !o.presets.isEmpty();
+  const auto cannot_start = [&](const QString& why) {
+    std::cerr << "kinora-studio: " << why.toStdString() << std::endl;
+    if (!scripted) QMessageBox::critical(nullptr, "Kinora Studio", why);
+    return 1;
+  };
+  if (const auto why = kinora::app::prepare_options(o); !why.isEmpty()) return cannot_start(why);
+  // Held until the studio exits: a second studio on this data folder does
+  // not touch the queue.
+  QString why;
+  const auto lock = kinora::app::lock_data_folder(kinora::app::studio_data_folder(o), &why);
+  if (!lock) return cannot_start(why);
   kinora::app::MainWindow w(o);
   w.show();
   return app.exec();

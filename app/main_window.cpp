@@ -40,8 +40,12 @@
 #include "app/viewer.h"
 #include "app/worker.h"
 #include "base/json.h"
+#include "media/format.h"
 #include "media/output.h"
+#include "pipeline/family.h"
 #include "pipeline/lora_check.h"
+#include "pipeline/pipeline.h"
+#include "render/render.h"
 #include "render/sweep.h"
 
 namespace kinora::app {
@@ -73,14 +77,53 @@ QString free_output_path(const QString& path, bool folder) {
   for (int k = 2; QFileInfo::exists(free); ++k) free = base + "-" + QString::number(k) + ext;
   return free;
 }
+// The output folder the studio makes itself: the only one it creates.
+QString default_output_folder() {
+  return QStandardPaths::writableLocation(QStandardPaths::MoviesLocation) + "/Kinora";
+}
 }  // namespace
+
+QString studio_data_folder(const StudioOptions& o) {
+  return o.data_dir.isEmpty() ? QStandardPaths::writableLocation(QStandardPaths::AppDataLocation)
+                              : o.data_dir;
+}
+
+QString prepare_options(StudioOptions& o) {
+  for (QString* dir : {&o.data_dir, &o.models_dir, &o.output_dir})
+    if (!dir->isEmpty()) *dir = QDir::cleanPath(QFileInfo(*dir).absoluteFilePath());
+  // As `kinora batch --output-dir` refuses it: a typo or an unmounted share
+  // is said, not made (at any depth) and filled.
+  if (!o.output_dir.isEmpty() && !QFileInfo(o.output_dir).isDir())
+    return "--output-dir " + o.output_dir +
+           (QFileInfo::exists(o.output_dir) ? ": not a folder"
+                                            : ": no such folder (make it first, or give another)");
+  return {};
+}
+
+std::unique_ptr<QLockFile> lock_data_folder(const QString& dir, QString* why) {
+  QDir().mkpath(dir);
+  auto lock = std::make_unique<QLockFile>(dir + "/lock");
+  // A studio runs for days: only the lock of a process that is gone is stale
+  // (QLockFile checks the process), never one that is merely old.
+  lock->setStaleLockTime(0);
+  if (lock->tryLock(0) || lock->error() != QLockFile::LockFailedError) return lock;
+  qint64 pid = 0;
+  QString host, app;
+  lock->getLockInfo(&pid, &host, &app);
+  if (why)
+    *why = QString(
+               "%1 is in use by another Kinora Studio (process %2%3): one studio at a time keeps "
+               "a queue there; close that one, or give this one another --data-dir")
+               .arg(dir)
+               .arg(pid)
+               .arg(host.isEmpty() ? QString() : " on " + host);
+  return nullptr;
+}
 
 MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   setWindowTitle("Kinora Studio");
   setAcceptDrops(true);
-  const QString data_dir = options_.data_dir.isEmpty()
-                               ? QStandardPaths::writableLocation(QStandardPaths::AppDataLocation)
-                               : options_.data_dir;
+  const QString data_dir = studio_data_folder(options_);
   QDir().mkpath(data_dir);
   settings_ = options_.data_dir.isEmpty()
                   ? std::make_unique<QSettings>()
@@ -139,19 +182,28 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     statusBar()->showMessage(m);
     if (options_.quit_when_idle && !said_save_failed_) say_on_stderr(m);
     said_save_failed_ = true;
+    if (options_.quit_when_idle) exit_code_ = 1;  // a script must not take it for kept
   });
 
   // Settings.
   panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_->value("models_dir").toString()
                                                        : options_.models_dir);
-  output_dir_ = options_.output_dir.isEmpty()
-                    ? settings_
-                          ->value("output_dir",
-                                  QStandardPaths::writableLocation(QStandardPaths::MoviesLocation) +
-                                      "/Kinora")
-                          .toString()
-                    : options_.output_dir;
-  QDir().mkpath(output_dir_);
+  // --output-dir exists (prepare_options); a remembered folder may not any
+  // more (an unmounted share): said, and the default used until it is back.
+  // Only the studio's own default folder is ever created.
+  QString output_warning;
+  output_dir_ = options_.output_dir;
+  if (output_dir_.isEmpty()) {
+    const auto remembered = settings_->value("output_dir").toString();
+    output_dir_ = remembered.isEmpty() || QFileInfo(remembered).isDir() ? remembered
+                                                                        : default_output_folder();
+    if (output_dir_ != remembered)
+      output_warning = "The output folder " + remembered +
+                       " (from the settings) does not exist; renders go to " + output_dir_ +
+                       " until it is back or another is chosen (File → Settings)";
+  }
+  if (output_dir_.isEmpty()) output_dir_ = default_output_folder();
+  if (output_dir_ == default_output_folder()) QDir().mkpath(output_dir_);
   gallery_->set_folder(output_dir_);
   const auto last = settings_->value("last_preset").toString();
   if (!last.isEmpty()) {
@@ -162,9 +214,10 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     }
   }
   panel_->set_last_seed(settings_->value("last_seed", -1).toLongLong());
-  restoreGeometry(settings_->value("geometry").toByteArray());
+  // No geometry, or one that does not restore (damaged): the default size,
+  // not a cramped window whose scrub bar collapses.
+  if (!restoreGeometry(settings_->value("geometry").toByteArray())) resize(1280, 820);
   restoreState(settings_->value("window_state").toByteArray());
-  if (!settings_->contains("geometry")) resize(1280, 820);
 
   connect(gallery_, &Gallery::open, this, [this](const QString& p) {
     QString err;
@@ -208,6 +261,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
             viewer_->open(out, j ? j->preset.fps : 16);
             gallery_->add(out);
             statusBar()->showMessage("wrote " + out);
+            if (!options_.screenshots.isEmpty()) shoot_player_when_shown();
             job_done(id);
           });
   connect(worker_, &GenerationWorker::failed, this, [this](const QString& id, const QString& e) {
@@ -226,21 +280,18 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   thread_.start();
 
   build_menus();
+  if (!output_warning.isEmpty()) warn("Output folder", output_warning);
   QString err;
   if (!queue_->load(&err)) warn("Queue", err);
 
   QStringList not_queued;
   for (const auto& f : options_.presets) {
-    try {
-      Preset p = Preset::load(f.toStdString());
-      // With --output-dir, a preset's named output lands inside it, as
-      // `kinora batch --output-dir` places it (else beside the preset).
-      if (!options_.output_dir.isEmpty() && !p.output.empty())
-        p.place_output_in(output_dir_.toStdString(), f.toStdString());
-      queue_preset(p.absolutized());
-    } catch (const std::exception& e) {
-      not_queued << QString::fromStdString(e.what());
-      say_on_stderr(not_queued.back());
+    // With --output-dir, a preset's named output lands inside it, as
+    // `kinora batch --output-dir` places it (else beside the preset).
+    if (queue_preset_file(f, !options_.output_dir.isEmpty()).isEmpty()) {
+      not_queued << statusBar()->currentMessage();
+      if (!options_.quit_when_idle && options_.exit_after_ms <= 0)  // else refuse() said it
+        say_on_stderr(not_queued.back());
       exit_code_ = 1;
     }
   }
@@ -343,9 +394,21 @@ void MainWindow::warn(const QString& title, const QString& what) {
 }
 
 QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep) {
-  // What can be known before the job runs: LoRAs that do not fit the model
-  // (another family or size, no LoRA at all), and a sweep's axes.
+  // What can be known before the job runs, as `kinora render` and `batch`
+  // check it: the output's name and folder, the model files (a preset's
+  // relative names against its own folder, then under models_dir), the
+  // sampler, LoRAs that do not fit the model (another family or size, no LoRA
+  // at all), and a sweep's axes.
   try {
+    if (!p.output.empty()) {
+      Preset snapped = p;
+      pipeline::snap_sizes(snapped);
+      render::check_one_image(p, snapped);
+      media::output_format(p.output_path(), p.format, snapped.frames);
+      media::check_output_folder(p.output_path());
+    }
+    pipeline::resolve_models(p, pipeline::family_for(p));
+    pipeline::check_sampler(p);
     pipeline::check_loras(p);
     if (!sweep.isEmpty()) {
       std::vector<render::SweepAxis> axes;
@@ -355,9 +418,18 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
       render::plan_sweep(q, axes);
     }
   } catch (const std::exception& e) {
-    refuse(QString::fromStdString(e.what()));
+    // Named after the preset file it came from, as the CLI names it.
+    std::string what = e.what();
+    if (!p.source.empty() && what.rfind(p.source, 0) != 0)
+      what = std::string(p.source).append(": ").append(what);
+    refuse(QString::fromStdString(what));
     return {};
   }
+  // Paths that name files made absolute; names stay names, found at render
+  // time against the preset's folder (kept) and then under models_dir.
+  const auto base_dir = p.base_dir;
+  p = p.absolutized();
+  p.base_dir = base_dir;
   if (p.seed < 0) p.seed = QRandomGenerator::global()->bounded(1 << 30);
   panel_->set_last_seed(p.seed);
   settings_->setValue("last_seed", static_cast<qlonglong>(p.seed));
@@ -369,6 +441,18 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
   const auto id = queue_->add(p, front, sweep);
   start_next();
   return id;
+}
+
+QString MainWindow::queue_preset_file(const QString& file, bool into_output_folder) {
+  const auto f = file.toStdString();
+  try {
+    Preset p = load_preset_file(f, panel_->models_dir().toStdString());
+    if (into_output_folder && !p.output.empty()) p.place_output_in(output_dir_.toStdString(), f);
+    return queue_preset(p);
+  } catch (const std::exception& e) {
+    refuse(QString::fromStdString(e.what()));
+    return {};
+  }
 }
 
 QString MainWindow::duplicate_job(int row) {
@@ -406,7 +490,9 @@ void MainWindow::start_next() {
   viewer_->clear("Loading models…");
   const auto json = QString::fromStdString(job.preset.to_json().dump());
   QMetaObject::invokeMethod(worker_, "render", Qt::QueuedConnection, Q_ARG(QString, job.id),
-                            Q_ARG(QString, json), Q_ARG(QStringList, job.sweep));
+                            Q_ARG(QString, json), Q_ARG(QStringList, job.sweep),
+                            Q_ARG(QString, QString::fromStdString(job.preset.source)),
+                            Q_ARG(QString, QString::fromStdString(job.preset.base_dir.string())));
 }
 
 void MainWindow::job_done(const QString& id) {
@@ -480,19 +566,19 @@ void MainWindow::choose_folder_to_queue() {
 
 int MainWindow::queue_folder(const QString& dir) {
   int n = 0;
+  QStringList refused;
   for (const auto& f : QDir(dir).entryInfoList({"*.json"}, QDir::Files, QDir::Name)) {
-    try {
-      const auto file = f.absoluteFilePath().toStdString();
-      if (media::is_kinora_sidecar(file)) continue;  // the parameters of a render
-      // Named outputs land inside the output folder, never elsewhere.
-      Preset p = Preset::load(file);
-      if (!p.output.empty()) p.place_output_in(output_dir_.toStdString(), file);
-      n += !queue_preset(p.absolutized()).isEmpty();
-    } catch (const std::exception& e) {
-      statusBar()->showMessage(e.what());  // the others are still queued
-    }
+    if (media::is_kinora_sidecar(f.absoluteFilePath().toStdString()))
+      continue;  // the parameters of a render
+    // Named outputs land inside the output folder, never elsewhere; one that
+    // is refused leaves the others queued.
+    if (queue_preset_file(f.absoluteFilePath(), true).isEmpty())
+      refused << statusBar()->currentMessage();
+    else
+      ++n;
   }
-  statusBar()->showMessage(QString("queued %1 presets").arg(n));
+  statusBar()->showMessage(QString("queued %1 presets").arg(n) +
+                           (refused.isEmpty() ? QString() : "; " + refused.join("; ")));
   return n;
 }
 
@@ -547,8 +633,13 @@ void MainWindow::settings_dialog() {
   if (d.exec() != QDialog::Accepted) return;
   panel_->set_models_dir(models->text());
   settings_->setValue("models_dir", models->text());
-  output_dir_ = outputs->text();
-  QDir().mkpath(output_dir_);
+  // A folder that exists: the studio makes none but its own default one.
+  const auto chosen = QDir::cleanPath(QFileInfo(outputs->text()).absoluteFilePath());
+  if (!QFileInfo(chosen).isDir()) {
+    warn("Output folder", chosen + " is not a folder; renders still go to " + output_dir_);
+    return;
+  }
+  output_dir_ = chosen;
   settings_->setValue("output_dir", output_dir_);
   gallery_->set_folder(output_dir_);
 }
@@ -560,6 +651,11 @@ void MainWindow::closeEvent(QCloseEvent* e) {
   settings_->sync();
   if (settings_->status() != QSettings::NoError && options_.quit_when_idle)
     say_on_stderr(settings_->fileName() + ": the settings could not be saved");
+  // Closed (--exit-after-ms, say) while the player shot waits: taken now.
+  if (player_shot_ && !shot_player_) {
+    shot_player_ = true;
+    shot("studio-player.png");
+  }
   if (busy()) {
     // Closed mid-render: the job comes back re-queueable next time.
     worker_->cancel();
@@ -587,27 +683,33 @@ void MainWindow::shot(const QString& name) {
   if (!grab().save(path)) statusBar()->showMessage("could not save " + path);
 }
 
-void MainWindow::maybe_quit() {
-  if (!options_.quit_when_idle || busy() || queue_->next_pending() >= 0) return;
-  if (options_.screenshots.isEmpty() || exit_code_ != 0) {
-    QApplication::exit(exit_code_);
-    return;
-  }
-  // Wait for the player to show frames of the finished video, then the last shot.
-  auto* timer = new QTimer(this);
+void MainWindow::shoot_player_when_shown() {
+  if (player_shot_ || shot_player_) return;
+  player_shot_ = new QTimer(this);
   auto waited = std::make_shared<int>(0);
-  connect(timer, &QTimer::timeout, this, [this, timer, waited] {
+  connect(player_shot_, &QTimer::timeout, this, [this, waited] {
     *waited += 100;
     // An image is shown at once; a video once it has played a few frames.
     const bool image = viewer_->showing_image();
-    if ((image || viewer_->video_frames_shown() >= 8 || *waited > 15000) && !shot_player_) {
+    if (!image && viewer_->video_frames_shown() < 8 && *waited <= 15000) return;
+    if (!shot_player_) {
       shot_player_ = true;
       shot("studio-player.png");
-      timer->stop();
-      QApplication::exit(image || viewer_->video_frames_shown() > 0 ? exit_code_ : 2);
     }
+    player_silent_ = !image && viewer_->video_frames_shown() == 0;
+    player_shot_->stop();
+    player_shot_->deleteLater();
+    player_shot_ = nullptr;
+    maybe_quit();
   });
-  timer->start(100);
+  player_shot_->start(100);
+}
+
+void MainWindow::maybe_quit() {
+  if (!options_.quit_when_idle || busy() || queue_->next_pending() >= 0) return;
+  if (player_shot_) return;  // the player's shot first; it calls again when taken
+  // A finished video that never played is an error of its own (2).
+  QApplication::exit(exit_code_ == 0 && player_silent_ ? 2 : exit_code_);
 }
 
 }  // namespace kinora::app

@@ -2,6 +2,7 @@
 // Kinora Studio's window: the generate panel (left dock), the viewer (centre),
 // the queue (right dock) and the gallery (bottom dock), over one render worker
 // on its own thread.
+#include <QLockFile>
 #include <QMainWindow>
 #include <QSettings>
 #include <QStringList>
@@ -31,6 +32,21 @@ struct StudioOptions {
   int exit_after_ms = 0;
 };
 
+// The data folder of `o`: its own, or the platform's app data folder.
+QString studio_data_folder(const StudioOptions& o);
+// Before the window opens: the folders made absolute (the queue keeps paths
+// that a restart from elsewhere finds again), and a given output folder that
+// does not exist refused as the CLI refuses it (the studio creates only its
+// own default one). Returns the reason it cannot start, or "".
+QString prepare_options(StudioOptions& o);
+// The data folder's lock (DIR/lock), so that a second studio on one folder
+// neither renders the first one's jobs nor marks its running job
+// interrupted. Null with the reason in `why` when another studio holds it; a
+// lock left by a process that is gone is taken over (QLockFile). A folder
+// where no lock can be made gives an unlocked (non-null, not locked) file:
+// that studio cannot keep its queue there either, and says so.
+std::unique_ptr<QLockFile> lock_data_folder(const QString& dir, QString* why);
+
 class MainWindow : public QMainWindow {
   Q_OBJECT
  public:
@@ -47,7 +63,14 @@ class MainWindow : public QMainWindow {
   QString queue_current(bool front = false);
   // Refused (empty id, the reason in the status bar and, unless scripted, a
   // dialog) when a LoRA does not fit the model or a sweep's axes are wrong.
+  // A preset read from a file keeps its base_dir here: its relative model and
+  // LoRA names resolve against its folder (then under models_dir), and its
+  // models must be found, as `kinora render` checks, before it is queued.
   QString queue_preset(pipeline::Preset p, bool front = false, const QStringList& sweep = {});
+  // A preset file (load_preset_file, with the studio's models folder), its
+  // named output placed in the output folder when `into_output_folder`.
+  // Refused (empty id, the reason naming the file) as queue_preset refuses.
+  QString queue_preset_file(const QString& file, bool into_output_folder);
   // The form's settings as a sweep over `axes` ("seed=1,2", "lora:NAME=0.5,1").
   QString queue_sweep(const QStringList& axes);
   // "Use these settings": every parameter from an output's embedded preset or a
@@ -80,6 +103,9 @@ class MainWindow : public QMainWindow {
   // A warning: a dialog that does not block, and on stderr for a scripted run.
   void warn(const QString& title, const QString& what);
   void shot(const QString& name);
+  // --screenshots: studio-player.png once the finished render shows (an
+  // image at once, a video after a few frames), whatever ends the run.
+  void shoot_player_when_shown();
   void maybe_quit();
 
   StudioOptions options_;
@@ -95,6 +121,8 @@ class MainWindow : public QMainWindow {
   bool pause_after_current_ = false;
   QString output_dir_;
   bool shot_sampling_ = false, shot_player_ = false;
+  class QTimer* player_shot_ = nullptr;  // waiting for the player to show frames
+  bool player_silent_ = false;           // a finished video that showed no frame
   int exit_code_ = 0;
   bool said_save_failed_ = false;  // a script hears once that the queue is not kept
 };

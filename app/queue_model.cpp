@@ -14,7 +14,8 @@
 namespace kinora::app {
 namespace {
 constexpr const char* kMime = "application/x-kinora-queue-rows";
-}
+constexpr int kQueueSchema = 1;  // the "schema_version" save() writes
+}  // namespace
 
 QueueModel::QueueModel(QString file, QObject* parent)
     : QAbstractListModel(parent), file_(std::move(file)) {}
@@ -37,6 +38,12 @@ bool QueueModel::load(QString* error) {
       throw Error(file_.toStdString() + ": not valid JSON: " + pe.errorString().toStdString());
     if (!doc.isObject() || !doc.object().value("jobs").isArray())
       throw Error(file_.toStdString() + ": not a queue (no \"jobs\" list)");
+    // A queue written by a newer studio: its jobs may mean what this one
+    // cannot tell, and rewriting it as version 1 would lose what it holds.
+    if (const int v = doc.object().value("schema_version").toInt(1); v > kQueueSchema)
+      throw Error(file_.toStdString() + ": schema_version " + std::to_string(v) +
+                  " is newer than this studio reads (" + std::to_string(kQueueSchema) +
+                  "); its jobs are not loaded");
     const auto arr = doc.object().value("jobs").toArray();
     total = static_cast<int>(arr.size());
     for (const auto& v : arr) {
@@ -90,7 +97,7 @@ void QueueModel::save() {
   QJsonArray arr;
   for (const auto& j : jobs_) arr.push_back(j.to_json());
   QJsonObject root;
-  root["schema_version"] = 1;
+  root["schema_version"] = kQueueSchema;
   root["jobs"] = arr;
   QSaveFile f(file_);
   if (!f.open(QIODevice::WriteOnly) || f.write(QJsonDocument(root).toJson()) < 0 || !f.commit())
@@ -115,10 +122,23 @@ QVariant QueueModel::data(const QModelIndex& index, int role) const {
                     .arg(j.total)
                     .arg(j.seconds_per_step, 0, 'f', 2)
                     .arg(j.eta_seconds, 0, 'f', 0);
+      // Why a job failed, on its row (the whole of it on the tooltip).
+      if (j.status == JobStatus::Failed && !j.message.isEmpty()) {
+        // The preset file it came from is on the tooltip; the row keeps the reason.
+        QString why = j.message.section('\n', 0, 0);
+        const auto from = QString::fromStdString(j.preset.source) + ": ";
+        if (!j.preset.source.empty() && why.startsWith(from)) why = why.mid(from.size());
+        if (why.size() > 160) why = why.left(159) + "…";
+        state += ": " + why;
+      }
       return QString("%1\n[%2]").arg(s, state);
     }
-    case Qt::ToolTipRole:
-      return j.message.isEmpty() ? QString::fromStdString(j.preset.prompt) : j.message;
+    case Qt::ToolTipRole: {
+      QString tip = j.message.isEmpty() ? QString::fromStdString(j.preset.prompt) : j.message;
+      if (!j.preset.source.empty())
+        tip += "\n(from " + QString::fromStdString(j.preset.source) + ")";
+      return tip;
+    }
     case IdRole:
       return j.id;
     case StatusRole:

@@ -29,7 +29,8 @@ class QueueModel : public QAbstractListModel {
 
   // Reads the file: running jobs become interrupted (and the file is rewritten);
   // a job of a status it does not know comes back failed, saying so. A file
-  // that is not a queue is moved aside, and one whose jobs cannot all be read
+  // that is not a queue (or a queue of a newer schema_version, which this
+  // studio would misread) is moved aside, and one whose jobs cannot all be read
   // is copied aside before its readable jobs are loaded; either way to the
   // first free <file>.bad, <file>.bad-2, … (where that fails, the file is
   // left alone and the queue is not saved), and returns false with what was

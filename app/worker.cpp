@@ -25,14 +25,22 @@ GenerationWorker::GenerationWorker() = default;
 GenerationWorker::~GenerationWorker() = default;
 
 void GenerationWorker::render(const QString& id, const QString& preset_json,
-                              const QStringList& sweep) {
+                              const QStringList& sweep, const QString& from,
+                              const QString& base_dir) {
   cancel_ = false;
   Q_EMIT started(id);
+  // The preset file a job came from names it in its messages, as the CLI's do.
+  const std::string source = from.isEmpty() ? "job " + id.toStdString() : from.toStdString();
+  const auto named = [&](const std::string& what) {
+    return QString::fromStdString(from.isEmpty() || what.rfind(source, 0) == 0
+                                      ? what
+                                      : std::string(source).append(": ").append(what));
+  };
   try {
     if (!pipe_) pipe_ = std::make_unique<pipeline::Pipeline>();
-    const std::string source = "job " + id.toStdString();
-    const auto preset =
+    auto preset =
         pipeline::Preset::from_json(parse_json(preset_json.toStdString(), source), source);
+    preset.base_dir = base_dir.toStdString();
     pipeline::RunCallbacks cb;
     cb.cancel = &cancel_;
     cb.want_preview = true;
@@ -81,9 +89,9 @@ void GenerationWorker::render(const QString& id, const QString& preset_json,
   } catch (const Cancelled&) {
     Q_EMIT cancelled(id);
   } catch (const std::exception& e) {
-    Q_EMIT failed(id, QString::fromStdString(e.what()));
+    Q_EMIT failed(id, named(e.what()));
   } catch (...) {
-    Q_EMIT failed(id, "unknown error");
+    Q_EMIT failed(id, named("unknown error"));
   }
 }
 

@@ -28,8 +28,11 @@ class GenerationWorker : public QObject {
  public Q_SLOTS:
   // `preset_json`: a preset as the CLI reads it; `output` set. With `sweep`
   // axes (render/sweep.h), every cell and the contact sheet (finished() gives
-  // the sheet; progress counts the steps of every cell).
-  void render(const QString& id, const QString& preset_json, const QStringList& sweep = {});
+  // the sheet; progress counts the steps of every cell). `source`: the preset
+  // file the job came from, which its messages name ("" names the job);
+  // `base_dir`: that file's folder, where its relative paths resolve.
+  void render(const QString& id, const QString& preset_json, const QStringList& sweep = {},
+              const QString& source = {}, const QString& base_dir = {});
 
  Q_SIGNALS:
   void started(const QString& id);

@@ -10,6 +10,7 @@
 #include <QApplication>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QDir>
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QImage>
@@ -20,6 +21,7 @@
 #include <QPlainTextEdit>
 #include <QSignalSpy>
 #include <QSpinBox>
+#include <QStatusBar>
 #include <QTableWidget>
 #include <QTest>
 #include <QUrl>
@@ -481,6 +483,7 @@ TEST(Gallery, AHostileFileIsListedWithTheReasonAndRefusedAsSettings) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((tmp / "data").string());
   o.output_dir = QString::fromStdString((tmp / "out").string());
+  fs::create_directories(tmp / "out");  // the studio makes no given folder
   MainWindow w(o);
   EXPECT_FALSE(w.restore_from(QString::fromStdString((tmp / "deep.mp4").string())));
 }
@@ -525,6 +528,7 @@ TEST(MainWindow, AFluxModelGetsItsPickersDefaultsAndRestoresFromItsImage) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
+  fs::create_directories(dir / "out");  // the studio makes no given folder
   o.models_dir = QString::fromStdString((dir / "models").string());
   MainWindow w(o);
   auto* panel = w.panel();
@@ -593,6 +597,7 @@ TEST(MainWindow, AnSdxlCheckpointGetsItsFieldsSamplersAndRendersThroughTheQueue)
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
+  fs::create_directories(dir / "out");  // the studio makes no given folder
   o.models_dir = QString::fromStdString(models.string());
   o.quit_when_idle = true;  // no dialogs
   MainWindow w(o);
@@ -783,6 +788,7 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
+  fs::create_directories(dir / "out");  // the studio makes no given folder
   o.models_dir = QString::fromStdString((dir / "models").string());
   MainWindow w(o);
   ASSERT_TRUE(w.restore_from(QString::fromStdString((dir / "made.mp4").string())));
@@ -849,6 +855,7 @@ TEST(MainWindow, QueuesAFolderOfPresetsAndKeepsSettingsAcrossRestarts) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
+  fs::create_directories(dir / "out");  // the studio makes no given folder
   auto edited = fixture_preset("");
   edited.output.clear();
   edited.prompt = "remember me";
@@ -876,7 +883,8 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());
   o.output_dir = QString::fromStdString((dir / "out").string());
-  o.quit_when_idle = true;  // no dialogs
+  fs::create_directories(dir / "out");  // the studio makes no given folder
+  o.quit_when_idle = true;              // no dialogs
   MainWindow w(o);
   auto p = fixture_preset("");
   p.output.clear();
@@ -907,10 +915,11 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   const auto* job = w.queue()->job(id);
   ASSERT_EQ(job->status, JobStatus::Done) << job->message.toStdString();
   EXPECT_EQ(job->sweep, QStringList{"seed=1,2"});
-  EXPECT_TRUE(job->output.endsWith("-sweep.png")) << job->output.toStdString();
+  // The sheet is named after its axes (render/sweep.h): NAME-sweep-seed.png.
+  EXPECT_TRUE(job->output.endsWith("-sweep-seed.png")) << job->output.toStdString();
   EXPECT_TRUE(fs::exists(job->output.toStdString()));
   const auto stem = fs::path(job->output.toStdString()).stem().string();
-  const auto base = stem.substr(0, stem.size() - std::string("-sweep").size());
+  const auto base = stem.substr(0, stem.size() - std::string("-sweep-seed").size());
   EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=1.png")));
   EXPECT_TRUE(fs::exists(dir / "out" / (base + "-seed=2.png")));
 
@@ -949,6 +958,141 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   EXPECT_EQ(w.queue()->job(lid)->output, QString(first).replace(".png", "-3.png"));
   EXPECT_EQ(fs::last_write_time(first.toStdString()), first_time);
   EXPECT_EQ(test::read_bytes(first.toStdString()), first_bytes);
+}
+
+// Until the job is done or failed (at most 100 s), the events processed.
+void finish(MainWindow& w, const QString& job_id) {
+  for (int i = 0; i < 2000; ++i) {
+    const auto st = w.queue()->job(job_id)->status;
+    if (st == JobStatus::Done || st == JobStatus::Failed) return;
+    QTest::qWait(50);
+  }
+}
+
+// A preset file's relative model names resolve against its own folder, never
+// the studio's working folder, then under the studio's models folder (a
+// preset without models_dir takes it), as `kinora render` and `kinora batch
+// --models-dir` resolve them; a model found nowhere is refused when queued,
+// naming the preset and where it looked, not rendered with other defaults.
+TEST(MainWindow, APresetFilesModelsResolveInItsFolderThenTheStudiosModelsFolder) {
+  qapp();
+  test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  for (const char* d : {"c", "g", "cwd", "out", "M/diffusion_models"})
+    fs::create_directories(dir / d);
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "cwd" / "cwdmodel.safetensors");
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"),
+                dir / "M" / "diffusion_models" / "good.safetensors");
+  for (const auto& [name, model] :
+       {std::pair<std::string, std::string>{"c", "cwdmodel.safetensors"}, {"g", "good"}}) {
+    auto p = fixture_preset(name + ".mp4");
+    p.model = model;
+    std::ofstream(dir / name / (name + ".json")) << p.to_json().dump(2);
+  }
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  o.models_dir = QString::fromStdString((dir / "M").string());
+  o.quit_when_idle = true;  // no dialogs
+  const auto cwd = QDir::currentPath();
+  QDir::setCurrent(QString::fromStdString((dir / "cwd").string()));  // holds cwdmodel
+  MainWindow w(o);
+  EXPECT_EQ(w.queue_folder(QString::fromStdString((dir / "c").string())), 0);
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+  const auto said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find((dir / "c" / "c.json").string()), std::string::npos) << said;
+  EXPECT_NE(said.find((dir / "c" / "cwdmodel.safetensors").string()), std::string::npos) << said;
+
+  ASSERT_EQ(w.queue_folder(QString::fromStdString((dir / "g").string())), 1)
+      << w.statusBar()->currentMessage().toStdString();
+  const auto id = w.queue()->at(0).id;
+  EXPECT_EQ(w.queue()->at(0).preset.models_dir, (dir / "M").string());
+  finish(w, id);
+  QDir::setCurrent(cwd);
+  ASSERT_EQ(w.queue()->job(id)->status, JobStatus::Done)
+      << w.queue()->job(id)->message.toStdString();
+  EXPECT_TRUE(fs::exists(dir / "out" / "g.mp4"));
+}
+
+// A preset whose output is a folder that exists is refused when queued,
+// naming the preset and the folder (not renamed to "adir-2" and failed later);
+// a job of a preset file that fails names the file, and its row says why.
+TEST(MainWindow, APresetFilesRefusalsAndFailuresNameTheFile) {
+  qapp();
+  test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  for (const char* d : {"a", "b", "out/adir"}) fs::create_directories(dir / d);
+  std::ofstream(dir / "a" / "a.json") << fixture_preset("adir").to_json().dump(2);
+  {
+    std::ifstream in(fixture("umt5_enc_tiny.safetensors"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir / "b" / "cut.safetensors", std::ios::binary)
+        << bytes.substr(0, bytes.size() / 2);
+  }
+  auto b = fixture_preset("b.mp4");
+  b.text_encoder = "cut.safetensors";  // found beside the preset; fails when it loads
+  std::ofstream(dir / "b" / "b.json") << b.to_json().dump(2);
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  o.quit_when_idle = true;
+  MainWindow w(o);
+  EXPECT_EQ(w.queue_folder(QString::fromStdString((dir / "a").string())), 0);
+  const auto said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find((dir / "a" / "a.json").string()), std::string::npos) << said;
+  EXPECT_NE(said.find((dir / "out" / "adir").string() + ":"), std::string::npos) << said;
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+
+  ASSERT_EQ(w.queue_folder(QString::fromStdString((dir / "b").string())), 1)
+      << w.statusBar()->currentMessage().toStdString();
+  const auto id = w.queue()->at(0).id;
+  finish(w, id);
+  const auto* job = w.queue()->job(id);
+  ASSERT_EQ(job->status, JobStatus::Failed);
+  EXPECT_TRUE(job->message.startsWith(QString::fromStdString((dir / "b" / "b.json").string())))
+      << job->message.toStdString();
+  EXPECT_FALSE(job->message.contains(id)) << job->message.toStdString();
+  const auto row = w.queue()->data(w.queue()->index(0), Qt::DisplayRole).toString();
+  EXPECT_TRUE(row.contains("[failed: ") && row.contains("cut.safetensors")) << row.toStdString();
+  const auto tip = w.queue()->data(w.queue()->index(0), Qt::ToolTipRole).toString();
+  EXPECT_TRUE(tip.contains(job->message)) << tip.toStdString();
+}
+
+// settings.ini's geometry that does not restore: the default size, not a
+// cramped window.
+TEST(MainWindow, ADamagedGeometryOpensAtTheDefaultSize) {
+  qapp();
+  test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "data");
+  fs::create_directories(dir / "out");
+  std::ofstream(dir / "data" / "settings.ini") << "[General]\ngeometry=@ByteArray(garbage)\n";
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  MainWindow w(o);
+  EXPECT_EQ(w.size(), QSize(1280, 820));
+}
+
+// A queue written by a newer studio is not read as this one's and never
+// rewritten as version 1: kept aside, said with the file and its version.
+TEST(QueueModel, ANewerSchemaVersionIsKeptAsideNotRewritten) {
+  qapp();
+  test::TempDir tmp;
+  const auto file = tmp.path() / "queue.json";
+  const std::string text = R"({"schema_version": 99, "jobs": [{"id": "x", "status": "pending", )"
+                           R"("preset": {"prompt": "from the future"}}]})";
+  std::ofstream(file) << text;
+  QueueModel q(QString::fromStdString(file.string()));
+  QString err;
+  EXPECT_FALSE(q.load(&err));
+  EXPECT_TRUE(err.contains(QString::fromStdString(file.string())) && err.contains("99"))
+      << err.toStdString();
+  EXPECT_EQ(q.rowCount(), 0);
+  EXPECT_FALSE(fs::exists(file) &&
+               test::read_bytes(file).find("\"schema_version\": 1") != std::string::npos);
+  ASSERT_TRUE(fs::exists(file.string() + ".bad"));
+  EXPECT_EQ(test::read_bytes(file.string() + ".bad"), text);
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ int wait_exit(pid_t pid) {
 TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");  // the studio makes no given output folder
   // A slow job: the fixture models (random weights) at 256×256, 200 steps.
   {
     std::ofstream p(dir / "slow.json");
@@ -111,16 +112,18 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
 TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");  // the studio makes no given output folder
   {
-    std::ifstream in(fixture("wan21_dit_tiny.safetensors"), std::ios::binary);
+    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), {});
     std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   }
+  // A DiT cut short is refused when queued (its header is read then, as
+  // `kinora render` reads it); a VAE cut short fails when the job runs.
   std::ofstream(dir / "p.json") << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
-                                << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": "
-                                << "\"cut.safetensors\", \"vae\": \""
-                                << fixture("wan21_vae_tiny.safetensors")
-                                << "\", \"text_encoder\": \""
+                                << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
+                                << fixture("wan21_dit_tiny.safetensors")
+                                << "\", \"vae\": \"cut.safetensors\", \"text_encoder\": \""
                                 << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
                                 << fixture("spm_tiny.model") << "\"}";
   const std::string env = "QT_QPA_PLATFORM=offscreen " + studio() + " --data-dir " +
@@ -166,6 +169,7 @@ TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");  // the studio makes no given output folder
   const auto shots = dir / "shots";
   // The embedded model when the checkout has it, else the fixture chain.
   std::string job = " --prompt 'a yellow triangle moving down on a blue background' --seed 11";
@@ -203,6 +207,7 @@ TEST(Studio, RendersAFluxImageFromAPresetUnderXvfb) {
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");  // the studio makes no given output folder
   const auto flux = kinora::test::write_tiny_flux(dir);
   const auto tok = kinora::test::write_clip_tokenizer(dir / "clip_tokenizer");
   {
@@ -229,6 +234,151 @@ TEST(Studio, RendersAFluxImageFromAPresetUnderXvfb) {
     images += e.path().extension() == ".png";
   EXPECT_EQ(images, 1) << slurp(dir / "log.txt");
   EXPECT_TRUE(fs::exists(shots / "studio-player.png"));
+}
+
+// The embedded model, where the checkout has it: a 64×64×17 render in seconds.
+bool have_embedded_model() {
+  return fs::exists(std::string(KINORA_SOURCE_DIR) + "/assets/kinora-tiny-wan-dit.safetensors");
+}
+const char* const kEmbeddedPrompt = " --prompt 'a red circle moving left on a blue background'";
+
+// `args` for the studio (offscreen), run in `cwd`; its exit status, and what it
+// said in `log`.
+int run_studio(const fs::path& cwd, const std::string& args, const fs::path& log,
+               const std::string& env = "") {
+  const std::string cmd = "cd '" + cwd.string() + "' && env " + env + " QT_QPA_PLATFORM=offscreen" +
+                          " timeout 300 " + studio() + " " + args + " > '" + log.string() +
+                          "' 2>&1";
+  return WEXITSTATUS(std::system(cmd.c_str()));
+}
+
+// A second studio on a data folder that one is using says so and exits 1,
+// without marking the first one's running job interrupted or adding its own.
+TEST(Studio, ASecondStudioOnOneDataFolderIsRefusedAndLeavesTheQueueAlone) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");
+  std::ofstream(dir / "slow.json")
+      << "{\"prompt\": \"a slow one\", \"seed\": 5, \"width\": 256, \"height\": 256, \"frames\": "
+         "33, \"steps\": 200, \"precision\": \"fp32\", \"model\": \""
+      << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
+      << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
+      << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+      << fixture("spm_tiny.model") << "\"}";
+  const auto data = (dir / "data").string(), out = (dir / "out").string();
+  const pid_t first = start(
+      {"--data-dir", data, "--output-dir", out, "--queue-preset", (dir / "slow.json").string()});
+  const auto queue = dir / "data" / "queue.json";
+  bool running = false;
+  for (int i = 0; i < 600 && !running; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    running = fs::exists(queue) && slurp(queue).find("\"running\"") != std::string::npos;
+  }
+  ASSERT_TRUE(running) << "the job never started";
+  const auto before = slurp(queue);
+  const int rc = run_studio(
+      dir,
+      "--data-dir " + data + " --output-dir " + out + " --prompt 'a second one' --quit-when-idle",
+      dir / "log.txt");
+  ::kill(first, SIGKILL);
+  wait_exit(first);
+  EXPECT_EQ(rc, 1);
+  const auto log = slurp(dir / "log.txt");
+  EXPECT_NE(log.find("in use by another Kinora Studio"), std::string::npos) << log;
+  EXPECT_NE(log.find(data), std::string::npos) << log;
+  EXPECT_EQ(slurp(queue), before);
+}
+
+// Relative folders are kept absolute in the queue (a restart from elsewhere
+// finds the same files); a given output folder that does not exist is
+// refused, not made; a remembered one that is gone is said and the default
+// used, the only folder the studio makes.
+TEST(Studio, FoldersAreAbsoluteAndOnlyTheDefaultOutputFolderIsMade) {
+  if (!have_embedded_model()) GTEST_SKIP() << "no embedded model in this checkout";
+  kinora::test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  fs::create_directories(dir / "out");
+  const std::string home = "-u XDG_CONFIG_HOME HOME='" + (dir / "home").string() + "'";
+  EXPECT_EQ(run_studio(dir,
+                       "--data-dir data --output-dir out" + std::string(kEmbeddedPrompt) +
+                           " --quit-when-idle",
+                       dir / "log.txt", home),
+            0)
+      << slurp(dir / "log.txt");
+  const auto queue = slurp(dir / "data" / "queue.json");
+  EXPECT_NE(queue.find("\"" + (dir / "out").string() + "/kinora-"), std::string::npos) << queue;
+  EXPECT_EQ(queue.find("\"out/"), std::string::npos) << queue;
+
+  EXPECT_EQ(run_studio(dir, "--data-dir data --output-dir a/b/c --exit-after-ms 100",
+                       dir / "log.txt", home),
+            1);
+  EXPECT_NE(slurp(dir / "log.txt").find((dir / "a" / "b" / "c").string()), std::string::npos)
+      << slurp(dir / "log.txt");
+  EXPECT_FALSE(fs::exists(dir / "a"));
+
+  std::ofstream(dir / "data" / "settings.ini")
+      << "[General]\noutput_dir=" << (dir / "gone").string() << "\n";
+  EXPECT_EQ(run_studio(dir, "--data-dir data --exit-after-ms 300", dir / "log.txt", home), 0)
+      << slurp(dir / "log.txt");
+  EXPECT_NE(slurp(dir / "log.txt").find((dir / "gone").string() + " (from the settings)"),
+            std::string::npos)
+      << slurp(dir / "log.txt");
+  EXPECT_FALSE(fs::exists(dir / "gone"));
+  EXPECT_TRUE(fs::is_directory(dir / "home" / "Videos" / "Kinora"));
+}
+
+// A script hears that the queue could not be kept (exit 1, though the job
+// rendered); the player's screenshot is taken when a render finishes and
+// plays, whether a failed job or a timed exit ends the run.
+TEST(Studio, AnUnsavedQueueIsAnErrorAndThePlayerShotComesWhateverEndsTheRun) {
+  if (!have_embedded_model()) GTEST_SKIP() << "no embedded model in this checkout";
+  kinora::test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  fs::create_directories(dir / "out");
+  std::ofstream(dir / "afile") << "x";  // a data folder inside it cannot be made
+  EXPECT_EQ(run_studio(dir,
+                       "--data-dir afile/data --output-dir out" + std::string(kEmbeddedPrompt) +
+                           " --quit-when-idle",
+                       dir / "log.txt"),
+            1)
+      << slurp(dir / "log.txt");
+  EXPECT_NE(slurp(dir / "log.txt").find("the queue could not be saved"), std::string::npos);
+
+  // A job that fails (a VAE cut short) before one that renders.
+  {
+    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  std::ofstream(dir / "bad.json") << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
+                                  << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
+                                  << fixture("wan21_dit_tiny.safetensors")
+                                  << "\", \"vae\": \"cut.safetensors\", \"text_encoder\": \""
+                                  << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+                                  << fixture("spm_tiny.model") << "\"}";
+  EXPECT_EQ(run_studio(dir,
+                       "--data-dir data --output-dir out --queue-preset bad.json" +
+                           std::string(kEmbeddedPrompt) + " --screenshots shots --quit-when-idle",
+                       dir / "log.txt"),
+            1)
+      << slurp(dir / "log.txt");
+  EXPECT_TRUE(fs::exists(dir / "shots" / "studio-player.png")) << slurp(dir / "log.txt");
+
+  // A timed exit well after the render: its player shot too.
+  fs::remove_all(dir / "out");
+  fs::create_directories(dir / "out");
+  EXPECT_EQ(run_studio(dir,
+                       "--data-dir data2 --output-dir out" + std::string(kEmbeddedPrompt) +
+                           " --screenshots shots2 --exit-after-ms 12000",
+                       dir / "log.txt"),
+            0)
+      << slurp(dir / "log.txt");
+  bool rendered = false;
+  for (const auto& e : fs::directory_iterator(dir / "out"))
+    rendered |= e.path().extension() == ".mp4";
+  if (rendered) {  // on a machine that renders it within the 12 s
+    EXPECT_TRUE(fs::exists(dir / "shots2" / "studio-player.png")) << slurp(dir / "log.txt");
+  }
 }
 
 }  // namespace
