@@ -30,6 +30,32 @@ std::string slurp(const fs::path& p) {
   return s.str();
 }
 
+// In `dir`: cut.safetensors, the fixture VAE cut in half, and `name`, a
+// preset of the fixture chain with that VAE (a job that fails when it runs:
+// the other files are read when it is queued).
+void write_preset_with_a_cut_vae(const fs::path& dir, const std::string& name) {
+  {
+    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  std::ofstream(dir / name) << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
+                            << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
+                            << fixture("wan21_dit_tiny.safetensors")
+                            << "\", \"vae\": \"cut.safetensors\", \"text_encoder\": \""
+                            << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+                            << fixture("spm_tiny.model") << "\"}";
+}
+
+// Whether the queue file shows a running job within a minute.
+bool job_runs(const fs::path& queue) {
+  for (int i = 0; i < 600; ++i) {
+    if (fs::exists(queue) && slurp(queue).find("\"running\"") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
 // Starts the studio (offscreen) with `args`; returns its pid.
 pid_t start(const std::vector<std::string>& args) {
   const pid_t pid = ::fork();
@@ -81,12 +107,7 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
       start({"--data-dir", data, "--output-dir", out, "--queue-preset",
              (dir / "slow.json").string(), "--queue-preset", (dir / "second.json").string()});
   const auto queue = dir / "data" / "queue.json";
-  bool running = false;
-  for (int i = 0; i < 600 && !running; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    running = fs::exists(queue) && slurp(queue).find("\"running\"") != std::string::npos;
-  }
-  ASSERT_TRUE(running) << "the job never started";
+  ASSERT_TRUE(job_runs(queue)) << "the job never started";
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // mid-sampling
   ::kill(pid, SIGKILL);
   wait_exit(pid);
@@ -113,19 +134,9 @@ TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
   fs::create_directories(dir / "out");  // the studio makes no given output folder
-  {
-    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  }
   // A DiT cut short is refused when queued (its header is read then, as
   // `kinora render` reads it); a VAE cut short fails when the job runs.
-  std::ofstream(dir / "p.json") << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
-                                << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
-                                << fixture("wan21_dit_tiny.safetensors")
-                                << "\", \"vae\": \"cut.safetensors\", \"text_encoder\": \""
-                                << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
-                                << fixture("spm_tiny.model") << "\"}";
+  write_preset_with_a_cut_vae(dir, "p.json");
   const std::string env = "QT_QPA_PLATFORM=offscreen " + studio() + " --data-dir " +
                           (dir / "data").string() + " --output-dir " + (dir / "out").string();
   const auto run = [&](const std::string& args) {
@@ -269,12 +280,7 @@ TEST(Studio, ASecondStudioOnOneDataFolderIsRefusedAndLeavesTheQueueAlone) {
   const pid_t first = start(
       {"--data-dir", data, "--output-dir", out, "--queue-preset", (dir / "slow.json").string()});
   const auto queue = dir / "data" / "queue.json";
-  bool running = false;
-  for (int i = 0; i < 600 && !running; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    running = fs::exists(queue) && slurp(queue).find("\"running\"") != std::string::npos;
-  }
-  ASSERT_TRUE(running) << "the job never started";
+  ASSERT_TRUE(job_runs(queue)) << "the job never started";
   const auto before = slurp(queue);
   const int rc = run_studio(
       dir,
@@ -345,17 +351,7 @@ TEST(Studio, AnUnsavedQueueIsAnErrorAndThePlayerShotComesWhateverEndsTheRun) {
   EXPECT_NE(slurp(dir / "log.txt").find("the queue could not be saved"), std::string::npos);
 
   // A job that fails (a VAE cut short) before one that renders.
-  {
-    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  }
-  std::ofstream(dir / "bad.json") << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
-                                  << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
-                                  << fixture("wan21_dit_tiny.safetensors")
-                                  << "\", \"vae\": \"cut.safetensors\", \"text_encoder\": \""
-                                  << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
-                                  << fixture("spm_tiny.model") << "\"}";
+  write_preset_with_a_cut_vae(dir, "bad.json");
   EXPECT_EQ(run_studio(dir,
                        "--data-dir data --output-dir out --queue-preset bad.json" +
                            std::string(kEmbeddedPrompt) + " --screenshots shots --quit-when-idle",
