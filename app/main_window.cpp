@@ -31,6 +31,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -39,6 +40,7 @@
 #include "app/queue_model.h"
 #include "app/viewer.h"
 #include "app/worker.h"
+#include "base/error.h"
 #include "base/json.h"
 #include "media/format.h"
 #include "media/output.h"
@@ -404,8 +406,15 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
       Preset snapped = p;
       pipeline::snap_sizes(snapped);
       render::check_one_image(p, snapped);
-      media::output_format(p.output_path(), p.format, snapped.frames);
+      const auto format = media::output_format(p.output_path(), p.format, snapped.frames);
       media::check_output_folder(p.output_path());
+      // A folder at a file's name ("dir.mp4/") is not renamed around, as an
+      // existing file is: refused, as `kinora render` refuses it.
+      std::error_code ec;
+      if (!media::is_sequence(format) &&
+          std::filesystem::is_directory(std::filesystem::symlink_status(p.output_path(), ec)))
+        throw Error(p.output_path().string() +
+                    ": is a folder; the output must be a file name (nothing was changed)");
     }
     pipeline::resolve_models(p, pipeline::family_for(p));
     pipeline::check_sampler(p);

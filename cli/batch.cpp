@@ -182,6 +182,17 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
   } catch (const Error& e) {
     why = e.what();
   }
+  // Another render copied over this one: its own parameters are not those its
+  // parameters file beside it records.
+  if (why.empty())
+    if (const fs::path side = path.string() + ".json"; media::is_kinora_sidecar(side)) try {
+        const auto recorded = read_json_file(side);
+        if (recorded.contains("preset") && parameters.contains("preset") &&
+            recorded["preset"] != parameters["preset"])
+          why = "another render was written over it: its parameters are not those " +
+                side.filename().string() + " records";
+      } catch (const Error&) {
+      }
   if (why.empty()) {
     bool same = true;  // nothing to compare it with: taken as it is
     try {

@@ -456,12 +456,14 @@ bool finite(const torch::Tensor& t) {
 
 // The first of a denoiser's weights that holds NaN or infinite values, by
 // name; "" when all are finite (or they cannot be read as numbers).
-std::string nonfinite_weight(diffusion::Denoiser& d) {
-  auto* m = dynamic_cast<layers::Model*>(&d);
-  if (!m) return "";
-  for (const auto& item : m->module().named_parameters(true))
+std::string nonfinite_weight(const layers::Model& m) {
+  for (const auto& item : m.module().named_parameters(true))
     if (item.value().is_floating_point() && !finite(item.value())) return item.key();
   return "";
+}
+std::string nonfinite_weight(diffusion::Denoiser& d) {
+  const auto* m = dynamic_cast<const layers::Model*>(&d);
+  return m ? nonfinite_weight(*m) : "";
 }
 
 // Device memory block swap's "auto" keeps free beside a forward's
@@ -1015,13 +1017,21 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
   // as latents gone bad at the first step.
   if (!finite(cond.context) || !finite(cond.pooled) ||
       (cfg && (!finite(uncond.context) || !finite(uncond.pooled)))) {
-    std::string encoders;
-    for (const auto* f : {&files.text_encoder, &files.clip})
-      if (!f->empty()) encoders.append(encoders.empty() ? "" : ", ").append(f->string());
+    // The encoder whose weights are not finite, by its file (a single-file
+    // checkpoint's own encoders: the checkpoint).
+    for (const auto& [role, model] : models.conditioner->encoders())
+      if (const auto bad = nonfinite_weight(*model); !bad.empty()) {
+        const auto& file = role == "clip" && !files.clip.empty() ? files.clip
+                           : role == "text_encoder" && !files.text_encoder.empty()
+                               ? files.text_encoder
+                               : files.model;
+        throw Error(file.string() + ": its weight " + bad +
+                    " holds NaN or infinite values (so did the text encodings); nothing was "
+                    "written");
+      }
     throw Error(
-        "the text encodings hold NaN or infinite values: a text encoder file with such "
-        "weights (" +
-        (encoders.empty() ? files.model.string() : encoders) + "); nothing was written");
+        "the text encodings hold NaN or infinite values, though the encoders' weights "
+        "are finite; nothing was written");
   }
   if (strategy != GuidanceStrategy::ClassifierFree && !p.negative_prompt.empty())
     say("the negative prompt is not used: " + family.name() +

@@ -5,8 +5,11 @@
 // first: text/t5_conditioner.h.
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "layers/conditioning.h"
+#include "layers/model.h"
 
 namespace kinora::text {
 
@@ -30,6 +33,9 @@ class TextConditioner {
   // process's resident memory (layers::Model::release_resident) until the next
   // prompt that is not in the cache.
   virtual void release_resident() {}
+  // Its encoders by the preset key their file comes from ("text_encoder",
+  // "clip"), so that a message can name the file of the one at fault.
+  virtual std::vector<std::pair<std::string, const layers::Model*>> encoders() const { return {}; }
 };
 
 }  // namespace kinora::text

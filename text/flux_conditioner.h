@@ -32,6 +32,9 @@ class FluxConditioner : public TextConditioner {
     t5_.release_resident();
     clip_.release_resident();
   }
+  std::vector<std::pair<std::string, const layers::Model*>> encoders() const override {
+    return {{"text_encoder", &t5_}, {"clip", &clip_}};
+  }
 
  private:
   T5Encoder t5_;

@@ -68,6 +68,9 @@ class SDXLConditioner : public TextConditioner {
     clip_l_.release_resident();
     clip_g_.release_resident();
   }
+  std::vector<std::pair<std::string, const layers::Model*>> encoders() const override {
+    return {{"clip", &clip_l_}, {"text_encoder", &clip_g_}};
+  }
 
  private:
   CLIPTextModel clip_l_;

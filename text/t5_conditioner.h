@@ -24,6 +24,9 @@ class T5Conditioner : public TextConditioner {
   void to(torch::Device device) override { encoder_.to(device, /*keep_host=*/true); }
   int64_t weight_bytes() const override { return encoder_.weight_bytes(); }
   void release_resident() override { encoder_.release_resident(); }
+  std::vector<std::pair<std::string, const layers::Model*>> encoders() const override {
+    return {{"text_encoder", &encoder_}};
+  }
 
   T5Encoder& encoder() { return encoder_; }
 

@@ -1021,8 +1021,9 @@ TEST(MainWindow, APresetFilesRefusalsAndFailuresNameTheFile) {
   qapp();
   test::TempDir tmp;
   const auto dir = fs::absolute(tmp.path());
-  for (const char* d : {"a", "b", "out/adir"}) fs::create_directories(dir / d);
+  for (const char* d : {"a", "b", "out/adir", "out/vdir.mp4"}) fs::create_directories(dir / d);
   std::ofstream(dir / "a" / "a.json") << fixture_preset("adir").to_json().dump(2);
+  std::ofstream(dir / "a" / "v.json") << fixture_preset("vdir.mp4").to_json().dump(2);
   {
     std::ifstream in(fixture("umt5_enc_tiny.safetensors"), std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), {});
@@ -1041,6 +1042,9 @@ TEST(MainWindow, APresetFilesRefusalsAndFailuresNameTheFile) {
   const auto said = w.statusBar()->currentMessage().toStdString();
   EXPECT_NE(said.find((dir / "a" / "a.json").string()), std::string::npos) << said;
   EXPECT_NE(said.find((dir / "out" / "adir").string() + ":"), std::string::npos) << said;
+  // A folder named like a file too.
+  EXPECT_NE(said.find((dir / "out" / "vdir.mp4").string() + ": is a folder"), std::string::npos)
+      << said;
   EXPECT_EQ(w.queue()->rowCount(), 0);
 
   ASSERT_EQ(w.queue_folder(QString::fromStdString((dir / "b").string())), 1)

@@ -202,6 +202,9 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr("out3.png does not read as a complete render ("));
   EXPECT_EQ(kinora::test::read_bytes(dir / "out3.png"), "hello");
+  // Another render copied over one: damaged, not "stale".
+  std::filesystem::copy_file(dir / "out0.png", dir / "out4.png",
+                             std::filesystem::copy_options::overwrite_existing);
   // A PNG cut short after its text chunks still holds its parameters, but
   // not its whole picture: damaged too.
   std::filesystem::resize_file(dir / "out0.png", std::filesystem::file_size(dir / "out0.png") - 20);
@@ -209,8 +212,10 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   EXPECT_THAT(r.out, HasSubstr("damaged  "));
   EXPECT_THAT(r.out, HasSubstr("out0.png  (cut short: no IEND chunk at its end"));
   EXPECT_THAT(r.out, HasSubstr("out6.png.json is left from an earlier render"));
+  EXPECT_THAT(r.out, HasSubstr("out4.png  (another render was written over it: its parameters "
+                               "are not those out4.png.json records"));
   EXPECT_THAT(r.out,
-              HasSubstr("1 done, 3 missing, 0 failed, 0 invalid, 2 damaged, 1 not Kinora's"));
+              HasSubstr("0 done, 3 missing, 0 failed, 0 invalid, 3 damaged, 1 not Kinora's"));
 }
 
 // `render`'s folders are the command line's: a relative --output-dir from

@@ -15,6 +15,7 @@
 #include "fp8_files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "poisoned_files.h"
 #include "test_util.h"
 #include "text/clip.h"
 #include "text/clip_tokenizer.h"
@@ -293,6 +294,21 @@ class FluxCli : public ::testing::Test {
   TempDir dir;
   fs::path flux, clip_tok;
 };
+
+// Of two text encoders, the one with NaN weights is named, not both.
+TEST_F(FluxCli, ATextEncoderWithNanWeightsIsNamed) {
+  kinora::test::write_poisoned("clip_l_tiny.safetensors", dir / "clip_nan.safetensors",
+                               [](const std::string& n) { return n.find("layer_norm") != n.npos; });
+  const auto r =
+      sh(kinora_bin() + " generate -p 'a red fox' --seed 3 --width 64 --height 48" + " --steps 1" +
+         files(fixture("flux1_ae_tiny.safetensors"), (dir / "clip_nan.safetensors").string()) +
+         " --out " + (dir / "nan.png").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr((dir / "clip_nan.safetensors").string() + ": its weight "));
+  EXPECT_THAT(r.out, Not(HasSubstr("t5_enc_tiny.safetensors: its weight"))) << r.out;
+  EXPECT_THAT(r.out, Not(HasSubstr("t5_enc_tiny.safetensors,"))) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "nan.png"));
+}
 
 TEST_F(FluxCli, GenerateWritesAPngWithFluxDefaultsAndItRestores) {
   const auto out = dir / "fox.png";
