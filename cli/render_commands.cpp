@@ -614,10 +614,13 @@ std::function<int()> add_render_commands(CLI::App& app) {
         if (!restore_models->empty()) {
           auto found = p;
           found.models_dir = fs::absolute(*restore_models).string();
-          for (const auto& f : render::changed_since(meta, found))
+          std::vector<std::string> missing;
+          for (const auto& f : render::changed_since(meta, found, &missing))
             std::cerr << "kinora: " << f << " is not the file " << *restore_path
                       << " was made with (its contents differ): a render of this preset will "
                          "not match it\n";
+          for (const auto& m : missing)
+            std::cerr << "kinora: not found in " << *restore_models << ": " << m << "\n";
         }
         return 0;
       });

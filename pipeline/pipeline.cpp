@@ -416,9 +416,21 @@ ModelFiles resolve_models(const Preset& p, const Family& family) {
     return files;
   }
   ModelFiles files;
-  for (const auto& role : family.roles())
-    *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
-  family.resolve_extra(p, files);
+  try {
+    for (const auto& role : family.roles())
+      *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
+    family.resolve_extra(p, files);
+  } catch (const Error& e) {
+    // The weights inside a diffusers pipeline folder (its transformer/ or
+    // unet/) given as the model: the folder brings every other part.
+    std::error_code ec;
+    const auto pipeline = files.model.parent_path().parent_path();
+    if (!files.model.empty() && fs::is_regular_file(pipeline / "model_index.json", ec))
+      throw Error(std::string(e.what()) + "; " + files.model.string() +
+                  " is a part of the diffusers pipeline folder " + pipeline.string() +
+                  ": give that folder as the model, and it brings the other parts");
+    throw;
+  }
   return files;
 }
 

@@ -157,7 +157,8 @@ bool holds_render_of(const json& parameters, const std::string& where, const Pre
   return true;
 }
 
-std::vector<std::string> changed_since(const json& meta, const Preset& p) {
+std::vector<std::string> changed_since(const json& meta, const Preset& p,
+                                       std::vector<std::string>* missing) {
   const auto recorded = [](const json& j) {
     return j.is_object() && j.contains("sha256_first_last_mib") &&
                    j["sha256_first_last_mib"].is_string()
@@ -175,7 +176,8 @@ std::vector<std::string> changed_since(const json& meta, const Preset& p) {
       std::error_code ec;
       if (const auto file = find(); fs::is_regular_file(file, ec) && file_fingerprint(file) != was)
         out.push_back(file.string());
-    } catch (const Error&) {
+    } catch (const Error& e) {
+      if (missing) missing->push_back(e.what());
     }
   };
   // The LoRAs in the order the render records them: the preset's, then its
@@ -194,7 +196,8 @@ std::vector<std::string> changed_since(const json& meta, const Preset& p) {
   pipeline::ModelFiles files;
   try {
     files = pipeline::resolve_models(p, pipeline::family_for(p));
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (missing) missing->push_back(e.what());
     return out;
   }
   const auto& mf = meta["model_files"];

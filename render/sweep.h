@@ -83,8 +83,10 @@ bool holds_render_of(const nlohmann::json& parameters, const std::string& where,
 // whose contents are not those the render with parameters `meta`
 // (read_embedded_parameters) recorded by fingerprint: a LoRA saved again
 // under its name, say. A file not recorded, not found or not readable is
-// left out.
-std::vector<std::string> changed_since(const nlohmann::json& meta, const pipeline::Preset& p);
+// left out; with `missing`, why each recorded file that cannot be found now
+// is not (the resolver's message) is added there.
+std::vector<std::string> changed_since(const nlohmann::json& meta, const pipeline::Preset& p,
+                                       std::vector<std::string>* missing = nullptr);
 
 // What can be known before sampling: every LoRA of the cells found and
 // matched against the model, every destination (an existing cell that does

@@ -447,6 +447,14 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
   EXPECT_NE(part.code, 0);
   EXPECT_THAT(part.out, HasSubstr("a part of the diffusers pipeline folder " + root.string() +
                                   ": give that folder"));
+  // Its weights file: the same advice, after what is missing.
+  const auto weights = sh(kinora_bin() + " generate -p x --model " +
+                          (root / "transformer" / "diffusion_pytorch_model.safetensors").string() +
+                          " --out " + (dir / "p.png").string());
+  EXPECT_NE(weights.code, 0);
+  EXPECT_THAT(weights.out, HasSubstr("is a part of the diffusers pipeline folder " + root.string() +
+                                     ": give that folder as the model"))
+      << weights.out;
   std::ofstream(root / "model_index.json") << "not json {";
   const auto broken = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
                          " --model FLUX.1-tiny --out " + (dir / "b.png").string());

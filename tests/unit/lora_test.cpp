@@ -375,17 +375,24 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_EQ(tagged.code, 0) << tagged.out;
   EXPECT_EQ(frame("tagged"), frame("styled"));
   // `restore --models-dir` says which files found there are not the ones the
-  // output was made with: none, until the LoRA is saved again under its name.
+  // output was made with: none, until the LoRA is saved again under its name;
+  // and which it does not find (the model, given by a path elsewhere).
   const std::string restore = "{ " + std::string(KINORA_BIN_DIR) + "/kinora restore " +
                               (dir / "styled").string() + " --models-dir " +
                               (dir / "models").string() + " 2>&1 >/dev/null; }";  // stderr only
-  EXPECT_EQ(sh(restore).out, "");
+  const auto unchanged = sh(restore).out;
+  EXPECT_THAT(unchanged, Not(HasSubstr("is not the file"))) << unchanged;
+  EXPECT_THAT(unchanged, Not(HasSubstr("LoRA"))) << unchanged;
+  EXPECT_THAT(unchanged, HasSubstr("not found in " + (dir / "models").string() + ": " +
+                                   (dir / "styled").string() + ": key 'model'"));
   const auto lora_file = dir / "models" / "loras" / "style.safetensors";
   const auto original = kinora::test::read_bytes(lora_file);
   io::save_safetensors(lora_file, {{"lora_unet_blocks_0_self_attn_q.lora_down.weight", k.down * 31},
                                    {"lora_unet_blocks_0_self_attn_q.lora_up.weight", k.up * 30}});
   EXPECT_THAT(sh(restore).out, HasSubstr("style.safetensors is not the file " +
                                          (dir / "styled").string() + " was made with"));
+  fs::remove(lora_file);  // gone: said so too
+  EXPECT_THAT(sh(restore).out, HasSubstr("LoRA 'style' not found"));
   std::ofstream(lora_file, std::ios::binary) << original;
   // A prompt's LoRA is a name in loras/, never a path.
   const auto escape = sh(prompted("a fox <lora:../../x>") + " --out " + (dir / "e").string());
