@@ -182,17 +182,18 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
   } catch (const Error& e) {
     why = e.what();
   }
+  const fs::path side = path.string() + ".json";
+  const bool has_sidecar = media::is_kinora_sidecar(side);
   // Another render copied over this one: its own parameters are not those its
   // parameters file beside it records.
-  if (why.empty())
-    if (const fs::path side = path.string() + ".json"; media::is_kinora_sidecar(side)) try {
-        const auto recorded = read_json_file(side);
-        if (recorded.contains("preset") && parameters.contains("preset") &&
-            recorded["preset"] != parameters["preset"])
-          why = "another render was written over it: its parameters are not those " +
-                side.filename().string() + " records";
-      } catch (const Error&) {
-      }
+  if (why.empty() && has_sidecar) try {
+      const auto recorded = read_json_file(side);
+      if (recorded.contains("preset") && parameters.contains("preset") &&
+          recorded["preset"] != parameters["preset"])
+        why = "another render was written over it: its parameters are not those " +
+              side.filename().string() + " records";
+    } catch (const Error&) {
+    }
   if (why.empty()) {
     bool same = true;  // nothing to compare it with: taken as it is
     try {
@@ -201,8 +202,7 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
     }
     return {same ? State::done : State::stale, ""};
   }
-  if (!has_parameters && !media::is_kinora_sidecar(path.string() + ".json"))
-    return {State::foreign, ""};
+  if (!has_parameters && !has_sidecar) return {State::foreign, ""};
   // A build without FFmpeg cannot read a video's tags: not checked there.
   const auto ext = path.extension().string();
   if (!media::codecs::available() && !fs::is_directory(path, ec) && ext != ".png" && ext != ".PNG")
@@ -219,10 +219,6 @@ std::string ExistingOutput::explain(const fs::path& path) const {
     case State::damaged:
       return path.string() + " does not read as a complete render (" + why +
              "), though its parameters file is Kinora's; delete both to have it rendered again";
-    case State::stale:
-      return path.string() +
-             " was made from other settings than the preset's now; delete it and its .json to "
-             "render the preset again";
     default:
       return path.string();
   }

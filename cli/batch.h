@@ -59,8 +59,8 @@ struct ExistingOutput {
               // in a build without FFmpeg)
   } state = State::none;
   std::string why;  // damaged: the reason (a file written over it, cut short, …)
-  // The line `batch`, `batch --status` and `slurm submit` give for a foreign,
-  // damaged or stale output at `path`: what it is and what to do.
+  // The line `batch` and `slurm submit` give for a foreign or damaged output
+  // at `path`: what it is and what to do.
   std::string explain(const std::filesystem::path& path) const;
 };
 ExistingOutput existing_output(const std::filesystem::path& path, const pipeline::Preset& preset);

@@ -333,7 +333,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto restore_models = std::make_shared<std::string>();
   res->add_option("--models-dir", *restore_models,
                   "check the files found there against those the output was made with (their "
-                  "fingerprints), and say which differ")
+                  "fingerprints), and say which differ and which are not found")
       ->check(CLI::ExistingDirectory);
 
   auto batch_paths = std::make_shared<std::vector<std::string>>();
