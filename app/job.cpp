@@ -87,15 +87,14 @@ Job Job::make(const pipeline::Preset& preset, const QStringList& sweep) {
 
 pipeline::Preset load_preset_file(const std::string& file, const std::string& models_dir) {
   namespace fs = std::filesystem;
-  pipeline::Preset p = pipeline::Preset::load(file);  // its own models_dir's family defaults
-  std::error_code ec;
-  // (A file in the current folder has an empty one, which fs::absolute refuses.)
-  p.base_dir = p.base_dir.empty() ? fs::current_path(ec) : fs::absolute(p.base_dir, ec);
-  if (!p.models_dir.empty() || models_dir.empty()) return p;
   // No models folder of its own: the studio's, as batch's --models-dir, for
   // the family defaults of a model named under it too.
-  p = pipeline::Preset::with_family_defaults(read_json_file(file), std::move(p), file, models_dir);
-  p.models_dir = fs::absolute(models_dir, ec).string();
+  std::error_code ec;
+  const std::string studio_models = models_dir.empty() ? "" : fs::absolute(models_dir, ec).string();
+  pipeline::Preset p = pipeline::Preset::load(file, studio_models);
+  // (A file in the current folder has an empty one, which fs::absolute refuses.)
+  p.base_dir = p.base_dir.empty() ? fs::current_path(ec) : fs::absolute(p.base_dir, ec);
+  if (p.models_dir.empty()) p.models_dir = studio_models;
   return p;
 }
 
