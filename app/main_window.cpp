@@ -403,11 +403,7 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
   // at all), and a sweep's axes.
   try {
     if (!p.output.empty()) {
-      Preset snapped = p;
-      pipeline::snap_sizes(snapped);
-      render::check_one_image(p, snapped);
-      const auto format = media::output_format(p.output_path(), p.format, snapped.frames);
-      media::check_output_folder(p.output_path());
+      const auto format = render::check_output_name(p);
       // A folder at a file's name ("dir.mp4/") is not renamed around, as an
       // existing file is: refused, as `kinora render` refuses it.
       std::error_code ec;

@@ -125,11 +125,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       Preset& p = *e.preset;
       p.source = e.source;
       placement.apply(p, e.source);
-      Preset snapped = p;
-      pipeline::snap_sizes(snapped);
-      render::check_one_image(p, snapped);
-      media::output_format(p.output_path(), p.format, snapped.frames);
-      media::check_output_folder(p.output_path());
+      render::check_output_name(p);
       std::error_code ec;
       const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
       const auto [it, inserted] = first_of.try_emplace(key, e.source);

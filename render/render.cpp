@@ -49,6 +49,15 @@ fs::path batch_output(const pipeline::Preset& preset, int count, int i) {
          (out.stem().string() + "-" + std::to_string(preset.seed + i) + out.extension().string());
 }
 
+media::Format check_output_name(const pipeline::Preset& preset) {
+  pipeline::Preset snapped = preset;
+  pipeline::snap_sizes(snapped);
+  check_one_image(preset, snapped);
+  const auto format = media::output_format(preset.output_path(), preset.format, snapped.frames);
+  media::check_output_folder(preset.output_path());
+  return format;
+}
+
 void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped) {
   if (preset.frames != 1 || snapped.frames <= 1) return;
   if (preset.format == "png" ||

@@ -4,6 +4,7 @@
 // (media::prepare_output: an existing output is replaced only with
 // `overwrite`), and the file and its sidecar appear only when complete. This
 // is the layer above both the pipeline (which links no FFmpeg) and media.
+#include "media/format.h"
 #include "pipeline/pipeline.h"
 
 namespace kinora::render {
@@ -26,5 +27,11 @@ std::filesystem::path batch_output(const pipeline::Preset& preset, int count, in
 // clips are longer (`snapped`: the preset after pipeline::snap_sizes), saying
 // so rather than "this render makes N frames; ask for 1 frame".
 void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped);
+
+// What can be known of a preset's output before anything is loaded, as
+// `batch` and the studio's queue check it: one image asked of a clip model,
+// a name that fits its format (after snapping the sizes), a folder that
+// exists and can be written. Returns the format; throws kinora::Error.
+media::Format check_output_name(const pipeline::Preset& preset);
 
 }  // namespace kinora::render
