@@ -11,10 +11,17 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <fstream>
 #include <memory>
+#include <mutex>
+#include <sstream>
 #include <string>
+#include <thread>
 
 #include "base/error.h"
 
@@ -293,6 +300,123 @@ int remove_stale_temporaries(const fs::path& folder) {
     if (!rec) ++removed;
   }
   return removed;
+}
+
+// ------------------------------------------------------------------ claims
+
+namespace {
+
+constexpr int kClaimTouchSeconds = 30;
+constexpr int kClaimStaleSeconds = 300;
+
+fs::path claim_file(const fs::path& output) {
+  std::string name(1, '.');
+  name += output.filename().string();
+  name += ".claim";
+  return output.parent_path() / name;
+}
+
+// "TAG PID HOST": this process's line in a claim file.
+const std::string& claim_line() {
+  static const std::string line = [] {
+    char buf[256] = {0};
+    std::string host = ::gethostname(buf, sizeof buf - 1) == 0 && buf[0] ? buf : "host";
+    for (auto& c : host)
+      if (std::isspace(static_cast<unsigned char>(c))) c = '_';
+    return host_tag() + " " + std::to_string(::getpid()) + " " + host;
+  }();
+  return line;
+}
+
+std::string first_line(const fs::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// Who holds the claim `file`: "process PID on HOST"; empty when there is no
+// claim or it is stale (its process gone, or untouched for kClaimStaleSeconds).
+std::string live_holder(const fs::path& file) {
+  struct stat st = {};
+  if (::stat(file.c_str(), &st) != 0) return {};
+  const std::time_t age = std::time(nullptr) - st.st_mtime;
+  if (age > kClaimStaleSeconds) return {};
+  std::istringstream in(first_line(file));
+  std::string tag, host;
+  long long pid = 0;
+  // A claim being written this very moment is still empty: live while young.
+  if (!(in >> tag >> pid >> host) || pid <= 0) return "another process";
+  if (tag == host_tag() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return {};
+  return "process " + std::to_string(pid) + " on " + host;
+}
+
+}  // namespace
+
+// Touches the claim file while it is held, so that other machines see it live.
+struct OutputClaim::Heartbeat {
+  explicit Heartbeat(fs::path file)
+      : thread([this, file = std::move(file)] {
+          std::unique_lock<std::mutex> lock(mutex);
+          while (!wake.wait_for(lock, std::chrono::seconds(kClaimTouchSeconds),
+                                [this] { return stop; }))
+            ::utimensat(AT_FDCWD, file.c_str(), nullptr, 0);
+        }) {}
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stop = true;
+    }
+    wake.notify_all();
+    thread.join();
+  }
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  std::thread thread;  // last: started once the members it uses exist
+};
+
+OutputClaim::OutputClaim(const fs::path& output) : file_(claim_file(output)) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = ::open(file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      const std::string line = claim_line() + "\n";
+      const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+      ::close(fd);
+      if (!ok) {  // a full disk: not claimed; the render says what is wrong
+        ::unlink(file_.c_str());
+        file_.clear();
+        return;
+      }
+      slot_ = register_temp(file_);
+      beat_ = std::make_unique<Heartbeat>(file_);
+      return;
+    }
+    if (errno != EEXIST) break;  // a folder that cannot be written, or not there yet
+    holder_ = live_holder(file_);
+    if (!holder_.empty()) return;
+    ::unlink(file_.c_str());  // stale: taken over
+  }
+  // Not claimed (or another process took a stale claim over at the same
+  // moment, and holds it now).
+  holder_ = live_holder(file_);
+  if (holder_.empty()) file_.clear();
+}
+
+OutputClaim::~OutputClaim() {
+  beat_.reset();
+  if (held() && !file_.empty()) {
+    // Only this process's own claim: one that went stale and was taken over
+    // (a process stopped for minutes) is the new holder's.
+    if (first_line(file_) == claim_line()) ::unlink(file_.c_str());
+  }
+  unregister_temp(slot_);
+}
+
+std::string OutputClaim::holder_of(const fs::path& output) {
+  const auto file = claim_file(output);
+  if (first_line(file) == claim_line()) return {};
+  return live_holder(file);
 }
 
 void remove_registered_temporaries_from_signal_handler() noexcept {

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -85,6 +86,40 @@ void check_can_write_file(const std::filesystem::path& path, bool overwrite,
 // writes, or a frame folder), owned by this user. Returns how many it removed.
 // Never throws: a folder that cannot be read is left alone.
 int remove_stale_temporaries(const std::filesystem::path& folder);
+
+// A claim on making `output`, so that two processes over the same presets (two
+// overlapping Slurm arrays, two terminals running one batch) do not both render
+// it: the file ".NAME.claim" beside the output, created exclusively, holding
+// the claimant's host and PID, and touched every 30 s while held. A claim whose
+// process is gone (this host, its PID not running) or that nobody touched for
+// five minutes (a process on another machine that died) is taken over. It
+// saves work only: outputs stay safe without it (commit_temp never replaces a
+// render another process wrote), and a folder where it cannot be made (read
+// only) is not claimed, with the render left to say what is wrong.
+class OutputClaim {
+ public:
+  explicit OutputClaim(const std::filesystem::path& output);
+  ~OutputClaim();  // removes the claim file, if held
+  OutputClaim(const OutputClaim&) = delete;
+  OutputClaim& operator=(const OutputClaim&) = delete;
+
+  // Whether this process may render the output (it holds the claim, or
+  // nobody could claim it).
+  bool held() const { return holder_.empty(); }
+  // Otherwise who holds it: "process 123 on node7".
+  const std::string& holder() const { return holder_; }
+
+  // A live claim on `output` by another process, described as holder() is;
+  // empty when there is none.
+  static std::string holder_of(const std::filesystem::path& output);
+
+ private:
+  struct Heartbeat;
+  std::filesystem::path file_;
+  std::string holder_;
+  std::unique_ptr<Heartbeat> beat_;
+  int slot_ = -1;
+};
 
 // Removes every registered temporary with async-signal-safe calls only; for
 // the fatal-signal path of base/signals.cpp.

@@ -8,6 +8,7 @@
 
 #include "base/device.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "base/json.h"
 #include "base/sha256.h"
 #include "base/strings.h"
@@ -232,7 +233,8 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
         if (line.rfind("FAIL  ", 0) == 0) failed_in[source_key(line.substr(6))] = f.path().string();
     }
   }
-  int done = 0, missing = 0, failed = 0, invalid = 0, foreign = 0, damaged = 0, stale = 0;
+  int done = 0, rendering = 0, missing = 0, failed = 0, invalid = 0, foreign = 0, damaged = 0,
+      stale = 0;
   for (const auto& e : entries) {
     if (!e.preset) {
       ++invalid;
@@ -258,6 +260,9 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     } else if (existing.state == State::done) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";
+    } else if (const auto holder = OutputClaim::holder_of(path); !holder.empty()) {
+      ++rendering;
+      out << "running  " << e.source << "  " << path.string() << "  (" << holder << ")\n";
     } else if (const auto it = failed_in.find(source_key(e.source)); it != failed_in.end()) {
       ++failed;
       out << "failed   " << e.source << "  " << path.string() << "  (" << it->second << ")\n";
@@ -271,7 +276,8 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     }
   }
   out << counted(static_cast<long long>(entries.size()), "preset", "presets") << ": " << done
-      << " done, " << missing << " missing, " << failed << " failed, " << invalid << " invalid"
+      << " done, " << (rendering ? std::to_string(rendering) + " running, " : std::string())
+      << missing << " missing, " << failed << " failed, " << invalid << " invalid"
       << (damaged ? ", " + std::to_string(damaged) + " damaged" : std::string())
       << (stale ? ", " + std::to_string(stale) + " stale" : std::string())
       << (foreign ? ", " + std::to_string(foreign) + " not Kinora's" : std::string()) << "\n";

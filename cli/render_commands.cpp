@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "base/device.h"
+#include "base/files.h"
 #include "base/json.h"
 #include "base/signals.h"
 #include "base/strings.h"
@@ -694,6 +695,21 @@ std::function<int()> add_render_commands(CLI::App& app) {
           }
           if (*dry) {
             std::cout << "plan  " << source << "  " << out.string() << "\n";
+            continue;
+          }
+          // Another batch over the same presets (an overlapping Slurm array)
+          // may be rendering this one: it is left to it.
+          const OutputClaim claim(out);
+          if (!claim.held()) {
+            std::cout << "skip  " << source << "  " << out.string() << " (being rendered by "
+                      << claim.holder() << ")\n";
+            ++skipped;
+            continue;
+          }
+          if (existing_output(out, *preset).state == ExistingOutput::State::done) {
+            std::cout << "skip  " << source << "  " << out.string()
+                      << " (rendered meanwhile by another process)\n";
+            ++skipped;
             continue;
           }
           const int rc = guarded([&] { return render_one(pipe, *preset, false); });

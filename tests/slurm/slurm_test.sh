@@ -4,7 +4,8 @@
 # over 7 presets of the embedded model, every output there once, decodable and
 # restoring its own preset; then a second batch with one task cancelled
 # mid-render (scancel), resubmitted: only the missing outputs are rendered and
-# nothing partial is left. The daemons it started are stopped whatever the
+# nothing partial is left; two overlapping submissions render each preset
+# once. The daemons it started are stopped whatever the
 # outcome. Exit 77 (ctest: skipped) where the machine cannot run them.
 #
 # Usage: slurm_test.sh KINORA_BINARY SOURCE_DIR
@@ -111,6 +112,27 @@ grep -qs "not those submitted" "$work"/logs3/kinora-"$job4"_*.out ||
 "$kinora" slurm submit "$work/presets3" --tasks 2 --cpus-per-task 1 --output-dir "$work/out3" \
   --log-dir "$work/logs3" --wait >/dev/null || fail "the resubmission after the change failed"
 [[ $(ls "$work/out3"/*.mp4 | wc -l) == 3 ]] || fail "not all 3 outputs after resubmitting"
+
+echo "== two submissions of the same presets at once: each preset rendered once"
+mkdir -p "$work/presets4" "$work/out4"
+cp "$work/presets"/p[0-3].json "$work/presets4/"
+jobs=()
+for side in a b; do
+  jobs+=("$("$kinora" slurm submit "$work/presets4" --tasks 1 --cpus-per-task 1 \
+    --sbatch-arg=--hold --output-dir "$work/out4" --log-dir "$work/logs4$side")")
+done
+scontrol release "${jobs[0]}" "${jobs[1]}"
+while [[ -n $(squeue -h -j "${jobs[0]},${jobs[1]}" -o %i) ]]; do sleep 1; done
+[[ $(ls "$work/out4"/*.mp4 | wc -l) == 4 ]] || fail "not all 4 outputs of the overlapping arrays"
+rendered=$(cat "$work"/logs4[ab]/*.out | grep "^$work/out4/" | sort)
+[[ $(echo "$rendered" | wc -l) == 4 && $(echo "$rendered" | uniq -d | wc -l) == 0 ]] ||
+  fail "the overlapping arrays rendered: $rendered"
+for side in a b; do
+  grep -qs "rendered, .* skipped, 0 failed" "$work/logs4$side"/*.out ||
+    fail "an overlapping array's task failed: $(cat "$work/logs4$side"/*.out)"
+done
+ls -A "$work/out4" | grep -q claim && fail "claims left behind: $(ls -A "$work/out4")"
+grep -h "being rendered by" "$work"/logs4[ab]/*.out || true
 
 echo "== an output deleted to be made again; then nothing left to submit"
 rm "$work/out2/q2.mp4" "$work/out2/q2.mp4.json"  # the render and its parameters

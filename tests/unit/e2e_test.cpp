@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -216,6 +217,48 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
                                "are not those out4.png.json records"));
   EXPECT_THAT(r.out,
               HasSubstr("0 done, 3 missing, 0 failed, 0 invalid, 3 damaged, 1 not Kinora's"));
+}
+
+// A preset another process is rendering (a second batch, an overlapping Slurm
+// array on another node) is left to it, and --status says who has it; once
+// that process stopped touching its claim (a node that died), it is rendered.
+TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
+  TempDir dir;
+  json list = json::array();
+  for (int i = 0; i < 2; ++i)
+    list.push_back({{"prompt", "item " + std::to_string(i)},
+                    {"seed", i},
+                    {"model", fixture("wan21_dit_tiny.safetensors")},
+                    {"vae", fixture("wan21_vae_tiny.safetensors")},
+                    {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
+                    {"tokenizer", fixture("spm_tiny.model")},
+                    {"width", 32},
+                    {"height", 32},
+                    {"frames", 1},
+                    {"steps", 1},
+                    {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
+  std::ofstream(dir / "list.json") << list.dump();
+  const auto claim = dir / ".out1.png.claim";
+  std::ofstream(claim) << "node7_4026531836 42 node7\n";
+  const std::string batch = kinora_bin() + " batch " + (dir / "list.json").string();
+  auto r = sh(batch);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("out1.png (being rendered by process 42 on node7)"));
+  EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out0.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "out1.png"));
+  EXPECT_FALSE(std::filesystem::exists(dir / ".out0.png.claim")) << "released after rendering";
+  r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
+  EXPECT_THAT(r.out, HasSubstr("running  "));
+  EXPECT_THAT(r.out, HasSubstr("out1.png  (process 42 on node7)"));
+  EXPECT_THAT(r.out, HasSubstr("1 done, 1 running, 0 missing"));
+  std::filesystem::last_write_time(
+      claim, std::filesystem::last_write_time(claim) - std::chrono::minutes(10));
+  r = sh(batch);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out1.png"));
+  EXPECT_FALSE(std::filesystem::exists(claim));
 }
 
 // `render`'s folders are the command line's: a relative --output-dir from

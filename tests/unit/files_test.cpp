@@ -3,11 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "../unit/test_util.h"
 #include "base/error.h"
@@ -154,6 +156,71 @@ TEST(Files, ASecondSignalRemovesTheRegisteredTemporariesBeforeExiting) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
   EXPECT_EQ(entries(tmp.path()), 0u);
+}
+
+// A claim on an output: one holder at a time, released at the end, and taken
+// over from a process that is gone or from a machine that stopped touching it.
+TEST(Files, AnOutputClaimHasOneHolderAndIsTakenOverWhenStale) {
+  test::TempDir tmp;
+  const auto out = tmp.path() / "fox.mp4";
+  const auto file = tmp.path() / ".fox.mp4.claim";
+  std::string mine;
+  {
+    const OutputClaim first(out);
+    ASSERT_TRUE(first.held());
+    ASSERT_TRUE(fs::exists(file));
+    mine = read(file);
+    EXPECT_EQ(OutputClaim::holder_of(out), "");  // this process's own
+    // Held by this process: a second claim on it (as another process would
+    // make) is refused. Written as another process of this host would.
+    std::istringstream fields(mine);
+    std::string tag, pid, host;
+    fields >> tag >> pid >> host;
+    EXPECT_EQ(pid, std::to_string(::getpid()));
+    // The child exits only once the claim is judged, so its PID runs.
+    const pid_t child = ::fork();
+    if (child == 0) {
+      const OutputClaim second(out);
+      _exit(second.held() ? 1 : second.holder() == "process " + pid + " on " + host ? 0 : 2);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  EXPECT_FALSE(fs::exists(file)) << "released when the claim ends";
+
+  // Another machine's live claim: not taken; said by holder_of.
+  std::istringstream fields(mine);
+  std::string tag;
+  fields >> tag;
+  std::ofstream(file) << "node7_4026531836 42 node7\n";
+  {
+    const OutputClaim claim(out);
+    EXPECT_FALSE(claim.held());
+    EXPECT_EQ(claim.holder(), "process 42 on node7");
+    EXPECT_EQ(OutputClaim::holder_of(out), "process 42 on node7");
+  }
+  EXPECT_TRUE(fs::exists(file)) << "another's claim is left alone";
+  // …untouched for ten minutes: that machine died; taken over.
+  const auto old = fs::last_write_time(file) - std::chrono::minutes(10);
+  fs::last_write_time(file, old);
+  EXPECT_EQ(OutputClaim::holder_of(out), "");
+  {
+    const OutputClaim claim(out);
+    EXPECT_TRUE(claim.held());
+    EXPECT_EQ(read(file), mine);
+  }
+  // A process of this host that is gone (a PID that cannot run): taken over.
+  std::ofstream(file) << tag << " 999999999 here\n";
+  {
+    const OutputClaim claim(out);
+    EXPECT_TRUE(claim.held());
+  }
+  EXPECT_FALSE(fs::exists(file));
+  // A folder where no claim can be made: not claimed, and the render goes on
+  // to say what is wrong.
+  const OutputClaim nowhere(tmp.path() / "missing" / "fox.mp4");
+  EXPECT_TRUE(nowhere.held());
 }
 
 TEST(Files, APathStaysInsideItsFolderOnlyDownward) {
