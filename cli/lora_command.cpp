@@ -42,7 +42,7 @@ int inspect(const LoraArgs& a) {
     if (r.alpha) std::cout << ", alpha " << *r.alpha;
     std::cout << "\n";
     if (a.verbose)
-      for (const auto& u : r.unmatched) std::cout << "  " << u << "\n";
+      for (const auto& u : r.updates) std::cout << "  " << u.stem << ": " << u.kind << "\n";
     return 0;
   }
   pipeline::ModelFiles encoders;
@@ -65,8 +65,7 @@ int inspect(const LoraArgs& a) {
   std::cout << r.report.line() << "\n";
   if (text_unchecked) {
     int text = 0;
-    for (const auto& u : lora::describe(file).unmatched)
-      text += lora::is_text_encoder_stem(u.substr(0, u.find(':')));
+    for (const auto& u : lora::describe(file).updates) text += lora::is_text_encoder_stem(u.stem);
     if (text > 0)
       std::cout << "  " << counted(text, "text encoder update", "text encoder updates")
                 << " not checked: give --clip and --text-encoder (or an SDXL single-file "
@@ -81,7 +80,7 @@ int inspect(const LoraArgs& a) {
     };
     list(r, "");
     for (std::size_t e = 0; e < fl.text.size(); ++e) list(fl.text[e], dit.encoders[e].name + ": ");
-    for (const auto& u : r.report.unmatched) std::cout << "  not matched: " << u << "\n";
+    for (const auto& u : r.report.unmatched) std::cout << "  not matched: " << u.text() << "\n";
   }
   return 0;
 }
@@ -120,8 +119,7 @@ int merge(const LoraArgs& a) {
   // denoiser's weights only.
   for (const auto& [file, strength] : loras) {
     int text = 0;
-    for (const auto& u : lora::describe(file).unmatched)
-      text += lora::is_text_encoder_stem(u.substr(0, u.find(':')));
+    for (const auto& u : lora::describe(file).updates) text += lora::is_text_encoder_stem(u.stem);
     if (text > 0)
       throw Error(file.string() + ": " + std::to_string(text) +
                   " of its updates are for text encoders, which lora merge does not write (it "

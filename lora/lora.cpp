@@ -89,18 +89,26 @@ Linears linears_of(const layers::Model& model) {
   return l;
 }
 
+// Why a stem has no target.
+struct Miss {
+  NotApplied reason;
+  std::string why;
+};
+
 // Why a stem that names no Linear has no target.
-std::string no_linear(const std::string& name, const Linears& lin) {
-  return lin.others.count(name)
-             ? "a convolution or another layer that is not a linear one (LoCon): not applied"
-             : "no module of this model has that name";
+Miss no_linear(const std::string& name, const Linears& lin) {
+  if (lin.others.count(name))
+    return {NotApplied::locon,
+            "a convolution or another layer that is not a linear one (LoCon): not applied"};
+  return {NotApplied::no_module, "no module of this model has that name"};
 }
 
 // The stem's target, or the reason there is none.
-std::variant<Target, std::string> target_of(std::string stem, const Linears& lin,
-                                            const DiffusersNames& diffusers) {
+std::variant<Target, Miss> target_of(std::string stem, const Linears& lin,
+                                     const DiffusersNames& diffusers) {
   if (is_text_encoder_stem(stem))
-    return std::string("a text encoder's module (LoRAs apply to the denoiser here)");
+    return Miss{NotApplied::text_encoder,
+                "a text encoder's module (LoRAs apply to the denoiser here)"};
   for (const char* p : {"base_model.model.", "model.diffusion_model.", "diffusion_model.",
                         "transformer.", "unet.", "model."})
     if (starts_with(stem, p)) {
@@ -122,9 +130,8 @@ std::variant<Target, std::string> target_of(std::string stem, const Linears& lin
 
 // A text encoder's stem in `scope` → its module, or the reason there is none;
 // nullopt when the stem is not in the scope.
-std::optional<std::variant<Target, std::string>> text_target_of(const std::string& stem,
-                                                                const Linears& lin,
-                                                                const Scope& scope) {
+std::optional<std::variant<Target, Miss>> text_target_of(const std::string& stem,
+                                                         const Linears& lin, const Scope& scope) {
   for (const auto& prefix : scope.text_prefixes) {
     if (!starts_with(stem, prefix)) continue;
     std::string rest = stem.substr(prefix.size());
@@ -140,8 +147,8 @@ std::optional<std::variant<Target, std::string>> text_target_of(const std::strin
     } else if (lin.by_name.count(rest)) {
       return Target{rest, 0, -1};
     }
-    return std::variant<Target, std::string>(
-        std::string("no module of this text encoder has that name"));
+    return std::variant<Target, Miss>(
+        Miss{NotApplied::no_module, "no module of this text encoder has that name"});
   }
   return std::nullopt;
 }
@@ -181,30 +188,43 @@ torch::Tensor Patch::full_delta() const {
 }
 
 namespace {
-// Why an update is not applied, in a few words: the reason resolve() gives
-// ("STEM: WHY"), grouped.
-std::string reason_in_short(const std::string& entry) {
-  const auto has = [&](const char* text) { return entry.find(text) != std::string::npos; };
-  if (has("(LoCon)")) return "convolutions (LoCon), not applied";
-  if (has("a text encoder's module")) return "a text encoder's, not applied to this model";
-  if (has("is not supported")) return "of a kind not supported";
-  if (has("no module of this model has that name")) return "no module of that name in this model";
-  if (has("does not fit") || has("no bias of that size")) return "of another shape";
+// Why an update is not applied, in a few words, for grouping.
+const char* in_short(NotApplied r) {
+  switch (r) {
+    case NotApplied::locon:
+      return "convolutions (LoCon), not applied";
+    case NotApplied::text_encoder:
+      return "a text encoder's, not applied to this model";
+    case NotApplied::unsupported:
+      return "of a kind not supported";
+    case NotApplied::no_module:
+      return "no module of that name in this model";
+    case NotApplied::other_shape:
+      return "of another shape";
+    case NotApplied::malformed:
+      break;
+  }
   return "malformed or incomplete";
 }
 
 // Whether every update not applied is of a kind Kinora does not apply here
 // (a convolution, a text encoder's module it does not reach, an unsupported
 // kind): the LoRA may be for this model, only not of a kind it takes.
-bool only_kinds_not_applied(const std::vector<std::string>& unmatched) {
+bool only_kinds_not_applied(const std::vector<Unmatched>& unmatched) {
   return !unmatched.empty() &&
-         std::all_of(unmatched.begin(), unmatched.end(), [](const std::string& u) {
-           const auto r = reason_in_short(u);
-           return r.find("not applied") != std::string::npos ||
-                  r.find("not supported") != std::string::npos;
+         std::all_of(unmatched.begin(), unmatched.end(), [](const Unmatched& u) {
+           return u.reason == NotApplied::locon || u.reason == NotApplied::text_encoder ||
+                  u.reason == NotApplied::unsupported;
          });
 }
 }  // namespace
+
+std::string Unmatched::text() const {
+  std::string s = stem;
+  s.append(": ").append(why);
+  if (!where.empty()) s.append(" (").append(where).append(")");
+  return s;
+}
 
 std::string Report::line() const {
   std::ostringstream s;
@@ -214,7 +234,7 @@ std::string Report::line() const {
   s << "; " << matched << " of " << total << " updates matched";
   if (!unmatched.empty()) {
     std::map<std::string, int> why;
-    for (const auto& u : unmatched) ++why[reason_in_short(u)];
+    for (const auto& u : unmatched) ++why[in_short(u.reason)];
     s << " (" << unmatched.size() << " not:";
     const char* sep = " ";
     for (const auto& [reason, n] : why) s << sep << n << " " << reason, sep = ", ";
@@ -277,7 +297,7 @@ Report describe(const fs::path& file) {
                                                                                     : "other";
     if (parts.count("down")) r.rank = std::max(r.rank, parts["down"].size(0));
     if (parts.count("alpha")) r.alpha = parts["alpha"].item<double>();
-    r.unmatched.push_back(stem + ": " + kind);
+    r.updates.push_back({stem, kind});
   }
   return r;
 }
@@ -314,7 +334,7 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
     const std::string& stem = group.first;
     auto& parts = group.second.parts;
     if (parts.size() == 1 && parts.count("alpha")) continue;  // an alpha without its update
-    std::optional<std::variant<Target, std::string>> text_where;
+    std::optional<std::variant<Target, Miss>> text_where;
     if (!scope.text_prefixes.empty()) {
       text_where = text_target_of(stem, lin, scope);
       if (!text_where) continue;  // not this encoder's
@@ -322,17 +342,19 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
       continue;  // a text encoder's, resolved against it
     }
     ++r.report.total;
-    auto fail = [&](const std::string& why) { r.report.unmatched.push_back(stem + ": " + why); };
+    auto fail = [&](NotApplied reason, const std::string& why) {
+      r.report.unmatched.push_back({stem, reason, why, ""});
+    };
     std::string unsupported;
     for (const auto& [part, t] : parts)
       if (starts_with(part, "unsupported:")) unsupported = part.substr(12);
     if (!unsupported.empty()) {
-      fail(unsupported + " is not supported");
+      fail(NotApplied::unsupported, unsupported + " is not supported");
       continue;
     }
     const auto where = text_where ? *text_where : target_of(stem, lin, diffusers_names);
-    if (const auto* why = std::get_if<std::string>(&where)) {
-      fail(*why);
+    if (const auto* miss = std::get_if<Miss>(&where)) {
+      fail(miss->reason, miss->why);
       continue;
     }
     Patch p;
@@ -351,8 +373,8 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
         p.up = matrix(parts["up"]);
         const int64_t rank = p.down.size(0);
         if (p.up.size(1) != rank) {
-          fail("up " + shape_str(p.up.sizes()) + " and down " + shape_str(p.down.sizes()) +
-               " do not share a rank");
+          fail(NotApplied::malformed, "up " + shape_str(p.up.sizes()) + " and down " +
+                                          shape_str(p.down.sizes()) + " do not share a rank");
           continue;
         }
         p.scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
@@ -391,23 +413,25 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
       } else {
         std::string have;
         for (const auto& [part, t] : parts) have += (have.empty() ? "" : ", ") + part;
-        fail("an incomplete update (" + have + ")");
+        fail(NotApplied::malformed, "an incomplete update (" + have + ")");
         continue;
       }
       const auto d = p.full_delta();
       if (d.dim() != 2 || d.size(0) != p.target.rows || d.size(1) != in) {
-        fail("its update " + shape_str(d.sizes()) + " does not fit " + p.target.module + " (" +
-             std::to_string(p.target.rows) + " rows of " + shape_str({out, in}) + ")");
+        fail(NotApplied::other_shape, "its update " + shape_str(d.sizes()) + " does not fit " +
+                                          p.target.module + " (" + std::to_string(p.target.rows) +
+                                          " rows of " + shape_str({out, in}) + ")");
         continue;
       }
       if (p.bias_delta.defined() && (!l->bias.defined() || p.bias_delta.numel() != p.target.rows)) {
-        fail("a bias update for " + p.target.module + ", which has no bias of that size");
+        fail(NotApplied::other_shape,
+             "a bias update for " + p.target.module + ", which has no bias of that size");
         continue;
       }
     } catch (const c10::Error& e) {
       // Tensors whose shapes do not go together (a LoHa's factors, …).
       const std::string what = e.what_without_backtrace();
-      fail("a malformed update (" + what.substr(0, what.find('\n')) + ")");
+      fail(NotApplied::malformed, "a malformed update (" + what.substr(0, what.find('\n')) + ")");
       continue;
     }
     kinds.insert(p.kind);
@@ -422,7 +446,7 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
   if (r.report.matched == 0 && !(may_be_empty && r.report.total == 0)) {
     std::string msg = "matches none of the model's modules";
     for (std::size_t i = 0; i < r.report.unmatched.size() && i < 3; ++i)
-      msg += (i ? "; " : " (") + r.report.unmatched[i];
+      msg += (i ? "; " : " (") + r.report.unmatched[i].text();
     if (!r.report.unmatched.empty()) msg += r.report.unmatched.size() > 3 ? "; …)" : ")";
     fail_file(file, msg + (only_kinds_not_applied(r.report.unmatched)
                                ? ": none of its updates is of a kind applied to this model"

@@ -48,14 +48,41 @@ struct Patch {
   torch::Tensor full_delta() const;
 };
 
+// Why an update of a file is not applied to a model.
+enum class NotApplied {
+  locon,         // a convolution or other layer that is not linear (LoCon)
+  text_encoder,  // a text encoder's, and this resolve is the denoiser's
+  unsupported,   // a kind of update Kinora does not apply (DoRA, …)
+  no_module,     // the model has no module of that name
+  other_shape,   // the module exists but the update does not fit it
+  malformed,     // incomplete, or its tensors do not go together
+};
+
+// An update that is not applied: its stem, why (the kind, and in full), and
+// for a text encoder's update the encoder it was resolved against.
+struct Unmatched {
+  std::string stem;
+  NotApplied reason = NotApplied::malformed;
+  std::string why;
+  std::string where;
+  std::string text() const;  // "STEM: WHY", then " (WHERE)"
+};
+
+// One update of a file, as describe() lists them: its stem and kind ("lora",
+// "loha", "lokr", "diff", "other").
+struct Update {
+  std::string stem, kind;
+};
+
 struct Report {
   std::filesystem::path file;
   std::string format;  // "original", "kohya", "diffusers", "lycoris", …
   int64_t rank = 0;    // the largest rank among its low-rank updates
   std::optional<double> alpha;
-  int matched = 0, total = 0;          // updates (modules) matched / in the file
-  std::vector<std::string> unmatched;  // "STEM: why"
-  std::string line() const;            // one line for the CLI
+  int matched = 0, total = 0;        // updates (modules) matched / in the file
+  std::vector<Unmatched> unmatched;  // resolve(): those not applied
+  std::vector<Update> updates;       // describe(): all of them
+  std::string line() const;          // one line for the CLI
 };
 
 struct Resolved {
@@ -64,7 +91,7 @@ struct Resolved {
 };
 
 // What a LoRA file holds, without a model: format, rank, alpha, its updates
-// (total) and their names (unmatched lists them as "STEM: KIND"). Throws like
+// (total, and each in `updates`). Throws like
 // resolve() for a file that is no LoRA or holds NaN.
 Report describe(const std::filesystem::path& file);
 

@@ -26,7 +26,10 @@ FamilyLora resolve_lora(const fs::path& file, const layers::Model& denoiser,
     auto t = lora::resolve(updates, *e.model, {}, {e.prefixes, false});
     report.matched += t.report.matched;
     report.total += t.report.total;
-    for (const auto& u : t.report.unmatched) report.unmatched.push_back(u + " (" + e.name + ")");
+    for (auto u : t.report.unmatched) {
+      u.where = e.name;
+      report.unmatched.push_back(std::move(u));
+    }
     out.text.push_back(std::move(t));
   }
   if (report.total == 0 && !text_unchecked)
