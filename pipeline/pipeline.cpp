@@ -434,6 +434,61 @@ ModelFiles resolve_models(const Preset& p, const Family& family) {
   return files;
 }
 
+ModelFiles resolve_models_each(const Preset& p, const Family& family,
+                               std::vector<std::string>* errors) {
+  try {
+    return resolve_models(p, family);
+  } catch (const Error&) {
+  }
+  ModelFiles files;
+  try {
+    if (const auto folder = diffusers_folder_files(p)) files = *folder;
+  } catch (const Error& e) {
+    if (errors) errors->push_back(e.what());
+  }
+  for (const auto& role : family.roles()) {
+    fs::path* f = file_of(files, role.key);
+    // The diffusers folder's, unless the preset names another.
+    if (!f->empty() && (role.key == std::string("model") || entry_of(p, role.key).empty()))
+      continue;
+    try {
+      *f = resolve_model_file(p, role.key, role.subfolder, role.required);
+    } catch (const Error& e) {
+      f->clear();
+      if (errors) errors->push_back(e.what());
+    }
+  }
+  try {
+    family.resolve_extra(p, files);
+  } catch (const Error& e) {
+    if (errors) errors->push_back(e.what());
+  }
+  return files;
+}
+
+std::vector<fs::path> input_files(const Preset& p) {
+  std::vector<fs::path> out;
+  try {
+    ModelFiles files = resolve_models_each(p, family_for(p), nullptr);
+    for (const char* role : kFileRoles)
+      if (const fs::path& f = *file_of(files, role); !f.empty()) out.push_back(f);
+    if (!files.clip_tokenizer.empty()) out.push_back(files.clip_tokenizer);
+  } catch (const Error&) {
+  }
+  for (const auto& l : p.loras) try {
+      out.push_back(resolve_lora_file(p, l.path));
+    } catch (const Error&) {
+    }
+  try {
+    for (const auto& l : prompt_loras(p.prompt).loras) try {
+        out.push_back(resolve_lora_tag(p, l.path));
+      } catch (const Error&) {
+      }
+  } catch (const Error&) {
+  }
+  return out;
+}
+
 std::vector<std::string> snap_sizes(Preset& p) {
   return family_for(p).snap(p);
 }

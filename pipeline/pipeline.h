@@ -80,6 +80,15 @@ struct Result {
 // subfolders; the embedded model's files when the preset names none. Throws
 // kinora::Error naming the key and every place it looked.
 ModelFiles resolve_models(const Preset& p, const Family& family);
+// The same, each file on its own: every one that cannot be found adds its
+// error to `errors` (rather than the first ending the resolve) and stays empty.
+ModelFiles resolve_models_each(const Preset& p, const Family& family,
+                               std::vector<std::string>* errors);
+// Every file (or tokenizer folder) a render of the preset reads that can be
+// found: its models, tokenizers and LoRAs (the preset's and its prompt's
+// tags); those that cannot be found are left out (the render says so). For
+// checks that an output never goes over one of them.
+std::vector<std::filesystem::path> input_files(const Preset& p);
 // A diffusers pipeline folder named by the preset's `model` (a path, or a name
 // under models_dir's diffusion_models/ or top; it holds model_index.json): its
 // files by role (transformer/, vae/, text_encoder/ and tokenizer/ for Wan;

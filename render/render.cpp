@@ -49,12 +49,26 @@ fs::path batch_output(const pipeline::Preset& preset, int count, int i) {
          (out.stem().string() + "-" + std::to_string(preset.seed + i) + out.extension().string());
 }
 
+namespace {
+// Refuses an output that is one of the files the render reads.
+void check_not_an_input(const fs::path& output, const pipeline::Preset& preset) {
+  std::error_code ec;
+  if (!fs::exists(output, ec)) return;
+  for (const auto& in : pipeline::input_files(preset))
+    if (fs::equivalent(in, output, ec))
+      throw Error(output.string() +
+                  ": is a file this render reads (a model, tokenizer or LoRA); it is never "
+                  "written over, even with --overwrite: name another output");
+}
+}  // namespace
+
 media::Format check_output_name(const pipeline::Preset& preset) {
   pipeline::Preset snapped = preset;
   pipeline::snap_sizes(snapped);
   check_one_image(preset, snapped);
   const auto format = media::output_format(preset.output_path(), preset.format, snapped.frames);
   media::check_output_folder(preset.output_path());
+  check_not_an_input(preset.output_path(), preset);
   return format;
 }
 
@@ -79,9 +93,11 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   pipeline::snap_sizes(snapped);
   check_one_image(preset, snapped);
   std::vector<media::OutputTarget> targets;
-  for (int i = 0; i < count; ++i)
+  for (int i = 0; i < count; ++i) {
+    check_not_an_input(batch_output(preset, count, i), preset);
     targets.push_back(media::prepare_output(batch_output(preset, count, i), preset.format,
                                             snapped.frames, overwrite));
+  }
   auto results = pipe.generate_batch(preset, count, cb);
   // The outputs of a batch share their files: hashed (or found in the cache) once.
   FileHashes hashes;

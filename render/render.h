@@ -31,7 +31,8 @@ void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& sna
 // What can be known of a preset's output before anything is loaded, as
 // `batch` and the studio's queue check it: one image asked of a clip model,
 // a name that fits its format (after snapping the sizes), a folder that
-// exists and can be written. Returns the format; throws kinora::Error.
+// exists and can be written, not a file the render reads (a model, a LoRA).
+// Returns the format; throws kinora::Error.
 media::Format check_output_name(const pipeline::Preset& preset);
 
 }  // namespace kinora::render

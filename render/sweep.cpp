@@ -195,7 +195,8 @@ std::vector<std::string> changed_since(const json& meta, const Preset& p,
   if (!meta.contains("model_files") || !meta["model_files"].is_object()) return out;
   pipeline::ModelFiles files;
   try {
-    files = pipeline::resolve_models(p, pipeline::family_for(p));
+    // Each file on its own: every one missing said, the others still checked.
+    files = pipeline::resolve_models_each(p, pipeline::family_for(p), missing);
   } catch (const Error& e) {
     if (missing) missing->push_back(e.what());
     return out;

@@ -16,6 +16,8 @@ using kinora::test::fixture;
 using kinora::test::TempDir;
 using nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
+namespace fs = std::filesystem;
 
 namespace {
 using kinora::test::sh;
@@ -135,6 +137,19 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
             0);
   EXPECT_NE(sh("ffmpeg -v error -i " + (dir / "a/frame_00001.png").string() + " -f md5 -").out,
             sh("ffmpeg -v error -i " + (dir / "c/frame_00001.png").string() + " -f md5 -").out);
+  // `restore --models-dir` where two files are missing and one differs: all
+  // three said, not only the first missing.
+  const auto models = dir / "models";
+  fs::create_directories(models);
+  fs::copy_file(fixture("umt5_enc_tiny.safetensors"), models / "umt5_enc_tiny.safetensors");
+  fs::copy_file(fixture("wan21_vae_tiny.safetensors"), models / "wan21_dit_tiny.safetensors");
+  const auto said = sh("{ " + kinora_bin() + " restore " + (dir / "a").string() + " --models-dir " +
+                       models.string() + " 2>&1 >/dev/null; }")
+                        .out;
+  EXPECT_THAT(said, HasSubstr("wan21_dit_tiny.safetensors is not the file"));
+  EXPECT_THAT(said, HasSubstr("key 'vae'"));
+  EXPECT_THAT(said, HasSubstr("key 'tokenizer'"));
+  EXPECT_THAT(said, Not(HasSubstr("key 'text_encoder'")));
 }
 
 TEST(E2E, BatchShardsPartitionExactlyAndResume) {

@@ -173,6 +173,59 @@ TEST(Safety, AnExistingOutputIsReplacedOnlyWithOverwrite) {
   EXPECT_THAT(r.out, HasSubstr("is an input"));
 }
 
+// An output is never a file the render reads, even with --overwrite: a model
+// named like a video (dit.mp4), a VAE, given by path or found by name; and a
+// text encoder of the other family (FLUX's T5) is refused before loading.
+TEST(Safety, AnOutputIsNeverAFileTheRenderReads) {
+  TempDir dir;
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "dit.mp4");
+  fs::copy_file(fixture("wan21_vae_tiny.safetensors"), dir / "vae.mov");
+  const auto dit = read(dir / "dit.mp4"), vae = read(dir / "vae.mov");
+  // Appended, not `+`: GCC 12 warns falsely on that chain (-Warray-bounds).
+  std::string files = " --model dit.mp4 --vae vae.mov --text-encoder ";
+  files.append(fixture("umt5_enc_tiny.safetensors"))
+      .append(" --tokenizer ")
+      .append(fixture("spm_tiny.model"))
+      .append(" --width 32 --height 32 --frames 5 --steps 1");
+  auto r =
+      sh(in(dir.path(), kinora_bin() + " generate -p x" + files + " --out dit.mp4 --overwrite"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("dit.mp4: is a file this render reads"));
+  EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+  r = sh(in(dir.path(), kinora_bin() + " generate -p x" + files + " --out ./vae.mov --overwrite"));
+  EXPECT_THAT(r.out, HasSubstr("vae.mov: is a file this render reads"));
+  // A preset, and a batch of it (refused when checked, before any render).
+  auto p = chain_preset();
+  p["vae"] = "vae.mov";
+  p["frames"] = 5;
+  p["output"] = "vae.mov";
+  write(dir / "p.json", p.dump());
+  r = sh(kinora_bin() + " render " + (dir / "p.json").string() + " --overwrite");
+  EXPECT_THAT(r.out, HasSubstr("vae.mov: is a file this render reads"));
+  r = sh(kinora_bin() + " batch " + (dir / "p.json").string());
+  EXPECT_THAT(r.out, HasSubstr("vae.mov: is a file this render reads"));
+  EXPECT_EQ(read(dir / "dit.mp4"), dit);
+  EXPECT_EQ(read(dir / "vae.mov"), vae);
+  EXPECT_FALSE(fs::exists(dir / "dit.mp4.json"));
+  // FLUX's T5 given to Wan: named, before any model loads.
+  std::string t5 = kinora_bin();
+  t5.append(" generate -p x --model ")
+      .append(fixture("wan21_dit_tiny.safetensors"))
+      .append(" --vae ")
+      .append(fixture("wan21_vae_tiny.safetensors"))
+      .append(" --text-encoder ")
+      .append(fixture("t5_enc_tiny.safetensors"))
+      .append(" --tokenizer ")
+      .append(fixture("spm_tiny.model"))
+      .append(" --out ")
+      .append((dir / "t5.mp4").string());
+  r = sh(t5);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("t5_enc_tiny.safetensors: a T5 v1.1 encoder (FLUX's t5xxl), not "
+                               "Wan's umT5-XXL"));
+  EXPECT_FALSE(fs::exists(dir / "t5.mp4"));
+}
+
 // The parameters go to "NAME.EXT.json" and replace nothing but an earlier
 // Kinora sidecar: not the preset being rendered, not a user's file.
 TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
