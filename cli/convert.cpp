@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/signals.h"
 #include "io/checkpoint.h"
 
 namespace kinora::cli {
@@ -32,10 +33,26 @@ void check_checkpoint_output(const std::filesystem::path& out,
     fail_file(out, "the folder " + folder.string() +
                        (fs::exists(folder, ec) ? " is not a folder" : " does not exist"));
   if (fs::exists(out, ec))
-    for (const auto& in : inputs)
+    for (const auto& in : inputs) {
       if (fs::equivalent(in, out, ec))
         fail_file(out, "is an input; write the new checkpoint elsewhere");
+      // A sharded input's shards, which its index names.
+      if (in.extension() != ".json") continue;
+      std::vector<fs::path> shards;
+      try {
+        const auto ck = io::Checkpoint::open(in);
+        for (const auto& f : ck.shards()) shards.push_back(f->path());
+      } catch (const Error&) {
+        continue;  // said when it is read
+      }
+      for (const auto& shard : shards)
+        if (fs::equivalent(shard, out, ec))
+          fail_file(out, "is a shard of the input " + in.string() +
+                             "; write the new checkpoint elsewhere");
+    }
   check_can_write_file(out, overwrite, "checkpoint");
+  // What a convert or merge killed there (SIGKILL, a power cut) left behind.
+  remove_stale_temporaries(folder);
 }
 
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
@@ -46,6 +63,7 @@ ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::fil
   ConvertReport r;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& name : ck.names()) {
+    throw_if_cancelled(&cancel_requested());  // Ctrl-C, SIGTERM: nothing written
     const auto& info = ck.info(name);
     if (io::is_fp8(info.dtype))
       throw Error(in.string() + ": tensor '" + name + "' is " + io::dtype_name(info.dtype) +

@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/sha256.h"
+#include "base/signals.h"
 #include "base/strings.h"
 #include "cli/convert.h"
 #include "diffusion/flux_dit.h"
@@ -127,6 +128,7 @@ int merge(const LoraArgs& a) {
   }
   std::vector<lora::Resolved> resolved;
   for (const auto& [file, strength] : loras) {
+    throw_if_cancelled(&cancel_requested());
     resolved.push_back(lora::resolve(file, *dit.model, dit.names));
     std::cerr << "kinora: " << resolved.back().report.line() << "\n";
   }
@@ -163,6 +165,7 @@ int merge(const LoraArgs& a) {
                       {"sha256_first_last_mib", file_fingerprint(loras[i].first)},
                       {"strength", loras[i].second}});
   metadata["kinora.lora_merge"] = record.dump();
+  throw_if_cancelled(&cancel_requested());
   io::save_safetensors(a.out, out, metadata, a.overwrite);
   std::cout << a.out << "\n";
   return 0;
@@ -251,7 +254,12 @@ std::function<int()> add_lora_command(CLI::App& app) {
   return [=]() -> int {
     if (!*cmd) return -1;
     try {
-      return *ins ? inspect(*args) : merge(*args);
+      if (*ins) return inspect(*args);
+      install_cancel_signals();
+      return merge(*args);
+    } catch (const Cancelled&) {
+      std::cerr << "kinora: cancelled; nothing was written\n";
+      return cancel_exit_status();
     } catch (const std::exception& e) {
       std::cerr << "kinora: " << e.what() << "\n";
       return 1;

@@ -3,11 +3,14 @@
 #include <csignal>
 
 #include <algorithm>
+#include <cctype>
 #include <iostream>
+#include <string_view>
 
 #include "base/device.h"
 #include "base/error.h"
 #include "base/runtime.h"
+#include "base/signals.h"
 #include "cli/convert.h"
 #include "cli/info.h"
 #include "cli/lora_command.h"
@@ -53,6 +56,29 @@ bool check_subcommand(const CLI::App& app, int argc, char** argv) {
     std::cerr << "; did you mean '" << best << "'?";
   std::cerr << " (kinora --help lists the commands)\n";
   return false;
+}
+
+// Numbers CLI11 takes too readily: an empty value (a script's unset
+// variable) it reads as 0, and hexadecimal ("0x10") as 16. Refused, naming
+// the option, in every command.
+bool check_numbers(const CLI::App& app) {
+  for (const auto* opt : app.get_options()) {
+    const auto type = opt->get_type_name();
+    if (type != "FLOAT" && type != "INT" && type != "UINT") continue;
+    for (const auto& value : opt->results()) {
+      std::string_view v = value;
+      while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+      if (!v.empty() && (v.front() == '-' || v.front() == '+')) v.remove_prefix(1);
+      if (v.empty() || v.rfind("0x", 0) == 0 || v.rfind("0X", 0) == 0) {
+        std::cerr << "kinora: " << opt->get_name() << " '" << value
+                  << "': expected a decimal number\n";
+        return false;
+      }
+    }
+  }
+  for (const auto* sub : app.get_subcommands({}))
+    if (sub->parsed() && !check_numbers(*sub)) return false;
+  return true;
 }
 
 }  // namespace
@@ -128,6 +154,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  if (!check_numbers(app)) return 2;
   kinora::configure_threads();
   // A file-size limit (ulimit -f) fails the write that passes it, which every
   // writer reports and cleans up after, instead of killing the program.
@@ -149,12 +176,14 @@ int main(int argc, char** argv) {
         }
       }
     } else if (*convert) {
+      kinora::install_cancel_signals();
       const auto r = kinora::cli::convert_checkpoint(convert_in, convert_out, convert_dtype,
                                                      convert_overwrite);
       std::cout << "wrote " << convert_out << ": " << r.tensors << " tensors, " << r.converted
                 << " stored as " << convert_dtype << "; " << r.bytes_in << " → " << r.bytes_out
                 << " bytes of tensor data\n";
     } else if (*merger) {
+      kinora::install_cancel_signals();
       if (!merge_subtract.empty()) merge.subtract = merge_subtract;
       const auto r = kinora::cli::merge_checkpoints(merge, merge_out);
       std::cout << "wrote " << merge_out << ": " << r.tensors << " tensors, " << r.merged
@@ -183,6 +212,9 @@ int main(int argc, char** argv) {
       }
       std::cout << "\neuler and dpmpp_2m name the sampler of the model's kind.\n";
     }
+  } catch (const kinora::Cancelled&) {
+    std::cerr << "kinora: cancelled; nothing was written\n";
+    return kinora::cancel_exit_status();
   } catch (const std::exception& e) {
     std::cerr << "kinora: " << e.what() << "\n";
     return 1;

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/files.h"
+#include "base/signals.h"
 #include "cli/convert.h"
 #include "io/checkpoint.h"
 
@@ -70,6 +71,7 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
   double change2 = 0, norm2 = 0;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& name : a.names()) {
+    throw_if_cancelled(&cancel_requested());  // Ctrl-C, SIGTERM: nothing written
     for (const auto* ck : {&a, &b, &base})
       if (io::is_fp8(ck->info(name).dtype))
         throw Error(ck->path().string() + ": tensor '" + name + "' is " +
@@ -83,12 +85,18 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
       const auto delta = spec.ratio * (b.get(name).to(wide) - base.get(name).to(wide));
       change2 += delta.square().sum(torch::kDouble).item<double>();
       norm2 += fa.square().sum(torch::kDouble).item<double>();
-      t = (fa + delta).to(keep ? ta.scalar_type() : to);
+      const auto sum = fa + delta;
+      t = sum.to(keep ? ta.scalar_type() : to);
       // A ratio so large that the sum leaves the stored type's range (or
       // inputs that hold NaN) would make a checkpoint that renders nothing.
       if (!torch::isfinite(t).all().item<bool>()) {
+        const auto type = keep ? io::dtype_name(a.info(name).dtype) : spec.dtype;
         std::string why =
-            "ratio " + nlohmann::json(spec.ratio).dump() + " is too large for its values";
+            torch::isfinite(sum).all().item<bool>()
+                ? "its values pass the range of " + type +
+                      (t.scalar_type() == torch::kHalf ? std::string(" (65504)") : std::string()) +
+                      "; bf16 or fp32 keep them (--dtype)"
+                : "ratio " + nlohmann::json(spec.ratio).dump() + " is too large for its values";
         for (const auto* ck : {&a, &b, &base})
           if (!torch::isfinite(ck->get(name)).all().item<bool>())
             why = ck->path().string() + " holds infinite or NaN values in it";

@@ -7,6 +7,11 @@
 #include <cstdio>
 #include <fstream>
 
+#include "base/error.h"
+#include "base/files.h"
+#include "base/signals.h"
+#include "cli/convert.h"
+#include "cli/merge.h"
 #include "flux_files.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -254,6 +259,57 @@ TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
   r = run("kinora merge " + a.string() + " " + b.string() + " -o " + b.string());
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, HasSubstr(b.string() + ": is an input"));
+}
+
+// convert, merge and lora merge write over no shard of a sharded input, stop
+// at a cancel (Ctrl-C, SIGTERM) with nothing written, remove what a killed run
+// left in the output folder, and say why fp16 cannot hold a merge.
+TEST(KinoraCli, CheckpointToolsSpareShardsStopWhenCancelledAndCleanUp) {
+  TempDir dir;
+  const auto w = torch::randn({6, 4}), v = torch::randn({3});
+  const auto s1 = dir / "m-00001-of-00002.safetensors", s2 = dir / "m-00002-of-00002.safetensors";
+  kinora::io::save_safetensors(s1, {{"w", w}});
+  kinora::io::save_safetensors(s2, {{"v", v}});
+  const auto index = dir / "m.safetensors.index.json";
+  std::ofstream(index) << R"({"metadata": {}, "weight_map": {"w": "m-00001-of-00002.safetensors",
+                                                            "v": "m-00002-of-00002.safetensors"}})";
+  const auto shard = kinora::test::read_bytes(s2);
+  auto r = run("kinora convert " + index.string() + " " + s2.string() + " --overwrite");
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr(s2.string() + ": is a shard of the input " + index.string()));
+  r = run("kinora merge " + index.string() + " " + index.string() + " -o " + s1.string() +
+          " --overwrite");
+  EXPECT_THAT(r.out, HasSubstr(s1.string() + ": is a shard of the input"));
+  EXPECT_EQ(kinora::test::read_bytes(s2), shard);
+
+  // A temporary a killed convert left (its PID no longer runs) is removed by
+  // the next one writing there.
+  const auto out = dir / "out.safetensors";
+  auto dead = kinora::temp_beside(out).string();
+  dead.replace(dead.rfind('-') + 1, std::string::npos, "999999999.safetensors");
+  std::ofstream(dead) << "half a checkpoint";
+  r = run("kinora convert " + index.string() + " " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dead));
+
+  // Cancelled (the token a signal sets): nothing written, no temporary.
+  kinora::cancel_requested() = true;
+  const auto cancelled = dir / "cancelled.safetensors";
+  EXPECT_THROW(kinora::cli::convert_checkpoint(index, cancelled, "bf16", false), kinora::Cancelled);
+  kinora::cli::MergeSpec spec;
+  spec.a = spec.b = index;
+  EXPECT_THROW(kinora::cli::merge_checkpoints(spec, cancelled), kinora::Cancelled);
+  kinora::cancel_requested() = false;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 4);
+
+  // Values past fp16's range: said so, whatever the ratio.
+  const auto big = dir / "big.safetensors";
+  kinora::io::save_safetensors(big, {{"big", torch::tensor({1e6f, -1e6f, 1e-9f})}});
+  r = run("kinora merge " + big.string() + " " + big.string() + " -r 0 --dtype fp16 -o " +
+          (dir / "bb.safetensors").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("its values pass the range of fp16 (65504); bf16 or fp32 keep "
+                               "them (--dtype)"));
 }
 
 // `kinora score` runs the semantic test's judgement (the test itself runs the
