@@ -64,7 +64,9 @@ bool check_subcommand(const CLI::App& app, int argc, char** argv) {
 bool check_numbers(const CLI::App& app) {
   for (const auto* opt : app.get_options()) {
     const auto type = opt->get_type_name();
-    if (type != "FLOAT" && type != "INT" && type != "UINT") continue;
+    // "INT", "FLOAT", "UINT", or with a range: "INT:INT in [1 - 64]".
+    if (type.rfind("INT", 0) != 0 && type.rfind("FLOAT", 0) != 0 && type.rfind("UINT", 0) != 0)
+      continue;
     for (const auto& value : opt->results()) {
       std::string_view v = value;
       while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);

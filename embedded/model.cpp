@@ -30,6 +30,17 @@ std::optional<fs::path> model_dir() {
   return std::nullopt;
 }
 
+namespace {
+// A prompt as quoted in a note: its first 80 bytes or so, cut between
+// characters.
+std::string shortened(const std::string& prompt) {
+  if (prompt.size() <= 80) return prompt;
+  std::size_t n = 77;
+  while (n > 0 && (static_cast<unsigned char>(prompt[n]) & 0xC0) == 0x80) --n;
+  return prompt.substr(0, n) + "…";
+}
+}  // namespace
+
 std::optional<std::string> prompt_note(const std::string& prompt) {
   if (parse_caption(prompt)) return std::nullopt;
   auto list = [](const auto& values) {
@@ -40,7 +51,7 @@ std::optional<std::string> prompt_note(const std::string& prompt) {
   return "the embedded model knows only prompts of the form \"a COLOUR SHAPE moving DIRECTION "
          "on a COLOUR background\" (colours " +
          list(kColours) + ", object and background different; shapes " + list(kShapes) +
-         "; directions " + list(kDirections) + "), in lower case; \"" + prompt +
+         "; directions " + list(kDirections) + "), in lower case; \"" + shortened(prompt) +
          "\" is not one, so expect an arbitrary scene";
 }
 

@@ -91,9 +91,10 @@ Format output_format(const fs::path& path, const std::string& format, int64_t fr
   if (sequence && s.back() == '/' && s.find_last_not_of('/') != std::string::npos)
     return output_format(s.substr(0, s.find_last_not_of('/') + 1), format, frames);
   if (s.back() == '/' || path.filename() == "." || path.filename() == "..")
-    fail_file(path,
-              "names a folder; name the output file (clip.mp4), or for a folder of PNG frames "
-              "give a new folder's name with --format png-seq");
+    fail_file(path, sequence ? "names this folder or the one above; frames go into a folder of "
+                               "their own: give a new folder's name (frames/)"
+                             : "names a folder; name the output file (clip.mp4), or for a folder "
+                               "of PNG frames give a new folder's name with --format png-seq");
   const std::string ext = lower_extension(path);
   Format f;
   if (!format.empty()) {

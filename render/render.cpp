@@ -88,7 +88,9 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   if (preset.output.empty())
     throw Error("preset: key 'output' is empty: where should the video go?");
   if (count > 1 && preset.seed < 0) throw Error("a batch needs its first seed resolved");
-  // Everything about the destinations is checked before sampling, not after.
+  // The sampler, and everything about the destinations, before any model
+  // loads.
+  pipeline::check_sampler(preset);
   pipeline::Preset snapped = preset;
   pipeline::snap_sizes(snapped);
   check_one_image(preset, snapped);

@@ -52,6 +52,20 @@ const Shim& shim() {
   return s;
 }
 
+// Why `path` did not load as a SentencePiece model: the library's reason, or
+// for what users give by mistake (a text encoder's weights), what it is.
+std::string not_a_tokenizer(const std::filesystem::path& path, const std::string& err) {
+  std::string head(9, '\0');
+  std::ifstream(path, std::ios::binary).read(head.data(), 9);
+  if (head[8] == '{')
+    return "a safetensors checkpoint (a text encoder's weights?), not a SentencePiece tokenizer "
+           "model; the tokenizer is a .model file (spiece.model, tokenizer.model)";
+  if (err.find("ParseFromArray") != std::string::npos)
+    return "not a SentencePiece tokenizer model (its bytes do not read as one; the tokenizer is "
+           "a .model file such as spiece.model)";
+  return "not a SentencePiece tokenizer model: " + err;
+}
+
 }  // namespace
 
 struct Tokenizer::Model {
@@ -63,7 +77,7 @@ struct Tokenizer::Model {
     std::call_once(loaded, [&] {
       char err[512] = {0};
       handle = shim().load(path.c_str(), err, sizeof err);
-      if (!handle) fail_file(path, std::string("not a SentencePiece tokenizer model: ") + err);
+      if (!handle) fail_file(path, not_a_tokenizer(path, err));
     });  // a throw leaves the flag unset, so handle is set past this point
     return handle;
   }

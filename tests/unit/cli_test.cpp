@@ -111,6 +111,20 @@ TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
   EXPECT_THAT(folder.out, HasSubstr(dir.path().string() + ": a folder;"));
 }
 
+// A number option given empty (a script's unset variable) or in hexadecimal
+// is refused, naming the option, rather than read as 0 or 16.
+TEST(KinoraCli, EmptyAndHexadecimalNumbersAreRefused) {
+  for (const char* args : {"generate -p x --guidance ''", "generate -p x --steps 0x10"}) {
+    const auto r = run("kinora " + std::string(args));
+    EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr("': expected a decimal number")) << args;
+  }
+  const auto m = fixture("t5_enc_tiny.safetensors");
+  const auto r = run("kinora merge " + m + " " + m + " -r '' -o x.safetensors");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--ratio '': expected a decimal number"));
+}
+
 // A thread count that is no number is said, once, and the idle CPUs are used.
 TEST(KinoraCli, AThreadCountThatIsNoNumberIsSaid) {
   const auto r = kinora::test::sh("KINORA_THREADS=abc " + std::string(KINORA_BIN_DIR) +

@@ -233,7 +233,8 @@ TEST(Tokenizer, EncodesCleansPadsAndTruncates) {
   EXPECT_EQ(s.length, 4);
   EXPECT_EQ(s.ids[0][3].item<int64_t>(), text::Tokenizer::kEos);
   EXPECT_THAT(error_of([] { text::Tokenizer::load(fixture("t5_enc_tiny.safetensors")); }),
-              HasSubstr("not a SentencePiece tokenizer model"));
+              HasSubstr("a safetensors checkpoint (a text encoder's weights?), not a "
+                        "SentencePiece tokenizer model"));
 }
 
 // An FP8 (E4M3) checkpoint, as ComfyUI ships them: Linear weights stay as bytes
