@@ -176,9 +176,11 @@ OutputTarget prepare_output(const fs::path& path_given, const std::string& forma
     const auto side = t.sidecar();
     if (fs::exists(fs::symlink_status(side, ec))) {
       if (!is_kinora_sidecar(side))
-        fail_file(path, "its parameters would go to " + side.string() +
-                            ", which exists and is not a Kinora parameters file; move it or name "
-                            "another output");
+        fail_file(
+            path,
+            "its parameters would go to " + side.string() +
+                ", which exists and is not the parameters file of an earlier render (a preset, "
+                "or a file of yours); move it or name another output");
       check_can_write_file(side, overwrite, "output's parameters file");
     }
   }

@@ -96,7 +96,7 @@ TEST(Media, PrepareOutputRefusesWhatItWouldDestroy) {
       {(dir / "full").string(), "no extension"},
       {(dir / "full").string() + "/", "names a folder"},
       {(dir / "taken.mp4").string(), "exists; give --overwrite"},
-      {(dir / "notes.mp4").string(), "is not a Kinora parameters file"},
+      {(dir / "notes.mp4").string(), "is not the parameters file of an earlier render"},
       {(dir / "missing/x.mp4").string(), "does not exist"},
   };
   for (const auto& [path, why] : refused)

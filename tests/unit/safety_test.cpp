@@ -254,7 +254,9 @@ TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
   write(dir / "v.mp4.json", "my own notes");
   r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "v.mp4").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("v.mp4.json, which exists and is not a Kinora parameters file"));
+  EXPECT_THAT(
+      r.out,
+      HasSubstr("v.mp4.json, which exists and is not the parameters file of an earlier render"));
   EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
   EXPECT_EQ(read(dir / "v.mp4.json"), "my own notes");
   EXPECT_FALSE(fs::exists(dir / "v.mp4"));
@@ -590,7 +592,7 @@ TEST(Safety, SidecarsAndFrameFoldersFollowTheOutputsRule) {
         R"({"preset":{"prompt":"x"},"kinora":{"version":"Kinora 0.1"},"my_notes":"precious"})");
   r = sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "e.mp4").string() +
          " --overwrite");
-  EXPECT_THAT(r.out, HasSubstr("is not a Kinora parameters file"));
+  EXPECT_THAT(r.out, HasSubstr("is not the parameters file of an earlier render"));
   EXPECT_THAT(read(dir / "e.mp4.json"), HasSubstr("precious"));
   fs::create_directories(dir / "w");
   write(dir / "w/kinora.json", "x");
