@@ -345,8 +345,9 @@ std::string live_holder(const fs::path& file) {
   std::istringstream in(first_line(file));
   std::string tag, host;
   long long pid = 0;
-  // A claim being written this very moment is still empty: live while young.
-  if (!(in >> tag >> pid >> host) || pid <= 0) return "another process";
+  // A claim being written this very moment is still empty: live while young
+  // (one its process never wrote, a crash in between, is stale after 30 s).
+  if (!(in >> tag >> pid >> host) || pid <= 0) return age > 30 ? "" : "another process";
   if (tag == host_tag() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return {};
   return "process " + std::to_string(pid) + " on " + host;
 }

@@ -126,8 +126,10 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       Preset& p = *e.preset;
       p.source = e.source;
       placement.apply(p, e.source);
-      render::check_output_name(p);
       std::error_code ec;
+      // A finished output is skipped (or judged by --status): its folder
+      // need not be writable.
+      render::check_output_name(p, !fs::exists(fs::symlink_status(p.output_path(), ec)));
       const auto key = fs::weakly_canonical(fs::absolute(p.output_path()), ec);
       const auto [it, inserted] = first_of.try_emplace(key, e.source);
       if (!inserted)

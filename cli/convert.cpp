@@ -7,6 +7,7 @@
 #include "base/files.h"
 #include "base/signals.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 
 namespace kinora::cli {
 
@@ -55,6 +56,23 @@ void check_checkpoint_output(const std::filesystem::path& out,
   remove_stale_temporaries(folder);
 }
 
+void save_checkpoint_cancellable(const std::filesystem::path& out,
+                                 const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                 const std::map<std::string, std::string>& metadata,
+                                 bool overwrite) {
+  std::vector<io::TensorSpec> specs;
+  for (const auto& [name, t] : tensors) specs.push_back({name, t.sizes().vec(), t.scalar_type()});
+  io::save_safetensors(
+      out, specs,
+      [&](std::size_t i) {
+        throw_if_cancelled(&cancel_requested());
+        return tensors[i].second;
+      },
+      metadata, overwrite);
+  // Past the last tensor the file is complete and in place: a cancel that
+  // comes now is too late to stop anything, and the command reports success.
+}
+
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                  const std::string& dtype, bool overwrite) {
   const auto to = parse_float_dtype(dtype, "convert");
@@ -85,7 +103,7 @@ ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::fil
     tensors.emplace_back(name, std::move(t));
   }
   r.tensors = tensors.size();
-  io::save_safetensors(out, tensors, ck.metadata(), overwrite);
+  save_checkpoint_cancellable(out, tensors, ck.metadata(), overwrite);
   return r;
 }
 

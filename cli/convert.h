@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,13 @@ struct ConvertReport {
   std::size_t tensors = 0, converted = 0;
   uint64_t bytes_in = 0, bytes_out = 0;
 };
+
+// io::save_safetensors that stops at a cancel (Ctrl-C, SIGTERM) between
+// tensors while it writes, leaving nothing behind (kinora::Cancelled).
+void save_checkpoint_cancellable(const std::filesystem::path& out,
+                                 const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                                 const std::map<std::string, std::string>& metadata,
+                                 bool overwrite);
 
 // `dtype` is "bf16", "fp16" or "fp32". A sharded checkpoint (its index.json)
 // becomes one file. FP8 checkpoints are refused (their scales are per-format);

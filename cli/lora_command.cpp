@@ -166,7 +166,7 @@ int merge(const LoraArgs& a) {
                       {"strength", loras[i].second}});
   metadata["kinora.lora_merge"] = record.dump();
   throw_if_cancelled(&cancel_requested());
-  io::save_safetensors(a.out, out, metadata, a.overwrite);
+  save_checkpoint_cancellable(a.out, out, metadata, a.overwrite);
   std::cout << a.out << "\n";
   return 0;
 }

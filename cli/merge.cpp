@@ -127,7 +127,7 @@ MergeReport merge_checkpoints(const MergeSpec& spec, const std::filesystem::path
     recipe["formula"] = "a + ratio * (b - a)";
   }
   meta["kinora.merge"] = recipe.dump();
-  io::save_safetensors(out, tensors, meta, spec.overwrite);
+  save_checkpoint_cancellable(out, tensors, meta, spec.overwrite);
   return r;
 }
 

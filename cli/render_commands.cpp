@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -519,8 +520,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
         if (defaults && opts->family.empty()) opts->family = defaults->family;
         Preset p = *opts;
         for (const auto& l : *gen_loras) p.loras.push_back(parse_lora_arg(l));
-        p.seed = pipeline::resolve_seed(seed->empty() ? pipeline::kRandomSeed
-                                                      : pipeline::parse_seed(*seed, "--seed"));
+        // Given empty (a script's unset variable): refused, not a random seed.
+        const bool given = gen->get_option("--seed")->count() > 0;
+        p.seed = pipeline::resolve_seed(!given ? pipeline::kRandomSeed
+                                               : pipeline::parse_seed(*seed, "--seed"));
         // A batch's outputs are NAME-SEED.EXT: kinora-SEED.EXT without --out.
         if (p.output.empty())
           p.output = *batch_size > 1
@@ -659,10 +662,12 @@ std::function<int()> add_render_commands(CLI::App& app) {
                   << (invalid ? ", " + std::to_string(invalid) + " invalid" : "") << "\n";
         int failed = 0, skipped = 0, done = 0;
         pipeline::Pipeline pipe;  // models stay loaded across the batch
-        for (std::size_t k = 0; k < entries.size(); ++k) {
-          if (static_cast<int>(k % static_cast<std::size_t>(count)) != index) continue;
+        // One entry; `last_look`: a second look at one another process was
+        // rendering at the first (it may have died since). A cancel's exit
+        // status, or nothing.
+        std::vector<std::size_t> later;
+        auto one = [&](std::size_t k, bool last_look) -> std::optional<int> {
           const auto& [source, preset, error] = entries[k];
-          if (!preset) continue;
           const auto out = preset->output_path();
           // Outputs appear only when complete; the user's own file, or one
           // that no longer reads as a render, is never replaced.
@@ -672,7 +677,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
               std::cerr << "kinora: " << existing.explain(out) << "\n";
               std::cout << "FAIL  " << source << "\n";
               ++failed;
-              continue;
+              return std::nullopt;
             }
             std::cout << "skip  " << source << "  " << out.string()
                       << (existing.state == State::done
@@ -680,7 +685,7 @@ std::function<int()> add_render_commands(CLI::App& app) {
                               : " (exists, made from other settings than the preset's now: "
                                 "delete it and its .json to render it again)\n");
             ++skipped;
-            continue;
+            return std::nullopt;
           }
           // The parameters file of an earlier render whose video is gone is
           // kept (it may be the only record of a video moved elsewhere). Only
@@ -691,26 +696,32 @@ std::function<int()> add_render_commands(CLI::App& app) {
                       << out.filename().string() << "; delete it to have that rendered again\n";
             std::cout << "FAIL  " << source << "\n";
             ++failed;
-            continue;
+            return std::nullopt;
           }
           if (*dry) {
             std::cout << "plan  " << source << "  " << out.string() << "\n";
-            continue;
+            return std::nullopt;
           }
           // Another batch over the same presets (an overlapping Slurm array)
           // may be rendering this one: it is left to it.
           const OutputClaim claim(out);
+          if (!claim.held() && !last_look) {
+            std::cout << "later  " << source << "  " << out.string() << " (being rendered by "
+                      << claim.holder() << "; looked at again at the end)\n";
+            later.push_back(k);
+            return std::nullopt;
+          }
           if (!claim.held()) {
             std::cout << "skip  " << source << "  " << out.string() << " (being rendered by "
                       << claim.holder() << ")\n";
             ++skipped;
-            continue;
+            return std::nullopt;
           }
           if (existing_output(out, *preset).state == ExistingOutput::State::done) {
             std::cout << "skip  " << source << "  " << out.string()
                       << " (rendered meanwhile by another process)\n";
             ++skipped;
-            continue;
+            return std::nullopt;
           }
           const int rc = guarded([&] { return render_one(pipe, *preset, false); });
           if (is_cancel_status(rc)) {
@@ -729,7 +740,13 @@ std::function<int()> add_render_commands(CLI::App& app) {
           } else {
             ++done;
           }
-        }
+          return std::nullopt;
+        };
+        for (std::size_t k = 0; k < entries.size(); ++k)
+          if (static_cast<int>(k % static_cast<std::size_t>(count)) == index && entries[k].preset)
+            if (const auto rc = one(k, false)) return *rc;
+        for (const auto k : later)
+          if (const auto rc = one(k, true)) return *rc;
         std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed
                   << " failed" << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
                   << "\n";

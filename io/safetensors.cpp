@@ -307,6 +307,12 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
       fail_file(path, std::string(media) +
                           ", not a safetensors model file (kinora restore reads the parameters "
                           "of a Kinora render)");
+    // A SentencePiece tokenizer (spiece.model, a protobuf whose first field
+    // is its first piece: 0x0A, a length, 0x0A …), given where a model goes.
+    if (base[0] == 0x0a && size > 8 && path.extension() == ".model")
+      fail_file(path,
+                "a SentencePiece tokenizer model, not a safetensors model file (give it as the "
+                "tokenizer, --tokenizer)");
     // llama.cpp's format, which stable-diffusion.cpp and ComfyUI-GGUF load.
     if (base[0] == 'G' && base[1] == 'G' && base[2] == 'U' && base[3] == 'F')
       fail_file(path,

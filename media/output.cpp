@@ -100,6 +100,15 @@ bool is_kinora_sequence(const fs::path& dir) {
                        (name.compare(11, 4, ".png") == 0 || name.compare(11, 4, ".ppm") == 0) &&
                        std::all_of(name.begin() + 6, name.begin() + 11, ::isdigit);
     if (!e.is_regular_file(ec) || !(frame || name == "kinora.json")) return false;
+    // A frame is a picture: a file of another kind under a frame's name (a
+    // user's notes, a model) makes the folder not one to replace.
+    if (frame) {
+      char head[8] = {0};
+      std::ifstream(e.path(), std::ios::binary).read(head, sizeof head);
+      const bool png = std::memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0;
+      const bool ppm = head[0] == 'P' && head[1] == '6';
+      if (name.compare(11, 4, ".png") == 0 ? !png : !ppm) return false;
+    }
   }
   return !ec && is_kinora_sidecar(dir / "kinora.json");
 }

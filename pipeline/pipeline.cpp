@@ -486,6 +486,15 @@ std::vector<fs::path> input_files(const Preset& p) {
       }
   } catch (const Error&) {
   }
+  // A sharded checkpoint's shards, which its index names.
+  for (std::size_t i = 0, n = out.size(); i < n; ++i) {
+    if (out[i].extension() != ".json") continue;
+    try {
+      const auto ck = io::Checkpoint::open(out[i]);
+      for (const auto& shard : ck.shards()) out.push_back(shard->path());
+    } catch (const Error&) {
+    }
+  }
   return out;
 }
 

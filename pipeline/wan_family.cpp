@@ -130,6 +130,14 @@ std::string WanFamily::default_negative_prompt(const ModelFiles& files) const {
 
 LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precision,
                              const std::function<void(const std::string&)>& say) const {
+  // T5 v1.1 (FLUX's) has umT5's shapes but one position table for all its
+  // layers, and conditions nothing Wan was trained on: refused before anything loads.
+  if (io::detect_layout(io::Checkpoint::open(files.text_encoder).shapes(),
+                        {io::Family::UMT5, io::Family::T5})
+          .family == io::Family::T5)
+    throw Error(files.text_encoder.string() +
+                ": a T5 v1.1 encoder (FLUX's t5xxl), not Wan's umT5-XXL (ComfyUI's "
+                "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
   LoadedModels m;
   auto dit = [&](const fs::path& path) {
     say(path.filename().string() + " (Wan DiT)");
@@ -143,14 +151,6 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
   }
   say(files.vae.filename().string() + " (Wan VAE)");
   m.autoencoder = std::make_shared<vae::WanVAE>(vae::WanVAE::load(files.vae, precision));
-  // T5 v1.1 (FLUX's) has umT5's shapes but one position table for all its
-  // layers, and conditions nothing Wan was trained on: refused before loading.
-  if (io::detect_layout(io::Checkpoint::open(files.text_encoder).shapes(),
-                        {io::Family::UMT5, io::Family::T5})
-          .family == io::Family::T5)
-    throw Error(files.text_encoder.string() +
-                ": a T5 v1.1 encoder (FLUX's t5xxl), not Wan's umT5-XXL (ComfyUI's "
-                "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
   say(files.text_encoder.filename().string() + " (umT5)");
   auto text = std::make_shared<text::T5Conditioner>(text::T5Conditioner::load(
       files.text_encoder, files.tokenizer, first->config().text_len, precision));

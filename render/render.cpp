@@ -49,25 +49,30 @@ fs::path batch_output(const pipeline::Preset& preset, int count, int i) {
          (out.stem().string() + "-" + std::to_string(preset.seed + i) + out.extension().string());
 }
 
-namespace {
-// Refuses an output that is one of the files the render reads.
 void check_not_an_input(const fs::path& output, const pipeline::Preset& preset) {
   std::error_code ec;
   if (!fs::exists(output, ec)) return;
-  for (const auto& in : pipeline::input_files(preset))
+  const bool folder = fs::is_directory(output, ec);
+  const auto inside = fs::weakly_canonical(output, ec);
+  for (const auto& in : pipeline::input_files(preset)) {
     if (fs::equivalent(in, output, ec))
       throw Error(output.string() +
                   ": is a file this render reads (a model, tokenizer or LoRA); it is never "
                   "written over, even with --overwrite: name another output");
+    // A frame sequence's folder: replaced whole, so nothing it holds may be read.
+    if (folder && fs::weakly_canonical(in, ec).parent_path() == inside)
+      throw Error(output.string() + ": holds " + in.filename().string() +
+                  ", a file this render reads; the folder is never replaced, even with "
+                  "--overwrite: name another output");
+  }
 }
-}  // namespace
 
-media::Format check_output_name(const pipeline::Preset& preset) {
+media::Format check_output_name(const pipeline::Preset& preset, bool writable) {
   pipeline::Preset snapped = preset;
   pipeline::snap_sizes(snapped);
   check_one_image(preset, snapped);
   const auto format = media::output_format(preset.output_path(), preset.format, snapped.frames);
-  media::check_output_folder(preset.output_path());
+  if (writable) media::check_output_folder(preset.output_path());
   check_not_an_input(preset.output_path(), preset);
   return format;
 }

@@ -31,8 +31,13 @@ void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& sna
 // What can be known of a preset's output before anything is loaded, as
 // `batch` and the studio's queue check it: one image asked of a clip model,
 // a name that fits its format (after snapping the sizes), a folder that
-// exists and can be written, not a file the render reads (a model, a LoRA).
-// Returns the format; throws kinora::Error.
-media::Format check_output_name(const pipeline::Preset& preset);
+// exists and can be written (unless not `writable`: a batch skips an output
+// that exists, so its folder may be read-only), not a file the render reads
+// (a model, a LoRA). Returns the format; throws kinora::Error.
+media::Format check_output_name(const pipeline::Preset& preset, bool writable = true);
+
+// Refuses (kinora::Error) an output that is one of the files a render of
+// `preset` reads, or a folder holding one (pipeline::input_files).
+void check_not_an_input(const std::filesystem::path& output, const pipeline::Preset& preset);
 
 }  // namespace kinora::render

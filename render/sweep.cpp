@@ -472,6 +472,12 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
   // Every destination: a cell that exists and is not this cell's render stops
   // the sweep before anything is rendered; one that holds it is reused.
   std::vector<bool> reuse(plan.cells.size(), false);
+  // No cell, and not the sheet, is a file a cell reads (a model or LoRA named
+  // like one): all checked before anything renders.
+  for (const auto& c : plan.cells) {
+    check_not_an_input(c.preset.output_path(), c.preset);
+    check_not_an_input(plan.sheet, c.preset);
+  }
   for (std::size_t i = 0; i < plan.cells.size(); ++i) {
     const auto& p = plan.cells[i].preset;
     const auto path = p.output_path();

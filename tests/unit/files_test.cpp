@@ -210,6 +210,12 @@ TEST(Files, AnOutputClaimHasOneHolderAndIsTakenOverWhenStale) {
     EXPECT_TRUE(claim.held());
     EXPECT_EQ(read(file), mine);
   }
+  // An empty claim (its process died between making and writing it): live
+  // for 30 s, then taken over.
+  std::ofstream(file).close();
+  EXPECT_EQ(OutputClaim::holder_of(out), "another process");
+  fs::last_write_time(file, fs::last_write_time(file) - std::chrono::minutes(1));
+  EXPECT_EQ(OutputClaim::holder_of(out), "");
   // A process of this host that is gone (a PID that cannot run): taken over.
   std::ofstream(file) << tag << " 999999999 here\n";
   {

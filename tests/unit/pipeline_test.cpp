@@ -5,11 +5,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 
 #include "diffusion/wan_dit.h"
 #include "embedded/model.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "layers/precision.h"
 #include "media/output.h"
@@ -75,6 +77,35 @@ TEST(Pipeline, ATokenizerOfAnotherTextEncoderIsRefusedByName) {
       error_of([&] { text::T5Conditioner::load(encoder, fixture("spm_tiny.model"), 32); });  // 171
   EXPECT_THAT(msg, HasSubstr("spm_tiny.model: a tokenizer of 171 tokens, but the text encoder"));
   EXPECT_THAT(msg, HasSubstr("kinora-tiny-umt5.safetensors has 96"));
+}
+
+// The files a render reads include a sharded model's shards: an output named
+// like one (a.mp4) is refused, even with overwrite.
+TEST(Pipeline, AShardOfAShardedModelIsAnInputNoOutputReplaces) {
+  test::TempDir dir;
+  const auto ck = io::Checkpoint::open(test::fixture("wan21_dit_tiny.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> first, second;
+  nlohmann::json map;
+  for (const auto& name : ck.names()) {
+    auto& part = first.size() <= second.size() ? first : second;
+    part.emplace_back(name, ck.get(name));
+    map[name] = &part == &first ? "a.mp4" : "b.png";
+  }
+  io::save_safetensors(dir / "a.mp4", first, ck.metadata());
+  io::save_safetensors(dir / "b.png", second);
+  std::ofstream(dir / "m.safetensors.index.json")
+      << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", map}}.dump();
+  auto p = test::tiny_wan_preset((dir / "a.mp4").string());
+  p.model = (dir / "m.safetensors.index.json").string();
+  const auto inputs = pipeline::input_files(p);
+  EXPECT_NE(std::find(inputs.begin(), inputs.end(), dir / "a.mp4"), inputs.end());
+  EXPECT_NE(std::find(inputs.begin(), inputs.end(), dir / "b.png"), inputs.end());
+  try {
+    render::check_output_name(p);
+    ADD_FAILURE() << "a shard taken as the output";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("a.mp4: is a file this render reads"));
+  }
 }
 
 TEST(Pipeline, NoiseIsDrawnOnTheCpuFromTheSeed) {

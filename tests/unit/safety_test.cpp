@@ -207,6 +207,40 @@ TEST(Safety, AnOutputIsNeverAFileTheRenderReads) {
   EXPECT_EQ(read(dir / "dit.mp4"), dit);
   EXPECT_EQ(read(dir / "vae.mov"), vae);
   EXPECT_FALSE(fs::exists(dir / "dit.mp4.json"));
+  // A sweep's contact sheet named like the VAE: refused before any cell renders.
+  p["output"] = "s.mp4";
+  write(dir / "s.json", p.dump());
+  fs::copy_file(dir / "vae.mov", dir / "s-sweep-seed.mp4");
+  const auto sheet = read(dir / "s-sweep-seed.mp4");
+  p["vae"] = "s-sweep-seed.mp4";
+  write(dir / "s.json", p.dump());
+  r = sh(kinora_bin() + " sweep " + (dir / "s.json").string() + " --axis seed=1,2 --overwrite");
+  EXPECT_THAT(r.out, HasSubstr("s-sweep-seed.mp4: is a file this render reads"));
+  EXPECT_FALSE(fs::exists(dir / "s-seed=1.mp4"));
+  EXPECT_EQ(read(dir / "s-sweep-seed.mp4"), sheet);
+  // A frame sequence's folder holding a file the render reads (a LoRA among
+  // the frames) is not replaced.
+  ASSERT_EQ(
+      sh(in(dir.path(), kinora_bin() + " generate -p x" + files + " --format png-seq -o seq")).code,
+      0);
+  fs::copy_file(dir / "vae.mov", dir / "seq" / "frame_00001.png",
+                fs::copy_options::overwrite_existing);
+  r = sh(in(dir.path(), kinora_bin() +
+                            " generate -p x --model dit.mp4 --vae seq/frame_00001.png "
+                            "--text-encoder " +
+                            fixture("umt5_enc_tiny.safetensors") + " --tokenizer " +
+                            fixture("spm_tiny.model") +
+                            " --width 32 --height 32 --frames 5 --steps 1 --format png-seq -o seq "
+                            "--overwrite"));
+  EXPECT_THAT(r.out, HasSubstr("holds frame_00001.png, a file this render reads"));
+  EXPECT_EQ(read(dir / "seq" / "frame_00001.png"), vae);
+  // …nor one holding a file under a frame's name that is no picture.
+  fs::copy_file(dir / "dit.mp4", dir / "seq" / "frame_00001.png",
+                fs::copy_options::overwrite_existing);
+  r = sh(in(dir.path(),
+            kinora_bin() + " generate -p x" + files + " --format png-seq -o seq " + "--overwrite"));
+  EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora frame sequence"));
+  EXPECT_EQ(read(dir / "seq" / "frame_00001.png"), dit);
   // FLUX's T5 given to Wan: named, before any model loads.
   std::string t5 = kinora_bin();
   t5.append(" generate -p x --model ")
@@ -223,6 +257,7 @@ TEST(Safety, AnOutputIsNeverAFileTheRenderReads) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("t5_enc_tiny.safetensors: a T5 v1.1 encoder (FLUX's t5xxl), not "
                                "Wan's umT5-XXL"));
+  EXPECT_THAT(r.out, Not(HasSubstr("loading")));
   EXPECT_FALSE(fs::exists(dir / "t5.mp4"));
 }
 
