@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "chain_preset.h"
 #include "test_util.h"
 
 using kinora::test::fixture;
@@ -154,20 +155,7 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
 
 TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   TempDir dir;
-  json list = json::array();
-  for (int i = 0; i < 7; ++i) {
-    list.push_back({{"prompt", "item " + std::to_string(i)},
-                    {"seed", i},
-                    {"model", fixture("wan21_dit_tiny.safetensors")},
-                    {"vae", fixture("wan21_vae_tiny.safetensors")},
-                    {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
-                    {"tokenizer", fixture("spm_tiny.model")},
-                    {"width", 32},
-                    {"height", 32},
-                    {"frames", 1},
-                    {"steps", 1},
-                    {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
-  }
+  const json list = kinora::test::chain_list(dir.path(), 7);
   std::ofstream(dir / "list.json") << list.dump();
   std::multiset<std::string> planned;
   for (int i = 0; i < 3; ++i) {
@@ -239,19 +227,7 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
 // that process stopped touching its claim (a node that died), it is rendered.
 TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
   TempDir dir;
-  json list = json::array();
-  for (int i = 0; i < 2; ++i)
-    list.push_back({{"prompt", "item " + std::to_string(i)},
-                    {"seed", i},
-                    {"model", fixture("wan21_dit_tiny.safetensors")},
-                    {"vae", fixture("wan21_vae_tiny.safetensors")},
-                    {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
-                    {"tokenizer", fixture("spm_tiny.model")},
-                    {"width", 32},
-                    {"height", 32},
-                    {"frames", 1},
-                    {"steps", 1},
-                    {"output", (dir / ("out" + std::to_string(i) + ".png")).string()}});
+  const json list = kinora::test::chain_list(dir.path(), 2);
   std::ofstream(dir / "list.json") << list.dump();
   const auto claim = dir / ".out1.png.claim";
   std::ofstream(claim) << "node7_4026531836 42 node7\n";

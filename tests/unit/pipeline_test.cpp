@@ -288,9 +288,7 @@ TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
   p.vae = "not_there";
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("/tmp/vae"));
   p = tiny();
-  p.text_encoder =
-      fixture("t5_enc_tiny.safetensors");  // width 64 as well, fine; a VAE is not an encoder:
-  p.vae = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_dit_tiny.safetensors");  // a DiT is not a VAE
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("not a Wan VAE checkpoint"));
   p = tiny();
   p.loras.push_back({"x.safetensors", 1.0});

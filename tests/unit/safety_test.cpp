@@ -11,8 +11,10 @@
 #include <sstream>
 
 #include "base/files.h"
+#include "chain_preset.h"
 #include "test_util.h"
 
+using kinora::test::chain_preset;
 using kinora::test::fixture;
 using kinora::test::sh;
 using kinora::test::TempDir;
@@ -36,18 +38,6 @@ std::string chain(int steps = 1) {
          fixture("wan21_vae_tiny.safetensors") + " --text-encoder " +
          fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
          " --width 64 --height 48 --frames 5 --seed 1 --steps " + std::to_string(steps);
-}
-json chain_preset() {
-  return {{"prompt", "x"},
-          {"seed", 1},
-          {"model", fixture("wan21_dit_tiny.safetensors")},
-          {"vae", fixture("wan21_vae_tiny.safetensors")},
-          {"text_encoder", fixture("umt5_enc_tiny.safetensors")},
-          {"tokenizer", fixture("spm_tiny.model")},
-          {"width", 32},
-          {"height", 32},
-          {"frames", 1},
-          {"steps", 1}};
 }
 std::string read(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -242,22 +232,28 @@ TEST(Safety, AnOutputIsNeverAFileTheRenderReads) {
   EXPECT_THAT(r.out, HasSubstr("holds files other than a Kinora frame sequence"));
   EXPECT_EQ(read(dir / "seq" / "frame_00001.png"), dit);
   // FLUX's T5 given to Wan: named, before any model loads.
-  std::string t5 = kinora_bin();
-  t5.append(" generate -p x --model ")
-      .append(fixture("wan21_dit_tiny.safetensors"))
-      .append(" --vae ")
-      .append(fixture("wan21_vae_tiny.safetensors"))
-      .append(" --text-encoder ")
-      .append(fixture("t5_enc_tiny.safetensors"))
-      .append(" --tokenizer ")
-      .append(fixture("spm_tiny.model"))
-      .append(" --out ")
-      .append((dir / "t5.mp4").string());
-  r = sh(t5);
+  const auto with_text_encoder = [&](const std::string& file) {
+    std::string cmd = kinora_bin();
+    cmd.append(" generate -p x --model ")
+        .append(fixture("wan21_dit_tiny.safetensors"))
+        .append(" --vae ")
+        .append(fixture("wan21_vae_tiny.safetensors"))
+        .append(" --text-encoder ")
+        .append(file)
+        .append(" --tokenizer ")
+        .append(fixture("spm_tiny.model"))
+        .append(" --out ")
+        .append((dir / "t5.mp4").string());
+    return sh(cmd);
+  };
+  r = with_text_encoder(fixture("t5_enc_tiny.safetensors"));
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("t5_enc_tiny.safetensors: a T5 v1.1 encoder (FLUX's t5xxl), not "
                                "Wan's umT5-XXL"));
   EXPECT_THAT(r.out, Not(HasSubstr("loading")));
+  // The tokenizer given as the text encoder: said so.
+  r = with_text_encoder(fixture("spm_tiny.model"));
+  EXPECT_THAT(r.out, HasSubstr("a SentencePiece tokenizer model, not a safetensors model file"));
   EXPECT_FALSE(fs::exists(dir / "t5.mp4"));
 }
 
