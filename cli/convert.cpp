@@ -69,8 +69,8 @@ void save_checkpoint_cancellable(const std::filesystem::path& out,
         return tensors[i].second;
       },
       metadata, overwrite);
-  // Past the last tensor the file is complete and in place: a cancel that
-  // comes now is too late to stop anything, and the command reports success.
+  // A cancel after the last tensor is handed over (while the file is flushed
+  // and renamed into place) is not seen: the command then reports success.
 }
 
 ConvertReport convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
