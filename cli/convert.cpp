@@ -37,16 +37,7 @@ void check_checkpoint_output(const std::filesystem::path& out,
     for (const auto& in : inputs) {
       if (fs::equivalent(in, out, ec))
         fail_file(out, "is an input; write the new checkpoint elsewhere");
-      // A sharded input's shards, which its index names.
-      if (in.extension() != ".json") continue;
-      std::vector<fs::path> shards;
-      try {
-        const auto ck = io::Checkpoint::open(in);
-        for (const auto& f : ck.shards()) shards.push_back(f->path());
-      } catch (const Error&) {
-        continue;  // said when it is read
-      }
-      for (const auto& shard : shards)
+      for (const auto& shard : io::shard_files(in))
         if (fs::equivalent(shard, out, ec))
           fail_file(out, "is a shard of the input " + in.string() +
                              "; write the new checkpoint elsewhere");

@@ -113,4 +113,15 @@ bool Checkpoint::release_resident() const {
   return all;
 }
 
+std::vector<fs::path> shard_files(const fs::path& path) {
+  std::vector<fs::path> out;
+  if (path.extension() != ".json") return out;
+  try {
+    const auto ck = Checkpoint::open(path);
+    for (const auto& shard : ck.shards()) out.push_back(shard->path());
+  } catch (const Error&) {
+  }
+  return out;
+}
+
 }  // namespace kinora::io

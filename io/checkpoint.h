@@ -48,4 +48,9 @@ class Checkpoint {
   std::map<std::string, std::string> metadata_;
 };
 
+// The shard files a `*.safetensors.index.json` names; empty for anything else
+// and for an index that cannot be read (Checkpoint::open says why, where it
+// is read).
+std::vector<std::filesystem::path> shard_files(const std::filesystem::path& path);
+
 }  // namespace kinora::io

@@ -487,14 +487,8 @@ std::vector<fs::path> input_files(const Preset& p) {
   } catch (const Error&) {
   }
   // A sharded checkpoint's shards, which its index names.
-  for (std::size_t i = 0, n = out.size(); i < n; ++i) {
-    if (out[i].extension() != ".json") continue;
-    try {
-      const auto ck = io::Checkpoint::open(out[i]);
-      for (const auto& shard : ck.shards()) out.push_back(shard->path());
-    } catch (const Error&) {
-    }
-  }
+  for (std::size_t i = 0, n = out.size(); i < n; ++i)
+    for (const auto& shard : io::shard_files(out[i])) out.push_back(shard);
   return out;
 }
 
