@@ -41,6 +41,7 @@
 #include "app/viewer.h"
 #include "app/worker.h"
 #include "base/error.h"
+#include "base/files.h"
 #include "base/json.h"
 #include "media/format.h"
 #include "media/output.h"
@@ -67,16 +68,23 @@ QString extension_for(const Preset& p) {
   return ".mp4";
 }
 
-// `path`, or where a file or folder is there already, the first free
-// "NAME-2.EXT", "NAME-3.EXT", …: the studio never replaces a file. A frame
-// sequence's folder keeps any dot in its name.
+// Whether `path` is taken: a file or folder is there, or a kinora batch in
+// another process is rendering it (its claim).
+bool taken(const QString& path) {
+  return QFileInfo::exists(path) ||
+         !kinora::OutputClaim::holder_of(std::filesystem::path(path.toStdString())).empty();
+}
+
+// `path`, or where it is taken, the first free "NAME-2.EXT", "NAME-3.EXT", …:
+// the studio never replaces a file. A frame sequence's folder keeps any dot
+// in its name.
 QString free_output_path(const QString& path, bool folder) {
-  if (!QFileInfo::exists(path)) return path;
+  if (!taken(path)) return path;
   const QString suffix = folder ? QString() : QFileInfo(path).suffix();
   const QString ext = suffix.isEmpty() ? QString() : "." + suffix;
   const QString base = path.left(path.size() - ext.size());
   QString free = path;
-  for (int k = 2; QFileInfo::exists(free); ++k) free = base + "-" + QString::number(k) + ext;
+  for (int k = 2; taken(free); ++k) free = base + "-" + QString::number(k) + ext;
   return free;
 }
 // The output folder the studio makes itself: the only one it creates.

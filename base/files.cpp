@@ -316,16 +316,14 @@ fs::path claim_file(const fs::path& output) {
   return output.parent_path() / name;
 }
 
-// "TAG PID HOST": this process's line in a claim file.
-const std::string& claim_line() {
-  static const std::string line = [] {
-    char buf[256] = {0};
-    std::string host = ::gethostname(buf, sizeof buf - 1) == 0 && buf[0] ? buf : "host";
-    for (auto& c : host)
-      if (std::isspace(static_cast<unsigned char>(c))) c = '_';
-    return host_tag() + " " + std::to_string(::getpid()) + " " + host;
-  }();
-  return line;
+// "TAG PID HOST": this process's line in a claim file (made each time: a
+// forked child is another process).
+std::string claim_line() {
+  char buf[256] = {0};
+  std::string host = ::gethostname(buf, sizeof buf - 1) == 0 && buf[0] ? buf : "host";
+  for (auto& c : host)
+    if (std::isspace(static_cast<unsigned char>(c))) c = '_';
+  return host_tag() + " " + std::to_string(::getpid()) + " " + host;
 }
 
 std::string first_line(const fs::path& file) {
@@ -394,6 +392,12 @@ OutputClaim::OutputClaim(const fs::path& output) : file_(claim_file(output)) {
       return;
     }
     if (errno != EEXIST) break;  // a folder that cannot be written, or not there yet
+    // This process holds it already (a batch's claim, and the render inside
+    // it claiming again): held, and left for the outer claim to release.
+    if (first_line(file_) == claim_line()) {
+      file_.clear();
+      return;
+    }
     holder_ = live_holder(file_);
     if (!holder_.empty()) return;
     ::unlink(file_.c_str());  // stale: taken over

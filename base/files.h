@@ -95,7 +95,8 @@ int remove_stale_temporaries(const std::filesystem::path& folder);
 // five minutes (a process on another machine that died) is taken over. It
 // saves work only: outputs stay safe without it (commit_temp never replaces a
 // render another process wrote), and a folder where it cannot be made (read
-// only) is not claimed, with the render left to say what is wrong.
+// only) is not claimed, with the render left to say what is wrong. A claim
+// this process holds already is held again (nested), and stays the outer one's.
 class OutputClaim {
  public:
   explicit OutputClaim(const std::filesystem::path& output);

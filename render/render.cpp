@@ -1,7 +1,9 @@
 #include "render/render.h"
 
 #include <chrono>
+#include <memory>
 
+#include "base/files.h"
 #include "base/hash_cache.h"
 #include "media/output.h"
 #include "render/parameters.h"
@@ -100,10 +102,18 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   pipeline::snap_sizes(snapped);
   check_one_image(preset, snapped);
   std::vector<media::OutputTarget> targets;
+  // Held until the outputs are written: a batch (or a render) in another
+  // process that reaches the same output leaves it to this one.
+  std::vector<std::unique_ptr<OutputClaim>> claims;
   for (int i = 0; i < count; ++i) {
-    check_not_an_input(batch_output(preset, count, i), preset);
-    targets.push_back(media::prepare_output(batch_output(preset, count, i), preset.format,
-                                            snapped.frames, overwrite));
+    const auto out = batch_output(preset, count, i);
+    check_not_an_input(out, preset);
+    claims.push_back(std::make_unique<OutputClaim>(out));
+    if (!claims.back()->held())
+      throw Error(out.string() + ": being rendered by " + claims.back()->holder() +
+                  " (a kinora batch or render over the same preset); wait for it to finish, "
+                  "or name another output");
+    targets.push_back(media::prepare_output(out, preset.format, snapped.frames, overwrite));
   }
   auto results = pipe.generate_batch(preset, count, cb);
   // The outputs of a batch share their files: hashed (or found in the cache) once.

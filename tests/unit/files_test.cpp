@@ -188,6 +188,17 @@ TEST(Files, AnOutputClaimHasOneHolderAndIsTakenOverWhenStale) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   }
   EXPECT_FALSE(fs::exists(file)) << "released when the claim ends";
+  // Claimed again inside this process (a batch's claim, the render within
+  // it): held, and the claim stays the outer one's until it ends.
+  {
+    const OutputClaim outer(out);
+    {
+      const OutputClaim inner(out);
+      EXPECT_TRUE(inner.held());
+    }
+    EXPECT_TRUE(fs::exists(file)) << "the inner claim does not release the outer one";
+  }
+  EXPECT_FALSE(fs::exists(file));
 
   // Another machine's live claim: not taken; said by holder_of.
   std::istringstream fields(mine);

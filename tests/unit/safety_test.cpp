@@ -259,6 +259,30 @@ TEST(Safety, AnOutputIsNeverAFileTheRenderReads) {
 
 // The parameters go to "NAME.EXT.json" and replace nothing but an earlier
 // Kinora sidecar: not the preset being rendered, not a user's file.
+// An output another process is rendering (its claim, live) is left to it:
+// `render` and `generate` say who has it and write nothing, even with
+// --overwrite; once the claim is gone the same command renders.
+TEST(Safety, AnOutputAnotherProcessIsRenderingIsLeftToIt) {
+  TempDir dir;
+  auto p = chain_preset();
+  p["output"] = "fox.png";
+  write(dir / "p.json", p.dump());
+  std::ofstream(dir / ".fox.png.claim") << "node7_4026531836 42 node7\n";
+  for (const char* extra : {"", " --overwrite"}) {
+    const auto r = sh(kinora_bin() + " render " + (dir / "p.json").string() + extra);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("fox.png: being rendered by process 42 on node7"));
+    EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
+    EXPECT_FALSE(fs::exists(dir / "fox.png"));
+  }
+  EXPECT_TRUE(fs::exists(dir / ".fox.png.claim")) << "another's claim is left alone";
+  fs::remove(dir / ".fox.png.claim");
+  const auto r = sh(kinora_bin() + " render " + (dir / "p.json").string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "fox.png"));
+  EXPECT_FALSE(fs::exists(dir / ".fox.png.claim")) << "its own claim released";
+}
+
 TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
   TempDir dir;
   auto preset = chain_preset();
