@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <iostream>
+#include <regex>
 #include <string_view>
 
 #include "base/device.h"
@@ -83,6 +84,52 @@ bool check_numbers(const CLI::App& app) {
   return true;
 }
 
+// The deepest subcommand the command line named ("kinora lora merge": merge).
+const CLI::App& named_command(const CLI::App& app) {
+  for (const auto* sub : app.get_subcommands({}))
+    if (sub->parsed()) return named_command(*sub);
+  return app;
+}
+
+// A command line CLI11 refused, said as Kinora says everything ("kinora:
+// WHAT: reason") with the command whose --help lists the options; CLI11's
+// own words only where there is nothing better to say.
+std::string usage_error(const CLI::App& app, const std::string& what) {
+  const auto& cmd = named_command(app);
+  std::string name = cmd.get_name();
+  for (const auto* p = cmd.get_parent(); p; p = p->get_parent()) name = p->get_name() + " " + name;
+  std::smatch m;
+  std::string said = what;
+  if (std::regex_match(what, m, std::regex("Could not convert: (\\S+) = (.*)"))) {
+    const auto* opt = cmd.get_option_no_throw(m[1].str());
+    const auto type = opt ? opt->get_type_name() : std::string();
+    said = m[1].str() + " '" + m[2].str() + "': expected " +
+           (type.rfind("FLOAT", 0) == 0 ? "a decimal number" : "a whole number");
+  } else if (std::regex_match(what, m,
+                              std::regex("(\\S+): (File|Path|Directory) does not "
+                                         "exist: (.*)"))) {
+    const std::string kind = m[2] == "File"        ? "file"
+                             : m[2] == "Directory" ? "folder"
+                                                   : "file or folder";
+    said = m[1].str()[0] == '-' ? m[1].str() + " '" + m[3].str() + "': no such " + kind
+                                : m[3].str() + ": no such " + kind;
+  } else if (std::regex_match(what, m, std::regex("(\\S+): (.*) not in \\{(.*)\\}"))) {
+    said = m[1].str() + " '" + m[2].str() + "': expected one of " +
+           std::regex_replace(m[3].str(), std::regex(","), ", ");
+  } else if (std::regex_match(what, m, std::regex("(\\S+): \\d+ required \\S+ missing"))) {
+    said = m[1].str() + " needs a value";
+  } else if (std::regex_match(what, m, std::regex("(\\S+) is required"))) {
+    said = m[1].str()[0] == '-' ? m[1].str() + " is required"
+                                : "missing the argument '" + m[1].str() + "'";
+  } else if (std::regex_match(what, m,
+                              std::regex("The following arguments? (?:was|were) not expected: "
+                                         "(.*)"))) {
+    said = "unexpected " + m[1].str();
+  }
+  return "kinora: " + said + " (kinora " + (name == "kinora" ? "" : name.substr(7) + " ") +
+         "--help lists the options)";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -154,7 +201,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << usage_error(app, e.what()) << "\n";
+    return 2;
   }
   if (!check_numbers(app)) return 2;
   kinora::configure_threads();

@@ -340,7 +340,7 @@ TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   EXPECT_THAT(r.out, HasSubstr((dir / "kinora-tiny-wan-dit.safetensors").string()));
   r = run("kinora score --model-dir " + (dir / "none").string());
   EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("Directory does not exist"));
+  EXPECT_THAT(r.out, HasSubstr("--model-dir '" + (dir / "none").string() + "': no such folder"));
   r = run("kinora score --guidance 2 --steps 0");
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("key 'steps' must be between 1 and 1000, got 0"));

@@ -787,6 +787,24 @@ TEST(Safety, TheCommandLineSaysHelpAndUsageErrorsLikeOtherTools) {
   EXPECT_THAT(r.out, HasSubstr("generate"));
   r = sh(kinora_bin() + " generate --steps many -p x");
   EXPECT_EQ(r.code, 2);
+  // What CLI11 refuses reads as Kinora's own messages, naming the command
+  // whose --help lists the options.
+  for (const auto& [args, said] : std::vector<std::pair<std::string, std::string>>{
+           {" generate --steps many -p x",
+            "kinora: --steps 'many': expected a whole number (kinora generate --help"},
+           {" generate -p x --guidance lots", "--guidance 'lots': expected a decimal number"},
+           {" info /nonexistent.safetensors",
+            "kinora: /nonexistent.safetensors: no such file or folder (kinora info --help"},
+           {" convert --dtype f8 " + fixture("wan21_vae_tiny.safetensors") + " b.safetensors",
+            "--dtype 'f8': expected one of bf16, fp16, fp32"},
+           {" generate -p", "kinora: --prompt needs a value"},
+           {" lora inspect", "kinora: missing the argument 'file' (kinora lora inspect --help"},
+           {" samplers extra", "kinora: unexpected extra (kinora samplers --help"}}) {
+    r = sh(kinora_bin() + args);
+    EXPECT_EQ(r.code, 2) << args;
+    EXPECT_THAT(r.out, HasSubstr(said)) << args;
+    EXPECT_THAT(r.out, Not(HasSubstr("Run with --help"))) << args;
+  }
   r = sh(kinora_bin() + " generate -p x --guidance nan --out /tmp/never.mp4");
   EXPECT_THAT(r.out, HasSubstr("key 'guidance' must be between 0.0 and 30.0, got nan"));
   // The studio's --help needs no display.
