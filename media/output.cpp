@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -82,6 +83,109 @@ std::map<std::string, std::string> png_text_chunks(const fs::path& path) {
     pos += 12 + len;
   }
   return out;
+}
+
+// Where a PNG, MP4/MOV or WebM file ends before its own structure says it
+// does (a copy or a download that did not finish): which part is cut, or
+// empty for a whole file or one of another kind. Reads headers only.
+std::string where_cut_short(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::error_code ec;
+  const auto size = static_cast<std::uint64_t>(fs::file_size(path, ec));
+  if (!f || ec) return {};
+  unsigned char head[12] = {0};
+  f.read(reinterpret_cast<char*>(head), sizeof head);
+  const auto big_endian = [](const unsigned char* b, int n) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v = (v << 8) | b[i];
+    return v;
+  };
+  const auto past = [&](const std::string& what, std::uint64_t end) {
+    return what + " ends at byte " + std::to_string(end) + ", past the file's " +
+           std::to_string(size) + " bytes";
+  };
+  if (std::memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0) {
+    for (std::uint64_t pos = 8;;) {
+      unsigned char b[8];
+      f.clear();
+      f.seekg(static_cast<std::streamoff>(pos));
+      if (!f.read(reinterpret_cast<char*>(b), 8)) return "it ends before its IEND chunk";
+      const std::string type(reinterpret_cast<const char*>(b) + 4, 4);
+      const auto end = pos + 12 + big_endian(b, 4);
+      if (end > size) return past("its " + type + " chunk", end);
+      if (type == "IEND") return {};
+      pos = end;
+    }
+  }
+  const std::string brand(reinterpret_cast<const char*>(head) + 4, 4);
+  if (brand == "ftyp" || brand == "moov" || brand == "mdat" || brand == "wide") {
+    for (std::uint64_t pos = 0; pos < size;) {
+      unsigned char b[16];
+      f.clear();
+      f.seekg(static_cast<std::streamoff>(pos));
+      if (!f.read(reinterpret_cast<char*>(b), 8)) return "it ends inside a box's header";
+      const std::string type(reinterpret_cast<const char*>(b) + 4, 4);
+      std::uint64_t box = big_endian(b, 4);
+      if (box == 1) {
+        if (!f.read(reinterpret_cast<char*>(b) + 8, 8)) return "it ends inside a box's header";
+        box = big_endian(b + 8, 8);
+      }
+      if (box == 0) return {};  // to the end of the file
+      if (box < 8) return {};   // not a box: FFmpeg says what is wrong
+      if (pos + box > size) return past("its " + type + " box", pos + box);
+      pos += box;
+    }
+    return {};
+  }
+  if (big_endian(head, 4) == 0x1A45DFA3) {  // EBML: its header, then the Segment
+    // An EBML variable-size integer at `pos`: its value, its length, and
+    // whether it is "unknown" (all value bits set).
+    struct Vint {
+      std::uint64_t value = 0;
+      int length = 0;
+      bool unknown = false;
+    };
+    const auto vint = [&](std::uint64_t pos, bool keep_marker) -> std::optional<Vint> {
+      unsigned char b[8];
+      f.clear();
+      f.seekg(static_cast<std::streamoff>(pos));
+      if (!f.read(reinterpret_cast<char*>(b), 1) || b[0] == 0) return std::nullopt;
+      Vint v;
+      while (!(b[0] & (0x80 >> v.length))) ++v.length;
+      ++v.length;
+      if (v.length > 1 && !f.read(reinterpret_cast<char*>(b) + 1, v.length - 1))
+        return std::nullopt;
+      v.value = keep_marker ? b[0] : b[0] & (0xFF >> v.length);
+      bool ones = (b[0] & (0xFF >> v.length)) == (0xFF >> v.length);
+      for (int i = 1; i < v.length; ++i) {
+        v.value = (v.value << 8) | b[i];
+        ones = ones && b[i] == 0xFF;
+      }
+      v.unknown = ones;
+      return v;
+    };
+    const auto header_size = vint(4, false);
+    if (!header_size) return "it ends inside its EBML header";
+    const std::uint64_t segment = 4 + header_size->length + header_size->value;
+    const auto id = vint(segment, true);
+    if (!id) return "it ends before its Segment";
+    if (id->value != 0x18538067) return {};
+    const auto length = vint(segment + id->length, false);
+    if (!length) return "it ends inside its Segment's header";
+    const auto end = segment + id->length + length->length + length->value;
+    if (!length->unknown && end > size) return past("its Segment", end);
+  }
+  return {};
+}
+
+// Fails for `path`, a file that holds no Kinora parameters (`why`), saying
+// first whether it is cut short: then that is what is wrong.
+[[noreturn]] void fail_no_parameters(const fs::path& path, const std::string& why) {
+  if (const auto cut = where_cut_short(path); !cut.empty())
+    fail_file(path, "is cut short (" + cut +
+                        "): a copy or download that did not finish; what it held of its "
+                        "parameters is lost with the rest");
+  fail_file(path, "holds no Kinora parameters (" + why + ")");
 }
 
 }  // namespace
@@ -306,17 +410,8 @@ bool is_kinora_sidecar(const fs::path& path) {
 }
 
 std::string cut_short(const fs::path& path) {
-  std::error_code ec;
-  if (lower_extension(path) != ".png" || !fs::is_regular_file(path, ec)) return "";
-  static constexpr char kEnd[] = "\0\0\0\0IEND\xae\x42\x60\x82";  // empty IEND and its CRC
-  constexpr std::size_t n = sizeof kEnd - 1;
-  std::ifstream f(path, std::ios::binary);
-  char tail[n] = {};
-  const auto size = fs::file_size(path, ec);
-  if (ec || size < n || !f.seekg(static_cast<std::streamoff>(size - n)) || !f.read(tail, n) ||
-      std::memcmp(tail, kEnd, n) != 0)
-    return "cut short: no IEND chunk at its end";
-  return "";
+  const auto where = where_cut_short(path);
+  return where.empty() ? where : "cut short: " + where;
 }
 
 bool is_kinora_output(const fs::path& path) {
@@ -360,12 +455,19 @@ nlohmann::json read_embedded_parameters(const fs::path& path) {
   if (ext == ".png") {
     const auto chunks = png_text_chunks(path);
     const auto it = chunks.find("kinora");
-    if (it == chunks.end()) fail_file(path, "holds no Kinora parameters (no \"kinora\" text)");
+    if (it == chunks.end()) fail_no_parameters(path, "no \"kinora\" text");
     return parsed(it->second, "\"kinora\" text");
   }
-  const auto [kinora, comment] = codecs::container_tags(path);
+  std::pair<std::string, std::string> tags;
+  try {
+    tags = codecs::container_tags(path);
+  } catch (const Error& e) {
+    if (!where_cut_short(path).empty()) fail_no_parameters(path, e.what());
+    throw;
+  }
+  const auto& [kinora, comment] = tags;
   if (!kinora.empty()) return parsed(kinora, "\"kinora\" tag");
-  if (comment.empty()) fail_file(path, "holds no Kinora parameters (no \"kinora\" or comment tag)");
+  if (comment.empty()) fail_no_parameters(path, "no \"kinora\" or comment tag");
   const bool looks_like_json = comment.find_first_not_of(" \t\r\n") != std::string::npos &&
                                comment[comment.find_first_not_of(" \t\r\n")] == '{';
   if (!looks_like_json) fail_file(path, "holds no Kinora parameters (its comment is other text)");

@@ -64,10 +64,11 @@ void write_output(const OutputTarget& target, const torch::Tensor& frames,
 // parameters"), or when they are malformed.
 nlohmann::json read_embedded_parameters(const std::filesystem::path& path);
 
-// Why the output at `path` is cut short, "" when it ends as its format
-// ends. A PNG must end with its IEND chunk: one cut after its text chunks
-// still holds its parameters. Other formats are not checked here (a video
-// cut short loses its tags, which Kinora's muxer writes at the end).
+// Why the output at `path` is cut short ("cut short: its moov box ends at
+// byte N, past the file's M bytes"), "" when it ends where its own structure
+// says: a PNG's chunks up to IEND, an MP4/MOV's top-level boxes, a WebM's
+// Segment. A file cut after its parameters still holds them; one cut before
+// is refused by read_embedded_parameters as cut short.
 std::string cut_short(const std::filesystem::path& path);
 
 // Whether `path` is an output Kinora wrote: it holds Kinora's parameters (as

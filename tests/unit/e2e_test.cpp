@@ -214,7 +214,7 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   std::filesystem::resize_file(dir / "out0.png", std::filesystem::file_size(dir / "out0.png") - 20);
   r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
   EXPECT_THAT(r.out, HasSubstr("damaged  "));
-  EXPECT_THAT(r.out, HasSubstr("out0.png  (cut short: no IEND chunk at its end"));
+  EXPECT_THAT(r.out, HasSubstr("out0.png  (cut short: its IDAT chunk ends at byte "));
   EXPECT_THAT(r.out, HasSubstr("out6.png.json is left from an earlier render"));
   EXPECT_THAT(r.out, HasSubstr("out4.png  (another render was written over it: its parameters "
                                "are not those out4.png.json records"));

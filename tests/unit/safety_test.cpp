@@ -586,6 +586,29 @@ TEST(Safety, RestoreSaysWhenAFileHoldsNoParameters) {
   write(dir / "preset.json", R"({"prompt": "x"})");
   r = sh(kinora_bin() + " restore " + (dir / "preset.json").string());
   EXPECT_THAT(r.out, HasSubstr("preset.json: holds no Kinora parameters"));
+  // A render cut short before its parameters (a copy that did not finish)
+  // says so, naming the part its structure says goes on past the end. An MP4
+  // or MOV has its tags at the end, a WebM near the start.
+  auto p = chain_preset();
+  p["frames"] = 5;
+  for (const char* name : {"v.mp4", "v.webm", "v.mov"}) {
+    p["output"] = name;
+    write(dir / "p.json", p.dump());
+    ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "p.json").string()).code, 0) << name;
+    const auto whole = read(dir / name);
+    const auto keep = fs::path(name).extension() == ".webm" ? 64 : whole.size() / 2;
+    write(dir / "cut", whole.substr(0, keep));
+    fs::rename(dir / "cut", dir / name);
+    r = sh(kinora_bin() + " restore " + (dir / name).string());
+    EXPECT_EQ(r.code, 1) << name;
+    EXPECT_THAT(r.out, HasSubstr(std::string(name) + ": is cut short (its ")) << r.out;
+    EXPECT_THAT(r.out, HasSubstr(", past the file's " + std::to_string(keep) +
+                                 " bytes): a copy or download that did not finish"))
+        << r.out;
+  }
+  write(dir / "v.png", "\x89PNG\r\n\x1a\n");
+  r = sh(kinora_bin() + " restore " + (dir / "v.png").string());
+  EXPECT_THAT(r.out, HasSubstr("v.png: is cut short (it ends before its IEND chunk)"));
 }
 
 TEST(Safety, AnUnknownCommandIsNamedWithTheClosest) {
