@@ -599,10 +599,12 @@ Preset GeneratePanel::preset() const {
       p.clip = clip_->currentData().toString().toStdString();
       p.clip_tokenizer = clip_tokenizer_;
     }
-    // A checkpoint's CLIP has no tokenizer beside it: the models folder's
-    // (text_encoders/clip_tokenizer and the other places FLUX's is found).
-    if (family_ == "sdxl") p.models_dir = models_dir_.toStdString();
   }
+  // LoRAs named in the prompt (<lora:NAME>) are looked up in the models
+  // folder's loras/, as `kinora generate --models-dir` and a queued preset
+  // look them up; and a checkpoint's CLIP, which has no tokenizer beside it,
+  // takes the models folder's.
+  p.models_dir = models_dir_.toStdString();
   p.format = format_->currentData().toString().toStdString();
   for (int r = 0; r < loras_->rowCount(); ++r) {
     const auto* item = loras_->item(r, 0);

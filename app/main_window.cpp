@@ -31,6 +31,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -68,10 +69,11 @@ QString extension_for(const Preset& p) {
   return ".mp4";
 }
 
-// Whether `path` is taken: a file or folder is there, or a kinora batch in
-// another process is rendering it (its claim).
+// Whether `path` is taken: a file or folder is there, or its parameters
+// file's name is (a render's sidecar, or a user's file the sidecar would
+// replace), or a kinora batch in another process is rendering it (its claim).
 bool taken(const QString& path) {
-  return QFileInfo::exists(path) ||
+  return QFileInfo::exists(path) || QFileInfo::exists(path + ".json") ||
          !kinora::OutputClaim::holder_of(std::filesystem::path(path.toStdString())).empty();
 }
 
@@ -107,6 +109,13 @@ QString prepare_options(StudioOptions& o) {
     return "--output-dir " + o.output_dir +
            (QFileInfo::exists(o.output_dir) ? ": not a folder"
                                             : ": no such folder (make it first, or give another)");
+  // A models folder is read, never made: a typo would list no models.
+  if (!o.models_dir.isEmpty() && !QFileInfo(o.models_dir).isDir())
+    return "--models-dir " + o.models_dir +
+           (QFileInfo::exists(o.models_dir) ? ": not a folder" : ": no such folder");
+  // The data folder is made when missing, but a file there is not a folder.
+  if (!o.data_dir.isEmpty() && QFileInfo::exists(o.data_dir) && !QFileInfo(o.data_dir).isDir())
+    return "--data-dir " + o.data_dir + ": not a folder";
   return {};
 }
 
@@ -119,7 +128,20 @@ std::unique_ptr<QLockFile> lock_data_folder(const QString& dir, QString* why) {
   if (lock->tryLock(0) || lock->error() != QLockFile::LockFailedError) return lock;
   qint64 pid = 0;
   QString host, app;
-  lock->getLockInfo(&pid, &host, &app);
+  if (!lock->getLockInfo(&pid, &host, &app)) {
+    // A lock that names no process (emptied, or written over) is no studio's
+    // once it is older than the moment a studio takes to write its own.
+    const QFileInfo file(dir + "/lock");
+    if (std::abs(file.lastModified().secsTo(QDateTime::currentDateTime())) > 5 &&
+        lock->removeStaleLockFile() && lock->tryLock(0))
+      return lock;
+    if (why)
+      *why = dir +
+             "/lock names no process (it was emptied or written over): delete it if no "
+             "Kinora Studio uses " +
+             dir + ", or give this one another --data-dir";
+    return nullptr;
+  }
   if (why)
     *why = QString(
                "%1 is in use by another Kinora Studio (process %2%3): one studio at a time keeps "

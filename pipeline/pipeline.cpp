@@ -682,18 +682,20 @@ PromptLoras prompt_loras(const std::string& prompt) {
   return out;
 }
 
-// The loras/ folder LoRAs are found in by name: models_dir's; without one,
-// the embedded model's folder's for a preset of the embedded model, else the
-// one beside the model file. Empty when there is none to look in.
-fs::path lora_folder(const Preset& p) {
-  if (const auto md = models_dir_path(p); !md.empty()) return md / "loras";
+// The loras/ folders LoRAs are found in by name, in order: models_dir's;
+// for a preset of the embedded model its own folder's (after models_dir's,
+// so that its LoRAs are found whatever the models folder); without either,
+// the one beside the model file. Empty when there is none to look in.
+std::vector<fs::path> lora_folders(const Preset& p) {
+  std::vector<fs::path> out;
+  if (const auto md = models_dir_path(p); !md.empty()) out.push_back(md / "loras");
   if (p.uses_embedded_model()) {
-    const auto d = embedded::model_dir();
-    return d ? *d / "loras" : fs::path();
+    if (const auto d = embedded::model_dir()) out.push_back(*d / "loras");
+  } else if (out.empty() && !p.model.empty()) {
+    const fs::path m = p.model;
+    out.push_back((m.is_absolute() ? m : p.base_dir / m).parent_path() / "loras");
   }
-  if (p.model.empty()) return {};
-  const fs::path m = p.model;
-  return (m.is_absolute() ? m : p.base_dir / m).parent_path() / "loras";
+  return out;
 }
 
 fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
@@ -702,18 +704,23 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
     throw Error("prompt: <lora:" + name +
                 ">: a LoRA named in a prompt is a file in loras/ (or a path inside it, such as "
                 "styles/ink), not a path elsewhere");
-  const auto folder = lora_folder(p);
-  if (folder.empty())
+  const auto folders = lora_folders(p);
+  if (folders.empty())
     throw Error("prompt: <lora:" + name +
                 ">: give models_dir (--models-dir): LoRAs named in a "
                 "prompt are looked up in its loras/");
   std::error_code ec;
-  for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
-    if (fs::is_regular_file(c, ec)) return c;
-  if (auto f = find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
-      !f.empty())
-    return f;
-  throw Error("prompt: <lora:" + name + ">: not found in " + folder.string());
+  for (const auto& folder : folders)
+    for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
+      if (fs::is_regular_file(c, ec)) return c;
+  for (const auto& folder : folders)
+    if (auto f =
+            find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
+        !f.empty())
+      return f;
+  std::string msg = "prompt: <lora:" + name + ">: not found in " + folders.front().string();
+  for (std::size_t i = 1; i < folders.size(); ++i) msg.append(" or ").append(folders[i].string());
+  throw Error(msg);
 }
 
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
@@ -723,8 +730,9 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const auto candidates = [&](const std::string& name) {
     const fs::path e = name;
     std::vector<fs::path> out = {e.is_absolute() ? e : p.base_dir / e};
-    if (const auto folder = lora_folder(p); !folder.empty() && !e.is_absolute())
-      for (const fs::path& c : {folder / e, folder / (name + ".safetensors")}) out.push_back(c);
+    if (!e.is_absolute())
+      for (const auto& folder : lora_folders(p))
+        for (const fs::path& c : {folder / e, folder / (name + ".safetensors")}) out.push_back(c);
     return out;
   };
   const auto found = [](const std::vector<fs::path>& paths) {
@@ -735,9 +743,9 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   };
   const auto tried = candidates(entry);
   if (auto f = found(tried); !f.empty()) return f;
-  if (auto f = find_in_subfolders(lora_folder(p), entry, source, "LoRA", {".safetensors"});
-      !f.empty())
-    return f;
+  for (const auto& folder : lora_folders(p))
+    if (auto f = find_in_subfolders(folder, entry, source, "LoRA", {".safetensors"}); !f.empty())
+      return f;
   // "NAME:TAIL" where NAME is a LoRA: TAIL meant as a strength.
   if (const auto colon = entry.rfind(':'); colon != std::string::npos && colon > 0)
     if (!found(candidates(entry.substr(0, colon))).empty()) {

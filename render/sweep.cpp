@@ -67,12 +67,23 @@ int lora_index(const Preset& p, const SweepAxis& axis) {
     return 0;
   }
   const std::string name = axis.key.substr(5);
+  int found = -1, count = 0;
+  std::string strengths;
   for (std::size_t i = 0; i < p.loras.size(); ++i) {
     const fs::path l = p.loras[i].path;
-    if (p.loras[i].path == name || l.filename() == name || l.stem() == name)
-      return static_cast<int>(i);
+    if (p.loras[i].path == name || l.filename() == name || l.stem() == name) {
+      if (found < 0) found = static_cast<int>(i);
+      ++count;
+      strengths.append(strengths.empty() ? "" : ", ")
+          .append(nlohmann::json(p.loras[i].strength).dump());
+    }
   }
-  return -1;
+  // Its "off" column would keep the others on, its values set only the first.
+  if (count > 1)
+    throw Error("sweep: axis '" + axis.key + "': the preset has that LoRA " +
+                std::to_string(count) + " times (strengths " + strengths +
+                "); keep one of them to sweep it");
+  return found;
 }
 
 double parse_strength(const std::string& v, const std::string& key) {
@@ -354,8 +365,20 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
   Preset base = base_in;
   base.seed = pipeline::resolve_seed(base.seed);
   if (base.output.empty()) throw Error("sweep: the preset has no output to name the cells after");
-  for (const auto& a : axes)
-    if (is_lora_axis(a.key)) (void)lora_index(base, a);  // "lora" with no single LoRA: an error
+  // The LoRA axes, each naming its LoRA of the preset by its path, so that
+  // an axis still finds it after another axis has taken one out ("off"):
+  // "lora" with no single LoRA, a name the preset has twice, or two axes on
+  // one LoRA are errors.
+  std::vector<SweepAxis> applied = axes;
+  std::set<int> swept;
+  for (auto& a : applied) {
+    if (!is_lora_axis(a.key)) continue;
+    const int i = lora_index(base, a);
+    if (i < 0) continue;  // a LoRA the sweep adds
+    const auto& path = base.loras[static_cast<std::size_t>(i)].path;
+    if (!swept.insert(i).second) throw Error("sweep: two axes name the LoRA " + path);
+    a.key = "lora:" + path;
+  }
 
   SweepPlan plan;
   plan.axes = axes;
@@ -376,7 +399,7 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
     std::string stem = out.stem().string();
     for (std::size_t a = 0; a < axes.size(); ++a) {
       const auto& v = axes[a].values[at[a]];
-      apply_value(cell.preset, axes[a], v);
+      apply_value(cell.preset, applied[a], v);
       cell.values.push_back(v);
       stem.append("-").append(axes[a].label).append("=").append(file_safe(v));
     }

@@ -952,17 +952,21 @@ TEST(MainWindow, ASweepIsOneJobAndBadLorasAreRefusedBeforeQueueing) {
   EXPECT_EQ(second, QString(first).replace(".png", "-2.png"));
   EXPECT_TRUE(fs::exists(second.toStdString()));
   // A name a kinora batch in another process is rendering (its claim) is
-  // taken as well: the re-queued job skips "-3" for "-4".
+  // taken as well, and so is one whose parameters file's name is a user's
+  // file: the re-queued job skips "-3" and "-4" for "-5".
   const fs::path third = QString(first).replace(".png", "-3.png").toStdString();
   const auto claim = third.parent_path() / ("." + third.filename().string() + ".claim");
   std::ofstream(claim) << "node7_4026531836 42 node7\n";
+  const fs::path notes = QString(first).replace(".png", "-4.png.json").toStdString();
+  std::ofstream(notes) << "my notes";
   ASSERT_TRUE(w.requeue_job(w.queue()->row_of(lid)));
   finish(lid);
   ASSERT_EQ(w.queue()->job(lid)->status, JobStatus::Done)
       << w.queue()->job(lid)->message.toStdString();
-  EXPECT_EQ(w.queue()->job(lid)->output, QString(first).replace(".png", "-4.png"));
+  EXPECT_EQ(w.queue()->job(lid)->output, QString(first).replace(".png", "-5.png"));
   EXPECT_FALSE(fs::exists(third));
   EXPECT_TRUE(fs::exists(claim)) << "another's claim is left alone";
+  EXPECT_EQ(test::read_bytes(notes), "my notes");
   EXPECT_EQ(fs::last_write_time(first.toStdString()), first_time);
   EXPECT_EQ(test::read_bytes(first.toStdString()), first_bytes);
 }

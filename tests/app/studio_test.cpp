@@ -331,6 +331,67 @@ TEST(Studio, FoldersAreAbsoluteAndOnlyTheDefaultOutputFolderIsMade) {
       << slurp(dir / "log.txt");
   EXPECT_FALSE(fs::exists(dir / "gone"));
   EXPECT_TRUE(fs::is_directory(dir / "home" / "Videos" / "Kinora"));
+
+  // A models folder that is not there, and a data folder that is a file:
+  // refused at start, before anything is queued or rendered.
+  std::ofstream(dir / "notes.txt") << "mine";
+  for (const auto& [args, said] : std::vector<std::pair<std::string, std::string>>{
+           {"--data-dir data --models-dir nomodels", "nomodels: no such folder"},
+           {"--data-dir notes.txt",
+            "--data-dir " + (dir / "notes.txt").string() + ": not a folder"}}) {
+    EXPECT_EQ(run_studio(dir, args + " --output-dir out" + kEmbeddedPrompt + " --quit-when-idle",
+                         dir / "log.txt", home),
+              1)
+        << args;
+    EXPECT_NE(slurp(dir / "log.txt").find(said), std::string::npos) << slurp(dir / "log.txt");
+  }
+  EXPECT_EQ(slurp(dir / "notes.txt"), "mine");
+}
+
+// A lock that names no process (emptied or written over by hand) is no
+// studio's once it is a few seconds old: the next studio takes it; a fresh
+// one is refused, saying what it is.
+TEST(Studio, ALockThatNamesNoProcessIsTakenOverWhenOld) {
+  kinora::test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  fs::create_directories(dir / "data");
+  fs::create_directories(dir / "out");
+  std::ofstream(dir / "data" / "lock") << "garbage";
+  EXPECT_EQ(
+      run_studio(dir, "--data-dir data --output-dir out --exit-after-ms 100", dir / "log.txt"), 1);
+  EXPECT_NE(slurp(dir / "log.txt").find("lock names no process"), std::string::npos)
+      << slurp(dir / "log.txt");
+  fs::last_write_time(dir / "data" / "lock",
+                      fs::file_time_type::clock::now() - std::chrono::minutes(10));
+  EXPECT_EQ(
+      run_studio(dir, "--data-dir data --output-dir out --exit-after-ms 100", dir / "log.txt"), 0)
+      << slurp(dir / "log.txt");
+}
+
+// A LoRA named in a --prompt is looked up in --models-dir's loras/ as a
+// queued preset's and `kinora generate --models-dir`'s are; the embedded
+// model's own LoRA is found there or, when not, in its own folder.
+TEST(Studio, APromptsLoraTagsAreFoundInTheModelsFolder) {
+  if (!have_embedded_model()) GTEST_SKIP() << "no embedded model in this checkout";
+  kinora::test::TempDir tmp;
+  const auto dir = fs::absolute(tmp.path());
+  for (const char* d : {"out", "models/loras", "models/diffusion_models"})
+    fs::create_directories(dir / d);
+  fs::copy_file(fs::path(KINORA_SOURCE_DIR) / "assets" / "loras" / "kinora-tiny-big.safetensors",
+                dir / "models" / "loras" / "mybig.safetensors");
+  const std::string prompt =
+      " --prompt 'a big red circle moving left on a blue background <lora:mybig:0.6> "
+      "<lora:kinora-tiny-big:0.2>'";
+  EXPECT_EQ(run_studio(dir,
+                       "--data-dir data --models-dir models --output-dir out" + prompt +
+                           " --quit-when-idle",
+                       dir / "log.txt"),
+            0)
+      << slurp(dir / "log.txt");
+  const auto queue = slurp(dir / "data" / "queue.json");
+  EXPECT_NE(queue.find("\"status\": \"done\""), std::string::npos) << queue;
+  EXPECT_NE(queue.find("\"models_dir\": \"" + (dir / "models").string() + "\""), std::string::npos)
+      << queue;
 }
 
 // A script hears that the queue could not be kept (exit 1, though the job

@@ -412,6 +412,25 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
   const auto twice = error_of([&] { pipeline::resolve_lora_file(p, "ink"); });
   EXPECT_THAT(twice, HasSubstr("'ink' is in more than one subfolder"));
   EXPECT_THAT(twice, HasSubstr("flux/ink.safetensors, wan/style/ink.safetensors"));
+  // The embedded model's own LoRAs are found with a models folder too (after
+  // its loras/, which wins for a name in both).
+  if (const auto embedded_dir = embedded::model_dir()) {
+    auto e = pipeline::Preset::embedded_defaults();
+    e.models_dir = dir.path().string();
+    const auto own = *embedded_dir / "loras" / "kinora-tiny-big.safetensors";
+    EXPECT_EQ(pipeline::resolve_lora_tag(e, "kinora-tiny-big"), own);
+    EXPECT_EQ(pipeline::resolve_lora_file(e, "kinora-tiny-big"), own);
+    fs::copy_file(dir / "loras/wan/style/ink.safetensors",
+                  dir / "loras/kinora-tiny-big.safetensors");
+    EXPECT_EQ(pipeline::resolve_lora_tag(e, "kinora-tiny-big"),
+              dir / "loras/kinora-tiny-big.safetensors");
+    EXPECT_EQ(pipeline::resolve_lora_file(e, "kinora-tiny-big"),
+              dir / "loras/kinora-tiny-big.safetensors");
+    fs::remove(dir / "loras/kinora-tiny-big.safetensors");
+    EXPECT_THAT(error_of([&] { pipeline::resolve_lora_tag(e, "nowhere"); }),
+                HasSubstr("not found in " + (dir / "loras").string() + " or " +
+                          (*embedded_dir / "loras").string()));
+  }
   // A prompt's tag picks one by its path inside loras/; nothing outside it.
   EXPECT_EQ(pipeline::resolve_lora_tag(p, "flux/ink"), dir / "loras/flux/ink.safetensors");
   for (const char* outside : {"../vae/wan_vae.safetensors", "/etc/passwd", "flux/../../x"})

@@ -102,6 +102,34 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   EXPECT_EQ(lp.cells[1].preset.loras[0].path, "style");
   EXPECT_EQ(lp.cells[1].preset.loras[0].strength, 0.5);
   EXPECT_EQ(fs::path(lp.cells[0].preset.output), dir / "fox-style=off.png");
+  // A LoRA the preset has twice: its "off" column would keep the other on.
+  auto twice = base;
+  twice.loras = {{"styles/ink.safetensors", 0.5}, {"ink", -0.3}};
+  EXPECT_THAT(
+      error_of([&] { render::plan_sweep(twice, {render::parse_sweep_axis("lora:ink=0.2")}); }),
+      HasSubstr("the preset has that LoRA 2 times (strengths 0.5, -0.3)"));
+  // Two LoRAs, each swept: an axis finds its own after the other's "off";
+  // "lora" names the preset's one LoRA, so with a second axis on it it is
+  // the same LoRA twice.
+  auto two = base;
+  two.loras = {{"ink", 0.5}, {"sun", 0.7}};
+  const auto both = render::plan_sweep(
+      two, {render::parse_sweep_axis("lora:ink=1"), render::parse_sweep_axis("lora:sun=0.2")});
+  ASSERT_EQ(both.cells.size(), 4u);
+  ASSERT_EQ(both.cells[0].preset.loras.size(), 0u);  // ink off, sun off
+  ASSERT_EQ(both.cells[3].preset.loras.size(), 2u);
+  EXPECT_EQ(both.cells[3].preset.loras[0].strength, 1);
+  EXPECT_EQ(both.cells[3].preset.loras[1].strength, 0.2);
+  ASSERT_EQ(both.cells[2].preset.loras.size(), 1u);  // ink off, sun 0.2
+  EXPECT_EQ(both.cells[2].preset.loras[0].path, "sun");
+  EXPECT_EQ(both.cells[2].preset.loras[0].strength, 0.2);
+  auto one = base;
+  one.loras = {{"ink", 0.5}};
+  EXPECT_THAT(error_of([&] {
+                render::plan_sweep(one, {render::parse_sweep_axis("lora:ink=1"),
+                                         render::parse_sweep_axis("lora=0.5")});
+              }),
+              HasSubstr("two axes name the LoRA ink"));
   // Values a file name cannot hold apart (cut, or other characters) still get
   // names of their own.
   const auto pp = render::plan_sweep(
