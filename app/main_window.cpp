@@ -279,8 +279,14 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
               shot("studio-sampling.png");
             }
           });
-  connect(worker_, &GenerationWorker::message, this,
-          [this](const QString&, const QString& m) { statusBar()->showMessage(m, 5000); });
+  // A job's notes (a LoRA that matched only in part, a size snapped, a
+  // precision the device lacks): on the status bar, kept on the finished
+  // job's tooltip, and said on stderr to a script.
+  connect(worker_, &GenerationWorker::message, this, [this](const QString&, const QString& m) {
+    statusBar()->showMessage(m, 5000);
+    notes_ << m;
+    if (options_.quit_when_idle) say_on_stderr(m);
+  });
   connect(worker_, &GenerationWorker::stage, this, [this](const QString&, const QString& text) {
     if (text.startsWith("Loading")) viewer_->clear(text);
     statusBar()->showMessage(text);
@@ -288,7 +294,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   connect(worker_, &GenerationWorker::finished, this,
           [this](const QString& id, const QString& out) {
             queue_->set_output(id, out);
-            queue_->set_status(id, JobStatus::Done);
+            queue_->set_status(id, JobStatus::Done, notes_.join("\n"));
             const auto* j = queue_->job(id);
             viewer_->open(out, j ? j->preset.fps : 16);
             gallery_->add(out);
@@ -508,6 +514,7 @@ void MainWindow::start_next() {
   if (row < 0) return;
   const auto& job = queue_->at(row);
   running_ = job.id;
+  notes_.clear();
   // A job whose file exists by now (a duplicated or re-queued job, a preset
   // rendered before) renders to a free name beside it. A sweep keeps its
   // names: its finished cells are reused and it remakes only its own sheet.

@@ -118,6 +118,7 @@ class MainWindow : public QMainWindow {
   QThread thread_;
   GenerationWorker* worker_;
   QString running_;
+  QStringList notes_;  // the running job's messages
   bool pause_after_current_ = false;
   QString output_dir_;
   bool shot_sampling_ = false, shot_player_ = false;

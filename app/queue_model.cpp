@@ -134,7 +134,10 @@ QVariant QueueModel::data(const QModelIndex& index, int role) const {
       return QString("%1\n[%2]").arg(s, state);
     }
     case Qt::ToolTipRole: {
+      // A finished job's message is its notes, under its prompt; otherwise why.
       QString tip = j.message.isEmpty() ? QString::fromStdString(j.preset.prompt) : j.message;
+      if (j.status == JobStatus::Done && !j.message.isEmpty())
+        tip = QString::fromStdString(j.preset.prompt) + "\n\n" + j.message;
       if (!j.preset.source.empty())
         tip += "\n(from " + QString::fromStdString(j.preset.source) + ")";
       return tip;

@@ -390,6 +390,11 @@ TEST(Studio, APromptsLoraTagsAreFoundInTheModelsFolder) {
       << slurp(dir / "log.txt");
   const auto queue = slurp(dir / "data" / "queue.json");
   EXPECT_NE(queue.find("\"status\": \"done\""), std::string::npos) << queue;
+  // Each LoRA's report line: said to the script, kept on the job.
+  const auto log = slurp(dir / "log.txt");
+  EXPECT_NE(log.find("LoRA mybig.safetensors"), std::string::npos) << log;
+  EXPECT_NE(log.find("LoRA kinora-tiny-big.safetensors"), std::string::npos) << log;
+  EXPECT_NE(queue.find("LoRA mybig.safetensors"), std::string::npos) << queue;
   EXPECT_NE(queue.find("\"models_dir\": \"" + (dir / "models").string() + "\""), std::string::npos)
       << queue;
 }
