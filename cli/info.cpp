@@ -72,9 +72,13 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
   if (det.family == io::Family::Unknown) {
     // A LoRA (or one of its relatives) is no model of its own.
     std::optional<lora::Report> lora;
+    std::string damaged;  // a LoRA's keys, with what makes it unusable
     try {
       lora = lora::describe(path);
-    } catch (const Error&) {
+    } catch (const Error& e) {
+      const std::string what = e.what(), prefix = path.string() + ": ";
+      if (what.find("holds no LoRA keys") == std::string::npos)
+        damaged = what.rfind(prefix, 0) == 0 ? what.substr(prefix.size()) : what;
     }
     if (lora) {
       out << "  family:   LoRA (" << lora->format << ", " << lora->total << " updates";
@@ -82,6 +86,8 @@ void print_info(const std::filesystem::path& path, std::ostream& out) {
       if (lora->alpha) out << ", alpha " << *lora->alpha;
       out << "); `kinora lora inspect " << path.string()
           << " --model MODEL` matches it against a model\n";
+    } else if (!damaged.empty()) {
+      out << "  family:   LoRA, not usable: " << damaged << "\n";
     } else {
       out << "  family:   not recognised (no known model's tensor names)\n";
     }

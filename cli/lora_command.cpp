@@ -35,7 +35,13 @@ struct LoraArgs {
 };
 
 int inspect(const LoraArgs& a) {
-  const fs::path file = a.files.at(0);
+  // By path, or by name as `generate` finds it: in loras/ of --models-dir,
+  // then (no --model) the embedded model's, or beside --model.
+  pipeline::Preset finder;
+  finder.model = a.model;
+  finder.models_dir = a.models_dir;
+  finder.source = "lora inspect";
+  const fs::path file = pipeline::resolve_lora_file(finder, a.files.at(0));
   if (a.model.empty()) {
     const auto r = lora::describe(file);
     std::cout << file.filename().string() << ": " << r.format << ", " << r.total << " updates";
@@ -90,7 +96,7 @@ int merge(const LoraArgs& a) {
   if (a.model.empty() || a.out.empty() || a.files.empty())
     throw Error("lora merge: give --model, at least one --lora and --out");
   // A LoRA by path, or by name in the loras/ folder of --models-dir (else
-  // beside the model), as `generate` finds it.
+  // in loras/ beside the model), as `generate` finds it.
   pipeline::Preset where;
   where.model = a.model;
   where.models_dir = a.models_dir;
@@ -219,10 +225,14 @@ std::function<int()> add_lora_command(CLI::App& app) {
   cmd->require_subcommand(1);
   auto* ins = cmd->add_subcommand(
       "inspect", "What a LoRA holds (format, rank, alpha, updates); with --model, what it matches");
-  ins->add_option("file", args->files, "the LoRA (.safetensors)")
+  ins->add_option("file", args->files,
+                  "the LoRA (.safetensors), or its NAME in loras/ of --models-dir (else of the "
+                  "embedded model, or beside --model)")
       ->required()
-      ->expected(1)
-      ->check(CLI::ExistingFile);
+      ->expected(1);
+  ins->add_option("--models-dir", args->models_dir,
+                  "a models folder (ComfyUI layout) whose loras/ holds the LoRA given by name")
+      ->check(CLI::ExistingDirectory);
   ins->add_option("--model", args->model,
                   "a Wan or FLUX DiT, or an SDXL UNet or single-file checkpoint (with its text "
                   "encoders), to match it against")
@@ -243,8 +253,8 @@ std::function<int()> add_lora_command(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   mer->add_option("--lora", args->files,
-                  "FILE[:STRENGTH] (or a NAME in loras/ of --models-dir, else beside the "
-                  "model), repeat to stack")
+                  "FILE[:STRENGTH] (or a NAME in loras/ of --models-dir, else in loras/ "
+                  "beside the model), repeat to stack")
       ->required();
   mer->add_option("--models-dir", args->models_dir,
                   "a models folder (ComfyUI layout) whose loras/ holds the LoRAs given by name")

@@ -358,9 +358,11 @@ std::function<int()> add_render_commands(CLI::App& app) {
   auto status = std::make_shared<bool>(false);
   auto log_dir = std::make_shared<std::string>();
   bat->add_flag("--status", *status,
-                "render nothing: say per preset whether its output is done, missing, failed "
-                "(a FAIL line for it in --log-dir's task logs) or foreign (a file there that is no "
-                "Kinora render); exit 0 only when all are done");
+                "render nothing: say per preset whether its output is done, running (claimed "
+                "by a batch), missing, failed (a FAIL line for it in --log-dir's task logs), "
+                "damaged (does not read back as a whole render), stale (made from other "
+                "settings) or foreign (a file there that is no Kinora render); exit 0 only when "
+                "all are done");
   bat->add_option("--log-dir", *log_dir,
                   "with --status: the folder of the batch's task logs (kinora slurm submit's "
                   "--log-dir)")

@@ -383,7 +383,7 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
                  parts.count("hada_w2_b")) {
         p.kind = "loha";
         const int64_t rank = parts["hada_w1_b"].size(0);
-        const double scale = alpha ? *alpha / static_cast<double>(rank) : 1.0;
+        const double scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
         p.delta = torch::matmul(parts["hada_w1_a"], parts["hada_w1_b"]) *
                   torch::matmul(parts["hada_w2_a"], parts["hada_w2_b"]) * scale;
         r.report.rank = std::max(r.report.rank, rank);
@@ -400,7 +400,8 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
         };
         const auto w1 = factor("lokr_w1", "lokr_w1_a", "lokr_w1_b");
         const auto w2 = factor("lokr_w2", "lokr_w2_a", "lokr_w2_b");
-        const double scale = alpha && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
+        const double scale =
+            alpha && *alpha != 0 && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
         auto k = torch::kron(w1, w2) * scale;
         if (k.numel() == p.target.rows * in) k = k.reshape({p.target.rows, in});
         p.delta = k;

@@ -83,7 +83,7 @@ DitForLoras load_dit_for_loras(const fs::path& path, const ModelFiles* files) {
       held = "no known model's tensor names";
       try {
         lora::describe(path);
-        held = "a LoRA: give it with --lora";
+        held = "a LoRA, not a model: give the model its updates apply to";
       } catch (const Error&) {
         // neither a model nor a LoRA
       }
@@ -103,7 +103,8 @@ std::vector<lora::Report> LoraChecker::check(const Preset& p) {
     if (l.strength_low && p.model2.empty())
       throw Error("LoRA " + l.path +
                   ": a second strength (FILE:HIGH:LOW, strength_low) is for the low-noise "
-                  "expert of a Wan 2.2 pair (model2), and this preset has one model");
+                  "expert of a Wan 2.2 pair (model2, --model2), and this render has one "
+                  "model");
     files.push_back(resolve_lora_file(p, l.path));
   }
   for (const auto& l : prompt_loras(p.prompt).loras) files.push_back(resolve_lora_tag(p, l.path));

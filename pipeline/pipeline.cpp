@@ -725,6 +725,17 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
 
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const std::string source = p.source.empty() ? std::string("preset") : p.source;
+  if (entry.empty()) throw Error(source + ": a LoRA with an empty name");
+  // A path that is there, but not a file (a folder, a device): said as such.
+  {
+    const fs::path e = entry;
+    const fs::path direct = e.is_absolute() ? e : p.base_dir / e;
+    std::error_code ec;
+    if (fs::exists(direct, ec) && !fs::is_regular_file(direct, ec))
+      throw Error(source + ": LoRA '" + entry + "': " + direct.string() +
+                  (fs::is_directory(direct, ec) ? " is a folder" : " is not a regular file") +
+                  ", not a LoRA file");
+  }
   // Where `name` may be: beside the preset, then in the LoRA folder, with or
   // without ".safetensors".
   const auto candidates = [&](const std::string& name) {
@@ -972,7 +983,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
         if (l.strength_low)
           throw Error("LoRA " + l.path +
                       ": strength_low is the strength on a Wan 2.2 pair's low-noise expert "
-                      "(model2), and this preset has one model");
+                      "(model2, --model2), and this render has one model");
     if (lkey != cache_->lora_key) {
       cache_->clear_applied();
       cache_->lora_key.clear();

@@ -80,7 +80,15 @@ media::Format check_output_name(const pipeline::Preset& preset, bool writable) {
 }
 
 void check_one_image(const pipeline::Preset& preset, const pipeline::Preset& snapped) {
-  if (preset.frames != 1 || snapped.frames <= 1) return;
+  if (snapped.frames <= 1) return;
+  if (preset.frames != 1) {
+    // A clip named .png: whether one frame is what to ask for depends on
+    // the model (media's message says so when it is).
+    pipeline::Preset one = preset;
+    one.frames = 1;
+    pipeline::snap_sizes(one);
+    if (one.frames <= 1) return;
+  }
   if (preset.format == "png" ||
       (preset.format.empty() && media::lower_extension(preset.output_path()) == ".png"))
     throw Error(preset.output_path().string() + ": this model makes clips of " +

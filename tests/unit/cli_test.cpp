@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -94,6 +95,25 @@ TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
   EXPECT_EQ(lora.code, 0) << lora.out;
   EXPECT_THAT(lora.out, HasSubstr("family:   LoRA ("));
   EXPECT_THAT(lora.out, HasSubstr("kinora lora inspect"));
+  {
+    // A LoRA that cannot be used (NaN in it) is named as a LoRA, with why.
+    TempDir dir;
+    kinora::io::save_safetensors(
+        dir / "nan.safetensors",
+        {{"blocks.0.self_attn.q.lora_down.weight", torch::full({4, 128}, NAN)},
+         {"blocks.0.self_attn.q.lora_up.weight", torch::ones({128, 4})}});
+    const auto bad = run("kinora info " + (dir / "nan.safetensors").string());
+    EXPECT_THAT(bad.out,
+                HasSubstr("family:   LoRA, not usable: tensor "
+                          "'blocks.0.self_attn.q.lora_down.weight' holds NaN or infinite values"))
+        << bad.out;
+  }
+  // lora inspect takes a LoRA by name, found as --lora finds it.
+  const auto by_name = run("kinora lora inspect kinora-tiny-big");
+  EXPECT_EQ(by_name.code, 0) << by_name.out;
+  EXPECT_THAT(by_name.out, HasSubstr("kinora-tiny-big.safetensors: original, 42 updates"));
+  EXPECT_THAT(run("kinora lora inspect nope").out,
+              HasSubstr("lora inspect: LoRA 'nope' not found (looked for nope "));
   const auto r = run("kinora info " + fixture("wan21_dit_tiny.comfy.safetensors"));
   EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')"));
   EXPECT_THAT(r.out, HasSubstr("layout = wan-comfyui"));  // metadata shown

@@ -371,6 +371,20 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
                       (dir / "hex.mp4").string());
   EXPECT_EQ(hex.code, 1) << hex.out;
   EXPECT_THAT(hex.out, HasSubstr("'0x10' is not a strength (a number from -100 to 100)"));
+  // An empty name, a folder and a device are not LoRA files, said as such.
+  for (const auto& [lora, said] : std::vector<std::pair<std::string, std::string>>{
+           {"''", "a LoRA with an empty name"},
+           {dir.path().string(), dir.path().string() + " is a folder, not a LoRA file"},
+           {"/dev/null", "/dev/null is not a regular file, not a LoRA file"}}) {
+    const auto bad =
+        sh(kinora_bin() + " generate -p x --lora " + lora + " -o " + (dir / "none.mp4").string());
+    EXPECT_EQ(bad.code, 1) << bad.out;
+    EXPECT_THAT(bad.out, HasSubstr(said)) << bad.out;
+  }
+  // A .png asked of the embedded model, whose clips are 17 frames at the least.
+  const auto png = sh(kinora_bin() + " generate -p x -o " + (dir / "one.png").string());
+  EXPECT_THAT(png.out, HasSubstr("this model makes clips of 17 frames at the least"));
+  EXPECT_THAT(png.out, Not(HasSubstr("ask for 1 frame")));
   // Three strengths: the command line's own rule, not a preset's.
   const auto three = sh(kinora_bin() + " generate -p x --lora kinora-tiny-big:1:0.5:3 -o " +
                         (dir / "three.mp4").string());

@@ -137,8 +137,21 @@ TEST_F(WanLora, LoHaAndLoKrGiveTheirDeltas) {
                         {"lora_unet_blocks_0_self_attn_q.lokr_w2_b", k2b},
                         {"lora_unet_blocks_0_self_attn_q.alpha", torch::tensor(3.0)}});
   const auto lokr = torch::kron(k1, torch::matmul(k2a, k2b)) * 1.5;
+  // Alpha 0 reads as no alpha (scale 1), as LyCORIS and kohya read it.
+  io::save_safetensors(dir / "loha0.safetensors", {{o + ".hada_w1_a", w1a},
+                                                   {o + ".hada_w1_b", w1b},
+                                                   {o + ".hada_w2_a", w2a},
+                                                   {o + ".hada_w2_b", w2b},
+                                                   {o + ".alpha", torch::tensor(0.0)}});
+  io::save_safetensors(dir / "lokr0.safetensors",
+                       {{"lora_unet_blocks_0_self_attn_q.lokr_w1", k1},
+                        {"lora_unet_blocks_0_self_attn_q.lokr_w2_a", k2a},
+                        {"lora_unet_blocks_0_self_attn_q.lokr_w2_b", k2b},
+                        {"lora_unet_blocks_0_self_attn_q.alpha", torch::tensor(0.0)}});
   for (const auto& [file, delta] : {std::pair<const char*, torch::Tensor>{"loha.safetensors", loha},
-                                    {"lokr.safetensors", lokr}}) {
+                                    {"lokr.safetensors", lokr},
+                                    {"loha0.safetensors", loha * 2},
+                                    {"lokr0.safetensors", lokr / 1.5}}) {
     const auto r = resolve(dir / file);
     lora::Applied a;
     a.apply(*model, {{&r, 1.0}}, lora::Mode::Merged);
@@ -459,7 +472,9 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
          (dir / "models" / "loras" / "style.safetensors").string() + " --out " +
          (dir / "never.safetensors").string());
   EXPECT_NE(lora_as_model.code, 0);
-  EXPECT_THAT(lora_as_model.out, HasSubstr("(a LoRA: give it with --lora)")) << lora_as_model.out;
+  EXPECT_THAT(lora_as_model.out,
+              HasSubstr("(a LoRA, not a model: give the model its updates apply to)"))
+      << lora_as_model.out;
   EXPECT_TRUE(torch::equal(io::Checkpoint::open(via_dir).get("blocks.0.self_attn.q.weight"),
                            mck.get("blocks.0.self_attn.q.weight")));
   auto from_merged = base;
