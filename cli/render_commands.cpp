@@ -580,7 +580,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
         if (*sweep_dry) {
           const auto reuse = render::check_sweep(plan, sweep_placement->overwrite);
           for (std::size_t i = 0; i < plan.cells.size(); ++i)
-            std::cout << (reuse[i] ? "reuse  " : "plan   ") << plan.cells[i].preset.output << "\n";
+            std::cout << (reuse[i] ? "reuse  " : "plan   ")
+                      << plan.cells[i].preset.output_path().string() << "\n";
           std::cout << "sheet  " << plan.sheet.string() << "\n";
           return 0;
         }

@@ -1126,6 +1126,9 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     say("the negative prompt is not used: " + family.name() +
         " is guided without an unconditional pass");
   for (const auto& m : family.unused_settings(p, models)) say(m);
+  if (p.negative_prompt.find("<lora:") != std::string::npos)
+    say("the negative prompt's <lora:…> is read as text: LoRAs are named in the prompt (or "
+        "with --lora), and apply to both passes");
   if (strategy == GuidanceStrategy::Distilled)
     cond.guidance = torch::full({1}, p.guidance, torch::TensorOptions().device(device));
   // One row per output.

@@ -359,6 +359,12 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   const auto again = sh(cmd);
   EXPECT_EQ(again.code, 0) << again.out;
   EXPECT_THAT(again.out, HasSubstr("0 rendered, 4 reused"));
+  // A dry run lists the cells where they are, as it lists the sheet.
+  const auto dry = sh(cmd + " --dry-run");
+  EXPECT_EQ(dry.code, 0) << dry.out;
+  EXPECT_THAT(dry.out, HasSubstr("reuse  " + (dir / "big-kinora-tiny-big=1-seed=2.mp4").string()));
+  EXPECT_THAT(dry.out,
+              HasSubstr("sheet  " + (dir / "big-sweep-kinora-tiny-big-seed.mp4").string()));
   const auto over = sh(cmd + " --overwrite");
   EXPECT_EQ(over.code, 0) << over.out;
   EXPECT_THAT(over.out, HasSubstr("4 rendered"));
@@ -397,4 +403,10 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
          "--steps 1 -o " + (dir / "twice.mp4").string());
   EXPECT_EQ(twice.code, 0) << twice.out;
   EXPECT_THAT(twice.out, HasSubstr("LoRA kinora-tiny-big.safetensors is given more than once"));
+  // A tag in the negative prompt is text there, and said.
+  const auto negative =
+      sh(kinora_bin() + " generate -p x --negative 'blurry <lora:kinora-tiny-big>' " +
+         "--steps 1 -o " + (dir / "negative.mp4").string());
+  EXPECT_EQ(negative.code, 0) << negative.out;
+  EXPECT_THAT(negative.out, HasSubstr("the negative prompt's <lora:…> is read as text"));
 }

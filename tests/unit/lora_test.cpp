@@ -449,6 +449,18 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   ASSERT_EQ(bn.code, 0) << bn.out;
   EXPECT_TRUE(torch::equal(io::Checkpoint::open(by_name).get("blocks.0.self_attn.q.weight"),
                            mck.get("blocks.0.self_attn.q.weight")));
+  EXPECT_THAT(bn.out, Not(HasSubstr("more than once")));
+  // The same LoRA twice (by name and by path): merged twice, and said.
+  const auto dup = sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model " +
+                      (dir / "models" / "dit.safetensors").string() + " --lora style:0.5 --lora " +
+                      (dir / "models" / "loras" / "style.safetensors").string() + ":1 --out " +
+                      (dir / "dup.safetensors").string());
+  ASSERT_EQ(dup.code, 0) << dup.out;
+  EXPECT_THAT(dup.out, HasSubstr("LoRA style.safetensors is given more than once: each is "
+                                 "merged, so their strengths add up"));
+  EXPECT_TRUE(torch::allclose(
+      io::Checkpoint::open(dir / "dup.safetensors").get("blocks.0.self_attn.q.weight"),
+      mck.get("blocks.0.self_attn.q.weight"), 1e-5, 1e-5));
   // A model elsewhere (ComfyUI's diffusion_models/): the LoRA by name from
   // --models-dir's loras/; without it, the message says to give it.
   fs::create_directories(dir / "comfy" / "diffusion_models");
