@@ -265,9 +265,13 @@ void check_can_write_file(const fs::path& path, bool overwrite, const std::strin
     fail_file(path, "exists and is read-only; it is not replaced, even with --overwrite");
 }
 
+namespace {
+int remove_dead_claims(const fs::path& folder);  // with the claims, below
+}  // namespace
+
 int remove_stale_temporaries(const fs::path& folder) {
   const std::string mark = ".tmp-" + host_tag() + "-";
-  int removed = 0;
+  int removed = remove_dead_claims(folder);
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(folder.empty() ? fs::path(".") : folder, ec)) {
     const auto name = e.path().filename().string();
@@ -348,6 +352,27 @@ std::string live_holder(const fs::path& file) {
   if (!(in >> tag >> pid >> host) || pid <= 0) return age > 30 ? "" : "another process";
   if (tag == host_tag() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return {};
   return "process " + std::to_string(pid) + " on " + host;
+}
+
+// Removes the claims (".NAME.claim") in `folder` of this host's processes
+// that are gone (a render killed with SIGKILL); others' are left to expire.
+int remove_dead_claims(const fs::path& folder) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(folder.empty() ? fs::path(".") : folder, ec)) {
+    const auto name = e.path().filename().string();
+    if (name.size() <= 7 || name[0] != '.' || name.compare(name.size() - 6, 6, ".claim") != 0 ||
+        !e.is_regular_file(ec))
+      continue;
+    std::istringstream in(first_line(e.path()));
+    std::string tag;
+    long long pid = 0;
+    if (!(in >> tag >> pid) || tag != host_tag() || pid <= 0 || pid > 1e9) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rec;
+    if (fs::remove(e.path(), rec)) ++removed;
+  }
+  return removed;
 }
 
 }  // namespace

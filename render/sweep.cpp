@@ -369,12 +369,29 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
   // an axis still finds it after another axis has taken one out ("off"):
   // "lora" with no single LoRA, a name the preset has twice, or two axes on
   // one LoRA are errors.
+  // A name is matched to the preset's LoRAs as written, then by the file it
+  // finds ("ink" and "ink.safetensors", or a path to the same file).
+  const auto file_of = [&](const std::string& name) -> fs::path {
+    try {
+      return fs::weakly_canonical(pipeline::resolve_lora_file(base, name));
+    } catch (const std::exception&) {
+      return {};  // not found: the render says so
+    }
+  };
   std::vector<SweepAxis> applied = axes;
   std::set<int> swept;
+  std::set<fs::path> added;
   for (auto& a : applied) {
     if (!is_lora_axis(a.key)) continue;
-    const int i = lora_index(base, a);
-    if (i < 0) continue;  // a LoRA the sweep adds
+    int i = lora_index(base, a);
+    const auto file = i < 0 ? file_of(a.key.substr(5)) : fs::path();
+    for (std::size_t j = 0; i < 0 && !file.empty() && j < base.loras.size(); ++j)
+      if (file_of(base.loras[j].path) == file) i = static_cast<int>(j);
+    if (i < 0) {  // a LoRA the sweep adds
+      if (!file.empty() && !added.insert(file).second)
+        throw Error("sweep: two axes name the LoRA " + file.string());
+      continue;
+    }
     const auto& path = base.loras[static_cast<std::size_t>(i)].path;
     if (!swept.insert(i).second) throw Error("sweep: two axes name the LoRA " + path);
     a.key = "lora:" + path;

@@ -784,6 +784,8 @@ TEST(MainWindow, UseTheseSettingsAndDropRestoreTheExactParameters) {
   pipeline::Pipeline pipe;
   render::render(pipe, made);
   made.output.clear();
+  // The form's preset names its models folder (where prompt LoRAs are found).
+  made.models_dir = (dir / "models").string();
 
   StudioOptions o;
   o.data_dir = QString::fromStdString((dir / "data").string());

@@ -137,8 +137,9 @@ TEST(Media, ForeignFilesGiveParametersOrAnErrorNamingThem) {
                       static_cast<char>(len >> 8), static_cast<char>(len)} +
           "tEXt" + text + "CRC!";
   const std::pair<fs::path, std::string> cases[] = {
-      {bytes("cut.png", png.substr(0, 60)), "holds no Kinora parameters"},  // inside the text
-      {bytes("huge.png", huge_length), "holds no Kinora parameters"},
+      // Cut inside the text, or a chunk that says it goes on past the end.
+      {bytes("cut.png", png.substr(0, 60)), "is cut short (its iTXt chunk ends at byte 117"},
+      {bytes("huge.png", huge_length), "is cut short (its tEXt chunk ends at byte 2147483667"},
       {bytes("noise.png", std::string(300, '\x89')), "not a PNG file"},
       {bytes("deep.png", deep), "nested deeper than 32 levels"},
       {bytes("preset.json", "{\"prompt\": \"x\"}"), "holds no Kinora parameters"},

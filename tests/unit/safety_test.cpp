@@ -391,6 +391,11 @@ TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
   for (const auto& u : users) write(dir / u, "a user's");
   fs::create_directories(dir / (".seq.tmp-" + tag + "-4194303"));
   write(dir / (".seq.tmp-" + tag + "-4194303") / "frame_00001.png", "png");
+  // Claims: a dead process's of this host goes; a live one's and another
+  // host's stay (that one expires).
+  write(dir / ".old.mp4.claim", tag + " 4194303 here\n");
+  write(dir / ".run.mp4.claim", tag + " " + std::to_string(::getppid()) + " here\n");
+  write(dir / ".x.mp4.claim", "otherhost 4194303 node7\n");
   ASSERT_EQ(
       sh(kinora_bin() + " generate -p x" + chain() + " --out " + (dir / "new.mp4").string()).code,
       0);
@@ -400,6 +405,9 @@ TEST(Safety, StaleTemporariesOfDeadProcessesAreRemoved) {
   EXPECT_TRUE(fs::exists(dir / other_host));
   EXPECT_TRUE(fs::exists(dir / "notes.tmp-4194303.txt"));
   for (const auto& u : users) EXPECT_EQ(read(dir / u), "a user's") << u;
+  EXPECT_FALSE(fs::exists(dir / ".old.mp4.claim"));
+  EXPECT_TRUE(fs::exists(dir / ".run.mp4.claim"));
+  EXPECT_TRUE(fs::exists(dir / ".x.mp4.claim"));
 }
 
 // A format that contradicts the name is refused, and so is a video squeezed

@@ -130,6 +130,33 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
                                          render::parse_sweep_axis("lora=0.5")});
               }),
               HasSubstr("two axes name the LoRA ink"));
+  // The same file named two ways ("ink", "ink.safetensors", a path to it):
+  // one LoRA, so two axes on it are refused too, and an axis by another name
+  // sweeps the preset's entry rather than adding the file again.
+  fs::create_directories(dir / "loras");
+  const auto ink = dir / "loras" / "ink.safetensors";
+  io::save_safetensors(ink, {{"x.lora_down.weight", torch::ones({1, 1})},
+                             {"x.lora_up.weight", torch::ones({1, 1})}});
+  auto found = one;
+  found.models_dir = dir.path().string();
+  EXPECT_THAT(error_of([&] {
+                render::plan_sweep(found, {render::parse_sweep_axis("lora:ink=1"),
+                                           render::parse_sweep_axis("lora:ink.safetensors=0")});
+              }),
+              HasSubstr("two axes name the LoRA ink"));
+  const auto by_path =
+      render::plan_sweep(found, {render::parse_sweep_axis("lora:" + ink.string() + "=0.2")});
+  ASSERT_EQ(by_path.cells.size(), 2u);
+  EXPECT_TRUE(by_path.cells[0].preset.loras.empty()) << "off is off";
+  ASSERT_EQ(by_path.cells[1].preset.loras.size(), 1u);
+  EXPECT_EQ(by_path.cells[1].preset.loras[0].strength, 0.2);
+  found.loras.clear();
+  EXPECT_THAT(error_of([&] {
+                render::plan_sweep(found,
+                                   {render::parse_sweep_axis("lora:ink=1"),
+                                    render::parse_sweep_axis("lora:" + ink.string() + "=1")});
+              }),
+              HasSubstr("two axes name the LoRA " + ink.string()));
   // Values a file name cannot hold apart (cut, or other characters) still get
   // names of their own.
   const auto pp = render::plan_sweep(
