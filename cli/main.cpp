@@ -6,6 +6,7 @@
 #include <cctype>
 #include <iostream>
 #include <regex>
+#include <set>
 #include <string_view>
 
 #include "base/device.h"
@@ -84,6 +85,28 @@ bool check_numbers(const CLI::App& app) {
   return true;
 }
 
+// File and folder names given empty (a script's unset variable), where an
+// empty name would mean "the default": refused, naming the option.
+bool check_names(const CLI::App& app) {
+  static const std::set<std::string> names = {
+      "out",       "output",         "model",      "model2",     "vae",     "text-encoder",
+      "tokenizer", "clip-tokenizer", "models-dir", "output-dir", "log-dir", "clip"};
+  for (const auto* opt : app.get_options()) {
+    const auto& l = opt->get_lnames();
+    if (std::none_of(l.begin(), l.end(), [](const std::string& n) { return names.count(n); }))
+      continue;
+    for (const auto& value : opt->results())
+      if (value.find_first_not_of(" \t") == std::string::npos) {
+        std::cerr << "kinora: " << opt->get_name() << " '" << value
+                  << "': an empty name; give a file or folder, or leave the option out\n";
+        return false;
+      }
+  }
+  for (const auto* sub : app.get_subcommands({}))
+    if (sub->parsed() && !check_names(*sub)) return false;
+  return true;
+}
+
 // The deepest subcommand the command line named ("kinora lora merge": merge).
 const CLI::App& named_command(const CLI::App& app) {
   for (const auto* sub : app.get_subcommands({}))
@@ -91,20 +114,76 @@ const CLI::App& named_command(const CLI::App& app) {
   return app;
 }
 
+// Whether `token` looks like an option ("--name", "--name=v", "-x"), not a
+// value such as "-1".
+bool option_like(const std::string& token) {
+  return token.size() >= 2 && token[0] == '-' &&
+         (token[1] == '-' ? token.size() > 2 : std::isalpha(static_cast<unsigned char>(token[1])));
+}
+
+// Whether `cmd` or a command above it takes the option `token` names.
+bool known_option(const CLI::App& cmd, const std::string& token) {
+  const std::string name = token.substr(0, token.find('='));
+  for (const CLI::App* c = &cmd; c; c = c->get_parent())
+    if (c->get_option_no_throw(name)) return true;
+  return false;
+}
+
 // A command line CLI11 refused, said as Kinora says everything ("kinora:
 // WHAT: reason") with the command whose --help lists the options; CLI11's
-// own words only where there is nothing better to say.
-std::string usage_error(const CLI::App& app, const std::string& what) {
+// own words only where there is nothing better to say. `args`: the command
+// line after the program's name.
+std::string usage_error(const CLI::App& app, const std::string& what,
+                        const std::vector<std::string>& args) {
   const auto& cmd = named_command(app);
   std::string name = cmd.get_name();
   for (const auto* p = cmd.get_parent(); p; p = p->get_parent()) name = p->get_name() + " " + name;
+  const std::string help =
+      " (kinora " + (name == "kinora" ? "" : name.substr(7) + " ") + "--help lists the options)";
+  // An option no command here takes: said first, whatever CLI11 tripped on
+  // before it (a required option, a file it checked).
+  for (const auto& a : args) {
+    if (a == "--") break;
+    if (option_like(a) && !known_option(cmd, a)) return "kinora: unexpected " + a + help;
+  }
+  // A command that takes a subcommand: the word given instead, or none.
+  if (what == "A subcommand is required") {
+    std::string subs;
+    for (const auto* sub : cmd.get_subcommands({}))
+      subs += (subs.empty() ? "" : ", ") + sub->get_name();
+    const auto at = std::find(args.begin(), args.end(), cmd.get_name());
+    const bool word = at != args.end() && at + 1 != args.end() && !option_like(*(at + 1));
+    if (&cmd == &app) return "kinora: give a command (kinora --help lists them)";
+    return "kinora: " + name.substr(7) + ": " +
+           (word ? "unknown command '" + *(at + 1) + "' (its commands: " + subs + ")"
+                 : "give one of its commands: " + subs) +
+           help;
+  }
   std::smatch m;
   std::string said = what;
-  if (std::regex_match(what, m, std::regex("Could not convert: (\\S+) = (.*)"))) {
-    const auto* opt = cmd.get_option_no_throw(m[1].str());
+  const auto number_kind = [&](const std::string& option) {
+    const auto* opt = cmd.get_option_no_throw(option);
     const auto type = opt ? opt->get_type_name() : std::string();
-    said = m[1].str() + " '" + m[2].str() + "': expected " +
-           (type.rfind("FLOAT", 0) == 0 ? "a decimal number" : "a whole number");
+    return type.rfind("FLOAT", 0) == 0 ? std::string("a decimal number")
+                                       : std::string("a whole number");
+  };
+  if (std::regex_match(what, m, std::regex("Could not convert: (\\S+) = (.*)"))) {
+    said = option_like(m[2].str())
+               ? m[1].str() + " needs a value (" + m[2].str() + " came next)"
+               : m[1].str() + " '" + m[2].str() + "': expected " + number_kind(m[1].str());
+  } else if (std::regex_match(what, m,
+                              std::regex("(\\S+): Value (.*) not in range (.*) to (.*)"))) {
+    said = m[1].str() + " '" + m[2].str() + "': expected " + number_kind(m[1].str()) + " from " +
+           m[3].str() + " to " + m[4].str();
+  } else if (std::regex_match(what, m,
+                              std::regex("(\\S+): At Most \\d+ required but received (\\d+)"))) {
+    said = m[1].str() + " is given " + m[2].str() + " times; give it once";
+  } else if (std::regex_match(what, m,
+                              std::regex("(\\S+): (Directory is actually a file|File is actually "
+                                         "a directory): (.*)"))) {
+    const std::string is = m[2].str()[0] == 'D' ? "a file, not a folder" : "a folder, not a file";
+    said =
+        m[1].str()[0] == '-' ? m[1].str() + " '" + m[3].str() + "': " + is : m[3].str() + ": " + is;
   } else if (std::regex_match(what, m,
                               std::regex("(\\S+): (File|Path|Directory) does not "
                                          "exist: (.*)"))) {
@@ -126,8 +205,7 @@ std::string usage_error(const CLI::App& app, const std::string& what) {
                                          "(.*)"))) {
     said = "unexpected " + m[1].str();
   }
-  return "kinora: " + said + " (kinora " + (name == "kinora" ? "" : name.substr(7) + " ") +
-         "--help lists the options)";
+  return "kinora: " + said + help;
 }
 
 }  // namespace
@@ -202,10 +280,11 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::cerr << usage_error(app, e.what()) << "\n";
+    std::cerr << usage_error(app, e.what(), std::vector<std::string>(argv + 1, argv + argc))
+              << "\n";
     return 2;
   }
-  if (!check_numbers(app)) return 2;
+  if (!check_numbers(app) || !check_names(app)) return 2;
   kinora::configure_threads();
   // A file-size limit (ulimit -f) fails the write that passes it, which every
   // writer reports and cleans up after, instead of killing the program.

@@ -606,6 +606,10 @@ std::function<int()> add_render_commands(CLI::App& app) {
       return guarded([&] {
         const auto meta = media::read_embedded_parameters(*restore_path);
         const auto p = Preset::restored(meta, *restore_path);
+        // Cut after its parameters: they are whole (they parsed), the picture not.
+        if (const auto cut = media::cut_short(*restore_path); !cut.empty())
+          std::cerr << "kinora: note: " << *restore_path << " is " << cut
+                    << "; its parameters are whole, its frames are not\n";
         // A sweep's contact sheet records its first cell's preset: said, on
         // stderr, so that the preset on stdout stays a preset.
         if (meta.contains("sweep") && meta["sweep"].is_object()) {

@@ -119,6 +119,7 @@ std::string where_cut_short(const fs::path& path) {
   }
   const std::string brand(reinterpret_cast<const char*>(head) + 4, 4);
   if (brand == "ftyp" || brand == "moov" || brand == "mdat" || brand == "wide") {
+    bool moov = false;  // every MP4 and MOV has one: cut off whole, the file ends early
     for (std::uint64_t pos = 0; pos < size;) {
       unsigned char b[16];
       f.clear();
@@ -133,9 +134,10 @@ std::string where_cut_short(const fs::path& path) {
       if (box == 0) return {};  // to the end of the file
       if (box < 8) return {};   // not a box: FFmpeg says what is wrong
       if (pos + box > size) return past("its " + type + " box", pos + box);
+      moov = moov || type == "moov";
       pos += box;
     }
-    return {};
+    return moov ? "" : "it ends before its moov box (the index of its frames)";
   }
   if (big_endian(head, 4) == 0x1A45DFA3) {  // EBML: its header, then the Segment
     // An EBML variable-size integer at `pos`: its value, its length, and

@@ -604,6 +604,13 @@ TEST(Safety, RestoreSaysWhenAFileHoldsNoParameters) {
     write(dir / "p.json", p.dump());
     ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "p.json").string()).code, 0) << name;
     const auto whole = read(dir / name);
+    // Cut after its parameters: restored, with a note.
+    write(dir / "cut", whole.substr(0, whole.size() - 1));
+    fs::rename(dir / "cut", dir / name);
+    r = sh(kinora_bin() + " restore " + (dir / name).string());
+    EXPECT_EQ(r.code, 0) << name << r.out;
+    EXPECT_THAT(r.out, HasSubstr("is cut short: ")) << r.out;
+    EXPECT_THAT(r.out, HasSubstr("its parameters are whole, its frames are not")) << r.out;
     const auto keep = fs::path(name).extension() == ".webm" ? 64 : whole.size() / 2;
     write(dir / "cut", whole.substr(0, keep));
     fs::rename(dir / "cut", dir / name);
@@ -614,6 +621,10 @@ TEST(Safety, RestoreSaysWhenAFileHoldsNoParameters) {
                                  " bytes): a copy or download that did not finish"))
         << r.out;
   }
+  // An MP4 cut right after a box, before its index (moov): cut short too.
+  write(dir / "v.mp4", read(dir / "v.mp4").substr(0, 32));
+  EXPECT_THAT(sh(kinora_bin() + " restore " + (dir / "v.mp4").string()).out,
+              HasSubstr("v.mp4: is cut short (it ends before its moov box"));
   write(dir / "v.png", "\x89PNG\r\n\x1a\n");
   r = sh(kinora_bin() + " restore " + (dir / "v.png").string());
   EXPECT_THAT(r.out, HasSubstr("v.png: is cut short (it ends before its IEND chunk)"));
@@ -830,7 +841,19 @@ TEST(Safety, TheCommandLineSaysHelpAndUsageErrorsLikeOtherTools) {
             "--dtype 'f8': expected one of bf16, fp16, fp32"},
            {" generate -p", "kinora: --prompt needs a value"},
            {" lora inspect", "kinora: missing the argument 'file' (kinora lora inspect --help"},
-           {" samplers extra", "kinora: unexpected extra (kinora samplers --help"}}) {
+           {" samplers extra", "kinora: unexpected extra (kinora samplers --help"},
+           {" generate -p x --batch-size abc",
+            "--batch-size 'abc': expected a whole number from 1 to 64"},
+           {" generate -p x -o a.mp4 -o b.mp4", "--out is given 2 times; give it once"},
+           {" generate -p x --steps= --out x.mp4", "--steps needs a value (--out came next)"},
+           {" generate --bogus", "kinora: unexpected --bogus (kinora generate --help"},
+           {" info --bogus /nonexistent", "kinora: unexpected --bogus"},
+           {" lora foo", "kinora: lora: unknown command 'foo' (its commands: inspect, merge)"},
+           {" slurm", "kinora: slurm: give one of its commands: submit"},
+           {"", "kinora: give a command (kinora --help lists them)"},
+           {" render p.json --output-dir /etc/hostname",
+            "--output-dir '/etc/hostname': a file, not a folder"},
+           {" generate -p x --out ''", "kinora: --out '': an empty name"}}) {
     r = sh(kinora_bin() + args);
     EXPECT_EQ(r.code, 2) << args;
     EXPECT_THAT(r.out, HasSubstr(said)) << args;
