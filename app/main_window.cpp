@@ -116,6 +116,8 @@ QString prepare_options(StudioOptions& o) {
   // The data folder is made when missing, but a file there is not a folder.
   if (!o.data_dir.isEmpty() && QFileInfo::exists(o.data_dir) && !QFileInfo(o.data_dir).isDir())
     return "--data-dir " + o.data_dir + ": not a folder";
+  if (!o.data_dir.isEmpty() && !QFileInfo::exists(o.data_dir) && !QDir().mkpath(o.data_dir))
+    return "--data-dir " + o.data_dir + ": cannot be made (a folder above it is missing rights)";
   return {};
 }
 
@@ -125,7 +127,17 @@ std::unique_ptr<QLockFile> lock_data_folder(const QString& dir, QString* why) {
   // A studio runs for days: only the lock of a process that is gone is stale
   // (QLockFile checks the process), never one that is merely old.
   lock->setStaleLockTime(0);
-  if (lock->tryLock(0) || lock->error() != QLockFile::LockFailedError) return lock;
+  // No lock can be made there (a lock that is a folder, a folder without
+  // write rights): no studio can keep its queue there either.
+  const bool folder = QFileInfo(dir + "/lock").isDir();
+  if (!folder && lock->tryLock(0)) return lock;
+  if (folder || lock->error() != QLockFile::LockFailedError) {
+    if (why)
+      *why = dir + "/lock cannot be made (" +
+             (folder ? QString("it is a folder") : QString("the folder is not writable")) +
+             "): give another --data-dir";
+    return nullptr;
+  }
   qint64 pid = 0;
   QString host, app;
   if (!lock->getLockInfo(&pid, &host, &app)) {
@@ -523,7 +535,11 @@ void MainWindow::start_next() {
     const auto free = free_output_path(planned, job.preset.format == "png-seq");
     if (free != planned) {
       queue_->set_planned_output(job.id, free.toStdString());
-      const auto note = planned + " exists; this job renders to " + free;
+      const auto note = planned +
+                        (QFileInfo::exists(planned) || QFileInfo::exists(planned + ".json")
+                             ? " exists"
+                             : " is being rendered by another process") +
+                        "; this job renders to " + free;
       statusBar()->showMessage(note);
       if (options_.quit_when_idle) say_on_stderr(note);
     }

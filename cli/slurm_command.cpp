@@ -17,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -155,6 +156,17 @@ int submit(SlurmArgs a) {
   check_directive_value("--log-dir", fs::absolute(a.log_dir).string());
   check_directive_value("--job-name", a.job_name);
   for (const auto& x : {a.mem, a.time, a.partition}) check_directive_value("a resource", x);
+  // As sbatch reads them, so that a typo fails here rather than in the queue.
+  if (!a.mem.empty() && !std::regex_match(a.mem, std::regex("[0-9]+[KMGTkmgt]?")))
+    throw Error("slurm submit: --mem '" + a.mem +
+                "': expected a size as sbatch takes it: a number of megabytes, or with K, M, G "
+                "or T (64G)");
+  if (!a.time.empty() &&
+      !std::regex_match(a.time, std::regex("([0-9]+-)?[0-9]+(:[0-9]+){0,2}|[Uu][Nn][Ll][Ii][Mm]"
+                                           "[Ii][Tt][Ee][Dd]|[Ii][Nn][Ff][Ii][Nn][Ii][Tt][Ee]")))
+    throw Error("slurm submit: --time '" + a.time +
+                "': expected a time as sbatch takes it: MINUTES, MINUTES:SECONDS, "
+                "HOURS:MINUTES:SECONDS, DAYS-HOURS[:MINUTES[:SECONDS]] or UNLIMITED");
   // Every preset checked first, as `kinora batch` checks them: a batch with
   // an invalid preset is not submitted.
   auto entries = collect_presets(

@@ -119,8 +119,8 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
     claims.push_back(std::make_unique<OutputClaim>(out));
     if (!claims.back()->held())
       throw Error(out.string() + ": being rendered by " + claims.back()->holder() +
-                  " (a kinora batch or render over the same preset); wait for it to finish, "
-                  "or name another output");
+                  " (another kinora batch, render or studio writing it); wait for it to "
+                  "finish, or name another output");
     targets.push_back(media::prepare_output(out, preset.format, snapped.frames, overwrite));
   }
   auto results = pipe.generate_batch(preset, count, cb);

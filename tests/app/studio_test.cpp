@@ -343,7 +343,8 @@ TEST(Studio, FoldersAreAbsoluteAndOnlyTheDefaultOutputFolderIsMade) {
   for (const auto& [args, said] : std::vector<std::pair<std::string, std::string>>{
            {"--data-dir data --models-dir nomodels", "nomodels: no such folder"},
            {"--data-dir notes.txt",
-            "--data-dir " + (dir / "notes.txt").string() + ": not a folder"}}) {
+            "--data-dir " + (dir / "notes.txt").string() + ": not a folder"},
+           {"--data-dir /proc/none/data", "--data-dir /proc/none/data: cannot be made"}}) {
     EXPECT_EQ(run_studio(dir, args + " --output-dir out" + kEmbeddedPrompt + " --quit-when-idle",
                          dir / "log.txt", home),
               1)
@@ -370,6 +371,13 @@ TEST(Studio, ALockThatNamesNoProcessIsTakenOverWhenOld) {
                       fs::file_time_type::clock::now() - std::chrono::minutes(10));
   EXPECT_EQ(
       run_studio(dir, "--data-dir data --output-dir out --exit-after-ms 100", dir / "log.txt"), 0)
+      << slurp(dir / "log.txt");
+  // A lock that is a folder: no studio can keep a queue there; said.
+  fs::remove(dir / "data" / "lock");
+  fs::create_directories(dir / "data" / "lock");
+  EXPECT_EQ(
+      run_studio(dir, "--data-dir data --output-dir out --exit-after-ms 100", dir / "log.txt"), 1);
+  EXPECT_NE(slurp(dir / "log.txt").find("lock cannot be made (it is a folder)"), std::string::npos)
       << slurp(dir / "log.txt");
 }
 

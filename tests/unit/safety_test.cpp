@@ -802,6 +802,18 @@ TEST(Safety, Fp8FromTheCommandLineOverThePreset) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--no-fp8"));
   EXPECT_THAT(r.out, HasSubstr("--presets-fingerprint "));  // the presets submitted
+  // Resources as sbatch reads them; a typo is refused before anything is submitted.
+  r = sh(
+      in(dir.path(), kinora_bin() + " slurm submit --dry-run --mem 64G --time 1-02:00 later.json"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("#SBATCH --mem=64G"));
+  EXPECT_THAT(r.out, HasSubstr("#SBATCH --time=1-02:00"));
+  r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --mem lots later.json"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--mem 'lots': expected a size as sbatch takes it"));
+  r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --time forever later.json"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--time 'forever': expected a time as sbatch takes it"));
 }
 
 TEST(Safety, CheckpointsKeepTheirValuesAndTheirNames) {
