@@ -120,6 +120,24 @@ TEST(QueueModel, DragAndDropReorders) {
   EXPECT_EQ(q.at(2).preset.prompt, "a");
 }
 
+// A queue file that cannot be written (its folder gone, a full disk): each
+// change says so, with the file and the reason, and the jobs stay listed.
+TEST(QueueModel, AQueueThatCannotBeSavedSaysSo) {
+  qapp();
+  test::TempDir tmp;
+  std::ofstream(tmp.path() / "afile") << "x";
+  QueueModel q(QString::fromStdString((tmp.path() / "afile" / "queue.json").string()));
+  QSignalSpy failed(&q, &QueueModel::saveFailed);
+  Preset p;
+  p.prompt = "kept";
+  q.add(p);
+  ASSERT_GE(failed.count(), 1);
+  const auto message = failed.at(0).at(0).toString().toStdString();
+  EXPECT_NE(message.find("afile/queue.json: the queue could not be saved"), std::string::npos)
+      << message;
+  EXPECT_EQ(q.rowCount(), 1);
+}
+
 TEST(QueueModel, PersistsAndMarksTheRunningJobInterrupted) {
   qapp();
   test::TempDir tmp;
