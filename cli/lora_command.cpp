@@ -191,6 +191,8 @@ int merge(const LoraArgs& a) {
 }  // namespace
 
 pipeline::LoraRef parse_lora_arg(const std::string& arg) {
+  // Said here, naming the option, not later as the preset's.
+  if (arg.empty() || arg[0] == ':') throw Error("--lora '" + arg + "': a LoRA with an empty name");
   const auto colon = arg.rfind(':');
   if (colon != std::string::npos && colon > 0) {
     const std::string tail = arg.substr(colon + 1);

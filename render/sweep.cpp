@@ -103,7 +103,7 @@ double parse_strength(const std::string& v, const std::string& key) {
 // The preset with one axis at one value.
 void apply_value(Preset& p, const SweepAxis& axis, const std::string& value) {
   if (!is_lora_axis(axis.key)) {
-    p.set(axis.key + "=" + value, "sweep axis '" + axis.key + "'");
+    p.set(axis.key + "=" + value, "sweep axis");  // "sweep axis steps: key 'steps' …"
     return;
   }
   int i = lora_index(p, axis);

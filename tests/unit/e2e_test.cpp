@@ -379,7 +379,7 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   EXPECT_THAT(hex.out, HasSubstr("'0x10' is not a strength (a number from -100 to 100)"));
   // An empty name, a folder and a device are not LoRA files, said as such.
   for (const auto& [lora, said] : std::vector<std::pair<std::string, std::string>>{
-           {"''", "a LoRA with an empty name"},
+           {"''", "--lora '': a LoRA with an empty name"},
            {dir.path().string(), dir.path().string() + " is a folder, not a LoRA file"},
            {"/dev/null", "/dev/null is not a regular file, not a LoRA file"}}) {
     const auto bad =

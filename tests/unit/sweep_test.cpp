@@ -86,7 +86,7 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   EXPECT_EQ(plan.cells[4].preset.steps, base.steps);
   // A value the preset refuses names the axis.
   EXPECT_THAT(error_of([&] { render::plan_sweep(base, {render::parse_sweep_axis("steps=2,0")}); }),
-              HasSubstr("sweep axis 'steps'"));
+              HasSubstr("sweep axis steps: key 'steps'"));
   EXPECT_THAT(error_of([&] { render::plan_sweep(base, {render::parse_sweep_axis("lora=1")}); }),
               HasSubstr("exactly one LoRA"));
   EXPECT_THAT(error_of([&] {
