@@ -113,11 +113,13 @@ QString prepare_options(StudioOptions& o) {
   if (!o.models_dir.isEmpty() && !QFileInfo(o.models_dir).isDir())
     return "--models-dir " + o.models_dir +
            (QFileInfo::exists(o.models_dir) ? ": not a folder" : ": no such folder");
-  // The data folder is made when missing, but a file there is not a folder.
-  if (!o.data_dir.isEmpty() && QFileInfo::exists(o.data_dir) && !QFileInfo(o.data_dir).isDir())
-    return "--data-dir " + o.data_dir + ": not a folder";
-  if (!o.data_dir.isEmpty() && !QFileInfo::exists(o.data_dir) && !QDir().mkpath(o.data_dir))
-    return "--data-dir " + o.data_dir + ": cannot be made (a folder above it is missing rights)";
+  // The data folder is made when missing; a file there, or a place where
+  // none can be made, is said.
+  if (!o.data_dir.isEmpty() && !QDir().mkpath(o.data_dir))
+    return "--data-dir " + o.data_dir +
+           (QFileInfo::exists(o.data_dir)
+                ? ": not a folder"
+                : ": cannot be made (a file in its path, or a folder without write rights)");
   return {};
 }
 

@@ -726,16 +726,6 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
 fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const std::string source = p.source.empty() ? std::string("preset") : p.source;
   if (entry.empty()) throw Error(source + ": a LoRA with an empty name");
-  // A path that is there, but not a file (a folder, a device): said as such.
-  {
-    const fs::path e = entry;
-    const fs::path direct = e.is_absolute() ? e : p.base_dir / e;
-    std::error_code ec;
-    if (fs::exists(direct, ec) && !fs::is_regular_file(direct, ec))
-      throw Error(source + ": LoRA '" + entry + "': " + direct.string() +
-                  (fs::is_directory(direct, ec) ? " is a folder" : " is not a regular file") +
-                  ", not a LoRA file");
-  }
   // Where `name` may be: beside the preset, then in the LoRA folder, with or
   // without ".safetensors".
   const auto candidates = [&](const std::string& name) {
@@ -768,6 +758,12 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
                   "' is not a strength (a number from -100 to 100)");
     }
   const fs::path e = entry;
+  // Found nowhere, but its path is there as something else (a folder, a
+  // device): said as such.
+  if (std::error_code ec; fs::exists(tried.front(), ec))
+    throw Error(source + ": LoRA '" + entry + "': " + tried.front().string() +
+                (fs::is_directory(tried.front(), ec) ? " is a folder" : " is not a regular file") +
+                ", not a LoRA file");
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";

@@ -391,6 +391,17 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
             dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
   EXPECT_EQ(pipeline::resolve_lora_file(p, "ink"), dir / "loras/wan/style/ink.safetensors");
   EXPECT_EQ(pipeline::resolve_lora_tag(p, "ink"), dir / "loras/wan/style/ink.safetensors");
+  {
+    // A folder of that name beside the preset does not hide the LoRA; a
+    // name found only as a folder is said to be one.
+    auto beside = p;
+    beside.base_dir = dir.path();
+    fs::create_directories(dir / "ink");
+    EXPECT_EQ(pipeline::resolve_lora_file(beside, "ink"), dir / "loras/wan/style/ink.safetensors");
+    EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(beside, "vae"); }),
+                HasSubstr((dir / "vae").string() + " is a folder, not a LoRA file"));
+    fs::remove(dir / "ink");
+  }
   // A path inside the folder that is not there (another machine's layout,
   // as its outputs record it): the one file of its name. Outside: not found.
   EXPECT_EQ(pipeline::resolve_lora_file(p, "other/ink"), dir / "loras/wan/style/ink.safetensors");
