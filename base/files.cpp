@@ -266,16 +266,21 @@ void check_can_write_file(const fs::path& path, bool overwrite, const std::strin
 }
 
 namespace {
-int remove_dead_claims(const fs::path& folder);  // with the claims, below
+bool is_dead_claim(const fs::directory_entry& e);  // with the claims, below
 }  // namespace
 
 int remove_stale_temporaries(const fs::path& folder) {
   const std::string mark = ".tmp-" + host_tag() + "-";
-  int removed = remove_dead_claims(folder);
+  int removed = 0;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(folder.empty() ? fs::path(".") : folder, ec)) {
     const auto name = e.path().filename().string();
     if (name.empty() || name[0] != '.') continue;
+    if (is_dead_claim(e)) {
+      std::error_code rec;
+      removed += fs::remove(e.path(), rec) ? 1 : 0;
+      continue;
+    }
     const auto at = name.rfind(mark);
     if (at == std::string::npos || at < 2) continue;
     // The PID: the digits after the mark, up to the end or the extension.
@@ -354,25 +359,19 @@ std::string live_holder(const fs::path& file) {
   return "process " + std::to_string(pid) + " on " + host;
 }
 
-// Removes the claims (".NAME.claim") in `folder` of this host's processes
-// that are gone (a render killed with SIGKILL); others' are left to expire.
-int remove_dead_claims(const fs::path& folder) {
-  int removed = 0;
+// Whether `e` is a claim (".NAME.claim") of a process of this host that is
+// gone (a render killed with SIGKILL); others' are left to expire.
+bool is_dead_claim(const fs::directory_entry& e) {
+  const auto name = e.path().filename().string();
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(folder.empty() ? fs::path(".") : folder, ec)) {
-    const auto name = e.path().filename().string();
-    if (name.size() <= 7 || name[0] != '.' || name.compare(name.size() - 6, 6, ".claim") != 0 ||
-        !e.is_regular_file(ec))
-      continue;
-    std::istringstream in(first_line(e.path()));
-    std::string tag;
-    long long pid = 0;
-    if (!(in >> tag >> pid) || tag != host_tag() || pid <= 0 || pid > 1e9) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
-    std::error_code rec;
-    if (fs::remove(e.path(), rec)) ++removed;
-  }
-  return removed;
+  if (name.size() <= 7 || name[0] != '.' || name.compare(name.size() - 6, 6, ".claim") != 0 ||
+      !e.is_regular_file(ec))
+    return false;
+  std::istringstream in(first_line(e.path()));
+  std::string tag;
+  long long pid = 0;
+  if (!(in >> tag >> pid) || tag != host_tag() || pid <= 0 || pid > 1e9) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
 }
 
 }  // namespace

@@ -34,14 +34,19 @@ struct LoraArgs {
   bool verbose = false, overwrite = false;
 };
 
-int inspect(const LoraArgs& a) {
-  // By path, or by name as `generate` finds it: in loras/ of --models-dir,
-  // then (no --model) the embedded model's, or beside --model.
+// A LoRA by path, or by name as `generate` finds it: in loras/ of
+// --models-dir, then the embedded model's (no --model) or the one beside
+// --model. `source` names the command in its messages.
+fs::path find_lora(const LoraArgs& a, const std::string& name, const std::string& source) {
   pipeline::Preset finder;
   finder.model = a.model;
   finder.models_dir = a.models_dir;
-  finder.source = "lora inspect";
-  const fs::path file = pipeline::resolve_lora_file(finder, a.files.at(0));
+  finder.source = source;
+  return pipeline::resolve_lora_file(finder, name);
+}
+
+int inspect(const LoraArgs& a) {
+  const fs::path file = find_lora(a, a.files.at(0), "lora inspect");
   if (a.model.empty()) {
     const auto r = lora::describe(file);
     std::cout << file.filename().string() << ": " << r.format << ", " << r.total << " updates";
@@ -95,18 +100,12 @@ int inspect(const LoraArgs& a) {
 int merge(const LoraArgs& a) {
   if (a.model.empty() || a.out.empty() || a.files.empty())
     throw Error("lora merge: give --model, at least one --lora and --out");
-  // A LoRA by path, or by name in the loras/ folder of --models-dir (else
-  // in loras/ beside the model), as `generate` finds it.
-  pipeline::Preset where;
-  where.model = a.model;
-  where.models_dir = a.models_dir;
-  where.source = "--lora";
   std::vector<std::pair<fs::path, double>> loras;
   for (const auto& f : a.files) {
     const auto l = parse_lora_arg(f);
     if (l.strength_low)
       throw Error("--lora '" + f + "': lora merge writes one model file; give one strength");
-    loras.emplace_back(pipeline::resolve_lora_file(where, l.path), l.strength);
+    loras.emplace_back(find_lora(a, l.path, "--lora"), l.strength);
   }
   // One file given twice stacks, as in a render: said, as one may have been meant.
   const fs::path twice = [&] {

@@ -60,50 +60,43 @@ bool check_subcommand(const CLI::App& app, int argc, char** argv) {
   return false;
 }
 
-// Numbers CLI11 takes too readily: an empty value (a script's unset
-// variable) it reads as 0, and hexadecimal ("0x10") as 16. Refused, naming
-// the option, in every command.
-bool check_numbers(const CLI::App& app) {
-  for (const auto* opt : app.get_options()) {
-    const auto type = opt->get_type_name();
-    // "INT", "FLOAT", "UINT", or with a range: "INT:INT in [1 - 64]".
-    if (type.rfind("INT", 0) != 0 && type.rfind("FLOAT", 0) != 0 && type.rfind("UINT", 0) != 0)
-      continue;
-    for (const auto& value : opt->results()) {
-      std::string_view v = value;
-      while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
-      if (!v.empty() && (v.front() == '-' || v.front() == '+')) v.remove_prefix(1);
-      if (v.empty() || v.rfind("0x", 0) == 0 || v.rfind("0X", 0) == 0) {
-        std::cerr << "kinora: " << opt->get_name() << " '" << value
-                  << "': expected a decimal number\n";
-        return false;
-      }
-    }
+// What is wrong with `value` given to `opt`, empty when nothing CLI11 let
+// through is:
+// - numbers it takes too readily: an empty value (a script's unset
+//   variable) it reads as 0, and hexadecimal ("0x10") as 16;
+// - file and folder names given empty, where an empty name would mean "the
+//   default".
+std::string bad_value(const CLI::Option& opt, const std::string& value) {
+  const auto type = opt.get_type_name();
+  // "INT", "FLOAT", "UINT", or with a range: "INT:INT in [1 - 64]".
+  if (type.rfind("INT", 0) == 0 || type.rfind("FLOAT", 0) == 0 || type.rfind("UINT", 0) == 0) {
+    std::string_view v = value;
+    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+    if (!v.empty() && (v.front() == '-' || v.front() == '+')) v.remove_prefix(1);
+    if (v.empty() || v.rfind("0x", 0) == 0 || v.rfind("0X", 0) == 0)
+      return "expected a decimal number";
   }
-  for (const auto* sub : app.get_subcommands({}))
-    if (sub->parsed() && !check_numbers(*sub)) return false;
-  return true;
-}
-
-// File and folder names given empty (a script's unset variable), where an
-// empty name would mean "the default": refused, naming the option.
-bool check_names(const CLI::App& app) {
   static const std::set<std::string> names = {
       "out",       "output",         "model",      "model2",     "vae",     "text-encoder",
       "tokenizer", "clip-tokenizer", "models-dir", "output-dir", "log-dir", "clip"};
-  for (const auto* opt : app.get_options()) {
-    const auto& l = opt->get_lnames();
-    if (std::none_of(l.begin(), l.end(), [](const std::string& n) { return names.count(n); }))
-      continue;
+  const auto& l = opt.get_lnames();
+  if (std::any_of(l.begin(), l.end(), [](const std::string& n) { return names.count(n); }) &&
+      value.find_first_not_of(" \t") == std::string::npos)
+    return "an empty name; give a file or folder, or leave the option out";
+  return {};
+}
+
+// Every value of the command line's commands checked by bad_value: the first
+// refused is said, naming the option, in every command.
+bool check_values(const CLI::App& app) {
+  for (const auto* opt : app.get_options())
     for (const auto& value : opt->results())
-      if (value.find_first_not_of(" \t") == std::string::npos) {
-        std::cerr << "kinora: " << opt->get_name() << " '" << value
-                  << "': an empty name; give a file or folder, or leave the option out\n";
+      if (const auto why = bad_value(*opt, value); !why.empty()) {
+        std::cerr << "kinora: " << opt->get_name() << " '" << value << "': " << why << "\n";
         return false;
       }
-  }
   for (const auto* sub : app.get_subcommands({}))
-    if (sub->parsed() && !check_names(*sub)) return false;
+    if (sub->parsed() && !check_values(*sub)) return false;
   return true;
 }
 
@@ -284,7 +277,7 @@ int main(int argc, char** argv) {
               << "\n";
     return 2;
   }
-  if (!check_numbers(app) || !check_names(app)) return 2;
+  if (!check_values(app)) return 2;
   kinora::configure_threads();
   // A file-size limit (ulimit -f) fails the write that passes it, which every
   // writer reports and cleans up after, instead of killing the program.
