@@ -2,11 +2,13 @@
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QMessageBox>
+#include <QTimer>
 
 #include <iostream>
 
 #include "app/main_window.h"
 #include "base/runtime.h"
+#include "base/signals.h"
 #include "pipeline/preset.h"
 
 int main(int argc, char** argv) {
@@ -94,5 +96,20 @@ int main(int argc, char** argv) {
   if (!lock) return cannot_start(why);
   kinora::app::MainWindow w(o);
   w.show();
-  return app.exec();
+  // Ctrl-C, SIGTERM (a session's logout, `kill`, a scheduler) and SIGHUP stop
+  // the studio as closing its window does: the running job unwinds and is
+  // kept as interrupted. Their handler only sets a flag, read here; a second
+  // signal ends the process at once (base/signals.h).
+  kinora::install_cancel_signals();
+  QTimer stop_watch;
+  QObject::connect(&stop_watch, &QTimer::timeout, &w, [&] {
+    if (!kinora::cancel_requested()) return;
+    stop_watch.stop();
+    w.stop_on_signal(kinora::cancel_signal());
+  });
+  stop_watch.start(100);
+  const int status = app.exec();
+  // The window's destructor waits for the worker to unwind (its claim and
+  // temporaries removed) before the process ends.
+  return status;
 }

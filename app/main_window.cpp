@@ -31,6 +31,7 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -719,10 +720,22 @@ void MainWindow::closeEvent(QCloseEvent* e) {
   if (busy()) {
     // Closed mid-render: the job comes back re-queueable next time.
     worker_->cancel();
-    queue_->set_status(running_, JobStatus::Interrupted, "the studio was closed during this job");
+    queue_->set_status(running_, JobStatus::Interrupted, close_reason_);
     running_.clear();
   }
   e->accept();
+}
+
+void MainWindow::stop_on_signal(int signal) {
+  const QString name = signal == SIGINT   ? "Ctrl-C (SIGINT)"
+                       : signal == SIGHUP ? "SIGHUP"
+                                          : "SIGTERM";
+  close_reason_ = "the studio was stopped by " + name + " during this job";
+  say_on_stderr(
+      "stopping on " + name +
+      (busy() ? ": the running job is cancelled and kept in the queue as interrupted" : QString()));
+  close();
+  QApplication::exit(128 + signal);  // every event loop, a dialog's too
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent* e) {

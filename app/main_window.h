@@ -77,6 +77,11 @@ class MainWindow : public QMainWindow {
   // preset file. Returns false (and says why in the status bar) otherwise.
   bool restore_from(const QString& path);
   void cancel_current();
+  // Ctrl-C, SIGTERM or SIGHUP (base/signals.h) reached the studio: the
+  // running job is cancelled (its temporaries and claim removed as it
+  // unwinds) and marked interrupted, the queue and settings are saved, and
+  // the studio quits with 128 + the signal. Said on stderr.
+  void stop_on_signal(int signal);
   // Queues every preset file of `dir` (sorted by name); returns how many.
   int queue_folder(const QString& dir);
   // Queue → Duplicate (a pending copy of `row`'s job; its id) and Re-queue
@@ -126,6 +131,7 @@ class MainWindow : public QMainWindow {
   bool player_silent_ = false;           // a finished video that showed no frame
   int exit_code_ = 0;
   bool said_save_failed_ = false;  // a script hears once that the queue is not kept
+  QString close_reason_ = "the studio was closed during this job";
 };
 
 }  // namespace kinora::app

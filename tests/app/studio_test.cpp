@@ -131,6 +131,45 @@ TEST(Studio, TheQueueSurvivesAKillInTheMiddleOfAJob) {
   EXPECT_NE(text.find("waits its turn"), std::string::npos);
 }
 
+// SIGTERM (a logout, `kill`, a scheduler) stops the studio as closing it
+// does: the running job is cancelled, its claim on the output and its
+// temporaries removed, and it is kept in the queue as interrupted; the exit
+// status is 128 + the signal. An idle studio stops the same way on Ctrl-C.
+TEST(Studio, ASigtermCancelsTheJobAndKeepsItInterrupted) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");
+  std::ofstream(dir / "slow.json")
+      << "{\"prompt\": \"a slow one\", \"seed\": 5, \"width\": 256, \"height\": 256, \"frames\": "
+         "33, \"steps\": 200, \"precision\": \"fp32\", \"model\": \""
+      << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
+      << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
+      << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+      << fixture("spm_tiny.model") << "\"}";
+  const auto data = (dir / "data").string(), out = (dir / "out").string();
+  const pid_t pid = start(
+      {"--data-dir", data, "--output-dir", out, "--queue-preset", (dir / "slow.json").string()});
+  const auto queue = dir / "data" / "queue.json";
+  ASSERT_TRUE(job_runs(queue)) << "the job never started";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // mid-sampling
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGTERM);
+  const auto text = slurp(queue);
+  EXPECT_NE(text.find("\"interrupted\""), std::string::npos) << text;
+  EXPECT_NE(text.find("stopped by SIGTERM"), std::string::npos) << text;
+  EXPECT_EQ(text.find("\"running\""), std::string::npos) << text;
+  for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
+  EXPECT_FALSE(fs::exists(dir / "data" / "lock"));
+
+  const pid_t idle = start({"--data-dir", data, "--output-dir", out});
+  for (int i = 0; i < 600 && !fs::exists(dir / "data" / "lock"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the window is up
+  ::kill(idle, SIGINT);
+  EXPECT_EQ(wait_exit(idle), 128 + SIGINT);
+  EXPECT_EQ(slurp(queue), text);  // nothing ran, nothing changed
+}
+
 // The real window on an X server (xvfb-run), the embedded model, screenshots.
 // Scripted (--quit-when-idle): a job that fails says why on stderr and makes
 // the exit status 1; a seed the CLI would refuse is refused before anything
