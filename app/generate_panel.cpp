@@ -555,9 +555,10 @@ void GeneratePanel::check_lora(int row) {
   bool fits = true;
   try {
     const auto r = lora::describe(path);
-    tip = QString("%1: %2 updates").arg(QString::fromStdString(r.format)).arg(r.total);
-    if (r.rank > 0) tip += QString(", rank %1").arg(r.rank);
-    if (r.alpha) tip += QString(", alpha %1").arg(*r.alpha);
+    tip = QString("%1: %2 updates%3")
+              .arg(QString::fromStdString(r.format))
+              .arg(r.total)
+              .arg(QString::fromStdString(r.rank_and_alpha()));
     Preset p = preset();
     p.prompt.clear();
     p.loras = {{path, 1.0}};

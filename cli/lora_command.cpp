@@ -49,9 +49,8 @@ int inspect(const LoraArgs& a) {
   const fs::path file = find_lora(a, a.files.at(0), "lora inspect");
   if (a.model.empty()) {
     const auto r = lora::describe(file);
-    std::cout << file.filename().string() << ": " << r.format << ", " << r.total << " updates";
-    if (r.rank > 0) std::cout << ", rank " << r.rank;
-    if (r.alpha) std::cout << ", alpha " << *r.alpha;
+    std::cout << file.filename().string() << ": " << r.format << ", " << r.total << " updates"
+              << r.rank_and_alpha();
     std::cout << "\n";
     if (a.verbose)
       for (const auto& u : r.updates) std::cout << "  " << u.stem << ": " << u.kind << "\n";

@@ -226,11 +226,33 @@ std::string Unmatched::text() const {
   return s;
 }
 
+void Report::add_rank(int64_t r) {
+  if (r <= 0) return;
+  rank = std::max(rank, r);
+  rank_min = rank_min == 0 ? r : std::min(rank_min, r);
+}
+
+void Report::add_alpha(double a) {
+  alpha = alpha ? std::min(*alpha, a) : a;
+  alpha_max = alpha_max ? std::max(*alpha_max, a) : a;
+}
+
+std::string Report::rank_and_alpha() const {
+  std::ostringstream s;
+  if (rank > 0 && rank_min > 0 && rank_min != rank)
+    s << ", ranks " << rank_min << " to " << rank;
+  else if (rank > 0)
+    s << ", rank " << rank;
+  if (alpha && alpha_max && *alpha_max != *alpha)
+    s << ", alphas " << *alpha << " to " << *alpha_max;
+  else if (alpha)
+    s << ", alpha " << *alpha;
+  return s.str();
+}
+
 std::string Report::line() const {
   std::ostringstream s;
-  s << file.filename().string() << ": " << format;
-  if (rank > 0) s << ", rank " << rank;
-  if (alpha) s << ", alpha " << *alpha;
+  s << file.filename().string() << ": " << format << rank_and_alpha();
   s << "; " << matched << " of " << total << " updates matched";
   if (!unmatched.empty()) {
     std::map<std::string, int> why;
@@ -295,8 +317,8 @@ Report describe(const fs::path& file) {
                              : (parts.count("lokr_w1") || parts.count("lokr_w1_a")) ? "lokr"
                              : (parts.count("diff") || parts.count("diff_b"))       ? "diff"
                                                                                     : "other";
-    if (parts.count("down")) r.rank = std::max(r.rank, parts["down"].size(0));
-    if (parts.count("alpha")) r.alpha = parts["alpha"].item<double>();
+    if (parts.count("down")) r.add_rank(parts["down"].size(0));
+    if (parts.count("alpha")) r.add_alpha(parts["alpha"].item<double>());
     r.updates.push_back({stem, kind});
   }
   return r;
@@ -364,9 +386,9 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
       auto* l = lin.by_name.at(p.target.module);
       const int64_t out = l->out_features, in = l->in_features;
       if (p.target.rows < 0) p.target.rows = out;
-      const auto alpha = parts.count("alpha") ? std::optional<double>(parts["alpha"].item<double>())
-                                              : std::nullopt;
-      if (alpha) r.report.alpha = alpha;
+      // Alpha 0, as no alpha, scales by 1 (kohya and LyCORIS read it so).
+      const double alpha = parts.count("alpha") ? parts["alpha"].item<double>() : 0.0;
+      if (parts.count("alpha")) r.report.add_alpha(alpha);
       if (parts.count("down") && parts.count("up")) {
         p.kind = "lora";
         p.down = matrix(parts["down"]);
@@ -377,16 +399,16 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
                                           shape_str(p.down.sizes()) + " do not share a rank");
           continue;
         }
-        p.scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
-        r.report.rank = std::max(r.report.rank, rank);
+        p.scale = alpha != 0 ? alpha / static_cast<double>(rank) : 1.0;
+        r.report.add_rank(rank);
       } else if (parts.count("hada_w1_a") && parts.count("hada_w1_b") && parts.count("hada_w2_a") &&
                  parts.count("hada_w2_b")) {
         p.kind = "loha";
         const int64_t rank = parts["hada_w1_b"].size(0);
-        const double scale = alpha && *alpha != 0 ? *alpha / static_cast<double>(rank) : 1.0;
+        const double scale = alpha != 0 ? alpha / static_cast<double>(rank) : 1.0;
         p.delta = torch::matmul(parts["hada_w1_a"], parts["hada_w1_b"]) *
                   torch::matmul(parts["hada_w2_a"], parts["hada_w2_b"]) * scale;
-        r.report.rank = std::max(r.report.rank, rank);
+        r.report.add_rank(rank);
       } else if ((parts.count("lokr_w1") ||
                   (parts.count("lokr_w1_a") && parts.count("lokr_w1_b"))) &&
                  (parts.count("lokr_w2") ||
@@ -400,12 +422,11 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
         };
         const auto w1 = factor("lokr_w1", "lokr_w1_a", "lokr_w1_b");
         const auto w2 = factor("lokr_w2", "lokr_w2_a", "lokr_w2_b");
-        const double scale =
-            alpha && *alpha != 0 && dim > 0 ? *alpha / static_cast<double>(dim) : 1.0;
+        const double scale = alpha != 0 && dim > 0 ? alpha / static_cast<double>(dim) : 1.0;
         auto k = torch::kron(w1, w2) * scale;
         if (k.numel() == p.target.rows * in) k = k.reshape({p.target.rows, in});
         p.delta = k;
-        r.report.rank = std::max(r.report.rank, dim);
+        r.report.add_rank(dim);
       } else if (parts.count("diff") || parts.count("diff_b")) {
         p.kind = "diff";
         if (parts.count("diff")) p.delta = matrix(parts["diff"]);

@@ -76,9 +76,15 @@ struct Update {
 
 struct Report {
   std::filesystem::path file;
-  std::string format;  // "original", "kohya", "diffusers", "lycoris", …
-  int64_t rank = 0;    // the largest rank among its low-rank updates
-  std::optional<double> alpha;
+  std::string format;                      // "original", "kohya", "diffusers", "lycoris", …
+  int64_t rank = 0;                        // the largest rank among its low-rank updates
+  int64_t rank_min = 0;                    // and the smallest (a file may mix ranks)
+  std::optional<double> alpha, alpha_max;  // the smallest and largest alpha
+  void add_rank(int64_t r);
+  void add_alpha(double a);
+  // ", rank 16, alpha 8"; a file that mixes them: ", ranks 4 to 16, alphas
+  // 1 to 8". Empty for a file with neither.
+  std::string rank_and_alpha() const;
   int matched = 0, total = 0;        // updates (modules) matched / in the file
   std::vector<Unmatched> unmatched;  // resolve(): those not applied
   std::vector<Update> updates;       // describe(): all of them

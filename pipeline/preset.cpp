@@ -238,14 +238,20 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
     for (std::size_t i = 0; i < it->size(); ++i) {
       const auto& l = (*it)[i];
       const std::string key = "loras[" + std::to_string(i) + "]";
-      if (!l.is_object() || !l.contains("path") || !l["path"].is_string())
+      // "file", the field an output's list of applied LoRAs names it by, is
+      // read as "path" (a list copied from there works).
+      const char* const path_key = l.is_object() && l.contains("file") ? "file" : "path";
+      if (l.is_object() && l.contains("file") && l.contains("path"))
+        bad(src, key, "has both \"path\" and \"file\": give one");
+      if (!l.is_object() || !l.contains(path_key) || !l[path_key].is_string())
         bad(src, key, "must have a \"path\" string");
-      LoraRef r{l["path"].get<std::string>(), 1.0};
+      LoraRef r{l[path_key].get<std::string>(), 1.0};
       if (const auto at = invalid_utf8_offset(r.path); at != std::string::npos)
         bad(src, key + ".path", "is not valid UTF-8 (byte " + std::to_string(at) + ")");
       if (r.path.find('\0') != std::string::npos) bad(src, key + ".path", "holds a NUL character");
       for (const auto& item : l.items())
-        if (item.key() != "path" && item.key() != "strength" && item.key() != "strength_low")
+        if (item.key() != "path" && item.key() != "file" && item.key() != "strength" &&
+            item.key() != "strength_low")
           bad(src, key + "." + item.key(), "is not a key of a LoRA (path, strength, strength_low)");
       auto strength_of = [&](const char* k) {
         if (!l[k].is_number()) bad(src, key + "." + k, "must be a number");

@@ -185,6 +185,30 @@ TEST_F(WanLora, RunTimeEqualsMergedAndStacksWithStrengths) {
   EXPECT_TRUE(torch::equal(forward(), base));
 }
 
+// A file that mixes ranks and alphas (kohya's block-wise dims do) is reported
+// as ranges, by resolve() and by describe(); one rank and alpha as before.
+TEST_F(WanLora, MixedRanksAndAlphasAreReportedAsRanges) {
+  const auto f = weight_of(*model, "blocks.1.ffn.0");
+  const auto k2 = known_for(f.size(0), f.size(1), 4, 2);
+  io::save_safetensors(dir / "mixed.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.alpha", torch::tensor(1.0)},
+                        {"blocks.1.ffn.0.lora_down.weight", k2.down},
+                        {"blocks.1.ffn.0.lora_up.weight", k2.up},
+                        {"blocks.1.ffn.0.alpha", torch::tensor(8.0)}});
+  const auto r = resolve(dir / "mixed.safetensors");
+  EXPECT_EQ(r.report.rank, 4);
+  EXPECT_THAT(r.report.line(), HasSubstr("ranks 2 to 4, alphas 1 to 8"));
+  EXPECT_EQ(lora::describe(dir / "mixed.safetensors").rank_and_alpha(),
+            ", ranks 2 to 4, alphas 1 to 8");
+  io::save_safetensors(dir / "one.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.alpha", torch::tensor(1.0)}});
+  EXPECT_EQ(lora::describe(dir / "one.safetensors").rank_and_alpha(), ", rank 2, alpha 1");
+}
+
 TEST_F(WanLora, BadFilesAreRefusedByName) {
   // No LoRA keys at all.
   io::save_safetensors(dir / "none.safetensors", {{"something.weight", torch::zeros({2, 2})}});
@@ -306,6 +330,16 @@ TEST(PromptLoras, PresetEntriesAreCheckedLikeTheCommandLine) {
                 Preset::from_json(j(R"({"loras": [{"path": "a", "strenght": 0.5}]})"), "p.json");
               }),
               HasSubstr("'loras[0].strenght' is not a key of a LoRA"));
+  // "file", as an output's list of applied LoRAs names it, reads as "path".
+  EXPECT_EQ(
+      Preset::from_json(j(R"({"loras": [{"file": "ink.safetensors", "strength": 0.5}]})"), "p.json")
+          .loras[0]
+          .path,
+      "ink.safetensors");
+  EXPECT_THAT(error_of([&] {
+                Preset::from_json(j(R"({"loras": [{"path": "a", "file": "b"}]})"), "p.json");
+              }),
+              HasSubstr("has both \"path\" and \"file\""));
 }
 
 // FLUX: diffusers' separate q/k/v onto row slices of the fused qkv and of a
