@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <regex>
 #include <set>
@@ -203,7 +206,8 @@ std::string usage_error(const CLI::App& app, const std::string& what,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+int run(int argc, char** argv) {
   CLI::App app{"Kinora: video and image generation with open diffusion models (Wan, FLUX, SDXL)",
                "kinora"};
   app.set_version_flag("--version", kinora::version_string());
@@ -341,6 +345,25 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "kinora: " << e.what() << "\n";
     return 1;
+  }
+  return status;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int status = run(argc, argv);
+  // What a command printed (restore's preset, info, --help) reached its
+  // reader only if standard output took it: a full disk behind
+  // `kinora restore x.mp4 > p.json` must not end in status 0 and an empty
+  // p.json.
+  errno = 0;
+  std::cout.flush();
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    const int err = errno;
+    std::cerr << "kinora: could not write to standard output"
+              << (err != 0 ? std::string(" (") + std::strerror(err) + ")" : std::string())
+              << "; what this command printed is not complete\n";
+    return status == 0 ? 1 : status;
   }
   return status;
 }

@@ -57,6 +57,18 @@ TEST(KinoraCli, SamplersAreListed) {
   EXPECT_LT(r.out.find("flow_unipc"), noise);
 }
 
+// Output that standard output did not take (a full disk behind `>`) fails
+// the command, so that `kinora restore x.mp4 > p.json && …` stops there.
+TEST(KinoraCli, AnOutputStandardOutputDidNotTakeFailsTheCommand) {
+  for (const char* args : {"samplers", "--help"}) {
+    const auto r = kinora::test::sh("{ " + std::string(KINORA_BIN_DIR) + "/kinora " + args +
+                                    " > /dev/full; }");
+    EXPECT_EQ(r.code, 1) << args << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr("could not write to standard output (No space left on device)"))
+        << args;
+  }
+}
+
 TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
   const auto r = run("kinora devices");
   EXPECT_EQ(r.code, 0);
