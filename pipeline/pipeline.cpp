@@ -277,20 +277,48 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
     // A model may also be a single-file checkpoint (SDXL), kept in checkpoints/.
     std::vector<fs::path> folders = {md / subfolder, md};
     if (key == "model") folders.insert(folders.begin() + 1, md / "checkpoints");
+    // Every file the name finds there: one is taken, several are refused
+    // (the same name in diffusion_models/ and checkpoints/, or in a
+    // subfolder too, would otherwise pick one of them silently, and another
+    // once that one is moved).
+    std::vector<fs::path> matches;
+    const auto add = [&](const fs::path& f) {
+      const auto real = fs::weakly_canonical(f, ec);
+      if (std::none_of(matches.begin(), matches.end(),
+                       [&](const fs::path& m) { return fs::weakly_canonical(m, ec) == real; }))
+        matches.push_back(f);
+    };
     for (const fs::path& folder : folders)
       for (const fs::path& candidate :
            {folder / e, folder / (entry + ".safetensors"), folder / (entry + ".model")})
-        if (found(candidate)) return candidate;
-    for (const fs::path& folder : folders)
-      if (folder != md)
-        if (auto f = find_in_subfolders(folder, entry, source, "key '" + key + "'",
-                                        {".safetensors", ".model"});
-            !f.empty())
-          return f;
+        if (found(candidate)) add(candidate);
+    // Subfolders: searched for a bare name always, for a path inside a
+    // folder ("wan/dit.safetensors", which is also looked for by its file
+    // name) only when it is not where it says.
+    if (matches.empty() || e.filename() == e)
+      for (const fs::path& folder : folders)
+        if (folder != md)
+          if (auto f = find_in_subfolders(folder, entry, source, "key '" + key + "'",
+                                          {".safetensors", ".model"});
+              !f.empty())
+            add(f);
+    if (matches.size() == 1) return matches.front();
+    if (matches.size() > 1) {
+      std::string msg = source + ": key '" + key + "': '" + entry +
+                        "' names more than one file under " + md.string() + " (";
+      for (std::size_t i = 0; i < matches.size(); ++i)
+        msg.append(i ? ", " : "").append(matches[i].lexically_relative(md).string());
+      throw Error(msg + "): give its path relative to that folder");
+    }
   }
   std::string msg = source + ": key '" + key + "': '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";
+  for (const auto& t : tried)
+    if (fs::exists(t, ec) && !fs::is_directory(t, ec)) {
+      msg += "; " + t.string() + " is not a regular file (a device, pipe or socket)";
+      break;
+    }
   for (const auto& t : tried)
     if (fs::is_directory(t, ec)) {
       const fs::path dir = t.filename().empty() ? t.parent_path() : t;  // "x/transformer/"
@@ -304,7 +332,9 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
         msg += " (a diffusers pipeline folder holds model_index.json)";
       break;
     }
-  if (p.models_dir.empty() && !e.is_absolute())
+  if (p.models_dir.empty() && !e.is_absolute() &&
+      std::none_of(tried.begin(), tried.end(),
+                   [&](const fs::path& t) { return fs::exists(t, ec); }))
     msg += "; give models_dir (--models-dir) to find models by name";
   throw Error(msg);
 }
@@ -370,6 +400,14 @@ std::optional<ModelFiles> diffusers_folder_files(const Preset& p) {
     if (f.model.empty())
       throw Error(dir.string() + ": a diffusers folder without transformer/ or unet/" +
                   "diffusion_pytorch_model.safetensors (or its .index.json)");
+    // A model file by the same name as well: which one is meant is not said.
+    if (const auto md = models_dir_path(p); !md.empty() && !e.is_absolute())
+      for (const char* sub : {"diffusion_models", "checkpoints", ""})
+        if (const auto file = (sub[0] ? md / sub : md) / (p.model + ".safetensors");
+            fs::is_regular_file(file, ec))
+          throw Error((p.source.empty() ? std::string("preset") : p.source) + ": key 'model': '" +
+                      p.model + "' names both the diffusers folder " + dir.string() +
+                      " and the file " + file.string() + ": give the path of the one meant");
     return f;
   }
   return std::nullopt;

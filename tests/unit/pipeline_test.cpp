@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -413,6 +414,32 @@ TEST(Pipeline, FindsModelsAndLorasByNameInSubfolders) {
             dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
   EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "../elsewhere/ink"); }),
               HasSubstr("not found"));
+  {
+    // One name for files in two of models_dir's folders is refused, naming
+    // both; the path inside models_dir picks one.
+    fs::create_directories(dir / "checkpoints");
+    fs::create_symlink(fixture("wan21_dit_tiny.comfy.safetensors"),
+                       dir / "checkpoints/sub_dit.safetensors");
+    const auto both = error_of([&] { pipeline::resolve_models(p, pipeline::family_for(p)); });
+    EXPECT_THAT(both, HasSubstr("'sub_dit' names more than one file under"));
+    EXPECT_THAT(both, HasSubstr("checkpoints/sub_dit.safetensors"));
+    EXPECT_THAT(both, HasSubstr("diffusion_models/wan/t2v/sub_dit.safetensors"));
+    auto chosen = p;
+    chosen.model = "checkpoints/sub_dit.safetensors";
+    EXPECT_EQ(pipeline::resolve_models(chosen, pipeline::family_for(chosen)).model,
+              dir / "checkpoints/sub_dit.safetensors");
+    chosen.model = "wan/t2v/sub_dit";
+    EXPECT_EQ(pipeline::resolve_models(chosen, pipeline::family_for(chosen)).model,
+              dir / "diffusion_models/wan/t2v/sub_dit.safetensors");
+    fs::remove(dir / "checkpoints/sub_dit.safetensors");
+    // A name that is a pipe, not a file, is said to be one.
+    auto piped = p;
+    piped.vae = "pipe";
+    ASSERT_EQ(::mkfifo((dir / "vae/pipe.safetensors").c_str(), 0600), 0);
+    EXPECT_THAT(error_of([&] { pipeline::resolve_models(piped, pipeline::family_for(piped)); }),
+                HasSubstr("pipe.safetensors is not a regular file"));
+    fs::remove(dir / "vae/pipe.safetensors");
+  }
   // A folder linked into itself: the one file, reached by several paths.
   fs::create_directory_symlink(dir / "loras/wan", dir / "loras/wan/style/up");
   EXPECT_EQ(fs::weakly_canonical(pipeline::resolve_lora_file(p, "ink")),
