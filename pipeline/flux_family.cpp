@@ -132,8 +132,16 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
   auto t5_tokenizer =
       part(files.tokenizer, "T5 tokenizer", [&] { return text::Tokenizer::load(files.tokenizer); });
   say(name_of(files.clip) + " (CLIP-L)");
-  auto clip =
-      part(files.clip, "CLIP text encoder", [&] { return text::CLIPTextModel::load(files.clip); });
+  auto clip = part(files.clip, "CLIP text encoder", [&] {
+    // SDXL's bigG would load as the only text model its file has.
+    const auto shapes = io::Checkpoint::open(files.clip).shapes();
+    const auto holds = [&](io::Family f) { return io::detect_layout(shapes, {f}).family == f; };
+    if (!holds(io::Family::CLIP) && holds(io::Family::OpenCLIP))
+      throw Error(files.clip.string() +
+                  ": an OpenCLIP text encoder (bigG, SDXL's second), not CLIP-L; FLUX takes "
+                  "CLIP-L (clip_l.safetensors) as --clip");
+    return text::CLIPTextModel::load(files.clip);
+  });
   auto clip_tokenizer = part(files.clip_tokenizer, "CLIP tokenizer",
                              [&] { return text::ClipTokenizer::load(files.clip_tokenizer); });
   // FLUX pads T5 to 512 tokens for dev and 256 for schnell (BFL's cli.py).

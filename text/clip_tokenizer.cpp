@@ -329,6 +329,10 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
     roots.push_back(models_dir / "text_encoders");
     roots.push_back(models_dir / "clip");
     roots.push_back(models_dir);
+    // ComfyUI's own copy of CLIP's tokenizer, beside its models folder.
+    fs::path md = models_dir.lexically_normal();
+    if (!md.has_filename()) md = md.parent_path();  // "models/"
+    roots.push_back(md.parent_path() / "comfy" / "sd1_tokenizer");
   }
   // Each folder once, in this order (the encoder's folder may be
   // models_dir/text_encoders, or models_dir itself).
@@ -340,7 +344,7 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
       unique_roots.push_back(n);
   }
   for (const auto& root : unique_roots)
-    for (const char* sub : {"", "tokenizer", "clip_tokenizer", "clip_l_tokenizer"}) {
+    for (const char* sub : {"", "tokenizer", "clip_tokenizer", "clip_l_tokenizer", "clip_l"}) {
       const fs::path dir = *sub ? root / sub : root;
       tried.push_back(dir);
       if (fs::is_regular_file(dir / "vocab.json", ec) &&

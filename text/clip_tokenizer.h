@@ -71,8 +71,9 @@ class ClipTokenizer {
 // Where a CLIP encoder's tokenizer is: `given` when set (a folder or a
 // vocab.json), else a folder beside `encoder`, beside its folder (a diffusers
 // folder's tokenizer/) or under `models_dir` holding vocab.json and merges.txt
-// (the folder itself, `tokenizer/`, `clip_tokenizer/`, `clip_l_tokenizer/`). Throws kinora::Error
-// naming every place it looked.
+// (the folder itself, `tokenizer/`, `clip_tokenizer/`, `clip_l_tokenizer/`,
+// `clip_l/`), or ComfyUI's `comfy/sd1_tokenizer/` beside `models_dir`. Throws
+// kinora::Error naming every place it looked.
 std::filesystem::path find_clip_tokenizer(const std::filesystem::path& given,
                                           const std::filesystem::path& encoder,
                                           const std::filesystem::path& models_dir);

@@ -274,6 +274,18 @@ TEST(ClipTokenizer, MissingFilesNameWhereItLooked) {
   EXPECT_EQ(kinora::text::find_clip_tokenizer({}, dir / "text_encoders" / "clip_l.safetensors",
                                               dir.path()),
             dir / "text_encoders" / "clip_l");
+  // Without an encoder file (a single-file SDXL checkpoint holds it), the
+  // same folder under models_dir's text_encoders/.
+  EXPECT_EQ(kinora::text::find_clip_tokenizer({}, {}, dir.path()),
+            dir / "text_encoders" / "clip_l");
+  // ComfyUI's own copy, comfy/sd1_tokenizer/ beside its models/ folder.
+  const fs::path comfy = dir / "ComfyUI";
+  fs::create_directories(comfy / "models");
+  fs::create_directories(comfy / "comfy" / "sd1_tokenizer");
+  std::ofstream(comfy / "comfy" / "sd1_tokenizer" / "vocab.json") << "{}";
+  std::ofstream(comfy / "comfy" / "sd1_tokenizer" / "merges.txt") << "";
+  EXPECT_EQ(kinora::text::find_clip_tokenizer({}, {}, comfy / "models/"),
+            comfy / "comfy" / "sd1_tokenizer");
   std::ofstream(dir / "vocab.json") << "{}";
   EXPECT_THAT(error_of([&] { kinora::text::ClipTokenizer::load(dir / "vocab.json"); }),
               HasSubstr("merges.txt"));
@@ -405,6 +417,17 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                     " --steps 2 --models-dir " + (dir / "models").string() +
                     " --model FLUX.1-tiny --out " + (dir / "folder.png").string());
   ASSERT_EQ(r.code, 0) << r.out;
+  {
+    // A file of the same name beside the folder: which is meant is not said.
+    const auto file = dir / "models" / "diffusion_models" / "FLUX.1-tiny.safetensors";
+    fs::create_symlink(root / "transformer" / "diffusion_pytorch_model.safetensors", file);
+    const auto both = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
+                         " --model FLUX.1-tiny --out " + (dir / "both.png").string());
+    EXPECT_NE(both.code, 0);
+    EXPECT_THAT(both.out, HasSubstr("names both the diffusers folder " + root.string() +
+                                    " and the file " + file.string()));
+    fs::remove(file);
+  }
   const auto restored = sh(kinora_bin() + " restore " + (dir / "folder.png").string());
   const auto j = nlohmann::json::parse(restored.out);
   EXPECT_EQ(j["family"], "flux");
@@ -483,6 +506,12 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
   EXPECT_NE(t5_as_clip.code, 0);
   EXPECT_THAT(t5_as_clip.out, HasSubstr("umt5_enc_tiny.safetensors"));
   EXPECT_THAT(t5_as_clip.out, HasSubstr("CLIP"));
+  // SDXL's bigG is not CLIP-L.
+  const auto big_g =
+      sh(base + files(fixture("flux1_ae_tiny.safetensors"), fixture("clip_g_tiny.safetensors")) +
+         " --out " + (dir / "g.png").string());
+  EXPECT_NE(big_g.code, 0);
+  EXPECT_THAT(big_g.out, HasSubstr("clip_g_tiny.safetensors: an OpenCLIP text encoder (bigG"));
   // umT5 (Wan's) is not FLUX's T5, though it may be as wide.
   auto umt5 = files();
   umt5.replace(umt5.find("t5_enc_tiny"), 11, "umt5_enc_tiny");
@@ -517,6 +546,6 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
   EXPECT_NE(broken.code, 0);
   EXPECT_THAT(broken.out, HasSubstr("vocab.json"));
   EXPECT_THAT(broken.out, ::testing::Not(HasSubstr("loading")));
-  for (const char* f : {"a.png", "b.png", "c.png", "d.png", "e.png", "f.png"})
+  for (const char* f : {"a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.png"})
     EXPECT_FALSE(fs::exists(dir / f)) << f;
 }
