@@ -62,12 +62,19 @@ std::string SemanticScore::line(const std::string& name) const {
                 pct(direction, n), pct(all, n), pct(one, n));
   if (asked_big == 0 && big == 0) return buf;
   char more[64];
-  std::snprintf(more, sizeof more, "  drawn big: %5.1f%%", pct(big, n));
+  // Not asked for "big" anywhere: a model that draws big objects anyway.
+  std::snprintf(more, sizeof more,
+                asked_big == 0 ? "  drawn big unasked: %5.1f%%" : "  drawn big: %5.1f%%",
+                pct(big, n));
   return buf + std::string(more);
 }
 
 std::string describe(const Measured& m) {
   char buf[160];
+  if (!m.object_found) {  // no shape, colour or direction to name
+    std::snprintf(buf, sizeof buf, "no object found, on %s", name(m.background));
+    return buf;
+  }
   std::snprintf(buf, sizeof buf, "%s%s %s moving %s on %s (fill %.3f, extent %.1f, %d %s)",
                 shows_big(m) ? "big " : "", name(m.object), name(m.shape), name(m.direction),
                 name(m.background), m.fill_ratio, m.extent, m.objects,

@@ -1,9 +1,14 @@
 #include "render/semantic.h"
 
+#include <filesystem>
+
+#include "base/error.h"
 #include "media/output.h"
 #include "render/render.h"
 
 namespace kinora::render {
+
+namespace fs = std::filesystem;
 
 embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun& run,
                                      const std::vector<embedded::Scene>& scenes,
@@ -16,6 +21,12 @@ embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun
     p.prompt = scenes[i].caption();
     p.seed = run.noise_seed + static_cast<int64_t>(i);
     p.output = (run.folder / (tag + std::to_string(i) + ".mp4")).string();
+    // overwrite replaces what an earlier score kept, not a file of the user's.
+    std::error_code ec;
+    if (run.overwrite && fs::exists(p.output, ec) && !media::is_kinora_output(p.output))
+      throw Error(p.output +
+                  ": exists and is not a Kinora render; --overwrite replaces only the MP4s an "
+                  "earlier score kept (move it, or keep the score elsewhere)");
     render(pipe, p, callbacks, run.overwrite);
     const auto m = embedded::measure(media::read_frames(p.output));
     into.add(scenes[i], m);

@@ -381,6 +381,13 @@ TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, HasSubstr("notes.txt: --keep names a file; give a folder"));
   EXPECT_EQ(kinora::test::read_bytes(dir / "notes.txt"), "mine");
+  // --overwrite replaces an earlier score's MP4s, not a user's file of that name.
+  std::filesystem::create_directories(dir / "kept");
+  std::ofstream(dir / "kept" / "prompt0.mp4") << "my video";
+  r = run("kinora score --prompts 1 --steps 1 --keep " + (dir / "kept").string() + " --overwrite");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("prompt0.mp4: exists and is not a Kinora render"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "kept" / "prompt0.mp4"), "my video");
 }
 
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {

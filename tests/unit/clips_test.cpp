@@ -5,6 +5,7 @@
 #include <set>
 
 #include "embedded/clips.h"
+#include "embedded/semantic.h"
 
 using namespace kinora::embedded;
 
@@ -185,4 +186,19 @@ TEST(Clips, CentredPathsCrossTheMiddle) {
     lo = std::min(lo, across), hi = std::max(hi, across);
   }
   EXPECT_GT(hi - lo, 30.0f);
+}
+
+// A clip where nothing stands out names no shape or direction; a score of
+// prompts that never asked for "big" labels the big objects it found so.
+TEST(Clips, ANothingMeasuredAndBigUnaskedAreSaidAsSuch) {
+  Measured none;
+  none.background = Colour::Blue;
+  EXPECT_EQ(describe(none), "no object found, on blue");
+  SemanticScore s;
+  Scene asked;
+  Measured big_one;
+  big_one.object_found = true, big_one.objects = 1, big_one.extent = 40;
+  s.add(asked, big_one);
+  EXPECT_NE(s.line("trained").find("drawn big unasked: 100.0%"), std::string::npos)
+      << s.line("trained");
 }
