@@ -170,7 +170,19 @@ std::string entries_fingerprint(const std::vector<Entry>& entries) {
 ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& preset) {
   using State = ExistingOutput::State;
   std::error_code ec;
-  if (!fs::exists(fs::symlink_status(path, ec))) return {};
+  const fs::path side = path.string() + ".json";
+  if (!fs::exists(fs::symlink_status(path, ec))) {
+    // Its parameters file's name taken by a file of the user's: the render
+    // would refuse to write beside it.
+    if (fs::exists(fs::symlink_status(side, ec)) && !media::is_kinora_sidecar(side))
+      return {State::foreign, side.string()};
+    return {};
+  }
+  // An empty folder is where a frame sequence may be written, as render does.
+  if (fs::is_directory(fs::symlink_status(path, ec)) && fs::is_empty(path, ec)) try {
+      if (media::is_sequence(media::output_format(path, preset.format, preset.frames))) return {};
+    } catch (const Error&) {  // the preset's check says what is wrong
+    }
   nlohmann::json parameters;
   std::string why;
   bool has_parameters = false;
@@ -181,7 +193,6 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
   } catch (const Error& e) {
     why = e.what();
   }
-  const fs::path side = path.string() + ".json";
   const bool has_sidecar = media::is_kinora_sidecar(side);
   // Another render copied over this one: its own parameters are not those its
   // parameters file beside it records.
@@ -212,6 +223,10 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
 std::string ExistingOutput::explain(const fs::path& path) const {
   switch (state) {
     case State::foreign:
+      if (!why.empty())  // the parameters file's name is taken
+        return why +
+               " (where the parameters of the render are written) exists and is not Kinora's; it "
+               "is not replaced: move it, or give the preset another output";
       return path.string() +
              " exists and is not a Kinora render; it is not replaced: move it, or give the preset "
              "another output";
@@ -249,7 +264,9 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
     if (existing.state == State::foreign) {
       ++foreign;
       out << "foreign  " << e.source << "  " << path.string()
-          << "  (exists and is not a Kinora render)\n";
+          << (existing.why.empty()
+                  ? "  (exists and is not a Kinora render)\n"
+                  : "  (its parameters file " + existing.why + " exists and is not Kinora's)\n");
     } else if (existing.state == State::damaged) {
       ++damaged;
       out << "damaged  " << e.source << "  " << path.string() << "  (" << existing.why

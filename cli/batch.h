@@ -58,7 +58,8 @@ struct ExistingOutput {
     done,     // the preset's render (or one that cannot be told apart: a video
               // in a build without FFmpeg)
   } state = State::none;
-  std::string why;  // damaged: the reason (a file written over it, cut short, …)
+  std::string why;  // damaged: the reason (a file written over it, cut short, …);
+                    // foreign: the parameters file in the way, if it is that
   // The line `batch` and `slurm submit` give for a foreign or damaged output
   // at `path`: what it is and what to do.
   std::string explain(const std::filesystem::path& path) const;

@@ -153,6 +153,35 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
   EXPECT_THAT(said, Not(HasSubstr("key 'text_encoder'")));
 }
 
+// A user's file at an output's parameters-file name (NAME.png.json) is seen
+// by --dry-run and --status, as the render would refuse it; an empty folder
+// is where a frame sequence goes, as render takes it.
+TEST(E2E, BatchSeesAParametersFileInTheWayAndTakesAnEmptyFolderForFrames) {
+  TempDir dir;
+  json list = kinora::test::chain_list(dir.path(), 2);
+  list[1]["format"] = "png-seq";
+  list[1]["frames"] = 5;
+  list[1]["output"] = (dir / "frames").string();
+  std::filesystem::create_directories(dir / "frames");
+  std::ofstream(dir / "list.json") << list.dump();
+  std::ofstream(dir / "out0.png.json") << "my notes";
+  auto r = sh(kinora_bin() + " batch " + (dir / "list.json").string() + " --dry-run");
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("out0.png.json (where the parameters of the render are written) "
+                               "exists and is not Kinora's"));
+  EXPECT_THAT(r.out, HasSubstr("plan  "));  // the frames
+  r = sh(kinora_bin() + " batch --status " + (dir / "list.json").string());
+  EXPECT_THAT(r.out, HasSubstr("its parameters file " + (dir / "out0.png.json").string()));
+  EXPECT_THAT(r.out, HasSubstr("missing  "));
+  EXPECT_THAT(r.out, Not(HasSubstr("frames  (exists")));
+  r = sh(kinora_bin() + " batch " + (dir / "list.json").string());
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("1 rendered"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "frames" / "kinora.json"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "out0.png.json"), "my notes");
+  EXPECT_FALSE(std::filesystem::exists(dir / "out0.png"));
+}
+
 TEST(E2E, BatchShardsPartitionExactlyAndResume) {
   TempDir dir;
   const json list = kinora::test::chain_list(dir.path(), 7);
