@@ -455,8 +455,15 @@ ModelFiles resolve_models(const Preset& p, const Family& family) {
   }
   ModelFiles files;
   try {
-    for (const auto& role : family.roles())
-      *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
+    for (const auto& role : family.roles()) try {
+        *file_of(files, role.key) = resolve_model_file(p, role.key, role.subfolder, role.required);
+      } catch (const Error& e) {
+        // A part missing for the model's family: which family that is, for
+        // whoever meant another (a FLUX file given for a Wan render).
+        if (!role.required || !entry_of(p, role.key).empty() || files.model.empty()) throw;
+        throw Error(std::string(e.what()) + "; " + files.model.filename().string() +
+                    " is a model of the '" + family.name() + "' family, which needs it");
+      }
     family.resolve_extra(p, files);
   } catch (const Error& e) {
     // The weights inside a diffusers pipeline folder (its transformer/ or

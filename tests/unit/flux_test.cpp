@@ -506,6 +506,15 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
   EXPECT_NE(t5_as_clip.code, 0);
   EXPECT_THAT(t5_as_clip.out, HasSubstr("umt5_enc_tiny.safetensors"));
   EXPECT_THAT(t5_as_clip.out, HasSubstr("CLIP"));
+  // Wan's parts with a FLUX model: the missing CLIP is said to be FLUX's.
+  const auto as_wan =
+      sh(base + " --model " + flux.string() + " --vae " + fixture("wan21_vae_tiny.safetensors") +
+         " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " +
+         fixture("spm_tiny.model") + " --out " + (dir / "w.png").string());
+  EXPECT_NE(as_wan.code, 0);
+  EXPECT_THAT(as_wan.out, HasSubstr("key 'clip' is empty"));
+  EXPECT_THAT(as_wan.out, HasSubstr(flux.filename().string() +
+                                    " is a model of the 'flux' family, which needs it"));
   // SDXL's bigG is not CLIP-L.
   const auto big_g =
       sh(base + files(fixture("flux1_ae_tiny.safetensors"), fixture("clip_g_tiny.safetensors")) +
@@ -546,6 +555,6 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
   EXPECT_NE(broken.code, 0);
   EXPECT_THAT(broken.out, HasSubstr("vocab.json"));
   EXPECT_THAT(broken.out, ::testing::Not(HasSubstr("loading")));
-  for (const char* f : {"a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.png"})
+  for (const char* f : {"a.png", "b.png", "c.png", "d.png", "e.png", "f.png", "g.png", "w.png"})
     EXPECT_FALSE(fs::exists(dir / f)) << f;
 }
