@@ -6,9 +6,11 @@
 #include <cctype>
 #include <cstdint>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "base/runtime.h"
 #include "text/spm_bpe.h"
 
@@ -100,6 +102,88 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path, Backend backend) {
   return t;
 }
 
+namespace {
+
+// Protobuf's varint, appended.
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+// The ModelProto in `bytes` without what names the training's own files
+// (trainer_spec's input and model_prefix, fields 1 and 2 of field 2): they
+// differ from one training to the next, and nothing reads them. The same
+// sentences and options then give the same bytes. Returns the bytes as they
+// are where they do not parse.
+std::string without_training_paths(const std::string& bytes) {
+  struct Reader {
+    const std::string& b;
+    std::size_t at = 0;
+    bool ok = true;
+    uint64_t varint() {
+      uint64_t v = 0;
+      for (int shift = 0; ok; shift += 7) {
+        if (at >= b.size() || shift > 63) {
+          ok = false;
+          break;
+        }
+        const auto c = static_cast<unsigned char>(b[at++]);
+        v |= static_cast<uint64_t>(c & 0x7F) << shift;
+        if (!(c & 0x80)) break;
+      }
+      return v;
+    }
+    // The field at `at`: its number and the bytes [start, end) it spans whole.
+    bool next(uint32_t& field, uint32_t& type, std::size_t& body, std::size_t& end) {
+      if (at >= b.size()) return false;
+      const uint64_t key = varint();
+      field = static_cast<uint32_t>(key >> 3), type = static_cast<uint32_t>(key & 7);
+      std::size_t len = 0;
+      if (type == 0) {
+        varint();
+      } else if (type == 1 || type == 5) {
+        len = type == 1 ? 8 : 4;
+      } else if (type == 2) {
+        len = static_cast<std::size_t>(varint());
+      } else {
+        ok = false;
+      }
+      body = at;
+      if (!ok || len > b.size() - at) return ok = false;
+      at += len;
+      end = at;
+      return true;
+    }
+  };
+  Reader r{bytes};
+  std::string out;
+  uint32_t field = 0, type = 0;
+  std::size_t start = 0, body = 0, end = 0;
+  for (start = r.at; r.next(field, type, body, end); start = r.at) {
+    if (field != 2 || type != 2) {
+      out.append(bytes, start, end - start);
+      continue;
+    }
+    const std::string spec(bytes, body, end - body);
+    Reader t{spec};
+    std::string kept;
+    uint32_t f = 0, ty = 0;
+    std::size_t s0 = 0, b0 = 0, e0 = 0;
+    for (s0 = t.at; t.next(f, ty, b0, e0); s0 = t.at)
+      if (!((f == 1 || f == 2) && ty == 2)) kept.append(spec, s0, e0 - s0);
+    if (!t.ok) return bytes;
+    put_varint(out, (2u << 3) | 2u);
+    put_varint(out, kept.size());
+    out += kept;
+  }
+  return r.ok ? out : bytes;
+}
+
+}  // namespace
+
 void Tokenizer::train(const std::vector<std::string>& sentences,
                       const std::filesystem::path& model_path, int64_t vocab_size) {
   if (sentences.empty()) throw Error("tokenizer training needs at least one sentence");
@@ -128,8 +212,16 @@ void Tokenizer::train(const std::vector<std::string>& sentences,
     fs::remove(stem.string() + ".model", ec);
     fail_file(model_path, std::string("SentencePiece training failed: ") + err);
   }
-  fs::rename(stem.string() + ".model", model_path, ec);
-  if (ec) fail_file(model_path, "could not write the tokenizer model: " + ec.message());
+  const auto trained = fs::path(stem.string() + ".model");
+  std::string bytes;
+  {
+    std::ifstream in(trained, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) bytes.clear();
+  }
+  fs::remove(trained, ec);
+  if (bytes.empty()) fail_file(model_path, "could not read the trained tokenizer model back");
+  write_file_atomically(model_path, without_training_paths(bytes));
 }
 
 int64_t Tokenizer::vocab_size() const {
