@@ -30,20 +30,18 @@ Shape next_shape(Shape s) {
 // The options, and the model folder's four files.
 void check_options(const ProbeOptions& o) {
   if (o.clips_per_shape < 1)
-    throw Error("ProbeOptions.clips_per_shape must be at least 1, got " +
-                std::to_string(o.clips_per_shape));
+    throw Error("--clips must be at least 1, got " + std::to_string(o.clips_per_shape));
   for (const char* f : {kDitFile, kTextEncoderFile, kVaeFile, kTokenizerFile})
     if (!fs::is_regular_file(o.model_dir / f))
       throw Error((o.model_dir / f).string() + ": no such file (a model folder holds " + kDitFile +
                   ", " + kTextEncoderFile + ", " + kVaeFile + " and " + kTokenizerFile + ")");
   for (double s : o.redraw_sigmas)
-    if (!(s > 0 && s <= 1))
-      throw Error("ProbeOptions.redraw_sigmas must lie in (0, 1], got " + c10::str(s));
+    if (!(s > 0 && s <= 1)) throw Error("--sigmas must lie in (0, 1], got " + c10::str(s));
   if (o.fit_steps < 0 || !(o.fit_lr > 0))
-    throw Error("ProbeOptions.fit_steps must be ≥ 0 and fit_lr > 0, got " +
-                std::to_string(o.fit_steps) + " and " + c10::str(o.fit_lr));
+    throw Error("--fit-steps must be ≥ 0 and --fit-lr > 0, got " + std::to_string(o.fit_steps) +
+                " and " + c10::str(o.fit_lr));
   if (o.fit_frames < 1 || (o.fit_frames - 1) % 4 != 0 || o.fit_frames > o.clip.frames)
-    throw Error("ProbeOptions.fit_frames must be 1 + 4k and at most the clip's " +
+    throw Error("--fit-frames must be 1 + 4k and at most the clip's " +
                 std::to_string(o.clip.frames) + ", got " + std::to_string(o.fit_frames));
 }
 
