@@ -29,7 +29,24 @@ struct TrainArgs {
   std::string device = "cpu";
   training::ProbeOptions probe;
   std::string probe_precision = "fp32";
+  bool overwrite = false;
 };
+
+// A stage's options refused as the command line's other mistakes are (exit
+// status 2), before anything is read or written.
+template <class Options>
+void check_stage_options(CLI::App* c, const Options& o) {
+  c->final_callback([&o] {
+    if (const auto problem = training::options_problem(o); !problem.empty())
+      throw CLI::ValidationError(problem);
+  });
+}
+
+void add_overwrite(CLI::App* c, TrainArgs& a) {
+  c->add_flag("--overwrite", a.overwrite,
+              "Replace the stage's outputs in the run folder (model files, report, logs) that "
+              "this run did not write; without it such a file is refused by name");
+}
 
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
   c->add_option("--run", a.run_dir, "Run folder (checkpoints, loss log, models)")
@@ -57,14 +74,22 @@ std::function<int()> add_train_command(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   auto* train = app.add_subcommand(
       "train",
-      "Train the embedded default model (docs/training.md): tokenizer, then vae, then dit; "
-      "each stage resumes from its last checkpoint, and Ctrl-C saves before stopping");
+      "Train the embedded default model (docs/training.md): tokenizer, then vae, then dit (and "
+      "lora); each stage resumes from its last checkpoint, Ctrl-C saves before stopping, and "
+      "a stage never replaces files it did not write unless given --overwrite");
   train->require_subcommand(1);
   auto* tok = train->add_subcommand("tokenizer", "SentencePiece vocabulary of the caption grammar");
   tok->add_option("--run", a->run_dir, "Run folder")->capture_default_str();
-  tok->add_option("--vocab", a->vocab, "Vocabulary size (a soft limit)")->capture_default_str();
+  tok->add_option("--vocab", a->vocab, "Vocabulary size (a soft limit)")
+      ->check(CLI::Range(8, 1 << 20))
+      ->capture_default_str();
+  tok->add_flag("--overwrite", a->overwrite,
+                "Replace a kinora-tiny-spm.model that is not the one these options make (a DiT "
+                "trained with it no longer reads its captions right)");
   auto* vae = train->add_subcommand("vae", "The Wan 2.1 VAE (small base width) on clips");
   add_common(vae, *a, a->vae);
+  add_overwrite(vae, *a);
+  check_stage_options(vae, a->vae);
   vae->add_option("--dim", a->vae.dim, "Base width (the released VAE: 96)")->capture_default_str();
   vae->add_option("--crop", a->vae.crop, "Train on square crops of this size (0: whole frames)")
       ->capture_default_str();
@@ -95,6 +120,8 @@ std::function<int()> add_train_command(CLI::App& app) {
   vae->add_option("--kl", a->vae.kl_weight, "Weight of the KL term")->capture_default_str();
   auto* dit = train->add_subcommand("dit", "umT5 and the Wan DiT, flow matching on VAE latents");
   add_common(dit, *a, a->dit);
+  add_overwrite(dit, *a);
+  check_stage_options(dit, a->dit);
   dit->add_option("--sample-every", a->dit.sample_every,
                   "Every N steps, clips sampled with the EMA weights: dit-state/samples-N.ppm, "
                   "and the loss with one caption word wrong: dit-state/word-gaps.csv (0: never)")
@@ -201,6 +228,8 @@ std::function<int()> add_train_command(CLI::App& app) {
   a->lora.steps = 1500, a->lora.batch = 16, a->lora.lr = 1e-3, a->lora.warmup = 50;
   a->lora.dataset = 1024, a->lora.object_weight = 4, a->lora.log_every = 50;
   add_common(lora, *a, a->lora);
+  add_overwrite(lora, *a);
+  check_stage_options(lora, a->lora);
   lora->add_option("--model", a->lora.model_dir, "Folder with the four kinora-tiny-* files")
       ->check(CLI::ExistingDirectory)
       ->capture_default_str();
@@ -281,8 +310,9 @@ std::function<int()> add_train_command(CLI::App& app) {
     try {
       auto print = [](const std::string& s) { std::cout << s << std::endl; };
       if (*tok) {
-        training::train_tokenizer(a->run_dir, a->vocab);
-        std::cout << "wrote " << a->run_dir << "/" << embedded::kTokenizerFile << "\n";
+        const bool wrote = training::train_tokenizer(a->run_dir, a->vocab, a->overwrite);
+        std::cout << (wrote ? "wrote " : "unchanged (already this tokenizer): ") << a->run_dir
+                  << "/" << embedded::kTokenizerFile << "\n";
         return 0;
       }
       if (*probe) {
@@ -297,6 +327,7 @@ std::function<int()> add_train_command(CLI::App& app) {
                                   : *lora ? static_cast<training::StageOptions&>(a->lora)
                                           : static_cast<training::StageOptions&>(a->dit);
       o.run_dir = a->run_dir;
+      o.overwrite = a->overwrite;
       a->dit.device = torch::Device(a->device);
       const auto device = *vae || *lora ? torch::Device(torch::kCPU) : a->dit.device;
       o.precision = layers::resolve_precision(a->precision, device);

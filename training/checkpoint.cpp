@@ -1,17 +1,56 @@
 // The run folder's files: a stage's weights (safetensors), its optimizer state,
 // state.json and its loss logs, written so that a stopped stage resumes where
 // it was (docs/training.md, "What a stage writes").
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <random>
+#include <sstream>
 
 #include "base/error.h"
 #include "base/files.h"
 #include "base/json.h"
+#include "base/strings.h"
 #include "io/safetensors.h"
 #include "training/internal.h"
 
 namespace kinora::training::internal {
 namespace fs = std::filesystem;
 using torch::Tensor;
+
+std::string option_problem(bool ok, const std::string& option, double value,
+                           const std::string& expected) {
+  if (ok) return {};
+  std::ostringstream v;
+  v << value;
+  std::string said = option;
+  said.append(" ").append(v.str()).append(": expected ").append(expected);
+  return said;
+}
+
+std::string stage_options_problem(const StageOptions& o) {
+  const auto lr = static_cast<double>(o.lr);
+  for (auto problem : {
+           option_problem(o.steps >= 0, "--steps", static_cast<double>(o.steps),
+                          "a whole number of 0 or more"),
+           option_problem(o.batch >= 1, "--batch", static_cast<double>(o.batch),
+                          "a whole number of 1 or more"),
+           option_problem(std::isfinite(lr) && lr >= 0, "--lr", lr, "a number of 0 or more"),
+           option_problem(o.warmup >= 0, "--warmup", static_cast<double>(o.warmup),
+                          "a whole number of 0 or more"),
+           option_problem(o.save_every >= 1, "--save-every", static_cast<double>(o.save_every),
+                          "a whole number of 1 or more"),
+           option_problem(o.log_every >= 1, "--log-every", static_cast<double>(o.log_every),
+                          "a whole number of 1 or more"),
+       })
+    if (!problem.empty()) return problem;
+  return {};
+}
 
 namespace {
 
@@ -73,16 +112,190 @@ nlohmann::json read_json(const fs::path& path) {
 }
 
 void save_optimizer(torch::optim::Optimizer& opt, const fs::path& path) {
-  const auto tmp = temp_beside(path);
+  // Serialised in memory first: LibTorch's file writer, failing mid-file (a
+  // full disk), throws again from its destructor, which ends the process.
+  std::ostringstream bytes;
   try {
-    torch::save(opt, tmp.string());
+    torch::serialize::OutputArchive archive;
+    opt.save(archive);
+    archive.save_to(bytes);
   } catch (const c10::Error& e) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
     fail_file(path,
               std::string("could not write the optimizer state: ") + e.what_without_backtrace());
   }
-  commit_temp(tmp, path);
+  write_file_atomically(path, bytes.str());
+}
+
+void load_optimizer(torch::optim::Optimizer& opt, const fs::path& path, torch::Device device) {
+  if (!fs::is_regular_file(path)) fail_file(path, "missing: the checkpoint's optimizer state");
+  torch::load(opt, path.string(), device);
+}
+
+namespace {
+
+constexpr const char* kCheckpointPrefix = "checkpoint-";
+
+// The mark of this process's host in temporary names (".NAME.tmp-HOST-"), as
+// temp_beside makes them.
+std::string temp_mark(const fs::path& dir) {
+  const auto name = temp_beside(dir / "x").filename().string();  // ".x.tmp-HOST-PID"
+  return name.substr(2, name.rfind('-') - 1);                    // ".tmp-HOST-"
+}
+
+// Checkpoint folders in the making that a process of this host left when it
+// was killed (its PID no longer runs), and checkpoint folders no state.json
+// names (renamed into place, then killed before state.json named them).
+void remove_stale_checkpoints(const fs::path& dir, const fs::path& current) {
+  const auto mark = temp_mark(dir);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    std::error_code ignored;
+    if (!e.is_directory(ignored)) continue;
+    if (starts_with(name, kCheckpointPrefix) && e.path() != current) {
+      fs::remove_all(e.path(), ignored);
+      continue;
+    }
+    const auto at = name.find(mark);
+    if (!starts_with(name, std::string(".") + kCheckpointPrefix) || at == std::string::npos)
+      continue;
+    const auto pid = std::atoll(name.c_str() + at + mark.size());
+    if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      fs::remove_all(e.path(), ignored);
+  }
+  remove_stale_temporaries(dir);
+}
+
+// A random name: 16 hex digits.
+std::string new_run_id() {
+  std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// The run a file says it was written by ("" when it says none).
+std::string recorded_run(const fs::path& file) {
+  if (file.extension() == ".safetensors") {
+    const auto ck = io::Checkpoint::open(file);
+    const auto it = ck.metadata().find("kinora_run");
+    return it == ck.metadata().end() ? "" : it->second;
+  }
+  const auto j = read_json_file(file);
+  return j.is_object() && j.contains("run") && j["run"].is_string() ? j["run"].get<std::string>()
+                                                                    : "";
+}
+
+}  // namespace
+
+StageState open_state(const fs::path& dir) {
+  StageState s;
+  s.dir = dir;
+  s.resuming = fs::exists(dir / "state.json");
+  if (!s.resuming) {
+    s.run_id = new_run_id();
+    return s;
+  }
+  s.json = read_json(dir / "state.json");
+  if (!s.json.is_object() || !s.json.contains("step"))
+    fail_file(dir / "state.json", "not a stage's state (no \"step\")");
+  // Runs from before checkpoints had folders keep their files in the state folder.
+  s.checkpoint =
+      s.json.contains("checkpoint") ? dir / s.json.at("checkpoint").get<std::string>() : dir;
+  if (!fs::is_directory(s.checkpoint))
+    fail_file(s.checkpoint, "missing: the checkpoint " + (dir / "state.json").string() + " names");
+  s.run_id = s.json.value("run", std::string());
+  s.unmarked_outputs = s.run_id.empty() || s.json.value("unmarked_outputs", false);
+  if (s.run_id.empty()) s.run_id = new_run_id();
+  remove_stale_checkpoints(dir, s.checkpoint);
+  return s;
+}
+
+void check_config(const StageState& s, const nlohmann::json& config) {
+  if (!s.resuming || !s.json.contains("config")) return;
+  const auto& had = s.json.at("config");
+  for (const auto& [option, value] : config.items())
+    if (had.contains(option) && had[option] != value)
+      fail_file(s.dir / "state.json",
+                "this run was started with " + option + " " + had[option].dump() + " (now " +
+                    value.dump() + "), which cannot change when it resumes: give " + option + " " +
+                    had[option].dump() + ", or another --run folder for a new run");
+}
+
+void check_output(const fs::path& file, const StageState& s, bool overwrite) {
+  std::error_code ec;
+  if (overwrite || !fs::exists(fs::symlink_status(file, ec))) return;
+  const std::string hint = "; give --overwrite to replace it, or another --run folder";
+  if (!s.resuming)
+    fail_file(file, "exists, and this stage starts afresh (there is no " +
+                        (s.dir / "state.json").string() + " to resume): it was not written by " +
+                        "this run" + hint);
+  const auto ext = file.extension();
+  if (ext != ".safetensors" && ext != ".json") return;  // a log: the run's own
+  const auto had = recorded_run(file);
+  if (had == s.run_id || (had.empty() && s.unmarked_outputs)) return;
+  fail_file(file, "was not written by this run (" + (s.dir / "state.json").string() +
+                      (had.empty() ? std::string(" names it; the file names no run)")
+                                   : std::string(" names another run)")) +
+                      hint);
+}
+
+CheckpointWriter::CheckpointWriter(const StageState& s, int64_t step)
+    : name_([&] {
+        // Another name than the current checkpoint's (a stage saving again at
+        // the step it resumed at).
+        std::string n = kCheckpointPrefix + std::to_string(step);
+        for (int k = 2; s.resuming && s.checkpoint == s.dir / n; ++k)
+          n = kCheckpointPrefix + std::to_string(step) + "-" + std::to_string(k);
+        return n;
+      }()),
+      dir_(s.dir),
+      kept_(s.resuming ? std::string("the checkpoint of step ")
+                             .append(s.json.at("step").dump())
+                             .append(" is kept")
+                       : std::string("no checkpoint was written")),
+      tmp_(s.dir / name_) {
+  fs::create_directories(s.dir);
+  std::error_code ec;
+  fs::remove_all(tmp_.path(), ec);
+  fs::create_directory(tmp_.path(), ec);
+  if (ec) fail_file(tmp_.path(), "cannot create the checkpoint's folder: " + ec.message());
+}
+
+void CheckpointWriter::write(const std::string& name,
+                             const std::function<void(const fs::path&)>& writer) {
+  try {
+    writer(tmp_.path() / name);
+  } catch (const Error& e) {
+    // "TMP/NAME: why" said of the file the checkpoint would hold.
+    std::string why = e.what();
+    const auto tmp = (tmp_.path() / name).string();
+    if (starts_with(why, tmp + ": ")) why.erase(0, tmp.size() + 2);
+    fail_file(dir_ / name_ / name, "could not write it: " + why + "; " + kept_);
+  }
+}
+
+void CheckpointWriter::commit(StageState& s, nlohmann::json state, const nlohmann::json& config) {
+  const auto folder = s.dir / name_;
+  std::error_code ec;
+  fs::remove_all(folder, ec);  // one no state.json names (a kill before it did)
+  tmp_.commit(true);
+  state["checkpoint"] = name_;
+  state["run"] = s.run_id;
+  if (s.unmarked_outputs) state["unmarked_outputs"] = true;
+  if (!config.is_null()) state["config"] = config;
+  write_json(s.dir / "state.json", state);
+  // The previous checkpoint: a folder, or (a run from before) files in the
+  // state folder under the names the new one has.
+  const auto previous = s.resuming ? s.checkpoint : fs::path();
+  if (!previous.empty() && previous == s.dir) {
+    for (const auto& e : fs::directory_iterator(folder, ec))
+      fs::remove(s.dir / e.path().filename(), ec);
+  } else if (!previous.empty() && previous != folder) {
+    fs::remove_all(previous, ec);
+  }
+  s.resuming = true, s.json = state, s.checkpoint = folder;
 }
 
 LossLog::LossLog(const fs::path& path, const std::string& header) : path_(path) {
@@ -94,6 +307,17 @@ void LossLog::add(int64_t step, const std::vector<double>& values, double lr, do
   f << step;
   for (double v : values) f << "," << v;
   f << "," << lr << "," << seconds << "\n";
+}
+
+LossLog open_log(const fs::path& path, const StageState& s, int64_t step,
+                 const std::string& header) {
+  if (s.resuming) {
+    truncate_log(path, step);
+  } else {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
+  return LossLog(path, header);
 }
 
 void truncate_log(const fs::path& path, int64_t step) {

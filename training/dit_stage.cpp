@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include "base/error.h"
 #include "base/strings.h"
@@ -80,63 +81,65 @@ void init_dit(torch::nn::Module& m, uint64_t seed, int64_t dim) {
 
 // The files of the earlier stages, in the same run folder.
 void check_earlier_stages(const DitOptions& o) {
-  for (const auto& [file, stage] : {std::pair{kTokenizerFile, "tokenizer"}, {kVaeFile, "vae"}})
+  for (const auto& [file, stage, what] :
+       {std::tuple{kTokenizerFile, "tokenizer", "tokenizer"}, {kVaeFile, "vae", "VAE"}})
     if (!fs::exists(o.run_dir / file))
-      fail_file(o.run_dir / file, std::string("missing: the DiT stage needs the run's ") + stage +
-                                      ", which the " + stage + " stage (train_" + stage +
-                                      ") writes into the same run folder");
+      fail_file(o.run_dir / file, std::string("missing: the DiT stage needs the run's ") + what +
+                                      ", which `kinora train " + stage +
+                                      "` writes into the same --run folder (or copy one there)");
 }
 
-// The heads started as kernels (DitOptions.locality_heads, motion_heads,
-// pool_heads): their counts, and all of them within the DiT's heads.
-void check_heads(const DitOptions& o) {
+// The heads started as kernels (--locality-heads, --motion-heads,
+// --pool-heads): their counts, and all of them within the DiT's heads.
+std::string heads_problem(const DitOptions& o) {
   if (o.locality_heads < 0 || o.locality_heads > std::min<int64_t>(o.num_heads, 3))
-    throw Error("DitOptions.locality_heads = " + std::to_string(o.locality_heads) +
-                ": from 0 to 3, and at most the DiT's " + std::to_string(o.num_heads) + " heads");
+    return "--locality-heads " + std::to_string(o.locality_heads) +
+           ": from 0 to 3, and at most the DiT's " + std::to_string(o.num_heads) +
+           " heads (--heads)";
   if (o.motion_heads != 0 && ((o.motion_heads != 4 && o.motion_heads != 8) ||
                               o.locality_heads + o.motion_heads > o.num_heads))
-    throw Error("DitOptions.motion_heads = " + std::to_string(o.motion_heads) +
-                ": 0, 4 or 8, and with the " + std::to_string(o.locality_heads) +
-                " locality heads at most the DiT's " + std::to_string(o.num_heads) + " heads");
+    return "--motion-heads " + std::to_string(o.motion_heads) + ": 0, 4 or 8, and with the " +
+           std::to_string(o.locality_heads) + " locality heads at most the DiT's " +
+           std::to_string(o.num_heads) + " heads (--heads)";
   if (o.pool_heads != 0 && ((o.pool_heads != 2 && o.pool_heads != 4) ||
                             o.locality_heads + o.motion_heads + o.pool_heads > o.num_heads))
-    throw Error("DitOptions.pool_heads = " + std::to_string(o.pool_heads) +
-                ": 0, 2 or 4, and with the locality and motion heads at most the DiT's " +
-                std::to_string(o.num_heads) + " heads");
+    return "--pool-heads " + std::to_string(o.pool_heads) +
+           ": 0, 2 or 4, and with the locality and motion heads at most the DiT's " +
+           std::to_string(o.num_heads) + " heads (--heads)";
+  return {};
 }
 
 // The options against each other and against the run's VAE.
 void check_options(const DitOptions& o, const vae::WanVAEConfig& vae) {
   const int64_t frames = 1 + (o.clip.frames - 1) / vae.time_compression();
   if (o.window > 0 && (vae.time_compression() != 1 || o.window > frames))
-    throw Error("DitOptions.window = " + std::to_string(o.window) +
+    throw Error("--window " + std::to_string(o.window) +
                 " needs a VAE without temporal compression and at most " + std::to_string(frames) +
                 " latent frames (this VAE compresses time " +
                 std::to_string(vae.time_compression()) + "×)");
   if (o.time_patch < 1 || frames % o.time_patch != 0 ||
       (o.window > 0 && o.window % o.time_patch != 0))
-    throw Error("DitOptions.time_patch = " + std::to_string(o.time_patch) +
-                " must divide the clips' " + std::to_string(frames) + " latent frames" +
-                (o.window > 0 ? " and DitOptions.window" : ""));
+    throw Error("--time-patch " + std::to_string(o.time_patch) + " must divide the clips' " +
+                std::to_string(frames) + " latent frames" + (o.window > 0 ? " and --window" : ""));
   if (o.time_patch > 1 && (o.locality_heads > 0 || o.motion_heads > 0))
     throw Error(
-        "DitOptions.locality_heads and DitOptions.motion_heads look a latent frame back or on, "
-        "and with DitOptions.time_patch = " +
+        "--locality-heads and --motion-heads look a latent frame back or on, and with "
+        "--time-patch " +
         std::to_string(o.time_patch) + " a token holds " + std::to_string(o.time_patch) +
-        " latent frames; use them with a time_patch of 1");
+        " latent frames; use them with --time-patch 1");
   // The DiT predicts ε − x₀: at high σ nearly the noise itself, every one of a
   // token's latent values. Through a narrower width a token's noise cannot
   // pass (docs/training.md, "What was tried and did not help").
   const int64_t token_values = o.time_patch * o.patch * o.patch * vae.z_dim;
   if (o.dim < token_values)
-    throw Error("DitOptions.dim = " + std::to_string(o.dim) + " is narrower than a token's " +
-                std::to_string(token_values) + " latent values (DitOptions.patch = " +
-                std::to_string(o.patch) + ", time_patch = " + std::to_string(o.time_patch) + ": " +
+    throw Error("--dim " + std::to_string(o.dim) + " is narrower than a token's " +
+                std::to_string(token_values) + " latent values (--patch " +
+                std::to_string(o.patch) + ", --time-patch " + std::to_string(o.time_patch) + ": " +
                 std::to_string(o.time_patch) + "×" + std::to_string(o.patch) + "×" +
                 std::to_string(o.patch) + " cells × " + std::to_string(vae.z_dim) +
                 " channels); the model could not carry the noise it predicts. Use a dim of " +
                 std::to_string(token_values) + " or more, or a smaller patch");
-  check_heads(o);
+  if (const auto problem = heads_problem(o); !problem.empty()) throw Error(problem);
 }
 
 text::T5Config t5_config(const DitOptions& o, int64_t vocab) {
@@ -157,7 +160,7 @@ diffusion::WanConfig wan_config(const DitOptions& o, int64_t z_dim) {
   return wc;
 }
 
-// The trained model a fresh run starts from (DitOptions.init_from), its
+// The trained model a fresh run starts from (--init-from), its
 // configs checked against the run's.
 struct StartFrom {
   std::optional<io::Checkpoint> dit, te;
@@ -165,11 +168,19 @@ struct StartFrom {
 
 StartFrom open_start(const DitOptions& o, const text::T5Config& tc,
                      const diffusion::WanConfig& wc) {
-  const std::string wanted = "DitOptions.init_from wants a trained run's folder";
+  const std::string wanted = "--init-from wants a trained model's folder";
   StartFrom from;
   from.dit = open_trained(o.init_from / kDitFile, wc.to_json(), wanted);
   from.te = open_trained(o.init_from / kTextEncoderFile, tc.to_json(), wanted);
   return from;
+}
+
+// What cannot change once the stage has begun: the architecture, keyed by
+// the command line's options (state.json's "config").
+nlohmann::json run_config(const DitOptions& o) {
+  return {{"--dim", o.dim},           {"--ffn", o.ffn_dim},       {"--heads", o.num_heads},
+          {"--layers", o.num_layers}, {"--patch", o.patch},       {"--time-patch", o.time_patch},
+          {"--text-len", o.text_len}, {"--text-dim", o.text_dim}, {"--text-layers", o.text_layers}};
 }
 
 // ---------------------------------------------------------------- data
@@ -291,16 +302,16 @@ DitProgress resumed_progress(const DitOptions& o, const fs::path& path, const nl
   const int64_t had_motion = j.value("motion_heads", int64_t{0});
   if (o.locality_heads > 0 && o.locality_heads < had)
     fail_file(path, "this run has " + std::to_string(had) +
-                        " locality heads; they cannot be taken back (DitOptions.locality_heads = " +
+                        " locality heads; they cannot be taken back (--locality-heads " +
                         std::to_string(o.locality_heads) + ")");
   p.locality_heads = std::max(had, o.locality_heads);
   if (had_motion > 0 &&
       (p.locality_heads != had || (o.motion_heads != 0 && o.motion_heads != had_motion)))
     fail_file(path, "this run has " + std::to_string(had_motion) + " motion heads after " +
                         std::to_string(had) +
-                        " locality heads; neither can change now (DitOptions.locality_heads = " +
-                        std::to_string(o.locality_heads) +
-                        ", motion_heads = " + std::to_string(o.motion_heads) + ")");
+                        " locality heads; neither can change now (--locality-heads " +
+                        std::to_string(o.locality_heads) + ", --motion-heads " +
+                        std::to_string(o.motion_heads) + ")");
   if (had_motion == 0 && p.locality_heads + o.motion_heads > num_heads)
     fail_file(path, "this run's " + std::to_string(p.locality_heads) +
                         " locality heads leave no room for " + std::to_string(o.motion_heads) +
@@ -310,16 +321,17 @@ DitProgress resumed_progress(const DitOptions& o, const fs::path& path, const nl
   if (o.pool_heads != 0 && o.pool_heads != p.pool_heads)
     fail_file(path, "this run has " + std::to_string(p.pool_heads) +
                         " pool heads; they are started with a fresh run only "
-                        "(DitOptions.pool_heads = " +
+                        "(--pool-heads " +
                         std::to_string(o.pool_heads) + ")");
   return p;
 }
 
 // The run's own state: live and EMA weights, the optimizer, the progress; the
 // heads the options add started in the live and EMA weights alike.
-DitProgress resume(const DitOptions& o, const fs::path& state, int64_t num_heads, DitModels& m) {
-  const auto j = read_json(state / "state.json");
-  const auto p = resumed_progress(o, state / "state.json", j, num_heads);
+DitProgress resume(const DitOptions& o, const StageState& s, int64_t num_heads, DitModels& m) {
+  const auto& j = s.json;
+  const auto& state = s.checkpoint;
+  const auto p = resumed_progress(o, s.dir / "state.json", j, num_heads);
   const int64_t had = j.value("locality_heads", int64_t{0});
   const int64_t had_motion = j.value("motion_heads", int64_t{0});
   const auto add_heads = [&] {
@@ -332,7 +344,7 @@ DitProgress resume(const DitOptions& o, const fs::path& state, int64_t num_heads
   add_heads();
   load_into(m.te.module(), state / "umt5.safetensors");
   try {
-    torch::load(*m.opt, (state / "optimizer.pt").string(), o.device);
+    load_optimizer(*m.opt, state / "optimizer.pt", o.device);
   } catch (const c10::Error& e) {
     fail_file(state / "optimizer.pt",
               std::string("cannot resume from this optimizer state (") +
@@ -368,20 +380,14 @@ void ema_update(std::vector<Tensor>& ema, const std::vector<Tensor>& params, dou
   at::_foreach_add_(ema, params, 1 - decay);
 }
 
-// A log cut back to `step` (a resumed stage repeats what followed).
-LossLog cut_log(const fs::path& path, int64_t step, const std::string& header) {
-  truncate_log(path, step);
-  return LossLog(path, header);
-}
-
 // The stage from its first (or resumed) step to its last: the step loop with
 // its log lines, checkpoints and sample sheets, and at the end the exported
 // EMA weights.
 class DitRun {
  public:
-  DitRun(const DitOptions& o, const fs::path& state, const text::Tokenizer& tok, vae::WanVAE& vae,
-         const text::T5Config& tc, const diffusion::WanConfig& wc, const DitData& data,
-         DitModels& m, DitProgress& p);
+  DitRun(const DitOptions& o, StageState& state, const nlohmann::json& config,
+         const text::Tokenizer& tok, vae::WanVAE& vae, const text::T5Config& tc,
+         const diffusion::WanConfig& wc, const DitData& data, DitModels& m, DitProgress& p);
   // Steps on to o.steps or to a cancel, then the last checkpoint.
   void train();
 
@@ -389,12 +395,16 @@ class DitRun {
   Tensor batch_loss();
   void log_loss(Tensor& sum, int64_t& n, double lr);
   void with_ema(const std::function<void()>& fn);
-  void export_ema(const fs::path& dit_path, const fs::path& te_path);
+  // The modules' weights as the model's files, configs in the metadata.
+  void export_dit(const fs::path& path);
+  void export_te(const fs::path& path);
   void sample();
   void save();
 
   const DitOptions& o_;
+  StageState& s_;
   const fs::path state_;
+  const nlohmann::json& config_;
   const text::Tokenizer& tok_;
   vae::WanVAE& vae_;
   const text::T5Config& tc_;
@@ -407,6 +417,7 @@ class DitRun {
   // A stage run again when complete trains nothing and logs nothing new: its
   // sheet and their lines are already there.
   int64_t started_at_;
+  int64_t resumed_at_;  // -1 on a fresh start
   int64_t saved_at_ = -1;
   LossLog gaps_log_, given_log_, denoise_log_;
   // The clips the diagnostics run on: the dataset's first (at most 64).
@@ -420,11 +431,13 @@ std::string denoise_header() {
   return header + ",lr,seconds";
 }
 
-DitRun::DitRun(const DitOptions& o, const fs::path& state, const text::Tokenizer& tok,
-               vae::WanVAE& vae, const text::T5Config& tc, const diffusion::WanConfig& wc,
-               const DitData& data, DitModels& m, DitProgress& p)
+DitRun::DitRun(const DitOptions& o, StageState& state, const nlohmann::json& config,
+               const text::Tokenizer& tok, vae::WanVAE& vae, const text::T5Config& tc,
+               const diffusion::WanConfig& wc, const DitData& data, DitModels& m, DitProgress& p)
     : o_(o),
-      state_(state),
+      s_(state),
+      state_(state.dir),
+      config_(config),
       tok_(tok),
       vae_(vae),
       tc_(tc),
@@ -432,7 +445,7 @@ DitRun::DitRun(const DitOptions& o, const fs::path& state, const text::Tokenizer
       data_(data),
       m_(m),
       p_(p),
-      loss_log_(cut_log(state / "loss.csv", p.step, "step,loss,lr,seconds")),
+      loss_log_(open_log(state_ / "loss.csv", state, p.step, "step,loss,lr,seconds")),
       dit_meta_(nlohmann::json{{"model", "Kinora tiny Wan DiT"},
                                {"width", o.clip.width},
                                {"height", o.clip.height},
@@ -442,11 +455,12 @@ DitRun::DitRun(const DitOptions& o, const fs::path& state, const text::Tokenizer
                                {"placement", name(o.clip.placement)}}
                     .dump()),
       started_at_(p.step),
-      gaps_log_(cut_log(state / "word-gaps.csv", p.step,
-                        "step,object,background,shape,direction,lr,seconds")),
-      given_log_(cut_log(state / "direction-given-frame.csv", p.step,
-                         "step,direction_given_frame,lr,seconds")),
-      denoise_log_(cut_log(state / "denoise.csv", p.step, denoise_header())),
+      resumed_at_(state.resuming ? p.step : -1),
+      gaps_log_(open_log(state_ / "word-gaps.csv", state, p.step,
+                         "step,object,background,shape,direction,lr,seconds")),
+      given_log_(open_log(state_ / "direction-given-frame.csv", state, p.step,
+                          "step,direction_given_frame,lr,seconds")),
+      denoise_log_(open_log(state_ / "denoise.csv", state, p.step, denoise_header())),
       gap_clips_(std::min<int64_t>(64, data.latents.size(0))),
       gap_captions_(data.captions.begin(), data.captions.begin() + gap_clips_) {}
 
@@ -533,12 +547,16 @@ void DitRun::with_ema(const std::function<void()>& fn) {
 }
 
 // The modules' weights as the model's files, configs in the metadata.
-void DitRun::export_ema(const fs::path& dit_path, const fs::path& te_path) {
-  save_module(m_.dit.module(), dit_path,
+void DitRun::export_dit(const fs::path& path) {
+  save_module(m_.dit.module(), path,
               {{"config", wc_.to_json()},
                {"kinora", dit_meta_},
-               {"trained_steps", std::to_string(p_.step)}});
-  save_module(m_.te.module(), te_path, {{"config", tc_.to_json()}});
+               {"trained_steps", std::to_string(p_.step)},
+               {"kinora_run", s_.run_id}});
+}
+
+void DitRun::export_te(const fs::path& path) {
+  save_module(m_.te.module(), path, {{"config", tc_.to_json()}, {"kinora_run", s_.run_id}});
 }
 
 // The sheet of this step and the diagnostics' lines. Call with the EMA
@@ -565,26 +583,36 @@ void DitRun::sample() {
   say(o_, line);
 }
 
-// A checkpoint: live weights, optimizer, EMA weights, state.json; when the
-// stage is complete, also the last sheet and the run's model files.
+// A checkpoint: live weights, optimizer, EMA weights and state.json,
+// committed together (CheckpointWriter); when the stage is complete, also the
+// last sheet and the run's model files.
 void DitRun::save() {
   if (saved_at_ == p_.step) return;  // the loop's last checkpoint may be the final one
   saved_at_ = p_.step;
-  save_module(m_.dit.module(), state_ / "dit.safetensors", {});
-  save_module(m_.te.module(), state_ / "umt5.safetensors", {});
-  save_optimizer(*m_.opt, state_ / "optimizer.pt");
-  with_ema([&] {
-    export_ema(state_ / "ema-dit.safetensors", state_ / "ema-umt5.safetensors");
-    if (p_.step >= o_.steps) {  // complete: the sheet and the run's files, in the same swap
+  if (p_.step != resumed_at_) {  // else the checkpoint it resumed from
+    CheckpointWriter w(s_, p_.step);
+    w.write("dit.safetensors", [&](const fs::path& f) { save_module(m_.dit.module(), f, {}); });
+    w.write("umt5.safetensors", [&](const fs::path& f) { save_module(m_.te.module(), f, {}); });
+    w.write("optimizer.pt", [&](const fs::path& f) { save_optimizer(*m_.opt, f); });
+    with_ema([&] {
+      w.write("ema-dit.safetensors", [&](const fs::path& f) { export_dit(f); });
+      w.write("ema-umt5.safetensors", [&](const fs::path& f) { export_te(f); });
+    });
+    w.commit(s_,
+             {{"step", p_.step},
+              {"seconds", p_.seconds},
+              {"locality_heads", p_.locality_heads},
+              {"motion_heads", p_.motion_heads},
+              {"pool_heads", p_.pool_heads}},
+             config_);
+  }
+  if (p_.step >= o_.steps) {  // complete: the sheet and the run's files
+    with_ema([&] {
       if (o_.sample_every > 0 && p_.step == o_.steps && p_.step > started_at_) sample();
-      export_ema(o_.run_dir / kDitFile, o_.run_dir / kTextEncoderFile);
-    }
-  });
-  write_json(state_ / "state.json", {{"step", p_.step},
-                                     {"seconds", p_.seconds},
-                                     {"locality_heads", p_.locality_heads},
-                                     {"motion_heads", p_.motion_heads},
-                                     {"pool_heads", p_.pool_heads}});
+      export_dit(o_.run_dir / kDitFile);
+      export_te(o_.run_dir / kTextEncoderFile);
+    });
+  }
 }
 
 }  // namespace
@@ -604,27 +632,83 @@ void internal::clip_grad_norm(const std::vector<Tensor>& params, double max_norm
   for (auto& grad : grads) grad.mul_(coef);
 }
 
+std::string options_problem(const DitOptions& o) {
+  const auto d = [](int64_t v) { return static_cast<double>(v); };
+  const auto whole = [&](int64_t v, const char* option, int64_t least) {
+    return option_problem(v >= least, option, d(v),
+                          "a whole number of " + std::to_string(least) + " or more");
+  };
+  const auto share = [&](double v, const char* option) {
+    return option_problem(v >= 0 && v <= 1, option, v, "a share from 0 to 1");
+  };
+  for (auto problem : {
+           stage_options_problem(o),
+           whole(o.dataset, "--dataset", 1),
+           whole(o.sample_every, "--sample-every", 0),
+           whole(o.window, "--window", 0),
+           whole(o.dim, "--dim", 1),
+           whole(o.ffn_dim, "--ffn", 1),
+           whole(o.num_heads, "--heads", 1),
+           whole(o.num_layers, "--layers", 1),
+           option_problem(
+               o.num_heads < 1 || (o.dim % o.num_heads == 0 && o.dim / o.num_heads >= 6 &&
+                                   (o.dim / o.num_heads) % 2 == 0),
+               "--dim", d(o.dim),
+               "a multiple of --heads (" + std::to_string(o.num_heads) +
+                   ") whose share per head is even and at least 6 (the 3D rotary "
+                   "positions split it)"),
+           whole(o.patch, "--patch", 1),
+           whole(o.time_patch, "--time-patch", 1),
+           whole(o.text_len, "--text-len", 1),
+           whole(o.text_dim, "--text-dim", 1),
+           whole(o.text_layers, "--text-layers", 1),
+           option_problem(o.text_heads < 1 || o.text_dim % o.text_heads == 0, "--text-dim",
+                          d(o.text_dim),
+                          "a multiple of umT5's " + std::to_string(o.text_heads) + " heads"),
+           share(o.caption_dropout, "--caption-dropout"),
+           share(o.given_frame, "--given-frame"),
+           option_problem(o.object_weight >= 0, "--object-weight", o.object_weight,
+                          "a number of 0 or more"),
+           whole(o.refine_steps, "--refine-steps", 0),
+           option_problem(o.refine_lr > 0, "--refine-lr", o.refine_lr, "a number above 0"),
+           whole(o.refine_batch, "--refine-batch", 1),
+           option_problem(o.shift >= 1, "--shift", o.shift, "a number of 1 or more"),
+           option_problem(o.text_position_lr > 0, "--text-position-lr", o.text_position_lr,
+                          "a number above 0"),
+           heads_problem(o),
+       })
+    if (!problem.empty()) return problem;
+  return {};
+}
+
 void train_dit(const DitOptions& o) {
+  if (const auto problem = options_problem(o); !problem.empty()) throw Error(problem);
   check_earlier_stages(o);
   const auto tok = text::Tokenizer::load(o.run_dir / kTokenizerFile);
   if (o.device.is_cuda() && !torch::cuda::is_available())
-    throw Error("DitOptions.device is CUDA, but this LibTorch sees no CUDA device");
+    throw Error("--device cuda: this LibTorch sees no CUDA device (kinora devices lists them)");
   auto vae = vae::WanVAE::load(o.run_dir / kVaeFile, o.precision);
   vae.to(o.device);
   check_options(o, vae.config());
   const auto tc = t5_config(o, tok.vocab_size());
   const auto wc = wan_config(o, vae.config().z_dim);
-  const auto state = o.run_dir / "dit-state";
-  // The run's own state, when there is one, is resumed.
-  const bool resuming = fs::exists(state / "state.json");
+  // The run's own state, when there is one, is resumed; its architecture is
+  // the run's.
+  auto s = open_state(o.run_dir / "dit-state");
+  const auto config = run_config(o);
+  check_config(s, config);
+  for (const auto& file :
+       {o.run_dir / kDitFile, o.run_dir / kTextEncoderFile, s.dir / "loss.csv",
+        s.dir / "word-gaps.csv", s.dir / "direction-given-frame.csv", s.dir / "denoise.csv"})
+    check_output(file, s, o.overwrite);
   // A model to start from is checked before anything is written or encoded.
   StartFrom from;
-  if (!o.init_from.empty() && !resuming) from = open_start(o, tc, wc);
-  fs::create_directories(state);  // after every check: a refused run leaves nothing
+  if (!o.init_from.empty() && !s.resuming) from = open_start(o, tc, wc);
+  fs::create_directories(s.dir);  // after every check: a refused run leaves nothing
   const auto data = load_data(o, vae, tok);
   DitModels m(o, tc, wc);
-  auto p = resuming ? resume(o, state, wc.num_heads, m) : start_fresh(o, wc.num_heads, from, m);
-  DitRun(o, state, tok, vae, tc, wc, data, m, p).train();
+  auto p = s.resuming ? resume(o, s, wc.num_heads, m) : start_fresh(o, wc.num_heads, from, m);
+  DitRun(o, s, config, tok, vae, tc, wc, data, m, p).train();
   if (p.step < o.steps) {
     say(o, "dit: stopped at step " + std::to_string(p.step) + "; run again to resume");
     return;

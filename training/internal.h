@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/files.h"
 #include "io/checkpoint.h"
 #include "training/train.h"
 
@@ -76,6 +77,16 @@ inline double seconds_since(Clock::time_point t0) {
 // reading the norm back to the host (dit_stage.cpp).
 void clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
 
+// ---------------------------------------------------------------- options
+// (checkpoint.cpp)
+
+// "--OPTION VALUE: expected WHAT" when `ok` is false, else "": one check of
+// options_problem, said in the command line's words.
+std::string option_problem(bool ok, const std::string& option, double value,
+                           const std::string& expected);
+// The options every stage has (steps, batch, lr, warmup, save_every, log_every).
+std::string stage_options_problem(const StageOptions& o);
+
 // ---------------------------------------------------------------- the run folder
 // (checkpoint.cpp)
 
@@ -102,8 +113,68 @@ io::Checkpoint open_trained(const std::filesystem::path& path, const std::string
 void write_json(const std::filesystem::path& path, const nlohmann::json& j);
 nlohmann::json read_json(const std::filesystem::path& path);
 
-// The optimizer through a temporary name, like every other file written here.
+// The optimizer, serialised in memory and written through a temporary name
+// like every other file here: a full disk is an Error naming `path`, and
+// leaves no temporary behind.
 void save_optimizer(torch::optim::Optimizer& opt, const std::filesystem::path& path);
+void load_optimizer(torch::optim::Optimizer& opt, const std::filesystem::path& path,
+                    torch::Device device = torch::kCPU);
+
+// A stage's state folder (<run>/<stage>-state) as the stage finds it: resumed
+// when it holds a state.json, else a fresh start.
+struct StageState {
+  std::filesystem::path dir;
+  bool resuming = false;
+  nlohmann::json json;               // state.json (resuming), else {}
+  std::filesystem::path checkpoint;  // where its weights and optimizer are (resuming)
+  // Names this run of the stage, made at its fresh start and kept in state.json
+  // ("run") and in the metadata of the files it exports ("kinora_run"), so that
+  // a resumed stage tells its own outputs from files it did not write.
+  std::string run_id;
+  // A run begun before runs had names: its outputs carry none, and are taken
+  // as its own (recorded in state.json, so that it stays so).
+  bool unmarked_outputs = false;
+};
+StageState open_state(const std::filesystem::path& dir);
+
+// The options that cannot change once a stage has begun (its architecture),
+// as JSON keyed by the command line's option names ({"--dim": 128, ...}):
+// refused with those names when state.json records other values. A state
+// from before state.json recorded them passes (the weights' shapes are
+// checked as they load).
+void check_config(const StageState& s, const nlohmann::json& config);
+
+// Refuses, naming `file`, to let a stage replace or append to an output it did
+// not write, unless `overwrite`: any that exists when the stage starts afresh,
+// and on a resume one whose metadata names another run (safetensors:
+// "kinora_run"; JSON: "run") or none. Files without such a record (logs) are
+// the run's own on a resume.
+void check_output(const std::filesystem::path& file, const StageState& s, bool overwrite);
+
+// One checkpoint of a stage: its files written into a folder under a temporary
+// name, renamed into place whole as <state>/checkpoint-STEP, and then
+// state.json, which names it, written last. A full disk or a kill before that
+// leaves the previous checkpoint as it was, and no temporary behind (one left
+// by a kill is removed by the next open_state); the previous checkpoint folder
+// is removed once state.json names the new one.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(const StageState& s, int64_t step);
+  // Writes the checkpoint's file `name` with `write` (given where to put it).
+  // An Error (a full disk) names the file as the checkpoint would have held
+  // it, and says which checkpoint is kept.
+  void write(const std::string& name,
+             const std::function<void(const std::filesystem::path&)>& writer);
+  // `state` (the stage's own fields) with "checkpoint", "run" and the config
+  // added becomes state.json. Updates `s` to the new checkpoint.
+  void commit(StageState& s, nlohmann::json state, const nlohmann::json& config);
+
+ private:
+  std::string name_;
+  std::filesystem::path dir_;
+  std::string kept_;  // the checkpoint kept when this one fails
+  ScopedTemp tmp_;
+};
 
 // One line per logged step: step, the stage's losses, lr, seconds so far.
 class LossLog {
@@ -118,6 +189,12 @@ class LossLog {
 
 // Drops log lines past `step` (a resumed stage repeats them).
 void truncate_log(const std::filesystem::path& path, int64_t step);
+
+// A stage's log as a fresh or resumed stage begins it: cut back to the
+// resumed step, or on a fresh start begun anew (check_output has refused a
+// file that is not the run's unless overwrite).
+LossLog open_log(const std::filesystem::path& path, const StageState& s, int64_t step,
+                 const std::string& header);
 
 // ---------------------------------------------------------------- images
 // (diagnostics.cpp)

@@ -9,6 +9,8 @@
 
 #include "base/error.h"
 #include "base/json.h"
+#include "base/sha256.h"
+#include "base/strings.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "training/internal.h"
@@ -54,16 +56,41 @@ using Dataset = std::pair<Tensor, std::vector<std::string>>;
 
 // How the cache's latents were made; a cache made otherwise is encoded anew.
 // A cache made before placements were recorded holds clips placed anywhere,
-// and one made before refinement was recorded the encoder's own latents.
+// and one made before refinement was recorded the encoder's own latents; one
+// made before the VAE was recorded is encoded anew (its VAE is unknown).
 struct CacheKey {
   std::string placement;  // of the clips' paths
   std::string refine;     // "0", or "STEPS steps at LR" (fit_latents)
+  std::string vae;        // vae_fingerprint of the run's VAE
 };
 
+// What in the run's VAE file makes the latents: SHA-256 over the encoder's
+// tensors (with refinement, the decoder's too: fit_latents descends through
+// it) and the latent statistics that normalise them. A VAE whose decoder alone
+// was retrained (docs/training.md, V3) keeps its DiT's cache.
+std::string vae_fingerprint(const fs::path& path, bool decoder_too) {
+  const auto ck = io::Checkpoint::open(path);
+  Sha256 h;
+  for (const auto& name : ck.names()) {
+    const bool encoder = starts_with(name, "encoder.") || starts_with(name, "conv1.");
+    const bool decoder = starts_with(name, "decoder.") || starts_with(name, "conv2.");
+    if (!encoder && !(decoder_too && decoder)) continue;
+    const auto t = ck.get(name).to(torch::kCPU, torch::kFloat32).contiguous();
+    h.update(name.data(), name.size() + 1);
+    h.update(t.data_ptr(), static_cast<std::size_t>(t.numel()) * t.element_size());
+  }
+  const auto cfg = vae::WanVAEConfig::from_checkpoint(ck);
+  for (const auto* v : {&cfg.latents_mean, &cfg.latents_std})
+    h.update(v->data(), v->size() * sizeof(double));
+  return h.hex_digest();
+}
+
 CacheKey cache_key(const DitOptions& o) {
-  return {name(o.clip.placement), o.refine_steps == 0 ? "0"
-                                                      : std::to_string(o.refine_steps) +
-                                                            " steps at " + c10::str(o.refine_lr)};
+  return {name(o.clip.placement),
+          o.refine_steps == 0
+              ? "0"
+              : std::to_string(o.refine_steps) + " steps at " + c10::str(o.refine_lr),
+          vae_fingerprint(o.run_dir / kVaeFile, o.refine_steps > 0)};
 }
 
 // The cached latents and captions when the file holds o.dataset clips made as
@@ -76,6 +103,14 @@ std::optional<Dataset> cached_latents(const fs::path& path, const DitOptions& o,
   const auto it = meta.find("placement");
   const std::string cached = it == meta.end() ? name(Placement::Anywhere) : it->second;
   const auto rf = meta.find("refine");
+  const auto vf = meta.find("vae");
+  if (vf == meta.end() || vf->second != key.vae) {
+    say(o, "dit: the cached latents (" + path.string() + ") were encoded by " +
+               (vf == meta.end() ? std::string("a VAE they do not record")
+                                 : std::string("another VAE")) +
+               " than the run's " + kVaeFile + "; encoding anew");
+    return std::nullopt;
+  }
   if (cached == key.placement && ck.shapes().at("latents").at(0) == o.dataset &&
       (rf == meta.end() ? std::string("0") : rf->second) == key.refine) {
     const auto caps = parse_json(meta.at("captions"), path.string() + " (metadata 'captions')",
@@ -164,7 +199,8 @@ Dataset internal::latent_dataset(const DitOptions& o, vae::WanVAE& vae) {
   io::save_safetensors(path, {{"latents", lat.to(torch::kCPU)}},
                        {{"captions", nlohmann::json(caps).dump()},
                         {"placement", key.placement},
-                        {"refine", key.refine}});
+                        {"refine", key.refine},
+                        {"vae", key.vae}});
   return {lat, caps};
 }
 

@@ -50,25 +50,56 @@ std::vector<Scene> lora_scenes(const LoraOptions& o) {
 }
 
 void check_lora_options(const LoraOptions& o) {
-  if (o.model_dir.empty()) throw Error("train lora: give the base model's folder (--model)");
+  if (const auto problem = options_problem(o); !problem.empty()) throw Error(problem);
   for (const char* f : {kDitFile, kVaeFile, kTextEncoderFile, kTokenizerFile})
     if (!fs::is_regular_file(o.model_dir / f))
       throw Error("train lora: " + (o.model_dir / f).string() +
                   " is missing (the folder must hold the embedded model's four files)");
-  if (o.rank < 1 || o.rank > 256) throw Error("train lora: --rank must be 1 to 256");
-  if (!(o.alpha > 0)) throw Error("train lora: --alpha must be positive");
-  if (o.dataset < o.batch || o.batch < 1)
-    throw Error("train lora: --dataset must hold at least one batch of clips");
-  if (!(o.concept_share > 0 && o.concept_share <= 1))
-    throw Error("train lora: --concept-share must be in (0, 1]");
-  if (o.steps < 1) throw Error("train lora: --steps must be at least 1");
-  fs::create_directories(o.run_dir);
+}
+
+// What cannot change once the stage has begun: the adapters' shape.
+nlohmann::json run_config(const LoraOptions& o) {
+  return {{"--rank", o.rank}, {"--alpha", o.alpha}};
+}
+
+// The adapters' weights by name (module.down, module.up), float32.
+std::vector<std::pair<std::string, Tensor>> adapter_tensors(
+    const std::vector<std::pair<std::string, layers::LinearImpl*>>& targets) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [module, lin] : targets) {
+    const auto& a = lin->adapters.back();
+    out.emplace_back(module + ".down", a.down.detach().to(torch::kCPU, torch::kFloat32));
+    out.emplace_back(module + ".up", a.up.detach().to(torch::kCPU, torch::kFloat32));
+  }
+  return out;
 }
 
 }  // namespace
 
+std::string options_problem(const LoraOptions& o) {
+  const auto d = [](int64_t v) { return static_cast<double>(v); };
+  for (auto problem : {
+           options_problem(static_cast<const DitOptions&>(o)),
+           option_problem(!o.model_dir.empty(), "--model", 0, "the base model's folder"),
+           option_problem(o.rank >= 1 && o.rank <= 256, "--rank", d(o.rank),
+                          "a whole number from 1 to 256"),
+           option_problem(o.alpha > 0, "--alpha", o.alpha, "a number above 0"),
+           option_problem(o.dataset >= o.batch, "--dataset", d(o.dataset),
+                          "at least one batch of clips (--batch " + std::to_string(o.batch) + ")"),
+           option_problem(o.concept_share > 0 && o.concept_share <= 1, "--concept-share",
+                          o.concept_share, "a share above 0, up to 1"),
+       })
+    if (!problem.empty()) return problem;
+  return {};
+}
+
 void train_lora(const LoraOptions& o) {
   check_lora_options(o);
+  auto state = open_state(o.run_dir / "lora-state");
+  check_config(state, run_config(o));
+  for (const auto& file : {o.run_dir / kBigLoraFile, o.run_dir / "lora-loss.csv"})
+    check_output(file, state, o.overwrite);
+  fs::create_directories(o.run_dir);
   const auto t0 = Clock::now();
   const auto tok = text::Tokenizer::load(o.model_dir / kTokenizerFile);
   auto vae = vae::WanVAE::load(o.model_dir / kVaeFile, layers::Precision::F32);
@@ -149,15 +180,40 @@ void train_lora(const LoraOptions& o) {
 
   torch::optim::AdamW opt(params,
                           torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0));
-  LossLog log(o.run_dir / "lora-loss.csv", "step,loss,lr,seconds");
-  double seconds = 0, sum = 0;
-  int64_t n = 0;
-  for (int64_t step = 0; step < o.steps; ++step) {
-    if (cancelled(o)) {
-      for (auto& t : targets) t.second->adapters.clear();
-      say(o, "lora: cancelled at step " + std::to_string(step) + "; nothing written");
-      return;
+  // The run's own state, when there is one: the adapters, the optimizer, the step.
+  auto& s = state;
+  int64_t step = 0;
+  double seconds = 0;
+  if (s.resuming) {
+    step = s.json.at("step"), seconds = s.json.at("seconds");
+    const auto path = s.checkpoint / "adapters.safetensors";
+    const auto ck = io::Checkpoint::open(path);
+    torch::NoGradGuard g;
+    for (auto& [module, lin] : targets) {
+      auto& a = lin->adapters.back();
+      for (auto [key, t] : {std::pair{module + ".down", a.down}, {module + ".up", a.up}}) {
+        if (!ck.contains(key)) fail_file(path, "training checkpoint has no tensor '" + key + "'");
+        const auto v = ck.get(key);
+        if (v.sizes() != t.sizes()) fail_file(path, "tensor '" + key + "' has the wrong shape");
+        t.copy_(v);
+      }
     }
+    load_optimizer(opt, s.checkpoint / "optimizer.pt");
+    say(o, "lora: resuming at step " + std::to_string(step));
+  }
+  const int64_t resumed_at = s.resuming ? step : -1;
+  const auto save = [&] {
+    if (step == resumed_at) return;  // the checkpoint it resumed from
+    CheckpointWriter w(s, step);
+    w.write("adapters.safetensors",
+            [&](const fs::path& f) { io::save_safetensors(f, adapter_tensors(targets)); });
+    w.write("optimizer.pt", [&](const fs::path& f) { save_optimizer(opt, f); });
+    w.commit(s, {{"step", step}, {"seconds", seconds}}, run_config(o));
+  };
+  auto log = open_log(o.run_dir / "lora-loss.csv", s, step, "step,loss,lr,seconds");
+  double sum = 0;
+  int64_t n = 0;
+  while (step < o.steps && !cancelled(o)) {
     const auto ts = Clock::now();
     const double lr = lr_at(o, step);
     set_lr(opt, lr);
@@ -178,16 +234,24 @@ void train_lora(const LoraOptions& o) {
     loss.backward();
     clip_grad_norm(params, 1.0);
     opt.step();
+    ++step;
     seconds += seconds_since(ts);
     sum += loss.item<double>(), ++n;
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
-      log.add(step + 1, {sum / static_cast<double>(n)}, lr, seconds);
+    if (step % o.log_every == 0 || step == o.steps) {
+      log.add(step, {sum / static_cast<double>(n)}, lr, seconds);
       std::snprintf(line, sizeof line, "lora step %lld/%lld  loss %.4f  %.2f s/step",
-                    static_cast<long long>(step + 1), static_cast<long long>(o.steps),
-                    sum / static_cast<double>(n), seconds / static_cast<double>(step + 1));
+                    static_cast<long long>(step), static_cast<long long>(o.steps),
+                    sum / static_cast<double>(n), seconds / static_cast<double>(step));
       say(o, line);
       sum = 0, n = 0;
     }
+    if (step % o.save_every == 0) save();
+  }
+  save();
+  if (step < o.steps) {
+    for (auto& t : targets) t.second->adapters.clear();
+    say(o, "lora: stopped at step " + std::to_string(step) + "; run again to resume");
+    return;
   }
 
   // The file: original-key LoRA (diffusion_model.NAME.lora_down / lora_up /
@@ -205,7 +269,7 @@ void train_lora(const LoraOptions& o) {
                                  {"base", "Kinora tiny Wan DiT"},
                                  {"rank", o.rank},
                                  {"alpha", o.alpha},
-                                 {"steps", o.steps},
+                                 {"steps", step},
                                  {"batch", o.batch},
                                  {"lr", o.lr},
                                  {"dataset", o.dataset},
@@ -215,7 +279,7 @@ void train_lora(const LoraOptions& o) {
                                  {"caption_dropout", o.caption_dropout},
                                  {"seed", o.seed}};
   const auto out = o.run_dir / kBigLoraFile;
-  io::save_safetensors(out, tensors, {{"kinora_lora", recipe.dump()}});
+  io::save_safetensors(out, tensors, {{"kinora_lora", recipe.dump()}, {"kinora_run", s.run_id}});
   say(o, "lora: wrote " + out.string());
 }
 

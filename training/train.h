@@ -54,14 +54,22 @@ struct StageOptions {
   ClipSpec clip;  // 64×64×17 by default
   std::function<void(const std::string&)> on_message;
   const std::atomic<bool>* cancel = nullptr;  // stops after the current step, saving first
+  // Replace outputs this run did not write (the stage's model files, report
+  // and logs in run_dir): without it a stage refuses, naming the file, to
+  // start afresh where they exist, or to replace one that another run wrote.
+  bool overwrite = false;
 };
 
 // Every caption of the grammar except held-out combinations.
 std::vector<std::string> grammar_captions();
 
 // Stage 1: <run>/kinora-tiny-spm.model.
-// BPE with 96 pieces: each word of the grammar becomes one piece.
-void train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 96);
+// BPE with 96 pieces: each word of the grammar becomes one piece. The same
+// options give the same bytes, so an existing file that is what this stage
+// makes is left as it is; any other is refused unless `overwrite` (a DiT
+// trained with it reads its ids). Returns whether it wrote the file.
+bool train_tokenizer(const std::filesystem::path& run_dir, int64_t vocab_size = 96,
+                     bool overwrite = false);
 
 struct VaeOptions : StageOptions {
   int64_t dim = 16;                 // base width (the released VAE: 96)
@@ -94,6 +102,12 @@ struct VaeOptions : StageOptions {
 };
 // Stage 2: <run>/kinora-tiny-wan-vae.safetensors (+ vae-state/).
 void train_vae(const VaeOptions& o);
+
+// What is wrong with a stage's options on their own, in the command line's
+// words ("--frames 4: …"), or "" when nothing is. Each stage refuses such
+// options (an Error with this message) before it reads or writes anything,
+// and `kinora train` refuses them as it refuses any bad command line.
+std::string options_problem(const VaeOptions& o);
 
 // The object's pixels of clips [B, 3, F, H, W] in [−1, 1]: those far from the
 // clip's background (the median of its top and bottom rows). [B, 1, F, H, W]
@@ -299,6 +313,7 @@ extern const std::vector<double> kDenoiseSigmas;
 // Stage 3: <run>/kinora-tiny-umt5.safetensors and kinora-tiny-wan-dit.safetensors
 // (the EMA weights; + dit-state/). Needs stages 1 and 2 in the same run.
 void train_dit(const DitOptions& o);
+std::string options_problem(const DitOptions& o);
 
 // A LoRA on a trained model's DiT that teaches it a word its grammar never
 // had, "big" (objects about twice the size it ever drew): big clips and, as many,
@@ -316,9 +331,11 @@ struct LoraOptions : DitOptions {
   double alpha = 8;
 };
 // Writes <run>/kinora-tiny-big.safetensors (original-key LoRA, bf16, the
-// recipe in its metadata) and <run>/lora-loss.csv. A cancelled run writes
-// nothing: it starts again from the beginning.
+// recipe in its metadata) and <run>/lora-loss.csv; like the other stages it
+// checkpoints every save_every steps and when cancelled (lora-state/), and
+// resumes from there.
 void train_lora(const LoraOptions& o);
+std::string options_problem(const LoraOptions& o);
 
 // [F, H, W, 3] uint8 (a render) → [3, F, H, W] float32 in [−1, 1] (a model's input).
 torch::Tensor frames_to_video(const torch::Tensor& frames);

@@ -53,11 +53,10 @@ vae::WanVAEConfig vae_config(const VaeOptions& o) {
   vae::WanVAEConfig cfg;
   cfg.dim = o.dim;
   if (o.spatial_compression != 8 && o.spatial_compression != 4)
-    throw Error("VaeOptions.spatial_compression must be 8 or 4, got " +
+    throw Error("--spatial-compression must be 8 or 4, got " +
                 std::to_string(o.spatial_compression));
   if (o.time_compression != 4 && o.time_compression != 2 && o.time_compression != 1)
-    throw Error("VaeOptions.time_compression must be 4, 2 or 1, got " +
-                std::to_string(o.time_compression));
+    throw Error("--time-compression must be 4, 2 or 1, got " + std::to_string(o.time_compression));
   // One stage fewer at 4× (the released VAE's last, 4×-wide stage dropped);
   // time is halved by the last stages, as in the released VAE.
   if (o.spatial_compression == 4) cfg.dim_mult = {1, 2, 4};
@@ -80,7 +79,7 @@ void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
     const auto t = ck.get(name);
     if (t.sizes() != p.sizes())
       fail_file(path, "tensor '" + name + "' has shape " + c10::str(t.sizes()) + ", this VAE " +
-                          c10::str(p.sizes()) + " (another VaeOptions.dim?)");
+                          c10::str(p.sizes()) + " (another --dim?)");
     p.copy_(t);
     ++copied;
     // Causal 3D kernels [out, in, t, h, w]: the taps on past frames (all but the last).
@@ -111,20 +110,19 @@ void inflate_from_images(torch::nn::Module& m, const fs::path& path) {
 std::optional<Statistics> start_from_files(const VaeOptions& o, const vae::WanVAEConfig& cfg,
                                            torch::nn::Module& m, bool resuming) {
   if (!o.inflate_from.empty() && !o.init_from.empty())
-    throw Error("VaeOptions.inflate_from and VaeOptions.init_from are two starts; give one");
+    throw Error("--inflate-from and --init-from are two starts; give one");
   if (!o.inflate_from.empty() && !resuming) inflate_from_images(m, o.inflate_from);
   if (!o.decoder_from.empty() && (o.init_from.empty() || !o.decoder_only))
     throw Error(
-        "VaeOptions.decoder_from replaces the decoder of VaeOptions.init_from's file in a "
-        "VaeOptions.decoder_only run; give init_from and set decoder_only");
+        "--decoder-from replaces the decoder of the --init-from file in a --decoder-only run; "
+        "give --init-from and --decoder-only");
   if (o.init_from.empty() || resuming) return std::nullopt;
   auto arch = nlohmann::json::parse(cfg.to_json());
   arch.erase("latents_mean"), arch.erase("latents_std");
-  const auto ck = open_trained(o.init_from, arch.dump(), "VaeOptions.init_from wants a VAE file");
+  const auto ck = open_trained(o.init_from, arch.dump(), "--init-from wants a VAE file");
   load_into(m, ck, o.init_from);
   if (!o.decoder_from.empty()) {
-    load_into(m,
-              open_trained(o.decoder_from, arch.dump(), "VaeOptions.decoder_from wants a VAE file"),
+    load_into(m, open_trained(o.decoder_from, arch.dump(), "--decoder-from wants a VAE file"),
               o.decoder_from, [](const std::string& key) {
                 return starts_with(key, "decoder.") || starts_with(key, "conv2.");
               });
@@ -148,34 +146,43 @@ struct VaeProgress {
   std::optional<Statistics> kept_statistics;
 };
 
-void resume(const VaeOptions& o, const fs::path& state, vae::WanVAE& model,
-            torch::optim::AdamW& opt, VaeProgress& p) {
-  const auto j = read_json(state / "state.json");
+void resume(const VaeOptions& o, const StageState& s, vae::WanVAE& model, torch::optim::AdamW& opt,
+            VaeProgress& p) {
+  const auto& j = s.json;
   p.step = j.at("step"), p.seconds = j.at("seconds");
   if (j.contains("latents_mean"))
     p.kept_statistics.emplace(j.at("latents_mean").get<std::vector<double>>(),
                               j.at("latents_std").get<std::vector<double>>());
-  load_into(model.module(), state / "vae.safetensors");
-  torch::load(opt, (state / "optimizer.pt").string());
+  load_into(model.module(), s.checkpoint / "vae.safetensors");
+  load_optimizer(opt, s.checkpoint / "optimizer.pt");
   say(o, "vae: resuming at step " + std::to_string(p.step));
 }
 
+// What cannot change once the stage has begun: the architecture.
+nlohmann::json run_config(const VaeOptions& o) {
+  return {{"--dim", o.dim},
+          {"--spatial-compression", o.spatial_compression},
+          {"--time-compression", o.time_compression}};
+}
+
 // A checkpoint: the sample sheet of this step (`samples` on the left, their
-// decoded posterior means on the right), the weights, the optimizer, state.json.
-void save_state(const fs::path& state, vae::WanVAE& model, torch::optim::Optimizer& opt,
-                const Tensor& samples, const VaeProgress& p) {
+// decoded posterior means on the right), then the weights, the optimizer and
+// state.json, committed together (CheckpointWriter).
+void save_state(const VaeOptions& o, StageState& s, vae::WanVAE& model,
+                torch::optim::Optimizer& opt, const Tensor& samples, const VaeProgress& p) {
   {
     torch::NoGradGuard g;
     const auto rec = model.decode_unnormalised(model.posterior(samples).first).clamp(-1, 1);
-    write_ppm(state / ("samples-" + std::to_string(p.step) + ".ppm"),
+    write_ppm(s.dir / ("samples-" + std::to_string(p.step) + ".ppm"),
               torch::cat({strip(samples), strip(rec)}, 1));
   }
-  save_module(model.module(), state / "vae.safetensors", {});
-  save_optimizer(opt, state / "optimizer.pt");
+  CheckpointWriter w(s, p.step);
+  w.write("vae.safetensors", [&](const fs::path& f) { save_module(model.module(), f, {}); });
+  w.write("optimizer.pt", [&](const fs::path& f) { save_optimizer(opt, f); });
   nlohmann::json j = {{"step", p.step}, {"seconds", p.seconds}};
   if (p.kept_statistics)
     j["latents_mean"] = p.kept_statistics->first, j["latents_std"] = p.kept_statistics->second;
-  write_json(state / "state.json", j);
+  w.commit(s, j, run_config(o));
 }
 
 // Square crops of o.crop pixels of the clips x and their object masks fg:
@@ -284,7 +291,7 @@ Statistics latent_statistics(vae::WanVAE& model, const VaeOptions& o) {
 // The best the DiT can do: the scene measures (what the semantic test checks)
 // on the VAE's reconstructions of full-length clips from seeds no stage trains
 // on. Written to <run>/vae-report.json and said.
-void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
+void report_reconstructions(const VaeOptions& o, vae::WanVAE& model, const std::string& run) {
   constexpr int kClips = 48;
   int background = 0, object = 0, shape = 0, direction = 0, truth = 0;
   for (uint64_t seed = 0x7E57'0000; seed < 0x7E57'0000 + kClips; ++seed) {
@@ -311,7 +318,8 @@ void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
                          {"object_pct", pct(object)},
                          {"shape_pct", pct(shape)},
                          {"direction_pct", pct(direction)},
-                         {"originals_all_pct", pct(truth)}};
+                         {"originals_all_pct", pct(truth)},
+                         {"run", run}};
   write_json(o.run_dir / "vae-report.json", j);
   char line[256];
   std::snprintf(line, sizeof line,
@@ -324,7 +332,8 @@ void report_reconstructions(const VaeOptions& o, vae::WanVAE& model) {
 // The complete stage's file, <run>/kinora-tiny-wan-vae.safetensors, with the
 // latent statistics that normalise the DiT's inputs (a decoder-only run from
 // a trained file keeps that file's), and the report on its reconstructions.
-void export_vae(const VaeOptions& o, vae::WanVAE& model, const VaeProgress& p) {
+void export_vae(const VaeOptions& o, vae::WanVAE& model, const VaeProgress& p,
+                const std::string& run) {
   model.set_trainable(false);
   const auto [mean, spread] = p.kept_statistics ? *p.kept_statistics : latent_statistics(model, o);
   model.set_latent_statistics(mean, spread);
@@ -332,9 +341,10 @@ void export_vae(const VaeOptions& o, vae::WanVAE& model, const VaeProgress& p) {
       model.module(), o.run_dir / kVaeFile,
       {{"config", model.config().to_json()},
        {"kinora",
-        nlohmann::json{{"model", "Kinora tiny Wan 2.1 VAE"}, {"trained_steps", p.step}}.dump()}});
+        nlohmann::json{{"model", "Kinora tiny Wan 2.1 VAE"}, {"trained_steps", p.step}}.dump()},
+       {"kinora_run", run}});
   say(o, "vae: wrote " + (o.run_dir / kVaeFile).string());
-  report_reconstructions(o, model);
+  report_reconstructions(o, model, run);
 }
 
 }  // namespace
@@ -390,15 +400,47 @@ FittedLatents fit_latents(vae::WanVAE& vae, const Tensor& video, int64_t steps, 
   return out;
 }
 
+std::string options_problem(const VaeOptions& o) {
+  const auto d = [](int64_t v) { return static_cast<double>(v); };
+  const int64_t size = std::min(o.clip.width, o.clip.height);
+  const int64_t sc = o.spatial_compression;
+  for (auto problem : {
+           stage_options_problem(o),
+           option_problem(o.dim >= 1, "--dim", d(o.dim), "a whole number of 1 or more"),
+           option_problem(sc == 4 || sc == 8, "--spatial-compression", d(sc), "4 or 8"),
+           option_problem(
+               o.time_compression == 1 || o.time_compression == 2 || o.time_compression == 4,
+               "--time-compression", d(o.time_compression), "1, 2 or 4"),
+           option_problem(o.train_frames >= 1 && (o.train_frames - 1) % 4 == 0, "--frames",
+                          d(o.train_frames),
+                          "1 + 4k frames (1, 5, 9, 13, 17, …): the VAE encodes a first frame, "
+                          "then chunks of 4"),
+           option_problem(o.crop == 0 || (o.crop >= sc && o.crop % sc == 0 && o.crop <= size),
+                          "--crop", d(o.crop),
+                          "0 (whole frames) or a multiple of " + std::to_string(sc) +
+                              " (--spatial-compression) up to the clips' " + std::to_string(size) +
+                              " pixels"),
+           option_problem(std::isfinite(o.kl_weight) && o.kl_weight >= 0, "--kl", o.kl_weight,
+                          "a number of 0 or more"),
+       })
+    if (!problem.empty()) return problem;
+  return {};
+}
+
 void train_vae(const VaeOptions& o) {
-  const auto state = o.run_dir / "vae-state";
+  if (const auto problem = options_problem(o); !problem.empty()) throw Error(problem);
   const auto cfg = vae_config(o);
   vae::WanVAE model(cfg);
   init_vae(model.module(), o.seed);
-  const bool resuming = fs::exists(state / "state.json");
+  auto s = open_state(o.run_dir / "vae-state");
+  const auto config = run_config(o);
+  check_config(s, config);
+  const auto log_path = s.dir / "loss.csv";
+  for (const auto& file : {o.run_dir / kVaeFile, o.run_dir / "vae-report.json", log_path})
+    check_output(file, s, o.overwrite);
   VaeProgress p;
-  p.kept_statistics = start_from_files(o, cfg, model.module(), resuming);
-  fs::create_directories(state);  // after the options and the file to start from are checked
+  p.kept_statistics = start_from_files(o, cfg, model.module(), s.resuming);
+  fs::create_directories(s.dir);  // after the options and the file to start from are checked
   model.set_precision(o.precision);
   model.set_trainable(true);
   if (o.decoder_only)
@@ -407,20 +449,22 @@ void train_vae(const VaeOptions& o) {
         item.value().requires_grad_(false);  // no gradient: AdamW leaves them alone
   torch::optim::AdamW opt(model.module().parameters(),
                           torch::optim::AdamWOptions(o.lr).betas({0.9, 0.99}).weight_decay(0.0));
-  if (resuming) resume(o, state, model, opt, p);
-  const auto log_path = state / "loss.csv";
-  truncate_log(log_path, p.step);
-  LossLog log(log_path, "step,loss,l1,mse,kl,lr,seconds");
+  if (s.resuming) resume(o, s, model, opt, p);
+  const int64_t resumed_at = s.resuming ? p.step : -1;
+  auto log = open_log(log_path, s, p.step, "step,loss,l1,mse,kl,lr,seconds");
   // Reconstructions of the same four clips at every checkpoint.
   const auto samples = clip_batch(mix(o.seed, 0x5A11), 4, o.clip).first;
-  const auto save = [&] { save_state(state, model, opt, samples, p); };
+  // A checkpoint of the step the stage resumed at is the one it resumed from.
+  const auto save = [&] {
+    if (p.step != resumed_at) save_state(o, s, model, opt, samples, p);
+  };
   run_steps(o, model, opt, log, save, p);
   save();
   if (p.step < o.steps) {
     say(o, "vae: stopped at step " + std::to_string(p.step) + "; run again to resume");
     return;
   }
-  export_vae(o, model, p);
+  export_vae(o, model, p, s.run_id);
 }
 
 }  // namespace kinora::training

@@ -1,11 +1,13 @@
 // The embedded model's training stages, at toy sizes: each writes a model that
 // the inference loaders read back, resumes from its checkpoint, logs its loss.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <csignal>
 #include <fstream>
 #include <map>
 
@@ -30,6 +32,16 @@ int lines(const std::filesystem::path& p) {
   int n = 0;
   while (std::getline(f, s)) ++n;
   return n;
+}
+
+// The folder of a stage's current checkpoint: the one its state.json names.
+std::filesystem::path checkpoint_of(const std::filesystem::path& state) {
+  std::ifstream f(state / "state.json");
+  const std::string js((std::istreambuf_iterator<char>(f)), {});
+  const auto at = js.find("\"checkpoint\": \"");
+  if (at == std::string::npos) return {};
+  const auto from = at + 15;
+  return state / js.substr(from, js.find('"', from) - from);
 }
 
 // train_dit(o) must refuse: throw an Error whose message holds `why`.
@@ -365,9 +377,12 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
         EXPECT_TRUE(torch::equal(got.get(name), want.get(name).to(torch::kFloat32)))
             << f << " " << name;
     }
-    // Without it, the same run starts elsewhere.
+    // Without it, the same run starts elsewhere (a new run: it may replace
+    // the files the one before wrote only when told to).
     std::filesystem::remove_all(run / "dit-state");
     n.init_from.clear();
+    expect_refused(n, (run / kDitFile).string() + ": exists, and this stage starts afresh");
+    n.overwrite = true;
     train_dit(n);
     EXPECT_FALSE(torch::equal(
         io::Checkpoint::open(run / kDitFile).get("head.head.weight"),
@@ -393,10 +408,10 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   EXPECT_EQ(lines(dir / "dit-state" / "denoise.csv"), 4);
   d.save_every = 1, d.sample_every = 1000;
   d.steps = 5, d.window = 10;  // longer than the clips' 9 latent frames
-  expect_refused(d, "DitOptions.window = 10");
+  expect_refused(d, "--window 10");
   // A width that cannot carry a token's latent values is refused, naming both.
   d.window = 0, d.patch = 4;
-  expect_refused(d, "DitOptions.dim = 64 is narrower than a token's 256");
+  expect_refused(d, "--dim 64 is narrower than a token's 256");
   // ... and leaves nothing behind in a new run.
   const auto fresh = dir / "fresh";
   {
@@ -413,17 +428,17 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
     // clips' 9 latent frames, or with heads that look a frame back; with 3 a
     // token holds 3 frames and the exported DiT says so.
     auto n = d;
-    n.run_dir = fresh, n.steps = 1, n.dim = 192, n.num_heads = 2;
+    n.run_dir = fresh, n.steps = 1, n.dim = 192, n.num_heads = 4;
     auto refused = [&](const DitOptions& bad, const std::string& why) {
       expect_refused(bad, why);
       EXPECT_FALSE(std::filesystem::exists(fresh / "dit-state"));
     };
     n.time_patch = 2;
-    refused(n, "DitOptions.time_patch = 2 must divide the clips' 9 latent frames");
+    refused(n, "--time-patch 2 must divide the clips' 9 latent frames");
     n.time_patch = 3, n.motion_heads = 4;
-    refused(n, "with DitOptions.time_patch = 3 a token holds 3 latent frames");
+    refused(n, "with --time-patch 3 a token holds 3 latent frames");
     n.motion_heads = 0, n.dim = 128;
-    refused(n, "DitOptions.dim = 128 is narrower than a token's 192");
+    refused(n, "--dim 128 is narrower than a token's 192");
     n.dim = 192;
     train_dit(n);
     const auto patched = diffusion::WanModel::load(fresh / kDitFile);
@@ -450,7 +465,7 @@ TEST(Training, StagesWriteLoadableModelsAndResume) {
   d.locality_heads = 2;  // this DiT has one head
   expect_refused(d, "at most the DiT's 1 heads");
   d.locality_heads = 0, d.motion_heads = 4;  // four kernels need four heads
-  expect_refused(d, "DitOptions.motion_heads = 4");
+  expect_refused(d, "--motion-heads 4");
   d.motion_heads = 0;
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);
@@ -804,7 +819,7 @@ TEST(Training, InflatedImageVaeAndDecoderOnly) {
 
   v.steps = 1, v.decoder_only = true;
   train_vae(v);
-  const auto after = io::Checkpoint::open(video / "vae-state" / "vae.safetensors");
+  const auto after = io::Checkpoint::open(checkpoint_of(video / "vae-state") / "vae.safetensors");
   for (const auto& name : after.names()) {
     const bool encoder = name.starts_with("encoder.") || name.starts_with("conv1.");
     if (encoder) {
@@ -921,6 +936,333 @@ TEST(Training, DecoderOnlyRunWithAnotherFilesDecoder) {
   EXPECT_FALSE(std::filesystem::exists(refused.path() / "run"));
 }
 
+void write_text(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream(p, std::ios::binary) << text;
+}
+
+// The files in `dir` whose names hold ".tmp-": temporaries left behind.
+std::vector<std::string> temporaries(const std::filesystem::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp-") != std::string::npos)
+      out.push_back(e.path().string());
+  return out;
+}
+
+// f() must throw an Error whose message holds every one of `parts`.
+template <class F>
+void expect_error(F&& f, const std::vector<std::string>& parts) {
+  try {
+    f();
+    ADD_FAILURE() << "accepted, though it should be refused with: " << parts.front();
+  } catch (const Error& e) {
+    for (const auto& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
+// A stage never replaces (or appends to) outputs another run wrote: a fresh
+// start where they exist, or a resume over a file copied in, is refused by
+// name and changes nothing, unless `overwrite`; its own files it resumes over.
+TEST(Training, OutputsOfAnotherRunAreNotReplaced) {
+  test::TempDir dir;
+  // The tokenizer: the same options give the same bytes (no temporary name
+  // of the training inside), in any folder; another file there is kept.
+  ASSERT_TRUE(train_tokenizer(dir / "a"));
+  EXPECT_FALSE(train_tokenizer(dir / "a"));  // already this tokenizer
+  ASSERT_TRUE(train_tokenizer(dir / "b"));
+  const auto tokenizer = test::read_bytes(dir / "a" / kTokenizerFile);
+  EXPECT_EQ(tokenizer, test::read_bytes(dir / "b" / kTokenizerFile));
+  EXPECT_EQ(tokenizer.find(".spm-train"), std::string::npos);
+  ASSERT_TRUE(train_tokenizer(dir / "c", 80));
+  const auto other = test::read_bytes(dir / "c" / kTokenizerFile);
+  ASSERT_NE(other, tokenizer);
+  expect_error([&] { train_tokenizer(dir / "c"); },
+               {(dir / "c" / kTokenizerFile).string(), "--overwrite"});
+  EXPECT_EQ(test::read_bytes(dir / "c" / kTokenizerFile), other);
+  EXPECT_TRUE(train_tokenizer(dir / "c", 96, true));
+  EXPECT_EQ(test::read_bytes(dir / "c" / kTokenizerFile), tokenizer);
+  EXPECT_TRUE(temporaries(dir.path()).empty());
+
+  // The VAE: a folder with a user's VAE, report and log, no state.
+  const auto user = dir / "user";
+  std::filesystem::create_directories(user / "vae-state");
+  auto v = toy_vae(dir / "a");
+  train_vae(v);  // a VAE of another run, to stand for the user's
+  std::filesystem::copy_file(dir / "a" / kVaeFile, user / kVaeFile);
+  write_text(user / "vae-report.json", "{\"mine\": 1}\n");
+  write_text(user / "vae-state" / "loss.csv", "1,2,3\n");
+  auto u = toy_vae(user);
+  expect_error([&] { train_vae(u); }, {(user / kVaeFile).string(), "--overwrite"});
+  EXPECT_EQ(test::read_bytes(user / kVaeFile), test::read_bytes(dir / "a" / kVaeFile));
+  EXPECT_EQ(test::read_bytes(user / "vae-report.json"), "{\"mine\": 1}\n");
+  EXPECT_EQ(test::read_bytes(user / "vae-state" / "loss.csv"), "1,2,3\n");
+  EXPECT_FALSE(std::filesystem::exists(user / "vae-state" / "state.json"));
+  u.overwrite = true;  // told to: a new run, its log begun anew
+  train_vae(u);
+  EXPECT_NE(test::read_bytes(user / kVaeFile), test::read_bytes(dir / "a" / kVaeFile));
+  EXPECT_EQ(test::read_bytes(user / "vae-state" / "loss.csv").rfind("step,loss,", 0), 0u);
+  EXPECT_EQ(lines(user / "vae-state" / "loss.csv"), 2);
+  // Resumed, its own files go on; a file copied over its output is refused.
+  u.overwrite = false, u.steps = 2;
+  train_vae(u);
+  EXPECT_EQ(lines(user / "vae-state" / "loss.csv"), 3);
+  std::filesystem::copy_file(dir / "a" / kVaeFile, user / kVaeFile,
+                             std::filesystem::copy_options::overwrite_existing);
+  u.steps = 3;
+  expect_error([&] { train_vae(u); }, {(user / kVaeFile).string(), "not written by this run"});
+  EXPECT_EQ(test::read_bytes(user / kVaeFile), test::read_bytes(dir / "a" / kVaeFile));
+  EXPECT_EQ(lines(user / "vae-state" / "loss.csv"), 3);
+
+  // The DiT: a folder holding a model (as assets/ does) is refused before
+  // anything is encoded; told to, a run replaces it.
+  const auto model = dir / "model";
+  std::filesystem::create_directories(model);
+  std::filesystem::copy_file(dir / "a" / kTokenizerFile, model / kTokenizerFile);
+  std::filesystem::copy_file(dir / "a" / kVaeFile, model / kVaeFile);
+  write_text(model / kDitFile, "shipped");
+  write_text(model / kTextEncoderFile, "shipped");
+  auto d = toy_dit(model);
+  expect_refused(d, (model / kDitFile).string() + ": exists, and this stage starts afresh");
+  EXPECT_FALSE(std::filesystem::exists(model / "dit-state"));
+  EXPECT_EQ(test::read_bytes(model / kDitFile), "shipped");
+  d.overwrite = true;
+  train_dit(d);
+  EXPECT_EQ(diffusion::WanModel::load(model / kDitFile).config().dim, 64);
+  EXPECT_TRUE(temporaries(dir.path()).empty());
+}
+
+// A stage's options on their own, refused in the command line's words before
+// anything is written (`kinora train` exits with status 2 on these).
+TEST(Training, BadOptionsAreRefusedByTheirNames) {
+  test::TempDir dir;
+  const auto run = dir / "run";
+  auto vae_refused = [&](auto change, const std::string& why) {
+    auto v = toy_vae(run);
+    change(v);
+    EXPECT_NE(options_problem(v).find(why), std::string::npos) << options_problem(v);
+    expect_error([&] { train_vae(v); }, {why});
+  };
+  vae_refused([](VaeOptions& v) { v.save_every = 0; }, "--save-every 0: expected");
+  vae_refused([](VaeOptions& v) { v.log_every = 0; }, "--log-every 0: expected");
+  vae_refused([](VaeOptions& v) { v.lr = -1; }, "--lr -1: expected");
+  vae_refused([](VaeOptions& v) { v.batch = 0; }, "--batch 0: expected");
+  vae_refused([](VaeOptions& v) { v.train_frames = 4; }, "--frames 4: expected 1 + 4k");
+  vae_refused([](VaeOptions& v) { v.crop = 7; }, "--crop 7: expected 0 (whole frames) or");
+  vae_refused([](VaeOptions& v) { v.crop = 12, v.spatial_compression = 8; }, "--crop 12");
+  EXPECT_EQ(options_problem(toy_vae(run)), "");
+  auto d = toy_dit(run);
+  EXPECT_EQ(options_problem(d), "");
+  d.batch = 0;
+  EXPECT_NE(options_problem(d).find("--batch 0"), std::string::npos);
+  expect_refused(d, "--batch 0: expected a whole number of 1 or more");
+  d.batch = 2, d.sample_every = -1;
+  expect_refused(d, "--sample-every -1");
+  d.sample_every = 0, d.dim = 60, d.num_heads = 8;
+  expect_refused(d, "--dim 60: expected a multiple of --heads (8)");
+  LoraOptions l;
+  l.run_dir = run, l.model_dir = run, l.batch = 0;
+  EXPECT_NE(options_problem(l).find("--batch 0"), std::string::npos);
+  l.batch = 2, l.save_every = 0;
+  EXPECT_NE(options_problem(l).find("--save-every 0"), std::string::npos);
+  expect_error([&] { train_lora(l); }, {"--save-every 0"});
+  EXPECT_FALSE(std::filesystem::exists(run));
+}
+
+// Messages name what a user types: the command that makes a missing file,
+// the option that asked for something (not the library's field names).
+TEST(Training, MessagesNameCommandsAndOptions) {
+  test::TempDir dir;
+  auto d = toy_dit(dir.path());
+  expect_refused(d, "`kinora train tokenizer` writes into the same --run folder");
+  train_tokenizer(dir.path());
+  expect_refused(d, "`kinora train vae` writes");
+  train_vae(toy_vae(dir.path()));
+  auto n = d;
+  n.init_from = dir / "nowhere";
+  expect_refused(n, "--init-from wants a trained model's folder");
+  if (!torch::cuda::is_available()) {
+    n = d;
+    n.device = torch::Device(torch::kCUDA);
+    expect_refused(n, "--device cuda: this LibTorch sees no CUDA device");
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "dit-state"));
+}
+
+// A run resumed with another architecture is told what it was started with,
+// before any weight is read.
+TEST(Training, ResumeWithAnotherArchitectureNamesTheOption) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  train_vae(toy_vae(dir.path()));
+  auto d = toy_dit(dir.path());
+  train_dit(d);
+  d.steps = 2, d.dim = 128;
+  expect_refused(d, "this run was started with --dim 64 (now 128)");
+  d.dim = 64, d.num_layers = 2;
+  expect_refused(d, "this run was started with --layers 1");
+  auto v = toy_vae(dir.path());
+  v.steps = 2, v.dim = 8;
+  expect_error([&] { train_vae(v); }, {"this run was started with --dim 4 (now 8)"});
+}
+
+// Writes that fail (a full disk, here a file-size limit) end in an Error that
+// names the file, not in an abort; the checkpoint stays wholly the step
+// before, no temporary is left, and the stage resumes from it.
+TEST(Training, AFailedCheckpointLeavesThePreviousOneWhole) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  train_vae(toy_vae(dir.path()));
+  auto d = toy_dit(dir.path());
+  d.steps = 1, d.save_every = 1, d.log_every = 1;
+  train_dit(d);
+  const auto state = dir / "dit-state";
+  const auto before = checkpoint_of(state);
+  ASSERT_FALSE(before.empty());
+  std::map<std::string, std::string> bytes;
+  for (const auto& e : std::filesystem::directory_iterator(before))
+    bytes[e.path().filename().string()] = test::read_bytes(e.path());
+  ASSERT_EQ(bytes.size(), 5u);  // live and EMA DiT and umT5, the optimizer
+  const auto state_json = test::read_bytes(state / "state.json");
+  // Large enough for a weights file, too small for the optimizer's state.
+  const auto limit = std::filesystem::file_size(before / "dit.safetensors") + 4096;
+  ASSERT_GT(std::filesystem::file_size(before / "optimizer.pt"), limit);
+  d.steps = 3;
+  {
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit lower = old;
+    lower.rlim_cur = limit;
+    ::setrlimit(RLIMIT_FSIZE, &lower);
+    std::string what;
+    try {
+      train_dit(d);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    EXPECT_NE(what.find("optimizer.pt"), std::string::npos) << what;
+  }
+  EXPECT_EQ(test::read_bytes(state / "state.json"), state_json);
+  EXPECT_EQ(checkpoint_of(state), before);
+  for (const auto& [name, content] : bytes)
+    EXPECT_TRUE(test::read_bytes(before / name) == content) << name;
+  EXPECT_TRUE(temporaries(dir.path()).empty());
+  std::vector<std::string> folders;
+  for (const auto& e : std::filesystem::directory_iterator(state))
+    if (e.is_directory()) folders.push_back(e.path().filename().string());
+  EXPECT_EQ(folders, std::vector<std::string>{before.filename().string()});
+  // Resumed from step 1: the log cut back to it, and on to 3.
+  std::vector<std::string> said;
+  d.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_dit(d);
+  EXPECT_NE(std::find(said.begin(), said.end(), "dit: resuming at step 1"), said.end());
+  EXPECT_EQ(lines(state / "loss.csv"), 4);  // header + steps 1, 2, 3
+  EXPECT_EQ(checkpoint_of(state).filename(), "checkpoint-3");
+  EXPECT_FALSE(std::filesystem::exists(before));
+}
+
+// A stage resumed after a kill between a log line and its checkpoint logs that
+// step once; the DiT's latent cache is encoded anew when the run's VAE
+// changed (its encoder or statistics), and kept when only its decoder did.
+TEST(Training, LogsAreCutToTheCheckpointAndTheCacheFollowsTheVae) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  auto v = toy_vae(dir.path());
+  train_vae(v);
+  {
+    std::ofstream log(dir / "vae-state" / "loss.csv", std::ios::app);
+    log << "2,0.5,0.4,0.1,3,0.0002,1.5\n";  // logged, then killed before the checkpoint
+  }
+  v.steps = 2;
+  train_vae(v);
+  {
+    std::ifstream log(dir / "vae-state" / "loss.csv");
+    std::string line;
+    int twos = 0, rows = 0;
+    while (std::getline(log, line)) rows++, twos += line.rfind("2,", 0) == 0;
+    EXPECT_EQ(rows, 3);
+    EXPECT_EQ(twos, 1);
+  }
+  auto d = toy_dit(dir.path());
+  std::vector<std::string> said;
+  d.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_dit(d);
+  const auto cache = dir / "dit-state" / "latents.safetensors";
+  const auto first = io::Checkpoint::open(cache).metadata().at("vae");
+  // The VAE file replaced by one of another seed: its latents are others.
+  test::TempDir other;
+  auto o = toy_vae(other.path());
+  o.seed = 7;
+  train_vae(o);
+  std::filesystem::copy_file(other / kVaeFile, dir / kVaeFile,
+                             std::filesystem::copy_options::overwrite_existing);
+  said.clear();
+  d.steps = 2;
+  train_dit(d);
+  bool anew = false;
+  for (const auto& m : said) anew |= m.find("encoded by another VAE") != std::string::npos;
+  EXPECT_TRUE(anew);
+  EXPECT_NE(io::Checkpoint::open(cache).metadata().at("vae"), first);
+  // Its decoder alone changed: the same latents, the cache kept.
+  {
+    const auto ck = io::Checkpoint::open(dir / kVaeFile);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const auto& n : ck.names())
+      tensors.emplace_back(n, n.starts_with("decoder.") ? ck.get(n) * 2 : ck.get(n));
+    io::save_safetensors(dir / kVaeFile, tensors, ck.metadata());
+  }
+  said.clear();
+  d.steps = 3;
+  train_dit(d);
+  for (const auto& m : said) EXPECT_EQ(m.find("encoding anew"), std::string::npos) << m;
+}
+
+// The LoRA stage checkpoints and resumes as the others do: stopped after a
+// step and resumed, it logs each step once and ends where a run straight
+// through ends; a file it did not write is refused.
+TEST(Training, LoraStageResumes) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  train_vae(toy_vae(dir.path()));
+  train_dit(toy_dit(dir.path()));
+  LoraOptions l;
+  l.model_dir = dir.path(), l.clip = {32, 32, 9};
+  l.dataset = 4, l.batch = 2, l.steps = 3, l.warmup = 1, l.rank = 2, l.alpha = 2;
+  l.save_every = 100, l.log_every = 1, l.precision = layers::Precision::F32;
+  l.run_dir = dir / "straight";
+  train_lora(l);
+  l.run_dir = dir / "stopped";
+  std::atomic<bool> stop{false};
+  l.cancel = &stop;
+  l.on_message = [&](const std::string& m) {
+    if (m.find("lora step 2/") != std::string::npos) stop = true;
+  };
+  train_lora(l);
+  EXPECT_FALSE(std::filesystem::exists(l.run_dir / kBigLoraFile));
+  EXPECT_EQ(lines(l.run_dir / "lora-loss.csv"), 3);
+  {
+    std::ofstream log(l.run_dir / "lora-loss.csv", std::ios::app);
+    log << "3,0.5,0.001,1\n";  // a line past the checkpoint, as a kill leaves it
+  }
+  l.cancel = nullptr, l.on_message = nullptr;
+  train_lora(l);
+  EXPECT_EQ(lines(l.run_dir / "lora-loss.csv"), 4);  // header + steps 1, 2, 3
+  const auto a = io::Checkpoint::open(dir / "straight" / kBigLoraFile);
+  const auto b = io::Checkpoint::open(l.run_dir / kBigLoraFile);
+  ASSERT_EQ(a.names(), b.names());
+  for (const auto& n : a.names())
+    EXPECT_TRUE(
+        torch::allclose(a.get(n).to(torch::kFloat32), b.get(n).to(torch::kFloat32), 1e-3, 1e-5))
+        << n;
+  // A fresh run where a LoRA exists (as in assets/loras) is refused by name.
+  l.run_dir = dir / "straight";
+  std::filesystem::remove_all(l.run_dir / "lora-state");
+  expect_error([&] { train_lora(l); }, {(l.run_dir / kBigLoraFile).string(), "--overwrite"});
+}
+
 }  // namespace
 
 // Latents fitted through the frozen decoder decode closer to their clips than
@@ -979,6 +1321,7 @@ TEST(Training, FittedLatentsAndARefinedDitCache) {
 
   std::filesystem::remove_all(dir / "dit-state");
   d.refine_steps = 3, d.refine_lr = 0.05, d.refine_batch = 1;  // each clip alone
+  d.overwrite = true;  // a new run over the files of the one before
   std::vector<std::string> said;
   d.on_message = [&](const std::string& m) { said.push_back(m); };
   train_dit(d);
