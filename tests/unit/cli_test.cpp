@@ -288,6 +288,23 @@ TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
   r = run("kinora info " + dit.string());
   EXPECT_THAT(r.out, HasSubstr("ComfyUI (keys under 'model.diffusion_model.')")) << r.out;
 
+  // One model in its original names and in ComfyUI's: matched by the
+  // prefix, written in A's.
+  const auto orig = fixture("wan21_dit_tiny.safetensors");
+  const auto mixed = dir / "mixed.safetensors";
+  r = run("kinora merge " + orig + " " + fx + " -r 0.5 -o " + mixed.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ck = kinora::io::Checkpoint::open(mixed);
+  const auto o = kinora::io::Checkpoint::open(orig), f = kinora::io::Checkpoint::open(fx);
+  EXPECT_EQ(ck.names().size(), o.names().size());
+  const std::string n = "blocks.0.self_attn.q.weight";
+  EXPECT_TRUE(torch::allclose(ck.get(n), 0.5 * o.get(n) + 0.5 * f.get("model.diffusion_model." + n),
+                              1e-6, 1e-6));
+  r = run("kinora merge " + fx + " " + orig + " -o " + (dir / "mixed2.safetensors").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(kinora::io::Checkpoint::open(dir / "mixed2.safetensors")
+                  .contains("model.diffusion_model." + n));
+
   const auto x = dir / "x.safetensors";
   r = run("kinora merge " + a.string() + " " + fx + " -o " + x.string());
   EXPECT_NE(r.code, 0);
@@ -296,7 +313,8 @@ TEST(KinoraCli, MergeCombinesCheckpointsTensorByTensor) {
   r = run("kinora merge " + a.string() + " " + b.string() + " --subtract " + c.string() + " -o " +
           x.string());
   EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("tensor 'w' is [4, 6] in the first and [6, 4] in the second"));
+  EXPECT_THAT(r.out,
+              HasSubstr("tensor 'w' is [4, 6] in " + c.string() + " and [6, 4] in " + a.string()));
   kinora::io::save_safetensors(c, {{"w", w3}, {"steps", steps + 1}});
   r = run("kinora merge " + a.string() + " " + c.string() + " -o " + x.string());
   EXPECT_NE(r.code, 0);
