@@ -171,18 +171,25 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
   using State = ExistingOutput::State;
   std::error_code ec;
   const fs::path side = path.string() + ".json";
+  // A frame sequence's parameters are inside its folder (kinora.json), not
+  // beside it.
+  const bool sequence = [&] {
+    try {
+      return media::is_sequence(media::output_format(path, preset.format, preset.frames));
+    } catch (const Error&) {  // the preset's check says what is wrong
+      return false;
+    }
+  }();
   if (!fs::exists(fs::symlink_status(path, ec))) {
     // Its parameters file's name taken by a file of the user's: the render
     // would refuse to write beside it.
-    if (fs::exists(fs::symlink_status(side, ec)) && !media::is_kinora_sidecar(side))
+    if (!sequence && fs::exists(fs::symlink_status(side, ec)) && !media::is_kinora_sidecar(side))
       return {State::foreign, side.string()};
     return {};
   }
   // An empty folder is where a frame sequence may be written, as render does.
-  if (fs::is_directory(fs::symlink_status(path, ec)) && fs::is_empty(path, ec)) try {
-      if (media::is_sequence(media::output_format(path, preset.format, preset.frames))) return {};
-    } catch (const Error&) {  // the preset's check says what is wrong
-    }
+  if (sequence && fs::is_directory(fs::symlink_status(path, ec)) && fs::is_empty(path, ec))
+    return {};
   nlohmann::json parameters;
   std::string why;
   bool has_parameters = false;
