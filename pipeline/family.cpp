@@ -70,6 +70,14 @@ fs::path resolve_clip_tokenizer(const Preset& p, const fs::path& clip) {
   return text::find_clip_tokenizer(given, clip, models_dir);
 }
 
+std::string file_label(const fs::path& file) {
+  const auto folder = file.parent_path().parent_path();
+  std::error_code ec;
+  if (!folder.empty() && fs::is_regular_file(folder / "model_index.json", ec))
+    return (folder.filename() / file.parent_path().filename() / file.filename()).string();
+  return file.filename().string();
+}
+
 void register_family(std::shared_ptr<const Family> family) {
   auto& r = registry();
   std::lock_guard lock(r.mutex);

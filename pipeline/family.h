@@ -139,6 +139,12 @@ void snap_size_to_16(Preset& p, const std::string& why, std::vector<std::string>
 // models_dir; a kinora::Error naming where it looked.
 std::filesystem::path resolve_clip_tokenizer(const Preset& p, const std::filesystem::path& clip);
 
+// A model file as a family's messages name it: its file name, or for a part
+// of a diffusers pipeline folder the folder's name before it
+// ("FLUX.1-dev/transformer/diffusion_pytorch_model.safetensors"), since every
+// folder's parts have the same names.
+std::string file_label(const std::filesystem::path& file);
+
 // The kind of sampler a family's models take (flow-matching or
 // noise-prediction): that of its default sampler.
 schedulers::Space sampler_space(const Family& family);

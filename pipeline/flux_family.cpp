@@ -20,9 +20,6 @@ namespace {
 const diffusion::FluxModel& dit_of(const LoadedModels& m) {
   return static_cast<const diffusion::FluxModel&>(*m.denoiser);
 }
-std::string name_of(const fs::path& p) {
-  return p.filename().string();
-}
 }  // namespace
 
 bool FluxFamily::recognises(const fs::path& model) const {
@@ -105,7 +102,7 @@ std::vector<std::string> FluxFamily::unused_settings(const Preset& p,
 LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precision,
                               const std::function<void(const std::string&)>& say) const {
   LoadedModels m;
-  say(name_of(files.model) + " (FLUX DiT)");
+  say(file_label(files.model) + " (FLUX DiT)");
   auto dit =
       std::make_shared<diffusion::FluxModel>(diffusion::FluxModel::load(files.model, precision));
   // Each part named with the DiT it is meant for when it is not one.
@@ -114,14 +111,14 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
       return load_it();
     } catch (const Error& e) {
       throw Error(std::string(e.what()) + " (given as the " + what + " for the FLUX DiT " +
-                  name_of(files.model) + ")");
+                  file_label(files.model) + ")");
     }
   };
-  say(name_of(files.vae) + " (FLUX autoencoder)");
+  say(file_label(files.vae) + " (FLUX autoencoder)");
   auto ae = part(files.vae, "autoencoder", [&] {
     return std::make_shared<vae::KLAutoencoder>(vae::KLAutoencoder::load(files.vae, precision));
   });
-  say(name_of(files.text_encoder) + " (T5-XXL)");
+  say(file_label(files.text_encoder) + " (T5-XXL)");
   auto t5 = part(files.text_encoder, "T5 text encoder", [&] {
     auto enc = text::T5Encoder::load(files.text_encoder);
     if (!enc.config().shared_pos)
@@ -131,7 +128,7 @@ LoadedModels FluxFamily::load(const ModelFiles& files, layers::Precision precisi
   });
   auto t5_tokenizer =
       part(files.tokenizer, "T5 tokenizer", [&] { return text::Tokenizer::load(files.tokenizer); });
-  say(name_of(files.clip) + " (CLIP-L)");
+  say(file_label(files.clip) + " (CLIP-L)");
   auto clip = part(files.clip, "CLIP text encoder", [&] {
     // SDXL's bigG would load as the only text model its file has.
     const auto shapes = io::Checkpoint::open(files.clip).shapes();
@@ -161,17 +158,17 @@ void FluxFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles&
   const auto& cfg = dit_of(m).config();
   const auto& cond = static_cast<const text::FluxConditioner&>(*m.conditioner);
   if (cfg.context_in_dim != cond.context_dim())
-    throw Error(name_of(files.model) + " expects T5 states of width " +
-                std::to_string(cfg.context_in_dim) + ", but " + name_of(files.text_encoder) +
+    throw Error(file_label(files.model) + " expects T5 states of width " +
+                std::to_string(cfg.context_in_dim) + ", but " + file_label(files.text_encoder) +
                 " gives " + std::to_string(cond.context_dim()));
   if (cfg.vec_in_dim != cond.pooled_dim())
-    throw Error(name_of(files.model) + " expects a pooled CLIP vector of width " +
-                std::to_string(cfg.vec_in_dim) + ", but " + name_of(files.clip) + " gives " +
+    throw Error(file_label(files.model) + " expects a pooled CLIP vector of width " +
+                std::to_string(cfg.vec_in_dim) + ", but " + file_label(files.clip) + " gives " +
                 std::to_string(cond.pooled_dim()));
   const auto& ae = *m.autoencoder;
   if (cfg.in_channels != 4 * ae.latent_channels())
-    throw Error(name_of(files.model) + " works on " + std::to_string(cfg.in_channels / 4) +
-                " latent channels, but the autoencoder " + name_of(files.vae) + " has " +
+    throw Error(file_label(files.model) + " works on " + std::to_string(cfg.in_channels / 4) +
+                " latent channels, but the autoencoder " + file_label(files.vae) + " has " +
                 std::to_string(ae.latent_channels()));
   const int64_t cell = 2 * ae.spatial_compression();
   if (p.width % cell || p.height % cell)

@@ -22,9 +22,6 @@ namespace {
 const diffusion::SDXLUNet& unet_of(const LoadedModels& m) {
   return static_cast<const diffusion::SDXLUNet&>(*m.denoiser);
 }
-std::string name_of(const fs::path& p) {
-  return p.filename().string();
-}
 // Whether `file` holds a model of `family` (alone or as a part).
 bool holds(const fs::path& file, io::Family family) {
   return io::detect_layout(io::Checkpoint::open(file).shapes(), {family}).family == family;
@@ -70,7 +67,7 @@ void SDXLFamily::resolve_extra(const Preset& p, ModelFiles& files) const {
     }
     std::string flag = std::string("--") + part.key;
     std::replace(flag.begin(), flag.end(), '_', '-');
-    throw Error(name_of(files.model) + " holds no " + part.what +
+    throw Error(file_label(files.model) + " holds no " + part.what +
                 " (it is not a single-file checkpoint with one): give it with " + flag +
                 " or the preset key '" + part.key + "'");
   }
@@ -122,7 +119,7 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
   LoadedModels m;
   const bool single =
       files.vae == files.model || files.clip == files.model || files.text_encoder == files.model;
-  say(name_of(files.model) + (single ? " (SDXL checkpoint: UNet)" : " (SDXL UNet)"));
+  say(file_label(files.model) + (single ? " (SDXL checkpoint: UNet)" : " (SDXL UNet)"));
   const auto ck = io::Checkpoint::open(files.model);
   {
     const auto cfg = diffusion::SDXLUNetConfig::from_checkpoint(ck);
@@ -146,14 +143,14 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
       return load_it();
     } catch (const Error& e) {
       throw Error(std::string(e.what()) + " (given as the " + what + " for the SDXL UNet " +
-                  name_of(files.model) + ")");
+                  file_label(files.model) + ")");
     }
   };
-  say(name_of(files.vae) + " (SDXL VAE)");
+  say(file_label(files.vae) + " (SDXL VAE)");
   auto ae = part(files.vae, "VAE", [&] {
     return std::make_shared<vae::KLAutoencoder>(vae::KLAutoencoder::load(files.vae, precision));
   });
-  say(name_of(files.clip) + " (CLIP-L)");
+  say(file_label(files.clip) + " (CLIP-L)");
   auto clip_l = part(files.clip, "CLIP-L text encoder", [&] {
     // A file holding bigG alone would load as the only text model it has.
     if (!holds(files.clip, io::Family::CLIP) && holds(files.clip, io::Family::OpenCLIP))
@@ -162,7 +159,7 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
                   "text encoder (--text-encoder) and CLIP-L (clip_l.safetensors) as --clip");
     return text::CLIPTextModel::load(files.clip, precision);
   });
-  say(name_of(files.text_encoder) + " (OpenCLIP bigG)");
+  say(file_label(files.text_encoder) + " (OpenCLIP bigG)");
   auto clip_g = part(files.text_encoder, "OpenCLIP bigG text encoder", [&] {
     return text::CLIPTextModel::load(files.text_encoder, precision, io::Family::OpenCLIP);
   });
@@ -181,22 +178,22 @@ LoadedModels SDXLFamily::load(const ModelFiles& files, layers::Precision precisi
 void SDXLFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& files) const {
   const auto& cfg = unet_of(m).config();
   const auto& cond = static_cast<const text::SDXLConditioner&>(*m.conditioner);
-  const std::string both = name_of(files.clip) == name_of(files.text_encoder)
-                               ? name_of(files.clip)
-                               : name_of(files.clip) + " and " + name_of(files.text_encoder);
+  const std::string both = file_label(files.clip) == file_label(files.text_encoder)
+                               ? file_label(files.clip)
+                               : file_label(files.clip) + " and " + file_label(files.text_encoder);
   if (cfg.context_dim != cond.context_dim())
-    throw Error(name_of(files.model) + " takes text states of width " +
+    throw Error(file_label(files.model) + " takes text states of width " +
                 std::to_string(cfg.context_dim) + " (SDXL: CLIP-L 768 + bigG 1280), but " + both +
                 " give " + std::to_string(cond.context_dim()));
   if (cfg.pooled_dim() != cond.pooled_dim())
-    throw Error(name_of(files.model) + " takes a pooled text vector of width " +
-                std::to_string(cfg.pooled_dim()) + ", but " + name_of(files.text_encoder) +
+    throw Error(file_label(files.model) + " takes a pooled text vector of width " +
+                std::to_string(cfg.pooled_dim()) + ", but " + file_label(files.text_encoder) +
                 " gives " + std::to_string(cond.pooled_dim()));
   const auto& ae = *m.autoencoder;
   if (cfg.in_channels != ae.latent_channels())
     throw Error(
-        name_of(files.model) + " works on " + std::to_string(cfg.in_channels) +
-        " latent channels, but the autoencoder " + name_of(files.vae) + " has " +
+        file_label(files.model) + " works on " + std::to_string(cfg.in_channels) +
+        " latent channels, but the autoencoder " + file_label(files.vae) + " has " +
         std::to_string(ae.latent_channels()) +
         (ae.latent_channels() == 16 ? " (a FLUX autoencoder; SDXL needs the SDXL VAE)" : ""));
   const int64_t cell = ae.spatial_compression() * unet_of(m).latent_patch()[1];

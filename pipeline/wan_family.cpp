@@ -140,7 +140,7 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
                 "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
   LoadedModels m;
   auto dit = [&](const fs::path& path) {
-    say(path.filename().string() + " (Wan DiT)");
+    say(file_label(path) + " (Wan DiT)");
     return std::make_shared<diffusion::WanModel>(diffusion::WanModel::load(path, precision));
   };
   const auto first = dit(files.model);
@@ -149,9 +149,9 @@ LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precisio
     m.denoiser2 = dit(files.model2);
     m.switch_timestep = static_cast<double>(diffusion::wan22_expert_boundary(false));
   }
-  say(files.vae.filename().string() + " (Wan VAE)");
+  say(file_label(files.vae) + " (Wan VAE)");
   m.autoencoder = std::make_shared<vae::WanVAE>(vae::WanVAE::load(files.vae, precision));
-  say(files.text_encoder.filename().string() + " (umT5)");
+  say(file_label(files.text_encoder) + " (umT5)");
   auto text = std::make_shared<text::T5Conditioner>(text::T5Conditioner::load(
       files.text_encoder, files.tokenizer, first->config().text_len, precision));
   m.conditioner = text;
@@ -163,12 +163,12 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
   const auto& cfg = dit.config();
   const auto& ae = *m.autoencoder;
   if (cfg.text_dim != m.conditioner->context_dim())
-    throw Error(files.model.filename().string() + " expects text of width " +
-                std::to_string(cfg.text_dim) + ", but " + files.text_encoder.filename().string() +
+    throw Error(file_label(files.model) + " expects text of width " +
+                std::to_string(cfg.text_dim) + ", but " + file_label(files.text_encoder) +
                 " gives " + std::to_string(m.conditioner->context_dim()));
   if (cfg.out_dim != ae.latent_channels())
-    throw Error(files.model.filename().string() + " works on " + std::to_string(cfg.out_dim) +
-                " latent channels, but " + files.vae.filename().string() + " has " +
+    throw Error(file_label(files.model) + " works on " + std::to_string(cfg.out_dim) +
+                " latent channels, but " + file_label(files.vae) + " has " +
                 std::to_string(ae.latent_channels()));
   const int64_t sc = ae.spatial_compression();
   if (p.width % (sc * cfg.patch_w) || p.height % (sc * cfg.patch_h))
