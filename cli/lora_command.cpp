@@ -45,6 +45,18 @@ fs::path find_lora(const LoraArgs& a, const std::string& name, const std::string
   return pipeline::resolve_lora_file(finder, name);
 }
 
+// --model: a file, or a name as `generate` finds it (diffusion_models/ or
+// checkpoints/ of --models-dir, a diffusers folder's transformer/ or unet/).
+std::string find_model(const LoraArgs& a, const std::string& command) {
+  std::error_code ec;
+  if (fs::is_regular_file(a.model, ec)) return a.model;
+  pipeline::Preset finder;
+  finder.model = a.model;
+  finder.models_dir = a.models_dir;
+  finder.source = "lora " + command + " --model";
+  return pipeline::resolve_dit_file(finder).string();
+}
+
 int inspect(const LoraArgs& a) {
   const fs::path file = find_lora(a, a.files.at(0), "lora inspect");
   if (a.model.empty()) {
@@ -246,8 +258,7 @@ std::function<int()> add_lora_command(CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   ins->add_option("--model", args->model,
                   "a Wan or FLUX DiT, or an SDXL UNet or single-file checkpoint (with its text "
-                  "encoders), to match it against")
-      ->check(CLI::ExistingFile);
+                  "encoders), to match it against: a file, or a name under --models-dir");
   ins->add_option("--clip", args->clip,
                   "SDXL: its CLIP-L file, to check the LoRA's text encoder updates too")
       ->check(CLI::ExistingFile);
@@ -260,9 +271,9 @@ std::function<int()> add_lora_command(CLI::App& app) {
       "Write a model file with LoRAs merged in (the model's own layout and dtypes; the merge "
       "recorded in its metadata as kinora.lora_merge)");
   mer->add_option("--model", args->model,
-                  "the DiT or SDXL UNet file (a single-file checkpoint: its UNet)")
-      ->required()
-      ->check(CLI::ExistingFile);
+                  "the DiT or SDXL UNet file (a single-file checkpoint: its UNet), or its name "
+                  "under --models-dir")
+      ->required();
   mer->add_option("--lora", args->files,
                   "FILE[:STRENGTH] (or a NAME in loras/ of --models-dir, else in loras/ "
                   "beside the model), repeat to stack")
@@ -275,6 +286,7 @@ std::function<int()> add_lora_command(CLI::App& app) {
   return [=]() -> int {
     if (!*cmd) return -1;
     try {
+      if (!args->model.empty()) args->model = find_model(*args, *ins ? "inspect" : "merge");
       if (*ins) return inspect(*args);
       install_cancel_signals();
       return merge(*args);

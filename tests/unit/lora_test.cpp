@@ -537,6 +537,21 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
                        (dir / "models" / "loras" / "style.safetensors").string() + " --model " +
                        fixture("wan21_dit_tiny.safetensors"));
   EXPECT_THAT(insm.out, HasSubstr("→ blocks.0.self_attn.q"));
+  // The model by name under --models-dir, as generate finds it.
+  fs::create_directories(dir / "models" / "diffusion_models");
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"),
+                dir / "models" / "diffusion_models" / "tiny.safetensors");
+  const auto model_by_name =
+      sh(std::string(KINORA_BIN_DIR) + "/kinora lora inspect style --model tiny" +
+         " --models-dir " + (dir / "models").string());
+  EXPECT_EQ(model_by_name.code, 0) << model_by_name.out;
+  EXPECT_THAT(model_by_name.out, HasSubstr("1 of 1 updates matched")) << model_by_name.out;
+  const auto no_model = sh(std::string(KINORA_BIN_DIR) + "/kinora lora merge --model nomodel" +
+                           " --lora style --models-dir " + (dir / "models").string() + " --out " +
+                           (dir / "never.safetensors").string());
+  EXPECT_NE(no_model.code, 0);
+  EXPECT_THAT(no_model.out, HasSubstr("lora merge --model: key 'model': 'nomodel' not found"))
+      << no_model.out;
   // A LoRA that is not there is named with where it was looked for.
   const auto missing = sh(base + " --lora nothere --out " + (dir / "x").string());
   EXPECT_NE(missing.code, 0);
