@@ -143,6 +143,56 @@ int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int co
 }
 
 // Runs `fn`, turning errors into a message and an exit code.
+// A message about what the command line gave, in the command line's words:
+// the preset's "command line: key 'text_encoder' …" as "--text-encoder …".
+// Keys without an option of their own ('family', a LoRA's) stay keys.
+std::string in_option_words(std::string m) {
+  const std::string head = "command line: ";
+  if (m.rfind(head, 0) != 0) return m;
+  m.erase(0, head.size());
+  static const std::map<std::string, std::string> options = {{"prompt", "--prompt"},
+                                                             {"negative_prompt", "--negative"},
+                                                             {"model", "--model"},
+                                                             {"model2", "--model2"},
+                                                             {"vae", "--vae"},
+                                                             {"text_encoder", "--text-encoder"},
+                                                             {"tokenizer", "--tokenizer"},
+                                                             {"clip", "--clip"},
+                                                             {"clip_tokenizer", "--clip-tokenizer"},
+                                                             {"width", "--width"},
+                                                             {"height", "--height"},
+                                                             {"frames", "--frames"},
+                                                             {"fps", "--fps"},
+                                                             {"steps", "--steps"},
+                                                             {"sampler", "--sampler"},
+                                                             {"shift", "--shift"},
+                                                             {"guidance", "--guidance"},
+                                                             {"seed", "--seed"},
+                                                             {"precision", "--precision"},
+                                                             {"device", "--device"},
+                                                             {"block_swap", "--block-swap"},
+                                                             {"fp8", "--fp8"},
+                                                             {"output", "--out"},
+                                                             {"format", "--format"},
+                                                             {"crf", "--crf"}};
+  for (const auto& [key, option] : options) {
+    const std::string quoted = "key '" + key + "'";
+    for (auto at = m.find(quoted); at != std::string::npos; at = m.find(quoted, at)) {
+      m.replace(at, quoted.size(), option);
+      at += option.size();
+    }
+    // "(--steps on the command line)" after the option itself says nothing.
+    const std::string aside = " (" + option + " on the command line)";
+    if (const auto at = m.find(aside); at != std::string::npos) m.erase(at, aside.size());
+  }
+  for (const std::string from : {"models_dir (--models-dir)", "models_dir"})
+    for (auto at = m.find(from); at != std::string::npos; at = m.find(from, at)) {
+      m.replace(at, from.size(), "--models-dir");
+      at += std::string("--models-dir").size();
+    }
+  return m;
+}
+
 int guarded(const std::function<int()>& fn) {
   // On a terminal the progress bar may hold the line: end it first.
   const char* start = ::isatty(STDERR_FILENO) ? "\n" : "";
@@ -152,7 +202,7 @@ int guarded(const std::function<int()>& fn) {
     std::cerr << start << "kinora: cancelled; the render in progress wrote nothing\n";
     return cancel_exit_status();
   } catch (const std::exception& e) {
-    std::cerr << start << "kinora: " << e.what() << "\n";
+    std::cerr << start << "kinora: " << in_option_words(e.what()) << "\n";
     return 1;
   }
 }

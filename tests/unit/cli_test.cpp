@@ -78,7 +78,7 @@ TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
   EXPECT_THAT(gen.out, ::testing::AnyOf(HasSubstr("sees no CUDA device"), HasSubstr("cuda:0 …")));
   EXPECT_THAT(gen.out, ::testing::Not(HasSubstr("step 1/")));
   EXPECT_THAT(run("kinora generate -p x --device gpu --out /tmp/never.mp4").out,
-              HasSubstr("key 'device' must be"));
+              HasSubstr("--device must be"));
 }
 
 TEST(KinoraCli, InfoNamesFamilyAndLayoutOfFixtureWeights) {
@@ -393,7 +393,7 @@ TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   EXPECT_THAT(r.out, HasSubstr("--model-dir '" + (dir / "none").string() + "': no such folder"));
   r = run("kinora score --guidance 2 --steps 0");
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("key 'steps' must be between 1 and 1000, got 0"));
+  EXPECT_THAT(r.out, HasSubstr("kinora: --steps must be between 1 and 1000, got 0"));
   std::ofstream(dir / "notes.txt") << "mine";
   r = run("kinora score --keep " + (dir / "notes.txt").string());
   EXPECT_EQ(r.code, 1);

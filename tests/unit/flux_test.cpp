@@ -512,7 +512,8 @@ TEST_F(FluxCli, WrongCombinationsAreRefusedNamingBothFiles) {
          " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " +
          fixture("spm_tiny.model") + " --out " + (dir / "w.png").string());
   EXPECT_NE(as_wan.code, 0);
-  EXPECT_THAT(as_wan.out, HasSubstr("key 'clip' is empty"));
+  EXPECT_THAT(as_wan.out, HasSubstr("kinora: --clip is empty: a model file or a name under "
+                                    "--models-dir is needed; "));
   EXPECT_THAT(as_wan.out, HasSubstr(flux.filename().string() +
                                     " is a model of the 'flux' family, which needs it"));
   // SDXL's bigG is not CLIP-L.

@@ -548,7 +548,7 @@ TEST(Safety, BadTextAndNumbersAreRefusedUpFront) {
   auto r = sh(kinora_bin() + " generate -p \"$(printf 'a red \\377 circle')\"" + chain() +
               " --out " + (dir / "u.mp4").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("key 'prompt' is not valid UTF-8 (byte 6 of 14)"));
+  EXPECT_THAT(r.out, HasSubstr("--prompt is not valid UTF-8 (byte 6 of 14)"));
   EXPECT_THAT(r.out, Not(HasSubstr("step 1/")));
   const std::string rule = "must be an integer from 0 to 9007199254740992, or -1 for a random seed";
   for (const char* seed : {"-5", "18446744073709551616", "abc", "1.5"}) {
@@ -872,7 +872,7 @@ TEST(Safety, TheCommandLineSaysHelpAndUsageErrorsLikeOtherTools) {
     EXPECT_THAT(r.out, Not(HasSubstr("Run with --help"))) << args;
   }
   r = sh(kinora_bin() + " generate -p x --guidance nan --out /tmp/never.mp4");
-  EXPECT_THAT(r.out, HasSubstr("key 'guidance' must be between 0.0 and 30.0, got nan"));
+  EXPECT_THAT(r.out, HasSubstr("--guidance must be between 0.0 and 30.0, got nan"));
   // The studio's --help needs no display.
   r = sh("env -u DISPLAY -u WAYLAND_DISPLAY " + std::string(KINORA_BIN_DIR) +
          "/kinora-studio --help");
