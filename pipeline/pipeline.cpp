@@ -124,10 +124,35 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
     if (in_folder.empty() || in_folder.filename() == in_folder) return name;
     return in_folder.generic_string();
   };
+  // A record that would find another file, or several, under models_dir (the
+  // same name in diffusion_models/ and checkpoints/): the file's path inside
+  // models_dir, which finds it alone.
+  const auto unambiguous = [&](const char* key, const char* subfolder, const std::string& record,
+                               const fs::path& resolved) {
+    if (md.empty() || resolved.empty() || record.empty()) return record;
+    Preset again = p;
+    again.base_dir = md;  // no file beside the preset takes its place
+    const_cast<std::string&>(entry_of(again, key)) = record;  // a field of `again`
+    try {
+      if (fs::equivalent(resolve_model_file(again, key, subfolder, false), resolved)) return record;
+    } catch (const std::exception&) {
+    }
+    const fs::path rel = fs::absolute(resolved).lexically_normal().lexically_relative(
+        fs::absolute(md).lexically_normal());
+    return rel.empty() || *rel.begin() == ".." ? record : rel.generic_string();
+  };
   for (const char* key : {"model", "model2", "vae", "text_encoder", "tokenizer", "clip",
                           "clip_tokenizer", "output"}) {
     const auto f = loaded.find(key);
-    j[key] = recorded(j[key].get<std::string>(), f == loaded.end() ? fs::path() : f->second.path);
+    const fs::path resolved = f == loaded.end() ? fs::path() : f->second.path;
+    j[key] = recorded(j[key].get<std::string>(), resolved);
+    const std::string k = key;
+    const char* subfolder = k == "model" || k == "model2" ? "diffusion_models"
+                            : k == "vae"                  ? "vae"
+                            : k == "text_encoder" || k == "tokenizer" || k == "clip"
+                                ? "text_encoders"
+                                : nullptr;
+    if (subfolder) j[key] = unambiguous(key, subfolder, j[key].get<std::string>(), resolved);
   }
   j["models_dir"] = "";
   for (std::size_t i = 0; i < j["loras"].size(); ++i) {

@@ -156,6 +156,35 @@ TEST(E2E, RestoreThenRenderGivesTheSameFrames) {
 // A user's file at an output's parameters-file name (NAME.png.json) is seen
 // by --dry-run and --status, as the render would refuse it; an empty folder
 // is where a frame sequence goes, as render takes it.
+// A model whose name alone is in two of models_dir's folders is recorded by
+// its path inside models_dir, so that the restored preset renders again.
+TEST(E2E, AModelOfAnAmbiguousNameIsRecordedByItsPath) {
+  TempDir dir;
+  namespace fs = std::filesystem;
+  const auto md = dir / "models";
+  for (const char* sub : {"diffusion_models", "checkpoints", "vae", "text_encoders"})
+    fs::create_directories(md / sub);
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), md / "diffusion_models/wan.safetensors");
+  fs::copy_file(fixture("wan21_dit_tiny.comfy.safetensors"), md / "checkpoints/wan.safetensors");
+  fs::copy_file(fixture("wan21_vae_tiny.safetensors"), md / "vae/v.safetensors");
+  fs::copy_file(fixture("umt5_enc_tiny.safetensors"), md / "text_encoders/t.safetensors");
+  fs::copy_file(fixture("spm_tiny.model"), md / "text_encoders/spm_tiny.model");
+  const std::string models = " --models-dir " + md.string() +
+                             " --vae v --text-encoder t --tokenizer spm_tiny --seed 2 --steps 1" +
+                             " --width 32 --height 32 --frames 5";
+  auto r = sh(kinora_bin() + " generate -p x --model diffusion_models/wan" + models + " --out " +
+              (dir / "a.mp4").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("{ " + kinora_bin() + " restore " + (dir / "a.mp4").string() + " 2>/dev/null; }");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["model"], "diffusion_models/wan.safetensors") << r.out;
+  EXPECT_EQ(json::parse(r.out)["vae"], "v");  // an unambiguous name stays a name
+  std::ofstream(dir / "a.json") << r.out;
+  r = sh(kinora_bin() + " render " + (dir / "a.json").string() + " --models-dir " + md.string() +
+         " --set output=" + (dir / "b.mp4").string());
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
 TEST(E2E, BatchSeesAParametersFileInTheWayAndTakesAnEmptyFolderForFrames) {
   TempDir dir;
   json list = kinora::test::chain_list(dir.path(), 2);
