@@ -3,12 +3,28 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "embedded/clips.h"
 #include "media/output.h"
 #include "render/render.h"
 
 namespace kinora::render {
 
 namespace fs = std::filesystem;
+
+namespace {
+// Whether `file` is a render a score kept: made under this name (not a
+// render copied there) of a caption of the embedded model's grammar.
+bool kept_by_a_score(const fs::path& file) {
+  try {
+    const auto j = media::read_embedded_parameters(file);
+    const auto& preset = j.at("preset");
+    return preset.value("output", std::string()) == file.filename().string() &&
+           embedded::parse_caption(preset.value("prompt", std::string())).has_value();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+}  // namespace
 
 embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun& run,
                                      const std::vector<embedded::Scene>& scenes,
@@ -23,10 +39,10 @@ embedded::SemanticScore score_scenes(pipeline::Pipeline& pipe, const SemanticRun
     p.output = (run.folder / (tag + std::to_string(i) + ".mp4")).string();
     // overwrite replaces what an earlier score kept, not a file of the user's.
     std::error_code ec;
-    if (run.overwrite && fs::exists(p.output, ec) && !media::is_kinora_output(p.output))
+    if (run.overwrite && fs::exists(p.output, ec) && !kept_by_a_score(p.output))
       throw Error(p.output +
-                  ": exists and is not a Kinora render; --overwrite replaces only the MP4s an "
-                  "earlier score kept (move it, or keep the score elsewhere)");
+                  ": exists and is not a render an earlier score kept; --overwrite replaces only "
+                  "those (move it, or keep the score elsewhere)");
     render(pipe, p, callbacks, run.overwrite);
     const auto m = embedded::measure(media::read_frames(p.output));
     into.add(scenes[i], m);

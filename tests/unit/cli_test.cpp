@@ -404,8 +404,22 @@ TEST(KinoraCli, ScoreRefusesAFolderWithoutTheModelAndBadSettings) {
   std::ofstream(dir / "kept" / "prompt0.mp4") << "my video";
   r = run("kinora score --prompts 1 --steps 1 --keep " + (dir / "kept").string() + " --overwrite");
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, HasSubstr("prompt0.mp4: exists and is not a Kinora render"));
+  EXPECT_THAT(r.out, HasSubstr("prompt0.mp4: exists and is not a render an earlier score kept"));
   EXPECT_EQ(kinora::test::read_bytes(dir / "kept" / "prompt0.mp4"), "my video");
+  // Nor a Kinora render of the user's copied there.
+  r = run("kinora generate -p 'a fox' --seed 3 --width 32 --height 32 --frames 5 --steps 1" +
+          std::string(" --model ") + fixture("wan21_dit_tiny.safetensors") + " --vae " +
+          fixture("wan21_vae_tiny.safetensors") + " --text-encoder " +
+          fixture("umt5_enc_tiny.safetensors") + " --tokenizer " + fixture("spm_tiny.model") +
+          " --out " + (dir / "mine.mp4").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::filesystem::copy_file(dir / "mine.mp4", dir / "kept" / "prompt0.mp4",
+                             std::filesystem::copy_options::overwrite_existing);
+  const auto mine = kinora::test::read_bytes(dir / "mine.mp4");
+  r = run("kinora score --prompts 1 --steps 1 --keep " + (dir / "kept").string() + " --overwrite");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, HasSubstr("is not a render an earlier score kept"));
+  EXPECT_EQ(kinora::test::read_bytes(dir / "kept" / "prompt0.mp4"), mine);
 }
 
 TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
