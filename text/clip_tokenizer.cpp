@@ -329,8 +329,9 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
     roots.push_back(models_dir / "text_encoders");
     roots.push_back(models_dir / "clip");
     roots.push_back(models_dir);
-    // ComfyUI's own copy of CLIP's tokenizer, beside its models folder.
-    fs::path md = models_dir.lexically_normal();
+    // ComfyUI's own copy of CLIP's tokenizer, beside its models folder
+    // (absolute first: "." has no folder beside it).
+    fs::path md = fs::absolute(models_dir).lexically_normal();
     if (!md.has_filename()) md = md.parent_path();  // "models/"
     roots.push_back(md.parent_path() / "comfy" / "sd1_tokenizer");
   }
@@ -346,6 +347,11 @@ fs::path find_clip_tokenizer(const fs::path& given, const fs::path& encoder,
   for (const auto& root : unique_roots)
     for (const char* sub : {"", "tokenizer", "clip_tokenizer", "clip_l_tokenizer", "clip_l"}) {
       const fs::path dir = *sub ? root / sub : root;
+      // Each folder once (text_encoders/clip_l is both a root and a root's
+      // clip_l/), and no clip_l/clip_l.
+      if (std::find(tried.begin(), tried.end(), dir) != tried.end() ||
+          (root.filename() == "clip_l" && std::string(sub) == "clip_l"))
+        continue;
       tried.push_back(dir);
       if (fs::is_regular_file(dir / "vocab.json", ec) &&
           fs::is_regular_file(dir / "merges.txt", ec))
