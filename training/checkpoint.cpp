@@ -4,11 +4,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iomanip>
 #include <random>
 #include <sstream>
 
@@ -27,7 +29,7 @@ std::string option_problem(bool ok, const std::string& option, double value,
                            const std::string& expected) {
   if (ok) return {};
   std::ostringstream v;
-  v << value;
+  v << std::setprecision(15) << value;  // 99999999999, not 1e+11
   std::string said = option;
   said.append(" ").append(v.str()).append(": expected ").append(expected);
   return said;
@@ -36,10 +38,13 @@ std::string option_problem(bool ok, const std::string& option, double value,
 std::string stage_options_problem(const StageOptions& o) {
   const auto lr = static_cast<double>(o.lr);
   for (auto problem : {
-           option_problem(o.steps >= 0, "--steps", static_cast<double>(o.steps),
-                          "a whole number of 0 or more"),
-           option_problem(o.batch >= 1, "--batch", static_cast<double>(o.batch),
-                          "a whole number of 1 or more"),
+           option_problem(o.steps >= 0 && o.steps <= kMaxSteps, "--steps",
+                          static_cast<double>(o.steps),
+                          "a whole number from 0 to " + std::to_string(kMaxSteps)),
+           option_problem(o.batch >= 1 && o.batch <= kMaxBatch, "--batch",
+                          static_cast<double>(o.batch),
+                          "a whole number from 1 to " + std::to_string(kMaxBatch) +
+                              " (clips per step, all held in memory at once)"),
            option_problem(std::isfinite(lr) && lr >= 0, "--lr", lr, "a number of 0 or more"),
            option_problem(o.warmup >= 0, "--warmup", static_cast<double>(o.warmup),
                           "a whole number of 0 or more"),
@@ -142,18 +147,45 @@ std::string temp_mark(const fs::path& dir) {
   return name.substr(2, name.rfind('-') - 1);                    // ".tmp-HOST-"
 }
 
+constexpr const char* kRunFile = "run.json";
+
+// Whether the checkpoint folder `folder` says (its run.json) it was written by `run`.
+bool folder_of_run(const fs::path& folder, const std::string& run) {
+  std::error_code ec;
+  if (run.empty() || !fs::is_regular_file(folder / kRunFile, ec)) return false;
+  try {
+    const auto j = read_json_file(folder / kRunFile);
+    return j.is_object() && j.value("run", std::string()) == run;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// Whether the sample sheet `file` says (its "# kinora_run" comment) it was
+// written by `run`.
+bool sheet_of_run(const fs::path& file, const std::string& run) {
+  if (run.empty()) return false;
+  std::ifstream f(file, std::ios::binary);
+  std::string line;
+  for (int i = 0; i < 3 && std::getline(f, line); ++i)
+    if (line == "# kinora_run " + run) return true;
+  return false;
+}
+
 // Checkpoint folders in the making that a process of this host left when it
-// was killed (its PID no longer runs), and checkpoint folders no state.json
-// names (renamed into place, then killed before state.json named them).
-void remove_stale_checkpoints(const fs::path& dir, const fs::path& current) {
+// was killed (its PID no longer runs), and checkpoint folders of this run
+// that no state.json names (renamed into place, then killed before
+// state.json named them). A folder the run did not write is left alone.
+void remove_stale_checkpoints(const fs::path& dir, const fs::path& current,
+                              const std::string& run) {
   const auto mark = temp_mark(dir);
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const auto name = e.path().filename().string();
     std::error_code ignored;
-    if (!e.is_directory(ignored)) continue;
+    if (!e.is_directory(ignored) || e.is_symlink(ignored)) continue;
     if (starts_with(name, kCheckpointPrefix) && e.path() != current) {
-      fs::remove_all(e.path(), ignored);
+      if (folder_of_run(e.path(), run)) fs::remove_all(e.path(), ignored);
       continue;
     }
     const auto at = name.find(mark);
@@ -187,6 +219,15 @@ std::string recorded_run(const fs::path& file) {
                                                                     : "";
 }
 
+// recorded_run, or "" for a file that cannot be read as one.
+std::string recorded_run_or_none(const fs::path& file) {
+  try {
+    return recorded_run(file);
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
 }  // namespace
 
 StageState open_state(const fs::path& dir) {
@@ -194,7 +235,17 @@ StageState open_state(const fs::path& dir) {
   s.dir = dir;
   s.resuming = fs::exists(dir / "state.json");
   if (!s.resuming) {
-    s.run_id = new_run_id();
+    // A run of this stage stopped before its first checkpoint left run.json.
+    std::error_code ec;
+    if (fs::is_regular_file(dir / kRunFile, ec)) {
+      try {
+        s.run_id = recorded_run(dir / kRunFile);
+      } catch (const std::exception&) {
+        s.run_id.clear();
+      }
+      s.orphaned = !s.run_id.empty();
+    }
+    if (s.run_id.empty()) s.run_id = new_run_id();
     return s;
   }
   s.json = read_json(dir / "state.json");
@@ -208,8 +259,49 @@ StageState open_state(const fs::path& dir) {
   s.run_id = s.json.value("run", std::string());
   s.unmarked_outputs = s.run_id.empty() || s.json.value("unmarked_outputs", false);
   if (s.run_id.empty()) s.run_id = new_run_id();
-  remove_stale_checkpoints(dir, s.checkpoint);
   return s;
+}
+
+void check_state_folder(const StageState& s, bool overwrite) {
+  std::error_code ec;
+  if (s.resuming || overwrite || !fs::is_directory(s.dir, ec)) return;
+  std::vector<std::string> foreign;
+  for (const auto& e : fs::directory_iterator(s.dir, ec)) {
+    const auto name = e.path().filename().string();
+    std::error_code ignored;
+    if (starts_with(name, kCheckpointPrefix)) {
+      if (e.is_symlink(ignored) || !e.is_directory(ignored) || !folder_of_run(e.path(), s.run_id))
+        foreign.push_back(name);
+    } else if (starts_with(name, "samples-") && e.path().extension() == ".ppm") {
+      if (!sheet_of_run(e.path(), s.run_id)) foreign.push_back(name);
+    }
+  }
+  if (foreign.empty()) return;
+  std::sort(foreign.begin(), foreign.end());
+  std::string names;
+  for (const auto& n : foreign) names.append(names.empty() ? "" : ", ").append(n);
+  fail_file(s.dir, std::string("holds ")
+                       .append(names)
+                       .append(", named like this stage's checkpoints or sample sheets, and this "
+                               "stage starts afresh (there is no ")
+                       .append((s.dir / "state.json").string())
+                       .append("): they were not written by this run; move them away, or give "
+                               "--overwrite to start beside them (they are left alone)"));
+}
+
+void begin_state(const StageState& s) {
+  fs::create_directories(s.dir);
+  remove_stale_checkpoints(s.dir, s.resuming ? s.checkpoint : fs::path(), s.run_id);
+  if (!s.resuming) write_json(s.dir / kRunFile, {{"run", s.run_id}});
+}
+
+fs::path sample_file(const StageState& s, int64_t step) {
+  const auto base = std::string("samples-").append(std::to_string(step));
+  auto path = s.dir / (base + ".ppm");
+  std::error_code ec;
+  for (int k = 2; fs::exists(fs::symlink_status(path, ec)) && !sheet_of_run(path, s.run_id); ++k)
+    path = s.dir / std::string(base).append("-").append(std::to_string(k)).append(".ppm");
+  return path;
 }
 
 void check_config(const StageState& s, const nlohmann::json& config) {
@@ -227,12 +319,16 @@ void check_output(const fs::path& file, const StageState& s, bool overwrite) {
   std::error_code ec;
   if (overwrite || !fs::exists(fs::symlink_status(file, ec))) return;
   const std::string hint = "; give --overwrite to replace it, or another --run folder";
+  const auto ext = file.extension();
+  const bool log = ext != ".safetensors" && ext != ".json";
+  // A fresh start over a run stopped before its first checkpoint: its logs,
+  // and the files that name it, are this run's.
+  if (!s.resuming && s.orphaned && (log || recorded_run_or_none(file) == s.run_id)) return;
   if (!s.resuming)
     fail_file(file, "exists, and this stage starts afresh (there is no " +
                         (s.dir / "state.json").string() + " to resume): it was not written by " +
                         "this run" + hint);
-  const auto ext = file.extension();
-  if (ext != ".safetensors" && ext != ".json") return;  // a log: the run's own
+  if (log) return;  // a log: the run's own
   const auto had = recorded_run(file);
   if (had == s.run_id || (had.empty() && s.unmarked_outputs)) return;
   fail_file(file, "was not written by this run (" + (s.dir / "state.json").string() +
@@ -243,11 +339,17 @@ void check_output(const fs::path& file, const StageState& s, bool overwrite) {
 
 CheckpointWriter::CheckpointWriter(const StageState& s, int64_t step)
     : name_([&] {
-        // Another name than the current checkpoint's (a stage saving again at
-        // the step it resumed at).
-        std::string n = kCheckpointPrefix + std::to_string(step);
-        for (int k = 2; s.resuming && s.checkpoint == s.dir / n; ++k)
-          n = kCheckpointPrefix + std::to_string(step) + "-" + std::to_string(k);
+        // Another name than the current checkpoint's (a stage saving again
+        // at the step it resumed at), and than a folder or file this run
+        // did not write.
+        const auto base = std::string(kCheckpointPrefix).append(std::to_string(step));
+        std::string n = base;
+        std::error_code ec;
+        for (int k = 2;
+             (s.resuming && s.checkpoint == s.dir / n) ||
+             (fs::exists(fs::symlink_status(s.dir / n, ec)) && !folder_of_run(s.dir / n, s.run_id));
+             ++k)
+          n = std::string(base).append("-").append(std::to_string(k));
         return n;
       }()),
       dir_(s.dir),
@@ -261,6 +363,7 @@ CheckpointWriter::CheckpointWriter(const StageState& s, int64_t step)
   fs::remove_all(tmp_.path(), ec);
   fs::create_directory(tmp_.path(), ec);
   if (ec) fail_file(tmp_.path(), "cannot create the checkpoint's folder: " + ec.message());
+  write("run.json", [&](const fs::path& f) { write_json(f, {{"run", s.run_id}, {"step", step}}); });
 }
 
 void CheckpointWriter::write(const std::string& name,
@@ -279,7 +382,8 @@ void CheckpointWriter::write(const std::string& name,
 void CheckpointWriter::commit(StageState& s, nlohmann::json state, const nlohmann::json& config) {
   const auto folder = s.dir / name_;
   std::error_code ec;
-  fs::remove_all(folder, ec);  // one no state.json names (a kill before it did)
+  if (folder_of_run(folder, s.run_id))
+    fs::remove_all(folder, ec);  // one no state.json names (a kill before it did)
   tmp_.commit(true);
   state["checkpoint"] = name_;
   state["run"] = s.run_id;

@@ -19,10 +19,13 @@ using namespace internal;
 
 // ---------------------------------------------------------------- images
 
-void internal::write_ppm(const fs::path& path, const Tensor& rgb) {
+void internal::write_ppm(const fs::path& path, const Tensor& rgb, const std::string& run) {
   const auto t = rgb.contiguous();
-  std::string bytes =
-      "P6\n" + std::to_string(t.size(1)) + " " + std::to_string(t.size(0)) + "\n255\n";
+  std::string bytes = "P6\n";
+  bytes.append(std::to_string(t.size(1))).append(" ").append(std::to_string(t.size(0)));
+  bytes.append("\n");
+  if (!run.empty()) bytes.append("# kinora_run ").append(run).append("\n");
+  bytes.append("255\n");
   bytes.append(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()),
                static_cast<std::size_t>(t.numel()));
   write_file_atomically(path, bytes);
@@ -55,7 +58,8 @@ Tensor encode_captions(text::T5Encoder& te, const text::Tokenizer& tok,
 void internal::write_dit_samples(const fs::path& path, diffusion::WanModel& dit,
                                  text::T5Encoder& te, const text::Tokenizer& tok, vae::WanVAE& vae,
                                  const DitOptions& o,
-                                 torch::IntArrayRef latent_shape) {  // [C, F, H, W]
+                                 torch::IntArrayRef latent_shape,  // [C, F, H, W]
+                                 const std::string& run) {
   static const std::vector<std::string> captions = {
       "a red circle moving left on a blue background",
       "a yellow square moving down on a black background",
@@ -77,7 +81,7 @@ void internal::write_dit_samples(const fs::path& path, diffusion::WanModel& dit,
     x = sampler->step(pipeline::guided_prediction(dit, x, t, cond, &uncond, kDefaults.guidance), i,
                       x);
   }
-  write_ppm(path, strip(vae.decode(x).to(torch::kCPU, torch::kFloat32).clamp(-1, 1), 5));
+  write_ppm(path, strip(vae.decode(x).to(torch::kCPU, torch::kFloat32).clamp(-1, 1), 5), run);
 }
 
 // ---------------------------------------------------------------- word gaps

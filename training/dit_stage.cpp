@@ -563,8 +563,8 @@ void DitRun::export_te(const fs::path& path) {
 // weights in the modules.
 void DitRun::sample() {
   const auto& latents = data_.latents;
-  write_dit_samples(state_ / ("samples-" + std::to_string(p_.step) + ".ppm"), m_.dit, m_.te, tok_,
-                    vae_, o_, latents.sizes().slice(1));
+  write_dit_samples(sample_file(s_, p_.step), m_.dit, m_.te, tok_, vae_, o_,
+                    latents.sizes().slice(1), s_.run_id);
   const auto gap_latents = latents.slice(0, 0, gap_clips_);
   const auto g = word_gaps(m_.dit, m_.te, tok_, gap_latents, gap_captions_, o_);
   const double lr = lr_at(o_, p_.step);
@@ -643,7 +643,8 @@ std::string options_problem(const DitOptions& o) {
   };
   for (auto problem : {
            stage_options_problem(o),
-           whole(o.dataset, "--dataset", 1),
+           option_problem(o.dataset >= 1 && o.dataset <= kMaxDataset, "--dataset", d(o.dataset),
+                          "a whole number from 1 to " + std::to_string(kMaxDataset)),
            whole(o.sample_every, "--sample-every", 0),
            whole(o.window, "--window", 0),
            whole(o.dim, "--dim", 1),
@@ -671,7 +672,9 @@ std::string options_problem(const DitOptions& o) {
                           "a number of 0 or more"),
            whole(o.refine_steps, "--refine-steps", 0),
            option_problem(o.refine_lr > 0, "--refine-lr", o.refine_lr, "a number above 0"),
-           whole(o.refine_batch, "--refine-batch", 1),
+           option_problem(o.refine_batch >= 1 && o.refine_batch <= kMaxBatch, "--refine-batch",
+                          d(o.refine_batch),
+                          "a whole number from 1 to " + std::to_string(kMaxBatch)),
            option_problem(o.shift >= 1, "--shift", o.shift, "a number of 1 or more"),
            option_problem(o.text_position_lr > 0, "--text-position-lr", o.text_position_lr,
                           "a number above 0"),
@@ -701,10 +704,13 @@ void train_dit(const DitOptions& o) {
        {o.run_dir / kDitFile, o.run_dir / kTextEncoderFile, s.dir / "loss.csv",
         s.dir / "word-gaps.csv", s.dir / "direction-given-frame.csv", s.dir / "denoise.csv"})
     check_output(file, s, o.overwrite);
+  check_state_folder(s, o.overwrite);
   // A model to start from is checked before anything is written or encoded.
   StartFrom from;
   if (!o.init_from.empty() && !s.resuming) from = open_start(o, tc, wc);
-  fs::create_directories(s.dir);  // after every check: a refused run leaves nothing
+  begin_state(s);  // after every check: a refused run leaves nothing
+  if (s.orphaned)
+    say(o, "dit: starting afresh over the logs of a run stopped before its first checkpoint");
   const auto data = load_data(o, vae, tok);
   DitModels m(o, tc, wc);
   auto p = s.resuming ? resume(o, s, wc.num_heads, m) : start_fresh(o, wc.num_heads, from, m);

@@ -80,6 +80,12 @@ void clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
 // ---------------------------------------------------------------- options
 // (checkpoint.cpp)
 
+// Upper bounds of the size options, so that a typo (--batch 99999999999) is
+// refused rather than growing memory until the process is killed.
+constexpr int64_t kMaxBatch = 4096;
+constexpr int64_t kMaxSteps = 100'000'000;
+constexpr int64_t kMaxDataset = 1 << 20;
+
 // "--OPTION VALUE: expected WHAT" when `ok` is false, else "": one check of
 // options_problem, said in the command line's words.
 std::string option_problem(bool ok, const std::string& option, double value,
@@ -134,8 +140,28 @@ struct StageState {
   // A run begun before runs had names: its outputs carry none, and are taken
   // as its own (recorded in state.json, so that it stays so).
   bool unmarked_outputs = false;
+  // A fresh start over the state folder of a run of this stage stopped before
+  // its first checkpoint (its run.json, written as it began, names it): its
+  // logs, samples and checkpoint folders are this run's to replace.
+  bool orphaned = false;
 };
 StageState open_state(const std::filesystem::path& dir);
+
+// Before a fresh start: refuses, naming them, entries of the state folder
+// named like the stage's checkpoints (checkpoint-*) or sample sheets
+// (samples-*.ppm) that this run did not write (no run.json / comment naming
+// it), unless `overwrite` (they are left alone even then).
+void check_state_folder(const StageState& s, bool overwrite);
+
+// The stage begins writing: its state folder made, the temporaries dead
+// processes left and the checkpoint folders of this run that no state.json
+// names removed, and run.json naming the run written (a stage killed before
+// its first checkpoint is known by it on the next start).
+void begin_state(const StageState& s);
+
+// Where the sample sheet of `step` goes: samples-STEP.ppm, unless a file this
+// run did not write has that name (then samples-STEP-2.ppm, ...).
+std::filesystem::path sample_file(const StageState& s, int64_t step);
 
 // The options that cannot change once a stage has begun (its architecture),
 // as JSON keyed by the command line's option names ({"--dim": 128, ...}):
@@ -200,7 +226,9 @@ LossLog open_log(const std::filesystem::path& path, const StageState& s, int64_t
 // (diagnostics.cpp)
 
 // A binary PPM: a dependency-free image of training samples. rgb: [H, W, 3] uint8.
-void write_ppm(const std::filesystem::path& path, const torch::Tensor& rgb);
+// `run` (when given) is recorded in a comment, "# kinora_run RUN".
+void write_ppm(const std::filesystem::path& path, const torch::Tensor& rgb,
+               const std::string& run = {});
 
 // Clips [B, 3, F, H, W] in [−1, 1] → one image [B·H, n·W, 3] uint8: a row per
 // clip, `n` frames spread evenly from the first to the last.
@@ -212,7 +240,8 @@ torch::Tensor strip(const torch::Tensor& v, int64_t n = 3);
 // Called with the EMA weights in the modules.
 void write_dit_samples(const std::filesystem::path& path, diffusion::WanModel& dit,
                        text::T5Encoder& te, const text::Tokenizer& tok, vae::WanVAE& vae,
-                       const DitOptions& o, torch::IntArrayRef latent_shape);
+                       const DitOptions& o, torch::IntArrayRef latent_shape,
+                       const std::string& run);
 
 // ---------------------------------------------------------------- the DiT's data
 // (latents.cpp)

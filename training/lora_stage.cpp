@@ -99,7 +99,11 @@ void train_lora(const LoraOptions& o) {
   check_config(state, run_config(o));
   for (const auto& file : {o.run_dir / kBigLoraFile, o.run_dir / "lora-loss.csv"})
     check_output(file, state, o.overwrite);
+  check_state_folder(state, o.overwrite);
   fs::create_directories(o.run_dir);
+  begin_state(state);
+  if (state.orphaned)
+    say(o, "lora: starting afresh over the logs of a run stopped before its first checkpoint");
   const auto t0 = Clock::now();
   const auto tok = text::Tokenizer::load(o.model_dir / kTokenizerFile);
   auto vae = vae::WanVAE::load(o.model_dir / kVaeFile, layers::Precision::F32);
@@ -203,7 +207,8 @@ void train_lora(const LoraOptions& o) {
   }
   const int64_t resumed_at = s.resuming ? step : -1;
   const auto save = [&] {
-    if (step == resumed_at) return;  // the checkpoint it resumed from
+    // The checkpoint it resumed from, or the one the loop has just written.
+    if (step == resumed_at || (s.resuming && s.json.value("step", int64_t{-1}) == step)) return;
     CheckpointWriter w(s, step);
     w.write("adapters.safetensors",
             [&](const fs::path& f) { io::save_safetensors(f, adapter_tensors(targets)); });

@@ -173,8 +173,7 @@ void save_state(const VaeOptions& o, StageState& s, vae::WanVAE& model,
   {
     torch::NoGradGuard g;
     const auto rec = model.decode_unnormalised(model.posterior(samples).first).clamp(-1, 1);
-    write_ppm(s.dir / ("samples-" + std::to_string(p.step) + ".ppm"),
-              torch::cat({strip(samples), strip(rec)}, 1));
+    write_ppm(sample_file(s, p.step), torch::cat({strip(samples), strip(rec)}, 1), s.run_id);
   }
   CheckpointWriter w(s, p.step);
   w.write("vae.safetensors", [&](const fs::path& f) { save_module(model.module(), f, {}); });
@@ -438,9 +437,12 @@ void train_vae(const VaeOptions& o) {
   const auto log_path = s.dir / "loss.csv";
   for (const auto& file : {o.run_dir / kVaeFile, o.run_dir / "vae-report.json", log_path})
     check_output(file, s, o.overwrite);
+  check_state_folder(s, o.overwrite);
   VaeProgress p;
   p.kept_statistics = start_from_files(o, cfg, model.module(), s.resuming);
-  fs::create_directories(s.dir);  // after the options and the file to start from are checked
+  begin_state(s);  // after the options and the file to start from are checked
+  if (s.orphaned)
+    say(o, "vae: starting afresh over the logs of a run stopped before its first checkpoint");
   model.set_precision(o.precision);
   model.set_trainable(true);
   if (o.decoder_only)
@@ -454,9 +456,11 @@ void train_vae(const VaeOptions& o) {
   auto log = open_log(log_path, s, p.step, "step,loss,l1,mse,kl,lr,seconds");
   // Reconstructions of the same four clips at every checkpoint.
   const auto samples = clip_batch(mix(o.seed, 0x5A11), 4, o.clip).first;
-  // A checkpoint of the step the stage resumed at is the one it resumed from.
+  // A checkpoint of the step the stage resumed at is the one it resumed from;
+  // the final one may be the loop's last.
   const auto save = [&] {
-    if (p.step != resumed_at) save_state(o, s, model, opt, samples, p);
+    if (p.step != resumed_at && !(s.resuming && s.json.value("step", int64_t{-1}) == p.step))
+      save_state(o, s, model, opt, samples, p);
   };
   run_steps(o, model, opt, log, save, p);
   save();

@@ -12,6 +12,7 @@
 #include <map>
 
 #include "base/error.h"
+#include "base/files.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -1055,7 +1056,7 @@ TEST(Training, BadOptionsAreRefusedByTheirNames) {
   EXPECT_EQ(options_problem(d), "");
   d.batch = 0;
   EXPECT_NE(options_problem(d).find("--batch 0"), std::string::npos);
-  expect_refused(d, "--batch 0: expected a whole number of 1 or more");
+  expect_refused(d, "--batch 0: expected a whole number from 1 to 4096");
   d.batch = 2, d.sample_every = -1;
   expect_refused(d, "--sample-every -1");
   d.sample_every = 0, d.dim = 60, d.num_heads = 8;
@@ -1122,7 +1123,7 @@ TEST(Training, AFailedCheckpointLeavesThePreviousOneWhole) {
   std::map<std::string, std::string> bytes;
   for (const auto& e : std::filesystem::directory_iterator(before))
     bytes[e.path().filename().string()] = test::read_bytes(e.path());
-  ASSERT_EQ(bytes.size(), 5u);  // live and EMA DiT and umT5, the optimizer
+  ASSERT_EQ(bytes.size(), 6u);  // live and EMA DiT and umT5, the optimizer, run.json
   const auto state_json = test::read_bytes(state / "state.json");
   // Large enough for a weights file, too small for the optimizer's state.
   const auto limit = std::filesystem::file_size(before / "dit.safetensors") + 4096;
@@ -1344,6 +1345,97 @@ TEST(Training, FittedLatentsAndARefinedDitCache) {
   for (const auto& m : said) anew |= m.find("encoding anew") != std::string::npos;
   EXPECT_TRUE(anew);
   EXPECT_TRUE(torch::allclose(io::Checkpoint::open(cache).get("latents"), plain, 1e-5, 1e-5));
+}
+
+// A fresh stage refuses to start beside files and folders named like its
+// checkpoints or sample sheets that it did not write, and with --overwrite
+// leaves them alone; its final checkpoint, at a step the loop has just saved,
+// is written once.
+TEST(Training, FoldersNamedLikeCheckpointsAreTheUsersOwn) {
+  test::TempDir dir;
+  const auto state = dir / "vae-state";
+  std::filesystem::create_directories(state / "checkpoint-2");
+  write_text(state / "checkpoint-2" / "notes.txt", "mine");
+  write_text(state / "checkpoint-1", "a plain file");
+  write_text(state / "samples-2.ppm", "my picture");
+  auto v = toy_vae(dir.path());
+  v.steps = 2, v.save_every = 1;
+  expect_error([&] { train_vae(v); },
+               {"checkpoint-1, checkpoint-2, samples-2.ppm", "give --overwrite"});
+  EXPECT_FALSE(std::filesystem::exists(state / "run.json"));
+  v.overwrite = true;
+  train_vae(v);
+  EXPECT_EQ(test::read_bytes(state / "checkpoint-2" / "notes.txt"), "mine");
+  EXPECT_EQ(test::read_bytes(state / "checkpoint-1"), "a plain file");
+  EXPECT_EQ(test::read_bytes(state / "samples-2.ppm"), "my picture");
+  EXPECT_TRUE(std::filesystem::exists(state / "samples-2-2.ppm"));
+  EXPECT_EQ(checkpoint_of(state).filename(), "checkpoint-2-2");
+  std::vector<std::string> folders;
+  for (const auto& e : std::filesystem::directory_iterator(state))
+    if (e.is_directory()) folders.push_back(e.path().filename().string());
+  std::sort(folders.begin(), folders.end());
+  EXPECT_EQ(folders, (std::vector<std::string>{"checkpoint-2", "checkpoint-2-2"}));
+  // Resumed and on: the user's folder is still left alone.
+  v.overwrite = false, v.steps = 3;
+  train_vae(v);
+  EXPECT_EQ(checkpoint_of(state).filename(), "checkpoint-3");
+  EXPECT_EQ(test::read_bytes(state / "checkpoint-2" / "notes.txt"), "mine");
+}
+
+// A stage killed before its first checkpoint (its logs and run.json, no
+// state.json) starts afresh over its own files on the next run, and a dead
+// process's checkpoint in the making is removed on every start.
+TEST(Training, AStageKilledBeforeItsFirstCheckpointStartsAfresh) {
+  test::TempDir dir;
+  const auto state = dir / "vae-state";
+  auto v = toy_vae(dir.path());
+  v.steps = 2, v.save_every = 1;
+  train_vae(v);
+  // What a kill -9 before the first checkpoint leaves.
+  std::filesystem::remove(state / "state.json");
+  std::filesystem::remove(dir / kVaeFile);
+  std::filesystem::remove(dir / "vae-report.json");
+  for (const auto& e : std::filesystem::directory_iterator(state))
+    if (e.is_directory()) std::filesystem::remove_all(e.path());
+  // A checkpoint in the making of a process that no longer runs.
+  auto tmp = temp_beside(state / "checkpoint-5").filename().string();
+  tmp = tmp.substr(0, tmp.rfind('-') + 1) + "2147480000";
+  std::filesystem::create_directories(state / tmp);
+  std::vector<std::string> said;
+  v.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_vae(v);
+  EXPECT_NE(std::find(said.begin(), said.end(),
+                      "vae: starting afresh over the logs of a run stopped before its first "
+                      "checkpoint"),
+            said.end());
+  EXPECT_EQ(lines(state / "loss.csv"), 3);
+  EXPECT_FALSE(std::filesystem::exists(state / tmp));
+  EXPECT_EQ(checkpoint_of(state).filename(), "checkpoint-2");
+  // A log the run did not write is still refused.
+  test::TempDir other;
+  std::filesystem::create_directories(other / "vae-state");
+  write_text(other / "vae-state" / "loss.csv", "step\n");
+  auto w = toy_vae(other.path());
+  expect_error([&] { train_vae(w); }, {"loss.csv: exists, and this stage starts afresh"});
+}
+
+// Size options have upper bounds (a typo is refused, not run out of memory),
+// and the messages state the range that is really allowed.
+TEST(Training, SizeOptionsHaveBoundsAndTheirRangesAreSaid) {
+  auto v = toy_vae("/nonexistent");
+  v.batch = 99999999999;
+  EXPECT_EQ(options_problem(v),
+            "--batch 99999999999: expected a whole number from 1 to 4096 (clips per step, all "
+            "held in memory at once)");
+  v.batch = 1, v.steps = 1'000'000'000'000;
+  EXPECT_NE(options_problem(v).find("--steps 1000000000000: expected a whole number from 0 to"),
+            std::string::npos);
+  auto d = toy_dit("/nonexistent");
+  d.dataset = 1 << 30;
+  EXPECT_NE(options_problem(d).find("--dataset 1073741824: expected a whole number from 1 to"),
+            std::string::npos);
+  d.dataset = 2, d.time_patch = 0;
+  EXPECT_EQ(options_problem(d), "--time-patch 0: expected a whole number of 1 or more");
 }
 
 }  // namespace kinora::training
