@@ -351,7 +351,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       return cancel_requested() ? cancel_exit_status() : 0;
     } catch (const std::exception& e) {
       std::cerr << "kinora: " << e.what() << "\n";
-      return 1;
+      return cancel_requested() ? cancel_exit_status() : 1;  // stopped before training
     }
   };
 }

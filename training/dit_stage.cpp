@@ -359,6 +359,9 @@ DitProgress resume(const DitOptions& o, const StageState& s, int64_t num_heads, 
   m.ema_dit = clones(m.dit.module()), m.ema_te = clones(m.te.module());
   assign(m.dit.module(), live_dit), assign(m.te.module(), live_te);
   say(o, "dit: resuming at step " + std::to_string(p.step));
+  if (!o.init_from.empty())
+    say(o, "dit: --init-from is ignored: this run resumes from its checkpoint of step " +
+               std::to_string(p.step));
   const char* kinds[] = {"in every frame", "in the frame before", "in the frame after"};
   for (int64_t h = had; h < p.locality_heads; ++h)
     say(o,

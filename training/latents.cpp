@@ -187,6 +187,10 @@ Dataset internal::latent_dataset(const DitOptions& o, vae::WanVAE& vae) {
   std::vector<std::string> caps;
   const auto t0 = Clock::now();
   for (int64_t i = 0; i < o.dataset; i += 16) {
+    // Ctrl-C, SIGTERM: stop now; no cache is written, the next run encodes anew.
+    if (cancelled(o))
+      throw Error("dit: stopped while encoding the clips (" + std::to_string(i) + "/" +
+                  std::to_string(o.dataset) + "); nothing was cached or trained");
     auto [x, c] =
         clip_batch(mix(o.seed, 0xDA7A000 + i), std::min<int64_t>(16, o.dataset - i), o.clip);
     encoder.add(x);

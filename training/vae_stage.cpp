@@ -156,6 +156,9 @@ void resume(const VaeOptions& o, const StageState& s, vae::WanVAE& model, torch:
   load_into(model.module(), s.checkpoint / "vae.safetensors");
   load_optimizer(opt, s.checkpoint / "optimizer.pt");
   say(o, "vae: resuming at step " + std::to_string(p.step));
+  if (!o.init_from.empty())
+    say(o, "vae: --init-from is ignored: this run resumes from its checkpoint of step " +
+               std::to_string(p.step));
 }
 
 // What cannot change once the stage has begun: the architecture.

@@ -1438,4 +1438,26 @@ TEST(Training, SizeOptionsHaveBoundsAndTheirRangesAreSaid) {
   EXPECT_EQ(options_problem(d), "--time-patch 0: expected a whole number of 1 or more");
 }
 
+// A cancel during the DiT's latent encoding stops it there, caching nothing;
+// --init-from given to a resumed run is said to be ignored.
+TEST(Training, CancelWhileEncodingAndInitFromOnAResume) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  auto v = toy_vae(dir.path());
+  train_vae(v);
+  v.steps = 2, v.init_from = dir / kVaeFile;
+  std::vector<std::string> said;
+  v.on_message = [&](const std::string& m) { said.push_back(m); };
+  train_vae(v);
+  EXPECT_NE(
+      std::find(said.begin(), said.end(),
+                "vae: --init-from is ignored: this run resumes from its checkpoint of step 1"),
+      said.end());
+  std::atomic<bool> stop{true};
+  auto d = toy_dit(dir.path());
+  d.cancel = &stop;
+  expect_refused(d, "dit: stopped while encoding the clips (0/2)");
+  EXPECT_FALSE(std::filesystem::exists(dir / "dit-state" / "latents.safetensors"));
+}
+
 }  // namespace kinora::training
