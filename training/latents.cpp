@@ -95,9 +95,7 @@ CacheKey cache_key(const DitOptions& o) {
 
 // The cached latents and captions when the file holds o.dataset clips made as
 // `key` says; judged from the header, so that a cache of other clips is not read.
-std::optional<Dataset> cached_latents(const fs::path& path, const DitOptions& o,
-                                      const CacheKey& key) {
-  if (!fs::exists(path)) return std::nullopt;
+std::optional<Dataset> read_cache(const fs::path& path, const DitOptions& o, const CacheKey& key) {
   const auto ck = io::Checkpoint::open(path);
   const auto& meta = ck.metadata();
   const auto it = meta.find("placement");
@@ -121,6 +119,21 @@ std::optional<Dataset> cached_latents(const fs::path& path, const DitOptions& o,
   }
   say(o, "dit: the cached latents (" + path.string() + ") are of other clips; encoding anew");
   return std::nullopt;
+}
+
+// read_cache, or nullopt (said) for a cache that cannot be read (a kill or a
+// full disk mid-write, a damaged disk): it is only a cache.
+std::optional<Dataset> cached_latents(const fs::path& path, const DitOptions& o,
+                                      const CacheKey& key) {
+  if (!fs::exists(path)) return std::nullopt;
+  try {
+    return read_cache(path, o, key);
+  } catch (const std::exception& e) {
+    say(o, std::string("dit: the cached latents cannot be read (")
+               .append(e.what())
+               .append("); they are only a cache: encoding anew"));
+    return std::nullopt;
+  }
 }
 
 // Clips encoded, or with o.refine_steps fitted through the decoder

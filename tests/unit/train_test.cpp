@@ -1460,4 +1460,42 @@ TEST(Training, CancelWhileEncodingAndInitFromOnAResume) {
   EXPECT_FALSE(std::filesystem::exists(dir / "dit-state" / "latents.safetensors"));
 }
 
+// The tokenizer stage takes a file of the same pieces whose trainer options
+// record another temporary sentence file (the shipped one) as its own.
+TEST(Training, TheSameTokenizerWithAnotherTrainerPathIsKept) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  // A trainer_spec (field 2) naming the sentences' file, as the shipped
+  // model's does: protobuf merges it into the one the file has.
+  const std::string input = "runs/img/.spm-train-6592.txt";
+  std::string spec = "\x0a";
+  spec.push_back(static_cast<char>(input.size()));
+  spec.append(input);
+  auto bytes = test::read_bytes(dir / kTokenizerFile);
+  bytes.append("\x12");
+  bytes.push_back(static_cast<char>(spec.size()));
+  bytes.append(spec);
+  write_text(dir / kTokenizerFile, bytes);
+  EXPECT_FALSE(train_tokenizer(dir.path()));
+  EXPECT_TRUE(test::read_bytes(dir / kTokenizerFile) == bytes);
+}
+
+// A latent cache that cannot be read is encoded anew, said so.
+TEST(Training, AnUnreadableLatentCacheIsEncodedAnew) {
+  test::TempDir dir;
+  train_tokenizer(dir.path());
+  train_vae(toy_vae(dir.path()));
+  auto d = toy_dit(dir.path());
+  train_dit(d);
+  write_text(dir / "dit-state" / "latents.safetensors", std::string(64, '\xff'));
+  std::vector<std::string> said;
+  d.on_message = [&](const std::string& m) { said.push_back(m); };
+  d.steps = 2;
+  train_dit(d);
+  bool anew = false;
+  for (const auto& m : said) anew |= m.find("only a cache: encoding anew") != std::string::npos;
+  EXPECT_TRUE(anew);
+  EXPECT_NO_THROW(io::Checkpoint::open(dir / "dit-state" / "latents.safetensors"));
+}
+
 }  // namespace kinora::training
