@@ -163,9 +163,9 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
   const auto& cfg = dit.config();
   const auto& ae = *m.autoencoder;
   if (cfg.text_dim != m.conditioner->context_dim())
-    throw Error(file_label(files.model) + " expects text of width " +
-                std::to_string(cfg.text_dim) + ", but " + file_label(files.text_encoder) +
-                " gives " + std::to_string(m.conditioner->context_dim()));
+    throw Error(file_label(files.model) + " expects text of width " + std::to_string(cfg.text_dim) +
+                ", but " + file_label(files.text_encoder) + " gives " +
+                std::to_string(m.conditioner->context_dim()));
   if (cfg.out_dim != ae.latent_channels())
     throw Error(file_label(files.model) + " works on " + std::to_string(cfg.out_dim) +
                 " latent channels, but " + file_label(files.vae) + " has " +

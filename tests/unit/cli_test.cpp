@@ -69,6 +69,22 @@ TEST(KinoraCli, AnOutputStandardOutputDidNotTakeFailsTheCommand) {
   }
 }
 
+// Training options that cannot work are refused before anything is read or
+// written, in the command line's words (exit 2).
+TEST(KinoraCli, TrainingOptionsThatCannotWorkAreRefusedUpFront) {
+  TempDir dir;
+  for (const auto& [args, said] : std::vector<std::pair<std::string, std::string>>{
+           {"train vae --save-every 0", "--save-every 0: expected a whole number of 1 or more"},
+           {"train dit --time-patch 0", "--time-patch 0: expected a whole number of 1 or more"},
+           {"train vae --frames 4", "--frames 4: expected 1 + 4k frames"},
+           {"train vae --seed -1", "--seed '-1': expected a whole number from 0"}}) {
+    const auto r = run("kinora " + args + " --run " + (dir / "run").string());
+    EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr(said)) << args;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "run"));
+}
+
 TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
   const auto r = run("kinora devices");
   EXPECT_EQ(r.code, 0);
