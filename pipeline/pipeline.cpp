@@ -134,7 +134,11 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
     again.base_dir = md;  // no file beside the preset takes its place
     const_cast<std::string&>(entry_of(again, key)) = record;  // a field of `again`
     try {
-      if (fs::equivalent(resolve_model_file(again, key, subfolder, false), resolved)) return record;
+      // The model may be a diffusers folder's name, which resolve_dit_file finds.
+      const fs::path found = std::string(key) == "model"
+                                 ? resolve_dit_file(again)
+                                 : resolve_model_file(again, key, subfolder, false);
+      if (fs::equivalent(found, resolved)) return record;
     } catch (const std::exception&) {
     }
     const fs::path rel = fs::absolute(resolved).lexically_normal().lexically_relative(
