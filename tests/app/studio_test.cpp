@@ -56,6 +56,18 @@ bool job_runs(const fs::path& queue) {
   return false;
 }
 
+// A job that runs for minutes: the fixture models (random weights) at
+// 256×256×33, 200 steps.
+void write_slow_job(const fs::path& file) {
+  std::ofstream(file)
+      << "{\"prompt\": \"a slow one\", \"seed\": 5, \"width\": 256, \"height\": "
+         "256, \"frames\": 33, \"steps\": 200, \"precision\": \"fp32\", \"model\": \""
+      << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
+      << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
+      << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
+      << fixture("spm_tiny.model") << "\"}";
+}
+
 // Starts the studio (offscreen) with `args`; returns its pid.
 pid_t start(const std::vector<std::string>& args) {
   const pid_t pid = ::fork();
@@ -139,13 +151,7 @@ TEST(Studio, ASigtermCancelsTheJobAndKeepsItInterrupted) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
   fs::create_directories(dir / "out");
-  std::ofstream(dir / "slow.json")
-      << "{\"prompt\": \"a slow one\", \"seed\": 5, \"width\": 256, \"height\": 256, \"frames\": "
-         "33, \"steps\": 200, \"precision\": \"fp32\", \"model\": \""
-      << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
-      << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
-      << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
-      << fixture("spm_tiny.model") << "\"}";
+  write_slow_job(dir / "slow.json");
   const auto data = (dir / "data").string(), out = (dir / "out").string();
   const pid_t pid = start(
       {"--data-dir", data, "--output-dir", out, "--queue-preset", (dir / "slow.json").string()});
@@ -313,13 +319,7 @@ TEST(Studio, ASecondStudioOnOneDataFolderIsRefusedAndLeavesTheQueueAlone) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
   fs::create_directories(dir / "out");
-  std::ofstream(dir / "slow.json")
-      << "{\"prompt\": \"a slow one\", \"seed\": 5, \"width\": 256, \"height\": 256, \"frames\": "
-         "33, \"steps\": 200, \"precision\": \"fp32\", \"model\": \""
-      << fixture("wan21_dit_tiny.safetensors") << "\", \"vae\": \""
-      << fixture("wan21_vae_tiny.safetensors") << "\", \"text_encoder\": \""
-      << fixture("umt5_enc_tiny.safetensors") << "\", \"tokenizer\": \""
-      << fixture("spm_tiny.model") << "\"}";
+  write_slow_job(dir / "slow.json");
   const auto data = (dir / "data").string(), out = (dir / "out").string();
   const pid_t first = start(
       {"--data-dir", data, "--output-dir", out, "--queue-preset", (dir / "slow.json").string()});
