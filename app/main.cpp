@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   if (!lock) return cannot_start(why);
   kinora::app::MainWindow w(o);
   w.show();
-  // Ctrl-C, SIGTERM (a session's logout, `kill`, a scheduler) and SIGHUP stop
+  // Ctrl-C, SIGTERM (a desktop logout, `kill`, a scheduler) and SIGHUP stop
   // the studio as closing its window does: the running job unwinds and is
   // kept as interrupted. Their handler only sets a flag, read here; a second
   // signal ends the process at once (base/signals.h).
