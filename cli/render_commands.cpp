@@ -142,7 +142,6 @@ int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int co
   return 0;
 }
 
-// Runs `fn`, turning errors into a message and an exit code.
 // A message about what the command line gave, in the command line's words:
 // the preset's "command line: key 'text_encoder' …" as "--text-encoder …".
 // Keys without an option of their own ('family', a LoRA's) stay keys.
@@ -193,6 +192,7 @@ std::string in_option_words(std::string m) {
   return m;
 }
 
+// Runs `fn`, turning errors into a message and an exit code.
 int guarded(const std::function<int()>& fn) {
   // On a terminal the progress bar may hold the line: end it first.
   const char* start = ::isatty(STDERR_FILENO) ? "\n" : "";

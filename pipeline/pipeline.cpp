@@ -40,7 +40,7 @@ double since(Clock::time_point t0) {
 // generator (mt19937) keeps only a seed's low 32 bits, so the offset lies there.
 constexpr uint64_t kAncestralSeedOffset = 0x9E3779B9;
 
-const std::string& entry_of(const Preset& p, const std::string& key) {
+std::string& entry_of(Preset& p, const std::string& key) {
   if (key == "model") return p.model;
   if (key == "model2") return p.model2;
   if (key == "vae") return p.vae;
@@ -48,6 +48,9 @@ const std::string& entry_of(const Preset& p, const std::string& key) {
   if (key == "tokenizer") return p.tokenizer;
   if (key == "clip") return p.clip;
   throw Error("pipeline: no preset key '" + key + "' for a model file");
+}
+const std::string& entry_of(const Preset& p, const std::string& key) {
+  return entry_of(const_cast<Preset&>(p), key);  // the same field, read only
 }
 
 fs::path* file_of(ModelFiles& f, const std::string& key) {
@@ -101,7 +104,8 @@ const LoadedFile* changed_file(const std::map<std::string, LoadedFile>& loaded) 
 // The JSON an output embeds: the preset as another machine would render it
 // given the files (names, never this machine's paths), each file's name and
 // fingerprint, the versions.
-nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedFile>& loaded,
+nlohmann::json metadata_for(const Preset& p, const Family& family,
+                            const std::map<std::string, LoadedFile>& loaded,
                             const std::vector<LoraRef>& applied,
                             const std::vector<fs::path>& lora_files) {
   nlohmann::json j = p.to_json();
@@ -132,7 +136,7 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
     if (md.empty() || resolved.empty() || record.empty()) return record;
     Preset again = p;
     again.base_dir = md;  // no file beside the preset takes its place
-    const_cast<std::string&>(entry_of(again, key)) = record;  // a field of `again`
+    entry_of(again, key) = record;
     try {
       // The model may be a diffusers folder's name, which resolve_dit_file finds.
       const fs::path found = std::string(key) == "model"
@@ -150,13 +154,10 @@ nlohmann::json metadata_for(const Preset& p, const std::map<std::string, LoadedF
     const auto f = loaded.find(key);
     const fs::path resolved = f == loaded.end() ? fs::path() : f->second.path;
     j[key] = recorded(j[key].get<std::string>(), resolved);
-    const std::string k = key;
-    const char* subfolder = k == "model" || k == "model2" ? "diffusion_models"
-                            : k == "vae"                  ? "vae"
-                            : k == "text_encoder" || k == "tokenizer" || k == "clip"
-                                ? "text_encoders"
-                                : nullptr;
-    if (subfolder) j[key] = unambiguous(key, subfolder, j[key].get<std::string>(), resolved);
+    // The model files of the family's roles, looked up in their folders.
+    for (const auto& role : family.roles())
+      if (role.key == std::string(key))
+        j[key] = unambiguous(key, role.subfolder, j[key].get<std::string>(), resolved);
   }
   j["models_dir"] = "";
   for (std::size_t i = 0; i < j["loras"].size(); ++i) {
@@ -1338,7 +1339,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
                   ": changed on disk during the render (rewritten, truncated or replaced); "
                   "nothing was written: render again to use the file as it is now");
     }
-    ri.metadata = metadata_for(ri.preset, cache_->files, loras, lora_files);
+    ri.metadata = metadata_for(ri.preset, family, cache_->files, loras, lora_files);
     results.push_back(std::move(ri));
   }
   return results;
