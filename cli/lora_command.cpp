@@ -119,16 +119,10 @@ int merge(const LoraArgs& a) {
     loras.emplace_back(find_lora(a, l.path, "--lora"), l.strength);
   }
   // One file given twice stacks, as in a render: said, as one may have been meant.
-  const fs::path twice = [&] {
-    std::error_code ec;
-    for (std::size_t i = 0; i < loras.size(); ++i)
-      for (std::size_t j = 0; j < i; ++j)
-        if (fs::equivalent(loras[i].first, loras[j].first, ec)) return loras[i].first;
-    return fs::path();
-  }();
-  if (!twice.empty())
-    std::cerr << "kinora: note: LoRA " << twice.filename().string()
-              << " is given more than once: each is merged, so their strengths add up\n";
+  std::vector<fs::path> files;
+  for (const auto& l : loras) files.push_back(l.first);
+  if (const auto note = pipeline::repeated_lora_note(files, "merged"); !note.empty())
+    std::cerr << "kinora: note: " << note << "\n";
   std::vector<fs::path> inputs = {a.model};
   for (const auto& l : loras) inputs.push_back(l.first);
   check_checkpoint_output(a.out, inputs, a.overwrite);

@@ -129,4 +129,15 @@ std::vector<lora::Report> LoraChecker::check(const Preset& p) {
   return out;
 }
 
+std::string repeated_lora_note(const std::vector<fs::path>& files,
+                               const std::string& what_happens) {
+  std::error_code ec;
+  for (std::size_t i = 0; i < files.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (fs::equivalent(files[i], files[j], ec))
+        return "LoRA " + files[i].filename().string() + " is given more than once: each is " +
+               what_happens + ", so their strengths add up";
+  return {};
+}
+
 }  // namespace kinora::pipeline

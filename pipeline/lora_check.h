@@ -58,6 +58,13 @@ DitForLoras load_dit_for_loras(const std::filesystem::path& path,
 // pair of experts.
 std::vector<lora::Report> check_loras(const Preset& p);
 
+// A note for one LoRA file given more than once (under two names too): each
+// copy stacks, so their strengths add up, which may not be what was meant.
+// `what_happens` says what is done to each copy ("applied", "merged"). Empty
+// when every file is given once.
+std::string repeated_lora_note(const std::vector<std::filesystem::path>& files,
+                               const std::string& what_happens);
+
 // check_loras for many presets (a batch's, a cluster job's): each model file
 // (with its text encoders) loaded once, each LoRA file resolved once against it.
 class LoraChecker {

@@ -942,19 +942,11 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     lora_files.push_back(resolve_lora_tag(p, l.path));
   }
   // One file given twice (in the preset and in a tag, say) stacks: said, as
-  // the user may have meant one.
-  const fs::path twice = [&] {
-    std::error_code ec;
-    for (std::size_t i = 0; i < lora_files.size(); ++i)
-      for (std::size_t j = 0; j < i; ++j)
-        if (!loras[i].strength_low && !loras[j].strength_low &&
-            fs::equivalent(lora_files[i], lora_files[j], ec))
-          return lora_files[i];
-    return fs::path();
-  }();
-  if (!twice.empty())
-    say("LoRA " + twice.filename().string() +
-        " is given more than once: each is applied, so their strengths add up");
+  // the user may have meant one. A pair's two strengths are for two experts.
+  std::vector<fs::path> single;
+  for (std::size_t i = 0; i < loras.size(); ++i)
+    if (!loras[i].strength_low) single.push_back(lora_files[i]);
+  if (const auto note = repeated_lora_note(single, "applied"); !note.empty()) say(note);
   const auto files = resolve_models(p, family);
   const auto device = resolve_device(p.device);
   const auto precision = layers::resolve_precision(p.precision, device);
