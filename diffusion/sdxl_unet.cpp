@@ -525,6 +525,12 @@ SDXLUNetConfig SDXLUNetConfig::from_checkpoint(const io::Checkpoint& ck) {
     if (!attends) continue;
     const int64_t width = c.model_channels * c.channel_mult[level];
     const int64_t heads = c.heads_at(level, width);
+    if (c.heads.empty() && width % c.head_width != 0)
+      fail_file(ck.path(), "SD/SDXL UNet: width " + std::to_string(width) + " at level " +
+                               std::to_string(level) + " is no whole number of " +
+                               std::to_string(c.head_width) +
+                               "-wide heads, and the file has no configuration (metadata "
+                               "'config' or 'sgm_config') giving its heads");
     if (heads <= 0 || width % heads != 0)
       fail_file(ck.path(), "SD/SDXL UNet: width " + std::to_string(width) + " at level " +
                                std::to_string(level) + " does not split into " +

@@ -90,6 +90,26 @@ TEST(SdxlUNet, ConfigurationFromTheNamesAndShapesOfAFileWithoutMetadata) {
                             kinora::io::Family::CLIP, kinora::io::Family::OpenCLIP));
 }
 
+// A UNet narrower than one 64-wide head (the tiny test UNet) needs the heads
+// its configuration gives; without it the file is refused saying so.
+TEST(SdxlUNet, ANarrowUNetWithoutItsConfigurationIsRefusedSayingWhy) {
+  TempDir dir;
+  const auto ck = kinora::io::Checkpoint::open(fixture("sdxl_unet_tiny.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& name : ck.names()) tensors.emplace_back(name, ck.get(name));
+  const auto bare = dir / "unet.safetensors";
+  kinora::io::save_safetensors(bare, tensors);
+  try {
+    kinora::diffusion::SDXLUNetConfig::from_checkpoint(kinora::io::Checkpoint::open(bare));
+    ADD_FAILURE() << "a 32-wide level without configured heads was taken";
+  } catch (const kinora::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unet.safetensors"));
+    EXPECT_THAT(e.what(), HasSubstr("width 32 at level 1 is no whole number of 64-wide heads"));
+    EXPECT_THAT(e.what(), HasSubstr("no configuration"));
+    EXPECT_THAT(e.what(), Not(HasSubstr("0 heads")));
+  }
+}
+
 TEST(SdxlUNet, TheSizeConditioningAndTheKeyMaskChangeTheOutputAsTheyShould) {
   kinora::diffusion::SDXLUNet m(kinora::test::tiny_sdxl_unet_config());
   torch::NoGradGuard g;
