@@ -341,6 +341,29 @@ TEST(Safety, TermAndHupCancelCleanly) {
   }
 }
 
+// Training stopped by SIGTERM or SIGHUP (a Slurm time limit, `timeout`, a
+// closed terminal) saves a checkpoint as Ctrl-C does (resuming from one is
+// train_test's).
+TEST(Safety, TermAndHupSaveATrainingRun) {
+  for (const auto& [sig, status] : {std::pair{"TERM", 143}, std::pair{"HUP", 129}}) {
+    TempDir dir;
+    const std::string train = kinora_bin() + " train vae --run " + (dir / "run").string() +
+                              " --batch 1 --dim 4 --crop 16 --save-every 1000 --log-every 1" +
+                              " --steps 100000";
+    const auto r =
+        sh("timeout --foreground --preserve-status -s " + std::string(sig) + " 6 " + train);
+    EXPECT_EQ(r.code, status) << sig << ": " << r.out;
+    EXPECT_THAT(r.out, HasSubstr("vae: stopped at step ")) << sig;
+    const auto state = nlohmann::json::parse(read(dir / "run" / "vae-state" / "state.json"));
+    const int step = state.at("step").get<int>();
+    ASSERT_GT(step, 0) << sig;
+    EXPECT_EQ(state.at("checkpoint"), "checkpoint-" + std::to_string(step)) << sig;
+    EXPECT_TRUE(fs::exists(dir / "run" / "vae-state" / ("checkpoint-" + std::to_string(step)) /
+                           "vae.safetensors"))
+        << sig;
+  }
+}
+
 // The file-size limit of `ulimit -f` is a full disk, not a crash (SIGXFSZ
 // used to end the process with a partial temporary).
 TEST(Safety, AFileSizeLimitIsAFullDisk) {
