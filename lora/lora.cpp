@@ -63,6 +63,7 @@ std::string shape_str(at::IntArrayRef s) {
 
 struct Group {
   std::map<std::string, torch::Tensor> parts;
+  std::map<std::string, std::string> keys;  // each part's key in the file
 };
 
 // The model's Linear modules by name, and by name with dots as underscores
@@ -266,6 +267,93 @@ std::string Report::line() const {
 }
 
 namespace {
+// The key a low-rank pair's other half has beside `key` ("….lora_up.weight"
+// beside "….lora_down.weight").
+std::string other_half(const std::string& key) {
+  static const std::pair<const char*, const char*> kPairs[] = {
+      {".lora_down.weight", ".lora_up.weight"},
+      {".lora_A.weight", ".lora_B.weight"},
+      {".lora_A.default.weight", ".lora_B.default.weight"},
+      {".lora.down.weight", ".lora.up.weight"},
+  };
+  for (const auto& [a, b] : kPairs) {
+    if (ends_with(key, a)) return key.substr(0, key.size() - std::string(a).size()) + b;
+    if (ends_with(key, b)) return key.substr(0, key.size() - std::string(b).size()) + a;
+  }
+  return key;
+}
+
+// What makes a group's tensors no update: a half of a pair (or of a LoHa's or
+// LoKr's factors) missing, or factors whose shapes do not multiply. "" for a
+// whole update, for an alpha alone (kohya writes alphas for modules it did not
+// train), and for a kind Kinora does not apply (DoRA, Tucker factors: their
+// shapes follow other rules, and they are reported as not supported).
+std::string damage_of(const std::string& stem, const Group& g) {
+  const auto& parts = g.parts;
+  auto has = [&](const char* part) { return parts.count(part) > 0; };
+  for (const auto& part : parts)
+    if (starts_with(part.first, "unsupported:")) return "";
+  auto key = [&](const char* part) { return "'" + g.keys.at(part) + "'"; };
+  auto shaped = [&](const char* part) {
+    return key(part) + " " + shape_str(matrix(parts.at(part)).sizes());
+  };
+  // a·b: a's columns are b's rows.
+  auto multiplies = [&](const char* a, const char* b) {
+    return matrix(parts.at(a)).size(1) == matrix(parts.at(b)).size(0);
+  };
+  auto not_multiplying = [&](const char* a, const char* b) {
+    return shaped(a) + " and " + shaped(b) + " do not multiply";
+  };
+  if (has("down") != has("up")) {
+    const char* here = has("down") ? "down" : "up";
+    return key(here) + " has no '" + other_half(g.keys.at(here)) + "' beside it";
+  }
+  if (has("down")) {
+    if (!multiplies("up", "down"))
+      return not_multiplying("up", "down") + " (ranks " +
+             std::to_string(matrix(parts.at("up")).size(1)) + " and " +
+             std::to_string(matrix(parts.at("down")).size(0)) + ")";
+    return "";
+  }
+  // LoHa: (w1_a·w1_b) ⊙ (w2_a·w2_b), all four there.
+  const char* const loha[] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+  if (std::any_of(std::begin(loha), std::end(loha), has)) {
+    for (const char* n : loha)
+      if (!has(n)) {
+        const char* here = *std::find_if(std::begin(loha), std::end(loha), has);
+        return key(here) + " has no '" + stem + "." + n + "' beside it";
+      }
+    if (!multiplies("hada_w1_a", "hada_w1_b")) return not_multiplying("hada_w1_a", "hada_w1_b");
+    if (!multiplies("hada_w2_a", "hada_w2_b")) return not_multiplying("hada_w2_a", "hada_w2_b");
+    if (matrix(parts.at("hada_w1_a")).size(0) != matrix(parts.at("hada_w2_a")).size(0) ||
+        matrix(parts.at("hada_w1_b")).size(1) != matrix(parts.at("hada_w2_b")).size(1))
+      return "the products of " + key("hada_w1_a") + "·" + key("hada_w1_b") + " and " +
+             key("hada_w2_a") + "·" + key("hada_w2_b") + " differ in shape";
+    return "";
+  }
+  // LoKr: w1 ⊗ w2, each whole (lokr_w1) or as a product (lokr_w1_a·lokr_w1_b).
+  const bool lokr = std::any_of(parts.begin(), parts.end(),
+                                [](const auto& part) { return starts_with(part.first, "lokr_"); });
+  if (lokr)
+    for (const std::string w : {"lokr_w1", "lokr_w2"}) {
+      const auto a = w + "_a", b = w + "_b";
+      if (has(w.c_str())) continue;
+      if (has(a.c_str()) && has(b.c_str())) {
+        if (!multiplies(a.c_str(), b.c_str())) return not_multiplying(a.c_str(), b.c_str());
+        continue;
+      }
+      // The half of this factor that is there, else any of the update's.
+      std::string here = has(a.c_str()) ? a : has(b.c_str()) ? b : "";
+      if (here.empty())
+        here = std::find_if(parts.begin(), parts.end(), [](const auto& part) {
+                 return starts_with(part.first, "lokr_");
+               })->first;
+      const std::string wanted = has(a.c_str()) ? b : has(b.c_str()) ? a : w;
+      return "'" + g.keys.at(here) + "' has no '" + stem + "." + wanted + "' beside it";
+    }
+  return "";
+}
+
 // The file's updates grouped by key stem, each part in float32.
 std::map<std::string, Group> read_groups(const fs::path& file) {
   const auto ck = io::Checkpoint::open(file);
@@ -292,6 +380,7 @@ std::map<std::string, Group> read_groups(const fs::path& file) {
           fail_file(file,
                     "tensor '" + key + "' has shape " + shape_str(t.sizes()) + ": not a matrix");
         groups[stem].parts[s.part] = t;
+        groups[stem].keys[s.part] = key;
         break;
       }
   }
@@ -299,6 +388,21 @@ std::map<std::string, Group> read_groups(const fs::path& file) {
     fail_file(file,
               "holds no LoRA keys (lora_down / lora_up, lora_A / lora_B, hada_, lokr_, "
               "diff): not a LoRA file");
+  // A damaged update is refused with its file, not left out: the rest of the
+  // file would apply as if it were whole.
+  std::vector<std::string> damaged;
+  for (const auto& [stem, g] : groups)
+    if (auto why = damage_of(stem, g); !why.empty()) damaged.push_back(std::move(why));
+  if (!damaged.empty()) {
+    std::string msg = damaged.size() == 1
+                          ? std::string("a damaged LoRA: ")
+                          : "a damaged LoRA (" + std::to_string(damaged.size()) + " updates): ";
+    for (std::size_t i = 0; i < damaged.size() && i < 3; ++i)
+      msg.append(i ? "; " : "").append(damaged[i]);
+    if (damaged.size() > 3)
+      msg.append("; and ").append(std::to_string(damaged.size() - 3)).append(" more");
+    fail_file(file, msg);
+  }
   return groups;
 }
 }  // namespace
@@ -460,6 +564,10 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
     r.patches.push_back(std::move(p));
     ++r.report.matched;
   }
+  // Tensors that pass read_groups' checks and still make no update: the
+  // file is refused as a damaged one, as there.
+  for (const auto& u : r.report.unmatched)
+    if (u.reason == NotApplied::malformed) fail_file(file, "a damaged LoRA: " + u.text());
   r.report.format = naming_of(groups);
   for (const auto& k : kinds)
     if (k != "lora")

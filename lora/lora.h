@@ -55,7 +55,7 @@ enum class NotApplied {
   unsupported,   // a kind of update Kinora does not apply (DoRA, …)
   no_module,     // the model has no module of that name
   other_shape,   // the module exists but the update does not fit it
-  malformed,     // incomplete, or its tensors do not go together
+  malformed,     // its tensors do not go together (a file with one is refused)
 };
 
 // An update that is not applied: its stem, why (the kind, and in full), and
@@ -98,7 +98,7 @@ struct Resolved {
 
 // What a LoRA file holds, without a model: format, rank, alpha, its updates
 // (total, and each in `updates`). Throws like
-// resolve() for a file that is no LoRA or holds NaN.
+// resolve() for a file that is no LoRA, holds NaN or a damaged update.
 Report describe(const std::filesystem::path& file);
 
 // Which of a file's updates a model takes. By default the denoiser's: a
@@ -117,7 +117,9 @@ bool is_text_encoder_stem(const std::string& stem);
 
 // Reads a LoRA file and resolves its updates against `model`'s Linear modules.
 // Throws kinora::Error naming the file for a file that is no LoRA (no LoRA
-// keys), holds NaN or infinite values, or matches none of the model's modules
+// keys), holds NaN or infinite values, holds a damaged update (a half of a
+// pair missing, factors whose shapes do not multiply: named by their keys),
+// or matches none of the model's modules
 // (a LoRA for another family or size: the report's reasons in the message).
 // In a text encoder's scope, or with text_elsewhere, a file with no update in
 // the scope resolves to nothing (total 0) rather than an error.

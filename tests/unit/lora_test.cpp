@@ -14,6 +14,7 @@
 #include "layers/linear.h"
 #include "lora/lora.h"
 #include "pipeline/family.h"
+#include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
 #include "test_util.h"
 
@@ -272,7 +273,8 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
                         {"blocks.0.self_attn.q.hada_w2_a", torch::ones({128, 2})},
                         {"blocks.0.self_attn.q.hada_w2_b", torch::ones({2, 128})}});
   EXPECT_THAT(error_of([&] { resolve(dir / "badloha.safetensors"); }),
-              HasSubstr("a malformed update"));
+              HasSubstr("badloha.safetensors: a damaged LoRA: 'blocks.0.self_attn.q.hada_w1_a' "
+                        "[128, 2] and 'blocks.0.self_attn.q.hada_w1_b' [3, 128] do not multiply"));
   // Resolved against this model, applied to another architecture: refused, nothing applied.
   io::save_safetensors(dir / "q.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", k.down},
                                                {"blocks.0.self_attn.q.lora_up.weight", k.up}});
@@ -296,6 +298,66 @@ TEST_F(WanLora, BadFilesAreRefusedByName) {
   EXPECT_EQ(r.report.total, 3);
   ASSERT_EQ(r.report.unmatched.size(), 2u);
   EXPECT_THAT(r.report.line(), HasSubstr("1 of 3"));
+}
+
+// A damaged update (a half of a pair missing, shapes that do not multiply)
+// refuses the whole file, by its keys, with or without a model; what real
+// trainers write alone (an alpha of a module they skipped, DoRA's scale) does
+// not.
+TEST_F(WanLora, DamagedUpdatesRefuseTheFileByKey) {
+  auto write_with = [&](const std::string& name, Tensors extra) {
+    Tensors t = {{"blocks.0.self_attn.k.lora_down.weight", k.down},
+                 {"blocks.0.self_attn.k.lora_up.weight", k.up}};
+    for (auto& e : extra) t.push_back(std::move(e));
+    io::save_safetensors(dir / name, t);
+    return dir / name;
+  };
+  const auto ranks = write_with("ranks.safetensors",
+                                {{"blocks.0.self_attn.q.lora_down.weight", torch::ones({3, 128})},
+                                 {"blocks.0.self_attn.q.lora_up.weight", torch::ones({128, 4})}});
+  const std::string ranks_why =
+      "ranks.safetensors: a damaged LoRA: 'blocks.0.self_attn.q.lora_up.weight' [128, 4] and "
+      "'blocks.0.self_attn.q.lora_down.weight' [3, 128] do not multiply (ranks 4 and 3)";
+  EXPECT_THAT(error_of([&] { resolve(ranks); }), HasSubstr(ranks_why));
+  EXPECT_THAT(error_of([&] { lora::describe(ranks); }), HasSubstr(ranks_why));
+  const auto half =
+      write_with("half.safetensors", {{"blocks.0.self_attn.q.lora_A.weight", k.down},
+                                      {"blocks.0.self_attn.q.alpha", torch::tensor(4.0)}});
+  EXPECT_THAT(error_of([&] { resolve(half); }),
+              HasSubstr("half.safetensors: a damaged LoRA: 'blocks.0.self_attn.q.lora_A.weight' "
+                        "has no 'blocks.0.self_attn.q.lora_B.weight' beside it"));
+  const auto loha = write_with("loha.safetensors", {{"blocks.0.self_attn.q.hada_w1_a", k.up},
+                                                    {"blocks.0.self_attn.q.hada_w1_b", k.down},
+                                                    {"blocks.0.self_attn.q.hada_w2_a", k.up}});
+  EXPECT_THAT(error_of([&] { lora::describe(loha); }),
+              HasSubstr("'blocks.0.self_attn.q.hada_w1_a' has no 'blocks.0.self_attn.q.hada_w2_b' "
+                        "beside it"));
+  const auto lokr = write_with("lokr.safetensors", {{"blocks.0.self_attn.q.lokr_w1", k.up},
+                                                    {"blocks.0.self_attn.q.lokr_w2_a", k.up}});
+  EXPECT_THAT(error_of([&] { lora::describe(lokr); }),
+              HasSubstr("'blocks.0.self_attn.q.lokr_w2_a' has no 'blocks.0.self_attn.q.lokr_w2_b' "
+                        "beside it"));
+  // Several: counted, the first three named.
+  Tensors many;
+  for (int b = 0; b < 2; ++b)
+    for (const char* m : {"q", "k", "v", "o"})
+      many.push_back(
+          {"blocks." + std::to_string(b) + ".self_attn." + m + ".lora_down.weight", k.down});
+  io::save_safetensors(dir / "many.safetensors", many);
+  const auto msg = error_of([&] { resolve(dir / "many.safetensors"); });
+  EXPECT_THAT(msg, HasSubstr("a damaged LoRA (8 updates): "));
+  EXPECT_THAT(msg, HasSubstr("; and 5 more"));
+  // Legitimate lone keys: an alpha without its pair, DoRA's scale beside a pair.
+  const auto lone =
+      write_with("lone.safetensors", {{"blocks.1.self_attn.q.alpha", torch::tensor(4.0)},
+                                      {"blocks.0.self_attn.q.lora_down.weight", k.down},
+                                      {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                                      {"blocks.0.self_attn.q.dora_scale", torch::ones({1, 128})}});
+  const auto r = resolve(lone);
+  EXPECT_EQ(r.report.matched, 1);
+  EXPECT_EQ(r.report.total, 2);
+  EXPECT_THAT(r.report.line(), HasSubstr("1 of a kind not supported"));
+  EXPECT_EQ(lora::describe(lone).total, 2);
 }
 
 TEST(PromptLoras, TagsAreTakenOutOfTheText) {
@@ -557,6 +619,46 @@ TEST(LoraCli, GenerateWithALoraRecordsItAndStrengthZeroIsTheBase) {
   EXPECT_NE(missing.code, 0);
   EXPECT_THAT(missing.out, HasSubstr("nothere"));
   EXPECT_FALSE(fs::exists(dir / "x"));
+}
+
+// A damaged LoRA is refused by the render, the checks before a batch or a
+// studio job, lora merge and lora inspect, with and without the model.
+TEST(LoraCli, ADamagedLoraIsRefusedByEveryCommand) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto w = weight_of(m, "blocks.0.self_attn.q");
+  const auto k = known_for(w.size(0), w.size(1));
+  const auto bad = dir / "bad.safetensors";
+  io::save_safetensors(bad, {{"blocks.0.self_attn.k.lora_down.weight", k.down},
+                             {"blocks.0.self_attn.k.lora_up.weight", k.up},
+                             {"blocks.0.self_attn.q.lora_down.weight", k.down}});
+  const std::string why =
+      "bad.safetensors: a damaged LoRA: 'blocks.0.self_attn.q.lora_down.weight' has no "
+      "'blocks.0.self_attn.q.lora_up.weight' beside it";
+  const std::string bin = KINORA_BIN_DIR;
+  const std::string model = " --model " + fixture("wan21_dit_tiny.safetensors");
+  for (const std::string& cmd :
+       {"/kinora lora inspect " + bad.string(), "/kinora lora inspect " + bad.string() + model,
+        "/kinora lora merge" + model + " --lora " + bad.string() + " --out " +
+            (dir / "merged.safetensors").string(),
+        "/kinora generate -p 'a fox'" + model + " --vae " + fixture("wan21_vae_tiny.safetensors") +
+            " --text-encoder " + fixture("umt5_enc_tiny.safetensors") + " --tokenizer " +
+            fixture("spm_tiny.model") + " --width 32 --height 32 --frames 1 --steps 1 --lora " +
+            bad.string() + " --out " + (dir / "out.png").string()}) {
+    const auto r = sh(bin + cmd);
+    EXPECT_NE(r.code, 0) << cmd << "\n" << r.out;
+    EXPECT_THAT(r.out, HasSubstr(why)) << cmd;
+  }
+  EXPECT_FALSE(fs::exists(dir / "merged.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "out.png"));
+  pipeline::Preset p;
+  p.prompt = "a fox";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.loras = {{bad.string(), 1.0}};
+  EXPECT_THAT(error_of([&] { pipeline::check_loras(p); }), HasSubstr(why));
 }
 
 // Through the pipeline on the fixture chain as a Wan 2.2 pair (the tiny DiT as
