@@ -648,7 +648,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
         for (const auto& c : r.cells) std::cout << c.string() << "\n";
         std::cout << r.sheet.string() << "\n";
         std::cerr << "kinora: " << r.rendered << " rendered, " << r.reused
-                  << " reused; contact sheet " << r.sheet.string() << "\n";
+                  << " reused; contact sheet " << r.sheet.string()
+                  << (r.sheet_kept ? " (as it was)\n" : "\n");
         return 0;
       });
     }

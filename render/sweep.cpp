@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 
 #include "base/error.h"
+#include "base/json.h"
 #include "base/sha256.h"
 #include "base/strings.h"
 #include "media/output.h"
@@ -16,6 +18,7 @@
 #include "pipeline/pipeline.h"
 #include "render/label.h"
 #include "render/render.h"
+#include "schedulers/registry.h"
 
 namespace kinora::render {
 namespace fs = std::filesystem;
@@ -59,7 +62,10 @@ std::string file_safe(const std::string& v) {
 }
 
 // The LoRA of `p` an axis names: its index in p.loras, or −1 when the axis adds one.
-int lora_index(const Preset& p, const SweepAxis& axis) {
+// `file_of`, when given, finds the file a LoRA's name resolves to, so that
+// two names of one file are said to be one LoRA twice.
+int lora_index(const Preset& p, const SweepAxis& axis,
+               const std::function<fs::path(const std::string&)>& file_of = {}) {
   if (axis.key == "lora") {
     if (p.loras.size() != 1)
       throw Error("sweep: axis 'lora' wants a preset with exactly one LoRA (it has " +
@@ -67,23 +73,37 @@ int lora_index(const Preset& p, const SweepAxis& axis) {
     return 0;
   }
   const std::string name = axis.key.substr(5);
-  int found = -1, count = 0;
-  std::string strengths;
+  // The LoRAs given as the axis names it, else those of that file name or
+  // stem ("ink" for "styles/ink.safetensors").
+  std::vector<std::size_t> exact, named;
   for (std::size_t i = 0; i < p.loras.size(); ++i) {
     const fs::path l = p.loras[i].path;
-    if (p.loras[i].path == name || l.filename() == name || l.stem() == name) {
-      if (found < 0) found = static_cast<int>(i);
-      ++count;
-      strengths.append(strengths.empty() ? "" : ", ")
-          .append(nlohmann::json(p.loras[i].strength).dump());
-    }
+    if (p.loras[i].path == name) exact.push_back(i);
+    if (l.filename() == name || l.stem() == name) named.push_back(i);
   }
-  // Its "off" column would keep the others on, its values set only the first.
-  if (count > 1)
-    throw Error("sweep: axis '" + axis.key + "': the preset has that LoRA " +
-                std::to_string(count) + " times (strengths " + strengths +
-                "); keep one of them to sweep it");
-  return found;
+  const auto& found = exact.empty() ? named : exact;
+  if (found.empty()) return -1;
+  if (found.size() > 1) {
+    std::string which;
+    bool one_path = true;
+    for (const auto i : found) {
+      which.append(which.empty() ? "" : ", ")
+          .append(p.loras[i].path)
+          .append(" at ")
+          .append(nlohmann::json(p.loras[i].strength).dump());
+      one_path = one_path && (p.loras[i].path == p.loras[found[0]].path ||
+                              (file_of && !file_of(p.loras[i].path).empty() &&
+                               file_of(p.loras[i].path) == file_of(p.loras[found[0]].path)));
+    }
+    // Its "off" column would keep the others on, its values set only the first.
+    if (one_path)
+      throw Error("sweep: axis '" + axis.key + "': the preset has that LoRA " +
+                  std::to_string(found.size()) + " times (" + which +
+                  "); keep one of them to sweep it");
+    throw Error("sweep: axis '" + axis.key + "' names " + std::to_string(found.size()) +
+                " of the preset's LoRAs (" + which + "); name one as the preset gives it");
+  }
+  return static_cast<int>(found[0]);
 }
 
 double parse_strength(const std::string& v, const std::string& key) {
@@ -298,15 +318,17 @@ SweepAxis parse_sweep_axis(const std::string& arg) {
     start = end + 1;
   }
   if (lora) {
-    bool has_off = false;
+    // "off" and a strength of 0 render the same cell: one of them, or neither
+    // (then "off" goes first).
+    std::string off;
     for (const auto& v : axis.values) {
-      if (v == kOff) {
-        has_off = true;
-        continue;
-      }
-      has_off = has_off || parse_strength(v, axis.key) == 0;
+      if (v != kOff && parse_strength(v, axis.key) != 0) continue;
+      if (!off.empty())
+        throw Error("sweep: --axis '" + arg + "': '" + v + "' is given twice (as '" + off +
+                    "': a LoRA at strength 0 is off)");
+      off = v;
     }
-    if (!has_off) axis.values.insert(axis.values.begin(), kOff);
+    if (off.empty()) axis.values.insert(axis.values.begin(), kOff);
   }
   return axis;
 }
@@ -383,7 +405,7 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
   std::set<fs::path> added;
   for (auto& a : applied) {
     if (!is_lora_axis(a.key)) continue;
-    int i = lora_index(base, a);
+    int i = lora_index(base, a, file_of);
     const auto file = i < 0 ? file_of(a.key.substr(5)) : fs::path();
     for (std::size_t j = 0; i < 0 && !file.empty() && j < base.loras.size(); ++j)
       if (file_of(base.loras[j].path) == file) i = static_cast<int>(j);
@@ -394,11 +416,30 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
     }
     const auto& path = base.loras[static_cast<std::size_t>(i)].path;
     if (!swept.insert(i).second) throw Error("sweep: two axes name the LoRA " + path);
+    // The same file under another name in the preset ("ink" and
+    // "styles/../ink.safetensors"): its "off" column would keep that one on.
+    if (const auto mine = file_of(path); !mine.empty())
+      for (std::size_t j = 0; j < base.loras.size(); ++j)
+        if (static_cast<int>(j) != i && file_of(base.loras[j].path) == mine)
+          throw Error("sweep: axis '" + a.key + "': the preset has that LoRA 2 times (" + path +
+                      " and " + base.loras[j].path + " are both " + mine.string() +
+                      "); keep one of them to sweep it");
     a.key = "lora:" + path;
+  }
+  // Two axes on LoRAs of one file name ("ink" and "styles/ink"), or a LoRA
+  // named like a key ("seed"): labelled by the LoRA's name as the axis gives
+  // it, so the cells and the sheet read apart.
+  std::vector<SweepAxis> labelled = axes;
+  for (std::size_t a = 0; a < labelled.size(); ++a) {
+    if (!is_lora_axis(labelled[a].key) || labelled[a].key == "lora") continue;
+    bool clash = kSweepable.count(labelled[a].label) > 0;
+    for (std::size_t b = 0; b < axes.size(); ++b)
+      clash = clash || (b != a && axes[b].label == labelled[a].label);
+    if (clash) labelled[a].label = labelled[a].key;  // "lora:styles/ink"
   }
 
   SweepPlan plan;
-  plan.axes = axes;
+  plan.axes = labelled;
   plan.columns = static_cast<int>(axes[0].values.size());
   plan.rows = static_cast<int>(total) / plan.columns;
   const fs::path out = base.output_path();
@@ -406,7 +447,7 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
   // The sheet is named after its axes too: a sweep over other keys of the
   // same preset has a sheet of its own.
   std::string sheet = out.stem().string() + "-sweep";
-  for (const auto& a : axes) sheet.append("-").append(file_safe(a.label));
+  for (const auto& a : labelled) sheet.append("-").append(file_safe(a.label));
   plan.sheet = out.parent_path() / (sheet + (base.frames == 1 ? ".png" : ".mp4"));
   std::vector<std::size_t> at(axes.size(), 0);  // the odometer: axis 0 fastest
   std::set<fs::path> outputs;
@@ -418,7 +459,7 @@ SweepPlan plan_sweep(const Preset& base_in, const std::vector<SweepAxis>& axes) 
       const auto& v = axes[a].values[at[a]];
       apply_value(cell.preset, applied[a], v);
       cell.values.push_back(v);
-      stem.append("-").append(axes[a].label).append("=").append(file_safe(v));
+      stem.append("-").append(file_safe(labelled[a].label)).append("=").append(file_safe(v));
     }
     // Beside the preset's output, written as the preset writes it (relative to
     // its folder when it is).
@@ -491,7 +532,10 @@ torch::Tensor contact_sheet(const SweepPlan& plan, const std::vector<torch::Tens
 
 namespace {
 // check_sweep's work, and the sheet's checked destination (run_sweep writes there).
-std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::OutputTarget& sheet) {
+// `own_record[i]`: cell i's file is gone and its parameters file records this
+// very cell, which its render writes again.
+std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::OutputTarget& sheet,
+                            std::vector<bool>* own_record = nullptr) {
   // Every LoRA of every cell found, read and matched against the model, once
   // per distinct file: a LoRA that does not fit stops the sweep now.
   {
@@ -503,15 +547,28 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
         if (seen.insert(l.path).second) all.loras.push_back(l);
     pipeline::check_loras(all);
   }
-  // Every cell's sampler of the model's kind.
+  // Every cell's sampler of the model's kind, and no two values of a sampler
+  // axis naming one sampler ("unipc" and "flow_unipc").
   {
     std::set<std::string> seen;
     for (const auto& c : plan.cells)
       if (seen.insert(c.preset.sampler).second) pipeline::check_sampler(c.preset);
+    for (std::size_t a = 0; a < plan.axes.size(); ++a) {
+      if (plan.axes[a].key != "sampler") continue;
+      const auto space = pipeline::sampler_space(pipeline::family_for(plan.cells[0].preset));
+      std::map<std::string, std::string> named;  // sampler → the value naming it
+      for (const auto& v : plan.axes[a].values) {
+        const auto sampler = schedulers::canonical_scheduler_name(v, space);
+        if (const auto [at, fresh] = named.emplace(sampler, v); !fresh)
+          throw Error("sweep: axis 'sampler': '" + v + "' and '" + at->second +
+                      "' are both the sampler " + sampler + " for this model");
+      }
+    }
   }
   // Every destination: a cell that exists and is not this cell's render stops
   // the sweep before anything is rendered; one that holds it is reused.
   std::vector<bool> reuse(plan.cells.size(), false);
+  if (own_record) own_record->assign(plan.cells.size(), false);
   // No cell, and not the sheet, is a file a cell reads (a model or LoRA named
   // like one): all checked before anything renders.
   for (const auto& c : plan.cells) {
@@ -523,7 +580,12 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
     const auto path = p.output_path();
     std::error_code ec;
     if (!overwrite && fs::exists(fs::symlink_status(path, ec))) {
-      if (holds_render_of(path, p)) {
+      const auto why = media::cut_short(path);
+      if (!why.empty() && media::is_kinora_output(path))
+        throw Error("sweep: " + path.string() + " does not read as a complete render (" + why +
+                    "), though it is Kinora's; delete it and its .json to have this cell "
+                    "rendered again");
+      if (why.empty() && holds_render_of(path, p)) {
         if (const auto changed = changed_since(media::read_embedded_parameters(path), p);
             !changed.empty())
           throw Error("sweep: " + path.string() + " was rendered from another " + changed[0] +
@@ -533,13 +595,23 @@ std::vector<bool> check_all(const SweepPlan& plan, bool overwrite, media::Output
         continue;
       }
       throw Error("sweep: " + path.string() +
-                  " exists and does not hold this cell's render (another preset, or not a "
-                  "complete Kinora output); give --overwrite to replace it");
+                  " exists and does not hold this cell's render (another preset's, or no "
+                  "Kinora output); move it, or give --overwrite to render every cell again "
+                  "and replace it");
     }
     Preset snapped = p;
     pipeline::snap_sizes(snapped);
     check_one_image(p, snapped);
-    media::prepare_output(path, p.format, snapped.frames, overwrite);
+    // The parameters file of this very cell, whose file is gone (deleted to
+    // have it made again): the render writes the same record there.
+    const fs::path side = path.string() + ".json";
+    bool own = false;
+    if (!fs::exists(fs::symlink_status(path, ec)) && media::is_kinora_sidecar(side)) try {
+        own = holds_render_of(read_json_file(side), side.string(), p);
+      } catch (const Error&) {
+      }
+    if (own_record) (*own_record)[i] = own;
+    media::prepare_output(path, p.format, snapped.frames, overwrite || own);
   }
   // The sheet: this sweep's own sheet is made again from its cells; anything
   // else of that name (another sweep's sheet included) only with overwrite.
@@ -559,9 +631,18 @@ std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite) {
 SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const SweepCallbacks& cb,
                       bool overwrite) {
   media::OutputTarget sheet_target;
-  const auto reuse = check_all(plan, overwrite, sheet_target);
+  std::vector<bool> own_record;
+  const auto reuse = check_all(plan, overwrite, sheet_target, &own_record);
 
   SweepResult result;
+  result.sheet = plan.sheet;
+  // Every cell there and this sweep's complete sheet too: it is the sheet
+  // these cells make, left as it is.
+  std::error_code ec;
+  result.sheet_kept = !overwrite &&
+                      std::all_of(reuse.begin(), reuse.end(), [](bool b) { return b; }) &&
+                      fs::is_regular_file(plan.sheet, ec) && is_sheet_of(plan.sheet, plan) &&
+                      media::cut_short(plan.sheet).empty();
   std::vector<torch::Tensor> clips;
   json sheet_meta;
   for (std::size_t i = 0; i < plan.cells.size(); ++i) {
@@ -569,18 +650,21 @@ SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const Swe
     const auto path = cell.preset.output_path();
     if (cb.on_cell) cb.on_cell(i, plan.cells.size(), cell_name(plan, cell.values));
     if (reuse[i]) {
-      clips.push_back(media::read_frames(path));
+      if (!result.sheet_kept) clips.push_back(media::read_frames(path));
       if (sheet_meta.is_null()) sheet_meta = media::read_embedded_parameters(path);
       if (cb.on_reused) cb.on_reused(path);
       ++result.reused;
     } else {
-      auto r = render(pipe, cell.preset, cb.run, overwrite);
-      clips.push_back(r.frames);
+      auto r = render(pipe, cell.preset, cb.run, overwrite || own_record[i]);
+      // The sheet shows the cells as their files hold them (a video's frames
+      // as decoded), so a sweep run again makes the same sheet from them.
+      clips.push_back(media::read_frames(path));
       if (sheet_meta.is_null()) sheet_meta = r.metadata;
       ++result.rendered;
     }
     result.cells.push_back(path);
   }
+  if (result.sheet_kept) return result;
   // The sheet: the first cell's parameters (so `restore` gives a preset that
   // renders one of its cells) and the sweep's axes and cells.
   sheet_meta["sweep"] = sweep_record(plan);
@@ -590,7 +674,6 @@ SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan, const Swe
   o.crf = plan.cells[0].preset.crf;
   o.metadata_json = sheet_meta.dump();
   media::write_output(sheet_target, contact_sheet(plan, clips), o, cb.run.cancel);
-  result.sheet = plan.sheet;
   return result;
 }
 

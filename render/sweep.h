@@ -67,6 +67,7 @@ struct SweepResult {
   std::vector<std::filesystem::path> cells;
   std::filesystem::path sheet;
   int rendered = 0, reused = 0;
+  bool sheet_kept = false;  // every cell reused and the sheet complete: left as it was
 };
 
 // Whether the file at `path` holds the render of `p`, as its embedded preset
@@ -96,8 +97,12 @@ std::vector<std::string> changed_since(const nlohmann::json& meta, const pipelin
 std::vector<bool> check_sweep(const SweepPlan& plan, bool overwrite);
 
 // Renders every cell (models stay loaded; a LoRA's strength changes re-merge
-// only the weights it touches), then writes the sheet, after check_sweep. Throws kinora::Error or
-// kinora::Cancelled; cells finished before stay (each complete), the sheet appears only complete.
+// only the weights it touches), then writes the sheet from the cells' files as
+// written (a video's decoded frames, so a sweep run again makes the same
+// sheet), after check_sweep. With every cell reused and this sweep's complete
+// sheet there, the sheet is left as it is. Throws kinora::Error or
+// kinora::Cancelled; cells finished before stay (each complete), the sheet
+// appears only complete.
 SweepResult run_sweep(pipeline::Pipeline& pipe, const SweepPlan& plan,
                       const SweepCallbacks& callbacks = {}, bool overwrite = false);
 

@@ -413,10 +413,13 @@ TEST(E2E, SweepOfTheEmbeddedModelAndItsLora) {
   EXPECT_EQ(sheet_preset.code, 0) << sheet_preset.out;
   EXPECT_THAT(sheet_preset.out,
               HasSubstr("is a sweep's contact sheet (axes: lora:kinora-tiny-big, seed)"));
-  // Again: the cells are reused and the sweep's own sheet made anew.
+  // Again: the cells are reused and the sweep's own sheet left as it was.
+  const auto sheet_bytes = kinora::test::read_bytes(sheet_file);
   const auto again = sh(cmd);
   EXPECT_EQ(again.code, 0) << again.out;
-  EXPECT_THAT(again.out, HasSubstr("0 rendered, 4 reused"));
+  EXPECT_THAT(again.out,
+              HasSubstr("0 rendered, 4 reused; contact sheet " + sheet_file + " (as it was)"));
+  EXPECT_EQ(kinora::test::read_bytes(sheet_file), sheet_bytes);
   // A dry run lists the cells where they are, as it lists the sheet.
   const auto dry = sh(cmd + " --dry-run");
   EXPECT_EQ(dry.code, 0) << dry.out;

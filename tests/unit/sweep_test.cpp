@@ -104,10 +104,10 @@ TEST(Sweep, CellsAreEveryCombinationNamedByTheirValues) {
   EXPECT_EQ(fs::path(lp.cells[0].preset.output), dir / "fox-style=off.png");
   // A LoRA the preset has twice: its "off" column would keep the other on.
   auto twice = base;
-  twice.loras = {{"styles/ink.safetensors", 0.5}, {"ink", -0.3}};
+  twice.loras = {{"ink", 0.5}, {"ink", -0.3}};
   EXPECT_THAT(
       error_of([&] { render::plan_sweep(twice, {render::parse_sweep_axis("lora:ink=0.2")}); }),
-      HasSubstr("the preset has that LoRA 2 times (strengths 0.5, -0.3)"));
+      HasSubstr("the preset has that LoRA 2 times (ink at 0.5, ink at -0.3)"));
   // Two LoRAs, each swept: an axis finds its own after the other's "off";
   // "lora" names the preset's one LoRA, so with a second axis on it it is
   // the same LoRA twice.
@@ -317,4 +317,93 @@ TEST(Sweep, CellsAreTheFilesSingleRendersMakeAndAreReused) {
   EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan2); }), HasSubstr("fox-seed=2.png"));
   EXPECT_FALSE(fs::exists(plan2.cells[0].preset.output));
   EXPECT_FALSE(fs::exists(plan2.sheet));
+}
+
+// A video sweep's sheet is made from its cells as their files hold them, so
+// running the sweep again leaves the same sheet; a cell deleted (its
+// parameters file left) is made again, and one cut short is said to be.
+TEST(Sweep, AVideoSweepRunAgainMakesTheSameSheet) {
+  TempDir dir;
+  auto base = tiny_image(dir / "fox.mp4");
+  base.frames = 5;
+  const auto plan = render::plan_sweep(base, {render::parse_sweep_axis("guidance=1,3")});
+  pipeline::Pipeline pipe;
+  auto r = render::run_sweep(pipe, plan);
+  EXPECT_EQ(r.rendered, 2);
+  EXPECT_FALSE(r.sheet_kept);
+  const auto sheet = read_bytes(r.sheet);
+  r = render::run_sweep(pipe, plan);
+  EXPECT_EQ(r.reused, 2);
+  EXPECT_TRUE(r.sheet_kept);
+  EXPECT_EQ(read_bytes(r.sheet), sheet);
+  // The sheet deleted: made again from the cells, the same.
+  fs::remove(r.sheet), fs::remove(r.sheet.string() + ".json");
+  r = render::run_sweep(pipe, plan);
+  EXPECT_FALSE(r.sheet_kept);
+  EXPECT_EQ(read_bytes(r.sheet), sheet);
+  // A cell's video deleted, its parameters file left: the cell is made again
+  // over its own record, the sheet the same.
+  const auto cell = plan.cells[1].preset.output_path();
+  fs::remove(cell);
+  r = render::run_sweep(pipe, plan);
+  EXPECT_EQ(r.rendered, 1);
+  EXPECT_EQ(read_bytes(r.sheet), sheet);
+  // A cell cut short: said to be, and what to do.
+  const auto whole = read_bytes(cell);
+  { std::ofstream(cell, std::ios::binary) << whole.substr(0, whole.size() / 2); }
+  const auto cut = error_of([&] { render::run_sweep(pipe, plan); });
+  EXPECT_THAT(cut, HasSubstr("fox-guidance=3.mp4 does not read as a complete render"));
+  EXPECT_THAT(cut, HasSubstr("delete it and its .json"));
+  // Another render's parameters file at a deleted cell's: not replaced.
+  fs::remove(cell);
+  fs::copy_file(plan.cells[0].preset.output_path().string() + ".json", cell.string() + ".json",
+                fs::copy_options::overwrite_existing);
+  EXPECT_THAT(error_of([&] { render::run_sweep(pipe, plan); }), HasSubstr("fox-guidance=3.mp4"));
+}
+
+// LoRAs of one file name in two folders are two LoRAs; a value naming the
+// same sampler or the same "off" as another is refused.
+TEST(Sweep, LorasAreToldApartByPathAndRepeatedValuesAreRefused) {
+  TempDir dir;
+  fs::create_directories(dir / "styles");
+  { std::ofstream(dir / "ink.safetensors") << "a"; }
+  { std::ofstream(dir / "styles" / "ink.safetensors") << "b"; }
+  auto base = tiny_image(dir / "fox.png");
+  base.base_dir = dir.path();
+  base.loras = {{"ink", 0.5}, {"styles/ink", 0.5}};
+  const auto plan = render::plan_sweep(base, {render::parse_sweep_axis("lora:styles/ink=1")});
+  ASSERT_EQ(plan.cells.size(), 2u);
+  ASSERT_EQ(plan.cells[0].preset.loras.size(), 1u);  // styles/ink off, ink kept
+  EXPECT_EQ(plan.cells[0].preset.loras[0].path, "ink");
+  EXPECT_EQ(plan.cells[1].preset.loras[1].strength, 1);
+  EXPECT_EQ(plan.cells[1].preset.loras[0].strength, 0.5);
+  // By its file name alone it names both: said so.
+  auto by_name = base;
+  by_name.loras = {{"ink.safetensors", 0.5}, {"styles/ink", 0.5}};
+  EXPECT_THAT(
+      error_of([&] { render::plan_sweep(by_name, {render::parse_sweep_axis("lora:ink=1")}); }),
+      HasSubstr("names 2 of the preset's LoRAs"));
+  // One axis on each: labelled apart, in the cells' and the sheet's names.
+  const auto two = render::plan_sweep(base, {render::parse_sweep_axis("lora:ink=1"),
+                                             render::parse_sweep_axis("lora:styles/ink=1")});
+  std::set<std::string> names;
+  for (const auto& c : two.cells) names.insert(fs::path(c.preset.output).filename().string());
+  EXPECT_EQ(names.size(), 4u);
+  EXPECT_EQ(two.axes[0].label, "lora:ink");
+  EXPECT_EQ(two.axes[1].label, "lora:styles/ink");
+  EXPECT_THAT(two.sheet.filename().string(), HasSubstr("fox-sweep-lora_ink~"));
+  // The same file twice under two names is one LoRA twice.
+  auto twice = base;
+  twice.loras = {{"ink.safetensors", 0.5}, {"./ink.safetensors", -0.3}};
+  EXPECT_THAT(
+      error_of([&] { render::plan_sweep(twice, {render::parse_sweep_axis("lora:ink=1")}); }),
+      HasSubstr("the preset has that LoRA 2 times"));
+  // "off" and 0, and two names of one sampler, are one value given twice.
+  EXPECT_THAT(error_of([] { render::parse_sweep_axis("lora=off,0,1"); }),
+              HasSubstr("'0' is given twice (as 'off': a LoRA at strength 0 is off)"));
+  EXPECT_THAT(render::parse_sweep_axis("lora=0,1").values, ElementsAre("0", "1"));
+  const auto samplers = render::plan_sweep(tiny_image(dir / "s.png"),
+                                           {render::parse_sweep_axis("sampler=flow_unipc,unipc")});
+  EXPECT_THAT(error_of([&] { render::check_sweep(samplers, false); }),
+              HasSubstr("'unipc' and 'flow_unipc' are both the sampler flow_unipc"));
 }
