@@ -85,7 +85,8 @@ int inspect(const LoraArgs& a) {
   const bool text_unchecked = sdxl && dit.encoders.empty();
   const auto fl = pipeline::resolve_lora(file, *dit.model, dit.names, dit.encoders, text_unchecked);
   const auto& r = fl.denoiser;
-  std::cout << r.report.line() << "\n";
+  // Updates not applied are listed below with -v; without it, -v is the hint.
+  std::cout << r.report.line(a.verbose ? "" : "-v") << "\n";
   if (text_unchecked) {
     int text = 0;
     for (const auto& u : lora::describe(file).updates) text += lora::is_text_encoder_stem(u.stem);

@@ -157,12 +157,20 @@ std::optional<std::variant<Target, Miss>> text_target_of(const std::string& stem
 // The naming the file uses, from its stems.
 std::string naming_of(const std::map<std::string, Group>& groups) {
   int kohya = 0, lycoris = 0, diffusers = 0, original = 0;
+  auto has = [](const std::string& stem, const char* part) {
+    return stem.find(part) != std::string::npos;
+  };
   for (const auto& [stem, g] : groups) {
     if (starts_with(stem, "lora_unet_") || starts_with(stem, "lora_te") ||
         starts_with(stem, "lora_transformer_"))
       ++kohya;
     else if (starts_with(stem, "lycoris_"))
       ++lycoris;
+    // SD's original UNet names hold diffusers-like parts
+    // (input_blocks.4.1.transformer_blocks.0.attn1.to_q): its blocks decide.
+    else if (has(stem, "input_blocks.") || has(stem, "middle_block.") ||
+             has(stem, "output_blocks."))
+      ++original;
     else if (stem.find("attn1.") != std::string::npos || stem.find(".to_q") != std::string::npos ||
              stem.find("transformer_blocks.") != std::string::npos ||
              starts_with(stem, "base_model.") || starts_with(stem, "transformer."))
@@ -175,6 +183,20 @@ std::string naming_of(const std::map<std::string, Group>& groups) {
          : most == lycoris   ? "lycoris"
          : most == diffusers ? "diffusers"
                              : "original";
+}
+
+// The kinds of update other than LoRA's in a file, as its format names them:
+// ", LoHa", ", LoKr", ", full deltas".
+std::string kinds_named(const std::set<std::string>& kinds) {
+  std::string s;
+  for (const auto& k : kinds)
+    if (k == "loha")
+      s += ", LoHa";
+    else if (k == "lokr")
+      s += ", LoKr";
+    else if (k == "diff")
+      s += ", full deltas";
+  return s;
 }
 
 torch::Tensor matrix(const torch::Tensor& t) {
@@ -251,7 +273,7 @@ std::string Report::rank_and_alpha() const {
   return s.str();
 }
 
-std::string Report::line() const {
+std::string Report::line(const std::string& lists_them) const {
   std::ostringstream s;
   s << file.filename().string() << ": " << format << rank_and_alpha();
   s << "; " << matched << " of " << total << " updates matched";
@@ -261,7 +283,8 @@ std::string Report::line() const {
     s << " (" << unmatched.size() << " not:";
     const char* sep = " ";
     for (const auto& [reason, n] : why) s << sep << n << " " << reason, sep = ", ";
-    s << "; `kinora lora inspect FILE --model MODEL -v` lists them)";
+    if (!lists_them.empty()) s << "; " << lists_them << " lists them";
+    s << ")";
   }
   return s.str();
 }
@@ -412,6 +435,7 @@ Report describe(const fs::path& file) {
   Report r;
   r.file = file;
   r.format = naming_of(groups);
+  std::set<std::string> kinds;
   for (auto& [stem, g] : groups) {
     auto& parts = g.parts;
     if (parts.size() == 1 && parts.count("alpha")) continue;
@@ -421,10 +445,17 @@ Report describe(const fs::path& file) {
                              : (parts.count("lokr_w1") || parts.count("lokr_w1_a")) ? "lokr"
                              : (parts.count("diff") || parts.count("diff_b"))       ? "diff"
                                                                                     : "other";
-    if (parts.count("down")) r.add_rank(parts["down"].size(0));
+    // The rank as resolve() counts it: a LoKr's, where its factors have one.
+    if (kind == "lora") r.add_rank(parts["down"].size(0));
+    if (kind == "loha") r.add_rank(parts["hada_w1_b"].size(0));
+    if (kind == "lokr")
+      for (const char* b : {"lokr_w1_b", "lokr_w2_b"})
+        if (parts.count(b)) r.add_rank(parts[b].size(0));
     if (parts.count("alpha")) r.add_alpha(parts["alpha"].item<double>());
     r.updates.push_back({stem, kind});
+    kinds.insert(kind);
   }
+  r.format += kinds_named(kinds);
   return r;
 }
 
@@ -568,10 +599,7 @@ Resolved resolve(const Updates& updates, const layers::Model& model,
   // file is refused as a damaged one, as there.
   for (const auto& u : r.report.unmatched)
     if (u.reason == NotApplied::malformed) fail_file(file, "a damaged LoRA: " + u.text());
-  r.report.format = naming_of(groups);
-  for (const auto& k : kinds)
-    if (k != "lora")
-      r.report.format += k == "loha" ? ", LoHa" : k == "lokr" ? ", LoKr" : ", full deltas";
+  r.report.format = naming_of(groups) + kinds_named(kinds);
   const bool may_be_empty = !scope.text_prefixes.empty() || scope.text_elsewhere;
   if (r.report.matched == 0 && !(may_be_empty && r.report.total == 0)) {
     std::string msg = "matches none of the model's modules";

@@ -88,7 +88,10 @@ struct Report {
   int matched = 0, total = 0;        // updates (modules) matched / in the file
   std::vector<Unmatched> unmatched;  // resolve(): those not applied
   std::vector<Update> updates;       // describe(): all of them
-  std::string line() const;          // one line for the CLI
+  // One line for the CLI. Where updates are not applied, their reasons are
+  // counted and `lists_them` named as what lists them (not when it is "").
+  std::string line(
+      const std::string& lists_them = "`kinora lora inspect FILE --model MODEL -v`") const;
 };
 
 struct Resolved {

@@ -159,6 +159,63 @@ TEST_F(WanLora, LoHaAndLoKrGiveTheirDeltas) {
     EXPECT_TRUE(torch::allclose(weight_of(*model, "blocks.0.self_attn.q"), q + delta, 1e-6, 1e-7))
         << file;
   }
+  // Without a model, the same kinds and ranks as with it.
+  for (const auto& [file, format] :
+       {std::pair<const char*, const char*>{"loha.safetensors", "lycoris, LoHa"},
+        {"lokr.safetensors", "kohya, LoKr"}}) {
+    const auto d = lora::describe(dir / file);
+    EXPECT_EQ(d.format, format) << file;
+    EXPECT_EQ(d.format, resolve(dir / file).report.format) << file;
+    EXPECT_EQ(d.rank_and_alpha(), resolve(dir / file).report.rank_and_alpha()) << file;
+    EXPECT_EQ(d.rank, 2) << file;
+  }
+}
+
+// lora inspect without --model names LoHa, LoKr and full deltas and their
+// rank; SD's original UNet names are not taken for diffusers'; the hint to
+// list the updates not applied appears only where it lists something more.
+TEST_F(WanLora, InspectNamesTheKindOfUpdateAndItsFormat) {
+  const std::string o = "lycoris_blocks_0_self_attn_q";
+  io::save_safetensors(dir / "loha.safetensors", {{o + ".hada_w1_a", k.up},
+                                                  {o + ".hada_w1_b", k.down},
+                                                  {o + ".hada_w2_a", k.up},
+                                                  {o + ".hada_w2_b", k.down},
+                                                  {o + ".alpha", torch::tensor(4.0)}});
+  io::save_safetensors(dir / "full.safetensors", {{"blocks.0.self_attn.q.diff", k.delta()}});
+  const std::string inspect = std::string(KINORA_BIN_DIR) + "/kinora lora inspect ";
+  EXPECT_THAT(sh(inspect + (dir / "loha.safetensors").string()).out,
+              HasSubstr("loha.safetensors: lycoris, LoHa, 1 updates, rank 2, alpha 4"));
+  EXPECT_THAT(sh(inspect + (dir / "full.safetensors").string()).out,
+              HasSubstr("full.safetensors: original, full deltas, 1 updates"));
+  // SDXL's original names hold transformer_blocks and attn1 too.
+  io::save_safetensors(
+      dir / "sdxl.safetensors",
+      {{"diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.lora_down.weight",
+        k.down},
+       {"diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.lora_up.weight", k.up}});
+  EXPECT_EQ(lora::describe(dir / "sdxl.safetensors").format, "original");
+  io::save_safetensors(
+      dir / "sdxl_diffusers.safetensors",
+      {{"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight", k.down},
+       {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight", k.up}});
+  EXPECT_EQ(lora::describe(dir / "sdxl_diffusers.safetensors").format, "diffusers");
+  // One update applied, one not: the hint says -v, and -v lists it without the hint.
+  io::save_safetensors(dir / "part.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                                                  {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                                                  {"blocks.0.nonsense.lora_down.weight", k.down},
+                                                  {"blocks.0.nonsense.lora_up.weight", k.up}});
+  const std::string with_model = inspect + (dir / "part.safetensors").string() + " --model " +
+                                 fixture("wan21_dit_tiny.safetensors");
+  const auto plain = sh(with_model);
+  EXPECT_THAT(plain.out,
+              HasSubstr("(1 not: 1 no module of that name in this model; -v lists them)"));
+  EXPECT_THAT(plain.out, Not(HasSubstr("--model MODEL")));
+  const auto verbose = sh(with_model + " -v");
+  EXPECT_THAT(verbose.out, HasSubstr("(1 not: 1 no module of that name in this model)"));
+  EXPECT_THAT(verbose.out, HasSubstr("not matched: blocks.0.nonsense: no module"));
+  // The render's report names the command that lists them.
+  EXPECT_THAT(resolve(dir / "part.safetensors").report.line(),
+              HasSubstr("`kinora lora inspect FILE --model MODEL -v` lists them)"));
 }
 
 TEST_F(WanLora, RunTimeEqualsMergedAndStacksWithStrengths) {
