@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "base/error.h"
 #include "base/runtime.h"
 #include "embedded/clips.h"
 
@@ -20,6 +21,24 @@ std::vector<fs::path> model_search_path() {
 }
 
 std::optional<fs::path> model_dir() {
+  // A folder named by KINORA_ASSETS is the one meant: one that is not there,
+  // or lacks a file, is said so rather than passed over for the shipped model.
+  if (const char* env = std::getenv("KINORA_ASSETS"); env && *env) {
+    const fs::path d = env;
+    std::error_code ec;
+    if (!fs::is_directory(d, ec))
+      throw Error("KINORA_ASSETS is " + d.string() +
+                  (fs::exists(d, ec) ? ", which is not a folder" : ", which does not exist") +
+                  "; it names the embedded model's folder (unset it to use the shipped model)");
+    std::string missing;
+    for (const char* f : {kDitFile, kVaeFile, kTextEncoderFile, kTokenizerFile})
+      if (!fs::is_regular_file(d / f, ec)) missing.append(missing.empty() ? "" : ", ").append(f);
+    if (!missing.empty())
+      throw Error("KINORA_ASSETS is " + d.string() + ", which lacks " + missing +
+                  "; the embedded model's folder holds all four of its files (a training "
+                  "run's model/ folder does; unset it to use the shipped model)");
+    return d;
+  }
   for (const auto& d : model_search_path()) {
     std::error_code ec;
     bool all = true;

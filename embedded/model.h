@@ -41,7 +41,9 @@ inline constexpr Defaults kDefaults{};
 // The folders searched, in order: $KINORA_ASSETS, <prefix>/share/kinora/assets
 // next to an installed program, and the source tree's assets/ (a build).
 std::vector<std::filesystem::path> model_search_path();
-// The first of them that holds all four files, if any.
+// The first of them that holds all four files, if any. KINORA_ASSETS, when
+// set, is the only one: throws kinora::Error naming it when it is no folder or
+// lacks a file.
 std::optional<std::filesystem::path> model_dir();
 
 // The model knows one sentence form; for a prompt outside it, a note for the

@@ -366,6 +366,26 @@ TEST(E2E, BadPresetsAreRefusedNamingKeyAndFile) {
 }
 
 // Ctrl-C stops a render within a step and leaves no file under the output name.
+// KINORA_ASSETS names the embedded model's folder: one that is missing or
+// lacks a file is said so, not passed over for the shipped model.
+TEST(E2E, AWrongAssetsFolderIsSaidSo) {
+  TempDir dir;
+  const std::string gen =
+      " " + kinora_bin() + " generate -p x --steps 1 --out " + (dir / "a.mp4").string();
+  const auto typo = sh("KINORA_ASSETS=" + (dir / "nosuch").string() + gen);
+  EXPECT_EQ(typo.code, 1) << typo.out;
+  EXPECT_THAT(typo.out, HasSubstr("KINORA_ASSETS is " + (dir / "nosuch").string() +
+                                  ", which does not exist"));
+  fs::create_directories(dir / "model");
+  fs::copy_file(fixture("../../assets/kinora-tiny-wan-dit.safetensors"),
+                dir / "model" / "kinora-tiny-wan-dit.safetensors");
+  const auto part = sh("KINORA_ASSETS=" + (dir / "model").string() + gen);
+  EXPECT_EQ(part.code, 1) << part.out;
+  EXPECT_THAT(part.out, HasSubstr("which lacks kinora-tiny-wan-vae.safetensors, "
+                                  "kinora-tiny-umt5.safetensors, kinora-tiny-spm.model"));
+  EXPECT_FALSE(fs::exists(dir / "a.mp4"));
+}
+
 TEST(E2E, CtrlCCancelsCleanly) {
   TempDir dir;
   const std::string out = (dir / "long.mp4").string();
