@@ -129,7 +129,22 @@ std::vector<pipeline::Result> render_batch(pipeline::Pipeline& pipe, const pipel
   if (wants_parameters_text(targets.front()))
     hashes =
         file_hashes(results.front().preset, default_hash_cache_file(), cb.cancel, cb.on_message);
-  for (int i = 0; i < count; ++i) write_result(results[i], targets[i], hashes, cb);
+  for (int i = 0; i < count; ++i) try {
+      write_result(results[i], targets[i], hashes, cb);
+    } catch (const Cancelled&) {
+      // The outputs written before stay (each complete): said which.
+      if (i > 0 && cb.on_message) {
+        const auto names = [&](int from, int to) {
+          std::string out;
+          for (int j = from; j < to; ++j)
+            out.append(out.empty() ? "" : ", ").append(targets[j].path.string());
+          return out;
+        };
+        cb.on_message("cancelled after writing " + names(0, i) +
+                      "; not written: " + names(i, count));
+      }
+      throw;
+    }
   return results;
 }
 
