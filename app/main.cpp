@@ -94,13 +94,16 @@ int main(int argc, char** argv) {
   QString why;
   const auto lock = kinora::app::lock_data_folder(kinora::app::studio_data_folder(o), &why);
   if (!lock) return cannot_start(why);
-  kinora::app::MainWindow w(o);
-  w.show();
   // Ctrl-C, SIGTERM (a desktop logout, `kill`, a scheduler) and SIGHUP stop
   // the studio as closing its window does: the running job unwinds and is
-  // kept as interrupted. Their handler only sets a flag, read here; a second
-  // signal ends the process at once (base/signals.h).
+  // kept as interrupted. Their handler only sets a flag, read below; a second
+  // signal ends the process at once (base/signals.h). Installed before the
+  // window is made, which saves the queue: SIGXFSZ is ignored with them, so
+  // that a write past `ulimit -f` fails like one on a full disk and is said,
+  // instead of killing the studio with its lock left behind.
   kinora::install_cancel_signals();
+  kinora::app::MainWindow w(o);
+  w.show();
   QTimer stop_watch;
   QObject::connect(&stop_watch, &QTimer::timeout, &w, [&] {
     if (!kinora::cancel_requested()) return;
@@ -108,7 +111,11 @@ int main(int argc, char** argv) {
     w.stop_on_signal(kinora::cancel_signal());
   });
   stop_watch.start(100);
-  const int status = app.exec();
+  int status = app.exec();
+  // --quit-when-idle ends the event loop with the window open: closed here,
+  // which saves the settings.
+  if (w.isVisible()) w.close();
+  if (status == 0 && !w.settings_saved()) status = 1;  // said on stderr
   // The window's destructor waits for the worker to unwind (its claim and
   // temporaries removed) before the process ends.
   return status;

@@ -23,14 +23,15 @@
 #include <QMimeData>
 #include <QPushButton>
 #include <QRandomGenerator>
-#include <QSaveFile>
 #include <QScrollArea>
 #include <QScrollBar>
+#include <QSettings>
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTimer>
 #include <QVBoxLayout>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -90,6 +91,65 @@ QString free_output_path(const QString& path, bool folder) {
   for (int k = 2; taken(free); ++k) free = base + "-" + QString::number(k) + ext;
   return free;
 }
+// The settings in `file` (INI), every key.
+QVariantMap read_settings(const QString& file) {
+  const QSettings s(file, QSettings::IniFormat);
+  QVariantMap values;
+  for (const auto& key : s.allKeys()) values.insert(key, s.value(key));
+  return values;
+}
+
+// Whether `read` (from an INI file) is the value `written` was: an INI file
+// gives numbers back as text.
+bool same_setting(const QVariant& written, const QVariant& read) {
+  if (written.typeId() == read.typeId()) return written == read;
+  return written.toString() == read.toString();
+}
+
+// Writes `values` as the INI file `file`, whole or not at all; returns why
+// it failed, or "". QSettings writes a temporary beside it, which is read
+// back before it is renamed into place: Qt 6.4 commits a file that a write
+// cut short (a full disk, `ulimit -f`) without a word, and QSettings::status()
+// stays NoError.
+QString write_settings(const QString& file, const QVariantMap& values) {
+  const std::filesystem::path path = file.toStdString();
+  const QString failed = file + ": the settings could not be saved";
+  try {
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    ScopedTemp tmp(path);
+    const auto tmp_file = QString::fromStdString(tmp.path().string());
+    {
+      QSettings out(tmp_file, QSettings::IniFormat);
+      out.clear();
+      for (auto it = values.begin(); it != values.end(); ++it) out.setValue(it.key(), it.value());
+      out.sync();
+      if (out.status() != QSettings::NoError)
+        return failed + " (its folder cannot be written, or the disk is full)";
+    }
+    // QSettings answers a file it wrote, unchanged on disk since, from its
+    // memory: the file's time is moved back so that it is parsed again.
+    const auto written = std::filesystem::last_write_time(tmp.path(), ec);
+    if (!ec) std::filesystem::last_write_time(tmp.path(), written - std::chrono::hours(1), ec);
+    if (ec) return failed + ": " + QString::fromStdString(ec.message());
+    const QSettings back(tmp_file, QSettings::IniFormat);
+    bool whole = back.status() == QSettings::NoError && back.allKeys().size() == values.size();
+    for (auto it = values.begin(); whole && it != values.end(); ++it)
+      whole = same_setting(it.value(), back.value(it.key()));
+    if (!whole)
+      return failed + " (the file written was incomplete: a full disk, or a file-size limit); " +
+             "it is left as it was";
+    std::filesystem::last_write_time(tmp.path(), written, ec);
+    tmp.commit(true);
+  } catch (const std::exception& e) {
+    // The error names the file; the message says it once.
+    std::string why = e.what();
+    if (why.rfind(path.string() + ": ", 0) == 0) why.erase(0, path.string().size() + 2);
+    return failed + ": " + QString::fromStdString(why);
+  }
+  return {};
+}
+
 // The output folder the studio makes itself: the only one it creates.
 QString default_output_folder() {
   return QStandardPaths::writableLocation(QStandardPaths::MoviesLocation) + "/Kinora";
@@ -172,9 +232,11 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   setAcceptDrops(true);
   const QString data_dir = studio_data_folder(options_);
   QDir().mkpath(data_dir);
-  settings_ = options_.data_dir.isEmpty()
-                  ? std::make_unique<QSettings>()
-                  : std::make_unique<QSettings>(data_dir + "/settings.ini", QSettings::IniFormat);
+  // Without --data-dir, the file QSettings() uses (an INI file on Linux:
+  // ~/.config/Kinora/Kinora Studio.conf).
+  settings_file_ =
+      options_.data_dir.isEmpty() ? QSettings().fileName() : data_dir + "/settings.ini";
+  settings_ = read_settings(settings_file_);
 
   panel_ = new GeneratePanel(this);
   viewer_ = new Viewer(this);
@@ -233,7 +295,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   });
 
   // Settings.
-  panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_->value("models_dir").toString()
+  panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_.value("models_dir").toString()
                                                        : options_.models_dir);
   // --output-dir exists (prepare_options); a remembered folder may not any
   // more (an unmounted share): said, and the default used until it is back.
@@ -241,7 +303,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   QString output_warning;
   output_dir_ = options_.output_dir;
   if (output_dir_.isEmpty()) {
-    const auto remembered = settings_->value("output_dir").toString();
+    const auto remembered = settings_.value("output_dir").toString();
     output_dir_ = remembered.isEmpty() || QFileInfo(remembered).isDir() ? remembered
                                                                         : default_output_folder();
     if (output_dir_ != remembered)
@@ -252,7 +314,7 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   if (output_dir_.isEmpty()) output_dir_ = default_output_folder();
   if (output_dir_ == default_output_folder()) QDir().mkpath(output_dir_);
   gallery_->set_folder(output_dir_);
-  const auto last = settings_->value("last_preset").toString();
+  const auto last = settings_.value("last_preset").toString();
   if (!last.isEmpty()) {
     try {
       panel_->set_preset(Preset::from_json(parse_json(last.toStdString(), "settings"), "settings"));
@@ -260,11 +322,11 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
       // Settings from another version: the defaults stay.
     }
   }
-  panel_->set_last_seed(settings_->value("last_seed", -1).toLongLong());
+  panel_->set_last_seed(settings_.value("last_seed", -1).toLongLong());
   // No geometry, or one that does not restore (damaged): the default size,
   // not a cramped window whose scrub bar collapses.
-  if (!restoreGeometry(settings_->value("geometry").toByteArray())) resize(1280, 820);
-  restoreState(settings_->value("window_state").toByteArray());
+  if (!restoreGeometry(settings_.value("geometry").toByteArray())) resize(1280, 820);
+  restoreState(settings_.value("window_state").toByteArray());
 
   connect(gallery_, &Gallery::open, this, [this](const QString& p) {
     QString err;
@@ -488,7 +550,7 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
   p.base_dir = base_dir;
   if (p.seed < 0) p.seed = QRandomGenerator::global()->bounded(1 << 30);
   panel_->set_last_seed(p.seed);
-  settings_->setValue("last_seed", static_cast<qlonglong>(p.seed));
+  settings_.insert("last_seed", static_cast<qlonglong>(p.seed));
   if (p.output.empty()) {
     const auto stamp = QDateTime::currentDateTime().toString("yyyyMMdd-HHmmss");
     const QString base = QString("%1/kinora-%2-%3").arg(output_dir_, stamp).arg(p.seed);
@@ -609,10 +671,12 @@ bool MainWindow::restore_from(const QString& path) {
 void MainWindow::save_preset_file() {
   const auto f = QFileDialog::getSaveFileName(this, "Save preset", QString(), "Presets (*.json)");
   if (f.isEmpty()) return;
-  QSaveFile out(f);
-  out.open(QIODevice::WriteOnly);
-  out.write(QByteArray::fromStdString(panel_->preset().to_json().dump(2) + "\n"));
-  if (!out.commit()) statusBar()->showMessage(f + ": could not be written: " + out.errorString());
+  // Whole or not at all (base/files.h), as the queue is written.
+  try {
+    write_file_atomically(f.toStdString(), panel_->preset().to_json().dump(2) + "\n");
+  } catch (const std::exception& e) {
+    statusBar()->showMessage(QString("could not be saved: ") + e.what());
+  }
 }
 
 void MainWindow::open_preset_file() {
@@ -693,7 +757,7 @@ void MainWindow::settings_dialog() {
   connect(buttons, &QDialogButtonBox::rejected, &d, &QDialog::reject);
   if (d.exec() != QDialog::Accepted) return;
   panel_->set_models_dir(models->text());
-  settings_->setValue("models_dir", models->text());
+  settings_.insert("models_dir", models->text());
   // A folder that exists: the studio makes none but its own default one.
   const auto chosen = QDir::cleanPath(QFileInfo(outputs->text()).absoluteFilePath());
   if (!QFileInfo(chosen).isDir()) {
@@ -701,17 +765,22 @@ void MainWindow::settings_dialog() {
     return;
   }
   output_dir_ = chosen;
-  settings_->setValue("output_dir", output_dir_);
+  settings_.insert("output_dir", output_dir_);
   gallery_->set_folder(output_dir_);
+  if (const auto why = save_settings(); !why.isEmpty()) warn("Settings", why);
+}
+
+QString MainWindow::save_settings() {
+  const auto why = write_settings(settings_file_, settings_);
+  if (!why.isEmpty()) settings_saved_ = false;
+  return why;
 }
 
 void MainWindow::closeEvent(QCloseEvent* e) {
-  settings_->setValue("geometry", saveGeometry());
-  settings_->setValue("window_state", saveState());
-  settings_->setValue("last_preset", QString::fromStdString(panel_->preset().to_json().dump()));
-  settings_->sync();
-  if (settings_->status() != QSettings::NoError && options_.quit_when_idle)
-    say_on_stderr(settings_->fileName() + ": the settings could not be saved");
+  settings_.insert("geometry", saveGeometry());
+  settings_.insert("window_state", saveState());
+  settings_.insert("last_preset", QString::fromStdString(panel_->preset().to_json().dump()));
+  if (const auto why = save_settings(); !why.isEmpty()) say_on_stderr(why);
   // Closed (--exit-after-ms, say) while the player shot waits: taken now.
   if (player_shot_ && !shot_player_) {
     shot_player_ = true;

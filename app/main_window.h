@@ -4,9 +4,9 @@
 // on its own thread.
 #include <QLockFile>
 #include <QMainWindow>
-#include <QSettings>
 #include <QStringList>
 #include <QThread>
+#include <QVariantMap>
 
 #include <memory>
 
@@ -89,8 +89,17 @@ class MainWindow : public QMainWindow {
   // renders to a free name beside it ("NAME-2.mp4").
   QString duplicate_job(int row);
   bool requeue_job(int row);
+  // Writes the settings file whole (a temporary read back, then renamed into
+  // place) or not at all: a full disk or `ulimit -f` leaves the file as it
+  // was. Returns the reason it failed, or "".
+  QString save_settings();
+  // Whether every save of the settings succeeded: a studio whose settings
+  // were not kept exits with status 1.
+  bool settings_saved() const { return settings_saved_; }
 
  protected:
+  // The window closed (by the user, --exit-after-ms, a signal): the settings
+  // are saved; a save that fails is said on stderr.
   void closeEvent(QCloseEvent* e) override;
   void dragEnterEvent(QDragEnterEvent* e) override;
   void dropEvent(QDropEvent* e) override;
@@ -114,7 +123,11 @@ class MainWindow : public QMainWindow {
   void maybe_quit();
 
   StudioOptions options_;
-  std::unique_ptr<QSettings> settings_;
+  // The settings (window geometry, the last preset and seed, the folders):
+  // read once at start, written whole at each save (save_settings).
+  QString settings_file_;
+  QVariantMap settings_;
+  bool settings_saved_ = true;  // false once a save failed
   GeneratePanel* panel_;
   Viewer* viewer_;
   Gallery* gallery_;

@@ -7,9 +7,9 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QMimeData>
-#include <QSaveFile>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace kinora::app {
 namespace {
@@ -99,9 +99,18 @@ void QueueModel::save() {
   QJsonObject root;
   root["schema_version"] = kQueueSchema;
   root["jobs"] = arr;
-  QSaveFile f(file_);
-  if (!f.open(QIODevice::WriteOnly) || f.write(QJsonDocument(root).toJson()) < 0 || !f.commit())
-    Q_EMIT saveFailed(file_ + ": the queue could not be saved: " + f.errorString());
+  // Written whole or not at all (base/files.h). Not QSaveFile: Qt 6.4's
+  // commits a file cut short by a write that only partly succeeded (a full
+  // disk, `ulimit -f`), and the next start would find a damaged queue.
+  const auto path = file_.toStdString();
+  try {
+    write_file_atomically(path, QJsonDocument(root).toJson().toStdString());
+  } catch (const std::exception& e) {
+    // The error names the file; the message says it once.
+    std::string why = e.what();
+    if (why.rfind(path + ": ", 0) == 0) why.erase(0, path.size() + 2);
+    Q_EMIT saveFailed(file_ + ": the queue could not be saved: " + QString::fromStdString(why));
+  }
 }
 
 int QueueModel::rowCount(const QModelIndex& parent) const {

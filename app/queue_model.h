@@ -1,8 +1,8 @@
 #pragma once
 // The render queue as a Qt list model: pending, running, done, failed jobs in
 // order; reorder by drag and drop, remove, duplicate, re-queue. Every change of
-// content is written to a JSON file at once (QSaveFile: a temporary file renamed
-// into place), so the queue survives a restart or a crash; a job that was
+// content is written to a JSON file at once (a temporary file renamed into
+// place, base/files.h), so the queue survives a restart or a crash; a job that was
 // running when the process died comes back as "interrupted" and can be re-queued.
 #include <QAbstractListModel>
 #include <QList>

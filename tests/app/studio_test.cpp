@@ -226,6 +226,44 @@ TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   }
 }
 
+// Under a file-size limit (`ulimit -f`) a write that crosses it fails as on a
+// full disk, and the studio is not killed by SIGXFSZ: a script hears that the
+// queue and the settings could not be saved, the exit status is 1, the lock
+// is removed, and no file is left cut short (the settings as they were).
+TEST(Studio, AFileSizeLimitIsSaidAndLeavesNoFileCutShort) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "out");
+  fs::create_directories(dir / "data");
+  write_preset_with_a_cut_vae(dir, "p.json");
+  const std::string settings =
+      "[General]\nlast_preset=\"" + std::string(2000, 'x') + "\"\nlast_seed=7\n";
+  std::ofstream(dir / "data" / "settings.ini") << settings;
+  // Through a pipe (sh()), which the limit does not cut.
+  const auto run = [&](const std::string& args) {
+    return kinora::test::sh("cd '" + dir.string() +
+                            "' && (ulimit -f 1; QT_QPA_PLATFORM=offscreen timeout 300 " + studio() +
+                            " --data-dir data --output-dir out " + args + ")");
+  };
+  const auto scripted = run("--queue-preset p.json --quit-when-idle");
+  EXPECT_EQ(scripted.code, 1) << scripted.out;
+  EXPECT_NE(scripted.out.find("queue.json: the queue could not be saved: "), std::string::npos)
+      << scripted.out;
+  EXPECT_NE(scripted.out.find("File too large"), std::string::npos) << scripted.out;
+  EXPECT_NE(scripted.out.find("settings.ini: the settings could not be saved"), std::string::npos)
+      << scripted.out;
+  EXPECT_EQ(slurp(dir / "data" / "settings.ini"), settings);
+  for (const auto& e : fs::directory_iterator(dir / "data"))
+    if (e.path().filename() != "settings.ini") ADD_FAILURE() << "left behind: " << e.path();
+
+  const auto timed = run("--exit-after-ms 300");
+  EXPECT_EQ(timed.code, 1) << timed.out;
+  EXPECT_NE(timed.out.find("settings.ini: the settings could not be saved"), std::string::npos)
+      << timed.out;
+  EXPECT_EQ(slurp(dir / "data" / "settings.ini"), settings);
+  EXPECT_FALSE(fs::exists(dir / "data" / "lock"));
+}
+
 TEST(Studio, RendersWithLivePreviewAndPlaysTheResultUnderXvfb) {
   if (std::system("command -v xvfb-run >/dev/null 2>&1") != 0) GTEST_SKIP() << "no xvfb-run";
   kinora::test::TempDir tmp;
