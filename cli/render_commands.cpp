@@ -119,13 +119,16 @@ void apply_command_line(Preset& p, const std::vector<std::string>& sets,
 // each output's name on stdout.
 int render_one(pipeline::Pipeline& pipe, const Preset& p, bool overwrite, int count = 1) {
   if (p.uses_embedded_model()) {
-    std::string text = p.prompt;  // as the encoder reads it: <lora:…> tags taken out
+    // As the encoder reads it, <lora:…> tags taken out; a tag that is refused
+    // stops the render, which says why, with no note first.
+    std::optional<std::string> text;
     try {
       text = pipeline::prompt_loras(p.prompt).text;
     } catch (const Error&) {
     }
-    if (const auto note = embedded::prompt_note(text))
-      std::cerr << "kinora: note: " << *note << "\n";
+    if (text)
+      if (const auto note = embedded::prompt_note(*text))
+        std::cerr << "kinora: note: " << *note << "\n";
   }
   for (const auto& r : render::render_batch(pipe, p, count, terminal_callbacks(), overwrite)) {
     std::cerr << "kinora: wrote " << r.output.string() << " (" << r.preset.width << "x"
@@ -511,6 +514,19 @@ std::function<int()> add_render_commands(CLI::App& app) {
         auto run = *judge;
         if (!judge_dir->empty()) {
           const fs::path d = *judge_dir;
+          std::error_code ec;
+          if (!fs::is_directory(d, ec))
+            throw Error(*judge_dir + ": --model-dir " +
+                        (fs::exists(d, ec) ? "names a file" : "does not exist") +
+                        "; give a folder with the four kinora-tiny-* files");
+          std::string missing;
+          for (const char* f : {embedded::kDitFile, embedded::kVaeFile, embedded::kTextEncoderFile,
+                                embedded::kTokenizerFile})
+            if (!fs::is_regular_file(d / f, ec))
+              missing.append(missing.empty() ? "" : ", ").append(f);
+          if (!missing.empty())
+            throw Error(*judge_dir + ": --model-dir lacks " + missing +
+                        "; it holds a model's four kinora-tiny-* files (a training run's model/)");
           run.preset.model = (d / embedded::kDitFile).string();
           run.preset.vae = (d / embedded::kVaeFile).string();
           run.preset.text_encoder = (d / embedded::kTextEncoderFile).string();
@@ -621,7 +637,8 @@ std::function<int()> add_render_commands(CLI::App& app) {
         std::vector<render::SweepAxis> axes;
         for (const auto& a : *sweep_axes) axes.push_back(render::parse_sweep_axis(a));
         const auto plan = render::plan_sweep(p, axes);
-        std::cerr << "kinora: sweep of " << plan.cells.size() << " cells (" << plan.columns << " x "
+        std::cerr << "kinora: sweep of " << plan.cells.size()
+                  << (plan.cells.size() == 1 ? " cell (" : " cells (") << plan.columns << " x "
                   << plan.rows << ")";
         if (std::none_of(axes.begin(), axes.end(),
                          [](const render::SweepAxis& a) { return a.key == "seed"; }))

@@ -85,6 +85,23 @@ TEST(KinoraCli, TrainingOptionsThatCannotWorkAreRefusedUpFront) {
   EXPECT_FALSE(std::filesystem::exists(dir / "run"));
 }
 
+// score --model-dir names what the folder lacks, in its own option's words;
+// a refused <lora:…> tag stops the render without the prompt-form note first.
+TEST(KinoraCli, ScoreFolderAndPromptTagMistakesAreSaidOnce) {
+  TempDir dir;
+  const auto score = run("kinora score --model-dir " + dir.path().string());
+  EXPECT_EQ(score.code, 1) << score.out;
+  EXPECT_THAT(score.out, HasSubstr("--model-dir lacks kinora-tiny-wan-dit.safetensors"));
+  EXPECT_THAT(score.out, ::testing::Not(HasSubstr("--model:")));
+  const auto tag =
+      run("kinora generate -p 'a red circle moving left on a blue background "
+          "<lora:kinora-tiny-big:101>' --out " +
+          (dir / "z.mp4").string());
+  EXPECT_EQ(tag.code, 1) << tag.out;
+  EXPECT_THAT(tag.out, HasSubstr("the strength must be a number from -100 to 100"));
+  EXPECT_THAT(tag.out, ::testing::Not(HasSubstr("note:")));
+}
+
 TEST(KinoraCli, DevicesAreListedAndAMissingOneIsAClearError) {
   const auto r = run("kinora devices");
   EXPECT_EQ(r.code, 0);
