@@ -639,6 +639,70 @@ void Applied::clear() {
   model_ = nullptr;
 }
 
+namespace {
+
+// One update on one module: its patch, strength and file.
+struct Use {
+  const Patch* patch;
+  double strength;
+  const fs::path* file;
+};
+
+bool all_finite(const torch::Tensor& t) {
+  return !t.defined() || torch::isfinite(t).all().item<bool>();
+}
+
+// A LoRA file whose update makes a weight NaN or infinite, and why.
+struct Overflow {
+  fs::path file;
+  std::string why;
+};
+
+// Where `uses` merged into `l` make its weight or bias NaN or infinite (in
+// float32, or in `dtype`, the dtype it is stored in): the LoRA whose update
+// tips it over. Nothing when they do not, or when the layer's own weights are
+// not finite (the model file's fault, said where the model is used).
+std::optional<Overflow> overflow_of(const std::string& module, const layers::LinearImpl& l,
+                                    const std::vector<Use>& uses, torch::ScalarType dtype) {
+  auto w = l.weight_as(torch::kFloat32).clone();
+  torch::Tensor b = l.bias.defined() ? l.bias.to(torch::kFloat32).clone() : torch::Tensor();
+  if (!all_finite(w) || !all_finite(b)) return std::nullopt;
+  for (const auto& u : uses) {
+    const auto& p = *u.patch;
+    w.narrow(0, p.target.row0, p.target.rows).add_(p.full_delta().to(w.device()), u.strength);
+    if (p.bias_delta.defined())
+      b.narrow(0, p.target.row0, p.target.rows).add_(p.bias_delta.to(b.device()), u.strength);
+    const bool f32 = all_finite(w) && all_finite(b);
+    if (f32 && all_finite(w.to(dtype)) && (!b.defined() || all_finite(b.to(dtype)))) continue;
+    std::ostringstream msg;
+    msg << "its update for " << module << " at strength " << u.strength
+        << " makes that layer's weight NaN or infinite";
+    if (f32)
+      msg << " in " << (dtype == torch::kHalf ? "float16" : "bfloat16")
+          << ", the dtype it is stored in";
+    msg << " (the model's weight is finite): its values, times the strength, are far too large "
+           "for this model";
+    return Overflow{*u.file, msg.str()};
+  }
+  return std::nullopt;
+}
+
+// Whether `uses` added at run time may overflow float32: a bound on the
+// largest value of Σ strength·ΔW, from each low-rank pair's largest values
+// (a full delta is checked as it is).
+bool may_overflow(const std::vector<Use>& uses) {
+  double bound = 0;
+  for (const auto& u : uses) {
+    const auto& p = *u.patch;
+    if (p.kind != "lora") return true;
+    bound += std::abs(u.strength * p.scale) * static_cast<double>(p.down.size(0)) *
+             p.up.abs().max().item<double>() * p.down.abs().max().item<double>();
+  }
+  return !(bound < 1e30);  // float32 holds 3.4e38; a model's weights are near 1
+}
+
+}  // namespace
+
 void Applied::apply(layers::Model& model,
                     const std::vector<std::pair<const Resolved*, double>>& loras, Mode mode) {
   clear();
@@ -646,7 +710,7 @@ void Applied::apply(layers::Model& model,
   torch::NoGradGuard g;
   const auto lin = linears_of(model);
   // The updates of each module, with their strengths.
-  std::map<std::string, std::vector<std::pair<const Patch*, double>>> by_module;
+  std::map<std::string, std::vector<Use>> by_module;
   for (const auto& [resolved, strength] : loras)
     for (const auto& p : resolved->patches) {
       // Resolved against another model (the other expert of a pair): it must fit this one too.
@@ -655,14 +719,10 @@ void Applied::apply(layers::Model& model,
           (p.kind == "lora" ? p.down : p.delta).size(1) != it->second->in_features)
         fail_file(resolved->report.file,
                   "its update for " + p.target.module + " does not fit this model's module");
-      by_module[p.target.module].emplace_back(&p, strength);
+      by_module[p.target.module].push_back({&p, strength, &resolved->report.file});
     }
-  for (const auto& [name, patches] : by_module) {
+  for (const auto& [name, uses] : by_module) {
     auto* l = lin.by_name.at(name);
-    auto o = std::make_shared<Original>(
-        Original{l, l->weight.data(), l->bias.defined() ? l->bias.data() : torch::Tensor(), l->fp8,
-                 l->scale});
-    originals_.push_back(o);
     // Merged: computed where the weight is (in host memory for a block that
     // block swap keeps there); run-time adapters: where the forward runs. A
     // layer multiplying in FP8 takes its LoRAs at run time: merged into E4M3
@@ -670,38 +730,56 @@ void Applied::apply(layers::Model& model,
     // would be lost to rounding.
     const bool run_time = mode == Mode::RunTime || l->fp8_matmul;
     const auto device = run_time ? model.device() : l->weight.device();
+    // Merged: W + Σ strength·ΔW in float32, stored back in the weight's dtype
+    // (FP8 weights as bf16).
+    const auto dtype = l->fp8 ? torch::kBFloat16 : l->weight.scalar_type();
+    torch::Tensor w, b;
+    if (!run_time) {
+      w = l->weight_as(torch::kFloat32).clone();
+      b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
+      for (const auto& u : uses) {
+        const auto& p = *u.patch;
+        w.narrow(0, p.target.row0, p.target.rows).add_(p.full_delta().to(device), u.strength);
+        if (p.bias_delta.defined())
+          b.narrow(0, p.target.row0, p.target.rows).add_(p.bias_delta.to(device), u.strength);
+      }
+      w = w.to(dtype);
+      if (b.defined()) b = b.to(l->bias.scalar_type());
+    }
+    if (run_time ? may_overflow(uses) : !all_finite(w) || !all_finite(b)) {
+      // A LoRA whose update overflows the weight: nothing applied, and the
+      // LoRA named (not the model file, whose weights would be found not finite).
+      if (const auto overflow = overflow_of(name, *l, uses, run_time ? torch::kFloat32 : dtype)) {
+        clear();
+        fail_file(overflow->file, overflow->why);
+      }
+    }
+    originals_.push_back(std::make_shared<Original>(
+        Original{l, l->weight.data(), l->bias.defined() ? l->bias.data() : torch::Tensor(), l->fp8,
+                 l->scale}));
     if (run_time) {
-      for (const auto& [p, strength] : patches) {
+      for (const auto& u : uses) {
+        const auto& p = *u.patch;
         layers::LinearAdapter a;
-        a.row0 = p->target.row0;
-        a.rows = p->target.rows;
-        if (p->kind == "lora") {
-          a.down = p->down.to(device);
-          a.up = p->up.to(device);
-          a.scale = strength * p->scale;
+        a.row0 = p.target.row0;
+        a.rows = p.target.rows;
+        if (p.kind == "lora") {
+          a.down = p.down.to(device);
+          a.up = p.up.to(device);
+          a.scale = u.strength * p.scale;
         } else {
-          a.delta = p->delta.to(device);
-          a.scale = strength;
+          a.delta = p.delta.to(device);
+          a.scale = u.strength;
         }
-        if (p->bias_delta.defined()) a.bias = p->bias_delta.to(device);
+        if (p.bias_delta.defined()) a.bias = p.bias_delta.to(device);
         l->adapters.push_back(std::move(a));
       }
       continue;
     }
-    // Merged: W + Σ strength·ΔW in float32, stored back in the weight's dtype
-    // (FP8 weights as bf16).
-    auto w = l->weight_as(torch::kFloat32).clone();
-    torch::Tensor b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
-    for (const auto& [p, strength] : patches) {
-      w.narrow(0, p->target.row0, p->target.rows).add_(p->full_delta().to(device), strength);
-      if (p->bias_delta.defined())
-        b.narrow(0, p->target.row0, p->target.rows).add_(p->bias_delta.to(device), strength);
-    }
-    const auto dtype = l->fp8 ? torch::kBFloat16 : o->weight.scalar_type();
-    l->weight.set_data(w.to(dtype));
+    l->weight.set_data(w);
     l->fp8.reset();
     l->scale.reset();
-    if (b.defined()) l->bias.set_data(b.to(o->bias.scalar_type()));
+    if (b.defined()) l->bias.set_data(b);
   }
 }
 

@@ -1277,6 +1277,20 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
         throw Error(file.string() + ": its weight " + bad +
                     " holds NaN or infinite values (the latents did at step " +
                     std::to_string(i + 1) + "); nothing was written");
+      // The LoRAs on this denoiser, which may be the cause: their weights
+      // may be finite and their products not (at run time, in the forward).
+      std::string with_loras;
+      const bool low = &denoiser == models.denoiser2.get();
+      for (std::size_t l = 0; l < cache_->resolved.size() && l < loras.size(); ++l)
+        if (const double s = loras[l].strength_for(low); s != 0)
+          with_loras.append(with_loras.empty() ? "" : ", ")
+              .append(cache_->resolved[l].report.file.filename().string())
+              .append(" at ")
+              .append(nlohmann::json(s).dump());
+      if (!with_loras.empty())
+        with_loras = ", with the LoRAs " + with_loras +
+                     (p.lora_mode == "runtime" ? " applied at run time" : " merged") +
+                     ": render without them to see whether one is the cause";
       throw Error("step " + std::to_string(i + 1) + " of " + std::to_string(p.steps) +
                   ": the latents hold NaN or infinite values: the model diverged with sampler " +
                   p.sampler +
@@ -1284,7 +1298,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
                        ? " at shift " + nlohmann::json(p.shift).dump() + ","
                        : "") +
                   " guidance " + nlohmann::json(p.guidance).dump() + ", precision " + p.precision +
-                  " (its weights are finite); nothing was written");
+                  " (its weights are finite" + with_loras + "); nothing was written");
     }
     r.timings.step_s.push_back(since(ts));
     if (cb.on_step) {

@@ -417,6 +417,45 @@ TEST_F(WanLora, DamagedUpdatesRefuseTheFileByKey) {
   EXPECT_EQ(lora::describe(lone).total, 2);
 }
 
+// A LoRA with finite values whose merged weight is not finite is named, with
+// the layer, merged or at run time; nothing of it stays applied.
+TEST_F(WanLora, AnOverflowingUpdateNamesItsLoraAndLayer) {
+  io::save_safetensors(dir / "huge.safetensors",
+                       {{"blocks.0.self_attn.k.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.k.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.lora_down.weight", k.down * 1e20},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up * 1e20}});
+  const auto r = resolve(dir / "huge.safetensors");
+  const auto kw = weight_of(*model, "blocks.0.self_attn.k");
+  for (const auto mode : {lora::Mode::Merged, lora::Mode::RunTime}) {
+    lora::Applied a;
+    EXPECT_THAT(error_of([&] {
+                  a.apply(*model, {{&r, 1.0}}, mode);
+                }),
+                HasSubstr("huge.safetensors: its update for blocks.0.self_attn.q at strength 1 "
+                          "makes that layer's weight NaN or infinite (the model's weight is "
+                          "finite)"));
+    EXPECT_TRUE(torch::equal(weight_of(*model, "blocks.0.self_attn.k"), kw));
+    EXPECT_TRUE(torch::equal(forward(), forward()));  // no adapter left behind
+  }
+  // Finite in float32, not in float16: the dtype is named.
+  io::save_safetensors(dir / "big.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up * 1e7}});
+  for (const auto& item : model->module().named_modules("", false))
+    if (item.key() == "blocks.0.self_attn.q") {
+      auto* l = item.value()->as<layers::LinearImpl>();
+      l->weight.set_data(l->weight.to(torch::kHalf));  // a weight stored in float16
+    }
+  const auto rb = resolve(dir / "big.safetensors");
+  lora::Applied a;
+  EXPECT_THAT(error_of([&] {
+                a.apply(*model, {{&rb, 1.0}}, lora::Mode::Merged);
+              }),
+              HasSubstr("makes that layer's weight NaN or infinite in float16, the dtype it is "
+                        "stored in"));
+}
+
 TEST(PromptLoras, TagsAreTakenOutOfTheText) {
   const auto t = pipeline::prompt_loras("a fox <lora:ink:0.6> in snow <lora:grain>");
   EXPECT_EQ(t.text, "a fox in snow");
@@ -716,6 +755,54 @@ TEST(LoraCli, ADamagedLoraIsRefusedByEveryCommand) {
   p.tokenizer = fixture("spm_tiny.model");
   p.loras = {{bad.string(), 1.0}};
   EXPECT_THAT(error_of([&] { pipeline::check_loras(p); }), HasSubstr(why));
+}
+
+// A render whose LoRA overflows a weight names the LoRA and the layer, not the
+// model file; one that diverges with finite weights names the LoRAs applied.
+TEST(LoraPipeline, AnOverflowingLoraIsBlamedNotTheModel) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto q = weight_of(m, "blocks.0.self_attn.q");
+  const auto kq = known_for(q.size(0), q.size(1));
+  io::save_safetensors(dir / "huge.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", kq.down * 1e20},
+                        {"blocks.0.self_attn.q.lora_up.weight", kq.up * 1e20}});
+  // Finite weights (each ΔW near 1e18), activations past float32's range.
+  Tensors steep;
+  for (const char* ffn : {"blocks.0.ffn.0", "blocks.0.ffn.2", "blocks.1.ffn.0", "blocks.1.ffn.2"}) {
+    const auto w = weight_of(m, ffn);
+    const auto k = known_for(w.size(0), w.size(1));
+    steep.push_back({std::string(ffn) + ".lora_down.weight", k.down * 1e10});
+    steep.push_back({std::string(ffn) + ".lora_up.weight", k.up * 1e10});
+  }
+  io::save_safetensors(dir / "steep.safetensors", steep);
+  pipeline::Preset p;
+  p.prompt = "a fox";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 32, p.height = 32, p.frames = 1, p.steps = 1, p.precision = "fp32";
+  pipeline::Pipeline pipe;
+  for (const std::string mode : {"merged", "runtime"}) {
+    p.lora_mode = mode;
+    p.loras = {{(dir / "huge.safetensors").string(), 1.0}};
+    const auto msg = error_of([&] { pipe.generate(p); });
+    EXPECT_THAT(msg,
+                HasSubstr("huge.safetensors: its update for blocks.0.self_attn.q at strength 1 "
+                          "makes that layer's weight NaN or infinite"))
+        << mode;
+    EXPECT_THAT(msg, Not(HasSubstr("wan21_dit_tiny"))) << mode;
+    p.loras = {{(dir / "steep.safetensors").string(), 1.0}};
+    EXPECT_THAT(error_of([&] { pipe.generate(p); }),
+                HasSubstr("(its weights are finite, with the LoRAs steep.safetensors at 1.0 " +
+                          std::string(mode == "runtime" ? "applied at run time" : "merged") +
+                          ": render without them to see whether one is the cause)"))
+        << mode;
+  }
+  // The model is whole again for the next render.
+  p.loras.clear();
+  EXPECT_NO_THROW(pipe.generate(p));
 }
 
 // Through the pipeline on the fixture chain as a Wan 2.2 pair (the tiny DiT as
