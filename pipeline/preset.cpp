@@ -170,6 +170,12 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
     }
   }
   int schema = kPresetSchema;
+  // A later version is a later Kinora's preset, said as such.
+  if (const auto it = j.find("schema_version");
+      it != j.end() && it->is_number_integer() && it->get<int64_t>() > kPresetSchema)
+    bad(src, "schema_version",
+        "is " + std::to_string(it->get<int64_t>()) +
+            ": a preset of a newer Kinora (this one reads " + std::to_string(kPresetSchema) + ")");
   read_int(j, "schema_version", schema, 1, kPresetSchema, src);
   read_string(j, "prompt", p.prompt, src);
   read_string(j, "negative_prompt", p.negative_prompt, src);
@@ -252,7 +258,8 @@ Preset Preset::from_json(const json& j, const std::string& src, const Preset* ba
       for (const auto& item : l.items())
         if (item.key() != "path" && item.key() != "file" && item.key() != "strength" &&
             item.key() != "strength_low")
-          bad(src, key + "." + item.key(), "is not a key of a LoRA (path, strength, strength_low)");
+          bad(src, key + "." + item.key(),
+              "is not a key of a LoRA (path or file, strength, strength_low)");
       auto strength_of = [&](const char* k) {
         if (!l[k].is_number()) bad(src, key + "." + k, "must be a number");
         const double v = l[k].get<double>();

@@ -322,7 +322,10 @@ TEST(Presets, RoundTripAndValidation) {
       {R"({"sampler": "ddim"})", "key 'sampler' names unknown sampler 'ddim'"},
       {R"({"precision": "fp8"})", "key 'precision'"},
       {R"({"format": "avi"})", "key 'format'"},
-      {R"({"schema_version": 9})", "key 'schema_version'"},
+      {R"({"schema_version": 9})", "key 'schema_version' is 9: a preset of a newer Kinora"},
+      {R"({"schema_version": 0})", "key 'schema_version' must be between 1 and"},
+      {R"({"loras": [{"path": "a", "colour": 1}]})",
+       "key 'loras[0].colour' is not a key of a LoRA (path or file, strength, strength_low)"},
       {R"({"loras": [{"strength": 1}]})", "key 'loras[0]'"},
       {R"([1, 2])", "must be a JSON object"}};
   for (const auto& [text, expected] : bad) {
