@@ -1,6 +1,7 @@
 #include "base/json.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -14,13 +15,28 @@ namespace kinora {
 namespace {
 // nlohmann's messages start with "[json.exception.parse_error.101] "; the rest
 // ("parse error at line 3, column 7: …") is what a user can act on.
+// Its quote of the bytes last read may hold a byte that is not UTF-8 (the
+// one it stopped at): written \xNN, not sent to the terminal as it is.
 std::string without_tag(const char* what) {
   std::string s = what;
   if (!s.empty() && s[0] == '[') {
     const auto end = s.find("] ");
     if (end != std::string::npos) s.erase(0, end + 2);
   }
-  return s;
+  std::string out;
+  std::string_view rest = s;
+  while (!rest.empty()) {
+    const auto bad = invalid_utf8_offset(rest);
+    if (bad == std::string_view::npos) {
+      out.append(rest);
+      break;
+    }
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "\\x%02X", static_cast<unsigned char>(rest[bad]));
+    out.append(rest.substr(0, bad)).append(hex);
+    rest.remove_prefix(bad + 1);
+  }
+  return out;
 }
 }  // namespace
 

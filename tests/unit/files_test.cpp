@@ -293,6 +293,11 @@ TEST(Json, InvalidUtf8IsFoundByOffset) {
   EXPECT_EQ(invalid_utf8_offset("a\xc0\xaf"), 1u);         // overlong '/'
   EXPECT_EQ(invalid_utf8_offset("\xed\xa0\x80"), 0u);      // a surrogate
   EXPECT_EQ(invalid_utf8_offset("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
+  // A parse error's quote of a byte that is not UTF-8 writes it \xNN.
+  const auto e = test::error_of([] { parse_json("{\"prompt\": \"a \xff b\"}", "p.json"); });
+  EXPECT_NE(e.find("p.json: not valid JSON"), std::string::npos) << e;
+  EXPECT_NE(e.find("\\xFF"), std::string::npos) << e;
+  EXPECT_EQ(invalid_utf8_offset(e), std::string_view::npos) << e;
 }
 
 }  // namespace
