@@ -1080,7 +1080,6 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
         return list;
       };
       if (!cache_->resolved.empty()) {
-        for (const auto& lr : cache_->resolved) say("LoRA " + lr.report.line());
         if (const auto list = list_for(false); !list.empty())
           cache_->applied.apply(as_model(*models.denoiser), list, mode);
         // A Wan 2.2 pair's experts share their architecture: the same updates.
@@ -1099,6 +1098,18 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
         }
       }
       cache_->lora_key = lkey;
+    }
+    // Every render says what its LoRAs match, one whose LoRAs were applied
+    // for an earlier render too, and which of them a strength of 0 leaves off.
+    for (std::size_t i = 0; i < cache_->resolved.size() && i < loras.size(); ++i) {
+      const double high = loras[i].strength_for(false), low = loras[i].strength_for(true);
+      std::string off;
+      if (high == 0 && (low == 0 || !models.denoiser2))
+        off = "; strength 0: not applied";
+      else if (models.denoiser2 && (high == 0 || low == 0))
+        off = high == 0 ? "; strength 0 on the high-noise expert: not applied to it"
+                        : "; strength 0 on the low-noise expert: not applied to it";
+      say("LoRA " + cache_->resolved[i].report.line() + off);
     }
   }
   r.timings.load_s = since(t0);

@@ -805,6 +805,50 @@ TEST(LoraPipeline, AnOverflowingLoraIsBlamedNotTheModel) {
   EXPECT_NO_THROW(pipe.generate(p));
 }
 
+// Each render says what its LoRAs match, one that reuses the LoRAs applied for
+// the render before it too (a studio queue's second job, a sweep's next cell),
+// and says a LoRA at strength 0 is not applied.
+TEST(LoraPipeline, EveryRenderReportsItsLorasAndThoseOff) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto q = weight_of(m, "blocks.0.self_attn.q");
+  const auto k = known_for(q.size(0), q.size(1));
+  io::save_safetensors(dir / "style.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  pipeline::Preset p;
+  p.prompt = "a fox";
+  p.model = fixture("wan21_dit_tiny.safetensors");
+  p.vae = fixture("wan21_vae_tiny.safetensors");
+  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
+  p.tokenizer = fixture("spm_tiny.model");
+  p.width = 32, p.height = 32, p.frames = 1, p.steps = 1, p.precision = "fp32";
+  p.loras = {{(dir / "style.safetensors").string(), 1.0}};
+  pipeline::Pipeline pipe;
+  auto notes = [&](const pipeline::Preset& preset) {
+    std::string out;
+    pipeline::RunCallbacks cb;
+    cb.on_message = [&](const std::string& note) { out.append(note).append("\n"); };
+    pipe.generate(preset, cb);
+    return out;
+  };
+  const std::string matched = "LoRA style.safetensors: original, rank 2; 1 of 1 updates matched";
+  EXPECT_THAT(notes(p), HasSubstr(matched + "\n"));
+  EXPECT_THAT(notes(p), HasSubstr(matched + "\n"));  // the same LoRAs, still on the model
+  p.loras[0].strength = 0;
+  EXPECT_THAT(notes(p), HasSubstr(matched + "; strength 0: not applied\n"));
+  EXPECT_THAT(notes(p), HasSubstr(matched + "; strength 0: not applied\n"));
+  // A pair's experts: off on one, or on both.
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "high_noise.safetensors");
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "low_noise.safetensors");
+  p.model = (dir / "high_noise.safetensors").string();
+  p.model2 = (dir / "low_noise.safetensors").string();
+  p.loras = {{(dir / "style.safetensors").string(), 1.0, 0.0}};
+  EXPECT_THAT(notes(p), HasSubstr("; strength 0 on the low-noise expert: not applied to it\n"));
+  p.loras = {{(dir / "style.safetensors").string(), 0.0, 0.0}};
+  EXPECT_THAT(notes(p), HasSubstr(matched + "; strength 0: not applied\n"));
+}
+
 // Through the pipeline on the fixture chain as a Wan 2.2 pair (the tiny DiT as
 // both experts): each expert takes its own strength, a LoRA at 0 on one is left
 // out of it, strength_low needs a pair, and lora_mode runtime gives the frames
