@@ -600,11 +600,13 @@ void MainWindow::start_next() {
     const auto free = free_output_path(planned, job.preset.format == "png-seq");
     if (free != planned) {
       queue_->set_planned_output(job.id, free.toStdString());
-      const auto note = planned +
-                        (QFileInfo::exists(planned) || QFileInfo::exists(planned + ".json")
-                             ? " exists"
-                             : " is being rendered by another process") +
-                        "; this job renders to " + free;
+      // What is there: the output, or only a file at its parameters file's
+      // name (a render's, or a user's that the render's would replace).
+      const auto taken_by = QFileInfo::exists(planned) ? planned + " exists"
+                            : QFileInfo::exists(planned + ".json")
+                                ? planned + ".json exists (the name of this job's parameters file)"
+                                : planned + " is being rendered by another process";
+      const auto note = taken_by + "; this job renders to " + free;
       statusBar()->showMessage(note);
       if (options_.quit_when_idle) say_on_stderr(note);
     }

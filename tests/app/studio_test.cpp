@@ -524,4 +524,27 @@ TEST(Studio, ThePlayerShotComesWhateverEndsTheRun) {
   }
 }
 
+// A job whose output name is free but whose parameters file's name is taken
+// (a z.mp4.json alone) renders to a free name, and the note says which file
+// is there.
+TEST(Studio, ARenamedJobSaysWhichFileIsThere) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "out2");
+  write_preset_with_a_cut_vae(dir, "cut.json");
+  std::ofstream(dir / "z.json") << "{\"output\": \"z.mp4\", " << slurp(dir / "cut.json").substr(1);
+  std::ofstream(dir / "out2" / "z.mp4.json") << "my notes";
+  EXPECT_EQ(
+      run_studio(dir, "--data-dir data --output-dir out2 --queue-preset z.json --quit-when-idle",
+                 dir / "log.txt"),
+      1);  // the cut VAE
+  const auto log = slurp(dir / "log.txt");
+  EXPECT_NE(log.find((dir / "out2" / "z.mp4.json").string() +
+                     " exists (the name of this job's parameters file); this job renders to " +
+                     (dir / "out2" / "z-2.mp4").string()),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(slurp(dir / "out2" / "z.mp4.json"), "my notes");
+}
+
 }  // namespace
