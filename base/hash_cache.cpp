@@ -4,7 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
 #include "base/error.h"
 #include "base/files.h"
@@ -123,7 +125,21 @@ void store(const fs::path& cache_file, const Stamp& s, const char* kind, const s
 }  // namespace
 
 fs::path user_cache_dir() {
-  if (const char* d = std::getenv("KINORA_CACHE_DIR"); d && *d) return fs::path(d);
+  if (const char* d = std::getenv("KINORA_CACHE_DIR"); d && *d) {
+    // Caches are best effort (a failure only costs the work again), but a
+    // folder that cannot be one is said, once a process.
+    std::error_code ec;
+    if (fs::exists(d, ec) && !fs::is_directory(d, ec)) {
+      static std::once_flag said;
+      std::call_once(said, [&] {
+        std::fprintf(stderr,
+                     "kinora: note: KINORA_CACHE_DIR is %s, which is not a folder; nothing is "
+                     "cached\n",
+                     d);
+      });
+    }
+    return fs::path(d);
+  }
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x && fs::path(x).is_absolute())
     return fs::path(x) / "kinora";
   if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache" / "kinora";

@@ -386,6 +386,18 @@ TEST(E2E, AWrongAssetsFolderIsSaidSo) {
   EXPECT_FALSE(fs::exists(dir / "a.mp4"));
 }
 
+// A cache folder that cannot be one costs only the caching, and is said.
+TEST(E2E, ACacheFolderThatIsAFileIsSaidAndTheRenderGoesOn) {
+  TempDir dir;
+  { std::ofstream(dir / "cache") << "a file"; }
+  const auto r = sh("KINORA_CACHE_DIR=" + (dir / "cache").string() + " " + kinora_bin() +
+                    " generate -p x" + chain() + " --out " + (dir / "a.mp4").string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("KINORA_CACHE_DIR is " + (dir / "cache").string() +
+                               ", which is not a folder; nothing is cached"));
+  EXPECT_TRUE(fs::exists(dir / "a.mp4"));
+}
+
 TEST(E2E, CtrlCCancelsCleanly) {
   TempDir dir;
   const std::string out = (dir / "long.mp4").string();
