@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <memory>
@@ -119,6 +120,11 @@ int merge(const LoraArgs& a) {
       throw Error("--lora '" + f + "': lora merge writes one model file; give one strength");
     loras.emplace_back(find_lora(a, l.path, "--lora"), l.strength);
   }
+  // Every LoRA at 0 changes nothing: no copy of the model is written.
+  if (std::all_of(loras.begin(), loras.end(), [](const auto& l) { return l.second == 0; }))
+    throw Error(
+        "lora merge: every LoRA is at strength 0, so the model would be written "
+        "unchanged; nothing was written");
   // One file given twice stacks, as in a render: said, as one may have been meant.
   std::vector<fs::path> files;
   for (const auto& l : loras) files.push_back(l.first);
@@ -138,12 +144,13 @@ int merge(const LoraArgs& a) {
       throw Error(a.model +
                   ": an FP8 checkpoint; lora merge writes float weights, so merge into "
                   "its bf16 or fp16 release instead");
-  // Updates of text encoders would be dropped: the file written holds the
-  // denoiser's weights only.
+  // Updates of SDXL's text encoders, which a render applies, would be dropped:
+  // the file written holds the denoiser's weights only. Other families' renders
+  // leave a text encoder's updates out too, and the report says so.
   for (const auto& [file, strength] : loras) {
     int text = 0;
     for (const auto& u : lora::describe(file).updates) text += lora::is_text_encoder_stem(u.stem);
-    if (text > 0)
+    if (text > 0 && dit.detection.family == io::Family::UNet)
       throw Error(file.string() + ": " + std::to_string(text) +
                   " of its updates are for text encoders, which lora merge does not write (it "
                   "writes the denoiser's weights); apply it when rendering (--lora) instead");
@@ -152,11 +159,12 @@ int merge(const LoraArgs& a) {
   for (const auto& [file, strength] : loras) {
     throw_if_cancelled(&cancel_requested());
     resolved.push_back(lora::resolve(file, *dit.model, dit.names));
-    std::cerr << "kinora: " << resolved.back().report.line() << "\n";
+    std::cerr << "kinora: " << resolved.back().report.line()
+              << (strength == 0 ? "; strength 0: not merged" : "") << "\n";
   }
   std::vector<std::pair<const lora::Resolved*, double>> list;
   for (std::size_t i = 0; i < resolved.size(); ++i)
-    list.emplace_back(&resolved[i], loras[i].second);
+    if (loras[i].second != 0) list.emplace_back(&resolved[i], loras[i].second);
   lora::Applied applied;
   applied.apply(*dit.model, list, lora::Mode::Merged);
   // The merged modules' weights and biases under the file's own keys.
@@ -183,9 +191,10 @@ int merge(const LoraArgs& a) {
     if (earlier.is_array()) record = earlier;
   }
   for (std::size_t i = 0; i < loras.size(); ++i)
-    record.push_back({{"file", loras[i].first.filename().string()},
-                      {"sha256_first_last_mib", file_fingerprint(loras[i].first)},
-                      {"strength", loras[i].second}});
+    if (loras[i].second != 0)  // merged
+      record.push_back({{"file", loras[i].first.filename().string()},
+                        {"sha256_first_last_mib", file_fingerprint(loras[i].first)},
+                        {"strength", loras[i].second}});
   metadata["kinora.lora_merge"] = record.dump();
   throw_if_cancelled(&cancel_requested());
   save_checkpoint_cancellable(a.out, out, metadata, a.overwrite);

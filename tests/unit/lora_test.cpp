@@ -849,6 +849,63 @@ TEST(LoraPipeline, EveryRenderReportsItsLorasAndThoseOff) {
   EXPECT_THAT(notes(p), HasSubstr(matched + "; strength 0: not applied\n"));
 }
 
+// lora merge writes what a render applies: a text encoder's update that a
+// FLUX render leaves out is reported, not refused (SDXL's, which a render
+// applies, is refused); a LoRA at strength 0 is not merged nor recorded, and
+// with every LoRA at 0 nothing is written.
+TEST(LoraCli, MergeLeavesOutWhatARenderLeavesOut) {
+  TempDir dir;
+  const std::string merge = std::string(KINORA_BIN_DIR) + "/kinora lora merge --model ";
+  auto flux = diffusion::FluxModel::load(fixture("flux1_dev_tiny.safetensors"));
+  const int64_t h = flux.config().hidden_size;
+  const auto kk = known_for(h, h, 2, 5);
+  const auto clip = known_for(8, 8);
+  io::save_safetensors(
+      dir / "flux.safetensors",
+      {{"double_blocks.0.img_attn.proj.lora_down.weight", kk.down},
+       {"double_blocks.0.img_attn.proj.lora_up.weight", kk.up},
+       {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", clip.down},
+       {"lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", clip.up}});
+  const auto fm = sh(merge + fixture("flux1_dev_tiny.safetensors") + " --lora " +
+                     (dir / "flux.safetensors").string() + " --out " +
+                     (dir / "flux_merged.safetensors").string());
+  EXPECT_EQ(fm.code, 0) << fm.out;
+  EXPECT_THAT(fm.out, HasSubstr("1 of 2 updates matched (1 not: 1 a text encoder's, not applied "
+                                "to this model"));
+  const auto sm = sh(merge + fixture("sdxl_unet_tiny.safetensors") + " --lora " +
+                     (dir / "flux.safetensors").string() + " --out " +
+                     (dir / "sdxl_merged.safetensors").string());
+  EXPECT_NE(sm.code, 0) << sm.out;
+  EXPECT_THAT(sm.out, HasSubstr("1 of its updates are for text encoders, which lora merge does "
+                                "not write"));
+  EXPECT_FALSE(fs::exists(dir / "sdxl_merged.safetensors"));
+  // Strength 0.
+  auto wan = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  const auto q = weight_of(wan, "blocks.0.self_attn.q");
+  const auto k = known_for(q.size(0), q.size(1));
+  io::save_safetensors(dir / "a.safetensors", {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                                               {"blocks.0.self_attn.q.lora_up.weight", k.up}});
+  io::save_safetensors(dir / "b.safetensors", {{"blocks.0.self_attn.k.lora_down.weight", k.down},
+                                               {"blocks.0.self_attn.k.lora_up.weight", k.up}});
+  const std::string wan_merge = merge + fixture("wan21_dit_tiny.safetensors") + " --lora " +
+                                (dir / "a.safetensors").string() + ":0";
+  const auto off = sh(wan_merge + " --out " + (dir / "off.safetensors").string());
+  EXPECT_NE(off.code, 0);
+  EXPECT_THAT(off.out, HasSubstr("every LoRA is at strength 0, so the model would be written "
+                                 "unchanged; nothing was written"));
+  EXPECT_FALSE(fs::exists(dir / "off.safetensors"));
+  const auto one = sh(wan_merge + " --lora " + (dir / "b.safetensors").string() + " --out " +
+                      (dir / "one.safetensors").string());
+  ASSERT_EQ(one.code, 0) << one.out;
+  EXPECT_THAT(one.out, HasSubstr("a.safetensors: original, rank 2; 1 of 1 updates matched; "
+                                 "strength 0: not merged"));
+  const auto out = io::Checkpoint::open(dir / "one.safetensors");
+  EXPECT_TRUE(torch::equal(out.get("blocks.0.self_attn.q.weight"), q));
+  const auto record = nlohmann::json::parse(out.metadata().at("kinora.lora_merge"));
+  ASSERT_EQ(record.size(), 1u) << record.dump();
+  EXPECT_EQ(record[0]["file"], "b.safetensors");
+}
+
 // Through the pipeline on the fixture chain as a Wan 2.2 pair (the tiny DiT as
 // both experts): each expert takes its own strength, a LoRA at 0 on one is left
 // out of it, strength_low needs a pair, and lora_mode runtime gives the frames
