@@ -806,9 +806,15 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
   const auto candidates = [&](const std::string& name) {
     const fs::path e = name;
     std::vector<fs::path> out = {e.is_absolute() ? e : p.base_dir / e};
+    const bool has_extension = e.extension() == ".safetensors";
+    auto add = [&](const fs::path& c) {
+      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+    };
     if (!e.is_absolute())
-      for (const auto& folder : lora_folders(p))
-        for (const fs::path& c : {folder / e, folder / (name + ".safetensors")}) out.push_back(c);
+      for (const auto& folder : lora_folders(p)) {
+        add(folder / e);
+        if (!has_extension) add(folder / (name + ".safetensors"));
+      }
     return out;
   };
   const auto found = [](const std::vector<fs::path>& paths) {
@@ -833,12 +839,13 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
                   "' is not a strength (a number from -100 to 100)");
     }
   const fs::path e = entry;
-  // Found nowhere, but its path is there as something else (a folder, a
-  // device): said as such.
-  if (std::error_code ec; fs::exists(tried.front(), ec))
-    throw Error(source + ": LoRA '" + entry + "': " + tried.front().string() +
-                (fs::is_directory(tried.front(), ec) ? " is a folder" : " is not a regular file") +
-                ", not a LoRA file");
+  // Found nowhere, but one of its paths is there as something else (a
+  // folder, a device): said as such.
+  for (const auto& t : tried)
+    if (std::error_code ec; fs::exists(t, ec))
+      throw Error(source + ": LoRA '" + entry + "': " + t.string() +
+                  (fs::is_directory(t, ec) ? " is a folder" : " is not a regular file") +
+                  ", not a LoRA file");
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";

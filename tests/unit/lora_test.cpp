@@ -477,6 +477,27 @@ TEST(PromptLoras, TagsAreTakenOutOfTheText) {
   EXPECT_THAT(error_of([] { pipeline::prompt_loras("a fox <lora:>"); }), HasSubstr("not complete"));
 }
 
+// A LoRA by name: a folder found where it is looked for is said to be one;
+// a name with its extension is not tried with a second one.
+TEST(PromptLoras, ALoraNameFoundAsAFolderOrNotAtAllIsSaidSo) {
+  TempDir dir;
+  fs::create_directories(dir / "models" / "loras" / "adir.safetensors");
+  pipeline::Preset p;
+  p.models_dir = (dir / "models").string();
+  p.base_dir = dir.path();
+  p.source = "--lora";
+  const auto folder = (dir / "models" / "loras" / "adir.safetensors").string();
+  for (const char* name : {"adir", "adir.safetensors"})
+    EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, name); }),
+                HasSubstr("--lora: LoRA '" + std::string(name) + "': " + folder +
+                          " is a folder, not a LoRA file"));
+  const auto missing = error_of([&] { pipeline::resolve_lora_file(p, "only_here.safetensors"); });
+  EXPECT_THAT(missing, HasSubstr("not found (looked for"));
+  EXPECT_THAT(missing, Not(HasSubstr(".safetensors.safetensors"))) << missing;
+  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "only_here"); }),
+              HasSubstr((dir / "models" / "loras" / "only_here.safetensors").string()));
+}
+
 TEST(PromptLoras, PresetEntriesAreCheckedLikeTheCommandLine) {
   using pipeline::Preset;
   const auto j = [](const char* text) { return nlohmann::json::parse(text); };
