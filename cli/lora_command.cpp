@@ -58,6 +58,18 @@ std::string find_model(const LoraArgs& a, const std::string& command) {
   return pipeline::resolve_dit_file(finder).string();
 }
 
+// --clip, --text-encoder: a file, or a name as `generate` finds it
+// (text_encoders/ of --models-dir).
+std::string find_text_encoder(const LoraArgs& a, const std::string& entry, const std::string& key) {
+  std::error_code ec;
+  if (entry.empty() || fs::is_regular_file(entry, ec)) return entry;
+  pipeline::Preset finder;
+  (key == "clip" ? finder.clip : finder.text_encoder) = entry;
+  finder.models_dir = a.models_dir;
+  finder.source = key == "clip" ? "lora inspect --clip" : "lora inspect --text-encoder";
+  return pipeline::resolve_model_file(finder, key, "text_encoders", true).string();
+}
+
 int inspect(const LoraArgs& a) {
   const fs::path file = find_lora(a, a.files.at(0), "lora inspect");
   if (a.model.empty()) {
@@ -70,7 +82,8 @@ int inspect(const LoraArgs& a) {
     return 0;
   }
   pipeline::ModelFiles encoders;
-  encoders.clip = a.clip, encoders.text_encoder = a.text_encoder;
+  encoders.clip = find_text_encoder(a, a.clip, "clip");
+  encoders.text_encoder = find_text_encoder(a, a.text_encoder, "text_encoder");
   const auto dit = pipeline::load_dit_for_loras(a.model, &encoders);
   const bool sdxl = dit.detection.family == io::Family::UNet;
   if (!sdxl && (!a.clip.empty() || !a.text_encoder.empty()))
@@ -264,11 +277,11 @@ std::function<int()> add_lora_command(CLI::App& app) {
                   "a Wan or FLUX DiT, or an SDXL UNet or single-file checkpoint (with its text "
                   "encoders), to match it against: a file, or a name under --models-dir");
   ins->add_option("--clip", args->clip,
-                  "SDXL: its CLIP-L file, to check the LoRA's text encoder updates too")
-      ->check(CLI::ExistingFile);
+                  "SDXL: its CLIP-L file (or a name under --models-dir), to check the LoRA's "
+                  "text encoder updates too");
   ins->add_option("--text-encoder", args->text_encoder,
-                  "SDXL: its OpenCLIP bigG file, to check the LoRA's text encoder updates too")
-      ->check(CLI::ExistingFile);
+                  "SDXL: its OpenCLIP bigG file (or a name under --models-dir), to check the "
+                  "LoRA's text encoder updates too");
   ins->add_flag("--verbose,-v", args->verbose, "list every update and where it lands");
   auto* mer = cmd->add_subcommand(
       "merge",

@@ -324,6 +324,20 @@ TEST_F(SdxlCli, LorasApplyToTheUNetAndToBothTextEncoders) {
   EXPECT_EQ(both.code, 0) << both.out;
   EXPECT_THAT(both.out, HasSubstr("3 of 3 updates matched"));
   EXPECT_THAT(both.out, Not(HasSubstr("not checked")));
+  // The encoders by name under --models-dir, as --model and generate find them.
+  const auto models = dir / "models";
+  fs::create_directories(models / "text_encoders");
+  fs::copy_file(f.clip_l, models / "text_encoders" / "clip_l.safetensors");
+  fs::copy_file(f.clip_g, models / "text_encoders" / "clip_g.safetensors");
+  const auto by_name =
+      sh(inspect + " --clip clip_l --text-encoder clip_g --models-dir " + models.string());
+  EXPECT_EQ(by_name.code, 0) << by_name.out;
+  EXPECT_THAT(by_name.out, HasSubstr("3 of 3 updates matched")) << by_name.out;
+  const auto no_clip =
+      sh(inspect + " --clip clip_x --text-encoder clip_g --models-dir " + models.string());
+  EXPECT_NE(no_clip.code, 0);
+  EXPECT_THAT(no_clip.out, HasSubstr("lora inspect --clip: key 'clip': 'clip_x' not found"))
+      << no_clip.out;
   // Each text encoder alone changes the image: its update is applied.
   for (const char* stem : {"lora_te1_text_model_encoder_layers_0_self_attn_v_proj",
                            "lora_te2_text_model_encoder_layers_0_self_attn_out_proj"}) {
