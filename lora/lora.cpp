@@ -270,6 +270,10 @@ std::string Report::rank_and_alpha() const {
     s << ", alphas " << *alpha << " to " << *alpha_max;
   else if (alpha)
     s << ", alpha " << *alpha;
+  // Scale alpha / rank below 0: legal, and rarely meant.
+  if (alpha && *alpha < 0)
+    s << (alpha_max && *alpha_max != *alpha ? " (a negative alpha" : " (negative")
+      << ": the update is applied reversed, as at a negative strength)";
   return s.str();
 }
 

@@ -83,7 +83,8 @@ struct Report {
   void add_rank(int64_t r);
   void add_alpha(double a);
   // ", rank 16, alpha 8"; a file that mixes them: ", ranks 4 to 16, alphas
-  // 1 to 8". Empty for a file with neither.
+  // 1 to 8"; a negative alpha said to reverse its update. Empty for a file
+  // with neither.
   std::string rank_and_alpha() const;
   int matched = 0, total = 0;        // updates (modules) matched / in the file
   std::vector<Unmatched> unmatched;  // resolve(): those not applied

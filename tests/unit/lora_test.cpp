@@ -265,6 +265,15 @@ TEST_F(WanLora, MixedRanksAndAlphasAreReportedAsRanges) {
                         {"blocks.0.self_attn.q.lora_up.weight", k.up},
                         {"blocks.0.self_attn.q.alpha", torch::tensor(1.0)}});
   EXPECT_EQ(lora::describe(dir / "one.safetensors").rank_and_alpha(), ", rank 2, alpha 1");
+  // A negative alpha is applied (alpha / rank scales the update) and said.
+  io::save_safetensors(dir / "negative.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
+                        {"blocks.0.self_attn.q.lora_up.weight", k.up},
+                        {"blocks.0.self_attn.q.alpha", torch::tensor(-2.0)}});
+  const std::string reversed =
+      ", rank 2, alpha -2 (negative: the update is applied reversed, as at a negative strength)";
+  EXPECT_EQ(lora::describe(dir / "negative.safetensors").rank_and_alpha(), reversed);
+  EXPECT_THAT(resolve(dir / "negative.safetensors").report.line(), HasSubstr(reversed));
 }
 
 TEST_F(WanLora, BadFilesAreRefusedByName) {
