@@ -55,6 +55,13 @@ const CLI::Validator kUnsigned(
     },
     "UINT");
 
+// --model of `train lora` and `train probe`: without it, the embedded model
+// as `kinora generate` finds it (training::LoraOptions::model_dir).
+constexpr const char* kModelHelp =
+    "Folder with the four kinora-tiny-* files (default: the embedded model's folder, found as "
+    "`kinora generate` finds it: $KINORA_ASSETS, else the installed assets, else the source "
+    "tree's assets/)";
+
 void add_common(CLI::App* c, TrainArgs& a, training::StageOptions& o) {
   c->add_option("--run", a.run_dir, "Run folder (checkpoints, loss log, models)")
       ->capture_default_str();
@@ -225,17 +232,14 @@ std::function<int()> add_train_command(CLI::App& app) {
   auto* lora = train->add_subcommand(
       "lora",
       "A LoRA on a trained embedded model that teaches it the word \"big\" (objects twice "
-      "the size it ever drew; <run>/kinora-tiny-big.safetensors; docs/training.md, \"The "
-      "LoRA\")");
-  a->lora.model_dir = "assets";
+      "the size it ever drew; <run>/kinora-tiny-big.safetensors; docs/training.md, \"L: the "
+      "project's LoRA\")");
   a->lora.steps = 1500, a->lora.batch = 16, a->lora.lr = 1e-3, a->lora.warmup = 50;
   a->lora.dataset = 1024, a->lora.object_weight = 4, a->lora.log_every = 50;
   add_common(lora, *a, a->lora);
   add_overwrite(lora, *a);
   check_stage_options(lora, a->lora);
-  lora->add_option("--model", a->lora.model_dir, "Folder with the four kinora-tiny-* files")
-      ->check(CLI::ExistingDirectory)
-      ->capture_default_str();
+  lora->add_option("--model", a->lora.model_dir, kModelHelp)->check(CLI::ExistingDirectory);
   lora->add_option("--rank", a->lora.rank, "Rank of each update")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
@@ -266,10 +270,7 @@ std::function<int()> add_train_command(CLI::App& app) {
       "Where a trained model loses an object's shape: real clips' latents with noise added, "
       "and redrawn from noise levels with their own caption and with the shape word swapped, "
       "measured as the semantic test measures (a Markdown table on standard output)");
-  a->probe.model_dir = "assets";
-  probe->add_option("--model", a->probe.model_dir, "Folder with the four kinora-tiny-* files")
-      ->check(CLI::ExistingDirectory)
-      ->capture_default_str();
+  probe->add_option("--model", a->probe.model_dir, kModelHelp)->check(CLI::ExistingDirectory);
   probe->add_option("--clips", a->probe.clips_per_shape, "Clips of each shape")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

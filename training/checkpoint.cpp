@@ -18,6 +18,7 @@
 #include "base/files.h"
 #include "base/json.h"
 #include "base/strings.h"
+#include "embedded/model.h"
 #include "io/safetensors.h"
 #include "training/internal.h"
 
@@ -33,6 +34,17 @@ std::string option_problem(bool ok, const std::string& option, double value,
   std::string said = option;
   said.append(" ").append(v.str()).append(": expected ").append(expected);
   return said;
+}
+
+std::filesystem::path base_model_dir(const std::filesystem::path& dir, const std::string& who) {
+  if (!dir.empty()) return dir;
+  if (auto found = embedded::model_dir()) return *found;
+  // Appended, not `+` chains: GCC 12 warns falsely on those (-Warray-bounds).
+  std::string msg = who;
+  msg.append(": no --model given, and the embedded default model was not found (looked in");
+  for (const auto& d : embedded::model_search_path()) msg.append(" ").append(d.string());
+  msg.append("); give --model, a folder with its four kinora-tiny-* files");
+  throw Error(msg);
 }
 
 std::string stage_options_problem(const StageOptions& o) {

@@ -92,6 +92,11 @@ std::string option_problem(bool ok, const std::string& option, double value,
                            const std::string& expected);
 // The options every stage has (steps, batch, lr, warmup, save_every, log_every).
 std::string stage_options_problem(const StageOptions& o);
+// The base model's folder: `dir`, or where it is empty the embedded model's
+// folder as `kinora generate` finds it (embedded::model_dir():
+// $KINORA_ASSETS, the installed assets, the source tree's assets/). Throws an
+// Error starting with `who` ("train lora") when none holds the model.
+std::filesystem::path base_model_dir(const std::filesystem::path& dir, const std::string& who);
 
 // ---------------------------------------------------------------- the run folder
 // (checkpoint.cpp)

@@ -80,7 +80,6 @@ std::string options_problem(const LoraOptions& o) {
   const auto d = [](int64_t v) { return static_cast<double>(v); };
   for (auto problem : {
            options_problem(static_cast<const DitOptions&>(o)),
-           option_problem(!o.model_dir.empty(), "--model", 0, "the base model's folder"),
            option_problem(o.rank >= 1 && o.rank <= 256, "--rank", d(o.rank),
                           "a whole number from 1 to 256"),
            option_problem(o.alpha > 0, "--alpha", o.alpha, "a number above 0"),
@@ -93,7 +92,9 @@ std::string options_problem(const LoraOptions& o) {
   return {};
 }
 
-void train_lora(const LoraOptions& o) {
+void train_lora(const LoraOptions& given) {
+  LoraOptions o = given;
+  o.model_dir = base_model_dir(given.model_dir, "train lora");
   check_lora_options(o);
   auto state = open_state(o.run_dir / "lora-state");
   check_config(state, run_config(o));

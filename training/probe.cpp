@@ -9,6 +9,7 @@
 #include "schedulers/sigma_schedules.h"
 #include "text/t5.h"
 #include "text/tokenizer.h"
+#include "training/internal.h"
 #include "training/train.h"
 #include "vae/wan_vae.h"
 
@@ -230,7 +231,9 @@ void Probe::redraw_rows() {
 
 }  // namespace
 
-std::vector<ProbeRow> probe_shapes(const ProbeOptions& o) {
+std::vector<ProbeRow> probe_shapes(const ProbeOptions& given) {
+  ProbeOptions o = given;
+  o.model_dir = internal::base_model_dir(given.model_dir, "train probe");
   check_options(o);
   torch::NoGradGuard no_grad;
   Probe probe(o);

@@ -36,7 +36,9 @@
 namespace kinora::training {
 
 struct ProbeOptions {
-  std::filesystem::path model_dir;  // the four kinora-tiny-* files (assets/, a run folder)
+  // The four kinora-tiny-* files (a run folder); empty: the embedded model's
+  // folder, found as `kinora generate` finds it (embedded::model_dir()).
+  std::filesystem::path model_dir;
   int64_t clips_per_shape = 4;
   std::vector<double> noise_levels = {0, 0.1, 0.2, 0.5};
   std::vector<double> redraw_sigmas = {0.3, 0.5, 0.7, 0.9, 1.0};

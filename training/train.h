@@ -325,8 +325,10 @@ std::string options_problem(const DitOptions& o);
 // shift, sigma, object_weight, caption_dropout, clip); its architecture
 // options are ignored: the base model's files say it.
 struct LoraOptions : DitOptions {
-  std::filesystem::path model_dir;  // the base model's four kinora-tiny-* files
-  double concept_share = 0.5;       // share of the clips that are big
+  // The base model's four kinora-tiny-* files; empty: the embedded model's
+  // folder, found as `kinora generate` finds it (embedded::model_dir()).
+  std::filesystem::path model_dir;
+  double concept_share = 0.5;  // share of the clips that are big
   int64_t rank = 8;
   double alpha = 8;
 };

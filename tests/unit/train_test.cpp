@@ -1498,4 +1498,36 @@ TEST(Training, AnUnreadableLatentCacheIsEncodedAnew) {
   EXPECT_NO_THROW(io::Checkpoint::open(dir / "dit-state" / "latents.safetensors"));
 }
 
+// `train lora` and `train probe` without --model take the embedded model's
+// folder as `kinora generate` finds it (here $KINORA_ASSETS), from any
+// working folder; --help says so, and the section it names is in the doc.
+TEST(Training, LoraAndProbeFindTheEmbeddedModelWithoutModel) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir / "model");
+  for (const char* f : {kDitFile, kVaeFile, kTextEncoderFile, kTokenizerFile})
+    write_text(dir / "model" / f, "");  // found, then refused when read
+  const std::string kinora = std::string(KINORA_BIN_DIR) + "/kinora";
+  const std::string in_dir = "cd '" + dir.path().string() + "' && KINORA_ASSETS='" +
+                             (dir / "model").string() + "' " + kinora;
+  const auto probe = test::sh(in_dir + " train probe --clips 1");
+  EXPECT_NE(probe.code, 0);
+  EXPECT_NE(probe.out.find((dir / "model").string()), std::string::npos) << probe.out;
+  EXPECT_EQ(probe.out.find("assets/"), std::string::npos) << probe.out;
+  const auto lora = test::sh(in_dir + " train lora --run run --steps 1");
+  EXPECT_NE(lora.code, 0);
+  EXPECT_NE(lora.out.find((dir / "model").string()), std::string::npos) << lora.out;
+  EXPECT_EQ(lora.out.find("assets/"), std::string::npos) << lora.out;
+
+  for (const char* command : {"lora", "probe"}) {
+    const auto help = test::sh(kinora + " train " + command + " --help");
+    EXPECT_NE(help.out.find("default: the embedded model's folder"), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find("$KINORA_ASSETS"), std::string::npos) << help.out;
+  }
+  const auto help = test::sh(kinora + " train --help");
+  const std::string section = "L: the project's LoRA";
+  EXPECT_NE(help.out.find("docs/training.md, \"" + section), std::string::npos) << help.out;
+  EXPECT_NE(test::read_bytes(test::fixture("../../docs/training.md")).find("### " + section),
+            std::string::npos);
+}
+
 }  // namespace kinora::training
