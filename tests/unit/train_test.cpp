@@ -1480,6 +1480,17 @@ TEST(Training, TheSameTokenizerWithAnotherTrainerPathIsKept) {
   EXPECT_TRUE(test::read_bytes(dir / kTokenizerFile) == bytes);
 }
 
+// The shipped tokenizer (whose trainer options name the temporary files of
+// the run that made it) is the one this stage makes: left as it is.
+TEST(Training, TheShippedTokenizerIsTheOneTheStageMakes) {
+  test::TempDir dir;
+  const auto shipped = test::read_bytes(test::fixture("../../assets/kinora-tiny-spm.model"));
+  ASSERT_FALSE(shipped.empty());
+  write_text(dir / kTokenizerFile, shipped);
+  EXPECT_FALSE(train_tokenizer(dir.path()));
+  EXPECT_TRUE(test::read_bytes(dir / kTokenizerFile) == shipped);
+}
+
 // A latent cache that cannot be read is encoded anew, said so.
 TEST(Training, AnUnreadableLatentCacheIsEncodedAnew) {
   test::TempDir dir;
