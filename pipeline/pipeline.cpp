@@ -955,7 +955,19 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     if (!loras[i].strength_low) single.push_back(lora_files[i]);
   if (const auto note = repeated_lora_note(single, "applied"); !note.empty()) say(note);
   const auto files = resolve_models(p, family);
-  const auto device = resolve_device(p.device);
+  // The device a preset names, refused in the preset's words ("fox.json:
+  // key 'device' …"; the command line's as --device).
+  const auto device = [&] {
+    try {
+      return resolve_device(p.device);
+    } catch (const Error& e) {
+      std::string why = e.what();
+      const std::string head = "device '" + p.device + "': ";
+      if (why.rfind(head, 0) == 0) why.erase(0, head.size());
+      throw Error((p.source.empty() ? std::string("preset") : p.source) + ": key 'device' is \"" +
+                  p.device + "\": " + why);
+    }
+  }();
   const auto precision = layers::resolve_precision(p.precision, device);
   if (const auto w = layers::precision_warning(precision, device); !w.empty()) say(w);
   // What ran, in the output's parameters.

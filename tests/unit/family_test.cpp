@@ -259,7 +259,10 @@ TEST(Devices, RenderOnTheDeviceAskedAndRecordIt) {
     std::vector<std::string> said;
     pipeline::RunCallbacks cb;
     cb.on_message = [&](const std::string& m) { said.push_back(m); };
-    EXPECT_THAT(error_of([&] { pipe.generate(p, cb); }), HasSubstr("sees no CUDA device"));
+    p.source = "fox.json";
+    EXPECT_THAT(
+        error_of([&] { pipe.generate(p, cb); }),
+        HasSubstr("fox.json: key 'device' is \"cuda:0\": this LibTorch sees no CUDA device"));
     EXPECT_TRUE(said.empty());  // nothing loaded
   }
 }
