@@ -82,6 +82,11 @@ void write_video(const fs::path& path, const fs::path& tmp, const torch::Tensor&
   check(avformat_alloc_output_context2(&raw_oc, nullptr, muxer, tmp.c_str()),
         "cannot set up the container");
   std::unique_ptr<AVFormatContext, FormatContextDeleter> oc(raw_oc);
+  // The Matroska muxer draws its track and segment UIDs at random; bit-exact
+  // it numbers them, so the same frames make the same file. (MP4 and MOV are
+  // reproducible already, and keep their bytes: the flag would drop the
+  // muxer's name and version they record.)
+  if (format == Format::WebmVp9) oc->flags |= AVFMT_FLAG_BITEXACT;
   const AVCodec* codec = avcodec_find_encoder_by_name(encoder);
   if (!codec) fail_file(path, std::string("this FFmpeg has no ") + encoder + " encoder");
   AVStream* st = avformat_new_stream(oc.get(), nullptr);
