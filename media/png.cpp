@@ -2,8 +2,10 @@
 #include <png.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csetjmp>
 #include <cstdio>
+#include <cstring>
 
 #include "base/error.h"
 #include "media/codecs.h"
@@ -20,19 +22,30 @@ void png_error_quietly(png_structp png, png_const_charp) {
 }
 void png_warning_quietly(png_structp, png_const_charp) {}
 
+// `what`, with the system's reason where `err` (an errno) gives one: "write
+// failed (disk full?): No space left on device", as base/files.h says it.
+std::string with_reason(const char* what, int err) {
+  std::string said = what;
+  if (err) said.append(": ").append(std::strerror(err));
+  return said;
+}
+
 // Plain C-style function: libpng reports errors by longjmp, so nothing with a
 // destructor may live across setjmp here. Returns "" or the error.
 std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h,
                            const std::string& parameters, const std::string& json) {
+  errno = 0;
   std::FILE* f = std::fopen(file, "wb");
-  if (!f) return "cannot create the file";
+  if (!f) return with_reason("cannot create the file", errno);
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, &png_error_quietly,
                                             &png_warning_quietly);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!png || !info || setjmp(png_jmpbuf(png))) {
+    // The failed fwrite's errno (libpng's write callback), before cleaning up.
+    const int err = errno;
     png_destroy_write_struct(&png, &info);
     std::fclose(f);
-    return "write failed (disk full?)";
+    return with_reason("write failed (disk full?)", err);
   }
   png_init_io(png, f);
   png_set_IHDR(png, info, static_cast<png_uint_32>(w), static_cast<png_uint_32>(h), 8,
@@ -63,8 +76,11 @@ std::string write_png_file(const char* file, const uint8_t* rgb, int w, int h,
     png_write_row(png, const_cast<png_bytep>(rgb + static_cast<std::size_t>(y) * 3 * w));
   png_write_end(png, info);
   png_destroy_write_struct(&png, &info);
+  errno = 0;
   const bool ok = std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  return std::fclose(f) == 0 && ok ? "" : "write failed (disk full?)";
+  const int err = errno;
+  if (std::fclose(f) != 0 && ok) return with_reason("write failed (disk full?)", errno);
+  return ok ? "" : with_reason("write failed (disk full?)", err);
 }
 
 }  // namespace

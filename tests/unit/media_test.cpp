@@ -4,6 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -89,6 +92,34 @@ TEST(Media, AVideoDependsOnItsFramesAlone) {
       EXPECT_TRUE(files[0] == files[i]) << name << ": the files differ";
     }
   }
+}
+
+// A write that fails (here past a file-size limit, as on a full disk) says
+// the system's reason, for a frame sequence and a PNG as for a video; nothing
+// is left behind.
+TEST(Media, AFailedWriteSaysTheSystemsReason) {
+  TempDir dir;
+  WriteOptions o;
+  o.metadata_json = parameters("a fox");
+  const auto big = torch::randint(0, 256, {3, 64, 64, 3}, torch::kUInt8);  // 12 KiB a frame
+  const std::pair<const char*, const char*> outputs[] = {
+      {"seq", "png-seq"}, {"ppm", "ppm-seq"}, {"one.png", ""}, {"a.mp4", ""}};
+  for (const auto& [name, format] : outputs) {
+    const int64_t n = std::string(name) == "one.png" ? 1 : 3;
+    const auto target = prepare_output(dir / name, format, n, false);
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit old{};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    rlimit lower = old;
+    lower.rlim_cur = 4096;
+    ::setrlimit(RLIMIT_FSIZE, &lower);
+    const auto what = error_of([&] { write_output(target, big.narrow(0, 0, n), o); });
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    EXPECT_THAT(what, HasSubstr((dir / name).string())) << name;
+    EXPECT_THAT(what, HasSubstr(std::strerror(EFBIG))) << name;
+  }
+  EXPECT_EQ(entries(dir.path()), 0u);
 }
 
 TEST(Media, PrepareOutputRefusesWhatItWouldDestroy) {
