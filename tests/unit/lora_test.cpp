@@ -17,6 +17,7 @@
 #include "pipeline/lora_check.h"
 #include "pipeline/pipeline.h"
 #include "test_util.h"
+#include "tiny_preset.h"
 
 using kinora::test::error_of;
 using kinora::test::fixture;
@@ -53,6 +54,15 @@ struct Known {
 Known known_for(int64_t out, int64_t in, int64_t rank = 2, uint64_t seed = 1) {
   torch::manual_seed(seed);
   return {torch::randn({rank, in}) * 0.1, torch::randn({out, rank}) * 0.1, 4};
+}
+
+// A LoRA file of one update, to `m`'s blocks.0.self_attn.q, its factors
+// scaled by `scale`.
+void write_q_lora(const std::filesystem::path& path, layers::Model& m, double scale) {
+  const auto q = weight_of(m, "blocks.0.self_attn.q");
+  const auto k = known_for(q.size(0), q.size(1));
+  io::save_safetensors(path, {{"blocks.0.self_attn.q.lora_down.weight", k.down * scale},
+                              {"blocks.0.self_attn.q.lora_up.weight", k.up * scale}});
 }
 
 }  // namespace
@@ -777,12 +787,8 @@ TEST(LoraCli, ADamagedLoraIsRefusedByEveryCommand) {
   }
   EXPECT_FALSE(fs::exists(dir / "merged.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "out.png"));
-  pipeline::Preset p;
+  auto p = kinora::test::tiny_wan_preset();
   p.prompt = "a fox";
-  p.model = fixture("wan21_dit_tiny.safetensors");
-  p.vae = fixture("wan21_vae_tiny.safetensors");
-  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
-  p.tokenizer = fixture("spm_tiny.model");
   p.loras = {{bad.string(), 1.0}};
   EXPECT_THAT(error_of([&] { pipeline::check_loras(p); }), HasSubstr(why));
 }
@@ -792,11 +798,7 @@ TEST(LoraCli, ADamagedLoraIsRefusedByEveryCommand) {
 TEST(LoraPipeline, AnOverflowingLoraIsBlamedNotTheModel) {
   TempDir dir;
   auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
-  const auto q = weight_of(m, "blocks.0.self_attn.q");
-  const auto kq = known_for(q.size(0), q.size(1));
-  io::save_safetensors(dir / "huge.safetensors",
-                       {{"blocks.0.self_attn.q.lora_down.weight", kq.down * 1e20},
-                        {"blocks.0.self_attn.q.lora_up.weight", kq.up * 1e20}});
+  write_q_lora(dir / "huge.safetensors", m, 1e20);
   // Finite weights (each ΔW near 1e18), activations past float32's range.
   Tensors steep;
   for (const char* ffn : {"blocks.0.ffn.0", "blocks.0.ffn.2", "blocks.1.ffn.0", "blocks.1.ffn.2"}) {
@@ -806,12 +808,8 @@ TEST(LoraPipeline, AnOverflowingLoraIsBlamedNotTheModel) {
     steep.push_back({std::string(ffn) + ".lora_up.weight", k.up * 1e10});
   }
   io::save_safetensors(dir / "steep.safetensors", steep);
-  pipeline::Preset p;
+  auto p = kinora::test::tiny_wan_preset();
   p.prompt = "a fox";
-  p.model = fixture("wan21_dit_tiny.safetensors");
-  p.vae = fixture("wan21_vae_tiny.safetensors");
-  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
-  p.tokenizer = fixture("spm_tiny.model");
   p.width = 32, p.height = 32, p.frames = 1, p.steps = 1, p.precision = "fp32";
   pipeline::Pipeline pipe;
   for (const std::string mode : {"merged", "runtime"}) {
@@ -841,17 +839,9 @@ TEST(LoraPipeline, AnOverflowingLoraIsBlamedNotTheModel) {
 TEST(LoraPipeline, EveryRenderReportsItsLorasAndThoseOff) {
   TempDir dir;
   auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
-  const auto q = weight_of(m, "blocks.0.self_attn.q");
-  const auto k = known_for(q.size(0), q.size(1));
-  io::save_safetensors(dir / "style.safetensors",
-                       {{"blocks.0.self_attn.q.lora_down.weight", k.down},
-                        {"blocks.0.self_attn.q.lora_up.weight", k.up}});
-  pipeline::Preset p;
+  write_q_lora(dir / "style.safetensors", m, 1);
+  auto p = kinora::test::tiny_wan_preset();
   p.prompt = "a fox";
-  p.model = fixture("wan21_dit_tiny.safetensors");
-  p.vae = fixture("wan21_vae_tiny.safetensors");
-  p.text_encoder = fixture("umt5_enc_tiny.safetensors");
-  p.tokenizer = fixture("spm_tiny.model");
   p.width = 32, p.height = 32, p.frames = 1, p.steps = 1, p.precision = "fp32";
   p.loras = {{(dir / "style.safetensors").string(), 1.0}};
   pipeline::Pipeline pipe;
