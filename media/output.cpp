@@ -274,11 +274,16 @@ OutputTarget prepare_output(const fs::path& path_given, const std::string& forma
       if (!fs::is_directory(st))
         fail_file(path, "exists and is not a folder; a frame sequence needs a new or empty folder");
       if (!is_empty_folder(path)) {
+        const bool earlier = is_kinora_sequence(path);
+        if (!overwrite && earlier)
+          fail_file(path,
+                    "holds the frame sequence of an earlier render; give --overwrite to replace "
+                    "it, or name another folder (nothing was changed)");
         if (!overwrite)
           fail_file(path,
                     "is a folder that is not empty; a frame sequence goes into a new or empty "
                     "folder (nothing was changed)");
-        if (!is_kinora_sequence(path))
+        if (!earlier)
           fail_file(path,
                     "holds files other than a Kinora frame sequence; not replaced, even with "
                     "--overwrite");

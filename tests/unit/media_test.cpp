@@ -149,6 +149,16 @@ TEST(Media, PrepareOutputRefusesWhatItWouldDestroy) {
   // Nothing was touched.
   EXPECT_EQ(entries(dir.path()), 3u);
   EXPECT_EQ(entries(dir / "full"), 1u);
+
+  // The folder of an earlier sequence: --overwrite replaces it, and the
+  // refusal without it says so.
+  WriteOptions o;
+  o.metadata_json = parameters("a fox");
+  write_output(prepare_output(dir / "seq", "png-seq", 2, false), frames(2), o);
+  EXPECT_THAT(error_of([&] { prepare_output(dir / "seq", "png-seq", 2, false); }),
+              HasSubstr("seq: holds the frame sequence of an earlier render; give --overwrite "
+                        "to replace it"));
+  EXPECT_EQ(prepare_output(dir / "seq", "png-seq", 2, true).format, Format::PngSequence);
 }
 
 // Files made elsewhere: each is parameters or an error naming it, whatever
