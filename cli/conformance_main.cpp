@@ -42,5 +42,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::vector<std::filesystem::path> ps(paths.begin(), paths.end());
+  // Paths that hold no case are said as the other tools say an error, on
+  // stderr ("kinora-conformance: nosuch: no such file or folder"), before the
+  // run's report begins.
+  try {
+    if (kinora::conformance::collect_cases(ps).empty()) {
+      std::cerr << "kinora-conformance: no *.case.safetensors found in";
+      for (const auto& p : paths) std::cerr << " " << p;
+      std::cerr << "\n";
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "kinora-conformance: " << e.what() << "\n";
+    return 2;
+  }
   return kinora::conformance::run_all(ps, options, std::cout);
 }

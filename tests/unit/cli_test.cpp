@@ -469,9 +469,15 @@ TEST(ConformanceCli, PassesSamplerCasesAndCountsSkipsAsFailures) {
     EXPECT_THAT(r.out, HasSubstr("0 passed, 0 failed, 1 skipped"));
   }
 
+  // Said as the other tools say an error: the program's name first.
   r = run("kinora-conformance /nonexistent/folder");
-  EXPECT_NE(r.code, 0);
-  EXPECT_THAT(r.out, HasSubstr("/nonexistent/folder"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("kinora-conformance: /nonexistent/folder: no such file or folder"));
+  TempDir empty;
+  r = run("kinora-conformance " + empty.path().string());
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.out, HasSubstr("kinora-conformance: no *.case.safetensors found in " +
+                               empty.path().string()));
 }
 
 TEST(ConformanceCli, AFailingCaseFailsTheRun) {
