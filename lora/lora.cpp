@@ -47,6 +47,8 @@ const Suffix kSuffixes[] = {
     {".lokr_w2", "lokr_w2"},
     {".lokr_t2", "unsupported:LoKr with a Tucker factor"},
     {".dora_scale", "unsupported:DoRA"},
+    {".lora_magnitude_vector.weight", "unsupported:DoRA"},  // PEFT's, in memory
+    {".lora_magnitude_vector", "unsupported:DoRA"},         // PEFT's, saved
     {".lora_mid.weight", "unsupported:LoCon with a mid factor"},
 };
 

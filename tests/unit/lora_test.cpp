@@ -434,6 +434,19 @@ TEST_F(WanLora, DamagedUpdatesRefuseTheFileByKey) {
   EXPECT_EQ(r.report.total, 2);
   EXPECT_THAT(r.report.line(), HasSubstr("1 of a kind not supported"));
   EXPECT_EQ(lora::describe(lone).total, 2);
+  // PEFT's DoRA keeps its magnitudes beside lora_A/lora_B: not applied as a
+  // plain LoRA, said to be of a kind not supported.
+  for (const std::string key : {"lora_magnitude_vector", "lora_magnitude_vector.weight"}) {
+    const auto dora =
+        write_with("dora.safetensors", {{"blocks.0.self_attn.q.lora_A.weight", k.down},
+                                        {"blocks.0.self_attn.q.lora_B.weight", k.up},
+                                        {"blocks.0.self_attn.q." + key, torch::ones({128})}});
+    const auto d = resolve(dora);
+    EXPECT_EQ(d.report.matched, 1) << key << ": " << d.report.line();  // k's update
+    EXPECT_THAT(d.report.line(), HasSubstr("1 of 2 updates matched (1 not: 1 of a kind not "
+                                           "supported"))
+        << key;
+  }
 }
 
 // A LoRA with finite values whose merged weight is not finite is named, with
