@@ -793,6 +793,13 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
             find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
         !f.empty())
       return f;
+  // Found nowhere, but there as something else (a folder): said as such.
+  for (const auto& folder : folders)
+    for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
+      if (fs::exists(c, ec))
+        throw Error("prompt: <lora:" + name + ">: " + c.string() +
+                    (fs::is_directory(c, ec) ? " is a folder" : " is not a regular file") +
+                    ", not a LoRA file");
   std::string msg = "prompt: <lora:" + name + ">: not found in " + folders.front().string();
   for (std::size_t i = 1; i < folders.size(); ++i) msg.append(" or ").append(folders[i].string());
   throw Error(msg);

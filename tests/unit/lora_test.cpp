@@ -528,6 +528,11 @@ TEST(PromptLoras, ALoraNameFoundAsAFolderOrNotAtAllIsSaidSo) {
   EXPECT_THAT(missing, Not(HasSubstr(".safetensors.safetensors"))) << missing;
   EXPECT_THAT(error_of([&] { pipeline::resolve_lora_file(p, "only_here"); }),
               HasSubstr((dir / "models" / "loras" / "only_here.safetensors").string()));
+  // A prompt's <lora:…> tag is said the same way.
+  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_tag(p, "adir"); }),
+              HasSubstr("prompt: <lora:adir>: " + folder + " is a folder, not a LoRA file"));
+  EXPECT_THAT(error_of([&] { pipeline::resolve_lora_tag(p, "only_here"); }),
+              HasSubstr("prompt: <lora:only_here>: not found in"));
 }
 
 TEST(PromptLoras, PresetEntriesAreCheckedLikeTheCommandLine) {
