@@ -654,6 +654,15 @@ struct Use {
   const fs::path* file;
 };
 
+// `u` added into a weight and bias widened to float32 (`b` undefined for a
+// layer without a bias).
+void add_use(torch::Tensor& w, torch::Tensor& b, const Use& u) {
+  const auto& p = *u.patch;
+  w.narrow(0, p.target.row0, p.target.rows).add_(p.full_delta().to(w.device()), u.strength);
+  if (p.bias_delta.defined())
+    b.narrow(0, p.target.row0, p.target.rows).add_(p.bias_delta.to(b.device()), u.strength);
+}
+
 bool all_finite(const torch::Tensor& t) {
   return !t.defined() || torch::isfinite(t).all().item<bool>();
 }
@@ -674,10 +683,7 @@ std::optional<Overflow> overflow_of(const std::string& module, const layers::Lin
   torch::Tensor b = l.bias.defined() ? l.bias.to(torch::kFloat32).clone() : torch::Tensor();
   if (!all_finite(w) || !all_finite(b)) return std::nullopt;
   for (const auto& u : uses) {
-    const auto& p = *u.patch;
-    w.narrow(0, p.target.row0, p.target.rows).add_(p.full_delta().to(w.device()), u.strength);
-    if (p.bias_delta.defined())
-      b.narrow(0, p.target.row0, p.target.rows).add_(p.bias_delta.to(b.device()), u.strength);
+    add_use(w, b, u);
     const bool f32 = all_finite(w) && all_finite(b);
     if (f32 && all_finite(w.to(dtype)) && (!b.defined() || all_finite(b.to(dtype)))) continue;
     std::ostringstream msg;
@@ -743,12 +749,7 @@ void Applied::apply(layers::Model& model,
     if (!run_time) {
       w = l->weight_as(torch::kFloat32).clone();
       b = l->bias.defined() ? l->bias.to(torch::kFloat32).clone() : torch::Tensor();
-      for (const auto& u : uses) {
-        const auto& p = *u.patch;
-        w.narrow(0, p.target.row0, p.target.rows).add_(p.full_delta().to(device), u.strength);
-        if (p.bias_delta.defined())
-          b.narrow(0, p.target.row0, p.target.rows).add_(p.bias_delta.to(device), u.strength);
-      }
+      for (const auto& u : uses) add_use(w, b, u);
       w = w.to(dtype);
       if (b.defined()) b = b.to(l->bias.scalar_type());
     }

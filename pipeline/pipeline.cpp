@@ -773,6 +773,19 @@ std::vector<fs::path> lora_folders(const Preset& p) {
   return out;
 }
 
+namespace {
+// A LoRA found nowhere, but one of the paths looked at is there as something
+// else (a folder, a device): said as such, as `what`'s.
+void refuse_other_than_file(const std::vector<fs::path>& tried, const std::string& what) {
+  std::error_code ec;
+  for (const auto& t : tried)
+    if (fs::exists(t, ec))
+      throw Error(what + ": " + t.string() +
+                  (fs::is_directory(t, ec) ? " is a folder" : " is not a regular file") +
+                  ", not a LoRA file");
+}
+}  // namespace
+
 fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
   // A name, or a path inside loras/ ("styles/ink"): nothing that leaves it.
   if (!stays_inside(name))
@@ -793,13 +806,10 @@ fs::path resolve_lora_tag(const Preset& p, const std::string& name) {
             find_in_subfolders(folder, name, "prompt", "<lora:" + name + ">", {".safetensors"});
         !f.empty())
       return f;
-  // Found nowhere, but there as something else (a folder): said as such.
+  std::vector<fs::path> tried;
   for (const auto& folder : folders)
-    for (const fs::path& c : {folder / name, folder / (name + ".safetensors")})
-      if (fs::exists(c, ec))
-        throw Error("prompt: <lora:" + name + ">: " + c.string() +
-                    (fs::is_directory(c, ec) ? " is a folder" : " is not a regular file") +
-                    ", not a LoRA file");
+    for (const fs::path& c : {folder / name, folder / (name + ".safetensors")}) tried.push_back(c);
+  refuse_other_than_file(tried, "prompt: <lora:" + name + ">");
   std::string msg = "prompt: <lora:" + name + ">: not found in " + folders.front().string();
   for (std::size_t i = 1; i < folders.size(); ++i) msg.append(" or ").append(folders[i].string());
   throw Error(msg);
@@ -846,13 +856,7 @@ fs::path resolve_lora_file(const Preset& p, const std::string& entry) {
                   "' is not a strength (a number from -100 to 100)");
     }
   const fs::path e = entry;
-  // Found nowhere, but one of its paths is there as something else (a
-  // folder, a device): said as such.
-  for (const auto& t : tried)
-    if (std::error_code ec; fs::exists(t, ec))
-      throw Error(source + ": LoRA '" + entry + "': " + t.string() +
-                  (fs::is_directory(t, ec) ? " is a folder" : " is not a regular file") +
-                  ", not a LoRA file");
+  refuse_other_than_file(tried, source + ": LoRA '" + entry + "'");
   std::string msg = source + ": LoRA '" + entry + "' not found (looked for";
   for (const auto& t : tried) msg.append(" ").append(t.string());
   msg += ")";
