@@ -236,6 +236,10 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   // ~/.config/Kinora/Kinora Studio.conf).
   settings_file_ =
       options_.data_dir.isEmpty() ? QSettings().fileName() : data_dir + "/settings.ini";
+  // What a studio killed while saving (a SIGKILL, a power cut) left beside
+  // the queue and the settings.
+  remove_stale_temporaries(data_dir.toStdString());
+  remove_stale_temporaries(std::filesystem::path(settings_file_.toStdString()).parent_path());
   settings_ = read_settings(settings_file_);
 
   panel_ = new GeneratePanel(this);

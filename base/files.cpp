@@ -49,7 +49,9 @@ const std::string& host_tag() {
 
 // The files this program writes through temporaries, by extension.
 bool is_written_extension(const std::string& ext) {
-  for (const char* e : {".mp4", ".webm", ".mov", ".png", ".ppm", ".json", ".safetensors"})
+  // .ini and .conf: the studio's settings (QSettings' INI files).
+  for (const char* e :
+       {".mp4", ".webm", ".mov", ".png", ".ppm", ".json", ".safetensors", ".ini", ".conf"})
     if (ext == e) return true;
   return false;
 }

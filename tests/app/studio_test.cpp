@@ -5,6 +5,7 @@
 
 #include "../unit/flux_files.h"
 #include "../unit/test_util.h"
+#include "base/files.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -353,6 +354,27 @@ int run_studio(const fs::path& cwd, const std::string& args, const fs::path& log
 
 // A second studio on a data folder that one is using says so and exits 1,
 // without marking the first one's running job interrupted or adding its own.
+// What a studio killed while writing its queue or settings left behind goes
+// when a studio next starts on that data folder; a user's files stay.
+TEST(Studio, AKilledStudiosTemporariesGoAtTheNextStart) {
+  kinora::test::TempDir tmp;
+  const auto& dir = tmp.path();
+  fs::create_directories(dir / "data");
+  // This host's tag, as kinora names temporaries (.x.tmp-TAG-PID), and a PID
+  // past any live one.
+  const std::string ours = kinora::temp_beside("x").filename().string();
+  const std::string tag = ours.substr(7, ours.rfind('-') - 7);
+  const std::string left[] = {".settings.ini.tmp-" + tag + "-4194303.ini",
+                              ".queue.json.tmp-" + tag + "-4194303.json"};
+  for (const auto& name : left) std::ofstream(dir / "data" / name) << "cut short";
+  std::ofstream(dir / "data" / "notes.tmp-4194303.ini") << "a user's";
+  const int rc = run_studio(dir, "--data-dir data --exit-after-ms 300", dir / "log.txt");
+  EXPECT_EQ(rc, 0) << slurp(dir / "log.txt");
+  for (const auto& name : left) EXPECT_FALSE(fs::exists(dir / "data" / name)) << name;
+  EXPECT_EQ(slurp(dir / "data" / "notes.tmp-4194303.ini"), "a user's");
+  EXPECT_TRUE(fs::exists(dir / "data" / "settings.ini"));
+}
+
 TEST(Studio, ASecondStudioOnOneDataFolderIsRefusedAndLeavesTheQueueAlone) {
   kinora::test::TempDir tmp;
   const auto& dir = tmp.path();
