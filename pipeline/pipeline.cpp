@@ -1017,11 +1017,17 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     }
   }
   if (cache_->key != key) {
-    cache_->applied.clear();
-    cache_->applied2.clear();
+    // Everything the LoRAs left on the old models goes with them: what they
+    // were resolved against (its names and modules) and what was merged in,
+    // the text encoders' included. Left, a render without LoRAs would find
+    // the old files' updates still listed as resolved for "no files".
+    cache_->clear_applied();
+    cache_->applied_text.clear();
+    cache_->resolved.clear();
+    cache_->resolved_text.clear();
     cache_->lora_key.clear();
-    cache_->lora_files_key.clear();  // resolved against the old modules' names
-    cache_->models = {};             // free the old ones first
+    cache_->lora_files_key.clear();
+    cache_->models = {};  // free the old ones first
     cache_->key.clear();
     cache_->files = loaded_files(files);
     cache_->models = family.load(files, precision, [&](const std::string& what) {
@@ -1087,17 +1093,23 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
       };
       const auto encoders = family.lora_text_encoders(models);
       if (files_key != cache_->lora_files_key) {
+        // Kept only whole: a LoRA refused after others were read leaves none
+        // listed (the next render's list must be its own, one per LoRA).
         cache_->resolved.clear();
-        cache_->resolved_text.assign(encoders.size(), {});
+        cache_->resolved_text.clear();
         cache_->lora_files_key.clear();
+        std::vector<lora::Resolved> resolved;
+        std::vector<std::vector<lora::Resolved>> resolved_text(encoders.size());
         const auto names = family.lora_names(models);
         for (const auto& f : lora_files) {
           progress({"load", f.filename().string() + " (LoRA)", 0, 0});
           auto lr = resolve_lora(f, as_model(*models.denoiser), names, encoders);
           for (std::size_t e = 0; e < encoders.size(); ++e)
-            cache_->resolved_text[e].push_back(std::move(lr.text[e]));
-          cache_->resolved.push_back(std::move(lr.denoiser));
+            resolved_text[e].push_back(std::move(lr.text[e]));
+          resolved.push_back(std::move(lr.denoiser));
         }
+        cache_->resolved = std::move(resolved);
+        cache_->resolved_text = std::move(resolved_text);
         cache_->lora_files_key = files_key;
       }
       const auto mode = p.lora_mode == "runtime" ? lora::Mode::RunTime : lora::Mode::Merged;

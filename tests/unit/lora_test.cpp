@@ -887,6 +887,47 @@ TEST(LoraPipeline, EveryRenderReportsItsLorasAndThoseOff) {
   EXPECT_THAT(notes(p), HasSubstr(matched + "; strength 0: not applied\n"));
 }
 
+// One program renders job after job (a batch, the studio's queue): a job on
+// another model after one with LoRAs, and a job after one whose second LoRA
+// was refused, render as a fresh program renders them.
+TEST(LoraPipeline, AJobAfterOneWithLorasRendersAsAFreshProgramDoes) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  write_q_lora(dir / "style.safetensors", m, 1);
+  const auto k = known_for(8, 8);
+  io::save_safetensors(dir / "bad.safetensors",
+                       {{"blocks.0.self_attn.q.lora_down.weight", k.down}});
+  fs::copy_file(fixture("wan21_dit_tiny.safetensors"), dir / "other.safetensors");
+  auto with_lora = kinora::test::tiny_wan_preset();
+  with_lora.prompt = "a fox";
+  with_lora.width = 32, with_lora.height = 32, with_lora.frames = 1, with_lora.steps = 1;
+  with_lora.precision = "fp32";
+  with_lora.seed = 3;
+  with_lora.loras = {{(dir / "style.safetensors").string(), 1.0}};
+  auto other = with_lora;
+  other.model = (dir / "other.safetensors").string();
+  other.loras.clear();
+  auto fresh = [](const pipeline::Preset& p) { return pipeline::Pipeline().generate(p).frames; };
+  for (const std::string mode : {"merged", "runtime"}) {
+    with_lora.lora_mode = other.lora_mode = mode;
+    pipeline::Pipeline pipe;
+    pipe.generate(with_lora);
+    EXPECT_TRUE(torch::equal(pipe.generate(other).frames, fresh(other))) << mode;
+    auto other_lora = other;
+    other_lora.loras = with_lora.loras;
+    EXPECT_TRUE(torch::equal(pipe.generate(other_lora).frames, fresh(other_lora))) << mode;
+    // The second LoRA refused: the job fails, and the next has only its own.
+    auto two = with_lora;
+    two.loras.push_back({(dir / "bad.safetensors").string(), 1.0});
+    EXPECT_THAT(error_of([&] { pipe.generate(two); }), HasSubstr("bad.safetensors: a damaged LoRA"))
+        << mode;
+    auto plain = with_lora;
+    plain.loras.clear();
+    EXPECT_TRUE(torch::equal(pipe.generate(plain).frames, fresh(plain))) << mode;
+    EXPECT_TRUE(torch::equal(pipe.generate(with_lora).frames, fresh(with_lora))) << mode;
+  }
+}
+
 // lora merge writes what a render applies: a text encoder's update that a
 // FLUX render leaves out is reported, not refused (SDXL's, which a render
 // applies, is refused); a LoRA at strength 0 is not merged nor recorded, and
