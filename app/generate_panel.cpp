@@ -13,6 +13,7 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRandomGenerator>
+#include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
 #include <QTableWidget>
@@ -524,15 +525,26 @@ void GeneratePanel::add_lora(const QString& given) {
   loras_->setItem(row, 0, item);
   auto* strength = new QWidget(loras_);
   auto* slider = new QSlider(Qt::Horizontal, strength);
+  slider->setObjectName("lora_strength_slider");
   slider->setRange(-200, 200);
   slider->setValue(100);
+  slider->setMinimumWidth(80);
   auto* spin = new QDoubleSpinBox(strength);
+  spin->setObjectName("lora_strength");
   spin->setRange(-2, 2);
+  spin->setDecimals(2);
   spin->setSingleStep(0.05);
   spin->setValue(1.0);
-  connect(slider, &QSlider::valueChanged, spin, [spin](int v) { spin->setValue(v / 100.0); });
-  connect(spin, &QDoubleSpinBox::valueChanged, slider,
-          [slider](double v) { slider->setValue(static_cast<int>(std::lround(v * 100))); });
+  // The slider follows the spin box without answering it: a value written
+  // back into the spin box while it is being typed ("0" of "0.75") would
+  // replace the text being typed.
+  connect(slider, &QSlider::valueChanged, spin, [spin](int v) {
+    if (std::lround(spin->value() * 100) != v) spin->setValue(v / 100.0);
+  });
+  connect(spin, &QDoubleSpinBox::valueChanged, slider, [slider](double v) {
+    const QSignalBlocker quiet(slider);
+    slider->setValue(static_cast<int>(std::lround(v * 100)));
+  });
   auto* l = new QHBoxLayout(strength);
   l->setContentsMargins(0, 0, 0, 0);
   l->addWidget(slider, 1);

@@ -79,7 +79,15 @@ Viewer::Viewer(QWidget* parent) : QWidget(parent) {
   player_ = new QMediaPlayer(this);
   sink_ = new QVideoSink(this);
   player_->setVideoOutput(sink_);
-  player_->setLoops(QMediaPlayer::Infinite);
+  // Looping is the viewer's own: at the end of the file it starts again from
+  // the first frame while Loop is ticked (QMediaPlayer::setLoops is not
+  // honoured by every backend: Qt 6.4's FFmpeg one plays once).
+  connect(player_, &QMediaPlayer::mediaStatusChanged, this, [this](QMediaPlayer::MediaStatus s) {
+    if (s != QMediaPlayer::EndOfMedia || !loop_->isChecked() || image_open_) return;
+    ++loops_;
+    player_->setPosition(0);
+    player_->play();
+  });
   connect(sink_, &QVideoSink::videoFrameChanged, this, [this](const QVideoFrame& f) {
     if (!f.isValid()) return;
     ++video_frames_;
@@ -100,8 +108,6 @@ Viewer::Viewer(QWidget* parent) : QWidget(parent) {
   connect(play_, &QToolButton::clicked, this, &Viewer::play_pause);
   connect(prev_, &QToolButton::clicked, this, [this] { step_frame(-1); });
   connect(next_, &QToolButton::clicked, this, [this] { step_frame(1); });
-  connect(loop_, &QCheckBox::toggled, this,
-          [this](bool on) { player_->setLoops(on ? QMediaPlayer::Infinite : 1); });
   connect(fit_, &QToolButton::toggled, this, [this](bool on) {
     view_->set_fit(on);
     fit_->setText(on ? "Fit" : "1:1");
@@ -150,6 +156,7 @@ void Viewer::open(const QString& path, int fps) {
   }
   set_video_controls(true);
   video_frames_ = 0;
+  loops_ = 0;
   player_->setSource(QUrl::fromLocalFile(path));
   player_->play();
 }

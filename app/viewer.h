@@ -50,6 +50,8 @@ class Viewer : public QWidget {
   // Whether the open file is a still image (shown at once, nothing to play).
   bool showing_image() const { return image_open_; }
   bool playing() const;
+  // How many times the open video started again from its first frame (Loop).
+  int loops() const { return loops_; }
   const QString& current() const { return path_; }
 
  public Q_SLOTS:
@@ -71,6 +73,7 @@ class Viewer : public QWidget {
   int preview_index_ = 0;
   int fps_ = 16;
   int video_frames_ = 0;
+  int loops_ = 0;
   bool image_open_ = false;
   QString path_;
 };

@@ -450,6 +450,23 @@ std::string OutputClaim::holder_of(const fs::path& output) {
   return live_holder(file);
 }
 
+OutputClaim::Seen OutputClaim::seen(const fs::path& output) {
+  Seen s;
+  const auto file = claim_file(output);
+  if (first_line(file) == claim_line()) return s;
+  s.holder = live_holder(file);
+  if (s.holder.empty()) return s;
+  struct stat st = {};
+  if (::stat(file.c_str(), &st) == 0)
+    s.touched_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  std::istringstream in(first_line(file));
+  std::string tag;
+  long long pid = 0;
+  // live_holder has found a process of this host gone: one named is running.
+  s.running = (in >> tag >> pid) && tag == host_tag() && pid > 0;
+  return s;
+}
+
 void remove_registered_temporaries_from_signal_handler() noexcept {
   for (auto& s : g_slots)
     if (s.busy.load()) remove_path_signal_safe(s.path);

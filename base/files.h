@@ -12,6 +12,7 @@
 // (remove_stale_temporaries). HOST is the host name and the process's PID
 // namespace, so that a process never touches the temporaries of a process it
 // cannot see (another machine on a shared file system, another container).
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -113,6 +114,17 @@ class OutputClaim {
   // A live claim on `output` by another process, described as holder() is;
   // empty when there is none.
   static std::string holder_of(const std::filesystem::path& output);
+
+  // Another process's claim on `output` as a batch watching it sees it: who
+  // (empty: none, or stale), whether it is known to run (a process of this
+  // host and PID namespace), and when the claim was last touched (its
+  // holder touches it every 30 s while it renders).
+  struct Seen {
+    std::string holder;
+    bool running = false;
+    std::int64_t touched_ns = 0;
+  };
+  static Seen seen(const std::filesystem::path& output);
 
  private:
   struct Heartbeat;

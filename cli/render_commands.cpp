@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -11,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "base/device.h"
 #include "base/files.h"
@@ -820,8 +823,56 @@ std::function<int()> add_render_commands(CLI::App& app) {
         for (std::size_t k = 0; k < entries.size(); ++k)
           if (static_cast<int>(k % static_cast<std::size_t>(count)) == index && entries[k].preset)
             if (const auto rc = one(k, false)) return *rc;
-        for (const auto k : later)
-          if (const auto rc = one(k, true)) return *rc;
+        // The presets another process held at the first look: rendered once
+        // its claim is released or goes stale (untouched for 5 minutes: a
+        // machine that died), left to it once it shows it runs (a process of
+        // this machine that is there, or a claim touched since: its holder
+        // touches it every 30 s). All are watched at once.
+        std::vector<std::pair<std::size_t, std::int64_t>> waiting;
+        for (const auto k : later) {
+          const auto out = entries[k].preset->output_path();
+          const auto seen = OutputClaim::seen(out);
+          if (seen.holder.empty()) {
+            if (const auto rc = one(k, true)) return *rc;
+          } else if (seen.running) {
+            std::cout << "skip  " << entries[k].source << "  " << out.string()
+                      << " (being rendered by " << seen.holder << ")\n";
+            ++skipped;
+          } else {
+            waiting.emplace_back(k, seen.touched_ns);
+          }
+        }
+        if (!waiting.empty())
+          std::cerr << "kinora: waiting on "
+                    << counted(static_cast<long long>(waiting.size()), "output", "outputs")
+                    << " claimed by another machine: left to it once it touches its claim, "
+                       "rendered here once the claim is released or untouched for 5 minutes\n";
+        while (!waiting.empty()) {
+          for (int tenth = 0; tenth < 20 && !cancel_requested(); ++tenth)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          if (cancel_requested()) {
+            std::cerr << "kinora: batch cancelled while waiting on other machines' claims: " << done
+                      << " rendered, " << skipped << " skipped, " << failed
+                      << " failed before it\n";
+            return cancel_exit_status();
+          }
+          for (auto it = waiting.begin(); it != waiting.end();) {
+            const auto k = it->first;
+            const auto out = entries[k].preset->output_path();
+            const auto seen = OutputClaim::seen(out);
+            if (seen.holder.empty()) {
+              it = waiting.erase(it);
+              if (const auto rc = one(k, true)) return *rc;
+            } else if (seen.running || seen.touched_ns != it->second) {
+              std::cout << "skip  " << entries[k].source << "  " << out.string()
+                        << " (being rendered by " << seen.holder << ")\n";
+              ++skipped;
+              it = waiting.erase(it);
+            } else {
+              ++it;
+            }
+          }
+        }
         std::cerr << "kinora: " << done << " rendered, " << skipped << " skipped, " << failed
                   << " failed" << (invalid ? ", " + std::to_string(invalid) + " invalid" : "")
                   << "\n";

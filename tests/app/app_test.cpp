@@ -12,6 +12,7 @@
 #include <QComboBox>
 #include <QDir>
 #include <QDoubleSpinBox>
+#include <QElapsedTimer>
 #include <QFile>
 #include <QImage>
 #include <QLabel>
@@ -20,6 +21,7 @@
 #include <QMimeData>
 #include <QPlainTextEdit>
 #include <QSignalSpy>
+#include <QSlider>
 #include <QSpinBox>
 #include <QStatusBar>
 #include <QTableWidget>
@@ -36,6 +38,7 @@
 #include "app/generate_panel.h"
 #include "app/main_window.h"
 #include "app/queue_model.h"
+#include "app/viewer.h"
 #include "app/worker.h"
 #include "io/safetensors.h"
 #include "media/output.h"
@@ -301,6 +304,56 @@ TEST(GeneratePanel, TheLoraTableShowsWhatEachFileHolds) {
             0u)
       << table->item(2, 0)->toolTip().toStdString();
   EXPECT_NE(table->item(2, 0)->foreground().color(), QColor(Qt::red));
+}
+
+// A strength typed into a LoRA row's spin box keeps its fraction (the slider
+// beside it follows without writing back into the text being typed), and the
+// slider still sets the box.
+TEST(GeneratePanel, ALorasTypedStrengthKeepsItsFraction) {
+  qapp();
+  GeneratePanel panel;
+  panel.add_lora("/loras/style.safetensors");
+  auto* spin = panel.findChild<QDoubleSpinBox*>("lora_strength");
+  auto* slider = panel.findChild<QSlider*>("lora_strength_slider");
+  ASSERT_TRUE(spin && slider);
+  for (const auto& [typed, want] : std::vector<std::pair<QString, double>>{
+           {"0.75", 0.75}, {"1.3", 1.3}, {"0.25", 0.25}, {"-1.5", -1.5}}) {
+    spin->selectAll();
+    QTest::keyClicks(spin, typed);
+    QTest::keyClick(spin, Qt::Key_Tab);
+    EXPECT_DOUBLE_EQ(spin->value(), want) << typed.toStdString();
+    ASSERT_EQ(panel.preset().loras.size(), 1u);
+    EXPECT_DOUBLE_EQ(panel.preset().loras[0].strength, want) << typed.toStdString();
+    EXPECT_EQ(slider->value(), std::lround(want * 100));
+  }
+  slider->setValue(40);
+  EXPECT_DOUBLE_EQ(spin->value(), 0.4);
+}
+
+// The viewer's Loop plays a clip again from its first frame at its end; with
+// Loop unticked it stops there.
+TEST(Viewer, LoopPlaysTheClipAgain) {
+  qapp();
+  test::TempDir tmp;
+  auto frames = torch::zeros({4, 32, 48, 3}, torch::kUInt8);
+  const auto file = tmp.path() / "short.mp4";
+  media::WriteOptions o;
+  o.fps = 24;
+  media::write_output(media::prepare_output(file, "", 4, false), frames, o);
+  Viewer v;
+  v.open(QString::fromStdString(file.string()), 24);
+  auto* loop = v.findChild<QCheckBox*>();
+  ASSERT_TRUE(loop);
+  EXPECT_TRUE(loop->isChecked());
+  QElapsedTimer t;
+  t.start();
+  while (v.loops() < 2 && t.elapsed() < 15000) QTest::qWait(20);
+  EXPECT_GE(v.loops(), 2);
+  EXPECT_TRUE(v.playing());
+  loop->setChecked(false);
+  t.restart();
+  while (v.playing() && t.elapsed() < 15000) QTest::qWait(20);
+  EXPECT_FALSE(v.playing());
 }
 
 // The pickers list models in subfolders (by their path inside the folder)

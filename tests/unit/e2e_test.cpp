@@ -281,8 +281,11 @@ TEST(E2E, BatchShardsPartitionExactlyAndResume) {
 }
 
 // A preset another process is rendering (a second batch, an overlapping Slurm
-// array on another node) is left to it, and --status says who has it; once
-// that process stopped touching its claim (a node that died), it is rendered.
+// array on another node) is left to it once it is seen touching its claim,
+// and --status says who has it; once that process stopped touching its claim
+// (a node that died), it is rendered: by a batch that finds it so, and by one
+// that waits on it at the end (a task retried while the claim of the one
+// before it ages).
 TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
   TempDir dir;
   const json list = kinora::test::chain_list(dir.path(), 2);
@@ -290,8 +293,10 @@ TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
   const auto claim = dir / ".out1.png.claim";
   std::ofstream(claim) << "node7_4026531836 42 node7\n";
   const std::string batch = kinora_bin() + " batch " + (dir / "list.json").string();
-  auto r = sh(batch);
+  // Node 7's heartbeat, three seconds in.
+  auto r = sh("(sleep 3; touch '" + claim.string() + "') & " + batch);
   EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("waiting on 1 output claimed by another machine"));
   EXPECT_THAT(r.out, HasSubstr("out1.png (being rendered by process 42 on node7)"));
   EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
   EXPECT_TRUE(std::filesystem::exists(dir / "out0.png"));
@@ -305,6 +310,18 @@ TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
       claim, std::filesystem::last_write_time(claim) - std::chrono::minutes(10));
   r = sh(batch);
   EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "out1.png"));
+  EXPECT_FALSE(std::filesystem::exists(claim));
+  // Untouched since 4 minutes 56 s: live at the first look, stale 4 s later.
+  std::filesystem::remove(dir / "out1.png");
+  std::filesystem::remove(dir / "out1.png.json");
+  std::ofstream(claim) << "node7_4026531836 42 node7\n";
+  std::filesystem::last_write_time(
+      claim, std::filesystem::last_write_time(claim) - std::chrono::seconds(296));
+  r = sh(batch);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("waiting on 1 output claimed by another machine"));
   EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
   EXPECT_TRUE(std::filesystem::exists(dir / "out1.png"));
   EXPECT_FALSE(std::filesystem::exists(claim));
