@@ -217,7 +217,21 @@ ExistingOutput existing_output(const fs::path& path, const pipeline::Preset& pre
       same = render::holds_render_of(parameters, path.string(), preset);
     } catch (const Error&) {
     }
-    return {same ? State::done : State::stale, ""};
+    if (!same) return {State::stale, ""};
+    // The same settings, but a file saved again under its name since (a
+    // LoRA trained again): made with other weights than a render now uses.
+    std::vector<std::string> changed;
+    try {
+      changed = render::changed_since(parameters, preset);
+    } catch (const Error&) {
+    }
+    if (!changed.empty()) {
+      std::string files;
+      for (const auto& f : changed) files.append(files.empty() ? "" : ", ").append(f);
+      return {State::stale, files + (changed.size() == 1 ? " is" : " are") +
+                                " not the file it was made with (its contents differ)"};
+    }
+    return {State::done, ""};
   }
   if (!has_parameters && !has_sidecar) return {State::foreign, ""};
   // A build without FFmpeg cannot read a video's tags: not checked there.
@@ -280,9 +294,10 @@ int batch_status(const std::vector<Entry>& entries, const std::string& log_dir, 
           << "; delete it and its .json to have it rendered again)\n";
     } else if (existing.state == State::stale) {
       ++stale;
-      out << "stale    " << e.source << "  " << path.string()
-          << "  (made from other settings than the preset's now: delete it and its .json to "
-             "render the preset again)\n";
+      out << "stale    " << e.source << "  " << path.string() << "  ("
+          << (existing.why.empty() ? std::string("made from other settings than the preset's now")
+                                   : existing.why)
+          << ": delete it and its .json to render the preset again)\n";
     } else if (existing.state == State::done) {
       ++done;
       out << "done     " << e.source << "  " << path.string() << "\n";

@@ -59,7 +59,8 @@ struct ExistingOutput {
               // in a build without FFmpeg)
   } state = State::none;
   std::string why;  // damaged: the reason (a file written over it, cut short, …);
-                    // foreign: the parameters file in the way, if it is that
+                    // foreign: the parameters file in the way, if it is that;
+                    // stale: the files saved again since it was made, if that is why
   // The line `batch` and `slurm submit` give for a foreign or damaged output
   // at `path`: what it is and what to do.
   std::string explain(const std::filesystem::path& path) const;

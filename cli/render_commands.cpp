@@ -759,9 +759,13 @@ std::function<int()> add_render_commands(CLI::App& app) {
             }
             std::cout << "skip  " << source << "  " << out.string()
                       << (existing.state == State::done
-                              ? " (exists)\n"
-                              : " (exists, made from other settings than the preset's now: "
-                                "delete it and its .json to render it again)\n");
+                              ? std::string(" (exists)\n")
+                              : " (exists, " +
+                                    (existing.why.empty()
+                                         ? std::string("made from other settings than the "
+                                                       "preset's now")
+                                         : existing.why) +
+                                    ": delete it and its .json to render it again)\n");
             ++skipped;
             return std::nullopt;
           }

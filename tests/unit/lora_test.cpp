@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "chain_preset.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
@@ -926,6 +927,35 @@ TEST(LoraPipeline, AJobAfterOneWithLorasRendersAsAFreshProgramDoes) {
     EXPECT_TRUE(torch::equal(pipe.generate(plain).frames, fresh(plain))) << mode;
     EXPECT_TRUE(torch::equal(pipe.generate(with_lora).frames, fresh(with_lora))) << mode;
   }
+}
+
+// A batch's output is stale, not done, when its preset changed since, and
+// when a LoRA it was made with was saved again under its name (trained
+// again): skipped, saying why, and listed so by --status.
+TEST(LoraCli, ABatchOutputOfALoraSavedAgainIsStale) {
+  TempDir dir;
+  auto m = diffusion::WanModel::load(fixture("wan21_dit_tiny.safetensors"));
+  write_q_lora(dir / "style.safetensors", m, 1);
+  auto list = kinora::test::chain_list(dir.path(), 3);
+  list[1]["loras"] = {{{"path", (dir / "style.safetensors").string()}, {"strength", 1.0}}};
+  std::ofstream(dir / "list.json") << list.dump();
+  const std::string batch =
+      std::string(KINORA_BIN_DIR) + "/kinora batch " + (dir / "list.json").string();
+  auto r = sh(batch);
+  ASSERT_EQ(r.code, 0) << r.out;
+  list[2]["prompt"] = "another";
+  std::ofstream(dir / "list.json") << list.dump();
+  write_q_lora(dir / "style.safetensors", m, 2);
+  r = sh(batch);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("out0.png (exists)"));
+  EXPECT_THAT(r.out, HasSubstr("out1.png (exists, " + (dir / "style.safetensors").string() +
+                               " is not the file it was made with (its contents differ): delete "
+                               "it and its .json to render it again)"));
+  EXPECT_THAT(r.out, HasSubstr("out2.png (exists, made from other settings than the preset's now"));
+  r = sh(batch + " --status");
+  EXPECT_THAT(r.out, HasSubstr("1 done, 0 missing, 0 failed, 0 invalid, 2 stale")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("style.safetensors is not the file it was made with"));
 }
 
 // lora merge writes what a render applies: a text encoder's update that a
