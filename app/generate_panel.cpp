@@ -13,6 +13,7 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRandomGenerator>
+#include <QRegularExpression>
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QSpinBox>
@@ -22,6 +23,9 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -89,6 +93,83 @@ void fill(QComboBox* box, const QString& dir, const QStringList& patterns, bool 
   if (i >= 0) box->setCurrentIndex(i);
 }
 
+// What one model a file holds is: its family, the latent channels of an
+// image autoencoder (16: FLUX's, 4: SD/SDXL's), and the detection's summary.
+struct PartKind {
+  io::Family family;
+  int64_t latent;
+  std::string summary;
+};
+
+// The models `file` holds (a single-file checkpoint: several), read once
+// while its size and time stay the same; none when it cannot be read.
+std::vector<PartKind> kinds_of(const QString& file) {
+  static std::mutex lock;
+  static std::map<QString, std::pair<QString, std::vector<PartKind>>> cache;
+  const QFileInfo info(file);
+  if (!info.isFile()) return {};
+  const QString stamp = QString::number(info.size()) + "@" +
+                        QString::number(info.lastModified().toMSecsSinceEpoch());
+  {
+    const std::lock_guard<std::mutex> hold(lock);
+    if (auto it = cache.find(file); it != cache.end() && it->second.first == stamp)
+      return it->second.second;
+  }
+  std::vector<PartKind> kinds;
+  try {
+    const auto shapes = io::Checkpoint::open(file.toStdString()).shapes();
+    for (const auto& d : io::detect_parts(shapes)) {
+      PartKind k{d.family, 0, d.summary};
+      if (d.family == io::Family::KLAutoencoder) {
+        const auto own = io::strip_prefix(shapes, d.prefix);
+        const auto conv = own.find("decoder.conv_in.weight");
+        if (conv != own.end() && conv->second.size() == 4) k.latent = conv->second[1];
+      }
+      kinds.push_back(k);
+    }
+  } catch (const std::exception&) {
+    // Unreadable: nothing is said here; the render says why.
+  }
+  const std::lock_guard<std::mutex> hold(lock);
+  cache[file] = {stamp, kinds};
+  return kinds;
+}
+
+// What a family takes as a role: the kinds that fit (latent channels 0: any),
+// and how the message names them.
+struct Wanted {
+  std::vector<std::pair<io::Family, int64_t>> kinds;
+  const char* what;
+};
+std::optional<Wanted> wanted(const std::string& family, const std::string& role) {
+  using F = io::Family;
+  if (family == "wan") {
+    if (role == "vae") return Wanted{{{F::WanVAE, 0}}, "a Wan VAE"};
+    if (role == "text_encoder") return Wanted{{{F::UMT5, 0}}, "a umT5 text encoder"};
+  } else if (family == "flux") {
+    if (role == "vae")
+      return Wanted{{{F::KLAutoencoder, 16}}, "FLUX's autoencoder (16 latent channels)"};
+    if (role == "text_encoder") return Wanted{{{F::T5, 0}}, "a T5-XXL text encoder"};
+    if (role == "clip") return Wanted{{{F::CLIP, 0}}, "a CLIP-L text encoder"};
+  } else if (family == "sdxl") {
+    if (role == "vae")
+      return Wanted{{{F::KLAutoencoder, 4}}, "an SD/SDXL VAE (4 latent channels)"};
+    // bigG in OpenCLIP's names, or in the CLIP names of transformers.
+    if (role == "text_encoder")
+      return Wanted{{{F::OpenCLIP, 0}, {F::CLIP, 0}}, "the OpenCLIP bigG text encoder"};
+    if (role == "clip") return Wanted{{{F::CLIP, 0}}, "a CLIP-L text encoder"};
+  }
+  return std::nullopt;
+}
+
+QString family_label(const std::string& family) {
+  return family == "wan" ? "Wan" : family == "flux" ? "FLUX" : family == "sdxl" ? "SDXL"
+                                                                                 : "this";
+}
+QString role_label(const std::string& role) {
+  return role == "vae" ? "VAE" : role == "clip" ? "CLIP" : "Text encoder";
+}
+
 // The kind of sampler a family's models take (flow or noise): its default
 // sampler's.
 schedulers::Space space_of(const std::string& family) {
@@ -133,6 +214,27 @@ void select(QComboBox* box, const QString& value) {
   box->setCurrentIndex(std::max(0, i));
 }
 }  // namespace
+
+QString wrong_part(const std::string& family, const std::string& role, const QString& file) {
+  const auto want = wanted(family, role);
+  if (!want || file.isEmpty()) return {};
+  const auto kinds = kinds_of(file);
+  if (kinds.empty()) return {};
+  QStringList held;
+  for (const auto& k : kinds) {
+    for (const auto& [f, latent] : want->kinds)
+      if (k.family == f && (latent == 0 || k.latent == latent)) return {};
+    if (k.family != io::Family::Unknown)
+      held << QString("%1 (%2)").arg(io::family_name(k.family),
+                                     QString::fromStdString(k.summary));
+  }
+  if (held.isEmpty()) return {};
+  const QString an =
+      held[0].contains(QRegularExpression("^([aeiouAEIOU]|SD)")) ? "an " : "a ";
+  return QString("%1 %2 is %3%4; a %5 model takes %6")
+      .arg(role_label(role), QFileInfo(file).fileName(), an, held.join(" and "),
+           family_label(family), QString(want->what));
+}
 
 GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   prompt_ = new QPlainTextEdit(this);
@@ -338,10 +440,13 @@ void GeneratePanel::set_models_dir(const QString& dir) {
   for (int i = 1; i < model_->count(); ++i)
     model_->setItemData(i, model_->itemData(i), Qt::ToolTipRole);
   select(model_, keep);
-  fill(vae_, dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"}, true);
-  fill(text_encoder_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
+  // The VAE, text encoder and CLIP pickers list those that fit the model
+  // (list_parts, from model_changed).
+  vae_files_ = files_in(dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"});
+  encoder_files_ =
+      files_in(dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"});
+  listed_for_.clear();
   fill(tokenizer_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.model"}, true);
-  fill(clip_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"}, true);
   restoring_ = false;
   model_changed();
 }
@@ -422,6 +527,7 @@ void GeneratePanel::apply_family(const std::string& sampler) {
     } catch (const std::exception&) {
       // Unreadable: the render says why.
     }
+  list_parts();
   for (auto [box, held] :
        {std::pair{vae_, holds_vae_}, {clip_, holds_clip_}, {text_encoder_, holds_text_encoder_}})
     if (box->count() > 0 && box->itemData(0).toString().isEmpty())
@@ -445,6 +551,52 @@ void GeneratePanel::apply_family(const std::string& sampler) {
     }
     select_sampler(sampler_, d.sampler, space);
   }
+}
+
+void GeneratePanel::list_parts() {
+  const bool embedded = model_->currentData().toString().isEmpty();
+  for (auto [box, files, role, held] :
+       {std::tuple{vae_, &vae_files_, "vae", holds_vae_},
+        {text_encoder_, &encoder_files_, "text_encoder", holds_text_encoder_},
+        {clip_, &encoder_files_, "clip", holds_clip_}}) {
+    const QString current = box->currentData().toString();
+    if (!listed_for_.empty() && !current.isEmpty())
+      chosen_[listed_for_ + "/" + role] = current;
+    const bool applies = !embedded && wanted(family_, role).has_value();
+    const QSignalBlocker quiet(box);
+    box->clear();
+    box->addItem("—", QString());
+    if (applies)
+      for (const auto& [name, path] : *files)
+        if (wrong_part(family_, role, path).isEmpty()) box->addItem(name, path);
+    int i = -1;
+    if (restoring_) {
+      // A preset's file stays as it names it (a wrong one is refused when queued).
+      if (!current.isEmpty()) i = box->findData(current);
+      if (i < 0 && !current.isEmpty()) {
+        box->addItem(QFileInfo(current).fileName(), current);
+        i = box->count() - 1;
+      }
+    } else if (applies) {
+      if (listed_for_ == family_ || listed_for_.empty()) i = box->findData(current);
+      if (i < 0) {
+        const auto before = chosen_.find(family_ + "/" + role);
+        if (before != chosen_.end()) i = box->findData(before->second);
+      }
+      // The only file that fits, unless the checkpoint holds its own.
+      if (i < 0 && box->count() == 2 && !held) i = 1;
+    }
+    box->setCurrentIndex(std::max(0, i));
+  }
+  // The T5 tokenizer: none for the embedded model and SDXL; else the only
+  // SentencePiece model there is, when none is chosen.
+  if (!restoring_) {
+    if (embedded || family_ == "sdxl")
+      tokenizer_->setCurrentIndex(0);
+    else if (tokenizer_->currentIndex() <= 0 && tokenizer_->count() == 2)
+      tokenizer_->setCurrentIndex(1);
+  }
+  listed_for_ = family_;
 }
 
 void GeneratePanel::snap() {

@@ -4,6 +4,11 @@
 // renders, so "use these settings" and preset files restore every parameter.
 #include <QWidget>
 
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
 class QCheckBox;
 
 #include "pipeline/preset.h"
@@ -16,6 +21,14 @@ class QSpinBox;
 class QTableWidget;
 
 namespace kinora::app {
+
+// Why `file` cannot be the `role` ("vae", "text_encoder" or "clip") of a
+// model of `family` ("wan", "flux", "sdxl"): the role, the file, what its
+// tensors say it is and what the family takes ("VAE ae.safetensors is an
+// image autoencoder (FLUX: …); a Wan model takes a Wan VAE"). "" when it fits,
+// and when what it holds cannot be read or recognised (the render says why).
+// Each file is read once while its size and time stay the same.
+QString wrong_part(const std::string& family, const std::string& role, const QString& file);
 
 class GeneratePanel : public QWidget {
   Q_OBJECT
@@ -47,6 +60,11 @@ class GeneratePanel : public QWidget {
   // size step, the sampler list of the family's kind (selecting `sampler`,
   // else the family's default) and what a single-file checkpoint holds.
   void apply_family(const std::string& sampler);
+  // The VAE, text encoder and CLIP pickers list the files of the models
+  // folder that fit family_ (by what their tensors hold); the file chosen for
+  // this family before comes back, else the only one that fits is chosen.
+  // Restoring a preset keeps its files as it names them.
+  void list_parts();
   // Marks LoRA row `row` as fitting the selected model or not (tooltip, colour).
   void check_lora(int row);
   void snap();
@@ -62,6 +80,10 @@ class GeneratePanel : public QWidget {
   QCheckBox* fp8_;
   QLabel* hint_;
   QString models_dir_;
+  // The files of the models folder's vae/ and text_encoders/ (name, path).
+  std::vector<std::pair<QString, QString>> vae_files_, encoder_files_;
+  std::string listed_for_;                // the family the pickers list
+  std::map<std::string, QString> chosen_;  // "family/role" → the file last chosen
   std::string family_;  // of the selected model: "wan", "flux" or "sdxl"
   // Which of the parts a "—" VAE, CLIP and text encoder stand for the model
   // file holds (an SDXL single-file checkpoint).

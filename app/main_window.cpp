@@ -529,7 +529,34 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
         throw Error(p.output_path().string() +
                     ": is a folder; the output must be a file name (nothing was changed)");
     }
-    pipeline::resolve_models(p, pipeline::family_for(p));
+    // PNG image is one frame: a clip is refused now, not when it has rendered.
+    if (p.format == "png") {
+      Preset snapped = p, one = p;
+      pipeline::snap_sizes(snapped);
+      one.frames = 1;
+      pipeline::snap_sizes(one);
+      if (snapped.frames > 1)
+        throw Error(
+            one.frames > 1
+                ? "Format \"PNG image\" is one image, but this model makes clips of " +
+                      std::to_string(snapped.frames) +
+                      " frames at the least: choose a video format or \"PNG sequence\""
+                : "Format \"PNG image\" is one image, but Frames is " +
+                      std::to_string(snapped.frames) +
+                      ": set Frames to 1, or choose a video format or \"PNG sequence\"");
+    }
+    const auto& family = pipeline::family_for(p);
+    const auto files = pipeline::resolve_models(p, family);
+    // A VAE or text encoder of another family, by what its tensors hold (an
+    // SDXL checkpoint's own parts are its model file).
+    if (!p.uses_embedded_model())
+      for (const auto& [role, file] :
+           {std::pair{"vae", files.vae}, {"text_encoder", files.text_encoder}, {"clip", files.clip}})
+        if (!file.empty() && file != files.model)
+          if (const auto why =
+                  wrong_part(family.name(), role, QString::fromStdString(file.string()));
+              !why.isEmpty())
+            throw Error(why.toStdString());
     pipeline::check_sampler(p);
     pipeline::check_loras(p);
     if (!sweep.isEmpty()) {

@@ -156,6 +156,13 @@ int submit(SlurmArgs a) {
   check_directive_value("--log-dir", fs::absolute(a.log_dir).string());
   check_directive_value("--job-name", a.job_name);
   for (const auto& x : {a.mem, a.time, a.partition}) check_directive_value("a resource", x);
+  for (const auto& x : a.sbatch_args) {
+    check_directive_value("--sbatch-arg", x);
+    if (x.empty() || x[0] != '-')
+      throw Error("slurm submit: --sbatch-arg '" + x +
+                  "' is no sbatch option; give one as a single word, its value after '=' "
+                  "(--sbatch-arg=--qos=high)");
+  }
   // As sbatch reads them, so that a typo fails here rather than in the queue.
   if (!a.mem.empty() && !std::regex_match(a.mem, std::regex("[0-9]+[KMGTkmgt]?")))
     throw Error("slurm submit: --mem '" + a.mem +

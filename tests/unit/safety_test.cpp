@@ -837,6 +837,18 @@ TEST(Safety, Fp8FromTheCommandLineOverThePreset) {
   r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --time forever later.json"));
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_THAT(r.out, HasSubstr("--time 'forever': expected a time as sbatch takes it"));
+  // Passed-through options, one word each, as an #SBATCH line carries them.
+  r = sh(
+      in(dir.path(), kinora_bin() + " slurm submit --dry-run --sbatch-arg=--qos=high later.json"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("#SBATCH --qos=high\n"));
+  r = sh(in(dir.path(),
+            kinora_bin() + " slurm submit --dry-run '--sbatch-arg=--comment=a b' later.json"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--sbatch-arg '--comment=a b' holds a space or a quote"));
+  r = sh(in(dir.path(), kinora_bin() + " slurm submit --dry-run --sbatch-arg=qos later.json"));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("--sbatch-arg 'qos' is no sbatch option"));
 }
 
 TEST(Safety, CheckpointsKeepTheirValuesAndTheirNames) {
