@@ -57,6 +57,19 @@ fs::path own_executable() {
   return p;
 }
 
+// `kinora batch --status` over what the array renders: the same presets,
+// folders and logs.
+std::string status_command(const SlurmArgs& a, const std::vector<fs::path>& paths,
+                           const fs::path& log_dir) {
+  std::string command = "kinora batch --status";
+  for (const auto& p : paths) command += " " + quoted(p.string());
+  if (!a.placement.output_dir.empty())
+    command += " --output-dir " + quoted(fs::absolute(a.placement.output_dir).string());
+  if (!a.placement.models_dir.empty())
+    command += " --models-dir " + quoted(fs::absolute(a.placement.models_dir).string());
+  return command + " --log-dir " + quoted(log_dir.string());
+}
+
 // The sbatch script: the resources as #SBATCH lines, then one task's batch.
 std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
                           const std::vector<fs::path>& paths, const fs::path& log_dir,
@@ -67,7 +80,7 @@ std::string sbatch_script(const SlurmArgs& a, const fs::path& kinora,
     << "# Task i of N renders the presets k with k mod N = i; outputs that exist are\n"
     << "# skipped and every output appears only complete, so submitting this script\n"
     << "# again renders only what is missing. What is done, missing or failed:\n"
-    << "# kinora batch --status with the same paths, --output-dir and --log-dir.\n"
+    << "#   " << status_command(a, paths, log_dir) << "\n"
     << "# A task that finds other presets than were submitted (one added or removed\n"
     << "# since: every share shifts) renders nothing and fails: submit again.\n"
     << "#SBATCH --job-name=" << a.job_name << "\n"
@@ -239,20 +252,12 @@ int submit(SlurmArgs a) {
   }
   job = job.substr(0, job.find_first_of(";\n"));
   std::cout << job << std::endl;
-  std::string placement;
-  if (!a.placement.output_dir.empty())
-    placement += " --output-dir " + quoted(fs::absolute(a.placement.output_dir).string());
-  if (!a.placement.models_dir.empty())
-    placement += " --models-dir " + quoted(fs::absolute(a.placement.models_dir).string());
-  std::string listed;
-  for (const auto& p : paths) listed += " " + quoted(p.string());
   std::cerr << "kinora: submitted job array " << job << " (" << counted(a.tasks, "task", "tasks")
             << ", " << counted(static_cast<long long>(entries.size()), "preset", "presets")
             << "), script " << file.string() << "\n"
             << "  follow:   squeue -j " << job
             << "   (task logs: " << (log_dir / ("kinora-" + job + "_<task>.out")).string() << ")\n"
-            << "  status:   kinora batch --status" << listed << placement << " --log-dir "
-            << quoted(log_dir.string()) << "\n"
+            << "  status:   " << status_command(a, paths, log_dir) << "\n"
             << "  resubmit: the same command again renders only what is missing\n";
   if (!a.wait) return 0;
   // Until no task of the array is pending or running.
