@@ -50,6 +50,7 @@ CLI::Validator block_swap_validator() {
 std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::ostream& notes,
                                    const std::string& models_dir) {
   std::vector<fs::path> files;
+  std::set<fs::path> given;  // files named, not found in a folder
   for (const auto& p : paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
@@ -61,6 +62,7 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
       }
     } else if (fs::is_regular_file(p, ec)) {
       files.push_back(p);
+      given.insert(fs::path(p));
     } else {
       throw Error(p + (fs::exists(p, ec) ? ": not a preset file or a folder of them"
                                          : ": no such file or folder"));
@@ -75,6 +77,7 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
     if (seen.insert(fs::weakly_canonical(f, ec)).second) unique.push_back(f);
   }
   std::vector<Entry> out;
+  int renders_in_folders = 0;
   for (const auto& f : unique) {
     json j;
     try {
@@ -85,8 +88,14 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
     }
     // The parameters Kinora writes beside its outputs (and into a frame
     // sequence's folder) describe renders; they are not presets.
+    // A folder that holds its own outputs has one per render: counted, and
+    // said once.
     if (media::is_kinora_parameters(j)) {
-      notes << "kinora: " << f.string() << ": the parameters of a render, not a preset; skipped\n";
+      if (given.count(f))
+        notes << "kinora: " << f.string()
+              << ": the parameters of a render, not a preset; skipped\n";
+      else
+        ++renders_in_folders;
       continue;
     }
     auto add = [&](const std::string& source, const json& item, const std::string& name) {
@@ -114,6 +123,10 @@ std::vector<Entry> collect_presets(const std::vector<std::string>& paths, std::o
       add(f.string(), j, stem);
     }
   }
+  if (renders_in_folders)
+    notes << "kinora: left out "
+          << counted(renders_in_folders, "parameters file", "parameters files")
+          << " of renders found in the folders (they are not presets)\n";
   return out;
 }
 

@@ -298,8 +298,11 @@ TEST(Safety, TheSidecarNeverReplacesAFileItDidNotWrite) {
   // recognised as the parameters of a render, the output is skipped.
   r = sh(kinora_bin() + " batch " + dir.path().string());
   EXPECT_EQ(r.code, 0) << r.out;
-  EXPECT_THAT(r.out, HasSubstr("fox.png.json: the parameters of a render, not a preset"));
+  EXPECT_THAT(r.out, HasSubstr("left out 1 parameters file of renders found in the folders"));
   EXPECT_THAT(r.out, HasSubstr("0 rendered, 1 skipped"));
+  // Named on its own, it is said by name.
+  r = sh(kinora_bin() + " batch " + (dir / "fox.png.json").string());
+  EXPECT_THAT(r.out, HasSubstr("fox.png.json: the parameters of a render, not a preset"));
   // The render itself given as a preset: restore gives its preset.
   r = sh(kinora_bin() + " render " + (dir / "fox.png").string());
   EXPECT_EQ(r.code, 1);
