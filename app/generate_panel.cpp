@@ -1,5 +1,6 @@
 #include "app/generate_panel.h"
 
+#include <QAbstractSpinBox>
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDir>
@@ -12,7 +13,6 @@
 #include <QLabel>
 #include <QPlainTextEdit>
 #include <QPushButton>
-#include <QRandomGenerator>
 #include <QRegularExpression>
 #include <QSignalBlocker>
 #include <QSlider>
@@ -108,8 +108,8 @@ std::vector<PartKind> kinds_of(const QString& file) {
   static std::map<QString, std::pair<QString, std::vector<PartKind>>> cache;
   const QFileInfo info(file);
   if (!info.isFile()) return {};
-  const QString stamp = QString::number(info.size()) + "@" +
-                        QString::number(info.lastModified().toMSecsSinceEpoch());
+  const QString stamp =
+      QString::number(info.size()) + "@" + QString::number(info.lastModified().toMSecsSinceEpoch());
   {
     const std::lock_guard<std::mutex> hold(lock);
     if (auto it = cache.find(file); it != cache.end() && it->second.first == stamp)
@@ -152,8 +152,7 @@ std::optional<Wanted> wanted(const std::string& family, const std::string& role)
     if (role == "text_encoder") return Wanted{{{F::T5, 0}}, "a T5-XXL text encoder"};
     if (role == "clip") return Wanted{{{F::CLIP, 0}}, "a CLIP-L text encoder"};
   } else if (family == "sdxl") {
-    if (role == "vae")
-      return Wanted{{{F::KLAutoencoder, 4}}, "an SD/SDXL VAE (4 latent channels)"};
+    if (role == "vae") return Wanted{{{F::KLAutoencoder, 4}}, "an SD/SDXL VAE (4 latent channels)"};
     // bigG in OpenCLIP's names, or in the CLIP names of transformers.
     if (role == "text_encoder")
       return Wanted{{{F::OpenCLIP, 0}, {F::CLIP, 0}}, "the OpenCLIP bigG text encoder"};
@@ -163,8 +162,7 @@ std::optional<Wanted> wanted(const std::string& family, const std::string& role)
 }
 
 QString family_label(const std::string& family) {
-  return family == "wan" ? "Wan" : family == "flux" ? "FLUX" : family == "sdxl" ? "SDXL"
-                                                                                 : "this";
+  return family == "wan" ? "Wan" : family == "flux" ? "FLUX" : family == "sdxl" ? "SDXL" : "this";
 }
 QString role_label(const std::string& role) {
   return role == "vae" ? "VAE" : role == "clip" ? "CLIP" : "Text encoder";
@@ -193,6 +191,26 @@ bool select_sampler(QComboBox* box, const std::string& name, schedulers::Space s
   } catch (const std::exception&) {
     return false;
   }
+}
+
+// Wheel turns over a combo box, spin box or slider that does not have the
+// keyboard focus scroll the form instead of changing the value under the
+// pointer; a click (or Tab) focuses it first.
+class WheelGuard : public QObject {
+ public:
+  using QObject::QObject;
+  bool eventFilter(QObject* watched, QEvent* e) override {
+    if (e->type() != QEvent::Wheel) return false;
+    const auto* w = qobject_cast<QWidget*>(watched);
+    if (!w || w->hasFocus()) return false;
+    e->ignore();  // on to the scroll area
+    return true;
+  }
+};
+
+void guard_wheel(QWidget* w, QObject* guard) {
+  w->setFocusPolicy(Qt::StrongFocus);
+  w->installEventFilter(guard);
 }
 
 // Selects `value` in `box`, adding it when absent.
@@ -225,12 +243,10 @@ QString wrong_part(const std::string& family, const std::string& role, const QSt
     for (const auto& [f, latent] : want->kinds)
       if (k.family == f && (latent == 0 || k.latent == latent)) return {};
     if (k.family != io::Family::Unknown)
-      held << QString("%1 (%2)").arg(io::family_name(k.family),
-                                     QString::fromStdString(k.summary));
+      held << QString("%1 (%2)").arg(io::family_name(k.family), QString::fromStdString(k.summary));
   }
   if (held.isEmpty()) return {};
-  const QString an =
-      held[0].contains(QRegularExpression("^([aeiouAEIOU]|SD)")) ? "an " : "a ";
+  const QString an = held[0].contains(QRegularExpression("^([aeiouAEIOU]|SD)")) ? "an " : "a ";
   return QString("%1 %2 is %3%4; a %5 model takes %6")
       .arg(role_label(role), QFileInfo(file).fileName(), an, held.join(" and "),
            family_label(family), QString(want->what));
@@ -238,9 +254,11 @@ QString wrong_part(const std::string& family, const std::string& role, const QSt
 
 GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   prompt_ = new QPlainTextEdit(this);
-  prompt_->setPlaceholderText("a red circle moving right on a blue background");
   prompt_->setObjectName("prompt");
+  prompt_->setTabChangesFocus(true);  // Tab moves on, as in the other fields
   negative_ = new QPlainTextEdit(this);
+  negative_->setObjectName("negative");
+  negative_->setTabChangesFocus(true);
   negative_->setPlaceholderText("negative prompt (empty: the model's default)");
   negative_->setMaximumHeight(60);
   model_ = new QComboBox(this);
@@ -321,6 +339,8 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
   guidance_->setRange(0, 30);
   guidance_->setSingleStep(0.5);
   seed_ = new QSpinBox(this);
+  seed_->setObjectName("seed");
+  seed_->setToolTip("random (-1): a new seed for each job queued");
   seed_->setRange(-1, std::numeric_limits<int>::max());
   seed_->setSpecialValueText("random");
   width_ = new QSpinBox(this);
@@ -351,7 +371,7 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
 
   auto* dice = new QToolButton(this);
   dice->setText("Random");
-  dice->setToolTip("Random seed");
+  dice->setToolTip("A new random seed for each job queued (-1)");
   connect(dice, &QToolButton::clicked, this, &GeneratePanel::randomise_seed);
   auto* recycle = new QToolButton(this);
   recycle->setText("Last");
@@ -405,6 +425,9 @@ GeneratePanel::GeneratePanel(QWidget* parent) : QWidget(parent) {
     connect(b, &QComboBox::currentIndexChanged, this, [this] {
       if (!restoring_) snap();
     });
+  wheel_guard_ = new WheelGuard(this);
+  for (auto* w : findChildren<QComboBox*>()) guard_wheel(w, wheel_guard_);
+  for (auto* w : findChildren<QAbstractSpinBox*>()) guard_wheel(w, wheel_guard_);
   set_models_dir({});
   set_preset(Preset::embedded_defaults());
 }
@@ -443,8 +466,7 @@ void GeneratePanel::set_models_dir(const QString& dir) {
   // The VAE, text encoder and CLIP pickers list those that fit the model
   // (list_parts, from model_changed).
   vae_files_ = files_in(dir.isEmpty() ? QString() : dir + "/vae", {"*.safetensors"});
-  encoder_files_ =
-      files_in(dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"});
+  encoder_files_ = files_in(dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.safetensors"});
   listed_for_.clear();
   fill(tokenizer_, dir.isEmpty() ? QString() : dir + "/text_encoders", {"*.model"}, true);
   restoring_ = false;
@@ -498,10 +520,12 @@ void GeneratePanel::apply_family(const std::string& sampler) {
   fps_->setEnabled(!image);
   shift_->setEnabled(family_ == "wan");  // FLUX's and SDXL's schedules take no shift
   for (auto* s : {width_, height_}) s->setSingleStep(sdxl ? 32 : 16);
-  prompt_->setPlaceholderText(sdxl ? "a lighthouse at dusk, (oil painting:1.2)"
-                              : family_ == "flux"
-                                  ? "a lighthouse at dusk, oil painting"
-                                  : "a red circle moving right on a blue background");
+  // An example, said to be one: the prompt is empty until written.
+  prompt_->setPlaceholderText(QString("Describe what to make (empty: not queued). For example: ") +
+                              (sdxl ? "a lighthouse at dusk, (oil painting:1.2)"
+                               : family_ == "flux"
+                                   ? "a lighthouse at dusk, oil painting"
+                                   : "a red circle moving right on a blue background"));
   negative_->setPlaceholderText(sdxl ? "negative prompt (empty: none)"
                                 : family_ == "flux"
                                     ? "negative prompt (FLUX does not use one)"
@@ -555,13 +579,13 @@ void GeneratePanel::apply_family(const std::string& sampler) {
 
 void GeneratePanel::list_parts() {
   const bool embedded = model_->currentData().toString().isEmpty();
+  const std::string listing = embedded ? "embedded" : family_;
   for (auto [box, files, role, held] :
        {std::tuple{vae_, &vae_files_, "vae", holds_vae_},
         {text_encoder_, &encoder_files_, "text_encoder", holds_text_encoder_},
         {clip_, &encoder_files_, "clip", holds_clip_}}) {
     const QString current = box->currentData().toString();
-    if (!listed_for_.empty() && !current.isEmpty())
-      chosen_[listed_for_ + "/" + role] = current;
+    if (!listed_for_.empty() && !current.isEmpty()) chosen_[listed_for_ + "/" + role] = current;
     const bool applies = !embedded && wanted(family_, role).has_value();
     const QSignalBlocker quiet(box);
     box->clear();
@@ -578,9 +602,10 @@ void GeneratePanel::list_parts() {
         i = box->count() - 1;
       }
     } else if (applies) {
-      if (listed_for_ == family_ || listed_for_.empty()) i = box->findData(current);
+      if (!current.isEmpty() && (listed_for_ == listing || listed_for_.empty()))
+        i = box->findData(current);
       if (i < 0) {
-        const auto before = chosen_.find(family_ + "/" + role);
+        const auto before = chosen_.find(listing + "/" + role);
         if (before != chosen_.end()) i = box->findData(before->second);
       }
       // The only file that fits, unless the checkpoint holds its own.
@@ -596,7 +621,7 @@ void GeneratePanel::list_parts() {
     else if (tokenizer_->currentIndex() <= 0 && tokenizer_->count() == 2)
       tokenizer_->setCurrentIndex(1);
   }
-  listed_for_ = family_;
+  listed_for_ = listing;
 }
 
 void GeneratePanel::snap() {
@@ -654,7 +679,7 @@ void GeneratePanel::snap() {
 }
 
 void GeneratePanel::randomise_seed() {
-  seed_->setValue(static_cast<int>(QRandomGenerator::global()->bounded(1 << 30)));
+  seed_->setValue(-1);  // "random": each job draws its own when it is queued
 }
 
 void GeneratePanel::reuse_last_seed() {
@@ -697,6 +722,8 @@ void GeneratePanel::add_lora(const QString& given) {
     const QSignalBlocker quiet(slider);
     slider->setValue(static_cast<int>(std::lround(v * 100)));
   });
+  guard_wheel(slider, wheel_guard_);
+  guard_wheel(spin, wheel_guard_);
   auto* l = new QHBoxLayout(strength);
   l->setContentsMargins(0, 0, 0, 0);
   l->addWidget(slider, 1);

@@ -82,15 +82,16 @@ class GeneratePanel : public QWidget {
   QString models_dir_;
   // The files of the models folder's vae/ and text_encoders/ (name, path).
   std::vector<std::pair<QString, QString>> vae_files_, encoder_files_;
-  std::string listed_for_;                // the family the pickers list
+  std::string listed_for_;                 // the family the pickers list
   std::map<std::string, QString> chosen_;  // "family/role" → the file last chosen
-  std::string family_;  // of the selected model: "wan", "flux" or "sdxl"
+  std::string family_;                     // of the selected model: "wan", "flux" or "sdxl"
   // Which of the parts a "—" VAE, CLIP and text encoder stand for the model
   // file holds (an SDXL single-file checkpoint).
   bool holds_vae_ = false, holds_clip_ = false, holds_text_encoder_ = false;
   std::string clip_tokenizer_;  // kept from a preset (found beside CLIP when empty)
   int64_t last_seed_ = -1;
   bool restoring_ = false;
+  QObject* wheel_guard_ = nullptr;
 };
 
 }  // namespace kinora::app

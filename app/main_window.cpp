@@ -1,8 +1,10 @@
 #include "app/main_window.h"
 
+#include <QAbstractSpinBox>
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QComboBox>
 #include <QDateTime>
 #include <QDialog>
 #include <QDialogButtonBox>
@@ -21,13 +23,16 @@
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QMimeData>
+#include <QPlainTextEdit>
 #include <QPushButton>
 #include <QRandomGenerator>
 #include <QScrollArea>
 #include <QScrollBar>
 #include <QSettings>
+#include <QShortcut>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QTextEdit>
 #include <QTimer>
 #include <QVBoxLayout>
 
@@ -264,8 +269,24 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
   form_scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
   form_scroll->setMinimumWidth(panel_->sizeHint().width() +
                                form_scroll->verticalScrollBar()->sizeHint().width());
-  left->setWidget(form_scroll);
+  // Queue, below the form and outside its scroll, always in sight.
+  auto* generate_box = new QWidget(left);
+  auto* gl = new QVBoxLayout(generate_box);
+  gl->setContentsMargins(0, 0, 0, 0);
+  gl->addWidget(form_scroll, 1);
+  auto* queue_button = new QPushButton("Queue (Ctrl+Enter)", generate_box);
+  queue_button->setObjectName("queue_button");
+  queue_button->setToolTip(
+      "Queue the form's settings as a job; it starts when the jobs before it are done "
+      "(Ctrl+Shift+Enter: at the front)");
+  queue_button->setDefault(true);
+  gl->addWidget(queue_button);
+  connect(queue_button, &QPushButton::clicked, this, [this] { queue_current(false); });
+  left->setWidget(generate_box);
   addDockWidget(Qt::LeftDockWidgetArea, left);
+  viewer_->set_hint(
+      "Write a prompt in the Generate panel, then press Queue (Ctrl+Enter).\nThe result plays "
+      "here; earlier ones are in the gallery below.");
   auto* queue_box = new QWidget(this);
   auto* ql = new QVBoxLayout(queue_box);
   ql->addWidget(queue_view_, 1);
@@ -456,7 +477,18 @@ void MainWindow::build_menus() {
   gen->addAction("Queue at the &front", QKeySequence("Ctrl+Shift+Return"), this,
                  [this] { queue_current(true); });
   auto* cancel = gen->addAction("&Cancel the running job", this, &MainWindow::cancel_current);
-  cancel->setShortcuts({QKeySequence(Qt::Key_Escape), QKeySequence("Ctrl+Alt+Return")});
+  cancel->setShortcut(QKeySequence("Ctrl+Alt+Return"));
+  // Esc cancels too, except while a text or number field has the focus
+  // (there it leaves the field alone, as Esc does in a form).
+  auto* esc = new QShortcut(QKeySequence(Qt::Key_Escape), this);
+  connect(esc, &QShortcut::activated, this, [this] {
+    auto* f = QApplication::focusWidget();
+    if (f && (qobject_cast<QLineEdit*>(f) || qobject_cast<QAbstractSpinBox*>(f) ||
+              qobject_cast<QPlainTextEdit*>(f) || qobject_cast<QTextEdit*>(f) ||
+              (qobject_cast<QComboBox*>(f) && static_cast<QComboBox*>(f)->isEditable())))
+      return;
+    cancel_current();
+  });
   auto* pause = gen->addAction("&Pause after the current job");
   pause->setCheckable(true);
   connect(pause, &QAction::toggled, this, [this](bool on) {
@@ -464,7 +496,8 @@ void MainWindow::build_menus() {
     if (!on) start_next();
   });
   gen->addSeparator();
-  gen->addAction("Random seed", QKeySequence("Ctrl+R"), panel_, &GeneratePanel::randomise_seed);
+  gen->addAction("Random seed for each job", QKeySequence("Ctrl+R"), panel_,
+                 &GeneratePanel::randomise_seed);
   gen->addAction("Reuse the last seed", QKeySequence("Ctrl+Shift+R"), panel_,
                  &GeneratePanel::reuse_last_seed);
 
@@ -487,7 +520,12 @@ void MainWindow::build_menus() {
 }
 
 QString MainWindow::queue_current(bool front) {
-  return queue_preset(panel_->preset(), front);
+  auto p = panel_->preset();
+  if (QString::fromStdString(p.prompt).trimmed().isEmpty()) {
+    refuse("the prompt is empty: write what to make (the grey text in the box is an example)");
+    return {};
+  }
+  return queue_preset(p, front);
 }
 
 QString MainWindow::queue_sweep(const QStringList& axes) {
@@ -536,22 +574,22 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
       one.frames = 1;
       pipeline::snap_sizes(one);
       if (snapped.frames > 1)
-        throw Error(
-            one.frames > 1
-                ? "Format \"PNG image\" is one image, but this model makes clips of " +
-                      std::to_string(snapped.frames) +
-                      " frames at the least: choose a video format or \"PNG sequence\""
-                : "Format \"PNG image\" is one image, but Frames is " +
-                      std::to_string(snapped.frames) +
-                      ": set Frames to 1, or choose a video format or \"PNG sequence\"");
+        throw Error(one.frames > 1
+                        ? "Format \"PNG image\" is one image, but this model makes clips of " +
+                              std::to_string(snapped.frames) +
+                              " frames at the least: choose a video format or \"PNG sequence\""
+                        : "Format \"PNG image\" is one image, but Frames is " +
+                              std::to_string(snapped.frames) +
+                              ": set Frames to 1, or choose a video format or \"PNG sequence\"");
     }
     const auto& family = pipeline::family_for(p);
     const auto files = pipeline::resolve_models(p, family);
     // A VAE or text encoder of another family, by what its tensors hold (an
     // SDXL checkpoint's own parts are its model file).
     if (!p.uses_embedded_model())
-      for (const auto& [role, file] :
-           {std::pair{"vae", files.vae}, {"text_encoder", files.text_encoder}, {"clip", files.clip}})
+      for (const auto& [role, file] : {std::pair{"vae", files.vae},
+                                       {"text_encoder", files.text_encoder},
+                                       {"clip", files.clip}})
         if (!file.empty() && file != files.model)
           if (const auto why =
                   wrong_part(family.name(), role, QString::fromStdString(file.string()));
@@ -702,13 +740,26 @@ bool MainWindow::restore_from(const QString& path) {
 }
 
 void MainWindow::save_preset_file() {
-  const auto f = QFileDialog::getSaveFileName(this, "Save preset", QString(), "Presets (*.json)");
-  if (f.isEmpty()) return;
+  QFileDialog d(this, "Save preset", QString(), "Presets (*.json)");
+  d.setAcceptMode(QFileDialog::AcceptSave);
+  d.setDefaultSuffix("json");  // so that its overwrite question names the file saved
+  if (d.exec() != QDialog::Accepted || d.selectedFiles().isEmpty()) return;
+  save_preset_to(d.selectedFiles().first());
+}
+
+QString MainWindow::save_preset_to(const QString& file) {
+  // A name without .json gets it: Open and Queue a folder list *.json.
+  QString f = file;
+  if (!f.endsWith(".json", Qt::CaseInsensitive)) f += ".json";
   // Whole or not at all (base/files.h), as the queue is written.
   try {
     write_file_atomically(f.toStdString(), panel_->preset().to_json().dump(2) + "\n");
+    statusBar()->showMessage("saved " + f);
+    return f;
   } catch (const std::exception& e) {
     statusBar()->showMessage(QString("could not be saved: ") + e.what());
+    warn("Not saved", QString("The preset could not be saved: ") + e.what());
+    return {};
   }
 }
 

@@ -77,6 +77,9 @@ class MainWindow : public QMainWindow {
   // preset file. Returns false (and says why in the status bar) otherwise.
   bool restore_from(const QString& path);
   void cancel_current();
+  // Ctrl+S: the form as a preset file, ".json" added to a name without it.
+  // Returns the file written, or "" (the reason said).
+  QString save_preset_to(const QString& file);
   // Ctrl-C, SIGTERM or SIGHUP (base/signals.h) reached the studio: the
   // running job is cancelled (its temporaries and claim removed as it
   // unwinds) and marked interrupted, the queue and settings are saved, and

@@ -31,10 +31,19 @@ void FrameView::set_fit(bool fit) {
   update();
 }
 
+void FrameView::set_hint(const QString& hint) {
+  hint_ = hint;
+  update();
+}
+
 void FrameView::paintEvent(QPaintEvent*) {
   QPainter p(this);
   p.fillRect(rect(), QColor(32, 32, 36));
-  if (image_.isNull()) return;
+  if (image_.isNull()) {
+    p.setPen(QColor(170, 170, 176));
+    p.drawText(rect().adjusted(16, 16, -16, -16), Qt::AlignCenter | Qt::TextWordWrap, hint_);
+    return;
+  }
   QSize size = image_.size();
   if (fit_) size.scale(this->size(), Qt::KeepAspectRatio);
   const QRect target(QPoint((width() - size.width()) / 2, (height() - size.height()) / 2), size);
@@ -166,7 +175,17 @@ void Viewer::clear(const QString& caption) {
   preview_.clear();
   player_->stop();
   view_->set_image({});
+  view_->set_hint({});
   caption_->setText(caption);
+}
+
+void Viewer::set_hint(const QString& hint) {
+  hint_ = hint;
+  if (view_->image().isNull() && path_.isEmpty()) view_->set_hint(hint);
+}
+
+QString Viewer::shown_hint() const {
+  return view_->image().isNull() ? view_->hint() : QString();
 }
 
 bool Viewer::playing() const {

@@ -23,6 +23,9 @@ class FrameView : public QWidget {
   explicit FrameView(QWidget* parent = nullptr);
   void set_image(const QImage& image);
   void set_fit(bool fit);
+  // Shown in the middle while there is no image.
+  void set_hint(const QString& hint);
+  const QString& hint() const { return hint_; }
   bool fit() const { return fit_; }
   const QImage& image() const { return image_; }
   QSize sizeHint() const override { return {512, 384}; }
@@ -32,6 +35,7 @@ class FrameView : public QWidget {
 
  private:
   QImage image_;
+  QString hint_;
   bool fit_ = true;
 };
 
@@ -45,6 +49,10 @@ class Viewer : public QWidget {
   // A finished output: a video plays, an image shows.
   void open(const QString& path, int fps = 16);
   void clear(const QString& caption = {});
+  // What the empty viewer says (how to make a first render); shown until a
+  // job starts or a file opens.
+  void set_hint(const QString& hint);
+  QString shown_hint() const;
 
   int video_frames_shown() const { return video_frames_; }
   // Whether the open file is a still image (shown at once, nothing to play).
@@ -76,6 +84,7 @@ class Viewer : public QWidget {
   int loops_ = 0;
   bool image_open_ = false;
   QString path_;
+  QString hint_;
 };
 
 }  // namespace kinora::app

@@ -17,9 +17,11 @@
 #include <QImage>
 #include <QLabel>
 #include <QLineEdit>
+#include <QListView>
 #include <QMessageBox>
 #include <QMimeData>
 #include <QPlainTextEdit>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
@@ -27,6 +29,7 @@
 #include <QTableWidget>
 #include <QTest>
 #include <QUrl>
+#include <QWheelEvent>
 
 #include <chrono>
 #include <filesystem>
@@ -400,6 +403,7 @@ TEST(GeneratePanel, PickersListSubfoldersAndDiffusersFolders) {
     EXPECT_FALSE(n.contains("diffusion_pytorch_model")) << n.toStdString();
   auto* vae = panel.findChild<QComboBox*>("vae");
   ASSERT_TRUE(vae);
+  model->setCurrentIndex(model->findText("top.safetensors"));  // a Wan model: Wan VAEs
   EXPECT_GE(vae->findText("wan/vae.safetensors"), 0);
   // A restored preset's path inside the folder: that entry, not a new one.
   auto p = fixture_preset("");
@@ -1181,6 +1185,237 @@ TEST(QueueModel, ANewerSchemaVersionIsKeptAsideNotRewritten) {
                test::read_bytes(file).find("\"schema_version\": 1") != std::string::npos);
   ASSERT_TRUE(fs::exists(file.string() + ".bad"));
   EXPECT_EQ(test::read_bytes(file.string() + ".bad"), text);
+}
+
+}  // namespace
+}  // namespace kinora::app
+
+namespace kinora::app {
+namespace {
+
+// A models folder with the parts of every family: Wan's, FLUX's and SDXL's
+// VAEs, text encoders and CLIPs, one tokenizer, a Wan and a FLUX model.
+struct MixedModels {
+  fs::path dir, wan, flux;
+};
+MixedModels mixed_models(const fs::path& root) {
+  MixedModels m{root / "models", {}, {}};
+  for (const char* sub : {"diffusion_models", "vae", "text_encoders"})
+    fs::create_directories(m.dir / sub);
+  m.wan = m.dir / "diffusion_models" / "wan_dit.safetensors";
+  fs::create_symlink(fixture("wan21_dit_tiny.safetensors"), m.wan);
+  m.flux = test::write_tiny_flux(m.dir / "diffusion_models");
+  for (const char* f :
+       {"wan21_vae_tiny.safetensors", "flux1_ae_tiny.safetensors", "sdxl_vae_tiny.safetensors"})
+    fs::create_symlink(fixture(f), m.dir / "vae" / f);
+  for (const char* f : {"umt5_enc_tiny.safetensors", "t5_enc_tiny.safetensors",
+                        "clip_l_tiny.safetensors", "clip_g_tiny.safetensors", "spm_tiny.model"})
+    fs::create_symlink(fixture(f), m.dir / "text_encoders" / f);
+  test::write_clip_tokenizer(m.dir / "text_encoders" / "clip_tokenizer");
+  return m;
+}
+
+QStringList items(const QComboBox* box) {
+  QStringList s;
+  for (int i = 0; i < box->count(); ++i) s << box->itemText(i);
+  return s;
+}
+
+// The VAE, text encoder and CLIP pickers list the files that fit the model's
+// family (by what their tensors hold), the one that fits chosen; the
+// embedded model leaves them at "—".
+TEST(GeneratePanel, PickersFollowTheModelsFamily) {
+  qapp();
+  test::TempDir tmp;
+  const auto m = mixed_models(tmp.path());
+  GeneratePanel panel;
+  panel.set_models_dir(QString::fromStdString(m.dir.string()));
+  auto* model = panel.findChild<QComboBox*>("model");
+  auto* vae = panel.findChild<QComboBox*>("vae");
+  auto* te = panel.findChild<QComboBox*>("text_encoder");
+  auto* tok = panel.findChild<QComboBox*>("tokenizer");
+  auto* clip = panel.findChild<QComboBox*>("clip");
+  ASSERT_TRUE(model && vae && te && tok && clip);
+  model->setCurrentIndex(model->findData(QString::fromStdString(m.wan.string())));
+  EXPECT_EQ(items(vae), (QStringList{"—", "wan21_vae_tiny.safetensors"}));
+  EXPECT_EQ(vae->currentText(), "wan21_vae_tiny.safetensors");
+  EXPECT_EQ(items(te), (QStringList{"—", "umt5_enc_tiny.safetensors"}));
+  EXPECT_EQ(te->currentText(), "umt5_enc_tiny.safetensors");
+  EXPECT_EQ(tok->currentText(), "spm_tiny.model");
+  auto p = panel.preset();
+  EXPECT_EQ(fs::path(p.vae).filename(), "wan21_vae_tiny.safetensors");
+
+  model->setCurrentIndex(model->findData(QString::fromStdString(m.flux.string())));
+  EXPECT_EQ(items(vae), (QStringList{"—", "flux1_ae_tiny.safetensors"}));
+  EXPECT_EQ(vae->currentText(), "flux1_ae_tiny.safetensors");
+  EXPECT_EQ(te->currentText(), "t5_enc_tiny.safetensors");
+  EXPECT_EQ(items(clip), (QStringList{"—", "clip_l_tiny.safetensors"}));
+  EXPECT_EQ(clip->currentText(), "clip_l_tiny.safetensors");
+  p = panel.preset();
+  EXPECT_EQ(fs::path(p.text_encoder).filename(), "t5_enc_tiny.safetensors");
+
+  model->setCurrentIndex(0);  // the embedded model
+  for (auto* box : {vae, te, tok, clip}) EXPECT_EQ(box->currentText(), "—");
+  model->setCurrentIndex(model->findData(QString::fromStdString(m.wan.string())));
+  EXPECT_EQ(vae->currentText(), "wan21_vae_tiny.safetensors");
+  EXPECT_EQ(clip->currentText(), "—");
+
+  EXPECT_EQ(wrong_part("wan", "vae", QString::fromStdString(fixture("flux1_ae_tiny.safetensors")))
+                .toStdString()
+                .rfind("VAE flux1_ae_tiny.safetensors is an image autoencoder (FLUX", 0),
+            0u);
+  EXPECT_TRUE(
+      wrong_part("sdxl", "text_encoder", QString::fromStdString(fixture("clip_g_tiny.safetensors")))
+          .isEmpty());
+  EXPECT_TRUE(
+      wrong_part("wan", "vae", QString::fromStdString(fixture("spm_tiny.model"))).isEmpty());
+}
+
+// Queued: a VAE or text encoder of another family is refused, naming the
+// file and what it is; so is PNG image for a model that makes clips; and an
+// empty prompt from the form.
+TEST(MainWindow, AWrongFamilysFilePngForAClipAndAnEmptyPromptAreRefusedWhenQueued) {
+  qapp();
+  test::TempDir tmp;
+  const auto m = mixed_models(tmp.path());
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
+  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
+  fs::create_directories(tmp.path() / "out");
+  o.models_dir = QString::fromStdString(m.dir.string());
+  o.quit_when_idle = true;  // no dialogs
+  MainWindow w(o);
+  auto p = fixture_preset("");
+  p.output.clear();
+  p.vae = (m.dir / "vae" / "flux1_ae_tiny.safetensors").string();
+  EXPECT_TRUE(w.queue_preset(p).isEmpty());
+  auto said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find("VAE flux1_ae_tiny.safetensors is an image autoencoder (FLUX"),
+            std::string::npos)
+      << said;
+  EXPECT_NE(said.find("a Wan model takes a Wan VAE"), std::string::npos) << said;
+  p = fixture_preset("");
+  p.output.clear();
+  p.text_encoder = (m.dir / "text_encoders" / "t5_enc_tiny.safetensors").string();
+  EXPECT_TRUE(w.queue_preset(p).isEmpty());
+  said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find("Text encoder t5_enc_tiny.safetensors is a T5 encoder"), std::string::npos)
+      << said;
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+
+  auto e = Preset::embedded_defaults();
+  e.prompt = "a red circle moving right on a blue background";
+  e.format = "png";
+  EXPECT_TRUE(w.queue_preset(e).isEmpty());
+  said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find("\"PNG image\" is one image, but this model makes clips of 17 frames"),
+            std::string::npos)
+      << said;
+
+  e.format.clear();
+  e.prompt = "  ";
+  w.panel()->set_preset(e);
+  EXPECT_TRUE(w.queue_current().isEmpty());
+  said = w.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(said.find("the prompt is empty"), std::string::npos) << said;
+  EXPECT_TRUE(
+      w.panel()->findChild<QPlainTextEdit*>("prompt")->placeholderText().contains("For example"));
+  EXPECT_EQ(w.queue()->rowCount(), 0);
+}
+
+// The form's keyboard and mouse: Tab leaves the prompt; the wheel over a
+// combo or spin box without the focus leaves its value; Random means a new
+// seed for each job (-1).
+TEST(GeneratePanel, TabWheelAndRandomSeed) {
+  qapp();
+  GeneratePanel panel;
+  auto* prompt = panel.findChild<QPlainTextEdit*>("prompt");
+  ASSERT_TRUE(prompt);
+  EXPECT_TRUE(prompt->tabChangesFocus());
+  prompt->setPlainText("a fox");
+  QTest::keyClick(prompt, Qt::Key_Tab);
+  EXPECT_EQ(prompt->toPlainText(), "a fox");
+  auto* sampler = panel.findChild<QComboBox*>("sampler");
+  auto* steps = panel.findChild<QSpinBox*>("steps");
+  ASSERT_TRUE(sampler && steps);
+  const int index = sampler->currentIndex(), n = steps->value();
+  for (QWidget* target : {static_cast<QWidget*>(sampler), static_cast<QWidget*>(steps)}) {
+    ASSERT_FALSE(target->hasFocus());
+    const QPointF at(target->width() / 2.0, target->height() / 2.0);
+    QWheelEvent down(at, target->mapToGlobal(at), {}, {0, -120}, Qt::NoButton, Qt::NoModifier,
+                     Qt::NoScrollPhase, false);
+    QApplication::sendEvent(target, &down);
+  }
+  EXPECT_EQ(sampler->currentIndex(), index);
+  EXPECT_EQ(steps->value(), n);
+  EXPECT_EQ(sampler->focusPolicy(), Qt::StrongFocus);
+
+  auto* seed = panel.findChild<QSpinBox*>("seed");
+  ASSERT_TRUE(seed);
+  seed->setValue(1234);
+  panel.randomise_seed();
+  EXPECT_EQ(panel.preset().seed, -1);
+  EXPECT_EQ(seed->text(), "random");
+}
+
+// Ctrl+S adds .json to a name without it; the Generate dock has a Queue
+// button; the empty viewer says how to start.
+TEST(MainWindow, SaveAddsJsonAQueueButtonAndAHintInTheEmptyViewer) {
+  qapp();
+  test::TempDir tmp;
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
+  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
+  fs::create_directories(tmp.path() / "out");
+  o.quit_when_idle = true;
+  MainWindow w(o);
+  EXPECT_TRUE(w.viewer()->shown_hint().contains("Queue (Ctrl+Enter)"));
+  const auto saved = w.save_preset_to(QString::fromStdString((tmp.path() / "tri").string()));
+  EXPECT_EQ(saved.toStdString(), (tmp.path() / "tri.json").string());
+  EXPECT_TRUE(fs::is_regular_file(tmp.path() / "tri.json"));
+  EXPECT_FALSE(fs::exists(tmp.path() / "tri"));
+  auto* button = w.findChild<QPushButton*>("queue_button");
+  ASSERT_TRUE(button);
+  auto e = Preset::embedded_defaults();
+  e.prompt = "a red circle moving right on a blue background";
+  e.steps = 1;
+  w.panel()->set_preset(e);
+  button->click();
+  EXPECT_EQ(w.queue()->rowCount(), 1);
+  EXPECT_TRUE(w.viewer()->shown_hint().isEmpty());
+}
+
+// Esc in a text or number field leaves the running job alone; elsewhere it
+// cancels it.
+TEST(MainWindow, EscInAFieldDoesNotCancelTheRunningJob) {
+  qapp();
+  test::TempDir tmp;
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
+  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
+  fs::create_directories(tmp.path() / "out");
+  o.quit_when_idle = true;
+  MainWindow w(o);
+  w.show();
+  QApplication::setActiveWindow(&w);
+  ASSERT_TRUE(QTest::qWaitForWindowActive(&w));
+  auto p = fixture_preset("", 1000);
+  p.output.clear();
+  const auto id = w.queue_preset(p);
+  ASSERT_FALSE(id.isEmpty());
+  for (int i = 0; i < 1200 && w.queue()->job(id)->step < 1; ++i) QTest::qWait(25);
+  ASSERT_TRUE(w.busy()) << int(w.queue()->job(id)->status) << " " << w.queue()->job(id)->step << " "
+                        << w.queue()->job(id)->message.toStdString();
+  auto* seed = w.panel()->findChild<QSpinBox*>("seed");
+  seed->setFocus();
+  QTest::keyClick(seed, Qt::Key_Escape);
+  QTest::qWait(300);
+  EXPECT_EQ(w.queue()->job(id)->status, JobStatus::Running);
+  auto* queue = w.findChild<QListView*>("queue");
+  queue->setFocus();
+  QTest::keyClick(queue, Qt::Key_Escape);
+  for (int i = 0; i < 400 && w.busy(); ++i) QTest::qWait(25);
+  EXPECT_EQ(w.queue()->job(id)->status, JobStatus::Cancelled);
 }
 
 }  // namespace
