@@ -148,7 +148,10 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       if (!inserted)
         throw Error(e.source + ": key 'output' " + p.output_path().string() +
                     " is also the output of " + it->second + "; not rendered twice");
-      pipeline::resolve_models(p, pipeline::family_for(p));
+      // The files' kinds and fit from their headers, as the render checks
+      // them first: a VAE of another model fails here, not on a node.
+      const auto& family = pipeline::family_for(p);
+      family.check_files(pipeline::resolve_models(p, family));
       pipeline::check_sampler(p);
       loras.check(p);  // found, a LoRA, and for this model
       resolve_device(p.device);

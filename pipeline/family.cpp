@@ -78,6 +78,32 @@ std::string file_label(const fs::path& file) {
   return file.filename().string();
 }
 
+io::Detection detect_file(const fs::path& file, std::initializer_list<io::Family> wanted) {
+  const auto shapes = io::Checkpoint::open(file).shapes();
+  auto d = io::detect_layout(shapes, wanted);
+  for (const auto f : wanted)
+    if (d.family == f) return d;
+  return io::detect_layout(shapes);
+}
+
+void expect_kind(const fs::path& file, std::initializer_list<io::Family> wanted,
+                 const std::string& what) {
+  const auto d = detect_file(file, wanted);
+  for (const auto f : wanted)
+    if (d.family == f) return;
+  std::string kinds;
+  for (const auto f : wanted) kinds.append(kinds.empty() ? "" : " or ").append(io::family_name(f));
+  std::string msg = file.string();
+  msg.append(": given as the ").append(what).append(", but it is ");
+  const auto a = [](const std::string& noun) {
+    return (std::string("aeiou").find(noun[0]) == std::string::npos ? "a " : "an ") + noun;
+  };
+  msg.append(d.family == io::Family::Unknown ? std::string("no model Kinora recognises")
+                                             : a(io::family_name(d.family)));
+  msg.append(", not ").append(a(kinds));
+  throw Error(msg);
+}
+
 void register_family(std::shared_ptr<const Family> family) {
   auto& r = registry();
   std::lock_guard lock(r.mutex);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "diffusion/denoiser.h"
+#include "io/layout.h"
 #include "layers/precision.h"
 #include "lora/lora.h"
 #include "pipeline/preset.h"
@@ -111,6 +112,13 @@ class Family {
   // a VAE of other latent widths, a size the patches do not divide).
   virtual void check(const LoadedModels& models, const Preset& p,
                      const ModelFiles& files) const = 0;
+  // The same from the files' headers alone, before anything loads (a batch's
+  // and the studio's checks before rendering, and a render's first): each
+  // file is of the kind its role needs, and the parts fit together (latent
+  // channels, text widths, a pair's experts). Throws a kinora::Error naming
+  // the file and what it is; returns notes on what renders but may not be
+  // meant (a Wan 2.2 expert without its pair). Nothing by default.
+  virtual std::vector<std::string> check_files(const ModelFiles& files) const { return {}; }
   virtual PreviewMap preview(const LoadedModels& models) const = 0;
   // How LoRA files in diffusers' naming map onto this family's modules (a
   // fused q/k/v's row slices included); none by default.
@@ -145,6 +153,14 @@ std::filesystem::path resolve_clip_tokenizer(const Preset& p, const std::filesys
 // folder's parts have the same names.
 std::string file_label(const std::filesystem::path& file);
 
+// What the checkpoint `file` is, from its header: the first of `wanted` it
+// holds (under any known prefix), else what it is recognised as.
+io::Detection detect_file(const std::filesystem::path& file,
+                          std::initializer_list<io::Family> wanted);
+// Refuses `file` for the role `what` ("VAE for the Wan DiT x.safetensors")
+// unless detect_file finds one of `wanted` in it.
+void expect_kind(const std::filesystem::path& file, std::initializer_list<io::Family> wanted,
+                 const std::string& what);
 // The kind of sampler a family's models take (flow-matching or
 // noise-prediction): that of its default sampler.
 schedulers::Space sampler_space(const Family& family);

@@ -176,6 +176,26 @@ void FluxFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles&
                 ": FLUX with this autoencoder needs multiples of " + std::to_string(cell));
 }
 
+std::vector<std::string> FluxFamily::check_files(const ModelFiles& files) const {
+  expect_kind(files.model, {io::Family::FluxDiT}, "FLUX DiT (model)");
+  const auto model = file_label(files.model);
+  const auto cfg = diffusion::FluxConfig::from_checkpoint(io::Checkpoint::open(files.model));
+  expect_kind(files.vae, {io::Family::KLAutoencoder}, "autoencoder for " + model);
+  const auto ae = vae::KLAutoencoderConfig::from_checkpoint(io::Checkpoint::open(files.vae));
+  if (cfg.in_channels != 4 * ae.z_channels)
+    throw Error(model + " works on " + std::to_string(cfg.in_channels / 4) +
+                " latent channels, but the autoencoder " + file_label(files.vae) + " has " +
+                std::to_string(ae.z_channels));
+  expect_kind(files.text_encoder, {io::Family::T5, io::Family::UMT5},
+              "T5 text encoder for " + model);
+  if (detect_file(files.text_encoder, {io::Family::T5, io::Family::UMT5}).family ==
+      io::Family::UMT5)
+    throw Error(files.text_encoder.string() +
+                ": a umT5 encoder (Wan's); FLUX needs T5-XXL v1.1 (t5xxl_fp16.safetensors)");
+  expect_kind(files.clip, {io::Family::CLIP}, "CLIP text encoder for " + model);
+  return {};
+}
+
 lora::DiffusersNames FluxFamily::lora_names(const LoadedModels& m) const {
   const int64_t h = dit_of(m).config().hidden_size, mlp = dit_of(m).config().mlp_hidden;
   return [h, mlp](const std::string& stem) -> std::optional<lora::Target> {

@@ -30,6 +30,7 @@ class FluxFamily : public Family {
   LoadedModels load(const ModelFiles& files, layers::Precision precision,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
+  std::vector<std::string> check_files(const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;
   // diffusers' names, with to_q / to_k / to_v (and add_*_proj, a single
   // block's proj_mlp) onto the row slices of the fused qkv and linear1.

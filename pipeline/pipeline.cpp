@@ -966,6 +966,7 @@ std::vector<Result> Pipeline::generate_rows(const Preset& preset, int count,
     if (!loras[i].strength_low) single.push_back(lora_files[i]);
   if (const auto note = repeated_lora_note(single, "applied"); !note.empty()) say(note);
   const auto files = resolve_models(p, family);
+  for (const auto& note : family.check_files(files)) say(note);
   // The device a preset names, refused in the preset's words ("fox.json:
   // key 'device' …"; the command line's as --device).
   const auto device = [&] {

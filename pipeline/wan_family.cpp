@@ -11,6 +11,7 @@
 #include "io/layout.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/preview.h"
+#include "text/t5.h"
 #include "text/t5_conditioner.h"
 #include "vae/wan_vae.h"
 
@@ -130,14 +131,9 @@ std::string WanFamily::default_negative_prompt(const ModelFiles& files) const {
 
 LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precision,
                              const std::function<void(const std::string&)>& say) const {
-  // T5 v1.1 (FLUX's) has umT5's shapes but one position table for all its
-  // layers, and conditions nothing Wan was trained on: refused before anything loads.
-  if (io::detect_layout(io::Checkpoint::open(files.text_encoder).shapes(),
-                        {io::Family::UMT5, io::Family::T5})
-          .family == io::Family::T5)
-    throw Error(files.text_encoder.string() +
-                ": a T5 v1.1 encoder (FLUX's t5xxl), not Wan's umT5-XXL (ComfyUI's "
-                "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
+  // The files' kinds and fit, before anything loads (T5 v1.1, FLUX's, has
+  // umT5's shapes but one position table for all its layers).
+  check_files(files);
   LoadedModels m;
   auto dit = [&](const fs::path& path) {
     say(file_label(path) + " (Wan DiT)");
@@ -182,6 +178,76 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
                 std::to_string(cfg.patch_t) + " latent frames per token, so " +
                 whole_token_frames(ae.temporal_compression(), cfg.patch_t));
   }
+}
+
+std::vector<std::string> WanFamily::check_files(const ModelFiles& files) const {
+  std::vector<std::string> notes;
+  const auto dit_config = [](const fs::path& file, const char* what) {
+    expect_kind(file, {io::Family::WanDiT}, what);
+    return diffusion::WanConfig::from_checkpoint(io::Checkpoint::open(file));
+  };
+  const auto cfg = dit_config(files.model, "Wan DiT (model)");
+  const auto model = file_label(files.model);
+  // The image-to-video DiTs take the video's latent and an image's (and its
+  // mask): no render here gives them one.
+  if (cfg.in_dim != cfg.out_dim)
+    throw Error(files.model.string() + ": an image-to-video model (it takes " +
+                std::to_string(cfg.in_dim) + " input channels, the video's " +
+                std::to_string(cfg.out_dim) + " and an image's); Kinora renders Wan text to " +
+                "video only: give a T2V model (or TI2V's, rendering from text)");
+  // A Wan 2.2 A14B pair: two experts of one architecture, high-noise first.
+  const auto role = diffusion::wan22_expert_role(files.model);
+  if (!files.model2.empty()) {
+    const auto cfg2 = dit_config(files.model2, "low-noise expert (model2)");
+    if (cfg2.to_json() != cfg.to_json())
+      throw Error(files.model2.string() + ": given as the low-noise expert (model2) of " + model +
+                  ", but it is another model (" + cfg2.variant() + ", " + std::to_string(cfg2.dim) +
+                  " wide, " + std::to_string(cfg2.num_layers) + " layers; the model is " +
+                  cfg.variant() + ", " + std::to_string(cfg.dim) + " wide, " +
+                  std::to_string(cfg.num_layers) +
+                  " layers): a Wan 2.2 pair's experts share their architecture");
+    std::error_code ec;
+    if (fs::equivalent(files.model, files.model2, ec))
+      throw Error(files.model2.string() +
+                  ": given as both the model and its low-noise expert (model2); a Wan 2.2 pair "
+                  "is two files, the high-noise expert (model) and the low-noise one (model2)");
+    const auto role2 = diffusion::wan22_expert_role(files.model2);
+    if (role == "low-noise expert" && role2 == "high-noise expert")
+      throw Error("model " + model + " is the low-noise expert and model2 " +
+                  file_label(files.model2) +
+                  " the high-noise one (by their names): swap them; the model runs the first, "
+                  "high-noise steps and model2 the rest");
+    if (!role.empty() && role == role2)
+      throw Error("model " + model + " and model2 " + file_label(files.model2) + " are both the " +
+                  role +
+                  " (by their names); a Wan 2.2 pair is a high-noise expert (model) and "
+                  "a low-noise one (model2)");
+  } else if (!role.empty()) {
+    notes.push_back(model + " is a Wan 2.2 A14B " + role +
+                    " (by its name), rendered alone: it was trained for " +
+                    (role == "high-noise expert" ? "the first, high-noise steps"
+                                                 : "the last, low-noise steps") +
+                    " only; give the pair as model (high-noise) and model2 (low-noise)");
+  }
+  expect_kind(files.vae, {io::Family::WanVAE}, "Wan VAE for " + model);
+  const auto vae = vae::WanVAEConfig::from_checkpoint(io::Checkpoint::open(files.vae));
+  if (vae.z_dim != cfg.out_dim)
+    throw Error(model + " works on " + std::to_string(cfg.out_dim) + " latent channels, but " +
+                file_label(files.vae) + " has " + std::to_string(vae.z_dim) +
+                (cfg.out_dim == 48 ? " (the TI2V-5B's VAE is the Wan 2.2 VAE, 48 channels, which "
+                                     "Kinora does not support yet)"
+                                   : ""));
+  expect_kind(files.text_encoder, {io::Family::UMT5, io::Family::T5},
+              "umT5 text encoder for " + model);
+  const auto ck = io::Checkpoint::open(files.text_encoder);
+  if (io::detect_layout(ck.shapes(), {io::Family::UMT5, io::Family::T5}).family == io::Family::T5)
+    throw Error(files.text_encoder.string() +
+                ": a T5 v1.1 encoder (FLUX's t5xxl), not Wan's umT5-XXL (ComfyUI's "
+                "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
+  if (const auto t5 = text::T5Config::from_checkpoint(ck); t5.dim != cfg.text_dim)
+    throw Error(model + " expects text of width " + std::to_string(cfg.text_dim) + ", but " +
+                file_label(files.text_encoder) + " gives " + std::to_string(t5.dim));
+  return notes;
 }
 
 lora::DiffusersNames WanFamily::lora_names(const LoadedModels&) const {

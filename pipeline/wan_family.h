@@ -28,6 +28,7 @@ class WanFamily : public Family {
   LoadedModels load(const ModelFiles& files, layers::Precision precision,
                     const std::function<void(const std::string&)>& say) const override;
   void check(const LoadedModels& models, const Preset& p, const ModelFiles& files) const override;
+  std::vector<std::string> check_files(const ModelFiles& files) const override;
   PreviewMap preview(const LoadedModels& models) const override;
   lora::DiffusersNames lora_names(const LoadedModels& models) const override;
 };

@@ -13,6 +13,7 @@
 #include "pipeline/pipeline.h"
 #include "render/render.h"
 #include "test_util.h"
+#include "wan_shapes.h"
 
 namespace kinora {
 namespace {
@@ -265,6 +266,76 @@ TEST(Devices, RenderOnTheDeviceAskedAndRecordIt) {
         HasSubstr("fox.json: key 'device' is \"cuda:0\": this LibTorch sees no CUDA device"));
     EXPECT_TRUE(said.empty());  // nothing loaded
   }
+}
+
+// Before anything loads, a render (and a batch's check) refuses files that
+// cannot render together, from their headers: an image-to-video DiT, a pair
+// whose experts differ, are swapped or are one expert twice, a VAE or text
+// encoder of another model; a Wan 2.2 expert alone is said.
+TEST(Families, WanFilesAreCheckedFromTheirHeaders) {
+  TempDir dir;
+  const auto& wan = pipeline::family_named("wan");
+  namespace fs = std::filesystem;
+  const auto sparse = [&](const std::string& name, const test::KeyShapes& keys) {
+    fs::create_directories((dir / name).parent_path());
+    test::write_sparse(dir / name, keys);
+    return dir / name;
+  };
+  const auto t2v_1_3b = sparse("wan2.1_t2v_1.3B_bf16.safetensors",
+                               test::wan_original_keys(1536, 8960, 16, 16, 30, false));
+  const auto high = sparse("wan2.2_t2v_high_noise_14B.safetensors",
+                           test::wan_original_keys(5120, 13824, 16, 16, 40, false));
+  const auto low = sparse("wan2.2_t2v_low_noise_14B.safetensors",
+                          test::wan_original_keys(5120, 13824, 16, 16, 40, false));
+  const auto i2v = sparse("wan2.1_i2v_480p_14B.safetensors",
+                          test::wan_original_keys(5120, 13824, 36, 16, 40, true));
+  const auto ti2v =
+      sparse("wan2.2_ti2v_5B.safetensors", test::wan_original_keys(3072, 14336, 48, 48, 30, false));
+  pipeline::ModelFiles f;
+  f.vae = test::fixture("wan21_vae_tiny.safetensors");
+  f.text_encoder = test::fixture("umt5_enc_tiny.safetensors");
+  f.tokenizer = test::fixture("spm_tiny.model");
+  const auto refusal = [&](fs::path model, fs::path model2 = {}) {
+    auto files = f;
+    files.model = std::move(model);
+    files.model2 = std::move(model2);
+    return error_of([&] { wan.check_files(files); });
+  };
+  EXPECT_THAT(refusal(i2v), HasSubstr("wan2.1_i2v_480p_14B.safetensors: an image-to-video model "
+                                      "(it takes 36 input channels, the video's 16 and an "
+                                      "image's); Kinora renders Wan text to video only"));
+  EXPECT_THAT(refusal(high, t2v_1_3b),
+              HasSubstr("wan2.1_t2v_1.3B_bf16.safetensors: given as the low-noise expert (model2) "
+                        "of wan2.2_t2v_high_noise_14B.safetensors, but it is another model"));
+  EXPECT_THAT(refusal(low, high), HasSubstr("is the low-noise expert and model2 "
+                                            "wan2.2_t2v_high_noise_14B.safetensors the "
+                                            "high-noise one (by their names): swap them"));
+  const auto high2 = sparse("copy_high_noise.safetensors",
+                            test::wan_original_keys(5120, 13824, 16, 16, 40, false));
+  EXPECT_THAT(refusal(high, high2), HasSubstr("are both the high-noise expert (by their names)"));
+  EXPECT_THAT(refusal(high, high), HasSubstr("given as both the model and its low-noise expert"));
+  // The tiny fixture VAE has 16 channels and the tiny umT5 is narrow.
+  EXPECT_THAT(refusal(ti2v), HasSubstr("works on 48 latent channels, but wan21_vae_tiny."
+                                       "safetensors has 16 (the TI2V-5B's VAE is the Wan 2.2 "
+                                       "VAE, 48 channels, which Kinora does not support yet)"));
+  EXPECT_THAT(refusal(high, low), HasSubstr("wan2.2_t2v_high_noise_14B.safetensors expects text "
+                                            "of width 4096, but umt5_enc_tiny.safetensors gives"));
+  auto other = f;
+  other.model = high;
+  other.vae = test::fixture("flux1_ae_tiny.safetensors");
+  EXPECT_THAT(error_of([&] { wan.check_files(other); }),
+              HasSubstr("flux1_ae_tiny.safetensors: given as the Wan VAE for "
+                        "wan2.2_t2v_high_noise_14B.safetensors, but it is an image autoencoder, "
+                        "not a Wan VAE"));
+  // The tiny chain renders; a Wan 2.2 expert alone is said.
+  f.model = test::fixture("wan21_dit_tiny.safetensors");
+  EXPECT_TRUE(wan.check_files(f).empty());
+  fs::copy_file(f.model, dir / "tiny_high_noise.safetensors");
+  f.model = dir / "tiny_high_noise.safetensors";
+  const auto notes = wan.check_files(f);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_THAT(notes[0], HasSubstr("tiny_high_noise.safetensors is a Wan 2.2 A14B high-noise "
+                                  "expert (by its name), rendered alone"));
 }
 
 }  // namespace
