@@ -319,9 +319,20 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
     if (options_.quit_when_idle) exit_code_ = 1;  // a script must not take it for kept
   });
 
-  // Settings.
-  panel_->set_models_dir(options_.models_dir.isEmpty() ? settings_.value("models_dir").toString()
-                                                       : options_.models_dir);
+  // Settings. A remembered models folder that is gone (an unmounted share)
+  // is said, and the models listed without it until it is back.
+  QString models_warning;
+  QString models_dir = options_.models_dir;
+  if (models_dir.isEmpty()) {
+    models_dir = settings_.value("models_dir").toString();
+    if (!models_dir.isEmpty() && !QFileInfo(models_dir).isDir()) {
+      models_warning = "The models folder " + models_dir +
+                       " (from the settings) does not exist; only the embedded model is listed "
+                       "until it is back or another is chosen (File → Settings)";
+      models_dir.clear();
+    }
+  }
+  panel_->set_models_dir(models_dir);
   // --output-dir exists (prepare_options); a remembered folder may not any
   // more (an unmounted share): said, and the default used until it is back.
   // Only the studio's own default folder is ever created.
@@ -421,10 +432,15 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
 
   build_menus();
   if (!output_warning.isEmpty()) warn("Output folder", output_warning);
+  if (!models_warning.isEmpty()) {
+    warn("Models folder", models_warning);
+    statusBar()->showMessage(models_warning);
+  }
   QString err;
   if (!queue_->load(&err)) warn("Queue", err);
 
-  QStringList not_queued;
+  QStringList not_queued, refused_at_start;
+  collected_ = &refused_at_start;  // one dialog for them all
   for (const auto& f : options_.presets) {
     // With --output-dir, a preset's named output lands inside it, as
     // `kinora batch --output-dir` places it (else beside the preset).
@@ -435,6 +451,8 @@ MainWindow::MainWindow(const StudioOptions& options) : options_(options) {
       exit_code_ = 1;
     }
   }
+  collected_ = nullptr;
+  if (!refused_at_start.isEmpty() && !scripted()) warn("Not queued", refused_at_start.join("\n\n"));
   if (!not_queued.isEmpty())  // every one, not the last alone
     statusBar()->showMessage(not_queued.join("; "));
   if (!options_.prompt.isEmpty()) {
@@ -535,6 +553,11 @@ QString MainWindow::queue_sweep(const QStringList& axes) {
 void MainWindow::refuse(const QString& what) {
   statusBar()->showMessage("not queued: " + what);
   if (options_.quit_when_idle) exit_code_ = 1;  // a script asked for a job that will not run
+  if (collected_) {  // said together, in one dialog (a script hears each)
+    *collected_ << what;
+    if (scripted()) say_on_stderr("not queued: " + what);
+    return;
+  }
   warn("Not queued", what);
 }
 
@@ -765,7 +788,7 @@ QString MainWindow::save_preset_to(const QString& file) {
 
 void MainWindow::open_preset_file() {
   const auto f = QFileDialog::getOpenFileName(this, "Open preset", QString(), "Presets (*.json)");
-  if (!f.isEmpty()) restore_from(f);
+  if (!f.isEmpty() && !restore_from(f)) warn("Not opened", statusBar()->currentMessage());
 }
 
 void MainWindow::choose_folder_to_queue() {
@@ -776,18 +799,23 @@ void MainWindow::choose_folder_to_queue() {
 int MainWindow::queue_folder(const QString& dir) {
   int n = 0;
   QStringList refused;
+  collected_ = &refused;
   for (const auto& f : QDir(dir).entryInfoList({"*.json"}, QDir::Files, QDir::Name)) {
     if (media::is_kinora_sidecar(f.absoluteFilePath().toStdString()))
       continue;  // the parameters of a render
     // Named outputs land inside the output folder, never elsewhere; one that
     // is refused leaves the others queued.
-    if (queue_preset_file(f.absoluteFilePath(), true).isEmpty())
-      refused << statusBar()->currentMessage();
-    else
-      ++n;
+    if (!queue_preset_file(f.absoluteFilePath(), true).isEmpty()) ++n;
   }
+  collected_ = nullptr;
   statusBar()->showMessage(QString("queued %1 presets").arg(n) +
-                           (refused.isEmpty() ? QString() : "; " + refused.join("; ")));
+                           (refused.isEmpty() ? QString() : "; not queued: " + refused.join("; ")));
+  // Every refusal in one dialog, not one dialog each.
+  if (!refused.isEmpty() && !scripted())
+    warn(
+        "Not queued",
+        QString("Queued %1 presets of %2; %3 not queued:\n\n").arg(n).arg(dir).arg(refused.size()) +
+            refused.join("\n\n"));
   return n;
 }
 
@@ -831,27 +859,56 @@ void MainWindow::settings_dialog() {
   QDialog d(this);
   d.setWindowTitle("Settings");
   auto* models = new QLineEdit(panel_->models_dir(), &d);
+  models->setPlaceholderText("none: the embedded model only");
   auto* outputs = new QLineEdit(output_dir_, &d);
   auto* form = new QFormLayout(&d);
-  form->addRow("Models folder (ComfyUI layout)", models);
-  form->addRow("Output folder", outputs);
+  // Each folder typed, or chosen with Browse….
+  auto row = [&](const QString& label, QLineEdit* edit) {
+    auto* line = new QHBoxLayout;
+    line->addWidget(edit, 1);
+    auto* browse = new QPushButton("Browse…", &d);
+    connect(browse, &QPushButton::clicked, &d, [&d, edit, label] {
+      const auto dir = QFileDialog::getExistingDirectory(&d, label, edit->text());
+      if (!dir.isEmpty()) edit->setText(dir);
+    });
+    line->addWidget(browse);
+    form->addRow(label, line);
+  };
+  row("Models folder (ComfyUI layout)", models);
+  row("Output folder", outputs);
   auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &d);
   form->addRow(buttons);
   connect(buttons, &QDialogButtonBox::accepted, &d, &QDialog::accept);
   connect(buttons, &QDialogButtonBox::rejected, &d, &QDialog::reject);
   if (d.exec() != QDialog::Accepted) return;
-  panel_->set_models_dir(models->text());
-  settings_.insert("models_dir", models->text());
-  // A folder that exists: the studio makes none but its own default one.
-  const auto chosen = QDir::cleanPath(QFileInfo(outputs->text()).absoluteFilePath());
-  if (!QFileInfo(chosen).isDir()) {
-    warn("Output folder", chosen + " is not a folder; renders still go to " + output_dir_);
-    return;
+  if (const auto why = apply_settings(models->text(), outputs->text()); !why.isEmpty())
+    warn("Settings", why);
+}
+
+QString MainWindow::apply_settings(const QString& models_dir, const QString& output_dir) {
+  // Folders that exist: the studio makes none but its own default output
+  // folder, and a models folder is read, never made. A folder refused
+  // changes nothing.
+  const auto models = models_dir.trimmed().isEmpty()
+                          ? QString()
+                          : QDir::cleanPath(QFileInfo(models_dir.trimmed()).absoluteFilePath());
+  if (!models.isEmpty() && !QFileInfo(models).isDir())
+    return "The models folder " + models +
+           (QFileInfo::exists(models) ? " is not a folder" : " does not exist") +
+           "; the models are still listed from " +
+           (panel_->models_dir().isEmpty() ? QString("the embedded model alone")
+                                           : panel_->models_dir());
+  const auto chosen = QDir::cleanPath(QFileInfo(output_dir.trimmed()).absoluteFilePath());
+  if (!QFileInfo(chosen).isDir())
+    return "The output folder " + chosen + " is not a folder; renders still go to " + output_dir_;
+  if (models != panel_->models_dir()) panel_->set_models_dir(models);
+  settings_.insert("models_dir", models);
+  if (chosen != output_dir_) {
+    output_dir_ = chosen;
+    gallery_->set_folder(output_dir_);
   }
-  output_dir_ = chosen;
   settings_.insert("output_dir", output_dir_);
-  gallery_->set_folder(output_dir_);
-  if (const auto why = save_settings(); !why.isEmpty()) warn("Settings", why);
+  return save_settings();
 }
 
 QString MainWindow::save_settings() {

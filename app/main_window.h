@@ -92,6 +92,11 @@ class MainWindow : public QMainWindow {
   // renders to a free name beside it ("NAME-2.mp4").
   QString duplicate_job(int row);
   bool requeue_job(int row);
+  // File → Settings: the models and output folders, each refused (nothing
+  // changed) when it is not an existing folder; an empty models folder is
+  // none (the embedded model alone). Saves the settings. Returns why it
+  // did not apply, or "".
+  QString apply_settings(const QString& models_dir, const QString& output_dir);
   // Writes the settings file whole (a temporary read back, then renamed into
   // place) or not at all: a full disk or `ulimit -f` leaves the file as it
   // was. Returns the reason it failed, or "".
@@ -120,6 +125,8 @@ class MainWindow : public QMainWindow {
   // A warning: a dialog that does not block, and on stderr for a scripted run.
   void warn(const QString& title, const QString& what);
   void shot(const QString& name);
+  // Run by a script (--quit-when-idle, --exit-after-ms): warnings go to stderr.
+  bool scripted() const { return options_.quit_when_idle || options_.exit_after_ms > 0; }
   // --screenshots: studio-player.png once the finished render shows (an
   // image at once, a video after a few frames), whatever ends the run.
   void shoot_player_when_shown();
@@ -140,6 +147,8 @@ class MainWindow : public QMainWindow {
   GenerationWorker* worker_;
   QString running_;
   QStringList notes_;  // the running job's messages
+  // While queueing several presets: their refusals, said in one dialog.
+  QStringList* collected_ = nullptr;
   bool pause_after_current_ = false;
   QString output_dir_;
   bool shot_sampling_ = false, shot_player_ = false;

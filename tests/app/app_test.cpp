@@ -1420,3 +1420,66 @@ TEST(MainWindow, EscInAFieldDoesNotCancelTheRunningJob) {
 
 }  // namespace
 }  // namespace kinora::app
+
+namespace kinora::app {
+namespace {
+
+// A folder of presets that are refused: one dialog lists them all.
+TEST(MainWindow, AFoldersRefusedPresetsAreSaidInOneDialog) {
+  qapp();
+  test::TempDir tmp;
+  fs::create_directories(tmp.path() / "presets");
+  for (const char* name : {"a.json", "b.json", "c.json"})
+    std::ofstream(tmp.path() / "presets" / name) << "{\"steps\": -3}";
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
+  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
+  fs::create_directories(tmp.path() / "out");
+  MainWindow w(o);
+  QTest::qWait(50);
+  for (auto* box : w.findChildren<QMessageBox*>()) delete box;
+  EXPECT_EQ(w.queue_folder(QString::fromStdString((tmp.path() / "presets").string())), 0);
+  QTest::qWait(50);
+  const auto boxes = w.findChildren<QMessageBox*>();
+  ASSERT_EQ(boxes.size(), 1);
+  for (const char* name : {"a.json", "b.json", "c.json"})
+    EXPECT_TRUE(boxes[0]->text().contains(name)) << boxes[0]->text().toStdString();
+  EXPECT_TRUE(boxes[0]->text().contains("3 not queued")) << boxes[0]->text().toStdString();
+  delete boxes[0];
+}
+
+// Settings: a models folder that does not exist is refused (nothing
+// changes); a remembered one that is gone is said at start.
+TEST(MainWindow, AModelsFolderThatDoesNotExistIsRefusedAndSaid) {
+  qapp();
+  test::TempDir tmp;
+  const auto models = tmp.path() / "models";
+  fs::create_directories(models / "diffusion_models");
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
+  const auto out = QString::fromStdString((tmp.path() / "out").string());
+  o.output_dir = out;
+  fs::create_directories(tmp.path() / "out");
+  o.quit_when_idle = true;  // no dialogs
+  {
+    MainWindow w(o);
+    const auto why =
+        w.apply_settings(QString::fromStdString((tmp.path() / "nowhere").string()), out);
+    EXPECT_TRUE(why.contains("nowhere does not exist")) << why.toStdString();
+    EXPECT_TRUE(w.panel()->models_dir().isEmpty());
+    EXPECT_TRUE(w.apply_settings(QString::fromStdString(models.string()), out).isEmpty());
+    EXPECT_EQ(w.panel()->models_dir().toStdString(), models.string());
+    w.close();
+  }
+  fs::remove_all(models);
+  MainWindow again(o);
+  EXPECT_TRUE(again.panel()->models_dir().isEmpty());
+  const auto said = again.statusBar()->currentMessage().toStdString();
+  EXPECT_NE(
+      said.find("The models folder " + models.string() + " (from the settings) does not exist"),
+      std::string::npos)
+      << said;
+}
+
+}  // namespace
+}  // namespace kinora::app
