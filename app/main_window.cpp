@@ -618,6 +618,10 @@ QString MainWindow::queue_preset(Preset p, bool front, const QStringList& sweep)
                   wrong_part(family.name(), role, QString::fromStdString(file.string()));
               !why.isEmpty())
             throw Error(why.toStdString());
+    // The rest of what the files' headers say (an image-to-video DiT, a Wan
+    // 2.2 pair's experts, latent channels and text widths), as a render
+    // checks it first.
+    family.check_files(files);
     pipeline::check_sampler(p);
     pipeline::check_loras(p);
     if (!sweep.isEmpty()) {

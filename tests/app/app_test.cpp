@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../unit/flux_files.h"
+#include "../unit/poisoned_files.h"
 #include "../unit/sdxl_files.h"
 #include "../unit/test_util.h"
 
@@ -1112,12 +1113,8 @@ TEST(MainWindow, APresetFilesRefusalsAndFailuresNameTheFile) {
   for (const char* d : {"a", "b", "out/adir", "out/vdir.mp4"}) fs::create_directories(dir / d);
   std::ofstream(dir / "a" / "a.json") << fixture_preset("adir").to_json().dump(2);
   std::ofstream(dir / "a" / "v.json") << fixture_preset("vdir.mp4").to_json().dump(2);
-  {
-    std::ifstream in(fixture("umt5_enc_tiny.safetensors"), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ofstream(dir / "b" / "cut.safetensors", std::ios::binary)
-        << bytes.substr(0, bytes.size() / 2);
-  }
+  test::write_misshaped("umt5_enc_tiny.safetensors", dir / "b" / "cut.safetensors",
+                        "blocks.1.ffn.fc2.weight");
   auto b = fixture_preset("b.mp4");
   b.text_encoder = "cut.safetensors";  // found beside the preset; fails when it loads
   std::ofstream(dir / "b" / "b.json") << b.to_json().dump(2);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../unit/flux_files.h"
+#include "../unit/poisoned_files.h"
 #include "../unit/test_util.h"
 #include "base/files.h"
 
@@ -31,15 +32,12 @@ std::string slurp(const fs::path& p) {
   return s.str();
 }
 
-// In `dir`: cut.safetensors, the fixture VAE cut in half, and `name`, a
-// preset of the fixture chain with that VAE (a job that fails when it runs:
-// the other files are read when it is queued).
+// In `dir`: cut.safetensors, the fixture VAE with a tensor of the wrong
+// shape, and `name`, a preset of the fixture chain with that VAE (a job that
+// fails when it runs: the files' headers are read when it is queued).
 void write_preset_with_a_cut_vae(const fs::path& dir, const std::string& name) {
-  {
-    std::ifstream in(fixture("wan21_vae_tiny.safetensors"), std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ofstream(dir / "cut.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  }
+  kinora::test::write_misshaped("wan21_vae_tiny.safetensors", dir / "cut.safetensors",
+                                "decoder.middle.1.to_qkv.weight");
   std::ofstream(dir / name) << "{\"prompt\": \"a fox\", \"seed\": 1, \"steps\": 1, "
                             << "\"width\": 32, \"height\": 32, \"frames\": 5, \"model\": \""
                             << fixture("wan21_dit_tiny.safetensors")
@@ -186,7 +184,8 @@ TEST(Studio, AScriptGetsAFailedJobsReasonAndABadSeedIsRefused) {
   const auto& dir = tmp.path();
   fs::create_directories(dir / "out");  // the studio makes no given output folder
   // A DiT cut short is refused when queued (its header is read then, as
-  // `kinora render` reads it); a VAE cut short fails when the job runs.
+  // `kinora render` reads it); a VAE whose tensor does not fit fails when
+  // the job runs.
   write_preset_with_a_cut_vae(dir, "p.json");
   const std::string env = "QT_QPA_PLATFORM=offscreen " + studio() + " --data-dir " +
                           (dir / "data").string() + " --output-dir " + (dir / "out").string();
@@ -519,7 +518,7 @@ TEST(Studio, ThePlayerShotComesWhateverEndsTheRun) {
   const auto dir = fs::absolute(tmp.path());
   fs::create_directories(dir / "out");
 
-  // A job that fails (a VAE cut short) before one that renders.
+  // A job that fails (a VAE whose tensor does not fit) before one that renders.
   write_preset_with_a_cut_vae(dir, "bad.json");
   EXPECT_EQ(run_studio(dir,
                        "--data-dir data --output-dir out --queue-preset bad.json" +

@@ -1,6 +1,7 @@
 #pragma once
-// A fixture's copy with one tensor filled with NaN: a model file "with such
-// weights", for the tests of what a render says about it.
+// A fixture's copy with one tensor filled with NaN, or stored with the wrong
+// shape: a model file "with such weights", for the tests of what a render
+// says about it.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -32,6 +33,28 @@ inline void write_poisoned(const std::string& name, const std::filesystem::path&
     tensors.emplace_back(t.name, v);
   }
   ASSERT_TRUE(poisoned) << name;
+  io::save_safetensors(out, tensors, ck->metadata());
+}
+
+// A copy of the fixture `name` at `out` with the tensor `tensor` stored
+// transposed (its first two sizes swapped, the same bytes): a file whose
+// header reads as the model's, that fails when that tensor loads.
+inline void write_misshaped(const std::string& name, const std::filesystem::path& out,
+                            const std::string& tensor) {
+  const auto ck = io::SafetensorsFile::open(fixture(name));
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  bool changed = false;
+  for (const auto& t : ck->tensors()) {
+    auto v = ck->get(t.name).clone();
+    if (t.name == tensor) {
+      ASSERT_GE(v.dim(), 2) << tensor;
+      ASSERT_NE(v.size(0), v.size(1)) << tensor;
+      v = v.transpose(0, 1).contiguous();
+      changed = true;
+    }
+    tensors.emplace_back(t.name, v);
+  }
+  ASSERT_TRUE(changed) << name << " has no " << tensor;
   io::save_safetensors(out, tensors, ck->metadata());
 }
 
