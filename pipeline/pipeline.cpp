@@ -135,7 +135,8 @@ nlohmann::json metadata_for(const Preset& p, const Family& family,
                                const fs::path& resolved) {
     if (md.empty() || resolved.empty() || record.empty()) return record;
     Preset again = p;
-    again.base_dir = md;  // no file beside the preset takes its place
+    again.base_dir = md;                           // no file beside the preset takes its place
+    again.models_dir = fs::absolute(md).string();  // not relative to that new base
     entry_of(again, key) = record;
     try {
       // The model may be a diffusers folder's name, which resolve_dit_file finds.

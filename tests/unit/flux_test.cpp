@@ -441,6 +441,15 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                         " --steps 2 --models-dir " + (dir / "models").string() +
                         " --model FLUX.1-tiny --out " + (dir / "moved.png").string());
   ASSERT_EQ(moved.code, 0) << moved.out;
+  // Named by a preset whose models_dir is relative to it: recorded as the
+  // folder still, which a render with --models-dir finds again.
+  std::ofstream(dir / "rel.json") << R"({"prompt": "a red fox", "seed": 1, "width": 64, )"
+                                  << R"("height": 48, "steps": 2, "model": "FLUX.1-tiny", )"
+                                  << R"("models_dir": "models", "output": "rel.png"})";
+  ASSERT_EQ(sh(kinora_bin() + " render " + (dir / "rel.json").string()).code, 0);
+  const auto rel = nlohmann::json::parse(
+      sh(kinora_bin() + " restore " + (dir / "rel.png").string() + " 2>/dev/null").out);
+  EXPECT_EQ(rel["model"], "FLUX.1-tiny");
   // In a subfolder, found by its name as model files are.
   fs::create_directories(dir / "models" / "diffusers" / "flux");
   fs::rename(dir / "models" / "diffusers" / "FLUX.1-tiny",
