@@ -361,6 +361,20 @@ fs::path resolve_model_file(const Preset& p, const std::string& key, const char*
             " (a part of the diffusers pipeline folder " + parent.string() + ": give that folder)";
       else if (key == "model")
         msg += " (a diffusers pipeline folder holds model_index.json)";
+      // The weights it holds (a Wan-AI repository's folder, an expert's
+      // high_noise_model/): the file to give, a sharded one's index first.
+      std::vector<fs::path> held;
+      for (const auto& f : fs::directory_iterator(dir, ec)) {
+        const auto name = f.path().filename().string();
+        const bool index =
+            name.size() > 24 && name.compare(name.size() - 23, 23, ".safetensors.index.json") == 0;
+        if (index)
+          held.insert(held.begin(), f.path());
+        else if (f.path().extension() == ".safetensors" && name.find("-of-") == std::string::npos)
+          held.push_back(f.path());
+      }
+      if (held.size() == 1 || (!held.empty() && held.front().extension() == ".json"))
+        msg += "; it holds " + held.front().string() + ": give that file";
       break;
     }
   if (p.models_dir.empty() && !e.is_absolute() &&

@@ -473,6 +473,18 @@ TEST_F(FluxCli, ADiffusersFolderRendersFromItsName) {
                         " --model plain --out " + (dir / "p.png").string());
   EXPECT_NE(plain.code, 0);
   EXPECT_THAT(plain.out, HasSubstr("is a folder, not a model file"));
+  // One that holds a model's weights (a Wan-AI repository's folder): that
+  // file is named, a sharded one's index first.
+  const auto held = dir / "models" / "diffusion_models" / "plain";
+  std::ofstream(held / "diffusion_pytorch_model-00001-of-00002.safetensors") << "";
+  std::ofstream(held / "diffusion_pytorch_model.safetensors.index.json") << "{}";
+  const auto holds = sh(kinora_bin() + " generate -p x --models-dir " + (dir / "models").string() +
+                        " --model plain --out " + (dir / "p.png").string());
+  EXPECT_NE(holds.code, 0);
+  EXPECT_THAT(
+      holds.out,
+      HasSubstr("; it holds " + (held / "diffusion_pytorch_model.safetensors.index.json").string() +
+                ": give that file"));
   // A part of a pipeline folder: the folder to give is named.
   const auto part = sh(kinora_bin() + " generate -p x --model " + (root / "transformer").string() +
                        " --out " + (dir / "p.png").string());
