@@ -164,17 +164,23 @@ class MappedFile {
     ::close(fd);
   }
 
-  bool release_resident() const {
-    if (!data_) return true;
+  // The pages holding bytes [from, from + length) of the file (clamped to it).
+  bool release_resident(uint64_t from = 0, uint64_t length = UINT64_MAX) const {
+    if (!data_ || from >= size_) return true;
+    length = std::min(length, size_ - from);
+    if (length == 0) return true;
     // A page written through the mapping is the process's own copy now:
     // dropping it would lose the write. /proc/self/pagemap tells such pages
     // (present, not file-backed: bits 63 and 61) from the file's.
     const long page = ::sysconf(_SC_PAGESIZE);
     std::ifstream map("/proc/self/pagemap", std::ios::binary);
     if (page <= 0 || !map) return false;
-    const auto first = reinterpret_cast<uintptr_t>(data_) / static_cast<uintptr_t>(page);
-    const auto pages = (size_ + static_cast<uint64_t>(page) - 1) / static_cast<uint64_t>(page);
-    std::vector<uint64_t> entries(1 << 16);
+    const auto pg = static_cast<uint64_t>(page);
+    const auto begin = reinterpret_cast<uintptr_t>(data_) + from / pg * pg;  // page-aligned
+    const auto end = reinterpret_cast<uintptr_t>(data_) + from + length;
+    const auto first = begin / pg;
+    const auto pages = (end - begin + pg - 1) / pg;
+    std::vector<uint64_t> entries(std::min<uint64_t>(pages, 1 << 16));
     map.seekg(static_cast<std::streamoff>(first * sizeof(uint64_t)));
     for (uint64_t done = 0; done < pages;) {
       const auto n = std::min<uint64_t>(entries.size(), pages - done);
@@ -185,7 +191,8 @@ class MappedFile {
         if ((entries[i] >> 63 & 1) && !(entries[i] >> 61 & 1)) return false;
       done += n;
     }
-    return ::madvise(data_, size_, MADV_DONTNEED) == 0;
+    // The last page may reach past the file's end: still within the mapping.
+    return ::madvise(reinterpret_cast<void*>(begin), pages * pg, MADV_DONTNEED) == 0;
   }
 
  private:
@@ -396,6 +403,13 @@ void SafetensorsFile::prefetch() const {
 
 bool SafetensorsFile::release_resident() const {
   return map_->release_resident();
+}
+
+bool SafetensorsFile::release_resident(const std::string& name, uint64_t from,
+                                       uint64_t length) const {
+  const auto& t = info(name);
+  if (from >= t.nbytes()) return true;
+  return map_->release_resident(data_start_ + t.begin + from, std::min(length, t.nbytes() - from));
 }
 
 uint64_t SafetensorsFile::file_size() const {

@@ -77,6 +77,12 @@ class SafetensorsFile {
   // in the page cache; the next use maps them again), unless one of them was
   // written through a view. Returns whether it did.
   bool release_resident() const;
+  // The same for bytes [from, from + length) of tensor `name`'s data (the
+  // pages that hold them, which may hold some of its neighbours' too), so
+  // that a pass over a file larger than memory keeps about one tensor of it
+  // resident.
+  bool release_resident(const std::string& name, uint64_t from = 0,
+                        uint64_t length = UINT64_MAX) const;
 
  private:
   SafetensorsFile() = default;
