@@ -12,6 +12,7 @@
 #include "base/signals.h"
 #include "base/strings.h"
 #include "cli/convert.h"
+#include "cli/error_message.h"
 #include "diffusion/flux_dit.h"
 #include "diffusion/wan_dit.h"
 #include "io/checkpoint.h"
@@ -311,7 +312,7 @@ std::function<int()> add_lora_command(CLI::App& app) {
       std::cerr << "kinora: cancelled; nothing was written\n";
       return cancel_exit_status();
     } catch (const std::exception& e) {
-      std::cerr << "kinora: " << e.what() << "\n";
+      std::cerr << "kinora: " << error_message(e) << "\n";
       return 1;
     }
   };

@@ -17,6 +17,7 @@
 #include "base/runtime.h"
 #include "base/signals.h"
 #include "cli/convert.h"
+#include "cli/error_message.h"
 #include "cli/info.h"
 #include "cli/lora_command.h"
 #include "cli/merge.h"
@@ -298,7 +299,7 @@ int run(int argc, char** argv) {
         try {
           kinora::cli::print_info(f, std::cout);
         } catch (const std::exception& e) {
-          std::cerr << "kinora: " << e.what() << "\n";
+          std::cerr << "kinora: " << kinora::cli::error_message(e) << "\n";
           status = 1;
         }
       }
@@ -343,7 +344,7 @@ int run(int argc, char** argv) {
     std::cerr << "kinora: cancelled; nothing was written\n";
     return kinora::cancel_exit_status();
   } catch (const std::exception& e) {
-    std::cerr << "kinora: " << e.what() << "\n";
+    std::cerr << "kinora: " << kinora::cli::error_message(e) << "\n";
     return 1;
   }
   return status;

@@ -21,6 +21,7 @@
 #include "base/signals.h"
 #include "base/strings.h"
 #include "cli/batch.h"
+#include "cli/error_message.h"
 #include "cli/lora_command.h"
 #include "embedded/model.h"
 #include "media/output.h"
@@ -208,7 +209,7 @@ int guarded(const std::function<int()>& fn) {
     std::cerr << start << "kinora: cancelled; the render in progress wrote nothing\n";
     return cancel_exit_status();
   } catch (const std::exception& e) {
-    std::cerr << start << "kinora: " << in_option_words(e.what()) << "\n";
+    std::cerr << start << "kinora: " << in_option_words(error_message(e)) << "\n";
     return 1;
   }
 }

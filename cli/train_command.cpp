@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "base/signals.h"
+#include "cli/error_message.h"
 #include "layers/precision.h"
 #include "training/probe.h"
 #include "training/train.h"
@@ -351,7 +352,7 @@ std::function<int()> add_train_command(CLI::App& app) {
         training::train_dit(a->dit);
       return cancel_requested() ? cancel_exit_status() : 0;
     } catch (const std::exception& e) {
-      std::cerr << "kinora: " << e.what() << "\n";
+      std::cerr << "kinora: " << error_message(e) << "\n";
       return cancel_requested() ? cancel_exit_status() : 1;  // stopped before training
     }
   };
