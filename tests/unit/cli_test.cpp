@@ -7,11 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <new>
+#include <string>
 
 #include "base/error.h"
 #include "base/files.h"
 #include "base/signals.h"
 #include "cli/convert.h"
+#include "cli/error_message.h"
 #include "cli/merge.h"
 #include "flux_files.h"
 #include "io/checkpoint.h"
@@ -509,7 +512,15 @@ TEST(KinoraCli, InfoRecognisesEveryWanVariantFromRealShapes) {
        "Wan 2.1 T2V 14B / Wan 2.2 T2V-A14B expert, 40 heads × 128"},
       {"wan2.2_ti2v_5B_fp16.safetensors",
        kinora::test::wan_original_keys(3072, 14336, 48, 48, 30, false),
-       "Wan 2.2 TI2V 5B, 24 heads × 128"},
+       "Wan 2.2 TI2V 5B, 24 heads × 128, ti2v"},
+      {"wan2.1_i2v_480p_14B_bf16.safetensors",
+       kinora::test::wan_original_keys(5120, 13824, 36, 16, 40, true),
+       "Wan 2.1 I2V 14B, 40 heads × 128, i2v"},
+      // Image-to-video without the 2.1 image cross-attention: the image's
+      // latents beside the noise (36 channels in).
+      {"wan2.2_i2v_high_noise_14B_fp16.safetensors",
+       kinora::test::wan_original_keys(5120, 13824, 36, 16, 40, false),
+       "Wan 2.2 I2V-A14B expert, 40 heads × 128, i2v"},
       {"Wan2.2-T2V-A14B/high_noise_model/diffusion_pytorch_model.safetensors",
        kinora::test::wan_original_keys(5120, 13824, 16, 16, 40, false), "A14B high-noise expert"},
       {"Wan2.2-T2V-A14B/low_noise_model/diffusion_pytorch_model.safetensors",
@@ -522,4 +533,164 @@ TEST(KinoraCli, InfoRecognisesEveryWanVariantFromRealShapes) {
     EXPECT_THAT(r.out, HasSubstr("family:   Wan DiT")) << file;
     EXPECT_THAT(r.out, HasSubstr(expected)) << r.out;
   }
+}
+
+// convert holds about one tensor at a time: each is converted from the mapped
+// input (its pages released once read) and written before the next is read.
+// A tensor larger than a conversion chunk is converted whole and its values
+// checked in every chunk.
+TEST(KinoraCli, ConvertStreamsTensorByTensor) {
+  TempDir dir;
+  // 16 tensors of 16 MiB in bf16, 32 MiB each in fp32: 512 MiB converted.
+  kinora::test::KeyShapes keys;
+  for (int i = 0; i < 16; ++i) keys.push_back({"blocks." + std::to_string(i) + ".w", {2048, 4096}});
+  const auto src = dir / "big.safetensors";
+  kinora::test::write_sparse(src, keys);
+  // The peak of this process's resident memory (VmHWM), from now on.
+  auto status_kib = [](const std::string& field) -> int64_t {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+    return -1;
+  };
+  std::ofstream clear("/proc/self/clear_refs");
+  if (!(clear << "5" << std::flush)) GTEST_SKIP() << "cannot reset the peak resident memory";
+  const int64_t before = status_kib("VmRSS");
+  const auto out = dir / "big.fp32.safetensors";
+  const auto r = kinora::cli::convert_checkpoint(src, out, "fp32");
+  const int64_t peak = status_kib("VmHWM") - before;
+  EXPECT_EQ(r.converted, 16u);
+  EXPECT_EQ(r.bytes_out, 2 * r.bytes_in);
+  // Whole, the output alone is 512 MiB; one tensor and a chunk of its input
+  // are 32 + 32 MiB.
+  EXPECT_LT(peak, 160 << 10) << peak << " KiB";
+  const auto ck = kinora::io::Checkpoint::open(out);
+  EXPECT_EQ(ck.size(), 16u);
+  EXPECT_EQ(ck.info("blocks.15.w").dtype, kinora::io::DType::F32);
+  EXPECT_EQ(ck.info("blocks.15.w").shape, (std::vector<int64_t>{2048, 4096}));
+  EXPECT_EQ(ck.get("blocks.7.w").abs().sum().item<double>(), 0.0);
+  std::filesystem::remove(out);
+
+  // Past one chunk (2^24 elements): every value converted, and one past fp16's
+  // range in the last chunk refused with nothing written.
+  auto w = torch::randn({(int64_t{1} << 24) + 3});
+  const auto chunky = dir / "chunky.safetensors";
+  kinora::io::save_safetensors(chunky, {{"w", w}, {"b", torch::ones({3})}}, {{"k", "v"}});
+  const auto bf16 = dir / "chunky.bf16.safetensors";
+  kinora::cli::convert_checkpoint(chunky, bf16, "bf16");
+  const auto back = kinora::io::Checkpoint::open(bf16);
+  EXPECT_TRUE(torch::equal(back.get("w"), w.to(torch::kBFloat16)));
+  EXPECT_EQ(back.metadata().at("k"), "v");
+  w[w.numel() - 1] = 1e6f;
+  kinora::io::save_safetensors(chunky, {{"w", w}});
+  const auto fp16 = dir / "chunky.fp16.safetensors";
+  EXPECT_THAT(
+      kinora::test::error_of([&] { kinora::cli::convert_checkpoint(chunky, fp16, "fp16"); }),
+      HasSubstr("tensor 'w' holds values past fp16's range (65504)"));
+  EXPECT_FALSE(std::filesystem::exists(fp16));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 3);
+}
+
+// Memory that cannot be had is said in a line, "out of memory", with no
+// LibTorch backtrace, and nothing is written.
+TEST(KinoraCli, OutOfMemoryIsOneLineWithoutABacktrace) {
+  TempDir dir;
+  // 2 TiB of bf16 (a sparse file), 4 TiB as fp32: no machine gives that.
+  const auto src = dir / "huge.safetensors";
+  kinora::test::write_sparse(src, {{"w", {int64_t{1} << 20, int64_t{1} << 20}}});
+  const auto out = dir / "huge.fp32.safetensors";
+  const auto r = run("kinora convert " + src.string() + " " + out.string() + " --dtype fp32");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("kinora: out of memory: 4096.00 GiB could not be allocated; "
+                               "nothing was written"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("frame #")));
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), {}), 1);
+
+  // The messages themselves: LibTorch's by its first line, memory as memory.
+  auto torch_error = [](const std::string& what) -> std::string {
+    try {
+      TORCH_CHECK(false, what);
+    } catch (const c10::Error& e) {
+      EXPECT_THAT(std::string(e.what()), HasSubstr("Exception raised from"));
+      return kinora::cli::error_message(e);
+    }
+    return "";
+  };
+  EXPECT_EQ(torch_error("can't allocate memory: you tried to allocate 2100297728 bytes. Error "
+                        "code 12 (Cannot allocate memory)"),
+            "out of memory: 1.96 GiB could not be allocated; nothing was written");
+  EXPECT_EQ(torch_error("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "out of memory on the GPU: CUDA out of memory. Tried to allocate 2.00 GiB; nothing was "
+            "written");
+  EXPECT_EQ(torch_error("shapes differ\nmore"), "LibTorch: shapes differ");
+  EXPECT_EQ(kinora::cli::error_message(std::bad_alloc()), "out of memory; nothing was written");
+  EXPECT_EQ(kinora::cli::error_message(kinora::Error("x.safetensors: bad")), "x.safetensors: bad");
+}
+
+// One shard of a sharded checkpoint is part of a model: info says which part
+// and gives the index, or says the index is missing, and describes nothing.
+TEST(KinoraCli, InfoOnAShardGivesItsIndex) {
+  TempDir dir;
+  const auto s1 = dir / "diffusion_pytorch_model-00001-of-00002.safetensors";
+  const auto s2 = dir / "diffusion_pytorch_model-00002-of-00002.safetensors";
+  kinora::io::save_safetensors(s1, {{"w", torch::ones({2})}});
+  kinora::io::save_safetensors(s2, {{"v", torch::ones({2})}});
+  const auto index = dir / "diffusion_pytorch_model.safetensors.index.json";
+  std::ofstream(index)
+      << R"({"weight_map": {"w": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                                            "v": "diffusion_pytorch_model-00002-of-00002.safetensors"}})";
+  auto r = run("kinora info " + s1.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(s1.string() +
+                               ": shard 1 of 2 of a sharded checkpoint, part of a "
+                               "model; give its index, " +
+                               index.string() + ", for the whole model"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("family:")));
+  r = run("kinora info " + index.string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("files:    2 (sharded)"));
+  // The index names the shard even when another shard is missing.
+  std::filesystem::remove(s2);
+  r = run("kinora info " + s1.string());
+  EXPECT_THAT(r.out, HasSubstr("give its index, " + index.string())) << r.out;
+  std::filesystem::remove(index);
+  r = run("kinora info " + s1.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(s1.string() + ": shard 1 of 2 of a sharded checkpoint, part of a "
+                                             "model; a sharded model is given by its index "
+                                             "(diffusion_pytorch_model.safetensors.index.json), "
+                                             "which is not beside this shard"));
+  // "-00001-of-00001" is a whole model.
+  const auto whole = dir / "m-00001-of-00001.safetensors";
+  kinora::io::save_safetensors(whole, {{"w", torch::ones({2})}});
+  EXPECT_EQ(run("kinora info " + whole.string()).code, 0);
+}
+
+// The Wan 2.2 VAE (TI2V-5B's) is named, and said to be unsupported, by info
+// and by a render given it.
+TEST(KinoraCli, TheWan22VaeIsNamedAndRefused) {
+  TempDir dir;
+  const auto vae = dir / "wan2.2_vae.safetensors";
+  kinora::test::write_sparse(
+      vae, {{"conv1.weight", {96, 96, 1, 1, 1}},
+            {"conv2.weight", {48, 48, 1, 1, 1}},
+            {"encoder.conv1.weight", {160, 12, 3, 3, 3}},
+            {"decoder.conv1.weight", {1024, 48, 3, 3, 3}},
+            {"decoder.upsamples.0.upsamples.0.residual.0.gamma", {1024, 1, 1, 1}}});
+  auto r = run("kinora info " + vae.string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("family:   Wan 2.2 VAE (48 latent channels, the TI2V-5B's; Kinora "
+                               "does not support it yet)"));
+  EXPECT_THAT(r.out, HasSubstr("latent channels 48"));
+  const auto out = dir / "x.mp4";
+  r = run("kinora generate -p 'a cat' --model " + fixture("wan21_dit_tiny.safetensors") +
+          " --vae " + vae.string() + " --text-encoder " + fixture("umt5_enc_tiny.safetensors") +
+          " --tokenizer " + fixture("spm_tiny.model") + " -o " + out.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(vae.string() + ": given as the Wan VAE for wan21_dit_tiny."
+                                              "safetensors, but it is a Wan 2.2 VAE (48 latent "
+                                              "channels, the TI2V-5B's; Kinora does not support "
+                                              "it yet)"));
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
