@@ -13,6 +13,8 @@ const char* family_name(Family f) {
       return "Wan DiT";
     case Family::WanVAE:
       return "Wan VAE";
+    case Family::Wan22VAE:
+      return "Wan 2.2 VAE (48 latent channels, the TI2V-5B's; Kinora does not support it yet)";
     case Family::UMT5:
       return "umT5 encoder";
     case Family::T5:
@@ -81,6 +83,11 @@ int64_t dim(const ShapeMap& m, const std::string& k, std::size_t i) {
   const auto* s = find(m, k);
   return s && s->size() > i ? (*s)[i] : -1;
 }
+// A size for a summary: "?" where the tensor that gives it is missing (an
+// incomplete file).
+std::string size_text(int64_t v) {
+  return v > 0 ? std::to_string(v) : "?";
+}
 
 std::string wan_dit_summary(const ShapeMap& m, bool diffusers) {
   const int64_t width = dim(m, "patch_embedding.weight", 0);
@@ -95,9 +102,9 @@ std::string wan_dit_summary(const ShapeMap& m, bool diffusers) {
   const bool image_branch = diffusers ? has(m, "blocks.0.attn2.add_k_proj.weight")
                                       : has(m, "blocks.0.cross_attn.k_img.weight");
   std::ostringstream s;
-  s << "width " << width << ", " << layers << " layers, ffn " << ffn << ", channels " << in_dim
-    << "→" << (out4 > 0 ? out4 / 4 : -1) << ", text width " << text
-    << (image_branch ? ", image cross-attention" : "");
+  s << "width " << size_text(width) << ", " << layers << " layers, ffn " << size_text(ffn)
+    << ", channels " << size_text(in_dim) << "→" << size_text(out4 > 0 ? out4 / 4 : -1)
+    << ", text width " << size_text(text) << (image_branch ? ", image cross-attention" : "");
   return s.str();
 }
 
@@ -197,6 +204,13 @@ std::optional<Detection> detect_under(const ShapeMap& all, const std::string& pr
                   std::to_string(count_indexed(m, "transformer_blocks.")) + " double + " +
                   std::to_string(count_indexed(m, "single_transformer_blocks.")) + " single blocks";
     } else if (dim(m, "decoder.conv1.weight", 4) > 0 &&
+               has(m, "decoder.upsamples.0.upsamples.0.residual.0.gamma")) {
+      // Wan 2.2's stages nest their blocks (Up_ResidualBlock.upsamples).
+      d.family = Family::Wan22VAE;
+      d.layout = Layout::Original;
+      d.summary = "base width " + std::to_string(dim(m, "encoder.conv1.weight", 0)) +
+                  ", latent channels " + std::to_string(dim(m, "conv2.weight", 0));
+    } else if (dim(m, "decoder.conv1.weight", 4) > 0 &&
                has(m, "decoder.upsamples.0.residual.0.gamma")) {
       d.family = Family::WanVAE;
       d.layout = Layout::Original;
@@ -204,7 +218,12 @@ std::optional<Detection> detect_under(const ShapeMap& all, const std::string& pr
                   ", latent channels " + std::to_string(dim(m, "conv2.weight", 0));
     } else if (dim(m, "decoder.conv_in.weight", 4) > 0 &&
                has(m, "decoder.up_blocks.0.resnets.0.conv1.weight")) {
-      d.family = Family::WanVAE;
+      // diffusers' AutoencoderKLWan holds both; the Wan 2.2 VAE's has 48 latent
+      // channels and takes 2×2-patchified frames (12 input channels).
+      d.family =
+          dim(m, "post_quant_conv.weight", 0) == 48 || dim(m, "encoder.conv_in.weight", 1) == 12
+              ? Family::Wan22VAE
+              : Family::WanVAE;
       d.layout = Layout::Diffusers;
       d.summary = "base width " + std::to_string(dim(m, "encoder.conv_in.weight", 0)) +
                   ", latent channels " + std::to_string(dim(m, "post_quant_conv.weight", 0));

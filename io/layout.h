@@ -9,13 +9,17 @@
 
 namespace kinora::io {
 
-// KLAutoencoder: the 2D KL autoencoder of FLUX (16 latent channels) and of
-// SD/SDXL (4). UNet: the SD 1.x / 2.x / SDXL UNet. OpenCLIP: an OpenCLIP text
-// tower in its own names (SDXL's bigG, SD 2.x's ViT-H).
+// WanVAE: the Wan 2.1 VAE (16 latent channels). Wan22VAE: the Wan 2.2 VAE of
+// the TI2V-5B (48 latent channels, Wan2.2 vae2_2.py), recognised so that it is
+// named, not loaded: Kinora has no implementation of it. KLAutoencoder: the 2D
+// KL autoencoder of FLUX (16 latent channels) and of SD/SDXL (4). UNet: the SD
+// 1.x / 2.x / SDXL UNet. OpenCLIP: an OpenCLIP text tower in its own names
+// (SDXL's bigG, SD 2.x's ViT-H).
 enum class Family {
   Unknown,
   WanDiT,
   WanVAE,
+  Wan22VAE,
   UMT5,
   T5,
   CLIP,

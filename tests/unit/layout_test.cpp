@@ -91,6 +91,50 @@ TEST(Layout, RealShapesNameTheWanVariant) {
   EXPECT_NE(d.summary.find("channels 48"), std::string::npos) << d.summary;
 }
 
+// Part of a Wan DiT (one shard of a sharded one): what it holds, and "?" for
+// what the missing tensors would say, never a made-up number.
+TEST(Layout, AnIncompleteWanDiTHasNoMadeUpSizes) {
+  auto m = wan_shapes(1536, 8960, 16, 15);
+  m.erase("head.head.weight");
+  const auto d = detect_layout(m);
+  EXPECT_EQ(d.family, Family::WanDiT);
+  EXPECT_NE(d.summary.find("channels 16→?"), std::string::npos) << d.summary;
+  EXPECT_EQ(d.summary.find("-1"), std::string::npos) << d.summary;
+}
+
+// The Wan 2.2 VAE (TI2V-5B's, 48 latent channels; Wan2.2 vae2_2.py's names,
+// its stages' blocks nested under "upsamples.N.upsamples.M") is named as
+// such, in either layout, and not taken for the Wan 2.1 VAE.
+TEST(Layout, TheWan22VaeIsNamedNotTakenForTheWan21One) {
+  const ShapeMap original{{"conv1.weight", {96, 96, 1, 1, 1}},
+                          {"conv2.weight", {48, 48, 1, 1, 1}},
+                          {"encoder.conv1.weight", {160, 12, 3, 3, 3}},
+                          {"decoder.conv1.weight", {1024, 48, 3, 3, 3}},
+                          {"decoder.upsamples.0.upsamples.0.residual.0.gamma", {1024, 1, 1, 1}},
+                          {"decoder.head.2.weight", {12, 256, 3, 3, 3}}};
+  auto d = detect_layout(original);
+  EXPECT_EQ(d.family, Family::Wan22VAE) << family_name(d.family);
+  EXPECT_EQ(d.layout, Layout::Original);
+  EXPECT_NE(d.summary.find("latent channels 48"), std::string::npos) << d.summary;
+  EXPECT_EQ(detect_layout(original, {Family::WanVAE}).family, Family::Wan22VAE);
+  const std::string name = family_name(Family::Wan22VAE);
+  EXPECT_NE(name.find("Wan 2.2 VAE"), std::string::npos);
+  EXPECT_NE(name.find("does not support it yet"), std::string::npos);
+
+  const ShapeMap diffusers{{"encoder.conv_in.weight", {160, 12, 3, 3, 3}},
+                           {"post_quant_conv.weight", {48, 48, 1, 1, 1}},
+                           {"decoder.conv_in.weight", {1024, 48, 3, 3, 3}},
+                           {"decoder.up_blocks.0.resnets.0.conv1.weight", {1024, 1024, 3, 3, 3}}};
+  d = detect_layout(diffusers);
+  EXPECT_EQ(d.family, Family::Wan22VAE);
+  EXPECT_EQ(d.layout, Layout::Diffusers);
+  // The Wan 2.1 VAE stays what it was.
+  EXPECT_EQ(
+      detect_layout(Checkpoint::open(kinora::test::fixture("wan21_vae_tiny.safetensors")).shapes())
+          .family,
+      Family::WanVAE);
+}
+
 TEST(Layout, UnknownTensorsAreNotGuessed) {
   ShapeMap m{{"foo.weight", {3, 3}}, {"bar.bias", {3}}};
   EXPECT_EQ(detect_layout(m).family, Family::Unknown);
