@@ -1,7 +1,9 @@
 #include "base/json.h"
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -101,8 +103,10 @@ nlohmann::json read_json_file(const std::filesystem::path& path, const JsonLimit
     fail_file(path, std::to_string(size) + " bytes, more than the " +
                         std::to_string(limits.max_bytes >> 20) +
                         " MiB a JSON file here may have; not read");
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open");
+  if (!in)
+    fail_file(path, errno ? std::string("cannot open: ") + std::strerror(errno) : "cannot open");
   std::stringstream buf;
   buf << in.rdbuf();
   return parse_json(buf.str(), path.string(), limits);

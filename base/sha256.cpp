@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -38,6 +40,22 @@ std::string Sha256::hex_digest() {
   return out;
 }
 
+namespace {
+// `path` opened for reading; a failure is an Error with `what` ("cannot open
+// to hash") and the system's reason ("Permission denied").
+std::ifstream open_to_read(const std::filesystem::path& path, const char* what) {
+  errno = 0;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    const int err = errno;
+    std::string msg = what;
+    if (err != 0) msg.append(": ").append(std::strerror(err));
+    fail_file(path, msg);
+  }
+  return f;
+}
+}  // namespace
+
 std::string sha256_hex(const std::string& data) {
   Sha256 s;
   s.update(data.data(), data.size());
@@ -46,8 +64,7 @@ std::string sha256_hex(const std::string& data) {
 
 std::string file_fingerprint(const std::filesystem::path& path) {
   constexpr std::size_t kMiB = 1 << 20;
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail_file(path, "cannot open to fingerprint");
+  auto f = open_to_read(path, "cannot open to fingerprint");
   std::error_code ec;
   const auto size = static_cast<std::size_t>(std::filesystem::file_size(path, ec));
   Sha256 s;
@@ -68,8 +85,7 @@ std::string file_fingerprint(const std::filesystem::path& path) {
 
 std::string sha256_file_hex(const std::filesystem::path& path, std::uint64_t offset,
                             const std::atomic<bool>* cancel) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail_file(path, "cannot open to hash");
+  auto f = open_to_read(path, "cannot open to hash");
   if (offset) f.seekg(static_cast<std::streamoff>(offset));
   if (!f) fail_file(path, "cannot seek to byte " + std::to_string(offset) + " to hash");
   Sha256 s;
@@ -85,8 +101,7 @@ std::string sha256_file_hex(const std::filesystem::path& path, std::uint64_t off
 
 std::string safetensors_data_sha256_hex(const std::filesystem::path& path,
                                         const std::atomic<bool>* cancel) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail_file(path, "cannot open to hash");
+  auto f = open_to_read(path, "cannot open to hash");
   std::array<unsigned char, 8> len{};
   if (!f.read(reinterpret_cast<char*>(len.data()), 8))
     fail_file(path, "not a safetensors file: shorter than its 8-byte header length");

@@ -1,7 +1,9 @@
 #include "text/clip_tokenizer.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -99,8 +101,10 @@ char32_t lower(char32_t c) {
 }
 
 std::string read_file(const fs::path& p) {
+  errno = 0;
   std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(p.string() + ": cannot be read");
+  if (!in)
+    fail_file(p, errno ? std::string("cannot be read: ") + std::strerror(errno) : "cannot be read");
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();

@@ -321,6 +321,22 @@ TEST(Sha256, KnownAnswersAndFileFingerprints) {
             sha256_hex(big.substr(0, 1 << 20) + big.substr(big.size() - (1 << 20))));
   EXPECT_NE(test::error_of([&] { file_fingerprint(tmp.path() / "absent"); }).find("absent"),
             std::string::npos);
+  // A file that cannot be opened: the system's reason, for each way of reading it.
+  EXPECT_NE(test::error_of([&] {
+              file_fingerprint(tmp.path() / "absent");
+            }).find("absent: cannot open to fingerprint: No such file or directory"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] {
+              sha256_file_hex(tmp.path() / "absent");
+            }).find("absent: cannot open to hash: No such file or directory"),
+            std::string::npos);
+  if (::geteuid() != 0) {  // root reads whatever the mode says
+    std::filesystem::permissions(small, std::filesystem::perms::none);
+    EXPECT_NE(test::error_of([&] {
+                file_fingerprint(small);
+              }).find("small.bin: cannot open to fingerprint: Permission denied"),
+              std::string::npos);
+  }
 }
 }  // namespace
 }  // namespace kinora
