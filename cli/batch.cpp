@@ -12,6 +12,7 @@
 #include "base/json.h"
 #include "base/sha256.h"
 #include "base/strings.h"
+#include "cli/error_message.h"
 #include "media/codecs.h"
 #include "media/format.h"
 #include "media/output.h"
@@ -156,7 +157,7 @@ void validate_entries(std::vector<Entry>& entries, const Placement& placement) {
       loras.check(p);  // found, a LoRA, and for this model
       resolve_device(p.device);
     } catch (const std::exception& err) {  // LibTorch's, or memory, while a model loads too
-      const std::string what = err.what();
+      const std::string what = error_message(err);
       e.error = what.rfind(e.source, 0) == 0 ? what : e.source + ": " + what;  // name the preset
       e.preset.reset();
     }

@@ -144,6 +144,7 @@ const Family& family_for(const Preset& p) {
   const char* option = nullptr;
   switch (held) {
     case io::Family::WanVAE:
+    case io::Family::Wan22VAE:
     case io::Family::KLAutoencoder:
       option = "--vae (preset key 'vae')";
       break;
