@@ -1,5 +1,6 @@
 #include "pipeline/family.h"
 
+#include <cctype>
 #include <cmath>
 #include <mutex>
 
@@ -96,7 +97,8 @@ void expect_kind(const fs::path& file, std::initializer_list<io::Family> wanted,
   std::string msg = file.string();
   msg.append(": given as the ").append(what).append(", but it is ");
   const auto a = [](const std::string& noun) {
-    return (std::string("aeiou").find(noun[0]) == std::string::npos ? "a " : "an ") + noun;
+    const char first = static_cast<char>(std::tolower(static_cast<unsigned char>(noun[0])));
+    return (std::string("aeiou").find(first) == std::string::npos ? "a " : "an ") + noun;
   };
   msg.append(d.family == io::Family::Unknown ? std::string("no model Kinora recognises")
                                              : a(io::family_name(d.family)));

@@ -192,6 +192,12 @@ std::vector<std::string> FluxFamily::check_files(const ModelFiles& files) const 
       io::Family::UMT5)
     throw Error(files.text_encoder.string() +
                 ": a umT5 encoder (Wan's); FLUX needs T5-XXL v1.1 (t5xxl_fp16.safetensors)");
+  // SDXL's bigG would load as the only text model its file has.
+  if (detect_file(files.clip, {io::Family::CLIP, io::Family::OpenCLIP}).family ==
+      io::Family::OpenCLIP)
+    throw Error(files.clip.string() +
+                ": an OpenCLIP text encoder (bigG, SDXL's second), not CLIP-L; FLUX takes "
+                "CLIP-L (clip_l.safetensors) as --clip");
   expect_kind(files.clip, {io::Family::CLIP}, "CLIP text encoder for " + model);
   return {};
 }

@@ -125,9 +125,16 @@ std::vector<std::string> SDXLFamily::check_files(const ModelFiles& files) const 
                   file_label(files.vae) + " has " + std::to_string(ae.z_channels) +
                   (ae.z_channels == 16 ? " (FLUX's ae.safetensors; SDXL takes its own VAE)" : ""));
   }
-  if (!files.clip.empty() && files.clip != files.model)
+  if (!files.clip.empty() && files.clip != files.model) {
+    // A file holding bigG alone would load as the only text model it has.
+    if (detect_file(files.clip, {io::Family::CLIP, io::Family::OpenCLIP}).family ==
+        io::Family::OpenCLIP)
+      throw Error(files.clip.string() +
+                  ": an OpenCLIP text encoder (bigG, SDXL's second), not CLIP-L; give it as the "
+                  "text encoder (--text-encoder) and CLIP-L (clip_l.safetensors) as --clip");
     expect_kind(files.clip, {io::Family::CLIP},
                 "CLIP-L text encoder for " + file_label(files.model));
+  }
   return {};
 }
 

@@ -62,8 +62,11 @@ QApplication& qapp() {
   static char* argv[] = {name, nullptr};
   qputenv("QT_QPA_PLATFORM", "offscreen");
   qputenv("QT_MEDIA_BACKEND", "ffmpeg");  // as kinora-studio does
-  static QApplication app(argc, argv);
-  return app;
+  // Never destroyed: QTest's key events give it an input device that Qt 6.4
+  // cannot delete at exit once the GUI is torn down (a crash after the last
+  // test, when a QTest::keyClick test runs alone).
+  static auto* app = new QApplication(argc, argv);
+  return *app;
 }
 
 // A render with the tiny fixture models (random weights): fast, any size.

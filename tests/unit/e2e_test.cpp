@@ -293,8 +293,9 @@ TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
   const auto claim = dir / ".out1.png.claim";
   std::ofstream(claim) << "node7_4026531836 42 node7\n";
   const std::string batch = kinora_bin() + " batch " + (dir / "list.json").string();
-  // Node 7's heartbeat, three seconds in.
-  auto r = sh("(sleep 3; touch '" + claim.string() + "') & " + batch);
+  // Node 7's heartbeat, every second while the batch runs.
+  auto r = sh("(while sleep 1; do touch '" + claim.string() + "'; done) & beat=$!; " + batch +
+              " 2>&1; rc=$?; kill $beat; exit $rc");
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("waiting on 1 output claimed by another machine"));
   EXPECT_THAT(r.out, HasSubstr("out1.png (being rendered by process 42 on node7)"));
@@ -313,12 +314,12 @@ TEST(E2E, BatchLeavesAPresetAnotherProcessIsRendering) {
   EXPECT_THAT(r.out, HasSubstr("1 rendered, 1 skipped, 0 failed"));
   EXPECT_TRUE(std::filesystem::exists(dir / "out1.png"));
   EXPECT_FALSE(std::filesystem::exists(claim));
-  // Untouched since 4 minutes 56 s: live at the first look, stale 4 s later.
+  // Untouched since 4 minutes 45 s: live at the first look, stale 15 s later.
   std::filesystem::remove(dir / "out1.png");
   std::filesystem::remove(dir / "out1.png.json");
   std::ofstream(claim) << "node7_4026531836 42 node7\n";
   std::filesystem::last_write_time(
-      claim, std::filesystem::last_write_time(claim) - std::chrono::seconds(296));
+      claim, std::filesystem::last_write_time(claim) - std::chrono::seconds(285));
   r = sh(batch);
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, HasSubstr("waiting on 1 output claimed by another machine"));

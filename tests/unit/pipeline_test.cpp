@@ -290,7 +290,9 @@ TEST(Pipeline, ModelErrorsNameTheKeyOrFile) {
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("/tmp/vae"));
   p = tiny();
   p.vae = fixture("wan21_dit_tiny.safetensors");  // a DiT is not a VAE
-  EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("not a Wan VAE checkpoint"));
+  EXPECT_THAT(error_of([&] { pipe.generate(p); }),
+              HasSubstr("wan21_dit_tiny.safetensors: given as the Wan VAE for "
+                        "wan21_dit_tiny.safetensors, but it is a Wan DiT, not a Wan VAE"));
   p = tiny();
   p.loras.push_back({"x.safetensors", 1.0});
   EXPECT_THAT(error_of([&] { pipe.generate(p); }), HasSubstr("loras"));
