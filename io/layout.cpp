@@ -203,16 +203,11 @@ std::optional<Detection> detect_under(const ShapeMap& all, const std::string& pr
                   ": width " + std::to_string(dim(m, "x_embedder.weight", 0)) + ", " +
                   std::to_string(count_indexed(m, "transformer_blocks.")) + " double + " +
                   std::to_string(count_indexed(m, "single_transformer_blocks.")) + " single blocks";
-    } else if (dim(m, "decoder.conv1.weight", 4) > 0 &&
-               has(m, "decoder.upsamples.0.upsamples.0.residual.0.gamma")) {
+    } else if (const bool nested = has(m, "decoder.upsamples.0.upsamples.0.residual.0.gamma");
+               dim(m, "decoder.conv1.weight", 4) > 0 &&
+               (nested || has(m, "decoder.upsamples.0.residual.0.gamma"))) {
       // Wan 2.2's stages nest their blocks (Up_ResidualBlock.upsamples).
-      d.family = Family::Wan22VAE;
-      d.layout = Layout::Original;
-      d.summary = "base width " + std::to_string(dim(m, "encoder.conv1.weight", 0)) +
-                  ", latent channels " + std::to_string(dim(m, "conv2.weight", 0));
-    } else if (dim(m, "decoder.conv1.weight", 4) > 0 &&
-               has(m, "decoder.upsamples.0.residual.0.gamma")) {
-      d.family = Family::WanVAE;
+      d.family = nested ? Family::Wan22VAE : Family::WanVAE;
       d.layout = Layout::Original;
       d.summary = "base width " + std::to_string(dim(m, "encoder.conv1.weight", 0)) +
                   ", latent channels " + std::to_string(dim(m, "conv2.weight", 0));

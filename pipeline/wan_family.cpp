@@ -131,9 +131,8 @@ std::string WanFamily::default_negative_prompt(const ModelFiles& files) const {
 
 LoadedModels WanFamily::load(const ModelFiles& files, layers::Precision precision,
                              const std::function<void(const std::string&)>& say) const {
-  // The files' kinds and fit, before anything loads (T5 v1.1, FLUX's, has
-  // umT5's shapes but one position table for all its layers).
-  check_files(files);
+  // The files' kinds and fit were checked before (check_files, which the
+  // render calls first).
   LoadedModels m;
   auto dit = [&](const fs::path& path) {
     say(file_label(path) + " (Wan DiT)");

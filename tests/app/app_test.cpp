@@ -69,6 +69,17 @@ QApplication& qapp() {
   return *app;
 }
 
+// A scripted studio's options in `dir`: its data folder and an output
+// folder, made.
+StudioOptions scripted_options(const fs::path& dir) {
+  StudioOptions o;
+  o.data_dir = QString::fromStdString((dir / "data").string());
+  o.output_dir = QString::fromStdString((dir / "out").string());
+  fs::create_directories(dir / "out");
+  o.quit_when_idle = true;
+  return o;
+}
+
 // A render with the tiny fixture models (random weights): fast, any size.
 Preset fixture_preset(const fs::path& out, int steps = 4) {
   Preset p;
@@ -1363,11 +1374,7 @@ TEST(GeneratePanel, TabWheelAndRandomSeed) {
 TEST(MainWindow, SaveAddsJsonAQueueButtonAndAHintInTheEmptyViewer) {
   qapp();
   test::TempDir tmp;
-  StudioOptions o;
-  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
-  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
-  fs::create_directories(tmp.path() / "out");
-  o.quit_when_idle = true;
+  auto o = scripted_options(tmp.path());
   MainWindow w(o);
   EXPECT_TRUE(w.viewer()->shown_hint().contains("Queue (Ctrl+Enter)"));
   const auto saved = w.save_preset_to(QString::fromStdString((tmp.path() / "tri").string()));
@@ -1390,11 +1397,7 @@ TEST(MainWindow, SaveAddsJsonAQueueButtonAndAHintInTheEmptyViewer) {
 TEST(MainWindow, EscInAFieldDoesNotCancelTheRunningJob) {
   qapp();
   test::TempDir tmp;
-  StudioOptions o;
-  o.data_dir = QString::fromStdString((tmp.path() / "data").string());
-  o.output_dir = QString::fromStdString((tmp.path() / "out").string());
-  fs::create_directories(tmp.path() / "out");
-  o.quit_when_idle = true;
+  auto o = scripted_options(tmp.path());
   MainWindow w(o);
   w.show();
   QApplication::setActiveWindow(&w);
