@@ -231,6 +231,22 @@ void select(QComboBox* box, const QString& value) {
   }
   box->setCurrentIndex(std::max(0, i));
 }
+
+// Which of the role's kinds `file` is, by its place in wanted()'s list (the
+// one a role prefers first: SDXL's bigG in OpenCLIP's names before a CLIP
+// model, which may be CLIP-L); -1 when it is none of them or cannot be read.
+int kind_rank(const std::string& family, const std::string& role, const QString& file) {
+  const auto want = wanted(family, role);
+  if (!want) return -1;
+  int best = -1;
+  for (const auto& k : kinds_of(file))
+    for (std::size_t r = 0; r < want->kinds.size(); ++r)
+      if (k.family == want->kinds[r].first &&
+          (want->kinds[r].second == 0 || k.latent == want->kinds[r].second) &&
+          (best < 0 || static_cast<int>(r) < best))
+        best = static_cast<int>(r);
+  return best;
+}
 }  // namespace
 
 QString wrong_part(const std::string& family, const std::string& role, const QString& file) {
@@ -590,9 +606,19 @@ void GeneratePanel::list_parts() {
     const QSignalBlocker quiet(box);
     box->clear();
     box->addItem("—", QString());
-    if (applies)
+    if (applies) {
+      // The files that fit, of the kind the role prefers where there are
+      // several (a folder with clip_g and clip_l lists bigG for SDXL's).
+      std::vector<std::tuple<QString, QString, int>> fitting;
       for (const auto& [name, path] : *files)
-        if (wrong_part(family_, role, path).isEmpty()) box->addItem(name, path);
+        if (wrong_part(family_, role, path).isEmpty())
+          fitting.emplace_back(name, path, kind_rank(family_, role, path));
+      int best = -1;
+      for (const auto& f : fitting)
+        if (const int r = std::get<2>(f); r >= 0 && (best < 0 || r < best)) best = r;
+      for (const auto& [name, path, rank] : fitting)
+        if (rank == best || rank < 0) box->addItem(name, path);
+    }
     int i = -1;
     if (restoring_) {
       // A preset's file stays as it names it (a wrong one is refused when queued).

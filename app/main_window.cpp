@@ -812,14 +812,16 @@ int MainWindow::queue_folder(const QString& dir) {
     if (!queue_preset_file(f.absoluteFilePath(), true).isEmpty()) ++n;
   }
   collected_ = nullptr;
-  statusBar()->showMessage(QString("queued %1 presets").arg(n) +
+  const QString presets = n == 1 ? "preset" : "presets";
+  statusBar()->showMessage(QString("queued %1 %2").arg(n).arg(presets) +
                            (refused.isEmpty() ? QString() : "; not queued: " + refused.join("; ")));
   // Every refusal in one dialog, not one dialog each.
   if (!refused.isEmpty() && !scripted())
-    warn(
-        "Not queued",
-        QString("Queued %1 presets of %2; %3 not queued:\n\n").arg(n).arg(dir).arg(refused.size()) +
-            refused.join("\n\n"));
+    warn("Not queued", QString("Queued %1 %2 of %3; %4 not queued:\n\n")
+                               .arg(n)
+                               .arg(presets, dir)
+                               .arg(refused.size()) +
+                           refused.join("\n\n"));
   return n;
 }
 

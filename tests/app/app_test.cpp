@@ -1239,6 +1239,8 @@ TEST(GeneratePanel, PickersFollowTheModelsFamily) {
   qapp();
   test::TempDir tmp;
   const auto m = mixed_models(tmp.path());
+  const auto unet = m.dir / "diffusion_models" / "sdxl_unet.safetensors";
+  fs::create_symlink(fixture("sdxl_unet_tiny.safetensors"), unet);
   GeneratePanel panel;
   panel.set_models_dir(QString::fromStdString(m.dir.string()));
   auto* model = panel.findChild<QComboBox*>("model");
@@ -1247,6 +1249,13 @@ TEST(GeneratePanel, PickersFollowTheModelsFamily) {
   auto* tok = panel.findChild<QComboBox*>("tokenizer");
   auto* clip = panel.findChild<QComboBox*>("clip");
   ASSERT_TRUE(model && vae && te && tok && clip);
+  // A bare SDXL UNet: bigG in OpenCLIP's names is its text encoder, before
+  // CLIP-L (a CLIP model, as bigG in transformers' names is too).
+  model->setCurrentIndex(model->findData(QString::fromStdString(unet.string())));
+  EXPECT_EQ(items(te), (QStringList{"—", "clip_g_tiny.safetensors"}));
+  EXPECT_EQ(te->currentText(), "clip_g_tiny.safetensors");
+  EXPECT_EQ(clip->currentText(), "clip_l_tiny.safetensors");
+  EXPECT_EQ(vae->currentText(), "sdxl_vae_tiny.safetensors");
   model->setCurrentIndex(model->findData(QString::fromStdString(m.wan.string())));
   EXPECT_EQ(items(vae), (QStringList{"—", "wan21_vae_tiny.safetensors"}));
   EXPECT_EQ(vae->currentText(), "wan21_vae_tiny.safetensors");
