@@ -79,19 +79,27 @@ std::string file_label(const fs::path& file) {
   return file.filename().string();
 }
 
-io::Detection detect_file(const fs::path& file, std::initializer_list<io::Family> wanted) {
-  const auto shapes = io::Checkpoint::open(file).shapes();
+namespace {
+io::Detection detect_in(const io::Checkpoint& ck, std::initializer_list<io::Family> wanted) {
+  const auto& shapes = ck.shapes();
   auto d = io::detect_layout(shapes, wanted);
   for (const auto f : wanted)
     if (d.family == f) return d;
   return io::detect_layout(shapes);
 }
+}  // namespace
 
-void expect_kind(const fs::path& file, std::initializer_list<io::Family> wanted,
-                 const std::string& what) {
-  const auto d = detect_file(file, wanted);
+io::Detection detect_file(const fs::path& file, std::initializer_list<io::Family> wanted) {
+  return detect_in(io::Checkpoint::open(file), wanted);
+}
+
+OpenedPart expect_kind(const fs::path& file, std::initializer_list<io::Family> wanted,
+                       const std::string& what) {
+  OpenedPart part{io::Checkpoint::open(file), {}};
+  part.detection = detect_in(part.checkpoint, wanted);
+  const auto& d = part.detection;
   for (const auto f : wanted)
-    if (d.family == f) return;
+    if (d.family == f) return part;
   std::string kinds;
   for (const auto f : wanted) kinds.append(kinds.empty() ? "" : " or ").append(io::family_name(f));
   std::string msg = file.string();

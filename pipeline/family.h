@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "diffusion/denoiser.h"
+#include "io/checkpoint.h"
 #include "io/layout.h"
 #include "layers/precision.h"
 #include "lora/lora.h"
@@ -158,9 +159,14 @@ std::string file_label(const std::filesystem::path& file);
 io::Detection detect_file(const std::filesystem::path& file,
                           std::initializer_list<io::Family> wanted);
 // Refuses `file` for the role `what` ("VAE for the Wan DiT x.safetensors")
-// unless detect_file finds one of `wanted` in it.
-void expect_kind(const std::filesystem::path& file, std::initializer_list<io::Family> wanted,
-                 const std::string& what);
+// unless detect_file finds one of `wanted` in it; else the file, opened (its
+// header read once for every check of it), and which of `wanted` it holds.
+struct OpenedPart {
+  io::Checkpoint checkpoint;
+  io::Detection detection;
+};
+OpenedPart expect_kind(const std::filesystem::path& file, std::initializer_list<io::Family> wanted,
+                       const std::string& what);
 // The kind of sampler a family's models take (flow-matching or
 // noise-prediction): that of its default sampler.
 schedulers::Space sampler_space(const Family& family);

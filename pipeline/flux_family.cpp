@@ -177,19 +177,18 @@ void FluxFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles&
 }
 
 std::vector<std::string> FluxFamily::check_files(const ModelFiles& files) const {
-  expect_kind(files.model, {io::Family::FluxDiT}, "FLUX DiT (model)");
+  const auto cfg = diffusion::FluxConfig::from_checkpoint(
+      expect_kind(files.model, {io::Family::FluxDiT}, "FLUX DiT (model)").checkpoint);
   const auto model = file_label(files.model);
-  const auto cfg = diffusion::FluxConfig::from_checkpoint(io::Checkpoint::open(files.model));
-  expect_kind(files.vae, {io::Family::KLAutoencoder}, "autoencoder for " + model);
-  const auto ae = vae::KLAutoencoderConfig::from_checkpoint(io::Checkpoint::open(files.vae));
+  const auto ae = vae::KLAutoencoderConfig::from_checkpoint(
+      expect_kind(files.vae, {io::Family::KLAutoencoder}, "autoencoder for " + model).checkpoint);
   if (cfg.in_channels != 4 * ae.z_channels)
     throw Error(model + " works on " + std::to_string(cfg.in_channels / 4) +
                 " latent channels, but the autoencoder " + file_label(files.vae) + " has " +
                 std::to_string(ae.z_channels));
-  expect_kind(files.text_encoder, {io::Family::T5, io::Family::UMT5},
-              "T5 text encoder for " + model);
-  if (detect_file(files.text_encoder, {io::Family::T5, io::Family::UMT5}).family ==
-      io::Family::UMT5)
+  if (expect_kind(files.text_encoder, {io::Family::T5, io::Family::UMT5},
+                  "T5 text encoder for " + model)
+          .detection.family == io::Family::UMT5)
     throw Error(files.text_encoder.string() +
                 ": a umT5 encoder (Wan's); FLUX needs T5-XXL v1.1 (t5xxl_fp16.safetensors)");
   // SDXL's bigG would load as the only text model its file has.

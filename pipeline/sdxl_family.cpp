@@ -118,8 +118,9 @@ std::vector<std::string> SDXLFamily::check_files(const ModelFiles& files) const 
   expect_kind(files.model, {io::Family::UNet}, "SDXL UNet (model)");
   // A part of its own file: the single-file checkpoint holds it.
   if (!files.vae.empty() && files.vae != files.model) {
-    expect_kind(files.vae, {io::Family::KLAutoencoder}, "VAE for " + file_label(files.model));
-    const auto ae = vae::KLAutoencoderConfig::from_checkpoint(io::Checkpoint::open(files.vae));
+    const auto ae = vae::KLAutoencoderConfig::from_checkpoint(
+        expect_kind(files.vae, {io::Family::KLAutoencoder}, "VAE for " + file_label(files.model))
+            .checkpoint);
     if (ae.z_channels != 4)
       throw Error(file_label(files.model) + " works on 4 latent channels, but the autoencoder " +
                   file_label(files.vae) + " has " + std::to_string(ae.z_channels) +

@@ -182,8 +182,8 @@ void WanFamily::check(const LoadedModels& m, const Preset& p, const ModelFiles& 
 std::vector<std::string> WanFamily::check_files(const ModelFiles& files) const {
   std::vector<std::string> notes;
   const auto dit_config = [](const fs::path& file, const char* what) {
-    expect_kind(file, {io::Family::WanDiT}, what);
-    return diffusion::WanConfig::from_checkpoint(io::Checkpoint::open(file));
+    return diffusion::WanConfig::from_checkpoint(
+        expect_kind(file, {io::Family::WanDiT}, what).checkpoint);
   };
   const auto cfg = dit_config(files.model, "Wan DiT (model)");
   const auto model = file_label(files.model);
@@ -228,22 +228,21 @@ std::vector<std::string> WanFamily::check_files(const ModelFiles& files) const {
                                                  : "the last, low-noise steps") +
                     " only; give the pair as model (high-noise) and model2 (low-noise)");
   }
-  expect_kind(files.vae, {io::Family::WanVAE}, "Wan VAE for " + model);
-  const auto vae = vae::WanVAEConfig::from_checkpoint(io::Checkpoint::open(files.vae));
+  const auto vae = vae::WanVAEConfig::from_checkpoint(
+      expect_kind(files.vae, {io::Family::WanVAE}, "Wan VAE for " + model).checkpoint);
   if (vae.z_dim != cfg.out_dim)
     throw Error(model + " works on " + std::to_string(cfg.out_dim) + " latent channels, but " +
                 file_label(files.vae) + " has " + std::to_string(vae.z_dim) +
                 (cfg.out_dim == 48 ? " (the TI2V-5B's VAE is the Wan 2.2 VAE, 48 channels, which "
                                      "Kinora does not support yet)"
                                    : ""));
-  expect_kind(files.text_encoder, {io::Family::UMT5, io::Family::T5},
-              "umT5 text encoder for " + model);
-  const auto ck = io::Checkpoint::open(files.text_encoder);
-  if (io::detect_layout(ck.shapes(), {io::Family::UMT5, io::Family::T5}).family == io::Family::T5)
+  const auto te = expect_kind(files.text_encoder, {io::Family::UMT5, io::Family::T5},
+                              "umT5 text encoder for " + model);
+  if (te.detection.family == io::Family::T5)
     throw Error(files.text_encoder.string() +
                 ": a T5 v1.1 encoder (FLUX's t5xxl), not Wan's umT5-XXL (ComfyUI's "
                 "umt5_xxl_*.safetensors, or a Wan diffusers pipeline's text_encoder/)");
-  if (const auto t5 = text::T5Config::from_checkpoint(ck); t5.dim != cfg.text_dim)
+  if (const auto t5 = text::T5Config::from_checkpoint(te.checkpoint); t5.dim != cfg.text_dim)
     throw Error(model + " expects text of width " + std::to_string(cfg.text_dim) + ", but " +
                 file_label(files.text_encoder) + " gives " + std::to_string(t5.dim));
   return notes;
